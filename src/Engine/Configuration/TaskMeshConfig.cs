@@ -1,0 +1,193 @@
+using System.Globalization;
+using Tomlyn.Parsing;
+using Tomlyn.Syntax;
+
+namespace TaskMesh.Engine.Configuration;
+
+/// <summary>A problem in a configuration file, with the key and line it concerns.</summary>
+public sealed class ConfigException(string message) : Exception(message);
+
+/// <summary>
+/// <c>taskmesh.toml</c>. Every key has a default, so no file is needed; a file may set any
+/// subset. Unknown sections or keys, wrong types and out-of-range values are errors naming the
+/// key and its line, all reported together. <c>docs/configuration.md</c> lists every key.
+/// </summary>
+public sealed class TaskMeshConfig
+{
+    // [general]
+    /// <summary><c>general.progress</c>: <c>auto</c> (bar on a terminal, lines otherwise), <c>bar</c>, <c>lines</c> or <c>none</c>.</summary>
+    public string Progress { get; set; } = "auto";
+
+    // [execution]
+    public int MaxParallelTasks { get; set; } = Environment.ProcessorCount;
+    public int WorkerThreads { get; set; } = EngineOptions.Automatic;
+    public double TimeoutSeconds { get; set; } = 300;
+    public int RetryAttempts { get; set; }
+    public int RetryBaseDelayMs { get; set; } = 100;
+    public int RetryMaxDelayMs { get; set; } = 30_000;
+    public int CancelGraceMs { get; set; } = 2_000;
+
+    // [handlers]
+    public bool ShellEnabled { get; set; }
+
+    /// <summary>The file the settings came from, or null for defaults.</summary>
+    public string? Source { get; private set; }
+
+    private delegate string? Setter(TaskMeshConfig c, ValueSyntax v);
+
+    private static readonly Dictionary<string, Dictionary<string, Setter>> s_schema = new(StringComparer.Ordinal)
+    {
+        ["general"] = new(StringComparer.Ordinal)
+        {
+            ["progress"] = (c, v) => Str(v, out var s) ?? (s is "auto" or "bar" or "lines" or "none" ? Set(() => c.Progress = s!) : "must be one of auto, bar, lines, none"),
+        },
+        ["execution"] = new(StringComparer.Ordinal)
+        {
+            ["max_parallel_tasks"] = (c, v) => Int(v, 1, 100_000, out var x) ?? Set(() => c.MaxParallelTasks = x),
+            ["worker_threads"] = (c, v) => Int(v, 0, 1024, out var x) ?? Set(() => c.WorkerThreads = x),
+            ["timeout_seconds"] = (c, v) => Num(v, 0.001, 30 * 86_400, out var x) ?? Set(() => c.TimeoutSeconds = x),
+            ["retry_attempts"] = (c, v) => Int(v, 0, 100, out var x) ?? Set(() => c.RetryAttempts = x),
+            ["retry_base_delay_ms"] = (c, v) => Int(v, 0, 3_600_000, out var x) ?? Set(() => c.RetryBaseDelayMs = x),
+            ["retry_max_delay_ms"] = (c, v) => Int(v, 0, 3_600_000, out var x) ?? Set(() => c.RetryMaxDelayMs = x),
+            ["cancel_grace_ms"] = (c, v) => Int(v, 0, 600_000, out var x) ?? Set(() => c.CancelGraceMs = x),
+        },
+        ["handlers"] = new(StringComparer.Ordinal)
+        {
+            ["shell_enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.ShellEnabled = b),
+        },
+    };
+
+    /// <summary>Loads a file. </summary>
+    /// <exception cref="ConfigException">With every problem, each naming the key and line.</exception>
+    public static TaskMeshConfig Load(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"{path}: cannot read the config: {ex.Message}");
+        }
+        return Parse(text, path);
+    }
+
+    /// <summary>Parses TOML text.</summary>
+    public static TaskMeshConfig Parse(string text, string path = "taskmesh.toml")
+    {
+        var config = new TaskMeshConfig { Source = path };
+        var doc = SyntaxParser.Parse(text, path);
+        var problems = new List<string>();
+        foreach (var d in doc.Diagnostics)
+            problems.Add($"{path}:{d.Span.Start.Line + 1}:{d.Span.Start.Column + 1}: {d.Message}");
+        if (problems.Count == 0)
+        {
+            foreach (var kv in doc.KeyValues)
+                problems.Add($"{path}:{Line(kv)}: key '{KeyName(kv.Key)}' must be inside a section ([general], [execution], [handlers])");
+            foreach (var table in doc.Tables)
+            {
+                string section = KeyName(table.Name);
+                if (table is TableArraySyntax || !s_schema.TryGetValue(section, out var keys))
+                {
+                    problems.Add($"{path}:{Line(table)}: unknown section [{section}] (known: {string.Join(", ", s_schema.Keys.Select(k => $"[{k}]"))})");
+                    continue;
+                }
+                foreach (var item in table.Items)
+                {
+                    if (item is not KeyValueSyntax kv) continue;
+                    string key = KeyName(kv.Key);
+                    if (!keys.TryGetValue(key, out var setter))
+                    {
+                        problems.Add($"{path}:{Line(kv)}: unknown key '{section}.{key}' (known: {string.Join(", ", keys.Keys)})");
+                        continue;
+                    }
+                    if (setter(config, kv.Value!) is string problem)
+                        problems.Add($"{path}:{Line(kv)}: key '{section}.{key}' {problem}");
+                }
+            }
+        }
+        if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
+            problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
+        if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));
+        return config;
+    }
+
+    /// <summary>The engine options these settings describe.</summary>
+    public EngineOptions ToEngineOptions() => new()
+    {
+        MaxParallelTasks = MaxParallelTasks,
+        WorkerThreads = WorkerThreads,
+        DefaultTimeout = TimeSpan.FromSeconds(TimeoutSeconds),
+        RetryAttempts = RetryAttempts,
+        RetryBaseDelay = TimeSpan.FromMilliseconds(RetryBaseDelayMs),
+        RetryMaxDelay = TimeSpan.FromMilliseconds(RetryMaxDelayMs),
+        CancelGracePeriod = TimeSpan.FromMilliseconds(CancelGraceMs),
+        ShellEnabled = ShellEnabled,
+    };
+
+    private static int Line(SyntaxNode node) => node.Span.Start.Line + 1;
+
+    private static string KeyName(KeySyntax? key)
+    {
+        if (key is null) return "";
+        var parts = new List<string> { Part(key.Key) };
+        foreach (var d in key.DotKeys) parts.Add(Part(d.Key));
+        return string.Join('.', parts);
+    }
+
+    private static string Part(BareKeyOrStringValueSyntax? k) => k switch
+    {
+        BareKeySyntax b => b.Key?.Text ?? "",
+        StringValueSyntax s => s.Value ?? "",
+        _ => k?.ToString()?.Trim() ?? "",
+    };
+
+    private static string? Set(Action a)
+    {
+        a();
+        return null;
+    }
+
+    private static string? Int(ValueSyntax v, long min, long max, out int x)
+    {
+        x = 0;
+        if (v is not IntegerValueSyntax i) return $"must be an integer, got {Describe(v)}";
+        if (i.Value < min || i.Value > max) return $"is {i.Value}; it must be between {min} and {max}";
+        x = (int)i.Value;
+        return null;
+    }
+
+    private static string? Num(ValueSyntax v, double min, double max, out double x)
+    {
+        x = v switch { IntegerValueSyntax i => i.Value, FloatValueSyntax f => f.Value, _ => double.NaN };
+        if (double.IsNaN(x)) return $"must be a number, got {Describe(v)}";
+        if (x < min || x > max) return $"is {x.ToString(CultureInfo.InvariantCulture)}; it must be between {min.ToString(CultureInfo.InvariantCulture)} and {max.ToString(CultureInfo.InvariantCulture)}";
+        return null;
+    }
+
+    private static string? Bool(ValueSyntax v, out bool b)
+    {
+        b = false;
+        if (v is not BooleanValueSyntax bv) return $"must be true or false, got {Describe(v)}";
+        b = bv.Value;
+        return null;
+    }
+
+    private static string? Str(ValueSyntax v, out string? s)
+    {
+        s = (v as StringValueSyntax)?.Value;
+        return s is null ? $"must be a string, got {Describe(v)}" : null;
+    }
+
+    private static string Describe(ValueSyntax v) => v switch
+    {
+        IntegerValueSyntax => "an integer",
+        FloatValueSyntax => "a float",
+        BooleanValueSyntax => "a boolean",
+        StringValueSyntax => "a string",
+        ArraySyntax => "an array",
+        InlineTableSyntax => "a table",
+        _ => "another type",
+    };
+}

@@ -1,0 +1,91 @@
+namespace TaskMesh.Engine;
+
+/// <summary>
+/// Settings of an engine, validated once when the engine is built (all problems reported
+/// together) and copied, so later edits of this object have no effect on it.
+/// </summary>
+public sealed class EngineOptions
+{
+    /// <summary>Slots of the local layer: tasks with asynchronous handlers that run at once.</summary>
+    /// <value>Default: the number of processors.</value>
+    public int MaxParallelTasks { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Scheduler worker threads (they also run inline handlers).</summary>
+    /// <value>Default: <see cref="Automatic"/>, i.e. min(processors, <see cref="MaxParallelTasks"/>).</value>
+    public int WorkerThreads { get; set; } = Automatic;
+
+    /// <summary>Per-attempt timeout of a task that sets none (nor its graph's defaults).</summary>
+    /// <value>Default: 300 seconds.</value>
+    public TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>Retries of a failed task that sets none.</summary>
+    /// <value>Default: 0.</value>
+    public int RetryAttempts { get; set; }
+
+    /// <summary>Delay before the first retry; doubled for each later one, with jitter.</summary>
+    /// <value>Default: 100 ms.</value>
+    public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>Upper bound of one retry delay.</summary>
+    /// <value>Default: 30 s.</value>
+    public TimeSpan RetryMaxDelay { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a cancelled handler may keep running before it is abandoned.</summary>
+    /// <value>Default: 2 s.</value>
+    public TimeSpan CancelGracePeriod { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Whether the <c>shell</c> handler may run.</summary>
+    /// <value>Default: false.</value>
+    public bool ShellEnabled { get; set; }
+
+    /// <summary>Clock for timeouts and back-off (tests inject their own).</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>Seed of the retry jitter; null seeds from the clock.</summary>
+    public int? RandomSeed { get; set; }
+
+    /// <summary>"Choose for me" for <see cref="WorkerThreads"/>.</summary>
+    public const int Automatic = 0;
+
+    internal EngineOptions Validated()
+    {
+        var problems = new List<string>();
+        if (MaxParallelTasks < 1) problems.Add($"max_parallel_tasks is {MaxParallelTasks}; it must be at least 1");
+        if (WorkerThreads < 0 || WorkerThreads > 1024) problems.Add($"worker threads is {WorkerThreads}; it must be between 0 (automatic) and 1024");
+        if (DefaultTimeout <= TimeSpan.Zero) problems.Add($"timeout_seconds is {DefaultTimeout.TotalSeconds}; it must be greater than 0");
+        if (RetryAttempts is < 0 or > 100) problems.Add($"retry_attempts is {RetryAttempts}; it must be between 0 and 100");
+        if (RetryBaseDelay < TimeSpan.Zero) problems.Add("retry_base_delay_ms must be at least 0");
+        if (RetryMaxDelay < RetryBaseDelay) problems.Add("the maximum retry delay must be at least the base delay");
+        if (CancelGracePeriod < TimeSpan.Zero) problems.Add("the cancellation grace period must be at least 0");
+        if (problems.Count > 0) throw new ArgumentException("invalid engine options: " + string.Join("; ", problems));
+        return new EngineOptions
+        {
+            MaxParallelTasks = MaxParallelTasks,
+            WorkerThreads = WorkerThreads == Automatic ? Math.Min(Environment.ProcessorCount, MaxParallelTasks) : WorkerThreads,
+            DefaultTimeout = DefaultTimeout,
+            RetryAttempts = RetryAttempts,
+            RetryBaseDelay = RetryBaseDelay,
+            RetryMaxDelay = RetryMaxDelay,
+            CancelGracePeriod = CancelGracePeriod,
+            ShellEnabled = ShellEnabled,
+            TimeProvider = TimeProvider,
+            RandomSeed = RandomSeed,
+        };
+    }
+}
+
+/// <summary>Settings of one run.</summary>
+public sealed class RunOptions
+{
+    /// <summary>Publish the run's events on <see cref="RunHandle.Events"/>.</summary>
+    public bool EmitEvents { get; set; }
+
+    /// <summary>Keep per-task durations, attempts, layers and errors; null keeps them up to 100,000 tasks.</summary>
+    public bool? CollectTaskDetails { get; set; }
+
+    /// <summary>Folder that relative paths in task arguments are resolved against.</summary>
+    public string? BaseDirectory { get; set; }
+
+    /// <summary>Tasks above which details are dropped unless asked for.</summary>
+    public const int DetailsLimit = 100_000;
+}

@@ -1,0 +1,379 @@
+using System.Text;
+using System.Text.Json;
+
+namespace TaskMesh.Engine.Graph;
+
+/// <summary>
+/// Reads the graph JSON of DESIGN.md into a <see cref="GraphBuilder"/> with one forward pass of
+/// <see cref="Utf8JsonReader"/>. Schema problems are collected with their line and column rather
+/// than thrown one at a time, so a user sees all of them at once.
+/// </summary>
+public static class GraphLoader
+{
+    private static readonly JsonReaderOptions s_readerOptions = new()
+    {
+        CommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+        MaxDepth = 64,
+    };
+
+    /// <summary>Loads a graph file; the builder's errors (if any) surface from <see cref="GraphBuilder.TryBuild"/>.</summary>
+    /// <exception cref="GraphValidationException">When the file cannot be read or is not well-formed JSON.</exception>
+    public static GraphBuilder LoadFile(string path)
+    {
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new GraphValidationException([new GraphError("unreadable", ex.Message)], path);
+        }
+        return Load(bytes, path);
+    }
+
+    /// <summary>Loads a graph from UTF-8 JSON text.</summary>
+    public static GraphBuilder Load(ReadOnlySpan<byte> utf8, string? file = null)
+    {
+        var builder = new GraphBuilder(file is null ? "graph" : Path.GetFileNameWithoutExtension(file));
+        var state = new LoaderState(builder, utf8.Length);
+        var reader = new Utf8JsonReader(utf8, isFinalBlock: true, new JsonReaderState(s_readerOptions));
+        try
+        {
+            ReadRoot(ref reader, utf8, ref state);
+        }
+        catch (JsonException ex)
+        {
+            int line = (int)(ex.LineNumber ?? 0) + 1;
+            int col = (int)(ex.BytePositionInLine ?? 0) + 1;
+            var msg = ex.Message;
+            int cut = msg.IndexOf(" LineNumber:", StringComparison.Ordinal);
+            if (cut > 0) msg = msg[..cut];
+            throw new GraphValidationException([new GraphError("malformed-json", msg, null, line, col)], file);
+        }
+        return builder;
+    }
+
+    /// <summary>Loads a graph from JSON text.</summary>
+    public static GraphBuilder LoadText(string json, string? file = null) => Load(Encoding.UTF8.GetBytes(json), file);
+
+    private struct LoaderState(GraphBuilder builder, int length)
+    {
+        public readonly GraphBuilder Builder = builder;
+        public readonly int Length = length;
+        public int LineCursorOffset;
+        public int Line = 1;
+        public int LineStart;
+    }
+
+    // Lines are counted incrementally: tokens only move forward, so each byte is scanned once.
+    private static (int line, int col) Position(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
+    {
+        int at = (int)r.TokenStartIndex;
+        if (at > s.LineCursorOffset)
+        {
+            var chunk = utf8[s.LineCursorOffset..at];
+            int count = chunk.Count((byte)'\n');
+            if (count > 0)
+            {
+                s.Line += count;
+                s.LineStart = s.LineCursorOffset + chunk.LastIndexOf((byte)'\n') + 1;
+            }
+            s.LineCursorOffset = at;
+        }
+        return (s.Line, at - s.LineStart + 1);
+    }
+
+    private static void ReadRoot(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
+    {
+        var b = s.Builder;
+        if (!r.Read()) throw new JsonException("the file is empty", null, 0, 0);
+        if (r.TokenType != JsonTokenType.StartObject)
+        {
+            var (l, c) = Position(ref r, utf8, ref s);
+            b.AddError(new GraphError("schema", "a graph file must hold one JSON object", null, l, c));
+            r.Skip();
+            return;
+        }
+        bool sawTasks = false;
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+        {
+            var (line, col) = Position(ref r, utf8, ref s);
+            string name = r.GetString()!;
+            r.Read();
+            switch (name)
+            {
+                case "name":
+                    if (ExpectString(ref r, b, "name", null, line, col) is string n) b.Name = n;
+                    break;
+                case "defaults":
+                    ReadDefaults(ref r, utf8, ref s);
+                    break;
+                case "resources":
+                    ReadResources(ref r, utf8, ref s);
+                    break;
+                case "tasks":
+                    sawTasks = true;
+                    ReadTasks(ref r, utf8, ref s);
+                    break;
+                default:
+                    b.AddError(new GraphError("schema", $"unknown field '{name}' (expected name, defaults, resources, tasks)", null, line, col));
+                    r.Skip();
+                    break;
+            }
+        }
+        if (r.Read())
+        {
+            var (l, c) = Position(ref r, utf8, ref s);
+            throw new JsonException("unexpected data after the graph object", null, l - 1, c - 1);
+        }
+        if (!sawTasks)
+            b.AddError(new GraphError("schema", "the graph has no 'tasks' array", null, 1, 1));
+    }
+
+    private static void ReadDefaults(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
+    {
+        var b = s.Builder;
+        if (!ExpectObject(ref r, utf8, ref s, "defaults", null)) return;
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+        {
+            var (line, col) = Position(ref r, utf8, ref s);
+            string name = r.GetString()!;
+            r.Read();
+            switch (name)
+            {
+                case "timeoutSeconds": b.Defaults.TimeoutSeconds = ExpectNumber(ref r, b, "defaults.timeoutSeconds", null, line, col); break;
+                case "retries": b.Defaults.Retries = ExpectInt(ref r, b, "defaults.retries", null, line, col); break;
+                case "layer": b.Defaults.Layer = ExpectString(ref r, b, "defaults.layer", null, line, col); break;
+                default:
+                    b.AddError(new GraphError("schema", $"unknown field 'defaults.{name}' (expected timeoutSeconds, retries, layer)", null, line, col));
+                    r.Skip();
+                    break;
+            }
+        }
+    }
+
+    private static void ReadResources(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
+    {
+        var b = s.Builder;
+        if (!ExpectObject(ref r, utf8, ref s, "resources", null)) return;
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+        {
+            var (line, col) = Position(ref r, utf8, ref s);
+            string name = r.GetString()!;
+            r.Read();
+            if (ExpectInt(ref r, b, $"resources.{name}", null, line, col) is int cap)
+            {
+                if (!b.Resources.TryAdd(name, cap))
+                    b.AddError(new GraphError("schema", $"resource pool '{name}' is declared twice", null, line, col));
+            }
+        }
+    }
+
+    private static void ReadTasks(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
+    {
+        var b = s.Builder;
+        if (r.TokenType != JsonTokenType.StartArray)
+        {
+            var (l, c) = Position(ref r, utf8, ref s);
+            b.AddError(new GraphError("schema", "'tasks' must be an array", null, l, c));
+            r.Skip();
+            return;
+        }
+        // A rough guess from the file size keeps the lists from regrowing many times on big graphs.
+        int guess = Math.Min(s.Length / 48, 1 << 24);
+        b.EnsureCapacity(guess, guess);
+        while (r.Read() && r.TokenType != JsonTokenType.EndArray)
+            ReadTask(ref r, utf8, ref s);
+    }
+
+    private static void ReadTask(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
+    {
+        var b = s.Builder;
+        var (taskLine, taskCol) = Position(ref r, utf8, ref s);
+        if (r.TokenType != JsonTokenType.StartObject)
+        {
+            b.AddError(new GraphError("schema", "each task must be a JSON object", null, taskLine, taskCol));
+            r.Skip();
+            return;
+        }
+
+        string? id = null, handler = null, priority = null, layer = null;
+        double? timeout = null, minConfidence = null;
+        int? retries = null;
+        JsonElement args = default;
+        string[]? uses = null, tags = null;
+        List<(string id, EdgeKind kind, float weight, int line, int col)>? deps = null;
+
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+        {
+            var (line, col) = Position(ref r, utf8, ref s);
+            string name = r.GetString()!;
+            r.Read();
+            switch (name)
+            {
+                case "id": id = ExpectString(ref r, b, "id", null, line, col); break;
+                case "handler": handler = ExpectString(ref r, b, "handler", id, line, col); break;
+                case "args":
+                    if (r.TokenType is JsonTokenType.StartObject)
+                        args = JsonElement.ParseValue(ref r);
+                    else
+                    {
+                        b.AddError(new GraphError("schema", "'args' must be an object", id, line, col));
+                        r.Skip();
+                    }
+                    break;
+                case "dependsOn": deps = ReadDependencies(ref r, utf8, ref s, id); break;
+                case "priority": priority = ExpectString(ref r, b, "priority", id, line, col); break;
+                case "timeoutSeconds": timeout = ExpectNumber(ref r, b, "timeoutSeconds", id, line, col); break;
+                case "retries": retries = ExpectInt(ref r, b, "retries", id, line, col); break;
+                case "layer": layer = ExpectString(ref r, b, "layer", id, line, col); break;
+                case "minConfidence": minConfidence = ExpectNumber(ref r, b, "minConfidence", id, line, col); break;
+                case "uses": uses = ExpectStringArray(ref r, b, "uses", id, line, col); break;
+                case "tags": tags = ExpectStringArray(ref r, b, "tags", id, line, col); break;
+                default:
+                    b.AddError(new GraphError("schema", $"unknown field '{name}'", id, line, col));
+                    r.Skip();
+                    break;
+            }
+        }
+
+        if (id is null)
+            b.AddError(new GraphError("missing-id", "task has no 'id'", null, taskLine, taskCol));
+        if (handler is null)
+            b.AddError(new GraphError("missing-handler", "task has no 'handler'", id, taskLine, taskCol));
+
+        var t = b.Add(id, handler ?? "", taskLine);
+        var spec = b.SpecOf(t.Index);
+        spec.Line = taskLine;
+        spec.Args = args;
+        spec.TimeoutSeconds = timeout;
+        spec.Retries = retries;
+        spec.Layer = layer;
+        spec.MinConfidence = minConfidence;
+        spec.Uses = uses;
+        spec.Tags = tags;
+        if (priority is not null)
+        {
+            if (GraphNames.TryParsePriority(priority, out var p)) t.WithPriority(p);
+            else b.AddError(new GraphError("bad-value", $"priority is '{priority}'; it must be low, normal, high or critical", id, taskLine, taskCol));
+        }
+        if (deps is not null)
+        {
+            foreach (var d in deps)
+                b.AddNamedDependency(t.Index, d.id, d.kind, d.weight, d.line);
+        }
+    }
+
+    private static List<(string, EdgeKind, float, int, int)>? ReadDependencies(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s, string? owner)
+    {
+        var b = s.Builder;
+        var (line, col) = Position(ref r, utf8, ref s);
+        if (r.TokenType != JsonTokenType.StartArray)
+        {
+            b.AddError(new GraphError("schema", "'dependsOn' must be an array", owner, line, col));
+            r.Skip();
+            return null;
+        }
+        var list = new List<(string, EdgeKind, float, int, int)>(4);
+        while (r.Read() && r.TokenType != JsonTokenType.EndArray)
+        {
+            (line, col) = Position(ref r, utf8, ref s);
+            if (r.TokenType == JsonTokenType.String)
+            {
+                list.Add((r.GetString()!, EdgeKind.Hard, 0f, line, col));
+                continue;
+            }
+            if (r.TokenType != JsonTokenType.StartObject)
+            {
+                b.AddError(new GraphError("schema", "a dependency is a task id or an object {id, type, weight}", owner, line, col));
+                r.Skip();
+                continue;
+            }
+            string? depId = null, type = null;
+            double weight = 0;
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                var (pl, pc) = Position(ref r, utf8, ref s);
+                string name = r.GetString()!;
+                r.Read();
+                switch (name)
+                {
+                    case "id": depId = ExpectString(ref r, b, "dependsOn.id", owner, pl, pc); break;
+                    case "type": type = ExpectString(ref r, b, "dependsOn.type", owner, pl, pc); break;
+                    case "weight": weight = ExpectNumber(ref r, b, "dependsOn.weight", owner, pl, pc) ?? 0; break;
+                    default:
+                        b.AddError(new GraphError("schema", $"unknown field 'dependsOn.{name}' (expected id, type, weight)", owner, pl, pc));
+                        r.Skip();
+                        break;
+                }
+            }
+            if (depId is null)
+            {
+                b.AddError(new GraphError("schema", "a dependency object needs an 'id'", owner, line, col));
+                continue;
+            }
+            if (!GraphNames.TryParseEdgeKind(type, out var kind))
+                b.AddError(new GraphError("bad-value", $"dependency type is '{type}'; it must be hard, soft or data", owner, line, col));
+            if (weight < 0 || double.IsNaN(weight) || double.IsInfinity(weight))
+                b.AddError(new GraphError("bad-value", $"dependency weight is {weight}; it must be a finite number >= 0", owner, line, col));
+            list.Add((depId, kind, (float)weight, line, col));
+        }
+        return list;
+    }
+
+    private static bool ExpectObject(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s, string what, string? owner)
+    {
+        if (r.TokenType == JsonTokenType.StartObject) return true;
+        var (l, c) = Position(ref r, utf8, ref s);
+        s.Builder.AddError(new GraphError("schema", $"'{what}' must be an object", owner, l, c));
+        r.Skip();
+        return false;
+    }
+
+    private static string? ExpectString(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
+    {
+        if (r.TokenType == JsonTokenType.String) return r.GetString();
+        b.AddError(new GraphError("schema", $"'{what}' must be a string", owner, line, col));
+        r.Skip();
+        return null;
+    }
+
+    private static double? ExpectNumber(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
+    {
+        if (r.TokenType == JsonTokenType.Number && r.TryGetDouble(out var d)) return d;
+        b.AddError(new GraphError("schema", $"'{what}' must be a number", owner, line, col));
+        r.Skip();
+        return null;
+    }
+
+    private static int? ExpectInt(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
+    {
+        if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var i)) return i;
+        b.AddError(new GraphError("schema", $"'{what}' must be an integer", owner, line, col));
+        r.Skip();
+        return null;
+    }
+
+    private static string[]? ExpectStringArray(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
+    {
+        if (r.TokenType != JsonTokenType.StartArray)
+        {
+            b.AddError(new GraphError("schema", $"'{what}' must be an array of strings", owner, line, col));
+            r.Skip();
+            return null;
+        }
+        var list = new List<string>();
+        while (r.Read() && r.TokenType != JsonTokenType.EndArray)
+        {
+            if (r.TokenType == JsonTokenType.String) list.Add(r.GetString()!);
+            else
+            {
+                b.AddError(new GraphError("schema", $"'{what}' must be an array of strings", owner, line, col));
+                r.Skip();
+            }
+        }
+        return list.ToArray();
+    }
+}

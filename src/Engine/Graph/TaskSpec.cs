@@ -1,0 +1,32 @@
+using System.Text.Json;
+
+namespace TaskMesh.Engine.Graph;
+
+/// <summary>
+/// The optional settings of one task. Most tasks of a large graph set none of them, so the
+/// graph keeps a reference per task and leaves it null: a million plain tasks cost nothing here.
+/// </summary>
+public sealed class TaskSpec
+{
+    /// <summary>Handler arguments as given (an object), or <c>default</c> when none.</summary>
+    public JsonElement Args { get; set; }
+    public double? TimeoutSeconds { get; set; }
+    public int? Retries { get; set; }
+    /// <summary>Forced layer (<c>local</c>, <c>cluster</c>, <c>quantum</c>) or null/<c>auto</c>.</summary>
+    public string? Layer { get; set; }
+    public double? MinConfidence { get; set; }
+    public string[]? Uses { get; set; }
+    public string[]? Tags { get; set; }
+    /// <summary>1-based line of the task in its graph file, when it came from one.</summary>
+    public int Line { get; set; }
+    /// <summary>Arguments parsed by the handler during validation, reused by every attempt.</summary>
+    internal object? ParsedArgs { get; set; }
+}
+
+/// <summary>Graph-wide defaults that tasks inherit unless they set their own value.</summary>
+public sealed class GraphDefaults
+{
+    public double? TimeoutSeconds { get; set; }
+    public int? Retries { get; set; }
+    public string? Layer { get; set; }
+}

@@ -1,0 +1,60 @@
+using System.Text.Json;
+
+namespace TaskMesh.Engine.Handlers;
+
+/// <summary>
+/// An asynchronous task body. It must honour <paramref name="ct"/>: it is cancelled on timeout
+/// and on run cancellation, and abandoned after a grace period if it does not stop.
+/// </summary>
+/// <returns>The task's output, handed to successors over data edges (may be null).</returns>
+public delegate ValueTask<object?> TaskHandler(TaskContext ctx, JsonElement args, CancellationToken ct);
+
+/// <summary>
+/// A synchronous, short, non-blocking task body. It runs directly on a scheduler worker with no
+/// timeout, slot or hop; use it for tiny tasks only. A failure with retries left is retried
+/// through the local layer with back-off.
+/// </summary>
+public delegate object? InlineTaskHandler(TaskContext ctx);
+
+/// <summary>Checks a handler's arguments before anything runs.</summary>
+/// <returns>The parsed arguments to hand to every attempt, and the problems found (empty when valid).</returns>
+public delegate (object? Parsed, IReadOnlyList<string> Problems) ArgsValidator(JsonElement args);
+
+/// <summary>A registered handler and what the engine needs to know about it.</summary>
+public sealed class HandlerDescriptor
+{
+    public HandlerDescriptor(string name, TaskHandler handler)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(handler);
+        Name = name;
+        Async = handler;
+    }
+
+    public HandlerDescriptor(string name, InlineTaskHandler handler)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(handler);
+        Name = name;
+        Inline = handler;
+    }
+
+    public string Name { get; }
+
+    /// <summary>The asynchronous body, or null for inline handlers.</summary>
+    public TaskHandler? Async { get; }
+
+    /// <summary>The inline body, or null for asynchronous handlers.</summary>
+    public InlineTaskHandler? Inline { get; }
+
+    public bool IsInline => Inline is not null;
+
+    /// <summary>Argument check run during validation; null accepts anything.</summary>
+    public ArgsValidator? Validate { get; init; }
+
+    /// <summary>Predicted duration in microseconds from the (parsed) arguments, for the critical path; null means unknown.</summary>
+    public Func<object?, double>? EstimateMicros { get; init; }
+
+    /// <summary>True when the handler may only run in the local layer (e.g. <c>shell</c>).</summary>
+    public bool LocalOnly { get; init; }
+}

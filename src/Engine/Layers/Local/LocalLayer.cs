@@ -1,0 +1,25 @@
+namespace TaskMesh.Engine.Layers.Local;
+
+/// <summary>Runs handlers on this process's thread pool, <see cref="Capacity"/> at a time.</summary>
+public sealed class LocalLayer : ExecutionLayer
+{
+    public const string LayerName = "local";
+
+    public LocalLayer(int maxParallelTasks)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxParallelTasks, 1);
+        Capacity = maxParallelTasks;
+    }
+
+    public override string Name => LayerName;
+
+    public override int Capacity { get; }
+
+    public override ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
+    {
+        var h = invocation.Handler;
+        if (h.Inline is { } inline)
+            return new ValueTask<object?>(inline(invocation.Context));
+        return h.Async!(invocation.Context, invocation.Args, ct);
+    }
+}

@@ -1,0 +1,36 @@
+namespace TaskMesh.Engine.Scheduling;
+
+/// <summary>What happened to a task.</summary>
+public enum RunEventKind
+{
+    Released,
+    Routed,
+    Started,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Retried,
+    Skipped,
+    Cancelled,
+}
+
+/// <summary>One event of a run, as published on <see cref="RunHandle.Events"/>.</summary>
+/// <param name="Kind">What happened.</param>
+/// <param name="Task">The task's dense index.</param>
+/// <param name="TaskId">The task's id.</param>
+/// <param name="Layer">The layer concerned, when there is one.</param>
+/// <param name="Attempt">The attempt concerned (1 = first), or 0.</param>
+/// <param name="Message">An error or a reason, when there is one.</param>
+/// <param name="Timestamp">When, from the engine's <see cref="TimeProvider"/>.</param>
+public readonly record struct RunEvent(RunEventKind Kind, int Task, string TaskId, string? Layer, int Attempt, string? Message, DateTimeOffset Timestamp);
+
+/// <summary>The outcome of a task.</summary>
+public enum TaskOutcome : byte
+{
+    /// <summary>Did not end: the run was cancelled before it ran or while it ran.</summary>
+    Cancelled = 0,
+    Succeeded = 1,
+    Failed = 2,
+    TimedOut = 3,
+    Skipped = 4,
+}

@@ -1,0 +1,1 @@
+namespace TaskMesh.Learning; internal static class Placeholder {}

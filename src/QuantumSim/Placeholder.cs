@@ -1,0 +1,1 @@
+namespace TaskMesh.QuantumSim; internal static class Placeholder {}

@@ -1,0 +1,1 @@
+namespace TaskMesh.Tests; public class Smoke { [Xunit.Fact] public void Ok() { } }
