@@ -1,1 +1,0 @@
-namespace TaskMesh.Tests; public class Smoke { [Xunit.Fact] public void Ok() { } }
