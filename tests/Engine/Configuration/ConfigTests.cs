@@ -1,0 +1,62 @@
+using TaskMesh.Engine.Configuration;
+using Xunit;
+
+namespace TaskMesh.Tests.Engine.Configuration;
+
+public class ConfigTests
+{
+    [Fact]
+    public void Parse_Empty_GivesDefaults()
+    {
+        var c = TaskMeshConfig.Parse("");
+        Assert.Equal(Environment.ProcessorCount, c.MaxParallelTasks);
+        Assert.Equal(300, c.TimeoutSeconds);
+        Assert.False(c.ShellEnabled);
+    }
+
+    [Fact]
+    public void Parse_AllSections_SetsValues()
+    {
+        var c = TaskMeshConfig.Parse("""
+            [general]
+            progress = "lines"
+            [execution]
+            max_parallel_tasks = 3
+            timeout_seconds = 1.5
+            retry_attempts = 2
+            retry_base_delay_ms = 10
+            [handlers]
+            shell_enabled = true
+            """);
+        Assert.Equal("lines", c.Progress);
+        Assert.Equal(3, c.MaxParallelTasks);
+        Assert.Equal(1.5, c.TimeoutSeconds);
+        Assert.Equal(2, c.RetryAttempts);
+        Assert.True(c.ShellEnabled);
+        Assert.Equal(TimeSpan.FromMilliseconds(10), c.ToEngineOptions().RetryBaseDelay);
+    }
+
+    [Fact]
+    public void Parse_BadKeys_NameKeyAndLine()
+    {
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("""
+            [execution]
+            max_parallel_tasks = 0
+            timeout_seconds = "soon"
+            max_paralel_tasks = 4
+            [nosuch]
+            x = 1
+            """, "t.toml"));
+        Assert.Contains("t.toml:2: key 'execution.max_parallel_tasks' is 0; it must be between 1 and 100000", ex.Message);
+        Assert.Contains("t.toml:3: key 'execution.timeout_seconds' must be a number, got a string", ex.Message);
+        Assert.Contains("t.toml:4: unknown key 'execution.max_paralel_tasks'", ex.Message);
+        Assert.Contains("t.toml:5: unknown section [nosuch]", ex.Message);
+    }
+
+    [Fact]
+    public void Parse_SyntaxError_HasLine()
+    {
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[execution]\nmax_parallel_tasks = = 3\n", "s.toml"));
+        Assert.StartsWith("s.toml:2:", ex.Message);
+    }
+}

@@ -1,0 +1,110 @@
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using Xunit;
+
+namespace TaskMesh.Tests.Engine.Graph;
+
+public class ValidationTests
+{
+    private static GraphValidationException Fail(string json)
+    {
+        var engine = new TaskMeshEngine();
+        return Assert.Throws<GraphValidationException>(() => engine.Prepare(GraphLoader.LoadText(json, "g.json"), "g.json"));
+    }
+
+    [Fact]
+    public void Prepare_EveryPlantedError_IsReportedAtOnce()
+    {
+        var json = """
+            {
+              "name": "broken",
+              "resources": { "db": 1 },
+              "tasks": [
+                { "id": "a", "handler": "noop", "dependsOn": ["c"] },
+                { "id": "b", "handler": "noop", "dependsOn": ["a"] },
+                { "id": "c", "handler": "noop", "dependsOn": ["b"] },
+                { "id": "a", "handler": "noop" },
+                { "id": "d", "handler": "nosuch" },
+                { "id": "e", "handler": "spin", "args": { "micros": -1, "extra": 1 } },
+                { "id": "f", "handler": "noop", "dependsOn": ["ghost", "f"] },
+                { "id": "g", "handler": "noop", "uses": ["gpu"] },
+                { "id": "h", "handler": "noop", "retries": -1, "minConfidence": 2, "timeoutSeconds": 0, "layer": "moon" },
+                { "id": "i", "handler": "sleep" },
+                { "handler": "noop" },
+                { "id": "j", "handler": "shell", "args": { "command": "ls" } }
+              ]
+            }
+            """;
+        var ex = Fail(json);
+        var codes = ex.Errors.Select(e => (e.Code, e.TaskId)).ToList();
+
+        Assert.Contains(("cycle", "a"), codes);
+        Assert.Contains(ex.Errors, e => e.Message == "cycle: a -> b -> c -> a");
+        Assert.Contains(("duplicate-id", "a"), codes);
+        Assert.Contains(("unknown-handler", "d"), codes);
+        Assert.Equal(2, ex.Errors.Count(e => e is { Code: "bad-args", TaskId: "e" }));   // range and unknown argument
+        Assert.Contains(("unknown-dependency", "f"), codes);
+        Assert.Contains(("self-loop", "f"), codes);
+        Assert.Contains(("unknown-resource", "g"), codes);
+        Assert.Equal(4, ex.Errors.Count(e => e is { Code: "bad-value", TaskId: "h" }));
+        Assert.Contains(("bad-args", "i"), codes);                                          // missing 'millis'
+        Assert.Contains(ex.Errors, e => e.Code == "missing-id" && e.Line == 15);
+        Assert.Contains(ex.Errors, e => e is { Code: "bad-args", TaskId: "j" } && e.Message.Contains("shell_enabled"));
+        // Lines point into the file.
+        Assert.Equal(9, ex.Errors.First(e => e.Code == "unknown-handler").Line);
+        Assert.Contains("g.json:9", ex.Message);
+    }
+
+    [Fact]
+    public void Load_MalformedJson_ReportsLineAndColumn()
+    {
+        var ex = Assert.Throws<GraphValidationException>(() => GraphLoader.LoadText("{\n  \"tasks\": [\n    { \"id\": \"a\" \"handler\": \"noop\" }\n  ]\n}", "bad.json"));
+        var e = Assert.Single(ex.Errors);
+        Assert.Equal("malformed-json", e.Code);
+        Assert.Equal(3, e.Line);
+        Assert.True(e.Column > 1);
+        Assert.StartsWith("bad.json:3:", e.Format("bad.json"));
+    }
+
+    [Fact]
+    public void Load_WrongTypesAndUnknownFields_AreSchemaErrors()
+    {
+        var ex = Fail("""{ "tasks": [ { "id": "a", "handler": "noop", "priority": 3, "colour": "red", "dependsOn": "b" } ] }""");
+        Assert.Equal(3, ex.Errors.Count(e => e.Code == "schema"));
+    }
+
+    [Fact]
+    public void Build_CycleAmongMany_NamesOneClosedCycle()
+    {
+        var g = new GraphBuilder();
+        var t = Enumerable.Range(0, 100).Select(i => g.Task($"n{i}", "noop")).ToArray();
+        for (int i = 1; i < 100; i++) t[i].DependsOn(t[i - 1]);
+        t[40].DependsOn(t[60]);
+        var ex = Assert.Throws<GraphValidationException>(() => g.Build());
+        var msg = Assert.Single(ex.Errors).Message;
+        var ids = msg["cycle: ".Length..].Split(" -> ");
+        Assert.Equal(ids[0], ids[^1]);
+        Assert.Equal(22, ids.Length);     // n40 .. n60 and back to n40
+    }
+
+    [Fact]
+    public void Analyze_KnownGraph_GivesLevelsWidthsAndCriticalPath()
+    {
+        var engine = new TaskMeshEngine();
+        var g = new GraphBuilder();
+        var a = g.Task("a", "spin", new { micros = 100 });
+        var b = g.Task("b", "spin", new { micros = 1000 }).DependsOn(a);
+        var c = g.Task("c", "spin", new { micros = 10 }).DependsOn(a);
+        g.Task("d", "spin", new { micros = 100 }).DependsOn(b).DependsOn(c, EdgeKind.Hard, weight: 5); // 5 ms transfer
+        var graph = engine.Prepare(g);
+
+        var analysis = engine.Analyze(graph);
+
+        Assert.Equal([0, 1, 1, 2], analysis.Levels);
+        Assert.Equal([1, 2, 1], analysis.Widths);
+        Assert.Equal(["a", "c", "d"], analysis.CriticalPath.Select(graph.IdOf));
+        Assert.Equal(0.1 + 0.01 + 5 + 0.1, analysis.CriticalPathMs, 6);
+        var dot = analysis.ToDot(graph);
+        Assert.Contains("\"c\" -> \"d\" [label=\"5\", color=red, penwidth=2];", dot);
+    }
+}

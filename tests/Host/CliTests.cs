@@ -1,0 +1,169 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Xunit;
+
+namespace TaskMesh.Tests.Host;
+
+/// <summary>Runs the real <c>taskmesh</c> entry point as a process on the example files.</summary>
+public class CliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static string Example(string name) => Path.Combine(AppContext.BaseDirectory, "examples", name);
+
+    internal static async Task<(int code, string stdout, string stderr)> Taskmesh(string workDir, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await p.WaitForExitAsync(cts.Token);
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
+    [Fact]
+    public async Task Run_MainExample_SucceedsAndWritesSummary()
+    {
+        var summary = Path.Combine(_dir, "s.json");
+        var (code, stdout, stderr) = await Taskmesh(_dir, "run", Example("etl.json"), "--json", summary);
+
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("succeeded", stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(summary));
+        var root = doc.RootElement;
+        Assert.Equal("succeeded", root.GetProperty("status").GetString());
+        Assert.Equal("etl", root.GetProperty("graph").GetString());
+        Assert.Equal(11, root.GetProperty("tasks").GetProperty("total").GetInt32());
+        Assert.Equal(11, root.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+        Assert.Equal(11, root.GetProperty("layers").GetProperty("local").GetProperty("tasks").GetInt32());
+        Assert.True(root.GetProperty("wall_ms").GetDouble() > 0);
+        Assert.True(root.GetProperty("critical_path_ms").GetDouble() > 40);
+        var nodes = root.GetProperty("nodes").EnumerateArray().ToList();
+        Assert.Equal(11, nodes.Count);
+        Assert.All(nodes, n => Assert.Equal("succeeded", n.GetProperty("status").GetString()));
+        Assert.All(nodes, n => Assert.True(n.GetProperty("duration_ms").GetDouble() >= 0));
+    }
+
+    [Fact]
+    public async Task Run_FailingTask_ExitsOneAndNamesTheSkipCause()
+    {
+        var summary = Path.Combine(_dir, "s.json");
+        var (code, stdout, _) = await Taskmesh(_dir, "run", Example("behaviours/failure-skips.json"), "--json", summary);
+
+        Assert.Equal(1, code);
+        Assert.Contains("upstream service returned 503", stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(summary));
+        var nodes = doc.RootElement.GetProperty("nodes").EnumerateArray().ToDictionary(n => n.GetProperty("id").GetString()!);
+        Assert.Equal("failed", nodes["bad"].GetProperty("status").GetString());
+        Assert.Equal("skipped", nodes["deeper"].GetProperty("status").GetString());
+        Assert.Equal("bad", nodes["deeper"].GetProperty("skipped_because").GetString());
+        Assert.Equal("succeeded", nodes["cleanup"].GetProperty("status").GetString());
+        Assert.Equal("failed", doc.RootElement.GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task Run_BrokenGraph_ExitsTwoListsEveryProblemAndWritesNothing()
+    {
+        var summary = Path.Combine(_dir, "s.json");
+        var (code, _, stderr) = await Taskmesh(_dir, "run", Example("behaviours/broken.json"), "--json", summary);
+
+        Assert.Equal(2, code);
+        Assert.Contains("cycle: a -> b -> c -> a", stderr);
+        Assert.Contains("duplicate-id", stderr);
+        Assert.Contains("unknown-handler", stderr);
+        Assert.Contains("unknown-dependency", stderr);
+        Assert.Contains("self-loop", stderr);
+        Assert.Contains("unknown-resource", stderr);
+        Assert.Contains("broken.json:8", stderr);
+        Assert.False(File.Exists(summary));
+    }
+
+    [Theory]
+    [InlineData("run")]
+    [InlineData("run", "nosuch.json")]
+    [InlineData("run", "x.json", "--max-parallel", "zero")]
+    [InlineData("run", "x.json", "--bogus")]
+    [InlineData("frobnicate")]
+    public async Task BadUsage_ExitsTwo(params string[] args)
+    {
+        var (code, _, stderr) = await Taskmesh(_dir, args);
+        Assert.Equal(2, code);
+        Assert.False(string.IsNullOrWhiteSpace(stderr));
+    }
+
+    [Fact]
+    public async Task Run_BadConfig_ExitsTwoNamingKeyAndLine()
+    {
+        var cfg = Path.Combine(_dir, "taskmesh.toml");
+        File.WriteAllText(cfg, "[execution]\nretry_attempts = 1\nmax_parallel_tasks = \"many\"\n");
+        var (code, _, stderr) = await Taskmesh(_dir, "run", Example("fanout.json"), "--config", cfg);
+        Assert.Equal(2, code);
+        Assert.Contains("taskmesh.toml:3: key 'execution.max_parallel_tasks' must be an integer", stderr);
+    }
+
+    [Fact]
+    public async Task Validate_And_Graph_ReportTheCriticalPath()
+    {
+        var (code, stdout, _) = await Taskmesh(_dir, "validate", Example("etl.json"));
+        Assert.Equal(0, code);
+        Assert.Contains("11 tasks", stdout);
+
+        (code, stdout, _) = await Taskmesh(_dir, "graph", Example("etl.json"), "--critical-path");
+        Assert.Equal(0, code);
+        Assert.Contains("extract-orders -> clean-orders -> join -> load-", stdout);
+
+        var dot = Path.Combine(_dir, "g.dot");
+        (code, _, _) = await Taskmesh(_dir, "graph", Example("etl.json"), "--dot", dot);
+        Assert.Equal(0, code);
+        var text = File.ReadAllText(dot);
+        Assert.StartsWith("digraph \"etl\"", text);
+        Assert.Contains("\"join\" [label=\"join\\nmatmul\", color=red, penwidth=2];", text);
+    }
+
+    [Fact]
+    public async Task Run_Interrupted_PrintsPartialSummaryAndExits130()
+    {
+        var graph = Path.Combine(_dir, "long.json");
+        File.WriteAllText(graph, """
+            { "name": "long", "tasks": [
+              { "id": "quick", "handler": "noop" },
+              { "id": "wait-1", "handler": "sleep", "args": { "millis": 60000 }, "dependsOn": ["quick"] },
+              { "id": "wait-2", "handler": "sleep", "args": { "millis": 60000 } },
+              { "id": "after", "handler": "noop", "dependsOn": ["wait-1"] } ] }
+            """);
+        var summary = Path.Combine(_dir, "s.json");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--json", summary, "--progress", "lines" })
+            psi.ArgumentList.Add(a);
+        using var p = new Process { StartInfo = psi };
+        var output = new System.Text.StringBuilder();
+        var underWay = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        p.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (output) output.AppendLine(e.Data);
+            if (e.Data.StartsWith("progress:", StringComparison.Ordinal)) underWay.TrySetResult();
+        };
+        p.Start();
+        p.BeginOutputReadLine();
+        var stderr = p.StandardError.ReadToEndAsync();
+        // Once the run is under way (its first progress line), send SIGINT as Ctrl+C does.
+        await underWay.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString()])) await kill.WaitForExitAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await p.WaitForExitAsync(cts.Token);
+
+        Assert.Equal(130, p.ExitCode);
+        lock (output) Assert.Contains("cancelled", output.ToString());
+        using var doc = JsonDocument.Parse(File.ReadAllText(summary));
+        Assert.Equal("cancelled", doc.RootElement.GetProperty("status").GetString());
+        Assert.Equal(1, doc.RootElement.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+        Assert.Equal(3, doc.RootElement.GetProperty("tasks").GetProperty("cancelled").GetInt32());
+        _ = await stderr;
+    }
+}
