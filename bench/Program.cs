@@ -1,1 +1,25 @@
-return 0;
+using TaskMesh.Bench.Dag;
+using TaskMesh.Bench.Micro;
+
+// dotnet run -c Release --project bench -- <suite> [options]
+//   dag   --shape all|NAME[,NAME] [--repeat 3] [--workers 2] [--systems taskmesh,tpl_tasks,tpl_dataflow] --json out.json
+//   load  [--tasks 1000000] --json out.json        (1M-task graph file: validate and start)
+//   micro [BenchmarkDotNet options, e.g. --job short]
+if (args.Length == 0)
+{
+    Console.Error.WriteLine("usage: bench <dag|load|micro> [options]  (see bench/README.md)");
+    return 2;
+}
+return args[0] switch
+{
+    "dag" => DagSuite.Run(args[1..]),
+    "load" => LoadSuite.Run(args[1..]),
+    "micro" => MicroSuite.Run(args[1..]),
+    _ => Usage(args[0]),
+};
+
+static int Usage(string suite)
+{
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro)");
+    return 2;
+}

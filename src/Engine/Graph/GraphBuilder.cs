@@ -23,6 +23,8 @@ public sealed class GraphBuilder
     internal readonly List<byte> Priorities = new();
     internal readonly List<TaskSpec?> Specs = new();
     private readonly Dictionary<string, int> _byId = new(StringComparer.Ordinal);
+    private string? _lastHandler;
+    private ushort _lastHandlerIndex;
 
     // Edges as parallel lists: source, target, kind, and a weight list kept only once a weight is set.
     internal readonly List<int> EdgeSource = new();
@@ -91,7 +93,10 @@ public sealed class GraphBuilder
                 _errors.Add(new GraphError("duplicate-id", $"id '{id}' is used by more than one task", id, line));
         }
         Ids.Add(id);
-        if (!_handlerIndex.TryGetValue(handler, out var h))
+        // Large graphs name the same handler string again and again: skip the hash lookup then.
+        ushort h;
+        if (ReferenceEquals(handler, _lastHandler)) h = _lastHandlerIndex;
+        else if (!_handlerIndex.TryGetValue(handler, out h))
         {
             if (HandlerNames.Count == ushort.MaxValue)
                 throw new InvalidOperationException("a graph may use at most 65535 distinct handlers");
@@ -99,6 +104,8 @@ public sealed class GraphBuilder
             HandlerNames.Add(handler);
             _handlerIndex.Add(handler, h);
         }
+        _lastHandler = handler;
+        _lastHandlerIndex = h;
         HandlerOf.Add(h);
         Priorities.Add((byte)TaskPriority.Normal);
         Specs.Add(line > 0 ? new TaskSpec { Line = line } : null);

@@ -38,7 +38,7 @@ public sealed class TaskGraph
     internal readonly byte[] PredKind;
     internal readonly int[] PoolCapacity;
     internal readonly string[] PoolNames;
-    internal readonly int[]?[] PoolsOf;  // pool indices a task uses, sorted (a fixed acquisition order)
+    internal readonly int[]?[]? PoolsOf; // pool indices a task uses, sorted; null when the graph has no pools
     private Dictionary<string, int>? _byId;
 
     private TaskGraph(GraphBuilder b)
@@ -78,16 +78,16 @@ public sealed class TaskGraph
         SuccWeight = weight.IsEmpty ? null : new float[m];
         Pred = new int[m];
         PredKind = new byte[m];
-        var sFill = new int[n];
-        var pFill = new int[n];
+        // Place each edge at its row's cursor (the row start, advanced as it fills); afterwards
+        // each cursor sits at the next row's start, so shifting by one row restores the starts.
         for (int e = 0; e < m; e++)
         {
             int s = src[e], t = dst[e];
-            int si = SuccStart[s] + sFill[s]++;
+            int si = SuccStart[s]++;
             Succ[si] = t;
             SuccKind[si] = kind[e];
             if (SuccWeight is not null) SuccWeight[si] = weight[e];
-            int pi = PredStart[t] + pFill[t]++;
+            int pi = PredStart[t]++;
             Pred[pi] = s;
             PredKind[pi] = kind[e];
             if (kind[e] == (byte)EdgeKind.Data)
@@ -97,11 +97,18 @@ public sealed class TaskGraph
                 HasDataEdges = true;
             }
         }
+        for (int i = n; i > 0; i--)
+        {
+            SuccStart[i] = SuccStart[i - 1];
+            PredStart[i] = PredStart[i - 1];
+        }
+        SuccStart[0] = 0;
+        PredStart[0] = 0;
 
         PoolNames = b.Resources.Keys.ToArray();
         PoolCapacity = b.Resources.Values.ToArray();
-        PoolsOf = new int[]?[n];
-        for (int i = 0; i < n; i++)
+        PoolsOf = PoolNames.Length == 0 ? null : new int[]?[n];
+        for (int i = 0; PoolsOf is not null && i < n; i++)
         {
             if (Specs[i]?.Uses is { Length: > 0 } uses)
             {
@@ -169,6 +176,25 @@ public sealed class TaskGraph
     /// <summary>Predecessor indices of a task.</summary>
     public ReadOnlySpan<int> PredecessorsOf(int index) => Pred.AsSpan(PredStart[index], PredStart[index + 1] - PredStart[index]);
 
+    private bool TopologicalOrderIgnoringSelfLoops()
+    {
+        int n = Count;
+        var indeg = new int[n];
+        for (int v = 0; v < n; v++)
+            for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
+                if (Succ[e] != v) indeg[Succ[e]]++;
+        var queue = new int[n];
+        int head = 0, tail = 0;
+        for (int i = 0; i < n; i++) if (indeg[i] == 0) queue[tail++] = i;
+        while (head < tail)
+        {
+            int v = queue[head++];
+            for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
+                if (Succ[e] != v && --indeg[Succ[e]] == 0) queue[tail++] = Succ[e];
+        }
+        return tail == n;
+    }
+
     /// <summary>Kahn's order; returns null when the graph has a cycle.</summary>
     internal int[]? TopologicalOrder()
     {
@@ -190,6 +216,9 @@ public sealed class TaskGraph
     /// <summary>Returns one cycle as a closed list of tasks (first == last), or null when the graph is acyclic.</summary>
     internal int[]? FindCycle()
     {
+        // Kahn's pass over flat arrays is cheap and settles the common, acyclic case; only a
+        // cyclic graph pays for the depth-first search that extracts one cycle to print.
+        if (TopologicalOrderIgnoringSelfLoops()) return null;
         int n = Count;
         // Iterative DFS with colours: 0 unseen, 1 on the stack, 2 done. Linear time, no recursion.
         var colour = new byte[n];

@@ -43,7 +43,7 @@ internal sealed class ResourceGate
     {
         lock (_lock)
         {
-            foreach (var pool in _graph.PoolsOf[node]!) _inUse[pool]--;
+            foreach (var pool in _graph.PoolsOf![node]!) _inUse[pool]--;
             List<int>? admitted = null;
             for (int i = 0; i < _parked.Count; i++)
             {
@@ -61,7 +61,7 @@ internal sealed class ResourceGate
 
     private bool TryAcquire(int node)
     {
-        var pools = _graph.PoolsOf[node]!;
+        var pools = _graph.PoolsOf![node]!;
         foreach (var pool in pools)
             if (_inUse[pool] >= _graph.PoolCapacity[pool]) return false;
         if (Peak.Length == 0) Peak = new int[_inUse.Length];

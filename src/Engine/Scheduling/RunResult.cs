@@ -52,6 +52,8 @@ public sealed class RunResult
     internal static RunResult From(RunState run) => new(run);
 
     public string RunId => _run.RunId;
+
+    internal long SteadyStateAllocatedBytes => _run.SteadyStateAllocatedBytes;
     public TaskGraph Graph => _run.Graph;
     public RunStatus Status { get; }
     public int Total => _run.Graph.Count;

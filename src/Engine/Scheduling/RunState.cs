@@ -97,6 +97,9 @@ internal sealed partial class RunState
     }
 
     public string RunId { get; }
+
+    /// <summary>Managed bytes allocated (by any thread) between the workers' start and the last task's end: the per-task cost of the hot path, for the bench.</summary>
+    internal long SteadyStateAllocatedBytes { get; private set; }
     public string BaseDirectory { get; }
     public ChannelReader<RunEvent>? Events => _events?.Reader;
     internal bool Cancelled => _cancelled;
@@ -121,10 +124,12 @@ internal sealed partial class RunState
             SeedRoots();
 
         using var reg = ct.Register(static s => ((RunState)s!).Cancel(), this);
+        long allocatedBefore = GC.GetTotalAllocatedBytes();
         foreach (var w in _workers) w.Start();
         try
         {
             await _finished.Task.ConfigureAwait(false);
+            SteadyStateAllocatedBytes = GC.GetTotalAllocatedBytes() - allocatedBefore;
         }
         finally
         {

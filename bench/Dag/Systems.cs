@@ -1,0 +1,170 @@
+using System.Threading.Tasks.Dataflow;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+
+namespace TaskMesh.Bench.Dag;
+
+/// <summary>One way of running a shape: build (timed), then run (timed). Every task body increments one shared counter.</summary>
+internal abstract class DagSystem
+{
+    protected static long s_counter;
+
+    public abstract string Name { get; }
+
+    /// <summary>Builds the graph through the system's own API; returns an object holding it.</summary>
+    public abstract object Build(Shape shape);
+
+    /// <summary>Runs what <see cref="Build"/> returned, to the end.</summary>
+    public abstract void Run(object built, Shape shape);
+
+    /// <summary>Managed bytes allocated by the hot path alone, when the system can tell (TaskMesh does).</summary>
+    public virtual long? SteadyStateAllocatedBytes => null;
+
+    public static long Counter => Interlocked.Read(ref s_counter);
+    public static void ResetCounter() => Interlocked.Exchange(ref s_counter, 0);
+}
+
+/// <summary>The engine through its library API: anonymous inline tasks, hard edges, 2 worker threads.</summary>
+internal sealed class TaskMeshSystem : DagSystem
+{
+    private readonly TaskMeshEngine _engine;
+    private long? _steady;
+
+    public TaskMeshSystem(int workers)
+    {
+        _engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = workers, MaxParallelTasks = workers });
+        _engine.Handlers.RegisterInline("inc", static _ => { Interlocked.Increment(ref s_counter); return null; });
+    }
+
+    public override string Name => "taskmesh";
+
+    public override object Build(Shape shape)
+    {
+        var g = new GraphBuilder(shape.Name).EnsureCapacity(shape.Tasks, shape.Source.Length);
+        var refs = new TaskRef[shape.Tasks];
+        for (int i = 0; i < shape.Tasks; i++) refs[i] = g.Task("inc");
+        for (int e = 0; e < shape.Source.Length; e++) refs[shape.Target[e]].DependsOn(refs[shape.Source[e]]);
+        return g.Build();
+    }
+
+    public override void Run(object built, Shape shape)
+    {
+        var result = _engine.RunAsync((TaskGraph)built, new RunOptions { CollectTaskDetails = false }).GetAwaiter().GetResult();
+        if (result.Succeeded != shape.Tasks) throw new InvalidOperationException($"taskmesh ran {result.Succeeded} of {shape.Tasks}");
+        _steady = result.SteadyStateAllocatedBytes;
+    }
+
+    public override long? SteadyStateAllocatedBytes => _steady;
+}
+
+/// <summary>
+/// What a .NET developer writes with TPL Dataflow: one <see cref="ActionBlock{T}"/> per task; a
+/// task's block posts to each successor whose count of unfinished predecessors reaches zero.
+/// </summary>
+internal sealed class DataflowSystem : DagSystem
+{
+    public override string Name => "tpl_dataflow";
+
+    private sealed class Built(ActionBlock<int>[] blocks, int[] pending, int[] roots, CountdownEvent done)
+    {
+        public readonly ActionBlock<int>[] Blocks = blocks;
+        public readonly int[] Pending = pending;
+        public readonly int[] Roots = roots;
+        public readonly CountdownEvent Done = done;
+    }
+
+    public override object Build(Shape shape)
+    {
+        int n = shape.Tasks;
+        var (start, succ) = Csr(shape);
+        var pending = new int[n];
+        foreach (var t in shape.Target) pending[t]++;
+        var blocks = new ActionBlock<int>[n];
+        var done = new CountdownEvent(n);
+        for (int i = 0; i < n; i++)
+        {
+            int me = i;
+            blocks[i] = new ActionBlock<int>(_ =>
+            {
+                Interlocked.Increment(ref s_counter);
+                for (int e = start[me]; e < start[me + 1]; e++)
+                    if (Interlocked.Decrement(ref pending[succ[e]]) == 0) blocks[succ[e]].Post(0);
+                done.Signal();
+            });
+        }
+        var roots = Enumerable.Range(0, n).Where(i => pending[i] == 0).ToArray();
+        return new Built(blocks, pending, roots, done);
+    }
+
+    public override void Run(object built, Shape shape)
+    {
+        var b = (Built)built;
+        foreach (var r in b.Roots) b.Blocks[r].Post(0);
+        b.Done.Wait();
+        foreach (var block in b.Blocks) block.Complete();
+    }
+
+    internal static (int[] start, int[] succ) Csr(Shape shape)
+    {
+        var start = new int[shape.Tasks + 1];
+        foreach (var s in shape.Source) start[s + 1]++;
+        for (int i = 0; i < shape.Tasks; i++) start[i + 1] += start[i];
+        var fill = (int[])start.Clone();
+        var succ = new int[shape.Source.Length];
+        for (int e = 0; e < shape.Source.Length; e++) succ[fill[shape.Source[e]]++] = shape.Target[e];
+        return (start, succ);
+    }
+}
+
+/// <summary>
+/// What a .NET developer writes with tasks: one <see cref="Task"/> per task, created cold for
+/// roots and with <see cref="TaskFactory.ContinueWhenAll(Task[], Action{Task[]})"/> (or
+/// ContinueWith for one predecessor) for the rest.
+/// </summary>
+internal sealed class TasksSystem : DagSystem
+{
+    public override string Name => "tpl_tasks";
+
+    private sealed record Built(Task[] Tasks, Task[] Roots);
+
+    public override object Build(Shape shape)
+    {
+        int n = shape.Tasks;
+        var predCount = new int[n + 1];
+        foreach (var t in shape.Target) predCount[t + 1]++;
+        for (int i = 0; i < n; i++) predCount[i + 1] += predCount[i];
+        var fill = (int[])predCount.Clone();
+        var preds = new int[shape.Source.Length];
+        for (int e = 0; e < shape.Source.Length; e++) preds[fill[shape.Target[e]]++] = shape.Source[e];
+
+        // Every edge points from a smaller to a larger index in these shapes, so index order is topological.
+        var tasks = new Task[n];
+        var roots = new List<Task>();
+        Action body = static () => Interlocked.Increment(ref s_counter);
+        for (int i = 0; i < n; i++)
+        {
+            int k = predCount[i + 1] - predCount[i];
+            if (k == 0)
+            {
+                tasks[i] = new Task(body);
+                roots.Add(tasks[i]);
+            }
+            else if (k == 1)
+                tasks[i] = tasks[preds[predCount[i]]].ContinueWith(static _ => Interlocked.Increment(ref s_counter), TaskContinuationOptions.None);
+            else
+            {
+                var before = new Task[k];
+                for (int j = 0; j < k; j++) before[j] = tasks[preds[predCount[i] + j]];
+                tasks[i] = Task.Factory.ContinueWhenAll(before, static _ => Interlocked.Increment(ref s_counter));
+            }
+        }
+        return new Built(tasks, roots.ToArray());
+    }
+
+    public override void Run(object built, Shape shape)
+    {
+        var b = (Built)built;
+        foreach (var r in b.Roots) r.Start();
+        Task.WaitAll(b.Tasks);
+    }
+}
