@@ -8,7 +8,7 @@ internal sealed record DagRecord(
     string shape, string system, int tasks, int edges, int runs,
     double build_ms, double run_ms, double ns_per_task, double run_ns_per_task,
     double alloc_bytes_per_task, double? steady_alloc_bytes_per_task, double graph_bytes_per_task,
-    double peak_working_set_mb);
+    double peak_working_set_mb, double working_set_growth_mb);
 
 /// <summary>
 /// <c>bench -- dag --shape all|NAME [--repeat R] [--workers W] [--systems a,b] --json out.json</c>:
@@ -34,7 +34,7 @@ internal static class DagSuite
 
         var records = new List<DagRecord>();
         Console.WriteLine($"dag bench: {workers} workers, {repeat} repeat(s), median reported; processors={Environment.ProcessorCount}");
-        Console.WriteLine($"{"shape",-22} {"system",-13} {"tasks",9} {"build ms",10} {"run ms",10} {"ns/task",9} {"run ns/t",9} {"alloc B/t",10} {"steady B/t",10} {"graph B/t",10} {"peak MB",8}");
+        Console.WriteLine($"{"shape",-22} {"system",-13} {"tasks",9} {"build ms",10} {"run ms",10} {"ns/task",9} {"run ns/t",9} {"alloc B/t",10} {"steady B/t",10} {"graph B/t",10} {"peak MB",8} {"grow MB",8}");
         foreach (var name in shapes)
         {
             var shape = Shape.Create(name);
@@ -52,7 +52,7 @@ internal static class DagSuite
                 for (int w = 0; w < 3; w++) { DagSystem.ResetCounter(); system.Run(system.Build(small), small); }
                 var rec = Measure(system, shape, repeat);
                 records.Add(rec);
-                Console.WriteLine($"{rec.shape,-22} {rec.system,-13} {rec.tasks,9} {rec.build_ms,10:0.0} {rec.run_ms,10:0.0} {rec.ns_per_task,9:0.0} {rec.run_ns_per_task,9:0.0} {rec.alloc_bytes_per_task,10:0.0} {rec.steady_alloc_bytes_per_task,10:0.00} {rec.graph_bytes_per_task,10:0.0} {rec.peak_working_set_mb,8:0}");
+                Console.WriteLine($"{rec.shape,-22} {rec.system,-13} {rec.tasks,9} {rec.build_ms,10:0.0} {rec.run_ms,10:0.0} {rec.ns_per_task,9:0.0} {rec.run_ns_per_task,9:0.0} {rec.alloc_bytes_per_task,10:0.0} {rec.steady_alloc_bytes_per_task,10:0.00} {rec.graph_bytes_per_task,10:0.0} {rec.peak_working_set_mb,8:0} {rec.working_set_growth_mb,8:0}");
             }
             PrintRatios(records.Where(r => r.shape == name).ToList());
         }
@@ -79,7 +79,7 @@ internal static class DagSuite
         var allocs = new List<double>();
         var steady = new List<double>();
         var graphBytes = new List<double>();
-        long peak = 0;
+        long peak = 0, growth = 0;
         object? built = null;
         for (int r = 0; r < repeat; r++)
         {
@@ -88,6 +88,7 @@ internal static class DagSuite
             GC.WaitForPendingFinalizers();
             long heapBefore = GC.GetTotalMemory(true);
             DagSystem.ResetCounter();
+            long workingSetBefore = Environment.WorkingSet;
             using var sampler = new WorkingSetSampler();
 
             var sw = Stopwatch.StartNew();
@@ -108,7 +109,9 @@ internal static class DagSuite
             allocs.Add((double)allocated / shape.Tasks);
             if (system.SteadyStateAllocatedBytes is long s) steady.Add((double)s / shape.Tasks);
             graphBytes.Add((double)(heapGraph - heapBefore) / shape.Tasks);
-            peak = Math.Max(peak, sampler.Stop());
+            long recordPeak = sampler.Stop();
+            peak = Math.Max(peak, recordPeak);
+            growth = Math.Max(growth, recordPeak - workingSetBefore);
             GC.KeepAlive(built);
         }
         double b = Median(builds), ru = Median(runs);
@@ -116,7 +119,7 @@ internal static class DagSuite
             Math.Round(b, 3), Math.Round(ru, 3),
             Math.Round((b + ru) * 1e6 / shape.Tasks, 2), Math.Round(ru * 1e6 / shape.Tasks, 2),
             Math.Round(Median(allocs), 2), steady.Count > 0 ? Math.Round(Median(steady), 4) : null,
-            Math.Round(Median(graphBytes), 1), Math.Round(peak / 1048576.0, 1));
+            Math.Round(Median(graphBytes), 1), Math.Round(peak / 1048576.0, 1), Math.Round(growth / 1048576.0, 1));
     }
 
     private static double Median(List<double> xs)

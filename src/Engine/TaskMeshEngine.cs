@@ -239,16 +239,18 @@ public sealed class TaskMeshEngine
         var index = new Dictionary<string, byte>(StringComparer.Ordinal);
         for (int l = 0; l < layers.Length; l++) index[layers[l].Name] = (byte)l;
         bool customRouter = Router is not LocalRouter;
+        var inline = new bool[handlers.Length];
+        for (int h = 0; h < handlers.Length; h++) inline[h] = handlers[h].IsInline;
         for (int i = 0; i < graph.Count; i++)
         {
-            var spec = graph.Specs[i];
-            string? forced = spec?.Layer ?? graph.Defaults.Layer;
-            string layer = forced is null or "auto"
-                ? (customRouter ? Router.Route(graph, i) : LocalLayer.LayerName)
-                : forced;
-            byte li = index.TryGetValue(layer, out var x) ? x : (byte)0;
+            string? forced = graph.Specs[i]?.Layer ?? graph.Defaults.Layer;
+            byte li = 0; // local: the common case needs no lookup
+            if (forced is not null && forced != "auto")
+                li = index.GetValueOrDefault(forced);
+            else if (customRouter)
+                li = index.GetValueOrDefault(Router.Route(graph, i));
             // Inline: an inline handler in the local layer with no pools to take.
-            route[i] = li == 0 && handlers[graph.HandlerOf[i]].IsInline && (graph.Flags[i] & NodeFlags.UsesResources) == 0
+            route[i] = li == 0 && inline[graph.HandlerOf[i]] && (graph.Flags[i] & NodeFlags.UsesResources) == 0
                 ? RunState.RouteInline
                 : li;
         }

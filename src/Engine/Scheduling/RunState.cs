@@ -517,7 +517,7 @@ internal sealed partial class RunState
         {
             _run = run;
             Id = id;
-            Deque = new WorkStealingDeque(run.Graph.Count / Math.Max(1, run._options.WorkerThreads) + 16);
+            Deque = new WorkStealingDeque(Math.Min(run.Graph.Count / Math.Max(1, run._options.WorkerThreads) + 16, 1 << 16));
         }
 
         public readonly int Id;
