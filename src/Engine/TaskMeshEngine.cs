@@ -156,6 +156,7 @@ public sealed class TaskMeshEngine
                 errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
             spec.ParsedArgs = p2;
         }
+        graph.ValidatedBy = errors.Count == 0 ? this : null;
         return errors;
     }
 
@@ -215,9 +216,13 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(graph);
         options ??= new RunOptions();
+        if (!ReferenceEquals(graph.ValidatedBy, this))
+        {
+            // Arguments are parsed by validation; a graph built elsewhere is checked here once.
+            var errors = Validate(graph);
+            if (errors.Count > 0) throw new GraphValidationException(errors);
+        }
         var handlers = ResolveHandlers(graph, null);
-        if (handlers.Any(h => h is null))
-            throw new InvalidOperationException("the graph names handlers that are not registered; call Validate first");
         var layers = _layers.ToArray();
         var route = ComputeRoutes(graph, handlers!, layers);
         var state = new RunState(graph, _options, handlers!, route, layers, options);

@@ -153,26 +153,22 @@ public sealed class GraphBuilder
     /// <summary>Like <see cref="Build"/>, but returns the problems instead of throwing; the graph is null when there are any.</summary>
     public TaskGraph? TryBuild(out List<GraphError> errors)
     {
-        errors = new List<GraphError>(_errors);
+        // Named dependencies are resolved once, into edges (or into lasting errors); the checks
+        // below are recomputed on every call, so calling this twice reports the same problems.
         foreach (var d in _named)
         {
-            if (!_byId.TryGetValue(d.SourceId, out int source))
-            {
-                errors.Add(new GraphError("unknown-dependency", $"depends on '{d.SourceId}', which is not a task of this graph", DisplayId(d.Target), d.Line));
-                continue;
-            }
-            AddEdge(source, d.Target, d.Kind, d.Weight);
+            if (_byId.TryGetValue(d.SourceId, out int source))
+                AddEdge(source, d.Target, d.Kind, d.Weight);
+            else
+                _errors.Add(new GraphError("unknown-dependency", $"depends on '{d.SourceId}', which is not a task of this graph", DisplayId(d.Target), d.Line));
         }
         _named.Clear();
 
-        int n = Ids.Count;
+        errors = new List<GraphError>(_errors);
         for (int e = 0; e < EdgeSource.Count; e++)
         {
             if (EdgeSource[e] == EdgeTarget[e])
-            {
-                var id = DisplayId(EdgeTarget[e]);
-                errors.Add(new GraphError("self-loop", "depends on itself", id, Specs[EdgeTarget[e]]?.Line));
-            }
+                errors.Add(new GraphError("self-loop", "depends on itself", DisplayId(EdgeTarget[e]), Specs[EdgeTarget[e]]?.Line));
         }
         CheckSpecs(errors);
 
@@ -180,8 +176,6 @@ public sealed class GraphBuilder
         var cycle = graph.FindCycle();
         if (cycle is not null)
             errors.Add(new GraphError("cycle", "cycle: " + string.Join(" -> ", cycle.Select(graph.IdOf)), graph.IdOf(cycle[0]), graph.LineOf(cycle[0])));
-        _errors.Clear();
-        _errors.AddRange(errors);
         return errors.Count == 0 ? graph : null;
     }
 

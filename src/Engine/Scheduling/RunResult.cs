@@ -107,6 +107,22 @@ public sealed class RunResult
         }
     }
 
+    /// <summary>Cost by layer: the layer's price per second times its tasks' durations (needs task details).</summary>
+    public IReadOnlyDictionary<string, double> CostByLayer
+    {
+        get
+        {
+            var price = _run.Layers.ToDictionary(l => l.Name, l => l.PricePerSecond);
+            var d = new Dictionary<string, double>(StringComparer.Ordinal);
+            for (int i = 0; i < Total; i++)
+            {
+                if (_run.LayerOf(i) is string l && _run.DurationOf(i) is double ms)
+                    d[l] = d.GetValueOrDefault(l) + price.GetValueOrDefault(l) * ms / 1000.0;
+            }
+            return d;
+        }
+    }
+
     public string StatusName => Status switch
     {
         RunStatus.Succeeded => "succeeded",
@@ -135,11 +151,12 @@ public sealed class RunResult
         writer.WriteNumber("tasks_per_second", Math.Round(TasksPerSecond, 1));
         writer.WriteNumber("critical_path_ms", Math.Round(CriticalPathMs, 3));
         writer.WriteStartObject("layers");
+        var cost = CostByLayer;
         foreach (var (layer, count) in TasksByLayer)
         {
             writer.WriteStartObject(layer);
             writer.WriteNumber("tasks", count);
-            writer.WriteNumber("cost", 0.0);
+            writer.WriteNumber("cost", Math.Round(cost.GetValueOrDefault(layer), 6));
             writer.WriteEndObject();
         }
         writer.WriteEndObject();
