@@ -108,9 +108,27 @@ public sealed class GraphBuilder
         _lastHandlerIndex = h;
         HandlerOf.Add(h);
         Priorities.Add((byte)TaskPriority.Normal);
-        Specs.Add(line > 0 ? new TaskSpec { Line = line } : null);
+        Specs.Add(null);
+        if (line > 0 || Lines is not null)
+        {
+            if (Lines is null)
+            {
+                Lines = new List<int>(Ids.Capacity);
+                for (int i = 0; i < index; i++) Lines.Add(0);
+            }
+            Lines.Add(line);
+        }
         return new TaskRef(this, index);
     }
+
+    /// <summary>1-based line of each task in its graph file; null for graphs built in code.</summary>
+    internal List<int>? Lines;
+
+    internal int? LineAt(int index) => Lines is not null && Lines[index] > 0 ? Lines[index] : null;
+
+    /// <summary>Index of an already added task by id, without allocating a string (loader fast path).</summary>
+    internal bool TryGetIndex(ReadOnlySpan<char> id, out int index)
+        => _byId.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(id, out index);
 
     internal TaskSpec SpecOf(int index) => Specs[index] ??= new TaskSpec();
 
@@ -168,7 +186,7 @@ public sealed class GraphBuilder
         for (int e = 0; e < EdgeSource.Count; e++)
         {
             if (EdgeSource[e] == EdgeTarget[e])
-                errors.Add(new GraphError("self-loop", "depends on itself", DisplayId(EdgeTarget[e]), Specs[EdgeTarget[e]]?.Line));
+                errors.Add(new GraphError("self-loop", "depends on itself", DisplayId(EdgeTarget[e]), LineAt(EdgeTarget[e])));
         }
         CheckSpecs(errors);
 
@@ -200,19 +218,19 @@ public sealed class GraphBuilder
             if (s is null) continue;
             string id = DisplayId(i);
             if (s.TimeoutSeconds is double t && !(t > 0))
-                errors.Add(new GraphError("bad-value", $"timeoutSeconds is {t}; it must be greater than 0", id, s.Line));
+                errors.Add(new GraphError("bad-value", $"timeoutSeconds is {t}; it must be greater than 0", id, LineAt(i)));
             if (s.Retries is int r && r is < 0 or > 100)
-                errors.Add(new GraphError("bad-value", $"retries is {r}; it must be between 0 and 100", id, s.Line));
+                errors.Add(new GraphError("bad-value", $"retries is {r}; it must be between 0 and 100", id, LineAt(i)));
             if (s.MinConfidence is double c && c is < 0 or > 1)
-                errors.Add(new GraphError("bad-value", $"minConfidence is {c}; it must be between 0 and 1", id, s.Line));
+                errors.Add(new GraphError("bad-value", $"minConfidence is {c}; it must be between 0 and 1", id, LineAt(i)));
             if (s.Layer is string l && Array.IndexOf(GraphNames.LayerNames, l) < 0)
-                errors.Add(new GraphError("bad-value", $"layer is '{l}'; it must be one of {string.Join(", ", GraphNames.LayerNames)}", id, s.Line));
+                errors.Add(new GraphError("bad-value", $"layer is '{l}'; it must be one of {string.Join(", ", GraphNames.LayerNames)}", id, LineAt(i)));
             if (s.Uses is { } uses)
             {
                 foreach (var u in uses)
                 {
                     if (!Resources.ContainsKey(u))
-                        errors.Add(new GraphError("unknown-resource", $"uses resource pool '{u}', which the graph does not declare", id, s.Line));
+                        errors.Add(new GraphError("unknown-resource", $"uses resource pool '{u}', which the graph does not declare", id, LineAt(i)));
                 }
             }
         }
@@ -255,7 +273,7 @@ public readonly struct TaskRef
     /// <summary>This task runs after the task named <paramref name="sourceId"/>, resolved when the graph is built.</summary>
     public TaskRef DependsOn(string sourceId, EdgeKind kind = EdgeKind.Hard, double weight = 0)
     {
-        _builder.AddNamedDependency(Index, sourceId, kind, (float)weight, Spec?.Line ?? 0);
+        _builder.AddNamedDependency(Index, sourceId, kind, (float)weight, _builder.LineAt(Index) ?? 0);
         return this;
     }
 
@@ -308,6 +326,4 @@ public readonly struct TaskRef
         _builder.SpecOf(Index).Tags = tags;
         return this;
     }
-
-    private TaskSpec? Spec => _builder.Specs[Index];
 }

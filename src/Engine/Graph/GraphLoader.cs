@@ -65,6 +65,8 @@ public static class GraphLoader
         public int LineCursorOffset;
         public int Line = 1;
         public int LineStart;
+        public string? LastHandler;
+        public byte[]? LastHandlerUtf8;
     }
 
     // Lines are counted incrementally: tokens only move forward, so each byte is scanned once.
@@ -204,38 +206,38 @@ public static class GraphLoader
         int? retries = null;
         JsonElement args = default;
         string[]? uses = null, tags = null;
-        List<(string id, EdgeKind kind, float weight, int line, int col)>? deps = null;
+        List<Dependency>? deps = null;
 
+        // Property names are matched as UTF-8 bytes: a million tasks allocate no name strings.
         while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
             var (line, col) = Position(ref r, utf8, ref s);
-            string name = r.GetString()!;
-            r.Read();
-            switch (name)
+            if (r.ValueTextEquals("id"u8)) { r.Read(); id = ExpectString(ref r, b, "id", null, line, col); }
+            else if (r.ValueTextEquals("handler"u8)) { r.Read(); handler = ReadHandlerName(ref r, ref s, id, line, col); }
+            else if (r.ValueTextEquals("args"u8))
             {
-                case "id": id = ExpectString(ref r, b, "id", null, line, col); break;
-                case "handler": handler = ExpectString(ref r, b, "handler", id, line, col); break;
-                case "args":
-                    if (r.TokenType is JsonTokenType.StartObject)
-                        args = JsonElement.ParseValue(ref r);
-                    else
-                    {
-                        b.AddError(new GraphError("schema", "'args' must be an object", id, line, col));
-                        r.Skip();
-                    }
-                    break;
-                case "dependsOn": deps = ReadDependencies(ref r, utf8, ref s, id); break;
-                case "priority": priority = ExpectString(ref r, b, "priority", id, line, col); break;
-                case "timeoutSeconds": timeout = ExpectNumber(ref r, b, "timeoutSeconds", id, line, col); break;
-                case "retries": retries = ExpectInt(ref r, b, "retries", id, line, col); break;
-                case "layer": layer = ExpectString(ref r, b, "layer", id, line, col); break;
-                case "minConfidence": minConfidence = ExpectNumber(ref r, b, "minConfidence", id, line, col); break;
-                case "uses": uses = ExpectStringArray(ref r, b, "uses", id, line, col); break;
-                case "tags": tags = ExpectStringArray(ref r, b, "tags", id, line, col); break;
-                default:
-                    b.AddError(new GraphError("schema", $"unknown field '{name}'", id, line, col));
+                r.Read();
+                if (r.TokenType is JsonTokenType.StartObject)
+                    args = JsonElement.ParseValue(ref r);
+                else
+                {
+                    b.AddError(new GraphError("schema", "'args' must be an object", id, line, col));
                     r.Skip();
-                    break;
+                }
+            }
+            else if (r.ValueTextEquals("dependsOn"u8)) { r.Read(); deps = ReadDependencies(ref r, utf8, ref s, id); }
+            else if (r.ValueTextEquals("priority"u8)) { r.Read(); priority = ExpectString(ref r, b, "priority", id, line, col); }
+            else if (r.ValueTextEquals("timeoutSeconds"u8)) { r.Read(); timeout = ExpectNumber(ref r, b, "timeoutSeconds", id, line, col); }
+            else if (r.ValueTextEquals("retries"u8)) { r.Read(); retries = ExpectInt(ref r, b, "retries", id, line, col); }
+            else if (r.ValueTextEquals("layer"u8)) { r.Read(); layer = ExpectString(ref r, b, "layer", id, line, col); }
+            else if (r.ValueTextEquals("minConfidence"u8)) { r.Read(); minConfidence = ExpectNumber(ref r, b, "minConfidence", id, line, col); }
+            else if (r.ValueTextEquals("uses"u8)) { r.Read(); uses = ExpectStringArray(ref r, b, "uses", id, line, col); }
+            else if (r.ValueTextEquals("tags"u8)) { r.Read(); tags = ExpectStringArray(ref r, b, "tags", id, line, col); }
+            else
+            {
+                b.AddError(new GraphError("schema", $"unknown field '{r.GetString()}'", id, line, col));
+                r.Read();
+                r.Skip();
             }
         }
 
@@ -245,15 +247,18 @@ public static class GraphLoader
             b.AddError(new GraphError("missing-handler", "task has no 'handler'", id, taskLine, taskCol));
 
         var t = b.Add(id, handler ?? "", taskLine);
-        var spec = b.SpecOf(t.Index);
-        spec.Line = taskLine;
-        spec.Args = args;
-        spec.TimeoutSeconds = timeout;
-        spec.Retries = retries;
-        spec.Layer = layer;
-        spec.MinConfidence = minConfidence;
-        spec.Uses = uses;
-        spec.Tags = tags;
+        if (args.ValueKind != JsonValueKind.Undefined || timeout is not null || retries is not null || layer is not null
+            || minConfidence is not null || uses is not null || tags is not null)
+        {
+            var spec = b.SpecOf(t.Index);
+            spec.Args = args;
+            spec.TimeoutSeconds = timeout;
+            spec.Retries = retries;
+            spec.Layer = layer;
+            spec.MinConfidence = minConfidence;
+            spec.Uses = uses;
+            spec.Tags = tags;
+        }
         if (priority is not null)
         {
             if (GraphNames.TryParsePriority(priority, out var p)) t.WithPriority(p);
@@ -262,11 +267,31 @@ public static class GraphLoader
         if (deps is not null)
         {
             foreach (var d in deps)
-                b.AddNamedDependency(t.Index, d.id, d.kind, d.weight, d.line);
+            {
+                if (d.Source >= 0) b.AddEdge(d.Source, t.Index, d.Kind, d.Weight);
+                else b.AddNamedDependency(t.Index, d.Id!, d.Kind, d.Weight, d.Line);
+            }
         }
     }
 
-    private static List<(string, EdgeKind, float, int, int)>? ReadDependencies(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s, string? owner)
+    /// <summary>A dependency as read: resolved to <see cref="Source"/> when its task came earlier in the file, else by <see cref="Id"/> later.</summary>
+    private readonly record struct Dependency(int Source, string? Id, EdgeKind Kind, float Weight, int Line);
+
+    // Graphs repeat a few handler names many times: reuse the string when the bytes match the last one.
+    private static string? ReadHandlerName(ref Utf8JsonReader r, ref LoaderState s, string? owner, int line, int col)
+    {
+        if (r.TokenType == JsonTokenType.String && s.LastHandlerUtf8 is not null && r.ValueTextEquals(s.LastHandlerUtf8))
+            return s.LastHandler;
+        var name = ExpectString(ref r, s.Builder, "handler", owner, line, col);
+        if (name is not null)
+        {
+            s.LastHandler = name;
+            s.LastHandlerUtf8 = Encoding.UTF8.GetBytes(name);
+        }
+        return name;
+    }
+
+    private static List<Dependency>? ReadDependencies(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s, string? owner)
     {
         var b = s.Builder;
         var (line, col) = Position(ref r, utf8, ref s);
@@ -276,13 +301,24 @@ public static class GraphLoader
             r.Skip();
             return null;
         }
-        var list = new List<(string, EdgeKind, float, int, int)>(4);
+        var list = new List<Dependency>(4);
+        Span<char> buffer = stackalloc char[128];
         while (r.Read() && r.TokenType != JsonTokenType.EndArray)
         {
             (line, col) = Position(ref r, utf8, ref s);
             if (r.TokenType == JsonTokenType.String)
             {
-                list.Add((r.GetString()!, EdgeKind.Hard, 0f, line, col));
+                // Most dependencies name a task defined above: resolve it without allocating a string.
+                if (!r.ValueIsEscaped && !r.HasValueSequence && r.ValueSpan.Length <= buffer.Length)
+                {
+                    int n = Encoding.UTF8.GetChars(r.ValueSpan, buffer);
+                    if (b.TryGetIndex(buffer[..n], out int source))
+                    {
+                        list.Add(new Dependency(source, null, EdgeKind.Hard, 0f, line));
+                        continue;
+                    }
+                }
+                list.Add(new Dependency(-1, r.GetString()!, EdgeKind.Hard, 0f, line));
                 continue;
             }
             if (r.TokenType != JsonTokenType.StartObject)
@@ -318,7 +354,7 @@ public static class GraphLoader
                 b.AddError(new GraphError("bad-value", $"dependency type is '{type}'; it must be hard, soft or data", owner, line, col));
             if (weight < 0 || double.IsNaN(weight) || double.IsInfinity(weight))
                 b.AddError(new GraphError("bad-value", $"dependency weight is {weight}; it must be a finite number >= 0", owner, line, col));
-            list.Add((depId, kind, (float)weight, line, col));
+            list.Add(new Dependency(-1, depId, kind, (float)weight, line));
         }
         return list;
     }

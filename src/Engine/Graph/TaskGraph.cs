@@ -28,6 +28,7 @@ public sealed class TaskGraph
     internal readonly string[] HandlerNames;
     internal readonly byte[] Priorities;
     internal readonly TaskSpec?[] Specs;
+    internal readonly int[]? Lines;      // 1-based line of each task in its file, or null
     internal readonly NodeFlags[] Flags;
     internal readonly int[] SuccStart;   // successors of i: Succ[SuccStart[i] .. SuccStart[i+1])
     internal readonly int[] Succ;
@@ -53,6 +54,7 @@ public sealed class TaskGraph
         HandlerNames = b.HandlerNames.ToArray();
         Priorities = b.Priorities.ToArray();
         Specs = b.Specs.ToArray();
+        Lines = b.Lines?.ToArray();
         Flags = new NodeFlags[n];
 
         var src = CollectionsMarshal.AsSpan(b.EdgeSource);
@@ -156,7 +158,7 @@ public sealed class TaskGraph
     /// <summary>The optional settings of task <paramref name="index"/>, or null when it sets none.</summary>
     public TaskSpec? SpecOf(int index) => Specs[index];
 
-    internal int? LineOf(int index) => Specs[index]?.Line is int l and > 0 ? l : null;
+    internal int? LineOf(int index) => Lines is not null && Lines[index] > 0 ? Lines[index] : null;
 
     /// <summary>Finds a task by id.</summary>
     public bool TryGetIndex(string id, out int index)

@@ -17,8 +17,6 @@ public sealed class TaskSpec
     public double? MinConfidence { get; set; }
     public string[]? Uses { get; set; }
     public string[]? Tags { get; set; }
-    /// <summary>1-based line of the task in its graph file, when it came from one.</summary>
-    public int Line { get; set; }
     /// <summary>Arguments parsed by the handler during validation, reused by every attempt.</summary>
     internal object? ParsedArgs { get; set; }
 }

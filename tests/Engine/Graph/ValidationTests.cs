@@ -107,4 +107,16 @@ public class ValidationTests
         var dot = analysis.ToDot(graph);
         Assert.Contains("\"c\" -> \"d\" [label=\"5\", color=red, penwidth=2];", dot);
     }
+
+    [Fact]
+    public void TryBuild_CalledTwice_ReportsTheSameProblems()
+    {
+        var g = new GraphBuilder();
+        g.Task("a", "noop").DependsOn("missing");
+        g.Task("b", "noop").DependsOn("b");
+        g.TryBuild(out var first);
+        g.TryBuild(out var second);
+        Assert.Equal(first, second);
+        Assert.Equal(["self-loop", "unknown-dependency"], first.Select(e => e.Code).Order());
+    }
 }

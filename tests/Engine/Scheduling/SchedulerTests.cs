@@ -315,4 +315,20 @@ public class SchedulerTests
         Assert.Equal(RunStatus.Succeeded, result.Status);
         Assert.Equal(200_001, Interlocked.Read(ref counter));
     }
+
+    [Fact]
+    public async Task RunAsync_GraphBuiltWithoutPrepare_IsValidatedFirst()
+    {
+        var engine = new TaskMeshEngine();
+        var ok = new GraphBuilder();
+        ok.Task("nap", "sleep", new { millis = 1 });
+        var result = await RunWithin(engine, ok.Build());
+        Assert.Equal(RunStatus.Succeeded, result.Status);
+        Assert.Null(result.OutputOf(0)); // no data successors: outputs are not kept
+
+        var bad = new GraphBuilder();
+        bad.Task("nap", "sleep", new { millis = -3 });
+        var ex = Assert.Throws<GraphValidationException>(() => engine.Start(bad.Build()));
+        Assert.Contains(ex.Errors, e => e is { Code: "bad-args", TaskId: "nap" });
+    }
 }
