@@ -181,31 +181,15 @@ public sealed class TaskGraph
     /// <summary>Predecessor indices of a task.</summary>
     public ReadOnlySpan<int> PredecessorsOf(int index) => Pred.AsSpan(PredStart[index], PredStart[index + 1] - PredStart[index]);
 
-    private bool TopologicalOrderIgnoringSelfLoops()
+    /// <summary>Kahn's order; returns null when the graph has a cycle.</summary>
+    /// <param name="ignoreSelfLoops">Treat self-loops as absent (they are reported on their own).</param>
+    internal int[]? TopologicalOrder(bool ignoreSelfLoops = false)
     {
         int n = Count;
         var indeg = new int[n];
         for (int v = 0; v < n; v++)
             for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
-                if (Succ[e] != v) indeg[Succ[e]]++;
-        var queue = new int[n];
-        int head = 0, tail = 0;
-        for (int i = 0; i < n; i++) if (indeg[i] == 0) queue[tail++] = i;
-        while (head < tail)
-        {
-            int v = queue[head++];
-            for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
-                if (Succ[e] != v && --indeg[Succ[e]] == 0) queue[tail++] = Succ[e];
-        }
-        return tail == n;
-    }
-
-    /// <summary>Kahn's order; returns null when the graph has a cycle.</summary>
-    internal int[]? TopologicalOrder()
-    {
-        int n = Count;
-        var indeg = new int[n];
-        for (int i = 0; i < n; i++) indeg[i] = PredStart[i + 1] - PredStart[i];
+                if (!ignoreSelfLoops || Succ[e] != v) indeg[Succ[e]]++;
         var order = new int[n];
         int head = 0, tail = 0;
         for (int i = 0; i < n; i++) if (indeg[i] == 0) order[tail++] = i;
@@ -213,7 +197,10 @@ public sealed class TaskGraph
         {
             int v = order[head++];
             for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
-                if (--indeg[Succ[e]] == 0) order[tail++] = Succ[e];
+            {
+                int w = Succ[e];
+                if ((!ignoreSelfLoops || w != v) && --indeg[w] == 0) order[tail++] = w;
+            }
         }
         return tail == n ? order : null;
     }
@@ -223,7 +210,7 @@ public sealed class TaskGraph
     {
         // Kahn's pass over flat arrays is cheap and settles the common, acyclic case; only a
         // cyclic graph pays for the depth-first search that extracts one cycle to print.
-        if (TopologicalOrderIgnoringSelfLoops()) return null;
+        if (TopologicalOrder(ignoreSelfLoops: true) is not null) return null;
         int n = Count;
         // Iterative DFS with colours: 0 unseen, 1 on the stack, 2 done. Linear time, no recursion.
         var colour = new byte[n];
