@@ -1,1 +1,0 @@
-namespace TaskMesh.Learning; internal static class Placeholder {}

@@ -1,1 +1,0 @@
-namespace TaskMesh.QuantumSim; internal static class Placeholder {}
