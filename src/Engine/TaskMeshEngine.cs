@@ -112,8 +112,9 @@ public sealed class TaskMeshEngine
         ArgumentNullException.ThrowIfNull(graph);
         var errors = new List<GraphError>();
         var handlers = ResolveHandlers(graph, errors);
+        // Tasks without arguments share one parse per handler.
         var sharedParsed = new object?[handlers.Length];
-        var sharedDone = new bool[handlers.Length];
+        var sharedProblems = new IReadOnlyList<string>?[handlers.Length];
         for (int i = 0; i < graph.Count; i++)
         {
             var h = handlers[graph.HandlerOf[i]];
@@ -130,25 +131,13 @@ public sealed class TaskMeshEngine
             if (h.Validate is null) continue;
             if (spec is null || spec.Args.ValueKind == System.Text.Json.JsonValueKind.Undefined)
             {
-                // Tasks without arguments share one parse per handler.
                 int hi = graph.HandlerOf[i];
-                if (!sharedDone[hi])
-                {
-                    var (parsed, problems) = h.Validate(default);
-                    sharedParsed[hi] = problems.Count == 0 ? parsed : null;
-                    sharedDone[hi] = true;
-                    if (problems.Count > 0) sharedParsed[hi] = problems;
-                }
-                if (sharedParsed[hi] is IReadOnlyList<string> shared)
-                {
-                    foreach (var p in shared)
-                        errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
-                }
-                else if (spec is not null) spec.ParsedArgs = sharedParsed[hi];
-                else
-                {
-                    graph.Specs[i] = new TaskSpec { ParsedArgs = sharedParsed[hi] };
-                }
+                if (sharedProblems[hi] is null)
+                    (sharedParsed[hi], sharedProblems[hi]) = h.Validate(default);
+                foreach (var p in sharedProblems[hi]!)
+                    errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
+                if (sharedProblems[hi]!.Count == 0)
+                    (graph.Specs[i] ??= new TaskSpec()).ParsedArgs = sharedParsed[hi];
                 continue;
             }
             var (p2, problems2) = h.Validate(spec.Args);
@@ -271,26 +260,17 @@ public sealed class TaskMeshEngine
     }
 
     /// <summary>A task's predicted duration in microseconds from its handler's estimate (0 when unknown).</summary>
-    public double EstimateMicros(TaskGraph graph, int task)
+    private static double EstimateMicros(TaskGraph graph, HandlerDescriptor?[] handlers, int task)
     {
-        var handlers = ResolveHandlers(graph, null);
-        return handlers[graph.HandlerOf[task]] is { } h ? EstimateMicros(graph, [h], 0, graph.Specs[task]) : 0;
-    }
-
-    private static double EstimateMicros(TaskGraph graph, HandlerDescriptor[] handlers, int task)
-        => EstimateMicros(graph, handlers, graph.HandlerOf[task], graph.Specs[task]);
-
-    private static double EstimateMicros(TaskGraph graph, HandlerDescriptor?[] handlers, int handlerIndex, TaskSpec? spec)
-    {
-        var h = handlers[handlerIndex];
-        if (h?.EstimateMicros is null || spec?.ParsedArgs is null) return 0;
-        return h.EstimateMicros(spec.ParsedArgs);
+        var h = handlers[graph.HandlerOf[task]];
+        var parsed = graph.Specs[task]?.ParsedArgs;
+        return h?.EstimateMicros is null || parsed is null ? 0 : h.EstimateMicros(parsed);
     }
 
     /// <summary>Analysis (levels, widths, critical path by the handlers' estimates) of a validated graph.</summary>
     public GraphAnalysis Analyze(TaskGraph graph)
     {
         var handlers = ResolveHandlers(graph, null);
-        return GraphAnalysis.Analyze(graph, i => EstimateMicros(graph, handlers, graph.HandlerOf[i], graph.Specs[i]));
+        return GraphAnalysis.Analyze(graph, i => EstimateMicros(graph, handlers, i));
     }
 }
