@@ -17,18 +17,16 @@ namespace TaskMesh.Engine.Scheduling;
 internal sealed class LayerDispatcher
 {
     private readonly RunState _run;
-    private readonly byte _index;
     private readonly ConcurrentQueue<int>[] _queues = [new(), new(), new(), new()]; // by TaskPriority
     private readonly ActionBlock<int> _block;
     private int _freeSlots;
     private int _pumping;
     private int _pumpRequests;
 
-    public LayerDispatcher(RunState run, ExecutionLayer layer, byte index)
+    public LayerDispatcher(RunState run, ExecutionLayer layer)
     {
         _run = run;
         Layer = layer;
-        _index = index;
         _freeSlots = layer.Capacity;
         _block = new ActionBlock<int>(RunTaskAsync, new ExecutionDataflowBlockOptions
         {
@@ -112,7 +110,7 @@ internal sealed class LayerDispatcher
         }
         try
         {
-            _run.CompleteGuarded(node, outcome, output, error, elapsed, _index);
+            _run.CompleteGuarded(node, outcome, output, error, elapsed);
         }
         catch (Exception ex)
         {

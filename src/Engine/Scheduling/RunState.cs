@@ -88,7 +88,7 @@ internal sealed partial class RunState
         _remaining = n;
         _workers = new Worker[options.WorkerThreads];
         for (int i = 0; i < _workers.Length; i++) _workers[i] = new Worker(this, i);
-        _dispatchers = layers.Select((l, i) => new LayerDispatcher(this, l, (byte)i)).ToArray();
+        _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
         if (graph.PoolCapacity.Length > 0) _gate = new ResourceGate(graph);
         if (runOptions.EmitEvents)
             _events = Channel.CreateUnbounded<RunEvent>(new UnboundedChannelOptions { SingleReader = true });
@@ -437,20 +437,16 @@ internal sealed partial class RunState
     }
 
     /// <summary>Called by a dispatcher when a guarded task ended (any outcome but cancellation).</summary>
-    internal void CompleteGuarded(int node, TaskOutcome outcome, object? output, string? error, double durationMs, byte layer)
+    internal void CompleteGuarded(int node, TaskOutcome outcome, object? output, string? error, double durationMs)
     {
         if (_outputs is not null && outcome == TaskOutcome.Succeeded && (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0)
             _outputs[node] = output;
         if (_durationMs is not null) _durationMs[node] = (float)durationMs;
         if (_errors is not null && error is not null) _errors[node] = error;
-        _layerOfGuarded ??= new byte[Graph.Count];
-        _layerOfGuarded[node] = (byte)(layer + 1);
         ReleasePools(node);
         if (outcome == TaskOutcome.Cancelled) return;
         Finish(null, node, outcome, 0);
     }
-
-    private byte[]? _layerOfGuarded;
 
     internal void ReleasePools(int node)
     {
@@ -501,8 +497,9 @@ internal sealed partial class RunState
     /// <summary>The layer a task ran in, or null when it never ran.</summary>
     internal string? LayerOf(int node)
     {
+        // Derived from the route: a task runs where it was routed (an inline task's retries run
+        // in the local layer, which is where inline tasks count anyway).
         var o = (TaskOutcome)_outcome[node];
-        if (_layerOfGuarded is { } g && g[node] != 0) return _dispatchers[g[node] - 1].Layer.Name;
         if (o is TaskOutcome.Skipped or TaskOutcome.Cancelled) return null;
         return _route[node] == RouteInline ? LocalName : _dispatchers[_route[node]].Layer.Name;
     }
