@@ -3,7 +3,9 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
-namespace TaskMesh.QuantumSim.Simulation;
+using TaskMesh.QuantumSim.Simulation;
+
+namespace TaskMesh.QuantumSim;
 
 /// <summary>
 /// 2^n complex amplitudes in 64-byte-aligned native memory, laid out in blocks of L reals then L
