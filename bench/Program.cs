@@ -1,13 +1,15 @@
 using TaskMesh.Bench.Dag;
 using TaskMesh.Bench.Micro;
+using TaskMesh.Bench.Qsim;
 
 // dotnet run -c Release --project bench -- <suite> [options]
 //   dag   --shape all|NAME[,NAME] [--repeat 3] [--workers 2] [--systems taskmesh,tpl_tasks,tpl_dataflow] --json out.json
 //   load  [--tasks 1000000] --json out.json        (1M-task graph file: validate and start)
 //   micro [BenchmarkDotNet options, e.g. --job short]
+//   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|micro> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|micro|qsim> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
@@ -15,11 +17,12 @@ return args[0] switch
     "dag" => DagSuite.Run(args[1..]),
     "load" => LoadSuite.Run(args[1..]),
     "micro" => MicroSuite.Run(args[1..]),
+    "qsim" => QsimSuite.Run(args[1..]),
     _ => Usage(args[0]),
 };
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro, qsim)");
     return 2;
 }

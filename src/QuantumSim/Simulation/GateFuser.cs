@@ -7,11 +7,12 @@ namespace TaskMesh.QuantumSim.Simulation;
 /// gates cost one sweep of the state vector (qsim's basic fuser, greedy).
 /// </summary>
 /// <remarks>
-/// Gates are visited in order. A gate joins the fused gates that currently end on its qubits
-/// (the "candidates") when every candidate is still the last gate on all of its own qubits — so
-/// nothing in between touches them and they commute with each other — and the union of qubits
-/// stays within the limit. Otherwise it opens a new fused gate. Gates with more qubits than the
-/// limit (counting controls) pass through unchanged and block fusion across them.
+/// Gates are visited in order. The fused gates that currently end on a gate's qubits are its
+/// candidates; the latest of them takes the gate when the union of qubits stays within the limit
+/// (nothing after it touches the gate's qubits, so the gate can move back to its slot). Earlier
+/// candidates that are still the last gate on all of their own qubits join as well while the size
+/// allows. Otherwise the gate opens a new fused gate. Gates with more qubits than the limit
+/// (counting controls) pass through unchanged and block fusion across them.
 /// </remarks>
 internal static class GateFuser
 {
@@ -44,37 +45,45 @@ internal static class GateFuser
             foreach (int q in plain.Targets)
                 if (last.TryGetValue(q, out int c) && !candidates.Contains(c)) candidates.Add(c);
 
-            bool ok = candidates.Count > 0;
-            var union = new SortedSet<int>(plain.Targets);
-            foreach (int c in candidates)
+            if (candidates.Count > 0)
             {
-                var n = nodes[c];
-                if (n.Unfusable is not null) { ok = false; break; }
-                foreach (int q in n.Qubits)
-                {
-                    if (last[q] != c) { ok = false; break; }
-                    union.Add(q);
-                }
-                if (!ok) break;
-            }
-            if (ok && union.Count <= maxQubits)
-            {
+                // The latest candidate t takes the gate: nothing after t touches the gate's qubits,
+                // so the gate may move back to t's slot.
                 candidates.Sort();
-                var qubits = union.ToArray();
-                var m = Identity(qubits.Length);
-                int count = 1;
-                foreach (int c in candidates)
-                {
-                    var n = nodes[c];
-                    ApplyToColumns(m, qubits, n.Qubits, n.Matrix);
-                    count += n.Count;
-                    n.Alive = false;
-                }
-                ApplyToColumns(m, qubits, plain.Targets, plain.Matrix);
                 int at = candidates[^1];
-                nodes[at] = new Node { Qubits = qubits, Matrix = m, Count = count };
-                foreach (int q in qubits) last[q] = at;
-                continue;
+                var t = nodes[at];
+                var union = new SortedSet<int>(t.Qubits);
+                union.UnionWith(plain.Targets);
+                if (t.Unfusable is null && union.Count <= maxQubits)
+                {
+                    // Earlier candidates join too when nothing after them touches their qubits
+                    // (they then commute with everything up to t) and the size allows.
+                    var absorbed = new List<int>();
+                    for (int ci = candidates.Count - 2; ci >= 0; ci--)
+                    {
+                        var n = nodes[candidates[ci]];
+                        if (n.Unfusable is not null || n.Qubits.Any(q => last[q] != candidates[ci])) continue;
+                        if (union.Count + n.Qubits.Count(q => !union.Contains(q)) > maxQubits) continue;
+                        union.UnionWith(n.Qubits);
+                        absorbed.Add(candidates[ci]);
+                    }
+                    var qubits = union.ToArray();
+                    var m = Identity(qubits.Length);
+                    int count = t.Count + 1;
+                    foreach (int c in absorbed)
+                    {
+                        var n = nodes[c];
+                        ApplyToColumns(m, qubits, n.Qubits, n.Matrix);
+                        count += n.Count;
+                        n.Alive = false;
+                        foreach (int q in n.Qubits) last[q] = at;
+                    }
+                    ApplyToColumns(m, qubits, t.Qubits, t.Matrix);
+                    ApplyToColumns(m, qubits, plain.Targets, plain.Matrix);
+                    nodes[at] = new Node { Qubits = qubits, Matrix = m, Count = count };
+                    foreach (int q in plain.Targets) last[q] = at;
+                    continue;
+                }
             }
             var sorted = plain.Targets.Order().ToArray();
             var mat = Identity(sorted.Length);

@@ -15,7 +15,7 @@ namespace TaskMesh.QuantumSim.Simulation;
 /// gate, and the sweep itself is FMAs only. High controls are fixed bits in the group index, so
 /// groups where a control is 0 are never visited.
 /// </remarks>
-internal static unsafe class Kernels<S, TV, T>
+internal static unsafe partial class Kernels<S, TV, T>
     where S : struct, ISimd<TV, T>
     where TV : unmanaged
     where T : unmanaged
@@ -41,8 +41,11 @@ internal static unsafe class Kernels<S, TV, T>
         var plan = BuildPlan(gate);
         long groups = vectors >> plan.GroupPositions.Length;
         if (groups == 0) return; // a high control beyond the vector count cannot be set (padding-sized states)
-        ForChunks(data, groups, vectors, threads, plan, static (d, p, g0, g1) => RunRange(d, p, g0, g1));
+        var body = plan.Diagonal ? s_generic : Unrolled(1 << plan.HighCount, 1 << plan.LowCount) ?? s_generic;
+        ForChunks(data, groups, vectors, threads, plan, body);
     }
+
+    private static readonly Action<nint, Plan, long, long> s_generic = RunRange;
 
     private static void ForChunks(T* data, long groups, long vectors, int threads, Plan plan, Action<nint, Plan, long, long> body)
     {
@@ -96,24 +99,6 @@ internal static unsafe class Kernels<S, TV, T>
                 return;
             }
 
-            if (H == 2 && X == 1)
-            {
-                // The common case, a 1-qubit gate on a high qubit: two vectors in, two out.
-                TV m00r = cr[0], m00i = ci[0], m01r = cr[1], m01i = ci[1], m10r = cr[2], m10i = ci[2], m11r = cr[3], m11i = ci[3];
-                long o1 = offs[1] * 2 * L;
-                for (long g = g0; g < g1; g++)
-                {
-                    T* p0 = data + (Deposit(g, positions) | ctl) * 2 * L;
-                    T* p1 = p0 + o1;
-                    TV r0 = S.Load(p0), i0 = S.Load(p0 + L), r1 = S.Load(p1), i1 = S.Load(p1 + L);
-                    S.Store(p0, S.NegMulAdd(m01i, i1, S.MulAdd(m01r, r1, S.NegMulAdd(m00i, i0, S.Mul(m00r, r0)))));
-                    S.Store(p0 + L, S.MulAdd(m01i, r1, S.MulAdd(m01r, i1, S.MulAdd(m00i, r0, S.Mul(m00r, i0)))));
-                    S.Store(p1, S.NegMulAdd(m11i, i1, S.MulAdd(m11r, r1, S.NegMulAdd(m10i, i0, S.Mul(m10r, r0)))));
-                    S.Store(p1 + L, S.MulAdd(m11i, r1, S.MulAdd(m11r, i1, S.MulAdd(m10i, r0, S.Mul(m10r, i0)))));
-                }
-                return;
-            }
-
             TV* inRe = stackalloc TV[K];
             TV* inIm = stackalloc TV[K];
             for (long g = g0; g < g1; g++)
@@ -134,15 +119,18 @@ internal static unsafe class Kernels<S, TV, T>
                 for (int ho = 0; ho < H; ho++)
                 {
                     TV* rr = cr + ho * K, ri = ci + ho * K;
-                    TV accR = S.Zero, accI = S.Zero;
+                    // Four independent chains so the loop is bound by FMA throughput, not latency.
+                    TV a = S.Zero, bb = S.Zero, c = S.Zero, d = S.Zero;
                     for (int j = 0; j < K; j++)
                     {
-                        accR = S.NegMulAdd(ri[j], inIm[j], S.MulAdd(rr[j], inRe[j], accR));
-                        accI = S.MulAdd(ri[j], inRe[j], S.MulAdd(rr[j], inIm[j], accI));
+                        a = S.MulAdd(rr[j], inRe[j], a);
+                        bb = S.MulAdd(ri[j], inIm[j], bb);
+                        c = S.MulAdd(rr[j], inIm[j], c);
+                        d = S.MulAdd(ri[j], inRe[j], d);
                     }
                     T* p = b + offs[ho] * 2 * L;
-                    S.Store(p, accR);
-                    S.Store(p + L, accI);
+                    S.Store(p, S.Sub(a, bb));
+                    S.Store(p + L, S.Add(c, d));
                 }
             }
         }
