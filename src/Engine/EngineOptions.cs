@@ -47,6 +47,9 @@ public sealed class EngineOptions
     /// <summary>"Choose for me" for <see cref="WorkerThreads"/>.</summary>
     public const int Automatic = 0;
 
+    /// <summary>Settings of the <c>quantum</c> layer.</summary>
+    public Layers.Quantum.QuantumOptions Quantum { get; set; } = new();
+
     internal EngineOptions Validated()
     {
         var problems = new List<string>();
@@ -57,6 +60,7 @@ public sealed class EngineOptions
         if (RetryBaseDelay < TimeSpan.Zero) problems.Add("retry_base_delay_ms must be at least 0");
         if (RetryMaxDelay < RetryBaseDelay) problems.Add("the maximum retry delay must be at least the base delay");
         if (CancelGracePeriod < TimeSpan.Zero) problems.Add("the cancellation grace period must be at least 0");
+        problems.AddRange(Quantum.Problems());
         if (problems.Count > 0) throw new ArgumentException("invalid engine options: " + string.Join("; ", problems));
         return new EngineOptions
         {
@@ -69,6 +73,14 @@ public sealed class EngineOptions
             CancelGracePeriod = CancelGracePeriod,
             ShellEnabled = ShellEnabled,
             TimeProvider = TimeProvider,
+            Quantum = new Layers.Quantum.QuantumOptions
+            {
+                MaxConcurrentCircuits = Quantum.MaxConcurrentCircuits,
+                MemoryCapBytes = Quantum.MemoryCapBytes,
+                DefaultFusion = Quantum.DefaultFusion,
+                NormTolerance = Quantum.NormTolerance,
+                ThreadsPerCircuit = Quantum.ThreadsPerCircuit,
+            },
             RandomSeed = RandomSeed,
         };
     }

@@ -3,6 +3,7 @@ using TaskMesh.Engine.Graph;
 using TaskMesh.Engine.Handlers;
 using TaskMesh.Engine.Layers;
 using TaskMesh.Engine.Layers.Local;
+using TaskMesh.Engine.Layers.Quantum;
 using TaskMesh.Engine.Scheduling;
 
 namespace TaskMesh.Engine;
@@ -80,6 +81,8 @@ public sealed class TaskMeshEngine
         _options = (options ?? new EngineOptions()).Validated();
         Handlers = HandlerRegistry.CreateWithBuiltIns(_options.ShellEnabled);
         _layers.Add(new LocalLayer(_options.MaxParallelTasks));
+        QuantumHandler.Register(Handlers, _options.Quantum);
+        _layers.Add(new QuantumLayer(_options.Quantum));
     }
 
     /// <summary>The engine's settings (a validated copy).</summary>
@@ -107,9 +110,13 @@ public sealed class TaskMeshEngine
     /// Checks a built graph against this engine: handlers exist, their arguments are valid
     /// (parsed once and kept for every attempt), forced layers exist and can run the handler.
     /// </summary>
-    public List<GraphError> Validate(TaskGraph graph)
+    public List<GraphError> Validate(TaskGraph graph) => Validate(graph, null);
+
+    /// <summary>Validates <paramref name="graph"/>; relative paths in args resolve against <paramref name="baseDirectory"/> (default: the current directory).</summary>
+    public List<GraphError> Validate(TaskGraph graph, string? baseDirectory)
     {
         ArgumentNullException.ThrowIfNull(graph);
+        var context = new ValidationContext(baseDirectory ?? Environment.CurrentDirectory);
         var errors = new List<GraphError>();
         var handlers = ResolveHandlers(graph, errors);
         // Tasks without arguments share one parse per handler.
@@ -127,6 +134,16 @@ public sealed class TaskMeshEngine
                     errors.Add(new GraphError("unknown-layer", $"layer '{forced}' is not available here (available: {string.Join(", ", _layers.Select(l => l.Name))})", graph.IdOf(i), graph.LineOf(i)));
                 else if (h.LocalOnly && forced != LocalLayer.LayerName)
                     errors.Add(new GraphError("bad-layer", $"handler '{h.Name}' runs only in the local layer", graph.IdOf(i), graph.LineOf(i)));
+                else if (_layers.First(l => l.Name == forced).Capabilities.Handlers is { } only && !only.Contains(h.Name))
+                    errors.Add(new GraphError("bad-layer", $"layer '{forced}' runs only {string.Join(", ", only)}, not handler '{h.Name}'", graph.IdOf(i), graph.LineOf(i)));
+            }
+            if (h.ValidateWithContext is { } withContext)
+            {
+                var (parsed, problems) = withContext(spec?.Args ?? default, context);
+                foreach (var p in problems)
+                    errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
+                if (problems.Count == 0) (graph.Specs[i] ??= new TaskSpec()).ParsedArgs = parsed;
+                continue;
             }
             if (h.Validate is null) continue;
             if (spec is null || spec.Args.ValueKind == System.Text.Json.JsonValueKind.Undefined)
@@ -185,13 +202,15 @@ public sealed class TaskMeshEngine
         {
             // Handler problems are reported too, so the user sees everything at once.
             var partial = TaskGraph.Compile(builder);
-            errors.AddRange(Validate(partial));
+            errors.AddRange(Validate(partial, BaseDirectoryOf(file)));
             throw new GraphValidationException(Sort(errors), file);
         }
-        var more = Validate(graph);
+        var more = Validate(graph, BaseDirectoryOf(file));
         if (more.Count > 0) throw new GraphValidationException(Sort(more), file);
         return graph;
     }
+
+    private static string? BaseDirectoryOf(string? file) => file is null ? null : Path.GetDirectoryName(Path.GetFullPath(file));
 
     private static List<GraphError> Sort(List<GraphError> errors)
         => errors.OrderBy(e => e.Line ?? int.MaxValue).ThenBy(e => e.Column ?? 0).ToList();
@@ -241,6 +260,8 @@ public sealed class TaskMeshEngine
             byte li = 0; // local: the common case needs no lookup
             if (forced is not null && forced != "auto")
                 li = index.GetValueOrDefault(forced);
+            else if (handlers[graph.HandlerOf[i]].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
+                li = pi;
             else if (customRouter)
                 li = index.GetValueOrDefault(Router.Route(graph, i));
             // Inline: an inline handler in the local layer with no pools to take.

@@ -31,6 +31,15 @@ public static class Cli
                                      check a graph and report every problem (exit 2 if any)
           graph GRAPH.json [--dot [FILE]] [--critical-path]
                                      Graphviz DOT with the critical path marked, or the path itself
+          qsim CIRCUIT.qasm [--shots N] [--seed S] [--precision single|double] [--fusion K]
+                            [--noise SPEC] [--observable "Z0 Z1"]... [--top N] [--json OUT.json]
+                            [--kernel simd|scalar] [--memory-cap-mb MB] [--export-qasm OUT.qasm]
+                                     simulate an OpenQASM 2.0 circuit; table of the most
+                                     probable outcomes, JSON with probabilities and counts
+          gen qaoa [--vertices 12] [--degree 3] [--graph-seed 7] [--grid 16x16] [--rounds 1]
+                   [--shots 2000] [--precision single|double] [--report out/qaoa-report.json]
+                   [--out GRAPH.json]
+                                     write a QAOA MaxCut parameter-sweep graph
         """;
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
@@ -48,6 +57,8 @@ public static class Cli
                 "run" => await RunCommand.ExecuteAsync(new ArgList(rest), stdout, stderr, ct),
                 "validate" => ValidateCommand.Execute(new ArgList(rest), stdout, stderr),
                 "graph" => GraphCommand.Execute(new ArgList(rest), stdout, stderr),
+                "qsim" => QsimCommand.Execute(new ArgList(rest), stdout, stderr, ct),
+                "gen" => GenCommand.Execute(new ArgList(rest), stdout, stderr),
                 _ => throw new UsageException($"unknown command '{args[0]}'"),
             };
         }
@@ -103,6 +114,22 @@ public sealed class ArgList
     }
 
     /// <summary>A flag that may take a value (<c>--dot</c> or <c>--dot FILE</c>).</summary>
+    /// <summary>Every value of an option that may repeat (<c>--observable A --observable B</c>).</summary>
+    public List<string> Values(string name)
+    {
+        var list = new List<string>();
+        for (int i = 0; i < _args.Count; i++)
+        {
+            if (_args[i] != name) continue;
+            if (i + 1 >= _args.Count || _args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                throw new UsageException($"option {name} needs a value");
+            _used.Add(i);
+            _used.Add(i + 1);
+            list.Add(_args[++i]);
+        }
+        return list;
+    }
+
     public (bool present, string? value) OptionalValue(string name)
     {
         int i = _args.IndexOf(name);

@@ -70,11 +70,16 @@ public static class Simulator
         ArgumentNullException.ThrowIfNull(circuit);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        return Simulate(circuit, options, Plan(circuit, options.Fusion), ct);
+    }
+
+    private static StateVector Simulate(Circuit circuit, SimulatorOptions options, List<MatrixGate> plan, CancellationToken ct)
+    {
         MemoryAdmission.Check(circuit.Qubits, options.Precision, options.MemoryCapBytes);
         var state = new StateVector(circuit.Qubits, options.Precision, options.Width, options.Threads);
         try
         {
-            foreach (var g in Plan(circuit, options.Fusion))
+            foreach (var g in plan)
             {
                 ct.ThrowIfCancellationRequested();
                 state.Apply(g);
@@ -107,13 +112,13 @@ public static class Simulator
     {
         var noise = o.Noise;
         if (noise is { HasGateNoise: true }) return RunNoisy(circuit, o, precision, noise, seed, ct);
-        var opts = Copy(o, precision);
-        var state = Simulate(circuit, opts, ct);
+        var plan = Plan(circuit, o.Fusion);
+        var state = Simulate(circuit, Copy(o, precision), plan, ct);
         return new RunOutput
         {
             State = state,
             Drift = Math.Abs(1 - state.NormSquared()),
-            Sweeps = Plan(circuit, o.Fusion).Count,
+            Sweeps = plan.Count,
             Precision = precision,
             Width = state.Width,
         };
@@ -133,6 +138,7 @@ public static class Simulator
         Noise = o.Noise,
         Observables = o.Observables,
         TopK = o.TopK,
+        ListAllSmallStates = o.ListAllSmallStates,
     };
 
     private static RunOutput RunNoisy(Circuit circuit, SimulatorOptions o, Precision precision, NoiseModel noise, int seed, CancellationToken ct)
@@ -261,7 +267,7 @@ public static class Simulator
             }
 
             // One pass over the probabilities: total, nonzero count, top list, sampling.
-            var scan = new ProbabilityScan(n, o.TopK, o.Shots, seed);
+            var scan = new ProbabilityScan(n, o.TopK, o.Shots, seed, o.ListAllSmallStates);
             scan.SetTotal(run.Averaged is { } a ? a.Sum() : run.State!.NormSquared());
             if (run.Averaged is { } avg) scan.Visit(0, avg);
             else

@@ -56,8 +56,11 @@ public sealed class SimulatorOptions
     /// <summary>Pauli strings whose expectation values to report. Default none.</summary>
     public IReadOnlyList<PauliString> Observables { get; init; } = [];
 
-    /// <summary>Entries listed when the state has more than 2^16 basis states. Default <see cref="DefaultTopK"/>.</summary>
+    /// <summary>Entries listed when the state has more than 2^16 basis states, or always when <see cref="ListAllSmallStates"/> is false. Default <see cref="DefaultTopK"/>.</summary>
     public int TopK { get; init; } = DefaultTopK;
+
+    /// <summary>List every nonzero probability of states with at most 2^16 basis states (else only the top <see cref="TopK"/>). Default true.</summary>
+    public bool ListAllSmallStates { get; init; } = true;
 
     /// <summary>Every problem with these options, empty when valid.</summary>
     public List<string> Problems()

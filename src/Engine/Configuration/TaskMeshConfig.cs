@@ -30,6 +30,9 @@ public sealed class TaskMeshConfig
     // [handlers]
     public bool ShellEnabled { get; set; }
 
+    /// <summary>[quantum]: the quantum layer's settings.</summary>
+    public Layers.Quantum.QuantumOptions Quantum { get; } = new();
+
     /// <summary>The file the settings came from, or null for defaults.</summary>
     public string? Source { get; private set; }
 
@@ -54,6 +57,14 @@ public sealed class TaskMeshConfig
         ["handlers"] = new(StringComparer.Ordinal)
         {
             ["shell_enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.ShellEnabled = b),
+        },
+        ["quantum"] = new(StringComparer.Ordinal)
+        {
+            ["max_concurrent_circuits"] = (c, v) => Int(v, 1, 64, out var x) ?? Set(() => c.Quantum.MaxConcurrentCircuits = x),
+            ["memory_cap_mb"] = (c, v) => Int(v, 1, int.MaxValue, out var x) ?? Set(() => c.Quantum.MemoryCapBytes = (long)x << 20),
+            ["fusion"] = (c, v) => Int(v, 0, QuantumSim.SimulatorOptions.MaxFusion, out var x) ?? Set(() => c.Quantum.DefaultFusion = x),
+            ["norm_tolerance"] = (c, v) => Num(v, 1e-15, 1, out var x) ?? Set(() => c.Quantum.NormTolerance = x),
+            ["threads"] = (c, v) => Int(v, 0, 1024, out var x) ?? Set(() => c.Quantum.ThreadsPerCircuit = x),
         },
     };
 
@@ -84,7 +95,7 @@ public sealed class TaskMeshConfig
         if (problems.Count == 0)
         {
             foreach (var kv in doc.KeyValues)
-                problems.Add($"{path}:{Line(kv)}: key '{KeyName(kv.Key)}' must be inside a section ([general], [execution], [handlers])");
+                problems.Add($"{path}:{Line(kv)}: key '{KeyName(kv.Key)}' must be inside a section ([general], [execution], [handlers], [quantum])");
             foreach (var table in doc.Tables)
             {
                 string section = KeyName(table.Name);
@@ -124,6 +135,7 @@ public sealed class TaskMeshConfig
         RetryMaxDelay = TimeSpan.FromMilliseconds(RetryMaxDelayMs),
         CancelGracePeriod = TimeSpan.FromMilliseconds(CancelGraceMs),
         ShellEnabled = ShellEnabled,
+        Quantum = Quantum,
     };
 
     private static int Line(SyntaxNode node) => node.Span.Start.Line + 1;

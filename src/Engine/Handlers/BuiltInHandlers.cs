@@ -24,6 +24,7 @@ internal static class BuiltInHandlers
     public static void RegisterAll(HandlerRegistry r, bool shellEnabled)
     {
         r.RegisterInline("noop", static _ => null);
+        AggregationHandlers.Register(r);
 
         r.Register(new HandlerDescriptor("spin", SpinAsync)
         {

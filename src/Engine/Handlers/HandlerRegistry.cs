@@ -109,6 +109,9 @@ internal sealed class ArgsReader
     }
 
     /// <summary>Reports arguments that the handler does not know (typos are errors, not silence).</summary>
+    /// <summary>Marks an argument as known without reading it (for free-form values).</summary>
+    public void Known(string name) => _known.Add(name);
+
     public void RejectUnknown()
     {
         if (_args.ValueKind == JsonValueKind.Undefined || _args.ValueKind == JsonValueKind.Null) return;

@@ -39,4 +39,11 @@ public readonly struct TaskContext
 
     /// <summary>Outputs of the predecessors linked by data edges, as (id, output) pairs in edge order.</summary>
     public IReadOnlyList<KeyValuePair<string, object?>> Inputs => _run.InputsOf(Index);
+
+    /// <summary>Records an escalation of this task (audited in the run summary and published as an event).</summary>
+    /// <param name="from">What the task left, e.g. a layer name or <c>single</c>.</param>
+    /// <param name="to">What it moved to.</param>
+    /// <param name="trigger"><c>low_confidence</c>, <c>error</c> or <c>timeout</c>.</param>
+    /// <param name="reason">Why, in words.</param>
+    public void ReportEscalation(string from, string to, string trigger, string reason) => _run.RecordEscalation(Index, from, to, trigger, reason);
 }

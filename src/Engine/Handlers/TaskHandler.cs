@@ -20,6 +20,13 @@ public delegate object? InlineTaskHandler(TaskContext ctx);
 /// <returns>The parsed arguments to hand to every attempt, and the problems found (empty when valid).</returns>
 public delegate (object? Parsed, IReadOnlyList<string> Problems) ArgsValidator(JsonElement args);
 
+/// <summary>Where a graph is being validated: relative paths in args resolve against <see cref="BaseDirectory"/>.</summary>
+/// <param name="BaseDirectory">The graph file's directory, or the current directory for graphs built in code.</param>
+public sealed record ValidationContext(string BaseDirectory);
+
+/// <summary>Like <see cref="ArgsValidator"/>, for handlers whose args name files relative to the graph.</summary>
+public delegate (object? Parsed, IReadOnlyList<string> Problems) ContextArgsValidator(JsonElement args, ValidationContext context);
+
 /// <summary>A registered handler and what the engine needs to know about it.</summary>
 public sealed class HandlerDescriptor
 {
@@ -57,4 +64,10 @@ public sealed class HandlerDescriptor
 
     /// <summary>True when the handler may only run in the local layer (e.g. <c>shell</c>).</summary>
     public bool LocalOnly { get; init; }
+
+    /// <summary>Validates args with the graph's location (used instead of <see cref="Validate"/> when set).</summary>
+    public ContextArgsValidator? ValidateWithContext { get; init; }
+
+    /// <summary>The layer an <c>auto</c> task of this handler goes to when that layer is registered (null = the router decides). Default null.</summary>
+    public string? PreferredLayer { get; init; }
 }

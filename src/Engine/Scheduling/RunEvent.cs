@@ -12,6 +12,8 @@ public enum RunEventKind
     Retried,
     Skipped,
     Cancelled,
+    /// <summary>A task moved to a more capable layer or precision (see <see cref="EscalationRecord"/>).</summary>
+    Escalated,
 }
 
 /// <summary>One event of a run, as published on <see cref="RunHandle.Events"/>.</summary>
@@ -34,3 +36,9 @@ public enum TaskOutcome : byte
     TimedOut = 3,
     Skipped = 4,
 }
+
+/// <summary>
+/// One escalation: a task moved from a layer or precision to a more capable one, with the
+/// trigger (<c>low_confidence</c>, <c>error</c>, <c>timeout</c>) and the reason.
+/// </summary>
+public sealed record EscalationRecord(string TaskId, string From, string To, string Trigger, string Reason, DateTimeOffset Timestamp);

@@ -64,6 +64,10 @@ public sealed class RunResult
     public int Skipped { get; }
     public int Cancelled { get; }
     public TimeSpan Wall { get; }
+
+    /// <summary>Every escalation recorded during the run.</summary>
+    public IReadOnlyList<EscalationRecord> Escalations => _escalationList ??= _run.Escalations.ToArray();
+    private EscalationRecord[]? _escalationList;
     public double TasksPerSecond => Wall.TotalSeconds > 0 ? (Succeeded + Failed + Skipped) / Wall.TotalSeconds : 0;
 
     /// <summary>Whether per-task durations and errors were kept (see <see cref="RunOptions.CollectTaskDetails"/>).</summary>
@@ -160,7 +164,23 @@ public sealed class RunResult
             writer.WriteEndObject();
         }
         writer.WriteEndObject();
-        writer.WriteNumber("escalations", 0);
+        writer.WriteNumber("escalations", Escalations.Count);
+        if (Escalations.Count > 0)
+        {
+            writer.WriteStartArray("escalation_log");
+            foreach (var e in Escalations)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("task", e.TaskId);
+                writer.WriteString("from", e.From);
+                writer.WriteString("to", e.To);
+                writer.WriteString("trigger", e.Trigger);
+                writer.WriteString("reason", e.Reason);
+                writer.WriteString("at", e.Timestamp);
+                writer.WriteEndObject();
+            }
+            writer.WriteEndArray();
+        }
         if (includeNodes ?? Total <= RunOptions.DetailsLimit)
         {
             writer.WriteStartArray("nodes");

@@ -102,6 +102,17 @@ internal sealed partial class RunState
     internal long SteadyStateAllocatedBytes { get; private set; }
     public string BaseDirectory { get; }
     public ChannelReader<RunEvent>? Events => _events?.Reader;
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<EscalationRecord> _escalations = new();
+
+    /// <summary>Escalations recorded so far, in the order they happened.</summary>
+    internal IReadOnlyCollection<EscalationRecord> Escalations => _escalations;
+
+    internal void RecordEscalation(int node, string from, string to, string trigger, string reason)
+    {
+        _escalations.Enqueue(new EscalationRecord(Graph.IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow()));
+        if (_events is not null) Emit(RunEventKind.Escalated, node, null, 0, $"{trigger}: {from} -> {to}: {reason}");
+    }
     internal bool Cancelled => _cancelled;
     internal CancellationToken RunToken => _runCts.Token;
     internal EngineOptions Options => _options;

@@ -73,6 +73,9 @@ internal static unsafe partial class Kernels<S, TV, T>
         return g;
     }
 
+    // Kernels are compiled optimised at once: tier-0 vector code is 10-50x slower, and a process
+    // that runs a few hundred small circuits would spend most of its time there.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunRange(nint dataPtr, Plan plan, long g0, long g1)
     {
         T* data = (T*)dataPtr;
@@ -136,6 +139,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static Plan BuildPlan(MatrixGate gate)
     {
         int L = S.Lanes;
@@ -257,6 +261,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         return res;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static double NormSquared(T* data, long vectors, int threads)
     {
         int L = S.Lanes;

@@ -19,9 +19,9 @@ internal sealed class ProbabilityScan
     private long _lastNonzero = -1;
     private bool _totalKnown;
 
-    public ProbabilityScan(int qubits, int topK, int shots, int seed)
+    public ProbabilityScan(int qubits, int topK, int shots, int seed, bool listAllSmall)
     {
-        _listAll = qubits <= Simulator.ListAllUpToQubits;
+        _listAll = listAllSmall && qubits <= Simulator.ListAllUpToQubits;
         _topK = topK;
         _shots = shots;
         _rng = new Random(seed);
@@ -38,6 +38,7 @@ internal sealed class ProbabilityScan
     // sampled as if normalised. Uniforms are drawn in ascending order: u_k = 1 - (1 - u_{k-1}) V^(1/(s-k+1)).
     private double NextUniform(int remaining) => 1 - (1 - _nextUniform) * Math.Pow(_rng.NextDouble(), 1.0 / remaining);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Visit(long start, ReadOnlySpan<double> probs)
     {
         if (!_totalKnown) throw new InvalidOperationException("call SetTotal before Visit");

@@ -220,6 +220,7 @@ public sealed unsafe class StateVector : IDisposable
     }
 
     /// <summary>Writes |amplitude|² of every basis state into <paramref name="destination"/> (length 2^n).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void CopyProbabilities(Span<double> destination)
     {
         if (destination.Length != Length) throw new ArgumentException($"destination needs {Length} elements, got {destination.Length}", nameof(destination));
@@ -271,6 +272,7 @@ public sealed unsafe class StateVector : IDisposable
     }
 
     /// <summary>Writes |amplitude|² of basis states <paramref name="start"/> .. start+destination.Length-1 (one thread).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal void CopyProbabilities(long start, Span<double> destination)
     {
         int lanes = _lanes;
@@ -313,6 +315,7 @@ public sealed unsafe class StateVector : IDisposable
     }
 
     /// <summary>⟨ψ|P|ψ⟩ for a Pauli string P (real because P is Hermitian).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal double Expectation(PauliString pauli)
     {
         long flip = pauli.XMask | pauli.YMask, sign = pauli.YMask | pauli.ZMask;
@@ -325,7 +328,11 @@ public sealed unsafe class StateVector : IDisposable
         nint src = (nint)Data;
         int chunks = len < 1 << 16 ? 1 : Threads * 4;
         var partial = new double[chunks];
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Threads }, c =>
+        if (chunks == 1) Body(0);
+        else Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = Threads }, Body);
+        return partial.Sum();
+
+        void Body(int c)
         {
             long i0 = len * c / chunks, i1 = len * (c + 1) / chunks;
             double accRe = 0, accIm = 0;
@@ -351,8 +358,7 @@ public sealed unsafe class StateVector : IDisposable
                 accIm += im;
             }
             partial[c] = (new Complex(accRe, accIm) * phase).Real;
-        });
-        return partial.Sum();
+        }
     }
 
     /// <summary>Frees the native memory.</summary>

@@ -1,0 +1,65 @@
+using System.Text;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.QuantumSim;
+
+namespace TaskMesh.Engine.Layers.Quantum;
+
+/// <summary>
+/// The <c>quantum</c> handler: simulates a circuit and outputs a <see cref="QuantumOutput"/>.
+/// Prefers the <c>quantum</c> layer, which runs it with memory admission on its own threads; on
+/// any other layer it runs in place.
+/// </summary>
+public static class QuantumHandler
+{
+    /// <summary>The handler's name in graphs.</summary>
+    public const string Name = "quantum";
+
+    /// <summary>Registers the handler with the layer defaults of <paramref name="options"/>.</summary>
+    public static void Register(HandlerRegistry registry, QuantumOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(registry);
+        registry.Register(new HandlerDescriptor(Name, (ctx, _, ct) =>
+        {
+            try { return new ValueTask<object?>(Execute(ctx, options, options.MemoryCapBytes, 0, ct)); }
+            catch (AdmissionException e) { throw new TaskFailedException($"not admitted: {e.Message}"); }
+        })
+        {
+            ValidateWithContext = QuantumArgs.Parse,
+            PreferredLayer = QuantumLayer.LayerName,
+            // A sweep touches 2^n amplitudes per gate at a few GB/s: a rough figure for the critical path.
+            EstimateMicros = static p => p is QuantumArgs a ? Math.Max(1, a.Circuit.GateCount * Math.Pow(2, a.Circuit.Qubits) * 16 / 5000.0) : 0,
+        });
+    }
+
+    /// <summary>Runs the task's circuit; reports a single → double precision escalation on the context.</summary>
+    internal static QuantumOutput Execute(TaskContext ctx, QuantumOptions options, long capBytes, long reservedBytes, CancellationToken ct)
+    {
+        var args = ctx.ParsedArgs<QuantumArgs>() ?? throw new TaskFailedException("quantum task was not validated");
+        // Admission: fail the task with the reason rather than risk an out-of-memory kill.
+        MemoryAdmission.Check(args.Circuit.Qubits, args.Precision, capBytes, reservedBytes);
+        var result = Simulator.Run(args.Circuit, new SimulatorOptions
+        {
+            Precision = args.Precision,
+            Fusion = args.Fusion ?? options.DefaultFusion,
+            Threads = options.ThreadsPerCircuit,
+            Shots = args.Shots,
+            Seed = args.Seed ?? StableSeed(ctx.Id),
+            MemoryCapBytes = capBytes,
+            NormTolerance = options.NormTolerance,
+            Noise = args.Noise,
+            Observables = args.Observables,
+            TopK = Math.Max(args.Top, 1),
+            ListAllSmallStates = false,
+        }, ct);
+        if (result.Escalation is { } e) ctx.ReportEscalation(e.From, e.To, e.Trigger, e.Reason);
+        return new QuantumOutput(result, args);
+    }
+
+    /// <summary>FNV-1a of the task id: the same task samples the same way in every run unless a seed is given.</summary>
+    internal static int StableSeed(string id)
+    {
+        uint h = 2166136261;
+        foreach (byte b in Encoding.UTF8.GetBytes(id)) h = (h ^ b) * 16777619;
+        return (int)(h & int.MaxValue);
+    }
+}

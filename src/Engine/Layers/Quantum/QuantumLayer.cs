@@ -1,0 +1,74 @@
+using TaskMesh.Engine.Handlers;
+using TaskMesh.QuantumSim;
+
+namespace TaskMesh.Engine.Layers.Quantum;
+
+/// <summary>
+/// The <c>quantum</c> layer: a dedicated executor that runs a few circuits at a time on threads of
+/// its own (each circuit already uses every core inside its kernels) and admits a circuit only if
+/// its state vector fits beside the ones already running.
+/// </summary>
+public sealed class QuantumLayer : ExecutionLayer
+{
+    /// <summary>The layer's name in graphs.</summary>
+    public const string LayerName = "quantum";
+
+    private readonly QuantumOptions _options;
+    private long _reservedBytes;
+
+    /// <summary>Creates the layer.</summary>
+    /// <exception cref="ArgumentException">Invalid options.</exception>
+    public QuantumLayer(QuantumOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var problems = options.Problems().ToList();
+        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
+        _options = options;
+    }
+
+    /// <inheritdoc />
+    public override string Name => LayerName;
+
+    /// <inheritdoc />
+    public override int Capacity => _options.MaxConcurrentCircuits;
+
+    /// <summary>Bytes of state vectors held by running circuits.</summary>
+    public long ReservedBytes => Interlocked.Read(ref _reservedBytes);
+
+    /// <summary>Runs only <c>quantum</c> tasks; <c>MaxQubits</c> is the largest single-precision state that fits now.</summary>
+    public override LayerCapabilities Capabilities
+    {
+        get
+        {
+            long budget = Math.Min(_options.MemoryCapBytes, MemoryAdmission.AvailableBytes() - MemoryAdmission.ReserveBytes) - ReservedBytes;
+            int max = 0;
+            while (max < StateVector.MaxQubits && StateVector.RequiredBytes(max + 1, Precision.Single) <= budget) max++;
+            return new LayerCapabilities(max, [QuantumHandler.Name]);
+        }
+    }
+
+    /// <inheritdoc />
+    public override async ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
+    {
+        var ctx = invocation.Context;
+        var args = ctx.ParsedArgs<QuantumArgs>() ?? throw new TaskFailedException($"handler '{invocation.Handler.Name}' cannot run on the quantum layer");
+        long need = StateVector.RequiredBytes(args.Circuit.Qubits, args.Precision);
+        long reserved = Interlocked.Add(ref _reservedBytes, need) - need;
+        try
+        {
+            // The cap covers every running state; admission also checks what the machine has free.
+            long cap = _options.MemoryCapBytes == MemoryAdmission.NoCap ? MemoryAdmission.NoCap : Math.Max(0, _options.MemoryCapBytes - reserved);
+            return await Task.Factory.StartNew(
+                () => (object?)QuantumHandler.Execute(ctx, _options, cap, reserved, ct),
+                ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+        }
+        catch (AdmissionException e)
+        {
+            throw new TaskFailedException($"not admitted to the quantum layer: {e.Message}");
+        }
+        finally
+        {
+            Interlocked.Add(ref _reservedBytes, -need);
+        }
+    }
+}
