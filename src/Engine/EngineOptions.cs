@@ -95,6 +95,9 @@ public sealed class RunOptions
     /// <summary>Keep per-task durations, attempts, layers and errors; null keeps them up to 100,000 tasks.</summary>
     public bool? CollectTaskDetails { get; set; }
 
+    /// <summary>Keep every task's output for <see cref="Scheduling.RunResult.OutputOf"/> (by default only outputs that feed a data edge are kept, and only until the run ends). Default false.</summary>
+    public bool KeepOutputs { get; set; }
+
     /// <summary>Folder that relative paths in task arguments are resolved against.</summary>
     public string? BaseDirectory { get; set; }
 

@@ -78,7 +78,7 @@ public sealed class RunResult
 
     public TaskOutcome OutcomeOf(int index) => _run.OutcomeOf(index);
 
-    /// <summary>The output of a task (kept only for tasks with data successors).</summary>
+    /// <summary>The output of a task (kept for tasks with data successors, or for all with <see cref="RunOptions.KeepOutputs"/>).</summary>
     public object? OutputOf(int index) => _run.OutputOf(index);
 
     public TaskResult TaskResultOf(int index)

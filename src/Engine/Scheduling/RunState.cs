@@ -37,6 +37,7 @@ internal sealed partial class RunState
     private readonly int[] _skipCause;                 // 1 + the failed ancestor, 0 for none
     private readonly byte[] _attempts;
     private readonly object?[]? _outputs;
+    private readonly bool _keepAllOutputs;
     private readonly float[]? _durationMs;
     private readonly string?[]? _errors;
 
@@ -79,7 +80,8 @@ internal sealed partial class RunState
         _outcome = new byte[n];
         _skipCause = new int[n];
         _attempts = new byte[n];
-        if (graph.HasDataEdges) _outputs = new object?[n];
+        _keepAllOutputs = runOptions.KeepOutputs;
+        if (graph.HasDataEdges || _keepAllOutputs) _outputs = new object?[n];
         if (runOptions.CollectTaskDetails ?? n <= RunOptions.DetailsLimit)
         {
             _durationMs = new float[n];
@@ -329,7 +331,7 @@ internal sealed partial class RunState
         {
             return OnInlineFailure(w, node, ex, t0);
         }
-        if (_outputs is not null && (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0)
+        if (_outputs is not null && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
             _outputs[node] = output;
         if (_durationMs is not null)
             _durationMs[node] = (float)Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
@@ -450,7 +452,7 @@ internal sealed partial class RunState
     /// <summary>Called by a dispatcher when a guarded task ended (any outcome but cancellation).</summary>
     internal void CompleteGuarded(int node, TaskOutcome outcome, object? output, string? error, double durationMs)
     {
-        if (_outputs is not null && outcome == TaskOutcome.Succeeded && (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0)
+        if (_outputs is not null && outcome == TaskOutcome.Succeeded && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
             _outputs[node] = output;
         if (_durationMs is not null) _durationMs[node] = (float)durationMs;
         if (_errors is not null && error is not null) _errors[node] = error;
