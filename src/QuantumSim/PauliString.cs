@@ -22,6 +22,9 @@ public sealed partial class PauliString
     internal long YMask { get; }
     internal long ZMask { get; }
 
+    /// <summary>True when the string has only Z (and I) factors: diagonal in the computational basis.</summary>
+    public bool IsDiagonal => (XMask | YMask) == 0;
+
     /// <summary>The highest qubit named (-1 for the identity).</summary>
     public int MaxQubit { get; }
 

@@ -69,8 +69,24 @@ public sealed class SimulationResult
     /// <summary>Sampled counts by basis index (null without shots).</summary>
     public IReadOnlyDictionary<long, int>? Counts { get; internal set; }
 
-    /// <summary>Sampled counts over the classical bits, keyed as Qiskit prints them (null without shots or measurements).</summary>
-    public IReadOnlyDictionary<string, int>? MeasuredCounts { get; internal set; }
+    /// <summary>Sampled counts over the classical bits, keyed as Qiskit prints them (null without shots or measurements); built on first use.</summary>
+    public IReadOnlyDictionary<string, int>? MeasuredCounts => _measured ??= BuildMeasuredCounts();
+
+    private Dictionary<string, int>? _measured;
+
+    internal Circuit? Circuit { get; init; }
+
+    private Dictionary<string, int>? BuildMeasuredCounts()
+    {
+        if (Counts is null || Circuit is null || Circuit.Measurements.Count == 0) return null;
+        var measured = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (i, c) in Counts)
+        {
+            var key = FormatClbits(Circuit, i);
+            measured[key] = measured.GetValueOrDefault(key) + c;
+        }
+        return measured;
+    }
 
     /// <summary>Requested expectation values.</summary>
     public IReadOnlyList<ObservableValue> Expectations { get; internal set; } = [];

@@ -267,7 +267,9 @@ public static class Simulator
             }
 
             // One pass over the probabilities: total, nonzero count, top list, sampling.
-            var scan = new ProbabilityScan(n, o.TopK, o.Shots, seed, o.ListAllSmallStates);
+            // Z-only observables are diagonal: they ride along the probability pass instead of a pass each.
+            var diagonal = o.Observables.Select((obs, i) => (obs, i)).Where(x => x.obs.IsDiagonal && run.AveragedExpectations is null).ToArray();
+            var scan = new ProbabilityScan(n, o.TopK, o.Shots, seed, o.ListAllSmallStates, diagonal.Select(x => x.obs.ZMask).ToArray());
             scan.SetTotal(run.Averaged is { } a ? a.Sum() : run.State!.NormSquared());
             if (run.Averaged is { } avg) scan.Visit(0, avg);
             else
@@ -285,7 +287,10 @@ public static class Simulator
             var expectations = new List<ObservableValue>();
             for (int i = 0; i < o.Observables.Count; i++)
             {
-                double value = run.AveragedExpectations is { } ae ? ae[i] : run.State!.Expectation(o.Observables[i]) / scan.Total;
+                int d = Array.FindIndex(diagonal, x => x.i == i);
+                double value = run.AveragedExpectations is { } ae ? ae[i]
+                    : d >= 0 ? scan.ZSums[d] / scan.Total
+                    : run.State!.Expectation(o.Observables[i]) / scan.Total;
                 double hw = o.Shots > 0 ? 1.96 * Math.Sqrt(Math.Max(0, 1 - value * value) / o.Shots) : 0;
                 expectations.Add(new ObservableValue(o.Observables[i].Text, value, hw));
             }
@@ -300,17 +305,6 @@ public static class Simulator
                 if (expectations.Count > 0) obsHw = expectations.Max(e => e.HalfWidth95);
             }
             double statistical = 1 - Math.Max(topHw ?? 0, obsHw ?? 0);
-
-            Dictionary<string, int>? measured = null;
-            if (scan.Counts is not null && circuit.Measurements.Count > 0)
-            {
-                measured = new Dictionary<string, int>(StringComparer.Ordinal);
-                foreach (var (i, c) in scan.Counts)
-                {
-                    var key = SimulationResult.FormatClbits(circuit, i);
-                    measured[key] = measured.GetValueOrDefault(key) + c;
-                }
-            }
 
             return new SimulationResult
             {
@@ -327,7 +321,7 @@ public static class Simulator
                 Shots = o.Shots,
                 Seed = seed,
                 Counts = scan.Counts,
-                MeasuredCounts = measured,
+                Circuit = circuit,
                 Expectations = expectations,
                 Confidence = new Confidence(Math.Clamp(Math.Min(numerical, statistical), 0, 1), drift, o.NormTolerance, topHw, obsHw),
                 Noise = o.Noise?.ToString(),

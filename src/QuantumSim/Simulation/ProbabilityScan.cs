@@ -19,8 +19,13 @@ internal sealed class ProbabilityScan
     private long _lastNonzero = -1;
     private bool _totalKnown;
 
-    public ProbabilityScan(int qubits, int topK, int shots, int seed, bool listAllSmall)
+    private readonly long[] _zMasks;
+
+    /// <param name="zMasks">Z-only Pauli strings (as qubit masks) whose expectations ride along: Σ p_i (-1)^popcount(i &amp; mask).</param>
+    public ProbabilityScan(int qubits, int topK, int shots, int seed, bool listAllSmall, long[]? zMasks = null)
     {
+        _zMasks = zMasks ?? [];
+        ZSums = new double[_zMasks.Length];
         _listAll = listAllSmall && qubits <= Simulator.ListAllUpToQubits;
         _topK = topK;
         _shots = shots;
@@ -29,6 +34,9 @@ internal sealed class ProbabilityScan
     }
 
     public double Total { get; private set; }
+
+    /// <summary>Unnormalised expectation sums of the Z-only observables, in the order given.</summary>
+    public double[] ZSums { get; }
     public long Nonzero { get; private set; }
     public bool Truncated { get; private set; }
     public Dictionary<long, int>? Counts { get; }
@@ -51,6 +59,8 @@ internal sealed class ProbabilityScan
                 continue;
             }
             long i = start + k;
+            for (int z = 0; z < _zMasks.Length; z++)
+                ZSums[z] += (System.Numerics.BitOperations.PopCount((ulong)(i & _zMasks[z])) & 1) == 0 ? p : -p;
             Nonzero++;
             _lastNonzero = i;
             if (_listAll) _all.Add((i, p));

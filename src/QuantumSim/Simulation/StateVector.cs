@@ -106,7 +106,10 @@ public sealed unsafe class StateVector : IDisposable
 
     private void* Data => _data != null ? _data : throw new ObjectDisposedException(nameof(StateVector));
 
-    private long Offset(long index) => index / _lanes * 2 * _lanes + index % _lanes;
+    private long Offset(long index) => ElementOffset(index, _lanes - 1);
+
+    /// <summary>Where the real part of amplitude <paramref name="index"/> sits: block index × 2L plus the lane (L a power of two, mask = L - 1).</summary>
+    private static long ElementOffset(long index, long mask) => ((index & ~mask) << 1) | (index & mask);
 
     /// <summary>Amplitude of basis state <paramref name="index"/>.</summary>
     public Complex GetAmplitude(long index)
@@ -281,7 +284,7 @@ public sealed unsafe class StateVector : IDisposable
             float* d = (float*)Data;
             for (int k = 0; k < destination.Length; k++)
             {
-                long i = start + k, e = i / lanes * 2 * lanes + i % lanes;
+                long i = start + k, e = ElementOffset(i, lanes - 1);
                 double re = d[e], im = d[e + lanes];
                 destination[k] = re * re + im * im;
             }
@@ -291,7 +294,7 @@ public sealed unsafe class StateVector : IDisposable
             double* d = (double*)Data;
             for (int k = 0; k < destination.Length; k++)
             {
-                long i = start + k, e = i / lanes * 2 * lanes + i % lanes;
+                long i = start + k, e = ElementOffset(i, lanes - 1);
                 double re = d[e], im = d[e + lanes];
                 destination[k] = re * re + im * im;
             }
@@ -339,7 +342,7 @@ public sealed unsafe class StateVector : IDisposable
             for (long i = i0; i < i1; i++)
             {
                 long j = i ^ flip;
-                long ei = i / lanes * 2 * lanes + i % lanes, ej = j / lanes * 2 * lanes + j % lanes;
+                long ei = ElementOffset(i, lanes - 1), ej = ElementOffset(j, lanes - 1);
                 double ar, ai, br, bi;
                 if (single)
                 {

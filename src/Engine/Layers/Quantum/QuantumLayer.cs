@@ -13,6 +13,9 @@ public sealed class QuantumLayer : ExecutionLayer
     /// <summary>The layer's name in graphs.</summary>
     public const string LayerName = "quantum";
 
+    /// <summary>Circuits from this many qubits run on a dedicated thread rather than the thread pool.</summary>
+    private const int LongRunningQubits = 20;
+
     private readonly QuantumOptions _options;
     private long _reservedBytes;
 
@@ -58,9 +61,12 @@ public sealed class QuantumLayer : ExecutionLayer
         {
             // The cap covers every running state; admission also checks what the machine has free.
             long cap = _options.MemoryCapBytes == MemoryAdmission.NoCap ? MemoryAdmission.NoCap : Math.Max(0, _options.MemoryCapBytes - reserved);
+            // A large circuit gets a thread of its own for its seconds of sweeps; a small one
+            // (milliseconds) is not worth creating a thread for.
+            var creation = args.Circuit.Qubits >= LongRunningQubits ? TaskCreationOptions.LongRunning : TaskCreationOptions.None;
             return await Task.Factory.StartNew(
                 () => (object?)QuantumHandler.Execute(ctx, _options, cap, reserved, ct),
-                ct, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+                ct, creation, TaskScheduler.Default).ConfigureAwait(false);
         }
         catch (AdmissionException e)
         {
