@@ -23,7 +23,9 @@ def kernel(H, X):
         w(f"            TV p{x} = perms[{x}];")
     w("            for (long g = g0; g < g1; g++)")
     w("            {")
-    w("                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;")
+    w("                long vb = Deposit(g, positions) | ctl;")
+    w("                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);")
+    w("                T* b = data + vb * 2 * L;")
     for h in range(H):
         j = h * X
         w(f"                TV r{j} = S.Load(b + o{h}), i{j} = S.Load(b + o{h} + L);")

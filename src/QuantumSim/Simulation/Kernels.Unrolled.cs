@@ -45,7 +45,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV p1 = perms[1];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 {
@@ -73,7 +75,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV p3 = perms[3];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Permute(r0, p2), i2 = S.Permute(i0, p2);
@@ -109,7 +113,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV p7 = perms[7];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Permute(r0, p2), i2 = S.Permute(i0, p2);
@@ -147,7 +153,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             long o1 = offs[1] * 2 * L;
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Load(b + o1), i1 = S.Load(b + o1 + L);
                 {
@@ -177,7 +185,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV p1 = perms[1];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Load(b + o1), i2 = S.Load(b + o1 + L);
@@ -215,7 +225,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV p3 = perms[3];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Permute(r0, p2), i2 = S.Permute(i0, p2);
@@ -264,7 +276,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             long o3 = offs[3] * 2 * L;
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Load(b + o1), i1 = S.Load(b + o1 + L);
                 TV r2 = S.Load(b + o2), i2 = S.Load(b + o2 + L);
@@ -314,7 +328,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV p1 = perms[1];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Load(b + o1), i2 = S.Load(b + o1 + L);
@@ -387,7 +403,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             long o7 = offs[7] * 2 * L;
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Load(b + o1), i1 = S.Load(b + o1 + L);
                 TV r2 = S.Load(b + o2), i2 = S.Load(b + o2 + L);

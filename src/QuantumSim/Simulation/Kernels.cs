@@ -34,6 +34,38 @@ internal static unsafe partial class Kernels<S, TV, T>
         public TV[] CoefRe = [];
         public TV[] CoefIm = [];
         public bool Diagonal;
+        // Software prefetch for targets a few vectors apart (see Prefetch): the vector offsets of
+        // the streams, the run mask, and how far ahead to fetch; null when not needed.
+        public long[]? PrefetchStreams;
+        public long PrefetchRunMask;
+        public long PrefetchAhead;
+    }
+
+    /// <summary>Bytes fetched ahead of a sweep whose lowest target is a few vectors apart.</summary>
+    private const int PrefetchBytes = 8192;
+
+    /// <summary>The largest block (2^(p+1) vectors, p the lowest target position) that gets a software prefetch.</summary>
+    private const int PrefetchMaxBlockBytes = 16384;
+
+    /// <summary>
+    /// Hardware prefetchers lose track when the lowest target sits 4–64 vectors away: each load
+    /// then walks a run of a few vectors and jumps, and a sweep runs at half the bandwidth. The
+    /// memory such a group reads is still consumed in address order, block by block (two vectors
+    /// per group per stream), so it is fetched linearly, PrefetchBytes ahead.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(T* data, Plan plan, long g, long vectorBase)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        var streams = plan.PrefetchStreams!;
+        int L = S.Lanes;
+        long v = vectorBase + (g & plan.PrefetchRunMask) + plan.PrefetchAhead;
+        foreach (long off in streams)
+        {
+            byte* p = (byte*)(data + (v + off) * 2 * L);
+            // Two vectors per group: 2 × (L reals + L imaginaries).
+            for (int b = 0; b < 4 * L * sizeof(T); b += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(p + b);
+        }
     }
 
     public static void Apply(T* data, long vectors, MatrixGate gate, int threads)
@@ -106,7 +138,9 @@ internal static unsafe partial class Kernels<S, TV, T>
             TV* inIm = stackalloc TV[K];
             for (long g = g0; g < g1; g++)
             {
-                T* b = data + (Deposit(g, positions) | ctl) * 2 * L;
+                long vb = Deposit(g, positions) | ctl;
+                if (plan.PrefetchStreams is not null) Prefetch(data, plan, g, vb);
+                T* b = data + vb * 2 * L;
                 for (int h = 0; h < H; h++)
                 {
                     T* p = b + offs[h] * 2 * L;
@@ -181,6 +215,18 @@ internal static unsafe partial class Kernels<S, TV, T>
             for (int j = 0; j < highTargets.Length; j++)
                 if ((h >> j & 1) != 0) off |= 1L << (highTargets[j] - lowBits);
             plan.Offsets[h] = off;
+        }
+        if (highTargets.Length > 0)
+        {
+            int p0 = highTargets[0] - lowBits;
+            long vectorBytes = 2L * L * sizeof(T);
+            // Only when the lowest target is the lowest group bit (a control below it would halve the block's use).
+            if (p0 >= 2 && (2L << p0) * vectorBytes <= PrefetchMaxBlockBytes && plan.GroupPositions[0] == p0)
+            {
+                plan.PrefetchStreams = plan.Offsets.Where(o => (o >> p0 & 1) == 0).ToArray();
+                plan.PrefetchRunMask = (1L << p0) - 1;
+                plan.PrefetchAhead = PrefetchBytes / vectorBytes;
+            }
         }
         int lowMask = 0;
         foreach (int q in lowTargets) lowMask |= 1 << q;
