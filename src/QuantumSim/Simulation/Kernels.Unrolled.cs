@@ -38,7 +38,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -50,10 +50,12 @@ internal static unsafe partial class Kernels<S, TV, T>
                 T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
                 }
             }
         }
@@ -66,7 +68,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -82,12 +84,16 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Permute(r0, p2), i2 = S.Permute(i0, p2);
                 TV r3 = S.Permute(r0, p3), i3 = S.Permute(i0, p3);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
                 }
             }
         }
@@ -100,7 +106,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -124,16 +130,24 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r5 = S.Permute(r0, p5), i5 = S.Permute(i0, p5);
                 TV r6 = S.Permute(r0, p6), i6 = S.Permute(i0, p6);
                 TV r7 = S.Permute(r0, p7), i7 = S.Permute(i0, p7);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
+                TV s4 = S.Add(r4, i4);
+                TV s5 = S.Add(r5, i5);
+                TV s6 = S.Add(r6, i6);
+                TV s7 = S.Add(r7, i7);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    a0 = S.MulAdd(cr[4], r4, a0); b0 = S.MulAdd(ci[4], i4, b0); c0 = S.MulAdd(cr[4], i4, c0); d0 = S.MulAdd(ci[4], r4, d0);
-                    a0 = S.MulAdd(cr[5], r5, a0); b0 = S.MulAdd(ci[5], i5, b0); c0 = S.MulAdd(cr[5], i5, c0); d0 = S.MulAdd(ci[5], r5, d0);
-                    a0 = S.MulAdd(cr[6], r6, a0); b0 = S.MulAdd(ci[6], i6, b0); c0 = S.MulAdd(cr[6], i6, c0); d0 = S.MulAdd(ci[6], r6, d0);
-                    a0 = S.MulAdd(cr[7], r7, a0); b0 = S.MulAdd(ci[7], i7, b0); c0 = S.MulAdd(cr[7], i7, c0); d0 = S.MulAdd(ci[7], r7, d0);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    a0 = S.MulAdd(cr[4], s4, a0); b0 = S.MulAdd(dc[4], r4, b0); c0 = S.MulAdd(cd[4], i4, c0);
+                    a0 = S.MulAdd(cr[5], s5, a0); b0 = S.MulAdd(dc[5], r5, b0); c0 = S.MulAdd(cd[5], i5, c0);
+                    a0 = S.MulAdd(cr[6], s6, a0); b0 = S.MulAdd(dc[6], r6, b0); c0 = S.MulAdd(cd[6], i6, c0);
+                    a0 = S.MulAdd(cr[7], s7, a0); b0 = S.MulAdd(dc[7], r7, b0); c0 = S.MulAdd(cd[7], i7, c0);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
                 }
             }
         }
@@ -146,7 +160,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -158,13 +172,15 @@ internal static unsafe partial class Kernels<S, TV, T>
                 T* b = data + vb * 2 * L;
                 TV r0 = S.Load(b + o0), i0 = S.Load(b + o0 + L);
                 TV r1 = S.Load(b + o1), i1 = S.Load(b + o1 + L);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    TV a1 = S.Mul(cr[2], r0), b1 = S.Mul(ci[2], i0), c1 = S.Mul(cr[2], i0), d1 = S.Mul(ci[2], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a1 = S.MulAdd(cr[3], r1, a1); b1 = S.MulAdd(ci[3], i1, b1); c1 = S.MulAdd(cr[3], i1, c1); d1 = S.MulAdd(ci[3], r1, d1);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
-                    S.Store(b + o1, S.Sub(a1, b1)); S.Store(b + o1 + L, S.Add(c1, d1));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    TV a1 = S.Mul(cr[2], s0), b1 = S.Mul(dc[2], r0), c1 = S.Mul(cd[2], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a1 = S.MulAdd(cr[3], s1, a1); b1 = S.MulAdd(dc[3], r1, b1); c1 = S.MulAdd(cd[3], i1, c1);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
+                    S.Store(b + o1, S.Sub(a1, c1)); S.Store(b + o1 + L, S.Add(a1, b1));
                 }
             }
         }
@@ -177,7 +193,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -192,17 +208,21 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r1 = S.Permute(r0, p1), i1 = S.Permute(i0, p1);
                 TV r2 = S.Load(b + o1), i2 = S.Load(b + o1 + L);
                 TV r3 = S.Permute(r2, p1), i3 = S.Permute(i2, p1);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    TV a1 = S.Mul(cr[4], r0), b1 = S.Mul(ci[4], i0), c1 = S.Mul(cr[4], i0), d1 = S.Mul(ci[4], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a1 = S.MulAdd(cr[5], r1, a1); b1 = S.MulAdd(ci[5], i1, b1); c1 = S.MulAdd(cr[5], i1, c1); d1 = S.MulAdd(ci[5], r1, d1);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a1 = S.MulAdd(cr[6], r2, a1); b1 = S.MulAdd(ci[6], i2, b1); c1 = S.MulAdd(cr[6], i2, c1); d1 = S.MulAdd(ci[6], r2, d1);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    a1 = S.MulAdd(cr[7], r3, a1); b1 = S.MulAdd(ci[7], i3, b1); c1 = S.MulAdd(cr[7], i3, c1); d1 = S.MulAdd(ci[7], r3, d1);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
-                    S.Store(b + o1, S.Sub(a1, b1)); S.Store(b + o1 + L, S.Add(c1, d1));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    TV a1 = S.Mul(cr[4], s0), b1 = S.Mul(dc[4], r0), c1 = S.Mul(cd[4], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a1 = S.MulAdd(cr[5], s1, a1); b1 = S.MulAdd(dc[5], r1, b1); c1 = S.MulAdd(cd[5], i1, c1);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a1 = S.MulAdd(cr[6], s2, a1); b1 = S.MulAdd(dc[6], r2, b1); c1 = S.MulAdd(cd[6], i2, c1);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    a1 = S.MulAdd(cr[7], s3, a1); b1 = S.MulAdd(dc[7], r3, b1); c1 = S.MulAdd(cd[7], i3, c1);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
+                    S.Store(b + o1, S.Sub(a1, c1)); S.Store(b + o1 + L, S.Add(a1, b1));
                 }
             }
         }
@@ -215,7 +235,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -236,25 +256,35 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r5 = S.Permute(r4, p1), i5 = S.Permute(i4, p1);
                 TV r6 = S.Permute(r4, p2), i6 = S.Permute(i4, p2);
                 TV r7 = S.Permute(r4, p3), i7 = S.Permute(i4, p3);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
+                TV s4 = S.Add(r4, i4);
+                TV s5 = S.Add(r5, i5);
+                TV s6 = S.Add(r6, i6);
+                TV s7 = S.Add(r7, i7);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    TV a1 = S.Mul(cr[8], r0), b1 = S.Mul(ci[8], i0), c1 = S.Mul(cr[8], i0), d1 = S.Mul(ci[8], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a1 = S.MulAdd(cr[9], r1, a1); b1 = S.MulAdd(ci[9], i1, b1); c1 = S.MulAdd(cr[9], i1, c1); d1 = S.MulAdd(ci[9], r1, d1);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a1 = S.MulAdd(cr[10], r2, a1); b1 = S.MulAdd(ci[10], i2, b1); c1 = S.MulAdd(cr[10], i2, c1); d1 = S.MulAdd(ci[10], r2, d1);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    a1 = S.MulAdd(cr[11], r3, a1); b1 = S.MulAdd(ci[11], i3, b1); c1 = S.MulAdd(cr[11], i3, c1); d1 = S.MulAdd(ci[11], r3, d1);
-                    a0 = S.MulAdd(cr[4], r4, a0); b0 = S.MulAdd(ci[4], i4, b0); c0 = S.MulAdd(cr[4], i4, c0); d0 = S.MulAdd(ci[4], r4, d0);
-                    a1 = S.MulAdd(cr[12], r4, a1); b1 = S.MulAdd(ci[12], i4, b1); c1 = S.MulAdd(cr[12], i4, c1); d1 = S.MulAdd(ci[12], r4, d1);
-                    a0 = S.MulAdd(cr[5], r5, a0); b0 = S.MulAdd(ci[5], i5, b0); c0 = S.MulAdd(cr[5], i5, c0); d0 = S.MulAdd(ci[5], r5, d0);
-                    a1 = S.MulAdd(cr[13], r5, a1); b1 = S.MulAdd(ci[13], i5, b1); c1 = S.MulAdd(cr[13], i5, c1); d1 = S.MulAdd(ci[13], r5, d1);
-                    a0 = S.MulAdd(cr[6], r6, a0); b0 = S.MulAdd(ci[6], i6, b0); c0 = S.MulAdd(cr[6], i6, c0); d0 = S.MulAdd(ci[6], r6, d0);
-                    a1 = S.MulAdd(cr[14], r6, a1); b1 = S.MulAdd(ci[14], i6, b1); c1 = S.MulAdd(cr[14], i6, c1); d1 = S.MulAdd(ci[14], r6, d1);
-                    a0 = S.MulAdd(cr[7], r7, a0); b0 = S.MulAdd(ci[7], i7, b0); c0 = S.MulAdd(cr[7], i7, c0); d0 = S.MulAdd(ci[7], r7, d0);
-                    a1 = S.MulAdd(cr[15], r7, a1); b1 = S.MulAdd(ci[15], i7, b1); c1 = S.MulAdd(cr[15], i7, c1); d1 = S.MulAdd(ci[15], r7, d1);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
-                    S.Store(b + o1, S.Sub(a1, b1)); S.Store(b + o1 + L, S.Add(c1, d1));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    a0 = S.MulAdd(cr[4], s4, a0); b0 = S.MulAdd(dc[4], r4, b0); c0 = S.MulAdd(cd[4], i4, c0);
+                    a0 = S.MulAdd(cr[5], s5, a0); b0 = S.MulAdd(dc[5], r5, b0); c0 = S.MulAdd(cd[5], i5, c0);
+                    a0 = S.MulAdd(cr[6], s6, a0); b0 = S.MulAdd(dc[6], r6, b0); c0 = S.MulAdd(cd[6], i6, c0);
+                    a0 = S.MulAdd(cr[7], s7, a0); b0 = S.MulAdd(dc[7], r7, b0); c0 = S.MulAdd(cd[7], i7, c0);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
+                }
+                {
+                    TV a1 = S.Mul(cr[8], s0), b1 = S.Mul(dc[8], r0), c1 = S.Mul(cd[8], i0);
+                    a1 = S.MulAdd(cr[9], s1, a1); b1 = S.MulAdd(dc[9], r1, b1); c1 = S.MulAdd(cd[9], i1, c1);
+                    a1 = S.MulAdd(cr[10], s2, a1); b1 = S.MulAdd(dc[10], r2, b1); c1 = S.MulAdd(cd[10], i2, c1);
+                    a1 = S.MulAdd(cr[11], s3, a1); b1 = S.MulAdd(dc[11], r3, b1); c1 = S.MulAdd(cd[11], i3, c1);
+                    a1 = S.MulAdd(cr[12], s4, a1); b1 = S.MulAdd(dc[12], r4, b1); c1 = S.MulAdd(cd[12], i4, c1);
+                    a1 = S.MulAdd(cr[13], s5, a1); b1 = S.MulAdd(dc[13], r5, b1); c1 = S.MulAdd(cd[13], i5, c1);
+                    a1 = S.MulAdd(cr[14], s6, a1); b1 = S.MulAdd(dc[14], r6, b1); c1 = S.MulAdd(cd[14], i6, c1);
+                    a1 = S.MulAdd(cr[15], s7, a1); b1 = S.MulAdd(dc[15], r7, b1); c1 = S.MulAdd(cd[15], i7, c1);
+                    S.Store(b + o1, S.Sub(a1, c1)); S.Store(b + o1 + L, S.Add(a1, b1));
                 }
             }
         }
@@ -267,7 +297,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -283,29 +313,33 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r1 = S.Load(b + o1), i1 = S.Load(b + o1 + L);
                 TV r2 = S.Load(b + o2), i2 = S.Load(b + o2 + L);
                 TV r3 = S.Load(b + o3), i3 = S.Load(b + o3 + L);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    TV a1 = S.Mul(cr[4], r0), b1 = S.Mul(ci[4], i0), c1 = S.Mul(cr[4], i0), d1 = S.Mul(ci[4], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a1 = S.MulAdd(cr[5], r1, a1); b1 = S.MulAdd(ci[5], i1, b1); c1 = S.MulAdd(cr[5], i1, c1); d1 = S.MulAdd(ci[5], r1, d1);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a1 = S.MulAdd(cr[6], r2, a1); b1 = S.MulAdd(ci[6], i2, b1); c1 = S.MulAdd(cr[6], i2, c1); d1 = S.MulAdd(ci[6], r2, d1);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    a1 = S.MulAdd(cr[7], r3, a1); b1 = S.MulAdd(ci[7], i3, b1); c1 = S.MulAdd(cr[7], i3, c1); d1 = S.MulAdd(ci[7], r3, d1);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
-                    S.Store(b + o1, S.Sub(a1, b1)); S.Store(b + o1 + L, S.Add(c1, d1));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    TV a1 = S.Mul(cr[4], s0), b1 = S.Mul(dc[4], r0), c1 = S.Mul(cd[4], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a1 = S.MulAdd(cr[5], s1, a1); b1 = S.MulAdd(dc[5], r1, b1); c1 = S.MulAdd(cd[5], i1, c1);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a1 = S.MulAdd(cr[6], s2, a1); b1 = S.MulAdd(dc[6], r2, b1); c1 = S.MulAdd(cd[6], i2, c1);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    a1 = S.MulAdd(cr[7], s3, a1); b1 = S.MulAdd(dc[7], r3, b1); c1 = S.MulAdd(cd[7], i3, c1);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
+                    S.Store(b + o1, S.Sub(a1, c1)); S.Store(b + o1 + L, S.Add(a1, b1));
                 }
                 {
-                    TV a2 = S.Mul(cr[8], r0), b2 = S.Mul(ci[8], i0), c2 = S.Mul(cr[8], i0), d2 = S.Mul(ci[8], r0);
-                    TV a3 = S.Mul(cr[12], r0), b3 = S.Mul(ci[12], i0), c3 = S.Mul(cr[12], i0), d3 = S.Mul(ci[12], r0);
-                    a2 = S.MulAdd(cr[9], r1, a2); b2 = S.MulAdd(ci[9], i1, b2); c2 = S.MulAdd(cr[9], i1, c2); d2 = S.MulAdd(ci[9], r1, d2);
-                    a3 = S.MulAdd(cr[13], r1, a3); b3 = S.MulAdd(ci[13], i1, b3); c3 = S.MulAdd(cr[13], i1, c3); d3 = S.MulAdd(ci[13], r1, d3);
-                    a2 = S.MulAdd(cr[10], r2, a2); b2 = S.MulAdd(ci[10], i2, b2); c2 = S.MulAdd(cr[10], i2, c2); d2 = S.MulAdd(ci[10], r2, d2);
-                    a3 = S.MulAdd(cr[14], r2, a3); b3 = S.MulAdd(ci[14], i2, b3); c3 = S.MulAdd(cr[14], i2, c3); d3 = S.MulAdd(ci[14], r2, d3);
-                    a2 = S.MulAdd(cr[11], r3, a2); b2 = S.MulAdd(ci[11], i3, b2); c2 = S.MulAdd(cr[11], i3, c2); d2 = S.MulAdd(ci[11], r3, d2);
-                    a3 = S.MulAdd(cr[15], r3, a3); b3 = S.MulAdd(ci[15], i3, b3); c3 = S.MulAdd(cr[15], i3, c3); d3 = S.MulAdd(ci[15], r3, d3);
-                    S.Store(b + o2, S.Sub(a2, b2)); S.Store(b + o2 + L, S.Add(c2, d2));
-                    S.Store(b + o3, S.Sub(a3, b3)); S.Store(b + o3 + L, S.Add(c3, d3));
+                    TV a2 = S.Mul(cr[8], s0), b2 = S.Mul(dc[8], r0), c2 = S.Mul(cd[8], i0);
+                    TV a3 = S.Mul(cr[12], s0), b3 = S.Mul(dc[12], r0), c3 = S.Mul(cd[12], i0);
+                    a2 = S.MulAdd(cr[9], s1, a2); b2 = S.MulAdd(dc[9], r1, b2); c2 = S.MulAdd(cd[9], i1, c2);
+                    a3 = S.MulAdd(cr[13], s1, a3); b3 = S.MulAdd(dc[13], r1, b3); c3 = S.MulAdd(cd[13], i1, c3);
+                    a2 = S.MulAdd(cr[10], s2, a2); b2 = S.MulAdd(dc[10], r2, b2); c2 = S.MulAdd(cd[10], i2, c2);
+                    a3 = S.MulAdd(cr[14], s2, a3); b3 = S.MulAdd(dc[14], r2, b3); c3 = S.MulAdd(cd[14], i2, c3);
+                    a2 = S.MulAdd(cr[11], s3, a2); b2 = S.MulAdd(dc[11], r3, b2); c2 = S.MulAdd(cd[11], i3, c2);
+                    a3 = S.MulAdd(cr[15], s3, a3); b3 = S.MulAdd(dc[15], r3, b3); c3 = S.MulAdd(cd[15], i3, c3);
+                    S.Store(b + o2, S.Sub(a2, c2)); S.Store(b + o2 + L, S.Add(a2, b2));
+                    S.Store(b + o3, S.Sub(a3, c3)); S.Store(b + o3 + L, S.Add(a3, b3));
                 }
             }
         }
@@ -318,7 +352,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -339,45 +373,57 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r5 = S.Permute(r4, p1), i5 = S.Permute(i4, p1);
                 TV r6 = S.Load(b + o3), i6 = S.Load(b + o3 + L);
                 TV r7 = S.Permute(r6, p1), i7 = S.Permute(i6, p1);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
+                TV s4 = S.Add(r4, i4);
+                TV s5 = S.Add(r5, i5);
+                TV s6 = S.Add(r6, i6);
+                TV s7 = S.Add(r7, i7);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    TV a1 = S.Mul(cr[8], r0), b1 = S.Mul(ci[8], i0), c1 = S.Mul(cr[8], i0), d1 = S.Mul(ci[8], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a1 = S.MulAdd(cr[9], r1, a1); b1 = S.MulAdd(ci[9], i1, b1); c1 = S.MulAdd(cr[9], i1, c1); d1 = S.MulAdd(ci[9], r1, d1);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a1 = S.MulAdd(cr[10], r2, a1); b1 = S.MulAdd(ci[10], i2, b1); c1 = S.MulAdd(cr[10], i2, c1); d1 = S.MulAdd(ci[10], r2, d1);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    a1 = S.MulAdd(cr[11], r3, a1); b1 = S.MulAdd(ci[11], i3, b1); c1 = S.MulAdd(cr[11], i3, c1); d1 = S.MulAdd(ci[11], r3, d1);
-                    a0 = S.MulAdd(cr[4], r4, a0); b0 = S.MulAdd(ci[4], i4, b0); c0 = S.MulAdd(cr[4], i4, c0); d0 = S.MulAdd(ci[4], r4, d0);
-                    a1 = S.MulAdd(cr[12], r4, a1); b1 = S.MulAdd(ci[12], i4, b1); c1 = S.MulAdd(cr[12], i4, c1); d1 = S.MulAdd(ci[12], r4, d1);
-                    a0 = S.MulAdd(cr[5], r5, a0); b0 = S.MulAdd(ci[5], i5, b0); c0 = S.MulAdd(cr[5], i5, c0); d0 = S.MulAdd(ci[5], r5, d0);
-                    a1 = S.MulAdd(cr[13], r5, a1); b1 = S.MulAdd(ci[13], i5, b1); c1 = S.MulAdd(cr[13], i5, c1); d1 = S.MulAdd(ci[13], r5, d1);
-                    a0 = S.MulAdd(cr[6], r6, a0); b0 = S.MulAdd(ci[6], i6, b0); c0 = S.MulAdd(cr[6], i6, c0); d0 = S.MulAdd(ci[6], r6, d0);
-                    a1 = S.MulAdd(cr[14], r6, a1); b1 = S.MulAdd(ci[14], i6, b1); c1 = S.MulAdd(cr[14], i6, c1); d1 = S.MulAdd(ci[14], r6, d1);
-                    a0 = S.MulAdd(cr[7], r7, a0); b0 = S.MulAdd(ci[7], i7, b0); c0 = S.MulAdd(cr[7], i7, c0); d0 = S.MulAdd(ci[7], r7, d0);
-                    a1 = S.MulAdd(cr[15], r7, a1); b1 = S.MulAdd(ci[15], i7, b1); c1 = S.MulAdd(cr[15], i7, c1); d1 = S.MulAdd(ci[15], r7, d1);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
-                    S.Store(b + o1, S.Sub(a1, b1)); S.Store(b + o1 + L, S.Add(c1, d1));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    a0 = S.MulAdd(cr[4], s4, a0); b0 = S.MulAdd(dc[4], r4, b0); c0 = S.MulAdd(cd[4], i4, c0);
+                    a0 = S.MulAdd(cr[5], s5, a0); b0 = S.MulAdd(dc[5], r5, b0); c0 = S.MulAdd(cd[5], i5, c0);
+                    a0 = S.MulAdd(cr[6], s6, a0); b0 = S.MulAdd(dc[6], r6, b0); c0 = S.MulAdd(cd[6], i6, c0);
+                    a0 = S.MulAdd(cr[7], s7, a0); b0 = S.MulAdd(dc[7], r7, b0); c0 = S.MulAdd(cd[7], i7, c0);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
                 }
                 {
-                    TV a2 = S.Mul(cr[16], r0), b2 = S.Mul(ci[16], i0), c2 = S.Mul(cr[16], i0), d2 = S.Mul(ci[16], r0);
-                    TV a3 = S.Mul(cr[24], r0), b3 = S.Mul(ci[24], i0), c3 = S.Mul(cr[24], i0), d3 = S.Mul(ci[24], r0);
-                    a2 = S.MulAdd(cr[17], r1, a2); b2 = S.MulAdd(ci[17], i1, b2); c2 = S.MulAdd(cr[17], i1, c2); d2 = S.MulAdd(ci[17], r1, d2);
-                    a3 = S.MulAdd(cr[25], r1, a3); b3 = S.MulAdd(ci[25], i1, b3); c3 = S.MulAdd(cr[25], i1, c3); d3 = S.MulAdd(ci[25], r1, d3);
-                    a2 = S.MulAdd(cr[18], r2, a2); b2 = S.MulAdd(ci[18], i2, b2); c2 = S.MulAdd(cr[18], i2, c2); d2 = S.MulAdd(ci[18], r2, d2);
-                    a3 = S.MulAdd(cr[26], r2, a3); b3 = S.MulAdd(ci[26], i2, b3); c3 = S.MulAdd(cr[26], i2, c3); d3 = S.MulAdd(ci[26], r2, d3);
-                    a2 = S.MulAdd(cr[19], r3, a2); b2 = S.MulAdd(ci[19], i3, b2); c2 = S.MulAdd(cr[19], i3, c2); d2 = S.MulAdd(ci[19], r3, d2);
-                    a3 = S.MulAdd(cr[27], r3, a3); b3 = S.MulAdd(ci[27], i3, b3); c3 = S.MulAdd(cr[27], i3, c3); d3 = S.MulAdd(ci[27], r3, d3);
-                    a2 = S.MulAdd(cr[20], r4, a2); b2 = S.MulAdd(ci[20], i4, b2); c2 = S.MulAdd(cr[20], i4, c2); d2 = S.MulAdd(ci[20], r4, d2);
-                    a3 = S.MulAdd(cr[28], r4, a3); b3 = S.MulAdd(ci[28], i4, b3); c3 = S.MulAdd(cr[28], i4, c3); d3 = S.MulAdd(ci[28], r4, d3);
-                    a2 = S.MulAdd(cr[21], r5, a2); b2 = S.MulAdd(ci[21], i5, b2); c2 = S.MulAdd(cr[21], i5, c2); d2 = S.MulAdd(ci[21], r5, d2);
-                    a3 = S.MulAdd(cr[29], r5, a3); b3 = S.MulAdd(ci[29], i5, b3); c3 = S.MulAdd(cr[29], i5, c3); d3 = S.MulAdd(ci[29], r5, d3);
-                    a2 = S.MulAdd(cr[22], r6, a2); b2 = S.MulAdd(ci[22], i6, b2); c2 = S.MulAdd(cr[22], i6, c2); d2 = S.MulAdd(ci[22], r6, d2);
-                    a3 = S.MulAdd(cr[30], r6, a3); b3 = S.MulAdd(ci[30], i6, b3); c3 = S.MulAdd(cr[30], i6, c3); d3 = S.MulAdd(ci[30], r6, d3);
-                    a2 = S.MulAdd(cr[23], r7, a2); b2 = S.MulAdd(ci[23], i7, b2); c2 = S.MulAdd(cr[23], i7, c2); d2 = S.MulAdd(ci[23], r7, d2);
-                    a3 = S.MulAdd(cr[31], r7, a3); b3 = S.MulAdd(ci[31], i7, b3); c3 = S.MulAdd(cr[31], i7, c3); d3 = S.MulAdd(ci[31], r7, d3);
-                    S.Store(b + o2, S.Sub(a2, b2)); S.Store(b + o2 + L, S.Add(c2, d2));
-                    S.Store(b + o3, S.Sub(a3, b3)); S.Store(b + o3 + L, S.Add(c3, d3));
+                    TV a1 = S.Mul(cr[8], s0), b1 = S.Mul(dc[8], r0), c1 = S.Mul(cd[8], i0);
+                    a1 = S.MulAdd(cr[9], s1, a1); b1 = S.MulAdd(dc[9], r1, b1); c1 = S.MulAdd(cd[9], i1, c1);
+                    a1 = S.MulAdd(cr[10], s2, a1); b1 = S.MulAdd(dc[10], r2, b1); c1 = S.MulAdd(cd[10], i2, c1);
+                    a1 = S.MulAdd(cr[11], s3, a1); b1 = S.MulAdd(dc[11], r3, b1); c1 = S.MulAdd(cd[11], i3, c1);
+                    a1 = S.MulAdd(cr[12], s4, a1); b1 = S.MulAdd(dc[12], r4, b1); c1 = S.MulAdd(cd[12], i4, c1);
+                    a1 = S.MulAdd(cr[13], s5, a1); b1 = S.MulAdd(dc[13], r5, b1); c1 = S.MulAdd(cd[13], i5, c1);
+                    a1 = S.MulAdd(cr[14], s6, a1); b1 = S.MulAdd(dc[14], r6, b1); c1 = S.MulAdd(cd[14], i6, c1);
+                    a1 = S.MulAdd(cr[15], s7, a1); b1 = S.MulAdd(dc[15], r7, b1); c1 = S.MulAdd(cd[15], i7, c1);
+                    S.Store(b + o1, S.Sub(a1, c1)); S.Store(b + o1 + L, S.Add(a1, b1));
+                }
+                {
+                    TV a2 = S.Mul(cr[16], s0), b2 = S.Mul(dc[16], r0), c2 = S.Mul(cd[16], i0);
+                    a2 = S.MulAdd(cr[17], s1, a2); b2 = S.MulAdd(dc[17], r1, b2); c2 = S.MulAdd(cd[17], i1, c2);
+                    a2 = S.MulAdd(cr[18], s2, a2); b2 = S.MulAdd(dc[18], r2, b2); c2 = S.MulAdd(cd[18], i2, c2);
+                    a2 = S.MulAdd(cr[19], s3, a2); b2 = S.MulAdd(dc[19], r3, b2); c2 = S.MulAdd(cd[19], i3, c2);
+                    a2 = S.MulAdd(cr[20], s4, a2); b2 = S.MulAdd(dc[20], r4, b2); c2 = S.MulAdd(cd[20], i4, c2);
+                    a2 = S.MulAdd(cr[21], s5, a2); b2 = S.MulAdd(dc[21], r5, b2); c2 = S.MulAdd(cd[21], i5, c2);
+                    a2 = S.MulAdd(cr[22], s6, a2); b2 = S.MulAdd(dc[22], r6, b2); c2 = S.MulAdd(cd[22], i6, c2);
+                    a2 = S.MulAdd(cr[23], s7, a2); b2 = S.MulAdd(dc[23], r7, b2); c2 = S.MulAdd(cd[23], i7, c2);
+                    S.Store(b + o2, S.Sub(a2, c2)); S.Store(b + o2 + L, S.Add(a2, b2));
+                }
+                {
+                    TV a3 = S.Mul(cr[24], s0), b3 = S.Mul(dc[24], r0), c3 = S.Mul(cd[24], i0);
+                    a3 = S.MulAdd(cr[25], s1, a3); b3 = S.MulAdd(dc[25], r1, b3); c3 = S.MulAdd(cd[25], i1, c3);
+                    a3 = S.MulAdd(cr[26], s2, a3); b3 = S.MulAdd(dc[26], r2, b3); c3 = S.MulAdd(cd[26], i2, c3);
+                    a3 = S.MulAdd(cr[27], s3, a3); b3 = S.MulAdd(dc[27], r3, b3); c3 = S.MulAdd(cd[27], i3, c3);
+                    a3 = S.MulAdd(cr[28], s4, a3); b3 = S.MulAdd(dc[28], r4, b3); c3 = S.MulAdd(cd[28], i4, c3);
+                    a3 = S.MulAdd(cr[29], s5, a3); b3 = S.MulAdd(dc[29], r5, b3); c3 = S.MulAdd(cd[29], i5, c3);
+                    a3 = S.MulAdd(cr[30], s6, a3); b3 = S.MulAdd(dc[30], r6, b3); c3 = S.MulAdd(cd[30], i6, c3);
+                    a3 = S.MulAdd(cr[31], s7, a3); b3 = S.MulAdd(dc[31], r7, b3); c3 = S.MulAdd(cd[31], i7, c3);
+                    S.Store(b + o3, S.Sub(a3, c3)); S.Store(b + o3 + L, S.Add(a3, b3));
                 }
             }
         }
@@ -390,7 +436,7 @@ internal static unsafe partial class Kernels<S, TV, T>
         int L = S.Lanes;
         var positions = plan.GroupPositions;
         long ctl = plan.ControlBits;
-        fixed (TV* cr = plan.CoefRe, ci = plan.CoefIm, perms = plan.Perms)
+        fixed (TV* cr = plan.CoefRe, dc = plan.CoefDMinusC, cd = plan.CoefCPlusD, perms = plan.Perms)
         fixed (long* offs = plan.Offsets)
         {
             long o0 = offs[0] * 2 * L;
@@ -414,85 +460,101 @@ internal static unsafe partial class Kernels<S, TV, T>
                 TV r5 = S.Load(b + o5), i5 = S.Load(b + o5 + L);
                 TV r6 = S.Load(b + o6), i6 = S.Load(b + o6 + L);
                 TV r7 = S.Load(b + o7), i7 = S.Load(b + o7 + L);
+                TV s0 = S.Add(r0, i0);
+                TV s1 = S.Add(r1, i1);
+                TV s2 = S.Add(r2, i2);
+                TV s3 = S.Add(r3, i3);
+                TV s4 = S.Add(r4, i4);
+                TV s5 = S.Add(r5, i5);
+                TV s6 = S.Add(r6, i6);
+                TV s7 = S.Add(r7, i7);
                 {
-                    TV a0 = S.Mul(cr[0], r0), b0 = S.Mul(ci[0], i0), c0 = S.Mul(cr[0], i0), d0 = S.Mul(ci[0], r0);
-                    TV a1 = S.Mul(cr[8], r0), b1 = S.Mul(ci[8], i0), c1 = S.Mul(cr[8], i0), d1 = S.Mul(ci[8], r0);
-                    a0 = S.MulAdd(cr[1], r1, a0); b0 = S.MulAdd(ci[1], i1, b0); c0 = S.MulAdd(cr[1], i1, c0); d0 = S.MulAdd(ci[1], r1, d0);
-                    a1 = S.MulAdd(cr[9], r1, a1); b1 = S.MulAdd(ci[9], i1, b1); c1 = S.MulAdd(cr[9], i1, c1); d1 = S.MulAdd(ci[9], r1, d1);
-                    a0 = S.MulAdd(cr[2], r2, a0); b0 = S.MulAdd(ci[2], i2, b0); c0 = S.MulAdd(cr[2], i2, c0); d0 = S.MulAdd(ci[2], r2, d0);
-                    a1 = S.MulAdd(cr[10], r2, a1); b1 = S.MulAdd(ci[10], i2, b1); c1 = S.MulAdd(cr[10], i2, c1); d1 = S.MulAdd(ci[10], r2, d1);
-                    a0 = S.MulAdd(cr[3], r3, a0); b0 = S.MulAdd(ci[3], i3, b0); c0 = S.MulAdd(cr[3], i3, c0); d0 = S.MulAdd(ci[3], r3, d0);
-                    a1 = S.MulAdd(cr[11], r3, a1); b1 = S.MulAdd(ci[11], i3, b1); c1 = S.MulAdd(cr[11], i3, c1); d1 = S.MulAdd(ci[11], r3, d1);
-                    a0 = S.MulAdd(cr[4], r4, a0); b0 = S.MulAdd(ci[4], i4, b0); c0 = S.MulAdd(cr[4], i4, c0); d0 = S.MulAdd(ci[4], r4, d0);
-                    a1 = S.MulAdd(cr[12], r4, a1); b1 = S.MulAdd(ci[12], i4, b1); c1 = S.MulAdd(cr[12], i4, c1); d1 = S.MulAdd(ci[12], r4, d1);
-                    a0 = S.MulAdd(cr[5], r5, a0); b0 = S.MulAdd(ci[5], i5, b0); c0 = S.MulAdd(cr[5], i5, c0); d0 = S.MulAdd(ci[5], r5, d0);
-                    a1 = S.MulAdd(cr[13], r5, a1); b1 = S.MulAdd(ci[13], i5, b1); c1 = S.MulAdd(cr[13], i5, c1); d1 = S.MulAdd(ci[13], r5, d1);
-                    a0 = S.MulAdd(cr[6], r6, a0); b0 = S.MulAdd(ci[6], i6, b0); c0 = S.MulAdd(cr[6], i6, c0); d0 = S.MulAdd(ci[6], r6, d0);
-                    a1 = S.MulAdd(cr[14], r6, a1); b1 = S.MulAdd(ci[14], i6, b1); c1 = S.MulAdd(cr[14], i6, c1); d1 = S.MulAdd(ci[14], r6, d1);
-                    a0 = S.MulAdd(cr[7], r7, a0); b0 = S.MulAdd(ci[7], i7, b0); c0 = S.MulAdd(cr[7], i7, c0); d0 = S.MulAdd(ci[7], r7, d0);
-                    a1 = S.MulAdd(cr[15], r7, a1); b1 = S.MulAdd(ci[15], i7, b1); c1 = S.MulAdd(cr[15], i7, c1); d1 = S.MulAdd(ci[15], r7, d1);
-                    S.Store(b + o0, S.Sub(a0, b0)); S.Store(b + o0 + L, S.Add(c0, d0));
-                    S.Store(b + o1, S.Sub(a1, b1)); S.Store(b + o1 + L, S.Add(c1, d1));
+                    TV a0 = S.Mul(cr[0], s0), b0 = S.Mul(dc[0], r0), c0 = S.Mul(cd[0], i0);
+                    a0 = S.MulAdd(cr[1], s1, a0); b0 = S.MulAdd(dc[1], r1, b0); c0 = S.MulAdd(cd[1], i1, c0);
+                    a0 = S.MulAdd(cr[2], s2, a0); b0 = S.MulAdd(dc[2], r2, b0); c0 = S.MulAdd(cd[2], i2, c0);
+                    a0 = S.MulAdd(cr[3], s3, a0); b0 = S.MulAdd(dc[3], r3, b0); c0 = S.MulAdd(cd[3], i3, c0);
+                    a0 = S.MulAdd(cr[4], s4, a0); b0 = S.MulAdd(dc[4], r4, b0); c0 = S.MulAdd(cd[4], i4, c0);
+                    a0 = S.MulAdd(cr[5], s5, a0); b0 = S.MulAdd(dc[5], r5, b0); c0 = S.MulAdd(cd[5], i5, c0);
+                    a0 = S.MulAdd(cr[6], s6, a0); b0 = S.MulAdd(dc[6], r6, b0); c0 = S.MulAdd(cd[6], i6, c0);
+                    a0 = S.MulAdd(cr[7], s7, a0); b0 = S.MulAdd(dc[7], r7, b0); c0 = S.MulAdd(cd[7], i7, c0);
+                    S.Store(b + o0, S.Sub(a0, c0)); S.Store(b + o0 + L, S.Add(a0, b0));
                 }
                 {
-                    TV a2 = S.Mul(cr[16], r0), b2 = S.Mul(ci[16], i0), c2 = S.Mul(cr[16], i0), d2 = S.Mul(ci[16], r0);
-                    TV a3 = S.Mul(cr[24], r0), b3 = S.Mul(ci[24], i0), c3 = S.Mul(cr[24], i0), d3 = S.Mul(ci[24], r0);
-                    a2 = S.MulAdd(cr[17], r1, a2); b2 = S.MulAdd(ci[17], i1, b2); c2 = S.MulAdd(cr[17], i1, c2); d2 = S.MulAdd(ci[17], r1, d2);
-                    a3 = S.MulAdd(cr[25], r1, a3); b3 = S.MulAdd(ci[25], i1, b3); c3 = S.MulAdd(cr[25], i1, c3); d3 = S.MulAdd(ci[25], r1, d3);
-                    a2 = S.MulAdd(cr[18], r2, a2); b2 = S.MulAdd(ci[18], i2, b2); c2 = S.MulAdd(cr[18], i2, c2); d2 = S.MulAdd(ci[18], r2, d2);
-                    a3 = S.MulAdd(cr[26], r2, a3); b3 = S.MulAdd(ci[26], i2, b3); c3 = S.MulAdd(cr[26], i2, c3); d3 = S.MulAdd(ci[26], r2, d3);
-                    a2 = S.MulAdd(cr[19], r3, a2); b2 = S.MulAdd(ci[19], i3, b2); c2 = S.MulAdd(cr[19], i3, c2); d2 = S.MulAdd(ci[19], r3, d2);
-                    a3 = S.MulAdd(cr[27], r3, a3); b3 = S.MulAdd(ci[27], i3, b3); c3 = S.MulAdd(cr[27], i3, c3); d3 = S.MulAdd(ci[27], r3, d3);
-                    a2 = S.MulAdd(cr[20], r4, a2); b2 = S.MulAdd(ci[20], i4, b2); c2 = S.MulAdd(cr[20], i4, c2); d2 = S.MulAdd(ci[20], r4, d2);
-                    a3 = S.MulAdd(cr[28], r4, a3); b3 = S.MulAdd(ci[28], i4, b3); c3 = S.MulAdd(cr[28], i4, c3); d3 = S.MulAdd(ci[28], r4, d3);
-                    a2 = S.MulAdd(cr[21], r5, a2); b2 = S.MulAdd(ci[21], i5, b2); c2 = S.MulAdd(cr[21], i5, c2); d2 = S.MulAdd(ci[21], r5, d2);
-                    a3 = S.MulAdd(cr[29], r5, a3); b3 = S.MulAdd(ci[29], i5, b3); c3 = S.MulAdd(cr[29], i5, c3); d3 = S.MulAdd(ci[29], r5, d3);
-                    a2 = S.MulAdd(cr[22], r6, a2); b2 = S.MulAdd(ci[22], i6, b2); c2 = S.MulAdd(cr[22], i6, c2); d2 = S.MulAdd(ci[22], r6, d2);
-                    a3 = S.MulAdd(cr[30], r6, a3); b3 = S.MulAdd(ci[30], i6, b3); c3 = S.MulAdd(cr[30], i6, c3); d3 = S.MulAdd(ci[30], r6, d3);
-                    a2 = S.MulAdd(cr[23], r7, a2); b2 = S.MulAdd(ci[23], i7, b2); c2 = S.MulAdd(cr[23], i7, c2); d2 = S.MulAdd(ci[23], r7, d2);
-                    a3 = S.MulAdd(cr[31], r7, a3); b3 = S.MulAdd(ci[31], i7, b3); c3 = S.MulAdd(cr[31], i7, c3); d3 = S.MulAdd(ci[31], r7, d3);
-                    S.Store(b + o2, S.Sub(a2, b2)); S.Store(b + o2 + L, S.Add(c2, d2));
-                    S.Store(b + o3, S.Sub(a3, b3)); S.Store(b + o3 + L, S.Add(c3, d3));
+                    TV a1 = S.Mul(cr[8], s0), b1 = S.Mul(dc[8], r0), c1 = S.Mul(cd[8], i0);
+                    a1 = S.MulAdd(cr[9], s1, a1); b1 = S.MulAdd(dc[9], r1, b1); c1 = S.MulAdd(cd[9], i1, c1);
+                    a1 = S.MulAdd(cr[10], s2, a1); b1 = S.MulAdd(dc[10], r2, b1); c1 = S.MulAdd(cd[10], i2, c1);
+                    a1 = S.MulAdd(cr[11], s3, a1); b1 = S.MulAdd(dc[11], r3, b1); c1 = S.MulAdd(cd[11], i3, c1);
+                    a1 = S.MulAdd(cr[12], s4, a1); b1 = S.MulAdd(dc[12], r4, b1); c1 = S.MulAdd(cd[12], i4, c1);
+                    a1 = S.MulAdd(cr[13], s5, a1); b1 = S.MulAdd(dc[13], r5, b1); c1 = S.MulAdd(cd[13], i5, c1);
+                    a1 = S.MulAdd(cr[14], s6, a1); b1 = S.MulAdd(dc[14], r6, b1); c1 = S.MulAdd(cd[14], i6, c1);
+                    a1 = S.MulAdd(cr[15], s7, a1); b1 = S.MulAdd(dc[15], r7, b1); c1 = S.MulAdd(cd[15], i7, c1);
+                    S.Store(b + o1, S.Sub(a1, c1)); S.Store(b + o1 + L, S.Add(a1, b1));
                 }
                 {
-                    TV a4 = S.Mul(cr[32], r0), b4 = S.Mul(ci[32], i0), c4 = S.Mul(cr[32], i0), d4 = S.Mul(ci[32], r0);
-                    TV a5 = S.Mul(cr[40], r0), b5 = S.Mul(ci[40], i0), c5 = S.Mul(cr[40], i0), d5 = S.Mul(ci[40], r0);
-                    a4 = S.MulAdd(cr[33], r1, a4); b4 = S.MulAdd(ci[33], i1, b4); c4 = S.MulAdd(cr[33], i1, c4); d4 = S.MulAdd(ci[33], r1, d4);
-                    a5 = S.MulAdd(cr[41], r1, a5); b5 = S.MulAdd(ci[41], i1, b5); c5 = S.MulAdd(cr[41], i1, c5); d5 = S.MulAdd(ci[41], r1, d5);
-                    a4 = S.MulAdd(cr[34], r2, a4); b4 = S.MulAdd(ci[34], i2, b4); c4 = S.MulAdd(cr[34], i2, c4); d4 = S.MulAdd(ci[34], r2, d4);
-                    a5 = S.MulAdd(cr[42], r2, a5); b5 = S.MulAdd(ci[42], i2, b5); c5 = S.MulAdd(cr[42], i2, c5); d5 = S.MulAdd(ci[42], r2, d5);
-                    a4 = S.MulAdd(cr[35], r3, a4); b4 = S.MulAdd(ci[35], i3, b4); c4 = S.MulAdd(cr[35], i3, c4); d4 = S.MulAdd(ci[35], r3, d4);
-                    a5 = S.MulAdd(cr[43], r3, a5); b5 = S.MulAdd(ci[43], i3, b5); c5 = S.MulAdd(cr[43], i3, c5); d5 = S.MulAdd(ci[43], r3, d5);
-                    a4 = S.MulAdd(cr[36], r4, a4); b4 = S.MulAdd(ci[36], i4, b4); c4 = S.MulAdd(cr[36], i4, c4); d4 = S.MulAdd(ci[36], r4, d4);
-                    a5 = S.MulAdd(cr[44], r4, a5); b5 = S.MulAdd(ci[44], i4, b5); c5 = S.MulAdd(cr[44], i4, c5); d5 = S.MulAdd(ci[44], r4, d5);
-                    a4 = S.MulAdd(cr[37], r5, a4); b4 = S.MulAdd(ci[37], i5, b4); c4 = S.MulAdd(cr[37], i5, c4); d4 = S.MulAdd(ci[37], r5, d4);
-                    a5 = S.MulAdd(cr[45], r5, a5); b5 = S.MulAdd(ci[45], i5, b5); c5 = S.MulAdd(cr[45], i5, c5); d5 = S.MulAdd(ci[45], r5, d5);
-                    a4 = S.MulAdd(cr[38], r6, a4); b4 = S.MulAdd(ci[38], i6, b4); c4 = S.MulAdd(cr[38], i6, c4); d4 = S.MulAdd(ci[38], r6, d4);
-                    a5 = S.MulAdd(cr[46], r6, a5); b5 = S.MulAdd(ci[46], i6, b5); c5 = S.MulAdd(cr[46], i6, c5); d5 = S.MulAdd(ci[46], r6, d5);
-                    a4 = S.MulAdd(cr[39], r7, a4); b4 = S.MulAdd(ci[39], i7, b4); c4 = S.MulAdd(cr[39], i7, c4); d4 = S.MulAdd(ci[39], r7, d4);
-                    a5 = S.MulAdd(cr[47], r7, a5); b5 = S.MulAdd(ci[47], i7, b5); c5 = S.MulAdd(cr[47], i7, c5); d5 = S.MulAdd(ci[47], r7, d5);
-                    S.Store(b + o4, S.Sub(a4, b4)); S.Store(b + o4 + L, S.Add(c4, d4));
-                    S.Store(b + o5, S.Sub(a5, b5)); S.Store(b + o5 + L, S.Add(c5, d5));
+                    TV a2 = S.Mul(cr[16], s0), b2 = S.Mul(dc[16], r0), c2 = S.Mul(cd[16], i0);
+                    a2 = S.MulAdd(cr[17], s1, a2); b2 = S.MulAdd(dc[17], r1, b2); c2 = S.MulAdd(cd[17], i1, c2);
+                    a2 = S.MulAdd(cr[18], s2, a2); b2 = S.MulAdd(dc[18], r2, b2); c2 = S.MulAdd(cd[18], i2, c2);
+                    a2 = S.MulAdd(cr[19], s3, a2); b2 = S.MulAdd(dc[19], r3, b2); c2 = S.MulAdd(cd[19], i3, c2);
+                    a2 = S.MulAdd(cr[20], s4, a2); b2 = S.MulAdd(dc[20], r4, b2); c2 = S.MulAdd(cd[20], i4, c2);
+                    a2 = S.MulAdd(cr[21], s5, a2); b2 = S.MulAdd(dc[21], r5, b2); c2 = S.MulAdd(cd[21], i5, c2);
+                    a2 = S.MulAdd(cr[22], s6, a2); b2 = S.MulAdd(dc[22], r6, b2); c2 = S.MulAdd(cd[22], i6, c2);
+                    a2 = S.MulAdd(cr[23], s7, a2); b2 = S.MulAdd(dc[23], r7, b2); c2 = S.MulAdd(cd[23], i7, c2);
+                    S.Store(b + o2, S.Sub(a2, c2)); S.Store(b + o2 + L, S.Add(a2, b2));
                 }
                 {
-                    TV a6 = S.Mul(cr[48], r0), b6 = S.Mul(ci[48], i0), c6 = S.Mul(cr[48], i0), d6 = S.Mul(ci[48], r0);
-                    TV a7 = S.Mul(cr[56], r0), b7 = S.Mul(ci[56], i0), c7 = S.Mul(cr[56], i0), d7 = S.Mul(ci[56], r0);
-                    a6 = S.MulAdd(cr[49], r1, a6); b6 = S.MulAdd(ci[49], i1, b6); c6 = S.MulAdd(cr[49], i1, c6); d6 = S.MulAdd(ci[49], r1, d6);
-                    a7 = S.MulAdd(cr[57], r1, a7); b7 = S.MulAdd(ci[57], i1, b7); c7 = S.MulAdd(cr[57], i1, c7); d7 = S.MulAdd(ci[57], r1, d7);
-                    a6 = S.MulAdd(cr[50], r2, a6); b6 = S.MulAdd(ci[50], i2, b6); c6 = S.MulAdd(cr[50], i2, c6); d6 = S.MulAdd(ci[50], r2, d6);
-                    a7 = S.MulAdd(cr[58], r2, a7); b7 = S.MulAdd(ci[58], i2, b7); c7 = S.MulAdd(cr[58], i2, c7); d7 = S.MulAdd(ci[58], r2, d7);
-                    a6 = S.MulAdd(cr[51], r3, a6); b6 = S.MulAdd(ci[51], i3, b6); c6 = S.MulAdd(cr[51], i3, c6); d6 = S.MulAdd(ci[51], r3, d6);
-                    a7 = S.MulAdd(cr[59], r3, a7); b7 = S.MulAdd(ci[59], i3, b7); c7 = S.MulAdd(cr[59], i3, c7); d7 = S.MulAdd(ci[59], r3, d7);
-                    a6 = S.MulAdd(cr[52], r4, a6); b6 = S.MulAdd(ci[52], i4, b6); c6 = S.MulAdd(cr[52], i4, c6); d6 = S.MulAdd(ci[52], r4, d6);
-                    a7 = S.MulAdd(cr[60], r4, a7); b7 = S.MulAdd(ci[60], i4, b7); c7 = S.MulAdd(cr[60], i4, c7); d7 = S.MulAdd(ci[60], r4, d7);
-                    a6 = S.MulAdd(cr[53], r5, a6); b6 = S.MulAdd(ci[53], i5, b6); c6 = S.MulAdd(cr[53], i5, c6); d6 = S.MulAdd(ci[53], r5, d6);
-                    a7 = S.MulAdd(cr[61], r5, a7); b7 = S.MulAdd(ci[61], i5, b7); c7 = S.MulAdd(cr[61], i5, c7); d7 = S.MulAdd(ci[61], r5, d7);
-                    a6 = S.MulAdd(cr[54], r6, a6); b6 = S.MulAdd(ci[54], i6, b6); c6 = S.MulAdd(cr[54], i6, c6); d6 = S.MulAdd(ci[54], r6, d6);
-                    a7 = S.MulAdd(cr[62], r6, a7); b7 = S.MulAdd(ci[62], i6, b7); c7 = S.MulAdd(cr[62], i6, c7); d7 = S.MulAdd(ci[62], r6, d7);
-                    a6 = S.MulAdd(cr[55], r7, a6); b6 = S.MulAdd(ci[55], i7, b6); c6 = S.MulAdd(cr[55], i7, c6); d6 = S.MulAdd(ci[55], r7, d6);
-                    a7 = S.MulAdd(cr[63], r7, a7); b7 = S.MulAdd(ci[63], i7, b7); c7 = S.MulAdd(cr[63], i7, c7); d7 = S.MulAdd(ci[63], r7, d7);
-                    S.Store(b + o6, S.Sub(a6, b6)); S.Store(b + o6 + L, S.Add(c6, d6));
-                    S.Store(b + o7, S.Sub(a7, b7)); S.Store(b + o7 + L, S.Add(c7, d7));
+                    TV a3 = S.Mul(cr[24], s0), b3 = S.Mul(dc[24], r0), c3 = S.Mul(cd[24], i0);
+                    a3 = S.MulAdd(cr[25], s1, a3); b3 = S.MulAdd(dc[25], r1, b3); c3 = S.MulAdd(cd[25], i1, c3);
+                    a3 = S.MulAdd(cr[26], s2, a3); b3 = S.MulAdd(dc[26], r2, b3); c3 = S.MulAdd(cd[26], i2, c3);
+                    a3 = S.MulAdd(cr[27], s3, a3); b3 = S.MulAdd(dc[27], r3, b3); c3 = S.MulAdd(cd[27], i3, c3);
+                    a3 = S.MulAdd(cr[28], s4, a3); b3 = S.MulAdd(dc[28], r4, b3); c3 = S.MulAdd(cd[28], i4, c3);
+                    a3 = S.MulAdd(cr[29], s5, a3); b3 = S.MulAdd(dc[29], r5, b3); c3 = S.MulAdd(cd[29], i5, c3);
+                    a3 = S.MulAdd(cr[30], s6, a3); b3 = S.MulAdd(dc[30], r6, b3); c3 = S.MulAdd(cd[30], i6, c3);
+                    a3 = S.MulAdd(cr[31], s7, a3); b3 = S.MulAdd(dc[31], r7, b3); c3 = S.MulAdd(cd[31], i7, c3);
+                    S.Store(b + o3, S.Sub(a3, c3)); S.Store(b + o3 + L, S.Add(a3, b3));
+                }
+                {
+                    TV a4 = S.Mul(cr[32], s0), b4 = S.Mul(dc[32], r0), c4 = S.Mul(cd[32], i0);
+                    a4 = S.MulAdd(cr[33], s1, a4); b4 = S.MulAdd(dc[33], r1, b4); c4 = S.MulAdd(cd[33], i1, c4);
+                    a4 = S.MulAdd(cr[34], s2, a4); b4 = S.MulAdd(dc[34], r2, b4); c4 = S.MulAdd(cd[34], i2, c4);
+                    a4 = S.MulAdd(cr[35], s3, a4); b4 = S.MulAdd(dc[35], r3, b4); c4 = S.MulAdd(cd[35], i3, c4);
+                    a4 = S.MulAdd(cr[36], s4, a4); b4 = S.MulAdd(dc[36], r4, b4); c4 = S.MulAdd(cd[36], i4, c4);
+                    a4 = S.MulAdd(cr[37], s5, a4); b4 = S.MulAdd(dc[37], r5, b4); c4 = S.MulAdd(cd[37], i5, c4);
+                    a4 = S.MulAdd(cr[38], s6, a4); b4 = S.MulAdd(dc[38], r6, b4); c4 = S.MulAdd(cd[38], i6, c4);
+                    a4 = S.MulAdd(cr[39], s7, a4); b4 = S.MulAdd(dc[39], r7, b4); c4 = S.MulAdd(cd[39], i7, c4);
+                    S.Store(b + o4, S.Sub(a4, c4)); S.Store(b + o4 + L, S.Add(a4, b4));
+                }
+                {
+                    TV a5 = S.Mul(cr[40], s0), b5 = S.Mul(dc[40], r0), c5 = S.Mul(cd[40], i0);
+                    a5 = S.MulAdd(cr[41], s1, a5); b5 = S.MulAdd(dc[41], r1, b5); c5 = S.MulAdd(cd[41], i1, c5);
+                    a5 = S.MulAdd(cr[42], s2, a5); b5 = S.MulAdd(dc[42], r2, b5); c5 = S.MulAdd(cd[42], i2, c5);
+                    a5 = S.MulAdd(cr[43], s3, a5); b5 = S.MulAdd(dc[43], r3, b5); c5 = S.MulAdd(cd[43], i3, c5);
+                    a5 = S.MulAdd(cr[44], s4, a5); b5 = S.MulAdd(dc[44], r4, b5); c5 = S.MulAdd(cd[44], i4, c5);
+                    a5 = S.MulAdd(cr[45], s5, a5); b5 = S.MulAdd(dc[45], r5, b5); c5 = S.MulAdd(cd[45], i5, c5);
+                    a5 = S.MulAdd(cr[46], s6, a5); b5 = S.MulAdd(dc[46], r6, b5); c5 = S.MulAdd(cd[46], i6, c5);
+                    a5 = S.MulAdd(cr[47], s7, a5); b5 = S.MulAdd(dc[47], r7, b5); c5 = S.MulAdd(cd[47], i7, c5);
+                    S.Store(b + o5, S.Sub(a5, c5)); S.Store(b + o5 + L, S.Add(a5, b5));
+                }
+                {
+                    TV a6 = S.Mul(cr[48], s0), b6 = S.Mul(dc[48], r0), c6 = S.Mul(cd[48], i0);
+                    a6 = S.MulAdd(cr[49], s1, a6); b6 = S.MulAdd(dc[49], r1, b6); c6 = S.MulAdd(cd[49], i1, c6);
+                    a6 = S.MulAdd(cr[50], s2, a6); b6 = S.MulAdd(dc[50], r2, b6); c6 = S.MulAdd(cd[50], i2, c6);
+                    a6 = S.MulAdd(cr[51], s3, a6); b6 = S.MulAdd(dc[51], r3, b6); c6 = S.MulAdd(cd[51], i3, c6);
+                    a6 = S.MulAdd(cr[52], s4, a6); b6 = S.MulAdd(dc[52], r4, b6); c6 = S.MulAdd(cd[52], i4, c6);
+                    a6 = S.MulAdd(cr[53], s5, a6); b6 = S.MulAdd(dc[53], r5, b6); c6 = S.MulAdd(cd[53], i5, c6);
+                    a6 = S.MulAdd(cr[54], s6, a6); b6 = S.MulAdd(dc[54], r6, b6); c6 = S.MulAdd(cd[54], i6, c6);
+                    a6 = S.MulAdd(cr[55], s7, a6); b6 = S.MulAdd(dc[55], r7, b6); c6 = S.MulAdd(cd[55], i7, c6);
+                    S.Store(b + o6, S.Sub(a6, c6)); S.Store(b + o6 + L, S.Add(a6, b6));
+                }
+                {
+                    TV a7 = S.Mul(cr[56], s0), b7 = S.Mul(dc[56], r0), c7 = S.Mul(cd[56], i0);
+                    a7 = S.MulAdd(cr[57], s1, a7); b7 = S.MulAdd(dc[57], r1, b7); c7 = S.MulAdd(cd[57], i1, c7);
+                    a7 = S.MulAdd(cr[58], s2, a7); b7 = S.MulAdd(dc[58], r2, b7); c7 = S.MulAdd(cd[58], i2, c7);
+                    a7 = S.MulAdd(cr[59], s3, a7); b7 = S.MulAdd(dc[59], r3, b7); c7 = S.MulAdd(cd[59], i3, c7);
+                    a7 = S.MulAdd(cr[60], s4, a7); b7 = S.MulAdd(dc[60], r4, b7); c7 = S.MulAdd(cd[60], i4, c7);
+                    a7 = S.MulAdd(cr[61], s5, a7); b7 = S.MulAdd(dc[61], r5, b7); c7 = S.MulAdd(cd[61], i5, c7);
+                    a7 = S.MulAdd(cr[62], s6, a7); b7 = S.MulAdd(dc[62], r6, b7); c7 = S.MulAdd(cd[62], i6, c7);
+                    a7 = S.MulAdd(cr[63], s7, a7); b7 = S.MulAdd(dc[63], r7, b7); c7 = S.MulAdd(cd[63], i7, c7);
+                    S.Store(b + o7, S.Sub(a7, c7)); S.Store(b + o7 + L, S.Add(a7, b7));
                 }
             }
         }

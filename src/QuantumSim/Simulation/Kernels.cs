@@ -33,6 +33,9 @@ internal static unsafe partial class Kernels<S, TV, T>
         public TV[] Perms = [];
         public TV[] CoefRe = [];
         public TV[] CoefIm = [];
+        // For the unrolled kernels' three-multiplication product: Im - Re and Re + Im of each coefficient.
+        public TV[] CoefDMinusC = [];
+        public TV[] CoefCPlusD = [];
         public bool Diagonal;
         // Software prefetch for targets a few vectors apart (see Prefetch): the vector offsets of
         // the streams, the run mask, and how far ahead to fetch; null when not needed.
@@ -250,9 +253,11 @@ internal static unsafe partial class Kernels<S, TV, T>
         int count = plan.Diagonal ? H : H * H * X;
         plan.CoefRe = new TV[count];
         plan.CoefIm = new TV[count];
-        fixed (TV* pr = plan.CoefRe, pi = plan.CoefIm)
+        plan.CoefDMinusC = new TV[count];
+        plan.CoefCPlusD = new TV[count];
+        fixed (TV* pr = plan.CoefRe, pi = plan.CoefIm, pdc = plan.CoefDMinusC, pcd = plan.CoefCPlusD)
         {
-            T* er = (T*)pr, ei = (T*)pi;
+            T* er = (T*)pr, ei = (T*)pi, edc = (T*)pdc, ecd = (T*)pcd;
             for (int lane = 0; lane < L; lane++)
             {
                 bool active = (lane & lowCtlMask) == lowCtlMask;
@@ -281,6 +286,8 @@ internal static unsafe partial class Kernels<S, TV, T>
                             int e = ((ho * H + hi) * X + x) * L + lane;
                             er[e] = S.FromDouble(c.Real);
                             ei[e] = S.FromDouble(c.Imaginary);
+                            edc[e] = S.FromDouble(c.Imaginary - c.Real);
+                            ecd[e] = S.FromDouble(c.Real + c.Imaginary);
                         }
             }
         }
