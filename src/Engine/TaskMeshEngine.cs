@@ -117,6 +117,8 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(graph);
         var context = new ValidationContext(baseDirectory ?? Environment.CurrentDirectory);
+        // Capabilities may be computed (the quantum layer reads free memory): once per validation.
+        var layerHandlers = _layers.ToDictionary(l => l.Name, l => l.Capabilities.Handlers, StringComparer.Ordinal);
         var errors = new List<GraphError>();
         var handlers = ResolveHandlers(graph, errors);
         // Tasks without arguments share one parse per handler.
@@ -130,11 +132,11 @@ public sealed class TaskMeshEngine
             string? forced = spec?.Layer ?? graph.Defaults.Layer;
             if (forced is not null && forced != "auto")
             {
-                if (!_layers.Any(l => l.Name == forced))
+                if (!layerHandlers.TryGetValue(forced, out var only))
                     errors.Add(new GraphError("unknown-layer", $"layer '{forced}' is not available here (available: {string.Join(", ", _layers.Select(l => l.Name))})", graph.IdOf(i), graph.LineOf(i)));
                 else if (h.LocalOnly && forced != LocalLayer.LayerName)
                     errors.Add(new GraphError("bad-layer", $"handler '{h.Name}' runs only in the local layer", graph.IdOf(i), graph.LineOf(i)));
-                else if (_layers.First(l => l.Name == forced).Capabilities.Handlers is { } only && !only.Contains(h.Name))
+                else if (only is not null && !only.Contains(h.Name))
                     errors.Add(new GraphError("bad-layer", $"layer '{forced}' runs only {string.Join(", ", only)}, not handler '{h.Name}'", graph.IdOf(i), graph.LineOf(i)));
             }
             if (h.ValidateWithContext is { } withContext)

@@ -56,7 +56,7 @@ public static class MemoryAdmission
     /// <param name="qubits">Qubit count.</param>
     /// <param name="precision">Element precision.</param>
     /// <param name="capBytes">Most bytes one state may take (<see cref="NoCap"/> for none).</param>
-    /// <param name="alreadyReservedBytes">Bytes other running circuits hold (the quantum layer's own bookkeeping).</param>
+    /// <param name="alreadyReservedBytes">Bytes promised to other circuits and not yet visible in the free memory (the quantum layer's bookkeeping); negative for memory the caller is about to free.</param>
     /// <exception cref="AdmissionException">The state does not fit; the message names the need, the memory available and the cap.</exception>
     public static void Check(int qubits, Precision precision, long capBytes = NoCap, long alreadyReservedBytes = 0)
     {

@@ -40,21 +40,27 @@ public static class Simulator
         var sw = Stopwatch.StartNew();
         var run = RunOnce(circuit, options, options.Precision, seed, ct);
         PrecisionEscalation? escalation = null;
+        string? refused = null;
         if (options.Precision == Precision.Single && options.EscalateOnDrift && run.Drift > options.NormTolerance)
         {
             string reason = $"norm drift {run.Drift:E2} exceeds the tolerance {options.NormTolerance:E2}";
+            // Admission for the double-precision state is checked before the single one is freed,
+            // so a refusal keeps the single-precision result instead of losing both.
+            long doubleBytes = StateVector.RequiredBytes(circuit.Qubits, Precision.Double);
+            long held = run.State?.ByteCount ?? 0;
             try
             {
-                var again = RunOnce(circuit, options, Precision.Double, seed, ct);
-                run = again;
+                MemoryAdmission.Check(circuit.Qubits, Precision.Double, options.MemoryCapBytes, alreadyReservedBytes: -held);
+                run.State?.Dispose();
+                run = RunOnce(circuit, options, Precision.Double, seed, ct);
                 escalation = new PrecisionEscalation("single", "double", "low_confidence", reason);
             }
             catch (AdmissionException e)
             {
-                escalation = new PrecisionEscalation("single", "single", "low_confidence", reason + "; the double-precision re-run was refused: " + e.Message);
+                refused = $"{reason}, but the double-precision re-run ({MemoryAdmission.FormatBytes(doubleBytes)}) was refused: {e.Message}";
             }
         }
-        var result = Summarise(circuit, options, run, seed);
+        var result = Summarise(circuit, options, run, seed, refused);
         result.ElapsedMs = sw.Elapsed.TotalMilliseconds;
         result.Escalation = escalation;
         return result;
@@ -249,7 +255,7 @@ public static class Simulator
         }
     }
 
-    private static SimulationResult Summarise(Circuit circuit, SimulatorOptions o, RunOutput run, int seed)
+    private static SimulationResult Summarise(Circuit circuit, SimulatorOptions o, RunOutput run, int seed, string? warning)
     {
         int n = circuit.Qubits;
         long len = 1L << n;
@@ -325,7 +331,7 @@ public static class Simulator
                 Expectations = expectations,
                 Confidence = new Confidence(Math.Clamp(Math.Min(numerical, statistical), 0, 1), drift, o.NormTolerance, topHw, obsHw),
                 Noise = o.Noise?.ToString(),
-                Warnings = circuit.Warnings.ToArray(),
+                Warnings = warning is null ? circuit.Warnings.ToArray() : [.. circuit.Warnings, warning],
             };
         }
         finally

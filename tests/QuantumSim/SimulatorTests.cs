@@ -110,6 +110,18 @@ public sealed class SimulatorTests
     }
 
     [Fact]
+    public void DriftingRun_WhoseDoubleRerunIsNotAdmitted_KeepsTheSingleResultWithAWarning()
+    {
+        // 20 qubits: 8 MiB in single precision, 16 MiB in double; a 12 MiB cap admits only the first.
+        var c = CircuitLibrary.RandomLayered(20, 2, seed: 3);
+        var r = Run(c, new SimulatorOptions { Precision = Precision.Single, NormTolerance = 1e-15, MemoryCapBytes = 12 << 20 });
+        Assert.Equal(Precision.Single, r.Precision);
+        Assert.Null(r.Escalation);
+        Assert.Contains(r.Warnings, w => w.Contains("double-precision re-run (16.0 MiB) was refused"));
+        Assert.True(r.Confidence.Score < 1);
+    }
+
+    [Fact]
     public void FullDepolarizing_GivesTheUniformDistribution()
     {
         // p = 3/4 makes the 1-qubit depolarizing channel the fully mixing one.

@@ -28,6 +28,8 @@ public sealed record TaskResult(string Id, TaskOutcome Outcome, string? Layer, i
 /// <summary>The summary of a finished run.</summary>
 public sealed class RunResult
 {
+    private EscalationRecord[]? _escalationList;
+
     private readonly RunState _run;
 
     private RunResult(RunState run)
@@ -65,9 +67,9 @@ public sealed class RunResult
     public int Cancelled { get; }
     public TimeSpan Wall { get; }
 
-    /// <summary>Every escalation recorded during the run.</summary>
+    /// <summary>Every escalation recorded during the run, in order.</summary>
     public IReadOnlyList<EscalationRecord> Escalations => _escalationList ??= _run.Escalations.ToArray();
-    private EscalationRecord[]? _escalationList;
+
     public double TasksPerSecond => Wall.TotalSeconds > 0 ? (Succeeded + Failed + Skipped) / Wall.TotalSeconds : 0;
 
     /// <summary>Whether per-task durations and errors were kept (see <see cref="RunOptions.CollectTaskDetails"/>).</summary>

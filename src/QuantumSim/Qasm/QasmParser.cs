@@ -18,7 +18,7 @@ public static class QasmParser
     public const int MaxGateNesting = 64;
 
     /// <summary>Most primitive gates one file may expand to.</summary>
-    public const int MaxExpandedGates = 10_000_000;
+    public const int MaxExpandedGates = 1_000_000;
 
     /// <summary>Parses QASM text.</summary>
     /// <param name="text">The source.</param>
