@@ -85,17 +85,40 @@ public static class Simulator
         var state = new StateVector(circuit.Qubits, options.Precision, options.Width, options.Threads);
         try
         {
-            foreach (var g in plan)
-            {
-                ct.ThrowIfCancellationRequested();
-                state.Apply(g);
-            }
+            Apply(state, plan, ct);
             return state;
         }
         catch
         {
             state.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Applies planned gates in order. Runs of two or more consecutive gates below the state's
+    /// <see cref="StateVector.BlockQubits"/> go block by block through the cache
+    /// (<see cref="StateVector.ApplyBlocked"/>); the others sweep the whole state.
+    /// </summary>
+    /// <exception cref="OperationCanceledException"><paramref name="ct"/> fired between gates.</exception>
+    public static void Apply(StateVector state, IReadOnlyList<MatrixGate> plan, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(plan);
+        int local = state.BlockQubits;
+        bool blocking = state.Qubits > local;
+        for (int i = 0; i < plan.Count;)
+        {
+            ct.ThrowIfCancellationRequested();
+            int j = i;
+            if (blocking)
+                while (j < plan.Count && plan[j].MaxQubit < local) j++;
+            if (j - i >= 2)
+            {
+                state.ApplyBlocked(plan.Skip(i).Take(j - i).ToArray());
+                i = j;
+            }
+            else state.Apply(plan[i++]);
         }
     }
 

@@ -52,6 +52,26 @@ public abstract class StateVectorTests
         AssertClose(Run(c, Width, Precision.Double, 3, threads: 1), Run(c, Width, Precision.Double, 3, threads: 4), 1e-13);
     }
 
+    [Theory]
+    [InlineData(Precision.Single)]
+    [InlineData(Precision.Double)]
+    public void CacheBlockedRuns_MatchGateByGateSweeps(Precision precision)
+    {
+        if (!Supported) return;
+        // Above BlockQubits (16 single, 15 double) runs of low gates go block by block.
+        int n = 18;
+        var plan = Simulator.Plan(RandomCircuits.Make(n, 80, 21), 3);
+        using var blocked = new StateVector(n, precision, Width);
+        using var swept = new StateVector(n, precision, Width);
+        Assert.True(n > blocked.BlockQubits);
+        Simulator.Apply(blocked, plan);
+        foreach (var g in plan) swept.Apply(g);
+        double tol = precision == Precision.Double ? 1e-12 : 1e-5;
+        for (long i = 0; i < blocked.Length; i += 7)
+            Assert.True((blocked.GetAmplitude(i) - swept.GetAmplitude(i)).Magnitude <= tol, $"amplitude {i}");
+        Assert.Throws<ArgumentException>(() => blocked.ApplyBlocked([new MatrixGate([n - 1], [0, 1, 1, 0])]));
+    }
+
     [Fact]
     public void ManyControls_ActOnlyWhenAllAreOne()
     {

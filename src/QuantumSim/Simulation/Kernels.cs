@@ -23,7 +23,7 @@ internal static unsafe partial class Kernels<S, TV, T>
     /// <summary>Vectors below which a sweep stays on the calling thread (threading costs more than it saves).</summary>
     private const long ParallelThreshold = 1 << 13;
 
-    private sealed class Plan
+    internal sealed class Plan : PreparedGate
     {
         public int HighCount;
         public int LowCount;
@@ -71,9 +71,14 @@ internal static unsafe partial class Kernels<S, TV, T>
         }
     }
 
-    public static void Apply(T* data, long vectors, MatrixGate gate, int threads)
+    public static void Apply(T* data, long vectors, MatrixGate gate, int threads) => Run(data, vectors, BuildPlan(gate), threads);
+
+    /// <summary>Builds the per-gate coefficients once, for gates applied many times (cache-blocked runs).</summary>
+    public static Plan Prepare(MatrixGate gate) => BuildPlan(gate);
+
+    /// <summary>Applies a prepared gate to <paramref name="vectors"/> vectors at <paramref name="data"/> (a whole state or a block of it).</summary>
+    public static void Run(T* data, long vectors, Plan plan, int threads)
     {
-        var plan = BuildPlan(gate);
         long groups = vectors >> plan.GroupPositions.Length;
         if (groups == 0) return; // a high control beyond the vector count cannot be set (padding-sized states)
         var body = plan.Diagonal ? s_generic : Unrolled(1 << plan.HighCount, 1 << plan.LowCount) ?? s_generic;
@@ -204,6 +209,7 @@ internal static unsafe partial class Kernels<S, TV, T>
 
         var plan = new Plan
         {
+            MaxQubit = gate.MaxQubit,
             HighCount = highTargets.Length,
             LowCount = lowTargets.Length,
             ControlBits = highCtlBits,
