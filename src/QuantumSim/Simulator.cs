@@ -96,9 +96,10 @@ public static class Simulator
     }
 
     /// <summary>
-    /// Applies planned gates in order. Runs of two or more consecutive gates below the state's
-    /// <see cref="StateVector.BlockQubits"/> go block by block through the cache
-    /// (<see cref="StateVector.ApplyBlocked"/>); the others sweep the whole state.
+    /// Applies planned gates. When the state is larger than a cache block, gates are first
+    /// reordered (within what commutes) so that gates below <see cref="StateVector.BlockQubits"/>
+    /// form long runs; runs of two or more go block by block through the cache
+    /// (<see cref="StateVector.ApplyBlocked"/>), the other gates sweep the whole state.
     /// </summary>
     /// <exception cref="OperationCanceledException"><paramref name="ct"/> fired between gates.</exception>
     public static void Apply(StateVector state, IReadOnlyList<MatrixGate> plan, CancellationToken ct = default)
@@ -107,6 +108,11 @@ public static class Simulator
         ArgumentNullException.ThrowIfNull(plan);
         int local = state.BlockQubits;
         bool blocking = state.Qubits > local;
+        if (blocking)
+        {
+            var grouped = LocalityScheduler.GroupLocal(plan, local);
+            if (LocalityScheduler.Passes(grouped, local) < LocalityScheduler.Passes(plan, local)) plan = grouped;
+        }
         for (int i = 0; i < plan.Count;)
         {
             ct.ThrowIfCancellationRequested();
