@@ -15,7 +15,7 @@ namespace TaskMesh.Bench.Qsim;
 internal static unsafe class QsimSuite
 {
     private sealed record Record(string circuit, int qubits, string precision, int fusion, string kernel, double seconds,
-        int gates, int sweeps, double effective_gbps, double bandwidth_fraction, double ms_per_gate, string? note = null);
+        int gates, int sweeps, double effective_gbps, double bandwidth_fraction, double ms_per_gate, string? note = null, long? buffer_mib = null);
 
     public static int Run(string[] args)
     {
@@ -42,7 +42,7 @@ internal static unsafe class QsimSuite
             {
                 gbps = MeasureBandwidth(bytes);
                 bandwidth[bytes] = gbps;
-                records.Add(new Record("bandwidth", -1, $"{bytes >> 20} MiB", 0, "simd", 0, 0, 0, Math.Round(gbps, 2), 1, 0, "in-place read-modify-write, all cores, median of 5 passes"));
+                records.Add(new Record("bandwidth", 0, "", 0, "simd", 0, 0, 0, Math.Round(gbps, 2), 1, 0, "in-place read-modify-write, all cores, median of 5 passes", bytes >> 20));
                 Console.WriteLine($"bandwidth {bytes >> 20,6} MiB: {gbps:F1} GB/s");
             }
             return gbps;
