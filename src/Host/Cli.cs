@@ -33,7 +33,8 @@ public static class Cli
                                      Graphviz DOT with the critical path marked, or the path itself
           qsim CIRCUIT.qasm [--shots N] [--seed S] [--precision single|double] [--fusion K]
                             [--noise SPEC] [--observable "Z0 Z1"]... [--top N] [--json OUT.json]
-                            [--kernel simd|scalar] [--memory-cap-mb MB] [--export-qasm OUT.qasm]
+                            [--marginal 0,3] [--kernel simd|scalar] [--memory-cap-mb MB]
+                            [--export-qasm OUT.qasm]
                                      simulate an OpenQASM 2.0 circuit; table of the most
                                      probable outcomes, JSON with probabilities and counts
           gen qaoa [--vertices 12] [--degree 3] [--graph-seed 7] [--grid 16x16] [--rounds 1]

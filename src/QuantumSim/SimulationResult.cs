@@ -88,6 +88,12 @@ public sealed class SimulationResult
         return measured;
     }
 
+    /// <summary>The qubits of <see cref="Marginal"/> (bit j of its index is qubit MarginalQubits[j]), or null.</summary>
+    public IReadOnlyList<int>? MarginalQubits { get; internal init; }
+
+    /// <summary>The exact marginal distribution over <see cref="MarginalQubits"/> (2^k entries, normalised), or null.</summary>
+    public IReadOnlyList<double>? Marginal { get; internal init; }
+
     /// <summary>Requested expectation values.</summary>
     public IReadOnlyList<ObservableValue> Expectations { get; internal set; } = [];
 
@@ -166,6 +172,19 @@ public sealed class SimulationResult
         w.WriteStartObject("expectations");
         foreach (var e in Expectations) w.WriteNumber(e.Observable, e.Value);
         w.WriteEndObject();
+        if (Marginal is not null && MarginalQubits is not null)
+        {
+            // Keyed like the probabilities: the highest listed qubit first, e.g. "q3 q0" -> "10".
+            w.WriteStartObject("marginal");
+            w.WriteStartArray("qubits");
+            foreach (int q in MarginalQubits) w.WriteNumberValue(q);
+            w.WriteEndArray();
+            w.WriteStartObject("probabilities");
+            for (int m = 0; m < Marginal.Count; m++)
+                if (Marginal[m] > Simulator.ZeroProbability) w.WriteNumber(FormatBits(m, MarginalQubits.Count), Marginal[m]);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
         w.WriteStartObject("confidence");
         w.WriteNumber("score", Confidence.Score);
         w.WriteNumber("norm_drift", Confidence.NormDrift);

@@ -29,6 +29,8 @@ public static class Simulator
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (circuit.Qubits == 0) throw new ArgumentException("the circuit declares no qubits");
+        if (options.MarginalQubits?.FirstOrDefault(q => q >= circuit.Qubits, -1) is int bad and >= 0)
+            throw new ArgumentException($"marginal qubit {bad} is out of range: the circuit has {circuit.Qubits} qubit(s)");
         foreach (var o in options.Observables)
             if (o.MaxQubit >= circuit.Qubits)
                 throw new ArgumentException($"observable '{o}' names qubit {o.MaxQubit} but the circuit has {circuit.Qubits} qubit(s)");
@@ -304,7 +306,7 @@ public static class Simulator
             // One pass over the probabilities: total, nonzero count, top list, sampling.
             // Z-only observables are diagonal: they ride along the probability pass instead of a pass each.
             var diagonal = o.Observables.Select((obs, i) => (obs, i)).Where(x => x.obs.IsDiagonal && run.AveragedExpectations is null).ToArray();
-            var scan = new ProbabilityScan(n, o.TopK, o.Shots, seed, o.ListAllSmallStates, diagonal.Select(x => x.obs.ZMask).ToArray());
+            var scan = new ProbabilityScan(n, o.TopK, o.Shots, seed, o.ListAllSmallStates, diagonal.Select(x => x.obs.ZMask).ToArray(), o.MarginalQubits?.ToArray());
             scan.SetTotal(run.Averaged is { } a ? a.Sum() : run.State!.NormSquared());
             if (run.Averaged is { } avg) scan.Visit(0, avg);
             else
@@ -357,6 +359,8 @@ public static class Simulator
                 Seed = seed,
                 Counts = scan.Counts,
                 Circuit = circuit,
+                MarginalQubits = o.MarginalQubits?.ToArray(),
+                Marginal = scan.Marginal?.Select(p => p / scan.Total).ToArray(),
                 Expectations = expectations,
                 Confidence = new Confidence(Math.Clamp(Math.Min(numerical, statistical), 0, 1), drift, o.NormTolerance, topHw, obsHw),
                 Noise = o.Noise?.ToString(),

@@ -56,6 +56,12 @@ public sealed class SimulatorOptions
     /// <summary>Pauli strings whose expectation values to report. Default none.</summary>
     public IReadOnlyList<PauliString> Observables { get; init; } = [];
 
+    /// <summary>Most qubits a marginal may keep (its table has 2^k entries).</summary>
+    public const int MaxMarginalQubits = 20;
+
+    /// <summary>Qubits to keep in an exact marginal distribution (<see cref="SimulationResult.Marginal"/>); null for none. Default null.</summary>
+    public IReadOnlyList<int>? MarginalQubits { get; init; }
+
     /// <summary>Entries listed when the state has more than 2^16 basis states, or always when <see cref="ListAllSmallStates"/> is false. Default <see cref="DefaultTopK"/>.</summary>
     public int TopK { get; init; } = DefaultTopK;
 
@@ -73,6 +79,12 @@ public sealed class SimulatorOptions
         if (!(NormTolerance > 0)) p.Add($"the norm tolerance must be positive, got {NormTolerance}");
         if (TopK < 1) p.Add($"top-k must be at least 1, got {TopK}");
         if (Seed is < 0) p.Add($"seed must be non-negative, got {Seed}");
+        if (MarginalQubits is { } m)
+        {
+            if (m.Count is 0 or > MaxMarginalQubits) p.Add($"a marginal keeps 1..{MaxMarginalQubits} qubits, got {m.Count}");
+            if (m.Any(q => q < 0)) p.Add("marginal qubits must be non-negative");
+            if (m.Distinct().Count() != m.Count) p.Add("a marginal names a qubit twice");
+        }
         return p;
     }
 

@@ -74,6 +74,30 @@ public sealed class SimulatorTests
     }
 
     [Fact]
+    public void Marginal_SumsOverTheOtherQubits()
+    {
+        // q0,q1: Bell pair; q2: ry(θ) with P(1) = sin²(θ/2); q3: |1>.
+        double theta = 1.1;
+        var c = Circuit.WithQubits(4).Gate("h", 0).Gate("cx", 0, 1).Gate("ry", [theta], 2).Gate("x", 3);
+        var r = Run(c, new SimulatorOptions { MarginalQubits = [2, 0] });
+        double p1 = Math.Pow(Math.Sin(theta / 2), 2);
+        // Bit 0 of a marginal index is qubit 2, bit 1 is qubit 0.
+        Assert.Equal([(1 - p1) / 2, p1 / 2, (1 - p1) / 2, p1 / 2], r.Marginal!.Select(x => Math.Round(x, 12)), new ToleranceComparer(1e-12));
+        var single = Run(c, new SimulatorOptions { MarginalQubits = [3] });
+        Assert.Equal(1.0, single.Marginal![1], 12);
+        Assert.Contains("marginal qubit 7", Assert.Throws<ArgumentException>(() => Run(c, new SimulatorOptions { MarginalQubits = [7] })).Message);
+        Assert.Contains("twice", Assert.Throws<ArgumentException>(() => Run(c, new SimulatorOptions { MarginalQubits = [1, 1] })).Message);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.ToJson());
+        Assert.Equal(p1 / 2, doc.RootElement.GetProperty("marginal").GetProperty("probabilities").GetProperty("01").GetDouble(), 12);
+    }
+
+    private sealed class ToleranceComparer(double tol) : IEqualityComparer<double>
+    {
+        public bool Equals(double a, double b) => Math.Abs(a - b) <= tol;
+        public int GetHashCode(double d) => 0;
+    }
+
+    [Fact]
     public void PauliString_RejectsMalformedFactors()
     {
         Assert.Throws<FormatException>(() => PauliString.Parse("Q1"));

@@ -26,10 +26,20 @@ internal static class QsimCommand
         if (kernel is not ("simd" or "scalar")) throw new UsageException($"--kernel must be simd or scalar, got '{kernel}'");
         var noiseText = args.Value("--noise");
         var observableTexts = args.Values("--observable");
+        var marginalText = args.Value("--marginal");
         var jsonPath = args.Value("--json");
         var exportPath = args.Value("--export-qasm");
         var path = args.Positional("circuit file");
 
+        int[]? marginal = null;
+        if (marginalText is not null)
+        {
+            var parts = marginalText.Split(',', StringSplitOptions.TrimEntries);
+            marginal = new int[parts.Length];
+            for (int i = 0; i < parts.Length; i++)
+                if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out marginal[i]))
+                    throw new UsageException($"--marginal takes qubit indices separated by commas, e.g. 0,3; got '{marginalText}'");
+        }
         NoiseModel? noise = null;
         var observables = new List<PauliString>();
         try
@@ -70,6 +80,7 @@ internal static class QsimCommand
                 Seed = seed,
                 Noise = noise,
                 Observables = observables,
+                MarginalQubits = marginal,
                 Width = kernel == "scalar" ? SimdWidth.Scalar : SimdWidth.Auto,
                 MemoryCapBytes = capMb is int mb ? (long)mb << 20 : MemoryAdmission.NoCap,
             }, ct);
@@ -128,6 +139,12 @@ internal static class QsimCommand
             o.WriteLine(string.Create(inv, $"{r.Bits(i).PadRight(width)}  {p,12:F8}{c}"));
         }
         if (r.Probabilities.Count > top) o.WriteLine($"... {r.NonzeroStates - top} more nonzero states");
+        if (r.Marginal is { } m && r.MarginalQubits is { } mq)
+        {
+            o.WriteLine($"marginal over {string.Join(' ', mq.Reverse().Select(q => $"q{q}"))}:");
+            for (int i = 0; i < m.Count; i++)
+                if (m[i] > Simulator.ZeroProbability) o.WriteLine(string.Create(inv, $"  {SimulationResult.FormatBits(i, mq.Count)}  {m[i],12:F8}"));
+        }
         foreach (var x in r.Expectations)
             o.WriteLine(string.Create(inv, $"<{x.Observable}> = {x.Value:F8}{(r.Shots > 0 ? $"  (a {r.Shots}-shot estimate would be within ±{x.HalfWidth95:F4} at 95%)" : "")}"));
     }

@@ -22,9 +22,14 @@ internal sealed class ProbabilityScan
     private readonly long[] _zMasks;
 
     /// <param name="zMasks">Z-only Pauli strings (as qubit masks) whose expectations ride along: Σ p_i (-1)^popcount(i &amp; mask).</param>
-    public ProbabilityScan(int qubits, int topK, int shots, int seed, bool listAllSmall, long[]? zMasks = null)
+    private readonly int[] _marginal;
+
+    /// <param name="marginalQubits">Qubits of an exact marginal to accumulate (bit j of a marginal index is qubit marginalQubits[j]).</param>
+    public ProbabilityScan(int qubits, int topK, int shots, int seed, bool listAllSmall, long[]? zMasks = null, int[]? marginalQubits = null)
     {
         _zMasks = zMasks ?? [];
+        _marginal = marginalQubits ?? [];
+        if (_marginal.Length > 0) Marginal = new double[1 << _marginal.Length];
         ZSums = new double[_zMasks.Length];
         _listAll = listAllSmall && qubits <= Simulator.ListAllUpToQubits;
         _topK = topK;
@@ -34,6 +39,9 @@ internal sealed class ProbabilityScan
     }
 
     public double Total { get; private set; }
+
+    /// <summary>The unnormalised marginal distribution, when qubits were given.</summary>
+    public double[]? Marginal { get; }
 
     /// <summary>Unnormalised expectation sums of the Z-only observables, in the order given.</summary>
     public double[] ZSums { get; }
@@ -59,6 +67,12 @@ internal sealed class ProbabilityScan
                 continue;
             }
             long i = start + k;
+            if (Marginal is not null)
+            {
+                int m = 0;
+                for (int j = 0; j < _marginal.Length; j++) m |= (int)((i >> _marginal[j]) & 1) << j;
+                Marginal[m] += p;
+            }
             for (int z = 0; z < _zMasks.Length; z++)
                 ZSums[z] += (System.Numerics.BitOperations.PopCount((ulong)(i & _zMasks[z])) & 1) == 0 ? p : -p;
             Nonzero++;

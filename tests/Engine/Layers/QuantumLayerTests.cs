@@ -33,7 +33,7 @@ public sealed class QuantumLayerTests : IDisposable
             name = "bell",
             tasks = new object[]
             {
-                new { id = "c", handler = "quantum", args = new { qasm = Bell, shots = 4000, seed = 3, observables = new[] { "Z0 Z1", "X0 X1" } } },
+                new { id = "c", handler = "quantum", args = new { qasm = Bell, shots = 4000, seed = 3, observables = new[] { "Z0 Z1", "X0 X1" }, marginal = new[] { 1 } } },
                 new { id = "pick", handler = "best", args = new { metric = "Z0 Z1" }, dependsOn = new[] { new { id = "c", type = "data" } } },
             },
         });
@@ -45,6 +45,7 @@ public sealed class QuantumLayerTests : IDisposable
         Assert.Equal(2, q.Result.Qubits);
         Assert.Equal(4000, q.Result.Counts!.Values.Sum());
         Assert.Equal(["00", "11"], q.Result.Counts.Keys.Select(k => q.Result.Bits(k)).Order());
+        Assert.Equal([0.5, 0.5], q.Result.Marginal!.Select(p => Math.Round(p, 12)));
         Assert.True(q.TryGetMetric("X0 X1", out double xx));
         Assert.Equal(1.0, xx, 12);
         var best = Assert.IsType<BestOutput>(r.OutputOf(1));

@@ -52,6 +52,9 @@ public sealed class QuantumArgs
     /// <summary>MaxCut edges when the objective is the expected cut, else null.</summary>
     public IReadOnlyList<(int U, int V)>? MaxCutEdges { get; init; }
 
+    /// <summary>Qubits of an exact marginal distribution to output, or null.</summary>
+    public IReadOnlyList<int>? Marginal { get; init; }
+
     /// <summary>Caller metadata passed through to the output (e.g. the sweep parameters).</summary>
     public JsonElement Meta { get; init; }
 
@@ -64,7 +67,7 @@ public sealed class QuantumArgs
             problems.Add("args must be an object with at least 'qasm'");
             return (null, problems);
         }
-        var known = new HashSet<string>(StringComparer.Ordinal) { "qasm", "shots", "seed", "precision", "fusion", "noise", "observables", "top", "objective", "meta" };
+        var known = new HashSet<string>(StringComparer.Ordinal) { "qasm", "shots", "seed", "precision", "fusion", "noise", "observables", "top", "objective", "meta", "marginal" };
         foreach (var p in args.EnumerateObject())
             if (!known.Contains(p.Name)) problems.Add($"unknown argument '{p.Name}' (expected {string.Join(", ", known)})");
 
@@ -149,8 +152,23 @@ public sealed class QuantumArgs
             }
         }
 
+        int[]? marginal = null;
+        if (args.TryGetProperty("marginal", out var mg))
+        {
+            if (mg.ValueKind != JsonValueKind.Array || mg.GetArrayLength() is 0 or > SimulatorOptions.MaxMarginalQubits
+                || mg.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.Number || !e.TryGetInt32(out int q) || q < 0))
+                problems.Add($"argument 'marginal' must be an array of 1..{SimulatorOptions.MaxMarginalQubits} qubit indices, e.g. [0, 3]");
+            else
+            {
+                marginal = mg.EnumerateArray().Select(e => e.GetInt32()).ToArray();
+                if (marginal.Distinct().Count() != marginal.Length) problems.Add("argument 'marginal' names a qubit twice");
+            }
+        }
+
         if (circuit is not null)
         {
+            if (marginal?.FirstOrDefault(q => q >= circuit.Qubits, -1) is int badQubit and >= 0)
+                problems.Add($"marginal qubit {badQubit} is out of range: the circuit has {circuit.Qubits} qubit(s)");
             foreach (var o in observables)
                 if (o.MaxQubit >= circuit.Qubits) problems.Add($"observable '{o}' names qubit {o.MaxQubit} but the circuit has {circuit.Qubits} qubit(s)");
             if (noise is { HasGateNoise: true } && circuit.Qubits > SimulatorOptions.MaxNoisyQubits)
@@ -168,6 +186,7 @@ public sealed class QuantumArgs
             Top = top,
             MaxCutEdges = edges,
             Meta = args.TryGetProperty("meta", out var meta) ? meta.Clone() : default,
+            Marginal = marginal,
         }, problems);
     }
 

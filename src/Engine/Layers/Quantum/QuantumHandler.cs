@@ -51,6 +51,7 @@ public static class QuantumHandler
             NormTolerance = options.NormTolerance,
             Noise = args.Noise,
             Observables = args.Observables,
+            MarginalQubits = args.Marginal,
             TopK = Math.Max(args.Top, 1),
             ListAllSmallStates = false,
         }, ct);

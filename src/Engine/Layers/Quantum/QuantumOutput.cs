@@ -85,6 +85,13 @@ public sealed class QuantumOutput : ITaskOutput
         w.WriteStartObject("expectations");
         foreach (var e in Result.Expectations) w.WriteNumber(e.Observable, e.Value);
         w.WriteEndObject();
+        if (Result.Marginal is { } m && Result.MarginalQubits is { } mq)
+        {
+            w.WriteStartObject("marginal");
+            for (int i = 0; i < m.Count; i++)
+                if (m[i] > Simulator.ZeroProbability) w.WriteNumber(SimulationResult.FormatBits(i, mq.Count), m[i]);
+            w.WriteEndObject();
+        }
         w.WriteNumber("confidence", Result.Confidence.Score);
         if (Meta.ValueKind != JsonValueKind.Undefined)
         {
