@@ -73,14 +73,7 @@ public sealed class EngineOptions
             CancelGracePeriod = CancelGracePeriod,
             ShellEnabled = ShellEnabled,
             TimeProvider = TimeProvider,
-            Quantum = new Layers.Quantum.QuantumOptions
-            {
-                MaxConcurrentCircuits = Quantum.MaxConcurrentCircuits,
-                MemoryCapBytes = Quantum.MemoryCapBytes,
-                DefaultFusion = Quantum.DefaultFusion,
-                NormTolerance = Quantum.NormTolerance,
-                ThreadsPerCircuit = Quantum.ThreadsPerCircuit,
-            },
+            Quantum = Quantum with { },
             RandomSeed = RandomSeed,
         };
     }

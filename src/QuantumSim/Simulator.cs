@@ -150,7 +150,7 @@ public static class Simulator
         var noise = o.Noise;
         if (noise is { HasGateNoise: true }) return RunNoisy(circuit, o, precision, noise, seed, ct);
         var plan = Plan(circuit, o.Fusion);
-        var state = Simulate(circuit, Copy(o, precision), plan, ct);
+        var state = Simulate(circuit, o with { Precision = precision }, plan, ct);
         return new RunOutput
         {
             State = state,
@@ -160,23 +160,6 @@ public static class Simulator
             Width = state.Width,
         };
     }
-
-    private static SimulatorOptions Copy(SimulatorOptions o, Precision precision) => new()
-    {
-        Precision = precision,
-        Fusion = o.Fusion,
-        Width = o.Width,
-        Threads = o.Threads,
-        Shots = o.Shots,
-        Seed = o.Seed,
-        MemoryCapBytes = o.MemoryCapBytes,
-        NormTolerance = o.NormTolerance,
-        EscalateOnDrift = o.EscalateOnDrift,
-        Noise = o.Noise,
-        Observables = o.Observables,
-        TopK = o.TopK,
-        ListAllSmallStates = o.ListAllSmallStates,
-    };
 
     private static RunOutput RunNoisy(Circuit circuit, SimulatorOptions o, Precision precision, NoiseModel noise, int seed, CancellationToken ct)
     {

@@ -3,7 +3,7 @@ using TaskMesh.QuantumSim.Noise;
 namespace TaskMesh.QuantumSim;
 
 /// <summary>How <see cref="Simulator"/> runs a circuit. Validated once by <see cref="Validate"/>.</summary>
-public sealed class SimulatorOptions
+public sealed record SimulatorOptions
 {
     /// <summary>Default largest fused gate (qubits).</summary>
     public const int DefaultFusion = 3;

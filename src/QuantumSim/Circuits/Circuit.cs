@@ -185,7 +185,7 @@ public sealed class Circuit
             for (int j = 0; j < i; j++)
                 if (qubits[j] == qubits[i]) throw new ArgumentException($"gate '{name}': qubit {qubits[i]} is used twice");
             if (_measured.Contains(qubits[i]))
-                throw new ArgumentException($"gate '{name}' acts on qubit {qubits[i]} after it was measured; only terminal measurements are supported");
+                throw new ArgumentException($"gate '{name}' acts on {QubitName(qubits[i])} after it was measured; only terminal measurements are supported");
         }
     }
 

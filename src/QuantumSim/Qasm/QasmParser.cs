@@ -326,9 +326,6 @@ public static class QasmParser
             foreach (double v in ps)
                 if (!double.IsFinite(v)) throw Error(at, $"gate '{gate}' gets a parameter that is not a finite number ({v})");
             if (_circuit.GateCount >= MaxExpandedGates) throw Error(at, $"the circuit expands to more than {MaxExpandedGates} gates");
-            foreach (var q in qubits)
-                if (_circuit.Measurements.Any(m => m.Qubit == q))
-                    throw Error(at, $"gate '{gate}' acts on {_circuit.QubitName(q)} after it was measured; only terminal measurements are supported");
             try { _circuit.Gate(gate, ps, qubits); }
             catch (ArgumentException e) { throw Error(at, e.Message); }
         }

@@ -23,7 +23,7 @@ internal static unsafe partial class Kernels<S, TV, T>
     /// <summary>Vectors below which a sweep stays on the calling thread (threading costs more than it saves).</summary>
     private const long ParallelThreshold = 1 << 13;
 
-    internal sealed class Plan : PreparedGate
+    internal sealed class Plan
     {
         public int HighCount;
         public int LowCount;
@@ -209,7 +209,6 @@ internal static unsafe partial class Kernels<S, TV, T>
 
         var plan = new Plan
         {
-            MaxQubit = gate.MaxQubit,
             HighCount = highTargets.Length,
             LowCount = lowTargets.Length,
             ControlBits = highCtlBits,

@@ -17,7 +17,6 @@ internal unsafe interface ISimd<TV, T> where TV : unmanaged where T : unmanaged
     static abstract int Lanes { get; }
     static abstract TV Load(T* p);
     static abstract void Store(T* p, TV v);
-    static abstract TV Broadcast(T x);
     static abstract TV Zero { get; }
     static abstract TV Add(TV a, TV b);
     static abstract TV Sub(TV a, TV b);
@@ -31,7 +30,6 @@ internal unsafe interface ISimd<TV, T> where TV : unmanaged where T : unmanaged
     /// <summary>The permutation operand for "lane l takes lane l ^ x".</summary>
     static abstract TV MakePermutation(int x);
     static abstract T FromDouble(double x);
-    static abstract double ToDouble(T x);
     static abstract double SumSquares(TV re, TV im);
 }
 
@@ -41,7 +39,6 @@ internal unsafe struct V512F : ISimd<Vector512<float>, float>
     public static Vector512<float> Zero => Vector512<float>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load(float* p) => Vector512.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(float* p, Vector512<float> v) => v.Store(p);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float x) => Vector512.Create(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Sub(Vector512<float> a, Vector512<float> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Mul(Vector512<float> a, Vector512<float> b) => a * b;
@@ -55,7 +52,6 @@ internal unsafe struct V512F : ISimd<Vector512<float>, float>
         return Vector512.Load(idx).AsSingle();
     }
     public static float FromDouble(double x) => (float)x;
-    public static double ToDouble(float x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumSquares(Vector512<float> re, Vector512<float> im)
     {
         // Widen before summing so a single-precision state's norm is not itself rounded to float.
@@ -71,7 +67,6 @@ internal unsafe struct V512D : ISimd<Vector512<double>, double>
     public static Vector512<double> Zero => Vector512<double>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Load(double* p) => Vector512.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(double* p, Vector512<double> v) => v.Store(p);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Broadcast(double x) => Vector512.Create(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Add(Vector512<double> a, Vector512<double> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Sub(Vector512<double> a, Vector512<double> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Mul(Vector512<double> a, Vector512<double> b) => a * b;
@@ -85,7 +80,6 @@ internal unsafe struct V512D : ISimd<Vector512<double>, double>
         return Vector512.Load(idx).AsDouble();
     }
     public static double FromDouble(double x) => x;
-    public static double ToDouble(double x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumSquares(Vector512<double> re, Vector512<double> im) => Vector512.Sum(re * re + im * im);
 }
 
@@ -95,7 +89,6 @@ internal unsafe struct V256F : ISimd<Vector256<float>, float>
     public static Vector256<float> Zero => Vector256<float>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load(float* p) => Vector256.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(float* p, Vector256<float> v) => v.Store(p);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Broadcast(float x) => Vector256.Create(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Sub(Vector256<float> a, Vector256<float> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Mul(Vector256<float> a, Vector256<float> b) => a * b;
@@ -109,7 +102,6 @@ internal unsafe struct V256F : ISimd<Vector256<float>, float>
         return Vector256.Load(idx).AsSingle();
     }
     public static float FromDouble(double x) => (float)x;
-    public static double ToDouble(float x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumSquares(Vector256<float> re, Vector256<float> im)
     {
         var (rl, rh) = Vector256.Widen(re);
@@ -124,7 +116,6 @@ internal unsafe struct V256D : ISimd<Vector256<double>, double>
     public static Vector256<double> Zero => Vector256<double>.Zero;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Load(double* p) => Vector256.Load(p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(double* p, Vector256<double> v) => v.Store(p);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Broadcast(double x) => Vector256.Create(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Add(Vector256<double> a, Vector256<double> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Sub(Vector256<double> a, Vector256<double> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Mul(Vector256<double> a, Vector256<double> b) => a * b;
@@ -143,7 +134,6 @@ internal unsafe struct V256D : ISimd<Vector256<double>, double>
         return Vector256.Load(idx).AsDouble();
     }
     public static double FromDouble(double x) => x;
-    public static double ToDouble(double x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double SumSquares(Vector256<double> re, Vector256<double> im) => Vector256.Sum(re * re + im * im);
 }
 
@@ -153,7 +143,6 @@ internal unsafe struct ScalarF : ISimd<float, float>
     public static float Zero => 0f;
     public static float Load(float* p) => *p;
     public static void Store(float* p, float v) => *p = v;
-    public static float Broadcast(float x) => x;
     public static float Add(float a, float b) => a + b;
     public static float Sub(float a, float b) => a - b;
     public static float Mul(float a, float b) => a * b;
@@ -162,7 +151,6 @@ internal unsafe struct ScalarF : ISimd<float, float>
     public static float Permute(float v, float perm) => v;
     public static float MakePermutation(int x) => 0;
     public static float FromDouble(double x) => (float)x;
-    public static double ToDouble(float x) => x;
     public static double SumSquares(float re, float im) => (double)re * re + (double)im * im;
 }
 
@@ -172,7 +160,6 @@ internal unsafe struct ScalarD : ISimd<double, double>
     public static double Zero => 0;
     public static double Load(double* p) => *p;
     public static void Store(double* p, double v) => *p = v;
-    public static double Broadcast(double x) => x;
     public static double Add(double a, double b) => a + b;
     public static double Sub(double a, double b) => a - b;
     public static double Mul(double a, double b) => a * b;
@@ -181,6 +168,5 @@ internal unsafe struct ScalarD : ISimd<double, double>
     public static double Permute(double v, double perm) => v;
     public static double MakePermutation(int x) => 0;
     public static double FromDouble(double x) => x;
-    public static double ToDouble(double x) => x;
     public static double SumSquares(double re, double im) => re * re + im * im;
 }

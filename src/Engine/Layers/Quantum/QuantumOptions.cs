@@ -3,7 +3,7 @@ using TaskMesh.QuantumSim;
 namespace TaskMesh.Engine.Layers.Quantum;
 
 /// <summary>Settings of the <c>quantum</c> layer (TOML section <c>[quantum]</c>).</summary>
-public sealed class QuantumOptions
+public sealed record QuantumOptions
 {
     /// <summary>Circuits run at once (each already uses every core in its kernels). Default 1.</summary>
     public int MaxConcurrentCircuits { get; set; } = 1;
