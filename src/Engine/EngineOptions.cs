@@ -85,6 +85,17 @@ public sealed class RunOptions
     /// <summary>Publish the run's events on <see cref="RunHandle.Events"/>.</summary>
     public bool EmitEvents { get; set; }
 
+    /// <summary>Events the stream buffers for its reader.</summary>
+    /// <value>Default: 65,536.</value>
+    public int EventCapacity { get; set; } = 65_536;
+
+    /// <summary>What the stream does when its buffer is full.</summary>
+    /// <value>Default: <see cref="Observability.EventOverflow.DropNewest"/> (counted in <see cref="RunHandle.DroppedEvents"/>; the run never waits for the reader).</value>
+    public Observability.EventOverflow EventOverflow { get; set; } = Observability.EventOverflow.DropNewest;
+
+    /// <summary>Observers of this run only, after the engine's own (<see cref="TaskMeshEngine.Observers"/>).</summary>
+    public IReadOnlyList<Observability.IRunObserver>? Observers { get; set; }
+
     /// <summary>Keep per-task durations, attempts, layers and errors; null keeps them up to 100,000 tasks.</summary>
     public bool? CollectTaskDetails { get; set; }
 

@@ -4,23 +4,12 @@ using TaskMesh.Engine.Handlers;
 using TaskMesh.Engine.Layers;
 using TaskMesh.Engine.Layers.Local;
 using TaskMesh.Engine.Layers.Quantum;
+using TaskMesh.Engine.Observability;
+using TaskMesh.Engine.Routing;
 using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Attempts;
 
 namespace TaskMesh.Engine;
-
-/// <summary>Chooses the layer of tasks that do not force one.</summary>
-public interface ILayerRouter
-{
-    /// <summary>Name of the layer for task <paramref name="task"/> of <paramref name="graph"/>; called once per task per run.</summary>
-    string Route(TaskGraph graph, int task);
-}
-
-/// <summary>Routes every task that does not force a layer to <c>local</c> (until a learned router is plugged in).</summary>
-public sealed class LocalRouter : ILayerRouter
-{
-    public static readonly LocalRouter Instance = new();
-    public string Route(TaskGraph graph, int task) => LocalLayer.LayerName;
-}
 
 /// <summary>A run in progress: its events, progress and completion.</summary>
 public sealed class RunHandle
@@ -36,7 +25,11 @@ public sealed class RunHandle
     public string RunId => _state.RunId;
 
     /// <summary>The run's events (only with <see cref="RunOptions.EmitEvents"/>; otherwise an empty stream).</summary>
-    public ChannelReader<RunEvent> Events => _state.Events ?? s_empty;
+    /// <remarks>The stream is bounded (<see cref="RunOptions.EventCapacity"/>); see <see cref="RunOptions.EventOverflow"/> for what a slow reader costs.</remarks>
+    public ChannelReader<RunEvent> Events => _state.Events?.Reader ?? s_empty;
+
+    /// <summary>Events dropped because the reader fell behind (with <see cref="EventOverflow.DropNewest"/>).</summary>
+    public long DroppedEvents => _state.Events?.Dropped ?? 0;
 
     /// <summary>Tasks ended so far (updated in batches while running).</summary>
     public int Completed => _state.Completed;
@@ -74,15 +67,24 @@ public sealed class RunHandle
 public sealed class TaskMeshEngine
 {
     private readonly EngineOptions _options;
-    private readonly List<ExecutionLayer> _layers = new();
+    private readonly RetryPolicy _retry;
+    private readonly object _lock = new();
+    private ExecutionLayer[] _layers = [];
+    private IRunObserver[] _observers = [];
+    private ILayerRouter _router = FixedLayerRouter.Local;
+    private IEscalationPolicy _escalation = DefaultEscalationPolicy.Instance;
 
+    /// <summary>Creates an engine with the built-in handlers and the <c>local</c> and <c>quantum</c> layers.</summary>
+    /// <exception cref="ArgumentException">Invalid options (every problem listed).</exception>
     public TaskMeshEngine(EngineOptions? options = null)
     {
         _options = (options ?? new EngineOptions()).Validated();
+        _retry = new RetryPolicy(_options.RetryBaseDelay, _options.RetryMaxDelay,
+            _options.RandomSeed is int seed ? (ulong)seed : (ulong)Random.Shared.NextInt64());
         Handlers = HandlerRegistry.CreateWithBuiltIns(_options.ShellEnabled);
-        _layers.Add(new LocalLayer(_options.MaxParallelTasks));
+        AddLayer(new LocalLayer(_options.MaxParallelTasks));
         QuantumHandler.Register(Handlers, _options.Quantum);
-        _layers.Add(new QuantumLayer(_options.Quantum));
+        AddLayer(new QuantumLayer(_options.Quantum));
     }
 
     /// <summary>The engine's settings (a validated copy).</summary>
@@ -90,20 +92,71 @@ public sealed class TaskMeshEngine
 
     public HandlerRegistry Handlers { get; }
 
-    /// <summary>Routes tasks that do not force a layer; <see cref="LocalRouter"/> by default.</summary>
-    public ILayerRouter Router { get; set; } = LocalRouter.Instance;
+    /// <summary>Routes tasks that neither force a layer nor have a handler that prefers one; everything to <c>local</c> by default.</summary>
+    public ILayerRouter Router
+    {
+        get => _router;
+        set => _router = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>Decides retries and escalations after each attempt; <see cref="DefaultEscalationPolicy"/> by default.</summary>
+    public IEscalationPolicy EscalationPolicy
+    {
+        get => _escalation;
+        set => _escalation = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>The back-off of retries (from <see cref="EngineOptions.RetryBaseDelay"/>, <see cref="EngineOptions.RetryMaxDelay"/> and <see cref="EngineOptions.RandomSeed"/>).</summary>
+    public RetryPolicy RetryPolicy => _retry;
 
     /// <summary>The registered layers; <c>local</c> is always first.</summary>
-    public IReadOnlyList<ExecutionLayer> Layers => _layers;
+    public IReadOnlyList<ExecutionLayer> Layers => Volatile.Read(ref _layers);
 
-    /// <summary>Adds (or replaces by name) a layer.</summary>
+    /// <summary>Observers attached to every run started from now on (a run's own come from <see cref="RunOptions.Observers"/>).</summary>
+    public IReadOnlyList<IRunObserver> Observers => Volatile.Read(ref _observers);
+
+    /// <summary>
+    /// Registers a layer, or replaces the one of the same name. The first layer registered is
+    /// <c>local</c> (the engine does it); it cannot be replaced. Runs already started keep their layers.
+    /// </summary>
+    /// <exception cref="ArgumentException">The layer is named <c>local</c> or <c>auto</c>, its name is not a valid layer name, or too many layers are registered.</exception>
     public void AddLayer(ExecutionLayer layer)
     {
         ArgumentNullException.ThrowIfNull(layer);
-        if (layer.Name == LocalLayer.LayerName)
-            throw new ArgumentException("the local layer is built in", nameof(layer));
-        _layers.RemoveAll(l => l.Name == layer.Name);
-        _layers.Add(layer);
+        lock (_lock)
+        {
+            var name = layer.Name;
+            if (!GraphNames.IsValidLayerName(name))
+                throw new ArgumentException($"'{name}' is not a valid layer name (letters, digits, '-', '_' and '.', at most {GraphNames.MaxLayerNameLength} characters)", nameof(layer));
+            if (name == GraphNames.AutoLayer)
+                throw new ArgumentException("'auto' is not a layer: it leaves the choice to the router", nameof(layer));
+            if (_layers.Length > 0 && name == LocalLayer.LayerName)
+                throw new ArgumentException("the local layer is built in", nameof(layer));
+            var list = _layers.Where(l => l.Name != name).ToList();
+            list.Add(layer);
+            if (list.Count >= RouteTable.MaxLayers)
+                throw new ArgumentException($"at most {RouteTable.MaxLayers - 1} layers can be registered", nameof(layer));
+            Volatile.Write(ref _layers, list.ToArray());
+        }
+    }
+
+    /// <summary>Attaches an observer to every run started from now on.</summary>
+    public void AddObserver(IRunObserver observer)
+    {
+        ArgumentNullException.ThrowIfNull(observer);
+        lock (_lock) Volatile.Write(ref _observers, [.. _observers, observer]);
+    }
+
+    /// <summary>Detaches an observer from runs started from now on; true when it was attached.</summary>
+    public bool RemoveObserver(IRunObserver observer)
+    {
+        lock (_lock)
+        {
+            int i = Array.IndexOf(_observers, observer);
+            if (i < 0) return false;
+            Volatile.Write(ref _observers, _observers.Where((_, k) => k != i).ToArray());
+            return true;
+        }
     }
 
     /// <summary>
@@ -117,24 +170,27 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(graph);
         var context = new ValidationContext(baseDirectory ?? Environment.CurrentDirectory);
+        var layers = Layers;
         // Capabilities may be computed (the quantum layer reads free memory): once per validation.
-        var layerHandlers = _layers.ToDictionary(l => l.Name, l => l.Capabilities.Handlers, StringComparer.Ordinal);
+        var layerHandlers = layers.ToDictionary(l => l.Name, l => l.Capabilities.Handlers, StringComparer.Ordinal);
         var errors = new List<GraphError>();
+        if (graph.Defaults.Layer is string dl && dl != GraphNames.AutoLayer && GraphNames.IsValidLayerName(dl) && !layerHandlers.ContainsKey(dl))
+            errors.Add(new GraphError("bad-value", $"defaults.layer is '{dl}'; it must be auto or a registered layer ({string.Join(", ", layers.Select(l => l.Name))})"));
         var handlers = ResolveHandlers(graph, errors);
         // Tasks without arguments share one parse per handler.
         var sharedParsed = new object?[handlers.Length];
         var sharedProblems = new IReadOnlyList<string>?[handlers.Length];
         for (int i = 0; i < graph.Count; i++)
         {
+            var spec = graph.Specs[i];
+            if (spec?.Layer is string own && own != GraphNames.AutoLayer && GraphNames.IsValidLayerName(own) && !layerHandlers.ContainsKey(own))
+                errors.Add(new GraphError("bad-value", $"layer is '{own}'; it must be auto or a registered layer ({string.Join(", ", layers.Select(l => l.Name))})", graph.IdOf(i), graph.LineOf(i)));
             var h = handlers[graph.HandlerOf[i]];
             if (h is null) continue;
-            var spec = graph.Specs[i];
             string? forced = spec?.Layer ?? graph.Defaults.Layer;
-            if (forced is not null && forced != "auto")
+            if (forced is not null && forced != GraphNames.AutoLayer && layerHandlers.TryGetValue(forced, out var only))
             {
-                if (!layerHandlers.TryGetValue(forced, out var only))
-                    errors.Add(new GraphError("unknown-layer", $"layer '{forced}' is not available here (available: {string.Join(", ", _layers.Select(l => l.Name))})", graph.IdOf(i), graph.LineOf(i)));
-                else if (h.LocalOnly && forced != LocalLayer.LayerName)
+                if (h.LocalOnly && forced != LocalLayer.LayerName)
                     errors.Add(new GraphError("bad-layer", $"handler '{h.Name}' runs only in the local layer", graph.IdOf(i), graph.LineOf(i)));
                 else if (only is not null && !only.Contains(h.Name))
                     errors.Add(new GraphError("bad-layer", $"layer '{forced}' runs only {string.Join(", ", only)}, not handler '{h.Name}'", graph.IdOf(i), graph.LineOf(i)));
@@ -226,58 +282,115 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(graph);
         options ??= new RunOptions();
+        if (options.EventCapacity < 1) throw new ArgumentOutOfRangeException(nameof(options), "RunOptions.EventCapacity must be at least 1");
         if (!ReferenceEquals(graph.ValidatedBy, this))
         {
             // Arguments are parsed by validation; a graph built elsewhere is checked here once.
             var errors = Validate(graph);
             if (errors.Count > 0) throw new GraphValidationException(errors);
         }
-        var handlers = ResolveHandlers(graph, null);
-        var layers = _layers.ToArray();
-        var route = ComputeRoutes(graph, handlers!, layers);
-        var state = new RunState(graph, _options, handlers!, route, layers, options);
-        var analysis = CriticalPathMs(graph, handlers!);
-        var completion = RunAndSummarize(state, analysis, ct);
-        return new RunHandle(state, completion);
+        var handlers = ResolveHandlers(graph, null)!;
+        var layers = Layers.ToArray();
+        var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
+        bool observed = observers.Any() || options.EmitEvents;
+        var route = ComputeRoutes(graph, handlers!, layers, observed, out var routeDetails);
+        var state = new RunState(graph, _options, handlers!, route, layers, options, observers, _escalation, _retry,
+            CriticalPathMs(graph, handlers!));
+        state.SetRouteDetails(routeDetails);
+        return new RunHandle(state, state.RunAsync(ct));
     }
 
-    private static async Task<RunResult> RunAndSummarize(RunState state, double criticalPathMs, CancellationToken ct)
-    {
-        var result = await state.RunAsync(ct).ConfigureAwait(false);
-        result.CriticalPathMs = criticalPathMs;
-        return result;
-    }
+    /// <summary>Tasks handed to the router at once.</summary>
+    private const int RouteBatchSize = 1024;
 
-    private byte[] ComputeRoutes(TaskGraph graph, HandlerDescriptor[] handlers, ExecutionLayer[] layers)
+    /// <summary>
+    /// The byte per task that says where it runs. Forced layers and handlers' preferred layers
+    /// come first; the router decides the rest — once for all when it has a fixed decision, in
+    /// batches otherwise. A decision the layer cannot honour (unknown layer, a handler it does
+    /// not run) falls back to <c>local</c>.
+    /// </summary>
+    private byte[] ComputeRoutes(TaskGraph graph, HandlerDescriptor[] handlers, ExecutionLayer[] layers, bool keepDetails,
+        out Dictionary<int, RouteDecision>? details)
     {
         var route = new byte[graph.Count];
         var index = new Dictionary<string, byte>(StringComparer.Ordinal);
-        for (int l = 0; l < layers.Length; l++) index[layers[l].Name] = (byte)l;
-        bool customRouter = Router is not LocalRouter;
+        var runs = new IReadOnlyList<string>?[layers.Length];
+        for (int l = 0; l < layers.Length; l++)
+        {
+            index[layers[l].Name] = (byte)l;
+            runs[l] = layers[l].Capabilities.Handlers;
+        }
+        Dictionary<int, RouteDecision>? kept = null;
+        var router = _router;
+        var context = new RoutingContext(graph, handlers, layers);
+        byte fixedRoute = RouteTable.Local;
+        bool hasFixed = router.FixedDecision is { } fixedDecision;
+        if (hasFixed) fixedRoute = Accept(router.FixedDecision!.Value, -1);
+
         var inline = new bool[handlers.Length];
         for (int h = 0; h < handlers.Length; h++) inline[h] = handlers[h].IsInline;
+        var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
+        var decisions = new RouteDecision[batch.Length];
+        int pending = 0;
         for (int i = 0; i < graph.Count; i++)
         {
             string? forced = graph.Specs[i]?.Layer ?? graph.Defaults.Layer;
-            byte li = 0; // local: the common case needs no lookup
-            if (forced is not null && forced != "auto")
-                li = index.GetValueOrDefault(forced);
+            byte li;
+            if (forced is not null && forced != GraphNames.AutoLayer)
+                li = index.GetValueOrDefault(forced, RouteTable.Local);
             else if (handlers[graph.HandlerOf[i]].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
                 li = pi;
-            else if (customRouter)
-                li = index.GetValueOrDefault(Router.Route(graph, i));
-            // Inline: an inline handler in the local layer with no pools to take.
-            route[i] = li == 0 && inline[graph.HandlerOf[i]] && (graph.Flags[i] & NodeFlags.UsesResources) == 0
-                ? RunState.RouteInline
-                : li;
+            else if (hasFixed)
+                li = Fits(fixedRoute, i) ? fixedRoute : RouteTable.Local;
+            else
+            {
+                batch[pending++] = i;
+                if (pending == batch.Length) Flush();
+                continue;
+            }
+            route[i] = Final(li, i);
         }
+        if (pending > 0) Flush();
+        details = kept;
         return route;
+
+        void Flush()
+        {
+            router.RouteBatch(context, batch.AsSpan(0, pending), decisions.AsSpan(0, pending));
+            for (int k = 0; k < pending; k++)
+            {
+                int task = batch[k];
+                route[task] = Final(Accept(decisions[k], task), task);
+            }
+            pending = 0;
+        }
+
+        byte Accept(RouteDecision d, int task)
+        {
+            byte li = d.Layer is not null && index.TryGetValue(d.Layer, out byte x) ? x : RouteTable.Local;
+            if (task >= 0 && !Fits(li, task)) li = RouteTable.Local;
+            if (keepDetails && task >= 0 && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
+                (kept ??= new())[task] = d;
+            return li;
+        }
+
+        bool Fits(byte li, int task)
+        {
+            var h = handlers[graph.HandlerOf[task]];
+            if (h.LocalOnly && li != RouteTable.Local) return false;
+            return runs[li] is not { } only || only.Contains(h.Name);
+        }
+
+        // Inline: an inline handler in the local layer with no pools to take.
+        byte Final(byte li, int task)
+            => li == RouteTable.Local && inline[graph.HandlerOf[task]] && (graph.Flags[task] & NodeFlags.UsesResources) == 0 ? RouteTable.Inline : li;
     }
 
     private static double CriticalPathMs(TaskGraph graph, HandlerDescriptor[] handlers)
     {
-        // Linear, but not free: skip it for huge graphs of estimate-less handlers.
-        if (graph.Count > 200_000 && handlers.All(h => h.EstimateMicros is null) && graph.SuccWeight is null) return 0;
+        // Without an estimate on any handler and a weight on any edge, every path is 0 long:
+        // skip the analysis (linear, but not free on a million tasks).
+        if (graph.SuccWeight is null && handlers.All(h => h.EstimateMicros is null)) return 0;
         var analysis = GraphAnalysis.Analyze(graph, i => EstimateMicros(graph, handlers, i));
         return analysis.CriticalPathMs;
     }

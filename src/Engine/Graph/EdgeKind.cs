@@ -61,6 +61,21 @@ public static class GraphNames
         _ => "normal",
     };
 
-    /// <summary>Layer names a graph may force; <c>auto</c> leaves the choice to the router.</summary>
-    public static readonly string[] LayerNames = ["auto", "local", "cluster", "quantum"];
+    /// <summary>The layer value that leaves the choice to the router.</summary>
+    public const string AutoLayer = "auto";
+
+    /// <summary>Longest layer name.</summary>
+    public const int MaxLayerNameLength = 64;
+
+    /// <summary>
+    /// Whether <paramref name="name"/> can name a layer: 1–64 ASCII letters, digits, <c>-</c>,
+    /// <c>_</c> or <c>.</c>. Which layers exist is the engine's business (layers are an open set).
+    /// </summary>
+    public static bool IsValidLayerName(string? name)
+    {
+        if (string.IsNullOrEmpty(name) || name.Length > MaxLayerNameLength) return false;
+        foreach (char c in name)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')) return false;
+        return true;
+    }
 }

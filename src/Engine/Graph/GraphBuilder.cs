@@ -197,6 +197,20 @@ public sealed class GraphBuilder
         return errors.Count == 0 ? graph : null;
     }
 
+    /// <summary>A user's string as an error message may quote it: control characters escaped, at most 80 characters.</summary>
+    internal static string Printable(string s)
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (char c in s.Length > 80 ? s[..80] : s)
+        {
+            if (char.IsControl(c) || c is '\u200e' or '\u200f' or (>= '\u202a' and <= '\u202e') or (>= '\u2066' and <= '\u2069'))
+                sb.Append($"\\u{(int)c:x4}");
+            else sb.Append(c);
+        }
+        if (s.Length > 80) sb.Append('…');
+        return sb.ToString();
+    }
+
     private void CheckSpecs(List<GraphError> errors)
     {
         foreach (var (pool, cap) in Resources)
@@ -208,8 +222,8 @@ public sealed class GraphBuilder
             errors.Add(new GraphError("bad-value", $"defaults.timeoutSeconds is {dt}; it must be greater than 0"));
         if (Defaults.Retries is int dr && dr is < 0 or > 100)
             errors.Add(new GraphError("bad-value", $"defaults.retries is {dr}; it must be between 0 and 100"));
-        if (Defaults.Layer is string dl && Array.IndexOf(GraphNames.LayerNames, dl) < 0)
-            errors.Add(new GraphError("bad-value", $"defaults.layer is '{dl}'; it must be one of {string.Join(", ", GraphNames.LayerNames)}"));
+        if (Defaults.Layer is string dl && !GraphNames.IsValidLayerName(dl))
+            errors.Add(new GraphError("bad-value", $"defaults.layer '{Printable(dl)}' is not a layer name"));
 
         var specs = CollectionsMarshal.AsSpan(Specs);
         for (int i = 0; i < specs.Length; i++)
@@ -223,8 +237,8 @@ public sealed class GraphBuilder
                 errors.Add(new GraphError("bad-value", $"retries is {r}; it must be between 0 and 100", id, LineAt(i)));
             if (s.MinConfidence is double c && c is < 0 or > 1)
                 errors.Add(new GraphError("bad-value", $"minConfidence is {c}; it must be between 0 and 1", id, LineAt(i)));
-            if (s.Layer is string l && Array.IndexOf(GraphNames.LayerNames, l) < 0)
-                errors.Add(new GraphError("bad-value", $"layer is '{l}'; it must be one of {string.Join(", ", GraphNames.LayerNames)}", id, LineAt(i)));
+            if (s.Layer is string l && !GraphNames.IsValidLayerName(l))
+                errors.Add(new GraphError("bad-value", $"layer '{Printable(l)}' is not a layer name", id, LineAt(i)));
             if (s.Uses is { } uses)
             {
                 foreach (var u in uses)

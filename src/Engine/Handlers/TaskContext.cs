@@ -40,7 +40,32 @@ public readonly struct TaskContext
     /// <summary>Outputs of the predecessors linked by data edges, as (id, output) pairs in edge order.</summary>
     public IReadOnlyList<KeyValuePair<string, object?>> Inputs => _run.InputsOf(Index);
 
-    /// <summary>Records an escalation of this task (audited in the run summary and published as an event).</summary>
+    /// <summary>
+    /// The variant this attempt runs in after an escalation on the same layer (e.g. <c>double</c> for a
+    /// circuit whose single-precision result drifted), or null.
+    /// </summary>
+    public string? EscalatedTo => _run.VariantOf(Index);
+
+    /// <summary>Reports the attempt's confidence (0–1): the escalation policy sees it, and so do observers.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Outside 0–1.</exception>
+    public void ReportConfidence(double confidence)
+    {
+        if (!(confidence is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(confidence), confidence, "a confidence is between 0 and 1");
+        _run.ReportConfidence(Index, confidence);
+    }
+
+    /// <summary>
+    /// Asks for another attempt in a more capable way once this one returns (its output is kept if
+    /// that attempt fails). The engine's escalation policy decides; the escalation is audited.
+    /// </summary>
+    /// <param name="trigger"><c>low_confidence</c>, <c>error</c>, <c>timeout</c>, <c>complexity</c> or <c>manual</c>.</param>
+    /// <param name="from">What the task leaves (e.g. <c>single</c>).</param>
+    /// <param name="to">A layer name, or a variant of this handler (seen as <see cref="EscalatedTo"/> by the next attempt).</param>
+    /// <param name="reason">Why, in words.</param>
+    public void RequestEscalation(string trigger, string from, string to, string reason)
+        => _run.RequestEscalation(Index, new Scheduling.Attempts.EscalationRequest(trigger, from, to, reason));
+
+    /// <summary>Records an escalation this task carried out by itself (audited in the run summary and published as an event).</summary>
     /// <param name="from">What the task left, e.g. a layer name or <c>single</c>.</param>
     /// <param name="to">What it moved to.</param>
     /// <param name="trigger"><c>low_confidence</c>, <c>error</c> or <c>timeout</c>.</param>

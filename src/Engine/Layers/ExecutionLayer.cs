@@ -43,12 +43,37 @@ public abstract class ExecutionLayer
 {
     private int _queued;
     private int _running;
+    private int _capacity;
+
+    /// <summary>Creates a layer with <paramref name="capacity"/> slots.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is below 1.</exception>
+    protected ExecutionLayer(int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        _capacity = capacity;
+    }
 
     /// <summary>The layer's name as graphs and configs spell it.</summary>
     public abstract string Name { get; }
 
-    /// <summary>Tasks the layer runs at once.</summary>
-    public abstract int Capacity { get; }
+    /// <summary>Tasks the layer runs at once. May change while runs go on (see <see cref="SetCapacity"/>).</summary>
+    public int Capacity => Volatile.Read(ref _capacity);
+
+    /// <summary>
+    /// Changes the number of slots (a cluster layer grows and shrinks with its workers). Running
+    /// runs follow at once: more slots admit queued tasks; fewer let running tasks finish and admit
+    /// no new ones until the count is below the new capacity.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="capacity"/> is negative.</exception>
+    public void SetCapacity(int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
+        int old = Interlocked.Exchange(ref _capacity, capacity);
+        if (old != capacity) CapacityChanged?.Invoke(capacity - old);
+    }
+
+    /// <summary>Raised with the change in slots; the dispatchers of running runs listen.</summary>
+    internal event Action<int>? CapacityChanged;
 
     public virtual LayerStatus Status => LayerStatus.Active;
 

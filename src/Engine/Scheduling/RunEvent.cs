@@ -39,6 +39,19 @@ public enum TaskOutcome : byte
 
 /// <summary>
 /// One escalation: a task moved from a layer or precision to a more capable one, with the
-/// trigger (<c>low_confidence</c>, <c>error</c>, <c>timeout</c>) and the reason.
+/// trigger and the reason.
 /// </summary>
-public sealed record EscalationRecord(string TaskId, string From, string To, string Trigger, string Reason, DateTimeOffset Timestamp);
+/// <param name="TaskId">The task's id.</param>
+/// <param name="From">What the task left: a layer, or a variant such as <c>single</c>.</param>
+/// <param name="To">What it moved to.</param>
+/// <param name="Trigger"><c>low_confidence</c>, <c>error</c>, <c>timeout</c>, <c>complexity</c> or <c>manual</c>.</param>
+/// <param name="Reason">Why, in words.</param>
+/// <param name="Timestamp">When, from the engine's clock.</param>
+public sealed record EscalationRecord(string TaskId, string From, string To, string Trigger, string Reason, DateTimeOffset Timestamp)
+{
+    /// <summary>The task's dense index in its graph (-1 when not known).</summary>
+    public int TaskIndex { get; init; } = -1;
+
+    /// <summary>The confidence the task had before it escalated, when one was reported.</summary>
+    public double? PreviousConfidence { get; init; }
+}

@@ -5,15 +5,10 @@ public sealed class LocalLayer : ExecutionLayer
 {
     public const string LayerName = "local";
 
-    public LocalLayer(int maxParallelTasks)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(maxParallelTasks, 1);
-        Capacity = maxParallelTasks;
-    }
+    /// <summary>Creates the layer with <paramref name="maxParallelTasks"/> slots.</summary>
+    public LocalLayer(int maxParallelTasks) : base(maxParallelTasks) { }
 
     public override string Name => LayerName;
-
-    public override int Capacity { get; }
 
     public override ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
     {

@@ -34,29 +34,52 @@ public static class QuantumHandler
         });
     }
 
-    /// <summary>Runs the task's circuit; reports a single → double precision escalation on the context.</summary>
+    /// <summary>The variant a drifting single-precision circuit escalates to.</summary>
+    public const string DoubleVariant = "double";
+
+    /// <summary>
+    /// Runs the task's circuit. A single-precision result whose norm drifted past the tolerance asks
+    /// the engine (through <see cref="TaskContext.RequestEscalation"/>) for a double-precision
+    /// attempt — when that attempt would be admitted; otherwise the result carries a warning.
+    /// </summary>
     internal static QuantumOutput Execute(TaskContext ctx, QuantumOptions options, long capBytes, long reservedBytes, CancellationToken ct)
     {
         var args = ctx.ParsedArgs<QuantumArgs>() ?? throw new TaskFailedException("quantum task was not validated");
+        var precision = ctx.EscalatedTo == DoubleVariant ? Precision.Double : args.Precision;
         // Admission: fail the task with the reason rather than risk an out-of-memory kill.
-        MemoryAdmission.Check(args.Circuit.Qubits, args.Precision, capBytes, reservedBytes);
+        MemoryAdmission.Check(args.Circuit.Qubits, precision, capBytes, reservedBytes);
         var result = Simulator.Run(args.Circuit, new SimulatorOptions
         {
-            Precision = args.Precision,
+            Precision = precision,
             Fusion = args.Fusion ?? options.DefaultFusion,
             Threads = options.ThreadsPerCircuit,
             Shots = args.Shots,
             Seed = args.Seed ?? StableSeed(ctx.Id),
             MemoryCapBytes = capBytes,
             NormTolerance = options.NormTolerance,
+            EscalateOnDrift = false,
             Noise = args.Noise,
             Observables = args.Observables,
             MarginalQubits = args.Marginal,
             TopK = Math.Max(args.Top, 1),
             ListAllSmallStates = false,
         }, ct);
-        if (result.Escalation is { } e) ctx.ReportEscalation(e.From, e.To, e.Trigger, e.Reason);
-        return new QuantumOutput(result, args);
+        string? warning = null;
+        if (precision == Precision.Single && result.Confidence.NormDrift > options.NormTolerance)
+        {
+            string reason = $"norm drift {result.Confidence.NormDrift:E2} exceeds the tolerance {options.NormTolerance:E2}";
+            try
+            {
+                // This attempt's single-precision state is freed before the next one starts.
+                MemoryAdmission.Check(args.Circuit.Qubits, Precision.Double, capBytes, reservedBytes);
+                ctx.RequestEscalation("low_confidence", "single", DoubleVariant, reason);
+            }
+            catch (AdmissionException e)
+            {
+                warning = $"{reason}, but a double-precision re-run ({MemoryAdmission.FormatBytes(StateVector.RequiredBytes(args.Circuit.Qubits, Precision.Double))}) would not be admitted: {e.Message}";
+            }
+        }
+        return new QuantumOutput(result, args, warning);
     }
 
     /// <summary>FNV-1a of the task id: the same task samples the same way in every run unless a seed is given.</summary>

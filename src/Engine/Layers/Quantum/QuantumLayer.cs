@@ -21,9 +21,8 @@ public sealed class QuantumLayer : ExecutionLayer
 
     /// <summary>Creates the layer.</summary>
     /// <exception cref="ArgumentException">Invalid options.</exception>
-    public QuantumLayer(QuantumOptions options)
+    public QuantumLayer(QuantumOptions options) : base(CapacityOf(options))
     {
-        ArgumentNullException.ThrowIfNull(options);
         var problems = options.Problems().ToList();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         _options = options;
@@ -32,8 +31,11 @@ public sealed class QuantumLayer : ExecutionLayer
     /// <inheritdoc />
     public override string Name => LayerName;
 
-    /// <inheritdoc />
-    public override int Capacity => _options.MaxConcurrentCircuits;
+    private static int CapacityOf(QuantumOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Math.Max(1, options.MaxConcurrentCircuits);
+    }
 
     /// <summary>Bytes of state vectors held by running circuits.</summary>
     public long ReservedBytes => Interlocked.Read(ref _reservedBytes);

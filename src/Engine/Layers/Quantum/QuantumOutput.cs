@@ -11,9 +11,10 @@ namespace TaskMesh.Engine.Layers.Quantum;
 /// </summary>
 public sealed class QuantumOutput : ITaskOutput
 {
-    internal QuantumOutput(SimulationResult result, QuantumArgs args)
+    internal QuantumOutput(SimulationResult result, QuantumArgs args, string? warning = null)
     {
         Result = result;
+        Warnings = warning is null ? result.Warnings : [.. result.Warnings, warning];
         Meta = args.Meta;
         Top = result.Probabilities.Take(args.Top).Select(e => (result.Bits(e.Index), e.Probability)).ToArray();
         if (args.MaxCutEdges is { } edges)
@@ -27,6 +28,9 @@ public sealed class QuantumOutput : ITaskOutput
             BestCut = CircuitLibrary.CutSize(best, edges);
         }
     }
+
+    /// <summary>Warnings of the circuit reader and of the run (e.g. a drift whose re-run was not admitted).</summary>
+    public IReadOnlyList<string> Warnings { get; }
 
     /// <summary>The full simulation result.</summary>
     public SimulationResult Result { get; }
@@ -93,6 +97,12 @@ public sealed class QuantumOutput : ITaskOutput
             w.WriteEndObject();
         }
         w.WriteNumber("confidence", Result.Confidence.Score);
+        if (Warnings.Count > 0)
+        {
+            w.WriteStartArray("warnings");
+            foreach (var warning in Warnings) w.WriteStringValue(warning);
+            w.WriteEndArray();
+        }
         if (Meta.ValueKind != JsonValueKind.Undefined)
         {
             w.WritePropertyName("meta");

@@ -1,0 +1,67 @@
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Attempts;
+
+namespace TaskMesh.Engine.Observability;
+
+/// <summary>
+/// Watches runs: the run store, the audit trail, metrics, the dashboard and the event stream are
+/// observers. The observers of a run are fixed when it starts (<see cref="TaskMeshEngine.Observers"/>
+/// plus <see cref="RunOptions.Observers"/>); a run with none does no observer work at all.
+/// <para>
+/// Calls come from the scheduler's workers and the layers' threads, concurrently: an observer
+/// must be thread-safe and quick (hand slow work to a queue of its own). Per task, the calls are
+/// ordered: released, then for each attempt started → ended, then ended. An observer that throws
+/// is detached for the rest of the run and the fault is kept in <see cref="RunRecord.ObserverFaults"/>.
+/// Every method has an empty default, so an observer implements only what it needs.
+/// </para>
+/// </summary>
+public interface IRunObserver
+{
+    /// <summary>The run is about to start its first task.</summary>
+    void OnRunStarted(RunStart run) { }
+
+    /// <summary>Every predecessor of <paramref name="task"/> ended: it is ready.</summary>
+    void OnTaskReleased(int task) { }
+
+    /// <summary>A task was queued for a layer (not called for tasks run inline on a scheduler worker).</summary>
+    void OnTaskRouted(int task, in RouteDecision decision) { }
+
+    /// <summary>An attempt of a task starts.</summary>
+    void OnAttemptStarted(in AttemptStart attempt) { }
+
+    /// <summary>An attempt ended; <see cref="AttemptResult.Next"/> says what the scheduler does next.</summary>
+    void OnAttemptEnded(in AttemptResult result) { }
+
+    /// <summary>A task reached its final outcome (succeeded, failed, timed out or skipped).</summary>
+    void OnTaskEnded(in TaskEnd end) { }
+
+    /// <summary>A task moved to a more capable layer or variant.</summary>
+    void OnEscalated(EscalationRecord escalation) { }
+
+    /// <summary>The run ended; <paramref name="record"/> is its immutable record.</summary>
+    void OnRunEnded(RunRecord record) { }
+}
+
+/// <summary>What an observer learns when a run starts.</summary>
+/// <param name="RunId">The run's id.</param>
+/// <param name="Graph">The graph being run (task ids: <see cref="TaskGraph.IdOf"/>).</param>
+/// <param name="Layers">The layers the run may use, by name.</param>
+/// <param name="StartedAt">When, from the engine's clock.</param>
+/// <param name="Clock">The engine's clock, for observers that stamp events.</param>
+public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock);
+
+/// <summary>The start of one attempt.</summary>
+/// <param name="Task">The task's dense index.</param>
+/// <param name="Layer">The layer it runs in.</param>
+/// <param name="Attempt">1 for the first attempt, 2 for the next, …</param>
+public readonly record struct AttemptStart(int Task, string Layer, int Attempt);
+
+/// <summary>The final outcome of one task.</summary>
+/// <param name="Task">The task's dense index.</param>
+/// <param name="Outcome">Succeeded, failed, timed out or skipped.</param>
+/// <param name="Layer">The layer its last attempt ran in (null when skipped).</param>
+/// <param name="Attempts">Attempts made.</param>
+/// <param name="SkippedBecause">For a skipped task, the index of the failed ancestor; otherwise -1.</param>
+public readonly record struct TaskEnd(int Task, TaskOutcome Outcome, string? Layer, int Attempts, int SkippedBecause);

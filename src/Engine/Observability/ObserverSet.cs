@@ -1,0 +1,109 @@
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Attempts;
+
+namespace TaskMesh.Engine.Observability;
+
+/// <summary>
+/// The observers of one run, fixed when it starts. The scheduler holds a null reference when
+/// there are none, so the hot path pays one null check. An observer that throws is detached
+/// (its slot set to null) and its first fault kept; the run goes on.
+/// </summary>
+internal sealed class ObserverSet
+{
+    private readonly IRunObserver?[] _observers;
+    private readonly List<string> _faults = new();
+
+    private ObserverSet(IRunObserver[] observers) => _observers = observers;
+
+    /// <summary>The set for <paramref name="observers"/>, or null when there are none.</summary>
+    public static ObserverSet? Create(IEnumerable<IRunObserver> observers)
+    {
+        var array = observers.Where(o => o is not null).Distinct().ToArray();
+        return array.Length == 0 ? null : new ObserverSet(array);
+    }
+
+    /// <summary>Faults of detached observers, one line each.</summary>
+    public IReadOnlyList<string> Faults
+    {
+        get { lock (_faults) return _faults.ToArray(); }
+    }
+
+    private void Detach(int i, IRunObserver o, Exception ex)
+    {
+        if (Interlocked.CompareExchange(ref _observers[i], null, o) != o) return;
+        lock (_faults) _faults.Add($"{o.GetType().Name} was detached: {ex.GetType().Name}: {ex.Message}");
+    }
+
+    public void RunStarted(RunStart run)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnRunStarted(run); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void TaskReleased(int task)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnTaskReleased(task); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void TaskRouted(int task, in RouteDecision decision)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnTaskRouted(task, decision); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void AttemptStarted(in AttemptStart attempt)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnAttemptStarted(attempt); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void AttemptEnded(in AttemptResult result)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnAttemptEnded(result); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void TaskEnded(in TaskEnd end)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnTaskEnded(end); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void Escalated(EscalationRecord escalation)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnEscalated(escalation); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    public void RunEnded(RunRecord record)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if (_observers[i] is not { } o) continue;
+            try { o.OnRunEnded(record); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Layers;
+
+namespace TaskMesh.Engine.Routing;
+
+/// <summary>
+/// A router's choice for one task.
+/// </summary>
+/// <param name="Layer">The layer's name; it must be registered with the engine.</param>
+/// <param name="Confidence">The predicted probability (0–1) that the task succeeds there, when the router predicts one.</param>
+/// <param name="PredictedCost">The predicted cost there (price × duration), when predicted.</param>
+/// <param name="Reason">Why, for the audit trail (e.g. <c>forced</c>, <c>handler prefers quantum</c>, <c>table: spin/≤1ms</c>).</param>
+public readonly record struct RouteDecision(string Layer, double? Confidence = null, double? PredictedCost = null, string? Reason = null);
+
+/// <summary>
+/// Chooses the layer of each task that neither forces a layer nor has a handler with a preferred
+/// one. Called once per run, before the first task starts: the decisions are compiled into a
+/// byte per task, so the hot path does a table lookup.
+/// </summary>
+public interface ILayerRouter
+{
+    /// <summary>
+    /// When every task goes to one layer whatever it is, that decision: the engine then makes no
+    /// per-task call. Null (the default) when decisions depend on the task.
+    /// </summary>
+    RouteDecision? FixedDecision => null;
+
+    /// <summary>The decision for one task.</summary>
+    RouteDecision Route(in RoutingContext context, int task);
+
+    /// <summary>
+    /// Decisions for many tasks at once: <paramref name="decisions"/>[i] for <paramref name="tasks"/>[i].
+    /// Override to batch model calls or share work between tasks; the default calls
+    /// <see cref="Route"/> for each.
+    /// </summary>
+    void RouteBatch(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions)
+    {
+        for (int i = 0; i < tasks.Length; i++) decisions[i] = Route(context, tasks[i]);
+    }
+}
+
+/// <summary>What a router may look at: the graph, the tasks' handlers and the layers as they stand now.</summary>
+public readonly struct RoutingContext
+{
+    private readonly HandlerDescriptor[] _handlers;
+
+    internal RoutingContext(TaskGraph graph, HandlerDescriptor[] handlers, IReadOnlyList<ExecutionLayer> layers)
+    {
+        Graph = graph;
+        _handlers = handlers;
+        Layers = layers;
+    }
+
+    /// <summary>The graph being routed.</summary>
+    public TaskGraph Graph { get; }
+
+    /// <summary>The registered layers, with their queue depth, slots, price and capabilities now.</summary>
+    public IReadOnlyList<ExecutionLayer> Layers { get; }
+
+    /// <summary>The handler of task <paramref name="task"/>.</summary>
+    public HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerOf[task]];
+
+    /// <summary>The arguments of task <paramref name="task"/> as its handler parsed them during validation (null when it has none).</summary>
+    public object? ParsedArgsOf(int task) => Graph.Specs[task]?.ParsedArgs;
+}
+
+/// <summary>Sends every task that does not force a layer to one layer (<c>local</c> by default).</summary>
+public sealed class FixedLayerRouter : ILayerRouter
+{
+    private readonly RouteDecision _decision;
+
+    /// <summary>A router that sends everything to <paramref name="layer"/>.</summary>
+    public FixedLayerRouter(string layer)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(layer);
+        _decision = new RouteDecision(layer, Reason: "default layer");
+    }
+
+    /// <summary>The default: everything to <c>local</c>.</summary>
+    public static FixedLayerRouter Local { get; } = new(Layers.Local.LocalLayer.LayerName);
+
+    /// <inheritdoc />
+    public RouteDecision? FixedDecision => _decision;
+
+    /// <inheritdoc />
+    public RouteDecision Route(in RoutingContext context, int task) => _decision;
+}

@@ -1,0 +1,222 @@
+using System.Diagnostics;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Layers;
+using TaskMesh.Engine.Observability;
+
+namespace TaskMesh.Engine.Scheduling.Attempts;
+
+/// <summary>
+/// Runs the attempts of a task that holds a layer slot: one attempt at a time with its timeout
+/// (abandoning a handler that ignores cancellation), then the escalation policy decides —
+/// complete, retry here after a back-off, escalate to a variant here, or move to another layer.
+/// The inline path of the workers asks the same <see cref="Decide"/> and <see cref="Escalate"/>.
+/// </summary>
+internal sealed class AttemptRunner
+{
+    /// <summary>Escalations one task may have in a run; a policy asking for more is refused (the attempt completes).</summary>
+    public const int MaxEscalationsPerTask = 8;
+
+    private readonly RunState _run;
+    private readonly IEscalationPolicy _policy;
+    private readonly RetryPolicy _retry;
+
+    public AttemptRunner(RunState run, IEscalationPolicy policy, RetryPolicy retry)
+    {
+        _run = run;
+        _policy = policy;
+        _retry = retry;
+    }
+
+    /// <summary>Runs attempts of <paramref name="node"/> in a slot of <paramref name="dispatcher"/>'s layer until the task completes or moves.</summary>
+    public async Task RunInSlotAsync(int node, LayerDispatcher dispatcher)
+    {
+        var run = _run;
+        var layer = dispatcher.Layer;
+        var handler = run.HandlerOf(node);
+        var timeout = run.TimeoutOf(node);
+        byte route = run.Tasks.Route[node];
+        long slotStart = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            int attempt = run.Tasks.NextAttempt(node);
+            if (attempt == 1 && run.Tasks.StartMs is { } starts)
+                starts[node] = (float)Stopwatch.GetElapsedTime(run.StartTimestamp, slotStart).TotalMilliseconds;
+            run.Observers?.AttemptStarted(new AttemptStart(node, layer.Name, attempt));
+            var result = await RunOneAsync(node, handler, layer, attempt, timeout).ConfigureAwait(false);
+            if (run.Tasks.TryExtrasOf(node) is { } extras)
+            {
+                var (confidence, request) = extras.TakeReports();
+                result = result with { Confidence = confidence, Request = result.Succeeded ? request : null };
+            }
+            var decision = Decide(result);
+            result = result with { Next = decision.Next };
+            run.Observers?.AttemptEnded(result);
+            switch (decision.Next)
+            {
+                case AttemptNext.Retry:
+                    try
+                    {
+                        await Task.Delay(decision.Delay, run.Options.TimeProvider, run.RunToken).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        Complete(node, result with { Outcome = AttemptOutcome.Cancelled, Output = null, Error = "cancelled while waiting to retry" }, slotStart);
+                        return;
+                    }
+                    continue;
+                case AttemptNext.Escalate:
+                    byte target = Escalate(node, route, result, decision);
+                    if (target == route) continue;
+                    // Another layer: give this slot back and queue there.
+                    var x = run.Tasks.ExtrasOf(node);
+                    x.ElapsedMs += Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds;
+                    run.Redispatch(node, target, TimeSpan.Zero);
+                    return;
+                default:
+                    Complete(node, result, slotStart);
+                    return;
+            }
+        }
+    }
+
+    private void Complete(int node, AttemptResult result, long slotStart)
+    {
+        var extras = _run.Tasks.TryExtrasOf(node);
+        double ms = (extras?.ElapsedMs ?? 0) + Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds;
+        string? note = null;
+        if (extras is { HasFallback: true } && result.Outcome is AttemptOutcome.Failed or AttemptOutcome.TimedOut)
+        {
+            // A low-confidence result stands when the escalated attempt could not improve on it.
+            note = $"escalated attempt {result.Attempt} failed ({result.Error}); kept the result of attempt {extras.FallbackAttempt}";
+            result = result with { Outcome = AttemptOutcome.Succeeded, Output = extras.FallbackOutput, Error = null };
+        }
+        _run.CompleteGuarded(node, result, ms, note);
+    }
+
+    /// <summary>The policy's decision for an attempt, bounded: unknown layers and runaway escalations are refused.</summary>
+    public EscalationDecision Decide(in AttemptResult result)
+    {
+        if (result.Succeeded && result.Confidence is null && result.Request is null) return EscalationDecision.Complete;
+        var run = _run;
+        int node = result.Task;
+        var extras = run.Tasks.TryExtrasOf(node);
+        int escalations = extras?.Escalations ?? 0;
+        int attemptsHere = result.Attempt - (extras?.EscalatedAfterAttempt ?? 0);
+        var spec = run.Graph.Specs[node];
+        var context = new EscalationContext(run.Graph, run.Graph.IdOf(node), run.Graph.HandlerOfTask(node),
+            Math.Max(0, run.RetriesOf(node) - (attemptsHere - 1)), escalations, spec?.MinConfidence,
+            run.LayerNames, _retry, run.Cancelled);
+        EscalationDecision d;
+        try
+        {
+            d = _policy.Decide(result, context);
+        }
+        catch (Exception)
+        {
+            // A faulty policy must not lose the task: its attempt stands.
+            return EscalationDecision.Complete;
+        }
+        switch (d.Next)
+        {
+            case AttemptNext.Retry when result.Attempt >= byte.MaxValue || run.Cancelled:
+                return EscalationDecision.Complete;
+            case AttemptNext.Escalate when escalations >= MaxEscalationsPerTask || run.Cancelled:
+                return EscalationDecision.Complete;
+            case AttemptNext.Escalate when d.Layer is string l && run.RouteOf(l) < 0:
+                return EscalationDecision.Complete;
+            case AttemptNext.Escalate when d.Layer is string l && !CanRun(l, node):
+                return EscalationDecision.Complete;
+        }
+        return d;
+    }
+
+    private bool CanRun(string layer, int node)
+    {
+        var h = _run.HandlerOf(node);
+        if (h.LocalOnly && layer != Layers.Local.LocalLayer.LayerName) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Carries out a retry or escalation decision for <paramref name="node"/>, whose attempt ran on
+    /// <paramref name="route"/>: records the escalation, remembers a fallback output, and returns
+    /// the route of the next attempt.
+    /// </summary>
+    public byte Escalate(int node, byte route, in AttemptResult result, in EscalationDecision decision)
+    {
+        if (decision.Next != AttemptNext.Escalate) return route;
+        var run = _run;
+        string here = run.LayerNames[route];
+        var x = run.Tasks.ExtrasOf(node);
+        x.EscalatedAfterAttempt = result.Attempt;
+        if (result.Succeeded)
+        {
+            x.FallbackOutput = result.Output;
+            x.HasFallback = true;
+            x.FallbackAttempt = result.Attempt;
+        }
+        byte target = route;
+        string to;
+        if (decision.Layer is string l && l != here)
+        {
+            target = (byte)run.RouteOf(l);
+            to = l;
+            x.Variant = null;
+        }
+        else
+        {
+            x.Variant = decision.Variant;
+            to = decision.Variant ?? here;
+        }
+        run.RecordEscalation(node, decision.From ?? here, to, decision.Trigger!, decision.Reason!, result.Confidence);
+        return target;
+    }
+
+    private async Task<AttemptResult> RunOneAsync(int node, HandlerDescriptor handler, ExecutionLayer layer, int attempt, TimeSpan timeout)
+    {
+        var run = _run;
+        long started = Stopwatch.GetTimestamp();
+        using var timeoutCts = new CancellationTokenSource(timeout, run.Options.TimeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(run.RunToken, timeoutCts.Token);
+        var token = linked.Token;
+        var invocation = new LayerInvocation(handler, new TaskContext(run, node, attempt));
+
+        // Off the dispatcher's thread: a handler that blocks synchronously must not keep us
+        // from noticing its timeout.
+        Task<object?> work = Task.Run(() => layer.ExecuteAsync(invocation, token).AsTask(), CancellationToken.None);
+
+        if (!work.IsCompleted)
+        {
+            var cancelRequested = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using (token.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), cancelRequested))
+            {
+                if (await Task.WhenAny(work, cancelRequested.Task).ConfigureAwait(false) != work)
+                {
+                    var grace = Task.Delay(run.Options.CancelGracePeriod, run.Options.TimeProvider);
+                    if (await Task.WhenAny(work, grace).ConfigureAwait(false) != work)
+                    {
+                        // The handler ignores its token: abandon it, and observe its eventual fault.
+                        _ = work.ContinueWith(static t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted);
+                        if (run.Cancelled)
+                            return Result(AttemptOutcome.Cancelled, null, "cancelled; the handler ignored cancellation and was abandoned");
+                        return Result(AttemptOutcome.TimedOut, null,
+                            $"timed out after {timeout.TotalSeconds:0.###}s; the handler ignored cancellation and was abandoned after {run.Options.CancelGracePeriod.TotalSeconds:0.###}s");
+                    }
+                }
+            }
+        }
+
+        if (work.IsCompletedSuccessfully)
+            return Result(AttemptOutcome.Succeeded, work.Result, null);
+        var ex = work.Exception?.InnerException ?? new OperationCanceledException();
+        if (ex is OperationCanceledException)
+        {
+            if (run.Cancelled) return Result(AttemptOutcome.Cancelled, null, "cancelled");
+            if (timeoutCts.IsCancellationRequested) return Result(AttemptOutcome.TimedOut, null, $"timed out after {timeout.TotalSeconds:0.###}s");
+        }
+        return Result(AttemptOutcome.Failed, null, RunState.DescribeFailure(ex));
+
+        AttemptResult Result(AttemptOutcome outcome, object? output, string? error)
+            => new(node, layer.Name, attempt, outcome, output, error, Stopwatch.GetElapsedTime(started));
+    }
+}

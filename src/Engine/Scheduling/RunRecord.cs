@@ -1,0 +1,271 @@
+using System.Text.Json;
+using TaskMesh.Engine.Graph;
+
+namespace TaskMesh.Engine.Scheduling;
+
+/// <summary>How a run ended.</summary>
+public enum RunStatus
+{
+    Succeeded,
+    /// <summary>At least one task failed or timed out.</summary>
+    Failed,
+    Cancelled,
+}
+
+/// <summary>The end state of one task, as kept in its run's record.</summary>
+/// <param name="Index">The task's dense index.</param>
+/// <param name="Id">The task's id.</param>
+/// <param name="Handler">The task's handler.</param>
+/// <param name="Outcome">How it ended.</param>
+/// <param name="InitialLayer">The layer it was first routed to (null when it never ran).</param>
+/// <param name="Layer">The layer its last attempt ran in (null when it never ran).</param>
+/// <param name="Attempts">Attempts made.</param>
+/// <param name="DurationMs">From its first attempt's start to its end (with task details; null otherwise or when it never ran).</param>
+/// <param name="StartedAtMs">When its first attempt started, in ms from the run's start (with task details).</param>
+/// <param name="Error">Why it failed, or a note on a result kept after a failed escalation.</param>
+/// <param name="SkippedBecause">For a skipped task, the id of the failed ancestor.</param>
+/// <param name="Escalations">How many times it escalated.</param>
+/// <param name="OutputSummary">A short summary of its output (layer tasks, with task details).</param>
+public sealed record TaskRecord(
+    int Index, string Id, string Handler, TaskOutcome Outcome, string? InitialLayer, string? Layer, int Attempts,
+    double? DurationMs, double? StartedAtMs, string? Error, string? SkippedBecause, int Escalations, string? OutputSummary)
+{
+    /// <summary>The outcome as the summary JSON spells it.</summary>
+    public string Status => Outcome switch
+    {
+        TaskOutcome.Succeeded => "succeeded",
+        TaskOutcome.Failed => "failed",
+        TaskOutcome.TimedOut => "timed_out",
+        TaskOutcome.Skipped => "skipped",
+        _ => "cancelled",
+    };
+}
+
+/// <summary>One layer's share of a run.</summary>
+/// <param name="Name">The layer's name.</param>
+/// <param name="Tasks">Tasks whose last attempt ran there.</param>
+/// <param name="Cost">Price per second × those tasks' durations (0 without task details).</param>
+/// <param name="PricePerSecond">The layer's price when the run started.</param>
+public sealed record LayerRecord(string Name, int Tasks, double Cost, double PricePerSecond);
+
+/// <summary>
+/// The immutable record of a finished run: what a store persists, what is sent to a client, what
+/// the summary JSON and <see cref="RunResult"/> are built from. Per-task records are materialised
+/// on demand from columns the run handed over when it ended (a million tasks are a few arrays,
+/// not a million objects); nothing writes those columns afterwards.
+/// </summary>
+public sealed class RunRecord
+{
+    private readonly TaskGraph _graph;
+    private readonly string[] _layerNames;
+    private readonly byte[] _outcome;
+    private readonly byte[] _attempts;
+    private readonly byte[] _route;
+    private readonly int[] _skipCause;
+    private readonly float[]? _duration;
+    private readonly float[]? _start;
+    private readonly string?[]? _errors;
+    private readonly string?[]? _summaries;
+    private readonly Dictionary<int, byte> _initialRoute;
+    private readonly Dictionary<int, int> _escalationCount;
+
+    internal RunRecord(string runId, TaskGraph graph, RunStatus? status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
+        double criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks)
+    {
+        RunId = runId;
+        _graph = graph;
+        GraphName = graph.Name;
+        StartedAt = startedAt;
+        EndedAt = endedAt;
+        Wall = wall;
+        CriticalPathMs = criticalPathMs;
+        Escalations = escalations;
+        ObserverFaults = observerFaults;
+        _layerNames = layers.Select(l => l.Name).ToArray();
+        _outcome = tasks.Outcome;
+        _attempts = tasks.Attempts;
+        _route = tasks.Route;
+        _skipCause = tasks.SkipCause;
+        _duration = tasks.DurationMs;
+        _start = tasks.StartMs;
+        _errors = tasks.Errors;
+        _summaries = tasks.OutputSummaries;
+        _initialRoute = new();
+        _escalationCount = new();
+        foreach (var (node, x) in tasks.AllExtras)
+        {
+            if (x.InitialRoute is byte r) _initialRoute[node] = r;
+            if (x.Escalations > 0) _escalationCount[node] = x.Escalations;
+        }
+
+        var count = new int[_layerNames.Length];
+        var cost = new double[_layerNames.Length];
+        for (int i = 0; i < _outcome.Length; i++)
+        {
+            switch ((TaskOutcome)_outcome[i])
+            {
+                case TaskOutcome.Succeeded: Succeeded++; break;
+                case TaskOutcome.Failed: Failed++; break;
+                case TaskOutcome.TimedOut: Failed++; TimedOut++; break;
+                case TaskOutcome.Skipped: Skipped++; break;
+                default: Cancelled++; break;
+            }
+            int l = LayerIndexOf(i);
+            if (l < 0) continue;
+            count[l]++;
+            if (_duration is not null) cost[l] += layers[l].Price * _duration[i] / 1000.0;
+        }
+        Layers = _layerNames.Select((n, l) => new LayerRecord(n, count[l], cost[l], layers[l].Price)).OrderBy(l => l.Name, StringComparer.Ordinal).ToArray();
+        Status = status ?? (Failed > 0 ? RunStatus.Failed : RunStatus.Succeeded);
+    }
+
+    public string RunId { get; }
+    public string GraphName { get; }
+    public RunStatus Status { get; }
+    public DateTimeOffset StartedAt { get; }
+    public DateTimeOffset EndedAt { get; }
+    public TimeSpan Wall { get; }
+    public int Total => _outcome.Length;
+    public int Succeeded { get; }
+    /// <summary>Failed tasks, timed-out ones included.</summary>
+    public int Failed { get; }
+    public int TimedOut { get; }
+    public int Skipped { get; }
+    public int Cancelled { get; }
+
+    /// <summary>Critical path length by the tasks' estimates and edge weights, in ms (0 when nothing has an estimate).</summary>
+    public double CriticalPathMs { get; }
+
+    /// <summary>Each layer of the run, by name: tasks and cost.</summary>
+    public IReadOnlyList<LayerRecord> Layers { get; }
+
+    /// <summary>Every escalation, in the order they happened.</summary>
+    public IReadOnlyList<EscalationRecord> Escalations { get; }
+
+    /// <summary>Observers detached because they threw, one line each.</summary>
+    public IReadOnlyList<string> ObserverFaults { get; }
+
+    /// <summary>Whether per-task durations, start times and errors were kept.</summary>
+    public bool HasTaskDetails => _duration is not null;
+
+    public string StatusName => Status switch
+    {
+        RunStatus.Succeeded => "succeeded",
+        RunStatus.Failed => "failed",
+        _ => "cancelled",
+    };
+
+    public double TasksPerSecond => Wall.TotalSeconds > 0 ? (Succeeded + Failed + Skipped) / Wall.TotalSeconds : 0;
+
+    public TaskOutcome OutcomeOf(int index) => (TaskOutcome)_outcome[index];
+
+    private int LayerIndexOf(int i)
+    {
+        var o = (TaskOutcome)_outcome[i];
+        if (o is TaskOutcome.Skipped || o is TaskOutcome.Cancelled && _attempts[i] == 0) return -1;
+        return _route[i] == RouteTable.Inline ? RouteTable.Local : _route[i];
+    }
+
+    /// <summary>The record of task <paramref name="index"/>.</summary>
+    public TaskRecord TaskAt(int index)
+    {
+        var o = (TaskOutcome)_outcome[index];
+        int layer = LayerIndexOf(index);
+        int cause = TaskTable.DecodeCause(_skipCause[index]);
+        string? initial = layer < 0 ? null : _initialRoute.TryGetValue(index, out byte r) ? _layerNames[r] : _layerNames[layer];
+        int attempts = _attempts[index] == 0 && o == TaskOutcome.Succeeded ? 1 : _attempts[index];
+        bool ran = layer >= 0;
+        return new TaskRecord(index, _graph.IdOf(index), _graph.HandlerOfTask(index), o, initial, ran ? _layerNames[layer] : null, attempts,
+            ran && _duration is not null ? _duration[index] : null,
+            ran && _start is not null ? _start[index] : null,
+            _errors?[index], o == TaskOutcome.Skipped && cause >= 0 ? _graph.IdOf(cause) : null,
+            _escalationCount.GetValueOrDefault(index), _summaries?[index]);
+    }
+
+    /// <summary>Every task's record, in graph order.</summary>
+    public IEnumerable<TaskRecord> Tasks => Enumerable.Range(0, Total).Select(TaskAt);
+
+    /// <summary>Failed and timed-out tasks.</summary>
+    public IEnumerable<TaskRecord> Failures => Enumerable.Range(0, Total)
+        .Where(i => OutcomeOf(i) is TaskOutcome.Failed or TaskOutcome.TimedOut).Select(TaskAt);
+
+    /// <summary>Writes the summary JSON of DESIGN.md.</summary>
+    /// <param name="writer">Destination.</param>
+    /// <param name="includeNodes">Write the per-task list (null: only up to 100,000 tasks).</param>
+    public void WriteJson(Utf8JsonWriter writer, bool? includeNodes = null)
+    {
+        writer.WriteStartObject();
+        writer.WriteString("run_id", RunId);
+        writer.WriteString("graph", GraphName);
+        writer.WriteString("status", StatusName);
+        writer.WriteString("started_at", StartedAt);
+        writer.WriteString("ended_at", EndedAt);
+        writer.WriteStartObject("tasks");
+        writer.WriteNumber("total", Total);
+        writer.WriteNumber("succeeded", Succeeded);
+        writer.WriteNumber("failed", Failed);
+        writer.WriteNumber("timed_out", TimedOut);
+        writer.WriteNumber("skipped", Skipped);
+        writer.WriteNumber("cancelled", Cancelled);
+        writer.WriteEndObject();
+        writer.WriteNumber("wall_ms", Math.Round(Wall.TotalMilliseconds, 3));
+        writer.WriteNumber("tasks_per_second", Math.Round(TasksPerSecond, 1));
+        writer.WriteNumber("critical_path_ms", Math.Round(CriticalPathMs, 3));
+        writer.WriteStartObject("layers");
+        foreach (var l in Layers)
+        {
+            writer.WriteStartObject(l.Name);
+            writer.WriteNumber("tasks", l.Tasks);
+            writer.WriteNumber("cost", Math.Round(l.Cost, 6));
+            writer.WriteEndObject();
+        }
+        writer.WriteEndObject();
+        writer.WriteNumber("escalations", Escalations.Count);
+        if (Escalations.Count > 0)
+        {
+            writer.WriteStartArray("escalation_log");
+            foreach (var e in Escalations)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("task", e.TaskId);
+                writer.WriteString("from", e.From);
+                writer.WriteString("to", e.To);
+                writer.WriteString("trigger", e.Trigger);
+                writer.WriteString("reason", e.Reason);
+                if (e.PreviousConfidence is double c) writer.WriteNumber("previous_confidence", c);
+                writer.WriteString("at", e.Timestamp);
+                writer.WriteEndObject();
+            }
+            writer.WriteEndArray();
+        }
+        if (ObserverFaults.Count > 0)
+        {
+            writer.WriteStartArray("observer_faults");
+            foreach (var f in ObserverFaults) writer.WriteStringValue(f);
+            writer.WriteEndArray();
+        }
+        if (includeNodes ?? Total <= RunOptions.DetailsLimit)
+        {
+            writer.WriteStartArray("nodes");
+            for (int i = 0; i < Total; i++)
+            {
+                var t = TaskAt(i);
+                writer.WriteStartObject();
+                writer.WriteString("id", t.Id);
+                writer.WriteString("status", t.Status);
+                if (t.Layer is null) writer.WriteNull("layer"); else writer.WriteString("layer", t.Layer);
+                if (t.InitialLayer is string il && il != t.Layer) writer.WriteString("initial_layer", il);
+                writer.WriteNumber("attempts", t.Attempts);
+                if (t.DurationMs is double d) writer.WriteNumber("duration_ms", Math.Round(d, 3)); else writer.WriteNull("duration_ms");
+                if (t.StartedAtMs is double s) writer.WriteNumber("started_ms", Math.Round(s, 3));
+                if (t.Error is null) writer.WriteNull("error"); else writer.WriteString("error", t.Error);
+                if (t.SkippedBecause is null) writer.WriteNull("skipped_because"); else writer.WriteString("skipped_because", t.SkippedBecause);
+                if (t.Escalations > 0) writer.WriteNumber("escalations", t.Escalations);
+                if (t.OutputSummary is string os) writer.WriteString("output_summary", os);
+                writer.WriteEndObject();
+            }
+            writer.WriteEndArray();
+        }
+        writer.WriteEndObject();
+    }
+}

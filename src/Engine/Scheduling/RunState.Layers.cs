@@ -1,0 +1,120 @@
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Scheduling.Attempts;
+
+namespace TaskMesh.Engine.Scheduling;
+
+/// <summary>Tasks that run on a layer: dispatch, pools, completion, and moves between layers.</summary>
+internal sealed partial class RunState
+{
+    private Dictionary<int, RouteDecision>? _routeDetails;
+
+    /// <summary>Router decisions that carry a prediction, kept for observers (set before the run starts).</summary>
+    internal void SetRouteDetails(Dictionary<int, RouteDecision>? details) => _routeDetails = details;
+
+    internal RouteDecision DecisionOf(int node, string layer)
+        => _routeDetails is not null && _routeDetails.TryGetValue(node, out var d) && d.Layer == layer ? d : new RouteDecision(layer);
+
+    private void Dispatch(int node)
+    {
+        if (_gate is not null && (Graph.Flags[node] & NodeFlags.UsesResources) != 0 && !_gate.TryAcquireOrPark(node))
+            return;
+        _dispatchers[Tasks.Route[node]].Enqueue(node);
+    }
+
+    /// <summary>
+    /// Sends a task to layer <paramref name="route"/> for its next attempt, after <paramref name="delay"/>.
+    /// The task keeps the pools it holds. While it waits it counts as in flight, so a cancelled
+    /// run waits for the (cancelled) delay rather than leaving a timer behind.
+    /// </summary>
+    internal void Redispatch(int node, byte route, TimeSpan delay)
+    {
+        if (Tasks.Route[node] != route)
+        {
+            var x = Tasks.ExtrasOf(node);
+            x.InitialRoute ??= Tasks.Route[node] == RouteTable.Inline ? RouteTable.Local : Tasks.Route[node];
+            Tasks.Route[node] = route;
+        }
+        var dispatcher = _dispatchers[route];
+        if (delay <= TimeSpan.Zero)
+        {
+            dispatcher.Enqueue(node);
+            return;
+        }
+        OnGuardedStarted();
+        Task.Delay(delay, _options.TimeProvider, RunToken).ContinueWith(static (t, s) =>
+        {
+            var (run, d, n) = ((RunState, LayerDispatcher, int))s!;
+            try
+            {
+                if (!t.IsCanceled) d.Enqueue(n);
+            }
+            finally
+            {
+                run.OnGuardedEnded();
+            }
+        }, (this, dispatcher, node), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>The dispatcher index of a layer name, or -1.</summary>
+    internal int RouteOf(string layer) => Array.IndexOf(_layerNames, layer);
+
+    internal void OnGuardedStarted() => Interlocked.Increment(ref _guardedInFlight);
+
+    internal void OnGuardedEnded()
+    {
+        if (Interlocked.Decrement(ref _guardedInFlight) == 0 && (_cancelled || _stopping))
+            _drained.TrySetResult();
+    }
+
+    internal int RetriesOf(int node)
+        => Graph.Specs[node]?.Retries ?? Graph.Defaults.Retries ?? _options.RetryAttempts;
+
+    internal TimeSpan TimeoutOf(int node)
+    {
+        double? s = Graph.Specs[node]?.TimeoutSeconds ?? Graph.Defaults.TimeoutSeconds;
+        return s is double x ? TimeSpan.FromSeconds(x) : _options.DefaultTimeout;
+    }
+
+    /// <summary>Called by a dispatcher when a task on a layer reached its final outcome (any but cancellation, which ends nothing).</summary>
+    internal void CompleteGuarded(int node, in AttemptResult final, double durationMs, string? note)
+    {
+        var outcome = final.TaskOutcome;
+        if (Tasks.Outputs is { } outputs && outcome == TaskOutcome.Succeeded && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
+            outputs[node] = final.Output;
+        if (Tasks.DurationMs is { } d) d[node] = (float)durationMs;
+        if (Tasks.Errors is { } errors && (final.Error ?? note) is { } error) errors[node] = error;
+        if (Tasks.OutputSummaries is { } summaries && outcome == TaskOutcome.Succeeded) summaries[node] = OutputSummary.Of(final.Output);
+        ReleasePools(node);
+        if (outcome == TaskOutcome.Cancelled) return;
+        Finish(null, node, outcome, TaskTable.NoSkipCause);
+    }
+
+    internal void ReleasePools(int node)
+    {
+        if (_gate is null || (Graph.Flags[node] & NodeFlags.UsesResources) == 0) return;
+        var admitted = _gate.Release(node);
+        if (admitted is null) return;
+        foreach (var next in admitted)
+        {
+            if (_cancelled) break;
+            _dispatchers[Tasks.Route[next]].Enqueue(next);
+        }
+    }
+
+    // ---------------------------------------------------------------- reading the outcome
+
+    internal TaskOutcome OutcomeOf(int node) => (TaskOutcome)Tasks.Outcome[node];
+
+    internal int AttemptsOf(int node) => Tasks.Attempts[node] == 0 && Tasks.Outcome[node] == (byte)TaskOutcome.Succeeded ? 1 : Tasks.Attempts[node];
+
+    /// <summary>The layer a task ran in last, or null when it never ran.</summary>
+    internal string? LayerOf(int node)
+    {
+        var o = (TaskOutcome)Tasks.Outcome[node];
+        if (o is TaskOutcome.Skipped || o is TaskOutcome.Cancelled && Tasks.Attempts[node] == 0) return null;
+        byte r = Tasks.Route[node];
+        return r == RouteTable.Inline ? LocalName : _layerNames[r];
+    }
+}

@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Observability;
+using TaskMesh.Engine.Scheduling.Attempts;
+
+namespace TaskMesh.Engine.Scheduling;
+
+/// <summary>The worker loop: take a ready task, run it and the chain of successors it releases.</summary>
+internal sealed partial class RunState
+{
+    /// <summary>Completions a worker batches before subtracting them from the run's remaining count.</summary>
+    private const int FlushEvery = 256;
+
+    internal void WorkerLoop(Worker w)
+    {
+        try
+        {
+            var spinner = new SpinWait();
+            while (!_cancelled)
+            {
+                int node = TryTake(w);
+                if (node != NoTask)
+                {
+                    spinner.Reset();
+                    RunChain(w, node);
+                    continue;
+                }
+                if (TryClaimRoots(out int start, out int end))
+                {
+                    spinner.Reset();
+                    RunRoots(w, start, end);
+                    continue;
+                }
+                Flush(w);
+                if (_stopping) break;
+                if (!spinner.NextSpinWillYield)
+                {
+                    spinner.SpinOnce(sleep1Threshold: -1);
+                    continue;
+                }
+                int epoch = _notifier.PrepareWait();
+                if (MayHaveWork() || _stopping || _cancelled)
+                    _notifier.CancelWait();
+                else
+                    _notifier.CommitWait(epoch);
+                spinner.Reset();
+            }
+            Flush(w);
+        }
+        catch (Exception ex)
+        {
+            Fault(ex);
+        }
+    }
+
+    private void RunRoots(Worker w, int start, int end)
+    {
+        var predStart = Graph.PredStart;
+        for (int i = start; i < end && !_cancelled; i++)
+        {
+            if (predStart[i] != predStart[i + 1]) continue;
+            _observers?.TaskReleased(i);
+            RunChain(w, i);
+        }
+    }
+
+    /// <summary>Runs a ready task and, inline, the chain of first-released successors after it.</summary>
+    private void RunChain(Worker w, int node)
+    {
+        var route = Tasks.Route;
+        var skipCause = Tasks.SkipCause;
+        do
+        {
+            int skip = skipCause[node];
+            if (skip != TaskTable.NoSkipCause)
+                node = Finish(w, node, TaskOutcome.Skipped, skip);
+            else if (route[node] == RouteTable.Inline)
+                node = RunInline(w, node);
+            else
+            {
+                Dispatch(node);
+                node = NoTask;
+            }
+        }
+        while (node != NoTask && !_cancelled);
+        // A task left in hand at cancellation never started: it is reported as cancelled.
+    }
+
+    private int RunInline(Worker w, int node)
+    {
+        var body = _inlineOf[Graph.HandlerOf[node]]!;
+        var observers = _observers;
+        var durations = Tasks.DurationMs;
+        long t0 = durations is null && observers is null ? 0 : Stopwatch.GetTimestamp();
+        if (Tasks.StartMs is { } starts) starts[node] = (float)Stopwatch.GetElapsedTime(_startTimestamp, t0).TotalMilliseconds;
+        observers?.AttemptStarted(new AttemptStart(node, LocalName, 1));
+        object? output;
+        try
+        {
+            output = body(new TaskContext(this, node, 1));
+        }
+        catch (Exception ex)
+        {
+            return OnInlineFailure(w, node, ex, t0);
+        }
+        if (Tasks.HasExtras && Tasks.TryExtrasOf(node) is not null)
+            return OnInlineReport(w, node, output, t0);
+        if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
+            outputs[node] = output;
+        if (durations is not null) durations[node] = (float)Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        observers?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0)));
+        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+    }
+
+    internal string LocalName => _layerNames[0];
+
+    /// <summary>An inline attempt that failed, or reported a confidence or an escalation request: the policy decides.</summary>
+    private int OnInlineFailure(Worker w, int node, Exception ex, long t0)
+        => OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Failed, null, DescribeFailure(ex), Stopwatch.GetElapsedTime(t0)));
+
+    private int OnInlineReport(Worker w, int node, object? output, long t0)
+    {
+        var (confidence, request) = Tasks.ExtrasOf(node).TakeReports();
+        return OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0), confidence, request));
+    }
+
+    private int OnInlineAttemptEnded(Worker w, AttemptResult result)
+    {
+        int node = result.Task;
+        Tasks.Attempts[node] = 1;
+        var decision = Attempts.Decide(result);
+        result = result with { Next = decision.Next };
+        _observers?.AttemptEnded(result);
+        if (decision.Next != AttemptNext.Complete)
+        {
+            // Another attempt needs a slot, maybe a back-off, maybe another layer: none of which
+            // may stall a scheduler worker, so the task moves to a layer's dispatcher.
+            Redispatch(node, Attempts.Escalate(node, RouteTable.Local, result, decision), decision.Delay);
+            return NoTask;
+        }
+        if (Tasks.DurationMs is { } d) d[node] = (float)result.Duration.TotalMilliseconds;
+        if (result.Succeeded)
+        {
+            if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
+                outputs[node] = result.Output;
+            return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+        }
+        if (Tasks.Errors is { } errors) errors[node] = result.Error;
+        return Finish(w, node, result.TaskOutcome, TaskTable.NoSkipCause);
+    }
+
+    /// <summary>
+    /// Records the task's outcome and releases its successors. Returns one successor for the
+    /// caller to run inline (workers only), or <see cref="NoTask"/>.
+    /// </summary>
+    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause)
+    {
+        Tasks.Outcome[node] = (byte)outcome;
+        bool propagate = outcome != TaskOutcome.Succeeded;
+        if (propagate && outcome != TaskOutcome.Skipped) Interlocked.Increment(ref _failedCount);
+        var observers = _observers;
+        observers?.TaskEnded(new TaskEnd(node, outcome, LayerOf(node), AttemptsOf(node),
+            outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask));
+        int cause = outcome == TaskOutcome.Skipped ? skipCause : TaskTable.EncodeCause(node);
+        int inline = NoTask;
+        var succ = Graph.Succ;
+        var kinds = Graph.SuccKind;
+        var pending = Tasks.Pending;
+        var skips = Tasks.SkipCause;
+        int end = Graph.SuccStart[node + 1];
+        for (int e = Graph.SuccStart[node]; e < end; e++)
+        {
+            int s = succ[e];
+            // The skip mark is written before the decrement, whose full fence publishes it to
+            // whichever thread sees the counter reach zero.
+            if (propagate && kinds[e] != (byte)EdgeKind.Soft)
+                Interlocked.CompareExchange(ref skips[s], cause, TaskTable.NoSkipCause);
+            if (Interlocked.Decrement(ref pending[s]) == 0)
+            {
+                observers?.TaskReleased(s);
+                if (w is not null && inline == NoTask && Graph.Priorities[s] != (byte)TaskPriority.Low)
+                    inline = s;
+                else
+                    Enqueue(w, s);
+            }
+        }
+        if (w is not null)
+        {
+            if (++w.Unflushed == FlushEvery) Flush(w);
+        }
+        else if (Interlocked.Decrement(ref _remaining) == 0)
+            _finished.TrySetResult();
+        return inline;
+    }
+
+    private void Flush(Worker w)
+    {
+        if (w.Unflushed == 0) return;
+        int left = Interlocked.Add(ref _remaining, -w.Unflushed);
+        w.Unflushed = 0;
+        if (left == 0) _finished.TrySetResult();
+    }
+}

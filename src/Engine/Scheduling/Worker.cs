@@ -1,0 +1,38 @@
+namespace TaskMesh.Engine.Scheduling;
+
+/// <summary>A scheduler thread of one run, with its own deque and its batch of unpublished completions.</summary>
+internal sealed class Worker
+{
+    private readonly RunState _run;
+    private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Worker(RunState run, int id)
+    {
+        _run = run;
+        Id = id;
+        Deque = new WorkStealingDeque(256);
+    }
+
+    public readonly int Id;
+    public readonly WorkStealingDeque Deque;
+
+    /// <summary>Tasks this worker ended and has not yet subtracted from the run's remaining count.</summary>
+    public int Unflushed;
+
+    public Task Exited => _exited.Task;
+
+    public void Start()
+    {
+        var t = new Thread(static s =>
+        {
+            var w = (Worker)s!;
+            try { w._run.WorkerLoop(w); }
+            finally { w._exited.TrySetResult(); }
+        })
+        {
+            IsBackground = true,
+            Name = $"taskmesh-worker-{Id}",
+        };
+        t.Start(this);
+    }
+}
