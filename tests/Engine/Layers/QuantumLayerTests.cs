@@ -124,6 +124,24 @@ public sealed class QuantumLayerTests : IDisposable
     }
 
     [Fact]
+    public async Task SinglePrecisionDrift_GoesThroughTheEscalationHook_AsASecondAttempt()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { Quantum = new QuantumOptions { NormTolerance = 1e-15 } });
+        var observer = new Observability.RecordingObserver();
+        engine.AddObserver(observer);
+        var qasm = "OPENQASM 2.0; include \"qelib1.inc\"; qreg q[6]; " + string.Concat(Enumerable.Range(0, 60).Select(i => $"u3({0.1 * i},{0.2 * i},{0.3 * i}) q[{i % 6}]; cx q[{i % 6}],q[{(i + 1) % 6}]; "));
+        var r = await RunJson(JsonSerializer.Serialize(new { tasks = new[] { new { id = "drifty", handler = "quantum", args = new { qasm, precision = "single" } } } }), engine);
+
+        var task = r.TaskResultOf(0);
+        Assert.Equal((TaskOutcome.Succeeded, 2, 1, "quantum"), (task.Outcome, task.Attempts, task.Escalations, task.Layer));
+        var ends = observer.Ended.OrderBy(e => e.Attempt).ToList();
+        Assert.Equal([TaskMesh.Engine.Scheduling.Attempts.AttemptNext.Escalate, TaskMesh.Engine.Scheduling.Attempts.AttemptNext.Complete], ends.Select(e => e.Next));
+        Assert.Equal("double", ends[0].Request!.To);
+        Assert.Single(observer.Escalations);
+        observer.AssertPairedAttempts();
+    }
+
+    [Fact]
     public async Task Report_WritesEveryInputBesideTheGraph_AndRefusesEscapingPaths()
     {
         var json = JsonSerializer.Serialize(new
