@@ -160,112 +160,49 @@ public sealed class TaskMeshEngine
     }
 
     /// <summary>
-    /// Checks a built graph against this engine: handlers exist, their arguments are valid
-    /// (parsed once and kept for every attempt), forced layers exist and can run the handler.
+    /// Checks a built graph against this engine (handlers exist, their arguments are valid, forced
+    /// layers exist and can run the handler) and returns every problem; the graph is not changed.
     /// </summary>
-    public List<GraphError> Validate(TaskGraph graph) => Validate(graph, null);
-
-    /// <summary>Validates <paramref name="graph"/>; relative paths in args resolve against <paramref name="baseDirectory"/> (default: the current directory).</summary>
-    public List<GraphError> Validate(TaskGraph graph, string? baseDirectory)
+    public List<GraphError> Validate(TaskGraph graph, string? baseDirectory = null)
     {
-        ArgumentNullException.ThrowIfNull(graph);
-        var context = new ValidationContext(baseDirectory ?? Environment.CurrentDirectory);
-        var layers = Layers;
-        // Capabilities may be computed (the quantum layer reads free memory): once per validation.
-        var layerHandlers = layers.ToDictionary(l => l.Name, l => l.Capabilities.Handlers, StringComparer.Ordinal);
-        var errors = new List<GraphError>();
-        if (graph.Defaults.Layer is string dl && dl != GraphNames.AutoLayer && GraphNames.IsValidLayerName(dl) && !layerHandlers.ContainsKey(dl))
-            errors.Add(new GraphError("bad-value", $"defaults.layer is '{dl}'; it must be auto or a registered layer ({string.Join(", ", layers.Select(l => l.Name))})"));
-        var handlers = ResolveHandlers(graph, errors);
-        // Tasks without arguments share one parse per handler.
-        var sharedParsed = new object?[handlers.Length];
-        var sharedProblems = new IReadOnlyList<string>?[handlers.Length];
-        for (int i = 0; i < graph.Count; i++)
-        {
-            var spec = graph.Specs[i];
-            if (spec?.Layer is string own && own != GraphNames.AutoLayer && GraphNames.IsValidLayerName(own) && !layerHandlers.ContainsKey(own))
-                errors.Add(new GraphError("bad-value", $"layer is '{own}'; it must be auto or a registered layer ({string.Join(", ", layers.Select(l => l.Name))})", graph.IdOf(i), graph.LineOf(i)));
-            var h = handlers[graph.HandlerOf[i]];
-            if (h is null) continue;
-            string? forced = spec?.Layer ?? graph.Defaults.Layer;
-            if (forced is not null && forced != GraphNames.AutoLayer && layerHandlers.TryGetValue(forced, out var only))
-            {
-                if (h.LocalOnly && forced != LocalLayer.LayerName)
-                    errors.Add(new GraphError("bad-layer", $"handler '{h.Name}' runs only in the local layer", graph.IdOf(i), graph.LineOf(i)));
-                else if (only is not null && !only.Contains(h.Name))
-                    errors.Add(new GraphError("bad-layer", $"layer '{forced}' runs only {string.Join(", ", only)}, not handler '{h.Name}'", graph.IdOf(i), graph.LineOf(i)));
-            }
-            if (h.ValidateWithContext is { } withContext)
-            {
-                var (parsed, problems) = withContext(spec?.Args ?? default, context);
-                foreach (var p in problems)
-                    errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
-                if (problems.Count == 0) (graph.Specs[i] ??= new TaskSpec()).ParsedArgs = parsed;
-                continue;
-            }
-            if (h.Validate is null) continue;
-            if (spec is null || spec.Args.ValueKind == System.Text.Json.JsonValueKind.Undefined)
-            {
-                int hi = graph.HandlerOf[i];
-                if (sharedProblems[hi] is null)
-                    (sharedParsed[hi], sharedProblems[hi]) = h.Validate(default);
-                foreach (var p in sharedProblems[hi]!)
-                    errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
-                if (sharedProblems[hi]!.Count == 0)
-                    (graph.Specs[i] ??= new TaskSpec()).ParsedArgs = sharedParsed[hi];
-                continue;
-            }
-            var (p2, problems2) = h.Validate(spec.Args);
-            foreach (var p in problems2)
-                errors.Add(new GraphError("bad-args", $"handler '{h.Name}': {p}", graph.IdOf(i), graph.LineOf(i)));
-            spec.ParsedArgs = p2;
-        }
-        graph.ValidatedBy = errors.Count == 0 ? this : null;
+        TryPrepare(graph, baseDirectory, out _, out var errors);
         return errors;
     }
 
-    private HandlerDescriptor?[] ResolveHandlers(TaskGraph graph, List<GraphError>? errors)
+    /// <summary>Prepares a built graph for this engine: handlers resolved, arguments parsed once for every run.</summary>
+    /// <param name="graph">The graph.</param>
+    /// <param name="baseDirectory">Folder that relative paths in arguments resolve against (default: the current directory).</param>
+    /// <param name="prepared">The prepared graph, when there were no problems.</param>
+    /// <param name="errors">Every problem found.</param>
+    public bool TryPrepare(TaskGraph graph, string? baseDirectory, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out PreparedGraph? prepared, out List<GraphError> errors)
     {
-        var result = new HandlerDescriptor?[graph.HandlerNames.Length];
-        for (int h = 0; h < result.Length; h++)
-        {
-            if (Handlers.TryGet(graph.HandlerNames[h], out var d)) result[h] = d;
-            else if (errors is not null)
-            {
-                // Report each task that names it, so every line is listed.
-                for (int i = 0; i < graph.Count; i++)
-                {
-                    if (graph.HandlerOf[i] != h) continue;
-                    var name = graph.HandlerNames[h];
-                    errors.Add(new GraphError("unknown-handler",
-                        name.Length == 0 ? "has no handler" : $"handler '{name}' is not registered (known: {string.Join(", ", Handlers.Names)})",
-                        graph.IdOf(i), graph.LineOf(i)));
-                    if (errors.Count > 10_000) break;
-                }
-            }
-        }
-        return result;
+        ArgumentNullException.ThrowIfNull(graph);
+        errors = new List<GraphError>();
+        prepared = GraphValidator.Prepare(graph, this, Handlers, Layers, new ValidationContext(baseDirectory ?? Environment.CurrentDirectory), errors);
+        return prepared is not null;
     }
+
+    /// <summary>Prepares a built graph for this engine.</summary>
+    /// <exception cref="GraphValidationException">With every problem found.</exception>
+    public PreparedGraph Prepare(TaskGraph graph, string? baseDirectory = null)
+        => TryPrepare(graph, baseDirectory, out var prepared, out var errors) ? prepared : throw new GraphValidationException(Sort(errors));
 
     /// <summary>Builds, validates and runs a graph; throws <see cref="GraphValidationException"/> with every problem found.</summary>
     public Task<RunResult> RunAsync(GraphBuilder builder, CancellationToken ct = default)
         => RunAsync(Prepare(builder), null, ct);
 
-    /// <summary>Builds a graph and validates it against this engine.</summary>
+    /// <summary>Builds a graph and prepares it for this engine.</summary>
+    /// <param name="builder">The graph being built.</param>
+    /// <param name="file">The file it came from: relative paths in arguments resolve against its folder, and it is never overwritten by a task.</param>
     /// <exception cref="GraphValidationException">With every structural and handler problem found.</exception>
-    public TaskGraph Prepare(GraphBuilder builder, string? file = null)
+    public PreparedGraph Prepare(GraphBuilder builder, string? file = null)
     {
         var graph = builder.TryBuild(out var errors);
-        if (graph is null)
-        {
-            // Handler problems are reported too, so the user sees everything at once.
-            var partial = TaskGraph.Compile(builder);
-            errors.AddRange(Validate(partial, BaseDirectoryOf(file)));
-            throw new GraphValidationException(Sort(errors), file);
-        }
-        var more = Validate(graph, BaseDirectoryOf(file));
-        if (more.Count > 0) throw new GraphValidationException(Sort(more), file);
-        return graph;
+        var context = new ValidationContext(BaseDirectoryOf(file) ?? Environment.CurrentDirectory) { InputFiles = file is null ? [] : [Path.GetFullPath(file)] };
+        // Handler problems are reported beside structural ones, so the user sees everything at once.
+        var prepared = GraphValidator.Prepare(graph ?? TaskGraph.Compile(builder), this, Handlers, Layers, context, errors);
+        if (graph is null || prepared is null) throw new GraphValidationException(Sort(errors), file);
+        return prepared;
     }
 
     private static string? BaseDirectoryOf(string? file) => file is null ? null : Path.GetDirectoryName(Path.GetFullPath(file));
@@ -273,29 +210,33 @@ public sealed class TaskMeshEngine
     private static List<GraphError> Sort(List<GraphError> errors)
         => errors.OrderBy(e => e.Line ?? int.MaxValue).ThenBy(e => e.Column ?? 0).ToList();
 
-    /// <summary>Runs a validated graph to the end (or until <paramref name="ct"/> cancels it).</summary>
+    /// <summary>Prepares and runs a graph to the end (or until <paramref name="ct"/> cancels it).</summary>
+    /// <exception cref="GraphValidationException">The graph has problems.</exception>
     public Task<RunResult> RunAsync(TaskGraph graph, RunOptions? options = null, CancellationToken ct = default)
+        => Start(Prepare(graph, options?.BaseDirectory), options, ct).Completion;
+
+    /// <summary>Runs a prepared graph to the end (or until <paramref name="ct"/> cancels it).</summary>
+    public Task<RunResult> RunAsync(PreparedGraph graph, RunOptions? options = null, CancellationToken ct = default)
         => Start(graph, options, ct).Completion;
 
-    /// <summary>Starts a validated graph and returns a handle with its events and progress.</summary>
+    /// <summary>Prepares and starts a graph.</summary>
+    /// <exception cref="GraphValidationException">The graph has problems.</exception>
     public RunHandle Start(TaskGraph graph, RunOptions? options = null, CancellationToken ct = default)
+        => Start(Prepare(graph, options?.BaseDirectory), options, ct);
+
+    /// <summary>Starts a prepared graph and returns a handle with its events and progress.</summary>
+    /// <remarks>A graph prepared by another engine is prepared again for this one.</remarks>
+    public RunHandle Start(PreparedGraph graph, RunOptions? options = null, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(graph);
         options ??= new RunOptions();
         if (options.EventCapacity < 1) throw new ArgumentOutOfRangeException(nameof(options), "RunOptions.EventCapacity must be at least 1");
-        if (!ReferenceEquals(graph.ValidatedBy, this))
-        {
-            // Arguments are parsed by validation; a graph built elsewhere is checked here once.
-            var errors = Validate(graph);
-            if (errors.Count > 0) throw new GraphValidationException(errors);
-        }
-        var handlers = ResolveHandlers(graph, null)!;
+        if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
         var layers = Layers.ToArray();
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
-        var route = ComputeRoutes(graph, handlers!, layers, observed, out var routeDetails);
-        var state = new RunState(graph, _options, handlers!, route, layers, options, observers, _escalation, _retry,
-            CriticalPathMs(graph, handlers!));
+        var route = ComputeRoutes(graph, layers, observed, out var routeDetails);
+        var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, CriticalPathMs(graph));
         state.SetRouteDetails(routeDetails);
         return new RunHandle(state, state.RunAsync(ct));
     }
@@ -309,9 +250,11 @@ public sealed class TaskMeshEngine
     /// batches otherwise. A decision the layer cannot honour (unknown layer, a handler it does
     /// not run) falls back to <c>local</c>.
     /// </summary>
-    private byte[] ComputeRoutes(TaskGraph graph, HandlerDescriptor[] handlers, ExecutionLayer[] layers, bool keepDetails,
+    private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, bool keepDetails,
         out Dictionary<int, RouteDecision>? details)
     {
+        var graph = prepared.Graph;
+        var handlers = prepared.Handlers;
         var route = new byte[graph.Count];
         var index = new Dictionary<string, byte>(StringComparer.Ordinal);
         var runs = new IReadOnlyList<string>?[layers.Length];
@@ -322,7 +265,7 @@ public sealed class TaskMeshEngine
         }
         Dictionary<int, RouteDecision>? kept = null;
         var router = _router;
-        var context = new RoutingContext(graph, handlers, layers);
+        var context = new RoutingContext(prepared, layers);
         byte fixedRoute = RouteTable.Local;
         bool hasFixed = router.FixedDecision is { } fixedDecision;
         if (hasFixed) fixedRoute = Accept(router.FixedDecision!.Value, -1);
@@ -386,27 +329,26 @@ public sealed class TaskMeshEngine
             => li == RouteTable.Local && inline[graph.HandlerOf[task]] && (graph.Flags[task] & NodeFlags.UsesResources) == 0 ? RouteTable.Inline : li;
     }
 
-    private static double CriticalPathMs(TaskGraph graph, HandlerDescriptor[] handlers)
+    private static double CriticalPathMs(PreparedGraph graph)
     {
         // Without an estimate on any handler and a weight on any edge, every path is 0 long:
         // skip the analysis (linear, but not free on a million tasks).
-        if (graph.SuccWeight is null && handlers.All(h => h.EstimateMicros is null)) return 0;
-        var analysis = GraphAnalysis.Analyze(graph, i => EstimateMicros(graph, handlers, i));
-        return analysis.CriticalPathMs;
+        if (graph.Graph.SuccWeight is null && graph.Handlers.All(h => h.EstimateMicros is null)) return 0;
+        return GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i)).CriticalPathMs;
     }
 
     /// <summary>A task's predicted duration in microseconds from its handler's estimate (0 when unknown).</summary>
-    private static double EstimateMicros(TaskGraph graph, HandlerDescriptor?[] handlers, int task)
+    private static double EstimateMicros(PreparedGraph graph, int task)
     {
-        var h = handlers[graph.HandlerOf[task]];
-        var parsed = graph.Specs[task]?.ParsedArgs;
-        return h?.EstimateMicros is null || parsed is null ? 0 : h.EstimateMicros(parsed);
+        var h = graph.HandlerOf(task);
+        var parsed = graph.ParsedArgsOf(task);
+        return h.EstimateMicros is null || parsed is null ? 0 : h.EstimateMicros(parsed);
     }
 
-    /// <summary>Analysis (levels, widths, critical path by the handlers' estimates) of a validated graph.</summary>
-    public GraphAnalysis Analyze(TaskGraph graph)
+    /// <summary>Analysis (levels, widths, critical path by the handlers' estimates) of a prepared graph.</summary>
+    public GraphAnalysis Analyze(PreparedGraph graph)
     {
-        var handlers = ResolveHandlers(graph, null);
-        return GraphAnalysis.Analyze(graph, i => EstimateMicros(graph, handlers, i));
+        ArgumentNullException.ThrowIfNull(graph);
+        return GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i));
     }
 }

@@ -48,7 +48,7 @@ public sealed class TaskMeshConfig
         {
             ["max_parallel_tasks"] = (c, v) => Int(v, 1, 100_000, out var x) ?? Set(() => c.MaxParallelTasks = x),
             ["worker_threads"] = (c, v) => Int(v, 0, 1024, out var x) ?? Set(() => c.WorkerThreads = x),
-            ["timeout_seconds"] = (c, v) => Num(v, 0.001, 30 * 86_400, out var x) ?? Set(() => c.TimeoutSeconds = x),
+            ["timeout_seconds"] = (c, v) => Num(v, Graph.GraphLimits.MinTimeoutSeconds, Graph.GraphLimits.MaxTimeoutSeconds, out var x) ?? Set(() => c.TimeoutSeconds = x),
             ["retry_attempts"] = (c, v) => Int(v, 0, 100, out var x) ?? Set(() => c.RetryAttempts = x),
             ["retry_base_delay_ms"] = (c, v) => Int(v, 0, 3_600_000, out var x) ?? Set(() => c.RetryBaseDelayMs = x),
             ["retry_max_delay_ms"] = (c, v) => Int(v, 0, 3_600_000, out var x) ?? Set(() => c.RetryMaxDelayMs = x),
@@ -65,21 +65,27 @@ public sealed class TaskMeshConfig
             ["fusion"] = (c, v) => Int(v, 0, QuantumSim.SimulatorOptions.MaxFusion, out var x) ?? Set(() => c.Quantum.DefaultFusion = x),
             ["norm_tolerance"] = (c, v) => Num(v, 1e-15, 1, out var x) ?? Set(() => c.Quantum.NormTolerance = x),
             ["threads"] = (c, v) => Int(v, 0, 1024, out var x) ?? Set(() => c.Quantum.ThreadsPerCircuit = x),
+            ["circuits_outside_graph_folder"] = (c, v) => Bool(v, out var x) ?? Set(() => c.Quantum.CircuitsOutsideGraphFolder = x),
         },
     };
 
     /// <summary>Loads a file. </summary>
     /// <exception cref="ConfigException">With every problem, each naming the key and line.</exception>
-    public static TaskMeshConfig Load(string path)
+    public static TaskMeshConfig Load(string path, CancellationToken ct = default)
     {
         string text;
         try
         {
-            text = File.ReadAllText(path);
+            var bytes = IO.SafeFile.ReadInput(path, IO.SafeFile.MaxConfigBytes, "config file", ct);
+            text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (IO.UnsafeFileException ex)
         {
-            throw new ConfigException($"{path}: cannot read the config: {ex.Message}");
+            throw new ConfigException($"{path}: {ex.Message}");
+        }
+        catch (System.Text.DecoderFallbackException)
+        {
+            throw new ConfigException($"{path}: the config is not UTF-8 text");
         }
         return Parse(text, path);
     }
@@ -88,6 +94,7 @@ public sealed class TaskMeshConfig
     public static TaskMeshConfig Parse(string text, string path = "taskmesh.toml")
     {
         var config = new TaskMeshConfig { Source = path };
+        if (text.StartsWith('\uFEFF')) text = text[1..];   // a byte order mark is allowed
         var doc = SyntaxParser.Parse(text, path);
         var problems = new List<string>();
         foreach (var d in doc.Diagnostics)
@@ -173,6 +180,7 @@ public sealed class TaskMeshConfig
     private static string? Num(ValueSyntax v, double min, double max, out double x)
     {
         x = v switch { IntegerValueSyntax i => i.Value, FloatValueSyntax f => f.Value, _ => double.NaN };
+        if (v is FloatValueSyntax && !double.IsFinite(x)) return $"must be finite, got {(double.IsNaN(x) ? "nan" : x > 0 ? "inf" : "-inf")}";
         if (double.IsNaN(x)) return $"must be a number, got {Describe(v)}";
         if (x < min || x > max) return $"is {x.ToString(CultureInfo.InvariantCulture)}; it must be between {min.ToString(CultureInfo.InvariantCulture)} and {max.ToString(CultureInfo.InvariantCulture)}";
         return null;

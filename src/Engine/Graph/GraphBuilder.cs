@@ -24,6 +24,7 @@ public sealed class GraphBuilder
     internal readonly List<TaskSpec?> Specs = new();
     private readonly Dictionary<string, int> _byId = new(StringComparer.Ordinal);
     private string? _lastHandler;
+    private bool _tooManyHandlers;
     private ushort _lastHandlerIndex;
 
     // Edges as parallel lists: source, target, kind, and a weight list kept only once a weight is set.
@@ -88,9 +89,14 @@ public sealed class GraphBuilder
         if (id is not null)
         {
             if (id.Length == 0)
-                _errors.Add(new GraphError("missing-id", "task has an empty id", null, line));
+                _errors.Add(new GraphError(GraphErrorCodes.MissingId, "task has an empty id", null, line));
+            else if (GraphLimits.IdProblem(id) is string problem)
+            {
+                _errors.Add(new GraphError(GraphErrorCodes.BadId, $"id '{GraphLimits.Printable(id)}' {problem}", null, line));
+                id = null;   // never handed on raw to terminals, DOT files or the store
+            }
             else if (!_byId.TryAdd(id, index))
-                _errors.Add(new GraphError("duplicate-id", $"id '{id}' is used by more than one task", id, line));
+                _errors.Add(new GraphError(GraphErrorCodes.DuplicateId, $"id '{id}' is used by more than one task", id, line));
         }
         Ids.Add(id);
         // Large graphs name the same handler string again and again: skip the hash lookup then.
@@ -98,11 +104,21 @@ public sealed class GraphBuilder
         if (ReferenceEquals(handler, _lastHandler)) h = _lastHandlerIndex;
         else if (!_handlerIndex.TryGetValue(handler, out h))
         {
-            if (HandlerNames.Count == ushort.MaxValue)
-                throw new InvalidOperationException("a graph may use at most 65535 distinct handlers");
-            h = (ushort)HandlerNames.Count;
-            HandlerNames.Add(handler);
-            _handlerIndex.Add(handler, h);
+            if (HandlerNames.Count == GraphLimits.MaxHandlers - 1)
+            {
+                // Out of handler indices: the last one stands for every further name, and the
+                // graph is refused (once; the loader goes on so other problems are reported too).
+                if (!_tooManyHandlers)
+                    _errors.Add(new GraphError(GraphErrorCodes.Limit, $"the graph uses more than {GraphLimits.MaxHandlers - 1:N0} distinct handler names", DisplayIdOrNull(id), line));
+                _tooManyHandlers = true;
+                h = (ushort)(HandlerNames.Count - 1);
+            }
+            else
+            {
+                h = (ushort)HandlerNames.Count;
+                HandlerNames.Add(handler);
+                _handlerIndex.Add(handler, h);
+            }
         }
         _lastHandler = handler;
         _lastHandlerIndex = h;
@@ -132,8 +148,22 @@ public sealed class GraphBuilder
 
     internal TaskSpec SpecOf(int index) => Specs[index] ??= new TaskSpec();
 
+    /// <summary>Problems found while building (ids, handlers, the loader's schema errors).</summary>
+    internal IReadOnlyList<GraphError> Errors => _errors;
+
+    /// <summary>Edges from a task to itself (flagged as they are added).</summary>
+    internal int SelfLoops { get; private set; }
+
+    /// <summary>True while every edge points from an earlier task to a later one: then there is no cycle.</summary>
+    internal bool AllEdgesForward { get; private set; } = true;
+
     internal void AddEdge(int source, int target, EdgeKind kind, float weight)
     {
+        if (source >= target)
+        {
+            AllEdgesForward = false;
+            if (source == target) SelfLoops++;
+        }
         EdgeSource.Add(source);
         EdgeTarget.Add(target);
         EdgeKinds.Add((byte)kind);
@@ -154,6 +184,8 @@ public sealed class GraphBuilder
     internal void AddError(GraphError error) => _errors.Add(error);
 
     internal string DisplayId(int index) => Ids[index] ?? "#" + index;
+
+    private static string? DisplayIdOrNull(string? id) => id is null ? null : GraphLimits.Printable(id);
 
     /// <summary>
     /// Resolves named dependencies, checks structure (ids, self-loops, unknown dependencies,
@@ -178,77 +210,16 @@ public sealed class GraphBuilder
             if (_byId.TryGetValue(d.SourceId, out int source))
                 AddEdge(source, d.Target, d.Kind, d.Weight);
             else
-                _errors.Add(new GraphError("unknown-dependency", $"depends on '{d.SourceId}', which is not a task of this graph", DisplayId(d.Target), d.Line));
+                _errors.Add(new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(d.SourceId)}', which is not a task of this graph", DisplayId(d.Target), d.Line));
         }
         _named.Clear();
 
-        errors = new List<GraphError>(_errors);
-        for (int e = 0; e < EdgeSource.Count; e++)
-        {
-            if (EdgeSource[e] == EdgeTarget[e])
-                errors.Add(new GraphError("self-loop", "depends on itself", DisplayId(EdgeTarget[e]), LineAt(EdgeTarget[e])));
-        }
-        CheckSpecs(errors);
-
+        errors = new List<GraphError>();
         var graph = TaskGraph.Compile(this);
-        var cycle = graph.FindCycle();
-        if (cycle is not null)
-            errors.Add(new GraphError("cycle", "cycle: " + string.Join(" -> ", cycle.Select(graph.IdOf)), graph.IdOf(cycle[0]), graph.LineOf(cycle[0])));
+        GraphValidator.CheckStructure(this, graph, errors);
         return errors.Count == 0 ? graph : null;
     }
 
-    /// <summary>A user's string as an error message may quote it: control characters escaped, at most 80 characters.</summary>
-    internal static string Printable(string s)
-    {
-        var sb = new System.Text.StringBuilder();
-        foreach (char c in s.Length > 80 ? s[..80] : s)
-        {
-            if (char.IsControl(c) || c is '\u200e' or '\u200f' or (>= '\u202a' and <= '\u202e') or (>= '\u2066' and <= '\u2069'))
-                sb.Append($"\\u{(int)c:x4}");
-            else sb.Append(c);
-        }
-        if (s.Length > 80) sb.Append('…');
-        return sb.ToString();
-    }
-
-    private void CheckSpecs(List<GraphError> errors)
-    {
-        foreach (var (pool, cap) in Resources)
-        {
-            if (cap < 1)
-                errors.Add(new GraphError("bad-value", $"resource pool '{pool}' has capacity {cap}; it must be at least 1"));
-        }
-        if (Defaults.TimeoutSeconds is double dt && !(dt > 0))
-            errors.Add(new GraphError("bad-value", $"defaults.timeoutSeconds is {dt}; it must be greater than 0"));
-        if (Defaults.Retries is int dr && dr is < 0 or > 100)
-            errors.Add(new GraphError("bad-value", $"defaults.retries is {dr}; it must be between 0 and 100"));
-        if (Defaults.Layer is string dl && !GraphNames.IsValidLayerName(dl))
-            errors.Add(new GraphError("bad-value", $"defaults.layer '{Printable(dl)}' is not a layer name"));
-
-        var specs = CollectionsMarshal.AsSpan(Specs);
-        for (int i = 0; i < specs.Length; i++)
-        {
-            var s = specs[i];
-            if (s is null) continue;
-            string id = DisplayId(i);
-            if (s.TimeoutSeconds is double t && !(t > 0))
-                errors.Add(new GraphError("bad-value", $"timeoutSeconds is {t}; it must be greater than 0", id, LineAt(i)));
-            if (s.Retries is int r && r is < 0 or > 100)
-                errors.Add(new GraphError("bad-value", $"retries is {r}; it must be between 0 and 100", id, LineAt(i)));
-            if (s.MinConfidence is double c && c is < 0 or > 1)
-                errors.Add(new GraphError("bad-value", $"minConfidence is {c}; it must be between 0 and 1", id, LineAt(i)));
-            if (s.Layer is string l && !GraphNames.IsValidLayerName(l))
-                errors.Add(new GraphError("bad-value", $"layer '{Printable(l)}' is not a layer name", id, LineAt(i)));
-            if (s.Uses is { } uses)
-            {
-                foreach (var u in uses)
-                {
-                    if (!Resources.ContainsKey(u))
-                        errors.Add(new GraphError("unknown-resource", $"uses resource pool '{u}', which the graph does not declare", id, LineAt(i)));
-                }
-            }
-        }
-    }
 }
 
 /// <summary>A handle on a task being built; chain its methods to set options and dependencies.</summary>

@@ -14,7 +14,7 @@ public sealed record GraphError(string Code, string Message, string? TaskId = nu
         var where = file ?? "graph";
         if (Line is int line)
             where += Column is int col ? $":{line}:{col}" : $":{line}";
-        var task = TaskId is null ? "" : $"task '{TaskId}': ";
+        var task = TaskId is null ? "" : $"task '{GraphLimits.Printable(TaskId)}': ";
         return $"{where}: error {Code}: {task}{Message}";
     }
 

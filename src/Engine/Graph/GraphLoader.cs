@@ -14,21 +14,24 @@ public static class GraphLoader
     {
         CommentHandling = JsonCommentHandling.Skip,
         AllowTrailingCommas = true,
-        MaxDepth = 64,
+        MaxDepth = GraphLimits.MaxJsonDepth,
     };
 
     /// <summary>Loads a graph file; the builder's errors (if any) surface from <see cref="GraphBuilder.TryBuild"/>.</summary>
-    /// <exception cref="GraphValidationException">When the file cannot be read or is not well-formed JSON.</exception>
-    public static GraphBuilder LoadFile(string path)
+    /// <param name="path">The file: a regular file of at most <see cref="IO.SafeFile.MaxGraphBytes"/>.</param>
+    /// <param name="ct">Cancels the read.</param>
+    /// <exception cref="GraphValidationException">When the file cannot be read, is not a regular file, is too large, or is not well-formed JSON.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="ct"/> fired.</exception>
+    public static GraphBuilder LoadFile(string path, CancellationToken ct = default)
     {
         byte[] bytes;
         try
         {
-            bytes = File.ReadAllBytes(path);
+            bytes = IO.SafeFile.ReadInput(path, IO.SafeFile.MaxGraphBytes, "graph file", ct);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (IO.UnsafeFileException ex)
         {
-            throw new GraphValidationException([new GraphError("unreadable", ex.Message)], path);
+            throw new GraphValidationException([new GraphError(GraphErrorCodes.Unreadable, ex.Message)], path);
         }
         return Load(bytes, path);
     }
@@ -37,6 +40,8 @@ public static class GraphLoader
     public static GraphBuilder Load(ReadOnlySpan<byte> utf8, string? file = null)
     {
         var builder = new GraphBuilder(file is null ? "graph" : Path.GetFileNameWithoutExtension(file));
+        // A UTF-8 byte order mark is allowed (editors write one; TOML accepts it too).
+        if (utf8.StartsWith("\uFEFF"u8)) utf8 = utf8[3..];
         var state = new LoaderState(builder, utf8.Length);
         var reader = new Utf8JsonReader(utf8, isFinalBlock: true, new JsonReaderState(s_readerOptions));
         try
@@ -50,7 +55,10 @@ public static class GraphLoader
             var msg = ex.Message;
             int cut = msg.IndexOf(" LineNumber:", StringComparison.Ordinal);
             if (cut > 0) msg = msg[..cut];
-            throw new GraphValidationException([new GraphError("malformed-json", msg, null, line, col)], file);
+            if (msg.Contains("maximum allowed depth", StringComparison.Ordinal))
+                throw new GraphValidationException([new GraphError(GraphErrorCodes.Limit,
+                    $"objects and arrays are nested deeper than {GraphLimits.MaxJsonDepth} levels, the limit for a graph file (arguments included)", null, line, col)], file);
+            throw new GraphValidationException([new GraphError(GraphErrorCodes.MalformedJson, msg, null, line, col)], file);
         }
         return builder;
     }
@@ -67,6 +75,8 @@ public static class GraphLoader
         public int LineStart;
         public string? LastHandler;
         public byte[]? LastHandlerUtf8;
+        public List<(int Start, int Length, string? Escaped)>? Names;
+        public Stack<int>? Scopes;
     }
 
     // Lines are counted incrementally: tokens only move forward, so each byte is scanned once.
@@ -94,16 +104,23 @@ public static class GraphLoader
         if (r.TokenType != JsonTokenType.StartObject)
         {
             var (l, c) = Position(ref r, utf8, ref s);
-            b.AddError(new GraphError("schema", "a graph file must hold one JSON object", null, l, c));
+            b.AddError(new GraphError(GraphErrorCodes.Schema, "a graph file must hold one JSON object", null, l, c));
             r.Skip();
             return;
         }
         bool sawTasks = false;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
             var (line, col) = Position(ref r, utf8, ref s);
             string name = r.GetString()!;
             r.Read();
+            if (!seen.Add(name))
+            {
+                b.AddError(Duplicate(name, null, line, col));
+                r.Skip();
+                continue;
+            }
             switch (name)
             {
                 case "name":
@@ -120,7 +137,7 @@ public static class GraphLoader
                     ReadTasks(ref r, utf8, ref s);
                     break;
                 default:
-                    b.AddError(new GraphError("schema", $"unknown field '{name}' (expected name, defaults, resources, tasks)", null, line, col));
+                    b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field '{name}' (expected name, defaults, resources, tasks)", null, line, col));
                     r.Skip();
                     break;
             }
@@ -131,25 +148,32 @@ public static class GraphLoader
             throw new JsonException("unexpected data after the graph object", null, l - 1, c - 1);
         }
         if (!sawTasks)
-            b.AddError(new GraphError("schema", "the graph has no 'tasks' array", null, 1, 1));
+            b.AddError(new GraphError(GraphErrorCodes.Schema, "the graph has no 'tasks' array", null, 1, 1));
     }
 
     private static void ReadDefaults(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s)
     {
         var b = s.Builder;
         if (!ExpectObject(ref r, utf8, ref s, "defaults", null)) return;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
             var (line, col) = Position(ref r, utf8, ref s);
             string name = r.GetString()!;
             r.Read();
+            if (!seen.Add(name))
+            {
+                b.AddError(Duplicate("defaults." + name, null, line, col));
+                r.Skip();
+                continue;
+            }
             switch (name)
             {
                 case "timeoutSeconds": b.Defaults.TimeoutSeconds = ExpectNumber(ref r, b, "defaults.timeoutSeconds", null, line, col); break;
                 case "retries": b.Defaults.Retries = ExpectInt(ref r, b, "defaults.retries", null, line, col); break;
                 case "layer": b.Defaults.Layer = ExpectString(ref r, b, "defaults.layer", null, line, col); break;
                 default:
-                    b.AddError(new GraphError("schema", $"unknown field 'defaults.{name}' (expected timeoutSeconds, retries, layer)", null, line, col));
+                    b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field 'defaults.{name}' (expected timeoutSeconds, retries, layer)", null, line, col));
                     r.Skip();
                     break;
             }
@@ -168,7 +192,7 @@ public static class GraphLoader
             if (ExpectInt(ref r, b, $"resources.{name}", null, line, col) is int cap)
             {
                 if (!b.Resources.TryAdd(name, cap))
-                    b.AddError(new GraphError("schema", $"resource pool '{name}' is declared twice", null, line, col));
+                    b.AddError(Duplicate("resources." + name, null, line, col));
             }
         }
     }
@@ -179,7 +203,7 @@ public static class GraphLoader
         if (r.TokenType != JsonTokenType.StartArray)
         {
             var (l, c) = Position(ref r, utf8, ref s);
-            b.AddError(new GraphError("schema", "'tasks' must be an array", null, l, c));
+            b.AddError(new GraphError(GraphErrorCodes.Schema, "'tasks' must be an array", null, l, c));
             r.Skip();
             return;
         }
@@ -196,7 +220,7 @@ public static class GraphLoader
         var (taskLine, taskCol) = Position(ref r, utf8, ref s);
         if (r.TokenType != JsonTokenType.StartObject)
         {
-            b.AddError(new GraphError("schema", "each task must be a JSON object", null, taskLine, taskCol));
+            b.AddError(new GraphError(GraphErrorCodes.Schema, "each task must be a JSON object", null, taskLine, taskCol));
             r.Skip();
             return;
         }
@@ -209,19 +233,33 @@ public static class GraphLoader
         List<Dependency>? deps = null;
 
         // Property names are matched as UTF-8 bytes: a million tasks allocate no name strings.
+        // Each known field has a bit in 'seen', so a field given twice is an error, not last-wins.
+        int seen = 0;
         while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
             var (line, col) = Position(ref r, utf8, ref s);
+            int field = FieldBit(ref r);
+            if (field != 0 && (seen & field) != 0)
+            {
+                b.AddError(Duplicate(r.GetString()!, id, line, col));
+                r.Read();
+                r.Skip();
+                continue;
+            }
+            seen |= field;
             if (r.ValueTextEquals("id"u8)) { r.Read(); id = ExpectString(ref r, b, "id", null, line, col); }
             else if (r.ValueTextEquals("handler"u8)) { r.Read(); handler = ReadHandlerName(ref r, ref s, id, line, col); }
             else if (r.ValueTextEquals("args"u8))
             {
                 r.Read();
                 if (r.TokenType is JsonTokenType.StartObject)
+                {
+                    CheckDuplicateKeys(r, utf8, ref s, id);
                     args = JsonElement.ParseValue(ref r);
+                }
                 else
                 {
-                    b.AddError(new GraphError("schema", "'args' must be an object", id, line, col));
+                    b.AddError(new GraphError(GraphErrorCodes.Schema, "'args' must be an object", id, line, col));
                     r.Skip();
                 }
             }
@@ -235,16 +273,16 @@ public static class GraphLoader
             else if (r.ValueTextEquals("tags"u8)) { r.Read(); tags = ExpectStringArray(ref r, b, "tags", id, line, col); }
             else
             {
-                b.AddError(new GraphError("schema", $"unknown field '{r.GetString()}'", id, line, col));
+                b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field '{r.GetString()}'", id, line, col));
                 r.Read();
                 r.Skip();
             }
         }
 
         if (id is null)
-            b.AddError(new GraphError("missing-id", "task has no 'id'", null, taskLine, taskCol));
+            b.AddError(new GraphError(GraphErrorCodes.MissingId, "task has no 'id'", null, taskLine, taskCol));
         if (handler is null)
-            b.AddError(new GraphError("missing-handler", "task has no 'handler'", id, taskLine, taskCol));
+            b.AddError(new GraphError(GraphErrorCodes.MissingHandler, "task has no 'handler'", id, taskLine, taskCol));
 
         var t = b.Add(id, handler ?? "", taskLine);
         if (args.ValueKind != JsonValueKind.Undefined || timeout is not null || retries is not null || layer is not null
@@ -262,7 +300,7 @@ public static class GraphLoader
         if (priority is not null)
         {
             if (GraphNames.TryParsePriority(priority, out var p)) t.WithPriority(p);
-            else b.AddError(new GraphError("bad-value", $"priority is '{priority}'; it must be low, normal, high or critical", id, taskLine, taskCol));
+            else b.AddError(new GraphError(GraphErrorCodes.BadValue, $"priority is '{priority}'; it must be low, normal, high or critical", id, taskLine, taskCol));
         }
         if (deps is not null)
         {
@@ -297,7 +335,7 @@ public static class GraphLoader
         var (line, col) = Position(ref r, utf8, ref s);
         if (r.TokenType != JsonTokenType.StartArray)
         {
-            b.AddError(new GraphError("schema", "'dependsOn' must be an array", owner, line, col));
+            b.AddError(new GraphError(GraphErrorCodes.Schema, "'dependsOn' must be an array", owner, line, col));
             r.Skip();
             return null;
         }
@@ -323,47 +361,123 @@ public static class GraphLoader
             }
             if (r.TokenType != JsonTokenType.StartObject)
             {
-                b.AddError(new GraphError("schema", "a dependency is a task id or an object {id, type, weight}", owner, line, col));
+                b.AddError(new GraphError(GraphErrorCodes.Schema, "a dependency is a task id or an object {id, type, weight}", owner, line, col));
                 r.Skip();
                 continue;
             }
             string? depId = null, type = null;
             double weight = 0;
+            bool sawId = false, sawType = false, sawWeight = false;
             while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
             {
                 var (pl, pc) = Position(ref r, utf8, ref s);
                 string name = r.GetString()!;
                 r.Read();
+                ref bool saw = ref (name == "id" ? ref sawId : ref name == "type" ? ref sawType : ref sawWeight);
+                if (name is "id" or "type" or "weight")
+                {
+                    if (saw)
+                    {
+                        b.AddError(Duplicate("dependsOn." + name, owner, pl, pc));
+                        r.Skip();
+                        continue;
+                    }
+                    saw = true;
+                }
                 switch (name)
                 {
                     case "id": depId = ExpectString(ref r, b, "dependsOn.id", owner, pl, pc); break;
                     case "type": type = ExpectString(ref r, b, "dependsOn.type", owner, pl, pc); break;
                     case "weight": weight = ExpectNumber(ref r, b, "dependsOn.weight", owner, pl, pc) ?? 0; break;
                     default:
-                        b.AddError(new GraphError("schema", $"unknown field 'dependsOn.{name}' (expected id, type, weight)", owner, pl, pc));
+                        b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field 'dependsOn.{name}' (expected id, type, weight)", owner, pl, pc));
                         r.Skip();
                         break;
                 }
             }
             if (depId is null)
             {
-                b.AddError(new GraphError("schema", "a dependency object needs an 'id'", owner, line, col));
+                b.AddError(new GraphError(GraphErrorCodes.Schema, "a dependency object needs an 'id'", owner, line, col));
                 continue;
             }
             if (!GraphNames.TryParseEdgeKind(type, out var kind))
-                b.AddError(new GraphError("bad-value", $"dependency type is '{type}'; it must be hard, soft or data", owner, line, col));
-            if (weight < 0 || double.IsNaN(weight) || double.IsInfinity(weight))
-                b.AddError(new GraphError("bad-value", $"dependency weight is {weight}; it must be a finite number >= 0", owner, line, col));
+                b.AddError(new GraphError(GraphErrorCodes.BadValue, $"dependency type is '{type}'; it must be hard, soft or data", owner, line, col));
             list.Add(new Dependency(-1, depId, kind, (float)weight, line));
         }
         return list;
+    }
+
+    private static GraphError Duplicate(string name, string? owner, int line, int col)
+        => new(GraphErrorCodes.DuplicateKey, $"field '{GraphLimits.Printable(name)}' appears more than once in the same object (JSON keys must be unique)", owner, line, col);
+
+    private static int FieldBit(ref Utf8JsonReader r)
+    {
+        if (r.ValueTextEquals("id"u8)) return 1;
+        if (r.ValueTextEquals("handler"u8)) return 2;
+        if (r.ValueTextEquals("args"u8)) return 4;
+        if (r.ValueTextEquals("dependsOn"u8)) return 8;
+        if (r.ValueTextEquals("priority"u8)) return 16;
+        if (r.ValueTextEquals("timeoutSeconds"u8)) return 32;
+        if (r.ValueTextEquals("retries"u8)) return 64;
+        if (r.ValueTextEquals("layer"u8)) return 128;
+        if (r.ValueTextEquals("minConfidence"u8)) return 256;
+        if (r.ValueTextEquals("uses"u8)) return 512;
+        if (r.ValueTextEquals("tags"u8)) return 1024;
+        return 0;
+    }
+
+    /// <summary>
+    /// Reports keys that repeat within one object anywhere inside an <c>args</c> value. Reads a
+    /// copy of the reader (the caller parses the value afterwards); names are compared as the
+    /// bytes of the file, so no strings are made unless a name is escaped.
+    /// </summary>
+    private static void CheckDuplicateKeys(Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s, string? owner)
+    {
+        var names = s.Names ??= new List<(int Start, int Length, string? Escaped)>();
+        var scopes = s.Scopes ??= new Stack<int>();
+        names.Clear();
+        scopes.Clear();
+        int depth = r.CurrentDepth;
+        scopes.Push(0);
+        while (r.Read())
+        {
+            switch (r.TokenType)
+            {
+                case JsonTokenType.StartObject:
+                    scopes.Push(names.Count);
+                    break;
+                case JsonTokenType.EndObject:
+                    names.RemoveRange(scopes.Peek(), names.Count - scopes.Peek());
+                    scopes.Pop();
+                    if (r.CurrentDepth == depth) return;
+                    break;
+                case JsonTokenType.PropertyName:
+                    bool plain = !r.ValueIsEscaped && !r.HasValueSequence;
+                    int start = (int)r.TokenStartIndex + 1;
+                    string? escaped = plain ? null : r.GetString();
+                    int len = plain ? r.ValueSpan.Length : 0;
+                    for (int k = scopes.Peek(); k < names.Count; k++)
+                    {
+                        var n = names[k];
+                        bool same = plain && n.Escaped is null
+                            ? utf8.Slice(n.Start, n.Length).SequenceEqual(r.ValueSpan)
+                            : (n.Escaped ?? System.Text.Encoding.UTF8.GetString(utf8.Slice(n.Start, n.Length))) == (escaped ?? r.GetString());
+                        if (!same) continue;
+                        var (line, col) = Position(ref r, utf8, ref s);
+                        s.Builder.AddError(Duplicate("args." + (escaped ?? r.GetString()), owner, line, col));
+                        break;
+                    }
+                    names.Add((start, len, escaped));
+                    break;
+            }
+        }
     }
 
     private static bool ExpectObject(ref Utf8JsonReader r, ReadOnlySpan<byte> utf8, ref LoaderState s, string what, string? owner)
     {
         if (r.TokenType == JsonTokenType.StartObject) return true;
         var (l, c) = Position(ref r, utf8, ref s);
-        s.Builder.AddError(new GraphError("schema", $"'{what}' must be an object", owner, l, c));
+        s.Builder.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be an object", owner, l, c));
         r.Skip();
         return false;
     }
@@ -371,7 +485,7 @@ public static class GraphLoader
     private static string? ExpectString(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
     {
         if (r.TokenType == JsonTokenType.String) return r.GetString();
-        b.AddError(new GraphError("schema", $"'{what}' must be a string", owner, line, col));
+        b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be a string", owner, line, col));
         r.Skip();
         return null;
     }
@@ -379,7 +493,7 @@ public static class GraphLoader
     private static double? ExpectNumber(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
     {
         if (r.TokenType == JsonTokenType.Number && r.TryGetDouble(out var d)) return d;
-        b.AddError(new GraphError("schema", $"'{what}' must be a number", owner, line, col));
+        b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be a number", owner, line, col));
         r.Skip();
         return null;
     }
@@ -387,7 +501,7 @@ public static class GraphLoader
     private static int? ExpectInt(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
     {
         if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var i)) return i;
-        b.AddError(new GraphError("schema", $"'{what}' must be an integer", owner, line, col));
+        b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be an integer", owner, line, col));
         r.Skip();
         return null;
     }
@@ -396,7 +510,7 @@ public static class GraphLoader
     {
         if (r.TokenType != JsonTokenType.StartArray)
         {
-            b.AddError(new GraphError("schema", $"'{what}' must be an array of strings", owner, line, col));
+            b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be an array of strings", owner, line, col));
             r.Skip();
             return null;
         }
@@ -406,7 +520,7 @@ public static class GraphLoader
             if (r.TokenType == JsonTokenType.String) list.Add(r.GetString()!);
             else
             {
-                b.AddError(new GraphError("schema", $"'{what}' must be an array of strings", owner, line, col));
+                b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be an array of strings", owner, line, col));
                 r.Skip();
             }
         }

@@ -143,9 +143,6 @@ public sealed class TaskGraph
 
     internal JsonDocument? Document { get; }
 
-    /// <summary>The engine whose handlers last validated (and parsed the arguments of) this graph.</summary>
-    internal object? ValidatedBy { get; set; }
-
     /// <summary>The id of task <paramref name="index"/> (<c>#index</c> for anonymous tasks).</summary>
     public string IdOf(int index) => Ids[index] ?? "#" + index;
 

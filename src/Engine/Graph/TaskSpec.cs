@@ -17,8 +17,6 @@ public sealed class TaskSpec
     public double? MinConfidence { get; set; }
     public string[]? Uses { get; set; }
     public string[]? Tags { get; set; }
-    /// <summary>Arguments parsed by the handler during validation, reused by every attempt.</summary>
-    internal object? ParsedArgs { get; set; }
 }
 
 /// <summary>Graph-wide defaults that tasks inherit unless they set their own value.</summary>

@@ -31,7 +31,7 @@ internal static class AggregationHandlers
         });
         r.Register(new HandlerDescriptor("report", Report)
         {
-            Validate = static a =>
+            ValidateWithContext = static (a, context) =>
             {
                 var rd = new ArgsReader(a);
                 var path = rd.String("path", required: true) ?? "";
@@ -39,8 +39,14 @@ internal static class AggregationHandlers
                 var meta = a.ValueKind == JsonValueKind.Object && a.TryGetProperty("meta", out var m) ? m.Clone() : default;
                 rd.Known("meta");
                 rd.RejectUnknown();
-                if (path.Length > 0 && (System.IO.Path.IsPathRooted(path) || path.Split('/', '\\').Contains("..")))
-                    rd.Problems.Add($"argument 'path' must stay inside the graph's folder (relative, no '..'), got \"{path}\"");
+                if (path.Length > 0)
+                {
+                    // Inside the graph's folder with links resolved, never over an input, never over a
+                    // directory or a device: checked here, before anything runs, and again when writing.
+                    var full = IO.SafeFile.ResolveInside(context.BaseDirectory, path, out var problem);
+                    if (full is null) rd.Problems.Add($"argument 'path' {problem}");
+                    else if (IO.SafeFile.CheckOutput(full, context.InputFiles) is string bad) rd.Problems.Add($"argument 'path': {bad}");
+                }
                 return (new ReportArgs(path, title, meta), rd.Problems);
             },
             EstimateMicros = static _ => 200,
@@ -70,44 +76,34 @@ internal static class AggregationHandlers
     private static ValueTask<object?> Report(TaskContext ctx, JsonElement args, CancellationToken ct)
     {
         var a = ctx.ParsedArgs<ReportArgs>()!;
-        var full = Path.GetFullPath(Path.Combine(ctx.BaseDirectory, a.Path));
-        var dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        try
+        var full = IO.SafeFile.ResolveInside(ctx.BaseDirectory, a.Path, out var problem)
+            ?? throw new TaskFailedException($"report path {problem}");
+        // Readers never see half a report: written beside it, then renamed over it.
+        IO.SafeFile.WriteAtomic(full, stream =>
         {
-            using (var stream = File.Create(tmp))
-            using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+            using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+            w.WriteStartObject();
+            w.WriteString("title", a.Title);
+            w.WriteString("task", ctx.Id);
+            w.WriteString("generated_at", DateTimeOffset.UtcNow);
+            if (a.Meta.ValueKind != JsonValueKind.Undefined)
+            {
+                w.WritePropertyName("meta");
+                a.Meta.WriteTo(w);
+            }
+            w.WriteStartArray("inputs");
+            foreach (var (id, output) in ctx.Inputs)
             {
                 w.WriteStartObject();
-                w.WriteString("title", a.Title);
-                w.WriteString("task", ctx.Id);
-                w.WriteString("generated_at", DateTimeOffset.UtcNow);
-                if (a.Meta.ValueKind != JsonValueKind.Undefined)
-                {
-                    w.WritePropertyName("meta");
-                    a.Meta.WriteTo(w);
-                }
-                w.WriteStartArray("inputs");
-                foreach (var (id, output) in ctx.Inputs)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("task", id);
-                    w.WritePropertyName("output");
-                    if (output is ITaskOutput o) o.WriteJson(w);
-                    else JsonSerializer.Serialize(w, output?.ToString());
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
+                w.WriteString("task", id);
+                w.WritePropertyName("output");
+                if (output is ITaskOutput o) o.WriteJson(w);
+                else JsonSerializer.Serialize(w, output?.ToString());
                 w.WriteEndObject();
             }
-            // Readers never see half a report: write beside it, then rename over it.
-            File.Move(tmp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
-        }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
         return new ValueTask<object?>(full);
     }
 }

@@ -35,7 +35,7 @@ public readonly struct TaskContext
     public JsonElement Args => _run.Graph.Specs[Index]?.Args ?? default;
 
     /// <summary>The arguments parsed by the handler's validator, cast to <typeparamref name="T"/>.</summary>
-    public T? ParsedArgs<T>() where T : class => _run.Graph.Specs[Index]?.ParsedArgs as T;
+    public T? ParsedArgs<T>() where T : class => _run.Prepared.ParsedArgsOf(Index) as T;
 
     /// <summary>Outputs of the predecessors linked by data edges, as (id, output) pairs in edge order.</summary>
     public IReadOnlyList<KeyValuePair<string, object?>> Inputs => _run.InputsOf(Index);

@@ -22,7 +22,11 @@ public delegate (object? Parsed, IReadOnlyList<string> Problems) ArgsValidator(J
 
 /// <summary>Where a graph is being validated: relative paths in args resolve against <see cref="BaseDirectory"/>.</summary>
 /// <param name="BaseDirectory">The graph file's directory, or the current directory for graphs built in code.</param>
-public sealed record ValidationContext(string BaseDirectory);
+public sealed record ValidationContext(string BaseDirectory)
+{
+    /// <summary>Files the command reads (the graph file, its config): a task must never write over them.</summary>
+    public IReadOnlyList<string> InputFiles { get; init; } = [];
+}
 
 /// <summary>Like <see cref="ArgsValidator"/>, for handlers whose args name files relative to the graph.</summary>
 public delegate (object? Parsed, IReadOnlyList<string> Problems) ContextArgsValidator(JsonElement args, ValidationContext context);

@@ -43,26 +43,25 @@ public interface ILayerRouter
 /// <summary>What a router may look at: the graph, the tasks' handlers and the layers as they stand now.</summary>
 public readonly struct RoutingContext
 {
-    private readonly HandlerDescriptor[] _handlers;
+    private readonly PreparedGraph _prepared;
 
-    internal RoutingContext(TaskGraph graph, HandlerDescriptor[] handlers, IReadOnlyList<ExecutionLayer> layers)
+    internal RoutingContext(PreparedGraph prepared, IReadOnlyList<ExecutionLayer> layers)
     {
-        Graph = graph;
-        _handlers = handlers;
+        _prepared = prepared;
         Layers = layers;
     }
 
     /// <summary>The graph being routed.</summary>
-    public TaskGraph Graph { get; }
+    public TaskGraph Graph => _prepared.Graph;
 
     /// <summary>The registered layers, with their queue depth, slots, price and capabilities now.</summary>
     public IReadOnlyList<ExecutionLayer> Layers { get; }
 
     /// <summary>The handler of task <paramref name="task"/>.</summary>
-    public HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerOf[task]];
+    public HandlerDescriptor HandlerOf(int task) => _prepared.HandlerOf(task);
 
     /// <summary>The arguments of task <paramref name="task"/> as its handler parsed them during validation (null when it has none).</summary>
-    public object? ParsedArgsOf(int task) => Graph.Specs[task]?.ParsedArgs;
+    public object? ParsedArgsOf(int task) => _prepared.ParsedArgsOf(task);
 }
 
 /// <summary>Sends every task that does not force a layer to one layer (<c>local</c> by default).</summary>

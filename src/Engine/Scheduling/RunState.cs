@@ -24,6 +24,7 @@ namespace TaskMesh.Engine.Scheduling;
 internal sealed partial class RunState
 {
     internal readonly TaskGraph Graph;
+    internal readonly PreparedGraph Prepared;
     internal readonly TaskTable Tasks;
     private readonly EngineOptions _options;
     private readonly HandlerDescriptor[] _handlerOf;   // by the graph's handler index
@@ -49,16 +50,19 @@ internal sealed partial class RunState
     private long _endTimestamp;
     private DateTimeOffset _startedAt;
 
-    internal RunState(TaskGraph graph, EngineOptions options, HandlerDescriptor[] handlerOf, byte[] route,
+    internal RunState(PreparedGraph prepared, EngineOptions options, byte[] route,
         ExecutionLayer[] layers, RunOptions runOptions, IEnumerable<IRunObserver> observers,
         IEscalationPolicy escalation, RetryPolicy retry, double criticalPathMs)
     {
+        var graph = prepared.Graph;
+        var handlerOf = prepared.Handlers;
+        Prepared = prepared;
         Graph = graph;
         _options = options;
         _handlerOf = handlerOf;
         _inlineOf = handlerOf.Select(h => h.Inline).ToArray();
         _criticalPathMs = criticalPathMs;
-        BaseDirectory = runOptions.BaseDirectory ?? Environment.CurrentDirectory;
+        BaseDirectory = runOptions.BaseDirectory ?? prepared.BaseDirectory;
         _keepAllOutputs = runOptions.KeepOutputs;
         Tasks = new TaskTable(graph, route, _keepAllOutputs, runOptions.CollectTaskDetails ?? graph.Count <= RunOptions.DetailsLimit);
         _remaining = graph.Count;

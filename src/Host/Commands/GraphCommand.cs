@@ -19,7 +19,7 @@ internal static class GraphCommand
         }
         if (dot)
         {
-            var text = analysis.ToDot(graph);
+            var text = analysis.ToDot(graph.Graph);
             if (dotFile is null) stdout.Write(text);
             else
             {

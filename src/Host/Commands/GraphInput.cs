@@ -14,7 +14,7 @@ internal static class GraphInput
     }
 
     /// <exception cref="GraphValidationException">With every problem in the file.</exception>
-    public static (TaskMeshEngine engine, TaskGraph graph) Load(string path, TaskMeshConfig config)
+    public static (TaskMeshEngine engine, PreparedGraph graph) Load(string path, TaskMeshConfig config)
     {
         var engine = new TaskMeshEngine(config.ToEngineOptions());
         var builder = GraphLoader.LoadFile(path);

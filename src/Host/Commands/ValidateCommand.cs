@@ -9,7 +9,7 @@ internal static class ValidateCommand
         var path = args.Positional("graph file");
         var (engine, graph) = GraphInput.Load(path, config);
         var analysis = engine.Analyze(graph);
-        stdout.WriteLine($"{path}: ok: {graph.Count} tasks, {graph.EdgeCount} edges, {analysis.Widths.Count} levels, " +
+        stdout.WriteLine($"{path}: ok: {graph.Count} tasks, {graph.Graph.EdgeCount} edges, {analysis.Widths.Count} levels, " +
                          $"max width {(analysis.Widths.Count == 0 ? 0 : analysis.Widths.Max())}, critical path {analysis.CriticalPathMs:0.###} ms");
         return ExitCodes.Ok;
     }

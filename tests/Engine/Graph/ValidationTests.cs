@@ -104,7 +104,7 @@ public class ValidationTests
         Assert.Equal([1, 2, 1], analysis.Widths);
         Assert.Equal(["a", "c", "d"], analysis.CriticalPath.Select(graph.IdOf));
         Assert.Equal(0.1 + 0.01 + 5 + 0.1, analysis.CriticalPathMs, 6);
-        var dot = analysis.ToDot(graph);
+        var dot = analysis.ToDot(graph.Graph);
         Assert.Contains("\"c\" -> \"d\" [label=\"5\", color=red, penwidth=2];", dot);
     }
 

@@ -62,7 +62,10 @@ public class ObserverTests
 {
     private static readonly TimeSpan TestTimeout = TimeSpan.FromSeconds(60);
 
-    private static async Task<RunResult> RunWithin(TaskMeshEngine engine, TaskGraph graph, RunOptions? options = null, CancellationToken ct = default)
+    private static Task<RunResult> RunWithin(TaskMeshEngine engine, TaskGraph graph, RunOptions? options = null, CancellationToken ct = default)
+        => RunWithin(engine, engine.Prepare(graph, options?.BaseDirectory), options, ct);
+
+    private static async Task<RunResult> RunWithin(TaskMeshEngine engine, PreparedGraph graph, RunOptions? options = null, CancellationToken ct = default)
     {
         var run = engine.RunAsync(graph, options, ct);
         Assert.True(await Task.WhenAny(run, Task.Delay(TestTimeout)) == run, "the run did not finish in time");

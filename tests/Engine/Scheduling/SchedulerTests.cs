@@ -30,7 +30,10 @@ public class SchedulerTests
         public void Finish(int i) => End[i] = Interlocked.Increment(ref _seq);
     }
 
-    private static async Task<RunResult> RunWithin(TaskMeshEngine engine, TaskGraph graph, RunOptions? options = null, CancellationToken ct = default)
+    private static Task<RunResult> RunWithin(TaskMeshEngine engine, TaskGraph graph, RunOptions? options = null, CancellationToken ct = default)
+        => RunWithin(engine, engine.Prepare(graph, options?.BaseDirectory), options, ct);
+
+    private static async Task<RunResult> RunWithin(TaskMeshEngine engine, PreparedGraph graph, RunOptions? options = null, CancellationToken ct = default)
     {
         var run = engine.RunAsync(graph, options, ct);
         var done = await Task.WhenAny(run, Task.Delay(TestTimeout));

@@ -60,6 +60,10 @@ public sealed class QuantumArgs
 
     /// <summary>Parses and checks args; relative QASM paths resolve against the graph's directory.</summary>
     public static (object? Parsed, IReadOnlyList<string> Problems) Parse(JsonElement args, ValidationContext context)
+        => Parse(args, context, allowOutsideGraphFolder: false);
+
+    /// <summary>Parses and checks args; circuit files must stay inside the graph's folder unless <paramref name="allowOutsideGraphFolder"/>.</summary>
+    public static (object? Parsed, IReadOnlyList<string> Problems) Parse(JsonElement args, ValidationContext context, bool allowOutsideGraphFolder)
     {
         var problems = new List<string>();
         if (args.ValueKind != JsonValueKind.Object)
@@ -84,15 +88,23 @@ public sealed class QuantumArgs
                 if (inline) circuit = QasmParser.Parse(text, "inline qasm");
                 else
                 {
-                    source = Path.GetFullPath(Path.Combine(context.BaseDirectory, text));
-                    var info = new FileInfo(source);
-                    if (!info.Exists) problems.Add($"circuit file '{text}' does not exist (looked for {source})");
-                    else if (info.Length > MaxQasmBytes) problems.Add($"circuit file '{text}' is {info.Length} bytes; the limit is {MaxQasmBytes}");
-                    else circuit = QasmParser.Parse(File.ReadAllText(source), text);
+                    // A circuit file stays inside the graph's folder (links resolved), so a graph
+                    // cannot make the engine read, and quote in its errors, any file it can reach.
+                    string? problem = null;
+                    string? full = allowOutsideGraphFolder
+                        ? Path.GetFullPath(Path.Combine(context.BaseDirectory, text))
+                        : IO.SafeFile.ResolveInside(context.BaseDirectory, text, out problem);
+                    if (full is null) problems.Add($"circuit file {problem} (set quantum.circuits_outside_graph_folder = true to allow it)");
+                    else
+                    {
+                        source = full;
+                        var bytes = IO.SafeFile.ReadInput(full, MaxQasmBytes, "circuit file");
+                        circuit = QasmParser.Parse(System.Text.Encoding.UTF8.GetString(bytes), text);
+                    }
                 }
             }
             catch (QasmException e) { problems.Add(e.Message); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { problems.Add($"cannot read circuit '{text}': {e.Message}"); }
+            catch (IO.UnsafeFileException e) { problems.Add(e.Message); }
         }
 
         int shots = (int)Integer(args, "shots", 0, SimulatorOptions.MaxShots, 0, problems);

@@ -24,7 +24,7 @@ public static class QuantumHandler
             catch (AdmissionException e) { throw new TaskFailedException($"not admitted: {e.Message}"); }
         })
         {
-            ValidateWithContext = QuantumArgs.Parse,
+            ValidateWithContext = (a, c) => QuantumArgs.Parse(a, c, options.CircuitsOutsideGraphFolder),
             PreferredLayer = QuantumLayer.LayerName,
             // For the critical path: about 0.3 ms of set-up and summary, then a sweep of 2^n amplitudes
             // per gate at ~0.4 ns (single) / 0.8 ns (double) each on this machine kind, about halved by fusion.

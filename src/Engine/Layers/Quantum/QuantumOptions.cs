@@ -20,6 +20,9 @@ public sealed record QuantumOptions
     /// <summary>Threads per circuit; 0 = all cores. Default 0.</summary>
     public int ThreadsPerCircuit { get; set; }
 
+    /// <summary>Whether a <c>quantum</c> task may name a circuit file outside its graph's folder. Default false.</summary>
+    public bool CircuitsOutsideGraphFolder { get; set; }
+
     internal IEnumerable<string> Problems()
     {
         if (MaxConcurrentCircuits is < 1 or > 64) yield return $"quantum.max_concurrent_circuits is {MaxConcurrentCircuits}; it must be between 1 and 64";

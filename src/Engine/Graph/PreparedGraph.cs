@@ -1,0 +1,52 @@
+using TaskMesh.Engine.Handlers;
+
+namespace TaskMesh.Engine.Graph;
+
+/// <summary>
+/// A graph validated against one engine: each task's handler resolved and its arguments parsed
+/// once, for every attempt of every run. The <see cref="TaskGraph"/> itself is never written, so
+/// several engines may prepare one graph at the same time, each with its own handlers.
+/// </summary>
+public sealed class PreparedGraph
+{
+    private readonly HandlerDescriptor[] _handlers;   // by the graph's handler index
+    private readonly object?[] _sharedArgs;           // by handler: the parse of "no arguments"
+    private readonly object?[]? _taskArgs;            // by task, for tasks that have arguments
+
+    internal PreparedGraph(TaskGraph graph, object engine, HandlerDescriptor[] handlers, object?[] sharedArgs, object?[]? taskArgs, string baseDirectory)
+    {
+        Graph = graph;
+        Engine = engine;
+        _handlers = handlers;
+        _sharedArgs = sharedArgs;
+        _taskArgs = taskArgs;
+        BaseDirectory = baseDirectory;
+    }
+
+    /// <summary>The graph.</summary>
+    public TaskGraph Graph { get; }
+
+    /// <summary>The folder that relative paths in arguments were resolved against.</summary>
+    public string BaseDirectory { get; }
+
+    /// <summary>The engine that prepared it.</summary>
+    internal object Engine { get; }
+
+    /// <summary>Number of tasks.</summary>
+    public int Count => Graph.Count;
+
+    /// <summary>The id of task <paramref name="index"/>.</summary>
+    public string IdOf(int index) => Graph.IdOf(index);
+
+    /// <summary>Finds a task by id.</summary>
+    public bool TryGetIndex(string id, out int index) => Graph.TryGetIndex(id, out index);
+
+    /// <summary>Handlers by the graph's handler index.</summary>
+    internal HandlerDescriptor[] Handlers => _handlers;
+
+    internal HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerOf[task]];
+
+    /// <summary>The arguments of task <paramref name="task"/> as its handler's validator parsed them (null when it has no validator).</summary>
+    public object? ParsedArgsOf(int task)
+        => _taskArgs is not null && GraphValidator.HasOwnArgs(Graph, task) ? _taskArgs[task] : _sharedArgs[Graph.HandlerOf[task]];
+}
