@@ -1,5 +1,7 @@
+using System.CommandLine;
 using TaskMesh.Engine.Configuration;
 using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.IO;
 using TaskMesh.Host.Commands;
 
 namespace TaskMesh.Host;
@@ -13,55 +15,55 @@ public static class ExitCodes
     public const int Cancelled = 130;
 }
 
-/// <summary>Thrown for a malformed command line; the message says what is wrong.</summary>
+/// <summary>Thrown for a malformed command line or a value a command refuses; the message says what is wrong.</summary>
 public sealed class UsageException(string message) : Exception(message);
 
-/// <summary>The <c>taskmesh</c> command: dispatches the verb.</summary>
+/// <summary>
+/// The <c>taskmesh</c> command line on System.CommandLine: one <see cref="Command"/> per verb
+/// (each file in <c>Commands/</c> builds its own), typed options, per-command <c>--help</c>, and
+/// completion through the <c>[suggest]</c> directive (<c>taskmesh completion bash</c>). Usage
+/// errors exit 2 with a message naming the option; bad input (a graph, a config, a circuit, an
+/// output path) exits 2 before anything runs.
+/// </summary>
 public static class Cli
 {
-    public const string Usage = """
-        usage: taskmesh <command> [options]
-
-        commands:
-          run GRAPH.json [--json SUMMARY.json] [--max-parallel N] [--config taskmesh.toml]
-                         [--nodes] [--progress auto|bar|lines|none]
-                                     run a graph; exit 0 all succeeded, 1 some task failed,
-                                     2 bad input, 130 cancelled (Ctrl+C)
-          validate GRAPH.json [--config taskmesh.toml]
-                                     check a graph and report every problem (exit 2 if any)
-          graph GRAPH.json [--dot [FILE]] [--critical-path]
-                                     Graphviz DOT with the critical path marked, or the path itself
-          qsim CIRCUIT.qasm [--shots N] [--seed S] [--precision single|double] [--fusion K]
-                            [--noise SPEC] [--observable "Z0 Z1"]... [--top N] [--json OUT.json]
-                            [--marginal 0,3] [--kernel simd|scalar] [--memory-cap-mb MB]
-                            [--export-qasm OUT.qasm]
-                                     simulate an OpenQASM 2.0 circuit; table of the most
-                                     probable outcomes, JSON with probabilities and counts
-          gen qaoa [--vertices 12] [--degree 3] [--graph-seed 7] [--grid 16x16] [--rounds 1]
-                   [--shots 2000] [--precision single|double] [--report out/qaoa-report.json]
-                   [--out GRAPH.json]
-                                     write a QAOA MaxCut parameter-sweep graph
-        """;
+    /// <summary>Builds the command tree; <paramref name="io"/> carries the output writers and the cancellation token.</summary>
+    internal static RootCommand Build(CliIO io)
+    {
+        var root = new RootCommand("TaskMesh: a DAG execution engine with local and quantum layers.");
+        root.Subcommands.Add(RunCommand.Create(io));
+        root.Subcommands.Add(ValidateCommand.Create(io));
+        root.Subcommands.Add(GraphCommand.Create(io));
+        root.Subcommands.Add(QsimCommand.Create(io));
+        root.Subcommands.Add(GenCommand.Create(io));
+        root.Subcommands.Add(CompletionCommand.Create(io));
+        return root;
+    }
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        var io = new CliIO(stdout, stderr, ct);
+        var root = Build(io);
+        var parse = root.Parse(args);
+        var invocation = new System.CommandLine.InvocationConfiguration
         {
-            (args.Length == 0 ? stderr : stdout).WriteLine(Usage);
-            return args.Length == 0 ? ExitCodes.BadInput : ExitCodes.Ok;
+            Output = stdout,
+            Error = stderr,
+            EnableDefaultExceptionHandler = false,
+            // Signals are the host's (Program.cs): it cancels the token the commands observe.
+            ProcessTerminationTimeout = null,
+        };
+        // Errors and no --help: report them our way (exit 2, the option named) instead of the default help dump.
+        if (parse.Action is System.CommandLine.Invocation.ParseErrorAction)
+        {
+            foreach (var e in parse.Errors) stderr.WriteLine($"taskmesh: {e.Message}");
+            var command = parse.CommandResult.Command;
+            stderr.WriteLine($"run 'taskmesh {(command is RootCommand ? "" : command.Name + " ")}--help' for usage");
+            return ExitCodes.BadInput;
         }
         try
         {
-            var rest = args[1..];
-            return args[0] switch
-            {
-                "run" => await RunCommand.ExecuteAsync(new ArgList(rest), stdout, stderr, ct),
-                "validate" => ValidateCommand.Execute(new ArgList(rest), stdout, stderr),
-                "graph" => GraphCommand.Execute(new ArgList(rest), stdout, stderr),
-                "qsim" => QsimCommand.Execute(new ArgList(rest), stdout, stderr, ct),
-                "gen" => GenCommand.Execute(new ArgList(rest), stdout, stderr),
-                _ => throw new UsageException($"unknown command '{args[0]}'"),
-            };
+            return await parse.InvokeAsync(invocation, ct);
         }
         catch (UsageException ex)
         {
@@ -79,6 +81,11 @@ public static class Cli
             stderr.WriteLine($"taskmesh: bad config:\n{ex.Message}");
             return ExitCodes.BadInput;
         }
+        catch (UnsafeFileException ex)
+        {
+            stderr.WriteLine($"taskmesh: {ex.Message}");
+            return ExitCodes.BadInput;
+        }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
             stderr.WriteLine("taskmesh: cancelled");
@@ -87,87 +94,50 @@ public static class Cli
     }
 }
 
-/// <summary>A tiny option parser: positionals, <c>--flag</c>, <c>--key value</c>; unknown options are errors.</summary>
-public sealed class ArgList
+/// <summary>What every command writes to and the token that cancels it.</summary>
+internal sealed record CliIO(TextWriter Out, TextWriter Error, CancellationToken Token);
+
+/// <summary>Options and checks several commands share.</summary>
+internal static class CliOptions
 {
-    private readonly List<string> _args;
-    private readonly HashSet<int> _used = new();
-
-    public ArgList(IEnumerable<string> args) => _args = args.ToList();
-
-    public bool Flag(string name)
+    public static Option<string?> Config() => new("--config")
     {
-        int i = _args.IndexOf(name);
-        if (i < 0) return false;
-        _used.Add(i);
-        return true;
-    }
+        Description = "Configuration file (TOML); every key has a default.",
+        HelpName = "taskmesh.toml",
+    };
 
-    public string? Value(string name)
+    /// <summary>An integer option checked against a range; the message names the option.</summary>
+    public static Option<int?> Int(string name, int min, int max, string description, string? helpName = null)
     {
-        int i = _args.IndexOf(name);
-        if (i < 0) return null;
-        if (i + 1 >= _args.Count || _args[i + 1].StartsWith("--", StringComparison.Ordinal))
-            throw new UsageException($"option {name} needs a value");
-        _used.Add(i);
-        _used.Add(i + 1);
-        return _args[i + 1];
-    }
-
-    /// <summary>A flag that may take a value (<c>--dot</c> or <c>--dot FILE</c>).</summary>
-    /// <summary>Every value of an option that may repeat (<c>--observable A --observable B</c>).</summary>
-    public List<string> Values(string name)
-    {
-        var list = new List<string>();
-        for (int i = 0; i < _args.Count; i++)
+        return new Option<int?>(name)
         {
-            if (_args[i] != name) continue;
-            if (i + 1 >= _args.Count || _args[i + 1].StartsWith("--", StringComparison.Ordinal))
-                throw new UsageException($"option {name} needs a value");
-            _used.Add(i);
-            _used.Add(i + 1);
-            list.Add(_args[++i]);
-        }
-        return list;
+            Description = description,
+            HelpName = helpName ?? "N",
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count > 0 ? r.Tokens[^1].Value : "";
+                if (long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long v) && v >= min && v <= max)
+                    return (int)v;
+                r.AddError($"option {name} must be an integer between {min} and {max}, got '{text}'");
+                return null;
+            },
+        };
     }
 
-    public (bool present, string? value) OptionalValue(string name)
+    /// <summary>A string option that takes one of <paramref name="values"/>.</summary>
+    public static Option<string?> OneOf(string name, string description, params string[] values)
     {
-        int i = _args.IndexOf(name);
-        if (i < 0) return (false, null);
-        _used.Add(i);
-        if (i + 1 < _args.Count && !_args[i + 1].StartsWith("--", StringComparison.Ordinal) && i + 1 > FirstPositionalIndex())
-        {
-            _used.Add(i + 1);
-            return (true, _args[i + 1]);
-        }
-        return (true, null);
+        var o = new Option<string?>(name) { Description = description, HelpName = string.Join('|', values) };
+        o.AcceptOnlyFromAmong(values);
+        return o;
     }
 
-    public int? Int(string name, int min, int max)
+    /// <summary>Refuses an output path that cannot receive the output (before anything runs).</summary>
+    /// <exception cref="UsageException">A directory, a special file, an input, or a folder that cannot be created.</exception>
+    public static void CheckOutput(string option, string? path, params string?[] inputs)
     {
-        var v = Value(name);
-        if (v is null) return null;
-        if (!int.TryParse(v, out int x) || x < min || x > max)
-            throw new UsageException($"option {name} must be an integer between {min} and {max}, got '{v}'");
-        return x;
-    }
-
-    private int FirstPositionalIndex()
-    {
-        for (int i = 0; i < _args.Count; i++)
-            if (!_args[i].StartsWith("--", StringComparison.Ordinal)) return i;
-        return -1;
-    }
-
-    /// <summary>The single positional argument; call after every option has been read.</summary>
-    public string Positional(string what)
-    {
-        var left = Enumerable.Range(0, _args.Count).Where(i => !_used.Contains(i)).Select(i => _args[i]).ToList();
-        var unknown = left.FirstOrDefault(a => a.StartsWith("--", StringComparison.Ordinal));
-        if (unknown is not null) throw new UsageException($"unknown option '{unknown}'");
-        if (left.Count == 0) throw new UsageException($"missing {what}");
-        if (left.Count > 1) throw new UsageException($"unexpected argument '{left[1]}'");
-        return left[0];
+        if (path is null) return;
+        if (SafeFile.CheckOutput(path, inputs) is string problem)
+            throw new UsageException($"{option}: {problem}");
     }
 }

@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using TaskMesh.Engine.IO;
 using TaskMesh.QuantumSim.Circuits;
 
 namespace TaskMesh.Host.Commands;
@@ -11,20 +13,33 @@ namespace TaskMesh.Host.Commands;
 /// </summary>
 internal static class GenCommand
 {
-    public static int Execute(ArgList args, TextWriter stdout, TextWriter stderr)
+    public static Command Create(CliIO io)
     {
-        int vertices = args.Int("--vertices", 2, 24) ?? 12;
-        int degree = args.Int("--degree", 1, 23) ?? 3;
-        int graphSeed = args.Int("--graph-seed", 0, int.MaxValue) ?? 7;
-        int rounds = args.Int("--rounds", 1, 8) ?? 1;
-        int shots = args.Int("--shots", 0, 10_000_000) ?? 2000;
-        var grid = args.Value("--grid") ?? "16x16";
-        var precision = args.Value("--precision") ?? "double";
-        var report = args.Value("--report") ?? "out/qaoa-report.json";
-        var outPath = args.Value("--out");
-        var kind = args.Positional("generator (qaoa)");
-        if (kind != "qaoa") throw new UsageException($"unknown generator '{kind}' (known: qaoa)");
-        if (precision is not ("single" or "double")) throw new UsageException($"--precision must be single or double, got '{precision}'");
+        var gen = new Command("gen", "Write a generated graph.");
+        var vertices = CliOptions.Int("--vertices", 2, 24, "Vertices of the MaxCut graph (default 12).");
+        var degree = CliOptions.Int("--degree", 1, 23, "Degree of the random regular graph (default 3).");
+        var graphSeed = CliOptions.Int("--graph-seed", 0, int.MaxValue, "Seed of the random graph (default 7).", "S");
+        var rounds = CliOptions.Int("--rounds", 1, 8, "QAOA rounds p (default 1).");
+        var shots = CliOptions.Int("--shots", 0, 10_000_000, "Shots per circuit (default 2000).");
+        var grid = new Option<string?>("--grid") { Description = "The γ×β grid (default 16x16).", HelpName = "GAMMASxBETAS" };
+        var precision = CliOptions.OneOf("--precision", "Precision of the circuits (default double).", "single", "double");
+        var report = new Option<string?>("--report") { Description = "Report path, relative to the graph (default out/qaoa-report.json).", HelpName = "PATH" };
+        var outPath = new Option<string?>("--out") { Description = "Write the graph here (default: standard output).", HelpName = "GRAPH.json" };
+        var qaoa = new Command("qaoa", "A QAOA MaxCut parameter sweep: one quantum task per (γ, β), best per row, best overall, a report.")
+        {
+            vertices, degree, graphSeed, rounds, shots, grid, precision, report, outPath,
+        };
+        qaoa.SetAction(parse => Execute(io, parse.GetValue(vertices) ?? 12, parse.GetValue(degree) ?? 3, parse.GetValue(graphSeed) ?? 7,
+            parse.GetValue(rounds) ?? 1, parse.GetValue(shots) ?? 2000, parse.GetValue(grid) ?? "16x16", parse.GetValue(precision) ?? "double",
+            parse.GetValue(report) ?? "out/qaoa-report.json", parse.GetValue(outPath)));
+        gen.Subcommands.Add(qaoa);
+        return gen;
+    }
+
+    private static int Execute(CliIO io, int vertices, int degree, int graphSeed, int rounds, int shots, string grid, string precision, string report, string? outPath)
+    {
+        var stdout = io.Out;
+        CliOptions.CheckOutput("--out", outPath);
         if (degree >= vertices) throw new UsageException($"--degree {degree} needs more than {degree} vertices");
         if (vertices * degree % 2 != 0) throw new UsageException($"a {degree}-regular graph needs an even vertices × degree ({vertices} × {degree})");
         var parts = grid.Split('x');
@@ -37,7 +52,7 @@ internal static class GenCommand
         if (outPath is null) stdout.Write(text);
         else
         {
-            AtomicFile.WriteAllText(outPath, text);
+            SafeFile.WriteAtomic(outPath, s => { using var w = new StreamWriter(s); w.Write(text); });
             stdout.WriteLine($"wrote {outPath}: {gammas * betas} circuits on {vertices} qubits ({edges.Count} edges, exact MaxCut {exact}), {gammas + 2} aggregation tasks");
         }
         return ExitCodes.Ok;

@@ -1,32 +1,51 @@
+using System.CommandLine;
+using TaskMesh.Engine.IO;
+
 namespace TaskMesh.Host.Commands;
 
-/// <summary><c>taskmesh graph GRAPH.json --dot [FILE] | --critical-path</c>.</summary>
+/// <summary><c>taskmesh graph GRAPH.json --dot [FILE] | --critical-path [--config F]</c>.</summary>
 internal static class GraphCommand
 {
-    public static int Execute(ArgList args, TextWriter stdout, TextWriter stderr)
+    public static Command Create(CliIO io)
     {
-        var config = GraphInput.LoadConfig(args);
-        var (dot, dotFile) = args.OptionalValue("--dot");
-        bool critical = args.Flag("--critical-path");
-        var path = args.Positional("graph file");
-        if (!dot && !critical) throw new UsageException("graph needs --dot [FILE] or --critical-path");
-        var (engine, graph) = GraphInput.Load(path, config);
-        var analysis = engine.Analyze(graph);
-        if (critical)
+        var graphArg = GraphInput.GraphArgument();
+        var config = CliOptions.Config();
+        var dot = new Option<string?>("--dot")
         {
-            var ids = analysis.CriticalPath.Select(graph.IdOf);
-            stdout.WriteLine($"critical path ({analysis.CriticalPath.Count} tasks, {analysis.CriticalPathMs:0.###} ms): {string.Join(" -> ", ids)}");
-        }
-        if (dot)
+            Description = "Write Graphviz DOT with the critical path marked, to FILE or standard output.",
+            HelpName = "FILE",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var critical = new Option<bool>("--critical-path") { Description = "Print the critical path." };
+        var command = new Command("graph", "Graphviz DOT of a graph with its critical path marked, or the path itself.") { graphArg, dot, critical, config };
+        command.SetAction(parse =>
         {
-            var text = analysis.ToDot(graph.Graph);
-            if (dotFile is null) stdout.Write(text);
-            else
+            var path = parse.GetValue(graphArg)!;
+            bool wantDot = parse.GetResult(dot) is not null;
+            var dotFile = parse.GetValue(dot);
+            bool wantCritical = parse.GetValue(critical);
+            if (!wantDot && !wantCritical) throw new UsageException("graph needs --dot [FILE] or --critical-path");
+            var configPath = parse.GetValue(config);
+            CliOptions.CheckOutput("--dot", dotFile, path, configPath);
+            var (engine, graph) = GraphInput.Load(path, GraphInput.LoadConfig(configPath, io.Token), io.Token);
+            var analysis = engine.Analyze(graph);
+            if (wantCritical)
             {
-                AtomicFile.WriteAllText(dotFile, text);
-                stdout.WriteLine($"wrote {dotFile}");
+                var ids = analysis.CriticalPath.Select(graph.IdOf);
+                io.Out.WriteLine($"critical path ({analysis.CriticalPath.Count} tasks, {analysis.CriticalPathMs:0.###} ms): {string.Join(" -> ", ids)}");
             }
-        }
-        return ExitCodes.Ok;
+            if (wantDot)
+            {
+                var text = analysis.ToDot(graph.Graph);
+                if (dotFile is null) io.Out.Write(text);
+                else
+                {
+                    SafeFile.WriteAtomic(dotFile, s => { using var w = new StreamWriter(s); w.Write(text); });
+                    io.Out.WriteLine($"wrote {dotFile}");
+                }
+            }
+            return ExitCodes.Ok;
+        });
+        return command;
     }
 }

@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using TaskMesh.Engine.IO;
 using TaskMesh.QuantumSim;
 using TaskMesh.QuantumSim.Noise;
 using TaskMesh.QuantumSim.Qasm;
@@ -12,24 +14,39 @@ namespace TaskMesh.Host.Commands;
 /// </summary>
 internal static class QsimCommand
 {
-    public static int Execute(ArgList args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    public static Command Create(CliIO io)
     {
-        int shots = args.Int("--shots", 0, SimulatorOptions.MaxShots) ?? 0;
-        int? seed = args.Int("--seed", 0, int.MaxValue);
-        var precisionText = args.Value("--precision") ?? "double";
-        if (!PrecisionNames.TryParse(precisionText, out var precision))
-            throw new UsageException($"--precision must be single or double, got '{precisionText}'");
-        int fusion = args.Int("--fusion", 0, SimulatorOptions.MaxFusion) ?? SimulatorOptions.DefaultFusion;
-        int top = args.Int("--top", 1, SimulatorOptions.DefaultTopK) ?? 16;
-        int? capMb = args.Int("--memory-cap-mb", 1, int.MaxValue);
-        var kernel = args.Value("--kernel") ?? "simd";
-        if (kernel is not ("simd" or "scalar")) throw new UsageException($"--kernel must be simd or scalar, got '{kernel}'");
-        var noiseText = args.Value("--noise");
-        var observableTexts = args.Values("--observable");
-        var marginalText = args.Value("--marginal");
-        var jsonPath = args.Value("--json");
-        var exportPath = args.Value("--export-qasm");
-        var path = args.Positional("circuit file");
+        var circuitArg = new Argument<string>("CIRCUIT.qasm") { Description = "An OpenQASM 2.0 file." };
+        var shots = CliOptions.Int("--shots", 0, SimulatorOptions.MaxShots, "Samples to draw (0: none).");
+        var seed = CliOptions.Int("--seed", 0, int.MaxValue, "Seed of sampling and noise.", "S");
+        var precisionOpt = CliOptions.OneOf("--precision", "Amplitude precision (default double).", "single", "double");
+        var fusionOpt = CliOptions.Int("--fusion", 0, SimulatorOptions.MaxFusion, $"Largest fused gate, in qubits (default {SimulatorOptions.DefaultFusion}).", "K");
+        var noiseOpt = new Option<string?>("--noise") { Description = "Noise model, e.g. depolarizing=0.01,trajectories=200.", HelpName = "SPEC" };
+        var observableOpt = new Option<string[]>("--observable") { Description = "A Pauli string to take the expectation of, e.g. \"Z0 Z1\" (repeatable).", HelpName = "PAULI" };
+        var topOpt = CliOptions.Int("--top", 1, SimulatorOptions.DefaultTopK, "Outcomes to print (default 16).");
+        var jsonOpt = new Option<string?>("--json") { Description = "Write the result (JSON) to this file.", HelpName = "OUT.json" };
+        var marginalOpt = new Option<string?>("--marginal") { Description = "Qubits of an exact marginal distribution, e.g. 0,3.", HelpName = "Q,Q" };
+        var kernelOpt = CliOptions.OneOf("--kernel", "Kernels (default simd).", "simd", "scalar");
+        var capOpt = CliOptions.Int("--memory-cap-mb", 1, int.MaxValue, "Refuse a state vector larger than this.", "MB");
+        var exportOpt = new Option<string?>("--export-qasm") { Description = "Write the circuit back as OpenQASM 2.0.", HelpName = "OUT.qasm" };
+        var command = new Command("qsim", "Simulate an OpenQASM 2.0 circuit: the most probable outcomes, counts, expectations.")
+        {
+            circuitArg, shots, seed, precisionOpt, fusionOpt, noiseOpt, observableOpt, topOpt, jsonOpt, marginalOpt, kernelOpt, capOpt, exportOpt,
+        };
+        command.SetAction(parse => Execute(io, parse.GetValue(circuitArg)!, parse.GetValue(shots) ?? 0, parse.GetValue(seed),
+            parse.GetValue(precisionOpt) ?? "double", parse.GetValue(fusionOpt) ?? SimulatorOptions.DefaultFusion, parse.GetValue(noiseOpt),
+            parse.GetValue(observableOpt) ?? [], parse.GetValue(topOpt) ?? 16, parse.GetValue(jsonOpt), parse.GetValue(marginalOpt),
+            parse.GetValue(kernelOpt) ?? "simd", parse.GetValue(capOpt), parse.GetValue(exportOpt)));
+        return command;
+    }
+
+    private static int Execute(CliIO io, string path, int shots, int? seed, string precisionText, int fusion, string? noiseText,
+        string[] observableTexts, int top, string? jsonPath, string? marginalText, string kernel, int? capMb, string? exportPath)
+    {
+        var (stdout, stderr, ct) = (io.Out, io.Error, io.Token);
+        PrecisionNames.TryParse(precisionText, out var precision);
+        CliOptions.CheckOutput("--json", jsonPath, path);
+        CliOptions.CheckOutput("--export-qasm", exportPath, path);
 
         int[]? marginal = null;
         if (marginalText is not null)
@@ -55,16 +72,12 @@ internal static class QsimCommand
         TaskMesh.QuantumSim.Circuits.Circuit circuit;
         try
         {
-            circuit = QasmParser.ParseFile(path);
+            var bytes = SafeFile.ReadInput(path, QasmParser.MaxSourceBytes, "circuit file", ct);
+            circuit = QasmParser.Parse(System.Text.Encoding.UTF8.GetString(bytes), path, ct);
         }
         catch (QasmException e)
         {
             stderr.WriteLine(e.Message);
-            return ExitCodes.BadInput;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            stderr.WriteLine($"{path}: cannot read the circuit: {e.Message}");
             return ExitCodes.BadInput;
         }
         foreach (var w in circuit.Warnings) stderr.WriteLine($"warning: {w}");
@@ -101,7 +114,8 @@ internal static class QsimCommand
         {
             try
             {
-                AtomicFile.WriteAllText(exportPath, circuit.ToQasm());
+                var qasm = circuit.ToQasm();
+                SafeFile.WriteAtomic(exportPath, s => { using var w = new StreamWriter(s); w.Write(qasm); });
             }
             catch (NotSupportedException e)
             {
@@ -112,7 +126,7 @@ internal static class QsimCommand
         }
         if (jsonPath is not null)
         {
-            AtomicFile.Write(jsonPath, s =>
+            SafeFile.WriteAtomic(jsonPath, s =>
             {
                 using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
                 result.WriteJson(w);

@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Text.Json;
 using Spectre.Console;
+using TaskMesh.Engine.IO;
 using TaskMesh.Engine;
 using TaskMesh.Engine.Scheduling;
 
@@ -8,23 +10,41 @@ namespace TaskMesh.Host.Commands;
 /// <summary><c>taskmesh run GRAPH.json [--json SUMMARY.json] [--max-parallel N] [--config F] [--nodes] [--progress MODE]</c>.</summary>
 internal static class RunCommand
 {
-    public static async Task<int> ExecuteAsync(ArgList args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    public static Command Create(CliIO io)
     {
-        var config = GraphInput.LoadConfig(args);
-        var jsonPath = args.Value("--json");
-        var maxParallel = args.Int("--max-parallel", 1, 100_000);
-        bool nodes = args.Flag("--nodes");
-        var progress = args.Value("--progress") ?? config.Progress;
+        var graphArg = GraphInput.GraphArgument();
+        var json = new Option<string?>("--json") { Description = "Write the run summary (JSON) to this file.", HelpName = "SUMMARY.json" };
+        var maxParallel = CliOptions.Int("--max-parallel", 1, 100_000, "Slots of the local layer (overrides the config).");
+        var config = CliOptions.Config();
+        var nodes = new Option<bool>("--nodes") { Description = "Keep and write per-task results even above 100,000 tasks." };
+        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
+        var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed, 2 bad input, 130 cancelled.")
+        {
+            graphArg, json, maxParallel, config, nodes, progress,
+        };
+        command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
+            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress)));
+        return command;
+    }
+
+    private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes, string? progressOption)
+    {
+        var ct = io.Token;
+        var stdout = io.Out;
+        // Every output is checked before anything runs: a summary that cannot be written is
+        // refused now, not lost after the run.
+        CliOptions.CheckOutput("--json", jsonPath, path, configPath);
+        var config = GraphInput.LoadConfig(configPath, ct);
+        var progress = progressOption ?? config.Progress;
         if (progress is not ("auto" or "bar" or "lines" or "none"))
             throw new UsageException($"--progress must be auto, bar, lines or none, got '{progress}'");
-        var path = args.Positional("graph file");
         if (maxParallel is int mp)
         {
             config.MaxParallelTasks = mp;
             if (config.WorkerThreads > mp) config.WorkerThreads = mp;
         }
 
-        var (engine, graph) = GraphInput.Load(path, config);
+        var (engine, graph) = GraphInput.Load(path, config, ct);
         var runOptions = new RunOptions
         {
             BaseDirectory = Path.GetDirectoryName(Path.GetFullPath(path)),
@@ -40,7 +60,7 @@ internal static class RunCommand
         PrintSummary(result, stdout);
         if (jsonPath is not null)
         {
-            AtomicFile.Write(jsonPath, s =>
+            SafeFile.WriteAtomic(jsonPath, s =>
             {
                 using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
                 result.WriteJson(w, nodes ? true : null);

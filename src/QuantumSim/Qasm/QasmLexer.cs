@@ -16,78 +16,89 @@ internal readonly record struct Token(TokenKind Kind, string Text, double Value,
     };
 }
 
-/// <summary>Splits OpenQASM 2.0 text into tokens with 1-based line and column.</summary>
-internal static class QasmLexer
+/// <summary>
+/// Splits OpenQASM 2.0 text into tokens with 1-based line and column, one token at a time as the
+/// reader asks: a huge file is refused by the reader's limits long before it is all tokenized.
+/// </summary>
+internal sealed class QasmLexer(string text, string? file)
 {
-    public static List<Token> Tokenize(string text, string? file)
+    private int _i;
+    private int _line = 1;
+    private int _lineStart;
+
+    public Token Next()
     {
-        var tokens = new List<Token>();
-        int i = 0, line = 1, lineStart = 0;
-        while (i < text.Length)
+        while (_i < text.Length)
         {
-            char c = text[i];
-            int col = i - lineStart + 1;
-            if (c == '\n') { i++; line++; lineStart = i; continue; }
-            if (char.IsWhiteSpace(c)) { i++; continue; }
-            if (c == '/' && i + 1 < text.Length && text[i + 1] == '/')
+            char c = text[_i];
+            int col = _i - _lineStart + 1;
+            if (c == '\n') { _i++; _line++; _lineStart = _i; continue; }
+            if (char.IsWhiteSpace(c)) { _i++; continue; }
+            if (c == '/' && _i + 1 < text.Length && text[_i + 1] == '/')
             {
-                while (i < text.Length && text[i] != '\n') i++;
+                while (_i < text.Length && text[_i] != '\n') _i++;
                 continue;
             }
-            if (c == '/' && i + 1 < text.Length && text[i + 1] == '*')
+            if (c == '/' && _i + 1 < text.Length && text[_i + 1] == '*')
             {
-                int startLine = line, startCol = col;
-                i += 2;
-                while (i < text.Length && !(text[i] == '*' && i + 1 < text.Length && text[i + 1] == '/'))
+                int startLine = _line, startCol = col;
+                _i += 2;
+                while (_i < text.Length && !(text[_i] == '*' && _i + 1 < text.Length && text[_i + 1] == '/'))
                 {
-                    if (text[i] == '\n') { line++; lineStart = i + 1; }
-                    i++;
+                    if (text[_i] == '\n') { _line++; _lineStart = _i + 1; }
+                    _i++;
                 }
-                if (i >= text.Length) throw new QasmException(file, startLine, startCol, "unterminated /* comment");
-                i += 2;
+                if (_i >= text.Length) throw new QasmException(file, startLine, startCol, "unterminated /* comment");
+                _i += 2;
                 continue;
             }
             if (char.IsLetter(c) || c == '_')
             {
-                int s = i;
-                while (i < text.Length && (char.IsLetterOrDigit(text[i]) || text[i] == '_')) i++;
-                tokens.Add(new Token(TokenKind.Identifier, text[s..i], 0, line, col));
-                continue;
+                int s = _i;
+                while (_i < text.Length && (char.IsLetterOrDigit(text[_i]) || text[_i] == '_')) _i++;
+                if (_i - s > MaxTokenLength) throw new QasmException(file, _line, col, $"an identifier longer than {MaxTokenLength} characters");
+                return new Token(TokenKind.Identifier, text[s.._i], 0, _line, col);
             }
-            if (char.IsDigit(c) || (c == '.' && i + 1 < text.Length && char.IsDigit(text[i + 1])))
+            if (char.IsDigit(c) || (c == '.' && _i + 1 < text.Length && char.IsDigit(text[_i + 1])))
             {
-                int s = i;
-                while (i < text.Length && (char.IsDigit(text[i]) || text[i] == '.')) i++;
-                if (i < text.Length && (text[i] == 'e' || text[i] == 'E'))
+                int s = _i;
+                while (_i < text.Length && (char.IsDigit(text[_i]) || text[_i] == '.')) _i++;
+                if (_i < text.Length && (text[_i] == 'e' || text[_i] == 'E'))
                 {
-                    int save = i;
-                    i++;
-                    if (i < text.Length && (text[i] == '+' || text[i] == '-')) i++;
-                    if (i < text.Length && char.IsDigit(text[i]))
-                        while (i < text.Length && char.IsDigit(text[i])) i++;
-                    else i = save;
+                    int save = _i;
+                    _i++;
+                    if (_i < text.Length && (text[_i] == '+' || text[_i] == '-')) _i++;
+                    if (_i < text.Length && char.IsDigit(text[_i]))
+                        while (_i < text.Length && char.IsDigit(text[_i])) _i++;
+                    else _i = save;
                 }
-                string num = text[s..i];
+                if (_i - s > MaxTokenLength) throw new QasmException(file, _line, col, $"a number longer than {MaxTokenLength} characters");
+                string num = text[s.._i];
                 if (!double.TryParse(num, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
-                    throw new QasmException(file, line, col, $"malformed number '{num}'");
-                tokens.Add(new Token(TokenKind.Number, num, v, line, col));
-                continue;
+                    throw new QasmException(file, _line, col, $"malformed number '{num}'");
+                return new Token(TokenKind.Number, num, v, _line, col);
             }
             if (c == '"')
             {
-                int s = ++i;
-                while (i < text.Length && text[i] != '"' && text[i] != '\n') i++;
-                if (i >= text.Length || text[i] != '"') throw new QasmException(file, line, col, "unterminated string");
-                tokens.Add(new Token(TokenKind.String, text[s..i], 0, line, col));
-                i++;
-                continue;
+                int s = ++_i;
+                while (_i < text.Length && text[_i] != '"' && text[_i] != '\n' && _i - s <= MaxTokenLength) _i++;
+                if (_i >= text.Length || text[_i] != '"') throw new QasmException(file, _line, col, "unterminated string");
+                var token = new Token(TokenKind.String, text[s.._i], 0, _line, col);
+                _i++;
+                return token;
             }
-            if (c == '-' && i + 1 < text.Length && text[i + 1] == '>') { tokens.Add(new Token(TokenKind.Symbol, "->", 0, line, col)); i += 2; continue; }
-            if (c == '=' && i + 1 < text.Length && text[i + 1] == '=') { tokens.Add(new Token(TokenKind.Symbol, "==", 0, line, col)); i += 2; continue; }
-            if (";,()[]{}+-*/^".Contains(c)) { tokens.Add(new Token(TokenKind.Symbol, c.ToString(), 0, line, col)); i++; continue; }
-            throw new QasmException(file, line, col, $"unexpected character '{c}'");
+            if (c == '-' && _i + 1 < text.Length && text[_i + 1] == '>') { _i += 2; return new Token(TokenKind.Symbol, "->", 0, _line, col); }
+            if (c == '=' && _i + 1 < text.Length && text[_i + 1] == '=') { _i += 2; return new Token(TokenKind.Symbol, "==", 0, _line, col); }
+            int sym = Symbols.IndexOf(c);
+            if (sym >= 0) { _i++; return new Token(TokenKind.Symbol, SymbolText[sym], 0, _line, col); }
+            throw new QasmException(file, _line, col, char.IsControl(c) ? $"unexpected character U+{(int)c:X4}" : $"unexpected character '{c}'");
         }
-        tokens.Add(new Token(TokenKind.End, "", 0, line, i - lineStart + 1));
-        return tokens;
+        return new Token(TokenKind.End, "", 0, _line, _i - _lineStart + 1);
     }
+
+    /// <summary>Longest identifier, number or string.</summary>
+    public const int MaxTokenLength = 1024;
+
+    private const string Symbols = ";,()[]{}+-*/^";
+    private static readonly string[] SymbolText = Symbols.Select(c => c.ToString()).ToArray();
 }

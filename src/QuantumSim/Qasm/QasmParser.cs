@@ -20,33 +20,76 @@ public static class QasmParser
     /// <summary>Most primitive gates one file may expand to.</summary>
     public const int MaxExpandedGates = 1_000_000;
 
+    /// <summary>
+    /// Most gate calls one file may expand through, user-gate calls included: bounds the work of
+    /// expansion even for gates whose bodies end in nothing (a gate calling the previous one twice,
+    /// sixty levels deep, is refused at its call, before anything is expanded).
+    /// </summary>
+    public const long MaxExpansionCalls = 4_000_000;
+
+    /// <summary>Deepest nesting of a parameter expression (parentheses, signs, powers).</summary>
+    public const int MaxExpressionDepth = 64;
+
+    /// <summary>Most operators and operands in one parameter expression.</summary>
+    public const int MaxExpressionTerms = 1_000;
+
+    /// <summary>Largest source read by <see cref="ParseFile"/>: 64 MiB.</summary>
+    public const long MaxSourceBytes = 64L << 20;
+
     /// <summary>Parses QASM text.</summary>
     /// <param name="text">The source.</param>
     /// <param name="file">File name for messages (null for inline text).</param>
+    /// <param name="ct">Cancels parsing (checked between statements and during expansion).</param>
     /// <exception cref="QasmException">The source is not valid or uses an unsupported feature.</exception>
-    public static Circuit Parse(string text, string? file = null)
+    /// <exception cref="OperationCanceledException"><paramref name="ct"/> fired.</exception>
+    public static Circuit Parse(string text, string? file = null, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return new Reader(QasmLexer.Tokenize(text, file), file).Read();
+        return new Reader(new QasmLexer(text, file), file, ct).Read();
     }
 
-    /// <summary>Reads and parses a file.</summary>
-    /// <exception cref="QasmException">The source is not valid.</exception>
+    /// <summary>Reads and parses a file of at most <see cref="MaxSourceBytes"/>.</summary>
+    /// <exception cref="QasmException">The source is not valid or too large.</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
-    public static Circuit ParseFile(string path) => Parse(File.ReadAllText(path), path);
+    public static Circuit ParseFile(string path, CancellationToken ct = default)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        if (stream.Length > MaxSourceBytes) throw new QasmException(path, 1, 1, $"the file is larger than {MaxSourceBytes >> 20} MiB");
+        using var reader = new StreamReader(stream);
+        var buffer = new char[64 * 1024];
+        var text = new System.Text.StringBuilder();
+        int n;
+        while ((n = reader.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            ct.ThrowIfCancellationRequested();
+            text.Append(buffer, 0, n);
+            if (text.Length > MaxSourceBytes) throw new QasmException(path, 1, 1, $"the file is larger than {MaxSourceBytes >> 20} MiB");
+        }
+        return Parse(text.ToString(), path, ct);
+    }
 
-    private sealed record UserGate(string Name, string[] Params, string[] Args, List<BodyCall> Body, int Line);
+    /// <param name="Calls">Gate calls one call of this gate expands through (saturating): 1 for itself plus its body's.</param>
+    private sealed record UserGate(string Name, string[] Params, string[] Args, List<BodyCall> Body, int Line, long Calls);
 
     private sealed record BodyCall(string Name, Expr[] Params, string[] Args, Token At);
 
-    private sealed class Reader(List<Token> tokens, string? file)
+    private sealed class Reader(QasmLexer lexer, string? file, CancellationToken ct)
     {
-        private int _pos;
         private readonly Circuit _circuit = new();
         private readonly Dictionary<string, UserGate> _userGates = new(StringComparer.Ordinal);
+        private Token? _peek;
+        private long _expansionCalls;
+        private int _exprDepth;
+        private int _exprTerms;
 
-        private Token Peek => tokens[_pos];
-        private Token Next() => tokens[_pos++];
+        private Token Peek => _peek ??= lexer.Next();
+
+        private Token Next()
+        {
+            var t = Peek;
+            _peek = null;
+            return t;
+        }
 
         private QasmException Error(Token at, string reason) => new(file, at.Line, at.Column, reason);
 
@@ -87,7 +130,12 @@ public static class QasmParser
             {
                 _circuit.Warnings.Add($"{file ?? "<qasm>"}:{Peek.Line}:{Peek.Column}: no 'OPENQASM 2.0;' header; read as OpenQASM 2.0");
             }
-            while (Peek.Kind != TokenKind.End) Statement();
+            int statements = 0;
+            while (Peek.Kind != TokenKind.End)
+            {
+                if ((++statements & 255) == 0) ct.ThrowIfCancellationRequested();
+                Statement();
+            }
             return _circuit;
         }
 
@@ -221,7 +269,10 @@ public static class QasmParser
             if (_userGates.ContainsKey(name.Text)) throw Error(name, $"gate '{name.Text}' is already defined");
             if (GateLibrary.TryGet(name.Text, out _))
                 _circuit.Warnings.Add($"{file ?? "<qasm>"}:{name.Line}:{name.Column}: gate '{name.Text}' redefines the qelib1.inc gate; the file's definition is used");
-            _userGates[name.Text] = new UserGate(name.Text, ps.ToArray(), args.ToArray(), body, name.Line);
+            long calls = 1;
+            foreach (var call in body)
+                calls = SaturatingAdd(calls, _userGates.TryGetValue(call.Name, out var callee) ? callee.Calls : 1);
+            _userGates[name.Text] = new UserGate(name.Text, ps.ToArray(), args.ToArray(), body, name.Line, calls);
         }
 
         private void CheckCallable(Token name, int paramCount, int argCount)
@@ -299,6 +350,11 @@ public static class QasmParser
                     throw Error(a.At, $"register '{a.At.Text}' has {a.Qubits.Length} qubits but another argument has {width}");
                 width = Math.Max(width, a.Qubits.Length);
             }
+            // The whole expansion is bounded before any of it is done.
+            long cost = _userGates.TryGetValue(name.Text, out var user) ? user.Calls : 1;
+            _expansionCalls = SaturatingAdd(_expansionCalls, cost > long.MaxValue / width ? long.MaxValue : cost * width);
+            if (_expansionCalls > MaxExpansionCalls)
+                throw Error(name, $"gate '{name.Text}' expands to {(cost == long.MaxValue ? "more than 9.2e18" : cost.ToString("N0"))} gate call(s){(width > 1 ? $" per qubit, {width} times" : "")}; a circuit may expand through at most {MaxExpansionCalls:N0}");
             var qubits = new int[args.Count];
             for (int i = 0; i < width; i++)
             {
@@ -310,10 +366,13 @@ public static class QasmParser
             }
         }
 
+        private static long SaturatingAdd(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+
         private void Emit(Token at, string gate, double[] ps, int[] qubits, int depth)
         {
             if (_userGates.TryGetValue(gate, out var u))
             {
+                ct.ThrowIfCancellationRequested();
                 if (depth >= MaxGateNesting) throw Error(at, $"gate '{gate}' nests deeper than {MaxGateNesting} levels");
                 foreach (var call in u.Body)
                 {
@@ -332,15 +391,34 @@ public static class QasmParser
 
         // Expressions: precedence climbing. '^' binds tightest and is right-associative; unary minus
         // sits between '^' and '*' as in most QASM readers (-x^2 = -(x^2)).
-        private Expr Expression(IReadOnlyList<string> ps) => Additive(ps);
+        private Expr Expression(IReadOnlyList<string> ps)
+        {
+            // One bound on the recursion of the parse (and of Evaluate, which follows the tree):
+            // nesting depth per expression, and terms per top-level expression.
+            if (_exprDepth == 0) _exprTerms = 0;
+            return Additive(ps);
+        }
+
+        private void Enter(Token at)
+        {
+            if (++_exprDepth > MaxExpressionDepth)
+                throw Error(at, $"the expression nests deeper than {MaxExpressionDepth} levels (parentheses, signs and powers)");
+        }
+
+        private void Term(Token at)
+        {
+            if (++_exprTerms > MaxExpressionTerms)
+                throw Error(at, $"the expression has more than {MaxExpressionTerms} terms");
+        }
 
         private Expr Additive(IReadOnlyList<string> ps)
         {
             var left = Multiplicative(ps);
             while (Peek.Is("+") || Peek.Is("-"))
             {
-                char op = Next().Text[0];
-                left = new Expr.Binary(op, left, Multiplicative(ps));
+                var t = Next();
+                Term(t);
+                left = new Expr.Binary(t.Text[0], left, Multiplicative(ps));
             }
             return left;
         }
@@ -350,17 +428,24 @@ public static class QasmParser
             var left = Unary(ps);
             while (Peek.Is("*") || Peek.Is("/"))
             {
-                char op = Next().Text[0];
-                left = new Expr.Binary(op, left, Unary(ps));
+                var t = Next();
+                Term(t);
+                left = new Expr.Binary(t.Text[0], left, Unary(ps));
             }
             return left;
         }
 
         private Expr Unary(IReadOnlyList<string> ps)
         {
-            if (Peek.Is("-")) { Next(); return new Expr.Negate(Unary(ps)); }
-            if (Peek.Is("+")) { Next(); return Unary(ps); }
-            return Power(ps);
+            var at = Peek;
+            Enter(at);
+            try
+            {
+                if (at.Is("-")) { Next(); Term(at); return new Expr.Negate(Unary(ps)); }
+                if (at.Is("+")) { Next(); Term(at); return Unary(ps); }
+                return Power(ps);
+            }
+            finally { _exprDepth--; }
         }
 
         private Expr Power(IReadOnlyList<string> ps)
@@ -368,7 +453,8 @@ public static class QasmParser
             var b = Primary(ps);
             if (Peek.Is("^"))
             {
-                Next();
+                var t = Next();
+                Term(t);
                 return new Expr.Binary('^', b, Unary(ps));
             }
             return b;
@@ -377,6 +463,7 @@ public static class QasmParser
         private Expr Primary(IReadOnlyList<string> ps)
         {
             var t = Next();
+            Term(t);
             if (t.Kind == TokenKind.Number) return new Expr.Constant(t.Value);
             if (t.Is("("))
             {
