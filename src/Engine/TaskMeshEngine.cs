@@ -194,11 +194,17 @@ public sealed class TaskMeshEngine
     /// <summary>Builds a graph and prepares it for this engine.</summary>
     /// <param name="builder">The graph being built.</param>
     /// <param name="file">The file it came from: relative paths in arguments resolve against its folder, and it is never overwritten by a task.</param>
+    /// <param name="ct">Cancels a long validation (large circuits to parse, say).</param>
     /// <exception cref="GraphValidationException">With every structural and handler problem found.</exception>
-    public PreparedGraph Prepare(GraphBuilder builder, string? file = null)
+    /// <exception cref="OperationCanceledException"><paramref name="ct"/> fired.</exception>
+    public PreparedGraph Prepare(GraphBuilder builder, string? file = null, CancellationToken ct = default)
     {
         var graph = builder.TryBuild(out var errors);
-        var context = new ValidationContext(BaseDirectoryOf(file) ?? Environment.CurrentDirectory) { InputFiles = file is null ? [] : [Path.GetFullPath(file)] };
+        var context = new ValidationContext(BaseDirectoryOf(file) ?? Environment.CurrentDirectory)
+        {
+            InputFiles = file is null ? [] : [Path.GetFullPath(file)],
+            CancellationToken = ct,
+        };
         // Handler problems are reported beside structural ones, so the user sees everything at once.
         var prepared = GraphValidator.Prepare(graph ?? TaskGraph.Compile(builder), this, Handlers, Layers, context, errors);
         if (graph is null || prepared is null) throw new GraphValidationException(Sort(errors), file);

@@ -166,4 +166,56 @@ public class CliTests : IDisposable
         Assert.Equal(3, doc.RootElement.GetProperty("tasks").GetProperty("cancelled").GetInt32());
         _ = await stderr;
     }
+
+    [Theory]
+    [InlineData("run")]
+    [InlineData("validate")]
+    [InlineData("graph")]
+    [InlineData("qsim")]
+    [InlineData("gen", "qaoa")]
+    [InlineData("completion")]
+    public async Task Help_EveryCommand_ExitsZeroListingItsOptions(params string[] command)
+    {
+        var (code, stdout, _) = await Taskmesh(_dir, [.. command, "--help"]);
+        Assert.Equal(0, code);
+        Assert.Contains("Usage:", stdout);
+        Assert.Contains($"taskmesh {string.Join(' ', command)}", stdout);
+    }
+
+    [Theory]
+    [InlineData("--json")]
+    [InlineData("--max-parallel")]
+    [InlineData("--config")]
+    [InlineData("--progress")]
+    public async Task MissingOptionValue_ExitsTwoNamingTheOption(string option)
+    {
+        var (code, _, stderr) = await Taskmesh(_dir, "run", Example("etl.json"), option);
+        Assert.Equal(2, code);
+        Assert.Contains(option, stderr);
+    }
+
+    [Fact]
+    public async Task UnknownOptionAndBadValues_ExitTwoNamingThem()
+    {
+        var (code, _, stderr) = await Taskmesh(_dir, "qsim", "x.qasm", "--shotz", "5");
+        Assert.Equal(2, code);
+        Assert.Contains("--shotz", stderr);
+        (code, _, stderr) = await Taskmesh(_dir, "run", Example("etl.json"), "--progress", "fancy");
+        Assert.Equal(2, code);
+        Assert.Contains("fancy", stderr);
+        (code, _, stderr) = await Taskmesh(_dir, "run", Example("etl.json"), "--max-parallel", "0");
+        Assert.Equal(2, code);
+        Assert.Contains("option --max-parallel must be an integer between 1 and 100000, got '0'", stderr);
+    }
+
+    [Fact]
+    public async Task Completion_PrintsAScript_AndSuggestsOptions()
+    {
+        var (code, stdout, _) = await Taskmesh(_dir, "completion", "bash");
+        Assert.Equal(0, code);
+        Assert.Contains("complete -o default -F _taskmesh_complete taskmesh", stdout);
+        (code, stdout, _) = await Taskmesh(_dir, "[suggest:17]", "taskmesh run --pr");
+        Assert.Equal(0, code);
+        Assert.Contains("--progress", stdout);
+    }
 }

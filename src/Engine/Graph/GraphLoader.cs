@@ -55,7 +55,7 @@ public static class GraphLoader
             var msg = ex.Message;
             int cut = msg.IndexOf(" LineNumber:", StringComparison.Ordinal);
             if (cut > 0) msg = msg[..cut];
-            if (msg.Contains("maximum allowed depth", StringComparison.Ordinal))
+            if (msg.Contains("maximum allowed depth", StringComparison.Ordinal) || msg.Contains("maximum configured depth", StringComparison.Ordinal))
                 throw new GraphValidationException([new GraphError(GraphErrorCodes.Limit,
                     $"objects and arrays are nested deeper than {GraphLimits.MaxJsonDepth} levels, the limit for a graph file (arguments included)", null, line, col)], file);
             throw new GraphValidationException([new GraphError(GraphErrorCodes.MalformedJson, msg, null, line, col)], file);

@@ -49,7 +49,7 @@ public static class GraphValidator
             if (w is >= 0 and <= (float)GraphLimits.MaxEdgeWeightMs) continue;
             int t = b.EdgeTarget[e];
             errors.Add(new GraphError(GraphErrorCodes.BadValue,
-                $"dependency weight on '{b.DisplayId(b.EdgeSource[e])}' is {w}; it must be a finite number between 0 and {GraphLimits.MaxEdgeWeightMs:0} (ms)",
+                $"dependency weight on '{b.DisplayId(b.EdgeSource[e])}' is {(float.IsFinite(w) ? w.ToString(System.Globalization.CultureInfo.InvariantCulture) : float.IsNaN(w) ? "not a number" : "beyond any limit")}; it must be between 0 and {GraphLimits.MaxEdgeWeightMs:0} (ms)",
                 b.DisplayId(t), b.LineAt(t)));
         }
     }
@@ -125,6 +125,7 @@ public static class GraphValidator
         object?[]? own = null;
         for (int i = 0; i < graph.Count; i++)
         {
+            if ((i & 4095) == 0) context.CancellationToken.ThrowIfCancellationRequested();
             var spec = graph.Specs[i];
             if (spec?.Layer is string l && l != GraphNames.AutoLayer && GraphNames.IsValidLayerName(l) && !layerHandlers.ContainsKey(l))
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, $"layer is '{l}'; it must be auto or a registered layer ({known})", graph.IdOf(i), graph.LineOf(i)));

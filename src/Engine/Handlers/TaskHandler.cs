@@ -26,6 +26,9 @@ public sealed record ValidationContext(string BaseDirectory)
 {
     /// <summary>Files the command reads (the graph file, its config): a task must never write over them.</summary>
     public IReadOnlyList<string> InputFiles { get; init; } = [];
+
+    /// <summary>Cancels a long validation (parsing large circuits, say); validators should pass it on.</summary>
+    public CancellationToken CancellationToken { get; init; }
 }
 
 /// <summary>Like <see cref="ArgsValidator"/>, for handlers whose args name files relative to the graph.</summary>

@@ -19,7 +19,7 @@ internal static class GraphInput
         var engine = new TaskMeshEngine(config.ToEngineOptions());
         var builder = GraphLoader.LoadFile(path, ct);
         ct.ThrowIfCancellationRequested();
-        var graph = engine.Prepare(builder, path);
+        var graph = engine.Prepare(builder, path, ct);
         return (engine, graph);
     }
 }

@@ -79,6 +79,7 @@ public static class QasmParser
         private readonly Dictionary<string, UserGate> _userGates = new(StringComparer.Ordinal);
         private Token? _peek;
         private long _expansionCalls;
+        private long _definedCalls;
         private int _exprDepth;
         private int _exprTerms;
 
@@ -269,6 +270,9 @@ public static class QasmParser
             if (_userGates.ContainsKey(name.Text)) throw Error(name, $"gate '{name.Text}' is already defined");
             if (GateLibrary.TryGet(name.Text, out _))
                 _circuit.Warnings.Add($"{file ?? "<qasm>"}:{name.Line}:{name.Column}: gate '{name.Text}' redefines the qelib1.inc gate; the file's definition is used");
+            _definedCalls += body.Count;
+            if (_definedCalls > MaxExpandedGates)
+                throw Error(name, $"gate definitions hold more than {MaxExpandedGates:N0} calls in all");
             long calls = 1;
             foreach (var call in body)
                 calls = SaturatingAdd(calls, _userGates.TryGetValue(call.Name, out var callee) ? callee.Calls : 1);

@@ -120,3 +120,40 @@ public class ValidationTests
         Assert.Equal(["self-loop", "unknown-dependency"], first.Select(e => e.Code).Order());
     }
 }
+
+public class PreparedGraphTests
+{
+    [Fact]
+    public async Task Prepare_TwoEnginesOnOneGraphConcurrently_EachKeepsItsOwnParse()
+    {
+        // One graph, two engines whose 'scale' handlers parse the same args differently.
+        var g = new GraphBuilder();
+        for (int i = 0; i < 2000; i++) g.Task($"t{i}", "scale", new { x = i });
+        var graph = g.Build();
+        TaskMeshEngine Engine(int factor)
+        {
+            var e = new TaskMeshEngine();
+            e.Handlers.Register(new TaskMesh.Engine.Handlers.HandlerDescriptor("scale", (ctx, a, ct) => new ValueTask<object?>(ctx.ParsedArgs<int[]>()![0]))
+            {
+                Validate = a => (new[] { a.GetProperty("x").GetInt32() * factor }, []),
+            });
+            return e;
+        }
+        var engines = new[] { Engine(1), Engine(-1) };
+        for (int round = 0; round < 20; round++)
+        {
+            var prepared = await Task.WhenAll(engines.Select(e => Task.Run(() => e.Prepare(graph))));
+            for (int k = 0; k < 2; k++)
+            {
+                int sign = k == 0 ? 1 : -1;
+                for (int i = 0; i < graph.Count; i += 97)
+                    Assert.Equal(sign * i, ((int[])prepared[k].ParsedArgsOf(i)!)[0]);
+            }
+            var results = await Task.WhenAll(engines.Select((e, k) => e.RunAsync(prepared[k], new RunOptions { KeepOutputs = true })));
+            Assert.Equal(-1999, results[1].OutputOf(1999));
+            Assert.Equal(1999, results[0].OutputOf(1999));
+        }
+        // The graph itself was never written by validation: a third engine without the handler refuses it.
+        Assert.Throws<GraphValidationException>(() => new TaskMeshEngine().Prepare(graph));
+    }
+}

@@ -85,7 +85,7 @@ public sealed class QuantumArgs
             bool inline = text.Contains(';') || text.Contains('\n');
             try
             {
-                if (inline) circuit = QasmParser.Parse(text, "inline qasm");
+                if (inline) circuit = QasmParser.Parse(text, "inline qasm", context.CancellationToken);
                 else
                 {
                     // A circuit file stays inside the graph's folder (links resolved), so a graph
@@ -98,8 +98,8 @@ public sealed class QuantumArgs
                     else
                     {
                         source = full;
-                        var bytes = IO.SafeFile.ReadInput(full, MaxQasmBytes, "circuit file");
-                        circuit = QasmParser.Parse(System.Text.Encoding.UTF8.GetString(bytes), text);
+                        var bytes = IO.SafeFile.ReadInput(full, MaxQasmBytes, "circuit file", context.CancellationToken);
+                        circuit = QasmParser.Parse(System.Text.Encoding.UTF8.GetString(bytes), text, context.CancellationToken);
                     }
                 }
             }
