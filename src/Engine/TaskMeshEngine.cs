@@ -283,11 +283,11 @@ public sealed class TaskMeshEngine
         int pending = 0;
         for (int i = 0; i < graph.Count; i++)
         {
-            string? forced = graph.Specs[i]?.Layer ?? graph.Defaults.Layer;
+            string? forced = graph.Spec(i)?.Layer ?? graph.Defaults.Layer;
             byte li;
             if (forced is not null && forced != GraphNames.AutoLayer)
                 li = index.GetValueOrDefault(forced, RouteTable.Local);
-            else if (handlers[graph.HandlerOf[i]].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
+            else if (handlers[graph.HandlerIndex(i)].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
                 li = pi;
             else if (hasFixed)
                 li = Fits(fixedRoute, i) ? fixedRoute : RouteTable.Local;
@@ -325,14 +325,14 @@ public sealed class TaskMeshEngine
 
         bool Fits(byte li, int task)
         {
-            var h = handlers[graph.HandlerOf[task]];
+            var h = handlers[graph.HandlerIndex(task)];
             if (h.LocalOnly && li != RouteTable.Local) return false;
             return runs[li] is not { } only || only.Contains(h.Name);
         }
 
         // Inline: an inline handler in the local layer with no pools to take.
         byte Final(byte li, int task)
-            => li == RouteTable.Local && inline[graph.HandlerOf[task]] && (graph.Flags[task] & NodeFlags.UsesResources) == 0 ? RouteTable.Inline : li;
+            => li == RouteTable.Local && inline[graph.HandlerIndex(task)] && (graph.FlagsOf(task) & NodeFlags.UsesResources) == 0 ? RouteTable.Inline : li;
     }
 
     private static double CriticalPathMs(PreparedGraph graph)

@@ -44,13 +44,14 @@ public sealed class GraphAnalysis
         var via = new int[n];
         Array.Fill(via, -1);
         int maxLevel = 0;
+        var pred = graph.Pred;
         foreach (int v in order)
         {
             double start = 0;
             int lv = 0;
-            for (int e = graph.PredStart[v]; e < graph.PredStart[v + 1]; e++)
+            for (int e = pred.Start[v]; e < pred.Start[v + 1]; e++)
             {
-                int p = graph.Pred[e];
+                int p = pred.Tasks[e];
                 lv = Math.Max(lv, level[p] + 1);
                 double w = WeightOf(graph, p, v);
                 if (finish[p] + w > start || via[v] < 0 && finish[p] + w >= start)
@@ -107,7 +108,7 @@ public sealed class GraphAnalysis
             for (int e = graph.SuccStart[v]; e < graph.SuccStart[v + 1]; e++)
             {
                 int t = graph.Succ[e];
-                var kind = (EdgeKind)graph.SuccKind[e];
+                var kind = graph.KindOfSucc(e);
                 sb.Append("  \"").Append(Escape(graph.IdOf(v))).Append("\" -> \"").Append(Escape(graph.IdOf(t))).Append('"');
                 var attrs = new List<string>();
                 if (kind == EdgeKind.Soft) attrs.Add("style=dashed");

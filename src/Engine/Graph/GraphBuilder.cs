@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Text.Json;
 
 namespace TaskMesh.Engine.Graph;
@@ -16,22 +15,26 @@ namespace TaskMesh.Engine.Graph;
 /// </summary>
 public sealed class GraphBuilder
 {
-    internal readonly List<string?> Ids = new();
-    internal readonly List<ushort> HandlerOf = new();
+    // Per-task columns, materialised only when some task differs from the default.
+    private int _count;
+    private int _capacity;
+    private Column<string?> _ids = new(null);
+    private Column<ushort> _handlerOf = new(0);
+    private Column<byte> _priorities = new((byte)TaskPriority.Normal);
+    private Column<TaskSpec?> _specs = new(null);
+    private Column<int> _lines = new(0);
     internal readonly List<string> HandlerNames = new();
     private readonly Dictionary<string, ushort> _handlerIndex = new(StringComparer.Ordinal);
-    internal readonly List<byte> Priorities = new();
-    internal readonly List<TaskSpec?> Specs = new();
     private readonly Dictionary<string, int> _byId = new(StringComparer.Ordinal);
     private string? _lastHandler;
     private bool _tooManyHandlers;
     private ushort _lastHandlerIndex;
 
-    // Edges as parallel lists: source, target, kind, and a weight list kept only once a weight is set.
-    internal readonly List<int> EdgeSource = new();
-    internal readonly List<int> EdgeTarget = new();
-    internal readonly List<byte> EdgeKinds = new();
-    internal List<float>? EdgeWeights;
+    // Edges: source and target always; kinds and weights only once a non-hard edge or a weight appears.
+    private IntList _edgeSource = new();
+    private IntList _edgeTarget = new();
+    private Column<byte> _edgeKinds = new((byte)EdgeKind.Hard);
+    private Column<float> _edgeWeights = new(0f);
 
     // Dependencies named by id, resolved in Build once every id is known.
     private readonly List<PendingDependency> _named = new();
@@ -54,7 +57,10 @@ public sealed class GraphBuilder
     internal JsonDocument? Document { get; set; }
 
     /// <summary>Number of tasks added so far.</summary>
-    public int Count => Ids.Count;
+    public int Count => _count;
+
+    /// <summary>Number of edges added so far (dependencies named by id count once resolved).</summary>
+    public int EdgeCount => _edgeSource.Count;
 
     /// <summary>Adds a task with an id, a handler name and optional arguments (any object System.Text.Json can serialize).</summary>
     public TaskRef Task(string id, string handler, object? args = null)
@@ -66,26 +72,76 @@ public sealed class GraphBuilder
         return r;
     }
 
-    /// <summary>Adds an anonymous task (its id is <c>#index</c>); the cheapest way to build very large graphs.</summary>
+    /// <summary>Adds an anonymous task (its id is <c>#index</c>).</summary>
     public TaskRef Task(string handler) => Add(null, handler, line: 0);
+
+    /// <summary>
+    /// Adds <paramref name="count"/> anonymous tasks with one handler and returns the index of the
+    /// first; they are numbered consecutively. Keeps nothing per task: the cheapest way to build
+    /// very large graphs (with <see cref="AddEdge(int, int)"/>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative or the graph would pass int.MaxValue tasks.</exception>
+    public int AddTasks(int count, string handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, Array.MaxLength - _count);
+        int first = _count;
+        if (count == 0) return first;
+        ushort h = HandlerIndex(handler, null, 0);
+        Reserve(first + count);
+        _count += count;
+        _handlerOf.Fill(first, count, h, _capacity);
+        if (_lines.Items is not null) _lines.Fill(first, count, 0, _capacity);
+        return first;
+    }
+
+    /// <summary>Adds a hard edge: task <paramref name="to"/> runs after task <paramref name="from"/> succeeded.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An index that names no task.</exception>
+    public void AddEdge(int from, int to)
+    {
+        if ((uint)from >= (uint)_count) ThrowNoTask(nameof(from), from);
+        if ((uint)to >= (uint)_count) ThrowNoTask(nameof(to), to);
+        AddEdge(from, to, EdgeKind.Hard, 0f);
+    }
+
+    /// <summary>Adds an edge of <paramref name="kind"/> with a transfer cost of <paramref name="weight"/> ms.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An index that names no task.</exception>
+    public void AddEdge(int from, int to, EdgeKind kind, double weight = 0)
+    {
+        if ((uint)from >= (uint)_count) ThrowNoTask(nameof(from), from);
+        if ((uint)to >= (uint)_count) ThrowNoTask(nameof(to), to);
+        AddEdge(from, to, kind, (float)weight);
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void ThrowNoTask(string name, int index)
+        => throw new ArgumentOutOfRangeException(name, index, $"task {index} does not exist (the graph has {_count})");
 
     /// <summary>Reserves capacity for <paramref name="tasks"/> tasks and <paramref name="edges"/> edges.</summary>
     public GraphBuilder EnsureCapacity(int tasks, int edges)
     {
-        Ids.EnsureCapacity(tasks);
-        HandlerOf.EnsureCapacity(tasks);
-        Priorities.EnsureCapacity(tasks);
-        Specs.EnsureCapacity(tasks);
-        EdgeSource.EnsureCapacity(edges);
-        EdgeTarget.EnsureCapacity(edges);
-        EdgeKinds.EnsureCapacity(edges);
+        Reserve(tasks);
+        _edgeSource.EnsureCapacity(edges);
+        _edgeTarget.EnsureCapacity(edges);
         return this;
+    }
+
+    private void Reserve(int tasks)
+    {
+        if (tasks <= _capacity) return;
+        _capacity = Math.Max(tasks, _capacity * 2);
+        _ids.EnsureCapacity(_capacity);
+        _handlerOf.EnsureCapacity(_capacity);
+        _priorities.EnsureCapacity(_capacity);
+        _specs.EnsureCapacity(_capacity);
+        _lines.EnsureCapacity(_capacity);
     }
 
     internal TaskRef Add(string? id, string handler, int line)
     {
         ArgumentNullException.ThrowIfNull(handler);
-        int index = Ids.Count;
+        int index = _count;
         if (id is not null)
         {
             if (id.Length == 0)
@@ -98,11 +154,20 @@ public sealed class GraphBuilder
             else if (!_byId.TryAdd(id, index))
                 _errors.Add(new GraphError(GraphErrorCodes.DuplicateId, $"id '{id}' is used by more than one task", id, line));
         }
-        Ids.Add(id);
+        ushort h = HandlerIndex(handler, id, line);
+        Reserve(index + 1);
+        _count++;
+        _ids.Set(index, id, _capacity);
+        _handlerOf.Set(index, h, _capacity);
+        _lines.Set(index, line, _capacity);
+        return new TaskRef(this, index);
+    }
+
+    private ushort HandlerIndex(string handler, string? id, int line)
+    {
         // Large graphs name the same handler string again and again: skip the hash lookup then.
-        ushort h;
-        if (ReferenceEquals(handler, _lastHandler)) h = _lastHandlerIndex;
-        else if (!_handlerIndex.TryGetValue(handler, out h))
+        if (ReferenceEquals(handler, _lastHandler)) return _lastHandlerIndex;
+        if (!_handlerIndex.TryGetValue(handler, out ushort h))
         {
             if (HandlerNames.Count == GraphLimits.MaxHandlers - 1)
             {
@@ -122,31 +187,32 @@ public sealed class GraphBuilder
         }
         _lastHandler = handler;
         _lastHandlerIndex = h;
-        HandlerOf.Add(h);
-        Priorities.Add((byte)TaskPriority.Normal);
-        Specs.Add(null);
-        if (line > 0 || Lines is not null)
-        {
-            if (Lines is null)
-            {
-                Lines = new List<int>(Ids.Capacity);
-                for (int i = 0; i < index; i++) Lines.Add(0);
-            }
-            Lines.Add(line);
-        }
-        return new TaskRef(this, index);
+        return h;
     }
 
-    /// <summary>1-based line of each task in its graph file; null for graphs built in code.</summary>
-    internal List<int>? Lines;
-
-    internal int? LineAt(int index) => Lines is not null && Lines[index] > 0 ? Lines[index] : null;
+    internal int? LineAt(int index) => _lines.Get(index) is > 0 and int line ? line : null;
 
     /// <summary>Index of an already added task by id, without allocating a string (loader fast path).</summary>
     internal bool TryGetIndex(ReadOnlySpan<char> id, out int index)
         => _byId.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(id, out index);
 
-    internal TaskSpec SpecOf(int index) => Specs[index] ??= new TaskSpec();
+    /// <summary>The task's options, created (or, once shared with a built graph, copied) for writing.</summary>
+    internal TaskSpec SpecOf(int index)
+    {
+        var spec = _specs.Get(index);
+        var own = spec is null ? new TaskSpec() : _specs.Items is not null && IsShared(spec) ? spec.Clone() : spec;
+        if (!ReferenceEquals(own, spec)) _specs.Set(index, own, _capacity);
+        return own;
+    }
+
+    // Specs handed to a built graph are copied before the builder changes them.
+    private readonly HashSet<TaskSpec> _sharedSpecs = new(ReferenceEqualityComparer.Instance);
+
+    private bool IsShared(TaskSpec spec) => _sharedSpecs.Count > 0 && _sharedSpecs.Contains(spec);
+
+    internal TaskSpec? SpecAt(int index) => _specs.Get(index);
+
+    internal void SetPriority(int index, TaskPriority priority) => _priorities.Set(index, (byte)priority, _capacity);
 
     /// <summary>Problems found while building (ids, handlers, the loader's schema errors).</summary>
     internal IReadOnlyList<GraphError> Errors => _errors;
@@ -157,6 +223,11 @@ public sealed class GraphBuilder
     /// <summary>True while every edge points from an earlier task to a later one: then there is no cycle.</summary>
     internal bool AllEdgesForward { get; private set; } = true;
 
+    internal ReadOnlySpan<int> EdgeSources => _edgeSource.AsSpan();
+    internal ReadOnlySpan<int> EdgeTargets => _edgeTarget.AsSpan();
+    internal byte[]? EdgeKindItems => _edgeKinds.Items;
+    internal float[]? EdgeWeightItems => _edgeWeights.Items;
+
     internal void AddEdge(int source, int target, EdgeKind kind, float weight)
     {
         if (source >= target)
@@ -164,18 +235,21 @@ public sealed class GraphBuilder
             AllEdgesForward = false;
             if (source == target) SelfLoops++;
         }
-        EdgeSource.Add(source);
-        EdgeTarget.Add(target);
-        EdgeKinds.Add((byte)kind);
-        if (weight != 0f || EdgeWeights is not null)
-        {
-            if (EdgeWeights is null)
-            {
-                EdgeWeights = new List<float>(EdgeSource.Capacity);
-                for (int i = 0; i < EdgeSource.Count - 1; i++) EdgeWeights.Add(0f);
-            }
-            EdgeWeights.Add(weight);
-        }
+        int e = _edgeSource.Count;
+        _edgeSource.Add(source);
+        _edgeTarget.Add(target);
+        _edgeKinds.Set(e, (byte)kind, Math.Max(16, e * 2));
+        _edgeWeights.Set(e, weight, Math.Max(16, e * 2));
+    }
+
+    /// <summary>What a compiled graph takes over: the columns as they are (no copies).</summary>
+    internal GraphColumns ShareColumns()
+    {
+        var specs = _specs.Share();
+        if (specs is not null)
+            foreach (var s in specs.AsSpan(0, Math.Min(_count, specs.Length))) if (s is not null) _sharedSpecs.Add(s);
+        return new GraphColumns(_count, _ids.Share(), HandlerNames.ToArray(), _handlerOf.Share(), _priorities.Share(), specs, _lines.Share(),
+            _edgeSource.Count, _edgeSource.Share(), _edgeTarget.Share(), _edgeKinds.Share(), _edgeWeights.Share());
     }
 
     internal void AddNamedDependency(int target, string sourceId, EdgeKind kind, float weight, int line)
@@ -183,7 +257,7 @@ public sealed class GraphBuilder
 
     internal void AddError(GraphError error) => _errors.Add(error);
 
-    internal string DisplayId(int index) => Ids[index] ?? "#" + index;
+    internal string DisplayId(int index) => _ids.Get(index) ?? "#" + index;
 
     private static string? DisplayIdOrNull(string? id) => id is null ? null : GraphLimits.Printable(id);
 
@@ -264,7 +338,7 @@ public readonly struct TaskRef
 
     public TaskRef WithPriority(TaskPriority priority)
     {
-        _builder.Priorities[Index] = (byte)priority;
+        _builder.SetPriority(Index, priority);
         return this;
     }
 
@@ -312,3 +386,8 @@ public readonly struct TaskRef
         return this;
     }
 }
+
+/// <summary>The columns a builder hands to the graph it compiles.</summary>
+internal readonly record struct GraphColumns(
+    int Count, string?[]? Ids, string[] HandlerNames, ushort[]? HandlerOf, byte[]? Priorities, TaskSpec?[]? Specs, int[]? Lines,
+    int EdgeCount, int[] EdgeSource, int[] EdgeTarget, byte[]? EdgeKinds, float[]? EdgeWeights);

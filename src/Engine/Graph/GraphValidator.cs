@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using TaskMesh.Engine.Handlers;
 using TaskMesh.Engine.Layers;
@@ -24,9 +23,11 @@ public static class GraphValidator
         errors.AddRange(builder.Errors);
         if (builder.SelfLoops > 0)
         {
-            for (int e = 0; e < builder.EdgeSource.Count; e++)
-                if (builder.EdgeSource[e] == builder.EdgeTarget[e])
-                    errors.Add(new GraphError(GraphErrorCodes.SelfLoop, "depends on itself", builder.DisplayId(builder.EdgeTarget[e]), builder.LineAt(builder.EdgeTarget[e])));
+            var sources = builder.EdgeSources;
+            var targets = builder.EdgeTargets;
+            for (int e = 0; e < sources.Length; e++)
+                if (sources[e] == targets[e])
+                    errors.Add(new GraphError(GraphErrorCodes.SelfLoop, "depends on itself", builder.DisplayId(targets[e]), builder.LineAt(targets[e])));
         }
         CheckWeights(builder, errors);
         CheckSpecs(builder, errors);
@@ -41,15 +42,16 @@ public static class GraphValidator
 
     private static void CheckWeights(GraphBuilder b, List<GraphError> errors)
     {
-        if (b.EdgeWeights is null) return;
-        var weights = CollectionsMarshal.AsSpan(b.EdgeWeights);
-        for (int e = 0; e < weights.Length; e++)
+        if (b.EdgeWeightItems is not { } weights) return;
+        var sources = b.EdgeSources;
+        var targets = b.EdgeTargets;
+        for (int e = 0; e < targets.Length; e++)
         {
             float w = weights[e];
             if (w is >= 0 and <= (float)GraphLimits.MaxEdgeWeightMs) continue;
-            int t = b.EdgeTarget[e];
+            int t = targets[e];
             errors.Add(new GraphError(GraphErrorCodes.BadValue,
-                $"dependency weight on '{b.DisplayId(b.EdgeSource[e])}' is {(float.IsFinite(w) ? w.ToString(System.Globalization.CultureInfo.InvariantCulture) : float.IsNaN(w) ? "not a number" : "beyond any limit")}; it must be between 0 and {GraphLimits.MaxEdgeWeightMs:0} (ms)",
+                $"dependency weight on '{b.DisplayId(sources[e])}' is {(float.IsFinite(w) ? w.ToString(System.Globalization.CultureInfo.InvariantCulture) : float.IsNaN(w) ? "not a number" : "beyond any limit")}; it must be between 0 and {GraphLimits.MaxEdgeWeightMs:0} (ms)",
                 b.DisplayId(t), b.LineAt(t)));
         }
     }
@@ -68,10 +70,9 @@ public static class GraphValidator
         if (b.Defaults.Layer is string dl && !GraphNames.IsValidLayerName(dl))
             errors.Add(new GraphError(GraphErrorCodes.BadValue, $"defaults.layer '{GraphLimits.Printable(dl)}' is not a layer name"));
 
-        var specs = CollectionsMarshal.AsSpan(b.Specs);
-        for (int i = 0; i < specs.Length; i++)
+        for (int i = 0; i < b.Count; i++)
         {
-            var s = specs[i];
+            var s = b.SpecAt(i);
             if (s is null) continue;
             string id = b.DisplayId(i);
             int? line = b.LineAt(i);
@@ -103,7 +104,7 @@ public static class GraphValidator
         => retries is int r && r is < 0 or > GraphLimits.MaxRetries ? $"retries is {r}; it must be between 0 and {GraphLimits.MaxRetries}" : null;
 
     /// <summary>True when task <paramref name="task"/> has arguments of its own (others share their handler's parse of "none").</summary>
-    internal static bool HasOwnArgs(TaskGraph graph, int task) => graph.Specs[task] is { } s && s.Args.ValueKind != JsonValueKind.Undefined;
+    internal static bool HasOwnArgs(TaskGraph graph, int task) => graph.Spec(task) is { } s && s.Args.ValueKind != JsonValueKind.Undefined;
 
     /// <summary>
     /// Checks <paramref name="graph"/> against an engine's handlers and layers: handlers exist,
@@ -126,10 +127,10 @@ public static class GraphValidator
         for (int i = 0; i < graph.Count; i++)
         {
             if ((i & 4095) == 0) context.CancellationToken.ThrowIfCancellationRequested();
-            var spec = graph.Specs[i];
+            var spec = graph.Spec(i);
             if (spec?.Layer is string l && l != GraphNames.AutoLayer && GraphNames.IsValidLayerName(l) && !layerHandlers.ContainsKey(l))
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, $"layer is '{l}'; it must be auto or a registered layer ({known})", graph.IdOf(i), graph.LineOf(i)));
-            var h = handlers[graph.HandlerOf[i]];
+            var h = handlers[graph.HandlerIndex(i)];
             if (h is null) continue;
             string? forced = spec?.Layer ?? graph.Defaults.Layer;
             if (forced is not null && forced != GraphNames.AutoLayer && layerHandlers.TryGetValue(forced, out var only))
@@ -144,7 +145,7 @@ public static class GraphValidator
             if (!HasOwnArgs(graph, i))
             {
                 // Tasks without arguments share one parse per handler.
-                int hi = graph.HandlerOf[i];
+                int hi = graph.HandlerIndex(i);
                 if (sharedProblems[hi] is null)
                     (shared[hi], sharedProblems[hi]) = Parse(h, default, context);
                 problems = sharedProblems[hi]!;
@@ -176,7 +177,7 @@ public static class GraphValidator
                 int reported = 0, count = 0;
                 for (int i = 0; i < graph.Count; i++)
                 {
-                    if (graph.HandlerOf[i] != h) continue;
+                    if (graph.HandlerIndex(i) != h) continue;
                     count++;
                     if (reported == MaxErrorsPerCause) continue;
                     reported++;

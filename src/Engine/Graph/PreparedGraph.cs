@@ -44,9 +44,9 @@ public sealed class PreparedGraph
     /// <summary>Handlers by the graph's handler index.</summary>
     internal HandlerDescriptor[] Handlers => _handlers;
 
-    internal HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerOf[task]];
+    internal HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerIndex(task)];
 
     /// <summary>The arguments of task <paramref name="task"/> as its handler's validator parsed them (null when it has no validator).</summary>
     public object? ParsedArgsOf(int task)
-        => _taskArgs is not null && GraphValidator.HasOwnArgs(Graph, task) ? _taskArgs[task] : _sharedArgs[Graph.HandlerOf[task]];
+        => _taskArgs is not null && GraphValidator.HasOwnArgs(Graph, task) ? _taskArgs[task] : _sharedArgs[Graph.HandlerIndex(task)];
 }

@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 
 namespace TaskMesh.Engine.Graph;
@@ -18,107 +18,114 @@ internal enum NodeFlags : byte
 
 /// <summary>
 /// An immutable, compiled task graph. Tasks are dense indices; per-task state lives in small
-/// parallel arrays and edges in compressed sparse rows (successors and predecessors), so a
-/// million-task graph is a handful of arrays rather than a million objects.
+/// parallel arrays — each one only when some task needs it (ids, handlers beyond the first,
+/// priorities, options, lines) — and edges in compressed sparse rows: successors at once,
+/// predecessors when first asked for. A million-task graph is a handful of arrays rather than a
+/// million objects.
 /// </summary>
 public sealed class TaskGraph
 {
-    internal readonly string?[] Ids;
-    internal readonly ushort[] HandlerOf;
+    private readonly int _count;
+    private readonly string?[]? _ids;
     internal readonly string[] HandlerNames;
-    internal readonly byte[] Priorities;
-    internal readonly TaskSpec?[] Specs;
-    internal readonly int[]? Lines;      // 1-based line of each task in its file, or null
-    internal readonly NodeFlags[] Flags;
-    internal readonly int[] SuccStart;   // successors of i: Succ[SuccStart[i] .. SuccStart[i+1])
+    private readonly ushort[]? _handlerOf;   // null: every task has handler 0
+    private readonly byte[]? _priorities;    // null: every task is normal
+    private readonly TaskSpec?[]? _specs;    // null: no task sets an option
+    private readonly int[]? _lines;          // 1-based line of each task in its file, or null
+    private readonly NodeFlags[]? _flags;    // null: no data edges and no pools
+    internal readonly int[] SuccStart;       // successors of i: Succ[SuccStart[i] .. SuccStart[i+1])
     internal readonly int[] Succ;
-    internal readonly byte[] SuccKind;
-    internal readonly float[]? SuccWeight;
-    internal readonly int[] PredStart;   // predecessors of i: Pred[PredStart[i] .. PredStart[i+1])
-    internal readonly int[] Pred;
-    internal readonly byte[] PredKind;
+    internal readonly byte[]? SuccKind;      // null: every edge is hard
+    internal readonly float[]? SuccWeight;   // null: no edge has a weight
+    internal readonly int[] InDegree;
     internal readonly int[] PoolCapacity;
     internal readonly string[] PoolNames;
-    internal readonly int[]?[]? PoolsOf; // pool indices a task uses, sorted; null when the graph has no pools
+    internal readonly int[]?[]? PoolsOf;     // pool indices a task uses, sorted; null when the graph has no pools
+    private Predecessors? _pred;
     private Dictionary<string, int>? _byId;
 
     private TaskGraph(GraphBuilder b)
     {
         Name = b.Name;
-        Defaults = b.Defaults;
+        Defaults = b.Defaults.Clone();
         Document = b.Document;
-        int n = b.Ids.Count;
-        int m = b.EdgeSource.Count;
-        Ids = b.Ids.ToArray();
-        HandlerOf = b.HandlerOf.ToArray();
-        HandlerNames = b.HandlerNames.ToArray();
-        Priorities = b.Priorities.ToArray();
-        Specs = b.Specs.ToArray();
-        Lines = b.Lines?.ToArray();
-        Flags = new NodeFlags[n];
+        var c = b.ShareColumns();
+        int n = _count = c.Count;
+        int m = EdgeCount = c.EdgeCount;
+        _ids = c.Ids;
+        HandlerNames = c.HandlerNames;
+        _handlerOf = c.HandlerOf;
+        _priorities = c.Priorities;
+        _specs = c.Specs;
+        _lines = c.Lines;
 
-        var src = CollectionsMarshal.AsSpan(b.EdgeSource);
-        var dst = CollectionsMarshal.AsSpan(b.EdgeTarget);
-        var kind = CollectionsMarshal.AsSpan(b.EdgeKinds);
-        var weight = b.EdgeWeights is null ? default : CollectionsMarshal.AsSpan(b.EdgeWeights);
-
-        // Counting sort of the edge list into both CSR directions: O(n + m), no comparisons.
+        var src = c.EdgeSource.AsSpan(0, m);
+        var dst = c.EdgeTarget.AsSpan(0, m);
+        // Counting sort of the edge list into successor rows, in-degrees in the same pass: O(n + m).
         SuccStart = new int[n + 1];
-        PredStart = new int[n + 1];
+        InDegree = new int[n];
+        bool grouped = true;
+        int previous = 0;
         for (int e = 0; e < m; e++)
         {
-            SuccStart[src[e] + 1]++;
-            PredStart[dst[e] + 1]++;
+            int s = src[e];
+            SuccStart[s + 1]++;
+            InDegree[dst[e]]++;
+            grouped &= s >= previous;
+            previous = s;
         }
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) SuccStart[i + 1] += SuccStart[i];
+        if (grouped)
         {
-            SuccStart[i + 1] += SuccStart[i];
-            PredStart[i + 1] += PredStart[i];
+            // Edges added source by source (any graph built in task order): the builder's target
+            // list already is the successor array.
+            Succ = c.EdgeTarget;
+            SuccKind = c.EdgeKinds;
+            SuccWeight = c.EdgeWeights;
         }
-        Succ = new int[m];
-        SuccKind = new byte[m];
-        SuccWeight = weight.IsEmpty ? null : new float[m];
-        Pred = new int[m];
-        PredKind = new byte[m];
-        // Place each edge at its row's cursor (the row start, advanced as it fills); afterwards
-        // each cursor sits at the next row's start, so shifting by one row restores the starts.
-        for (int e = 0; e < m; e++)
+        else
         {
-            int s = src[e], t = dst[e];
-            int si = SuccStart[s]++;
-            Succ[si] = t;
-            SuccKind[si] = kind[e];
-            if (SuccWeight is not null) SuccWeight[si] = weight[e];
-            int pi = PredStart[t]++;
-            Pred[pi] = s;
-            PredKind[pi] = kind[e];
-            if (kind[e] == (byte)EdgeKind.Data)
+            Succ = new int[m];
+            SuccKind = c.EdgeKinds is null ? null : new byte[m];
+            SuccWeight = c.EdgeWeights is null ? null : new float[m];
+            var cursor = SuccStart.AsSpan(0, n).ToArray();
+            for (int e = 0; e < m; e++)
             {
-                Flags[s] |= NodeFlags.HasDataSuccessor;
-                Flags[t] |= NodeFlags.HasDataPredecessor;
-                HasDataEdges = true;
+                int at = cursor[src[e]]++;
+                Succ[at] = dst[e];
+                if (SuccKind is not null) SuccKind[at] = c.EdgeKinds![e];
+                if (SuccWeight is not null) SuccWeight[at] = c.EdgeWeights![e];
             }
         }
-        for (int i = n; i > 0; i--)
+
+        if (SuccKind is not null)
         {
-            SuccStart[i] = SuccStart[i - 1];
-            PredStart[i] = PredStart[i - 1];
+            for (int v = 0; v < n; v++)
+            {
+                for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
+                {
+                    if (SuccKind[e] != (byte)EdgeKind.Data) continue;
+                    _flags ??= new NodeFlags[n];
+                    _flags[v] |= NodeFlags.HasDataSuccessor;
+                    _flags[Succ[e]] |= NodeFlags.HasDataPredecessor;
+                    HasDataEdges = true;
+                }
+            }
         }
-        SuccStart[0] = 0;
-        PredStart[0] = 0;
 
         PoolNames = b.Resources.Keys.ToArray();
         PoolCapacity = b.Resources.Values.ToArray();
-        PoolsOf = PoolNames.Length == 0 ? null : new int[]?[n];
+        PoolsOf = PoolNames.Length == 0 || _specs is null ? null : new int[]?[n];
         for (int i = 0; PoolsOf is not null && i < n; i++)
         {
-            if (Specs[i]?.Uses is { Length: > 0 } uses)
+            if (_specs![i]?.Uses is { Length: > 0 } uses)
             {
                 var idx = uses.Select(u => Array.IndexOf(PoolNames, u)).Where(x => x >= 0).Distinct().Order().ToArray();
                 if (idx.Length > 0)
                 {
                     PoolsOf[i] = idx;
-                    Flags[i] |= NodeFlags.UsesResources;
+                    _flags ??= new NodeFlags[n];
+                    _flags[i] |= NodeFlags.UsesResources;
                 }
             }
         }
@@ -129,46 +136,72 @@ public sealed class TaskGraph
     /// <summary>The graph's name.</summary>
     public string Name { get; }
 
-    /// <summary>Graph-wide defaults.</summary>
+    /// <summary>Graph-wide defaults (a copy taken when the graph was built).</summary>
     public GraphDefaults Defaults { get; }
 
     /// <summary>Number of tasks.</summary>
-    public int Count => Ids.Length;
+    public int Count => _count;
 
     /// <summary>Number of edges.</summary>
-    public int EdgeCount => Succ.Length;
+    public int EdgeCount { get; }
 
     /// <summary>True when any edge is a data edge (outputs must be kept).</summary>
     public bool HasDataEdges { get; }
 
+    /// <summary>True when some task has a priority other than normal.</summary>
+    internal bool HasPriorities => _priorities is not null;
+
     internal JsonDocument? Document { get; }
 
+    /// <summary>The handler index (into the graph's handler names) of task <paramref name="index"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ushort HandlerIndex(int index) => _handlerOf is null ? (ushort)0 : _handlerOf[index];
+
+    /// <summary>The priority of task <paramref name="index"/> as a byte (<see cref="TaskPriority"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal byte PriorityByte(int index) => _priorities is null ? (byte)TaskPriority.Normal : _priorities[index];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal NodeFlags FlagsOf(int index) => _flags is null ? NodeFlags.None : _flags[index];
+
+    /// <summary>The options of task <paramref name="index"/>, or null (the common case).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal TaskSpec? Spec(int index) => _specs is null ? null : _specs[index];
+
+    /// <summary>True when no task sets an option.</summary>
+    internal bool HasNoSpecs => _specs is null;
+
     /// <summary>The id of task <paramref name="index"/> (<c>#index</c> for anonymous tasks).</summary>
-    public string IdOf(int index) => Ids[index] ?? "#" + index;
+    public string IdOf(int index) => (_ids is null ? null : _ids[index]) ?? "#" + index;
 
     /// <summary>The handler name of task <paramref name="index"/>.</summary>
-    public string HandlerOfTask(int index) => HandlerNames[HandlerOf[index]];
+    public string HandlerOfTask(int index) => HandlerNames[HandlerIndex(index)];
 
     /// <summary>The priority of task <paramref name="index"/>.</summary>
-    public TaskPriority PriorityOf(int index) => (TaskPriority)Priorities[index];
+    public TaskPriority PriorityOf(int index) => (TaskPriority)PriorityByte(index);
 
     /// <summary>The optional settings of task <paramref name="index"/>, or null when it sets none.</summary>
-    public TaskSpec? SpecOf(int index) => Specs[index];
+    public TaskSpec? SpecOf(int index) => Spec(index);
 
-    internal int? LineOf(int index) => Lines is not null && Lines[index] > 0 ? Lines[index] : null;
+    internal int? LineOf(int index) => _lines is not null && _lines[index] > 0 ? _lines[index] : null;
 
     /// <summary>Finds a task by id.</summary>
     public bool TryGetIndex(string id, out int index)
     {
-        _byId ??= BuildIndex();
-        return _byId.TryGetValue(id, out index);
+        var byId = Volatile.Read(ref _byId);
+        if (byId is null)
+        {
+            byId = BuildIndex();
+            Volatile.Write(ref _byId, byId);
+        }
+        return byId.TryGetValue(id, out index);
     }
 
     private Dictionary<string, int> BuildIndex()
     {
-        var d = new Dictionary<string, int>(Ids.Length, StringComparer.Ordinal);
-        for (int i = 0; i < Ids.Length; i++)
-            if (Ids[i] is string id) d.TryAdd(id, i);
+        var d = new Dictionary<string, int>(_ids is null ? 0 : _count, StringComparer.Ordinal);
+        for (int i = 0; _ids is not null && i < _count; i++)
+            if (_ids[i] is string id) d.TryAdd(id, i);
         return d;
     }
 
@@ -176,17 +209,68 @@ public sealed class TaskGraph
     public ReadOnlySpan<int> SuccessorsOf(int index) => Succ.AsSpan(SuccStart[index], SuccStart[index + 1] - SuccStart[index]);
 
     /// <summary>Predecessor indices of a task.</summary>
-    public ReadOnlySpan<int> PredecessorsOf(int index) => Pred.AsSpan(PredStart[index], PredStart[index + 1] - PredStart[index]);
+    public ReadOnlySpan<int> PredecessorsOf(int index)
+    {
+        var p = Pred;
+        return p.Tasks.AsSpan(p.Start[index], p.Start[index + 1] - p.Start[index]);
+    }
+
+    /// <summary>The edge kind of successor slot <paramref name="e"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal EdgeKind KindOfSucc(int e) => SuccKind is null ? EdgeKind.Hard : (EdgeKind)SuccKind[e];
+
+    /// <summary>Predecessor rows, built on first use (the scheduler never needs them; analysis and data inputs do).</summary>
+    internal Predecessors Pred
+    {
+        get
+        {
+            var p = Volatile.Read(ref _pred);
+            if (p is not null) return p;
+            p = Predecessors.Build(this);
+            return Interlocked.CompareExchange(ref _pred, p, null) ?? p;
+        }
+    }
+
+    /// <summary>Predecessors in compressed rows: of task i, Tasks[Start[i] .. Start[i+1]), with their edge kinds.</summary>
+    internal sealed class Predecessors(int[] start, int[] tasks, byte[]? kinds)
+    {
+        public readonly int[] Start = start;
+        public readonly int[] Tasks = tasks;
+        public readonly byte[]? Kinds = kinds;
+
+        public EdgeKind KindAt(int e) => Kinds is null ? EdgeKind.Hard : (EdgeKind)Kinds[e];
+
+        public static Predecessors Build(TaskGraph g)
+        {
+            int n = g.Count;
+            var start = new int[n + 1];
+            for (int i = 0; i < n; i++) start[i + 1] = start[i] + g.InDegree[i];
+            var tasks = new int[start[n]];
+            var kinds = g.SuccKind is null ? null : new byte[start[n]];
+            var cursor = start.AsSpan(0, n).ToArray();
+            for (int v = 0; v < n; v++)
+            {
+                for (int e = g.SuccStart[v]; e < g.SuccStart[v + 1]; e++)
+                {
+                    int at = cursor[g.Succ[e]]++;
+                    tasks[at] = v;
+                    if (kinds is not null) kinds[at] = g.SuccKind![e];
+                }
+            }
+            return new Predecessors(start, tasks, kinds);
+        }
+    }
 
     /// <summary>Kahn's order; returns null when the graph has a cycle.</summary>
     /// <param name="ignoreSelfLoops">Treat self-loops as absent (they are reported on their own).</param>
     internal int[]? TopologicalOrder(bool ignoreSelfLoops = false)
     {
         int n = Count;
-        var indeg = new int[n];
-        for (int v = 0; v < n; v++)
-            for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
-                if (!ignoreSelfLoops || Succ[e] != v) indeg[Succ[e]]++;
+        var indeg = (int[])InDegree.Clone();
+        if (ignoreSelfLoops)
+            for (int v = 0; v < n; v++)
+                for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
+                    if (Succ[e] == v) indeg[v]--;
         var order = new int[n];
         int head = 0, tail = 0;
         for (int i = 0; i < n; i++) if (indeg[i] == 0) order[tail++] = i;

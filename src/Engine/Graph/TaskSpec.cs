@@ -17,6 +17,8 @@ public sealed class TaskSpec
     public double? MinConfidence { get; set; }
     public string[]? Uses { get; set; }
     public string[]? Tags { get; set; }
+
+    internal TaskSpec Clone() => (TaskSpec)MemberwiseClone();
 }
 
 /// <summary>Graph-wide defaults that tasks inherit unless they set their own value.</summary>
@@ -25,4 +27,6 @@ public sealed class GraphDefaults
     public double? TimeoutSeconds { get; set; }
     public int? Retries { get; set; }
     public string? Layer { get; set; }
+
+    internal GraphDefaults Clone() => (GraphDefaults)MemberwiseClone();
 }

@@ -32,7 +32,7 @@ public readonly struct TaskContext
     public string BaseDirectory => _run.BaseDirectory;
 
     /// <summary>The task's raw arguments (<c>default</c> when it has none).</summary>
-    public JsonElement Args => _run.Graph.Specs[Index]?.Args ?? default;
+    public JsonElement Args => _run.Graph.Spec(Index)?.Args ?? default;
 
     /// <summary>The arguments parsed by the handler's validator, cast to <typeparamref name="T"/>.</summary>
     public T? ParsedArgs<T>() where T : class => _run.Prepared.ParsedArgsOf(Index) as T;

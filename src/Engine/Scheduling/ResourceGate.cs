@@ -30,9 +30,9 @@ internal sealed class ResourceGate
         {
             if (TryAcquire(node)) return true;
             // Insert behind tasks of the same or higher priority: FIFO within a priority.
-            byte p = _graph.Priorities[node];
+            byte p = _graph.PriorityByte(node);
             int at = _parked.Count;
-            while (at > 0 && _graph.Priorities[_parked[at - 1]] < p) at--;
+            while (at > 0 && _graph.PriorityByte(_parked[at - 1]) < p) at--;
             _parked.Insert(at, node);
             return false;
         }

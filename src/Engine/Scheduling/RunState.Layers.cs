@@ -18,7 +18,7 @@ internal sealed partial class RunState
 
     private void Dispatch(int node)
     {
-        if (_gate is not null && (Graph.Flags[node] & NodeFlags.UsesResources) != 0 && !_gate.TryAcquireOrPark(node))
+        if (_gate is not null && (Graph.FlagsOf(node) & NodeFlags.UsesResources) != 0 && !_gate.TryAcquireOrPark(node))
             return;
         _dispatchers[Tasks.Route[node]].Enqueue(node);
     }
@@ -69,11 +69,11 @@ internal sealed partial class RunState
     }
 
     internal int RetriesOf(int node)
-        => Graph.Specs[node]?.Retries ?? Graph.Defaults.Retries ?? _options.RetryAttempts;
+        => Graph.Spec(node)?.Retries ?? Graph.Defaults.Retries ?? _options.RetryAttempts;
 
     internal TimeSpan TimeoutOf(int node)
     {
-        double? s = Graph.Specs[node]?.TimeoutSeconds ?? Graph.Defaults.TimeoutSeconds;
+        double? s = Graph.Spec(node)?.TimeoutSeconds ?? Graph.Defaults.TimeoutSeconds;
         return s is double x ? TimeSpan.FromSeconds(x) : _options.DefaultTimeout;
     }
 
@@ -81,7 +81,7 @@ internal sealed partial class RunState
     internal void CompleteGuarded(int node, in AttemptResult final, double durationMs, string? note)
     {
         var outcome = final.TaskOutcome;
-        if (Tasks.Outputs is { } outputs && outcome == TaskOutcome.Succeeded && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
+        if (Tasks.Outputs is { } outputs && outcome == TaskOutcome.Succeeded && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
             outputs[node] = final.Output;
         if (Tasks.DurationMs is { } d) d[node] = (float)durationMs;
         if (Tasks.Errors is { } errors && (final.Error ?? note) is { } error) errors[node] = error;
@@ -93,7 +93,7 @@ internal sealed partial class RunState
 
     internal void ReleasePools(int node)
     {
-        if (_gate is null || (Graph.Flags[node] & NodeFlags.UsesResources) == 0) return;
+        if (_gate is null || (Graph.FlagsOf(node) & NodeFlags.UsesResources) == 0) return;
         var admitted = _gate.Release(node);
         if (admitted is null) return;
         foreach (var next in admitted)

@@ -34,7 +34,7 @@ internal sealed partial class RunState
         {
             if (Tasks.Pending[i] != 0) continue;
             _observers?.TaskReleased(i);
-            byte p = Graph.Priorities[i];
+            byte p = Graph.PriorityByte(i);
             if (p == (byte)TaskPriority.Normal)
             {
                 _workers[w].Deque.Push(i);
@@ -64,7 +64,7 @@ internal sealed partial class RunState
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Enqueue(Worker? w, int node)
     {
-        byte p = Graph.Priorities[node];
+        byte p = Graph.PriorityByte(node);
         if (p == (byte)TaskPriority.Normal)
         {
             if (w is not null) w.Deque.Push(node);

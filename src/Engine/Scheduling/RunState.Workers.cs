@@ -56,10 +56,10 @@ internal sealed partial class RunState
 
     private void RunRoots(Worker w, int start, int end)
     {
-        var predStart = Graph.PredStart;
+        var inDegree = Graph.InDegree;
         for (int i = start; i < end && !_cancelled; i++)
         {
-            if (predStart[i] != predStart[i + 1]) continue;
+            if (inDegree[i] != 0) continue;
             _observers?.TaskReleased(i);
             RunChain(w, i);
         }
@@ -89,7 +89,7 @@ internal sealed partial class RunState
 
     private int RunInline(Worker w, int node)
     {
-        var body = _inlineOf[Graph.HandlerOf[node]]!;
+        var body = _inlineOf[Graph.HandlerIndex(node)]!;
         var observers = _observers;
         var durations = Tasks.DurationMs;
         long t0 = durations is null && observers is null ? 0 : Stopwatch.GetTimestamp();
@@ -106,7 +106,7 @@ internal sealed partial class RunState
         }
         if (Tasks.HasExtras && Tasks.TryExtrasOf(node) is not null)
             return OnInlineReport(w, node, output, t0);
-        if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
+        if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
             outputs[node] = output;
         if (durations is not null) durations[node] = (float)Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         observers?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0)));
@@ -142,7 +142,7 @@ internal sealed partial class RunState
         if (Tasks.DurationMs is { } d) d[node] = (float)result.Duration.TotalMilliseconds;
         if (result.Succeeded)
         {
-            if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.Flags[node] & NodeFlags.HasDataSuccessor) != 0))
+            if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
                 outputs[node] = result.Output;
             return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
         }
@@ -174,12 +174,12 @@ internal sealed partial class RunState
             int s = succ[e];
             // The skip mark is written before the decrement, whose full fence publishes it to
             // whichever thread sees the counter reach zero.
-            if (propagate && kinds[e] != (byte)EdgeKind.Soft)
+            if (propagate && (kinds is null || kinds[e] != (byte)EdgeKind.Soft))
                 Interlocked.CompareExchange(ref skips[s], cause, TaskTable.NoSkipCause);
             if (Interlocked.Decrement(ref pending[s]) == 0)
             {
                 observers?.TaskReleased(s);
-                if (w is not null && inline == NoTask && Graph.Priorities[s] != (byte)TaskPriority.Low)
+                if (w is not null && inline == NoTask && Graph.PriorityByte(s) != (byte)TaskPriority.Low)
                     inline = s;
                 else
                     Enqueue(w, s);

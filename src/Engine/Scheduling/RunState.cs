@@ -75,7 +75,7 @@ internal sealed partial class RunState
             _events = new EventChannelObserver(runOptions.EventCapacity, runOptions.EventOverflow);
         _observers = ObserverSet.Create(_events is null ? observers : observers.Append(_events));
         Attempts = new AttemptRunner(this, escalation, retry);
-        _seedRootsByScan = graph.Priorities.AsSpan().IndexOfAnyExcept((byte)TaskPriority.Normal) < 0;
+        _seedRootsByScan = !graph.HasPriorities;
         RunId = Guid.NewGuid().ToString("N")[..12];
     }
 
@@ -90,7 +90,7 @@ internal sealed partial class RunState
     internal bool Cancelled => _cancelled;
     internal CancellationToken RunToken => _runCts.Token;
     internal EngineOptions Options => _options;
-    internal HandlerDescriptor HandlerOf(int node) => _handlerOf[Graph.HandlerOf[node]];
+    internal HandlerDescriptor HandlerOf(int node) => _handlerOf[Graph.HandlerIndex(node)];
     internal IReadOnlyList<string> LayerNames => _layerNames;
     internal ResourceGate? Gate => _gate;
     internal long StartTimestamp => _startTimestamp;
@@ -195,9 +195,10 @@ internal sealed partial class RunState
         var list = new List<KeyValuePair<string, object?>>();
         var outputs = Tasks.Outputs;
         if (outputs is null) return list;
-        for (int e = Graph.PredStart[node]; e < Graph.PredStart[node + 1]; e++)
-            if (Graph.PredKind[e] == (byte)EdgeKind.Data)
-                list.Add(new(Graph.IdOf(Graph.Pred[e]), outputs[Graph.Pred[e]]));
+        var pred = Graph.Pred;
+        for (int e = pred.Start[node]; e < pred.Start[node + 1]; e++)
+            if (pred.KindAt(e) == EdgeKind.Data)
+                list.Add(new(Graph.IdOf(pred.Tasks[e]), outputs[pred.Tasks[e]]));
         return list;
     }
 

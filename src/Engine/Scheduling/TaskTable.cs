@@ -31,8 +31,7 @@ internal sealed class TaskTable
     public TaskTable(TaskGraph graph, byte[] route, bool keepOutputs, bool details)
     {
         int n = graph.Count;
-        Pending = new int[n];
-        for (int i = 0; i < n; i++) Pending[i] = graph.PredStart[i + 1] - graph.PredStart[i];
+        Pending = (int[])graph.InDegree.Clone();
         Outcome = new byte[n];
         SkipCause = new int[n];
         Attempts = new byte[n];

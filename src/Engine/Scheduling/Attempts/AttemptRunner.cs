@@ -102,7 +102,7 @@ internal sealed class AttemptRunner
         var extras = run.Tasks.TryExtrasOf(node);
         int escalations = extras?.Escalations ?? 0;
         int attemptsHere = result.Attempt - (extras?.EscalatedAfterAttempt ?? 0);
-        var spec = run.Graph.Specs[node];
+        var spec = run.Graph.Spec(node);
         var context = new EscalationContext(run.Graph, run.Graph.IdOf(node), run.Graph.HandlerOfTask(node),
             Math.Max(0, run.RetriesOf(node) - (attemptsHere - 1)), escalations, spec?.MinConfidence,
             run.LayerNames, _retry, run.Cancelled);
