@@ -38,18 +38,20 @@ internal sealed class TaskMeshSystem : DagSystem
 
     public override string Name => "taskmesh";
 
+    /// <summary>The index-based builder (no per-task objects), then structural checks and preparation for the engine.</summary>
     public override object Build(Shape shape)
     {
         var g = new GraphBuilder(shape.Name).EnsureCapacity(shape.Tasks, shape.Source.Length);
-        var refs = new TaskRef[shape.Tasks];
-        for (int i = 0; i < shape.Tasks; i++) refs[i] = g.Task("inc");
-        for (int e = 0; e < shape.Source.Length; e++) refs[shape.Target[e]].DependsOn(refs[shape.Source[e]]);
-        return g.Build();
+        g.AddTasks(shape.Tasks, "inc");
+        var source = shape.Source;
+        var target = shape.Target;
+        for (int e = 0; e < source.Length; e++) g.AddEdge(source[e], target[e]);
+        return _engine.Prepare(g);
     }
 
     public override void Run(object built, Shape shape)
     {
-        var result = _engine.RunAsync((TaskGraph)built, new RunOptions { CollectTaskDetails = false }).GetAwaiter().GetResult();
+        var result = _engine.RunAsync((PreparedGraph)built, new RunOptions { CollectTaskDetails = false }).GetAwaiter().GetResult();
         if (result.Succeeded != shape.Tasks) throw new InvalidOperationException($"taskmesh ran {result.Succeeded} of {shape.Tasks}");
         _steady = result.SteadyStateAllocatedBytes;
     }

@@ -278,6 +278,24 @@ public sealed class TaskMeshEngine
 
         var inline = new bool[handlers.Length];
         for (int h = 0; h < handlers.Length; h++) inline[h] = handlers[h].IsInline;
+
+        // Decided at construction: with no task options and no default layer, a task's route
+        // depends on its handler alone — one decision per handler, then a fill.
+        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer
+            && (hasFixed || handlers.All(h => h.PreferredLayer is { } p && index.ContainsKey(p))))
+        {
+            var byHandler = new byte[handlers.Length];
+            for (int h = 0; h < handlers.Length; h++)
+            {
+                byte li = handlers[h].PreferredLayer is { } p && index.TryGetValue(p, out byte pi) ? pi : fixedRoute;
+                if (!FitsHandler(li, handlers[h])) li = RouteTable.Local;
+                byHandler[h] = li == RouteTable.Local && inline[h] ? RouteTable.Inline : li;   // no options: no pools held
+            }
+            if (handlers.Length == 1) Array.Fill(route, byHandler[0]);
+            else for (int i = 0; i < route.Length; i++) route[i] = byHandler[graph.HandlerIndex(i)];
+            details = null;
+            return route;
+        }
         var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
         var decisions = new RouteDecision[batch.Length];
         int pending = 0;
@@ -323,9 +341,10 @@ public sealed class TaskMeshEngine
             return li;
         }
 
-        bool Fits(byte li, int task)
+        bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]);
+
+        bool FitsHandler(byte li, HandlerDescriptor h)
         {
-            var h = handlers[graph.HandlerIndex(task)];
             if (h.LocalOnly && li != RouteTable.Local) return false;
             return runs[li] is not { } only || only.Contains(h.Name);
         }

@@ -124,6 +124,19 @@ public static class GraphValidator
         var shared = new object?[handlers.Length];
         var sharedProblems = new IReadOnlyList<string>?[handlers.Length];
         object?[]? own = null;
+        // Decided at construction: without task options or a default layer, every task of a
+        // handler is checked alike — once per handler (every task still gets its own error line).
+        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer && errors.Count == before)
+        {
+            for (int hi = 0; hi < handlers.Length; hi++)
+            {
+                var h = handlers[hi]!;
+                if (h.Validate is null && h.ValidateWithContext is null) continue;
+                (shared[hi], sharedProblems[hi]) = Parse(h, default, context);
+            }
+            if (sharedProblems.All(p => p is null || p.Count == 0))
+                return new PreparedGraph(graph, engine, handlers!, shared, null, context.BaseDirectory);
+        }
         for (int i = 0; i < graph.Count; i++)
         {
             if ((i & 4095) == 0) context.CancellationToken.ThrowIfCancellationRequested();

@@ -61,7 +61,7 @@ public sealed class RunRecord
     private readonly byte[] _outcome;
     private readonly byte[] _attempts;
     private readonly byte[] _route;
-    private readonly int[] _skipCause;
+    private readonly int[]? _skipCause;
     private readonly float[]? _duration;
     private readonly float[]? _start;
     private readonly string?[]? _errors;
@@ -69,7 +69,7 @@ public sealed class RunRecord
     private readonly Dictionary<int, byte> _initialRoute;
     private readonly Dictionary<int, int> _escalationCount;
 
-    internal RunRecord(string runId, TaskGraph graph, RunStatus? status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
+    internal RunRecord(string runId, TaskGraph graph, RunStatus status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
         double criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks)
     {
         RunId = runId;
@@ -98,25 +98,47 @@ public sealed class RunRecord
             if (x.Escalations > 0) _escalationCount[node] = x.Escalations;
         }
 
-        var count = new int[_layerNames.Length];
-        var cost = new double[_layerNames.Length];
-        for (int i = 0; i < _outcome.Length; i++)
+        _prices = layers.Select(l => l.Price).ToArray();
+        Status = status;
+    }
+
+    private readonly double[] _prices;
+    private Tally? _tally;
+
+    /// <summary>Counts by outcome and by layer: one pass over the tasks, made when first asked for (a run of a million tasks does not pay for it until then).</summary>
+    private sealed class Tally
+    {
+        public int Succeeded, Failed, TimedOut, Skipped, Cancelled;
+        public LayerRecord[] Layers = [];
+    }
+
+    private Tally Counts
+    {
+        get
         {
-            switch ((TaskOutcome)_outcome[i])
+            var t = Volatile.Read(ref _tally);
+            if (t is not null) return t;
+            t = new Tally();
+            var count = new int[_layerNames.Length];
+            var cost = new double[_layerNames.Length];
+            for (int i = 0; i < _outcome.Length; i++)
             {
-                case TaskOutcome.Succeeded: Succeeded++; break;
-                case TaskOutcome.Failed: Failed++; break;
-                case TaskOutcome.TimedOut: Failed++; TimedOut++; break;
-                case TaskOutcome.Skipped: Skipped++; break;
-                default: Cancelled++; break;
+                switch ((TaskOutcome)_outcome[i])
+                {
+                    case TaskOutcome.Succeeded: t.Succeeded++; break;
+                    case TaskOutcome.Failed: t.Failed++; break;
+                    case TaskOutcome.TimedOut: t.Failed++; t.TimedOut++; break;
+                    case TaskOutcome.Skipped: t.Skipped++; break;
+                    default: t.Cancelled++; break;
+                }
+                int l = LayerIndexOf(i);
+                if (l < 0) continue;
+                count[l]++;
+                if (_duration is not null) cost[l] += _prices[l] * _duration[i] / 1000.0;
             }
-            int l = LayerIndexOf(i);
-            if (l < 0) continue;
-            count[l]++;
-            if (_duration is not null) cost[l] += layers[l].Price * _duration[i] / 1000.0;
+            t.Layers = _layerNames.Select((n, l) => new LayerRecord(n, count[l], cost[l], _prices[l])).OrderBy(l => l.Name, StringComparer.Ordinal).ToArray();
+            return Interlocked.CompareExchange(ref _tally, t, null) ?? t;
         }
-        Layers = _layerNames.Select((n, l) => new LayerRecord(n, count[l], cost[l], layers[l].Price)).OrderBy(l => l.Name, StringComparer.Ordinal).ToArray();
-        Status = status ?? (Failed > 0 ? RunStatus.Failed : RunStatus.Succeeded);
     }
 
     public string RunId { get; }
@@ -126,18 +148,18 @@ public sealed class RunRecord
     public DateTimeOffset EndedAt { get; }
     public TimeSpan Wall { get; }
     public int Total => _outcome.Length;
-    public int Succeeded { get; }
+    public int Succeeded => Counts.Succeeded;
     /// <summary>Failed tasks, timed-out ones included.</summary>
-    public int Failed { get; }
-    public int TimedOut { get; }
-    public int Skipped { get; }
-    public int Cancelled { get; }
+    public int Failed => Counts.Failed;
+    public int TimedOut => Counts.TimedOut;
+    public int Skipped => Counts.Skipped;
+    public int Cancelled => Counts.Cancelled;
 
     /// <summary>Critical path length by the tasks' estimates and edge weights, in ms (0 when nothing has an estimate).</summary>
     public double CriticalPathMs { get; }
 
     /// <summary>Each layer of the run, by name: tasks and cost.</summary>
-    public IReadOnlyList<LayerRecord> Layers { get; }
+    public IReadOnlyList<LayerRecord> Layers => Counts.Layers;
 
     /// <summary>Every escalation, in the order they happened.</summary>
     public IReadOnlyList<EscalationRecord> Escalations { get; }
@@ -171,7 +193,7 @@ public sealed class RunRecord
     {
         var o = (TaskOutcome)_outcome[index];
         int layer = LayerIndexOf(index);
-        int cause = TaskTable.DecodeCause(_skipCause[index]);
+        int cause = _skipCause is null ? -1 : TaskTable.DecodeCause(_skipCause[index]);
         string? initial = layer < 0 ? null : _initialRoute.TryGetValue(index, out byte r) ? _layerNames[r] : _layerNames[layer];
         int attempts = _attempts[index] == 0 && o == TaskOutcome.Succeeded ? 1 : _attempts[index];
         bool ran = layer >= 0;

@@ -69,10 +69,11 @@ internal sealed partial class RunState
     private void RunChain(Worker w, int node)
     {
         var route = Tasks.Route;
-        var skipCause = Tasks.SkipCause;
         do
         {
-            int skip = skipCause[node];
+            // The skip marks exist once some task failed; the array is published before the
+            // failed task's decrements (full fences), so a released successor sees it.
+            int skip = Tasks.SkipCause is { } skips ? skips[node] : TaskTable.NoSkipCause;
             if (skip != TaskTable.NoSkipCause)
                 node = Finish(w, node, TaskOutcome.Skipped, skip);
             else if (route[node] == RouteTable.Inline)
@@ -167,7 +168,8 @@ internal sealed partial class RunState
         var succ = Graph.Succ;
         var kinds = Graph.SuccKind;
         var pending = Tasks.Pending;
-        var skips = Tasks.SkipCause;
+        var inDegree = Graph.InDegree;
+        var skips = propagate ? Tasks.SkipCauseForWriting() : null;
         int end = Graph.SuccStart[node + 1];
         for (int e = Graph.SuccStart[node]; e < end; e++)
         {
@@ -175,8 +177,10 @@ internal sealed partial class RunState
             // The skip mark is written before the decrement, whose full fence publishes it to
             // whichever thread sees the counter reach zero.
             if (propagate && (kinds is null || kinds[e] != (byte)EdgeKind.Soft))
-                Interlocked.CompareExchange(ref skips[s], cause, TaskTable.NoSkipCause);
-            if (Interlocked.Decrement(ref pending[s]) == 0)
+                Interlocked.CompareExchange(ref skips![s], cause, TaskTable.NoSkipCause);
+            // A successor with one predecessor is ready now: no counter to share, no atomic needed.
+            // (With a skip mark to publish, the decrement's fence is kept.)
+            if (inDegree[s] == 1 && !propagate || Interlocked.Decrement(ref pending[s]) == 0)
             {
                 observers?.TaskReleased(s);
                 if (w is not null && inline == NoTask && Graph.PriorityByte(s) != (byte)TaskPriority.Low)

@@ -159,7 +159,9 @@ internal sealed partial class RunState
     {
         var endedAt = _startedAt + Stopwatch.GetElapsedTime(_startTimestamp, _endTimestamp);
         var layers = _dispatchers.Select(d => (d.Layer.Name, d.Layer.PricePerSecond)).ToArray();
-        return new RunRecord(RunId, Graph, _cancelled ? RunStatus.Cancelled : (RunStatus?)null, _startedAt, endedAt,
+        // The failure count is exact (every failure increments it at once), so the status needs no pass over the tasks.
+        var status = _cancelled ? RunStatus.Cancelled : Volatile.Read(ref _failedCount) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
+        return new RunRecord(RunId, Graph, status, _startedAt, endedAt,
             Stopwatch.GetElapsedTime(_startTimestamp, _endTimestamp), _criticalPathMs, layers, _escalations.ToArray(),
             _observers?.Faults ?? [], Tasks);
     }

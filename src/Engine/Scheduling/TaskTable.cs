@@ -17,7 +17,7 @@ internal sealed class TaskTable
 
     public readonly int[] Pending;          // unfinished predecessors
     public readonly byte[] Outcome;         // TaskOutcome; Cancelled (0) until the task ends
-    public readonly int[] SkipCause;        // EncodeCause(failed ancestor) or NoSkipCause
+    private int[]? _skipCause;              // EncodeCause(failed ancestor) or NoSkipCause; made at the first failure
     public readonly byte[] Attempts;        // attempts made, saturating at byte.MaxValue
     public readonly byte[] Route;           // the layer of the task's next attempt, or RouteTable.Inline
     public readonly object?[]? Outputs;     // outputs kept for data edges (or all, on request)
@@ -33,7 +33,6 @@ internal sealed class TaskTable
         int n = graph.Count;
         Pending = (int[])graph.InDegree.Clone();
         Outcome = new byte[n];
-        SkipCause = new int[n];
         Attempts = new byte[n];
         Route = route;
         if (graph.HasDataEdges || keepOutputs) Outputs = new object?[n];
@@ -51,6 +50,18 @@ internal sealed class TaskTable
 
     /// <summary>The failed ancestor a stored cause names, or -1 for none.</summary>
     public static int DecodeCause(int stored) => stored - 1;
+
+    /// <summary>Skip marks, or null while no task has failed (the hot path then reads no array).</summary>
+    public int[]? SkipCause => Volatile.Read(ref _skipCause);
+
+    /// <summary>The skip marks, made on first use; a failing task calls this before it releases successors.</summary>
+    public int[] SkipCauseForWriting()
+    {
+        var skips = Volatile.Read(ref _skipCause);
+        if (skips is not null) return skips;
+        skips = new int[Outcome.Length];
+        return Interlocked.CompareExchange(ref _skipCause, skips, null) ?? skips;
+    }
 
     public int NextAttempt(int node)
     {
