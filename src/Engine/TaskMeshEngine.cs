@@ -267,7 +267,7 @@ public sealed class TaskMeshEngine
         for (int l = 0; l < layers.Length; l++)
         {
             index[layers[l].Name] = (byte)l;
-            runs[l] = layers[l].Capabilities.Handlers;
+            runs[l] = layers[l].RunsHandlers;
         }
         Dictionary<int, RouteDecision>? kept = null;
         var router = _router;

@@ -115,8 +115,7 @@ public static class GraphValidator
         ValidationContext context, List<GraphError> errors)
     {
         int before = errors.Count;
-        // Capabilities may be computed (the quantum layer reads free memory): once per validation.
-        var layerHandlers = layers.ToDictionary(l => l.Name, l => l.Capabilities.Handlers, StringComparer.Ordinal);
+        var layerHandlers = layers.ToDictionary(l => l.Name, l => l.RunsHandlers, StringComparer.Ordinal);
         string known = string.Join(", ", layers.Select(l => l.Name));
         if (graph.Defaults.Layer is string dl && dl != GraphNames.AutoLayer && GraphNames.IsValidLayerName(dl) && !layerHandlers.ContainsKey(dl))
             errors.Add(new GraphError(GraphErrorCodes.BadValue, $"defaults.layer is '{dl}'; it must be auto or a registered layer ({known})"));

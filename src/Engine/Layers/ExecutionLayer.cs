@@ -80,7 +80,11 @@ public abstract class ExecutionLayer
     /// <summary>Price of one slot-second, for the cost model (0 for local work).</summary>
     public virtual double PricePerSecond => 0;
 
+    /// <summary>What the layer can run now (may be computed, e.g. from free memory: not for hot paths).</summary>
     public virtual LayerCapabilities Capabilities => LayerCapabilities.Any;
+
+    /// <summary>The handlers this layer runs; null (the default) means every registered handler. Cheap: read per run by routing and validation.</summary>
+    public virtual IReadOnlyList<string>? RunsHandlers => null;
 
     /// <summary>Tasks routed to this layer and waiting for a slot.</summary>
     public int QueueDepth => Volatile.Read(ref _queued);

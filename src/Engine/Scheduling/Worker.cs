@@ -21,18 +21,11 @@ internal sealed class Worker
 
     public Task Exited => _exited.Task;
 
-    public void Start()
+    /// <summary>Runs the worker loop on a scheduler thread (a parked one when there is one).</summary>
+    public void Start() => WorkerThreads.Run(static s =>
     {
-        var t = new Thread(static s =>
-        {
-            var w = (Worker)s!;
-            try { w._run.WorkerLoop(w); }
-            finally { w._exited.TrySetResult(); }
-        })
-        {
-            IsBackground = true,
-            Name = $"taskmesh-worker-{Id}",
-        };
-        t.Start(this);
-    }
+        var w = (Worker)s!;
+        try { w._run.WorkerLoop(w); }
+        finally { w._exited.TrySetResult(); }
+    }, this);
 }

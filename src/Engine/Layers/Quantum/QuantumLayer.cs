@@ -41,6 +41,10 @@ public sealed class QuantumLayer : ExecutionLayer
     public long ReservedBytes => Interlocked.Read(ref _reservedBytes);
 
     /// <summary>Runs only <c>quantum</c> tasks; <c>MaxQubits</c> is the largest single-precision state that fits now.</summary>
+    /// <inheritdoc />
+    public override IReadOnlyList<string>? RunsHandlers { get; } = [QuantumHandler.Name];
+
+    /// <inheritdoc />
     public override LayerCapabilities Capabilities
     {
         get
@@ -48,7 +52,7 @@ public sealed class QuantumLayer : ExecutionLayer
             long budget = Math.Min(_options.MemoryCapBytes, MemoryAdmission.AvailableBytes() - MemoryAdmission.ReserveBytes) - ReservedBytes;
             int max = 0;
             while (max < StateVector.MaxQubits && StateVector.RequiredBytes(max + 1, Precision.Single) <= budget) max++;
-            return new LayerCapabilities(max, [QuantumHandler.Name]);
+            return new LayerCapabilities(max, RunsHandlers);
         }
     }
 
