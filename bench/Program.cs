@@ -7,9 +7,10 @@ using TaskMesh.Bench.Qsim;
 //   load  [--tasks 1000000] --json out.json        (1M-task graph file: validate and start)
 //   micro [BenchmarkDotNet options, e.g. --job short]
 //   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
+//   quantum-calibration [--json out.json]           (quantum task durations against the handler's estimate)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|micro|qsim> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|micro|qsim|quantum-calibration> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
@@ -18,11 +19,12 @@ return args[0] switch
     "load" => LoadSuite.Run(args[1..]),
     "micro" => MicroSuite.Run(args[1..]),
     "qsim" => QsimSuite.Run(args[1..]),
+    "quantum-calibration" => QuantumCalibration.Run(args[1..]),
     _ => Usage(args[0]),
 };
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro, qsim)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro, qsim, quantum-calibration)");
     return 2;
 }
