@@ -44,6 +44,8 @@ public sealed class TaskGraph
     private Predecessors? _pred;
     private Dictionary<string, int>? _byId;
 
+    // Compiled fully optimised at once: called once per graph, its loops run over every edge.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private TaskGraph(GraphBuilder b)
     {
         Name = b.Name;
@@ -240,6 +242,7 @@ public sealed class TaskGraph
 
         public EdgeKind KindAt(int e) => Kinds is null ? EdgeKind.Hard : (EdgeKind)Kinds[e];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static Predecessors Build(TaskGraph g)
         {
             int n = g.Count;
