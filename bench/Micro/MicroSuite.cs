@@ -19,15 +19,16 @@ internal static class MicroSuite
     }
 }
 
-/// <summary>Running prebuilt 10,000-task graphs; the baseline is one Task per node (ContinueWith) in the same class.</summary>
+/// <summary>Running prepared 10,000-task graphs (and a 10-task one); the baseline is one Task per node (ContinueWith) in the same class.</summary>
 [MemoryDiagnoser]
 public class SchedulerBenchmarks
 {
     private const int N = 10_000;
     private static long s_counter;
     private TaskMeshEngine _engine = null!;
-    private TaskGraph _chain = null!;
-    private TaskGraph _fan = null!;
+    private PreparedGraph _chain = null!;
+    private PreparedGraph _fan = null!;
+    private PreparedGraph _tiny = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -37,12 +38,18 @@ public class SchedulerBenchmarks
         var chain = new GraphBuilder("chain");
         var prev = chain.Task("inc");
         for (int i = 1; i < N; i++) prev = chain.Task("inc").DependsOn(prev);
-        _chain = chain.Build();
+        _chain = _engine.Prepare(chain);
         var fan = new GraphBuilder("fan");
         var root = fan.Task("inc");
         for (int i = 1; i < N; i++) fan.Task("inc").DependsOn(root);
-        _fan = fan.Build();
+        _fan = _engine.Prepare(fan);
+        var tiny = new GraphBuilder("tiny");
+        tiny.AddTasks(Tiny, "inc");
+        for (int i = 1; i < Tiny; i++) tiny.AddEdge(i - 1, i);
+        _tiny = _engine.Prepare(tiny);
     }
+
+    private const int Tiny = 10;
 
     [Benchmark(Baseline = true, OperationsPerInvoke = N)]
     public void TasksChain()
@@ -56,6 +63,10 @@ public class SchedulerBenchmarks
 
     [Benchmark(OperationsPerInvoke = N)]
     public RunStatus TaskMeshChain() => _engine.RunAsync(_chain, new RunOptions { CollectTaskDetails = false }).GetAwaiter().GetResult().Status;
+
+    /// <summary>A 10-task chain: the per-run fixed cost (run state, scheduler threads, completion), per task.</summary>
+    [Benchmark(OperationsPerInvoke = Tiny)]
+    public RunStatus TaskMeshTinyChain() => _engine.RunAsync(_tiny, new RunOptions { CollectTaskDetails = false }).GetAwaiter().GetResult().Status;
 
     [Benchmark(OperationsPerInvoke = N)]
     public RunStatus TaskMeshFanOut() => _engine.RunAsync(_fan, new RunOptions { CollectTaskDetails = false }).GetAwaiter().GetResult().Status;
