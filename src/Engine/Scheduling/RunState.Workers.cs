@@ -202,7 +202,7 @@ internal sealed partial class RunState
         }
         if (w is not null)
         {
-            if (++w.Unflushed == FlushEvery) Flush(w);
+            if (++w.Unflushed.Value == FlushEvery) Flush(w);
         }
         else if (Interlocked.Decrement(ref _remaining) == 0)
             _finished.TrySetResult();
@@ -211,9 +211,9 @@ internal sealed partial class RunState
 
     private void Flush(Worker w)
     {
-        if (w.Unflushed == 0) return;
-        int left = Interlocked.Add(ref _remaining, -w.Unflushed);
-        w.Unflushed = 0;
+        if (w.Unflushed.Value == 0) return;
+        int left = Interlocked.Add(ref _remaining, -w.Unflushed.Value);
+        w.Unflushed.Value = 0;
         if (left == 0) _finished.TrySetResult();
     }
 }

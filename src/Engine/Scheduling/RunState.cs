@@ -36,7 +36,7 @@ internal sealed partial class RunState
     private readonly bool _keepAllOutputs;
     private readonly double _criticalPathMs;
 
-    private int _remaining;
+    private int _remaining;               // tasks not yet ended; workers subtract in batches
     private volatile bool _stopping;
     private volatile bool _cancelled;
     private int _guardedInFlight;

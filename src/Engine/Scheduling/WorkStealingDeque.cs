@@ -3,6 +3,13 @@ using System.Runtime.InteropServices;
 
 namespace TaskMesh.Engine.Scheduling;
 
+/// <summary>An int alone on its cache line pair: a counter one thread writes often, away from what others read.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 192)]
+internal struct PaddedInt
+{
+    [FieldOffset(64)] public int Value;
+}
+
 /// <summary>A long alone on its cache line pair, so the owner's and the thieves' counters never share one.</summary>
 [StructLayout(LayoutKind.Explicit, Size = 192)]
 internal struct PaddedLong
@@ -17,6 +24,9 @@ internal struct PaddedLong
 /// </summary>
 internal sealed class WorkStealingDeque
 {
+    /// <summary>What a failed take leaves in its <c>out</c> item (no task has a negative index).</summary>
+    public const int Empty = -1;
+
     private PaddedLong _top;
     private PaddedLong _bottom;
     private volatile int[] _items;
@@ -54,7 +64,7 @@ internal sealed class WorkStealingDeque
         if (t > b)
         {
             _bottom.Value = b + 1;
-            item = -1;
+            item = Empty;
             return false;
         }
         item = items[b & (items.Length - 1)];
@@ -63,7 +73,7 @@ internal sealed class WorkStealingDeque
             // Last item: race the thieves for it.
             bool won = Interlocked.CompareExchange(ref _top.Value, t + 1, t) == t;
             _bottom.Value = b + 1;
-            if (!won) item = -1;
+            if (!won) item = Empty;
             return won;
         }
         return true;
@@ -82,7 +92,7 @@ internal sealed class WorkStealingDeque
             if (Interlocked.CompareExchange(ref _top.Value, t + 1, t) == t)
                 return true;
         }
-        item = -1;
+        item = Empty;
         return false;
     }
 

@@ -16,8 +16,11 @@ internal sealed class Worker
     public readonly int Id;
     public readonly WorkStealingDeque Deque;
 
-    /// <summary>Tasks this worker ended and has not yet subtracted from the run's remaining count.</summary>
-    public int Unflushed;
+    /// <summary>
+    /// Tasks this worker ended and has not yet subtracted from the run's remaining count. Written on
+    /// every task, so it sits on cache lines of its own: thieves read <see cref="Deque"/> next to it.
+    /// </summary>
+    public PaddedInt Unflushed;
 
     public Task Exited => _exited.Task;
 
