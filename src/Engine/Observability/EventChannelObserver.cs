@@ -11,7 +11,11 @@ public enum EventOverflow
 {
     /// <summary>The new event is dropped and counted (<see cref="RunHandle.DroppedEvents"/>); the run never waits for the reader. The default.</summary>
     DropNewest,
-    /// <summary>The thread that raises the event waits for room: nothing is lost, and a slow reader slows the run down.</summary>
+    /// <summary>
+    /// The thread that raises the event waits for room: nothing is lost, and a slow reader slows the
+    /// run down (a reader that stops reading stops the run until it is cancelled; events raised
+    /// after the cancellation are dropped and counted).
+    /// </summary>
     Wait,
 }
 
@@ -26,6 +30,7 @@ internal sealed class EventChannelObserver : IRunObserver
     private readonly EventOverflow _overflow;
     private TaskGraph? _graph;
     private TimeProvider _clock = TimeProvider.System;
+    private CancellationToken _cancellation;
     private long _dropped;
 
     public EventChannelObserver(int capacity, EventOverflow overflow)
@@ -53,10 +58,17 @@ internal sealed class EventChannelObserver : IRunObserver
             Interlocked.Increment(ref _dropped);
             return;
         }
-        // Wait for room; the writer completes when the run ends, which ends the wait too.
-        while (!_channel.Writer.TryWrite(e))
+        // Wait for room, or for the run's cancellation.
+        try
         {
-            if (!_channel.Writer.WaitToWriteAsync().AsTask().GetAwaiter().GetResult()) return;
+            while (!_channel.Writer.TryWrite(e))
+            {
+                if (!_channel.Writer.WaitToWriteAsync(_cancellation).AsTask().GetAwaiter().GetResult()) return;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            Interlocked.Increment(ref _dropped);
         }
     }
 
@@ -64,6 +76,7 @@ internal sealed class EventChannelObserver : IRunObserver
     {
         _graph = run.Graph;
         _clock = run.Clock;
+        _cancellation = run.Cancellation;
     }
 
     public void OnTaskReleased(int task) => Write(RunEventKind.Released, task, null, 0, null);

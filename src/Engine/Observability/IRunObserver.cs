@@ -50,7 +50,8 @@ public interface IRunObserver
 /// <param name="Layers">The layers the run may use, by name.</param>
 /// <param name="StartedAt">When, from the engine's clock.</param>
 /// <param name="Clock">The engine's clock, for observers that stamp events.</param>
-public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock);
+/// <param name="Cancellation">Fires when the run is cancelled (an observer that waits must stop waiting then).</param>
+public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock, CancellationToken Cancellation);
 
 /// <summary>The start of one attempt.</summary>
 /// <param name="Task">The task's dense index.</param>

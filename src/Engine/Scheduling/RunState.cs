@@ -105,7 +105,7 @@ internal sealed partial class RunState
     public async Task<RunResult> RunAsync(CancellationToken ct)
     {
         _startedAt = _options.TimeProvider.GetUtcNow();
-        _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider));
+        _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token));
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();

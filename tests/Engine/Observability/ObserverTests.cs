@@ -254,6 +254,22 @@ public class ObserverTests
         Assert.Equal(0, waiting.DroppedEvents);
     }
 
+    [Fact]
+    public async Task EventStream_WaitWithAReaderThatNeverReads_StillEndsOnCancellation()
+    {
+        var engine = new TaskMeshEngine();
+        var g = new GraphBuilder();
+        for (int i = 0; i < 1000; i++) g.Task("noop");
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        var handle = engine.Start(engine.Prepare(g), new RunOptions { EmitEvents = true, EventCapacity = 4, EventOverflow = EventOverflow.Wait }, cts.Token);
+
+        var done = await Task.WhenAny(handle.Completion, Task.Delay(TimeSpan.FromSeconds(30)));
+
+        Assert.Same(handle.Completion, done);
+        Assert.Equal(RunStatus.Cancelled, (await handle.Completion).Status);
+        Assert.True(handle.DroppedEvents > 0);
+    }
+
     private sealed class ThrowingObserver : IRunObserver
     {
         public void OnAttemptEnded(in AttemptResult result) => throw new InvalidOperationException("observer bug");
