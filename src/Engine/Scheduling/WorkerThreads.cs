@@ -14,19 +14,24 @@ internal static class WorkerThreads
 
     private static readonly ConcurrentStack<Parked> s_idle = new();
 
-    /// <summary>Runs <paramref name="work"/> on a scheduler thread.</summary>
+    /// <summary>
+    /// Runs <paramref name="work"/> on a scheduler thread, in the caller's execution context (its
+    /// async-locals and current activity flow to the work, as with a thread started for it; a
+    /// parked thread does not carry the context of the run it served before).
+    /// </summary>
     public static void Run(Action<object?> work, object? state)
     {
+        var context = ExecutionContext.Capture();
         while (s_idle.TryPop(out var parked))
-            if (parked.TryAssign(work, state)) return;
+            if (parked.TryAssign(work, state, context)) return;
         var fresh = new Parked();
-        fresh.TryAssign(work, state);
+        fresh.TryAssign(work, state, context);
         var thread = new Thread(static p => ((Parked)p!).Loop())
         {
             IsBackground = true,
             Name = "taskmesh-worker",
         };
-        thread.Start(fresh);
+        thread.UnsafeStart(fresh);
     }
 
     private sealed class Parked
@@ -36,12 +41,14 @@ internal static class WorkerThreads
         private int _state = Idle;
         private Action<object?>? _work;
         private object? _argument;
+        private ExecutionContext? _context;
 
-        public bool TryAssign(Action<object?> work, object? state)
+        public bool TryAssign(Action<object?> work, object? state, ExecutionContext? context)
         {
             if (Interlocked.CompareExchange(ref _state, Assigned, Idle) != Idle) return false;
             _work = work;
             _argument = state;
+            _context = context;
             _go.Release();
             return true;
         }
@@ -56,10 +63,15 @@ internal static class WorkerThreads
                     if (Interlocked.CompareExchange(ref _state, Exited, Idle) == Idle) return;
                     _go.Wait();
                 }
-                var (work, state) = (_work!, _argument);
+                var (work, state, context) = (_work!, _argument, _context);
                 _work = null;
                 _argument = null;
-                try { work(state); }
+                _context = null;
+                try
+                {
+                    if (context is null) work(state);
+                    else ExecutionContext.Run(context, static s => { var (w, a) = ((Action<object?>, object?))s!; w(a); }, (work, state));
+                }
                 catch { /* the work reports its own faults; a thread must survive to be reused */ }
                 Volatile.Write(ref _state, Idle);
                 s_idle.Push(this);

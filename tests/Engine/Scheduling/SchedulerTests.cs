@@ -334,4 +334,25 @@ public class SchedulerTests
         var ex = Assert.Throws<GraphValidationException>(() => engine.Start(bad.Build()));
         Assert.Contains(ex.Errors, e => e is { Code: "bad-args", TaskId: "nap" });
     }
+
+    private static readonly AsyncLocal<string?> s_caller = new();
+
+    [Fact]
+    public async Task RunAsync_InlineHandlers_SeeTheirOwnCallersContext_OnReusedThreads()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2 });
+        var seen = new ConcurrentBag<string?>();
+        engine.Handlers.RegisterInline("look", _ => { seen.Add(s_caller.Value); return null; });
+        var g = new GraphBuilder();
+        for (int i = 0; i < 50; i++) g.Task("look");
+        var graph = engine.Prepare(g);
+        foreach (var caller in new[] { "first", "second", "third" })
+        {
+            seen.Clear();
+            s_caller.Value = caller;
+            await RunWithin(engine, graph);
+            Assert.All(seen, v => Assert.Equal(caller, v));
+            Assert.Equal(50, seen.Count);
+        }
+    }
 }
