@@ -200,15 +200,23 @@ public sealed class GraphBuilder
     internal TaskSpec SpecOf(int index)
     {
         var spec = _specs.Get(index);
-        var own = spec is null ? new TaskSpec() : _specs.Items is not null && IsShared(spec) ? spec.Clone() : spec;
-        if (!ReferenceEquals(own, spec)) _specs.Set(index, own, _capacity);
-        return own;
+        if (spec is not null && index < _specsSharedBelow && (_specsCopied ??= new()).Add(index))
+        {
+            // A built graph holds this spec: change a copy.
+            spec = spec.Clone();
+            _specs.Set(index, spec, _capacity);
+        }
+        if (spec is null)
+        {
+            spec = new TaskSpec();
+            _specs.Set(index, spec, _capacity);
+        }
+        return spec;
     }
 
-    // Specs handed to a built graph are copied before the builder changes them.
-    private readonly HashSet<TaskSpec> _sharedSpecs = new(ReferenceEqualityComparer.Instance);
-
-    private bool IsShared(TaskSpec spec) => _sharedSpecs.Count > 0 && _sharedSpecs.Contains(spec);
+    // Specs of tasks below this index were handed to a built graph; those already copied since are in _specsCopied.
+    private int _specsSharedBelow;
+    private HashSet<int>? _specsCopied;
 
     internal TaskSpec? SpecAt(int index) => _specs.Get(index);
 
@@ -246,8 +254,8 @@ public sealed class GraphBuilder
     internal GraphColumns ShareColumns()
     {
         var specs = _specs.Share();
-        if (specs is not null)
-            foreach (var s in specs.AsSpan(0, Math.Min(_count, specs.Length))) if (s is not null) _sharedSpecs.Add(s);
+        _specsSharedBelow = _count;
+        _specsCopied = null;
         return new GraphColumns(_count, _ids.Share(), HandlerNames.ToArray(), _handlerOf.Share(), _priorities.Share(), specs, _lines.Share(),
             _edgeSource.Count, _edgeSource.Share(), _edgeTarget.Share(), _edgeKinds.Share(), _edgeWeights.Share());
     }

@@ -157,3 +157,55 @@ public class PreparedGraphTests
         Assert.Throws<GraphValidationException>(() => new TaskMeshEngine().Prepare(graph));
     }
 }
+
+public class GraphBuilderTests
+{
+    [Fact]
+    public void Build_ThenChangeTheBuilder_LeavesTheBuiltGraphAsItWas()
+    {
+        var g = new GraphBuilder("g");
+        var a = g.Task("a", "noop").WithRetries(1);
+        g.Task("b", "noop").DependsOn(a);
+        g.Defaults.Retries = 2;
+        var first = g.Build();
+
+        a.WithRetries(5).WithPriority(TaskPriority.High);
+        g.Defaults.Retries = 7;
+        int more = g.AddTasks(3, "spin");
+        g.AddEdge(1, more, EdgeKind.Data, 2.5);
+        var second = g.Build();
+
+        Assert.Equal((2, 1), (first.Count, first.EdgeCount));
+        Assert.Equal(1, first.SpecOf(0)!.Retries);
+        Assert.Equal(TaskPriority.Normal, first.PriorityOf(0));
+        Assert.Equal(2, first.Defaults.Retries);
+        Assert.False(first.HasDataEdges);
+        Assert.Equal((5, 2), (second.Count, second.EdgeCount));
+        Assert.Equal(5, second.SpecOf(0)!.Retries);
+        Assert.Equal(TaskPriority.High, second.PriorityOf(0));
+        Assert.Equal("spin", second.HandlerOfTask(more));
+        Assert.True(second.HasDataEdges);
+        Assert.Equal([more], second.SuccessorsOf(1).ToArray());
+    }
+
+    [Fact]
+    public void AddTasksAndAddEdge_IndexBasedGraph_MatchesTheTaskRefBuiltOne()
+    {
+        var byIndex = new GraphBuilder();
+        int first = byIndex.AddTasks(1000, "noop");
+        for (int i = 1; i < 1000; i++) byIndex.AddEdge(first + (i - 1) / 2, first + i);
+        var byRef = new GraphBuilder();
+        var refs = Enumerable.Range(0, 1000).Select(_ => byRef.Task("noop")).ToArray();
+        for (int i = 1; i < 1000; i++) refs[i].DependsOn(refs[(i - 1) / 2]);
+        var x = byIndex.Build();
+        var y = byRef.Build();
+        for (int i = 0; i < 1000; i++)
+        {
+            Assert.Equal(y.SuccessorsOf(i).ToArray(), x.SuccessorsOf(i).ToArray());
+            Assert.Equal(y.PredecessorsOf(i).ToArray(), x.PredecessorsOf(i).ToArray());
+            Assert.Equal(y.IdOf(i), x.IdOf(i));
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => byIndex.AddEdge(0, 1000));
+        Assert.Throws<ArgumentOutOfRangeException>(() => byIndex.AddEdge(-1, 3));
+    }
+}
