@@ -41,7 +41,7 @@ public sealed class EngineOptions
     /// <summary>Clock for timeouts and back-off (tests inject their own).</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
-    /// <summary>Seed of the retry jitter; null seeds from the clock.</summary>
+    /// <summary>Seed of the retry jitter (see <see cref="Scheduling.Attempts.RetryPolicy"/>); null picks a random one.</summary>
     public int? RandomSeed { get; set; }
 
     /// <summary>"Choose for me" for <see cref="WorkerThreads"/>.</summary>
