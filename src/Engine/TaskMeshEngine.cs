@@ -196,7 +196,7 @@ public sealed class TaskMeshEngine
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
         var route = ComputeRoutes(graph, layers, observed, out var routeDetails);
-        var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, CriticalPathMs(graph));
+        var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, () => CriticalPathMs(graph));
         state.SetRouteDetails(routeDetails);
         return new RunHandle(state, state.RunAsync(ct));
     }

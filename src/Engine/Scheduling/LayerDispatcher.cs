@@ -17,7 +17,7 @@ internal sealed class LayerDispatcher
 {
     private readonly RunState _run;
     private readonly ConcurrentQueue<int>[] _queues = [new(), new(), new(), new()]; // by TaskPriority
-    private readonly ActionBlock<int> _block;
+    private ActionBlock<int>? _block;   // made at the first task: most runs leave most layers unused
     private readonly Action<int> _onCapacityChanged;
     private int _freeSlots;
     private int _pumping;
@@ -28,13 +28,6 @@ internal sealed class LayerDispatcher
         _run = run;
         Layer = layer;
         _freeSlots = layer.Capacity;
-        // The pump is the bound (at most Capacity tasks admitted at once, see _freeSlots); the block
-        // itself is unbounded so that a capacity raised mid-run takes effect at once.
-        _block = new ActionBlock<int>(RunTaskAsync, new ExecutionDataflowBlockOptions
-        {
-            MaxDegreeOfParallelism = DataflowBlockOptions.Unbounded,
-            EnsureOrdered = false,
-        });
         _onCapacityChanged = OnCapacityChanged;
         layer.CapacityChanged += _onCapacityChanged;
     }
@@ -45,7 +38,7 @@ internal sealed class LayerDispatcher
     public void Close()
     {
         Layer.CapacityChanged -= _onCapacityChanged;
-        _block.Complete();
+        _block?.Complete();
     }
 
     private void OnCapacityChanged(int delta)
@@ -76,12 +69,21 @@ internal sealed class LayerDispatcher
                 Interlocked.Decrement(ref _freeSlots);
                 Layer.AddQueued(-1);
                 _run.OnGuardedStarted();
-                _block.Post(node);
+                (_block ??= CreateBlock()).Post(node);   // only the pumper gets here: no race on creation
             }
             Interlocked.Exchange(ref _pumping, 0);
             if (Volatile.Read(ref _pumpRequests) == seen) return;
         }
     }
+
+    private ActionBlock<int> CreateBlock()
+        // The pump is the bound (at most Capacity tasks admitted at once, see _freeSlots); the block
+        // itself is unbounded so that a capacity raised mid-run takes effect at once.
+        => new(RunTaskAsync, new ExecutionDataflowBlockOptions
+        {
+            MaxDegreeOfParallelism = DataflowBlockOptions.Unbounded,
+            EnsureOrdered = false,
+        });
 
     private bool TryDequeueMostUrgent(out int node)
     {

@@ -70,7 +70,7 @@ public sealed class RunRecord
     private readonly Dictionary<int, int> _escalationCount;
 
     internal RunRecord(string runId, TaskGraph graph, RunStatus status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
-        double criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks)
+        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks)
     {
         RunId = runId;
         _graph = graph;
@@ -78,7 +78,7 @@ public sealed class RunRecord
         StartedAt = startedAt;
         EndedAt = endedAt;
         Wall = wall;
-        CriticalPathMs = criticalPathMs;
+        _criticalPath = criticalPathMs;
         Escalations = escalations;
         ObserverFaults = observerFaults;
         _layerNames = layers.Select(l => l.Name).ToArray();
@@ -156,7 +156,19 @@ public sealed class RunRecord
     public int Cancelled => Counts.Cancelled;
 
     /// <summary>Critical path length by the tasks' estimates and edge weights, in ms (0 when nothing has an estimate).</summary>
-    public double CriticalPathMs { get; }
+    public double CriticalPathMs
+    {
+        get
+        {
+            // Analysed on first use: a run does not wait for it, and a record nobody asks does not pay.
+            if (Volatile.Read(ref _criticalPathValue) is double[] known) return known[0];
+            var computed = new[] { _criticalPath() };
+            return (Interlocked.CompareExchange(ref _criticalPathValue, computed, null) ?? computed)[0];
+        }
+    }
+
+    private readonly Func<double> _criticalPath;
+    private double[]? _criticalPathValue;
 
     /// <summary>Each layer of the run, by name: tasks and cost.</summary>
     public IReadOnlyList<LayerRecord> Layers => Counts.Layers;

@@ -34,7 +34,7 @@ internal sealed partial class RunState
     private readonly ObserverSet? _observers;
     private readonly EventChannelObserver? _events;
     private readonly bool _keepAllOutputs;
-    private readonly double _criticalPathMs;
+    private readonly Func<double> _criticalPathMs;
 
     private int _remaining;               // tasks not yet ended; workers subtract in batches
     private volatile bool _stopping;
@@ -52,7 +52,7 @@ internal sealed partial class RunState
 
     internal RunState(PreparedGraph prepared, EngineOptions options, byte[] route,
         ExecutionLayer[] layers, RunOptions runOptions, IEnumerable<IRunObserver> observers,
-        IEscalationPolicy escalation, RetryPolicy retry, double criticalPathMs)
+        IEscalationPolicy escalation, RetryPolicy retry, Func<double> criticalPathMs)
     {
         var graph = prepared.Graph;
         var handlerOf = prepared.Handlers;
