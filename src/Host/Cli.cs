@@ -36,6 +36,7 @@ public static class Cli
         root.Subcommands.Add(GraphCommand.Create(io));
         root.Subcommands.Add(QsimCommand.Create(io));
         root.Subcommands.Add(GenCommand.Create(io));
+        root.Subcommands.Add(RunsCommand.Create(io));
         root.Subcommands.Add(CompletionCommand.Create(io));
         return root;
     }
@@ -79,6 +80,11 @@ public static class Cli
         catch (ConfigException ex)
         {
             stderr.WriteLine($"taskmesh: bad config:\n{ex.Message}");
+            return ExitCodes.BadInput;
+        }
+        catch (TaskMesh.Engine.Store.StoreException ex)
+        {
+            stderr.WriteLine($"taskmesh: {ex.Message}");
             return ExitCodes.BadInput;
         }
         catch (UnsafeFileException ex)

@@ -154,6 +154,7 @@ public sealed class BadInputTests : IDisposable
             echo "rc=$rc ms=$(( ($(date +%s%N) - start) / 1000000 ))"
             """;
         var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = _dir };
+        psi.Environment["TASKMESH_HOME"] = _dir;
         using var p = Process.Start(psi)!;
         var output = p.StandardOutput.ReadToEndAsync();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));

@@ -16,6 +16,7 @@ public class CliTests : IDisposable
     internal static async Task<(int code, string stdout, string stderr)> Taskmesh(string workDir, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir };
+        psi.Environment["TASKMESH_HOME"] = workDir;   // the default run store goes into the test's folder
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
@@ -138,6 +139,7 @@ public class CliTests : IDisposable
             """);
         var summary = Path.Combine(_dir, "s.json");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["TASKMESH_HOME"] = _dir;
         foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--json", summary, "--progress", "lines" })
             psi.ArgumentList.Add(a);
         using var p = new Process { StartInfo = psi };

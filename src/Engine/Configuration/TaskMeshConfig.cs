@@ -30,6 +30,16 @@ public sealed class TaskMeshConfig
     // [handlers]
     public bool ShellEnabled { get; set; }
 
+    // [store]
+    /// <summary><c>store.path</c>: the run store file; null for the default (<see cref="Store.RunStore.DefaultPath"/>), relative to the config file's folder.</summary>
+    public string? StorePath { get; set; }
+
+    /// <summary><c>store.enabled</c>: whether runs are recorded. Default true.</summary>
+    public bool StoreEnabled { get; set; } = true;
+
+    /// <summary>The configuration file's text, or null for defaults (kept with each stored run).</summary>
+    public string? Text { get; private set; }
+
     /// <summary>[quantum]: the quantum layer's settings.</summary>
     public Layers.Quantum.QuantumOptions Quantum { get; } = new();
 
@@ -57,6 +67,11 @@ public sealed class TaskMeshConfig
         ["handlers"] = new(StringComparer.Ordinal)
         {
             ["shell_enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.ShellEnabled = b),
+        },
+        ["store"] = new(StringComparer.Ordinal)
+        {
+            ["path"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.StorePath = s)),
+            ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.StoreEnabled = b),
         },
         ["quantum"] = new(StringComparer.Ordinal)
         {
@@ -93,7 +108,7 @@ public sealed class TaskMeshConfig
     /// <summary>Parses TOML text.</summary>
     public static TaskMeshConfig Parse(string text, string path = "taskmesh.toml")
     {
-        var config = new TaskMeshConfig { Source = path };
+        var config = new TaskMeshConfig { Source = path, Text = text };
         if (text.StartsWith('\uFEFF')) text = text[1..];   // a byte order mark is allowed
         var doc = SyntaxParser.Parse(text, path);
         var problems = new List<string>();
@@ -128,6 +143,9 @@ public sealed class TaskMeshConfig
         if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
             problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
         if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));
+        // A relative store path means the config file's folder, not wherever the command runs.
+        if (config.StorePath is { } sp && !Path.IsPathRooted(sp) && Path.GetDirectoryName(Path.GetFullPath(path)) is { } folder)
+            config.StorePath = Path.Combine(folder, sp);
         return config;
     }
 

@@ -16,10 +16,26 @@ internal static class GraphInput
     /// <exception cref="GraphValidationException">With every problem in the file.</exception>
     public static (TaskMeshEngine engine, PreparedGraph graph) Load(string path, TaskMeshConfig config, CancellationToken ct)
     {
+        var (engine, graph, _) = LoadWithHash(path, config, ct);
+        return (engine, graph);
+    }
+
+    /// <summary>Like <see cref="Load"/>, with the SHA-256 of the file's bytes (kept with a stored run).</summary>
+    public static (TaskMeshEngine engine, PreparedGraph graph, string hash) LoadWithHash(string path, TaskMeshConfig config, CancellationToken ct)
+    {
         var engine = new TaskMeshEngine(config.ToEngineOptions());
-        var builder = GraphLoader.LoadFile(path, ct);
+        byte[] bytes;
+        try
+        {
+            bytes = Engine.IO.SafeFile.ReadInput(path, Engine.IO.SafeFile.MaxGraphBytes, "graph file", ct);
+        }
+        catch (Engine.IO.UnsafeFileException ex)
+        {
+            throw new GraphValidationException([new GraphError(GraphErrorCodes.Unreadable, ex.Message)], path);
+        }
+        var builder = GraphLoader.Load(bytes, path);
         ct.ThrowIfCancellationRequested();
         var graph = engine.Prepare(builder, path, ct);
-        return (engine, graph);
+        return (engine, graph, Engine.Store.RunStore.HashOf(bytes));
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Spectre.Console;
 using TaskMesh.Engine.IO;
+using TaskMesh.Engine.Store;
 using TaskMesh.Engine;
 using TaskMesh.Engine.Scheduling;
 
@@ -18,23 +19,31 @@ internal static class RunCommand
         var config = CliOptions.Config();
         var nodes = new Option<bool>("--nodes") { Description = "Keep and write per-task results even above 100,000 tasks." };
         var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
-        var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed, 2 bad input, 130 cancelled.")
+        var store = StoreInput.StoreOption();
+        var noStore = StoreInput.NoStoreOption();
+        var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
-            graphArg, json, maxParallel, config, nodes, progress,
+            graphArg, json, maxParallel, config, nodes, progress, store, noStore,
         };
         command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
-            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress)));
+            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore)));
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes, string? progressOption)
+    private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
+        string? progressOption, string? storeOption, bool noStore)
     {
-        var ct = io.Token;
         var stdout = io.Out;
+        if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         // Every output is checked before anything runs: a summary that cannot be written is
         // refused now, not lost after the run.
         CliOptions.CheckOutput("--json", jsonPath, path, configPath);
-        var config = GraphInput.LoadConfig(configPath, ct);
+        var config = GraphInput.LoadConfig(configPath, io.Token);
+        // The store is opened (and checked) before anything runs, too.
+        using var store = noStore || !config.StoreEnabled && storeOption is null ? null : StoreInput.Open(StoreInput.PathOf(storeOption, config), readOnly: false);
+        if (store is not null) CliOptions.CheckOutput("--json", jsonPath, store.Path);
+        using var storeFailed = CancellationTokenSource.CreateLinkedTokenSource(io.Token);
+        var ct = storeFailed.Token;
         var progress = progressOption ?? config.Progress;
         if (progress is not ("auto" or "bar" or "lines" or "none"))
             throw new UsageException($"--progress must be auto, bar, lines or none, got '{progress}'");
@@ -44,11 +53,20 @@ internal static class RunCommand
             if (config.WorkerThreads > mp) config.WorkerThreads = mp;
         }
 
-        var (engine, graph) = GraphInput.Load(path, config, ct);
+        var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
+        RunRecorder? recorder = null;
+        if (store is not null)
+        {
+            recorder = new RunRecorder(store, path, hash, config.Text);
+            // A store that fails (disk full, file made read-only) stops the run: what it already
+            // committed stays, and the summary says why.
+            recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
+        }
         var runOptions = new RunOptions
         {
             BaseDirectory = Path.GetDirectoryName(Path.GetFullPath(path)),
             CollectTaskDetails = nodes ? true : null,
+            Observers = recorder is null ? null : [recorder],
         };
         var handle = engine.Start(graph, runOptions, ct);
         if (progress == "auto")
@@ -66,6 +84,19 @@ internal static class RunCommand
                 result.WriteJson(w, nodes ? true : null);
             });
             stdout.WriteLine($"summary written to {jsonPath}");
+        }
+        if (store is not null)
+        {
+            try
+            {
+                await store.FlushAsync(CancellationToken.None);
+                stdout.WriteLine($"run {result.RunId} recorded in {store.Path}");
+            }
+            catch (StoreException ex)
+            {
+                io.Error.WriteLine($"taskmesh: the run store failed, the run was stopped: {ex.Message}");
+                return ExitCodes.TasksFailed;
+            }
         }
         return result.Status switch
         {

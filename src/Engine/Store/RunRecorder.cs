@@ -1,0 +1,322 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Data.Sqlite;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Observability;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Attempts;
+
+namespace TaskMesh.Engine.Store;
+
+/// <summary>
+/// Records one run into a <see cref="RunStore"/>: an observer (attach it with
+/// <see cref="RunOptions.Observers"/>, one recorder per run). It never touches SQLite itself: it
+/// queues records for the store's writer.
+/// <para>
+/// What is kept (the journal), so that a million 100-ns tasks cost little and nothing that matters
+/// is lost:
+/// <list type="bullet">
+/// <item>the run: a row when it starts (status <c>running</c>) and its figures when it ends;</item>
+/// <item>completion: a bitmap of the tasks that succeeded, checkpointed every
+/// <see cref="CheckpointInterval"/> and when the run ends (what resuming relies on);</item>
+/// <item>a task row (<c>task_executions</c>) for every task of a run of at most
+/// <see cref="FullDetailTasks"/> tasks; in larger runs, for every task that failed, timed out, was
+/// skipped, ran on a layer other than <c>local</c>, took <see cref="SlowTaskMs"/> ms or more, needed
+/// more than one attempt, escalated or reported a confidence, and for every
+/// <see cref="SampleEvery"/>th task; each row says why it was kept (<c>kept_because</c>);</item>
+/// <item>every escalation (<c>escalation_history</c>).</item>
+/// </list>
+/// </para>
+/// </summary>
+public sealed class RunRecorder : IRunObserver
+{
+    /// <summary>Runs up to this many tasks keep a row for every task.</summary>
+    public const int FullDetailTasks = 10_000;
+
+    /// <summary>In larger runs, tasks this slow (ms) or slower keep a row.</summary>
+    public const double SlowTaskMs = 10;
+
+    /// <summary>In larger runs, one task in this many keeps a row anyway (by index).</summary>
+    public const int SampleEvery = 1024;
+
+    /// <summary>How often the completion bitmap is checkpointed while the run goes on.</summary>
+    public static readonly TimeSpan CheckpointInterval = TimeSpan.FromMilliseconds(250);
+
+    private readonly StoreWriter _writer;
+    private readonly string? _graphPath;
+    private readonly string? _graphHash;
+    private readonly string? _config;
+    private TaskGraph _graph = null!;
+    private string _runId = "";
+    private bool _keepAll;
+    private long _startTimestamp;
+    private ulong[] _completed = [];
+    private int _completedCount;
+    private Timer? _checkpoints;
+    private readonly ConcurrentDictionary<int, TaskNotes> _notes = new();
+
+    /// <summary>A recorder for one run into <paramref name="store"/>.</summary>
+    /// <param name="store">An open, writable store.</param>
+    /// <param name="graphPath">The graph file, when the graph came from one (kept to find it again).</param>
+    /// <param name="graphHash">The SHA-256 of the graph file's bytes (see <see cref="RunStore.HashOf"/>).</param>
+    /// <param name="config">The configuration the run used, as text.</param>
+    /// <exception cref="ArgumentException">The store was opened read-only.</exception>
+    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _writer = store.Writer ?? throw new ArgumentException("the store is open read-only", nameof(store));
+        _graphPath = graphPath is null ? null : Path.GetFullPath(graphPath);
+        _graphHash = graphHash;
+        _config = config;
+    }
+
+    /// <summary>Raised (on the store's writer thread) when the store fails; the run should stop.</summary>
+    public event Action<StoreException>? Faulted
+    {
+        add => _writer.Faulted += value;
+        remove => _writer.Faulted -= value;
+    }
+
+    /// <summary>The first store failure, if any.</summary>
+    public StoreException? Fault => _writer.Fault;
+
+    /// <summary>Rare per-task facts: several attempts, escalations, the first layer.</summary>
+    private sealed class TaskNotes
+    {
+        public double DurationMs;
+        public string? FirstLayer;
+        public int Escalations;
+    }
+
+    private static string Now() => DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture);
+
+    public void OnRunStarted(RunStart run)
+    {
+        _graph = run.Graph;
+        _runId = run.RunId;
+        _keepAll = run.Graph.Count <= FullDetailTasks;
+        _completed = new ulong[(run.Graph.Count + 63) / 64];
+        _startTimestamp = Stopwatch.GetTimestamp();
+        _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config));
+        _checkpoints = new Timer(static s => ((RunRecorder)s!).Checkpoint(), this, CheckpointInterval, CheckpointInterval);
+    }
+
+    public void OnAttemptEnded(in AttemptResult r)
+    {
+        if (r.Next != AttemptNext.Complete)
+        {
+            var n = _notes.GetOrAdd(r.Task, static _ => new TaskNotes());
+            lock (n)
+            {
+                n.DurationMs += r.Duration.TotalMilliseconds;
+                n.FirstLayer ??= r.Layer;
+            }
+            return;
+        }
+        double ms = r.Duration.TotalMilliseconds;
+        TaskNotes? notes = null;
+        if (r.Attempt > 1 || !_notes.IsEmpty) _notes.TryGetValue(r.Task, out notes);
+        if (notes is not null) lock (notes) ms += notes.DurationMs;
+        string? why = Why(r, ms, notes);
+        if (why is null) return;
+        double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
+        _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
+            Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, r.Error,
+            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()));
+    }
+
+    private string? Why(in AttemptResult r, double ms, TaskNotes? notes)
+    {
+        if (_keepAll) return "small-run";
+        if (!r.Succeeded) return r.Outcome == AttemptOutcome.TimedOut ? "timed-out" : r.Outcome == AttemptOutcome.Cancelled ? "cancelled" : "failed";
+        if (notes is { Escalations: > 0 }) return "escalated";
+        if (r.Attempt > 1) return "retried";
+        if (r.Layer != Layers.Local.LocalLayer.LayerName) return "layer";
+        if (r.Confidence is not null) return "confidence";
+        if (ms >= SlowTaskMs) return "slow";
+        if (r.Task % SampleEvery == 0) return "sampled";
+        return null;
+    }
+
+    public void OnTaskEnded(in TaskEnd end)
+    {
+        switch (end.Outcome)
+        {
+            case TaskOutcome.Succeeded:
+                int word = end.Task >> 6;
+                Interlocked.Or(ref _completed[word], 1UL << (end.Task & 63));
+                Interlocked.Increment(ref _completedCount);
+                break;
+            case TaskOutcome.Skipped:
+                // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
+                _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
+                    "skipped", 0, null, 0, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
+                    _keepAll ? "small-run" : "skipped", Now()));
+                break;
+        }
+    }
+
+    public void OnEscalated(EscalationRecord e)
+    {
+        if (e.TaskIndex >= 0)
+        {
+            var n = _notes.GetOrAdd(e.TaskIndex, static _ => new TaskNotes());
+            lock (n) n.Escalations++;
+        }
+        _writer.Enqueue(new EscalationRow(_runId, e));
+    }
+
+    public void OnRunEnded(RunRecord record)
+    {
+        _checkpoints?.Dispose();
+        Checkpoint();
+        _writer.Enqueue(new RunEnded(record));
+    }
+
+    private void Checkpoint()
+    {
+        if (_completed.Length == 0) return;
+        var bytes = new byte[_completed.Length * 8];
+        for (int i = 0; i < _completed.Length; i++)
+            BitConverter.TryWriteBytes(bytes.AsSpan(i * 8), Volatile.Read(ref _completed[i]));
+        try { _writer.Enqueue(new CheckpointRow(_runId, Volatile.Read(ref _completedCount), bytes, Now())); }
+        catch (StoreException) { /* reported through Faulted */ }
+    }
+
+    private static string Status(TaskOutcome o) => o switch
+    {
+        TaskOutcome.Succeeded => "succeeded",
+        TaskOutcome.Failed => "failed",
+        TaskOutcome.TimedOut => "timed_out",
+        TaskOutcome.Skipped => "skipped",
+        _ => "cancelled",
+    };
+
+    // ------------------------------------------------------------------ the writes
+
+    private static SqliteCommand Command(SqliteConnection c, SqliteTransaction tx, string sql)
+    {
+        var cmd = c.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = sql;
+        return cmd;
+    }
+
+    private static object Db(object? value) => value ?? DBNull.Value;
+
+    private sealed class RunStarted(string runId, string graph, string? hash, string? path, DateTimeOffset startedAt, int total, string? config) : StoreWrite
+    {
+        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        {
+            using var cmd = Command(c, tx, """
+                INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config)
+                VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config)
+                """);
+            cmd.Parameters.AddWithValue("$id", runId);
+            cmd.Parameters.AddWithValue("$graph", graph);
+            cmd.Parameters.AddWithValue("$hash", Db(hash));
+            cmd.Parameters.AddWithValue("$path", Db(path));
+            cmd.Parameters.AddWithValue("$started", startedAt.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("$total", total);
+            cmd.Parameters.AddWithValue("$config", Db(config));
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    private sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
+        double? confidence, int escalations, double? startedMs, double? durationMs, string? error, string? summary, string? skippedBecause, string why, string at) : StoreWrite
+    {
+        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        {
+            using var cmd = Command(c, tx, """
+                INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
+                    confidence, escalations, started_ms, duration_ms, error, output_summary, skipped_because, kept_because, ended_at)
+                VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
+                    $error, $summary, $skipped, $why, $at)
+                """);
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$i", index);
+            cmd.Parameters.AddWithValue("$id", id);
+            cmd.Parameters.AddWithValue("$handler", handler);
+            cmd.Parameters.AddWithValue("$initial", Db(initialLayer));
+            cmd.Parameters.AddWithValue("$layer", Db(layer));
+            cmd.Parameters.AddWithValue("$status", status);
+            cmd.Parameters.AddWithValue("$attempts", attempts);
+            cmd.Parameters.AddWithValue("$confidence", Db(confidence));
+            cmd.Parameters.AddWithValue("$escalations", escalations);
+            cmd.Parameters.AddWithValue("$started", Db(startedMs));
+            cmd.Parameters.AddWithValue("$duration", Db(durationMs));
+            cmd.Parameters.AddWithValue("$error", Db(error));
+            cmd.Parameters.AddWithValue("$summary", Db(summary));
+            cmd.Parameters.AddWithValue("$skipped", Db(skippedBecause));
+            cmd.Parameters.AddWithValue("$why", why);
+            cmd.Parameters.AddWithValue("$at", at);
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    private sealed class CheckpointRow(string runId, int completed, byte[] bitmap, string at) : StoreWrite
+    {
+        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        {
+            using var cmd = Command(c, tx, """
+                INSERT INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES ($run, $n, $bits, $at)
+                ON CONFLICT (run_id) DO UPDATE SET completed = excluded.completed, bitmap = excluded.bitmap, updated_at = excluded.updated_at
+                WHERE excluded.completed >= run_checkpoints.completed
+                """);
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$n", completed);
+            cmd.Parameters.AddWithValue("$bits", bitmap);
+            cmd.Parameters.AddWithValue("$at", at);
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    private sealed class EscalationRow(string runId, EscalationRecord e) : StoreWrite
+    {
+        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        {
+            using var cmd = Command(c, tx, """
+                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, at)
+                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $at)
+                """);
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$task", e.TaskId);
+            cmd.Parameters.AddWithValue("$from", e.From);
+            cmd.Parameters.AddWithValue("$to", e.To);
+            cmd.Parameters.AddWithValue("$trigger", e.Trigger);
+            cmd.Parameters.AddWithValue("$reason", e.Reason);
+            cmd.Parameters.AddWithValue("$confidence", Db(e.PreviousConfidence));
+            cmd.Parameters.AddWithValue("$at", e.Timestamp.ToString("O", CultureInfo.InvariantCulture));
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    private sealed class RunEnded(RunRecord r) : StoreWrite
+    {
+        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        {
+            using var cmd = Command(c, tx, """
+                UPDATE runs SET status = $status, finished_at = $finished, succeeded = $ok, failed = $failed, timed_out = $timedOut,
+                    skipped = $skipped, cancelled = $cancelled, escalations = $escalations, cost = $cost, wall_ms = $wall,
+                    critical_path_ms = $critical
+                WHERE run_id = $id
+                """);
+            cmd.Parameters.AddWithValue("$id", r.RunId);
+            cmd.Parameters.AddWithValue("$status", r.StatusName);
+            cmd.Parameters.AddWithValue("$finished", r.EndedAt.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("$ok", r.Succeeded);
+            cmd.Parameters.AddWithValue("$failed", r.Failed);
+            cmd.Parameters.AddWithValue("$timedOut", r.TimedOut);
+            cmd.Parameters.AddWithValue("$skipped", r.Skipped);
+            cmd.Parameters.AddWithValue("$cancelled", r.Cancelled);
+            cmd.Parameters.AddWithValue("$escalations", r.Escalations.Count);
+            cmd.Parameters.AddWithValue("$cost", r.Layers.Sum(l => l.Cost));
+            cmd.Parameters.AddWithValue("$wall", r.Wall.TotalMilliseconds);
+            cmd.Parameters.AddWithValue("$critical", r.CriticalPathMs);
+            cmd.ExecuteNonQuery();
+        }
+    }
+}

@@ -1,0 +1,281 @@
+using System.Text;
+using Microsoft.Data.Sqlite;
+using TaskMesh.Engine.IO;
+
+namespace TaskMesh.Engine.Store;
+
+/// <summary>
+/// The run store: one SQLite file (WAL) that keeps every run, the tasks worth keeping, escalations,
+/// audit records and daily layer figures. Opening checks the file before writing anything to it: a
+/// file that is not SQLite, a database of another application, a store written by a newer
+/// TaskMesh or a corrupt one is refused with a <see cref="StoreException"/> and left as it is. A
+/// store of an older schema is migrated in one transaction.
+/// <para>
+/// Writes go through one writer (<see cref="StoreWriter"/>) that batches them in transactions off
+/// the scheduler's threads; runs record themselves with a <see cref="RunRecorder"/>.
+/// </para>
+/// </summary>
+public sealed class RunStore : IDisposable
+{
+    private readonly SqliteConnection _read;
+
+    private RunStore(string path, SqliteConnection read, StoreWriter? writer)
+    {
+        Path = path;
+        _read = read;
+        Writer = writer;
+    }
+
+    /// <summary>The store file.</summary>
+    public string Path { get; }
+
+    /// <summary>The writer (null for a store opened read-only).</summary>
+    internal StoreWriter? Writer { get; }
+
+    /// <summary>Records waiting for the writer (for the metrics).</summary>
+    public int QueueDepth => Writer?.QueueDepth ?? 0;
+
+    /// <summary>
+    /// The default store: <c>$TASKMESH_HOME/taskmesh.db</c> when <c>TASKMESH_HOME</c> is set, else
+    /// <c>~/.taskmesh/taskmesh.db</c>.
+    /// </summary>
+    public static string DefaultPath()
+    {
+        var home = Environment.GetEnvironmentVariable("TASKMESH_HOME");
+        if (string.IsNullOrEmpty(home))
+            home = System.IO.Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".taskmesh");
+        return System.IO.Path.Combine(home, "taskmesh.db");
+    }
+
+    /// <summary>Opens (creating and migrating when needed) the store at <paramref name="path"/>.</summary>
+    /// <param name="path">The store file.</param>
+    /// <param name="readOnly">Open for reading only: a missing store is an error, nothing is migrated or written.</param>
+    /// <exception cref="StoreException">The file is not a usable TaskMesh store; it was not changed.</exception>
+    public static RunStore Open(string path, bool readOnly = false)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var full = System.IO.Path.GetFullPath(path);
+        var kind = SafeFile.KindOf(full);
+        if (kind == FileKind.Directory) throw new StoreException($"store '{path}' is a directory, not a file");
+        if (kind == FileKind.Special) throw new StoreException($"store '{path}' is not a regular file");
+        if (kind == FileKind.Missing)
+        {
+            if (readOnly) throw new StoreException($"there is no store at '{path}' (nothing has been run with it yet)");
+            var dir = System.IO.Path.GetDirectoryName(full)!;
+            try { Directory.CreateDirectory(dir); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new StoreException($"cannot create the store's folder '{dir}': {ex.Message}");
+            }
+        }
+        else Inspect(full, path);
+
+        SqliteConnection? read = null;
+        StoreWriter? writer = null;
+        try
+        {
+            if (!readOnly)
+            {
+                var write = Connect(full, SqliteOpenMode.ReadWriteCreate);
+                Migrate(write, path);
+                writer = new StoreWriter(write, path);
+            }
+            read = Connect(full, SqliteOpenMode.ReadOnly);
+            return new RunStore(path, read, writer);
+        }
+        catch (SqliteException ex)
+        {
+            read?.Dispose();
+            writer?.Dispose();
+            throw new StoreException(Describe(path, ex), ex);
+        }
+    }
+
+    private static SqliteConnection Connect(string full, SqliteOpenMode mode)
+    {
+        var c = new SqliteConnection(new SqliteConnectionStringBuilder
+        {
+            DataSource = full,
+            Mode = mode,
+            Pooling = false,
+            DefaultTimeout = 30,
+        }.ToString());
+        c.Open();
+        Execute(c, "PRAGMA busy_timeout = 10000;");
+        if (mode != SqliteOpenMode.ReadOnly)
+        {
+            // WAL: readers never block the writer; FULL: a committed batch survives a power cut too.
+            Execute(c, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+        }
+        return c;
+    }
+
+    /// <summary>Reads what an existing file is, without writing to it; refuses anything but a TaskMesh store this build can use.</summary>
+    private static void Inspect(string full, string path)
+    {
+        long length = new FileInfo(full).Length;
+        if (length == 0) return;   // an empty file becomes a new store
+        var header = new byte[16];
+        using (var f = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+        {
+            if (f.Read(header, 0, header.Length) < header.Length || !header.AsSpan().SequenceEqual("SQLite format 3\0"u8))
+                throw new StoreException($"'{path}' is not a TaskMesh store (not an SQLite database); it was left as it is");
+        }
+        try
+        {
+            using var c = Connect(full, SqliteOpenMode.ReadOnly);
+            long appId = Scalar(c, "PRAGMA application_id;");
+            long version = Scalar(c, "PRAGMA user_version;");
+            long tables = Scalar(c, "SELECT count(*) FROM sqlite_schema;");
+            if (appId != StoreSchema.ApplicationId && !(appId == 0 && version == 0 && tables == 0))
+                throw new StoreException($"'{path}' is an SQLite database of another application (application_id 0x{appId:X8}), not a TaskMesh store; it was left as it is");
+            if (version > StoreSchema.CurrentVersion)
+                throw new StoreException($"'{path}' was written by a newer TaskMesh (schema version {version}; this build reads up to {StoreSchema.CurrentVersion}); it was left as it is");
+            var check = Convert.ToString(new SqliteCommand("PRAGMA quick_check;", c).ExecuteScalar());
+            if (check != "ok")
+                throw new StoreException($"store '{path}' is corrupt ({check}); it was left as it is");
+        }
+        catch (SqliteException ex)
+        {
+            throw new StoreException(Describe(path, ex) + "; it was left as it is", ex);
+        }
+    }
+
+    private static void Migrate(SqliteConnection c, string path)
+    {
+        using var tx = c.BeginTransaction(deferred: false);
+        long version = Scalar(c, "PRAGMA user_version;", tx);
+        if (version > StoreSchema.CurrentVersion)
+            throw new StoreException($"'{path}' was written by a newer TaskMesh (schema version {version}; this build reads up to {StoreSchema.CurrentVersion})");
+        for (long v = version; v < StoreSchema.CurrentVersion; v++)
+            Execute(c, StoreSchema.Migrations[v], tx);
+        if (version < StoreSchema.CurrentVersion)
+        {
+            Execute(c, $"PRAGMA application_id = {StoreSchema.ApplicationId};", tx);
+            Execute(c, $"PRAGMA user_version = {StoreSchema.CurrentVersion};", tx);
+        }
+        tx.Commit();
+    }
+
+    internal static string Describe(string path, SqliteException ex) => ex.SqliteErrorCode switch
+    {
+        8 => $"store '{path}' is read-only: {ex.Message}",                            // SQLITE_READONLY
+        11 or 26 => $"store '{path}' is corrupt or not a database: {ex.Message}",    // SQLITE_CORRUPT, SQLITE_NOTADB
+        13 => $"the disk holding store '{path}' is full: {ex.Message}",              // SQLITE_FULL
+        14 => $"store '{path}' cannot be opened: {ex.Message}",                       // SQLITE_CANTOPEN
+        _ => $"store '{path}': {ex.Message}",
+    };
+
+    internal static void Execute(SqliteConnection c, string sql, SqliteTransaction? tx = null)
+    {
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        cmd.Transaction = tx;
+        cmd.ExecuteNonQuery();
+    }
+
+    internal static long Scalar(SqliteConnection c, string sql, SqliteTransaction? tx = null)
+    {
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        cmd.Transaction = tx;
+        return Convert.ToInt64(cmd.ExecuteScalar());
+    }
+
+    /// <summary>Waits until every record queued so far is committed.</summary>
+    /// <exception cref="StoreException">The writer failed (the message says why).</exception>
+    public Task FlushAsync(CancellationToken ct = default) => Writer?.FlushAsync(ct) ?? Task.CompletedTask;
+
+    /// <summary>The newest runs first.</summary>
+    /// <param name="limit">Most runs to list.</param>
+    /// <param name="status">Only runs with this status (<c>succeeded</c>, <c>failed</c>, <c>cancelled</c>, <c>running</c>, <c>interrupted</c>), or null.</param>
+    public IReadOnlyList<StoredRun> ListRuns(int limit = 20, string? status = null)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = """
+            SELECT run_id, graph_name, status, started_at, finished_at, total, succeeded, failed, timed_out,
+                   skipped, cancelled, restored, cached, escalations, cost, wall_ms, critical_path_ms, graph_path, graph_hash
+            FROM runs WHERE ($status IS NULL OR status = $status)
+            ORDER BY started_at DESC, rowid DESC LIMIT $limit
+            """;
+        cmd.Parameters.AddWithValue("$status", (object?)status ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("$limit", limit);
+        var list = new List<StoredRun>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read())
+        {
+            list.Add(new StoredRun(r.GetString(0), r.GetString(1), r.GetString(2),
+                DateTimeOffset.Parse(r.GetString(3), System.Globalization.CultureInfo.InvariantCulture),
+                r.IsDBNull(4) ? null : DateTimeOffset.Parse(r.GetString(4), System.Globalization.CultureInfo.InvariantCulture),
+                new StoredTaskCounts(r.GetInt32(5), r.GetInt32(6), r.GetInt32(7), r.GetInt32(8), r.GetInt32(9), r.GetInt32(10), r.GetInt32(11), r.GetInt32(12)),
+                r.GetInt32(13), r.GetDouble(14), r.IsDBNull(15) ? null : r.GetDouble(15), r.IsDBNull(16) ? null : r.GetDouble(16),
+                r.IsDBNull(17) ? null : r.GetString(17), r.IsDBNull(18) ? null : r.GetString(18)));
+        }
+        return list;
+    }
+
+    /// <summary>The task rows the store kept for a run, by task index (see <see cref="RunRecorder"/> for which are kept).</summary>
+    public IReadOnlyList<StoredTask> TasksOf(string runId)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = """
+            SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
+                   started_ms, duration_ms, error, output_summary, skipped_because, kept_because
+            FROM task_executions WHERE run_id = $run ORDER BY task_index
+            """;
+        cmd.Parameters.AddWithValue("$run", runId);
+        var list = new List<StoredTask>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read())
+        {
+            list.Add(new StoredTask(r.GetInt32(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3),
+                r.IsDBNull(4) ? null : r.GetString(4), r.GetString(5), r.GetInt32(6), r.IsDBNull(7) ? null : r.GetDouble(7), r.GetInt32(8),
+                r.IsDBNull(9) ? null : r.GetDouble(9), r.IsDBNull(10) ? null : r.GetDouble(10), r.IsDBNull(11) ? null : r.GetString(11),
+                r.IsDBNull(12) ? null : r.GetString(12), r.IsDBNull(13) ? null : r.GetString(13), r.GetString(14)));
+        }
+        return list;
+    }
+
+    /// <summary>How many tasks of a run the store knows completed successfully (from its completion checkpoint).</summary>
+    public int CompletedCount(string runId)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = "SELECT completed FROM run_checkpoints WHERE run_id = $run";
+        cmd.Parameters.AddWithValue("$run", runId);
+        return cmd.ExecuteScalar() is long n ? (int)n : 0;
+    }
+
+    /// <summary>The escalations of a run, in order.</summary>
+    public IReadOnlyList<(string TaskId, string From, string To, string Trigger, string Reason, double? PreviousConfidence)> EscalationsOf(string runId)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence FROM escalation_history WHERE run_id = $run ORDER BY id";
+        cmd.Parameters.AddWithValue("$run", runId);
+        var list = new List<(string, string, string, string, string, double?)>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read())
+            list.Add((r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4), r.IsDBNull(5) ? null : r.GetDouble(5)));
+        return list;
+    }
+
+    /// <summary>Flushes and closes the store.</summary>
+    public void Dispose()
+    {
+        Writer?.Dispose();
+        _read.Dispose();
+    }
+
+    /// <summary>The SHA-256 of a file's bytes, as hex (the graph hash kept with a run).</summary>
+    public static string HashOf(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes));
+}
+
+/// <summary>Tasks of a stored run by outcome.</summary>
+public sealed record StoredTaskCounts(int Total, int Succeeded, int Failed, int TimedOut, int Skipped, int Cancelled, int Restored, int Cached);
+
+/// <summary>A run as the store keeps it.</summary>
+public sealed record StoredRun(string RunId, string Graph, string Status, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt,
+    StoredTaskCounts Tasks, int Escalations, double Cost, double? WallMs, double? CriticalPathMs, string? GraphPath, string? GraphHash);
+
+/// <summary>A task row of a stored run, and why it was kept.</summary>
+public sealed record StoredTask(int Index, string Id, string Handler, string? InitialLayer, string? Layer, string Status, int Attempts,
+    double? Confidence, int Escalations, double? StartedAtMs, double? DurationMs, string? Error, string? OutputSummary, string? SkippedBecause, string KeptBecause);

@@ -1,0 +1,127 @@
+namespace TaskMesh.Engine.Store;
+
+/// <summary>
+/// The store's schema, versioned by SQLite's <c>user_version</c> and marked as TaskMesh's by its
+/// <c>application_id</c>. <see cref="Migrations"/>[v] takes a store from version v to v + 1; a
+/// store is migrated on open, in one transaction, and a store newer than this build is refused.
+/// </summary>
+internal static class StoreSchema
+{
+    /// <summary>"TMSH": what <c>PRAGMA application_id</c> holds in every TaskMesh store.</summary>
+    public const int ApplicationId = 0x544D5348;
+
+    /// <summary>The schema this build writes.</summary>
+    public static int CurrentVersion => Migrations.Length;
+
+    public static readonly string[] Migrations =
+    [
+        // v0 -> v1: every table of the run store.
+        """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            graph_name TEXT NOT NULL,
+            graph_hash TEXT,
+            graph_path TEXT,
+            status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            total INTEGER NOT NULL,
+            succeeded INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            timed_out INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            cancelled INTEGER NOT NULL DEFAULT 0,
+            restored INTEGER NOT NULL DEFAULT 0,
+            cached INTEGER NOT NULL DEFAULT 0,
+            escalations INTEGER NOT NULL DEFAULT 0,
+            cost REAL NOT NULL DEFAULT 0,
+            wall_ms REAL,
+            critical_path_ms REAL,
+            config TEXT
+        );
+        CREATE INDEX runs_started ON runs (started_at DESC);
+        CREATE TABLE task_executions (
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            task_index INTEGER NOT NULL,
+            task_id TEXT NOT NULL,
+            handler TEXT NOT NULL,
+            initial_layer TEXT,
+            final_layer TEXT,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            complexity REAL,
+            confidence REAL,
+            escalations INTEGER NOT NULL DEFAULT 0,
+            started_ms REAL,
+            duration_ms REAL,
+            cost REAL,
+            error TEXT,
+            output_summary TEXT,
+            skipped_because TEXT,
+            kept_because TEXT NOT NULL,
+            ended_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, task_index)
+        );
+        CREATE TABLE run_checkpoints (
+            run_id TEXT PRIMARY KEY REFERENCES runs (run_id),
+            completed INTEGER NOT NULL,
+            bitmap BLOB NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE layers (
+            name TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            capacity INTEGER NOT NULL,
+            capabilities TEXT,
+            price_per_second REAL NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE escalation_rules (
+            id INTEGER PRIMARY KEY,
+            from_layer TEXT NOT NULL,
+            to_layer TEXT NOT NULL,
+            trigger TEXT NOT NULL CHECK (trigger IN ('low_confidence', 'error', 'timeout', 'complexity', 'manual')),
+            threshold REAL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            active INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE TABLE escalation_history (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            task_id TEXT NOT NULL,
+            from_layer TEXT NOT NULL,
+            to_layer TEXT NOT NULL,
+            rule_id INTEGER REFERENCES escalation_rules (id),
+            trigger TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            previous_confidence REAL,
+            previous_output_summary TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX escalation_history_run ON escalation_history (run_id, task_id);
+        CREATE TABLE layer_metrics_daily (
+            day TEXT NOT NULL,
+            layer TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            successes INTEGER NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0,
+            total_duration_ms REAL NOT NULL DEFAULT 0,
+            confidence_sum REAL NOT NULL DEFAULT 0,
+            confidence_count INTEGER NOT NULL DEFAULT 0,
+            cost REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, layer)
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            category TEXT NOT NULL CHECK (category IN ('task_submission', 'layer_selection', 'task_execution', 'confidence_evaluation', 'escalation', 'task_completion', 'error')),
+            at TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_run ON audit_log (run_id, task_id, id);
+        """,
+    ];
+}

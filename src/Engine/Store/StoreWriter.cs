@@ -1,0 +1,136 @@
+using System.Threading.Channels;
+using Microsoft.Data.Sqlite;
+
+namespace TaskMesh.Engine.Store;
+
+/// <summary>One write to the store, applied by the writer inside a batch's transaction.</summary>
+internal abstract class StoreWrite
+{
+    public abstract void Apply(SqliteConnection connection, SqliteTransaction transaction);
+}
+
+/// <summary>
+/// The store's single writer: records arrive through a bounded channel from any thread and are
+/// committed in batches (up to <see cref="MaxBatch"/> records, or what arrived within
+/// <see cref="MaxBatchDelay"/>) in one transaction each, on a thread of its own — the scheduler
+/// never waits on SQLite. When the writer falls behind and the channel is full, the thread that
+/// records waits for room: the run slows down, no record is lost. A failed batch (disk full,
+/// read-only file) faults the writer: every later record and flush throws a
+/// <see cref="StoreException"/> naming the cause, and what was committed before stays.
+/// </summary>
+internal sealed class StoreWriter : IDisposable
+{
+    public const int Capacity = 65_536;
+    public const int MaxBatch = 4_096;
+    public static readonly TimeSpan MaxBatchDelay = TimeSpan.FromMilliseconds(20);
+
+    private readonly SqliteConnection _connection;
+    private readonly string _path;
+    private readonly Channel<StoreWrite> _channel = Channel.CreateBounded<StoreWrite>(new BoundedChannelOptions(Capacity)
+    {
+        SingleReader = true,
+        FullMode = BoundedChannelFullMode.Wait,
+    });
+    private readonly Task _loop;
+    private volatile StoreException? _fault;
+    private int _depth;
+
+    public StoreWriter(SqliteConnection connection, string path)
+    {
+        _connection = connection;
+        _path = path;
+        _loop = Task.Factory.StartNew(Loop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    public int QueueDepth => Volatile.Read(ref _depth);
+
+    /// <summary>Set once a batch failed.</summary>
+    public StoreException? Fault => _fault;
+
+    /// <summary>Raised (once, on the writer's thread) when a batch fails.</summary>
+    public event Action<StoreException>? Faulted;
+
+    /// <summary>Queues a write; waits for room when the writer is behind.</summary>
+    /// <exception cref="StoreException">The writer failed earlier.</exception>
+    public void Enqueue(StoreWrite write)
+    {
+        if (_fault is { } f) throw f;
+        Interlocked.Increment(ref _depth);
+        if (_channel.Writer.TryWrite(write)) return;
+        try
+        {
+            _channel.Writer.WriteAsync(write).AsTask().GetAwaiter().GetResult();
+        }
+        catch (ChannelClosedException)
+        {
+            Interlocked.Decrement(ref _depth);
+            throw _fault ?? new StoreException($"store '{_path}' is closed");
+        }
+    }
+
+    /// <summary>Completes once everything queued before the call is committed.</summary>
+    public Task FlushAsync(CancellationToken ct = default)
+    {
+        var flush = new FlushWrite();
+        Enqueue(flush);
+        return flush.Done.Task.WaitAsync(ct);
+    }
+
+    private sealed class FlushWrite : StoreWrite
+    {
+        public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public override void Apply(SqliteConnection connection, SqliteTransaction transaction) { }
+    }
+
+    private void Loop()
+    {
+        var reader = _channel.Reader;
+        var batch = new List<StoreWrite>(MaxBatch);
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        {
+            // Gather a batch: what is there now, then a little more while it keeps coming.
+            var deadline = DateTime.UtcNow + MaxBatchDelay;
+            while (batch.Count < MaxBatch)
+            {
+                if (reader.TryRead(out var w)) { batch.Add(w); continue; }
+                if (DateTime.UtcNow >= deadline || batch.Exists(static b => b is FlushWrite)) break;
+                Thread.Sleep(1);
+            }
+            Commit(batch);
+            Interlocked.Add(ref _depth, -batch.Count);
+            batch.Clear();
+        }
+    }
+
+    private void Commit(List<StoreWrite> batch)
+    {
+        if (_fault is null)
+        {
+            try
+            {
+                using var tx = _connection.BeginTransaction();
+                foreach (var w in batch) w.Apply(_connection, tx);
+                tx.Commit();
+            }
+            catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)
+            {
+                var fault = new StoreException(ex is SqliteException s ? RunStore.Describe(_path, s) : $"store '{_path}': {ex.Message}", ex);
+                _fault = fault;
+                try { Faulted?.Invoke(fault); } catch { /* a listener's failure must not stop the writer's bookkeeping */ }
+            }
+        }
+        foreach (var w in batch)
+        {
+            if (w is not FlushWrite f) continue;
+            if (_fault is { } fault) f.Done.TrySetException(fault);
+            else f.Done.TrySetResult();
+        }
+    }
+
+    public void Dispose()
+    {
+        _channel.Writer.TryComplete();
+        try { _loop.Wait(TimeSpan.FromSeconds(30)); } catch (AggregateException) { }
+        _connection.Dispose();
+    }
+}

@@ -1,0 +1,23 @@
+using System.CommandLine;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Engine.Store;
+
+namespace TaskMesh.Host.Commands;
+
+/// <summary>The <c>--store FILE</c> / <c>--no-store</c> options and opening the store they name.</summary>
+internal static class StoreInput
+{
+    public static Option<string?> StoreOption() => new("--store")
+    {
+        Description = "The run store (SQLite). Default: [store] path in the config, else $TASKMESH_HOME/taskmesh.db or ~/.taskmesh/taskmesh.db.",
+        HelpName = "FILE",
+    };
+
+    public static Option<bool> NoStoreOption() => new("--no-store") { Description = "Record nothing in a run store." };
+
+    /// <summary>The store path the options and config name (the flag wins, then the config, then the default).</summary>
+    public static string PathOf(string? option, TaskMeshConfig? config) => option ?? config?.StorePath ?? RunStore.DefaultPath();
+
+    /// <summary>Opens the store or explains why not (exit 2 through <see cref="StoreException"/>).</summary>
+    public static RunStore Open(string path, bool readOnly) => RunStore.Open(path, readOnly);
+}

@@ -1,0 +1,169 @@
+using Microsoft.Data.Sqlite;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Attempts;
+using TaskMesh.Engine.Store;
+using TaskMesh.Tests.Engine.Observability;
+using Xunit;
+
+namespace TaskMesh.Tests.Engine.Store;
+
+public sealed class RunStoreTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-store-").FullName;
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private string StorePath => Path.Combine(_dir, "runs.db");
+
+    /// <summary>Moves a failed task on <c>local</c> to <c>strong</c> (an escalation to record).</summary>
+    private sealed class MoveOnError : IEscalationPolicy
+    {
+        public EscalationDecision Decide(in AttemptResult attempt, in EscalationContext context)
+            => attempt.Outcome == AttemptOutcome.Failed && attempt.Layer == "local" && context.TaskId == "moves"
+                ? EscalationDecision.EscalateTo("strong", "error", "failed on local")
+                : DefaultEscalationPolicy.Instance.Decide(attempt, context);
+    }
+
+    [Fact]
+    public async Task Record_SmallRunWithFailureSkipAndEscalation_RoundTrips()
+    {
+        var engine = new TaskMeshEngine();
+        engine.AddLayer(new TestLayer("strong", 1, price: 3));
+        engine.EscalationPolicy = new MoveOnError();
+        engine.Handlers.Register("weak-first", (ctx, a, ct) => ctx.Attempt == 1 ? throw new TaskFailedException("too weak") : new ValueTask<object?>("ok"));
+        var g = new GraphBuilder("round-trip");
+        var a = g.Task("a", "noop");
+        var bad = g.Task("bad", "fail", new { message = "boom" }).DependsOn(a);
+        g.Task("after-bad", "noop").DependsOn(bad);
+        g.Task("moves", "weak-first").DependsOn(a);
+        using var store = RunStore.Open(StorePath);
+
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store, graphHash: "abc")] });
+        await store.FlushAsync();
+
+        var run = Assert.Single(store.ListRuns());
+        Assert.Equal((result.RunId, "round-trip", "failed", "abc"), (run.RunId, run.Graph, run.Status, run.GraphHash));
+        Assert.Equal((4, 2, 1, 1, 0), (run.Tasks.Total, run.Tasks.Succeeded, run.Tasks.Failed, run.Tasks.Skipped, run.Tasks.Cancelled));
+        Assert.Equal(1, run.Escalations);
+        Assert.NotNull(run.FinishedAt);
+        var tasks = store.TasksOf(result.RunId).ToDictionary(t => t.Id);
+        Assert.Equal(4, tasks.Count);
+        Assert.All(tasks.Values, t => Assert.Equal("small-run", t.KeptBecause));
+        Assert.Equal(("failed", "boom"), (tasks["bad"].Status, tasks["bad"].Error));
+        Assert.Equal(("skipped", "bad"), (tasks["after-bad"].Status, tasks["after-bad"].SkippedBecause));
+        Assert.Equal(("succeeded", "local", "strong", 2, 1), (tasks["moves"].Status, tasks["moves"].InitialLayer, tasks["moves"].Layer, tasks["moves"].Attempts, tasks["moves"].Escalations));
+        var esc = Assert.Single(store.EscalationsOf(result.RunId));
+        Assert.Equal(("moves", "local", "strong", "error"), (esc.TaskId, esc.From, esc.To, esc.Trigger));
+        Assert.Equal(2, store.CompletedCount(result.RunId));
+    }
+
+    [Fact]
+    public async Task Record_LargeRun_KeepsOnlyTheRowsTheJournalPromises()
+    {
+        const int n = 20_000;
+        var engine = new TaskMeshEngine();
+        engine.Handlers.RegisterInline("slow-or-not", ctx => { if (ctx.Index == 5_001) Thread.Sleep(15); return null; });
+        var g = new GraphBuilder("large");
+        int first = g.AddTasks(n, "slow-or-not");
+        int bad = g.Task("bad", "fail", new { message = "x" }).Index;
+        g.Task("skipped", "noop").DependsOn("bad");
+        using var store = RunStore.Open(StorePath);
+
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+
+        var kept = store.TasksOf(result.RunId).ToDictionary(t => t.Index);
+        Assert.Equal("failed", kept[bad].KeptBecause);
+        Assert.Equal("skipped", kept[bad + 1].KeptBecause);
+        Assert.Equal("slow", kept[5_001].KeptBecause);
+        for (int i = 0; i < n; i += RunRecorder.SampleEvery) Assert.Equal("sampled", kept[i].KeptBecause);
+        Assert.Equal(n / RunRecorder.SampleEvery + (n % RunRecorder.SampleEvery == 0 ? 0 : 1) + 3, kept.Count);
+        Assert.Equal(n, store.CompletedCount(result.RunId));
+        Assert.Equal(n, Assert.Single(store.ListRuns()).Tasks.Succeeded);
+    }
+
+    private string Write(string name, byte[] bytes)
+    {
+        var path = Path.Combine(_dir, name);
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    private static void AssertRefusedAndUnchanged(string path, string expected)
+    {
+        var before = File.ReadAllBytes(path);
+        var ex = Assert.Throws<StoreException>(() => RunStore.Open(path));
+        Assert.Contains(expected, ex.Message);
+        Assert.Contains("left as it is", ex.Message);
+        SqliteConnection.ClearAllPools();
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.False(File.Exists(path + "-wal") && new FileInfo(path + "-wal").Length > 0);
+    }
+
+    [Fact]
+    public void Open_ForeignCorruptAndNewerFiles_AreRefusedAndLeftUnchanged()
+    {
+        AssertRefusedAndUnchanged(Write("notes.txt", "just some notes\n"u8.ToArray()), "not an SQLite database");
+
+        var other = Path.Combine(_dir, "other.db");
+        using (var c = new SqliteConnection($"Data Source={other};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "CREATE TABLE mine (x INTEGER); INSERT INTO mine VALUES (42);";
+            cmd.ExecuteNonQuery();
+        }
+        AssertRefusedAndUnchanged(other, "of another application");
+
+        var newer = Path.Combine(_dir, "newer.db");
+        using (var s = RunStore.Open(newer)) { }
+        SqliteConnection.ClearAllPools();
+        using (var c = new SqliteConnection($"Data Source={newer};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "PRAGMA user_version = 99;";
+            cmd.ExecuteNonQuery();
+        }
+        AssertRefusedAndUnchanged(newer, "written by a newer TaskMesh (schema version 99");
+
+        // A real store with a page of its b-trees overwritten.
+        var corrupt = Path.Combine(_dir, "corrupt.db");
+        using (var s = RunStore.Open(corrupt)) { }
+        SqliteConnection.ClearAllPools();
+        var bytes = File.ReadAllBytes(corrupt);
+        Assert.True(bytes.Length >= 8192);
+        for (int i = 4096; i < 8192; i++) bytes[i] = 0xA5;
+        File.WriteAllBytes(corrupt, bytes);
+        var ex = Assert.Throws<StoreException>(() => RunStore.Open(corrupt));
+        Assert.Contains("corrupt", ex.Message);
+        Assert.Equal(bytes, File.ReadAllBytes(corrupt));
+    }
+
+    [Fact]
+    public void Open_EmptyFileOrNewPath_CreatesAStoreAtTheCurrentSchema()
+    {
+        var empty = Write("empty.db", []);
+        using (var s = RunStore.Open(empty)) Assert.Empty(s.ListRuns());
+        SqliteConnection.ClearAllPools();
+        using var c = new SqliteConnection($"Data Source={empty};Pooling=false;Mode=ReadOnly");
+        c.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "PRAGMA application_id;";
+        Assert.Equal(0x544D5348L, (long)cmd.ExecuteScalar()!);
+        cmd.CommandText = "PRAGMA user_version;";
+        Assert.Equal(1L, (long)cmd.ExecuteScalar()!);
+        cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
+        Assert.Equal(8L, (long)cmd.ExecuteScalar()!);
+
+        Assert.Throws<StoreException>(() => RunStore.Open(Path.Combine(_dir, "missing.db"), readOnly: true));
+        using (var fresh = RunStore.Open(Path.Combine(_dir, "sub", "dir", "new.db"))) Assert.Empty(fresh.ListRuns());
+    }
+}
