@@ -23,7 +23,7 @@ internal static class DagSuite
         int repeat = int.Parse(Opt(args, "--repeat") ?? "3");
         int workers = int.Parse(Opt(args, "--workers") ?? "2");
         string? json = Opt(args, "--json");
-        var systems = (Opt(args, "--systems") ?? "taskmesh,tpl_tasks,tpl_dataflow").Split(',');
+        var systems = (Opt(args, "--systems") ?? "taskmesh,taskmesh_store,tpl_tasks,tpl_dataflow").Split(',');
         var shapes = shapeArg == "all" ? Shape.All : shapeArg.Split(',');
 
         // Two worker threads for everyone: the engine's own, and a thread pool capped at two for the baselines.
@@ -43,6 +43,7 @@ internal static class DagSuite
                 DagSystem system = sys switch
                 {
                     "taskmesh" => new TaskMeshSystem(workers),
+                    "taskmesh_store" => new TaskMeshStoreSystem(workers),
                     "tpl_dataflow" => new DataflowSystem(),
                     "tpl_tasks" => new TasksSystem(),
                     _ => throw new ArgumentException($"unknown system '{sys}'"),
@@ -51,6 +52,7 @@ internal static class DagSuite
                 var small = Shape.Create(name, small: true);
                 for (int w = 0; w < 3; w++) { DagSystem.ResetCounter(); system.Run(system.Build(small), small); }
                 var rec = Measure(system, shape, repeat);
+                (system as IDisposable)?.Dispose();
                 records.Add(rec);
                 Console.WriteLine($"{rec.shape,-22} {rec.system,-13} {rec.tasks,9} {rec.build_ms,10:0.0} {rec.run_ms,10:0.0} {rec.ns_per_task,9:0.0} {rec.run_ns_per_task,9:0.0} {rec.alloc_bytes_per_task,10:0.0} {rec.steady_alloc_bytes_per_task,10:0.00} {rec.graph_bytes_per_task,10:0.0} {rec.peak_working_set_mb,8:0} {rec.working_set_growth_mb,8:0}");
             }
@@ -69,7 +71,9 @@ internal static class DagSuite
         var tm = rs.FirstOrDefault(r => r.system == "taskmesh");
         if (tm is null) return;
         foreach (var r in rs.Where(r => r.system != "taskmesh"))
-            Console.WriteLine($"  {r.system} / taskmesh: build+run {r.ns_per_task / tm.ns_per_task:0.0}x, run {r.run_ns_per_task / tm.run_ns_per_task:0.0}x");
+            Console.WriteLine(r.system == "taskmesh_store"
+                ? $"  store on / store off: build+run {r.ns_per_task / tm.ns_per_task:0.00}x, run {r.run_ns_per_task / tm.run_ns_per_task:0.00}x"
+                : $"  {r.system} / taskmesh: build+run {r.ns_per_task / tm.ns_per_task:0.0}x, run {r.run_ns_per_task / tm.run_ns_per_task:0.0}x");
     }
 
     private static DagRecord Measure(DagSystem system, Shape shape, int repeat)

@@ -38,6 +38,8 @@ internal sealed class TaskMeshSystem : DagSystem
 
     public override string Name => "taskmesh";
 
+    internal TaskMeshEngine Engine => _engine;
+
     /// <summary>The index-based builder (no per-task objects), then structural checks and preparation for the engine.</summary>
     public override object Build(Shape shape)
     {
@@ -57,6 +59,49 @@ internal sealed class TaskMeshSystem : DagSystem
     }
 
     public override long? SteadyStateAllocatedBytes => _steady;
+}
+
+/// <summary>
+/// The engine as <c>taskmesh run</c> uses it: the same as <see cref="TaskMeshSystem"/>, with the run
+/// recorded into a run store (one SQLite file for the system's records, opened once, as a command
+/// opens it once). The run phase includes the recorder and waiting until the store committed
+/// everything of the run.
+/// </summary>
+internal sealed class TaskMeshStoreSystem : DagSystem, IDisposable
+{
+    private readonly TaskMeshSystem _inner;
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-bench-store-").FullName;
+    private readonly TaskMesh.Engine.Store.RunStore _store;
+    private long? _steady;
+
+    public TaskMeshStoreSystem(int workers)
+    {
+        _inner = new TaskMeshSystem(workers);
+        _store = TaskMesh.Engine.Store.RunStore.Open(Path.Combine(_dir, "bench.db"));
+    }
+
+    public override string Name => "taskmesh_store";
+
+    public override object Build(Shape shape) => _inner.Build(shape);
+
+    public override void Run(object built, Shape shape)
+    {
+        var result = _inner.Engine.RunAsync((PreparedGraph)built, new RunOptions { CollectTaskDetails = false, Observers = [new TaskMesh.Engine.Store.RunRecorder(_store)] })
+            .GetAwaiter().GetResult();
+        _store.FlushAsync().GetAwaiter().GetResult();
+        if (result.Succeeded != shape.Tasks) throw new InvalidOperationException($"taskmesh_store ran {result.Succeeded} of {shape.Tasks}");
+        if (_store.CompletedCount(result.RunId) != shape.Tasks) throw new InvalidOperationException("the store missed completions");
+        _steady = result.SteadyStateAllocatedBytes;
+    }
+
+    public override long? SteadyStateAllocatedBytes => _steady;
+
+    public void Dispose()
+    {
+        _store.Dispose();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_dir, recursive: true);
+    }
 }
 
 /// <summary>

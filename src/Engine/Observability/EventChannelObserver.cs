@@ -45,6 +45,9 @@ internal sealed class EventChannelObserver : IRunObserver
 
     public ChannelReader<RunEvent> Reader => _channel.Reader;
 
+    /// <summary>Every call but precise timing: events carry the clock's time, not durations.</summary>
+    public RunObserverInterests Interests => RunObserverInterests.All & ~RunObserverInterests.PreciseInlineTiming;
+
     public long Dropped => Interlocked.Read(ref _dropped);
 
     public void Complete() => _channel.Writer.TryComplete();

@@ -19,6 +19,14 @@ namespace TaskMesh.Engine.Observability;
 /// </summary>
 public interface IRunObserver
 {
+    /// <summary>
+    /// The calls this observer wants. A run skips, on its hot path, every call no observer wants,
+    /// and times inline attempts precisely only when one asks for <see cref="RunObserverInterests.PreciseInlineTiming"/>
+    /// (otherwise an inline attempt's duration has the resolution of <see cref="Environment.TickCount64"/>,
+    /// a few ms). Read once, when the run starts. Default: everything.
+    /// </summary>
+    RunObserverInterests Interests => RunObserverInterests.All;
+
     /// <summary>The run is about to start its first task.</summary>
     void OnRunStarted(RunStart run) { }
 
@@ -44,6 +52,27 @@ public interface IRunObserver
     void OnRunEnded(RunRecord record) { }
 }
 
+/// <summary>The calls an observer wants (see <see cref="IRunObserver.Interests"/>). Runs always call <see cref="IRunObserver.OnRunStarted"/>, <see cref="IRunObserver.OnRunEnded"/> and <see cref="IRunObserver.OnEscalated"/>.</summary>
+[Flags]
+public enum RunObserverInterests
+{
+    None = 0,
+    TaskReleased = 1,
+    TaskRouted = 2,
+    AttemptStarted = 4,
+    AttemptEnded = 8,
+    TaskEnded = 16,
+    /// <summary>Inline attempts timed with <see cref="System.Diagnostics.Stopwatch"/> (two clock reads per task) rather than the coarse tick count.</summary>
+    PreciseInlineTiming = 32,
+    /// <summary>
+    /// Attempt ends except the plain success of an inline task (no confidence, no escalation
+    /// request): for observers that learn about those from <see cref="IRunObserver.OnTaskEnded"/>
+    /// alone, which saves a call per tiny task.
+    /// </summary>
+    AttemptEndedUnlessPlain = 64,
+    All = TaskReleased | TaskRouted | AttemptStarted | AttemptEnded | TaskEnded | PreciseInlineTiming,
+}
+
 /// <summary>What an observer learns when a run starts.</summary>
 /// <param name="RunId">The run's id.</param>
 /// <param name="Graph">The graph being run (task ids: <see cref="TaskGraph.IdOf"/>).</param>
@@ -65,4 +94,5 @@ public readonly record struct AttemptStart(int Task, string Layer, int Attempt);
 /// <param name="Layer">The layer its last attempt ran in (null when skipped).</param>
 /// <param name="Attempts">Attempts made.</param>
 /// <param name="SkippedBecause">For a skipped task, the index of the failed ancestor; otherwise -1.</param>
-public readonly record struct TaskEnd(int Task, TaskOutcome Outcome, string? Layer, int Attempts, int SkippedBecause);
+/// <param name="Duration">From its first attempt's start to its end (zero when skipped; inline tasks are timed coarsely unless an observer asked for precise timing).</param>
+public readonly record struct TaskEnd(int Task, TaskOutcome Outcome, string? Layer, int Attempts, int SkippedBecause, TimeSpan Duration = default);

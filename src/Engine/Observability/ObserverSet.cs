@@ -14,7 +14,20 @@ internal sealed class ObserverSet
     private readonly IRunObserver?[] _observers;
     private readonly List<string> _faults = new();
 
-    private ObserverSet(IRunObserver[] observers) => _observers = observers;
+    private readonly RunObserverInterests[] _interests;
+
+    private ObserverSet(IRunObserver[] observers)
+    {
+        _observers = observers;
+        _interests = observers.Select(o => o.Interests).ToArray();
+        foreach (var i in _interests) Interests |= i;
+    }
+
+    /// <summary>What at least one observer wants.</summary>
+    public RunObserverInterests Interests { get; }
+
+    /// <summary>This set when some observer wants <paramref name="interest"/>, else null (the hot path checks null only).</summary>
+    public ObserverSet? For(RunObserverInterests interest) => (Interests & interest) != 0 ? this : null;
 
     /// <summary>The set for <paramref name="observers"/>, or null when there are none.</summary>
     public static ObserverSet? Create(IEnumerable<IRunObserver> observers)
@@ -48,7 +61,7 @@ internal sealed class ObserverSet
     {
         for (int i = 0; i < _observers.Length; i++)
         {
-            if (_observers[i] is not { } o) continue;
+            if ((_interests[i] & RunObserverInterests.TaskReleased) == 0 || _observers[i] is not { } o) continue;
             try { o.OnTaskReleased(task); } catch (Exception ex) { Detach(i, o, ex); }
         }
     }
@@ -57,7 +70,7 @@ internal sealed class ObserverSet
     {
         for (int i = 0; i < _observers.Length; i++)
         {
-            if (_observers[i] is not { } o) continue;
+            if ((_interests[i] & RunObserverInterests.TaskRouted) == 0 || _observers[i] is not { } o) continue;
             try { o.OnTaskRouted(task, decision); } catch (Exception ex) { Detach(i, o, ex); }
         }
     }
@@ -66,16 +79,19 @@ internal sealed class ObserverSet
     {
         for (int i = 0; i < _observers.Length; i++)
         {
-            if (_observers[i] is not { } o) continue;
+            if ((_interests[i] & RunObserverInterests.AttemptStarted) == 0 || _observers[i] is not { } o) continue;
             try { o.OnAttemptStarted(attempt); } catch (Exception ex) { Detach(i, o, ex); }
         }
     }
 
-    public void AttemptEnded(in AttemptResult result)
+    /// <param name="result">The attempt.</param>
+    /// <param name="plainInline">A plain success of an inline task: only observers that want every attempt get it.</param>
+    public void AttemptEnded(in AttemptResult result, bool plainInline = false)
     {
+        var need = plainInline ? RunObserverInterests.AttemptEnded : RunObserverInterests.AttemptEnded | RunObserverInterests.AttemptEndedUnlessPlain;
         for (int i = 0; i < _observers.Length; i++)
         {
-            if (_observers[i] is not { } o) continue;
+            if ((_interests[i] & need) == 0 || _observers[i] is not { } o) continue;
             try { o.OnAttemptEnded(result); } catch (Exception ex) { Detach(i, o, ex); }
         }
     }
@@ -84,7 +100,7 @@ internal sealed class ObserverSet
     {
         for (int i = 0; i < _observers.Length; i++)
         {
-            if (_observers[i] is not { } o) continue;
+            if ((_interests[i] & RunObserverInterests.TaskEnded) == 0 || _observers[i] is not { } o) continue;
             try { o.OnTaskEnded(end); } catch (Exception ex) { Detach(i, o, ex); }
         }
     }

@@ -49,7 +49,7 @@ internal sealed class LayerDispatcher
 
     public void Enqueue(int node)
     {
-        _run.Observers?.TaskRouted(node, _run.DecisionOf(node, Layer.Name));
+        _run.OnRoutedObservers?.TaskRouted(node, _run.DecisionOf(node, Layer.Name));
         _queues[_run.Graph.PriorityByte(node)].Enqueue(node);
         Layer.AddQueued(1);
         Pump();

@@ -88,7 +88,7 @@ internal sealed partial class RunState
         if (Tasks.OutputSummaries is { } summaries && outcome == TaskOutcome.Succeeded) summaries[node] = OutputSummary.Of(final.Output);
         ReleasePools(node);
         if (outcome == TaskOutcome.Cancelled) return;
-        Finish(null, node, outcome, TaskTable.NoSkipCause);
+        Finish(null, node, outcome, TaskTable.NoSkipCause, TimeSpan.FromMilliseconds(durationMs));
     }
 
     internal void ReleasePools(int node)

@@ -33,7 +33,7 @@ internal sealed partial class RunState
         for (int i = 0; i < Graph.Count; i++)
         {
             if (Tasks.Pending[i] != 0) continue;
-            _observers?.TaskReleased(i);
+            _onReleased?.TaskReleased(i);
             byte p = Graph.PriorityByte(i);
             if (p == (byte)TaskPriority.Normal)
             {

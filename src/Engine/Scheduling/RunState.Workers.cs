@@ -68,7 +68,7 @@ internal sealed partial class RunState
         for (int i = start; i < end && !_cancelled; i++)
         {
             if (inDegree[i] != 0) continue;
-            _observers?.TaskReleased(i);
+            _onReleased?.TaskReleased(i);
             RunChain(w, i);
         }
     }
@@ -101,11 +101,14 @@ internal sealed partial class RunState
     private int RunInline(Worker w, int node)
     {
         var body = _inlineOf[Graph.HandlerIndex(node)]!;
-        var observers = _observers;
+        var ended = _onPlainAttemptEnded;
         var durations = Tasks.DurationMs;
-        long t0 = durations is null && observers is null ? 0 : Stopwatch.GetTimestamp();
+        // Precise timing (two clock reads) when details are kept or an observer asks; the coarse
+        // tick count when observers only need to tell a slow task from a quick one.
+        bool precise = durations is not null || _preciseInlineTiming;
+        long t0 = precise ? Stopwatch.GetTimestamp() : _onAttemptEnded is not null || _onTaskEnded is not null ? Environment.TickCount64 : 0;
         if (Tasks.StartMs is { } starts) starts[node] = (float)Stopwatch.GetElapsedTime(_startTimestamp, t0).TotalMilliseconds;
-        observers?.AttemptStarted(new AttemptStart(node, LocalName, 1));
+        _onAttemptStarted?.AttemptStarted(new AttemptStart(node, LocalName, 1));
         object? output;
         try
         {
@@ -120,21 +123,29 @@ internal sealed partial class RunState
         if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
             outputs[node] = output;
         if (durations is not null) durations[node] = (float)Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        observers?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0)));
-        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+        if (t0 == 0) return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+        var elapsed = InlineElapsed(t0, precise);
+        ended?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, elapsed), plainInline: true);
+        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed);
     }
 
     internal string LocalName => _layerNames[0];
 
+    /// <summary>An inline attempt's duration from its start stamp (0 when it was not timed: nobody asked).</summary>
+    private static TimeSpan InlineElapsed(long t0, bool precise)
+        => t0 == 0 ? TimeSpan.Zero : precise ? Stopwatch.GetElapsedTime(t0) : TimeSpan.FromMilliseconds(Environment.TickCount64 - t0);
+
     /// <summary>An inline attempt that failed, or reported a confidence or an escalation request: the policy decides.</summary>
     private int OnInlineFailure(Worker w, int node, Exception ex, long t0)
-        => OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Failed, null, DescribeFailure(ex), Stopwatch.GetElapsedTime(t0)));
+        => OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Failed, null, DescribeFailure(ex), InlineElapsed(t0, IsPrecise)));
 
     private int OnInlineReport(Worker w, int node, object? output, long t0)
     {
         var (confidence, request) = Tasks.ExtrasOf(node).TakeReports();
-        return OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0), confidence, request));
+        return OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, InlineElapsed(t0, IsPrecise), confidence, request));
     }
+
+    private bool IsPrecise => Tasks.DurationMs is not null || _preciseInlineTiming;
 
     private int OnInlineAttemptEnded(Worker w, AttemptResult result)
     {
@@ -142,7 +153,7 @@ internal sealed partial class RunState
         Tasks.Attempts[node] = 1;
         var decision = Attempts.Decide(result);
         result = result with { Next = decision.Next };
-        _observers?.AttemptEnded(result);
+        _onAttemptEnded?.AttemptEnded(result);
         if (decision.Next != AttemptNext.Complete)
         {
             // Another attempt needs a slot, maybe a back-off, maybe another layer: none of which
@@ -155,10 +166,10 @@ internal sealed partial class RunState
         {
             if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
                 outputs[node] = result.Output;
-            return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+            return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, result.Duration);
         }
         if (Tasks.Errors is { } errors) errors[node] = result.Error;
-        return Finish(w, node, result.TaskOutcome, TaskTable.NoSkipCause);
+        return Finish(w, node, result.TaskOutcome, TaskTable.NoSkipCause, result.Duration);
     }
 
     /// <summary>
@@ -166,14 +177,13 @@ internal sealed partial class RunState
     /// caller to run inline (workers only), or <see cref="NoTask"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause)
+    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default)
     {
         Tasks.Outcome[node] = (byte)outcome;
         bool propagate = outcome != TaskOutcome.Succeeded;
         if (propagate && outcome != TaskOutcome.Skipped) Interlocked.Increment(ref _failedCount);
-        var observers = _observers;
-        observers?.TaskEnded(new TaskEnd(node, outcome, LayerOf(node), AttemptsOf(node),
-            outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask));
+        _onTaskEnded?.TaskEnded(new TaskEnd(node, outcome, LayerOf(node), AttemptsOf(node),
+            outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration));
         int cause = outcome == TaskOutcome.Skipped ? skipCause : TaskTable.EncodeCause(node);
         int inline = NoTask;
         var succ = Graph.Succ;
@@ -193,7 +203,7 @@ internal sealed partial class RunState
             // (With a skip mark to publish, the decrement's fence is kept.)
             if (inDegree[s] == 1 && !propagate || Interlocked.Decrement(ref pending[s]) == 0)
             {
-                observers?.TaskReleased(s);
+                _onReleased?.TaskReleased(s);
                 if (w is not null && inline == NoTask && Graph.PriorityByte(s) != (byte)TaskPriority.Low)
                     inline = s;
                 else

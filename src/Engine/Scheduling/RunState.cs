@@ -32,6 +32,8 @@ internal sealed partial class RunState
     private readonly LayerDispatcher[] _dispatchers;   // by route index; 0 is local
     private readonly string[] _layerNames;
     private readonly ObserverSet? _observers;
+    private readonly ObserverSet? _onReleased, _onAttemptStarted, _onAttemptEnded, _onPlainAttemptEnded, _onTaskEnded, _onRouted;
+    private readonly bool _preciseInlineTiming;
     private readonly EventChannelObserver? _events;
     private readonly bool _keepAllOutputs;
     private readonly Func<double> _criticalPathMs;
@@ -74,6 +76,14 @@ internal sealed partial class RunState
         if (runOptions.EmitEvents)
             _events = new EventChannelObserver(runOptions.EventCapacity, runOptions.EventOverflow);
         _observers = ObserverSet.Create(_events is null ? observers : observers.Append(_events));
+        // Decided once: the hot path holds a reference per kind of call, null when nobody wants it.
+        _onReleased = _observers?.For(RunObserverInterests.TaskReleased);
+        _onAttemptStarted = _observers?.For(RunObserverInterests.AttemptStarted);
+        _onAttemptEnded = _observers?.For(RunObserverInterests.AttemptEnded | RunObserverInterests.AttemptEndedUnlessPlain);
+        _onPlainAttemptEnded = _observers?.For(RunObserverInterests.AttemptEnded);
+        _onTaskEnded = _observers?.For(RunObserverInterests.TaskEnded);
+        _onRouted = _observers?.For(RunObserverInterests.TaskRouted);
+        _preciseInlineTiming = _observers?.For(RunObserverInterests.PreciseInlineTiming) is not null;
         Attempts = new AttemptRunner(this, escalation, retry);
         _seedRootsByScan = !graph.HasPriorities;
         RunId = Guid.NewGuid().ToString("N")[..12];
@@ -86,6 +96,9 @@ internal sealed partial class RunState
     public string BaseDirectory { get; }
     internal EventChannelObserver? Events => _events;
     internal ObserverSet? Observers => _observers;
+    internal ObserverSet? OnAttemptStartedObservers => _onAttemptStarted;
+    internal ObserverSet? OnAttemptEndedObservers => _onAttemptEnded;
+    internal ObserverSet? OnRoutedObservers => _onRouted;
     internal AttemptRunner Attempts { get; }
     internal bool Cancelled => _cancelled;
     internal CancellationToken RunToken => _runCts.Token;

@@ -53,7 +53,8 @@ public sealed class RunRecorder : IRunObserver
     private bool _keepAll;
     private long _startTimestamp;
     private ulong[] _completed = [];
-    private int _completedCount;
+    private ulong[] _rowWritten = [];   // tasks whose row came from their last attempt (richer than their end)
+    private int _noteCount;   // entries in _notes: checked on every task instead of the map (whose IsEmpty takes every lock)
     private Timer? _checkpoints;
     private readonly ConcurrentDictionary<int, TaskNotes> _notes = new();
 
@@ -71,6 +72,13 @@ public sealed class RunRecorder : IRunObserver
         _graphHash = graphHash;
         _config = config;
     }
+
+    /// <summary>
+    /// Task ends, and attempt ends but for plain inline successes (their task end says enough): one
+    /// call per tiny task; no release, start or route calls; inline attempts timed coarsely (the
+    /// slow-task rule needs milliseconds, not nanoseconds).
+    /// </summary>
+    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEnded;
 
     /// <summary>Raised (on the store's writer thread) when the store fails; the run should stop.</summary>
     public event Action<StoreException>? Faulted
@@ -98,6 +106,7 @@ public sealed class RunRecorder : IRunObserver
         _runId = run.RunId;
         _keepAll = run.Graph.Count <= FullDetailTasks;
         _completed = new ulong[(run.Graph.Count + 63) / 64];
+        _rowWritten = new ulong[_completed.Length];
         _startTimestamp = Stopwatch.GetTimestamp();
         _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config));
         _checkpoints = new Timer(static s => ((RunRecorder)s!).Checkpoint(), this, CheckpointInterval, CheckpointInterval);
@@ -107,7 +116,7 @@ public sealed class RunRecorder : IRunObserver
     {
         if (r.Next != AttemptNext.Complete)
         {
-            var n = _notes.GetOrAdd(r.Task, static _ => new TaskNotes());
+            var n = Notes(r.Task);
             lock (n)
             {
                 n.DurationMs += r.Duration.TotalMilliseconds;
@@ -117,10 +126,11 @@ public sealed class RunRecorder : IRunObserver
         }
         double ms = r.Duration.TotalMilliseconds;
         TaskNotes? notes = null;
-        if (r.Attempt > 1 || !_notes.IsEmpty) _notes.TryGetValue(r.Task, out notes);
+        if (r.Attempt > 1 || Volatile.Read(ref _noteCount) != 0) _notes.TryGetValue(r.Task, out notes);
         if (notes is not null) lock (notes) ms += notes.DurationMs;
         string? why = Why(r, ms, notes);
         if (why is null) return;
+        Interlocked.Or(ref _rowWritten[r.Task >> 6], 1UL << (r.Task & 63));
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
         _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
             Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, r.Error,
@@ -145,9 +155,18 @@ public sealed class RunRecorder : IRunObserver
         switch (end.Outcome)
         {
             case TaskOutcome.Succeeded:
+                // One atomic OR on the task's bit; the count is the bitmap's population, taken at each checkpoint.
                 int word = end.Task >> 6;
-                Interlocked.Or(ref _completed[word], 1UL << (end.Task & 63));
-                Interlocked.Increment(ref _completedCount);
+                ulong bit = 1UL << (end.Task & 63);
+                Interlocked.Or(ref _completed[word], bit);
+                if ((Volatile.Read(ref _rowWritten[word]) & bit) != 0) break;
+                // A plain success (no attempt end reached this recorder): its end decides.
+                double ms = end.Duration.TotalMilliseconds;
+                string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : end.Task % SampleEvery == 0 ? "sampled" : null;
+                if (why is null) break;
+                double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
+                _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
+                    "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, null, null, null, why, Now()));
                 break;
             case TaskOutcome.Skipped:
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
@@ -162,7 +181,7 @@ public sealed class RunRecorder : IRunObserver
     {
         if (e.TaskIndex >= 0)
         {
-            var n = _notes.GetOrAdd(e.TaskIndex, static _ => new TaskNotes());
+            var n = Notes(e.TaskIndex);
             lock (n) n.Escalations++;
         }
         _writer.Enqueue(new EscalationRow(_runId, e));
@@ -175,13 +194,26 @@ public sealed class RunRecorder : IRunObserver
         _writer.Enqueue(new RunEnded(record));
     }
 
+    private TaskNotes Notes(int task)
+    {
+        if (_notes.TryGetValue(task, out var n)) return n;
+        n = _notes.GetOrAdd(task, static _ => new TaskNotes());
+        Interlocked.Increment(ref _noteCount);
+        return n;
+    }
+
     private void Checkpoint()
     {
         if (_completed.Length == 0) return;
         var bytes = new byte[_completed.Length * 8];
+        int count = 0;
         for (int i = 0; i < _completed.Length; i++)
-            BitConverter.TryWriteBytes(bytes.AsSpan(i * 8), Volatile.Read(ref _completed[i]));
-        try { _writer.Enqueue(new CheckpointRow(_runId, Volatile.Read(ref _completedCount), bytes, Now())); }
+        {
+            ulong word = Volatile.Read(ref _completed[i]);
+            BitConverter.TryWriteBytes(bytes.AsSpan(i * 8), word);
+            count += System.Numerics.BitOperations.PopCount(word);
+        }
+        try { _writer.Enqueue(new CheckpointRow(_runId, count, bytes, Now())); }
         catch (StoreException) { /* reported through Faulted */ }
     }
 
@@ -196,21 +228,13 @@ public sealed class RunRecorder : IRunObserver
 
     // ------------------------------------------------------------------ the writes
 
-    private static SqliteCommand Command(SqliteConnection c, SqliteTransaction tx, string sql)
-    {
-        var cmd = c.CreateCommand();
-        cmd.Transaction = tx;
-        cmd.CommandText = sql;
-        return cmd;
-    }
-
     private static object Db(object? value) => value ?? DBNull.Value;
 
     private sealed class RunStarted(string runId, string graph, string? hash, string? path, DateTimeOffset startedAt, int total, string? config) : StoreWrite
     {
-        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        public override void Apply(StoreBatch b)
         {
-            using var cmd = Command(c, tx, """
+            var cmd = b.Command("""
                 INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config)
                 VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config)
                 """);
@@ -228,9 +252,9 @@ public sealed class RunRecorder : IRunObserver
     private sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
         double? confidence, int escalations, double? startedMs, double? durationMs, string? error, string? summary, string? skippedBecause, string why, string at) : StoreWrite
     {
-        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        public override void Apply(StoreBatch b)
         {
-            using var cmd = Command(c, tx, """
+            var cmd = b.Command("""
                 INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
                     confidence, escalations, started_ms, duration_ms, error, output_summary, skipped_because, kept_because, ended_at)
                 VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
@@ -259,9 +283,9 @@ public sealed class RunRecorder : IRunObserver
 
     private sealed class CheckpointRow(string runId, int completed, byte[] bitmap, string at) : StoreWrite
     {
-        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        public override void Apply(StoreBatch b)
         {
-            using var cmd = Command(c, tx, """
+            var cmd = b.Command("""
                 INSERT INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES ($run, $n, $bits, $at)
                 ON CONFLICT (run_id) DO UPDATE SET completed = excluded.completed, bitmap = excluded.bitmap, updated_at = excluded.updated_at
                 WHERE excluded.completed >= run_checkpoints.completed
@@ -276,9 +300,9 @@ public sealed class RunRecorder : IRunObserver
 
     private sealed class EscalationRow(string runId, EscalationRecord e) : StoreWrite
     {
-        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        public override void Apply(StoreBatch b)
         {
-            using var cmd = Command(c, tx, """
+            var cmd = b.Command("""
                 INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, at)
                 VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $at)
                 """);
@@ -296,9 +320,9 @@ public sealed class RunRecorder : IRunObserver
 
     private sealed class RunEnded(RunRecord r) : StoreWrite
     {
-        public override void Apply(SqliteConnection c, SqliteTransaction tx)
+        public override void Apply(StoreBatch b)
         {
-            using var cmd = Command(c, tx, """
+            var cmd = b.Command("""
                 UPDATE runs SET status = $status, finished_at = $finished, succeeded = $ok, failed = $failed, timed_out = $timedOut,
                     skipped = $skipped, cancelled = $cancelled, escalations = $escalations, cost = $cost, wall_ms = $wall,
                     critical_path_ms = $critical

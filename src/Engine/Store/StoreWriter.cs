@@ -6,7 +6,32 @@ namespace TaskMesh.Engine.Store;
 /// <summary>One write to the store, applied by the writer inside a batch's transaction.</summary>
 internal abstract class StoreWrite
 {
-    public abstract void Apply(SqliteConnection connection, SqliteTransaction transaction);
+    public abstract void Apply(StoreBatch batch);
+}
+
+/// <summary>
+/// What a write sees: the batch's transaction and commands kept for the writer's life, one per SQL
+/// text (SQLite prepares each statement once, not once per row).
+/// </summary>
+internal sealed class StoreBatch(SqliteConnection connection)
+{
+    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+
+    public SqliteTransaction? Transaction { get; set; }
+
+    /// <summary>The command for <paramref name="sql"/>, in this batch's transaction, its parameters cleared.</summary>
+    public SqliteCommand Command(string sql)
+    {
+        if (!_commands.TryGetValue(sql, out var cmd))
+        {
+            cmd = connection.CreateCommand();
+            cmd.CommandText = sql;
+            _commands[sql] = cmd;
+        }
+        cmd.Transaction = Transaction;
+        cmd.Parameters.Clear();
+        return cmd;
+    }
 }
 
 /// <summary>
@@ -32,6 +57,7 @@ internal sealed class StoreWriter : IDisposable
         FullMode = BoundedChannelFullMode.Wait,
     });
     private readonly Task _loop;
+    private readonly StoreBatch _batch;
     private volatile StoreException? _fault;
     private int _depth;
 
@@ -39,6 +65,7 @@ internal sealed class StoreWriter : IDisposable
     {
         _connection = connection;
         _path = path;
+        _batch = new StoreBatch(connection);
         _loop = Task.Factory.StartNew(Loop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -79,7 +106,7 @@ internal sealed class StoreWriter : IDisposable
     private sealed class FlushWrite : StoreWrite
     {
         public readonly TaskCompletionSource Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public override void Apply(SqliteConnection connection, SqliteTransaction transaction) { }
+        public override void Apply(StoreBatch batch) { }
     }
 
     private void Loop()
@@ -109,7 +136,8 @@ internal sealed class StoreWriter : IDisposable
             try
             {
                 using var tx = _connection.BeginTransaction();
-                foreach (var w in batch) w.Apply(_connection, tx);
+                _batch.Transaction = tx;
+                foreach (var w in batch) w.Apply(_batch);
                 tx.Commit();
             }
             catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)

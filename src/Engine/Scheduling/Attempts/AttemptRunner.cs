@@ -41,7 +41,7 @@ internal sealed class AttemptRunner
             int attempt = run.Tasks.NextAttempt(node);
             if (attempt == 1 && run.Tasks.StartMs is { } starts)
                 starts[node] = (float)Stopwatch.GetElapsedTime(run.StartTimestamp, slotStart).TotalMilliseconds;
-            run.Observers?.AttemptStarted(new AttemptStart(node, layer.Name, attempt));
+            run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, layer.Name, attempt));
             var result = await RunOneAsync(node, handler, layer, attempt, timeout).ConfigureAwait(false);
             if (run.Tasks.TryExtrasOf(node) is { } extras)
             {
@@ -50,7 +50,7 @@ internal sealed class AttemptRunner
             }
             var decision = Decide(result);
             result = result with { Next = decision.Next };
-            run.Observers?.AttemptEnded(result);
+            run.OnAttemptEndedObservers?.AttemptEnded(result);
             switch (decision.Next)
             {
                 case AttemptNext.Retry:
