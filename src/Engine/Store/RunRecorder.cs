@@ -112,6 +112,7 @@ public sealed class RunRecorder : IRunObserver
         _checkpoints = new Timer(static s => ((RunRecorder)s!).Checkpoint(), this, CheckpointInterval, CheckpointInterval);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void OnAttemptEnded(in AttemptResult r)
     {
         if (r.Next != AttemptNext.Complete)
@@ -150,6 +151,7 @@ public sealed class RunRecorder : IRunObserver
         return null;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void OnTaskEnded(in TaskEnd end)
     {
         switch (end.Outcome)
