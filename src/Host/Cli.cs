@@ -37,6 +37,7 @@ public static class Cli
         root.Subcommands.Add(QsimCommand.Create(io));
         root.Subcommands.Add(GenCommand.Create(io));
         root.Subcommands.Add(RunsCommand.Create(io));
+        root.Subcommands.Add(AuditCommand.Create(io));
         root.Subcommands.Add(CompletionCommand.Create(io));
         return root;
     }

@@ -49,6 +49,33 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Audit_PrintsTheTrailOfARun_AndWritesTheDocumentedJson()
+    {
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Example("behaviours/retries.json"), "--progress", "none");
+        Assert.True(code == 0, stderr);
+        var json = Path.Combine(_dir, "audit.json");
+        (code, var stdout, stderr) = await CliTests.Taskmesh(_dir, "audit", "last", "flaky", "--json", json);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("task_execution", stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var records = doc.RootElement.EnumerateArray().ToList();
+        Assert.All(records, r =>
+        {
+            foreach (var f in new[] { "category", "timestamp", "run_id", "task_id", "detail" }) Assert.True(r.TryGetProperty(f, out _), f);
+            Assert.Equal("flaky", r.GetProperty("task_id").GetString());
+            Assert.Equal(JsonValueKind.Object, r.GetProperty("detail").ValueKind);
+        });
+        Assert.Equal(2, records.Count(r => r.GetProperty("category").GetString() == "error"));
+
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "audit", "nosuchrun");
+        Assert.Equal(2, code);
+        Assert.Contains("holds no run 'nosuchrun'", stderr);
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "audit", "last", "--category", "gossip");
+        Assert.Equal(2, code);
+        Assert.Contains("gossip", stderr);
+    }
+
+    [Fact]
     public async Task Run_WithAForeignStore_ExitsTwoBeforeRunning_AndLeavesItUnchanged()
     {
         var foreign = Path.Combine(_dir, "notes.txt");

@@ -26,7 +26,12 @@ namespace TaskMesh.Engine.Store;
 /// skipped, ran on a layer other than <c>local</c>, took <see cref="SlowTaskMs"/> ms or more, needed
 /// more than one attempt, escalated or reported a confidence, and for every
 /// <see cref="SampleEvery"/>th task; each row says why it was kept (<c>kept_because</c>);</item>
-/// <item>every escalation (<c>escalation_history</c>).</item>
+/// <item>every escalation (<c>escalation_history</c>);</item>
+/// <item>the audit trail (<c>audit_log</c>): the run's submission; for every task that keeps a row,
+/// its submission (small runs), every attempt (<c>task_execution</c>), every reported confidence
+/// (<c>confidence_evaluation</c>), every failure (<c>error</c>) and its completion
+/// (<c>task_completion</c>); every routing decision of a task queued for a layer
+/// (<c>layer_selection</c>) and every escalation (<c>escalation</c>).</item>
 /// </list>
 /// </para>
 /// </summary>
@@ -78,7 +83,7 @@ public sealed class RunRecorder : IRunObserver
     /// call per tiny task; no release, start or route calls; inline attempts timed coarsely (the
     /// slow-task rule needs milliseconds, not nanoseconds).
     /// </summary>
-    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEnded;
+    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEnded | RunObserverInterests.TaskRouted;
 
     /// <summary>Raised (on the store's writer thread) when the store fails; the run should stop.</summary>
     public event Action<StoreException>? Faulted
@@ -109,12 +114,38 @@ public sealed class RunRecorder : IRunObserver
         _rowWritten = new ulong[_completed.Length];
         _startTimestamp = Stopwatch.GetTimestamp();
         _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config));
+        Audit(null, AuditCategory.TaskSubmission, w =>
+        {
+            w.WriteString("graph", run.Graph.Name);
+            w.WriteNumber("tasks", run.Graph.Count);
+            w.WriteNumber("edges", run.Graph.EdgeCount);
+            if (_graphPath is not null) w.WriteString("path", _graphPath);
+            if (_graphHash is not null) w.WriteString("sha256", _graphHash);
+            w.WriteStartArray("layers");
+            foreach (var l in run.Layers) w.WriteStringValue(l);
+            w.WriteEndArray();
+        });
+        if (_keepAll)
+        {
+            for (int i = 0; i < run.Graph.Count; i++)
+            {
+                int task = i;
+                Audit(task, AuditCategory.TaskSubmission, w =>
+                {
+                    w.WriteString("handler", run.Graph.HandlerOfTask(task));
+                    w.WriteString("priority", run.Graph.PriorityOf(task).ToName());
+                    w.WriteNumber("predecessors", run.Graph.InDegree[task]);
+                    if (run.Graph.SpecOf(task)?.Layer is string forced) w.WriteString("layer", forced);
+                });
+            }
+        }
         _checkpoints = new Timer(static s => ((RunRecorder)s!).Checkpoint(), this, CheckpointInterval, CheckpointInterval);
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void OnAttemptEnded(in AttemptResult r)
     {
+        AuditAttempt(r);
         if (r.Next != AttemptNext.Complete)
         {
             var n = Notes(r.Task);
@@ -132,6 +163,7 @@ public sealed class RunRecorder : IRunObserver
         string? why = Why(r, ms, notes);
         if (why is null) return;
         Interlocked.Or(ref _rowWritten[r.Task >> 6], 1UL << (r.Task & 63));
+        AuditCompletion(r.Task, Status(r.TaskOutcome), r.Layer, r.Attempt, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
         _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
             Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, r.Error,
@@ -166,11 +198,27 @@ public sealed class RunRecorder : IRunObserver
                 double ms = end.Duration.TotalMilliseconds;
                 string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : end.Task % SampleEvery == 0 ? "sampled" : null;
                 if (why is null) break;
+                var layer = end.Layer;
+                int attempts = end.Attempts;
+                Audit(end.Task, AuditCategory.TaskExecution, w =>
+                {
+                    w.WriteString("layer", layer);
+                    w.WriteNumber("attempt", attempts);
+                    w.WriteString("outcome", "succeeded");
+                    w.WriteNumber("duration_ms", Math.Round(ms, 3));
+                });
+                AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
                 double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
                     "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, null, null, null, why, Now()));
                 break;
             case TaskOutcome.Skipped:
+                int cause = end.SkippedBecause;
+                Audit(end.Task, AuditCategory.TaskCompletion, w =>
+                {
+                    w.WriteString("status", "skipped");
+                    if (cause >= 0) w.WriteString("skipped_because", _graph.IdOf(cause));
+                });
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
                     "skipped", 0, null, 0, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
@@ -187,6 +235,96 @@ public sealed class RunRecorder : IRunObserver
             lock (n) n.Escalations++;
         }
         _writer.Enqueue(new EscalationRow(_runId, e));
+        Audit(e.TaskIndex >= 0 ? e.TaskIndex : null, AuditCategory.Escalation, w =>
+        {
+            w.WriteString("from", e.From);
+            w.WriteString("to", e.To);
+            w.WriteString("trigger", e.Trigger);
+            w.WriteString("reason", e.Reason);
+            if (e.PreviousConfidence is double c) w.WriteNumber("previous_confidence", c);
+        });
+    }
+
+    public void OnTaskRouted(int task, in Routing.RouteDecision decision)
+    {
+        var d = decision;
+        Audit(task, AuditCategory.LayerSelection, w =>
+        {
+            w.WriteString("layer", d.Layer);
+            if (d.Confidence is double c) w.WriteNumber("predicted_confidence", c);
+            if (d.PredictedCost is double cost) w.WriteNumber("predicted_cost", cost);
+            if (d.Reason is not null) w.WriteString("reason", d.Reason);
+        });
+    }
+
+    private void AuditAttempt(in AttemptResult r)
+    {
+        var (task, layer, attempt, outcome, ms, next, error, confidence) = (r.Task, r.Layer, r.Attempt, Status(r.TaskOutcome), r.Duration.TotalMilliseconds, r.Next, r.Error, r.Confidence);
+        Audit(r.Task, AuditCategory.TaskExecution, w =>
+        {
+            w.WriteString("layer", layer);
+            w.WriteNumber("attempt", attempt);
+            w.WriteString("outcome", outcome);
+            w.WriteNumber("duration_ms", Math.Round(ms, 3));
+            w.WriteString("next", next switch { AttemptNext.Retry => "retry", AttemptNext.Escalate => "escalate", _ => "complete" });
+        });
+        if (confidence is double c)
+            Audit(r.Task, AuditCategory.ConfidenceEvaluation, w =>
+            {
+                w.WriteString("layer", layer);
+                w.WriteNumber("attempt", attempt);
+                w.WriteNumber("confidence", c);
+                if (_graph.SpecOf(task)?.MinConfidence is double min) w.WriteNumber("min_confidence", min);
+            });
+        if (error is not null && outcome != "succeeded")
+            Audit(r.Task, AuditCategory.Error, w =>
+            {
+                w.WriteString("layer", layer);
+                w.WriteNumber("attempt", attempt);
+                w.WriteString("outcome", outcome);
+                w.WriteString("error", error);
+            });
+    }
+
+    private void AuditCompletion(int task, string status, string? layer, int attempts, double ms, string keptBecause)
+        => Audit(task, AuditCategory.TaskCompletion, w =>
+        {
+            w.WriteString("status", status);
+            if (layer is not null) w.WriteString("layer", layer);
+            w.WriteNumber("attempts", attempts);
+            w.WriteNumber("duration_ms", Math.Round(ms, 3));
+            w.WriteString("kept_because", keptBecause);
+        });
+
+    private void Audit(int? task, string category, Action<System.Text.Json.Utf8JsonWriter> detail)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
+        using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            detail(w);
+            w.WriteEndObject();
+        }
+        try
+        {
+            _writer.Enqueue(new AuditRow(_runId, task is int t ? _graph.IdOf(t) : null, category,
+                DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture), System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan)));
+        }
+        catch (StoreException) { /* reported through Faulted */ }
+    }
+
+    private sealed class AuditRow(string runId, string? taskId, string category, string at, string detail) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ($run, $task, $category, $at, $detail)");
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$category", category);
+            cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("$detail", detail);
+            cmd.ExecuteNonQuery();
+        }
     }
 
     public void OnRunEnded(RunRecord record)

@@ -261,6 +261,52 @@ public sealed class RunStore : IDisposable
         return list;
     }
 
+    /// <summary>
+    /// The run a user means: an exact id, a unique prefix of one, or <c>last</c> (the newest run).
+    /// </summary>
+    /// <exception cref="StoreException">No run, or several, match.</exception>
+    public string ResolveRunId(string run)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(run);
+        using var cmd = _read.CreateCommand();
+        if (run == "last")
+        {
+            cmd.CommandText = "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1";
+            return cmd.ExecuteScalar() as string ?? throw new StoreException($"store '{Path}' holds no runs");
+        }
+        cmd.CommandText = "SELECT run_id FROM runs WHERE run_id = $run OR substr(run_id, 1, length($run)) = $run LIMIT 3";
+        cmd.Parameters.AddWithValue("$run", run);
+        var ids = new List<string>();
+        using (var r = cmd.ExecuteReader()) while (r.Read()) ids.Add(r.GetString(0));
+        if (ids.Contains(run)) return run;
+        return ids.Count switch
+        {
+            0 => throw new StoreException($"store '{Path}' holds no run '{Graph.GraphLimits.Printable(run)}' (see taskmesh runs)"),
+            1 => ids[0],
+            _ => throw new StoreException($"'{Graph.GraphLimits.Printable(run)}' matches several runs ({string.Join(", ", ids)}, ...); give more of the id"),
+        };
+    }
+
+    /// <summary>A run's audit trail in the order it was written, optionally of one task and one category.</summary>
+    public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId = null, string? category = null)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = """
+            SELECT category, at, run_id, task_id, detail FROM audit_log
+            WHERE run_id = $run AND ($task IS NULL OR task_id = $task) AND ($category IS NULL OR category = $category)
+            ORDER BY id
+            """;
+        cmd.Parameters.AddWithValue("$run", runId);
+        cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("$category", (object?)category ?? DBNull.Value);
+        var list = new List<AuditRecord>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read())
+            list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
+                r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
+        return list;
+    }
+
     /// <summary>Flushes and closes the store.</summary>
     public void Dispose()
     {
@@ -271,6 +317,9 @@ public sealed class RunStore : IDisposable
     /// <summary>The SHA-256 of a file's bytes, as hex (the graph hash kept with a run).</summary>
     public static string HashOf(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes));
 }
+
+/// <summary>One record of the audit trail; <paramref name="Detail"/> is a JSON object.</summary>
+public sealed record AuditRecord(string Category, DateTimeOffset Timestamp, string RunId, string? TaskId, string Detail);
 
 /// <summary>Tasks of a stored run by outcome.</summary>
 public sealed record StoredTaskCounts(int Total, int Succeeded, int Failed, int TimedOut, int Skipped, int Cancelled, int Restored, int Cached);

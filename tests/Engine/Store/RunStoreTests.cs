@@ -65,6 +65,48 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Audit_RunThatFailsRetriesEscalatesAndReportsConfidence_HasEveryCategory()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { RetryBaseDelay = TimeSpan.FromMilliseconds(1) });
+        engine.AddLayer(new TestLayer("strong", 1));
+        engine.EscalationPolicy = new MoveOnError();
+        engine.Handlers.Register("weak-first", (ctx, a, ct) => ctx.Attempt == 1 ? throw new TaskFailedException("too weak") : new ValueTask<object?>("ok"));
+        engine.Handlers.RegisterInline("unsure", ctx => { ctx.ReportConfidence(0.42); return null; });
+        var g = new GraphBuilder("audited");
+        g.Task("flaky", "fail", new { message = "transient", attempts = 1 }).WithRetries(2);
+        g.Task("moves", "weak-first");
+        g.Task("unsure", "unsure").WithMinConfidence(0.9);
+        g.Task("bad", "fail", new { message = "permanent" });
+        g.Task("after", "noop").DependsOn("bad");
+        using var store = RunStore.Open(StorePath);
+
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+
+        var trail = store.AuditOf(result.RunId);
+        Assert.Equal(AuditCategory.All.Order(), trail.Select(r => r.Category).Distinct().Order());
+        Assert.Null(trail[0].TaskId);                                                    // the run's submission first
+        Assert.Equal(AuditCategory.TaskSubmission, trail[0].Category);
+        var flaky = store.AuditOf(result.RunId, "flaky", AuditCategory.TaskExecution);
+        Assert.Equal(2, flaky.Count);
+        Assert.Contains("\"next\":\"retry\"", flaky[0].Detail);
+        Assert.Contains("\"outcome\":\"succeeded\"", flaky[1].Detail);
+        var esc = Assert.Single(store.AuditOf(result.RunId, "moves", AuditCategory.Escalation));
+        Assert.Contains("\"to\":\"strong\"", esc.Detail);
+        var conf = Assert.Single(store.AuditOf(result.RunId, "unsure", AuditCategory.ConfidenceEvaluation));
+        Assert.Contains("\"confidence\":0.42", conf.Detail);
+        Assert.Contains("\"min_confidence\":0.9", conf.Detail);
+        Assert.Single(store.AuditOf(result.RunId, "bad", AuditCategory.Error));
+        Assert.Contains("skipped", Assert.Single(store.AuditOf(result.RunId, "after", AuditCategory.TaskCompletion)).Detail);
+        // Every record falls within the run; every detail is a JSON object.
+        Assert.All(trail, r => Assert.InRange(r.Timestamp, result.Record.StartedAt.AddSeconds(-1), DateTimeOffset.UtcNow));
+        Assert.All(trail, r => Assert.Equal(System.Text.Json.JsonValueKind.Object, System.Text.Json.JsonDocument.Parse(r.Detail).RootElement.ValueKind));
+        Assert.Equal(result.RunId, store.ResolveRunId("last"));
+        Assert.Equal(result.RunId, store.ResolveRunId(result.RunId[..5]));
+        Assert.Throws<StoreException>(() => store.ResolveRunId("zzzz"));
+    }
+
+    [Fact]
     public async Task Record_LargeRun_KeepsOnlyTheRowsTheJournalPromises()
     {
         const int n = 20_000;
