@@ -93,6 +93,9 @@ public sealed class RunOptions
     /// <value>Default: <see cref="Observability.EventOverflow.DropNewest"/> (counted in <see cref="RunHandle.DroppedEvents"/>; the run never waits for the reader).</value>
     public Observability.EventOverflow EventOverflow { get; set; } = Observability.EventOverflow.DropNewest;
 
+    /// <summary>Tasks to take as already done (resuming a run): they are not run, and their restored outputs feed their data edges.</summary>
+    public Scheduling.RestoredTasks? Restored { get; set; }
+
     /// <summary>Observers of this run only, after the engine's own (<see cref="TaskMeshEngine.Observers"/>).</summary>
     public IReadOnlyList<Observability.IRunObserver>? Observers { get; set; }
 

@@ -191,6 +191,8 @@ public sealed class TaskMeshEngine
         ArgumentNullException.ThrowIfNull(graph);
         options ??= new RunOptions();
         if (options.EventCapacity < 1) throw new ArgumentOutOfRangeException(nameof(options), "RunOptions.EventCapacity must be at least 1");
+        if (options.Restored is { } restored && restored.TaskCount != graph.Count)
+            throw new ArgumentException($"RunOptions.Restored was made for {restored.TaskCount} tasks; the graph has {graph.Count}", nameof(options));
         if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
         var layers = Layers.ToArray();
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;

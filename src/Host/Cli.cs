@@ -38,6 +38,7 @@ public static class Cli
         root.Subcommands.Add(GenCommand.Create(io));
         root.Subcommands.Add(RunsCommand.Create(io));
         root.Subcommands.Add(AuditCommand.Create(io));
+        root.Subcommands.Add(RunCommand.CreateResume(io));
         root.Subcommands.Add(CompletionCommand.Create(io));
         return root;
     }

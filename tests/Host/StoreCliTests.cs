@@ -97,6 +97,83 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Resume_AfterSigkill_RunsNothingWhoseCompletionWasStored_AndRestoresDataEdgeOutputs()
+    {
+        // 60 tasks with a side effect each (a line in effects.log), one slot: killed part-way.
+        var tasks = new List<object> { new { id = "seed", handler = "hash", args = new { bytes = 1000 } } };
+        for (int i = 0; i < 60; i++)
+            tasks.Add(new { id = $"t{i:00}", handler = "shell", args = new { command = "sh", args = new[] { "-c", $"echo t{i:00} >> effects.log; sleep 0.04" } }, dependsOn = new[] { "seed" } });
+        tasks.Add(new { id = "report", handler = "report", args = new { path = "out/r.json" }, dependsOn = new object[] { new { id = "seed", type = "data" }, "t59" } });
+        var graph = Path.Combine(_dir, "effects.json");
+        File.WriteAllText(graph, JsonSerializer.Serialize(new { name = "effects", tasks }));
+        var config = Path.Combine(_dir, "taskmesh.toml");
+        File.WriteAllText(config, "[handlers]\nshell_enabled = true\n[execution]\nmax_parallel_tasks = 1\n");
+        var effects = Path.Combine(_dir, "effects.log");
+
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        psi.Environment["TASKMESH_HOME"] = _dir;
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--config", config, "--progress", "lines" })
+            psi.ArgumentList.Add(a);
+        using (var p = Process.Start(psi)!)
+        {
+            try
+            {
+                var deadline = DateTime.UtcNow.AddSeconds(30);
+                while ((!File.Exists(effects) || File.ReadAllLines(effects).Length < 25) && DateTime.UtcNow < deadline && !p.HasExited)
+                    await Task.Delay(20);
+                Assert.False(p.HasExited, "the run ended before it could be killed");
+                p.Kill();   // SIGKILL
+                await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            }
+            finally
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+            }
+        }
+        var before = File.ReadAllLines(effects);
+        string killedRun;
+        HashSet<string> durable;
+        using (var s = RunStore.Open(Path.Combine(_dir, "taskmesh.db"), readOnly: true))
+        {
+            killedRun = s.ResolveRunId("last");
+            Assert.Equal("running", s.ListRuns().Single().Status);
+            using var graphDoc = JsonDocument.Parse(File.ReadAllText(graph));
+            var ids = graphDoc.RootElement.GetProperty("tasks").EnumerateArray().Select(t => t.GetProperty("id").GetString()!).ToArray();
+            var engine = new TaskMesh.Engine.TaskMeshEngine(new TaskMesh.Engine.EngineOptions { ShellEnabled = true });
+            var prepared = engine.Prepare(TaskMesh.Engine.Graph.GraphLoader.LoadFile(graph), graph);
+            var restored = s.LoadRestored(killedRun, prepared.Graph);
+            durable = ids.Where((_, i) => restored.Contains(i)).ToHashSet();
+        }
+        SqliteConnection.ClearAllPools();
+        Assert.Contains("seed", durable);
+        Assert.InRange(durable.Count, 2, 60);
+
+        var summary = Path.Combine(_dir, "s.json");
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "resume", killedRun[..6], "--config", config, "--json", summary, "--progress", "none");
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains($"resuming run {killedRun}", stdout);
+
+        var counts = File.ReadAllLines(effects).GroupBy(l => l).ToDictionary(x => x.Key, x => x.Count());
+        Assert.Equal(60, counts.Count);                                             // every task's effect happened
+        foreach (var id in durable.Where(d => d != "seed"))
+            Assert.Equal(1, counts[id]);                                            // stored completions never ran again
+        // At least once for the rest: a task ran twice only if its completion was not yet stored.
+        Assert.All(counts.Where(kv => kv.Value > 1), kv => Assert.DoesNotContain(kv.Key, durable));
+        using var doc = JsonDocument.Parse(File.ReadAllText(summary));
+        Assert.Equal(durable.Count, doc.RootElement.GetProperty("tasks").GetProperty("restored").GetInt32());
+        Assert.Equal(62, doc.RootElement.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "out", "r.json")));
+        Assert.Matches("^[0-9a-f]{64}$", report.RootElement.GetProperty("inputs")[0].GetProperty("output").GetString());   // the seed's digest, restored
+
+        // A changed graph file is refused.
+        File.AppendAllText(graph, " ");
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "resume", killedRun, "--config", config);
+        Assert.Equal(2, code);
+        Assert.Contains("changed since run", stderr);
+        Assert.True(before.Length <= File.ReadAllLines(effects).Length);
+    }
+
+    [Fact]
     public async Task Run_KilledWithSigkill_LeavesAReadableStoreWithItsCommittedCompletions()
     {
         var graph = Path.Combine(_dir, "slow.json");

@@ -70,8 +70,9 @@ public sealed class RunRecord
     private readonly Dictionary<int, int> _escalationCount;
 
     internal RunRecord(string runId, TaskGraph graph, RunStatus status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
-        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks)
+        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks, int restored = 0)
     {
+        Restored = restored;
         RunId = runId;
         _graph = graph;
         GraphName = graph.Name;
@@ -154,6 +155,9 @@ public sealed class RunRecord
     public int TimedOut => Counts.TimedOut;
     public int Skipped => Counts.Skipped;
     public int Cancelled => Counts.Cancelled;
+
+    /// <summary>Tasks taken as done from an earlier run instead of running (also counted in <see cref="Succeeded"/>).</summary>
+    public int Restored { get; }
 
     /// <summary>Critical path length by the tasks' estimates and edge weights, in ms (0 when nothing has an estimate).</summary>
     public double CriticalPathMs
@@ -241,6 +245,7 @@ public sealed class RunRecord
         writer.WriteNumber("timed_out", TimedOut);
         writer.WriteNumber("skipped", Skipped);
         writer.WriteNumber("cancelled", Cancelled);
+        writer.WriteNumber("restored", Restored);
         writer.WriteEndObject();
         writer.WriteNumber("wall_ms", Math.Round(Wall.TotalMilliseconds, 3));
         writer.WriteNumber("tasks_per_second", Math.Round(TasksPerSecond, 1));

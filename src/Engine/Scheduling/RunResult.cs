@@ -35,6 +35,8 @@ public sealed class RunResult
     public int TimedOut => Record.TimedOut;
     public int Skipped => Record.Skipped;
     public int Cancelled => Record.Cancelled;
+    /// <summary>Tasks reused from an earlier run (counted in <see cref="Succeeded"/> too).</summary>
+    public int Restored => Record.Restored;
     public TimeSpan Wall => Record.Wall;
 
     /// <summary>Every escalation recorded during the run, in order.</summary>

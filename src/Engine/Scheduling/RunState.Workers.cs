@@ -78,12 +78,15 @@ internal sealed partial class RunState
     private void RunChain(Worker w, int node)
     {
         var route = Tasks.Route;
+        var restored = _restored;
         do
         {
             // The skip marks exist once some task failed; the array is published before the
             // failed task's decrements (full fences), so a released successor sees it.
             int skip = Tasks.SkipCause is { } skips ? skips[node] : TaskTable.NoSkipCause;
-            if (skip != TaskTable.NoSkipCause)
+            if (restored is not null && restored.Contains(node))
+                node = FinishRestored(w, node, restored);
+            else if (skip != TaskTable.NoSkipCause)
                 node = Finish(w, node, TaskOutcome.Skipped, skip);
             else if (route[node] == RouteTable.Inline)
                 node = RunInline(w, node);
@@ -125,11 +128,21 @@ internal sealed partial class RunState
         if (durations is not null) durations[node] = (float)Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         if (t0 == 0) return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
         var elapsed = InlineElapsed(t0, precise);
-        ended?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, elapsed), plainInline: true);
+        // A task whose output feeds a data edge is not "plain": recorders keep its output.
+        bool plain = (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) == 0;
+        (plain ? ended : _onAttemptEnded)?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, elapsed), plainInline: plain);
         return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed);
     }
 
     internal string LocalName => _layerNames[0];
+
+    /// <summary>A task done in an earlier run: its output restored for its data successors, nothing run.</summary>
+    private int FinishRestored(Worker w, int node, RestoredTasks restored)
+    {
+        if (Tasks.Outputs is { } outputs) outputs[node] = restored.OutputOf(node);
+        Interlocked.Increment(ref _restoredCount);
+        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+    }
 
     /// <summary>An inline attempt's duration from its start stamp (0 when it was not timed: nobody asked).</summary>
     private static TimeSpan InlineElapsed(long t0, bool precise)

@@ -48,6 +48,8 @@ internal sealed partial class RunState
     private readonly ResourceGate? _gate;
     private readonly ConcurrentQueue<EscalationRecord> _escalations = new();
     private int _failedCount;
+    private readonly RestoredTasks? _restored;
+    private int _restoredCount;
     private long _startTimestamp;
     private long _endTimestamp;
     private DateTimeOffset _startedAt;
@@ -85,6 +87,7 @@ internal sealed partial class RunState
         _onRouted = _observers?.For(RunObserverInterests.TaskRouted);
         _preciseInlineTiming = _observers?.For(RunObserverInterests.PreciseInlineTiming) is not null;
         Attempts = new AttemptRunner(this, escalation, retry);
+        _restored = runOptions.Restored is { Count: > 0 } restored ? restored : null;
         _seedRootsByScan = !graph.HasPriorities;
         RunId = Guid.NewGuid().ToString("N")[..12];
     }
@@ -176,7 +179,7 @@ internal sealed partial class RunState
         var status = _cancelled ? RunStatus.Cancelled : Volatile.Read(ref _failedCount) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
         return new RunRecord(RunId, Graph, status, _startedAt, endedAt,
             Stopwatch.GetElapsedTime(_startTimestamp, _endTimestamp), _criticalPathMs, layers, _escalations.ToArray(),
-            _observers?.Faults ?? [], Tasks);
+            _observers?.Faults ?? [], Tasks, Volatile.Read(ref _restoredCount));
     }
 
     // ---------------------------------------------------------------- escalations

@@ -37,6 +37,9 @@ namespace TaskMesh.Engine.Store;
 /// </summary>
 public sealed class RunRecorder : IRunObserver
 {
+    /// <summary>Largest output kept for a data edge (bytes of JSON); a task with a larger one runs again when its run is resumed.</summary>
+    public const int MaxStoredOutputBytes = 1 << 20;
+
     /// <summary>Runs up to this many tasks keep a row for every task.</summary>
     public const int FullDetailTasks = 10_000;
 
@@ -53,6 +56,7 @@ public sealed class RunRecorder : IRunObserver
     private readonly string? _graphPath;
     private readonly string? _graphHash;
     private readonly string? _config;
+    private readonly string? _resumedFrom;
     private TaskGraph _graph = null!;
     private string _runId = "";
     private bool _keepAll;
@@ -69,8 +73,10 @@ public sealed class RunRecorder : IRunObserver
     /// <param name="graphHash">The SHA-256 of the graph file's bytes (see <see cref="RunStore.HashOf"/>).</param>
     /// <param name="config">The configuration the run used, as text.</param>
     /// <exception cref="ArgumentException">The store was opened read-only.</exception>
-    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null)
+    /// <param name="resumedFrom">The run this one resumes, if it does.</param>
+    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null)
     {
+        _resumedFrom = resumedFrom;
         ArgumentNullException.ThrowIfNull(store);
         _writer = store.Writer ?? throw new ArgumentException("the store is open read-only", nameof(store));
         _graphPath = graphPath is null ? null : Path.GetFullPath(graphPath);
@@ -113,7 +119,7 @@ public sealed class RunRecorder : IRunObserver
         _completed = new ulong[(run.Graph.Count + 63) / 64];
         _rowWritten = new ulong[_completed.Length];
         _startTimestamp = Stopwatch.GetTimestamp();
-        _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config));
+        _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config, _resumedFrom));
         Audit(null, AuditCategory.TaskSubmission, w =>
         {
             w.WriteString("graph", run.Graph.Name);
@@ -156,6 +162,10 @@ public sealed class RunRecorder : IRunObserver
             }
             return;
         }
+        // An output that feeds a data edge is kept before the task's completion can be
+        // checkpointed (the writer commits in order), so a resumed run finds it.
+        if (r.Succeeded && (_graph.FlagsOf(r.Task) & NodeFlags.HasDataSuccessor) != 0 && StoredOutput.Serialize(r.Output, MaxStoredOutputBytes) is string json)
+            _writer.Enqueue(new OutputRow(_runId, r.Task, json));
         double ms = r.Duration.TotalMilliseconds;
         TaskNotes? notes = null;
         if (r.Attempt > 1 || Volatile.Read(ref _noteCount) != 0) _notes.TryGetValue(r.Task, out notes);
@@ -313,6 +323,18 @@ public sealed class RunRecorder : IRunObserver
         catch (StoreException) { /* reported through Faulted */ }
     }
 
+    private sealed class OutputRow(string runId, int task, string json) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json) VALUES ($run, $task, $json)");
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$task", task);
+            cmd.Parameters.AddWithValue("$json", json);
+            cmd.ExecuteNonQuery();
+        }
+    }
+
     private sealed class AuditRow(string runId, string? taskId, string category, string at, string detail) : StoreWrite
     {
         public override void Apply(StoreBatch b)
@@ -370,14 +392,15 @@ public sealed class RunRecorder : IRunObserver
 
     private static object Db(object? value) => value ?? DBNull.Value;
 
-    private sealed class RunStarted(string runId, string graph, string? hash, string? path, DateTimeOffset startedAt, int total, string? config) : StoreWrite
+    private sealed class RunStarted(string runId, string graph, string? hash, string? path, DateTimeOffset startedAt, int total, string? config, string? resumedFrom) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config)
-                VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config)
+                INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config, resumed_from)
+                VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config, $from)
                 """);
+            cmd.Parameters.AddWithValue("$from", Db(resumedFrom));
             cmd.Parameters.AddWithValue("$id", runId);
             cmd.Parameters.AddWithValue("$graph", graph);
             cmd.Parameters.AddWithValue("$hash", Db(hash));
@@ -464,7 +487,7 @@ public sealed class RunRecorder : IRunObserver
         {
             var cmd = b.Command("""
                 UPDATE runs SET status = $status, finished_at = $finished, succeeded = $ok, failed = $failed, timed_out = $timedOut,
-                    skipped = $skipped, cancelled = $cancelled, escalations = $escalations, cost = $cost, wall_ms = $wall,
+                    skipped = $skipped, cancelled = $cancelled, restored = $restored, escalations = $escalations, cost = $cost, wall_ms = $wall,
                     critical_path_ms = $critical
                 WHERE run_id = $id
                 """);
@@ -476,6 +499,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$timedOut", r.TimedOut);
             cmd.Parameters.AddWithValue("$skipped", r.Skipped);
             cmd.Parameters.AddWithValue("$cancelled", r.Cancelled);
+            cmd.Parameters.AddWithValue("$restored", r.Restored);
             cmd.Parameters.AddWithValue("$escalations", r.Escalations.Count);
             cmd.Parameters.AddWithValue("$cost", r.Layers.Sum(l => l.Cost));
             cmd.Parameters.AddWithValue("$wall", r.Wall.TotalMilliseconds);

@@ -287,6 +287,64 @@ public sealed class RunStore : IDisposable
         };
     }
 
+    /// <summary>
+    /// What a run (and the runs it resumed) finished, as tasks a new run of the same graph can take
+    /// as done: every task the completion checkpoint has — except a task whose output feeds a data
+    /// edge and was not stored (too large), which runs again.
+    /// </summary>
+    /// <exception cref="StoreException">The run has another task count than <paramref name="graph"/>.</exception>
+    public Scheduling.RestoredTasks LoadRestored(string runId, Graph.TaskGraph graph)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        var restored = new Scheduling.RestoredTasks(graph.Count);
+        using var total = _read.CreateCommand();
+        total.CommandText = "SELECT total FROM runs WHERE run_id = $run";
+        total.Parameters.AddWithValue("$run", runId);
+        if (total.ExecuteScalar() is not long count) throw new StoreException($"store '{Path}' holds no run '{runId}'");
+        if (count != graph.Count)
+            throw new StoreException($"run {runId} had {count} tasks; this graph has {graph.Count}: it is not the graph that run ran");
+        byte[] bits;
+        using (var cmd = _read.CreateCommand())
+        {
+            cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", runId);
+            bits = cmd.ExecuteScalar() as byte[] ?? [];
+        }
+        // Outputs: this run's, else those of the runs it resumed (restored tasks store none anew).
+        var outputs = new Dictionary<int, string>();
+        for (string? run = runId; run is not null;)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT task_index, json FROM task_outputs WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", run);
+            using (var r = cmd.ExecuteReader())
+                while (r.Read()) outputs.TryAdd(r.GetInt32(0), r.GetString(1));
+            using var from = _read.CreateCommand();
+            from.CommandText = "SELECT resumed_from FROM runs WHERE run_id = $run";
+            from.Parameters.AddWithValue("$run", run);
+            run = from.ExecuteScalar() as string;
+            if (run == runId) break;
+        }
+        for (int i = 0; i < graph.Count && i / 8 < bits.Length; i++)
+        {
+            if ((bits[i >> 3] & (1 << (i & 7))) == 0) continue;
+            if ((graph.FlagsOf(i) & Graph.NodeFlags.HasDataSuccessor) == 0) restored.Add(i);
+            else if (outputs.TryGetValue(i, out var json)) restored.Add(i, StoredOutput.Restore(json));
+        }
+        return restored;
+    }
+
+    /// <summary>The graph file and hash a run recorded, for resuming it.</summary>
+    public (string? Path, string? Hash) GraphOf(string runId)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = "SELECT graph_path, graph_hash FROM runs WHERE run_id = $run";
+        cmd.Parameters.AddWithValue("$run", runId);
+        using var r = cmd.ExecuteReader();
+        if (!r.Read()) throw new StoreException($"store '{Path}' holds no run '{runId}'");
+        return (r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1));
+    }
+
     /// <summary>A run's audit trail in the order it was written, optionally of one task and one category.</summary>
     public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId = null, string? category = null)
     {

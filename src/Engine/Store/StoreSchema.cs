@@ -123,5 +123,15 @@ internal static class StoreSchema
         );
         CREATE INDEX audit_log_run ON audit_log (run_id, task_id, id);
         """,
+        // v1 -> v2: outputs that successors read over data edges, for resuming a run.
+        """
+        CREATE TABLE task_outputs (
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            task_index INTEGER NOT NULL,
+            json TEXT NOT NULL,
+            PRIMARY KEY (run_id, task_index)
+        );
+        ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+        """,
     ];
 }

@@ -21,18 +21,53 @@ internal static class RunCommand
         var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
         var store = StoreInput.StoreOption();
         var noStore = StoreInput.NoStoreOption();
+        var resume = new Option<string?>("--resume")
+        {
+            Description = "Resume a stored run of this graph: tasks whose completion reached the store are not run again (their data-edge outputs are restored).",
+            HelpName = "RUN",
+        };
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
-            graphArg, json, maxParallel, config, nodes, progress, store, noStore,
+            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume,
         };
         command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
-            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore)));
+            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore), parse.GetValue(resume)));
+        return command;
+    }
+
+    /// <summary><c>taskmesh resume RUN</c>: the graph file comes from the store, and must not have changed since.</summary>
+    public static Command CreateResume(CliIO io)
+    {
+        var run = new Argument<string>("RUN") { Description = "The run to resume: an id, a unique prefix of one, or 'last'." };
+        var json = new Option<string?>("--json") { Description = "Write the run summary (JSON) to this file.", HelpName = "SUMMARY.json" };
+        var maxParallel = CliOptions.Int("--max-parallel", 1, 100_000, "Slots of the local layer (overrides the config).");
+        var config = CliOptions.Config();
+        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
+        var store = StoreInput.StoreOption();
+        var command = new Command("resume", "Resume a stored run: finds its graph file, refuses it if it changed, runs only what did not finish.")
+        {
+            run, json, maxParallel, config, progress, store,
+        };
+        command.SetAction((parse, ct) =>
+        {
+            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
+            string runId;
+            string graphPath;
+            using (var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true))
+            {
+                runId = s.ResolveRunId(parse.GetValue(run)!);
+                graphPath = s.GraphOf(runId).Path ?? throw new StoreException($"run {runId} was not run from a graph file; use taskmesh run GRAPH --resume {runId}");
+            }
+            return ExecuteAsync(io, graphPath, parse.GetValue(json), parse.GetValue(maxParallel), parse.GetValue(config), nodes: false,
+                parse.GetValue(progress), parse.GetValue(store), noStore: false, runId);
+        });
         return command;
     }
 
     private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
-        string? progressOption, string? storeOption, bool noStore)
+        string? progressOption, string? storeOption, bool noStore, string? resume)
     {
+        if (resume is not null && noStore) throw new UsageException("--resume needs the run store; drop --no-store");
         var stdout = io.Out;
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         // Every output is checked before anything runs: a summary that cannot be written is
@@ -54,10 +89,22 @@ internal static class RunCommand
         }
 
         var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
+        RestoredTasks? restored = null;
+        string? resumedFrom = null;
+        if (resume is not null)
+        {
+            if (store is null) throw new UsageException("--resume needs the run store (it is disabled by the config's store.enabled = false; pass --store FILE)");
+            resumedFrom = store.ResolveRunId(resume);
+            var (_, storedHash) = store.GraphOf(resumedFrom);
+            if (storedHash is not null && storedHash != hash)
+                throw new StoreException($"'{path}' changed since run {resumedFrom} (its SHA-256 was {storedHash[..12]}…, now {hash[..12]}…): resuming would mix two graphs; run it anew instead");
+            restored = store.LoadRestored(resumedFrom, graph.Graph);
+            stdout.WriteLine($"resuming run {resumedFrom}: {restored.Count} of {graph.Count} tasks finished there and are not run again");
+        }
         RunRecorder? recorder = null;
         if (store is not null)
         {
-            recorder = new RunRecorder(store, path, hash, config.Text);
+            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom);
             // A store that fails (disk full, file made read-only) stops the run: what it already
             // committed stays, and the summary says why.
             recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
@@ -67,6 +114,7 @@ internal static class RunCommand
             BaseDirectory = Path.GetDirectoryName(Path.GetFullPath(path)),
             CollectTaskDetails = nodes ? true : null,
             Observers = recorder is null ? null : [recorder],
+            Restored = restored,
         };
         var handle = engine.Start(graph, runOptions, ct);
         if (progress == "auto")
@@ -144,7 +192,7 @@ internal static class RunCommand
     internal static void PrintSummary(RunResult r, TextWriter o)
     {
         o.WriteLine($"run {r.RunId} of '{r.Graph.Name}': {r.StatusName}");
-        o.WriteLine($"  tasks: {r.Total} total, {r.Succeeded} succeeded, {r.Failed} failed ({r.TimedOut} timed out), {r.Skipped} skipped, {r.Cancelled} cancelled");
+        o.WriteLine($"  tasks: {r.Total} total, {r.Succeeded} succeeded{(r.Restored > 0 ? $" ({r.Restored} restored from the resumed run)" : "")}, {r.Failed} failed ({r.TimedOut} timed out), {r.Skipped} skipped, {r.Cancelled} cancelled");
         o.WriteLine($"  layers: {string.Join(", ", r.TasksByLayer.Select(kv => $"{kv.Key} {kv.Value}"))}");
         o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms");
         if (!r.HasTaskDetails)

@@ -226,8 +226,10 @@ public class ObserverTests
 
         Assert.Equal(n, result.Succeeded);
         Assert.True(before >= 0 && after >= 0);
-        // 98,000 tasks: a per-task allocation of even one object would show as megabytes.
-        Assert.True(after - before < 4096, $"{after - before} bytes allocated over 98,000 tasks");
+        // 98,000 tasks: a per-task allocation of even one object would show as megabytes. The
+        // bound leaves room for a garbage collection run by other tests meanwhile, which settles
+        // this thread's allocation chunk (one 8 KiB step) without it allocating anything.
+        Assert.True(after - before < 32 * 1024, $"{after - before} bytes allocated over 98,000 tasks");
     }
 
     [Fact]

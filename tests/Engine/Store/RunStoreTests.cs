@@ -190,6 +190,74 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public void Open_AStoreOfThePreviousSchema_IsMigratedKeepingItsRuns()
+    {
+        var path = Path.Combine(_dir, "v1.db");
+        using (var c = new SqliteConnection($"Data Source={path};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = StoreSchema.Migrations[0] + $"""
+                PRAGMA application_id = {StoreSchema.ApplicationId};
+                PRAGMA user_version = 1;
+                INSERT INTO runs (run_id, graph_name, status, started_at, total, succeeded) VALUES ('old1', 'g', 'succeeded', '2026-11-01T00:00:00+00:00', 3, 3);
+                """;
+            cmd.ExecuteNonQuery();
+        }
+        using var store = RunStore.Open(path);
+        var run = Assert.Single(store.ListRuns());
+        Assert.Equal(("old1", 3), (run.RunId, run.Tasks.Succeeded));
+        SqliteConnection.ClearAllPools();
+        using var check = new SqliteConnection($"Data Source={path};Pooling=false;Mode=ReadOnly");
+        check.Open();
+        using var q = check.CreateCommand();
+        q.CommandText = "PRAGMA user_version;";
+        Assert.Equal((long)StoreSchema.CurrentVersion, (long)q.ExecuteScalar()!);
+        q.CommandText = "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'resumed_from';";
+        Assert.Equal(1L, (long)q.ExecuteScalar()!);
+    }
+
+    [Fact]
+    public async Task Resume_RestoresFinishedTasksAndTheirDataEdgeOutputs_AndRunsTheRest()
+    {
+        var engine = new TaskMeshEngine();
+        var calls = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        bool failLate = true;
+        engine.Handlers.RegisterInline("make", ctx => { calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1); return $"made by {ctx.Id}"; });
+        engine.Handlers.RegisterInline("late", ctx =>
+        {
+            calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
+            if (failLate) throw new TaskFailedException("not yet");
+            return string.Join("+", ctx.Inputs.Select(kv => kv.Value));
+        });
+        var g = new GraphBuilder("resumable");
+        var a = g.Task("a", "make");
+        var b = g.Task("b", "make");
+        g.Task("late", "late").DependsOn(a, EdgeKind.Data).DependsOn(b, EdgeKind.Data);
+        var graph = engine.Prepare(g);
+        using var store = RunStore.Open(StorePath);
+
+        var first = await engine.RunAsync(graph, new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+        Assert.Equal(RunStatus.Failed, first.Status);
+
+        failLate = false;
+        var restored = store.LoadRestored(first.RunId, graph.Graph);
+        Assert.Equal(2, restored.Count);
+        var second = await engine.RunAsync(graph, new RunOptions { Restored = restored, KeepOutputs = true, Observers = [new RunRecorder(store, resumedFrom: first.RunId)] });
+        await store.FlushAsync();
+
+        Assert.Equal((RunStatus.Succeeded, 3, 2), (second.Status, second.Succeeded, second.Restored));
+        Assert.Equal((1, 1, 2), (calls["a"], calls["b"], calls["late"]));           // a and b ran once in all
+        Assert.Equal("made by a+made by b", second.OutputOf(2));                   // their outputs came from the store
+
+        // A resume of the resume still finds the outputs (stored by the first run).
+        var again = store.LoadRestored(second.RunId, graph.Graph);
+        Assert.Equal(3, again.Count);
+        Assert.Equal(2, store.ListRuns(status: "succeeded").Single().Tasks.Restored);
+    }
+
+    [Fact]
     public void Open_EmptyFileOrNewPath_CreatesAStoreAtTheCurrentSchema()
     {
         var empty = Write("empty.db", []);
@@ -201,9 +269,9 @@ public sealed class RunStoreTests : IDisposable
         cmd.CommandText = "PRAGMA application_id;";
         Assert.Equal(0x544D5348L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "PRAGMA user_version;";
-        Assert.Equal(1L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(2L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
-        Assert.Equal(8L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(9L, (long)cmd.ExecuteScalar()!);
 
         Assert.Throws<StoreException>(() => RunStore.Open(Path.Combine(_dir, "missing.db"), readOnly: true));
         using (var fresh = RunStore.Open(Path.Combine(_dir, "sub", "dir", "new.db"))) Assert.Empty(fresh.ListRuns());
