@@ -49,6 +49,28 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
+    {
+        Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);
+        Assert.Equal(1, (await CliTests.Taskmesh(_dir, "run", Example("behaviours/failure-skips.json"), "--progress", "none")).code);
+        var json = Path.Combine(_dir, "m.json");
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "metrics", "--days", "7", "--json", json);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("92.9 %", stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(json));
+        var total = doc.RootElement.GetProperty("total");
+        // etl: 11 tasks on local; failure-skips: 2 succeeded, 1 failed, 2 skipped (skipped tasks never ran).
+        Assert.Equal((14, 13, 1), (total.GetProperty("tasks").GetInt32(), total.GetProperty("succeeded").GetInt32(), total.GetProperty("failed").GetInt32()));
+        Assert.Equal(13.0 / 14, total.GetProperty("success_rate").GetDouble(), 5);
+        Assert.True(total.GetProperty("average_duration_ms").GetDouble() > 0);
+        Assert.Equal(14, doc.RootElement.GetProperty("layers").GetProperty("local").GetProperty("tasks").GetInt32());
+        Assert.Single(doc.RootElement.GetProperty("per_day").EnumerateObject());
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "metrics", "--days", "12");
+        Assert.Equal(2, code);
+        Assert.Contains("12", stderr);
+    }
+
+    [Fact]
     public async Task Audit_PrintsTheTrailOfARun_AndWritesTheDocumentedJson()
     {
         var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Example("behaviours/retries.json"), "--progress", "none");

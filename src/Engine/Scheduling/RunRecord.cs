@@ -46,7 +46,17 @@ public sealed record TaskRecord(
 /// <param name="Tasks">Tasks whose last attempt ran there.</param>
 /// <param name="Cost">Price per second × those tasks' durations (0 without task details).</param>
 /// <param name="PricePerSecond">The layer's price when the run started.</param>
-public sealed record LayerRecord(string Name, int Tasks, double Cost, double PricePerSecond);
+public sealed record LayerRecord(string Name, int Tasks, double Cost, double PricePerSecond)
+{
+    /// <summary>Of <see cref="Tasks"/>, those that succeeded.</summary>
+    public int Succeeded { get; init; }
+
+    /// <summary>Of <see cref="Tasks"/>, those that failed or timed out.</summary>
+    public int Failed { get; init; }
+
+    /// <summary>The durations of <see cref="Tasks"/>, summed (0 without task details).</summary>
+    public double DurationMs { get; init; }
+}
 
 /// <summary>
 /// The immutable record of a finished run: what a store persists, what is sent to a client, what
@@ -121,6 +131,9 @@ public sealed class RunRecord
             if (t is not null) return t;
             t = new Tally();
             var count = new int[_layerNames.Length];
+            var ok = new int[_layerNames.Length];
+            var failed = new int[_layerNames.Length];
+            var ms = new double[_layerNames.Length];
             var cost = new double[_layerNames.Length];
             for (int i = 0; i < _outcome.Length; i++)
             {
@@ -135,9 +148,17 @@ public sealed class RunRecord
                 int l = LayerIndexOf(i);
                 if (l < 0) continue;
                 count[l]++;
-                if (_duration is not null) cost[l] += _prices[l] * _duration[i] / 1000.0;
+                switch ((TaskOutcome)_outcome[i])
+                {
+                    case TaskOutcome.Succeeded: ok[l]++; break;
+                    case TaskOutcome.Failed or TaskOutcome.TimedOut: failed[l]++; break;
+                }
+                if (_duration is null) continue;
+                ms[l] += _duration[i];
+                cost[l] += _prices[l] * _duration[i] / 1000.0;
             }
-            t.Layers = _layerNames.Select((n, l) => new LayerRecord(n, count[l], cost[l], _prices[l])).OrderBy(l => l.Name, StringComparer.Ordinal).ToArray();
+            t.Layers = _layerNames.Select((n, l) => new LayerRecord(n, count[l], cost[l], _prices[l]) { Succeeded = ok[l], Failed = failed[l], DurationMs = ms[l] })
+                .OrderBy(l => l.Name, StringComparer.Ordinal).ToArray();
             return Interlocked.CompareExchange(ref _tally, t, null) ?? t;
         }
     }

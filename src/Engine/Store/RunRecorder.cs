@@ -66,6 +66,7 @@ public sealed class RunRecorder : IRunObserver
     private int _noteCount;   // entries in _notes: checked on every task instead of the map (whose IsEmpty takes every lock)
     private Timer? _checkpoints;
     private readonly ConcurrentDictionary<int, TaskNotes> _notes = new();
+    private readonly Dictionary<string, (double Sum, int Count)> _confidence = new(StringComparer.Ordinal);
 
     /// <summary>A recorder for one run into <paramref name="store"/>.</summary>
     /// <param name="store">An open, writable store.</param>
@@ -278,6 +279,12 @@ public sealed class RunRecorder : IRunObserver
             w.WriteNumber("duration_ms", Math.Round(ms, 3));
             w.WriteString("next", next switch { AttemptNext.Retry => "retry", AttemptNext.Escalate => "escalate", _ => "complete" });
         });
+        if (confidence is double cf)
+            lock (_confidence)
+            {
+                var (sum, n) = _confidence.GetValueOrDefault(layer);
+                _confidence[layer] = (sum + cf, n + 1);
+            }
         if (confidence is double c)
             Audit(r.Task, AuditCategory.ConfidenceEvaluation, w =>
             {
@@ -323,6 +330,45 @@ public sealed class RunRecorder : IRunObserver
         catch (StoreException) { /* reported through Faulted */ }
     }
 
+    /// <summary>
+    /// Adds a run's figures to <c>layer_metrics_daily</c> (the day the run ended, UTC): per layer,
+    /// tasks that ran there, succeeded and failed, their durations and cost (with task details),
+    /// and the confidences attempts reported there. Counted on the writer's thread.
+    /// </summary>
+    private sealed class DailyLayerMetrics(RunRecord r, Dictionary<string, (double Sum, int Count)> confidence) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            string day = r.EndedAt.UtcDateTime.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+            foreach (var l in r.Layers)
+            {
+                if (l.Tasks == 0) continue;
+                var (layer, req, ok, failed, ms) = (l.Name, l.Tasks, l.Succeeded, l.Failed, l.DurationMs);
+                var (csum, ccount) = confidence.GetValueOrDefault(layer);
+                var cmd = b.Command("""
+                    INSERT INTO layer_metrics_daily (day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost)
+                    VALUES ($day, $layer, $req, $ok, $failed, $ms, $timed, $csum, $ccount, $cost)
+                    ON CONFLICT (day, layer) DO UPDATE SET requests = requests + excluded.requests, successes = successes + excluded.successes,
+                        timed = timed + excluded.timed,
+                        failures = failures + excluded.failures, total_duration_ms = total_duration_ms + excluded.total_duration_ms,
+                        confidence_sum = confidence_sum + excluded.confidence_sum, confidence_count = confidence_count + excluded.confidence_count,
+                        cost = cost + excluded.cost
+                    """);
+                cmd.Parameters.AddWithValue("$day", day);
+                cmd.Parameters.AddWithValue("$layer", layer);
+                cmd.Parameters.AddWithValue("$req", req);
+                cmd.Parameters.AddWithValue("$ok", ok);
+                cmd.Parameters.AddWithValue("$failed", failed);
+                cmd.Parameters.AddWithValue("$ms", ms);
+                cmd.Parameters.AddWithValue("$timed", r.HasTaskDetails ? req : 0);
+                cmd.Parameters.AddWithValue("$csum", csum);
+                cmd.Parameters.AddWithValue("$ccount", ccount);
+                cmd.Parameters.AddWithValue("$cost", l.Cost);
+                cmd.ExecuteNonQuery();
+            }
+        }
+    }
+
     private sealed class OutputRow(string runId, int task, string json) : StoreWrite
     {
         public override void Apply(StoreBatch b)
@@ -354,6 +400,9 @@ public sealed class RunRecorder : IRunObserver
         _checkpoints?.Dispose();
         Checkpoint();
         _writer.Enqueue(new RunEnded(record));
+        Dictionary<string, (double, int)> confidence;
+        lock (_confidence) confidence = new(_confidence);
+        _writer.Enqueue(new DailyLayerMetrics(record, confidence));
     }
 
     private TaskNotes Notes(int task)

@@ -365,6 +365,22 @@ public sealed class RunStore : IDisposable
         return list;
     }
 
+    /// <summary>The daily per-layer figures of the last <paramref name="days"/> days (UTC), oldest first.</summary>
+    public IReadOnlyList<DailyLayerFigures> DailyMetrics(int days)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = """
+            SELECT day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost
+            FROM layer_metrics_daily WHERE day >= $since ORDER BY day, layer
+            """;
+        cmd.Parameters.AddWithValue("$since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+        var list = new List<DailyLayerFigures>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read())
+            list.Add(new DailyLayerFigures(r.GetString(0), r.GetString(1), r.GetInt64(2), r.GetInt64(3), r.GetInt64(4), r.GetDouble(5), r.GetInt64(6), r.GetDouble(7), r.GetInt64(8), r.GetDouble(9)));
+        return list;
+    }
+
     /// <summary>Flushes and closes the store.</summary>
     public void Dispose()
     {
@@ -375,6 +391,11 @@ public sealed class RunStore : IDisposable
     /// <summary>The SHA-256 of a file's bytes, as hex (the graph hash kept with a run).</summary>
     public static string HashOf(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes));
 }
+
+/// <summary>One day's figures of one layer (sums: averages are the sums over the counts).</summary>
+/// <param name="Timed">Of <paramref name="Requests"/>, those whose duration was measured (runs with task details).</param>
+public sealed record DailyLayerFigures(string Day, string Layer, long Requests, long Successes, long Failures, double TotalDurationMs, long Timed,
+    double ConfidenceSum, long ConfidenceCount, double Cost);
 
 /// <summary>One record of the audit trail; <paramref name="Detail"/> is a JSON object.</summary>
 public sealed record AuditRecord(string Category, DateTimeOffset Timestamp, string RunId, string? TaskId, string Detail);

@@ -132,6 +132,7 @@ internal static class StoreSchema
             PRIMARY KEY (run_id, task_index)
         );
         ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+        ALTER TABLE layer_metrics_daily ADD COLUMN timed INTEGER NOT NULL DEFAULT 0;
         """,
     ];
 }
