@@ -51,7 +51,12 @@ public sealed class RunStore : IDisposable
     /// <param name="path">The store file.</param>
     /// <param name="readOnly">Open for reading only: a missing store is an error, nothing is migrated or written.</param>
     /// <exception cref="StoreException">The file is not a usable TaskMesh store; it was not changed.</exception>
-    public static RunStore Open(string path, bool readOnly = false)
+    public static RunStore Open(string path, bool readOnly = false) => Open(path, readOnly, maxPages: null);
+
+    /// <param name="path">The store file.</param>
+    /// <param name="readOnly">Open for reading only.</param>
+    /// <param name="maxPages">A cap on the file's pages for the writer (tests: a full disk, without filling one).</param>
+    internal static RunStore Open(string path, bool readOnly, long? maxPages)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = System.IO.Path.GetFullPath(path);
@@ -78,6 +83,7 @@ public sealed class RunStore : IDisposable
             {
                 var write = Connect(full, SqliteOpenMode.ReadWriteCreate);
                 Migrate(write, path);
+                if (maxPages is long pages) Execute(write, $"PRAGMA max_page_count = {pages};");
                 writer = new StoreWriter(write, path);
             }
             read = Connect(full, SqliteOpenMode.ReadOnly);

@@ -258,6 +258,45 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task FullStore_StopsTheRunWithAClearError_AndKeepsWhatWasCommitted()
+    {
+        // A first run commits; then the file may not grow any more (SQLITE_FULL, as a full disk).
+        var engine = new TaskMeshEngine();
+        var small = new GraphBuilder("first");
+        small.Task("a", "noop");
+        var g = new GraphBuilder("big");
+        for (int i = 0; i < 5000; i++) g.Task($"task-with-a-long-id-{i:00000}", "sleep", new { millis = 0 });
+        string firstRun;
+        using (var store = RunStore.Open(StorePath))
+        {
+            firstRun = (await engine.RunAsync(engine.Prepare(small), new RunOptions { Observers = [new RunRecorder(store)] })).RunId;
+            await store.FlushAsync();
+        }
+        SqliteConnection.ClearAllPools();
+        long pages = new FileInfo(StorePath).Length / 4096 + 8;
+        using (var store = RunStore.Open(StorePath, readOnly: false, maxPages: pages))
+        {
+            var recorder = new RunRecorder(store);
+            using var stop = new CancellationTokenSource();
+            StoreException? reported = null;
+            recorder.Faulted += e => { reported = e; stop.Cancel(); };
+            var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [recorder] }, stop.Token);
+            var ex = await Assert.ThrowsAsync<StoreException>(() => store.FlushAsync());
+            Assert.Contains("disk holding store", ex.Message);
+            Assert.Contains("full", ex.Message);
+            Assert.NotNull(reported);
+            Assert.Equal(RunStatus.Cancelled, result.Status);   // the failing store stopped the run
+        }
+        SqliteConnection.ClearAllPools();
+        using (var store = RunStore.Open(StorePath, readOnly: true))
+        {
+            var first = store.ListRuns().Single(r => r.RunId == firstRun);   // nothing already written was lost
+            Assert.Equal(("succeeded", 1), (first.Status, first.Tasks.Succeeded));
+            Assert.Single(store.TasksOf(firstRun));
+        }
+    }
+
+    [Fact]
     public void Open_EmptyFileOrNewPath_CreatesAStoreAtTheCurrentSchema()
     {
         var empty = Write("empty.db", []);
