@@ -46,6 +46,15 @@ public sealed class StoreCliTests : IDisposable
         (code, stdout, _) = await CliTests.Taskmesh(_dir, "runs", "--status", "failed");
         Assert.Equal(0, code);
         Assert.DoesNotContain(" etl ", stdout);
+
+        (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "runs", "show", etl.GetProperty("run_id").GetString()!, "--slowest", "3");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("of 'etl': succeeded", stdout);
+        Assert.Contains("tasks: 11 total, 11 succeeded", stdout);
+        Assert.Matches(@"critical path [\d.]+ ms vs makespan [\d.]+ ms", stdout);
+        Assert.Matches(@"local\s+11 tasks\s+11 ok\s+0 failed", stdout);
+        Assert.Contains("slowest tasks", stdout);
+        Assert.Equal(3, stdout.Split('\n').SkipWhile(l => !l.Contains("slowest tasks")).Skip(1).Count(l => l.Contains(" ms ")));
     }
 
     [Fact]

@@ -342,6 +342,18 @@ public sealed class RunRecorder : IRunObserver
             string day = r.EndedAt.UtcDateTime.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
             foreach (var l in r.Layers)
             {
+                var row = b.Command("""
+                    INSERT OR REPLACE INTO run_layers (run_id, layer, tasks, succeeded, failed, duration_ms, cost)
+                    VALUES ($run, $layer, $tasks, $ok, $failed, $ms, $cost)
+                    """);
+                row.Parameters.AddWithValue("$run", r.RunId);
+                row.Parameters.AddWithValue("$layer", l.Name);
+                row.Parameters.AddWithValue("$tasks", l.Tasks);
+                row.Parameters.AddWithValue("$ok", l.Succeeded);
+                row.Parameters.AddWithValue("$failed", l.Failed);
+                row.Parameters.AddWithValue("$ms", l.DurationMs);
+                row.Parameters.AddWithValue("$cost", l.Cost);
+                row.ExecuteNonQuery();
                 if (l.Tasks == 0) continue;
                 var (layer, req, ok, failed, ms) = (l.Name, l.Tasks, l.Succeeded, l.Failed, l.DurationMs);
                 var (csum, ccount) = confidence.GetValueOrDefault(layer);

@@ -371,6 +371,18 @@ public sealed class RunStore : IDisposable
         return list;
     }
 
+    /// <summary>A run's figures per layer (tasks, succeeded, failed, summed durations, cost), by layer name.</summary>
+    public IReadOnlyList<(string Layer, int Tasks, int Succeeded, int Failed, double DurationMs, double Cost)> LayersOf(string runId)
+    {
+        using var cmd = _read.CreateCommand();
+        cmd.CommandText = "SELECT layer, tasks, succeeded, failed, duration_ms, cost FROM run_layers WHERE run_id = $run ORDER BY layer";
+        cmd.Parameters.AddWithValue("$run", runId);
+        var list = new List<(string, int, int, int, double, double)>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read()) list.Add((r.GetString(0), r.GetInt32(1), r.GetInt32(2), r.GetInt32(3), r.GetDouble(4), r.GetDouble(5)));
+        return list;
+    }
+
     /// <summary>The daily per-layer figures of the last <paramref name="days"/> days (UTC), oldest first.</summary>
     public IReadOnlyList<DailyLayerFigures> DailyMetrics(int days)
     {

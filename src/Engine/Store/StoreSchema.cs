@@ -133,6 +133,16 @@ internal static class StoreSchema
         );
         ALTER TABLE runs ADD COLUMN resumed_from TEXT;
         ALTER TABLE layer_metrics_daily ADD COLUMN timed INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE run_layers (
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            layer TEXT NOT NULL,
+            tasks INTEGER NOT NULL,
+            succeeded INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            duration_ms REAL NOT NULL,
+            cost REAL NOT NULL,
+            PRIMARY KEY (run_id, layer)
+        );
         """,
     ];
 }

@@ -17,6 +17,7 @@ internal static class RunsCommand
         var store = StoreInput.StoreOption();
         var config = CliOptions.Config();
         var command = new Command("runs", "List the runs kept in the run store, newest first.") { limit, status, json, store, config };
+        command.Subcommands.Add(CreateShow(io));
         command.SetAction(parse =>
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
@@ -34,6 +35,56 @@ internal static class RunsCommand
                     Write(runs, w);
                 });
                 io.Out.WriteLine($"runs written to {jsonPath}");
+            }
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    /// <summary><c>taskmesh runs show RUN [--slowest N] [--store FILE]</c>: one run: layers, escalations, slowest tasks, critical path vs makespan.</summary>
+    private static Command CreateShow(CliIO io)
+    {
+        var run = new Argument<string>("RUN") { Description = "A run id (or a unique prefix of one), or 'last'." };
+        var slowest = CliOptions.Int("--slowest", 1, 1000, "How many of the slowest kept tasks to list (default 10).");
+        var store = StoreInput.StoreOption();
+        var config = CliOptions.Config();
+        var command = new Command("show", "One run: counts and cost per layer, escalations, slowest tasks, critical path vs makespan.") { run, slowest, store, config };
+        command.SetAction(parse =>
+        {
+            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
+            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+            var id = s.ResolveRunId(parse.GetValue(run)!);
+            var r = s.ListRuns(int.MaxValue).First(x => x.RunId == id);
+            var o = io.Out;
+            var inv = CultureInfo.InvariantCulture;
+            o.WriteLine($"run {r.RunId} of '{r.Graph}': {r.Status}{(r.GraphPath is null ? "" : $" ({r.GraphPath})")}");
+            o.WriteLine(string.Create(inv, $"  started {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC, {(r.FinishedAt is { } f ? $"ended {f.UtcDateTime:HH:mm:ss}" : "never ended")}"));
+            var t = r.Tasks;
+            o.WriteLine($"  tasks: {t.Total} total, {t.Succeeded} succeeded ({t.Restored} restored, {t.Cached} cached), {t.Failed} failed ({t.TimedOut} timed out), {t.Skipped} skipped, {t.Cancelled} cancelled");
+            if (r.WallMs is double wall)
+                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wall:0.###} ms ({(r.CriticalPathMs is double cp && cp > 0 ? wall / cp : double.NaN):0.##}x)"));
+            o.WriteLine(string.Create(inv, $"  cost {r.Cost:0.######}, escalations {r.Escalations}"));
+            var layers = s.LayersOf(id);
+            if (layers.Count > 0)
+            {
+                o.WriteLine("  layers:");
+                foreach (var l in layers.Where(l => l.Tasks > 0))
+                    o.WriteLine(string.Create(inv, $"    {l.Layer,-16} {l.Tasks,9} tasks  {l.Succeeded,9} ok  {l.Failed,7} failed  {l.DurationMs,12:0.###} ms  cost {l.Cost:0.######}"));
+            }
+            var escalations = s.EscalationsOf(id);
+            if (escalations.Count > 0)
+            {
+                o.WriteLine("  escalations:");
+                foreach (var e in escalations.Take(20))
+                    o.WriteLine($"    {e.TaskId}: {e.From} -> {e.To} ({e.Trigger}): {e.Reason}");
+                if (escalations.Count > 20) o.WriteLine($"    ... and {escalations.Count - 20} more");
+            }
+            var tasks = s.TasksOf(id).Where(x => x.DurationMs is not null).OrderByDescending(x => x.DurationMs).Take(parse.GetValue(slowest) ?? 10).ToList();
+            if (tasks.Count > 0)
+            {
+                o.WriteLine("  slowest tasks (of those kept):");
+                foreach (var x in tasks)
+                    o.WriteLine(string.Create(inv, $"    {x.Id,-28} {x.DurationMs,10:0.###} ms  {x.Layer ?? "-",-10} {x.Status}{(x.Attempts > 1 ? $", {x.Attempts} attempts" : "")}"));
             }
             return ExitCodes.Ok;
         });

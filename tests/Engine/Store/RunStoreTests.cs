@@ -310,7 +310,7 @@ public sealed class RunStoreTests : IDisposable
         cmd.CommandText = "PRAGMA user_version;";
         Assert.Equal(2L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
-        Assert.Equal(9L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(10L, (long)cmd.ExecuteScalar()!);
 
         Assert.Throws<StoreException>(() => RunStore.Open(Path.Combine(_dir, "missing.db"), readOnly: true));
         using (var fresh = RunStore.Open(Path.Combine(_dir, "sub", "dir", "new.db"))) Assert.Empty(fresh.ListRuns());
