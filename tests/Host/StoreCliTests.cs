@@ -74,6 +74,10 @@ public sealed class StoreCliTests : IDisposable
         Assert.True(total.GetProperty("average_duration_ms").GetDouble() > 0);
         Assert.Equal(14, doc.RootElement.GetProperty("layers").GetProperty("local").GetProperty("tasks").GetInt32());
         Assert.Single(doc.RootElement.GetProperty("per_day").EnumerateObject());
+        (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "layers");
+        Assert.True(code == 0, stderr);
+        Assert.Matches(@"local\s+active\s+\d+\s+0\s+any handler\s+14\s+92\.9 %", stdout);
+        Assert.Matches(@"quantum\s+active\s+1\s+0\s+quantum\s+0\s+-", stdout);
         (code, _, stderr) = await CliTests.Taskmesh(_dir, "metrics", "--days", "12");
         Assert.Equal(2, code);
         Assert.Contains("12", stderr);

@@ -371,6 +371,38 @@ public sealed class RunStore : IDisposable
         return list;
     }
 
+    /// <summary>Records the layers an engine has (name, kind, status, capacity, capabilities, price) in the <c>layers</c> table.</summary>
+    public void RecordLayers(IEnumerable<Layers.ExecutionLayer> layers)
+    {
+        ArgumentNullException.ThrowIfNull(layers);
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        foreach (var l in layers)
+            writer.Enqueue(new LayerRow(l.Name, l.GetType().Name.Replace("Layer", "").ToLowerInvariant(), l.Status.ToString().ToLowerInvariant(),
+                l.Capacity, l.RunsHandlers is { } h ? string.Join(",", h) : null, l.PricePerSecond,
+                DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture)));
+    }
+
+    private sealed class LayerRow(string name, string kind, string status, int capacity, string? handlers, double price, string at) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            var cmd = b.Command("""
+                INSERT INTO layers (name, kind, status, capacity, capabilities, price_per_second, updated_at)
+                VALUES ($name, $kind, $status, $capacity, $caps, $price, $at)
+                ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, status = excluded.status, capacity = excluded.capacity,
+                    capabilities = excluded.capabilities, price_per_second = excluded.price_per_second, updated_at = excluded.updated_at
+                """);
+            cmd.Parameters.AddWithValue("$name", name);
+            cmd.Parameters.AddWithValue("$kind", kind);
+            cmd.Parameters.AddWithValue("$status", status);
+            cmd.Parameters.AddWithValue("$capacity", capacity);
+            cmd.Parameters.AddWithValue("$caps", (object?)handlers ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$price", price);
+            cmd.Parameters.AddWithValue("$at", at);
+            cmd.ExecuteNonQuery();
+        }
+    }
+
     /// <summary>A run's figures per layer (tasks, succeeded, failed, summed durations, cost), by layer name.</summary>
     public IReadOnlyList<(string Layer, int Tasks, int Succeeded, int Failed, double DurationMs, double Cost)> LayersOf(string runId)
     {

@@ -104,6 +104,7 @@ internal static class RunCommand
         RunRecorder? recorder = null;
         if (store is not null)
         {
+            store.RecordLayers(engine.Layers);
             recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom);
             // A store that fails (disk full, file made read-only) stops the run: what it already
             // committed stays, and the summary says why.
