@@ -55,6 +55,26 @@ public sealed class StoreCliTests : IDisposable
         Assert.Matches(@"local\s+11 tasks\s+11 ok\s+0 failed", stdout);
         Assert.Contains("slowest tasks", stdout);
         Assert.Equal(3, stdout.Split('\n').SkipWhile(l => !l.Contains("slowest tasks")).Skip(1).Count(l => l.Contains(" ms ")));
+
+        // The timeline: one HTML file whose SVG is well-formed and draws every task, the critical path outlined.
+        var html = Path.Combine(_dir, "run.html");
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "runs", "timeline", etl.GetProperty("run_id").GetString()!, "--out", html);
+        Assert.True(code == 0, stderr);
+        var text = File.ReadAllText(html);
+        var svg = System.Xml.Linq.XDocument.Parse(text[text.IndexOf("<svg", StringComparison.Ordinal)..(text.IndexOf("</svg>", StringComparison.Ordinal) + 6)]);
+        var rects = svg.Descendants().Where(e => e.Name.LocalName == "rect").ToList();
+        using (var g = JsonDocument.Parse(File.ReadAllText(Example("etl.json"))))
+            Assert.Equal(g.RootElement.GetProperty("tasks").EnumerateArray().Select(t => t.GetProperty("id").GetString()).Order(),
+                rects.Select(r => (string?)r.Attribute("data-task")).Order());
+        Assert.Equal(["clean-orders", "extract-orders", "join", "load-warehouse", "report"],
+            rects.Where(r => ((string?)r.Attribute("class"))!.Contains("crit")).Select(r => (string)r.Attribute("data-task")!).Order());
+        Assert.All(rects, r => Assert.Contains(" ms", r.Descendants().First(e => e.Name.LocalName == "title").Value));
+
+        // The graph coloured by the outcomes of a stored run.
+        (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "graph", Example("behaviours/failure-skips.json"), "--dot", "--run", runs[0].GetProperty("run_id").GetString()!);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("\"bad\" [label=\"bad\\nfail\", color=red, penwidth=2, style=\"rounded,filled\", fillcolor=\"#ffcdd2\", tooltip=\"failed\"]", stdout);
+        Assert.Contains("tooltip=\"skipped\"", stdout);
     }
 
     [Fact]

@@ -87,7 +87,14 @@ public sealed class GraphAnalysis
     }
 
     /// <summary>Graphviz DOT of the graph with the critical path in red and bold.</summary>
-    public string ToDot(TaskGraph graph)
+    public string ToDot(TaskGraph graph) => ToDot(graph, null);
+
+    /// <summary>
+    /// Graphviz DOT with the critical path in red and bold, and, with <paramref name="statusOf"/>
+    /// (a task's status in a run: <c>succeeded</c>, <c>failed</c>, <c>timed_out</c>, <c>skipped</c>,
+    /// <c>cancelled</c>, or null when unknown), each node filled by its outcome.
+    /// </summary>
+    public string ToDot(TaskGraph graph, Func<int, string?>? statusOf)
     {
         var onPath = new HashSet<int>(CriticalPath);
         var pathEdges = new HashSet<(int, int)>();
@@ -101,6 +108,15 @@ public sealed class GraphAnalysis
             sb.Append("  \"").Append(Escape(graph.IdOf(i))).Append("\" [label=\"")
               .Append(Escape(graph.IdOf(i))).Append("\\n").Append(Escape(graph.HandlerOfTask(i))).Append('"');
             if (onPath.Contains(i)) sb.Append(", color=red, penwidth=2");
+            if (statusOf?.Invoke(i) is string status)
+                sb.Append(", style=\"rounded,filled\", fillcolor=\"").Append(status switch
+                {
+                    "succeeded" => "#c8e6c9",
+                    "failed" or "timed_out" => "#ffcdd2",
+                    "skipped" => "#eeeeee",
+                    "cancelled" => "#fff9c4",
+                    _ => "#ffffff",
+                }).Append("\", tooltip=\"").Append(status).Append('"');
             sb.AppendLine("];");
         }
         for (int v = 0; v < graph.Count; v++)

@@ -340,6 +340,26 @@ public sealed class RunStore : IDisposable
         return restored;
     }
 
+    /// <summary>
+    /// Each task's status in a run, by task index, as far as the store knows it: from the task's
+    /// row when it kept one, else <c>succeeded</c> when its completion was checkpointed; null otherwise.
+    /// </summary>
+    public string?[] StatusesOf(string runId, int taskCount)
+    {
+        var status = new string?[taskCount];
+        using (var cmd = _read.CreateCommand())
+        {
+            cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", runId);
+            if (cmd.ExecuteScalar() is byte[] bits)
+                for (int i = 0; i < taskCount && (i >> 3) < bits.Length; i++)
+                    if ((bits[i >> 3] & (1 << (i & 7))) != 0) status[i] = "succeeded";
+        }
+        foreach (var t in TasksOf(runId))
+            if (t.Index < taskCount) status[t.Index] = t.Status;
+        return status;
+    }
+
     /// <summary>The graph file and hash a run recorded, for resuming it.</summary>
     public (string? Path, string? Hash) GraphOf(string runId)
     {

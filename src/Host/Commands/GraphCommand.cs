@@ -17,7 +17,9 @@ internal static class GraphCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
         var critical = new Option<bool>("--critical-path") { Description = "Print the critical path." };
-        var command = new Command("graph", "Graphviz DOT of a graph with its critical path marked, or the path itself.") { graphArg, dot, critical, config };
+        var run = new Option<string?>("--run") { Description = "With --dot: fill each node by its outcome in this stored run of the graph (an id, a prefix, or 'last').", HelpName = "RUN" };
+        var store = StoreInput.StoreOption();
+        var command = new Command("graph", "Graphviz DOT of a graph with its critical path marked, or the path itself.") { graphArg, dot, critical, config, run, store };
         command.SetAction(parse =>
         {
             var path = parse.GetValue(graphArg)!;
@@ -27,8 +29,20 @@ internal static class GraphCommand
             if (!wantDot && !wantCritical) throw new UsageException("graph needs --dot [FILE] or --critical-path");
             var configPath = parse.GetValue(config);
             CliOptions.CheckOutput("--dot", dotFile, path, configPath);
-            var (engine, graph) = GraphInput.Load(path, GraphInput.LoadConfig(configPath, io.Token), io.Token);
+            var cfg = GraphInput.LoadConfig(configPath, io.Token);
+            var (engine, graph, hash) = GraphInput.LoadWithHash(path, cfg, io.Token);
             var analysis = engine.Analyze(graph);
+            string?[]? statuses = null;
+            if (parse.GetValue(run) is string runArg)
+            {
+                if (!wantDot) throw new UsageException("--run colours the --dot output; add --dot");
+                using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+                var runId = s.ResolveRunId(runArg);
+                var (_, storedHash) = s.GraphOf(runId);
+                if (storedHash is not null && storedHash != hash)
+                    throw new TaskMesh.Engine.Store.StoreException($"run {runId} ran another version of '{path}' (its SHA-256 differs): its outcomes would not match these nodes");
+                statuses = s.StatusesOf(runId, graph.Count);
+            }
             if (wantCritical)
             {
                 var ids = analysis.CriticalPath.Select(graph.IdOf);
@@ -36,7 +50,7 @@ internal static class GraphCommand
             }
             if (wantDot)
             {
-                var text = analysis.ToDot(graph.Graph);
+                var text = analysis.ToDot(graph.Graph, statuses is null ? null : i => statuses[i]);
                 if (dotFile is null) io.Out.Write(text);
                 else
                 {

@@ -18,6 +18,7 @@ internal static class RunsCommand
         var config = CliOptions.Config();
         var command = new Command("runs", "List the runs kept in the run store, newest first.") { limit, status, json, store, config };
         command.Subcommands.Add(CreateShow(io));
+        command.Subcommands.Add(TimelineCommand.Create(io));
         command.SetAction(parse =>
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
