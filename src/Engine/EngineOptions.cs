@@ -93,6 +93,9 @@ public sealed class RunOptions
     /// <value>Default: <see cref="Observability.EventOverflow.DropNewest"/> (counted in <see cref="RunHandle.DroppedEvents"/>; the run never waits for the reader).</value>
     public Observability.EventOverflow EventOverflow { get; set; } = Observability.EventOverflow.DropNewest;
 
+    /// <summary>The result cache for tasks that ask for one (<c>"cache": true</c>); without it they simply run.</summary>
+    public Scheduling.ITaskCache? Cache { get; set; }
+
     /// <summary>Tasks to take as already done (resuming a run): they are not run, and their restored outputs feed their data edges.</summary>
     public Scheduling.RestoredTasks? Restored { get; set; }
 

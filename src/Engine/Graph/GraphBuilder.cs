@@ -388,6 +388,13 @@ public readonly struct TaskRef
         return this;
     }
 
+    /// <summary>Reuse a stored successful execution of the same handler, version, arguments and inputs (see <see cref="Handlers.HandlerDescriptor.Cacheable"/>).</summary>
+    public TaskRef WithCache(bool cache = true)
+    {
+        _builder.SpecOf(Index).Cache = cache;
+        return this;
+    }
+
     public TaskRef WithTags(params string[] tags)
     {
         _builder.SpecOf(Index).Tags = tags;

@@ -172,8 +172,9 @@ public static class GraphLoader
                 case "timeoutSeconds": b.Defaults.TimeoutSeconds = ExpectNumber(ref r, b, "defaults.timeoutSeconds", null, line, col); break;
                 case "retries": b.Defaults.Retries = ExpectInt(ref r, b, "defaults.retries", null, line, col); break;
                 case "layer": b.Defaults.Layer = ExpectString(ref r, b, "defaults.layer", null, line, col); break;
+                case "cache": b.Defaults.Cache = ExpectBool(ref r, b, "defaults.cache", null, line, col); break;
                 default:
-                    b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field 'defaults.{name}' (expected timeoutSeconds, retries, layer)", null, line, col));
+                    b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field 'defaults.{name}' (expected timeoutSeconds, retries, layer, cache)", null, line, col));
                     r.Skip();
                     break;
             }
@@ -227,6 +228,7 @@ public static class GraphLoader
 
         string? id = null, handler = null, priority = null, layer = null;
         double? timeout = null, minConfidence = null;
+        bool? cache = null;
         int? retries = null;
         JsonElement args = default;
         string[]? uses = null, tags = null;
@@ -269,6 +271,7 @@ public static class GraphLoader
             else if (r.ValueTextEquals("retries"u8)) { r.Read(); retries = ExpectInt(ref r, b, "retries", id, line, col); }
             else if (r.ValueTextEquals("layer"u8)) { r.Read(); layer = ExpectString(ref r, b, "layer", id, line, col); }
             else if (r.ValueTextEquals("minConfidence"u8)) { r.Read(); minConfidence = ExpectNumber(ref r, b, "minConfidence", id, line, col); }
+            else if (r.ValueTextEquals("cache"u8)) { r.Read(); cache = ExpectBool(ref r, b, "cache", id, line, col); }
             else if (r.ValueTextEquals("uses"u8)) { r.Read(); uses = ExpectStringArray(ref r, b, "uses", id, line, col); }
             else if (r.ValueTextEquals("tags"u8)) { r.Read(); tags = ExpectStringArray(ref r, b, "tags", id, line, col); }
             else
@@ -286,7 +289,7 @@ public static class GraphLoader
 
         var t = b.Add(id, handler ?? "", taskLine);
         if (args.ValueKind != JsonValueKind.Undefined || timeout is not null || retries is not null || layer is not null
-            || minConfidence is not null || uses is not null || tags is not null)
+            || minConfidence is not null || uses is not null || tags is not null || cache is not null)
         {
             var spec = b.SpecOf(t.Index);
             spec.Args = args;
@@ -294,6 +297,7 @@ public static class GraphLoader
             spec.Retries = retries;
             spec.Layer = layer;
             spec.MinConfidence = minConfidence;
+            spec.Cache = cache;
             spec.Uses = uses;
             spec.Tags = tags;
         }
@@ -421,6 +425,7 @@ public static class GraphLoader
         if (r.ValueTextEquals("retries"u8)) return 64;
         if (r.ValueTextEquals("layer"u8)) return 128;
         if (r.ValueTextEquals("minConfidence"u8)) return 256;
+        if (r.ValueTextEquals("cache"u8)) return 4096;
         if (r.ValueTextEquals("uses"u8)) return 512;
         if (r.ValueTextEquals("tags"u8)) return 1024;
         return 0;
@@ -494,6 +499,14 @@ public static class GraphLoader
     {
         if (r.TokenType == JsonTokenType.Number && r.TryGetDouble(out var d)) return d;
         b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be a number", owner, line, col));
+        r.Skip();
+        return null;
+    }
+
+    private static bool? ExpectBool(ref Utf8JsonReader r, GraphBuilder b, string what, string? owner, int line, int col)
+    {
+        if (r.TokenType is JsonTokenType.True or JsonTokenType.False) return r.GetBoolean();
+        b.AddError(new GraphError(GraphErrorCodes.Schema, $"'{what}' must be true or false", owner, line, col));
         r.Skip();
         return null;
     }

@@ -125,7 +125,7 @@ public static class GraphValidator
         object?[]? own = null;
         // Decided at construction: without task options or a default layer, every task of a
         // handler is checked alike — once per handler (every task still gets its own error line).
-        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer && errors.Count == before)
+        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer && !graph.HasCachedTasks && errors.Count == before)
         {
             for (int hi = 0; hi < handlers.Length; hi++)
             {
@@ -144,6 +144,8 @@ public static class GraphValidator
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, $"layer is '{l}'; it must be auto or a registered layer ({known})", graph.IdOf(i), graph.LineOf(i)));
             var h = handlers[graph.HandlerIndex(i)];
             if (h is null) continue;
+            if ((graph.FlagsOf(i) & NodeFlags.Cached) != 0 && !h.Cacheable && spec?.Cache != false)
+                errors.Add(new GraphError(GraphErrorCodes.BadValue, $"cache is on but handler '{h.Name}' is not cacheable (its output may depend on more than its arguments and inputs)", graph.IdOf(i), graph.LineOf(i)));
             string? forced = spec?.Layer ?? graph.Defaults.Layer;
             if (forced is not null && forced != GraphNames.AutoLayer && layerHandlers.TryGetValue(forced, out var only))
             {

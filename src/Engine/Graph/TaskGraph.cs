@@ -14,6 +14,8 @@ internal enum NodeFlags : byte
     HasDataPredecessor = 2,
     /// <summary>The task holds resource pools while it runs.</summary>
     UsesResources = 4,
+    /// <summary>The task may be answered from the result cache (its <c>cache</c>, or its graph's default).</summary>
+    Cached = 8,
 }
 
 /// <summary>
@@ -115,6 +117,19 @@ public sealed class TaskGraph
             }
         }
 
+        if (_specs is not null || Defaults.Cache == true)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                if ((_specs is null ? null : _specs[i]?.Cache) ?? Defaults.Cache ?? false)
+                {
+                    _flags ??= new NodeFlags[n];
+                    _flags[i] |= NodeFlags.Cached;
+                    HasCachedTasks = true;
+                }
+            }
+        }
+
         PoolNames = b.Resources.Keys.ToArray();
         PoolCapacity = b.Resources.Values.ToArray();
         PoolsOf = PoolNames.Length == 0 || _specs is null ? null : new int[]?[n];
@@ -149,6 +164,9 @@ public sealed class TaskGraph
 
     /// <summary>True when any edge is a data edge (outputs must be kept).</summary>
     public bool HasDataEdges { get; }
+
+    /// <summary>True when some task asks for the result cache.</summary>
+    internal bool HasCachedTasks { get; }
 
     /// <summary>True when some task has a priority other than normal.</summary>
     internal bool HasPriorities => _priorities is not null;

@@ -17,6 +17,8 @@ public sealed class TaskSpec
     public double? MinConfidence { get; set; }
     public string[]? Uses { get; set; }
     public string[]? Tags { get; set; }
+    /// <summary>Reuse a stored successful execution with the same handler, version, arguments and inputs (needs a cacheable handler and a task cache).</summary>
+    public bool? Cache { get; set; }
 
     internal TaskSpec Clone() => (TaskSpec)MemberwiseClone();
 }
@@ -27,6 +29,8 @@ public sealed class GraphDefaults
     public double? TimeoutSeconds { get; set; }
     public int? Retries { get; set; }
     public string? Layer { get; set; }
+    /// <summary>The <c>cache</c> of tasks that set none.</summary>
+    public bool? Cache { get; set; }
 
     internal GraphDefaults Clone() => (GraphDefaults)MemberwiseClone();
 }

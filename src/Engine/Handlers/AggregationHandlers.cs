@@ -18,6 +18,7 @@ internal static class AggregationHandlers
     {
         r.Register(new HandlerDescriptor("best", Best)
         {
+            Cacheable = true,
             Validate = static a =>
             {
                 var rd = new ArgsReader(a);

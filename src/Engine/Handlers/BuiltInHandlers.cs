@@ -23,11 +23,12 @@ internal static class BuiltInHandlers
 
     public static void RegisterAll(HandlerRegistry r, bool shellEnabled)
     {
-        r.RegisterInline("noop", static _ => null);
+        r.Register(new HandlerDescriptor("noop", static _ => null) { Cacheable = true });
         AggregationHandlers.Register(r);
 
         r.Register(new HandlerDescriptor("spin", SpinAsync)
         {
+            Cacheable = true,
             Validate = static a =>
             {
                 var rd = new ArgsReader(a);
@@ -40,6 +41,7 @@ internal static class BuiltInHandlers
 
         r.Register(new HandlerDescriptor("sleep", SleepAsync)
         {
+            Cacheable = true,
             Validate = static a =>
             {
                 var rd = new ArgsReader(a);
@@ -52,6 +54,7 @@ internal static class BuiltInHandlers
 
         r.Register(new HandlerDescriptor("hash", HashAsync)
         {
+            Cacheable = true,
             Validate = static a =>
             {
                 var rd = new ArgsReader(a);
@@ -65,6 +68,7 @@ internal static class BuiltInHandlers
 
         r.Register(new HandlerDescriptor("matmul", MatmulAsync)
         {
+            Cacheable = true,
             Validate = static a =>
             {
                 var rd = new ArgsReader(a);

@@ -75,6 +75,16 @@ public sealed class HandlerDescriptor
     /// <summary>Validates args with the graph's location (used instead of <see cref="Validate"/> when set).</summary>
     public ContextArgsValidator? ValidateWithContext { get; init; }
 
+    /// <summary>
+    /// Whether a task of this handler may be answered from the result cache: its output depends on
+    /// its arguments and data-edge inputs alone (no clock, no randomness without a seed, no side
+    /// effect anyone relies on). Default false.
+    /// </summary>
+    public bool Cacheable { get; init; }
+
+    /// <summary>Part of the cache key: change it when the handler's output for the same arguments changes. Default "1".</summary>
+    public string Version { get; init; } = "1";
+
     /// <summary>The layer an <c>auto</c> task of this handler goes to when that layer is registered (null = the router decides). Default null.</summary>
     public string? PreferredLayer { get; init; }
 }

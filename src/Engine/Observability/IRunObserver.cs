@@ -95,4 +95,5 @@ public readonly record struct AttemptStart(int Task, string Layer, int Attempt);
 /// <param name="Attempts">Attempts made.</param>
 /// <param name="SkippedBecause">For a skipped task, the index of the failed ancestor; otherwise -1.</param>
 /// <param name="Duration">From its first attempt's start to its end (zero when skipped; inline tasks are timed coarsely unless an observer asked for precise timing).</param>
-public readonly record struct TaskEnd(int Task, TaskOutcome Outcome, string? Layer, int Attempts, int SkippedBecause, TimeSpan Duration = default);
+/// <param name="ReusedFrom">Null when the task ran; <c>cache</c> when the result cache answered it; <c>restored</c> when a resumed run took it from the run it resumes.</param>
+public readonly record struct TaskEnd(int Task, TaskOutcome Outcome, string? Layer, int Attempts, int SkippedBecause, TimeSpan Duration = default, string? ReusedFrom = null);

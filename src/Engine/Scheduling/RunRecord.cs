@@ -80,9 +80,10 @@ public sealed class RunRecord
     private readonly Dictionary<int, int> _escalationCount;
 
     internal RunRecord(string runId, TaskGraph graph, RunStatus status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
-        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks, int restored = 0)
+        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks, int restored = 0, int cached = 0)
     {
         Restored = restored;
+        Cached = cached;
         RunId = runId;
         _graph = graph;
         GraphName = graph.Name;
@@ -180,6 +181,9 @@ public sealed class RunRecord
     /// <summary>Tasks taken as done from an earlier run instead of running (also counted in <see cref="Succeeded"/>).</summary>
     public int Restored { get; }
 
+    /// <summary>Tasks answered from the result cache instead of running (also counted in <see cref="Succeeded"/>).</summary>
+    public int Cached { get; }
+
     /// <summary>Critical path length by the tasks' estimates and edge weights, in ms (0 when nothing has an estimate).</summary>
     public double CriticalPathMs
     {
@@ -267,6 +271,7 @@ public sealed class RunRecord
         writer.WriteNumber("skipped", Skipped);
         writer.WriteNumber("cancelled", Cancelled);
         writer.WriteNumber("restored", Restored);
+        writer.WriteNumber("cached", Cached);
         writer.WriteEndObject();
         writer.WriteNumber("wall_ms", Math.Round(Wall.TotalMilliseconds, 3));
         writer.WriteNumber("tasks_per_second", Math.Round(TasksPerSecond, 1));

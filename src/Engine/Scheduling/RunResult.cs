@@ -37,6 +37,8 @@ public sealed class RunResult
     public int Cancelled => Record.Cancelled;
     /// <summary>Tasks reused from an earlier run (counted in <see cref="Succeeded"/> too).</summary>
     public int Restored => Record.Restored;
+    /// <summary>Tasks answered from the result cache (counted in <see cref="Succeeded"/> too).</summary>
+    public int Cached => Record.Cached;
     public TimeSpan Wall => Record.Wall;
 
     /// <summary>Every escalation recorded during the run, in order.</summary>

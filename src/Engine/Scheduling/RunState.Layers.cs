@@ -86,6 +86,7 @@ internal sealed partial class RunState
         if (Tasks.DurationMs is { } d) d[node] = (float)durationMs;
         if (Tasks.Errors is { } errors && (final.Error ?? note) is { } error) errors[node] = error;
         if (Tasks.OutputSummaries is { } summaries && outcome == TaskOutcome.Succeeded) summaries[node] = OutputSummary.Of(final.Output);
+        if (outcome == TaskOutcome.Succeeded && _cache is not null && (Graph.FlagsOf(node) & NodeFlags.Cached) != 0) KeepInCache(node, final.Output);
         ReleasePools(node);
         if (outcome == TaskOutcome.Cancelled) return;
         Finish(null, node, outcome, TaskTable.NoSkipCause, TimeSpan.FromMilliseconds(durationMs));

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using TaskMesh.Engine.Graph;
@@ -86,6 +87,8 @@ internal sealed partial class RunState
             int skip = Tasks.SkipCause is { } skips ? skips[node] : TaskTable.NoSkipCause;
             if (restored is not null && restored.Contains(node))
                 node = FinishRestored(w, node, restored);
+            else if (_cache is not null && skip == TaskTable.NoSkipCause && (Graph.FlagsOf(node) & NodeFlags.Cached) != 0 && TryFinishFromCache(w, node, out int next))
+                node = next;
             else if (skip != TaskTable.NoSkipCause)
                 node = Finish(w, node, TaskOutcome.Skipped, skip);
             else if (route[node] == RouteTable.Inline)
@@ -126,6 +129,7 @@ internal sealed partial class RunState
         if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
             outputs[node] = output;
         if (durations is not null) durations[node] = (float)Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        if (_cache is not null && (Graph.FlagsOf(node) & NodeFlags.Cached) != 0) KeepInCache(node, output);
         if (t0 == 0) return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
         var elapsed = InlineElapsed(t0, precise);
         // A task whose output feeds a data edge is not "plain": recorders keep its output.
@@ -136,12 +140,39 @@ internal sealed partial class RunState
 
     internal string LocalName => _layerNames[0];
 
+    /// <summary>
+    /// A cache-enabled task: its key is computed from its handler, arguments and inputs; on a hit it
+    /// ends as succeeded with the kept output, nothing run; on a miss the key is remembered so its
+    /// successful output is kept when it ends.
+    /// </summary>
+    private bool TryFinishFromCache(Worker w, int node, out int next)
+    {
+        next = NoTask;
+        if (TaskCacheKey.Of(Prepared, node, InputsOf(node)) is not string key) return false;
+        if (_cache!.TryGet(key, out var output))
+        {
+            if (Tasks.Outputs is { } outputs) outputs[node] = output;
+            Interlocked.Increment(ref _cachedCount);
+            next = Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, reusedFrom: "cache");
+            return true;
+        }
+        LazyInitializer.EnsureInitialized(ref _cacheKeys, static () => new ConcurrentDictionary<int, string>())[node] = key;
+        return false;
+    }
+
+    /// <summary>Keeps a cache-enabled task's successful output under the key computed before it ran.</summary>
+    internal void KeepInCache(int node, object? output)
+    {
+        if (_cacheKeys is { } keys && keys.TryRemove(node, out var key))
+            _cache!.Put(key, Graph.HandlerOfTask(node), Graph.IdOf(node), output);
+    }
+
     /// <summary>A task done in an earlier run: its output restored for its data successors, nothing run.</summary>
     private int FinishRestored(Worker w, int node, RestoredTasks restored)
     {
         if (Tasks.Outputs is { } outputs) outputs[node] = restored.OutputOf(node);
         Interlocked.Increment(ref _restoredCount);
-        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause);
+        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, reusedFrom: "restored");
     }
 
     /// <summary>An inline attempt's duration from its start stamp (0 when it was not timed: nobody asked).</summary>
@@ -179,6 +210,7 @@ internal sealed partial class RunState
         {
             if (Tasks.Outputs is { } outputs && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))
                 outputs[node] = result.Output;
+            if (_cache is not null && (Graph.FlagsOf(node) & NodeFlags.Cached) != 0) KeepInCache(node, result.Output);
             return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, result.Duration);
         }
         if (Tasks.Errors is { } errors) errors[node] = result.Error;
@@ -190,13 +222,13 @@ internal sealed partial class RunState
     /// caller to run inline (workers only), or <see cref="NoTask"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default)
+    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default, string? reusedFrom = null)
     {
         Tasks.Outcome[node] = (byte)outcome;
         bool propagate = outcome != TaskOutcome.Succeeded;
         if (propagate && outcome != TaskOutcome.Skipped) Interlocked.Increment(ref _failedCount);
         _onTaskEnded?.TaskEnded(new TaskEnd(node, outcome, LayerOf(node), AttemptsOf(node),
-            outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration));
+            outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration, reusedFrom));
         int cause = outcome == TaskOutcome.Skipped ? skipCause : TaskTable.EncodeCause(node);
         int inline = NoTask;
         var succ = Graph.Succ;

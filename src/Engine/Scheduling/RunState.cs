@@ -50,6 +50,9 @@ internal sealed partial class RunState
     private int _failedCount;
     private readonly RestoredTasks? _restored;
     private int _restoredCount;
+    private readonly ITaskCache? _cache;
+    private int _cachedCount;
+    private ConcurrentDictionary<int, string>? _cacheKeys;   // key of each cache-enabled task that ran
     private long _startTimestamp;
     private long _endTimestamp;
     private DateTimeOffset _startedAt;
@@ -88,6 +91,7 @@ internal sealed partial class RunState
         _preciseInlineTiming = _observers?.For(RunObserverInterests.PreciseInlineTiming) is not null;
         Attempts = new AttemptRunner(this, escalation, retry);
         _restored = runOptions.Restored is { Count: > 0 } restored ? restored : null;
+        _cache = graph.HasCachedTasks ? runOptions.Cache : null;
         _seedRootsByScan = !graph.HasPriorities;
         RunId = Guid.NewGuid().ToString("N")[..12];
     }
@@ -179,7 +183,7 @@ internal sealed partial class RunState
         var status = _cancelled ? RunStatus.Cancelled : Volatile.Read(ref _failedCount) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
         return new RunRecord(RunId, Graph, status, _startedAt, endedAt,
             Stopwatch.GetElapsedTime(_startTimestamp, _endTimestamp), _criticalPathMs, layers, _escalations.ToArray(),
-            _observers?.Faults ?? [], Tasks, Volatile.Read(ref _restoredCount));
+            _observers?.Faults ?? [], Tasks, Volatile.Read(ref _restoredCount), Volatile.Read(ref _cachedCount));
     }
 
     // ---------------------------------------------------------------- escalations

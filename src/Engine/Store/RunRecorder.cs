@@ -204,6 +204,16 @@ public sealed class RunRecorder : IRunObserver
                 int word = end.Task >> 6;
                 ulong bit = 1UL << (end.Task & 63);
                 Interlocked.Or(ref _completed[word], bit);
+                if (end.ReusedFrom == "cache")
+                {
+                    // Answered from the result cache: always audited, never run.
+                    Audit(end.Task, AuditCategory.TaskCompletion, w =>
+                    {
+                        w.WriteString("status", "succeeded");
+                        w.WriteString("reused_from", "cache");
+                    });
+                    break;
+                }
                 if ((Volatile.Read(ref _rowWritten[word]) & bit) != 0) break;
                 // A plain success (no attempt end reached this recorder): its end decides.
                 double ms = end.Duration.TotalMilliseconds;
@@ -548,7 +558,7 @@ public sealed class RunRecorder : IRunObserver
         {
             var cmd = b.Command("""
                 UPDATE runs SET status = $status, finished_at = $finished, succeeded = $ok, failed = $failed, timed_out = $timedOut,
-                    skipped = $skipped, cancelled = $cancelled, restored = $restored, escalations = $escalations, cost = $cost, wall_ms = $wall,
+                    skipped = $skipped, cancelled = $cancelled, restored = $restored, cached = $cached, escalations = $escalations, cost = $cost, wall_ms = $wall,
                     critical_path_ms = $critical
                 WHERE run_id = $id
                 """);
@@ -561,6 +571,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$skipped", r.Skipped);
             cmd.Parameters.AddWithValue("$cancelled", r.Cancelled);
             cmd.Parameters.AddWithValue("$restored", r.Restored);
+            cmd.Parameters.AddWithValue("$cached", r.Cached);
             cmd.Parameters.AddWithValue("$escalations", r.Escalations.Count);
             cmd.Parameters.AddWithValue("$cost", r.Layers.Sum(l => l.Cost));
             cmd.Parameters.AddWithValue("$wall", r.Wall.TotalMilliseconds);

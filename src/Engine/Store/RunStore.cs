@@ -423,6 +423,56 @@ public sealed class RunStore : IDisposable
         }
     }
 
+    /// <summary>The cached output JSON kept under <paramref name="key"/>, or null.</summary>
+    internal string? CachedJson(string key)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT json FROM task_cache WHERE key = $key";
+            cmd.Parameters.AddWithValue("$key", key);
+            return cmd.ExecuteScalar() as string;
+        }
+    }
+
+    /// <summary>The result cache's entries, newest first.</summary>
+    public IReadOnlyList<(string Key, string Handler, string TaskId, string? RunId, DateTimeOffset CreatedAt, int Bytes)> CacheEntries(int limit = 100)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT key, handler, task_id, run_id, created_at, length(json) FROM task_cache ORDER BY created_at DESC LIMIT $limit";
+            cmd.Parameters.AddWithValue("$limit", limit);
+            var list = new List<(string, string, string, string?, DateTimeOffset, int)>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add((r.GetString(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3),
+                    DateTimeOffset.Parse(r.GetString(4), System.Globalization.CultureInfo.InvariantCulture), r.GetInt32(5)));
+            return list;
+        }
+    }
+
+    /// <summary>Empties the result cache; returns how many entries it held.</summary>
+    public async Task<int> ClearCacheAsync()
+    {
+        int count;
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT count(*) FROM task_cache";
+            count = Convert.ToInt32(cmd.ExecuteScalar());
+        }
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        writer.Enqueue(new ClearCache());
+        await FlushAsync();
+        return count;
+    }
+
+    private sealed class ClearCache : StoreWrite
+    {
+        public override void Apply(StoreBatch b) => b.Command("DELETE FROM task_cache").ExecuteNonQuery();
+    }
+
     /// <summary>A run's figures per layer (tasks, succeeded, failed, summed durations, cost), by layer name.</summary>
     public IReadOnlyList<(string Layer, int Tasks, int Succeeded, int Failed, double DurationMs, double Cost)> LayersOf(string runId)
     {

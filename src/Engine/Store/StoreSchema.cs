@@ -133,6 +133,14 @@ internal static class StoreSchema
         );
         ALTER TABLE runs ADD COLUMN resumed_from TEXT;
         ALTER TABLE layer_metrics_daily ADD COLUMN timed INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE task_cache (
+            key TEXT PRIMARY KEY,
+            handler TEXT NOT NULL,
+            json TEXT NOT NULL,
+            run_id TEXT,
+            task_id TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
         CREATE TABLE run_layers (
             run_id TEXT NOT NULL REFERENCES runs (run_id),
             layer TEXT NOT NULL,

@@ -116,6 +116,7 @@ internal static class RunCommand
             CollectTaskDetails = nodes ? true : null,
             Observers = recorder is null ? null : [recorder],
             Restored = restored,
+            Cache = store is null ? null : new StoreTaskCache(store),
         };
         var handle = engine.Start(graph, runOptions, ct);
         if (progress == "auto")
@@ -193,7 +194,7 @@ internal static class RunCommand
     internal static void PrintSummary(RunResult r, TextWriter o)
     {
         o.WriteLine($"run {r.RunId} of '{r.Graph.Name}': {r.StatusName}");
-        o.WriteLine($"  tasks: {r.Total} total, {r.Succeeded} succeeded{(r.Restored > 0 ? $" ({r.Restored} restored from the resumed run)" : "")}, {r.Failed} failed ({r.TimedOut} timed out), {r.Skipped} skipped, {r.Cancelled} cancelled");
+        o.WriteLine($"  tasks: {r.Total} total, {r.Succeeded} succeeded{(r.Restored > 0 ? $" ({r.Restored} restored from the resumed run)" : "")}{(r.Cached > 0 ? $" ({r.Cached} from the result cache)" : "")}, {r.Failed} failed ({r.TimedOut} timed out), {r.Skipped} skipped, {r.Cancelled} cancelled");
         o.WriteLine($"  layers: {string.Join(", ", r.TasksByLayer.Select(kv => $"{kv.Key} {kv.Value}"))}");
         o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms");
         if (!r.HasTaskDetails)

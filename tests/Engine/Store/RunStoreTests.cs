@@ -297,6 +297,61 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Cache_HitsExactlyWhenHandlerArgsAndInputsMatch_AndNeverForAFailure()
+    {
+        var engine = new TaskMeshEngine();
+        var runs = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        engine.Handlers.Register(new HandlerDescriptor("square", ctx =>
+        {
+            runs.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
+            var x = ctx.Args.GetProperty("x").GetInt32();
+            if (x < 0) throw new TaskFailedException("negative");
+            return x * x + ctx.Inputs.Sum(kv => Convert.ToInt32(kv.Value));
+        }) { Cacheable = true });
+        engine.Handlers.RegisterInline("side-effect", _ => null);
+        TaskMesh.Engine.Graph.PreparedGraph Graph(int a, int b, int bad)
+        {
+            var g = new GraphBuilder("cached");
+            var ta = g.Task("a", "square", new { x = a }).WithCache();
+            g.Task("b", "square", new { x = b }).WithCache().DependsOn(ta, EdgeKind.Data);
+            g.Task("bad", "square", new { x = bad }).WithCache();
+            return engine.Prepare(g);
+        }
+        using var store = RunStore.Open(StorePath);
+        async Task<RunResult> Run(TaskMesh.Engine.Graph.PreparedGraph g)
+        {
+            var r = await engine.RunAsync(g, new RunOptions { Cache = new StoreTaskCache(store), KeepOutputs = true, Observers = [new RunRecorder(store)] });
+            await store.FlushAsync();
+            return r;
+        }
+
+        var first = await Run(Graph(3, 4, -1));
+        Assert.Equal((0, 25), (first.Cached, (int)first.OutputOf(1)!));          // b = 16 + a's 9
+        var second = await Run(Graph(3, 4, -1));
+        Assert.Equal(2, second.Cached);                                           // a and b: same args, same inputs
+        Assert.Equal(25L, second.OutputOf(1));                                    // the kept output (a number comes back as itself)
+        Assert.Equal(TaskOutcome.Failed, second.OutcomeOf(2));                    // a failure is never kept
+        Assert.Equal((1, 1, 2), (runs["a"], runs["b"], runs["bad"]));
+
+        var third = await Run(Graph(5, 4, -1));                                   // a's args differ, so does b's input
+        Assert.Equal(0, third.Cached);
+        Assert.Equal((2, 2), (runs["a"], runs["b"]));
+        Assert.Equal(41, third.OutputOf(1));
+
+        Assert.Equal(4, store.CacheEntries().Count);
+        Assert.Contains(store.AuditOf(second.RunId, "a", AuditCategory.TaskCompletion), r => r.Detail.Contains("\"reused_from\":\"cache\""));
+        Assert.Equal(2, store.ListRuns().Single(r => r.RunId == second.RunId).Tasks.Cached);
+        Assert.Equal(4, await store.ClearCacheAsync());
+        Assert.Empty(store.CacheEntries());
+
+        // A handler that is not cacheable refuses the option.
+        var g2 = new GraphBuilder();
+        g2.Task("s", "side-effect").WithCache();
+        var ex = Assert.Throws<GraphValidationException>(() => engine.Prepare(g2));
+        Assert.Contains("is not cacheable", ex.Message);
+    }
+
+    [Fact]
     public void Open_EmptyFileOrNewPath_CreatesAStoreAtTheCurrentSchema()
     {
         var empty = Write("empty.db", []);
@@ -310,7 +365,7 @@ public sealed class RunStoreTests : IDisposable
         cmd.CommandText = "PRAGMA user_version;";
         Assert.Equal(2L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
-        Assert.Equal(10L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(11L, (long)cmd.ExecuteScalar()!);
 
         Assert.Throws<StoreException>(() => RunStore.Open(Path.Combine(_dir, "missing.db"), readOnly: true));
         using (var fresh = RunStore.Open(Path.Combine(_dir, "sub", "dir", "new.db"))) Assert.Empty(fresh.ListRuns());

@@ -26,6 +26,8 @@ public static class QuantumHandler
         {
             ValidateWithContext = (a, c) => QuantumArgs.Parse(a, c, options.CircuitsOutsideGraphFolder),
             PreferredLayer = QuantumLayer.LayerName,
+            // Deterministic: a task without a seed samples with a seed derived from its id.
+            Cacheable = true,
             EstimateMicros = static p => p is QuantumArgs a ? EstimateMicros(a) : 0,
         });
     }
