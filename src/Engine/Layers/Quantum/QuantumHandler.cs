@@ -82,6 +82,9 @@ public static class QuantumHandler
             TopK = Math.Max(args.Top, 1),
             ListAllSmallStates = false,
         }, ct);
+        // The score (norm drift and, with shots, the sampling error) is the attempt's confidence:
+        // escalation policies and the run store's audit and daily figures see it.
+        ctx.ReportConfidence(Math.Clamp(result.Confidence.Score, 0, 1));
         string? warning = null;
         if (precision == Precision.Single && result.Confidence.NormDrift > options.NormTolerance)
         {
