@@ -206,40 +206,17 @@ public sealed class RunRecorder : IRunObserver
                 Interlocked.Or(ref _completed[word], bit);
                 if (end.ReusedFrom == "cache")
                 {
-                    // Answered from the result cache: always audited, never run.
-                    Audit(end.Task, AuditCategory.TaskCompletion, w =>
-                    {
-                        w.WriteString("status", "succeeded");
-                        w.WriteString("reused_from", "cache");
-                    });
+                    AuditCacheHit(end.Task);
                     break;
                 }
                 if ((Volatile.Read(ref _rowWritten[word]) & bit) != 0) break;
                 // A plain success (no attempt end reached this recorder): its end decides.
                 double ms = end.Duration.TotalMilliseconds;
                 string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : end.Task % SampleEvery == 0 ? "sampled" : null;
-                if (why is null) break;
-                var layer = end.Layer;
-                int attempts = end.Attempts;
-                Audit(end.Task, AuditCategory.TaskExecution, w =>
-                {
-                    w.WriteString("layer", layer);
-                    w.WriteNumber("attempt", attempts);
-                    w.WriteString("outcome", "succeeded");
-                    w.WriteNumber("duration_ms", Math.Round(ms, 3));
-                });
-                AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
-                double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
-                _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
-                    "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, null, null, null, why, Now()));
+                if (why is not null) KeepPlainSuccess(end, ms, why);
                 break;
             case TaskOutcome.Skipped:
-                int cause = end.SkippedBecause;
-                Audit(end.Task, AuditCategory.TaskCompletion, w =>
-                {
-                    w.WriteString("status", "skipped");
-                    if (cause >= 0) w.WriteString("skipped_because", _graph.IdOf(cause));
-                });
+                AuditSkip(end.Task, end.SkippedBecause);
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
                     "skipped", 0, null, 0, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
@@ -247,6 +224,40 @@ public sealed class RunRecorder : IRunObserver
                 break;
         }
     }
+
+    // Out of OnTaskEnded on purpose: a lambda that captures locals makes the compiler allocate its
+    // closure on entry to the scope that declares them — on every task, if that scope were the
+    // hot method's.
+    private void KeepPlainSuccess(TaskEnd end, double ms, string why)
+    {
+        var layer = end.Layer;
+        int attempts = end.Attempts;
+        Audit(end.Task, AuditCategory.TaskExecution, w =>
+        {
+            w.WriteString("layer", layer);
+            w.WriteNumber("attempt", attempts);
+            w.WriteString("outcome", "succeeded");
+            w.WriteNumber("duration_ms", Math.Round(ms, 3));
+        });
+        AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
+        double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
+        _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
+            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, null, null, null, why, Now()));
+    }
+
+    private void AuditCacheHit(int task)
+        => Audit(task, AuditCategory.TaskCompletion, static w =>
+        {
+            w.WriteString("status", "succeeded");
+            w.WriteString("reused_from", "cache");
+        });
+
+    private void AuditSkip(int task, int cause)
+        => Audit(task, AuditCategory.TaskCompletion, w =>
+        {
+            w.WriteString("status", "skipped");
+            if (cause >= 0) w.WriteString("skipped_because", _graph.IdOf(cause));
+        });
 
     public void OnEscalated(EscalationRecord e)
     {
