@@ -124,7 +124,7 @@ public sealed class BadInputTests : IDisposable
     public async Task Qsim_SigintDuringALargeState_Exits130Promptly_AndWritesNothing()
     {
         // 28 qubits in single precision: a 2 GiB state, allocated and swept by 28 H gates.
-        var qasm = Write("wide.qasm", "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[28];\n" + string.Concat(Enumerable.Repeat("h q;\n", 8)));
+        var qasm = Write("wide.qasm", "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[28];\n" + string.Concat(Enumerable.Repeat("h q;\n", 16)));
         var json = Path.Combine(_dir, "r.json");
         await AssertSignalStops(["qsim", qasm, "--precision", "single", "--json", json], TimeSpan.FromSeconds(3), "SIGINT");
         Assert.False(File.Exists(json));

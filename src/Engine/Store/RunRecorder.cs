@@ -132,20 +132,9 @@ public sealed class RunRecorder : IRunObserver
             foreach (var l in run.Layers) w.WriteStringValue(l);
             w.WriteEndArray();
         });
-        if (_keepAll)
-        {
-            for (int i = 0; i < run.Graph.Count; i++)
-            {
-                int task = i;
-                Audit(task, AuditCategory.TaskSubmission, w =>
-                {
-                    w.WriteString("handler", run.Graph.HandlerOfTask(task));
-                    w.WriteString("priority", run.Graph.PriorityOf(task).ToName());
-                    w.WriteNumber("predecessors", run.Graph.InDegree[task]);
-                    if (run.Graph.SpecOf(task)?.Layer is string forced) w.WriteString("layer", forced);
-                });
-            }
-        }
+        // Small runs: a submission record per task, written out by the writer's thread (the run
+        // does not wait for ten thousand JSON objects to be made).
+        if (_keepAll) _writer.Enqueue(new TaskSubmissions(run.RunId, run.Graph, DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture)));
         _checkpoints = new Timer(static s => ((RunRecorder)s!).Checkpoint(), this, CheckpointInterval, CheckpointInterval);
     }
 
@@ -397,6 +386,34 @@ public sealed class RunRecorder : IRunObserver
                 cmd.Parameters.AddWithValue("$csum", csum);
                 cmd.Parameters.AddWithValue("$ccount", ccount);
                 cmd.Parameters.AddWithValue("$cost", l.Cost);
+                cmd.ExecuteNonQuery();
+            }
+        }
+    }
+
+    private sealed class TaskSubmissions(string runId, TaskGraph graph, string at) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+            for (int task = 0; task < graph.Count; task++)
+            {
+                buffer.ResetWrittenCount();
+                using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
+                {
+                    w.WriteStartObject();
+                    w.WriteString("handler", graph.HandlerOfTask(task));
+                    w.WriteString("priority", graph.PriorityOf(task).ToName());
+                    w.WriteNumber("predecessors", graph.InDegree[task]);
+                    if (graph.SpecOf(task)?.Layer is string forced) w.WriteString("layer", forced);
+                    w.WriteEndObject();
+                }
+                var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ($run, $task, $category, $at, $detail)");
+                cmd.Parameters.AddWithValue("$run", runId);
+                cmd.Parameters.AddWithValue("$task", graph.IdOf(task));
+                cmd.Parameters.AddWithValue("$category", AuditCategory.TaskSubmission);
+                cmd.Parameters.AddWithValue("$at", at);
+                cmd.Parameters.AddWithValue("$detail", System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan));
                 cmd.ExecuteNonQuery();
             }
         }

@@ -109,6 +109,9 @@ internal static class QsimCommand
             return ExitCodes.BadInput;
         }
 
+        // A signal that came while the last, uninterruptible steps ran (the probability pass) still
+        // stops the command before it prints or writes anything.
+        ct.ThrowIfCancellationRequested();
         Print(result, top, stdout);
         if (exportPath is not null)
         {

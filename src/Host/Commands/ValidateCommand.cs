@@ -16,6 +16,7 @@ internal static class ValidateCommand
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
             var (engine, graph) = GraphInput.Load(path, cfg, io.Token);
             var analysis = engine.Analyze(graph);
+            io.Token.ThrowIfCancellationRequested();
             io.Out.WriteLine($"{path}: ok: {graph.Count} tasks, {graph.Graph.EdgeCount} edges, {analysis.Widths.Count} levels, " +
                              $"max width {(analysis.Widths.Count == 0 ? 0 : analysis.Widths.Max())}, critical path {analysis.CriticalPathMs:0.###} ms");
             return ExitCodes.Ok;
