@@ -141,9 +141,9 @@ public sealed class RunRecorder : IRunObserver
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void OnAttemptEnded(in AttemptResult r)
     {
-        AuditAttempt(r);
         if (r.Next != AttemptNext.Complete)
         {
+            AuditAttempt(r);
             var n = Notes(r.Task);
             lock (n)
             {
@@ -161,7 +161,8 @@ public sealed class RunRecorder : IRunObserver
         if (r.Attempt > 1 || Volatile.Read(ref _noteCount) != 0) _notes.TryGetValue(r.Task, out notes);
         if (notes is not null) lock (notes) ms += notes.DurationMs;
         string? why = Why(r, ms, notes);
-        if (why is null) return;
+        if (why is null) return;   // a plain success (its output kept above when a data edge needs it): no row, no audit
+        AuditAttempt(r);
         Interlocked.Or(ref _rowWritten[r.Task >> 6], 1UL << (r.Task & 63));
         AuditCompletion(r.Task, Status(r.TaskOutcome), r.Layer, r.Attempt, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
