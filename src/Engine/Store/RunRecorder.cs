@@ -24,8 +24,8 @@ namespace TaskMesh.Engine.Store;
 /// <item>a task row (<c>task_executions</c>) for every task of a run of at most
 /// <see cref="FullDetailTasks"/> tasks; in larger runs, for every task that failed, timed out, was
 /// skipped, ran on a layer other than <c>local</c>, took <see cref="SlowTaskMs"/> ms or more, needed
-/// more than one attempt, escalated or reported a confidence, and for every
-/// <see cref="SampleEvery"/>th task; each row says why it was kept (<c>kept_because</c>);</item>
+/// more than one attempt, escalated or reported a confidence, and for a sample by index (every
+/// <see cref="SampleStride"/>th task); each row says why it was kept (<c>kept_because</c>);</item>
 /// <item>every escalation (<c>escalation_history</c>);</item>
 /// <item>the audit trail (<c>audit_log</c>): the run's submission; for every task that keeps a row,
 /// its submission (small runs), every attempt (<c>task_execution</c>), every reported confidence
@@ -46,8 +46,21 @@ public sealed class RunRecorder : IRunObserver
     /// <summary>In larger runs, tasks this slow (ms) or slower keep a row.</summary>
     public const double SlowTaskMs = 10;
 
-    /// <summary>In larger runs, one task in this many keeps a row anyway (by index).</summary>
+    /// <summary>In larger runs, one task in this many at least keeps a row anyway (by index).</summary>
     public const int SampleEvery = 1024;
+
+    /// <summary>Most sampled rows a run keeps (its stride grows past <see cref="SampleEvery"/> to stay under).</summary>
+    public const int MaxSampledRows = 128;
+
+    /// <summary>
+    /// The sampling stride of a run of <paramref name="tasks"/> tasks: <see cref="SampleEvery"/>, or
+    /// in runs over <see cref="SampleEvery"/> × <see cref="MaxSampledRows"/> tasks the power of two
+    /// that keeps 64 to 128 sampled rows. Each sampled row costs its run tens of microseconds of
+    /// store work (a row and two audit records): a million-task run sampled one in 1,024 spent
+    /// 20 ns a task on them.
+    /// </summary>
+    public static int SampleStride(int tasks)
+        => (int)Math.Max(SampleEvery, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((tasks + MaxSampledRows - 1) / MaxSampledRows)));
 
     /// <summary>How often the completion bitmap is checkpointed while the run goes on.</summary>
     public static readonly TimeSpan CheckpointInterval = TimeSpan.FromMilliseconds(250);
@@ -58,6 +71,7 @@ public sealed class RunRecorder : IRunObserver
     private readonly string? _config;
     private readonly string? _resumedFrom;
     private TaskGraph _graph = null!;
+    private int _sampleMask = SampleEvery - 1;
     private string _runId = "";
     private bool _keepAll;
     private long _startTimestamp;
@@ -117,6 +131,7 @@ public sealed class RunRecorder : IRunObserver
         _graph = run.Graph;
         _runId = run.RunId;
         _keepAll = run.Graph.Count <= FullDetailTasks;
+        _sampleMask = SampleStride(run.Graph.Count) - 1;
         _completed = new ulong[(run.Graph.Count + 63) / 64];
         _rowWritten = new ulong[_completed.Length];
         _startTimestamp = Stopwatch.GetTimestamp();
@@ -180,7 +195,7 @@ public sealed class RunRecorder : IRunObserver
         if (r.Layer != Layers.Local.LocalLayer.LayerName) return "layer";
         if (r.Confidence is not null) return "confidence";
         if (ms >= SlowTaskMs) return "slow";
-        if (r.Task % SampleEvery == 0) return "sampled";
+        if ((r.Task & _sampleMask) == 0) return "sampled";
         return null;
     }
 
@@ -202,7 +217,7 @@ public sealed class RunRecorder : IRunObserver
                 if ((Volatile.Read(ref _rowWritten[word]) & bit) != 0) break;
                 // A plain success (no attempt end reached this recorder): its end decides.
                 double ms = end.Duration.TotalMilliseconds;
-                string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : end.Task % SampleEvery == 0 ? "sampled" : null;
+                string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : (end.Task & _sampleMask) == 0 ? "sampled" : null;
                 if (why is not null) KeepPlainSuccess(end, ms, why);
                 break;
             case TaskOutcome.Skipped:

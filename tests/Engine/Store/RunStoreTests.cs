@@ -125,10 +125,25 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal("failed", kept[bad].KeptBecause);
         Assert.Equal("skipped", kept[bad + 1].KeptBecause);
         Assert.Equal("slow", kept[5_001].KeptBecause);
-        for (int i = 0; i < n; i += RunRecorder.SampleEvery) Assert.Equal("sampled", kept[i].KeptBecause);
-        Assert.Equal(n / RunRecorder.SampleEvery + (n % RunRecorder.SampleEvery == 0 ? 0 : 1) + 3, kept.Count);
+        int stride = RunRecorder.SampleStride(n);
+        Assert.Equal(RunRecorder.SampleEvery, stride);
+        for (int i = 0; i < n; i += stride) Assert.Equal("sampled", kept[i].KeptBecause);
+        Assert.Equal(n / stride + (n % stride == 0 ? 0 : 1) + 3, kept.Count);
         Assert.Equal(n, store.CompletedCount(result.RunId));
         Assert.Equal(n, Assert.Single(store.ListRuns()).Tasks.Succeeded);
+    }
+
+    [Theory]
+    [InlineData(10_001, 1024)]
+    [InlineData(131_072, 1024)]
+    [InlineData(131_073, 2048)]
+    [InlineData(1_000_000, 8192)]
+    [InlineData(16_777_216, 131_072)]
+    public void SampleStride_KeepsEveryThousandthTaskUntilTheSampleWouldPassItsCap(int tasks, int stride)
+    {
+        Assert.Equal(stride, RunRecorder.SampleStride(tasks));
+        int rows = (tasks + stride - 1) / stride;
+        Assert.InRange(rows, 1, RunRecorder.MaxSampledRows);
     }
 
     private string Write(string name, byte[] bytes)
