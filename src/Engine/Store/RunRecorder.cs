@@ -1,6 +1,9 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using System.Numerics;
+using System.Runtime.Intrinsics;
 using Microsoft.Data.Sqlite;
 using TaskMesh.Engine.Graph;
 using TaskMesh.Engine.Observability;
@@ -75,7 +78,10 @@ public sealed class RunRecorder : IRunObserver
     private string _runId = "";
     private bool _keepAll;
     private long _startTimestamp;
-    private ulong[] _completed = [];
+    // One byte per task, set once it succeeded: a plain store, where a bitmap took an atomic OR on
+    // a cache line that both workers write (roots are claimed 64 at a time). Packed into the
+    // checkpoint's bitmap every CheckpointInterval.
+    private byte[] _succeeded = [];
     private ulong[] _rowWritten = [];   // tasks whose row came from their last attempt (richer than their end)
     private int _noteCount;   // entries in _notes: checked on every task instead of the map (whose IsEmpty takes every lock)
     private Timer? _checkpoints;
@@ -132,8 +138,8 @@ public sealed class RunRecorder : IRunObserver
         _runId = run.RunId;
         _keepAll = run.Graph.Count <= FullDetailTasks;
         _sampleMask = SampleStride(run.Graph.Count) - 1;
-        _completed = new ulong[(run.Graph.Count + 63) / 64];
-        _rowWritten = new ulong[_completed.Length];
+        _succeeded = new byte[run.Graph.Count];
+        _rowWritten = new ulong[(run.Graph.Count + 63) / 64];
         _startTimestamp = Stopwatch.GetTimestamp();
         _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config, _resumedFrom));
         Audit(null, AuditCategory.TaskSubmission, w =>
@@ -205,16 +211,14 @@ public sealed class RunRecorder : IRunObserver
         switch (end.Outcome)
         {
             case TaskOutcome.Succeeded:
-                // One atomic OR on the task's bit; the count is the bitmap's population, taken at each checkpoint.
-                int word = end.Task >> 6;
-                ulong bit = 1UL << (end.Task & 63);
-                Interlocked.Or(ref _completed[word], bit);
+                // The count is the checkpoint bitmap's population, taken at each checkpoint.
+                _succeeded[end.Task] = 1;
                 if (end.ReusedFrom == "cache")
                 {
                     AuditCacheHit(end.Task);
                     break;
                 }
-                if ((Volatile.Read(ref _rowWritten[word]) & bit) != 0) break;
+                if ((Volatile.Read(ref _rowWritten[end.Task >> 6]) & (1UL << (end.Task & 63))) != 0) break;
                 // A plain success (no attempt end reached this recorder): its end decides.
                 double ms = end.Duration.TotalMilliseconds;
                 string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : (end.Task & _sampleMask) == 0 ? "sampled" : null;
@@ -481,17 +485,38 @@ public sealed class RunRecorder : IRunObserver
 
     private void Checkpoint()
     {
-        if (_completed.Length == 0) return;
-        var bytes = new byte[_completed.Length * 8];
-        int count = 0;
-        for (int i = 0; i < _completed.Length; i++)
-        {
-            ulong word = Volatile.Read(ref _completed[i]);
-            BitConverter.TryWriteBytes(bytes.AsSpan(i * 8), word);
-            count += System.Numerics.BitOperations.PopCount(word);
-        }
+        if (_succeeded.Length == 0) return;
+        var bytes = PackBitmap(_succeeded, out int count);
         try { _writer.Enqueue(new CheckpointRow(_runId, count, bytes, Now())); }
         catch (StoreException) { /* reported through Faulted */ }
+    }
+
+    /// <summary>
+    /// The checkpoint's bitmap of one byte per task (bit <c>i &amp; 63</c> of little-endian 64-bit
+    /// word <c>i / 64</c> set when task <c>i</c>'s byte is), and its population.
+    /// </summary>
+    internal static byte[] PackBitmap(ReadOnlySpan<byte> flags, out int count)
+    {
+        int words = (flags.Length + 63) / 64;
+        var bytes = new byte[words * 8];
+        count = 0;
+        for (int i = 0; i < words; i++)
+        {
+            var chunk = flags.Slice(i * 64, Math.Min(64, flags.Length - i * 64));
+            ulong word = 0;
+            if (chunk.Length == 64 && Vector256.IsHardwareAccelerated)
+            {
+                ulong zeroLow = Vector256.Equals(Vector256.Create<byte>(chunk), Vector256<byte>.Zero).ExtractMostSignificantBits();
+                ulong zeroHigh = Vector256.Equals(Vector256.Create<byte>(chunk[32..]), Vector256<byte>.Zero).ExtractMostSignificantBits();
+                word = ~(zeroLow | zeroHigh << 32);
+            }
+            else
+                for (int j = 0; j < chunk.Length; j++)
+                    if (chunk[j] != 0) word |= 1UL << j;
+            BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(i * 8), word);
+            count += BitOperations.PopCount(word);
+        }
+        return bytes;
     }
 
     private static string Status(TaskOutcome o) => o switch

@@ -146,6 +146,30 @@ public sealed class RunStoreTests : IDisposable
         Assert.InRange(rows, 1, RunRecorder.MaxSampledRows);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(63)]
+    [InlineData(64)]
+    [InlineData(65)]
+    [InlineData(320)]
+    [InlineData(1_000)]
+    public void PackBitmap_SetsBitIOfWordIOver64ForEveryFlaggedTask(int tasks)
+    {
+        var rng = new Random(tasks);
+        var flags = new byte[tasks];
+        for (int i = 0; i < tasks; i++) flags[i] = (byte)(rng.Next(3) == 0 ? 0 : rng.Next(1, 256));
+
+        var bytes = RunRecorder.PackBitmap(flags, out int count);
+
+        Assert.Equal((tasks + 63) / 64 * 8, bytes.Length);
+        Assert.Equal(flags.Count(f => f != 0), count);
+        for (int i = 0; i < tasks; i++)
+            Assert.Equal(flags[i] != 0, (bytes[i / 8] & (1 << (i % 8))) != 0);
+        for (int i = tasks; i < bytes.Length * 8; i++)
+            Assert.Equal(0, bytes[i / 8] & (1 << (i % 8)));
+    }
+
     private string Write(string name, byte[] bytes)
     {
         var path = Path.Combine(_dir, name);
