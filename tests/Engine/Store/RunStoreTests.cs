@@ -133,6 +133,29 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(n, Assert.Single(store.ListRuns()).Tasks.Succeeded);
     }
 
+    [Fact]
+    public async Task Record_LargeChain_KeepsTheSlowTaskAndNotTheOneAfterIt()
+    {
+        // Back-to-back inline tasks share a clock read (one's end is the next one's start): the
+        // task after a slow one must not inherit its time.
+        const int n = 12_000;
+        var engine = new TaskMeshEngine();
+        engine.Handlers.RegisterInline("slow-or-not", ctx => { if (ctx.Index == 6_001) Thread.Sleep(15); return null; });
+        var g = new GraphBuilder("large-chain");
+        int first = g.AddTasks(n, "slow-or-not");
+        for (int i = first; i < first + n - 1; i++) g.AddEdge(i, i + 1);
+        using var store = RunStore.Open(StorePath);
+
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+
+        var kept = store.TasksOf(result.RunId).ToDictionary(t => t.Index);
+        Assert.Equal("slow", kept[6_001].KeptBecause);
+        Assert.True(kept[6_001].DurationMs >= 10, $"the slow task took {kept[6_001].DurationMs} ms");
+        Assert.False(kept.ContainsKey(6_002));
+        Assert.Equal(n, store.CompletedCount(result.RunId));
+    }
+
     [Theory]
     [InlineData(10_001, 1024)]
     [InlineData(131_072, 1024)]
