@@ -23,8 +23,8 @@ public interface IRunObserver
     /// The calls this observer wants. A run skips, on its hot path, every call no observer wants,
     /// and times inline attempts precisely only when one asks for <see cref="RunObserverInterests.PreciseInlineTiming"/>
     /// (otherwise an inline attempt's duration has the resolution of <see cref="Environment.TickCount64"/>,
-    /// a few ms, and may also count the worker's hand-over from the task it ran just before, task-end
-    /// observers included: it never errs short). Read once, when the run starts. Default: everything.
+    /// a few ms, and may also count the worker's hand-over from the task it ran just before, with the
+    /// observer calls made as that task ended and released its successors: it never errs short). Read once, when the run starts. Default: everything.
     /// </summary>
     RunObserverInterests Interests => RunObserverInterests.All;
 

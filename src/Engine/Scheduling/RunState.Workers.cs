@@ -131,8 +131,8 @@ internal sealed partial class RunState
         // tick count when observers only need to tell a slow task from a quick one. A coarse
         // start is the end of the worker's previous step when it came straight before (`tick`,
         // 0 after anything that may have waited): one clock read per task instead of two, and a
-        // duration that can only err long, by the sub-microsecond hand-over plus the previous
-        // task's end observers.
+        // duration that can only err long, by the sub-microsecond hand-over plus the observer
+        // calls made as the previous task ended and released its successors.
         bool precise = durations is not null || _preciseInlineTiming;
         long t0 = precise ? Stopwatch.GetTimestamp()
             : _onAttemptEnded is not null || _onTaskEnded is not null ? (tick != 0 ? tick : Environment.TickCount64)
