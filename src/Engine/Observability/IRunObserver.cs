@@ -81,7 +81,19 @@ public enum RunObserverInterests
 /// <param name="StartedAt">When, from the engine's clock.</param>
 /// <param name="Clock">The engine's clock, for observers that stamp events.</param>
 /// <param name="Cancellation">Fires when the run is cancelled (an observer that waits must stop waiting then).</param>
-public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock, CancellationToken Cancellation);
+/// <param name="PricesPerSecond">Each layer's price of one slot-second when the run started, in the order of <paramref name="Layers"/> (null: all free).</param>
+public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock, CancellationToken Cancellation,
+    IReadOnlyList<double>? PricesPerSecond = null)
+{
+    /// <summary>The price of one slot-second of <paramref name="layer"/> (0 for an unknown or free layer).</summary>
+    public double PriceOf(string? layer)
+    {
+        if (PricesPerSecond is not { } prices || layer is null) return 0;
+        for (int i = 0; i < Layers.Count && i < prices.Count; i++)
+            if (Layers[i] == layer) return prices[i];
+        return 0;
+    }
+}
 
 /// <summary>The start of one attempt.</summary>
 /// <param name="Task">The task's dense index.</param>

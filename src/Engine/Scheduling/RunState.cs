@@ -125,7 +125,8 @@ internal sealed partial class RunState
     public async Task<RunResult> RunAsync(CancellationToken ct)
     {
         _startedAt = _options.TimeProvider.GetUtcNow();
-        _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token));
+        _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token,
+            Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)));
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();

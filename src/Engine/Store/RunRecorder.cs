@@ -74,6 +74,7 @@ public sealed class RunRecorder : IRunObserver
     private readonly string? _config;
     private readonly string? _resumedFrom;
     private TaskGraph _graph = null!;
+    private RunStart _run = null!;
     private int _sampleMask = SampleEvery - 1;
     private string _runId = "";
     private bool _keepAll;
@@ -126,6 +127,7 @@ public sealed class RunRecorder : IRunObserver
     private sealed class TaskNotes
     {
         public double DurationMs;
+        public double Cost;
         public string? FirstLayer;
         public int Escalations;
     }
@@ -135,6 +137,7 @@ public sealed class RunRecorder : IRunObserver
     public void OnRunStarted(RunStart run)
     {
         _graph = run.Graph;
+        _run = run;
         _runId = run.RunId;
         _keepAll = run.Graph.Count <= FullDetailTasks;
         _sampleMask = SampleStride(run.Graph.Count) - 1;
@@ -169,6 +172,7 @@ public sealed class RunRecorder : IRunObserver
             lock (n)
             {
                 n.DurationMs += r.Duration.TotalMilliseconds;
+                n.Cost += _run.PriceOf(r.Layer) * r.Duration.TotalSeconds;
                 n.FirstLayer ??= r.Layer;
             }
             return;
@@ -187,8 +191,10 @@ public sealed class RunRecorder : IRunObserver
         Interlocked.Or(ref _rowWritten[r.Task >> 6], 1UL << (r.Task & 63));
         AuditCompletion(r.Task, Status(r.TaskOutcome), r.Layer, r.Attempt, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
+        double cost = _run.PriceOf(r.Layer) * r.Duration.TotalSeconds;
+        if (notes is not null) lock (notes) cost += notes.Cost;
         _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
-            Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, r.Error,
+            Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, cost, r.Error,
             r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()));
     }
 
@@ -228,7 +234,7 @@ public sealed class RunRecorder : IRunObserver
                 AuditSkip(end.Task, end.SkippedBecause);
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
-                    "skipped", 0, null, 0, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
+                    "skipped", 0, null, 0, null, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
                     _keepAll ? "small-run" : "skipped", Now()));
                 break;
         }
@@ -251,7 +257,7 @@ public sealed class RunRecorder : IRunObserver
         AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
         _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
-            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, null, null, null, why, Now()));
+            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now()));
     }
 
     private void AuditCacheHit(int task)
@@ -553,15 +559,15 @@ public sealed class RunRecorder : IRunObserver
     }
 
     private sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
-        double? confidence, int escalations, double? startedMs, double? durationMs, string? error, string? summary, string? skippedBecause, string why, string at) : StoreWrite
+        double? confidence, int escalations, double? startedMs, double? durationMs, double? cost, string? error, string? summary, string? skippedBecause, string why, string at) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
                 INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
-                    confidence, escalations, started_ms, duration_ms, error, output_summary, skipped_because, kept_because, ended_at)
+                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at)
                 VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $error, $summary, $skipped, $why, $at)
+                    $cost, $error, $summary, $skipped, $why, $at)
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$i", index);
@@ -575,6 +581,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$escalations", escalations);
             cmd.Parameters.AddWithValue("$started", Db(startedMs));
             cmd.Parameters.AddWithValue("$duration", Db(durationMs));
+            cmd.Parameters.AddWithValue("$cost", Db(cost));
             cmd.Parameters.AddWithValue("$error", Db(error));
             cmd.Parameters.AddWithValue("$summary", Db(summary));
             cmd.Parameters.AddWithValue("$skipped", Db(skippedBecause));

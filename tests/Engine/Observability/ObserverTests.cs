@@ -158,7 +158,7 @@ public class ObserverTests
     }
 
     /// <summary>Moves a task that failed on <c>local</c> to the <c>strong</c> layer.</summary>
-    private sealed class MoveOnErrorPolicy : IEscalationPolicy
+    internal sealed class MoveOnErrorPolicy : IEscalationPolicy
     {
         public EscalationDecision Decide(in AttemptResult attempt, in EscalationContext context)
             => attempt.Outcome == AttemptOutcome.Failed && attempt.Layer == "local"

@@ -134,6 +134,36 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Record_TaskRowCost_IsEachAttemptsDurationTimesItsLayersPrice()
+    {
+        var engine = new TaskMeshEngine();
+        engine.AddLayer(new TestLayer("strong", 2, price: 2.0));
+        engine.EscalationPolicy = new ObserverTests.MoveOnErrorPolicy();
+        engine.Handlers.Register("weak-first", async (ctx, a, ct) =>
+        {
+            if (ctx.Attempt == 1) throw new TaskFailedException("too weak");
+            await Task.Delay(60, ct);
+            return "done";
+        });
+        var g = new GraphBuilder("priced");
+        g.Task("escalated", "weak-first");
+        g.Task("free", "noop");
+        using var store = RunStore.Open(StorePath);
+
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+
+        Assert.Equal(RunStatus.Succeeded, result.Status);
+        var rows = store.TasksOf(result.RunId).ToDictionary(t => t.Id);
+        var escalated = rows["escalated"];
+        Assert.Equal(("local", "strong"), (escalated.InitialLayer, escalated.Layer));
+        // The free first attempt costs nothing; the second ran 60 ms or more at 2 per second.
+        Assert.NotNull(escalated.Cost);
+        Assert.InRange(escalated.Cost!.Value, 2.0 * 0.055, 2.0 * escalated.DurationMs!.Value / 1000 + 1e-9);
+        Assert.Equal(0.0, rows["free"].Cost);
+    }
+
+    [Fact]
     public async Task Record_LargeChain_KeepsTheSlowTaskAndNotTheOneAfterIt()
     {
         // Back-to-back inline tasks share a clock read (one's end is the next one's start): the
