@@ -447,6 +447,8 @@ public sealed class RunRecorder : IRunObserver
 
     private sealed class OutputRow(string runId, int task, string json) : StoreWrite
     {
+        public override long Bytes => 2L * json.Length;
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json) VALUES ($run, $task, $json)");
@@ -593,6 +595,8 @@ public sealed class RunRecorder : IRunObserver
 
     private sealed class CheckpointRow(string runId, int completed, byte[] bitmap, string at) : StoreWrite
     {
+        public override long Bytes => bitmap.Length;
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""

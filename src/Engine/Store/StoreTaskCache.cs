@@ -46,6 +46,8 @@ public sealed class StoreTaskCache : ITaskCache
 
     private sealed class CacheRow(string key, string handler, string json, string? runId, string taskId, string at) : StoreWrite
     {
+        public override long Bytes => 2L * json.Length;
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""

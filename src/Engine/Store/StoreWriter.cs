@@ -7,6 +7,9 @@ namespace TaskMesh.Engine.Store;
 internal abstract class StoreWrite
 {
     public abstract void Apply(StoreBatch batch);
+
+    /// <summary>Memory this write holds while queued, when it can be large (outputs, bitmaps); 0 for small rows.</summary>
+    public virtual long Bytes => 0;
 }
 
 /// <summary>
@@ -38,8 +41,9 @@ internal sealed class StoreBatch(SqliteConnection connection)
 /// The store's single writer: records arrive through a bounded channel from any thread and are
 /// committed in batches (up to <see cref="MaxBatch"/> records, or what arrived within
 /// <see cref="MaxBatchDelay"/>) in one transaction each, on a thread of its own — the scheduler
-/// never waits on SQLite. When the writer falls behind and the channel is full, the thread that
-/// records waits for room: the run slows down, no record is lost. A failed batch (disk full,
+/// never waits on SQLite. When the writer falls behind and the channel is full, or the large writes
+/// queued (outputs, bitmaps) hold more than <see cref="MaxQueuedBytes"/>, the thread that records
+/// waits for room: the run slows down, no record is lost, memory stays bounded. A failed batch (disk full,
 /// read-only file) faults the writer: every later record and flush throws a
 /// <see cref="StoreException"/> naming the cause, and what was committed before stays.
 /// </summary>
@@ -48,6 +52,9 @@ internal sealed class StoreWriter : IDisposable
     public const int Capacity = 65_536;
     public const int MaxBatch = 4_096;
     public static readonly TimeSpan MaxBatchDelay = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>Most memory the queued large writes may hold before recording threads wait (one write larger than this still goes, alone).</summary>
+    public const long MaxQueuedBytes = 64L << 20;
 
     private readonly SqliteConnection _connection;
     private readonly string _path;
@@ -60,6 +67,8 @@ internal sealed class StoreWriter : IDisposable
     private readonly StoreBatch _batch;
     private volatile StoreException? _fault;
     private int _depth;
+    private long _queuedBytes;
+    private readonly object _room = new();
 
     public StoreWriter(SqliteConnection connection, string path)
     {
@@ -82,6 +91,7 @@ internal sealed class StoreWriter : IDisposable
     public void Enqueue(StoreWrite write)
     {
         if (_fault is { } f) throw f;
+        if (write.Bytes > 0) WaitForBytes(write.Bytes);
         Interlocked.Increment(ref _depth);
         if (_channel.Writer.TryWrite(write)) return;
         try
@@ -91,9 +101,31 @@ internal sealed class StoreWriter : IDisposable
         catch (ChannelClosedException)
         {
             Interlocked.Decrement(ref _depth);
+            if (write.Bytes > 0) lock (_room) _queuedBytes -= write.Bytes;
             throw _fault ?? new StoreException($"store '{_path}' is closed");
         }
     }
+
+    /// <summary>
+    /// Takes <paramref name="bytes"/> of the queue's memory budget, first waiting while what is
+    /// queued already holds the budget (a write over the budget waits for an empty queue).
+    /// </summary>
+    private void WaitForBytes(long bytes)
+    {
+        lock (_room)
+        {
+            while (_queuedBytes > 0 && _queuedBytes + bytes > MaxQueuedBytes)
+            {
+                if (_fault is { } f) throw f;
+                if (_loop.IsCompleted) throw new StoreException($"store '{_path}' is closed");
+                Monitor.Wait(_room, 100);
+            }
+            _queuedBytes += bytes;
+        }
+    }
+
+    /// <summary>Memory the queued large writes hold now.</summary>
+    public long QueuedBytes { get { lock (_room) return _queuedBytes; } }
 
     /// <summary>Completes once everything queued before the call is committed.</summary>
     public Task FlushAsync(CancellationToken ct = default)
@@ -125,6 +157,14 @@ internal sealed class StoreWriter : IDisposable
             }
             Commit(batch);
             Interlocked.Add(ref _depth, -batch.Count);
+            long bytes = 0;
+            foreach (var w in batch) bytes += w.Bytes;
+            if (bytes > 0)
+                lock (_room)
+                {
+                    _queuedBytes -= bytes;
+                    Monitor.PulseAll(_room);
+                }
             batch.Clear();
         }
     }

@@ -133,6 +133,44 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(n, Assert.Single(store.ListRuns()).Tasks.Succeeded);
     }
 
+    /// <summary>A write that holds <see cref="Bytes"/> of memory and, until its gate opens, the writer.</summary>
+    private sealed class HeavyWrite(long bytes, ManualResetEventSlim? gate = null) : StoreWrite
+    {
+        public override long Bytes => bytes;
+        public override void Apply(StoreBatch batch) => gate?.Wait(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task Writer_WhenQueuedOutputsHoldItsMemoryBudget_MakesTheRecordingThreadWait()
+    {
+        using var store = RunStore.Open(StorePath);
+        var writer = store.Writer!;
+        using var gate = new ManualResetEventSlim();
+        long half = StoreWriter.MaxQueuedBytes / 2 + 1;
+        try
+        {
+            writer.Enqueue(new HeavyWrite(half, gate));   // the writer holds this one until the gate opens
+            var second = Task.Run(() => writer.Enqueue(new HeavyWrite(half)));
+
+            Assert.NotSame(second, await Task.WhenAny(second, Task.Delay(300)));   // a write past the budget waits
+            Assert.Equal(half, writer.QueuedBytes);
+            gate.Set();
+            Assert.Same(second, await Task.WhenAny(second, Task.Delay(TimeSpan.FromSeconds(30))));   // and goes in once there is room
+            await second;
+            await store.FlushAsync();
+            Assert.Equal(0, writer.QueuedBytes);
+
+            // One write larger than the whole budget still goes, alone.
+            writer.Enqueue(new HeavyWrite(StoreWriter.MaxQueuedBytes * 2));
+            await store.FlushAsync();
+            Assert.Equal(0, writer.QueuedBytes);
+        }
+        finally
+        {
+            gate.Set();
+        }
+    }
+
     [Fact]
     public async Task Record_TaskRowCost_IsEachAttemptsDurationTimesItsLayersPrice()
     {
