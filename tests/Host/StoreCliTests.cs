@@ -78,6 +78,29 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_WithStoreJournalKeys_KeepsTheRowsTheConfigAsksFor()
+    {
+        var config = Path.Combine(_dir, "journal.toml");
+        File.WriteAllText(config, "[store]\nfull_detail_tasks = 0\nsample_every = 1\nslow_task_ms = 86400000\n");
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--config", config, "--progress", "none");
+        Assert.True(code == 0, stderr);
+
+        using (var store = RunStore.Open(Path.Combine(_dir, "taskmesh.db"), readOnly: true))
+        {
+            var run = Assert.Single(store.ListRuns());
+            var kept = store.TasksOf(run.RunId);
+            Assert.Equal(run.Tasks.Total, kept.Count);   // sample_every = 1: every task, though not as a small run
+            Assert.All(kept, t => Assert.Contains(t.KeptBecause, new[] { "sampled", "layer" }));
+            Assert.Contains(kept, t => t.KeptBecause == "sampled");
+        }
+
+        File.WriteAllText(config, "[store]\nsample_every = 3\n");
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--config", config, "--progress", "none");
+        Assert.Equal(2, code);
+        Assert.Contains("journal.toml:2: key 'store.sample_every' must be a power of two", stderr);
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

@@ -37,6 +37,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>store.enabled</c>: whether runs are recorded. Default true.</summary>
     public bool StoreEnabled { get; set; } = true;
 
+    /// <summary><c>store.full_detail_tasks</c>, <c>slow_task_ms</c>, <c>sample_every</c>, <c>max_sampled_rows</c>: which task rows a run keeps.</summary>
+    public Store.JournalOptions Journal { get; set; } = Store.JournalOptions.Default;
+
     /// <summary>The configuration file's text, or null for defaults (kept with each stored run).</summary>
     public string? Text { get; private set; }
 
@@ -72,6 +75,11 @@ public sealed class TaskMeshConfig
         {
             ["path"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.StorePath = s)),
             ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.StoreEnabled = b),
+            ["full_detail_tasks"] = (c, v) => Int(v, 0, int.MaxValue, out var x) ?? Set(() => c.Journal = c.Journal with { FullDetailTasks = x }),
+            ["slow_task_ms"] = (c, v) => Num(v, 0, 86_400_000, out var x) ?? Set(() => c.Journal = c.Journal with { SlowTaskMs = x }),
+            ["sample_every"] = (c, v) => Int(v, 1, Store.JournalOptions.MaxSampleEvery, out var x)
+                ?? (System.Numerics.BitOperations.IsPow2(x) ? Set(() => c.Journal = c.Journal with { SampleEvery = x }) : "must be a power of two (1, 2, 4, … 1024, …)"),
+            ["max_sampled_rows"] = (c, v) => Int(v, 1, 1_000_000, out var x) ?? Set(() => c.Journal = c.Journal with { MaxSampledRows = x }),
         },
         ["quantum"] = new(StringComparer.Ordinal)
         {

@@ -25,10 +25,11 @@ namespace TaskMesh.Engine.Store;
 /// <item>completion: a bitmap of the tasks that succeeded, checkpointed every
 /// <see cref="CheckpointInterval"/> and when the run ends (what resuming relies on);</item>
 /// <item>a task row (<c>task_executions</c>) for every task of a run of at most
-/// <see cref="FullDetailTasks"/> tasks; in larger runs, for every task that failed, timed out, was
-/// skipped, ran on a layer other than <c>local</c>, took <see cref="SlowTaskMs"/> ms or more, needed
-/// more than one attempt, escalated or reported a confidence, and for a sample by index (every
-/// <see cref="SampleStride"/>th task); each row says why it was kept (<c>kept_because</c>);</item>
+/// <see cref="JournalOptions.FullDetailTasks"/> tasks; in larger runs, for every task that failed,
+/// timed out, was skipped, ran on a layer other than <c>local</c>, took
+/// <see cref="JournalOptions.SlowTaskMs"/> ms or more, needed more than one attempt, escalated or
+/// reported a confidence, and for a sample by index (every <see cref="JournalOptions.SampleStride"/>th
+/// task); each row says why it was kept (<c>kept_because</c>);</item>
 /// <item>every escalation (<c>escalation_history</c>);</item>
 /// <item>the audit trail (<c>audit_log</c>): the run's submission; for every task that keeps a row,
 /// its submission (small runs), every attempt (<c>task_execution</c>), every reported confidence
@@ -43,27 +44,20 @@ public sealed class RunRecorder : IRunObserver
     /// <summary>Largest output kept for a data edge (bytes of JSON); a task with a larger one runs again when its run is resumed.</summary>
     public const int MaxStoredOutputBytes = 1 << 20;
 
-    /// <summary>Runs up to this many tasks keep a row for every task.</summary>
+    /// <summary>Runs up to this many tasks keep a row for every task (by default: see <see cref="JournalOptions"/>).</summary>
     public const int FullDetailTasks = 10_000;
 
-    /// <summary>In larger runs, tasks this slow (ms) or slower keep a row.</summary>
+    /// <summary>In larger runs, tasks this slow (ms) or slower keep a row (by default).</summary>
     public const double SlowTaskMs = 10;
 
-    /// <summary>In larger runs, one task in this many at least keeps a row anyway (by index).</summary>
+    /// <summary>In larger runs, one task in this many at least keeps a row anyway, by index (by default).</summary>
     public const int SampleEvery = 1024;
 
-    /// <summary>Most sampled rows a run keeps (its stride grows past <see cref="SampleEvery"/> to stay under).</summary>
+    /// <summary>Most sampled rows a run keeps (by default).</summary>
     public const int MaxSampledRows = 128;
 
-    /// <summary>
-    /// The sampling stride of a run of <paramref name="tasks"/> tasks: <see cref="SampleEvery"/>, or
-    /// in runs over <see cref="SampleEvery"/> × <see cref="MaxSampledRows"/> tasks the power of two
-    /// that keeps 64 to 128 sampled rows. Each sampled row costs its run tens of microseconds of
-    /// store work (a row and two audit records): a million-task run sampled one in 1,024 spent
-    /// 20 ns a task on them.
-    /// </summary>
-    public static int SampleStride(int tasks)
-        => (int)Math.Max(SampleEvery, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)((tasks + MaxSampledRows - 1) / MaxSampledRows)));
+    /// <summary>The default sampling stride of a run of <paramref name="tasks"/> tasks (<see cref="JournalOptions.SampleStride"/>).</summary>
+    public static int SampleStride(int tasks) => JournalOptions.Default.SampleStride(tasks);
 
     /// <summary>How often the completion bitmap is checkpointed while the run goes on.</summary>
     public static readonly TimeSpan CheckpointInterval = TimeSpan.FromMilliseconds(250);
@@ -75,6 +69,8 @@ public sealed class RunRecorder : IRunObserver
     private readonly string? _resumedFrom;
     private TaskGraph _graph = null!;
     private RunStart _run = null!;
+    private readonly JournalOptions _journal;
+    private readonly double _slowMs;
     private int _sampleMask = SampleEvery - 1;
     private string _runId = "";
     private bool _keepAll;
@@ -96,8 +92,13 @@ public sealed class RunRecorder : IRunObserver
     /// <param name="config">The configuration the run used, as text.</param>
     /// <exception cref="ArgumentException">The store was opened read-only.</exception>
     /// <param name="resumedFrom">The run this one resumes, if it does.</param>
-    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null)
+    /// <param name="journal">Which task rows to keep (default: <see cref="JournalOptions.Default"/>).</param>
+    /// <exception cref="ArgumentException"><paramref name="journal"/> has a value out of range.</exception>
+    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null, JournalOptions? journal = null)
     {
+        _journal = journal ?? JournalOptions.Default;
+        if (_journal.Problem() is { } problem) throw new ArgumentException(problem, nameof(journal));
+        _slowMs = _journal.SlowTaskMs;
         _resumedFrom = resumedFrom;
         ArgumentNullException.ThrowIfNull(store);
         _writer = store.Writer ?? throw new ArgumentException("the store is open read-only", nameof(store));
@@ -139,8 +140,8 @@ public sealed class RunRecorder : IRunObserver
         _graph = run.Graph;
         _run = run;
         _runId = run.RunId;
-        _keepAll = run.Graph.Count <= FullDetailTasks;
-        _sampleMask = SampleStride(run.Graph.Count) - 1;
+        _keepAll = run.Graph.Count <= _journal.FullDetailTasks;
+        _sampleMask = _journal.SampleStride(run.Graph.Count) - 1;
         _succeeded = new byte[run.Graph.Count];
         _rowWritten = new ulong[(run.Graph.Count + 63) / 64];
         _startTimestamp = Stopwatch.GetTimestamp();
@@ -206,7 +207,7 @@ public sealed class RunRecorder : IRunObserver
         if (r.Attempt > 1) return "retried";
         if (r.Layer != Layers.Local.LocalLayer.LayerName) return "layer";
         if (r.Confidence is not null) return "confidence";
-        if (ms >= SlowTaskMs) return "slow";
+        if (ms >= _slowMs) return "slow";
         if ((r.Task & _sampleMask) == 0) return "sampled";
         return null;
     }
@@ -227,7 +228,7 @@ public sealed class RunRecorder : IRunObserver
                 if ((Volatile.Read(ref _rowWritten[end.Task >> 6]) & (1UL << (end.Task & 63))) != 0) break;
                 // A plain success (no attempt end reached this recorder): its end decides.
                 double ms = end.Duration.TotalMilliseconds;
-                string? why = _keepAll ? "small-run" : ms >= SlowTaskMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : (end.Task & _sampleMask) == 0 ? "sampled" : null;
+                string? why = _keepAll ? "small-run" : ms >= _slowMs ? "slow" : end.Layer != Layers.Local.LocalLayer.LayerName ? "layer" : (end.Task & _sampleMask) == 0 ? "sampled" : null;
                 if (why is not null) KeepPlainSuccess(end, ms, why);
                 break;
             case TaskOutcome.Skipped:

@@ -105,7 +105,7 @@ internal static class RunCommand
         if (store is not null)
         {
             store.RecordLayers(engine.Layers);
-            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom);
+            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal);
             // A store that fails (disk full, file made read-only) stops the run: what it already
             // committed stays, and the summary says why.
             recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };

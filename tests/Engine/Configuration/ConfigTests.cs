@@ -54,6 +54,34 @@ public class ConfigTests
     }
 
     [Fact]
+    public void Parse_StoreJournalKeys_SetWhichRowsARunKeeps()
+    {
+        var c = TaskMeshConfig.Parse("""
+            [store]
+            full_detail_tasks = 0
+            slow_task_ms = 2.5
+            sample_every = 64
+            max_sampled_rows = 1000
+            """);
+        Assert.Equal(new TaskMesh.Engine.Store.JournalOptions { FullDetailTasks = 0, SlowTaskMs = 2.5, SampleEvery = 64, MaxSampledRows = 1000 }, c.Journal);
+        Assert.Equal(TaskMesh.Engine.Store.JournalOptions.Default, TaskMeshConfig.Parse("").Journal);
+    }
+
+    [Fact]
+    public void Parse_BadStoreJournalKeys_NameKeyAndLine()
+    {
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("""
+            [store]
+            sample_every = 1000
+            max_sampled_rows = 0
+            slow_task_ms = -1
+            """, "j.toml"));
+        Assert.Contains("j.toml:2: key 'store.sample_every' must be a power of two", ex.Message);
+        Assert.Contains("j.toml:3: key 'store.max_sampled_rows' is 0; it must be between 1 and 1000000", ex.Message);
+        Assert.Contains("j.toml:4: key 'store.slow_task_ms'", ex.Message);
+    }
+
+    [Fact]
     public void Parse_SyntaxError_HasLine()
     {
         var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[execution]\nmax_parallel_tasks = = 3\n", "s.toml"));

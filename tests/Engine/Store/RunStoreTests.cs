@@ -224,6 +224,26 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(n, store.CompletedCount(result.RunId));
     }
 
+    [Fact]
+    public async Task Record_WithJournalOptions_KeepsTheRowsTheyAskFor()
+    {
+        const int n = 40;
+        var engine = new TaskMeshEngine();
+        var g = new GraphBuilder("journal");
+        g.AddTasks(n, "noop");
+        using var store = RunStore.Open(StorePath);
+        var journal = new JournalOptions { FullDetailTasks = 0, SampleEvery = 4, MaxSampledRows = 1_000, SlowTaskMs = 60_000 };
+
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store, journal: journal)] });
+        await store.FlushAsync();
+
+        var kept = store.TasksOf(result.RunId);
+        Assert.Equal(Enumerable.Range(0, n / 4).Select(i => i * 4), kept.Select(t => t.Index));
+        Assert.All(kept, t => Assert.Equal("sampled", t.KeptBecause));
+        Assert.Equal(n, store.CompletedCount(result.RunId));
+        Assert.Throws<ArgumentException>(() => new RunRecorder(store, journal: new JournalOptions { SampleEvery = 3 }));
+    }
+
     [Theory]
     [InlineData(10_001, 1024)]
     [InlineData(131_072, 1024)]
