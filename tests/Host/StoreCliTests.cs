@@ -188,25 +188,37 @@ public sealed class StoreCliTests : IDisposable
         File.WriteAllText(config, "[handlers]\nshell_enabled = true\n[execution]\nmax_parallel_tasks = 1\n");
         var effects = Path.Combine(_dir, "effects.log");
 
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        // A shell watches the effects and sends the SIGKILL: this test process's own timers can lag
+        // behind a busy machine, and the run would end before a late kill.
+        var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
+        var script = $"""
+            dotnet '{dll}' run '{graph}' --config '{config}' --progress lines >run-out.txt 2>run-err.txt &
+            pid=$!
+            for i in $(seq 1 1500); do
+                n=$(wc -l < effects.log 2>/dev/null); if [ "0$n" -ge 25 ]; then break; fi
+                if ! kill -0 $pid 2>/dev/null; then break; fi
+                sleep 0.02
+            done
+            if ! kill -0 $pid 2>/dev/null; then wait $pid; echo "ended-early rc=$?"; exit 0; fi
+            kill -9 $pid
+            wait $pid
+            echo "killed rc=$?"
+            """;
+        var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = _dir };
         psi.Environment["TASKMESH_HOME"] = _dir;
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--config", config, "--progress", "lines" })
-            psi.ArgumentList.Add(a);
         using (var p = Process.Start(psi)!)
         {
+            var output = p.StandardOutput.ReadToEndAsync();
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             try
             {
-                var deadline = DateTime.UtcNow.AddSeconds(30);
-                while ((!File.Exists(effects) || File.ReadAllLines(effects).Length < 25) && DateTime.UtcNow < deadline && !p.HasExited)
-                    await Task.Delay(20);
-                Assert.False(p.HasExited, "the run ended before it could be killed");
-                p.Kill();   // SIGKILL
-                await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+                await p.WaitForExitAsync(cts.Token);
             }
             finally
             {
                 if (!p.HasExited) p.Kill(entireProcessTree: true);
             }
+            Assert.Equal("killed rc=137", (await output).Trim());   // 128 + SIGKILL: the run did not end on its own
         }
         var before = File.ReadAllLines(effects);
         string killedRun;
@@ -258,22 +270,37 @@ public sealed class StoreCliTests : IDisposable
         var tasks = Enumerable.Range(0, 100).Select(i => new { id = $"t{i:000}", handler = "sleep", args = new { millis = 40 } }).ToArray();
         File.WriteAllText(graph, JsonSerializer.Serialize(new { name = "slow", tasks }));
         var store = Path.Combine(_dir, "kill.db");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--store", store, "--max-parallel", "1", "--progress", "lines" })
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        try
+        // Two progress lines: the run is a couple of seconds in, with completions checkpointed. A
+        // shell watches for them and sends the SIGKILL (no flush, no clean-up), on time even when
+        // this test process's own timers lag.
+        var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
+        var script = $"""
+            dotnet '{dll}' run '{graph}' --store '{store}' --max-parallel 1 --progress lines >kill-out.txt 2>kill-err.txt &
+            pid=$!
+            for i in $(seq 1 1500); do
+                n=$(grep -c '^progress:' kill-out.txt 2>/dev/null); if [ "0$n" -ge 2 ]; then break; fi
+                if ! kill -0 $pid 2>/dev/null; then break; fi
+                sleep 0.02
+            done
+            if ! kill -0 $pid 2>/dev/null; then wait $pid; echo "ended-early rc=$?"; exit 0; fi
+            kill -9 $pid
+            wait $pid
+            echo "killed rc=$?"
+            """;
+        var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = _dir };
+        using (var p = Process.Start(psi)!)
         {
-            // Two progress lines: the run is a couple of seconds in, with completions checkpointed.
-            int lines = 0;
-            while (lines < 2 && await p.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)) is string line)
-                if (line.StartsWith("progress:", StringComparison.Ordinal)) lines++;
-            p.Kill();   // SIGKILL: no flush, no clean-up
-            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
-        }
-        finally
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
+            var output = p.StandardOutput.ReadToEndAsync();
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            try
+            {
+                await p.WaitForExitAsync(cts.Token);
+            }
+            finally
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+            }
+            Assert.Equal("killed rc=137", (await output).Trim());
         }
 
         using var s = RunStore.Open(store, readOnly: true);   // opens: not corrupt
