@@ -21,11 +21,18 @@ internal struct Column<T>
     public readonly T Get(int index) => _items is { } a && index < a.Length ? a[index] : _default;
 
     /// <summary>Sets entry <paramref name="index"/>; <paramref name="capacity"/> sizes the array when it is first made.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public void Set(int index, T value, int capacity)
+    {
+        // The common case of a column nobody set, inlined: nothing to do.
+        if (_items is null && EqualityComparer<T>.Default.Equals(value, _default)) return;
+        SetSlow(index, value, capacity);
+    }
+
+    private void SetSlow(int index, T value, int capacity)
     {
         if (_items is null)
         {
-            if (EqualityComparer<T>.Default.Equals(value, _default)) return;
             _items = new T[Math.Max(capacity, index + 1)];
             if (!EqualityComparer<T>.Default.Equals(_default, default)) Array.Fill(_items, _default);
         }

@@ -98,6 +98,7 @@ public sealed class GraphBuilder
 
     /// <summary>Adds a hard edge: task <paramref name="to"/> runs after task <paramref name="from"/> succeeded.</summary>
     /// <exception cref="ArgumentOutOfRangeException">An index that names no task.</exception>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void AddEdge(int from, int to)
     {
         if ((uint)from >= (uint)_count) ThrowNoTask(nameof(from), from);
@@ -236,6 +237,9 @@ public sealed class GraphBuilder
     internal byte[]? EdgeKindItems => _edgeKinds.Items;
     internal float[]? EdgeWeightItems => _edgeWeights.Items;
 
+    // Optimised from its first call: a graph of a million edges is built in a few ms, long before
+    // tiered compilation would replace unoptimised code (measured: the 1M-edge shapes' build phase).
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal void AddEdge(int source, int target, EdgeKind kind, float weight)
     {
         if (source >= target)

@@ -106,8 +106,20 @@ internal sealed class ObserverSet
     {
         for (int i = 0; i < _observers.Length; i++)
         {
-            if ((_interests[i] & RunObserverInterests.TaskEnded) == 0 || _observers[i] is not { } o) continue;
+            // An observer that asked for batches gets the task's end in one (TasksEnded) only.
+            if ((_interests[i] & (RunObserverInterests.TaskEnded | RunObserverInterests.TaskEndedInBatches)) != RunObserverInterests.TaskEnded || _observers[i] is not { } o) continue;
             try { o.OnTaskEnded(end); } catch (Exception ex) { Detach(i, o, ex); }
+        }
+    }
+
+    /// <summary>Ends for the observers that take them in batches.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void TasksEnded(TaskEndBatch ends)
+    {
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            if ((_interests[i] & RunObserverInterests.TaskEndedInBatches) == 0 || _observers[i] is not { } o) continue;
+            try { o.OnTasksEnded(ends); } catch (Exception ex) { Detach(i, o, ex); }
         }
     }
 

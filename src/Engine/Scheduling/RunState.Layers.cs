@@ -1,3 +1,4 @@
+using TaskMesh.Engine.Observability;
 using TaskMesh.Engine.Graph;
 using TaskMesh.Engine.Handlers;
 using TaskMesh.Engine.Routing;
@@ -108,7 +109,18 @@ internal sealed partial class RunState
 
     internal TaskOutcome OutcomeOf(int node) => (TaskOutcome)Tasks.Outcome[node];
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal int AttemptsOf(int node) => Tasks.Attempts[node] == 0 && Tasks.Outcome[node] == (byte)TaskOutcome.Succeeded ? 1 : Tasks.Attempts[node];
+
+    /// <summary>The index (in <see cref="LayerNames"/>) of the layer a task ran in last, or <see cref="PackedTaskEnd.NoLayer"/> when it never ran.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal byte LayerIndexOf(int node)
+    {
+        var o = (TaskOutcome)Tasks.Outcome[node];
+        if (o is TaskOutcome.Skipped || o is TaskOutcome.Cancelled && Tasks.Attempts[node] == 0) return PackedTaskEnd.NoLayer;
+        byte r = Tasks.Route[node];
+        return r == RouteTable.Inline ? RouteTable.Local : r;
+    }
 
     /// <summary>The layer a task ran in last, or null when it never ran.</summary>
     internal string? LayerOf(int node)

@@ -46,6 +46,7 @@ internal sealed partial class RunState
     }
 
     /// <summary>Claims the next chunk of task indices to scan for roots; false when none are left.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private bool TryClaimRoots(out int start, out int end)
     {
         int n = Graph.Count;
@@ -86,6 +87,7 @@ internal sealed partial class RunState
     }
 
     /// <summary>Next task for <paramref name="w"/>: urgent shared, own deque, released elsewhere, stolen, low; or <see cref="NoTask"/>.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private int TryTake(Worker w)
     {
         int node;

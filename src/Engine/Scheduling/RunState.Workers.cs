@@ -115,6 +115,7 @@ internal sealed partial class RunState
                 Dispatch(node);
                 node = NoTask;
                 tick = 0;
+                if (_onTasksEnded is not null) Flush(w);
             }
         }
         while (node != NoTask && !_cancelled);
@@ -135,7 +136,7 @@ internal sealed partial class RunState
         // calls made as the previous task ended and released its successors.
         bool precise = durations is not null || _preciseInlineTiming;
         long t0 = precise ? Stopwatch.GetTimestamp()
-            : _onAttemptEnded is not null || _onTaskEnded is not null ? (tick != 0 ? tick : Environment.TickCount64)
+            : _timeInline ? (tick != 0 ? tick : Environment.TickCount64)
             : 0;
         if (Tasks.StartMs is { } starts) starts[node] = (float)Stopwatch.GetElapsedTime(_startTimestamp, t0).TotalMilliseconds;
         _onAttemptStarted?.AttemptStarted(new AttemptStart(node, LocalName, 1));
@@ -174,7 +175,11 @@ internal sealed partial class RunState
             observers.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, elapsed), plainInline: plain);
             tick = 0;   // those observers may take their time (a recorder keeps the output): not the next task's
         }
-        return Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed);
+        int next = Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed);
+        // The clock moved while the task ran (at most once a millisecond for tiny tasks; every time
+        // for longer ones): batched ends are handed over, so none waits long behind quick work.
+        if (_onTasksEnded is not null && elapsed.Ticks >= TimeSpan.TicksPerMillisecond) Flush(w);
+        return next;
     }
 
     internal string LocalName => _layerNames[0];
@@ -266,8 +271,9 @@ internal sealed partial class RunState
         Tasks.Outcome[node] = (byte)outcome;
         bool propagate = outcome != TaskOutcome.Succeeded;
         if (propagate && outcome != TaskOutcome.Skipped) Interlocked.Increment(ref _failedCount);
-        _onTaskEnded?.TaskEnded(new TaskEnd(node, outcome, LayerOf(node), AttemptsOf(node),
-            outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration, reusedFrom));
+        if (_onTaskEnded is not null || _onTasksEnded is not null)
+            ReportEnd(w, new PackedTaskEnd(node, outcome, LayerIndexOf(node), AttemptsOf(node),
+                outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration.Ticks, reusedFrom));
         int cause = outcome == TaskOutcome.Skipped ? skipCause : TaskTable.EncodeCause(node);
         int inline = NoTask;
         var succ = Graph.Succ;
@@ -303,9 +309,24 @@ internal sealed partial class RunState
         return inline;
     }
 
+    /// <summary>
+    /// A task's end to observers: at once to those that take ends one by one; into the worker's
+    /// batch (handed over by <see cref="Flush"/>, before the task counts as done) for the others,
+    /// or at once from a layer's thread.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ReportEnd(Worker? w, in PackedTaskEnd end)
+    {
+        _onTaskEnded?.TaskEnded(end.Unpack(_layerNames));
+        if (_onTasksEnded is not { } batched) return;
+        if (w is not null) w.Ends![w.Unflushed.Value] = end;   // Finish counts it next; Flush hands it over
+        else batched.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(in end), _layerNames));
+    }
+
     private void Flush(Worker w)
     {
         if (w.Unflushed.Value == 0) return;
+        _onTasksEnded?.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(w.Ends, 0, w.Unflushed.Value), _layerNames));
         int left = Interlocked.Add(ref _remaining, -w.Unflushed.Value);
         w.Unflushed.Value = 0;
         if (left == 0) _finished.TrySetResult();

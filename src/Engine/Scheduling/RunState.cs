@@ -32,8 +32,9 @@ internal sealed partial class RunState
     private readonly LayerDispatcher[] _dispatchers;   // by route index; 0 is local
     private readonly string[] _layerNames;
     private readonly ObserverSet? _observers;
-    private readonly ObserverSet? _onReleased, _onAttemptStarted, _onAttemptEnded, _onPlainAttemptEnded, _onTaskEnded, _onRouted;
+    private readonly ObserverSet? _onReleased, _onAttemptStarted, _onAttemptEnded, _onPlainAttemptEnded, _onTaskEnded, _onTasksEnded, _onRouted;
     private readonly bool _preciseInlineTiming;
+    private readonly bool _timeInline;   // some observer hears of inline attempts' or tasks' ends: they are timed
     private readonly EventChannelObserver? _events;
     private readonly bool _keepAllOutputs;
     private readonly Func<double> _criticalPathMs;
@@ -87,6 +88,10 @@ internal sealed partial class RunState
         _onAttemptEnded = _observers?.For(RunObserverInterests.AttemptEnded | RunObserverInterests.AttemptEndedUnlessPlain);
         _onPlainAttemptEnded = _observers?.For(RunObserverInterests.AttemptEnded);
         _onTaskEnded = _observers?.For(RunObserverInterests.TaskEnded);
+        _onTasksEnded = _observers?.For(RunObserverInterests.TaskEndedInBatches);
+        if (_onTasksEnded is not null)
+            foreach (var w in _workers) w.Ends = new PackedTaskEnd[FlushEvery];
+        _timeInline = _onAttemptEnded is not null || _onTaskEnded is not null || _onTasksEnded is not null;
         _onRouted = _observers?.For(RunObserverInterests.TaskRouted);
         _preciseInlineTiming = _observers?.For(RunObserverInterests.PreciseInlineTiming) is not null;
         Attempts = new AttemptRunner(this, escalation, retry);

@@ -40,6 +40,7 @@ internal sealed class WorkStealingDeque
     public long Count => Math.Max(0, Volatile.Read(ref _bottom.Value) - Volatile.Read(ref _top.Value));
 
     /// <summary>Owner only.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Push(int item)
     {
         long b = _bottom.Value;
@@ -53,6 +54,7 @@ internal sealed class WorkStealingDeque
     }
 
     /// <summary>Owner only: takes the most recently pushed item.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public bool TryPop(out int item)
     {
         long b = _bottom.Value - 1;
@@ -80,6 +82,7 @@ internal sealed class WorkStealingDeque
     }
 
     /// <summary>Any thread: takes the oldest item.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public bool TrySteal(out int item)
     {
         long t = Volatile.Read(ref _top.Value);

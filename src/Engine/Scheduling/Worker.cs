@@ -1,3 +1,5 @@
+using TaskMesh.Engine.Observability;
+
 namespace TaskMesh.Engine.Scheduling;
 
 /// <summary>A scheduler thread of one run, with its own deque and its batch of unpublished completions.</summary>
@@ -21,6 +23,12 @@ internal sealed class Worker
     /// every task, so it sits on cache lines of its own: thieves read <see cref="Deque"/> next to it.
     /// </summary>
     public PaddedInt Unflushed;
+
+    /// <summary>
+    /// The ends of the tasks counted in <see cref="Unflushed"/>, for observers that take them in
+    /// batches (null when none does); handed over by the same flush.
+    /// </summary>
+    public PackedTaskEnd[]? Ends;
 
     public Task Exited => _exited.Task;
 

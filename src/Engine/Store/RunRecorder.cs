@@ -112,7 +112,7 @@ public sealed class RunRecorder : IRunObserver
     /// call per tiny task; no release, start or route calls; inline attempts timed coarsely (the
     /// slow-task rule needs milliseconds, not nanoseconds).
     /// </summary>
-    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEnded | RunObserverInterests.TaskRouted;
+    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEndedInBatches | RunObserverInterests.TaskRouted;
 
     /// <summary>Raised (on the store's writer thread) when the store fails; the run should stop.</summary>
     public event Action<StoreException>? Faulted
@@ -212,7 +212,29 @@ public sealed class RunRecorder : IRunObserver
         return null;
     }
 
+    /// <summary>Ends come in batches (see <see cref="RunObserverInterests.TaskEndedInBatches"/>): the loop below, not a call per task.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public void OnTasksEnded(TaskEndBatch ends)
+    {
+        var succeeded = _succeeded;
+        var rowWritten = _rowWritten;
+        long slowTicks = _keepAll ? 0 : (long)(_slowMs * TimeSpan.TicksPerMillisecond);
+        int sampleMask = _sampleMask;
+        var packed = ends.Packed;
+        for (int i = 0; i < packed.Length; i++)
+        {
+            ref readonly var end = ref packed[i];
+            int task = end.Task;
+            // A plain success on the local layer (no attempt end reached this recorder), quick and
+            // not sampled: its byte is all it leaves. Anything else takes the full path.
+            if (end.Outcome == (byte)TaskOutcome.Succeeded && end.Reused == 0 && end.Layer == Scheduling.RouteTable.Local
+                && end.DurationTicks < slowTicks && (task & sampleMask) != 0)
+                succeeded[task] = 1;   // the count is the checkpoint bitmap's population, taken at each checkpoint
+            else
+                OnTaskEnded(ends[i]);
+        }
+    }
+
     public void OnTaskEnded(in TaskEnd end)
     {
         switch (end.Outcome)

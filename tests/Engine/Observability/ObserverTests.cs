@@ -106,6 +106,53 @@ public class ObserverTests
         Assert.Equal(400, o.Routed.Count);
     }
 
+    /// <summary>Takes task ends in batches only; notes whether any arrived after the run's end.</summary>
+    private sealed class BatchObserver : IRunObserver
+    {
+        public readonly ConcurrentQueue<TaskEnd> Ends = new();
+        public int Batches, SingleCalls, LateEnds;
+        private volatile bool _runEnded;
+        public RunObserverInterests Interests => RunObserverInterests.TaskEndedInBatches;
+        public void OnTasksEnded(TaskEndBatch ends)
+        {
+            Interlocked.Increment(ref Batches);
+            if (_runEnded) Interlocked.Add(ref LateEnds, ends.Count);
+            for (int i = 0; i < ends.Count; i++) Ends.Enqueue(ends[i]);
+        }
+        public void OnTaskEnded(in TaskEnd end) => Interlocked.Increment(ref SingleCalls);
+        public void OnRunEnded(RunRecord record) => _runEnded = true;
+    }
+
+    [Fact]
+    public async Task Observer_TaskEndsInBatches_EveryTaskOnceBeforeTheRunEnds_WithItsOutcomeAndLayer()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2, MaxParallelTasks = 3 });
+        engine.Handlers.RegisterInline("in", _ => null);
+        engine.Handlers.RegisterInline("bad", _ => throw new TaskFailedException("no"));
+        engine.Handlers.Register("out", async (ctx, a, ct) => { await Task.Yield(); return ctx.Id; });
+        engine.Handlers.RegisterInline("slowish", _ => { Thread.Sleep(3); return null; });
+        var dag = new Scheduling.RandomDag(9, 20_000, 3, mixedKinds: false);
+        var graph = engine.Prepare(dag.Build(i => i == 7 ? "bad" : i % 97 == 0 ? "out" : i % 1000 == 1 ? "slowish" : "in"));
+        var batched = new BatchObserver();
+        var single = new RecordingObserver();
+
+        var result = await RunWithin(engine, graph, new RunOptions { Observers = [batched, single] });
+
+        Assert.Equal(RunStatus.Failed, result.Status);
+        Assert.Equal(0, batched.SingleCalls);
+        Assert.Equal(0, batched.LateEnds);
+        // Fewer calls than tasks: ends came in batches, yet each task exactly once, as the one-by-one observer saw it.
+        Assert.InRange(batched.Batches, 1, 20_000 / 2);
+        var byTask = batched.Ends.ToDictionary(e => e.Task);
+        Assert.Equal(result.Total - result.Cancelled, byTask.Count);
+        Assert.Equal(single.TaskEnds.Select(e => (e.Task, e.Outcome, e.Layer, e.Attempts, e.SkippedBecause)).Order(),
+            batched.Ends.Select(e => (e.Task, e.Outcome, e.Layer, e.Attempts, e.SkippedBecause)).Order());
+        Assert.Equal(TaskOutcome.Failed, byTask[7].Outcome);
+        Assert.Contains(byTask.Values, e => e.Outcome == TaskOutcome.Skipped && e.SkippedBecause == 7);
+        Assert.All(byTask.Values.Where(e => e.Task % 97 == 0 && e.Outcome == TaskOutcome.Succeeded), e => Assert.Equal("local", e.Layer));
+        Assert.All(byTask.Values.Where(e => e.Task % 1000 == 1 && e.Outcome == TaskOutcome.Succeeded), e => Assert.True(e.Duration >= TimeSpan.FromMilliseconds(1), $"{e.Duration}"));
+    }
+
     [Fact]
     public async Task Observer_FailuresRetriesAndTimeouts_AreEachAnAttemptPair()
     {
