@@ -8,12 +8,13 @@ internal sealed record DagRecord(
     string shape, string system, int tasks, int edges, int runs,
     double build_ms, double run_ms, double ns_per_task, double run_ns_per_task,
     double alloc_bytes_per_task, double? steady_alloc_bytes_per_task, double graph_bytes_per_task,
-    double peak_working_set_mb, double working_set_growth_mb);
+    double peak_working_set_mb, double working_set_growth_mb, double task_ms = 0);
 
 /// <summary>
-/// <c>bench -- dag --shape all|NAME [--repeat R] [--workers W] [--systems a,b] --json out.json</c>:
+/// <c>bench -- dag --shape all|NAME [--repeat R] [--workers W] [--systems a,b] [--task-ms M] --json out.json</c>:
 /// every shape on the engine and the two TPL baselines, in one process, with the same
-/// shapes, task bodies (one shared counter increment) and thread count.
+/// shapes, task bodies (one shared counter increment) and thread count. With <c>--task-ms M</c>
+/// each body also spins for M ms, on shapes of about 2,000 tasks (records carry <c>task_ms</c>).
 /// </summary>
 internal static class DagSuite
 {
@@ -25,6 +26,8 @@ internal static class DagSuite
         string? json = Opt(args, "--json");
         var systems = (Opt(args, "--systems") ?? "taskmesh,taskmesh_store,tpl_tasks,tpl_dataflow").Split(',');
         var shapes = shapeArg == "all" ? Shape.All : shapeArg.Split(',');
+        double taskMs = double.Parse(Opt(args, "--task-ms") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
+        long bodyTicks = (long)(taskMs * System.Diagnostics.Stopwatch.Frequency / 1000);
 
         // Two worker threads for everyone: the engine's own, and a thread pool capped at two for the baselines.
         ThreadPool.GetMinThreads(out _, out int minIo);
@@ -37,7 +40,7 @@ internal static class DagSuite
         Console.WriteLine($"{"shape",-22} {"system",-13} {"tasks",9} {"build ms",10} {"run ms",10} {"ns/task",9} {"run ns/t",9} {"alloc B/t",10} {"steady B/t",10} {"graph B/t",10} {"peak MB",8} {"grow MB",8}");
         foreach (var name in shapes)
         {
-            var shape = Shape.Create(name);
+            var shape = taskMs > 0 ? Shape.CreateForSlowTasks(name) : Shape.Create(name);
             foreach (var sys in systems)
             {
                 DagSystem system = sys switch
@@ -50,8 +53,10 @@ internal static class DagSuite
                 };
                 // Warm-up on a small version of the shape, so tiered JIT settles before timing.
                 var small = Shape.Create(name, small: true);
+                DagSystem.BodyTicks = 0;
                 for (int w = 0; w < 3; w++) { DagSystem.ResetCounter(); system.Run(system.Build(small), small); }
-                var rec = Measure(system, shape, repeat);
+                DagSystem.BodyTicks = bodyTicks;
+                var rec = Measure(system, shape, repeat) with { task_ms = taskMs };
                 (system as IDisposable)?.Dispose();
                 records.Add(rec);
                 Console.WriteLine($"{rec.shape,-22} {rec.system,-13} {rec.tasks,9} {rec.build_ms,10:0.0} {rec.run_ms,10:0.0} {rec.ns_per_task,9:0.0} {rec.run_ns_per_task,9:0.0} {rec.alloc_bytes_per_task,10:0.0} {rec.steady_alloc_bytes_per_task,10:0.00} {rec.graph_bytes_per_task,10:0.0} {rec.peak_working_set_mb,8:0} {rec.working_set_growth_mb,8:0}");

@@ -10,6 +10,20 @@ internal sealed class Shape
 
     public static readonly string[] All = ["linear_chain", "binary_tree", "embarrassing_parallel", "wavefront", "random_dag"];
 
+    /// <summary>
+    /// The shape at about 2,000 tasks, for task bodies of milliseconds (<c>--task-ms</c>): a second or
+    /// so of work per run on two workers (the chain, which runs one task at a time: 1,000).
+    /// </summary>
+    public static Shape CreateForSlowTasks(string name) => name switch
+    {
+        "linear_chain" => Chain(1_000),
+        "binary_tree" => BinaryTree(11),
+        "embarrassing_parallel" => new Shape { Name = name, Tasks = 2_048, Source = [], Target = [] },
+        "wavefront" => Wavefront(45),
+        "random_dag" => RandomDag(2_000, 4, seed: 42),
+        _ => Create(name),
+    };
+
     /// <summary>The shape at full size, or a small version of it (for warming the JIT up).</summary>
     public static Shape Create(string name, bool small = false) => name switch
     {
