@@ -41,8 +41,11 @@ namespace TaskMesh.Engine.Store;
 /// </summary>
 public sealed class RunRecorder : IRunObserver
 {
-    /// <summary>Largest output kept for a data edge (bytes of JSON); a task with a larger one runs again when its run is resumed.</summary>
-    public const int MaxStoredOutputBytes = 1 << 20;
+    /// <summary>
+    /// Largest output kept for a data edge (bytes of JSON); a task with a larger one runs again when
+    /// its run is resumed. Outputs over 1 MiB are kept in files beside the store (<see cref="OutputFiles"/>).
+    /// </summary>
+    public const int MaxStoredOutputBytes = OutputFiles.MaxBytes;
 
     /// <summary>Runs up to this many tasks keep a row for every task (by default: see <see cref="JournalOptions"/>).</summary>
     public const int FullDetailTasks = 10_000;
@@ -474,10 +477,18 @@ public sealed class RunRecorder : IRunObserver
 
         public override void Apply(StoreBatch b)
         {
-            var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json) VALUES ($run, $task, $json)");
+            string? file = null;
+            if (json.Length > OutputFiles.InlineLimit)
+            {
+                file = OutputFiles.OutputName(runId, task);
+                OutputFiles.Write(b.FilesFolder, file, json);
+            }
+            var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json, file, bytes) VALUES ($run, $task, $json, $file, $bytes)");
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$task", task);
-            cmd.Parameters.AddWithValue("$json", json);
+            cmd.Parameters.AddWithValue("$json", file is null ? json : "");
+            cmd.Parameters.AddWithValue("$file", (object?)file ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$bytes", json.Length);
             cmd.ExecuteNonQuery();
         }
     }

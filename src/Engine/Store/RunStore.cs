@@ -321,10 +321,15 @@ public sealed class RunStore : IDisposable
         for (string? run = runId; run is not null;)
         {
             using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT task_index, json FROM task_outputs WHERE run_id = $run";
+            cmd.CommandText = "SELECT task_index, json, file FROM task_outputs WHERE run_id = $run";
             cmd.Parameters.AddWithValue("$run", run);
             using (var r = cmd.ExecuteReader())
-                while (r.Read()) outputs.TryAdd(r.GetInt32(0), r.GetString(1));
+                while (r.Read())
+                {
+                    // A large output's file is read when a task needs it (below), not for every row.
+                    if (!outputs.ContainsKey(r.GetInt32(0)))
+                        outputs[r.GetInt32(0)] = r.IsDBNull(2) ? r.GetString(1) : FileMarker + r.GetString(2);
+                }
             using var from = _read.CreateCommand();
             from.CommandText = "SELECT resumed_from FROM runs WHERE run_id = $run";
             from.Parameters.AddWithValue("$run", run);
@@ -335,10 +340,20 @@ public sealed class RunStore : IDisposable
         {
             if ((bits[i >> 3] & (1 << (i & 7))) == 0) continue;
             if ((graph.FlagsOf(i) & Graph.NodeFlags.HasDataSuccessor) == 0) restored.Add(i);
-            else if (outputs.TryGetValue(i, out var json)) restored.Add(i, StoredOutput.Restore(json));
+            else if (outputs.TryGetValue(i, out var kept) && Resolve(kept) is string json)
+                restored.Add(i, StoredOutput.Restore(json));
+            // (a completed task whose output was not kept, or whose file is gone, runs again)
         }
         return restored;
+
+        string? Resolve(string kept) => kept.StartsWith(FileMarker, StringComparison.Ordinal) ? OutputFiles.Read(FilesFolder, kept[FileMarker.Length..]) : kept;
     }
+
+    // Marks an output held in a file, in LoadRestored's map (no JSON text starts with a NUL).
+    private const string FileMarker = "\0file:";
+
+    /// <summary>The folder beside the store for outputs too large for a row.</summary>
+    public string FilesFolder => OutputFiles.FolderOf(Path);
 
     /// <summary>
     /// Each task's status in a run, by task index, as far as the store knows it: from the task's
@@ -429,9 +444,11 @@ public sealed class RunStore : IDisposable
         lock (_read)
         {
             using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT json FROM task_cache WHERE key = $key";
+            cmd.CommandText = "SELECT json, file FROM task_cache WHERE key = $key";
             cmd.Parameters.AddWithValue("$key", key);
-            return cmd.ExecuteScalar() as string;
+            using var r = cmd.ExecuteReader();
+            if (!r.Read()) return null;
+            return r.IsDBNull(1) ? r.GetString(0) : OutputFiles.Read(FilesFolder, r.GetString(1));
         }
     }
 
@@ -441,7 +458,7 @@ public sealed class RunStore : IDisposable
         lock (_read)
         {
             using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT key, handler, task_id, run_id, created_at, length(json) FROM task_cache ORDER BY created_at DESC LIMIT $limit";
+            cmd.CommandText = "SELECT key, handler, task_id, run_id, created_at, coalesce(bytes, length(json)) FROM task_cache ORDER BY created_at DESC LIMIT $limit";
             cmd.Parameters.AddWithValue("$limit", limit);
             var list = new List<(string, string, string, string?, DateTimeOffset, int)>();
             using var r = cmd.ExecuteReader();
@@ -470,7 +487,12 @@ public sealed class RunStore : IDisposable
 
     private sealed class ClearCache : StoreWrite
     {
-        public override void Apply(StoreBatch b) => b.Command("DELETE FROM task_cache").ExecuteNonQuery();
+        public override void Apply(StoreBatch b)
+        {
+            b.Command("DELETE FROM task_cache").ExecuteNonQuery();
+            var folder = OutputFiles.CacheFolder(b.FilesFolder);
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
     }
 
     /// <summary>A run's figures per layer (tasks, succeeded, failed, summed durations, cost), by layer name.</summary>

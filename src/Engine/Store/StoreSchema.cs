@@ -152,5 +152,12 @@ internal static class StoreSchema
             PRIMARY KEY (run_id, layer)
         );
         """,
+        // v2 -> v3: outputs over 1 MiB in files beside the store (the row names the file; json is empty).
+        """
+        ALTER TABLE task_outputs ADD COLUMN file TEXT;
+        ALTER TABLE task_outputs ADD COLUMN bytes INTEGER;
+        ALTER TABLE task_cache ADD COLUMN file TEXT;
+        ALTER TABLE task_cache ADD COLUMN bytes INTEGER;
+        """,
     ];
 }

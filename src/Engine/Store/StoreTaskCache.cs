@@ -50,13 +50,21 @@ public sealed class StoreTaskCache : ITaskCache
 
         public override void Apply(StoreBatch b)
         {
+            string? file = null;
+            if (json.Length > OutputFiles.InlineLimit)
+            {
+                file = OutputFiles.CacheName(key);
+                OutputFiles.Write(b.FilesFolder, file, json);
+            }
             var cmd = b.Command("""
-                INSERT OR REPLACE INTO task_cache (key, handler, json, run_id, task_id, created_at)
-                VALUES ($key, $handler, $json, $run, $task, $at)
+                INSERT OR REPLACE INTO task_cache (key, handler, json, run_id, task_id, created_at, file, bytes)
+                VALUES ($key, $handler, $json, $run, $task, $at, $file, $bytes)
                 """);
             cmd.Parameters.AddWithValue("$key", key);
             cmd.Parameters.AddWithValue("$handler", handler);
-            cmd.Parameters.AddWithValue("$json", json);
+            cmd.Parameters.AddWithValue("$json", file is null ? json : "");
+            cmd.Parameters.AddWithValue("$file", (object?)file ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$bytes", json.Length);
             cmd.Parameters.AddWithValue("$run", (object?)runId ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$task", taskId);
             cmd.Parameters.AddWithValue("$at", at);

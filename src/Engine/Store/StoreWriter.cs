@@ -16,8 +16,11 @@ internal abstract class StoreWrite
 /// What a write sees: the batch's transaction and commands kept for the writer's life, one per SQL
 /// text (SQLite prepares each statement once, not once per row).
 /// </summary>
-internal sealed class StoreBatch(SqliteConnection connection)
+internal sealed class StoreBatch(SqliteConnection connection, string filesFolder)
 {
+    /// <summary>The folder beside the store for outputs too large for a row (<see cref="OutputFiles"/>).</summary>
+    public string FilesFolder => filesFolder;
+
     private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
 
     public SqliteTransaction? Transaction { get; set; }
@@ -74,7 +77,7 @@ internal sealed class StoreWriter : IDisposable
     {
         _connection = connection;
         _path = path;
-        _batch = new StoreBatch(connection);
+        _batch = new StoreBatch(connection, OutputFiles.FolderOf(path));
         _loop = Task.Factory.StartNew(Loop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 

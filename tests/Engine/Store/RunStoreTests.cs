@@ -368,6 +368,35 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public void Open_AStoreOfSchemaVersion2_IsMigratedKeepingItsOutputsAndCache()
+    {
+        var path = Path.Combine(_dir, "v2.db");
+        using (var c = new SqliteConnection($"Data Source={path};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = StoreSchema.Migrations[0] + StoreSchema.Migrations[1] + $"""
+                PRAGMA application_id = {StoreSchema.ApplicationId};
+                PRAGMA user_version = 2;
+                INSERT INTO runs (run_id, graph_name, status, started_at, total, succeeded) VALUES ('old2', 'g', 'failed', '2026-11-01T00:00:00+00:00', 2, 1);
+                INSERT INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES ('old2', 1, x'01', '2026-11-01T00:00:01+00:00');
+                INSERT INTO task_outputs (run_id, task_index, json) VALUES ('old2', 0, '"kept"');
+                INSERT INTO task_cache (key, handler, json, run_id, task_id, created_at) VALUES ('k', 'h', '42', 'old2', 'a', '2026-11-01T00:00:00+00:00');
+                """;
+            cmd.ExecuteNonQuery();
+        }
+        using var store = RunStore.Open(path);
+        var g = new GraphBuilder("g");
+        var a = g.Task("a", "noop");
+        g.Task("b", "noop").DependsOn(a, EdgeKind.Data);
+        var restored = store.LoadRestored("old2", g.Build());
+        Assert.Equal(1, restored.Count);
+        Assert.Equal("kept", restored.OutputOf(0)?.ToString());
+        Assert.Equal(("k", 2), (store.CacheEntries().Single().Key, store.CacheEntries().Single().Bytes));
+        Assert.Equal("42", store.CachedJson("k"));
+    }
+
+    [Fact]
     public async Task Resume_RestoresFinishedTasksAndTheirDataEdgeOutputs_AndRunsTheRest()
     {
         var engine = new TaskMeshEngine();
@@ -405,6 +434,78 @@ public sealed class RunStoreTests : IDisposable
         var again = store.LoadRestored(second.RunId, graph.Graph);
         Assert.Equal(3, again.Count);
         Assert.Equal(2, store.ListRuns(status: "succeeded").Single().Tasks.Restored);
+    }
+
+    [Fact]
+    public async Task Resume_AnOutputOverOneMiB_IsKeptInAFileBesideTheStore_AndAMissingFileMeansTheTaskRunsAgain()
+    {
+        var engine = new TaskMeshEngine();
+        var calls = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        bool failLate = true;
+        string big = new string('x', (3 << 20) / 2);   // 1.5 MiB of JSON string
+        engine.Handlers.RegisterInline("big", ctx => { calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1); return big; });
+        engine.Handlers.RegisterInline("small", ctx => { calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1); return "s"; });
+        engine.Handlers.RegisterInline("late", ctx =>
+        {
+            calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
+            if (failLate) throw new TaskFailedException("not yet");
+            return ctx.Inputs.Sum(kv => ((string)kv.Value!).Length);
+        });
+        var g = new GraphBuilder("large-outputs");
+        var a = g.Task("a", "big");
+        var b = g.Task("b", "small");
+        g.Task("late", "late").DependsOn(a, EdgeKind.Data).DependsOn(b, EdgeKind.Data);
+        var graph = engine.Prepare(g);
+        using var store = RunStore.Open(StorePath);
+
+        var first = await engine.RunAsync(graph, new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+        var file = Path.Combine(StorePath + ".files", "outputs", first.RunId, "0.json");
+        Assert.True(File.Exists(file), "a's output is kept in a file");
+        Assert.Equal(big.Length + 2, new FileInfo(file).Length);   // the JSON string, quotes included
+        Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(file)!, "*.tmp", SearchOption.AllDirectories));
+
+        failLate = false;
+        var second = await engine.RunAsync(graph, new RunOptions { Restored = store.LoadRestored(first.RunId, graph.Graph), KeepOutputs = true });
+        Assert.Equal((RunStatus.Succeeded, 2), (second.Status, second.Restored));
+        Assert.Equal(big.Length + 1, second.OutputOf(2));
+        Assert.Equal((1, 1, 2), (calls["a"], calls["b"], calls["late"]));
+
+        // Without its file, a is not taken as done: it runs again (b still does not).
+        File.Delete(file);
+        var restored = store.LoadRestored(first.RunId, graph.Graph);
+        Assert.Equal(1, restored.Count);
+        var third = await engine.RunAsync(graph, new RunOptions { Restored = restored, KeepOutputs = true });
+        Assert.Equal((RunStatus.Succeeded, 1, big.Length + 1), (third.Status, third.Restored, (int)third.OutputOf(2)!));
+        Assert.Equal((2, 1), (calls["a"], calls["b"]));
+    }
+
+    [Fact]
+    public async Task Cache_AnOutputOverOneMiB_HitsFromItsFile_AndClearingTheCacheDeletesIt()
+    {
+        var engine = new TaskMeshEngine();
+        int runs = 0;
+        string big = new string('y', (3 << 20) / 2);
+        engine.Handlers.Register(new HandlerDescriptor("big", _ => { Interlocked.Increment(ref runs); return big; }) { Cacheable = true });
+        var g = new GraphBuilder("cached-big");
+        g.Task("a", "big").WithCache();
+        var graph = engine.Prepare(g);
+        using var store = RunStore.Open(StorePath);
+
+        for (int i = 0; i < 2; i++)
+        {
+            var r = await engine.RunAsync(graph, new RunOptions { Cache = new StoreTaskCache(store), KeepOutputs = true });
+            await store.FlushAsync();
+            Assert.Equal(big, r.OutputOf(0)?.ToString());
+            Assert.Equal(i, r.Cached);
+        }
+        Assert.Equal(1, runs);
+        var entry = Assert.Single(store.CacheEntries());
+        Assert.Equal(big.Length + 2, entry.Bytes);
+        var folder = Path.Combine(StorePath + ".files", "cache");
+        Assert.Single(Directory.GetFiles(folder));
+        Assert.Equal(1, await store.ClearCacheAsync());
+        Assert.False(Directory.Exists(folder));
     }
 
     [Fact]
@@ -513,7 +614,7 @@ public sealed class RunStoreTests : IDisposable
         cmd.CommandText = "PRAGMA application_id;";
         Assert.Equal(0x544D5348L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "PRAGMA user_version;";
-        Assert.Equal(2L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(3L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
         Assert.Equal(11L, (long)cmd.ExecuteScalar()!);
 
