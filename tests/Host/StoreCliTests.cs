@@ -78,6 +78,45 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_OnAStoreOnAReadOnlyMount_IsRefusedBeforeItStarts_AndTheStoreStillReadsAsItWas()
+    {
+        // A real read-only file system: the store's folder bind-mounted read-only in a mount
+        // namespace of its own (root ignores file modes, not a read-only mount).
+        var db = Path.Combine(_dir, "db");
+        Directory.CreateDirectory(db);
+        var store = Path.Combine(db, "s.db");
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--store", store, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        var before = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(store)));
+        var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
+        var script = $"""
+            mount --bind '{db}' '{db}' && mount -o remount,bind,ro '{db}' || exit 99
+            dotnet '{dll}' run '{Example("etl.json")}' --store '{store}' --progress none; echo "run rc=$?"
+            dotnet '{dll}' runs --store '{store}' --json '{Path.Combine(_dir, "runs.json")}'; echo "runs rc=$?"
+            """;
+        // Twice: without, then with the WAL index SQLite leaves beside a store a reader opened.
+        for (int round = 0; round < 2; round++)
+        {
+            var psi = new ProcessStartInfo("unshare", ["-m", "--propagation", "private", "bash", "-c", script])
+            { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+            psi.Environment["TASKMESH_HOME"] = _dir;
+            using var p = Process.Start(psi)!;
+            var output = p.StandardOutput.ReadToEndAsync();
+            var errors = p.StandardError.ReadToEndAsync();
+            Assert.True(p.WaitForExit(60_000), "the read-only run did not end");
+            var (stdout, err) = (await output, await errors);
+            Assert.True(p.ExitCode == 0, $"{stdout}\n{err}");
+            Assert.Contains("run rc=2", stdout);
+            Assert.Contains($"store '{store}' cannot be written (the file or its folder is read-only", err);
+            Assert.Contains("runs rc=0", stdout);   // reading still works, on the read-only mount
+            using (var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "runs.json"))))
+                Assert.Equal("succeeded", Assert.Single(doc.RootElement.EnumerateArray()).GetProperty("status").GetString());
+            Assert.Equal(before, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(store))));
+            if (round == 0) Assert.Equal(0, (await CliTests.Taskmesh(_dir, "runs", "--store", store)).code);   // leaves s.db-shm
+        }
+    }
+
+    [Fact]
     public async Task Run_WithStoreJournalKeys_KeepsTheRowsTheConfigAsksFor()
     {
         var config = Path.Combine(_dir, "journal.toml");

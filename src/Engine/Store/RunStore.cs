@@ -73,7 +73,13 @@ public sealed class RunStore : IDisposable
                 throw new StoreException($"cannot create the store's folder '{dir}': {ex.Message}");
             }
         }
-        else Inspect(full, path);
+        else
+        {
+            Inspect(full, path);
+            // SQLite falls back to reading a file it may not write (a read-only file, folder or
+            // mount) and fails only at the first write, mid-run: refuse such a store now.
+            if (!readOnly && WhyNotWritable(full) is { Length: > 0 } why) throw new StoreException($"store '{path}' cannot be written{why}");
+        }
 
         SqliteConnection? read = null;
         StoreWriter? writer = null;
@@ -97,16 +103,31 @@ public sealed class RunStore : IDisposable
         }
     }
 
-    private static SqliteConnection Connect(string full, SqliteOpenMode mode)
+    private static SqliteConnection Connect(string full, SqliteOpenMode mode, bool immutable = false)
     {
         var c = new SqliteConnection(new SqliteConnectionStringBuilder
         {
-            DataSource = full,
+            // An immutable store is read as a plain file: no WAL index, no locks (see below).
+            DataSource = immutable ? "file:" + Uri.EscapeDataString(full).Replace("%2F", "/") + "?immutable=1" : full,
             Mode = mode,
             Pooling = false,
             DefaultTimeout = 30,
         }.ToString());
-        c.Open();
+        try
+        {
+            c.Open();
+            // SQLite opens lazily: a first read finds out whether the store can be read this way.
+            if (mode == SqliteOpenMode.ReadOnly) Scalar(c, "SELECT count(*) FROM sqlite_schema;");
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == 14 && mode == SqliteOpenMode.ReadOnly && !immutable
+            && !File.Exists(full + "-shm") && !(File.Exists(full + "-wal") && new FileInfo(full + "-wal").Length > 0))
+        {
+            // Reading a WAL store needs its index file beside it, which SQLite cannot create in a
+            // read-only folder. With no index and no WAL content left (the last writer closed
+            // cleanly), the file alone is the whole store: read it as immutable.
+            c.Dispose();
+            return Connect(full, mode, immutable: true);
+        }
         Execute(c, "PRAGMA busy_timeout = 10000;");
         if (mode != SqliteOpenMode.ReadOnly)
         {
@@ -171,9 +192,28 @@ public sealed class RunStore : IDisposable
         8 => $"store '{path}' is read-only: {ex.Message}",                            // SQLITE_READONLY
         11 or 26 => $"store '{path}' is corrupt or not a database: {ex.Message}",    // SQLITE_CORRUPT, SQLITE_NOTADB
         13 => $"the disk holding store '{path}' is full: {ex.Message}",              // SQLITE_FULL
-        14 => $"store '{path}' cannot be opened: {ex.Message}",                       // SQLITE_CANTOPEN
+        14 => $"store '{path}' cannot be opened{WhyNotWritable(path)}: {ex.Message}",   // SQLITE_CANTOPEN
         _ => $"store '{path}': {ex.Message}",
     };
+
+    // Why the store file or its folder (where SQLite keeps the WAL and its index) cannot be
+    // written, or "" when both can; tried by opening the file for writing and creating (and at
+    // once deleting) a file beside it — nothing of the store changes.
+    private static string WhyNotWritable(string path)
+    {
+        try
+        {
+            if (!File.Exists(path)) return "";
+            using (new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite)) { }
+            var probe = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, $".taskmesh-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+            return "";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $" (the file or its folder is read-only: {e.Message})";
+        }
+    }
 
     internal static void Execute(SqliteConnection c, string sql, SqliteTransaction? tx = null)
     {
@@ -526,8 +566,10 @@ public sealed class RunStore : IDisposable
     /// <summary>Flushes and closes the store.</summary>
     public void Dispose()
     {
-        Writer?.Dispose();
+        // The reader first: the last connection to close folds the WAL back into the store file and
+        // removes it, which a read-only connection cannot do.
         _read.Dispose();
+        Writer?.Dispose();
     }
 
     /// <summary>The SHA-256 of a file's bytes, as hex (the graph hash kept with a run).</summary>
