@@ -50,7 +50,17 @@ public static class Cli
     {
         var io = new CliIO(stdout, stderr, ct);
         var root = Build(io);
+        var logFormat = CliOptions.OneOf("--log-format", "Logs on standard error: text lines, or one JSON object per line (error messages too).", "text", "json");
+        var logLevel = CliOptions.OneOf("--log-level", "The least severe log entries written (default: warning, or the config's observability.logs.level).",
+            TaskMesh.Engine.Configuration.TaskMeshConfig.LogLevels);
+        logFormat.Recursive = true;
+        logLevel.Recursive = true;
+        root.Options.Add(logFormat);
+        root.Options.Add(logLevel);
         var parse = root.Parse(args);
+        io.LogFormat = parse.GetValue(logFormat);
+        io.LogLevel = parse.GetValue(logLevel);
+        if (io.LogFormat == "json") io.Error = stderr = new JsonLinesWriter(stderr, "taskmesh");
         var invocation = new System.CommandLine.InvocationConfiguration
         {
             Output = stdout,
@@ -102,11 +112,29 @@ public static class Cli
             stderr.WriteLine("taskmesh: cancelled");
             return ExitCodes.Cancelled;
         }
+        finally
+        {
+            stderr.Flush();   // a JSON-lines writer's last, unfinished line
+        }
     }
 }
 
 /// <summary>What every command writes to and the token that cancels it.</summary>
-internal sealed record CliIO(TextWriter Out, TextWriter Error, CancellationToken Token);
+internal sealed class CliIO(TextWriter output, TextWriter error, CancellationToken token)
+{
+    public TextWriter Out { get; } = output;
+
+    /// <summary>Standard error; under <c>--log-format json</c>, a writer that makes each line a JSON object.</summary>
+    public TextWriter Error { get; set; } = error;
+
+    public CancellationToken Token { get; } = token;
+
+    /// <summary><c>--log-format</c>, when given (else the config's <c>observability.logs.format</c>).</summary>
+    public string? LogFormat { get; set; }
+
+    /// <summary><c>--log-level</c>, when given (else the config's <c>observability.logs.level</c>).</summary>
+    public string? LogLevel { get; set; }
+}
 
 /// <summary>Options and checks several commands share.</summary>
 internal static class CliOptions

@@ -40,6 +40,24 @@ public sealed class TaskMeshConfig
     /// <summary><c>store.full_detail_tasks</c>, <c>slow_task_ms</c>, <c>sample_every</c>, <c>max_sampled_rows</c>: which task rows a run keeps.</summary>
     public Store.JournalOptions Journal { get; set; } = Store.JournalOptions.Default;
 
+    /// <summary><c>observability.metrics.port</c>: serve <c>/metrics</c> on this port while a run goes (0: a free port; null: not served).</summary>
+    public int? MetricsPort { get; set; }
+
+    /// <summary><c>observability.metrics.host</c>: the address <c>/metrics</c> listens on (default 127.0.0.1: this machine only).</summary>
+    public string MetricsHost { get; set; } = "127.0.0.1";
+
+    /// <summary><c>observability.metrics.linger_seconds</c>: keep serving <c>/metrics</c> this long after the run ends, for a last scrape.</summary>
+    public double MetricsLingerSeconds { get; set; }
+
+    /// <summary><c>observability.logs.format</c>: <c>text</c> or <c>json</c> (one object per line), on standard error.</summary>
+    public string LogFormat { get; set; } = "text";
+
+    /// <summary><c>observability.logs.level</c>: the least severe level written (<c>trace</c> … <c>critical</c>, <c>none</c>).</summary>
+    public string LogLevel { get; set; } = "warning";
+
+    /// <summary>Log levels, least severe first.</summary>
+    public static readonly string[] LogLevels = ["trace", "debug", "information", "warning", "error", "critical", "none"];
+
     /// <summary>The configuration file's text, or null for defaults (kept with each stored run).</summary>
     public string? Text { get; private set; }
 
@@ -80,6 +98,17 @@ public sealed class TaskMeshConfig
             ["sample_every"] = (c, v) => Int(v, 1, Store.JournalOptions.MaxSampleEvery, out var x)
                 ?? (System.Numerics.BitOperations.IsPow2(x) ? Set(() => c.Journal = c.Journal with { SampleEvery = x }) : "must be a power of two (1, 2, 4, … 1024, …)"),
             ["max_sampled_rows"] = (c, v) => Int(v, 1, 1_000_000, out var x) ?? Set(() => c.Journal = c.Journal with { MaxSampledRows = x }),
+        },
+        ["observability.metrics"] = new(StringComparer.Ordinal)
+        {
+            ["port"] = (c, v) => Int(v, 0, 65_535, out var x) ?? Set(() => c.MetricsPort = x),
+            ["host"] = (c, v) => Str(v, out var s) ?? (System.Net.IPAddress.TryParse(s, out _) ? Set(() => c.MetricsHost = s!) : "must be an IP address (127.0.0.1, ::1, 0.0.0.0, …)"),
+            ["linger_seconds"] = (c, v) => Num(v, 0, 3600, out var x) ?? Set(() => c.MetricsLingerSeconds = x),
+        },
+        ["observability.logs"] = new(StringComparer.Ordinal)
+        {
+            ["format"] = (c, v) => Str(v, out var s) ?? (s is "text" or "json" ? Set(() => c.LogFormat = s!) : "must be text or json"),
+            ["level"] = (c, v) => Str(v, out var s) ?? (LogLevels.Contains(s) ? Set(() => c.LogLevel = s!) : $"must be one of {string.Join(", ", LogLevels)}"),
         },
         ["quantum"] = new(StringComparer.Ordinal)
         {

@@ -107,6 +107,9 @@ public enum RunObserverInterests
 public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock, CancellationToken Cancellation,
     IReadOnlyList<double>? PricesPerSecond = null)
 {
+    /// <summary>The run itself, for the engine's own observers that read its queues (metrics).</summary>
+    internal RunState? State { get; init; }
+
     /// <summary>The price of one slot-second of <paramref name="layer"/> (0 for an unknown or free layer).</summary>
     public double PriceOf(string? layer)
     {
@@ -143,11 +146,15 @@ public readonly ref struct TaskEndBatch
     private readonly ReadOnlySpan<PackedTaskEnd> _ends;
     private readonly string[] _layers;
 
-    internal TaskEndBatch(ReadOnlySpan<PackedTaskEnd> ends, string[] layers)
+    internal TaskEndBatch(ReadOnlySpan<PackedTaskEnd> ends, string[] layers, string runId)
     {
         _ends = ends;
         _layers = layers;
+        RunId = runId;
     }
+
+    /// <summary>The run the tasks belong to (an observer may watch several runs at once).</summary>
+    public string RunId { get; }
 
     /// <summary>Ends in the batch.</summary>
     public int Count => _ends.Length;
@@ -175,10 +182,13 @@ internal readonly struct PackedTaskEnd
     public readonly byte Layer;      // index into the run's layer names, or NoLayer
     public readonly byte Attempts;
     public readonly byte Reused;     // 0 ran, 1 cache, 2 restored
+    /// <summary>Its one attempt was a plain inline success that observers of <see cref="RunObserverInterests.AttemptEndedUnlessPlain"/> did not hear of.</summary>
+    public readonly bool AttemptUnreported;
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    public PackedTaskEnd(int task, TaskOutcome outcome, byte layer, int attempts, int skippedBecause, long durationTicks, string? reusedFrom)
+    public PackedTaskEnd(int task, TaskOutcome outcome, byte layer, int attempts, int skippedBecause, long durationTicks, string? reusedFrom, bool attemptUnreported = false)
     {
+        AttemptUnreported = attemptUnreported;
         Task = task;
         SkippedBecause = skippedBecause;
         DurationTicks = durationTicks;

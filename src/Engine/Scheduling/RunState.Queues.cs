@@ -112,6 +112,30 @@ internal sealed partial class RunState
         return NoTask;
     }
 
+    private readonly object _readyScan = new();
+    private int _readyScanned, _rootsScanned, _rootTotal = -1;
+
+    /// <summary>
+    /// Tasks ready to run on the scheduler's workers and not started (queued, or roots the workers'
+    /// scan has not reached yet), for gauges read now and then. Not exact while the run moves; the
+    /// roots behind the scan are counted incrementally, so all calls of a run read the graph once.
+    /// </summary>
+    internal long ReadyOnWorkers()
+    {
+        long queued = _injected.Count + _low.Count + Volatile.Read(ref _urgentCount.Value);
+        foreach (var w in _workers) queued += w.Deque.Count;
+        var inDegree = Graph.InDegree;
+        int cursor = (int)Math.Min(Volatile.Read(ref _rootCursor.Value), Graph.Count);
+        lock (_readyScan)
+        {
+            if (_rootTotal < 0) _rootTotal = inDegree.AsSpan().Count(0);
+            for (int i = _readyScanned; i < cursor; i++)
+                if (inDegree[i] == 0) _rootsScanned++;
+            _readyScanned = Math.Max(_readyScanned, cursor);
+            return queued + (_seedRootsByScan ? _rootTotal - _rootsScanned : 0);
+        }
+    }
+
     /// <summary>True when some queue may hold work or roots are left to scan (the re-check before sleeping).</summary>
     private bool MayHaveWork()
     {

@@ -175,7 +175,7 @@ internal sealed partial class RunState
             observers.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, elapsed), plainInline: plain);
             tick = 0;   // those observers may take their time (a recorder keeps the output): not the next task's
         }
-        int next = Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed);
+        int next = Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed, attemptUnreported: plain);
         // The clock moved while the task ran (at most once a millisecond for tiny tasks; every time
         // for longer ones): batched ends are handed over, so none waits long behind quick work.
         if (_onTasksEnded is not null && elapsed.Ticks >= TimeSpan.TicksPerMillisecond) Flush(w);
@@ -266,14 +266,16 @@ internal sealed partial class RunState
     /// caller to run inline (workers only), or <see cref="NoTask"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default, string? reusedFrom = null)
+    /// <param name="attemptUnreported">The task's one attempt was a plain inline success that observers of
+    /// <see cref="RunObserverInterests.AttemptEndedUnlessPlain"/> did not hear of.</param>
+    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default, string? reusedFrom = null, bool attemptUnreported = false)
     {
         Tasks.Outcome[node] = (byte)outcome;
         bool propagate = outcome != TaskOutcome.Succeeded;
         if (propagate && outcome != TaskOutcome.Skipped) Interlocked.Increment(ref _failedCount);
         if (_onTaskEnded is not null || _onTasksEnded is not null)
             ReportEnd(w, new PackedTaskEnd(node, outcome, LayerIndexOf(node), AttemptsOf(node),
-                outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration.Ticks, reusedFrom));
+                outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration.Ticks, reusedFrom, attemptUnreported));
         int cause = outcome == TaskOutcome.Skipped ? skipCause : TaskTable.EncodeCause(node);
         int inline = NoTask;
         var succ = Graph.Succ;
@@ -320,13 +322,13 @@ internal sealed partial class RunState
         _onTaskEnded?.TaskEnded(end.Unpack(_layerNames));
         if (_onTasksEnded is not { } batched) return;
         if (w is not null) w.Ends![w.Unflushed.Value] = end;   // Finish counts it next; Flush hands it over
-        else batched.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(in end), _layerNames));
+        else batched.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(in end), _layerNames, RunId));
     }
 
     private void Flush(Worker w)
     {
         if (w.Unflushed.Value == 0) return;
-        _onTasksEnded?.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(w.Ends, 0, w.Unflushed.Value), _layerNames));
+        _onTasksEnded?.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(w.Ends, 0, w.Unflushed.Value), _layerNames, RunId));
         int left = Interlocked.Add(ref _remaining, -w.Unflushed.Value);
         w.Unflushed.Value = 0;
         if (left == 0) _finished.TrySetResult();

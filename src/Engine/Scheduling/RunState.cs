@@ -81,7 +81,10 @@ internal sealed partial class RunState
         if (graph.PoolCapacity.Length > 0) _gate = new ResourceGate(graph);
         if (runOptions.EmitEvents)
             _events = new EventChannelObserver(runOptions.EventCapacity, runOptions.EventOverflow);
-        _observers = ObserverSet.Create(_events is null ? observers : observers.Append(_events));
+        if (_events is not null) observers = observers.Append(_events);
+        // Traces only when something listens as the run starts: otherwise no tracing work at all.
+        if (TaskMeshTracing.Source.HasListeners()) observers = observers.Append(new TaskMeshTracing());
+        _observers = ObserverSet.Create(observers);
         // Decided once: the hot path holds a reference per kind of call, null when nobody wants it.
         _onReleased = _observers?.For(RunObserverInterests.TaskReleased);
         _onAttemptStarted = _observers?.For(RunObserverInterests.AttemptStarted);
@@ -131,7 +134,7 @@ internal sealed partial class RunState
     {
         _startedAt = _options.TimeProvider.GetUtcNow();
         _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token,
-            Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)));
+            Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)) { State = this });
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();

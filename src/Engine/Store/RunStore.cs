@@ -35,6 +35,13 @@ public sealed class RunStore : IDisposable
     /// <summary>Records waiting for the writer (for the metrics).</summary>
     public int QueueDepth => Writer?.QueueDepth ?? 0;
 
+    /// <summary>Raised (on the writer's thread) after each committed batch of writes: the transaction's duration and its number of writes.</summary>
+    public event Action<TimeSpan, int>? BatchCommitted
+    {
+        add { if (Writer is { } w) w.Committed += value; }
+        remove { if (Writer is { } w) w.Committed -= value; }
+    }
+
     /// <summary>
     /// The default store: <c>$TASKMESH_HOME/taskmesh.db</c> when <c>TASKMESH_HOME</c> is set, else
     /// <c>~/.taskmesh/taskmesh.db</c>.

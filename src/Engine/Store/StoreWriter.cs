@@ -73,6 +73,9 @@ internal sealed class StoreWriter : IDisposable
     private long _queuedBytes;
     private readonly object _room = new();
 
+    /// <summary>Raised on the writer's thread after each committed batch: how long its transaction took, and its writes.</summary>
+    public event Action<TimeSpan, int>? Committed;
+
     public StoreWriter(SqliteConnection connection, string path)
     {
         _connection = connection;
@@ -178,10 +181,13 @@ internal sealed class StoreWriter : IDisposable
         {
             try
             {
+                long started = System.Diagnostics.Stopwatch.GetTimestamp();
                 using var tx = _connection.BeginTransaction();
                 _batch.Transaction = tx;
                 foreach (var w in batch) w.Apply(_batch);
                 tx.Commit();
+                if (Committed is { } committed)
+                    try { committed(System.Diagnostics.Stopwatch.GetElapsedTime(started), batch.Count); } catch { /* a listener's failure is not the store's */ }
             }
             catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)
             {

@@ -5,6 +5,8 @@ using TaskMesh.Engine.IO;
 using TaskMesh.Engine.Store;
 using TaskMesh.Engine;
 using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Observability;
+using Microsoft.Extensions.Logging;
 
 namespace TaskMesh.Host.Commands;
 
@@ -26,12 +28,15 @@ internal static class RunCommand
             Description = "Resume a stored run of this graph: tasks whose completion reached the store are not run again (their data-edge outputs are restored).",
             HelpName = "RUN",
         };
+        var metrics = new MetricsOptions();
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
             graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume,
         };
+        metrics.AddTo(command);
         command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
-            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore), parse.GetValue(resume)));
+            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore), parse.GetValue(resume),
+            metrics.Read(parse)));
         return command;
     }
 
@@ -44,10 +49,12 @@ internal static class RunCommand
         var config = CliOptions.Config();
         var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
         var store = StoreInput.StoreOption();
+        var metrics = new MetricsOptions();
         var command = new Command("resume", "Resume a stored run: finds its graph file, refuses it if it changed, runs only what did not finish.")
         {
             run, json, maxParallel, config, progress, store,
         };
+        metrics.AddTo(command);
         command.SetAction((parse, ct) =>
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
@@ -59,13 +66,42 @@ internal static class RunCommand
                 graphPath = s.GraphOf(runId).Path ?? throw new StoreException($"run {runId} was not run from a graph file; use taskmesh run GRAPH --resume {runId}");
             }
             return ExecuteAsync(io, graphPath, parse.GetValue(json), parse.GetValue(maxParallel), parse.GetValue(config), nodes: false,
-                parse.GetValue(progress), parse.GetValue(store), noStore: false, runId);
+                parse.GetValue(progress), parse.GetValue(store), noStore: false, runId, metrics.Read(parse));
         });
         return command;
     }
 
+    /// <summary><c>--metrics-port</c>, <c>--metrics-host</c>, <c>--metrics-linger</c>: serve <c>/metrics</c> while the run goes.</summary>
+    private sealed class MetricsOptions
+    {
+        private readonly Option<int?> _port = CliOptions.Int("--metrics-port", 0, 65_535,
+            "Serve Prometheus metrics at http://HOST:P/metrics while the run goes (0: a free port; the address is logged and printed).", "P");
+        private readonly Option<string?> _host = new("--metrics-host") { Description = "The address /metrics listens on (default 127.0.0.1: this machine only).", HelpName = "IP" };
+        private readonly Option<double?> _linger = new("--metrics-linger")
+        {
+            Description = "Keep serving /metrics this many seconds after the run ends, for a last scrape (default 0).",
+            HelpName = "SECONDS",
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count > 0 ? r.Tokens[^1].Value : "";
+                if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v >= 0 && v <= 3600) return v;
+                r.AddError($"option --metrics-linger must be a number of seconds between 0 and 3600, got '{text}'");
+                return null;
+            },
+        };
+
+        public void AddTo(Command c)
+        {
+            c.Options.Add(_port);
+            c.Options.Add(_host);
+            c.Options.Add(_linger);
+        }
+
+        public (int? Port, string? Host, double? Linger) Read(System.CommandLine.ParseResult p) => (p.GetValue(_port), p.GetValue(_host), p.GetValue(_linger));
+    }
+
     private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
-        string? progressOption, string? storeOption, bool noStore, string? resume)
+        string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions)
     {
         if (resume is not null && noStore) throw new UsageException("--resume needs the run store; drop --no-store");
         var stdout = io.Out;
@@ -74,6 +110,10 @@ internal static class RunCommand
         // refused now, not lost after the run.
         CliOptions.CheckOutput("--json", jsonPath, path, configPath);
         var config = GraphInput.LoadConfig(configPath, io.Token);
+        if (metricsOptions.Host is { } mh && !System.Net.IPAddress.TryParse(mh, out _))
+            throw new UsageException($"--metrics-host must be an IP address (127.0.0.1, ::1, 0.0.0.0, …), got '{mh}'");
+        using var logs = Logs.Create(io.LogFormat ?? config.LogFormat, io.LogLevel ?? config.LogLevel);
+        var log = logs.CreateLogger("TaskMesh.Run");
         // The store is opened (and checked) before anything runs, too.
         using var store = noStore || !config.StoreEnabled && storeOption is null ? null : StoreInput.Open(StoreInput.PathOf(storeOption, config), readOnly: false);
         if (store is not null) CliOptions.CheckOutput("--json", jsonPath, store.Path);
@@ -110,11 +150,30 @@ internal static class RunCommand
             // committed stays, and the summary says why.
             recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
         }
+        // Metrics: served from the first task to the end of the run (and a linger after it).
+        int? metricsPort = metricsOptions.Port ?? config.MetricsPort;
+        TaskMeshMetrics? metrics = null;
+        await using var web = metricsPort is int port ? await StartMetricsAsync(port, metricsOptions.Host ?? config.MetricsHost) : null;
+        async Task<Web.TaskMeshWebHost> StartMetricsAsync(int port, string host)
+        {
+            metrics = new TaskMeshMetrics();
+            metrics.Watch(engine);
+            if (store is not null) metrics.Watch(store);
+            Web.TaskMeshWebHost server;
+            try { server = await Web.TaskMeshWebHost.StartAsync(host, port, metrics, logs, ct: io.Token); }
+            catch (IOException ex) { throw new UsageException($"--metrics-port: {ex.Message}"); }
+            stdout.WriteLine($"metrics at {server.MetricsUri}");
+            stdout.Flush();
+            return server;
+        }
+        var observers = new List<IRunObserver> { new RunLogger(log) };
+        if (recorder is not null) observers.Add(recorder);
+        if (metrics is not null) observers.Add(metrics);
         var runOptions = new RunOptions
         {
             BaseDirectory = Path.GetDirectoryName(Path.GetFullPath(path)),
             CollectTaskDetails = nodes ? true : null,
-            Observers = recorder is null ? null : [recorder],
+            Observers = observers,
             Restored = restored,
             Cache = store is null ? null : new StoreTaskCache(store),
         };
@@ -147,6 +206,12 @@ internal static class RunCommand
                 io.Error.WriteLine($"taskmesh: the run store failed, the run was stopped: {ex.Message}");
                 return ExitCodes.TasksFailed;
             }
+        }
+        if (web is not null && (metricsOptions.Linger ?? config.MetricsLingerSeconds) is double linger and > 0)
+        {
+            stdout.WriteLine($"serving {web.MetricsUri} for {linger:0.###} s more");
+            try { await Task.Delay(TimeSpan.FromSeconds(linger), io.Token); }
+            catch (OperationCanceledException) { }
         }
         return result.Status switch
         {
