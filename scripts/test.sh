@@ -2,6 +2,21 @@
 # Restores, builds (Release) and runs every test. TEST_RESULTS_DIR receives the TRX files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# What the tests use from Debian: promtool (package prometheus) checks the metrics and alert
+# rules; unshare and mount (util-linux) make a read-only mount for the run store's tests.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v unshare >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: the tests need ${missing[*]} (Debian); run as root to install them, or install them first" >&2
+    exit 1
+  fi
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
 out="${TEST_RESULTS_DIR:-TestResults/local}"
 dotnet restore Engine.sln
 dotnet build Engine.sln -c Release --no-restore

@@ -8,7 +8,7 @@ internal sealed record DagRecord(
     string shape, string system, int tasks, int edges, int runs,
     double build_ms, double run_ms, double ns_per_task, double run_ns_per_task,
     double alloc_bytes_per_task, double? steady_alloc_bytes_per_task, double graph_bytes_per_task,
-    double peak_working_set_mb, double working_set_growth_mb, double task_ms = 0);
+    double peak_working_set_mb, double working_set_growth_mb, double task_ms = 0, int? scrapes = null);
 
 /// <summary>
 /// <c>bench -- dag --shape all|NAME [--repeat R] [--workers W] [--systems a,b] [--task-ms M] --json out.json</c>:
@@ -24,7 +24,7 @@ internal static class DagSuite
         int repeat = int.Parse(Opt(args, "--repeat") ?? "3");
         int workers = int.Parse(Opt(args, "--workers") ?? "2");
         string? json = Opt(args, "--json");
-        var systems = (Opt(args, "--systems") ?? "taskmesh,taskmesh_store,tpl_tasks,tpl_dataflow").Split(',');
+        var systems = (Opt(args, "--systems") ?? "taskmesh,taskmesh_store,taskmesh_metrics,taskmesh_scraped,tpl_tasks,tpl_dataflow").Split(',');
         var shapes = shapeArg == "all" ? Shape.All : shapeArg.Split(',');
         double taskMs = double.Parse(Opt(args, "--task-ms") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
         long bodyTicks = (long)(taskMs * System.Diagnostics.Stopwatch.Frequency / 1000);
@@ -47,6 +47,8 @@ internal static class DagSuite
                 {
                     "taskmesh" => new TaskMeshSystem(workers),
                     "taskmesh_store" => new TaskMeshStoreSystem(workers),
+                    "taskmesh_metrics" => new TaskMeshMetricsSystem(workers, scraped: false),
+                    "taskmesh_scraped" => new TaskMeshMetricsSystem(workers, scraped: true),
                     "tpl_dataflow" => new DataflowSystem(),
                     "tpl_tasks" => new TasksSystem(),
                     _ => throw new ArgumentException($"unknown system '{sys}'"),
@@ -56,7 +58,7 @@ internal static class DagSuite
                 DagSystem.BodyTicks = 0;
                 for (int w = 0; w < 3; w++) { DagSystem.ResetCounter(); system.Run(system.Build(small), small); }
                 DagSystem.BodyTicks = bodyTicks;
-                var rec = Measure(system, shape, repeat) with { task_ms = taskMs };
+                var rec = Measure(system, shape, repeat) with { task_ms = taskMs, scrapes = (system as TaskMeshMetricsSystem)?.TotalScrapes };
                 (system as IDisposable)?.Dispose();
                 records.Add(rec);
                 Console.WriteLine($"{rec.shape,-22} {rec.system,-13} {rec.tasks,9} {rec.build_ms,10:0.0} {rec.run_ms,10:0.0} {rec.ns_per_task,9:0.0} {rec.run_ns_per_task,9:0.0} {rec.alloc_bytes_per_task,10:0.0} {rec.steady_alloc_bytes_per_task,10:0.00} {rec.graph_bytes_per_task,10:0.0} {rec.peak_working_set_mb,8:0} {rec.working_set_growth_mb,8:0}");
@@ -76,8 +78,8 @@ internal static class DagSuite
         var tm = rs.FirstOrDefault(r => r.system == "taskmesh");
         if (tm is null) return;
         foreach (var r in rs.Where(r => r.system != "taskmesh"))
-            Console.WriteLine(r.system == "taskmesh_store"
-                ? $"  store on / store off: build+run {r.ns_per_task / tm.ns_per_task:0.00}x, run {r.run_ns_per_task / tm.run_ns_per_task:0.00}x"
+            Console.WriteLine(r.system is "taskmesh_store" or "taskmesh_metrics" or "taskmesh_scraped"
+                ? $"  {r.system} / taskmesh: build+run {r.ns_per_task / tm.ns_per_task:0.000}x, run {r.run_ns_per_task / tm.run_ns_per_task:0.000}x"
                 : $"  {r.system} / taskmesh: build+run {r.ns_per_task / tm.ns_per_task:0.0}x, run {r.run_ns_per_task / tm.run_ns_per_task:0.0}x");
     }
 

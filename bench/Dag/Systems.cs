@@ -118,6 +118,72 @@ internal sealed class TaskMeshStoreSystem : DagSystem, IDisposable
 }
 
 /// <summary>
+/// The engine with its Prometheus metrics: <c>taskmesh_metrics</c> records them (the metrics
+/// observer, nothing served); <c>taskmesh_scraped</c> also serves them from Kestrel on 127.0.0.1
+/// and a client scrapes <c>/metrics</c> every 100 ms from the run's start to its end (the scrapes
+/// made are counted and checked). Build is the same as <see cref="TaskMeshSystem"/>'s.
+/// </summary>
+internal sealed class TaskMeshMetricsSystem : DagSystem, IDisposable
+{
+    public static readonly TimeSpan ScrapeInterval = TimeSpan.FromMilliseconds(100);
+
+    private readonly TaskMeshSystem _inner;
+    private readonly TaskMesh.Engine.Observability.TaskMeshMetrics _metrics = new();
+    private readonly TaskMesh.Host.Web.TaskMeshWebHost? _web;
+    private readonly HttpClient? _http;
+    private long? _steady;
+
+    public TaskMeshMetricsSystem(int workers, bool scraped)
+    {
+        _inner = new TaskMeshSystem(workers);
+        _metrics.Watch(_inner.Engine);
+        if (scraped)
+        {
+            _web = TaskMesh.Host.Web.TaskMeshWebHost.StartAsync("127.0.0.1", 0, _metrics).GetAwaiter().GetResult();
+            _http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        }
+    }
+
+    public override string Name => _web is null ? "taskmesh_metrics" : "taskmesh_scraped";
+
+    /// <summary>Scrapes made during the runs so far (warm-up included), all of them complete and checked.</summary>
+    public int TotalScrapes { get; private set; }
+
+    public override object Build(Shape shape) => _inner.Build(shape);
+
+    public override void Run(object built, Shape shape)
+    {
+        using var stop = new CancellationTokenSource();
+        int scrapes = 0;
+        var scraper = _web is null ? Task.CompletedTask : Task.Run(async () =>
+        {
+            using var timer = new PeriodicTimer(ScrapeInterval);
+            do
+            {
+                var text = await _http!.GetStringAsync(_web.MetricsUri, stop.Token);
+                if (!text.Contains("taskmesh_tasks_total", StringComparison.Ordinal)) throw new InvalidOperationException("a scrape without the task counters");
+                scrapes++;
+            }
+            while (await timer.WaitForNextTickAsync(stop.Token));
+        });
+        var result = _inner.Engine.RunAsync((PreparedGraph)built, new RunOptions { CollectTaskDetails = false, Observers = [_metrics] }).GetAwaiter().GetResult();
+        stop.Cancel();
+        try { scraper.GetAwaiter().GetResult(); } catch (OperationCanceledException) { }
+        TotalScrapes += scrapes;
+        if (result.Succeeded != shape.Tasks) throw new InvalidOperationException($"{Name} ran {result.Succeeded} of {shape.Tasks}");
+        _steady = result.SteadyStateAllocatedBytes;
+    }
+
+    public override long? SteadyStateAllocatedBytes => _steady;
+
+    public void Dispose()
+    {
+        _http?.Dispose();
+        _web?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+}
+
+/// <summary>
 /// What a .NET developer writes with TPL Dataflow: one <see cref="ActionBlock{T}"/> per task; a
 /// task's block posts to each successor whose count of unfinished predecessors reaches zero.
 /// </summary>

@@ -22,9 +22,11 @@ public interface IRunObserver
     /// <summary>
     /// The calls this observer wants. A run skips, on its hot path, every call no observer wants,
     /// and times inline attempts precisely only when one asks for <see cref="RunObserverInterests.PreciseInlineTiming"/>
-    /// (otherwise an inline attempt's duration has the resolution of <see cref="Environment.TickCount64"/>,
-    /// a few ms, and may also count the worker's hand-over from the task it ran just before, with the
-    /// observer calls made as that task ended and released its successors: it never errs short). Read once, when the run starts. Default: everything.
+    /// (otherwise an inline attempt's duration comes from a millisecond tick count kept in memory by a
+    /// clock thread: whole milliseconds, which may count the worker's hand-over from the task it ran
+    /// just before, and may err short by the clock thread's lag, about a millisecond on a machine
+    /// that is not overloaded).
+    /// Read once, right after <see cref="OnRunStarted"/> (so it may depend on the run). Default: everything.
     /// </summary>
     RunObserverInterests Interests => RunObserverInterests.All;
 
@@ -93,6 +95,17 @@ public enum RunObserverInterests
     /// task: it saves an interface call per tiny task.
     /// </summary>
     TaskEndedInBatches = 128,
+    /// <summary>
+    /// With <see cref="TaskEndedInBatches"/>: quick plain successes are counted in
+    /// <see cref="TaskEndBatch.QuickSuccesses"/> rather than listed — tasks run inline on the
+    /// <c>local</c> layer, one attempt, nothing reported (no confidence, no escalation, no output
+    /// kept for a data edge, no attempt-end call made for them), timed coarsely at 0 ms, and whose
+    /// index is not a multiple of <see cref="TaskEndBatch.ListedEvery"/> (those are always listed,
+    /// so an observer can sample by index). Takes effect only when every observer that takes ends
+    /// in batches asks for it; an observer that needs each task id (the run store reads outcomes
+    /// from the run instead) must not. Saves packing an entry per tiny task.
+    /// </summary>
+    QuickSuccessesCounted = 256,
     All = TaskReleased | TaskRouted | AttemptStarted | AttemptEnded | TaskEnded | PreciseInlineTiming,
 }
 
@@ -146,12 +159,22 @@ public readonly ref struct TaskEndBatch
     private readonly ReadOnlySpan<PackedTaskEnd> _ends;
     private readonly string[] _layers;
 
-    internal TaskEndBatch(ReadOnlySpan<PackedTaskEnd> ends, string[] layers, string runId)
+    internal TaskEndBatch(ReadOnlySpan<PackedTaskEnd> ends, string[] layers, string runId, int quickSuccesses = 0)
     {
         _ends = ends;
         _layers = layers;
         RunId = runId;
+        QuickSuccesses = quickSuccesses;
     }
+
+    /// <summary>Quick plain successes are listed when their index is a multiple of this (see <see cref="RunObserverInterests.QuickSuccessesCounted"/>).</summary>
+    public const int ListedEvery = 1024;
+
+    /// <summary>
+    /// Quick plain successes on the <c>local</c> layer that ended with this batch and are not in it
+    /// (only when the observers asked: <see cref="RunObserverInterests.QuickSuccessesCounted"/>; else 0).
+    /// </summary>
+    public int QuickSuccesses { get; }
 
     /// <summary>The run the tasks belong to (an observer may watch several runs at once).</summary>
     public string RunId { get; }

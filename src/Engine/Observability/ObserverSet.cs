@@ -21,12 +21,31 @@ internal sealed class ObserverSet
     private ObserverSet(IRunObserver[] observers)
     {
         _observers = observers;
-        _interests = observers.Select(o => o.Interests).ToArray();
-        foreach (var i in _interests) Interests |= i;
+        _interests = new RunObserverInterests[observers.Length];
+        ReadInterests();
+    }
+
+    /// <summary>Reads what each observer wants (after <see cref="RunStarted"/>: an observer may decide per run).</summary>
+    public void ReadInterests()
+    {
+        Interests = RunObserverInterests.None;
+        for (int i = 0; i < _observers.Length; i++)
+        {
+            _interests[i] = _observers[i]?.Interests ?? RunObserverInterests.None;
+            Interests |= _interests[i];
+        }
     }
 
     /// <summary>What at least one observer wants.</summary>
-    public RunObserverInterests Interests { get; }
+    public RunObserverInterests Interests { get; private set; }
+
+    /// <summary>True when every observer that wants <paramref name="interest"/> also wants <paramref name="with"/>.</summary>
+    public bool AllWith(RunObserverInterests interest, RunObserverInterests with)
+    {
+        foreach (var i in _interests)
+            if ((i & interest) != 0 && (i & with) == 0) return false;
+        return true;
+    }
 
     /// <summary>This set when some observer wants <paramref name="interest"/>, else null (the hot path checks null only).</summary>
     public ObserverSet? For(RunObserverInterests interest) => (Interests & interest) != 0 ? this : null;

@@ -71,7 +71,7 @@ public sealed class TaskMeshMetrics : IRunObserver
     public CollectorRegistry Registry { get; }
 
     /// <inheritdoc />
-    public RunObserverInterests Interests => RunObserverInterests.TaskEndedInBatches | RunObserverInterests.AttemptEndedUnlessPlain;
+    public RunObserverInterests Interests => RunObserverInterests.TaskEndedInBatches | RunObserverInterests.QuickSuccessesCounted | RunObserverInterests.AttemptEndedUnlessPlain;
 
     /// <summary>Layer gauges (capacity, queue, running) of <paramref name="engine"/> are read at every scrape.</summary>
     public void Watch(TaskMeshEngine engine)
@@ -135,9 +135,9 @@ public sealed class TaskMeshMetrics : IRunObserver
     }
 
     /// <inheritdoc />
-    public void OnTasksEnded(TaskEndBatch ends) => Tally(ends.Packed, _views.GetValueOrDefault(ends.RunId));
+    public void OnTasksEnded(TaskEndBatch ends) => Tally(ends.Packed, ends.QuickSuccesses, _views.GetValueOrDefault(ends.RunId));
 
-    private static void Tally(ReadOnlySpan<PackedTaskEnd> ends, RunView? view)
+    private static void Tally(ReadOnlySpan<PackedTaskEnd> ends, int quickSuccesses, RunView? view)
     {
         if (view is null) return;
         var layers = view.Layers;
@@ -145,6 +145,9 @@ public sealed class TaskMeshMetrics : IRunObserver
         Span<int> counts = stackalloc int[(layers.Length + 1) * 5];
         Span<int> instant = stackalloc int[layers.Length + 1];
         Span<double> plainSeconds = stackalloc double[layers.Length];
+        // Quick plain successes, counted by the engine: local (layer 0), succeeded, 0 ms, nothing to cost.
+        counts[(int)TaskOutcome.Succeeded] += quickSuccesses;
+        instant[0] += quickSuccesses;
         foreach (ref readonly var e in ends)
         {
             int l = e.Layer == PackedTaskEnd.NoLayer ? layers.Length : e.Layer;

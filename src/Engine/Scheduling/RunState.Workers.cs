@@ -129,14 +129,14 @@ internal sealed partial class RunState
         var ended = _onPlainAttemptEnded;
         var durations = Tasks.DurationMs;
         // Precise timing (two clock reads) when details are kept or an observer asks; the coarse
-        // tick count when observers only need to tell a slow task from a quick one. A coarse
-        // start is the end of the worker's previous step when it came straight before (`tick`,
-        // 0 after anything that may have waited): one clock read per task instead of two, and a
-        // duration that can only err long, by the sub-microsecond hand-over plus the observer
+        // tick count (CoarseClock: a memory read) when observers only need to tell a slow task
+        // from a quick one. A coarse start is the end of the worker's previous step when it came
+        // straight before (`tick`, 0 after anything that may have waited): one read per task
+        // instead of two, at the price of counting the sub-microsecond hand-over plus the observer
         // calls made as the previous task ended and released its successors.
         bool precise = durations is not null || _preciseInlineTiming;
         long t0 = precise ? Stopwatch.GetTimestamp()
-            : _timeInline ? (tick != 0 ? tick : Environment.TickCount64)
+            : _timeInline ? (tick != 0 ? tick : CoarseClock.Now)
             : 0;
         if (Tasks.StartMs is { } starts) starts[node] = (float)Stopwatch.GetElapsedTime(_startTimestamp, t0).TotalMilliseconds;
         _onAttemptStarted?.AttemptStarted(new AttemptStart(node, LocalName, 1));
@@ -165,7 +165,7 @@ internal sealed partial class RunState
             elapsed = Stopwatch.GetElapsedTime(t0);
         else
         {
-            tick = Environment.TickCount64;
+            tick = CoarseClock.Now;
             elapsed = TimeSpan.FromMilliseconds(tick - t0);
         }
         // A task whose output feeds a data edge is not "plain": recorders keep its output.
@@ -175,7 +175,9 @@ internal sealed partial class RunState
             observers.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, elapsed), plainInline: plain);
             tick = 0;   // those observers may take their time (a recorder keeps the output): not the next task's
         }
-        int next = Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed, attemptUnreported: plain);
+        // Quick (the coarse clock did not move) and plain: counted, not listed, when the batch observers allow it.
+        bool quick = plain && _quickCounted && !precise && elapsed.Ticks == 0 && (node & (TaskEndBatch.ListedEvery - 1)) != 0;
+        int next = Finish(w, node, TaskOutcome.Succeeded, TaskTable.NoSkipCause, elapsed, attemptUnreported: plain, quick: quick);
         // The clock moved while the task ran (at most once a millisecond for tiny tasks; every time
         // for longer ones): batched ends are handed over, so none waits long behind quick work.
         if (_onTasksEnded is not null && elapsed.Ticks >= TimeSpan.TicksPerMillisecond) Flush(w);
@@ -221,7 +223,7 @@ internal sealed partial class RunState
 
     /// <summary>An inline attempt's duration from its start stamp (0 when it was not timed: nobody asked).</summary>
     private static TimeSpan InlineElapsed(long t0, bool precise)
-        => t0 == 0 ? TimeSpan.Zero : precise ? Stopwatch.GetElapsedTime(t0) : TimeSpan.FromMilliseconds(Environment.TickCount64 - t0);
+        => t0 == 0 ? TimeSpan.Zero : precise ? Stopwatch.GetElapsedTime(t0) : TimeSpan.FromMilliseconds(CoarseClock.Now - t0);
 
     /// <summary>An inline attempt that failed, or reported a confidence or an escalation request: the policy decides.</summary>
     private int OnInlineFailure(Worker w, int node, Exception ex, long t0)
@@ -268,13 +270,15 @@ internal sealed partial class RunState
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     /// <param name="attemptUnreported">The task's one attempt was a plain inline success that observers of
     /// <see cref="RunObserverInterests.AttemptEndedUnlessPlain"/> did not hear of.</param>
-    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default, string? reusedFrom = null, bool attemptUnreported = false)
+    /// <param name="quick">A quick plain success that batch observers count rather than list (<see cref="RunObserverInterests.QuickSuccessesCounted"/>).</param>
+    internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default, string? reusedFrom = null, bool attemptUnreported = false,
+        bool quick = false)
     {
         Tasks.Outcome[node] = (byte)outcome;
         bool propagate = outcome != TaskOutcome.Succeeded;
         if (propagate && outcome != TaskOutcome.Skipped) Interlocked.Increment(ref _failedCount);
-        if (_onTaskEnded is not null || _onTasksEnded is not null)
-            ReportEnd(w, new PackedTaskEnd(node, outcome, LayerIndexOf(node), AttemptsOf(node),
+        if (_onTaskEnded is not null || _onTasksEnded is not null && !quick)
+            ReportEnd(w, quick, new PackedTaskEnd(node, outcome, LayerIndexOf(node), AttemptsOf(node),
                 outcome == TaskOutcome.Skipped ? TaskTable.DecodeCause(skipCause) : NoTask, duration.Ticks, reusedFrom, attemptUnreported));
         int cause = outcome == TaskOutcome.Skipped ? skipCause : TaskTable.EncodeCause(node);
         int inline = NoTask;
@@ -317,18 +321,25 @@ internal sealed partial class RunState
     /// or at once from a layer's thread.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ReportEnd(Worker? w, in PackedTaskEnd end)
+    private void ReportEnd(Worker? w, bool quick, in PackedTaskEnd end)
     {
         _onTaskEnded?.TaskEnded(end.Unpack(_layerNames));
         if (_onTasksEnded is not { } batched) return;
-        if (w is not null) w.Ends![w.Unflushed.Value] = end;   // Finish counts it next; Flush hands it over
+        if (w is not null)
+        {
+            if (!quick) w.Ends![w.Packed++] = end;   // Finish counts it next (quick ones only that); Flush hands them over
+        }
         else batched.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(in end), _layerNames, RunId));
     }
 
     private void Flush(Worker w)
     {
         if (w.Unflushed.Value == 0) return;
-        _onTasksEnded?.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(w.Ends, 0, w.Unflushed.Value), _layerNames, RunId));
+        if (_onTasksEnded is { } batched)
+        {
+            batched.TasksEnded(new TaskEndBatch(new ReadOnlySpan<PackedTaskEnd>(w.Ends, 0, w.Packed), _layerNames, RunId, w.Unflushed.Value - w.Packed));
+            w.Packed = 0;
+        }
         int left = Interlocked.Add(ref _remaining, -w.Unflushed.Value);
         w.Unflushed.Value = 0;
         if (left == 0) _finished.TrySetResult();

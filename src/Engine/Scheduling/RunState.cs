@@ -32,9 +32,12 @@ internal sealed partial class RunState
     private readonly LayerDispatcher[] _dispatchers;   // by route index; 0 is local
     private readonly string[] _layerNames;
     private readonly ObserverSet? _observers;
-    private readonly ObserverSet? _onReleased, _onAttemptStarted, _onAttemptEnded, _onPlainAttemptEnded, _onTaskEnded, _onTasksEnded, _onRouted;
-    private readonly bool _preciseInlineTiming;
-    private readonly bool _timeInline;   // some observer hears of inline attempts' or tasks' ends: they are timed
+    // Decided once, after the observers heard the run start (DecideObserverCalls): the hot path
+    // holds a reference per kind of call, null when nobody wants it.
+    private ObserverSet? _onReleased, _onAttemptStarted, _onAttemptEnded, _onPlainAttemptEnded, _onTaskEnded, _onTasksEnded, _onRouted;
+    private bool _preciseInlineTiming;
+    private bool _timeInline;
+    private bool _quickCounted;   // quick plain successes are counted, not listed, in batched ends   // some observer hears of inline attempts' or tasks' ends: they are timed
     private readonly EventChannelObserver? _events;
     private readonly bool _keepAllOutputs;
     private readonly Func<double> _criticalPathMs;
@@ -85,18 +88,6 @@ internal sealed partial class RunState
         // Traces only when something listens as the run starts: otherwise no tracing work at all.
         if (TaskMeshTracing.Source.HasListeners()) observers = observers.Append(new TaskMeshTracing());
         _observers = ObserverSet.Create(observers);
-        // Decided once: the hot path holds a reference per kind of call, null when nobody wants it.
-        _onReleased = _observers?.For(RunObserverInterests.TaskReleased);
-        _onAttemptStarted = _observers?.For(RunObserverInterests.AttemptStarted);
-        _onAttemptEnded = _observers?.For(RunObserverInterests.AttemptEnded | RunObserverInterests.AttemptEndedUnlessPlain);
-        _onPlainAttemptEnded = _observers?.For(RunObserverInterests.AttemptEnded);
-        _onTaskEnded = _observers?.For(RunObserverInterests.TaskEnded);
-        _onTasksEnded = _observers?.For(RunObserverInterests.TaskEndedInBatches);
-        if (_onTasksEnded is not null)
-            foreach (var w in _workers) w.Ends = new PackedTaskEnd[FlushEvery];
-        _timeInline = _onAttemptEnded is not null || _onTaskEnded is not null || _onTasksEnded is not null;
-        _onRouted = _observers?.For(RunObserverInterests.TaskRouted);
-        _preciseInlineTiming = _observers?.For(RunObserverInterests.PreciseInlineTiming) is not null;
         Attempts = new AttemptRunner(this, escalation, retry);
         _restored = runOptions.Restored is { Count: > 0 } restored ? restored : null;
         _cache = graph.HasCachedTasks ? runOptions.Cache : null;
@@ -105,6 +96,25 @@ internal sealed partial class RunState
     }
 
     public string RunId { get; }
+
+    /// <summary>Reads what the observers want (right after they heard the run start) into the fields the hot path checks.</summary>
+    private void DecideObserverCalls()
+    {
+        if (_observers is not { } set) return;
+        set.ReadInterests();
+        _onReleased = set.For(RunObserverInterests.TaskReleased);
+        _onAttemptStarted = set.For(RunObserverInterests.AttemptStarted);
+        _onAttemptEnded = set.For(RunObserverInterests.AttemptEnded | RunObserverInterests.AttemptEndedUnlessPlain);
+        _onPlainAttemptEnded = set.For(RunObserverInterests.AttemptEnded);
+        _onTaskEnded = set.For(RunObserverInterests.TaskEnded);
+        _onTasksEnded = set.For(RunObserverInterests.TaskEndedInBatches);
+        if (_onTasksEnded is not null)
+            foreach (var w in _workers) w.Ends = new PackedTaskEnd[FlushEvery];
+        _timeInline = _onAttemptEnded is not null || _onTaskEnded is not null || _onTasksEnded is not null;
+        _onRouted = set.For(RunObserverInterests.TaskRouted);
+        _preciseInlineTiming = set.For(RunObserverInterests.PreciseInlineTiming) is not null;
+        _quickCounted = _onTasksEnded is not null && set.AllWith(RunObserverInterests.TaskEndedInBatches, RunObserverInterests.QuickSuccessesCounted);
+    }
 
     /// <summary>Managed bytes allocated (by any thread) between the workers' start and the last task's end: the per-task cost of the hot path, for the bench.</summary>
     internal long SteadyStateAllocatedBytes { get; private set; }
@@ -135,6 +145,10 @@ internal sealed partial class RunState
         _startedAt = _options.TimeProvider.GetUtcNow();
         _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token,
             Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)) { State = this });
+        DecideObserverCalls();
+        // Inline tasks timed coarsely read the tick count from memory (see CoarseClock).
+        bool coarseClock = _timeInline && !_preciseInlineTiming && Tasks.DurationMs is null;
+        if (coarseClock) CoarseClock.Acquire();
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();
@@ -159,6 +173,7 @@ internal sealed partial class RunState
             await _drained.Task.ConfigureAwait(false);
             _endTimestamp = Stopwatch.GetTimestamp();
             foreach (var d in _dispatchers) d.Close();
+            if (coarseClock) CoarseClock.Release();
         }
         var record = BuildRecord();
         _observers?.RunEnded(record);

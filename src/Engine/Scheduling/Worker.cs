@@ -30,6 +30,9 @@ internal sealed class Worker
     /// </summary>
     public PackedTaskEnd[]? Ends;
 
+    /// <summary>Entries in <see cref="Ends"/>; the other tasks of <see cref="Unflushed"/> were quick plain successes, counted only.</summary>
+    public int Packed;
+
     public Task Exited => _exited.Task;
 
     /// <summary>Runs the worker loop on a scheduler thread (a parked one when there is one).</summary>

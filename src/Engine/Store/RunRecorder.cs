@@ -78,10 +78,13 @@ public sealed class RunRecorder : IRunObserver
     private string _runId = "";
     private bool _keepAll;
     private long _startTimestamp;
-    // One byte per task, set once it succeeded: a plain store, where a bitmap took an atomic OR on
-    // a cache line that both workers write (roots are claimed 64 at a time). Packed into the
-    // checkpoint's bitmap every CheckpointInterval.
-    private byte[] _succeeded = [];
+    // Which tasks succeeded, packed into the checkpoint's bitmap every CheckpointInterval: the run's
+    // own outcome column (one byte per task, written by the engine as each task ends, before its end
+    // is reported) — so quick plain successes need not be reported one by one — or, for a run that
+    // does not hand its state over, a byte per task this recorder sets from the ends it hears of.
+    private byte[]? _outcomes;
+    private byte[]? _marks;
+    private bool _quick;   // quick plain successes are counted, not listed, in the batches
     private ulong[] _rowWritten = [];   // tasks whose row came from their last attempt (richer than their end)
     private int _noteCount;   // entries in _notes: checked on every task instead of the map (whose IsEmpty takes every lock)
     private Timer? _checkpoints;
@@ -115,7 +118,14 @@ public sealed class RunRecorder : IRunObserver
     /// call per tiny task; no release, start or route calls; inline attempts timed coarsely (the
     /// slow-task rule needs milliseconds, not nanoseconds).
     /// </summary>
-    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEndedInBatches | RunObserverInterests.TaskRouted;
+    /// <remarks>
+    /// Quick plain successes are counted rather than listed (<see cref="RunObserverInterests.QuickSuccessesCounted"/>)
+    /// when the run hands its outcome column over, keeps no row for every task (a large run), and
+    /// neither the slow-task rule (0 ms) nor the sample (every task listed by the engine, every
+    /// 1,024th, is a multiple of the stride) needs them.
+    /// </remarks>
+    public RunObserverInterests Interests => RunObserverInterests.AttemptEndedUnlessPlain | RunObserverInterests.TaskEndedInBatches | RunObserverInterests.TaskRouted
+        | (_quick ? RunObserverInterests.QuickSuccessesCounted : RunObserverInterests.None);
 
     /// <summary>Raised (on the store's writer thread) when the store fails; the run should stop.</summary>
     public event Action<StoreException>? Faulted
@@ -145,7 +155,9 @@ public sealed class RunRecorder : IRunObserver
         _runId = run.RunId;
         _keepAll = run.Graph.Count <= _journal.FullDetailTasks;
         _sampleMask = _journal.SampleStride(run.Graph.Count) - 1;
-        _succeeded = new byte[run.Graph.Count];
+        _outcomes = run.State?.Tasks.Outcome;
+        _marks = _outcomes is null ? new byte[run.Graph.Count] : null;
+        _quick = _outcomes is not null && !_keepAll && _slowMs > 0 && (_sampleMask + 1) % TaskEndBatch.ListedEvery == 0;
         _rowWritten = new ulong[(run.Graph.Count + 63) / 64];
         _startTimestamp = Stopwatch.GetTimestamp();
         _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config, _resumedFrom));
@@ -219,8 +231,7 @@ public sealed class RunRecorder : IRunObserver
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void OnTasksEnded(TaskEndBatch ends)
     {
-        var succeeded = _succeeded;
-        var rowWritten = _rowWritten;
+        var marks = _marks;
         long slowTicks = _keepAll ? 0 : (long)(_slowMs * TimeSpan.TicksPerMillisecond);
         int sampleMask = _sampleMask;
         var packed = ends.Packed;
@@ -232,7 +243,9 @@ public sealed class RunRecorder : IRunObserver
             // not sampled: its byte is all it leaves. Anything else takes the full path.
             if (end.Outcome == (byte)TaskOutcome.Succeeded && end.Reused == 0 && end.Layer == Scheduling.RouteTable.Local
                 && end.DurationTicks < slowTicks && (task & sampleMask) != 0)
-                succeeded[task] = 1;   // the count is the checkpoint bitmap's population, taken at each checkpoint
+            {
+                if (marks is not null) marks[task] = 1;
+            }
             else
                 OnTaskEnded(ends[i]);
         }
@@ -244,7 +257,7 @@ public sealed class RunRecorder : IRunObserver
         {
             case TaskOutcome.Succeeded:
                 // The count is the checkpoint bitmap's population, taken at each checkpoint.
-                _succeeded[end.Task] = 1;
+                if (_marks is { } marks) marks[end.Task] = 1;
                 if (end.ReusedFrom == "cache")
                 {
                     AuditCacheHit(end.Task);
@@ -527,18 +540,25 @@ public sealed class RunRecorder : IRunObserver
 
     private void Checkpoint()
     {
-        if (_succeeded.Length == 0) return;
-        var bytes = PackBitmap(_succeeded, out int count);
+        int count;
+        byte[] bytes;
+        if (_outcomes is { } outcomes) bytes = PackBitmap(outcomes, (byte)TaskOutcome.Succeeded, out count);
+        else if (_marks is { } marks) bytes = PackBitmap(marks, 1, out count);
+        else return;   // the run has not started
+        // The outcomes were read before the checkpoint is queued: a task's output row, queued before
+        // the engine wrote its outcome (with full fences in between), is queued before this row.
+        Interlocked.MemoryBarrier();
         try { _writer.Enqueue(new CheckpointRow(_runId, count, bytes, Now())); }
         catch (StoreException) { /* reported through Faulted */ }
     }
 
     /// <summary>
     /// The checkpoint's bitmap of one byte per task (bit <c>i &amp; 63</c> of little-endian 64-bit
-    /// word <c>i / 64</c> set when task <c>i</c>'s byte is), and its population.
+    /// word <c>i / 64</c> set when task <c>i</c>'s byte is <paramref name="value"/>), and its population.
     /// </summary>
-    internal static byte[] PackBitmap(ReadOnlySpan<byte> flags, out int count)
+    internal static byte[] PackBitmap(ReadOnlySpan<byte> flags, byte value, out int count)
     {
+        var match = Vector256.Create(value);
         int words = (flags.Length + 63) / 64;
         var bytes = new byte[words * 8];
         count = 0;
@@ -548,13 +568,13 @@ public sealed class RunRecorder : IRunObserver
             ulong word = 0;
             if (chunk.Length == 64 && Vector256.IsHardwareAccelerated)
             {
-                ulong zeroLow = Vector256.Equals(Vector256.Create<byte>(chunk), Vector256<byte>.Zero).ExtractMostSignificantBits();
-                ulong zeroHigh = Vector256.Equals(Vector256.Create<byte>(chunk[32..]), Vector256<byte>.Zero).ExtractMostSignificantBits();
-                word = ~(zeroLow | zeroHigh << 32);
+                ulong low = Vector256.Equals(Vector256.Create<byte>(chunk), match).ExtractMostSignificantBits();
+                ulong high = Vector256.Equals(Vector256.Create<byte>(chunk[32..]), match).ExtractMostSignificantBits();
+                word = low | high << 32;
             }
             else
                 for (int j = 0; j < chunk.Length; j++)
-                    if (chunk[j] != 0) word |= 1UL << j;
+                    if (chunk[j] == value) word |= 1UL << j;
             BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(i * 8), word);
             count += BitOperations.PopCount(word);
         }
