@@ -8,10 +8,10 @@ internal sealed record DagRecord(
     string shape, string system, int tasks, int edges, int runs,
     double build_ms, double run_ms, double ns_per_task, double run_ns_per_task,
     double alloc_bytes_per_task, double? steady_alloc_bytes_per_task, double graph_bytes_per_task,
-    double peak_working_set_mb, double working_set_growth_mb, double task_ms = 0, int? scrapes = null);
+    double peak_working_set_mb, double working_set_growth_mb, double task_ms = 0, int? scrapes = null, double? scrape_ms = null);
 
 /// <summary>
-/// <c>bench -- dag --shape all|NAME [--repeat R] [--workers W] [--systems a,b] [--task-ms M] --json out.json</c>:
+/// <c>bench -- dag --shape all|NAME [--repeat R] [--workers W] [--systems a,b] [--task-ms M] [--scrape-ms S] --json out.json</c>:
 /// every shape on the engine and the two TPL baselines, in one process, with the same
 /// shapes, task bodies (one shared counter increment) and thread count. With <c>--task-ms M</c>
 /// each body also spins for M ms, on shapes of about 2,000 tasks (records carry <c>task_ms</c>).
@@ -28,6 +28,8 @@ internal static class DagSuite
         var shapes = shapeArg == "all" ? Shape.All : shapeArg.Split(',');
         double taskMs = double.Parse(Opt(args, "--task-ms") ?? "0", System.Globalization.CultureInfo.InvariantCulture);
         long bodyTicks = (long)(taskMs * System.Diagnostics.Stopwatch.Frequency / 1000);
+        if (Opt(args, "--scrape-ms") is { } scrapeMs)
+            TaskMeshMetricsSystem.ScrapeInterval = TimeSpan.FromMilliseconds(double.Parse(scrapeMs, System.Globalization.CultureInfo.InvariantCulture));
 
         // Two worker threads for everyone: the engine's own, and a thread pool capped at two for the baselines.
         ThreadPool.GetMinThreads(out _, out int minIo);
@@ -58,7 +60,9 @@ internal static class DagSuite
                 DagSystem.BodyTicks = 0;
                 for (int w = 0; w < 3; w++) { DagSystem.ResetCounter(); system.Run(system.Build(small), small); }
                 DagSystem.BodyTicks = bodyTicks;
-                var rec = Measure(system, shape, repeat) with { task_ms = taskMs, scrapes = (system as TaskMeshMetricsSystem)?.TotalScrapes };
+                (system as TaskMeshMetricsSystem)?.ResetScrapes();
+                var rec = Measure(system, shape, repeat) with { task_ms = taskMs, scrapes = (system as TaskMeshMetricsSystem)?.TotalScrapes,
+                    scrape_ms = system is TaskMeshMetricsSystem { Name: "taskmesh_scraped" } ? TaskMeshMetricsSystem.ScrapeInterval.TotalMilliseconds : null };
                 (system as IDisposable)?.Dispose();
                 records.Add(rec);
                 Console.WriteLine($"{rec.shape,-22} {rec.system,-13} {rec.tasks,9} {rec.build_ms,10:0.0} {rec.run_ms,10:0.0} {rec.ns_per_task,9:0.0} {rec.run_ns_per_task,9:0.0} {rec.alloc_bytes_per_task,10:0.0} {rec.steady_alloc_bytes_per_task,10:0.00} {rec.graph_bytes_per_task,10:0.0} {rec.peak_working_set_mb,8:0} {rec.working_set_growth_mb,8:0}");

@@ -125,7 +125,8 @@ internal sealed class TaskMeshStoreSystem : DagSystem, IDisposable
 /// </summary>
 internal sealed class TaskMeshMetricsSystem : DagSystem, IDisposable
 {
-    public static readonly TimeSpan ScrapeInterval = TimeSpan.FromMilliseconds(100);
+    /// <summary>How often the client scrapes (<c>--scrape-ms</c>; default 100 ms).</summary>
+    public static TimeSpan ScrapeInterval = TimeSpan.FromMilliseconds(100);
 
     private readonly TaskMeshSystem _inner;
     private readonly TaskMesh.Engine.Observability.TaskMeshMetrics _metrics = new();
@@ -146,8 +147,10 @@ internal sealed class TaskMeshMetricsSystem : DagSystem, IDisposable
 
     public override string Name => _web is null ? "taskmesh_metrics" : "taskmesh_scraped";
 
-    /// <summary>Scrapes made during the runs so far (warm-up included), all of them complete and checked.</summary>
+    /// <summary>Scrapes made during the runs since <see cref="ResetScrapes"/>, all of them complete and checked.</summary>
     public int TotalScrapes { get; private set; }
+
+    public void ResetScrapes() => TotalScrapes = 0;
 
     public override object Build(Shape shape) => _inner.Build(shape);
 
