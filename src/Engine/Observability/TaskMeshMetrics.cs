@@ -35,7 +35,7 @@ public sealed class TaskMeshMetrics : IRunObserver
     private readonly ConcurrentDictionary<string, RunState> _active = new();
     private readonly List<TaskMeshEngine> _engines = new();
     private readonly List<RunStore> _stores = new();
-    private readonly Dictionary<string, LayerSeries> _layers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, LayerSeries> _layers = new(StringComparer.Ordinal);
     private readonly Lock _gate = new();
 
     /// <summary>The metrics in <paramref name="registry"/> (default: a new registry of their own).</summary>
@@ -101,13 +101,7 @@ public sealed class TaskMeshMetrics : IRunObserver
     }
 
     private LayerSeries SeriesOf(string layer)
-    {
-        lock (_gate)
-        {
-            if (!_layers.TryGetValue(layer, out var s)) _layers[layer] = s = new LayerSeries(this, layer);
-            return s;
-        }
-    }
+        => _layers.TryGetValue(layer, out var s) ? s : _layers.GetOrAdd(layer, static (l, m) => new LayerSeries(m, l), this);
 
     /// <summary>What one run needs on its hot path: its layers' series and prices, by layer index.</summary>
     private sealed class RunView(LayerSeries[] layers, double[] prices, Counter.Child[] none)
@@ -180,10 +174,13 @@ public sealed class TaskMeshMetrics : IRunObserver
     /// <inheritdoc />
     public void OnAttemptEnded(in AttemptResult result)
     {
+        // Most such calls are successes of tasks whose output feeds a data edge: nothing to record.
+        bool priced = _prices.TryGetValue(result.Layer, out var price) && price > 0;
+        if (result.Confidence is null && result.Next != AttemptNext.Retry && !priced) return;
         var series = SeriesOf(result.Layer);
         if (result.Confidence is double c) series.Confidence.Observe(Math.Clamp(c, 0, 1));
         if (result.Next == AttemptNext.Retry) series.Retries.Inc();
-        if (_prices.TryGetValue(result.Layer, out var price) && price > 0) series.Cost.Inc(price * result.Duration.TotalSeconds);
+        if (priced) series.Cost.Inc(price * result.Duration.TotalSeconds);
     }
 
     /// <inheritdoc />
