@@ -267,10 +267,10 @@ internal sealed partial class RunState
     /// Records the task's outcome and releases its successors. Returns one successor for the
     /// caller to run inline (workers only), or <see cref="NoTask"/>.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     /// <param name="attemptUnreported">The task's one attempt was a plain inline success that observers of
     /// <see cref="RunObserverInterests.AttemptEndedUnlessPlain"/> did not hear of.</param>
     /// <param name="quick">A quick plain success that batch observers count rather than list (<see cref="RunObserverInterests.QuickSuccessesCounted"/>).</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal int Finish(Worker? w, int node, TaskOutcome outcome, int skipCause, TimeSpan duration = default, string? reusedFrom = null, bool attemptUnreported = false,
         bool quick = false)
     {
