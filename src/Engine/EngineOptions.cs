@@ -50,6 +50,13 @@ public sealed class EngineOptions
     /// <summary>Settings of the <c>quantum</c> layer.</summary>
     public Layers.Quantum.QuantumOptions Quantum { get; set; } = new();
 
+    /// <summary>
+    /// The provider table: the layers to create, in order (<c>[layers.NAME]</c> in the config).
+    /// Null or empty: <c>local</c> and <c>quantum</c> with their defaults. <c>local</c> always
+    /// exists (a row named <c>local</c> configures it); a disabled row creates nothing.
+    /// </summary>
+    public IReadOnlyList<Layers.LayerSpec>? Layers { get; set; }
+
     internal EngineOptions Validated()
     {
         var problems = new List<string>();
@@ -61,6 +68,7 @@ public sealed class EngineOptions
         if (RetryMaxDelay < RetryBaseDelay) problems.Add("the maximum retry delay must be at least the base delay");
         if (CancelGracePeriod < TimeSpan.Zero) problems.Add("the cancellation grace period must be at least 0");
         problems.AddRange(Quantum.Problems());
+        if (Layers is { } specs) problems.AddRange(LayerProblems(specs));
         if (problems.Count > 0) throw new ArgumentException("invalid engine options: " + string.Join("; ", problems));
         return new EngineOptions
         {
@@ -75,7 +83,30 @@ public sealed class EngineOptions
             TimeProvider = TimeProvider,
             Quantum = Quantum with { },
             RandomSeed = RandomSeed,
+            Layers = Layers?.ToArray(),
         };
+    }
+
+    private static IEnumerable<string> LayerProblems(IReadOnlyList<Layers.LayerSpec> specs)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var l in specs)
+        {
+            string at = $"layers.{l.Name}";
+            if (!Graph.GraphNames.IsValidLayerName(l.Name) || l.Name == Graph.GraphNames.AutoLayer)
+                yield return $"'{l.Name}' is not a valid layer name (letters, digits, '-', '_' and '.'; not 'auto')";
+            if (!seen.Add(l.Name)) yield return $"{at} is declared twice";
+            if (!Engine.Layers.LayerKinds.All.Contains(l.Kind)) yield return $"{at}.kind is '{l.Kind}'; it must be one of {string.Join(", ", Engine.Layers.LayerKinds.All)}";
+            if (l.Name == Engine.Layers.Local.LocalLayer.LayerName && l.Kind != Engine.Layers.LayerKinds.Local) yield return $"{at}: the layer named local must be of kind local";
+            if (l.Name == Engine.Layers.Local.LocalLayer.LayerName && !l.Enabled) yield return $"{at}: the local layer cannot be disabled";
+            if (l.Capacity is < 1 or > 100_000) yield return $"{at}.capacity is {l.Capacity}; it must be between 1 and 100000";
+            if (!double.IsFinite(l.PricePerSecond) || l.PricePerSecond < 0) yield return $"{at}.price_per_second must be a finite number, 0 or more";
+            if (l.Kind != Engine.Layers.LayerKinds.Quantum && (l.Precision is not null || l.Quantum is not null))
+                yield return $"{at}: precision, fusion and memory_cap_mb are quantum settings; this layer is of kind {l.Kind}";
+            if (l.Quantum is { } q) foreach (var p in q.Problems()) yield return $"{at}: {p}";
+            foreach (var tag in l.Capabilities)
+                if (!Graph.GraphNames.IsValidLayerName(tag)) yield return $"{at}.capabilities: '{tag}' is not a valid tag (letters, digits, '-', '_' and '.')";
+        }
     }
 }
 

@@ -28,7 +28,10 @@ public sealed class TaskMeshEngine
     private ILayerRouter _router = FixedLayerRouter.Local;
     private IEscalationPolicy _escalation = DefaultEscalationPolicy.Instance;
 
-    /// <summary>Creates an engine with the built-in handlers and the <c>local</c> and <c>quantum</c> layers.</summary>
+    /// <summary>
+    /// Creates an engine with the built-in handlers and the layers of <see cref="EngineOptions.Layers"/>:
+    /// <c>local</c> and <c>quantum</c> by default, and whatever the provider table adds.
+    /// </summary>
     /// <exception cref="ArgumentException">Invalid options (every problem listed).</exception>
     public TaskMeshEngine(EngineOptions? options = null)
     {
@@ -36,9 +39,52 @@ public sealed class TaskMeshEngine
         _retry = new RetryPolicy(_options.RetryBaseDelay, _options.RetryMaxDelay,
             _options.RandomSeed is int seed ? (ulong)seed : (ulong)Random.Shared.NextInt64());
         Handlers = HandlerRegistry.CreateWithBuiltIns(_options.ShellEnabled);
-        AddLayer(new LocalLayer(_options.MaxParallelTasks));
         QuantumHandler.Register(Handlers, _options.Quantum);
-        AddLayer(new QuantumLayer(_options.Quantum));
+        if (_options.Layers is not { Count: > 0 } specs)
+        {
+            AddLayer(new LocalLayer(_options.MaxParallelTasks));
+            AddLayer(new QuantumLayer(_options.Quantum));
+            Layers[1].Configure(0, LayerKinds.DefaultRank(LayerKinds.Quantum));
+            return;
+        }
+        // The provider table: local first (configured by its row, if any), then the others in order.
+        var local = specs.FirstOrDefault(l => l.Name == LocalLayer.LayerName);
+        AddLayer(new LocalLayer(local?.Capacity ?? _options.MaxParallelTasks));
+        Layers[0].Configure(local?.PricePerSecond ?? 0, local?.EffectiveRank ?? 0, local?.Capabilities);
+        if (!specs.Any(l => l.Name == QuantumLayer.LayerName))
+        {
+            AddLayer(new QuantumLayer(_options.Quantum));
+            Layers[^1].Configure(0, LayerKinds.DefaultRank(LayerKinds.Quantum));
+        }
+        foreach (var spec in specs)
+        {
+            if (!spec.Enabled || spec.Name == LocalLayer.LayerName) continue;
+            ExecutionLayer layer = spec.Kind switch
+            {
+                LayerKinds.Local => new LocalLayer(spec.Capacity ?? _options.MaxParallelTasks, spec.Name),
+                _ => new QuantumLayer(spec.Quantum is { } q ? q with { MaxConcurrentCircuits = spec.Capacity ?? q.MaxConcurrentCircuits }
+                        : _options.Quantum with { MaxConcurrentCircuits = spec.Capacity ?? _options.Quantum.MaxConcurrentCircuits },
+                    spec.Name, spec.Precision),
+            };
+            layer.Configure(spec.PricePerSecond, spec.EffectiveRank, spec.Capabilities);
+            AddLayer(layer);
+        }
+        LinkQuantumCascades();
+    }
+
+    /// <summary>
+    /// A single-precision quantum layer escalates a drifting circuit to the double-precision quantum
+    /// layer of the next higher rank, when there is one (an ordinary escalation between layers).
+    /// </summary>
+    private void LinkQuantumCascades()
+    {
+        var quantum = Layers.OfType<QuantumLayer>().ToList();
+        foreach (var q in quantum)
+        {
+            if (q.Precision == QuantumSim.Precision.Double) continue;
+            q.EscalatesTo = quantum.Where(d => d.Precision == QuantumSim.Precision.Double && d.Rank > q.Rank)
+                .OrderBy(d => d.Rank).ThenBy(d => d.Name, StringComparer.Ordinal).FirstOrDefault()?.Name;
+        }
     }
 
     /// <summary>The engine's settings (a validated copy).</summary>
@@ -194,6 +240,7 @@ public sealed class TaskMeshEngine
         if (options.Restored is { } restored && restored.TaskCount != graph.Count)
             throw new ArgumentException($"RunOptions.Restored was made for {restored.TaskCount} tasks; the graph has {graph.Count}", nameof(options));
         if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
+        LinkQuantumCascades();   // layers may have been added or re-ranked since
         var layers = Layers.ToArray();
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
@@ -262,9 +309,9 @@ public sealed class TaskMeshEngine
             if (forced is not null && forced != GraphNames.AutoLayer)
                 li = index.GetValueOrDefault(forced, RouteTable.Local);
             else if (handlers[graph.HandlerIndex(i)].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
-                li = pi;
+                li = Fits(pi, i) ? pi : Fallback(i);
             else if (hasFixed)
-                li = Fits(fixedRoute, i) ? fixedRoute : RouteTable.Local;
+                li = Fits(fixedRoute, i) ? fixedRoute : Fallback(i);
             else
             {
                 batch[pending++] = i;
@@ -291,13 +338,25 @@ public sealed class TaskMeshEngine
         byte Accept(RouteDecision d, int task)
         {
             byte li = d.Layer is not null && index.TryGetValue(d.Layer, out byte x) ? x : RouteTable.Local;
-            if (task >= 0 && !Fits(li, task)) li = RouteTable.Local;
+            if (task >= 0 && !Fits(li, task)) li = Fallback(task);
             if (keepDetails && task >= 0 && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
                 (kept ??= new())[task] = d;
             return li;
         }
 
-        bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]);
+        bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]) && layers[li].Covers(graph.Spec(task)?.Requires);
+
+        // A task the chosen layer cannot take: local when it can, else the least capable (then
+        // cheapest) layer that runs its handler and has what it requires (validation saw one exists).
+        byte Fallback(int task)
+        {
+            if (Fits(RouteTable.Local, task)) return RouteTable.Local;
+            int best = -1;
+            for (int l = 1; l < layers.Length; l++)
+                if (Fits((byte)l, task) && (best < 0 || (layers[l].Rank, layers[l].PricePerSecond).CompareTo((layers[best].Rank, layers[best].PricePerSecond)) < 0))
+                    best = l;
+            return best < 0 ? RouteTable.Local : (byte)best;
+        }
 
         bool FitsHandler(byte li, HandlerDescriptor h)
         {

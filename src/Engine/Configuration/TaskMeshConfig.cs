@@ -55,6 +55,13 @@ public sealed class TaskMeshConfig
     /// <summary><c>observability.logs.level</c>: the least severe level written (<c>trace</c> … <c>critical</c>, <c>none</c>).</summary>
     public string LogLevel { get; set; } = "warning";
 
+    /// <summary>
+    /// <c>[layers.NAME]</c>: the provider table, in the order declared (empty: <c>local</c> and
+    /// <c>quantum</c> with their defaults). <c>local</c> and <c>quantum</c> exist unless declared
+    /// otherwise (<c>enabled = false</c> for quantum); other sections add layers.
+    /// </summary>
+    public IReadOnlyList<Layers.LayerSpec> Layers { get; private set; } = [];
+
     /// <summary>Log levels, least severe first.</summary>
     public static readonly string[] LogLevels = ["trace", "debug", "information", "warning", "error", "critical", "none"];
 
@@ -146,6 +153,7 @@ public sealed class TaskMeshConfig
     public static TaskMeshConfig Parse(string text, string path = "taskmesh.toml")
     {
         var config = new TaskMeshConfig { Source = path, Text = text };
+        var layerDrafts = new List<LayerDraft>();
         if (text.StartsWith('\uFEFF')) text = text[1..];   // a byte order mark is allowed
         var doc = SyntaxParser.Parse(text, path);
         var problems = new List<string>();
@@ -154,13 +162,18 @@ public sealed class TaskMeshConfig
         if (problems.Count == 0)
         {
             foreach (var kv in doc.KeyValues)
-                problems.Add($"{path}:{Line(kv)}: key '{KeyName(kv.Key)}' must be inside a section ([general], [execution], [handlers], [quantum])");
+                problems.Add($"{path}:{Line(kv)}: key '{KeyName(kv.Key)}' must be inside a section ([general], [execution], [handlers], [store], [layers.NAME], [quantum], …)");
             foreach (var table in doc.Tables)
             {
                 string section = KeyName(table.Name);
+                if (table is not TableArraySyntax && section.StartsWith("layers.", StringComparison.Ordinal))
+                {
+                    ParseLayer(config, table, section["layers.".Length..], path, problems, layerDrafts);
+                    continue;
+                }
                 if (table is TableArraySyntax || !s_schema.TryGetValue(section, out var keys))
                 {
-                    problems.Add($"{path}:{Line(table)}: unknown section [{section}] (known: {string.Join(", ", s_schema.Keys.Select(k => $"[{k}]"))})");
+                    problems.Add($"{path}:{Line(table)}: unknown section [{section}] (known: {string.Join(", ", s_schema.Keys.Select(k => $"[{k}]"))}, [layers.NAME])");
                     continue;
                 }
                 foreach (var item in table.Items)
@@ -177,6 +190,7 @@ public sealed class TaskMeshConfig
                 }
             }
         }
+        config.Layers = FinishLayers(config, layerDrafts, path, problems);
         if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
             problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
         if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));
@@ -198,7 +212,122 @@ public sealed class TaskMeshConfig
         CancelGracePeriod = TimeSpan.FromMilliseconds(CancelGraceMs),
         ShellEnabled = ShellEnabled,
         Quantum = Quantum,
+        Layers = Layers.Count == 0 ? null : Layers,
     };
+
+    /// <summary>A <c>[layers.NAME]</c> section as read, before it is checked as a whole.</summary>
+    private sealed class LayerDraft(string name, int line)
+    {
+        public readonly string Name = name;
+        public readonly int Line = line;
+        public string? Kind;
+        public int? Capacity, Rank, Fusion, MemoryCapMb;
+        public double Price;
+        public bool Enabled = true;
+        public string[] Capabilities = [];
+        public QuantumSim.Precision? Precision;
+        public double? NormTolerance;
+        public readonly List<string> QuantumKeys = new();
+    }
+
+    private static readonly string[] s_layerKeys = ["kind", "capacity", "price_per_second", "rank", "enabled", "capabilities", "precision", "fusion", "memory_cap_mb", "norm_tolerance"];
+
+    private static void ParseLayer(TaskMeshConfig config, TableSyntaxBase table, string name, string path, List<string> problems, List<LayerDraft> drafts)
+    {
+        if (!Graph.GraphNames.IsValidLayerName(name) || name == Graph.GraphNames.AutoLayer)
+        {
+            problems.Add($"{path}:{Line(table)}: [layers.{name}]: '{name}' is not a valid layer name (letters, digits, '-', '_' and '.'; not 'auto')");
+            return;
+        }
+        if (drafts.Any(d => d.Name == name))
+        {
+            problems.Add($"{path}:{Line(table)}: [layers.{name}] is declared twice");
+            return;
+        }
+        var d = new LayerDraft(name, Line(table));
+        drafts.Add(d);
+        foreach (var item in table.Items)
+        {
+            if (item is not KeyValueSyntax kv) continue;
+            string key = KeyName(kv.Key);
+            var v = kv.Value!;
+            string? problem = key switch
+            {
+                "kind" => Str(v, out var k) ?? (Engine.Layers.LayerKinds.All.Contains(k) ? Set(() => d.Kind = k) : $"must be one of {string.Join(", ", Engine.Layers.LayerKinds.All)}"),
+                "capacity" => Int(v, 1, 100_000, out var x) ?? Set(() => d.Capacity = x),
+                "price_per_second" => Num(v, 0, 1e12, out var x) ?? Set(() => d.Price = x),
+                "rank" => Int(v, -1000, 1000, out var x) ?? Set(() => d.Rank = x),
+                "enabled" => Bool(v, out var b) ?? Set(() => d.Enabled = b),
+                "capabilities" => StrList(v, out var list) ?? (list.FirstOrDefault(t => !Graph.GraphNames.IsValidLayerName(t)) is { } bad
+                    ? $"has '{bad}', which is not a tag (letters, digits, '-', '_' and '.')" : Set(() => d.Capabilities = list)),
+                "precision" => Str(v, out var p) ?? (p is "single" or "double"
+                    ? Set(() => { d.Precision = p == "double" ? QuantumSim.Precision.Double : QuantumSim.Precision.Single; d.QuantumKeys.Add(key); }) : "must be single or double"),
+                "fusion" => Int(v, 0, QuantumSim.SimulatorOptions.MaxFusion, out var x) ?? Set(() => { d.Fusion = x; d.QuantumKeys.Add(key); }),
+                "memory_cap_mb" => Int(v, 1, int.MaxValue, out var x) ?? Set(() => { d.MemoryCapMb = x; d.QuantumKeys.Add(key); }),
+                "norm_tolerance" => Num(v, 1e-15, 1, out var x) ?? Set(() => { d.NormTolerance = x; d.QuantumKeys.Add(key); }),
+                _ => $"is not a layer setting (known: {string.Join(", ", s_layerKeys)})",
+            };
+            if (problem is not null) problems.Add($"{path}:{Line(kv)}: key 'layers.{name}.{key}' {problem}");
+        }
+    }
+
+    private static IReadOnlyList<Layers.LayerSpec> FinishLayers(TaskMeshConfig config, List<LayerDraft> drafts, string path, List<string> problems)
+    {
+        var specs = new List<Layers.LayerSpec>();
+        foreach (var d in drafts)
+        {
+            string at = $"{path}:{d.Line}: [layers.{d.Name}]";
+            string? kind = d.Kind ?? (d.Name is Engine.Layers.LayerKinds.Local or Engine.Layers.LayerKinds.Quantum ? d.Name : null);
+            if (kind is null)
+            {
+                problems.Add($"{at} needs kind = \"local\" or \"quantum\"");
+                continue;
+            }
+            if (d.Name == Engine.Layers.Local.LocalLayer.LayerName && kind != Engine.Layers.LayerKinds.Local) problems.Add($"{at}: the layer named local must be of kind local");
+            if (d.Name == Engine.Layers.Local.LocalLayer.LayerName && !d.Enabled) problems.Add($"{at}: the local layer cannot be disabled");
+            if (kind != Engine.Layers.LayerKinds.Quantum && d.QuantumKeys.Count > 0)
+                problems.Add($"{at}: {string.Join(", ", d.QuantumKeys)} {(d.QuantumKeys.Count == 1 ? "is a quantum setting" : "are quantum settings")}; this layer is of kind {kind}");
+            Layers.Quantum.QuantumOptions? quantum = null;
+            if (kind == Engine.Layers.LayerKinds.Quantum)
+            {
+                // The layer's own settings over the [quantum] section's (read whatever its place in the file).
+                quantum = config.Quantum with
+                {
+                    DefaultFusion = d.Fusion ?? config.Quantum.DefaultFusion,
+                    MemoryCapBytes = d.MemoryCapMb is int mb ? (long)mb << 20 : config.Quantum.MemoryCapBytes,
+                    NormTolerance = d.NormTolerance ?? config.Quantum.NormTolerance,
+                    MaxConcurrentCircuits = d.Capacity is int c ? Math.Min(c, 64) : config.Quantum.MaxConcurrentCircuits,
+                };
+                if (d.Capacity is > 64) problems.Add($"{at}: capacity {d.Capacity} is more circuits than a quantum layer runs at once (at most 64)");
+            }
+            specs.Add(new Layers.LayerSpec(d.Name, kind)
+            {
+                Capacity = d.Capacity,
+                PricePerSecond = d.Price,
+                Rank = d.Rank,
+                Enabled = d.Enabled,
+                Capabilities = d.Capabilities,
+                Precision = d.Precision,
+                Quantum = quantum,
+                Line = d.Line,
+            });
+        }
+        return specs;
+    }
+
+    private static string? StrList(ValueSyntax v, out string[] list)
+    {
+        list = [];
+        if (v is not ArraySyntax a) return $"must be an array of strings, got {Describe(v)}";
+        var items = new List<string>();
+        foreach (var item in a.Items)
+        {
+            if (item.Value is not StringValueSyntax sv || sv.Value is null) return "must be an array of strings";
+            items.Add(sv.Value);
+        }
+        list = items.ToArray();
+        return null;
+    }
 
     private static int Line(SyntaxNode node) => node.Span.Start.Line + 1;
 

@@ -399,6 +399,13 @@ public readonly struct TaskRef
         return this;
     }
 
+    /// <summary>Capability tags the task needs: it runs only on a layer that has them all.</summary>
+    public TaskRef Requires(params string[] capabilities)
+    {
+        _builder.SpecOf(Index).Requires = capabilities;
+        return this;
+    }
+
     public TaskRef WithTags(params string[] tags)
     {
         _builder.SpecOf(Index).Tags = tags;

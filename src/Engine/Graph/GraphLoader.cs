@@ -231,7 +231,7 @@ public static class GraphLoader
         bool? cache = null;
         int? retries = null;
         JsonElement args = default;
-        string[]? uses = null, tags = null;
+        string[]? uses = null, tags = null, requires = null;
         List<Dependency>? deps = null;
 
         // Property names are matched as UTF-8 bytes: a million tasks allocate no name strings.
@@ -274,6 +274,7 @@ public static class GraphLoader
             else if (r.ValueTextEquals("cache"u8)) { r.Read(); cache = ExpectBool(ref r, b, "cache", id, line, col); }
             else if (r.ValueTextEquals("uses"u8)) { r.Read(); uses = ExpectStringArray(ref r, b, "uses", id, line, col); }
             else if (r.ValueTextEquals("tags"u8)) { r.Read(); tags = ExpectStringArray(ref r, b, "tags", id, line, col); }
+            else if (r.ValueTextEquals("requires"u8)) { r.Read(); requires = ExpectStringArray(ref r, b, "requires", id, line, col); }
             else
             {
                 b.AddError(new GraphError(GraphErrorCodes.Schema, $"unknown field '{r.GetString()}'", id, line, col));
@@ -289,7 +290,7 @@ public static class GraphLoader
 
         var t = b.Add(id, handler ?? "", taskLine);
         if (args.ValueKind != JsonValueKind.Undefined || timeout is not null || retries is not null || layer is not null
-            || minConfidence is not null || uses is not null || tags is not null || cache is not null)
+            || minConfidence is not null || uses is not null || tags is not null || cache is not null || requires is not null)
         {
             var spec = b.SpecOf(t.Index);
             spec.Args = args;
@@ -300,6 +301,7 @@ public static class GraphLoader
             spec.Cache = cache;
             spec.Uses = uses;
             spec.Tags = tags;
+            spec.Requires = requires;
         }
         if (priority is not null)
         {
@@ -428,6 +430,7 @@ public static class GraphLoader
         if (r.ValueTextEquals("cache"u8)) return 4096;
         if (r.ValueTextEquals("uses"u8)) return 512;
         if (r.ValueTextEquals("tags"u8)) return 1024;
+        if (r.ValueTextEquals("requires"u8)) return 8192;
         return 0;
     }
 

@@ -106,6 +106,9 @@ public static class GraphValidator
     /// <summary>True when task <paramref name="task"/> has arguments of its own (others share their handler's parse of "none").</summary>
     internal static bool HasOwnArgs(TaskGraph graph, int task) => graph.Spec(task) is { } s && s.Args.ValueKind != JsonValueKind.Undefined;
 
+    /// <summary>A layer's capability tags for a message.</summary>
+    private static string Describe(IReadOnlyList<string> tags) => tags.Count == 0 ? "no capability tags" : string.Join(", ", tags);
+
     /// <summary>
     /// Checks <paramref name="graph"/> against an engine's handlers and layers: handlers exist,
     /// their arguments are valid (parsed once here), forced layers exist and can run the handler.
@@ -147,6 +150,20 @@ public static class GraphValidator
             if ((graph.FlagsOf(i) & NodeFlags.Cached) != 0 && !h.Cacheable && spec?.Cache != false)
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, $"cache is on but handler '{h.Name}' is not cacheable (its output may depend on more than its arguments and inputs)", graph.IdOf(i), graph.LineOf(i)));
             string? forced = spec?.Layer ?? graph.Defaults.Layer;
+            if (spec?.Requires is { Length: > 0 } requires)
+            {
+                foreach (var tag in requires)
+                    if (!GraphNames.IsValidLayerName(tag))
+                        errors.Add(new GraphError(GraphErrorCodes.BadValue, $"requires: '{GraphLimits.Printable(tag)}' is not a capability tag (letters, digits, '-', '_' and '.')", graph.IdOf(i), graph.LineOf(i)));
+                bool forcedLayer = forced is not null && forced != GraphNames.AutoLayer;
+                var candidates = layers.Where(l => (!forcedLayer || l.Name == forced) && (l.RunsHandlers is not { } r || r.Contains(h.Name))
+                    && (!h.LocalOnly || l.Name == LocalLayer.LayerName)).ToList();
+                if (candidates.Count > 0 && !candidates.Any(l => l.Covers(requires)))
+                    errors.Add(new GraphError(GraphErrorCodes.BadLayer, forcedLayer
+                        ? $"requires {string.Join(", ", requires)}, which layer '{forced}' does not have (it has: {Describe(candidates[0].Tags)})"
+                        : $"requires {string.Join(", ", requires)}: no layer that runs handler '{h.Name}' has them all ({string.Join("; ", candidates.Select(l => $"{l.Name}: {Describe(l.Tags)}"))})",
+                        graph.IdOf(i), graph.LineOf(i)));
+            }
             if (forced is not null && forced != GraphNames.AutoLayer && layerHandlers.TryGetValue(forced, out var only))
             {
                 if (h.LocalOnly && forced != LocalLayer.LayerName)

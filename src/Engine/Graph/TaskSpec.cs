@@ -17,6 +17,8 @@ public sealed class TaskSpec
     public double? MinConfidence { get; set; }
     public string[]? Uses { get; set; }
     public string[]? Tags { get; set; }
+    /// <summary>Capability tags the task needs (e.g. <c>gpu</c>): only layers that have them all run it.</summary>
+    public string[]? Requires { get; set; }
     /// <summary>Reuse a stored successful execution with the same handler, version, arguments and inputs (needs a cacheable handler and a task cache).</summary>
     public bool? Cache { get; set; }
 

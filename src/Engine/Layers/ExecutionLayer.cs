@@ -77,8 +77,41 @@ public abstract class ExecutionLayer
 
     public virtual LayerStatus Status => LayerStatus.Active;
 
-    /// <summary>Price of one slot-second, for the cost model (0 for local work).</summary>
-    public virtual double PricePerSecond => 0;
+    private double _price;
+    private int _rank;
+    private IReadOnlyList<string> _tags = [];
+
+    /// <summary>The layer's kind (<c>local</c>, <c>quantum</c>, …): several layers may share one, with different settings.</summary>
+    public virtual string Kind => GetType().Name.Replace("Layer", "", StringComparison.Ordinal).ToLowerInvariant();
+
+    /// <summary>Price of one slot-second, for the cost model (0 unless configured: see <see cref="Configure"/>).</summary>
+    public virtual double PricePerSecond => Volatile.Read(ref _price);
+
+    /// <summary>Capability order among the layers: higher is more capable; escalation moves up.</summary>
+    public int Rank => Volatile.Read(ref _rank);
+
+    /// <summary>Capability tags (e.g. <c>gpu</c>): a task that <c>requires</c> tags runs only where all of them are.</summary>
+    public IReadOnlyList<string> Tags => Volatile.Read(ref _tags);
+
+    /// <summary>True when the layer has every tag of <paramref name="requires"/>.</summary>
+    public bool Covers(IReadOnlyList<string>? requires)
+    {
+        if (requires is null) return true;
+        var tags = Tags;
+        foreach (var r in requires)
+            if (!tags.Contains(r)) return false;
+        return true;
+    }
+
+    /// <summary>Sets the layer's place in the provider table: price, rank and capability tags.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A negative or non-finite price.</exception>
+    public void Configure(double pricePerSecond, int rank, IReadOnlyList<string>? tags = null)
+    {
+        if (!double.IsFinite(pricePerSecond) || pricePerSecond < 0) throw new ArgumentOutOfRangeException(nameof(pricePerSecond), "a price must be a finite number, 0 or more");
+        Volatile.Write(ref _price, pricePerSecond);
+        Volatile.Write(ref _rank, rank);
+        Volatile.Write(ref _tags, tags is null ? [] : tags.Distinct(StringComparer.Ordinal).ToArray());
+    }
 
     /// <summary>What the layer can run now (may be computed, e.g. from free memory: not for hot paths).</summary>
     public virtual LayerCapabilities Capabilities => LayerCapabilities.Any;

@@ -459,24 +459,48 @@ public sealed class RunStore : IDisposable
         ArgumentNullException.ThrowIfNull(layers);
         var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
         foreach (var l in layers)
-            writer.Enqueue(new LayerRow(l.Name, l.GetType().Name.Replace("Layer", "").ToLowerInvariant(), l.Status.ToString().ToLowerInvariant(),
-                l.Capacity, l.RunsHandlers is { } h ? string.Join(",", h) : null, l.PricePerSecond,
+            writer.Enqueue(new LayerRow(l.Name, l.Kind, l.Status.ToString().ToLowerInvariant(), l.Rank,
+                l.Capacity, CapabilitiesJson(l), l.PricePerSecond,
                 DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture)));
     }
 
-    private sealed class LayerRow(string name, string kind, string status, int capacity, string? handlers, double price, string at) : StoreWrite
+    /// <summary>A layer's capabilities as the <c>layers</c> table keeps them: <c>{"tags": [...], "handlers": [...] or null, "precision": ...}</c>.</summary>
+    private static string CapabilitiesJson(Layers.ExecutionLayer l)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("tags");
+            foreach (var t in l.Tags) w.WriteStringValue(t);
+            w.WriteEndArray();
+            if (l.RunsHandlers is { } handlers)
+            {
+                w.WriteStartArray("handlers");
+                foreach (var h in handlers) w.WriteStringValue(h);
+                w.WriteEndArray();
+            }
+            else w.WriteNull("handlers");
+            if (l is Layers.Quantum.QuantumLayer { Precision: { } p }) w.WriteString("precision", p == QuantumSim.Precision.Double ? "double" : "single");
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    private sealed class LayerRow(string name, string kind, string status, int rank, int capacity, string? handlers, double price, string at) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO layers (name, kind, status, capacity, capabilities, price_per_second, updated_at)
-                VALUES ($name, $kind, $status, $capacity, $caps, $price, $at)
-                ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, status = excluded.status, capacity = excluded.capacity,
+                INSERT INTO layers (name, kind, status, priority, capacity, capabilities, price_per_second, updated_at)
+                VALUES ($name, $kind, $status, $rank, $capacity, $caps, $price, $at)
+                ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, status = excluded.status, priority = excluded.priority, capacity = excluded.capacity,
                     capabilities = excluded.capabilities, price_per_second = excluded.price_per_second, updated_at = excluded.updated_at
                 """);
             cmd.Parameters.AddWithValue("$name", name);
             cmd.Parameters.AddWithValue("$kind", kind);
             cmd.Parameters.AddWithValue("$status", status);
+            cmd.Parameters.AddWithValue("$rank", rank);
             cmd.Parameters.AddWithValue("$capacity", capacity);
             cmd.Parameters.AddWithValue("$caps", (object?)handlers ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$price", price);

@@ -5,10 +5,14 @@ public sealed class LocalLayer : ExecutionLayer
 {
     public const string LayerName = "local";
 
-    /// <summary>Creates the layer with <paramref name="maxParallelTasks"/> slots.</summary>
-    public LocalLayer(int maxParallelTasks) : base(maxParallelTasks) { }
+    private readonly string _name;
 
-    public override string Name => LayerName;
+    /// <summary>Creates the layer with <paramref name="maxParallelTasks"/> slots; <paramref name="name"/> for a second local layer of other settings.</summary>
+    public LocalLayer(int maxParallelTasks, string name = LayerName) : base(maxParallelTasks) => _name = name;
+
+    public override string Name => _name;
+
+    public override string Kind => LayerKinds.Local;
 
     public override ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
     {

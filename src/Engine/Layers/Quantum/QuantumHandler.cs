@@ -60,10 +60,17 @@ public static class QuantumHandler
     /// the engine (through <see cref="TaskContext.RequestEscalation"/>) for a double-precision
     /// attempt — when that attempt would be admitted; otherwise the result carries a warning.
     /// </summary>
-    internal static QuantumOutput Execute(TaskContext ctx, QuantumOptions options, long capBytes, long reservedBytes, CancellationToken ct)
+    /// <summary>
+    /// The precision a circuit runs at: double when the task escalated to the double variant, else
+    /// the higher of what the task asks for and what the layer runs at.
+    /// </summary>
+    internal static Precision PrecisionOf(QuantumArgs args, string? escalatedTo, Precision? layerPrecision)
+        => escalatedTo == DoubleVariant || args.Precision == Precision.Double || layerPrecision == Precision.Double ? Precision.Double : Precision.Single;
+
+    internal static QuantumOutput Execute(TaskContext ctx, QuantumOptions options, long capBytes, long reservedBytes, CancellationToken ct, QuantumLayer? layer = null)
     {
         var args = ctx.ParsedArgs<QuantumArgs>() ?? throw new TaskFailedException("quantum task was not validated");
-        var precision = ctx.EscalatedTo == DoubleVariant ? Precision.Double : args.Precision;
+        var precision = PrecisionOf(args, ctx.EscalatedTo, layer?.Precision);
         // Admission: fail the task with the reason rather than risk an out-of-memory kill.
         MemoryAdmission.Check(args.Circuit.Qubits, precision, capBytes, reservedBytes);
         var result = Simulator.Run(args.Circuit, new SimulatorOptions
@@ -93,7 +100,10 @@ public static class QuantumHandler
             {
                 // This attempt's single-precision state is freed before the next one starts.
                 MemoryAdmission.Check(args.Circuit.Qubits, Precision.Double, capBytes, reservedBytes);
-                ctx.RequestEscalation("low_confidence", "single", DoubleVariant, reason);
+                // To the double-precision layer above this one when there is one (an ordinary
+                // escalation between layers); else a double-precision variant on this layer.
+                if (layer?.EscalatesTo is { } target) ctx.RequestEscalation("low_confidence", layer.Name, target, reason);
+                else ctx.RequestEscalation("low_confidence", "single", DoubleVariant, reason);
             }
             catch (AdmissionException e)
             {
