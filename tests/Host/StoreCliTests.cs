@@ -140,6 +140,41 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Layers_WithAProviderTable_ListsKindRankPriceCapabilitiesTheCascadeAndTheDisabledOnes()
+    {
+        var config = Path.Combine(_dir, "layers.toml");
+        File.WriteAllText(config, """
+            [layers.quantum]
+            precision = "single"
+            price_per_second = 0.5
+
+            [layers.quantum-double]
+            kind = "quantum"
+            precision = "double"
+            price_per_second = 1
+            rank = 20
+
+            [layers.gpu]
+            kind = "local"
+            capacity = 2
+            price_per_second = 3
+            rank = 30
+            capabilities = ["gpu"]
+
+            [layers.spare]
+            kind = "local"
+            enabled = false
+            """);
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "layers", "--config", config);
+        Assert.True(code == 0, stderr);
+        var rows = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[0]).ToList();
+        Assert.Equal(["local", "quantum", "quantum-double", "gpu", "spare"], rows);   // by rank, the disabled last
+        Assert.Matches(@"quantum\s+quantum\s+active\s+10\s+1\s+0\.5\s+quantum\s+single,escalates:quantum-double", stdout);
+        Assert.Matches(@"gpu\s+local\s+active\s+30\s+2\s+3\s+any handler\s+gpu", stdout);
+        Assert.Matches(@"spare\s+local\s+disabled", stdout);
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);
@@ -158,8 +193,8 @@ public sealed class StoreCliTests : IDisposable
         Assert.Single(doc.RootElement.GetProperty("per_day").EnumerateObject());
         (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "layers");
         Assert.True(code == 0, stderr);
-        Assert.Matches(@"local\s+active\s+\d+\s+0\s+any handler\s+14\s+92\.9 %", stdout);
-        Assert.Matches(@"quantum\s+active\s+1\s+0\s+quantum\s+0\s+-", stdout);
+        Assert.Matches(@"local\s+local\s+active\s+0\s+\d+\s+0\s+any handler\s+-\s+14\s+92\.9 %", stdout);
+        Assert.Matches(@"quantum\s+quantum\s+active\s+10\s+1\s+0\s+quantum\s+-\s+0\s+-", stdout);
         (code, _, stderr) = await CliTests.Taskmesh(_dir, "metrics", "--days", "12");
         Assert.Equal(2, code);
         Assert.Contains("12", stderr);

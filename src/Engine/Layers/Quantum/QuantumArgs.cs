@@ -34,8 +34,11 @@ public sealed class QuantumArgs
     /// <summary>Sampling and noise seed; null derives one from the task id so runs repeat.</summary>
     public int? Seed { get; init; }
 
-    /// <summary>Requested precision.</summary>
+    /// <summary>Requested precision (double when the task says nothing).</summary>
     public Precision Precision { get; init; } = Precision.Double;
+
+    /// <summary>True when the task set <c>precision</c> itself (a layer's precision applies otherwise).</summary>
+    public bool PrecisionGiven { get; init; }
 
     /// <summary>Largest fused gate, or null for the layer's default.</summary>
     public int? Fusion { get; init; }
@@ -192,6 +195,7 @@ public sealed class QuantumArgs
             Shots = shots,
             Seed = seed,
             Precision = precision,
+            PrecisionGiven = args.TryGetProperty("precision", out _),
             Fusion = fusion,
             Noise = noise,
             Observables = observables,

@@ -61,11 +61,14 @@ public static class QuantumHandler
     /// attempt — when that attempt would be admitted; otherwise the result carries a warning.
     /// </summary>
     /// <summary>
-    /// The precision a circuit runs at: double when the task escalated to the double variant, else
-    /// the higher of what the task asks for and what the layer runs at.
+    /// The precision a circuit runs at: double after an escalation to the double variant or on a
+    /// double-precision layer; on a single-precision layer, what the task asks for (single when it
+    /// says nothing); on a layer without its own precision, what the task asks for (double by default).
     /// </summary>
     internal static Precision PrecisionOf(QuantumArgs args, string? escalatedTo, Precision? layerPrecision)
-        => escalatedTo == DoubleVariant || args.Precision == Precision.Double || layerPrecision == Precision.Double ? Precision.Double : Precision.Single;
+        => escalatedTo == DoubleVariant || layerPrecision == Precision.Double ? Precision.Double
+            : layerPrecision == Precision.Single && !args.PrecisionGiven ? Precision.Single
+            : args.Precision;
 
     internal static QuantumOutput Execute(TaskContext ctx, QuantumOptions options, long capBytes, long reservedBytes, CancellationToken ct, QuantumLayer? layer = null)
     {
