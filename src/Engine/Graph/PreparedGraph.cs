@@ -44,7 +44,8 @@ public sealed class PreparedGraph
     /// <summary>Handlers by the graph's handler index.</summary>
     internal HandlerDescriptor[] Handlers => _handlers;
 
-    internal HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerIndex(task)];
+    /// <summary>The handler that runs task <paramref name="task"/>.</summary>
+    public HandlerDescriptor HandlerOf(int task) => _handlers[Graph.HandlerIndex(task)];
 
     /// <summary>The arguments of task <paramref name="task"/> as its handler's validator parsed them (null when it has no validator).</summary>
     public object? ParsedArgsOf(int task)

@@ -73,6 +73,7 @@ public sealed class RunRecorder : IRunObserver
     private TaskGraph _graph = null!;
     private RunStart _run = null!;
     private readonly JournalOptions _journal;
+    private readonly Func<int, double?>? _complexity;
     private readonly double _slowMs;
     private int _sampleMask = SampleEvery - 1;
     private string _runId = "";
@@ -100,8 +101,11 @@ public sealed class RunRecorder : IRunObserver
     /// <param name="resumedFrom">The run this one resumes, if it does.</param>
     /// <param name="journal">Which task rows to keep (default: <see cref="JournalOptions.Default"/>).</param>
     /// <exception cref="ArgumentException"><paramref name="journal"/> has a value out of range.</exception>
-    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null, JournalOptions? journal = null)
+    /// <param name="complexity">Each task's complexity score 0–100 (the learning library's feature extractor), kept in its row; null: not kept.</param>
+    public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null, JournalOptions? journal = null,
+        Func<int, double?>? complexity = null)
     {
+        _complexity = complexity;
         _journal = journal ?? JournalOptions.Default;
         if (_journal.Problem() is { } problem) throw new ArgumentException(problem, nameof(journal));
         _slowMs = _journal.SlowTaskMs;
@@ -211,7 +215,7 @@ public sealed class RunRecorder : IRunObserver
         if (notes is not null) lock (notes) cost += notes.Cost;
         _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
             Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, cost, r.Error,
-            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()));
+            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()) { Complexity = _complexity });
     }
 
     private string? Why(in AttemptResult r, double ms, TaskNotes? notes)
@@ -274,7 +278,7 @@ public sealed class RunRecorder : IRunObserver
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
                     "skipped", 0, null, 0, null, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
-                    _keepAll ? "small-run" : "skipped", Now()));
+                    _keepAll ? "small-run" : "skipped", Now()) { Complexity = _complexity });
                 break;
         }
     }
@@ -296,7 +300,7 @@ public sealed class RunRecorder : IRunObserver
         AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
         _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
-            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now()));
+            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now()) { Complexity = _complexity });
     }
 
     private void AuditCacheHit(int task)
@@ -617,13 +621,16 @@ public sealed class RunRecorder : IRunObserver
     private sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
         double? confidence, int escalations, double? startedMs, double? durationMs, double? cost, string? error, string? summary, string? skippedBecause, string why, string at) : StoreWrite
     {
+        /// <summary>Computes the task's complexity score on the writer's thread (null: not known).</summary>
+        public Func<int, double?>? Complexity { get; init; }
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
                 INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
-                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at)
+                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity)
                 VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $cost, $error, $summary, $skipped, $why, $at)
+                    $cost, $error, $summary, $skipped, $why, $at, $complexity)
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$i", index);
@@ -643,6 +650,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$skipped", Db(skippedBecause));
             cmd.Parameters.AddWithValue("$why", why);
             cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("$complexity", Db(Complexity?.Invoke(index)));
             cmd.ExecuteNonQuery();
         }
     }

@@ -276,7 +276,7 @@ public sealed class RunStore : IDisposable
         using var cmd = _read.CreateCommand();
         cmd.CommandText = """
             SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
-                   started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost
+                   started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
             FROM task_executions WHERE run_id = $run ORDER BY task_index
             """;
         cmd.Parameters.AddWithValue("$run", runId);
@@ -287,7 +287,8 @@ public sealed class RunStore : IDisposable
             list.Add(new StoredTask(r.GetInt32(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3),
                 r.IsDBNull(4) ? null : r.GetString(4), r.GetString(5), r.GetInt32(6), r.IsDBNull(7) ? null : r.GetDouble(7), r.GetInt32(8),
                 r.IsDBNull(9) ? null : r.GetDouble(9), r.IsDBNull(10) ? null : r.GetDouble(10), r.IsDBNull(11) ? null : r.GetString(11),
-                r.IsDBNull(12) ? null : r.GetString(12), r.IsDBNull(13) ? null : r.GetString(13), r.GetString(14), r.IsDBNull(15) ? null : r.GetDouble(15)));
+                r.IsDBNull(12) ? null : r.GetString(12), r.IsDBNull(13) ? null : r.GetString(13), r.GetString(14), r.IsDBNull(15) ? null : r.GetDouble(15),
+                r.IsDBNull(16) ? null : r.GetDouble(16)));
         }
         return list;
     }
@@ -625,4 +626,4 @@ public sealed record StoredRun(string RunId, string Graph, string Status, DateTi
 /// <summary>A task row of a stored run, and why it was kept.</summary>
 public sealed record StoredTask(int Index, string Id, string Handler, string? InitialLayer, string? Layer, string Status, int Attempts,
     double? Confidence, int Escalations, double? StartedAtMs, double? DurationMs, string? Error, string? OutputSummary, string? SkippedBecause, string KeptBecause,
-    double? Cost = null);
+    double? Cost = null, double? Complexity = null);

@@ -145,7 +145,9 @@ internal static class RunCommand
         if (store is not null)
         {
             store.RecordLayers(engine.Layers);
-            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal);
+            // Each kept row carries the task's complexity score (computed on the store's writer thread).
+            var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
+            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal, complexity: t => features.Complexity(t));
             // A store that fails (disk full, file made read-only) stops the run: what it already
             // committed stays, and the summary says why.
             recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
