@@ -57,6 +57,16 @@ public sealed class EngineOptions
     /// </summary>
     public IReadOnlyList<Layers.LayerSpec>? Layers { get; set; }
 
+    /// <summary>
+    /// Declared escalation rules: the engine's policy becomes a <see cref="Escalation.RuleEscalationPolicy"/>
+    /// over them. Null (the default): <see cref="Scheduling.Attempts.DefaultEscalationPolicy"/>
+    /// (retries, and handlers' own requests). The command line always passes rules (the defaults when the config declares none).
+    /// </summary>
+    public IReadOnlyList<Escalation.EscalationRule>? EscalationRules { get; set; }
+
+    /// <summary>Escalations a task may have under <see cref="EscalationRules"/>, 0–8. Default 3.</summary>
+    public int MaxEscalationsPerTask { get; set; } = Escalation.RuleEscalationPolicy.DefaultMaxPerTask;
+
     internal EngineOptions Validated()
     {
         var problems = new List<string>();
@@ -69,6 +79,11 @@ public sealed class EngineOptions
         if (CancelGracePeriod < TimeSpan.Zero) problems.Add("the cancellation grace period must be at least 0");
         problems.AddRange(Quantum.Problems());
         if (Layers is { } specs) problems.AddRange(LayerProblems(specs));
+        if (MaxEscalationsPerTask is < 0 or > Scheduling.Attempts.AttemptRunner.MaxEscalationsPerTask)
+            problems.Add($"max escalations per task is {MaxEscalationsPerTask}; it must be between 0 and {Scheduling.Attempts.AttemptRunner.MaxEscalationsPerTask}");
+        if (EscalationRules is { } rules)
+            for (int i = 0; i < rules.Count; i++)
+                if (rules[i].Problem() is { } p) problems.Add($"escalation rule {i + 1}: {p}");
         if (problems.Count > 0) throw new ArgumentException("invalid engine options: " + string.Join("; ", problems));
         return new EngineOptions
         {
@@ -84,6 +99,8 @@ public sealed class EngineOptions
             Quantum = Quantum with { },
             RandomSeed = RandomSeed,
             Layers = Layers?.ToArray(),
+            EscalationRules = EscalationRules?.ToArray(),
+            MaxEscalationsPerTask = MaxEscalationsPerTask,
         };
     }
 

@@ -40,6 +40,8 @@ public sealed class TaskMeshEngine
             _options.RandomSeed is int seed ? (ulong)seed : (ulong)Random.Shared.NextInt64());
         Handlers = HandlerRegistry.CreateWithBuiltIns(_options.ShellEnabled);
         QuantumHandler.Register(Handlers, _options.Quantum);
+        if (_options.EscalationRules is { } rules)
+            _escalation = new Escalation.RuleEscalationPolicy(rules, () => Layers, _options.MaxEscalationsPerTask);
         if (_options.Layers is not { Count: > 0 } specs)
         {
             AddLayer(new LocalLayer(_options.MaxParallelTasks));

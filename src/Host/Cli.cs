@@ -42,6 +42,7 @@ public static class Cli
         root.Subcommands.Add(MetricsCommand.Create(io));
         root.Subcommands.Add(LayersCommand.Create(io));
         root.Subcommands.Add(CacheCommand.Create(io));
+        root.Subcommands.Add(RulesCommand.Create(io));
         root.Subcommands.Add(CompletionCommand.Create(io));
         return root;
     }

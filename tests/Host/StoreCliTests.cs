@@ -175,6 +175,40 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Rules_ListsTheRulesInForce_AndARunMirrorsThemIntoTheStore()
+    {
+        var config = Path.Combine(_dir, "rules.toml");
+        File.WriteAllText(config, """
+            [escalation]
+            max_per_task = 2
+
+            [[escalation.rules]]
+            trigger = "error"
+
+            [[escalation.rules]]
+            from = "quantum"
+            to = "quantum-double"
+            trigger = "low_confidence"
+            threshold = 0.9
+            priority = 3
+            """);
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "rules", "list", "--config", config);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("at most 2 escalation(s) per task", stdout);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Matches(@"^\s+2\s+3\s+low_confidence\s+0\.9\s+quantum\s+quantum-double\s+yes", lines[2]);   // highest priority first
+        Assert.Matches(@"^\s+1\s+0\s+error\s+-\s+\*\s+next\s+yes", lines[3]);
+        (code, stdout, _) = await CliTests.Taskmesh(_dir, "rules", "list");
+        Assert.Contains("the defaults", stdout);
+
+        var store = Path.Combine(_dir, "s.db");
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--config", config, "--store", store, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        using var s = RunStore.Open(store, readOnly: true);
+        Assert.Equal(TaskMesh.Engine.Configuration.TaskMeshConfig.Parse(File.ReadAllText(config)).EscalationRules, s.RulesOf());
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

@@ -62,6 +62,12 @@ public sealed class TaskMeshConfig
     /// </summary>
     public IReadOnlyList<Layers.LayerSpec> Layers { get; private set; } = [];
 
+    /// <summary><c>[[escalation.rules]]</c>, in declaration order (none declared: <see cref="Escalation.EscalationRule.Defaults"/>).</summary>
+    public IReadOnlyList<Escalation.EscalationRule> EscalationRules { get; private set; } = [];
+
+    /// <summary><c>escalation.max_per_task</c>: escalations a task may have (0–8).</summary>
+    public int MaxEscalationsPerTask { get; set; } = Escalation.RuleEscalationPolicy.DefaultMaxPerTask;
+
     /// <summary>Log levels, least severe first.</summary>
     public static readonly string[] LogLevels = ["trace", "debug", "information", "warning", "error", "critical", "none"];
 
@@ -105,6 +111,10 @@ public sealed class TaskMeshConfig
             ["sample_every"] = (c, v) => Int(v, 1, Store.JournalOptions.MaxSampleEvery, out var x)
                 ?? (System.Numerics.BitOperations.IsPow2(x) ? Set(() => c.Journal = c.Journal with { SampleEvery = x }) : "must be a power of two (1, 2, 4, … 1024, …)"),
             ["max_sampled_rows"] = (c, v) => Int(v, 1, 1_000_000, out var x) ?? Set(() => c.Journal = c.Journal with { MaxSampledRows = x }),
+        },
+        ["escalation"] = new(StringComparer.Ordinal)
+        {
+            ["max_per_task"] = (c, v) => Int(v, 0, Scheduling.Attempts.AttemptRunner.MaxEscalationsPerTask, out var x) ?? Set(() => c.MaxEscalationsPerTask = x),
         },
         ["observability.metrics"] = new(StringComparer.Ordinal)
         {
@@ -154,6 +164,7 @@ public sealed class TaskMeshConfig
     {
         var config = new TaskMeshConfig { Source = path, Text = text };
         var layerDrafts = new List<LayerDraft>();
+        var rules = new List<Escalation.EscalationRule>();
         if (text.StartsWith('\uFEFF')) text = text[1..];   // a byte order mark is allowed
         var doc = SyntaxParser.Parse(text, path);
         var problems = new List<string>();
@@ -166,6 +177,11 @@ public sealed class TaskMeshConfig
             foreach (var table in doc.Tables)
             {
                 string section = KeyName(table.Name);
+                if (table is TableArraySyntax && section == "escalation.rules")
+                {
+                    ParseRule(table, path, problems, rules);
+                    continue;
+                }
                 if (table is not TableArraySyntax && section.StartsWith("layers.", StringComparison.Ordinal))
                 {
                     ParseLayer(config, table, section["layers.".Length..], path, problems, layerDrafts);
@@ -191,6 +207,7 @@ public sealed class TaskMeshConfig
             }
         }
         config.Layers = FinishLayers(config, layerDrafts, path, problems);
+        config.EscalationRules = rules;
         if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
             problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
         if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));
@@ -213,7 +230,48 @@ public sealed class TaskMeshConfig
         ShellEnabled = ShellEnabled,
         Quantum = Quantum,
         Layers = Layers.Count == 0 ? null : Layers,
+        EscalationRules = EscalationRules.Count == 0 ? Escalation.EscalationRule.Defaults : EscalationRules,
+        MaxEscalationsPerTask = MaxEscalationsPerTask,
     };
+
+    private static readonly string[] s_ruleKeys = ["from", "to", "trigger", "threshold", "priority", "active"];
+
+    /// <summary>One <c>[[escalation.rules]]</c> table.</summary>
+    private static void ParseRule(TableSyntaxBase table, string path, List<string> problems, List<Escalation.EscalationRule> rules)
+    {
+        string from = Escalation.EscalationRule.AnyLayer, to = Escalation.EscalationRule.NextLayer;
+        string? trigger = null;
+        double? threshold = null;
+        int priority = 0;
+        bool active = true;
+        int before = problems.Count;
+        foreach (var item in table.Items)
+        {
+            if (item is not KeyValueSyntax kv) continue;
+            string key = KeyName(kv.Key);
+            var v = kv.Value!;
+            string? problem = key switch
+            {
+                "from" => Str(v, out var f) ?? Set(() => from = f!),
+                "to" => Str(v, out var t) ?? Set(() => to = t!),
+                "trigger" => Str(v, out var tr) ?? Set(() => trigger = tr),
+                "threshold" => Num(v, 0, 100, out var x) ?? Set(() => threshold = x),
+                "priority" => Int(v, -1000, 1000, out var x) ?? Set(() => priority = x),
+                "active" => Bool(v, out var b) ?? Set(() => active = b),
+                _ => $"is not a rule setting (known: {string.Join(", ", s_ruleKeys)})",
+            };
+            if (problem is not null) problems.Add($"{path}:{Line(kv)}: key 'escalation.rules.{key}' {problem}");
+        }
+        if (problems.Count > before) return;
+        if (trigger is null)
+        {
+            problems.Add($"{path}:{Line(table)}: [[escalation.rules]] needs a trigger ({string.Join(", ", Escalation.EscalationTriggers.All)})");
+            return;
+        }
+        var rule = new Escalation.EscalationRule(from, to, trigger, threshold, priority, active);
+        if (rule.Problem() is { } p) problems.Add($"{path}:{Line(table)}: [[escalation.rules]]: {p}");
+        else rules.Add(rule);
+    }
 
     /// <summary>A <c>[layers.NAME]</c> section as read, before it is checked as a whole.</summary>
     private sealed class LayerDraft(string name, int line)

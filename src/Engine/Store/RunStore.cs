@@ -465,6 +465,51 @@ public sealed class RunStore : IDisposable
                 DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture)));
     }
 
+    /// <summary>
+    /// Mirrors the escalation rules in force into the <c>escalation_rules</c> table (replacing what
+    /// was there), so reports and the dashboard show the rules runs were made under.
+    /// </summary>
+    public void RecordRules(IEnumerable<Escalation.EscalationRule> rules)
+    {
+        ArgumentNullException.ThrowIfNull(rules);
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        writer.Enqueue(new RulesRows(rules.ToArray()));
+    }
+
+    /// <summary>The rules last mirrored (<see cref="RecordRules"/>), in their order.</summary>
+    public IReadOnlyList<Escalation.EscalationRule> RulesOf()
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id";
+            var list = new List<Escalation.EscalationRule>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add(new Escalation.EscalationRule(r.GetString(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetDouble(3), r.GetInt32(4), r.GetInt32(5) != 0));
+            return list;
+        }
+    }
+
+    private sealed class RulesRows(Escalation.EscalationRule[] rules) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            b.Command("DELETE FROM escalation_rules").ExecuteNonQuery();
+            foreach (var rule in rules)
+            {
+                var cmd = b.Command("INSERT INTO escalation_rules (from_layer, to_layer, trigger, threshold, priority, active) VALUES ($from, $to, $trigger, $threshold, $priority, $active)");
+                cmd.Parameters.AddWithValue("$from", rule.From);
+                cmd.Parameters.AddWithValue("$to", rule.To);
+                cmd.Parameters.AddWithValue("$trigger", rule.Trigger);
+                cmd.Parameters.AddWithValue("$threshold", (object?)rule.Threshold ?? DBNull.Value);
+                cmd.Parameters.AddWithValue("$priority", rule.Priority);
+                cmd.Parameters.AddWithValue("$active", rule.Active ? 1 : 0);
+                cmd.ExecuteNonQuery();
+            }
+        }
+    }
+
     /// <summary>A layer's capabilities as the <c>layers</c> table keeps them: <c>{"tags": [...], "handlers": [...] or null, "precision": ...}</c>.</summary>
     private static string CapabilitiesJson(Layers.ExecutionLayer l)
     {

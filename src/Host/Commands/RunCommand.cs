@@ -145,6 +145,7 @@ internal static class RunCommand
         if (store is not null)
         {
             store.RecordLayers(engine.Layers);
+            if (engine.Options.EscalationRules is { } rules) store.RecordRules(rules);
             // Each kept row carries the task's complexity score (computed on the store's writer thread).
             var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
             recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal, complexity: t => features.Complexity(t));
