@@ -127,9 +127,19 @@ public sealed class EngineOptions
     }
 }
 
+/// <summary>An operator's decision to run a task on another layer (<c>taskmesh escalate</c>), recorded with trigger <c>manual</c>.</summary>
+/// <param name="TaskId">The task.</param>
+/// <param name="Layer">The layer it runs on in this run.</param>
+/// <param name="From">The layer it ran on before (for the record).</param>
+/// <param name="Reason">Why, in words.</param>
+public sealed record ManualEscalation(string TaskId, string Layer, string From, string Reason);
+
 /// <summary>Settings of one run.</summary>
 public sealed class RunOptions
 {
+    /// <summary>Tasks an operator moves to another layer for this run: each runs there, and its move is recorded as a <c>manual</c> escalation.</summary>
+    public IReadOnlyList<ManualEscalation>? ManualEscalations { get; set; }
+
     /// <summary>Publish the run's events on <see cref="RunHandle.Events"/>.</summary>
     public bool EmitEvents { get; set; }
 

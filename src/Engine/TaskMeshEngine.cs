@@ -247,9 +247,52 @@ public sealed class TaskMeshEngine
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
         var route = ComputeRoutes(graph, layers, observed, out var routeDetails);
+        var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
         var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, () => CriticalPathMs(graph));
         state.SetRouteDetails(routeDetails);
+        state.SetManualEscalations(manual);
         return new RunHandle(state, state.RunAsync(ct));
+    }
+
+    /// <summary>Routes each manually escalated task to its layer; returns them by task index.</summary>
+    /// <exception cref="ArgumentException">An unknown task or layer, or a layer that cannot run the task (the message says which).</exception>
+    private static List<(int Task, ManualEscalation Move)>? ApplyManualEscalations(PreparedGraph graph, ExecutionLayer[] layers, byte[] route, IReadOnlyList<ManualEscalation>? moves,
+        RestoredTasks? restored)
+    {
+        if (moves is not { Count: > 0 }) return null;
+        var list = new List<(int, ManualEscalation)>();
+        foreach (var m in moves)
+        {
+            if (!graph.Graph.TryGetIndex(m.TaskId, out int task)) throw new ArgumentException($"no task '{GraphLimits.Printable(m.TaskId)}' in graph '{graph.Graph.Name}'");
+            if (restored?.Contains(task) == true) throw new ArgumentException($"task '{m.TaskId}' is both restored and escalated: take it out of RunOptions.Restored to run it again");
+            int li = Array.FindIndex(layers, l => l.Name == m.Layer);
+            if (li < 0) throw new ArgumentException($"no layer '{GraphLimits.Printable(m.Layer)}' (layers: {string.Join(", ", layers.Select(l => l.Name))})");
+            if (WhyCannotRun(graph, task, layers[li], li == RouteTable.Local) is { } why) throw new ArgumentException(why);
+            route[task] = (byte)li;   // through the layer's dispatcher, even for an inline handler
+            list.Add((task, m));
+        }
+        return list;
+    }
+
+    /// <summary>Why <paramref name="layer"/> cannot run task <paramref name="task"/> of <paramref name="graph"/>, or null when it can.</summary>
+    public string? WhyCannotRun(PreparedGraph graph, int task, string layer)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        var layers = Layers;
+        for (int i = 0; i < layers.Count; i++)
+            if (layers[i].Name == layer) return WhyCannotRun(graph, task, layers[i], i == RouteTable.Local);
+        return $"no layer '{GraphLimits.Printable(layer)}' (layers: {string.Join(", ", layers.Select(l => l.Name))})";
+    }
+
+    private static string? WhyCannotRun(PreparedGraph graph, int task, ExecutionLayer layer, bool isLocal)
+    {
+        var h = graph.HandlerOf(task);
+        string id = graph.Graph.IdOf(task);
+        if (h.LocalOnly && !isLocal) return $"handler '{h.Name}' of task '{id}' runs only in the local layer";
+        if (layer.RunsHandlers is { } only && !only.Contains(h.Name)) return $"layer '{layer.Name}' runs only {string.Join(", ", only)}, not handler '{h.Name}' of task '{id}'";
+        if (graph.Graph.Spec(task)?.Requires is { } requires && !layer.Covers(requires))
+            return $"layer '{layer.Name}' lacks what task '{id}' requires ({string.Join(", ", requires)})";
+        return null;
     }
 
     /// <summary>Tasks handed to the router at once.</summary>

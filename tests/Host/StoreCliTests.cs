@@ -209,6 +209,64 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Escalate_RunsExactlyTheTaskAndItsDataEdgeDescendantsAgain_OnTheNewLayer_AndRecordsAManualEscalation()
+    {
+        // a → b → c over data edges; d after a over a hard edge; e alone. Each appends its id to effects.log.
+        object Shell(string id, params object[] deps) => new
+        {
+            id, handler = "shell", args = (object)new { command = "sh", args = new[] { "-c", $"echo {id} >> effects.log; echo {id}-out" } }, dependsOn = deps,
+        };
+        var graph = Path.Combine(_dir, "chain.json");
+        File.WriteAllText(graph, JsonSerializer.Serialize(new
+        {
+            name = "chain",
+            tasks = new[]
+            {
+                // a computes (a handler that may move between layers); the others leave a line each.
+                new { id = "a", handler = "hash", args = (object)new { bytes = 1000 }, dependsOn = Array.Empty<object>() },
+                Shell("b", new { id = "a", type = "data" }), Shell("c", new { id = "b", type = "data" }), Shell("d", "a"), Shell("e"),
+            },
+        }));
+        var config = Path.Combine(_dir, "taskmesh.toml");
+        File.WriteAllText(config, "[handlers]\nshell_enabled = true\n[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n");
+        var effects = Path.Combine(_dir, "effects.log");
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", graph, "--config", config, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        Assert.Equal(["b", "c", "d", "e"], File.ReadAllLines(effects).Order());
+
+        var summary = Path.Combine(_dir, "escalated.json");
+        (code, var stdout, stderr) = await CliTests.Taskmesh(_dir, "escalate", "last", "a", "--to", "big", "--reason", "check on the big layer",
+            "--config", config, "--json", summary, "--progress", "none");
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("escalating task a of run", stdout);
+        Assert.Contains("from local to big: it and 2 task(s) reading its output run again; 2 of 5 are reused", stdout);
+        Assert.Equal(["b", "b", "c", "c", "d", "e"], File.ReadAllLines(effects).Order());   // d and e did not run again
+        using (var doc = JsonDocument.Parse(File.ReadAllText(summary)))
+        {
+            Assert.Equal(2, doc.RootElement.GetProperty("tasks").GetProperty("restored").GetInt32());
+            Assert.Equal(5, doc.RootElement.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+        }
+        using (var s = RunStore.Open(Path.Combine(_dir, "taskmesh.db"), readOnly: true))
+        {
+            var newRun = s.ResolveRunId("last");
+            var esc = Assert.Single(s.EscalationsOf(newRun));
+            Assert.Equal(("a", "local", "big", "manual", "check on the big layer"), (esc.TaskId, esc.From, esc.To, esc.Trigger, esc.Reason));
+            Assert.Equal("big", s.TasksOf(newRun).Single(t => t.Id == "a").Layer);
+            Assert.Equal("local", s.TasksOf(newRun).Single(t => t.Id == "b").Layer);
+        }
+
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "escalate", "last", "zz", "--to", "big", "--config", config);
+        Assert.Equal(2, code);
+        Assert.Contains("has no task 'zz'", stderr);
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "escalate", "last", "a", "--to", "moon", "--config", config);
+        Assert.Equal(2, code);
+        Assert.Contains("--to: no layer 'moon'", stderr);
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "escalate", "last", "b", "--to", "big", "--config", config);
+        Assert.Equal(2, code);
+        Assert.Contains("--to: handler 'shell' of task 'b' runs only in the local layer", stderr);
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

@@ -226,6 +226,33 @@ public sealed class TaskGraph
     }
 
     /// <summary>Successor indices of a task.</summary>
+    /// <summary>
+    /// The tasks that read <paramref name="index"/>'s output over data edges, and those that read
+    /// theirs, and so on (not <paramref name="index"/> itself), in breadth-first order.
+    /// </summary>
+    public IReadOnlyList<int> DataDescendantsOf(int index)
+    {
+        var found = new List<int>();
+        var seen = new HashSet<int> { index };
+        var queue = new Queue<int>();
+        queue.Enqueue(index);
+        while (queue.Count > 0)
+        {
+            int v = queue.Dequeue();
+            for (int e = SuccStart[v]; e < SuccStart[v + 1]; e++)
+            {
+                if (SuccKind is null || SuccKind[e] != (byte)EdgeKind.Data) continue;
+                int s = Succ[e];
+                if (seen.Add(s))
+                {
+                    found.Add(s);
+                    queue.Enqueue(s);
+                }
+            }
+        }
+        return found;
+    }
+
     public ReadOnlySpan<int> SuccessorsOf(int index) => Succ.AsSpan(SuccStart[index], SuccStart[index + 1] - SuccStart[index]);
 
     /// <summary>Predecessor indices of a task.</summary>

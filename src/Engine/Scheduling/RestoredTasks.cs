@@ -35,6 +35,17 @@ public sealed class RestoredTasks
         if (output is not null) _outputs[task] = output;
     }
 
+    /// <summary>Takes a task out of the set (it runs again).</summary>
+    public void Remove(int task)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)task, (uint)TaskCount, nameof(task));
+        ref ulong word = ref _bits[task >> 6];
+        ulong bit = 1UL << (task & 63);
+        if ((word & bit) != 0) Count--;
+        word &= ~bit;
+        _outputs.Remove(task);
+    }
+
     /// <summary>Whether <paramref name="task"/> is restored.</summary>
     public bool Contains(int task) => (_bits[task >> 6] & (1UL << (task & 63))) != 0;
 

@@ -146,6 +146,9 @@ internal sealed partial class RunState
         _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token,
             Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)) { State = this });
         DecideObserverCalls();
+        if (_manual is { } manual)
+            foreach (var (task, m) in manual)
+                RecordEscalation(task, m.From, m.Layer, "manual", m.Reason);
         // Inline tasks timed coarsely read the tick count from memory (see CoarseClock).
         bool coarseClock = _timeInline && !_preciseInlineTiming && Tasks.DurationMs is null;
         if (coarseClock) CoarseClock.Acquire();
@@ -212,7 +215,11 @@ internal sealed partial class RunState
 
     // ---------------------------------------------------------------- escalations
 
-    internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null)
+    private List<(int Task, ManualEscalation Move)>? _manual;
+
+    internal void SetManualEscalations(List<(int Task, ManualEscalation Move)>? manual) => _manual = manual;
+
+        internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null)
     {
         var e = new EscalationRecord(Graph.IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
         {

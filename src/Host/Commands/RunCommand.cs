@@ -100,8 +100,48 @@ internal static class RunCommand
         public (int? Port, string? Host, double? Linger) Read(System.CommandLine.ParseResult p) => (p.GetValue(_port), p.GetValue(_host), p.GetValue(_linger));
     }
 
+    /// <summary>
+    /// <c>taskmesh escalate RUN TASK --to LAYER [--reason TEXT]</c>: a new run of the stored run's
+    /// graph (found and checked as <c>resume</c> does) that runs TASK on LAYER, re-runs the tasks
+    /// that read its output over data edges, and reuses every other completion from the store;
+    /// the move is recorded as a <c>manual</c> escalation, and the new run is linked to the old.
+    /// </summary>
+    public static Command CreateEscalate(CliIO io)
+    {
+        var run = new Argument<string>("RUN") { Description = "The stored run: an id, a unique prefix of one, or 'last'." };
+        var task = new Argument<string>("TASK") { Description = "The task to run again on another layer." };
+        var to = new Option<string>("--to") { Description = "The layer to run it on.", HelpName = "LAYER", Required = true };
+        var reason = new Option<string?>("--reason") { Description = "Why (kept with the escalation).", HelpName = "TEXT" };
+        var json = new Option<string?>("--json") { Description = "Write the run summary (JSON) to this file.", HelpName = "SUMMARY.json" };
+        var config = CliOptions.Config();
+        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
+        var store = StoreInput.StoreOption();
+        var metrics = new MetricsOptions();
+        var command = new Command("escalate", "Run a task of a stored run again on another layer, with the tasks that read its output; reuse the rest.")
+        {
+            run, task, to, reason, json, config, progress, store,
+        };
+        metrics.AddTo(command);
+        command.SetAction((parse, ct) =>
+        {
+            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
+            string runId;
+            string graphPath;
+            using (var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true))
+            {
+                runId = s.ResolveRunId(parse.GetValue(run)!);
+                graphPath = s.GraphOf(runId).Path ?? throw new StoreException($"run {runId} was not run from a graph file: it cannot be escalated from the command line");
+            }
+            string why = parse.GetValue(reason) ?? $"escalated by an operator to {parse.GetValue(to)}";
+            return ExecuteAsync(io, graphPath, parse.GetValue(json), null, parse.GetValue(config), nodes: false,
+                parse.GetValue(progress), parse.GetValue(store), noStore: false, runId, metrics.Read(parse), (parse.GetValue(task)!, parse.GetValue(to)!, why));
+        });
+        return command;
+    }
+
     private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
-        string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions)
+        string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions,
+        (string Task, string Layer, string Reason)? escalate = null)
     {
         if (resume is not null && noStore) throw new UsageException("--resume needs the run store; drop --no-store");
         var stdout = io.Out;
@@ -131,6 +171,7 @@ internal static class RunCommand
         var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
         RestoredTasks? restored = null;
         string? resumedFrom = null;
+        IReadOnlyList<ManualEscalation>? manual = null;
         if (resume is not null)
         {
             if (store is null) throw new UsageException("--resume needs the run store (it is disabled by the config's store.enabled = false; pass --store FILE)");
@@ -139,7 +180,21 @@ internal static class RunCommand
             if (storedHash is not null && storedHash != hash)
                 throw new StoreException($"'{path}' changed since run {resumedFrom} (its SHA-256 was {storedHash[..12]}…, now {hash[..12]}…): resuming would mix two graphs; run it anew instead");
             restored = store.LoadRestored(resumedFrom, graph.Graph);
-            stdout.WriteLine($"resuming run {resumedFrom}: {restored.Count} of {graph.Count} tasks finished there and are not run again");
+            if (escalate is { } esc)
+            {
+                // The task runs again on its new layer, and so does every task that reads its output
+                // over data edges (theirs change with it); everything else is reused.
+                if (!graph.Graph.TryGetIndex(esc.Task, out int task))
+                    throw new UsageException($"run {resumedFrom} (graph '{graph.Graph.Name}') has no task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}'");
+                if (engine.WhyCannotRun(graph, task, esc.Layer) is { } why) throw new UsageException($"--to: {why}");
+                var rerun = graph.Graph.DataDescendantsOf(task);
+                restored.Remove(task);
+                foreach (int d in rerun) restored.Remove(d);
+                string from = store.TasksOf(resumedFrom).FirstOrDefault(t => t.Index == task)?.Layer ?? "local";
+                manual = [new ManualEscalation(esc.Task, esc.Layer, from, esc.Reason)];
+                stdout.WriteLine($"escalating task {esc.Task} of run {resumedFrom} from {from} to {esc.Layer}: it and {rerun.Count} task(s) reading its output run again; {restored.Count} of {graph.Count} are reused");
+            }
+            else stdout.WriteLine($"resuming run {resumedFrom}: {restored.Count} of {graph.Count} tasks finished there and are not run again");
         }
         RunRecorder? recorder = null;
         if (store is not null)
@@ -178,6 +233,7 @@ internal static class RunCommand
             CollectTaskDetails = nodes ? true : null,
             Observers = observers,
             Restored = restored,
+            ManualEscalations = manual,
             Cache = store is null ? null : new StoreTaskCache(store),
         };
         var handle = engine.Start(graph, runOptions, ct);
