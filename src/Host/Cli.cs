@@ -44,6 +44,8 @@ public static class Cli
         root.Subcommands.Add(LayersCommand.Create(io));
         root.Subcommands.Add(CacheCommand.Create(io));
         root.Subcommands.Add(RulesCommand.Create(io));
+        root.Subcommands.Add(TrainCommand.CreateTrain(io));
+        root.Subcommands.Add(TrainCommand.CreateModels(io));
         root.Subcommands.Add(CompletionCommand.Create(io));
         return root;
     }

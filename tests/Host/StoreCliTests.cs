@@ -267,6 +267,35 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Train_MakesAModelVersionFromTheStoresHistory_AndModelsListsIt()
+    {
+        var store = Path.Combine(_dir, "s.db");
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "train", "--store", store);
+        Assert.Equal(2, code);
+        Assert.Contains("no task rows with features yet", stderr);
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("fanout.json"), "--store", store, "--progress", "none")).code);
+        using (var s = RunStore.Open(store, readOnly: true))
+        {
+            var rows = s.TrainingRows();
+            Assert.Equal(2 * 66, rows.Count);   // every task of both runs, with its features
+            Assert.All(rows, r => Assert.Equal(TaskMesh.Learning.Features.FeatureExtractor.Count, r.Features.Length));
+        }
+        SqliteConnection.ClearAllPools();
+
+        (code, var stdout, stderr) = await CliTests.Taskmesh(_dir, "train", "--store", store);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("model version 1: 132 examples", stdout);
+        Assert.Matches(@"local\s+132\s+[\d.]+", stdout);
+        Assert.True(File.Exists(Path.Combine(store + ".models", "v1", "manifest.json")));
+        Assert.True(File.Exists(Path.Combine(store + ".models", "v1", "local.duration.zip")));
+        Assert.Equal(0, (await CliTests.Taskmesh(_dir, "train", "--store", store)).code);
+        (code, stdout, _) = await CliTests.Taskmesh(_dir, "models", "--store", store);
+        Assert.Equal(0, code);
+        Assert.True(stdout.IndexOf("version 2", StringComparison.Ordinal) < stdout.IndexOf("version 1", StringComparison.Ordinal), stdout);   // newest first
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

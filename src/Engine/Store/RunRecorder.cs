@@ -74,6 +74,7 @@ public sealed class RunRecorder : IRunObserver
     private RunStart _run = null!;
     private readonly JournalOptions _journal;
     private readonly Func<int, double?>? _complexity;
+    private readonly Func<int, float[]?>? _features;
     private readonly double _slowMs;
     private int _sampleMask = SampleEvery - 1;
     private string _runId = "";
@@ -102,10 +103,12 @@ public sealed class RunRecorder : IRunObserver
     /// <param name="journal">Which task rows to keep (default: <see cref="JournalOptions.Default"/>).</param>
     /// <exception cref="ArgumentException"><paramref name="journal"/> has a value out of range.</exception>
     /// <param name="complexity">Each task's complexity score 0–100 (the learning library's feature extractor), kept in its row; null: not kept.</param>
+    /// <param name="features">Each task's feature vector (the learning library's extractor), kept in its row for training; null: not kept.</param>
     public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null, JournalOptions? journal = null,
-        Func<int, double?>? complexity = null)
+        Func<int, double?>? complexity = null, Func<int, float[]?>? features = null)
     {
         _complexity = complexity;
+        _features = features;
         _journal = journal ?? JournalOptions.Default;
         if (_journal.Problem() is { } problem) throw new ArgumentException(problem, nameof(journal));
         _slowMs = _journal.SlowTaskMs;
@@ -215,7 +218,7 @@ public sealed class RunRecorder : IRunObserver
         if (notes is not null) lock (notes) cost += notes.Cost;
         _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
             Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, cost, r.Error,
-            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()) { Complexity = _complexity });
+            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()) { Complexity = _complexity, Features = _features });
     }
 
     private string? Why(in AttemptResult r, double ms, TaskNotes? notes)
@@ -278,7 +281,7 @@ public sealed class RunRecorder : IRunObserver
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
                     "skipped", 0, null, 0, null, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
-                    _keepAll ? "small-run" : "skipped", Now()) { Complexity = _complexity });
+                    _keepAll ? "small-run" : "skipped", Now()) { Complexity = _complexity, Features = _features });
                 break;
         }
     }
@@ -300,7 +303,7 @@ public sealed class RunRecorder : IRunObserver
         AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
         _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
-            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now()) { Complexity = _complexity });
+            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now()) { Complexity = _complexity, Features = _features });
     }
 
     private void AuditCacheHit(int task)
@@ -624,13 +627,16 @@ public sealed class RunRecorder : IRunObserver
         /// <summary>Computes the task's complexity score on the writer's thread (null: not known).</summary>
         public Func<int, double?>? Complexity { get; init; }
 
+        /// <summary>Computes the task's feature vector on the writer's thread (null: not kept).</summary>
+        public Func<int, float[]?>? Features { get; init; }
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
                 INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
-                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity)
+                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity, features)
                 VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $cost, $error, $summary, $skipped, $why, $at, $complexity)
+                    $cost, $error, $summary, $skipped, $why, $at, $complexity, $features)
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$i", index);
@@ -651,6 +657,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$why", why);
             cmd.Parameters.AddWithValue("$at", at);
             cmd.Parameters.AddWithValue("$complexity", Db(Complexity?.Invoke(index)));
+            cmd.Parameters.AddWithValue("$features", Features?.Invoke(index) is { } f ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.AsSpan()).ToArray() : DBNull.Value);
             cmd.ExecuteNonQuery();
         }
     }

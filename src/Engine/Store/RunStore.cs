@@ -466,6 +466,70 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>
+    /// Every kept task row that has a feature vector, oldest run first: what the learned models
+    /// train on (handler, first and last layer, status, duration, escalations, features).
+    /// </summary>
+    public IReadOnlyList<TrainingRow> TrainingRows(int limit = 1_000_000)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = """
+                SELECT t.handler, t.initial_layer, t.final_layer, t.status, t.duration_ms, t.escalations, t.features, t.confidence
+                FROM task_executions t JOIN runs r ON r.run_id = t.run_id
+                WHERE t.features IS NOT NULL AND t.final_layer IS NOT NULL
+                ORDER BY r.started_at, t.task_index LIMIT $limit
+                """;
+            cmd.Parameters.AddWithValue("$limit", limit);
+            var list = new List<TrainingRow>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                var features = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>((byte[])r.GetValue(6)).ToArray();
+                list.Add(new TrainingRow(r.GetString(0), r.IsDBNull(1) ? r.GetString(2) : r.GetString(1), r.GetString(2), r.GetString(3),
+                    r.IsDBNull(4) ? null : r.GetDouble(4), r.GetInt32(5), features, r.IsDBNull(7) ? null : r.GetDouble(7)));
+            }
+            return list;
+        }
+    }
+
+    /// <summary>Records a trained model version (its files are in <paramref name="folder"/>).</summary>
+    public void RecordModel(int version, DateTimeOffset trainedAt, int rows, string folder, string metricsJson)
+    {
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        writer.Enqueue(new ModelRow(version, trainedAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture), rows, folder, metricsJson));
+    }
+
+    /// <summary>The model versions trained from this store, newest first.</summary>
+    public IReadOnlyList<(int Version, DateTimeOffset TrainedAt, int Rows, string Folder, string Metrics)> Models()
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT version, trained_at, rows, folder, metrics FROM models ORDER BY version DESC";
+            var list = new List<(int, DateTimeOffset, int, string, string)>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add((r.GetInt32(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture), r.GetInt32(2), r.GetString(3), r.GetString(4)));
+            return list;
+        }
+    }
+
+    private sealed class ModelRow(int version, string at, int rows, string folder, string metrics) : StoreWrite
+    {
+        public override void Apply(StoreBatch b)
+        {
+            var cmd = b.Command("INSERT OR REPLACE INTO models (version, trained_at, rows, folder, metrics) VALUES ($v, $at, $rows, $folder, $metrics)");
+            cmd.Parameters.AddWithValue("$v", version);
+            cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("$rows", rows);
+            cmd.Parameters.AddWithValue("$folder", folder);
+            cmd.Parameters.AddWithValue("$metrics", metrics);
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>
     /// Mirrors the escalation rules in force into the <c>escalation_rules</c> table (replacing what
     /// was there), so reports and the dashboard show the rules runs were made under.
     /// </summary>
@@ -662,6 +726,17 @@ public sealed record DailyLayerFigures(string Day, string Layer, long Requests, 
 public sealed record AuditRecord(string Category, DateTimeOffset Timestamp, string RunId, string? TaskId, string Detail);
 
 /// <summary>Tasks of a stored run by outcome.</summary>
+/// <summary>A kept task row as the learned models train on it.</summary>
+/// <param name="Handler">The task's handler.</param>
+/// <param name="InitialLayer">The layer of its first attempt.</param>
+/// <param name="FinalLayer">The layer of its last attempt.</param>
+/// <param name="Status">Its outcome (<c>succeeded</c>, <c>failed</c>, <c>timed_out</c>, …).</param>
+/// <param name="DurationMs">First attempt's start to its end.</param>
+/// <param name="Escalations">How often it moved.</param>
+/// <param name="Features">Its feature vector.</param>
+/// <param name="Confidence">The confidence its last attempt reported.</param>
+public sealed record TrainingRow(string Handler, string InitialLayer, string FinalLayer, string Status, double? DurationMs, int Escalations, float[] Features, double? Confidence);
+
 public sealed record StoredTaskCounts(int Total, int Succeeded, int Failed, int TimedOut, int Skipped, int Cancelled, int Restored, int Cached);
 
 /// <summary>A run as the store keeps it.</summary>

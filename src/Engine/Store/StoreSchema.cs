@@ -159,5 +159,16 @@ internal static class StoreSchema
         ALTER TABLE task_cache ADD COLUMN file TEXT;
         ALTER TABLE task_cache ADD COLUMN bytes INTEGER;
         """,
+        // v3 -> v4: each kept task row's feature vector (float32, little-endian) for training, and the trained models.
+        """
+        ALTER TABLE task_executions ADD COLUMN features BLOB;
+        CREATE TABLE models (
+            version INTEGER PRIMARY KEY,
+            trained_at TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            folder TEXT NOT NULL,
+            metrics TEXT NOT NULL
+        );
+        """,
     ];
 }

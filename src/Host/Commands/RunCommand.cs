@@ -201,9 +201,11 @@ internal static class RunCommand
         {
             store.RecordLayers(engine.Layers);
             if (engine.Options.EscalationRules is { } rules) store.RecordRules(rules);
-            // Each kept row carries the task's complexity score (computed on the store's writer thread).
+            // Each kept row carries the task's complexity score and feature vector, what the learned
+            // models train on (computed on the store's writer thread).
             var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
-            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal, complexity: t => features.Complexity(t));
+            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal,
+                complexity: t => features.Complexity(t), features: t => features.Extract(t));
             // A store that fails (disk full, file made read-only) stops the run: what it already
             // committed stays, and the summary says why.
             recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };

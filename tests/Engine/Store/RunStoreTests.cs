@@ -660,9 +660,9 @@ public sealed class RunStoreTests : IDisposable
         cmd.CommandText = "PRAGMA application_id;";
         Assert.Equal(0x544D5348L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "PRAGMA user_version;";
-        Assert.Equal(3L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(4L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
-        Assert.Equal(11L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal(12L, (long)cmd.ExecuteScalar()!);
 
         Assert.Throws<StoreException>(() => RunStore.Open(Path.Combine(_dir, "missing.db"), readOnly: true));
         using (var fresh = RunStore.Open(Path.Combine(_dir, "sub", "dir", "new.db"))) Assert.Empty(fresh.ListRuns());

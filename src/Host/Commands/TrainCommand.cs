@@ -1,0 +1,69 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using TaskMesh.Engine.Store;
+using TaskMesh.Learning.Models;
+
+namespace TaskMesh.Host.Commands;
+
+/// <summary><c>taskmesh train</c> and <c>taskmesh models</c>: per-layer models from the run store's history, and their versions.</summary>
+internal static class TrainCommand
+{
+    public static Command CreateTrain(CliIO io)
+    {
+        var store = StoreInput.StoreOption();
+        var config = CliOptions.Config();
+        var command = new Command("train", "Train the per-layer duration and success models from the run store's history; keep them as a new version beside the store.") { store, config };
+        command.SetAction(async (parse, ct) =>
+        {
+            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
+            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false);
+            var rows = s.TrainingRows();
+            if (rows.Count == 0)
+            {
+                io.Error.WriteLine($"taskmesh: store '{s.Path}' has no task rows with features yet: run some graphs with taskmesh run first");
+                return ExitCodes.BadInput;
+            }
+            var models = await Task.Run(() => ModelTrainer.Train(rows), io.Token);
+            int version = (s.Models().FirstOrDefault().Version) + 1;
+            var folder = ModelFiles.FolderOf(s.Path, version);
+            models.Save(folder, version);
+            s.RecordModel(version, DateTimeOffset.UtcNow, models.Rows, folder, JsonSerializer.Serialize(models.Accuracy));
+            await s.FlushAsync(CancellationToken.None);
+            io.Out.WriteLine($"model version {version}: {models.Rows} examples from {rows.Count} task rows, in {folder}");
+            Print(io.Out, models.Accuracy);
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    public static Command CreateModels(CliIO io)
+    {
+        var store = StoreInput.StoreOption();
+        var config = CliOptions.Config();
+        var command = new Command("models", "The model versions trained from the run store, newest first, with their held-out accuracy per layer.") { store, config };
+        command.SetAction(parse =>
+        {
+            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
+            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+            var versions = s.Models();
+            if (versions.Count == 0) io.Out.WriteLine("no models yet (taskmesh train makes one)");
+            foreach (var v in versions)
+            {
+                io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"version {v.Version}  trained {v.TrainedAt:yyyy-MM-dd HH:mm:ss} UTC  {v.Rows} examples  {v.Folder}"));
+                Print(io.Out, JsonSerializer.Deserialize<List<LayerAccuracy>>(v.Metrics) ?? []);
+            }
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static void Print(TextWriter o, IEnumerable<LayerAccuracy> accuracy)
+    {
+        o.WriteLine($"  {"layer",-16}  {"examples",8}  {"duration MAE ms",15}  {"duration R²",11}  {"success AUC",11}  {"calibration err",15}");
+        foreach (var a in accuracy)
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  {a.Layer,-16}  {a.Rows,8}  {Fmt(a.DurationMaeMs, "0.###"),15}  {Fmt(a.DurationR2, "0.###"),11}  {Fmt(a.SuccessAuc, "0.###"),11}  {Fmt(a.CalibrationError, "0.###"),15}"));
+        static string Fmt(double? x, string f) => x is double v ? v.ToString(f, CultureInfo.InvariantCulture) : "-";
+    }
+}

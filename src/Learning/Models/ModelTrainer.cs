@@ -1,0 +1,269 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Trainers.FastTree;
+using TaskMesh.Engine.Store;
+using TaskMesh.Learning.Features;
+
+namespace TaskMesh.Learning.Models;
+
+/// <summary>One training example: a task's features and handler, and what happened on a layer.</summary>
+internal sealed class Example
+{
+    [VectorType(FeatureExtractor.LayerFeatures)]
+    public float[] Features { get; set; } = [];
+
+    public string Handler { get; set; } = "";
+
+    /// <summary>log10(1 + duration in ms).</summary>
+    public float LogDuration { get; set; }
+
+    /// <summary>The attempt on the layer succeeded (with enough confidence: it did not have to escalate).</summary>
+    public bool Succeeded { get; set; }
+}
+
+/// <summary>What a duration model predicts.</summary>
+internal sealed class DurationPrediction
+{
+    public float Score { get; set; }
+}
+
+/// <summary>What a success model predicts (calibrated probability).</summary>
+internal sealed class SuccessPrediction
+{
+    public bool PredictedLabel { get; set; }
+    public float Probability { get; set; }
+}
+
+/// <summary>Held-out accuracy of one layer's models.</summary>
+/// <param name="Layer">The layer.</param>
+/// <param name="Rows">Examples (train + test).</param>
+/// <param name="DurationMaeMs">Mean absolute error of predicted durations, ms (null: no duration model).</param>
+/// <param name="DurationR2">R² of predicted log durations (null: no duration model).</param>
+/// <param name="SuccessAuc">Area under the ROC curve of predicted success (null: no success model).</param>
+/// <param name="CalibrationError">Expected calibration error of predicted success, 10 bins (null: no success model).</param>
+public sealed record LayerAccuracy(string Layer, int Rows, double? DurationMaeMs, double? DurationR2, double? SuccessAuc, double? CalibrationError);
+
+/// <summary>
+/// Trains, per layer, a duration regression (FastTree on log10(1 + ms)) and a success classifier
+/// (FastTree, Platt-calibrated: its probability is the task's predicted confidence on that layer)
+/// from the run store's kept rows with features, on one thread, with a fixed seed; 20 % of the
+/// rows (by a fixed shuffle) are held out to measure accuracy. A layer with fewer than
+/// <see cref="MinRows"/> examples, or whose examples are all of one outcome, gets no success model
+/// (the router uses its cold-start rules there).
+/// </summary>
+public static class ModelTrainer
+{
+    /// <summary>Examples a layer needs for its models.</summary>
+    public const int MinRows = 50;
+
+    /// <summary>The examples a store's rows give, by layer: the last layer sees the outcome; a first layer the task escalated from sees a failure.</summary>
+    internal static Dictionary<string, List<Example>> ExamplesOf(IEnumerable<TrainingRow> rows)
+    {
+        var byLayer = new Dictionary<string, List<Example>>(StringComparer.Ordinal);
+        foreach (var r in rows)
+        {
+            if (r.Features.Length < FeatureExtractor.LayerFeatures || r.Status is "skipped" or "cancelled") continue;
+            var features = r.Features[..FeatureExtractor.LayerFeatures];
+            List<Example> Of(string layer) => byLayer.TryGetValue(layer, out var l) ? l : byLayer[layer] = new List<Example>();
+            Of(r.FinalLayer).Add(new Example
+            {
+                Features = features,
+                Handler = r.Handler,
+                LogDuration = r.DurationMs is double ms ? (float)Math.Log10(1 + Math.Max(0, ms)) : float.NaN,
+                Succeeded = r.Status == "succeeded",
+            });
+            if (r.Escalations > 0 && r.InitialLayer != r.FinalLayer)
+                Of(r.InitialLayer).Add(new Example { Features = features, Handler = r.Handler, LogDuration = float.NaN, Succeeded = false });
+        }
+        return byLayer;
+    }
+
+    /// <summary>Trains every layer's models from <paramref name="rows"/>; returns them with their accuracy.</summary>
+    public static TrainedModels Train(IEnumerable<TrainingRow> rows, int seed = 1)
+    {
+        var ml = new MLContext(seed);
+        var layers = new Dictionary<string, (ITransformer? Duration, ITransformer? Success, DataViewSchema Schema)>(StringComparer.Ordinal);
+        var accuracy = new List<LayerAccuracy>();
+        int total = 0;
+        foreach (var (layer, all) in ExamplesOf(rows).OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            total += all.Count;
+            if (all.Count < MinRows) { accuracy.Add(new LayerAccuracy(layer, all.Count, null, null, null, null)); continue; }
+            var (train, test) = Split(all, seed);
+            ITransformer? duration = null, success = null;
+            double? mae = null, r2 = null, auc = null, ece = null;
+            var timed = train.Where(e => !float.IsNaN(e.LogDuration)).ToList();
+            var timedTest = test.Where(e => !float.IsNaN(e.LogDuration)).ToList();
+            if (timed.Count >= MinRows / 2 && timedTest.Count > 1)
+            {
+                var data = ml.Data.LoadFromEnumerable(timed);
+                duration = Featurize(ml).Append(ml.Regression.Trainers.FastTree(new FastTreeRegressionTrainer.Options
+                {
+                    LabelColumnName = nameof(Example.LogDuration), FeatureColumnName = "Input", NumberOfThreads = 1,
+                    NumberOfTrees = 100, NumberOfLeaves = 16, MinimumExampleCountPerLeaf = 5,
+                })).Fit(data);
+                var predicted = duration.Transform(ml.Data.LoadFromEnumerable(timedTest));
+                var scores = ml.Data.CreateEnumerable<DurationPrediction>(predicted, reuseRowObject: false).Select(p => (double)p.Score).ToList();
+                mae = timedTest.Zip(scores, (e, s) => Math.Abs(Math.Pow(10, e.LogDuration) - Math.Pow(10, s))).Average();
+                r2 = ml.Regression.Evaluate(predicted, nameof(Example.LogDuration)).RSquared;
+            }
+            if (train.Any(e => e.Succeeded) && train.Any(e => !e.Succeeded) && test.Any(e => e.Succeeded) && test.Any(e => !e.Succeeded))
+            {
+                var data = ml.Data.LoadFromEnumerable(train);
+                success = Featurize(ml).Append(ml.BinaryClassification.Trainers.FastTree(new FastTreeBinaryTrainer.Options
+                {
+                    LabelColumnName = nameof(Example.Succeeded), FeatureColumnName = "Input", NumberOfThreads = 1,
+                    NumberOfTrees = 100, NumberOfLeaves = 16, MinimumExampleCountPerLeaf = 5,
+                })).Fit(data);
+                var predicted = success.Transform(ml.Data.LoadFromEnumerable(test));
+                auc = ml.BinaryClassification.Evaluate(predicted, nameof(Example.Succeeded)).AreaUnderRocCurve;
+                var probs = ml.Data.CreateEnumerable<SuccessPrediction>(predicted, reuseRowObject: false).Select(p => (double)p.Probability).ToList();
+                ece = CalibrationError(probs, test.Select(e => e.Succeeded).ToList());
+            }
+            layers[layer] = (duration, success, ml.Data.LoadFromEnumerable(all).Schema);
+            accuracy.Add(new LayerAccuracy(layer, all.Count, mae, r2, auc, ece));
+        }
+        return new TrainedModels(ml, layers, accuracy, total);
+    }
+
+    /// <summary>Handler one-hot (hashed: unseen handlers get a bucket too) beside the numeric features.</summary>
+    private static IEstimator<ITransformer> Featurize(MLContext ml)
+        => ml.Transforms.Categorical.OneHotHashEncoding("HandlerKey", nameof(Example.Handler), numberOfBits: 6)
+            .Append(ml.Transforms.Concatenate("Input", nameof(Example.Features), "HandlerKey"));
+
+    private static (List<Example> Train, List<Example> Test) Split(List<Example> all, int seed)
+    {
+        var shuffled = new List<Example>(all);
+        var rng = new Random(seed);
+        for (int i = shuffled.Count - 1; i > 0; i--)
+        {
+            int j = rng.Next(i + 1);
+            (shuffled[i], shuffled[j]) = (shuffled[j], shuffled[i]);
+        }
+        int test = Math.Max(2, shuffled.Count / 5);
+        return (shuffled.Skip(test).ToList(), shuffled.Take(test).ToList());
+    }
+
+    /// <summary>Expected calibration error over 10 equal-width bins of predicted probability.</summary>
+    internal static double CalibrationError(IReadOnlyList<double> predicted, IReadOnlyList<bool> actual)
+    {
+        double error = 0;
+        for (int b = 0; b < 10; b++)
+        {
+            var idx = Enumerable.Range(0, predicted.Count).Where(i => Math.Min(9, (int)(predicted[i] * 10)) == b).ToList();
+            if (idx.Count == 0) continue;
+            double meanP = idx.Average(i => predicted[i]);
+            double rate = idx.Count(i => actual[i]) / (double)idx.Count;
+            error += idx.Count / (double)predicted.Count * Math.Abs(meanP - rate);
+        }
+        return error;
+    }
+}
+
+/// <summary>A trained set of per-layer models, with their held-out accuracy.</summary>
+public sealed class TrainedModels
+{
+    private readonly MLContext _ml;
+    private readonly Dictionary<string, (ITransformer? Duration, ITransformer? Success, DataViewSchema Schema)> _layers;
+
+    internal TrainedModels(MLContext ml, Dictionary<string, (ITransformer?, ITransformer?, DataViewSchema)> layers, IReadOnlyList<LayerAccuracy> accuracy, int rows)
+    {
+        _ml = ml;
+        _layers = layers;
+        Accuracy = accuracy;
+        Rows = rows;
+    }
+
+    /// <summary>Held-out accuracy per layer.</summary>
+    public IReadOnlyList<LayerAccuracy> Accuracy { get; }
+
+    /// <summary>Examples trained and tested on.</summary>
+    public int Rows { get; }
+
+    /// <summary>Layers that have a duration or a success model.</summary>
+    public IEnumerable<string> Layers => _layers.Keys;
+
+    /// <summary>Predicted duration (ms) of a task with <paramref name="features"/> on <paramref name="layer"/>, or null without a model.</summary>
+    public double? PredictDurationMs(string layer, string handler, float[] features)
+    {
+        if (!_layers.TryGetValue(layer, out var m) || m.Duration is null) return null;
+        var engine = _ml.Model.CreatePredictionEngine<Example, DurationPrediction>(m.Duration);
+        var p = engine.Predict(ExampleOf(handler, features));
+        return Math.Max(0, Math.Pow(10, p.Score) - 1);
+    }
+
+    /// <summary>Predicted probability that a task with <paramref name="features"/> succeeds on <paramref name="layer"/> (its predicted confidence), or null without a model.</summary>
+    public double? PredictConfidence(string layer, string handler, float[] features)
+    {
+        if (!_layers.TryGetValue(layer, out var m) || m.Success is null) return null;
+        var engine = _ml.Model.CreatePredictionEngine<Example, SuccessPrediction>(m.Success);
+        return engine.Predict(ExampleOf(handler, features)).Probability;
+    }
+
+    private static Example ExampleOf(string handler, float[] features)
+        => new() { Handler = handler, Features = features.Length >= FeatureExtractor.LayerFeatures ? features[..FeatureExtractor.LayerFeatures] : [.. features, .. new float[FeatureExtractor.LayerFeatures - features.Length]] };
+
+    /// <summary>Writes the models and a manifest into <paramref name="folder"/> (created).</summary>
+    public void Save(string folder, int version)
+    {
+        Directory.CreateDirectory(folder);
+        foreach (var (layer, m) in _layers)
+        {
+            if (m.Duration is not null) _ml.Model.Save(m.Duration, m.Schema, Path.Combine(folder, $"{layer}.duration.zip"));
+            if (m.Success is not null) _ml.Model.Save(m.Success, m.Schema, Path.Combine(folder, $"{layer}.success.zip"));
+        }
+        File.WriteAllText(Path.Combine(folder, "manifest.json"), JsonSerializer.Serialize(new
+        {
+            format = ModelFiles.Format,
+            version,
+            features = FeatureExtractor.Names.Take(FeatureExtractor.LayerFeatures),
+            rows = Rows,
+            layers = Accuracy,
+        }, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>Reads models written by <see cref="Save"/>; null, with the reason in <paramref name="problem"/>, when the folder holds none this build can use.</summary>
+    public static TrainedModels? Load(string folder, out string? problem)
+    {
+        problem = null;
+        var ml = new MLContext(1);
+        try
+        {
+            var manifestPath = Path.Combine(folder, "manifest.json");
+            using var manifest = JsonDocument.Parse(File.ReadAllText(manifestPath));
+            if (!manifest.RootElement.TryGetProperty("format", out var format) || format.GetInt32() != ModelFiles.Format)
+            {
+                problem = $"{manifestPath}: written by another version of TaskMesh (model format {(format.ValueKind == JsonValueKind.Number ? format.GetInt32() : 0)}, this build reads {ModelFiles.Format})";
+                return null;
+            }
+            var accuracy = manifest.RootElement.GetProperty("layers").Deserialize<List<LayerAccuracy>>() ?? [];
+            var layers = new Dictionary<string, (ITransformer?, ITransformer?, DataViewSchema)>(StringComparer.Ordinal);
+            foreach (var a in accuracy)
+            {
+                string d = Path.Combine(folder, $"{a.Layer}.duration.zip"), s = Path.Combine(folder, $"{a.Layer}.success.zip");
+                DataViewSchema? schema = null;
+                ITransformer? duration = File.Exists(d) ? ml.Model.Load(d, out schema) : null;
+                ITransformer? success = File.Exists(s) ? ml.Model.Load(s, out schema) : null;
+                if (schema is not null) layers[a.Layer] = (duration, success, schema);
+            }
+            return new TrainedModels(ml, layers, accuracy, manifest.RootElement.GetProperty("rows").GetInt32());
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException
+            or InvalidDataException or FormatException or KeyNotFoundException or ArgumentException or NotSupportedException)
+        {
+            problem = $"the models in {folder} cannot be read ({ex.GetType().Name}: {ex.Message})";
+            return null;
+        }
+    }
+}
+
+/// <summary>Where model versions live: <c>STORE.models/vN/</c> beside the run store.</summary>
+public static class ModelFiles
+{
+    /// <summary>The manifest format this build writes and reads.</summary>
+    public const int Format = 1;
+
+    public static string FolderOf(string storePath, int version) => Path.Combine(storePath + ".models", "v" + version.ToString(CultureInfo.InvariantCulture));
+}
