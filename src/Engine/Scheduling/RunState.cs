@@ -149,9 +149,6 @@ internal sealed partial class RunState
         if (_manual is { } manual)
             foreach (var (task, m) in manual)
                 RecordEscalation(task, m.From, m.Layer, "manual", m.Reason);
-        // Inline tasks timed coarsely read the tick count from memory (see CoarseClock).
-        bool coarseClock = _timeInline && !_preciseInlineTiming && Tasks.DurationMs is null;
-        if (coarseClock) CoarseClock.Acquire();
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();
@@ -160,6 +157,10 @@ internal sealed partial class RunState
 
         using var reg = ct.Register(static s => ((RunState)s!).Cancel(), this);
         long allocatedBefore = GC.GetTotalAllocatedBytes();
+        // Inline tasks timed coarsely read the tick count from memory (see CoarseClock); released
+        // in the finally below, which every started run reaches.
+        bool coarseClock = _timeInline && !_preciseInlineTiming && Tasks.DurationMs is null;
+        if (coarseClock) CoarseClock.Acquire();
         foreach (var w in _workers) w.Start();
         try
         {

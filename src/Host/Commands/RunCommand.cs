@@ -57,14 +57,8 @@ internal static class RunCommand
         metrics.AddTo(command);
         command.SetAction((parse, ct) =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            string runId;
-            string graphPath;
-            using (var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true))
-            {
-                runId = s.ResolveRunId(parse.GetValue(run)!);
-                graphPath = s.GraphOf(runId).Path ?? throw new StoreException($"run {runId} was not run from a graph file; use taskmesh run GRAPH --resume {runId}");
-            }
+            var (runId, graphPath) = StoredRun(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(run)!,
+                id => $"run {id} was not run from a graph file; use taskmesh run GRAPH --resume {id}");
             return ExecuteAsync(io, graphPath, parse.GetValue(json), parse.GetValue(maxParallel), parse.GetValue(config), nodes: false,
                 parse.GetValue(progress), parse.GetValue(store), noStore: false, runId, metrics.Read(parse));
         });
@@ -100,6 +94,15 @@ internal static class RunCommand
         public (int? Port, string? Host, double? Linger) Read(System.CommandLine.ParseResult p) => (p.GetValue(_port), p.GetValue(_host), p.GetValue(_linger));
     }
 
+    /// <summary>A stored run's id and the graph file it ran (the file is checked against its hash when the run starts).</summary>
+    private static (string RunId, string GraphPath) StoredRun(CliIO io, string? configPath, string? storeOption, string run, Func<string, string> noFile)
+    {
+        var cfg = GraphInput.LoadConfig(configPath, io.Token);
+        using var s = StoreInput.Open(StoreInput.PathOf(storeOption, cfg), readOnly: true);
+        string runId = s.ResolveRunId(run);
+        return (runId, s.GraphOf(runId).Path ?? throw new StoreException(noFile(runId)));
+    }
+
     /// <summary>
     /// <c>taskmesh escalate RUN TASK --to LAYER [--reason TEXT]</c>: a new run of the stored run's
     /// graph (found and checked as <c>resume</c> does) that runs TASK on LAYER, re-runs the tasks
@@ -124,14 +127,8 @@ internal static class RunCommand
         metrics.AddTo(command);
         command.SetAction((parse, ct) =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            string runId;
-            string graphPath;
-            using (var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true))
-            {
-                runId = s.ResolveRunId(parse.GetValue(run)!);
-                graphPath = s.GraphOf(runId).Path ?? throw new StoreException($"run {runId} was not run from a graph file: it cannot be escalated from the command line");
-            }
+            var (runId, graphPath) = StoredRun(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(run)!,
+                id => $"run {id} was not run from a graph file: it cannot be escalated from the command line");
             string why = parse.GetValue(reason) ?? $"escalated by an operator to {parse.GetValue(to)}";
             return ExecuteAsync(io, graphPath, parse.GetValue(json), null, parse.GetValue(config), nodes: false,
                 parse.GetValue(progress), parse.GetValue(store), noStore: false, runId, metrics.Read(parse), (parse.GetValue(task)!, parse.GetValue(to)!, why));
