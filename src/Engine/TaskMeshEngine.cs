@@ -330,7 +330,7 @@ public sealed class TaskMeshEngine
         // Decided at construction: with no task options and no default layer, a task's route
         // depends on its handler alone — one decision per handler, then a fill.
         if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer
-            && (hasFixed || handlers.All(h => h.PreferredLayer is { } p && index.ContainsKey(p))))
+            && (hasFixed || !router.RoutesPreferredHandlers && handlers.All(h => h.PreferredLayer is { } p && index.ContainsKey(p))))
         {
             var byHandler = new byte[handlers.Length];
             for (int h = 0; h < handlers.Length; h++)
@@ -353,7 +353,7 @@ public sealed class TaskMeshEngine
             byte li;
             if (forced is not null && forced != GraphNames.AutoLayer)
                 li = index.GetValueOrDefault(forced, RouteTable.Local);
-            else if (handlers[graph.HandlerIndex(i)].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
+            else if (!router.RoutesPreferredHandlers && handlers[graph.HandlerIndex(i)].PreferredLayer is { } preferred && index.TryGetValue(preferred, out byte pi))
                 li = Fits(pi, i) ? pi : Fallback(i);
             else if (hasFixed)
                 li = Fits(fixedRoute, i) ? fixedRoute : Fallback(i);

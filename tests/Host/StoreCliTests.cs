@@ -296,6 +296,50 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_WithRoutingBands_SendsEachTaskToItsBand_AuditsTheCandidates_AndACorruptModelFallsBackWithAWarning()
+    {
+        var config = Path.Combine(_dir, "route.toml");
+        File.WriteAllText(config, """
+            [layers.big]
+            kind = "local"
+            rank = 10
+
+            [[routing.bands]]
+            up_to = 20
+            layer = "local"
+
+            [[routing.bands]]
+            up_to = 100
+            layer = "big"
+            """);
+        var graph = Path.Combine(_dir, "route.json");
+        File.WriteAllText(graph, """{"name":"routed","tasks":[{"id":"small","handler":"spin","args":{"micros":10}},{"id":"long","handler":"sleep","args":{"millis":200}}]}""");
+        var store = Path.Combine(_dir, "r.db");
+        var summary = Path.Combine(_dir, "rs.json");
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", graph, "--config", config, "--store", store, "--json", summary, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        using (var doc = JsonDocument.Parse(File.ReadAllText(summary)))
+            Assert.Equal(["local", "big"], doc.RootElement.GetProperty("nodes").EnumerateArray().Select(n => n.GetProperty("layer").GetString()));
+        using (var s = RunStore.Open(store, readOnly: true))
+        {
+            var selection = Assert.Single(s.AuditOf(s.ResolveRunId("last"), "long", AuditCategory.LayerSelection));
+            Assert.Contains("cold start: complexity 66.3", selection.Detail);
+            Assert.Contains("candidates big:", selection.Detail);
+        }
+        SqliteConnection.ClearAllPools();
+
+        // A model version that cannot be read: the run warns and routes by the bands.
+        Assert.Equal(0, (await CliTests.Taskmesh(_dir, "train", "--store", store)).code);
+        var manifest = Path.Combine(store + ".models", "v1", "manifest.json");
+        File.WriteAllText(manifest, "{ not json");
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", graph, "--config", config, "--store", store, "--json", summary, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("warning: model version 1 not used, the router falls back to its cold-start rules", stderr);
+        using (var doc = JsonDocument.Parse(File.ReadAllText(summary)))
+            Assert.Equal(["local", "big"], doc.RootElement.GetProperty("nodes").EnumerateArray().Select(n => n.GetProperty("layer").GetString()));
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

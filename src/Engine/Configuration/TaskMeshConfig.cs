@@ -68,6 +68,24 @@ public sealed class TaskMeshConfig
     /// <summary><c>escalation.max_per_task</c>: escalations a task may have (0–8).</summary>
     public int MaxEscalationsPerTask { get; set; } = Escalation.RuleEscalationPolicy.DefaultMaxPerTask;
 
+    /// <summary>True when the config has a <c>[routing]</c> section: the learned router chooses layers.</summary>
+    public bool RoutingConfigured { get; private set; }
+
+    /// <summary><c>routing.objective</c>: auto, fastest or cheapest.</summary>
+    public string RoutingObjective { get; set; } = "auto";
+
+    /// <summary><c>routing.min_confidence</c>: the confidence a task needs when it states none.</summary>
+    public double RoutingMinConfidence { get; set; } = 0.70;
+
+    /// <summary><c>routing.failure_penalty</c>: cost per unit of predicted failure probability.</summary>
+    public double RoutingFailurePenalty { get; set; } = 1.0;
+
+    /// <summary><c>routing.exploration</c>: share of tasks sent to another capable layer.</summary>
+    public double RoutingExploration { get; set; }
+
+    /// <summary><c>[[routing.bands]]</c> (<c>up_to</c>, <c>layer</c>): cold-start complexity bands, in increasing order.</summary>
+    public IReadOnlyList<(double UpTo, string Layer)> RoutingBands { get; private set; } = [];
+
     /// <summary>Log levels, least severe first.</summary>
     public static readonly string[] LogLevels = ["trace", "debug", "information", "warning", "error", "critical", "none"];
 
@@ -111,6 +129,13 @@ public sealed class TaskMeshConfig
             ["sample_every"] = (c, v) => Int(v, 1, Store.JournalOptions.MaxSampleEvery, out var x)
                 ?? (System.Numerics.BitOperations.IsPow2(x) ? Set(() => c.Journal = c.Journal with { SampleEvery = x }) : "must be a power of two (1, 2, 4, … 1024, …)"),
             ["max_sampled_rows"] = (c, v) => Int(v, 1, 1_000_000, out var x) ?? Set(() => c.Journal = c.Journal with { MaxSampledRows = x }),
+        },
+        ["routing"] = new(StringComparer.Ordinal)
+        {
+            ["objective"] = (c, v) => Str(v, out var o) ?? (o is "auto" or "fastest" or "cheapest" ? Set(() => c.RoutingObjective = o!) : "must be auto, fastest or cheapest"),
+            ["min_confidence"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingMinConfidence = x),
+            ["failure_penalty"] = (c, v) => Num(v, 0, 1e12, out var x) ?? Set(() => c.RoutingFailurePenalty = x),
+            ["exploration"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingExploration = x),
         },
         ["escalation"] = new(StringComparer.Ordinal)
         {
@@ -177,6 +202,13 @@ public sealed class TaskMeshConfig
             foreach (var table in doc.Tables)
             {
                 string section = KeyName(table.Name);
+                if (section == "routing") config.RoutingConfigured = true;
+                if (table is TableArraySyntax && section == "routing.bands")
+                {
+                    config.RoutingConfigured = true;
+                    ParseBand(config, table, path, problems);
+                    continue;
+                }
                 if (table is TableArraySyntax && section == "escalation.rules")
                 {
                     ParseRule(table, path, problems, rules);
@@ -233,6 +265,31 @@ public sealed class TaskMeshConfig
         EscalationRules = EscalationRules.Count == 0 ? Escalation.EscalationRule.Defaults : EscalationRules,
         MaxEscalationsPerTask = MaxEscalationsPerTask,
     };
+
+    private static void ParseBand(TaskMeshConfig config, TableSyntaxBase table, string path, List<string> problems)
+    {
+        double? upTo = null;
+        string? layer = null;
+        foreach (var item in table.Items)
+        {
+            if (item is not KeyValueSyntax kv) continue;
+            string key = KeyName(kv.Key);
+            string? problem = key switch
+            {
+                "up_to" => Num(kv.Value!, 0, 100, out var x) ?? Set(() => upTo = x),
+                "layer" => Str(kv.Value!, out var l) ?? (Graph.GraphNames.IsValidLayerName(l) ? Set(() => layer = l) : "must be a layer name"),
+                _ => "is not a band setting (known: up_to, layer)",
+            };
+            if (problem is not null) problems.Add($"{path}:{Line(kv)}: key 'routing.bands.{key}' {problem}");
+        }
+        if (upTo is null || layer is null) { problems.Add($"{path}:{Line(table)}: [[routing.bands]] needs up_to (a complexity score 0–100) and layer"); return; }
+        if (config.RoutingBands.Count > 0 && config.RoutingBands[^1].UpTo >= upTo)
+        {
+            problems.Add($"{path}:{Line(table)}: [[routing.bands]] must come in increasing up_to ({upTo} follows {config.RoutingBands[^1].UpTo})");
+            return;
+        }
+        config.RoutingBands = [.. config.RoutingBands, (upTo.Value, layer)];
+    }
 
     private static readonly string[] s_ruleKeys = ["from", "to", "trigger", "threshold", "priority", "active"];
 

@@ -26,6 +26,13 @@ public interface ILayerRouter
     /// </summary>
     RouteDecision? FixedDecision => null;
 
+    /// <summary>
+    /// True when the router also chooses among the layers a handler prefers (a learned router
+    /// choosing between <c>quantum</c> and <c>quantum-double</c>); false (the default) sends such
+    /// tasks to their handler's preferred layer without asking.
+    /// </summary>
+    bool RoutesPreferredHandlers => false;
+
     /// <summary>The decision for one task.</summary>
     RouteDecision Route(in RoutingContext context, int task);
 
@@ -51,8 +58,14 @@ public readonly struct RoutingContext
         Layers = layers;
     }
 
+    /// <summary>A context for routing <paramref name="prepared"/> among <paramref name="layers"/> (what the engine passes; for trying a router out).</summary>
+    public static RoutingContext For(PreparedGraph prepared, IReadOnlyList<ExecutionLayer> layers) => new(prepared, layers);
+
     /// <summary>The graph being routed.</summary>
     public TaskGraph Graph => _prepared.Graph;
+
+    /// <summary>The prepared graph being routed (its handlers and parsed arguments).</summary>
+    public PreparedGraph Prepared => _prepared;
 
     /// <summary>The registered layers, with their queue depth, slots, price and capabilities now.</summary>
     public IReadOnlyList<ExecutionLayer> Layers { get; }

@@ -29,14 +29,15 @@ internal static class RunCommand
             HelpName = "RUN",
         };
         var metrics = new MetricsOptions();
+        var objective = CliOptions.OneOf("--objective", "Let the learned router choose each task's layer: the cheapest confident one (auto), the quickest, or the cheapest.", "auto", "fastest", "cheapest");
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
-            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume,
+            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective,
         };
         metrics.AddTo(command);
         command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
             parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore), parse.GetValue(resume),
-            metrics.Read(parse)));
+            metrics.Read(parse), objective: parse.GetValue(objective)));
         return command;
     }
 
@@ -94,6 +95,32 @@ internal static class RunCommand
         public (int? Port, string? Host, double? Linger) Read(System.CommandLine.ParseResult p) => (p.GetValue(_port), p.GetValue(_host), p.GetValue(_linger));
     }
 
+    /// <summary>
+    /// The learned router chooses layers when the config has <c>[routing]</c>, when
+    /// <c>--objective</c> is given, or when the store has trained models (the newest version is
+    /// loaded; one that cannot be read is reported and the router falls back to its cold-start
+    /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
+    /// </summary>
+    private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, TextWriter error)
+    {
+        var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
+        if (!config.RoutingConfigured && objective is null && latest.Folder is null) return;
+        TaskMesh.Learning.Models.TrainedModels? models = null;
+        if (latest.Folder is not null)
+        {
+            models = TaskMesh.Learning.Models.TrainedModels.Load(latest.Folder, out var problem);
+            if (models is null) error.WriteLine($"taskmesh: warning: model version {latest.Version} not used, the router falls back to its cold-start rules: {problem}");
+        }
+        engine.Router = new TaskMesh.Learning.Routing.LearnedRouter(models, new TaskMesh.Learning.Routing.RoutingOptions
+        {
+            Objective = objective ?? config.RoutingObjective,
+            MinConfidence = config.RoutingMinConfidence,
+            FailurePenalty = config.RoutingFailurePenalty,
+            Exploration = config.RoutingExploration,
+            Bands = config.RoutingBands.Select(b => new TaskMesh.Learning.Routing.ComplexityBand(b.UpTo, b.Layer)).ToList(),
+        });
+    }
+
     /// <summary>A stored run's id and the graph file it ran (the file is checked against its hash when the run starts).</summary>
     private static (string RunId, string GraphPath) StoredRun(CliIO io, string? configPath, string? storeOption, string run, Func<string, string> noFile)
     {
@@ -138,7 +165,7 @@ internal static class RunCommand
 
     private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
         string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions,
-        (string Task, string Layer, string Reason)? escalate = null)
+        (string Task, string Layer, string Reason)? escalate = null, string? objective = null)
     {
         if (resume is not null && noStore) throw new UsageException("--resume needs the run store; drop --no-store");
         var stdout = io.Out;
@@ -166,6 +193,7 @@ internal static class RunCommand
         }
 
         var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
+        UseLearnedRouter(engine, config, store, objective, io.Error);
         RestoredTasks? restored = null;
         string? resumedFrom = null;
         IReadOnlyList<ManualEscalation>? manual = null;

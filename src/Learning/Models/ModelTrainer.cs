@@ -43,7 +43,8 @@ internal sealed class SuccessPrediction
 /// <param name="DurationR2">R² of predicted log durations (null: no duration model).</param>
 /// <param name="SuccessAuc">Area under the ROC curve of predicted success (null: no success model).</param>
 /// <param name="CalibrationError">Expected calibration error of predicted success, 10 bins (null: no success model).</param>
-public sealed record LayerAccuracy(string Layer, int Rows, double? DurationMaeMs, double? DurationR2, double? SuccessAuc, double? CalibrationError);
+/// <param name="SuccessRate">When every example on the layer had one outcome (no classifier can be trained): the smoothed success rate, (successes + 1) / (examples + 2), used as the predicted confidence.</param>
+public sealed record LayerAccuracy(string Layer, int Rows, double? DurationMaeMs, double? DurationR2, double? SuccessAuc, double? CalibrationError, double? SuccessRate = null);
 
 /// <summary>
 /// Trains, per layer, a duration regression (FastTree on log10(1 + ms)) and a success classifier
@@ -51,7 +52,8 @@ public sealed record LayerAccuracy(string Layer, int Rows, double? DurationMaeMs
 /// from the run store's kept rows with features, on one thread, with a fixed seed; 20 % of the
 /// rows (by a fixed shuffle) are held out to measure accuracy. A layer with fewer than
 /// <see cref="MinRows"/> examples, or whose examples are all of one outcome, gets no success model
-/// (the router uses its cold-start rules there).
+/// (the router uses its cold-start rules there) — except that a layer with enough examples all of
+/// one outcome predicts their smoothed rate (<see cref="LayerAccuracy.SuccessRate"/>).
 /// </summary>
 public static class ModelTrainer
 {
@@ -122,8 +124,11 @@ public static class ModelTrainer
                 var probs = ml.Data.CreateEnumerable<SuccessPrediction>(predicted, reuseRowObject: false).Select(p => (double)p.Probability).ToList();
                 ece = CalibrationError(probs, test.Select(e => e.Succeeded).ToList());
             }
+            double? rate = null;
+            if (success is null && (all.All(e => e.Succeeded) || all.All(e => !e.Succeeded)))
+                rate = (all.Count(e => e.Succeeded) + 1.0) / (all.Count + 2.0);
             layers[layer] = (duration, success, ml.Data.LoadFromEnumerable(all).Schema);
-            accuracy.Add(new LayerAccuracy(layer, all.Count, mae, r2, auc, ece));
+            accuracy.Add(new LayerAccuracy(layer, all.Count, mae, r2, auc, ece, rate));
         }
         return new TrainedModels(ml, layers, accuracy, total);
     }
@@ -197,7 +202,8 @@ public sealed class TrainedModels
     /// <summary>Predicted probability that a task with <paramref name="features"/> succeeds on <paramref name="layer"/> (its predicted confidence), or null without a model.</summary>
     public double? PredictConfidence(string layer, string handler, float[] features)
     {
-        if (!_layers.TryGetValue(layer, out var m) || m.Success is null) return null;
+        if (!_layers.TryGetValue(layer, out var m)) return null;
+        if (m.Success is null) return Accuracy.FirstOrDefault(a => a.Layer == layer)?.SuccessRate;
         var engine = _ml.Model.CreatePredictionEngine<Example, SuccessPrediction>(m.Success);
         return engine.Predict(ExampleOf(handler, features)).Probability;
     }
@@ -247,6 +253,7 @@ public sealed class TrainedModels
                 ITransformer? duration = File.Exists(d) ? ml.Model.Load(d, out schema) : null;
                 ITransformer? success = File.Exists(s) ? ml.Model.Load(s, out schema) : null;
                 if (schema is not null) layers[a.Layer] = (duration, success, schema);
+                else if (a.SuccessRate is not null) layers[a.Layer] = (null, null, new DataViewSchema.Builder().ToSchema());
             }
             return new TrainedModels(ml, layers, accuracy, manifest.RootElement.GetProperty("rows").GetInt32());
         }

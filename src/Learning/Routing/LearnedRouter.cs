@@ -1,0 +1,184 @@
+using System.Globalization;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Layers;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Learning.Features;
+using TaskMesh.Learning.Models;
+
+namespace TaskMesh.Learning.Routing;
+
+/// <summary>How the router weighs cost against speed and confidence (<c>[routing] objective</c>, <c>--objective</c>).</summary>
+public static class Objectives
+{
+    /// <summary>The cheapest layer whose predicted confidence meets the task's <c>minConfidence</c> (default 0.70).</summary>
+    public const string Auto = "auto";
+    /// <summary>The layer that finishes first: its queue's wait plus the predicted duration.</summary>
+    public const string Fastest = "fastest";
+    /// <summary>The layer of least predicted cost, whatever its confidence.</summary>
+    public const string Cheapest = "cheapest";
+
+    public static readonly IReadOnlyList<string> All = [Auto, Fastest, Cheapest];
+}
+
+/// <summary>A cold-start band: tasks whose complexity score is at most <paramref name="UpTo"/> go to <paramref name="Layer"/>.</summary>
+public sealed record ComplexityBand(double UpTo, string Layer);
+
+/// <summary>The router's settings (<c>[routing]</c>).</summary>
+public sealed record RoutingOptions
+{
+    /// <summary>One of <see cref="Objectives.All"/>.</summary>
+    public string Objective { get; init; } = Objectives.Auto;
+
+    /// <summary>The confidence a task needs when it states no <c>minConfidence</c>.</summary>
+    public double MinConfidence { get; init; } = 0.70;
+
+    /// <summary>Cost charged per unit of predicted failure probability in the expected cost (price × duration + penalty × (1 − confidence)).</summary>
+    public double FailurePenalty { get; init; } = 1.0;
+
+    /// <summary>Cold start: complexity bands, in increasing <see cref="ComplexityBand.UpTo"/>; empty: the least capable layer that can run the task.</summary>
+    public IReadOnlyList<ComplexityBand> Bands { get; init; } = [];
+
+    /// <summary>Share of tasks (0–1) sent to another capable layer than the chosen one, so every model keeps fresh data.</summary>
+    public double Exploration { get; init; }
+
+    /// <summary>Seed of the exploration draw (deterministic per task).</summary>
+    public ulong Seed { get; init; } = 1;
+}
+
+/// <summary>
+/// Chooses each task's layer from the layers that can run it (its handler, its <c>requires</c>):
+/// for each candidate, the predicted duration (the layer's duration model, else the handler's
+/// estimate) and confidence (the layer's success model), the queue's wait, and the expected cost
+/// — price × duration + penalty × (1 − confidence) — then the objective decides. Without a model
+/// for a candidate (cold start) the complexity bands decide, else the least capable candidate. A
+/// small share of tasks explores another candidate. Decisions are made once per (handler,
+/// complexity bucket of 5 points, requirements, the task's minimum confidence) and reused: routing
+/// a task is a lookup after the first of its kind. Every decision carries its candidates and
+/// their scores in <see cref="RouteDecision.Reason"/> (the audit's <c>layer_selection</c>).
+/// </summary>
+public sealed class LearnedRouter : ILayerRouter
+{
+    private readonly TrainedModels? _models;
+    private readonly RoutingOptions _options;
+    private readonly Dictionary<(int Handler, int Bucket, string Requires, double MinConfidence), RouteDecision[]> _table = new();
+    private FeatureExtractor? _features;
+    private PreparedGraph? _graph;
+
+    public LearnedRouter(TrainedModels? models, RoutingOptions? options = null)
+    {
+        _models = models;
+        _options = options ?? new RoutingOptions();
+        if (!Objectives.All.Contains(_options.Objective)) throw new ArgumentException($"objective '{_options.Objective}' is not one of {string.Join(", ", Objectives.All)}");
+        if (_options.Exploration is < 0 or > 1) throw new ArgumentException("exploration is a share between 0 and 1");
+    }
+
+    /// <summary>The router also chooses among quantum layers for quantum tasks.</summary>
+    public bool RoutesPreferredHandlers => true;
+
+    /// <summary>Decisions made (not looked up) so far: one per kind of task.</summary>
+    public int DecisionsMade { get; private set; }
+
+    public RouteDecision Route(in RoutingContext context, int task)
+    {
+        var one = new RouteDecision[1];
+        RouteBatch(context, [task], one);
+        return one[0];
+    }
+
+    public void RouteBatch(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions)
+    {
+        lock (_table) RouteLocked(context, tasks, decisions);   // runs may start on several threads at once
+    }
+
+    private void RouteLocked(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions)
+    {
+        var graph = context.Graph;
+        if (_graph?.Graph != graph)
+        {
+            _graph = context.Prepared;
+            _features = new FeatureExtractor(context.Prepared);
+            _table.Clear();
+        }
+        var features = _features!;
+        for (int i = 0; i < tasks.Length; i++)
+        {
+            int task = tasks[i];
+            var spec = graph.Spec(task);
+            double minConfidence = spec?.MinConfidence ?? _options.MinConfidence;
+            var key = (graph.HandlerIndex(task), (int)(features.Complexity(task) / 5), spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence);
+            if (!_table.TryGetValue(key, out var choice))
+            {
+                choice = Decide(context, task, minConfidence);
+                _table[key] = choice;
+                DecisionsMade++;
+            }
+            decisions[i] = Explore(task, choice);
+        }
+    }
+
+    /// <summary>The decision (index 0) and the other candidates in order of preference, for a task like <paramref name="task"/>.</summary>
+    private RouteDecision[] Decide(in RoutingContext context, int task, double minConfidence)
+    {
+        var features = _features!;
+        string handler = context.HandlerOf(task).Name;
+        var vector = features.Extract(task);
+        var requires = context.Graph.Spec(task)?.Requires;
+        var candidates = new List<Candidate>();
+        foreach (var layer in context.Layers)
+        {
+            if (layer.Status != LayerStatus.Active || !layer.Covers(requires)) continue;
+            if (layer.RunsHandlers is { } only && !only.Contains(handler)) continue;
+            if (context.HandlerOf(task).LocalOnly && layer.Name != Engine.Layers.Local.LocalLayer.LayerName) continue;
+            double? ms = _models?.PredictDurationMs(layer.Name, handler, vector) ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
+            double? confidence = _models?.PredictConfidence(layer.Name, handler, vector);
+            double wait = ms is double d ? layer.QueueDepth / (double)Math.Max(1, layer.Capacity) * d : 0;
+            double cost = layer.PricePerSecond * (ms ?? 0) / 1000;
+            candidates.Add(new Candidate(layer, ms, confidence, wait, cost, cost + _options.FailurePenalty * (1 - (confidence ?? 1))));
+        }
+        if (candidates.Count == 0) return [new RouteDecision(Engine.Layers.Local.LocalLayer.LayerName, Reason: "no layer can take it: local")];
+
+        List<Candidate> order;
+        string how;
+        if (candidates.All(c => c.Confidence is null))
+        {
+            // Cold start: no model speaks for any candidate.
+            double complexity = features.Complexity(task);
+            var band = _options.Bands.FirstOrDefault(b => complexity <= b.UpTo && candidates.Any(c => c.Layer.Name == b.Layer));
+            order = candidates.OrderBy(c => band is not null && c.Layer.Name == band.Layer ? 0 : 1).ThenBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).ToList();
+            how = band is not null ? $"cold start: complexity {complexity:0.#} ≤ {band.UpTo:0.#} → {band.Layer}" : $"cold start: least capable of {candidates.Count}";
+        }
+        else
+        {
+            order = _options.Objective switch
+            {
+                Objectives.Fastest => candidates.OrderBy(c => c.Wait + (c.DurationMs ?? double.MaxValue)).ThenBy(c => c.Expected).ToList(),
+                Objectives.Cheapest => candidates.OrderBy(c => c.Cost).ThenBy(c => c.Layer.Rank).ToList(),
+                // auto: the cheapest (by expected cost) of those confident enough; else the most confident.
+                _ => candidates.OrderBy(c => (c.Confidence ?? 0) >= minConfidence ? 0 : 1)
+                    .ThenBy(c => (c.Confidence ?? 0) >= minConfidence ? c.Expected : -(c.Confidence ?? 0)).ToList(),
+            };
+            how = _options.Objective == Objectives.Auto ? $"auto (min confidence {minConfidence:0.##})" : _options.Objective;
+        }
+        string scores = string.Join("; ", order.Select(c => string.Create(CultureInfo.InvariantCulture,
+            $"{c.Layer.Name}: {(c.DurationMs is double d ? $"{d:0.###} ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
+        return order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
+    }
+
+    private RouteDecision Explore(int task, RouteDecision[] choice)
+    {
+        if (_options.Exploration <= 0 || choice.Length < 2) return choice[0];
+        ulong h = SplitMix(_options.Seed ^ (ulong)task * 0x9E3779B97F4A7C15UL);
+        if ((h >> 11) * (1.0 / (1UL << 53)) >= _options.Exploration) return choice[0];
+        return choice[1 + (int)(SplitMix(h) % (ulong)(choice.Length - 1))];
+    }
+
+    private static ulong SplitMix(ulong x)
+    {
+        x += 0x9E3779B97F4A7C15UL;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBUL;
+        return x ^ (x >> 31);
+    }
+
+    private sealed record Candidate(ExecutionLayer Layer, double? DurationMs, double? Confidence, double Wait, double Cost, double Expected);
+}

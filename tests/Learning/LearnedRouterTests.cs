@@ -1,0 +1,123 @@
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Layers.Local;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Store;
+using TaskMesh.Learning.Features;
+using TaskMesh.Learning.Models;
+using TaskMesh.Learning.Routing;
+using Xunit;
+
+namespace TaskMesh.Tests.Learning;
+
+public class LearnedRouterTests
+{
+    private static int Col(string name) => FeatureExtractor.Names.ToList().IndexOf(name);
+
+    /// <summary>Two layers beside local: cheap (rank 10, price 0.1) and strong (rank 20, price 1).</summary>
+    private static TaskMeshEngine Engine()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        var cheap = new LocalLayer(2, "cheap");
+        cheap.Configure(0.1, 10);
+        var strong = new LocalLayer(2, "strong");
+        strong.Configure(1.0, 20);
+        engine.AddLayer(cheap);
+        engine.AddLayer(strong);
+        return engine;
+    }
+
+    /// <summary>
+    /// A known history of spin tasks: on cheap a task fails when it is long (log_estimate_us &gt; 3,
+    /// more than 1 ms) and takes its estimate; on strong it always succeeds, 4× as fast; local is
+    /// as cheap as can be but fails everything over 10 µs.
+    /// </summary>
+    private static TrainedModels Models() => s_models.Value;
+
+    private static readonly Lazy<TrainedModels> s_models = new(TrainModels);
+
+    private static TrainedModels TrainModels()
+    {
+        var rng = new Random(5);
+        var rows = new List<TrainingRow>();
+        for (int i = 0; i < 2400; i++)
+        {
+            var f = new float[FeatureExtractor.Count];
+            double us = Math.Pow(10, rng.NextDouble() * 6);
+            f[Col("log_estimate_us")] = (float)Math.Log10(1 + us);
+            f[Col("log_micros")] = f[Col("log_estimate_us")];
+            string layer = (i % 3) switch { 0 => "cheap", 1 => "strong", _ => "local" };
+            bool ok = layer switch { "cheap" => us <= 1000, "local" => us <= 10, _ => true };
+            double ms = us / 1000 / (layer == "strong" ? 4 : 1);
+            rows.Add(new TrainingRow("spin", layer, layer, ok ? "succeeded" : "failed", ms, 0, f, null));
+        }
+        return ModelTrainer.Train(rows);
+    }
+
+    private static PreparedGraph Spins(TaskMeshEngine engine, params int[] micros)
+    {
+        var g = new GraphBuilder("spins");
+        for (int i = 0; i < micros.Length; i++) g.Task($"s{i}", "spin", new { micros = micros[i] });
+        return engine.Prepare(g);
+    }
+
+    private static async Task<string[]> LayersChosen(TaskMeshEngine engine, PreparedGraph graph)
+    {
+        var r = await engine.RunAsync(graph, new RunOptions { CollectTaskDetails = true });
+        Assert.Equal(RunStatus.Succeeded, r.Status);
+        return Enumerable.Range(0, graph.Count).Select(i => r.TaskResultOf(i).Layer!).ToArray();
+    }
+
+    [Fact]
+    public async Task Auto_ChoosesTheCheapestConfidentLayer_Cheapest_TheCheapest_Fastest_TheQuickest()
+    {
+        var models = Models();
+        var engine = Engine();
+        var graph = Spins(engine, 5, 100, 50_000);   // tiny, small, long
+
+        engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Auto });
+        Assert.Equal(["local", "cheap", "strong"], await LayersChosen(engine, graph));
+
+        engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Cheapest });
+        Assert.Equal(["local", "local", "local"], await LayersChosen(engine, graph));   // price 0, whatever the confidence
+
+        engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Fastest });
+        Assert.Equal(["strong", "strong", "strong"], await LayersChosen(engine, graph));   // 4× as fast there
+    }
+
+    [Fact]
+    public async Task ColdStart_ComplexityBandsMapTasksToLayers_AndWithoutBandsTheLeastCapableTakesThem()
+    {
+        var engine = Engine();
+        var graph = Spins(engine, 10, 5_000_000);   // complexity 13 and 84
+        engine.Router = new LearnedRouter(null, new RoutingOptions { Bands = [new(40, "cheap"), new(100, "strong")] });
+        Assert.Equal(["cheap", "strong"], await LayersChosen(engine, graph));
+        engine.Router = new LearnedRouter(null);
+        Assert.Equal(["local", "local"], await LayersChosen(engine, graph));
+    }
+
+    [Fact]
+    public void Decisions_AreMadeOncePerKindOfTask_AndExplorationSendsTheConfiguredShareElsewhere()
+    {
+        var engine = Engine();
+        var models = Models();
+        var micros = Enumerable.Repeat(100, 2000).ToArray();
+        var graph = Spins(engine, micros);
+        var router = new LearnedRouter(models, new RoutingOptions { Exploration = 0.2, Seed = 3 });
+        var context = RoutingContextOf(engine, graph);
+        var decisions = new TaskMesh.Engine.Routing.RouteDecision[graph.Count];
+        router.RouteBatch(context, Enumerable.Range(0, graph.Count).ToArray(), decisions);
+
+        Assert.Equal(1, router.DecisionsMade);
+        int explored = decisions.Count(d => d.Layer != "cheap");
+        Assert.InRange(explored, 300, 500);   // 20 % of 2,000, give or take
+        Assert.All(decisions.Where(d => d.Layer != "cheap"), d => Assert.StartsWith("exploration", d.Reason));
+        var chosen = decisions.First(d => d.Layer == "cheap");
+        Assert.Contains("auto (min confidence 0.7); candidates cheap:", chosen.Reason);
+        Assert.Contains("strong:", chosen.Reason);
+        Assert.True(chosen.Confidence > 0.7);
+    }
+
+    private static TaskMesh.Engine.Routing.RoutingContext RoutingContextOf(TaskMeshEngine engine, PreparedGraph graph)
+        => TaskMesh.Engine.Routing.RoutingContext.For(graph, engine.Layers);
+}
