@@ -344,6 +344,35 @@ public sealed class TaskMeshEngine
             details = null;
             return route;
         }
+        // A router that decides by handler for tasks without options: one call per handler, on its
+        // first task, then a fill.
+        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer && router.DecidesByHandlerWithoutOptions && graph.Count > 0)
+        {
+            var first = new int[handlers.Length];
+            Array.Fill(first, -1);
+            int found = 0;
+            for (int i = 0; i < graph.Count && found < handlers.Length; i++)
+                if (first[graph.HandlerIndex(i)] < 0) { first[graph.HandlerIndex(i)] = i; found++; }
+            var byHandler = new byte[handlers.Length];
+            var decided = new RouteDecision[handlers.Length];
+            for (int h = 0; h < handlers.Length; h++)
+            {
+                if (first[h] < 0) continue;
+                decided[h] = router.Route(context, first[h]);
+                byte li = Accept(decided[h], first[h]);
+                byHandler[h] = Final(li, first[h]);
+            }
+            for (int i = 0; i < route.Length; i++)
+            {
+                int h = graph.HandlerIndex(i);
+                route[i] = byHandler[h];
+                // Decisions to keep (for the audit) are the same for every task of a handler.
+                if (keepDetails && byHandler[h] != RouteTable.Inline && (decided[h].Confidence is not null || decided[h].PredictedCost is not null || decided[h].Reason is not null))
+                    (kept ??= new())[i] = decided[h];
+            }
+            details = kept;
+            return route;
+        }
         var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
         var decisions = new RouteDecision[batch.Length];
         int pending = 0;

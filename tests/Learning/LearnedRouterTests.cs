@@ -118,6 +118,21 @@ public class LearnedRouterTests
         Assert.True(chosen.Confidence > 0.7);
     }
 
+    [Fact]
+    public async Task TasksWithoutOptions_AreRoutedOncePerHandler()
+    {
+        var engine = Engine();
+        engine.Handlers.RegisterInline("tiny", _ => null);
+        var g = new GraphBuilder("plain").EnsureCapacity(20_000, 0);
+        g.AddTasks(10_000, "tiny");
+        g.AddTasks(10_000, "noop");
+        var router = new LearnedRouter(null);
+        engine.Router = router;
+        var r = await engine.RunAsync(engine.Prepare(g), new RunOptions { CollectTaskDetails = false });
+        Assert.Equal(20_000, r.Succeeded);
+        Assert.Equal(2, router.DecisionsMade);
+    }
+
     private static TaskMesh.Engine.Routing.RoutingContext RoutingContextOf(TaskMeshEngine engine, PreparedGraph graph)
         => TaskMesh.Engine.Routing.RoutingContext.For(graph, engine.Layers);
 }

@@ -33,6 +33,13 @@ public interface ILayerRouter
     /// </summary>
     bool RoutesPreferredHandlers => false;
 
+    /// <summary>
+    /// True when, for a graph whose tasks set no options, a task's decision depends on its handler
+    /// alone: the engine then asks once per handler (with <see cref="Route"/> on the handler's first
+    /// task) and fills the rest — no per-task call on a million tiny tasks.
+    /// </summary>
+    bool DecidesByHandlerWithoutOptions => false;
+
     /// <summary>The decision for one task.</summary>
     RouteDecision Route(in RoutingContext context, int task);
 

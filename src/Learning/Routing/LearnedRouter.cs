@@ -75,6 +75,9 @@ public sealed class LearnedRouter : ILayerRouter
     /// <summary>The router also chooses among quantum layers for quantum tasks.</summary>
     public bool RoutesPreferredHandlers => true;
 
+    /// <summary>Tasks without options are decided by handler (their arguments, requirements and minimum confidence are their handler's).</summary>
+    public bool DecidesByHandlerWithoutOptions => true;
+
     /// <summary>Decisions made (not looked up) so far: one per kind of task.</summary>
     public int DecisionsMade { get; private set; }
 
@@ -121,7 +124,8 @@ public sealed class LearnedRouter : ILayerRouter
     {
         var features = _features!;
         string handler = context.HandlerOf(task).Name;
-        var vector = features.Extract(task);
+        // The full vector (its graph features need one pass over the graph) only when a model reads it.
+        var vector = _models is null ? [] : features.Extract(task);
         var requires = context.Graph.Spec(task)?.Requires;
         var candidates = new List<Candidate>();
         foreach (var layer in context.Layers)
