@@ -46,6 +46,7 @@ public static class Cli
         root.Subcommands.Add(RulesCommand.Create(io));
         root.Subcommands.Add(TrainCommand.CreateTrain(io));
         root.Subcommands.Add(TrainCommand.CreateModels(io));
+        root.Subcommands.Add(PredictCommand.Create(io));
         root.Subcommands.Add(CompletionCommand.Create(io));
         return root;
     }

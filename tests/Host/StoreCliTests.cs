@@ -340,6 +340,36 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task Predict_ExplainsEachTasksLayer_AndRunsNothing()
+    {
+        var config = Path.Combine(_dir, "route.toml");
+        File.WriteAllText(config, "[layers.big]\nkind = \"local\"\nrank = 10\n\n[[routing.bands]]\nup_to = 20\nlayer = \"local\"\n\n[[routing.bands]]\nup_to = 100\nlayer = \"big\"\n");
+        var graph = Path.Combine(_dir, "p.json");
+        File.WriteAllText(graph, """
+            {"name":"explained","tasks":[
+              {"id":"small","handler":"spin","args":{"micros":10}},
+              {"id":"long","handler":"sleep","args":{"millis":200}},
+              {"id":"pinned","handler":"sleep","args":{"millis":200},"layer":"local"},
+              {"id":"boom","handler":"fail","args":{"message":"would fail"}}]}
+            """);
+        var json = Path.Combine(_dir, "pred.json");
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "predict", graph, "--config", config, "--json", json);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("nothing ran", stdout);
+        Assert.Contains("long [sleep, complexity 66.3] → big: cold start: complexity 66.3 ≤ 100 → big; candidates big:", stdout);
+        Assert.Contains("pinned [sleep, complexity 66.3] → local: forced by the graph", stdout);
+        using (var doc = JsonDocument.Parse(File.ReadAllText(json)))
+            Assert.Equal(["local", "big", "local", "local"], doc.RootElement.EnumerateArray().Select(t => t.GetProperty("layer").GetString()));
+        Assert.False(File.Exists(Path.Combine(_dir, "taskmesh.db")) && RunsIn(Path.Combine(_dir, "taskmesh.db")) > 0);   // no run recorded anywhere
+    }
+
+    private static int RunsIn(string store)
+    {
+        using var s = RunStore.Open(store, readOnly: true);
+        return s.ListRuns().Count;
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

@@ -226,6 +226,10 @@ public sealed class TaskGraph
     }
 
     /// <summary>Successor indices of a task.</summary>
+    /// <summary>The layer task <paramref name="index"/> is forced to run on (its own <c>layer</c>, else the graph's default), or null when the router chooses.</summary>
+    public string? ForcedLayerOf(int index)
+        => (Spec(index)?.Layer ?? Defaults.Layer) is string l && l != GraphNames.AutoLayer ? l : null;
+
     /// <summary>
     /// The tasks that read <paramref name="index"/>'s output over data edges, and those that read
     /// theirs, and so on (not <paramref name="index"/> itself), in breadth-first order.

@@ -346,7 +346,15 @@ internal static class RunCommand
     {
         o.WriteLine($"run {r.RunId} of '{r.Graph.Name}': {r.StatusName}");
         o.WriteLine($"  tasks: {r.Total} total, {r.Succeeded} succeeded{(r.Restored > 0 ? $" ({r.Restored} restored from the resumed run)" : "")}{(r.Cached > 0 ? $" ({r.Cached} from the result cache)" : "")}, {r.Failed} failed ({r.TimedOut} timed out), {r.Skipped} skipped, {r.Cancelled} cancelled");
-        o.WriteLine($"  layers: {string.Join(", ", r.TasksByLayer.Select(kv => $"{kv.Key} {kv.Value}"))}");
+        var costs = r.CostByLayer;
+        o.WriteLine($"  layers: {string.Join(", ", r.TasksByLayer.Select(kv => costs.GetValueOrDefault(kv.Key) is double c and > 0 ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{kv.Key} {kv.Value} (cost {c:0.######})") : $"{kv.Key} {kv.Value}"))}");
+        if (costs.Values.Sum() is double total and > 0) o.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"  cost: {total:0.######}"));
+        if (r.Escalations.Count > 0)
+        {
+            o.WriteLine($"  escalations: {r.Escalations.Count}");
+            foreach (var e in r.Escalations.Take(10)) o.WriteLine($"    {e.TaskId}: {e.From} → {e.To} ({e.Trigger}): {e.Reason}");
+            if (r.Escalations.Count > 10) o.WriteLine($"    ... and {r.Escalations.Count - 10} more");
+        }
         o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms");
         if (!r.HasTaskDetails)
         {

@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.IO;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Learning.Features;
+using TaskMesh.Learning.Models;
+using TaskMesh.Learning.Routing;
+
+namespace TaskMesh.Host.Commands;
+
+/// <summary>
+/// <c>taskmesh predict GRAPH.json [--objective O] [--limit N] [--json FILE]</c>: an EXPLAIN of
+/// routing — per task its complexity, the layer the learned router would choose and why, with
+/// each candidate's predicted duration, confidence and cost. Nothing runs.
+/// </summary>
+internal static class PredictCommand
+{
+    public static Command Create(CliIO io)
+    {
+        var graphArg = GraphInput.GraphArgument();
+        var config = CliOptions.Config();
+        var store = StoreInput.StoreOption();
+        var objective = CliOptions.OneOf("--objective", "The objective to explain (default: the config's).", "auto", "fastest", "cheapest");
+        var limit = CliOptions.Int("--limit", 0, int.MaxValue, "Tasks printed (default 50; the JSON has every one).");
+        var json = new Option<string?>("--json") { Description = "Write every task's prediction (JSON) to this file.", HelpName = "FILE" };
+        var command = new Command("predict", "Explain routing: per task the chosen layer, complexity, and each candidate's predicted duration, confidence and cost. Nothing runs.")
+        {
+            graphArg, config, store, objective, limit, json,
+        };
+        command.SetAction(parse =>
+        {
+            var path = parse.GetValue(graphArg)!;
+            var jsonPath = parse.GetValue(json);
+            CliOptions.CheckOutput("--json", jsonPath, path, parse.GetValue(config));
+            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
+            var (engine, graph, _) = GraphInput.LoadWithHash(path, cfg, io.Token);
+            TrainedModels? models = null;
+            string modelNote = "no trained model: cold-start rules";
+            var storePath = StoreInput.PathOf(parse.GetValue(store), cfg);
+            if (File.Exists(storePath))
+            {
+                using var s = StoreInput.Open(storePath, readOnly: true);
+                if (s.Models() is { Count: > 0 } versions)
+                {
+                    models = TrainedModels.Load(versions[0].Folder, out var problem);
+                    modelNote = models is null ? $"model version {versions[0].Version} cannot be read ({problem}): cold-start rules" : $"model version {versions[0].Version}";
+                }
+            }
+            var router = new LearnedRouter(models, new RoutingOptions
+            {
+                Objective = parse.GetValue(objective) ?? cfg.RoutingObjective,
+                MinConfidence = cfg.RoutingMinConfidence,
+                FailurePenalty = cfg.RoutingFailurePenalty,
+                Bands = cfg.RoutingBands.Select(b => new ComplexityBand(b.UpTo, b.Layer)).ToList(),
+            });
+            var context = RoutingContext.For(graph, engine.Layers);
+            var features = new FeatureExtractor(graph);
+            var rows = new List<(string Id, string Handler, double Complexity, string Layer, string Why)>();
+            for (int i = 0; i < graph.Count; i++)
+            {
+                if ((i & 4095) == 0) io.Token.ThrowIfCancellationRequested();
+                var d = graph.Graph.ForcedLayerOf(i) is { } forced ? new RouteDecision(forced, Reason: "forced by the graph") : router.Route(context, i);
+                rows.Add((graph.Graph.IdOf(i), graph.Graph.HandlerOfTask(i), features.Complexity(i), d.Layer, d.Reason ?? ""));
+            }
+            var o = io.Out;
+            o.WriteLine($"predicted routing of '{graph.Graph.Name}' ({graph.Count} tasks; {modelNote}; objective {parse.GetValue(objective) ?? cfg.RoutingObjective}); nothing ran");
+            foreach (var g in rows.GroupBy(r => r.Layer).OrderBy(g => g.Key, StringComparer.Ordinal)) o.WriteLine($"  {g.Key}: {g.Count()} task(s)");
+            int shown = parse.GetValue(limit) ?? 50;
+            foreach (var r in rows.Take(shown))
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Id} [{r.Handler}, complexity {r.Complexity:0.#}] → {r.Layer}: {r.Why}"));
+            if (rows.Count > shown) o.WriteLine($"  ... and {rows.Count - shown} more");
+            if (jsonPath is not null)
+            {
+                SafeFile.WriteAtomic(jsonPath, stream =>
+                {
+                    using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+                    w.WriteStartArray();
+                    foreach (var r in rows)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("task_id", r.Id);
+                        w.WriteString("handler", r.Handler);
+                        w.WriteNumber("complexity", r.Complexity);
+                        w.WriteString("layer", r.Layer);
+                        w.WriteString("reason", r.Why);
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                });
+                o.WriteLine($"predictions written to {jsonPath}");
+            }
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+}
