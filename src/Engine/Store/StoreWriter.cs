@@ -171,6 +171,8 @@ internal sealed class StoreWriter : IDisposable
                     _queuedBytes -= bytes;
                     Monitor.PulseAll(_room);
                 }
+            // Flushes complete last: whoever waited sees the queue without this batch.
+            CompleteFlushes(batch);
             batch.Clear();
         }
     }
@@ -196,6 +198,10 @@ internal sealed class StoreWriter : IDisposable
                 try { Faulted?.Invoke(fault); } catch { /* a listener's failure must not stop the writer's bookkeeping */ }
             }
         }
+    }
+
+    private void CompleteFlushes(List<StoreWrite> batch)
+    {
         foreach (var w in batch)
         {
             if (w is not FlushWrite f) continue;
