@@ -246,11 +246,12 @@ public sealed class TaskMeshEngine
         var layers = Layers.ToArray();
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
-        var route = ComputeRoutes(graph, layers, observed, out var routeDetails);
+        var route = ComputeRoutes(graph, layers, observed, out var routeDetails, out var routedEscalations);
         var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
         var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, () => CriticalPathMs(graph));
         state.SetRouteDetails(routeDetails);
         state.SetManualEscalations(manual);
+        state.SetRoutedEscalations(routedEscalations);
         return new RunHandle(state, state.RunAsync(ct));
     }
 
@@ -305,8 +306,10 @@ public sealed class TaskMeshEngine
     /// not run) falls back to <c>local</c>.
     /// </summary>
     private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, bool keepDetails,
-        out Dictionary<int, RouteDecision>? details)
+        out Dictionary<int, RouteDecision>? details, out List<(int Task, RouteDecision Decision)>? escalations)
     {
+        escalations = null;
+        List<(int, RouteDecision)>? moved = null;
         var graph = prepared.Graph;
         var handlers = prepared.Handlers;
         var route = new byte[graph.Count];
@@ -342,6 +345,7 @@ public sealed class TaskMeshEngine
             if (handlers.Length == 1) Array.Fill(route, byHandler[0]);
             else for (int i = 0; i < route.Length; i++) route[i] = byHandler[graph.HandlerIndex(i)];
             details = null;
+            escalations = moved;
             return route;
         }
         // A router that decides by handler for tasks without options: one call per handler, on its
@@ -362,15 +366,20 @@ public sealed class TaskMeshEngine
                 byte li = Accept(decided[h], first[h]);
                 byHandler[h] = Final(li, first[h]);
             }
+            bool[] movedByHandler = new bool[handlers.Length];
+            if (moved is not null) foreach (var (t, _) in moved) movedByHandler[graph.HandlerIndex(t)] = true;
+            moved = null;
             for (int i = 0; i < route.Length; i++)
             {
                 int h = graph.HandlerIndex(i);
                 route[i] = byHandler[h];
+                if (movedByHandler[h]) (moved ??= new()).Add((i, decided[h]));
                 // Decisions to keep (for the audit) are the same for every task of a handler.
                 if (keepDetails && byHandler[h] != RouteTable.Inline && (decided[h].Confidence is not null || decided[h].PredictedCost is not null || decided[h].Reason is not null))
                     (kept ??= new())[i] = decided[h];
             }
             details = kept;
+            escalations = moved;
             return route;
         }
         var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
@@ -396,6 +405,7 @@ public sealed class TaskMeshEngine
         }
         if (pending > 0) Flush();
         details = kept;
+        escalations = moved;
         return route;
 
         void Flush()
@@ -413,6 +423,7 @@ public sealed class TaskMeshEngine
         {
             byte li = d.Layer is not null && index.TryGetValue(d.Layer, out byte x) ? x : RouteTable.Local;
             if (task >= 0 && !Fits(li, task)) li = Fallback(task);
+            if (task >= 0 && d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
             if (keepDetails && task >= 0 && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
                 (kept ??= new())[task] = d;
             return li;

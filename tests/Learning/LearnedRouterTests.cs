@@ -133,6 +133,35 @@ public class LearnedRouterTests
         Assert.Equal(2, router.DecisionsMade);
     }
 
+    [Fact]
+    public async Task ComplexityRule_MovesAComplexTaskUpAsItIsRouted_RecordedStoredAndAuditedAsAnEscalation()
+    {
+        var engine = Engine();
+        var rules = new[] { new TaskMesh.Engine.Escalation.EscalationRule("*", "next", "complexity", 50) };
+        engine.Router = new LearnedRouter(null, new RoutingOptions { Rules = rules });
+        var g = new GraphBuilder("complex");
+        g.Task("simple", "spin", new { micros = 10 });         // complexity 13
+        g.Task("complex", "sleep", new { millis = 200 });      // complexity 66.3
+        var dir = Directory.CreateTempSubdirectory("taskmesh-complexity-").FullName;
+        try
+        {
+            using var store = RunStore.Open(Path.Combine(dir, "s.db"));
+            var r = await engine.RunAsync(engine.Prepare(g), new RunOptions { CollectTaskDetails = true, Observers = [new RunRecorder(store)] });
+            await store.FlushAsync();
+            Assert.Equal(["local", "cheap"], Enumerable.Range(0, 2).Select(i => r.TaskResultOf(i).Layer));   // cheap: the next rank above local
+            var e = Assert.Single(r.Escalations);
+            Assert.Equal(("complex", "local", "cheap", "complexity"), (e.TaskId, e.From, e.To, e.Trigger));
+            Assert.StartsWith("complexity 66.3 ≥ 50 on local (rule * → next on complexity)", e.Reason);
+            Assert.Equal(("complex", "complexity"), (store.EscalationsOf(r.RunId).Single().TaskId, store.EscalationsOf(r.RunId).Single().Trigger));
+            Assert.Contains(store.AuditOf(r.RunId, "complex", AuditCategory.Escalation), a => a.Detail.Contains("\"trigger\":\"complexity\""));
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static TaskMesh.Engine.Routing.RoutingContext RoutingContextOf(TaskMeshEngine engine, PreparedGraph graph)
         => TaskMesh.Engine.Routing.RoutingContext.For(graph, engine.Layers);
 }

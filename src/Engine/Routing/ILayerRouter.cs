@@ -11,7 +11,10 @@ namespace TaskMesh.Engine.Routing;
 /// <param name="Confidence">The predicted probability (0–1) that the task succeeds there, when the router predicts one.</param>
 /// <param name="PredictedCost">The predicted cost there (price × duration), when predicted.</param>
 /// <param name="Reason">Why, for the audit trail (e.g. <c>forced</c>, <c>handler prefers quantum</c>, <c>table: spin/≤1ms</c>).</param>
-public readonly record struct RouteDecision(string Layer, double? Confidence = null, double? PredictedCost = null, string? Reason = null);
+/// <param name="EscalatedFrom">When a rule moved the task up before it ran (a <c>complexity</c> rule): the layer it would have gone to; the run records the move as an escalation.</param>
+/// <param name="Trigger">With <paramref name="EscalatedFrom"/>: the rule's trigger.</param>
+public readonly record struct RouteDecision(string Layer, double? Confidence = null, double? PredictedCost = null, string? Reason = null,
+    string? EscalatedFrom = null, string? Trigger = null);
 
 /// <summary>
 /// Chooses the layer of each task that neither forces a layer nor has a handler with a preferred

@@ -149,6 +149,9 @@ internal sealed partial class RunState
         if (_manual is { } manual)
             foreach (var (task, m) in manual)
                 RecordEscalation(task, m.From, m.Layer, "manual", m.Reason);
+        if (_routedEscalations is { } routed)
+            foreach (var (task, d) in routed)
+                RecordEscalation(task, d.EscalatedFrom!, d.Layer, d.Trigger!, d.Reason ?? d.Trigger!);
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();
@@ -219,6 +222,11 @@ internal sealed partial class RunState
     private List<(int Task, ManualEscalation Move)>? _manual;
 
     internal void SetManualEscalations(List<(int Task, ManualEscalation Move)>? manual) => _manual = manual;
+
+    private List<(int Task, Routing.RouteDecision Decision)>? _routedEscalations;
+
+    /// <summary>Tasks a rule moved up as they were routed (a <c>complexity</c> rule): recorded as escalations when the run starts.</summary>
+    internal void SetRoutedEscalations(List<(int Task, Routing.RouteDecision Decision)>? moved) => _routedEscalations = moved;
 
         internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null)
     {

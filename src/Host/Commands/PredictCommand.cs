@@ -54,6 +54,7 @@ internal static class PredictCommand
                 MinConfidence = cfg.RoutingMinConfidence,
                 FailurePenalty = cfg.RoutingFailurePenalty,
                 Bands = cfg.RoutingBands.Select(b => new ComplexityBand(b.UpTo, b.Layer)).ToList(),
+                Rules = cfg.EscalationRules,
             });
             var context = RoutingContext.For(graph, engine.Layers);
             var features = new FeatureExtractor(graph);

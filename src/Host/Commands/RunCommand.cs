@@ -96,15 +96,16 @@ internal static class RunCommand
     }
 
     /// <summary>
-    /// The learned router chooses layers when the config has <c>[routing]</c>, when
-    /// <c>--objective</c> is given, or when the store has trained models (the newest version is
+    /// The learned router chooses layers when the config has <c>[routing]</c> or an active
+    /// <c>complexity</c> escalation rule, when <c>--objective</c> is given, or when the store has trained models (the newest version is
     /// loaded; one that cannot be read is reported and the router falls back to its cold-start
     /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
     /// </summary>
     private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, TextWriter error)
     {
         var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
-        if (!config.RoutingConfigured && objective is null && latest.Folder is null) return;
+        bool complexityRules = config.EscalationRules.Any(r => r.Active && r.Trigger == TaskMesh.Engine.Escalation.EscalationTriggers.Complexity);
+        if (!config.RoutingConfigured && objective is null && latest.Folder is null && !complexityRules) return;
         TaskMesh.Learning.Models.TrainedModels? models = null;
         if (latest.Folder is not null)
         {
@@ -118,6 +119,7 @@ internal static class RunCommand
             FailurePenalty = config.RoutingFailurePenalty,
             Exploration = config.RoutingExploration,
             Bands = config.RoutingBands.Select(b => new TaskMesh.Learning.Routing.ComplexityBand(b.UpTo, b.Layer)).ToList(),
+            Rules = config.EscalationRules,
         });
     }
 

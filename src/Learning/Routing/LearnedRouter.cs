@@ -43,6 +43,9 @@ public sealed record RoutingOptions
 
     /// <summary>Seed of the exploration draw (deterministic per task).</summary>
     public ulong Seed { get; init; } = 1;
+
+    /// <summary>Escalation rules; the router applies those with trigger <c>complexity</c> as it routes (the others act after attempts).</summary>
+    public IReadOnlyList<Engine.Escalation.EscalationRule> Rules { get; init; } = [];
 }
 
 /// <summary>
@@ -60,7 +63,8 @@ public sealed class LearnedRouter : ILayerRouter
 {
     private readonly TrainedModels? _models;
     private readonly RoutingOptions _options;
-    private readonly Dictionary<(int Handler, int Bucket, string Requires, double MinConfidence), RouteDecision[]> _table = new();
+    private readonly Dictionary<(int Handler, int Bucket, string Requires, double MinConfidence, int Rules), RouteDecision[]> _table = new();
+    private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private FeatureExtractor? _features;
     private PreparedGraph? _graph;
 
@@ -70,6 +74,8 @@ public sealed class LearnedRouter : ILayerRouter
         _options = options ?? new RoutingOptions();
         if (!Objectives.All.Contains(_options.Objective)) throw new ArgumentException($"objective '{_options.Objective}' is not one of {string.Join(", ", Objectives.All)}");
         if (_options.Exploration is < 0 or > 1) throw new ArgumentException("exploration is a share between 0 and 1");
+        _complexityRules = _options.Rules.Select((r, i) => (r, i)).Where(x => x.r.Active && x.r.Trigger == Engine.Escalation.EscalationTriggers.Complexity)
+            .OrderByDescending(x => x.r.Priority).ThenBy(x => x.i).Select(x => x.r).Take(31).ToArray();
     }
 
     /// <summary>The router also chooses among quantum layers for quantum tasks.</summary>
@@ -108,7 +114,11 @@ public sealed class LearnedRouter : ILayerRouter
             int task = tasks[i];
             var spec = graph.Spec(task);
             double minConfidence = spec?.MinConfidence ?? _options.MinConfidence;
-            var key = (graph.HandlerIndex(task), (int)(features.Complexity(task) / 5), spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence);
+            double complexity = features.Complexity(task);
+            int fires = 0;   // which complexity rules the task crosses: part of its kind
+            for (int k = 0; k < _complexityRules.Length; k++)
+                if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
+            var key = (graph.HandlerIndex(task), (int)(complexity / 5), spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence, fires);
             if (!_table.TryGetValue(key, out var choice))
             {
                 choice = Decide(context, task, minConfidence);
@@ -165,7 +175,33 @@ public sealed class LearnedRouter : ILayerRouter
         }
         string scores = string.Join("; ", order.Select(c => string.Create(CultureInfo.InvariantCulture,
             $"{c.Layer.Name}: {(c.DurationMs is double d ? $"{d:0.###} ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
-        return order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
+        var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
+        return ApplyComplexityRules(decisions, order, features.Complexity(task));
+    }
+
+    /// <summary>
+    /// The first complexity rule (by priority) that the task crosses on its chosen layer moves it to
+    /// the rule's target among the candidates (<c>next</c>: the least capable above the chosen one),
+    /// recorded as an escalation when the run starts.
+    /// </summary>
+    private RouteDecision[] ApplyComplexityRules(RouteDecision[] decisions, List<Candidate> order, double complexity)
+    {
+        var chosen = order[0].Layer;
+        foreach (var rule in _complexityRules)
+        {
+            if (complexity < rule.Threshold || rule.From != Engine.Escalation.EscalationRule.AnyLayer && rule.From != chosen.Name) continue;
+            var target = rule.To == Engine.Escalation.EscalationRule.NextLayer
+                ? order.Where(c => c.Layer.Rank > chosen.Rank).OrderBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).FirstOrDefault()
+                : order.FirstOrDefault(c => c.Layer.Name == rule.To && c.Layer != chosen);
+            if (target is null) continue;
+            var moved = decisions.First(d => d.Layer == target.Layer.Name);
+            string why = string.Create(CultureInfo.InvariantCulture,
+                $"complexity {complexity:0.#} ≥ {rule.Threshold:0.#} on {chosen.Name} (rule {rule.From} → {rule.To} on complexity)");
+            var first = moved with { Reason = $"{why}; {decisions[0].Reason}", EscalatedFrom = chosen.Name, Trigger = Engine.Escalation.EscalationTriggers.Complexity };
+            return [first, .. decisions.Where(d => d.Layer != target.Layer.Name)
+                .Select(d => d.Reason!.StartsWith("exploration", StringComparison.Ordinal) ? d : d with { Reason = "exploration; " + d.Reason })];
+        }
+        return decisions;
     }
 
     private RouteDecision Explore(int task, RouteDecision[] choice)
