@@ -246,12 +246,13 @@ public sealed class TaskMeshEngine
         var layers = Layers.ToArray();
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
-        var route = ComputeRoutes(graph, layers, observed, out var routeDetails, out var routedEscalations);
+        var route = ComputeRoutes(graph, layers, observed, out var routeDetails, out var routedEscalations, out var refused);
         var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
         var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, () => CriticalPathMs(graph));
         state.SetRouteDetails(routeDetails);
         state.SetManualEscalations(manual);
         state.SetRoutedEscalations(routedEscalations);
+        state.SetRefused(refused);
         return new RunHandle(state, state.RunAsync(ct));
     }
 
@@ -306,9 +307,11 @@ public sealed class TaskMeshEngine
     /// not run) falls back to <c>local</c>.
     /// </summary>
     private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, bool keepDetails,
-        out Dictionary<int, RouteDecision>? details, out List<(int Task, RouteDecision Decision)>? escalations)
+        out Dictionary<int, RouteDecision>? details, out List<(int Task, RouteDecision Decision)>? escalations, out Dictionary<int, string>? refused)
     {
         escalations = null;
+        refused = null;
+        Dictionary<int, string>? refusals = null;
         List<(int, RouteDecision)>? moved = null;
         var graph = prepared.Graph;
         var handlers = prepared.Handlers;
@@ -346,6 +349,7 @@ public sealed class TaskMeshEngine
             else for (int i = 0; i < route.Length; i++) route[i] = byHandler[graph.HandlerIndex(i)];
             details = null;
             escalations = moved;
+            refused = refusals;
             return route;
         }
         // A router that decides by handler for tasks without options: one call per handler, on its
@@ -380,6 +384,7 @@ public sealed class TaskMeshEngine
             }
             details = kept;
             escalations = moved;
+            refused = refusals;
             return route;
         }
         var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
@@ -406,6 +411,7 @@ public sealed class TaskMeshEngine
         if (pending > 0) Flush();
         details = kept;
         escalations = moved;
+        refused = refusals;
         return route;
 
         void Flush()
@@ -421,6 +427,12 @@ public sealed class TaskMeshEngine
 
         byte Accept(RouteDecision d, int task)
         {
+            if (task >= 0 && d.Refused)
+            {
+                // Through the local dispatcher (never inline), which fails it with the reason.
+                (refusals ??= new())[task] = d.Reason ?? "refused by the router";
+                return RouteTable.Local;
+            }
             byte li = d.Layer is not null && index.TryGetValue(d.Layer, out byte x) ? x : RouteTable.Local;
             if (task >= 0 && !Fits(li, task)) li = Fallback(task);
             if (task >= 0 && d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
@@ -451,7 +463,8 @@ public sealed class TaskMeshEngine
 
         // Inline: an inline handler in the local layer with no pools to take.
         byte Final(byte li, int task)
-            => li == RouteTable.Local && inline[graph.HandlerIndex(task)] && (graph.FlagsOf(task) & NodeFlags.UsesResources) == 0 ? RouteTable.Inline : li;
+            => li == RouteTable.Local && inline[graph.HandlerIndex(task)] && (graph.FlagsOf(task) & NodeFlags.UsesResources) == 0
+                && refusals?.ContainsKey(task) != true ? RouteTable.Inline : li;
     }
 
     private static double CriticalPathMs(PreparedGraph graph)

@@ -162,6 +162,36 @@ public class LearnedRouterTests
         }
     }
 
+    [Fact]
+    public async Task Budget_TasksGoWhereTheyStillFit_AndATaskThatFitsNowhereFailsWithoutRunning()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        var cheap = new LocalLayer(2, "cheap");
+        cheap.Configure(1, 10, ["x"]);
+        var dear = new LocalLayer(2, "dear");
+        dear.Configure(10, 20, ["x"]);
+        engine.AddLayer(cheap);
+        engine.AddLayer(dear);
+        var g = new GraphBuilder("budget");
+        for (int i = 0; i < 5; i++) g.Task($"t{i}", "sleep", new { millis = 100 }).Requires("x");   // 0.1 on cheap, 1.0 on dear
+        g.Task("after", "noop").DependsOn("t4");
+        var router = new LearnedRouter(null, new RoutingOptions { Budget = 0.35 });
+        engine.Router = router;
+
+        var r = await engine.RunAsync(engine.Prepare(g), new RunOptions { CollectTaskDetails = true });
+
+        Assert.Equal(["cheap", "cheap", "cheap"], Enumerable.Range(0, 3).Select(i => r.TaskResultOf(i).Layer));
+        Assert.Equal(0.3, router.PredictedSpend, 6);
+        foreach (int i in new[] { 3, 4 })
+        {
+            var t = r.TaskResultOf(i);
+            Assert.Equal(TaskOutcome.Failed, t.Outcome);
+            Assert.Contains("over budget: the cheapest layer that can run it (cheap) is predicted to cost 0.1, and 0.05 of the budget of 0.35 is left", t.Error);
+            Assert.True(t.DurationMs < 50, "it did not run");
+        }
+        Assert.Equal(TaskOutcome.Skipped, r.TaskResultOf(5).Outcome);
+    }
+
     private static TaskMesh.Engine.Routing.RoutingContext RoutingContextOf(TaskMeshEngine engine, PreparedGraph graph)
         => TaskMesh.Engine.Routing.RoutingContext.For(graph, engine.Layers);
 }

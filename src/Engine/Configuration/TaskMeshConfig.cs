@@ -83,6 +83,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>routing.exploration</c>: share of tasks sent to another capable layer.</summary>
     public double RoutingExploration { get; set; }
 
+    /// <summary><c>routing.daily_cost_limit</c>: most the layers may cost in a UTC day (with the run store's figures for today); null: none.</summary>
+    public double? RoutingDailyCostLimit { get; set; }
+
     /// <summary><c>[[routing.bands]]</c> (<c>up_to</c>, <c>layer</c>): cold-start complexity bands, in increasing order.</summary>
     public IReadOnlyList<(double UpTo, string Layer)> RoutingBands { get; private set; } = [];
 
@@ -136,6 +139,7 @@ public sealed class TaskMeshConfig
             ["min_confidence"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingMinConfidence = x),
             ["failure_penalty"] = (c, v) => Num(v, 0, 1e12, out var x) ?? Set(() => c.RoutingFailurePenalty = x),
             ["exploration"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingExploration = x),
+            ["daily_cost_limit"] = (c, v) => Num(v, 0, 1e15, out var x) ?? Set(() => c.RoutingDailyCostLimit = x),
         },
         ["escalation"] = new(StringComparer.Ordinal)
         {

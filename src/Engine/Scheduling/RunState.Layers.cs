@@ -17,8 +17,21 @@ internal sealed partial class RunState
     internal RouteDecision DecisionOf(int node, string layer)
         => _routeDetails is not null && _routeDetails.TryGetValue(node, out var d) && d.Layer == layer ? d : new RouteDecision(layer);
 
+    private Dictionary<int, string>? _refused;
+
+    /// <summary>Tasks the router refused (over a budget): each fails with its reason when its turn comes, without running.</summary>
+    internal void SetRefused(Dictionary<int, string>? refused) => _refused = refused;
+
     private void Dispatch(int node)
     {
+        if (_refused is not null && _refused.TryGetValue(node, out var reason))
+        {
+            Tasks.Attempts[node] = 1;
+            if (Tasks.Errors is { } errors) errors[node] = reason;
+            _onAttemptEnded?.AttemptEnded(new AttemptResult(node, LocalName, 1, AttemptOutcome.Failed, null, reason, TimeSpan.Zero));
+            Finish(null, node, TaskOutcome.Failed, TaskTable.NoSkipCause);
+            return;
+        }
         if (_gate is not null && (Graph.FlagsOf(node) & NodeFlags.UsesResources) != 0 && !_gate.TryAcquireOrPark(node))
             return;
         _dispatchers[Tasks.Route[node]].Enqueue(node);

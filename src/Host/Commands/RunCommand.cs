@@ -30,14 +30,26 @@ internal static class RunCommand
         };
         var metrics = new MetricsOptions();
         var objective = CliOptions.OneOf("--objective", "Let the learned router choose each task's layer: the cheapest confident one (auto), the quickest, or the cheapest.", "auto", "fastest", "cheapest");
+        var budget = new Option<double?>("--budget")
+        {
+            Description = "Most this run may cost (by predicted costs): tasks go to the best layer they still fit; one that fits nowhere fails, without running.",
+            HelpName = "COST",
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count > 0 ? r.Tokens[^1].Value : "";
+                if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && double.IsFinite(v) && v >= 0) return v;
+                r.AddError($"option --budget must be a cost, 0 or more, got '{text}'");
+                return null;
+            },
+        };
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
-            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective,
+            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget,
         };
         metrics.AddTo(command);
         command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
             parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore), parse.GetValue(resume),
-            metrics.Read(parse), objective: parse.GetValue(objective)));
+            metrics.Read(parse), objective: parse.GetValue(objective), budget: parse.GetValue(budget)));
         return command;
     }
 
@@ -101,11 +113,18 @@ internal static class RunCommand
     /// loaded; one that cannot be read is reported and the router falls back to its cold-start
     /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
     /// </summary>
-    private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, TextWriter error)
+    private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget, TextWriter error)
     {
         var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
         bool complexityRules = config.EscalationRules.Any(r => r.Active && r.Trigger == TaskMesh.Engine.Escalation.EscalationTriggers.Complexity);
-        if (!config.RoutingConfigured && objective is null && latest.Folder is null && !complexityRules) return;
+        // The run's budget: --budget, and what today's figures leave of the daily limit.
+        if (config.RoutingDailyCostLimit is double daily)
+        {
+            string today = DateTime.UtcNow.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
+            double spent = store?.DailyMetrics(1).Where(d => d.Day == today).Sum(d => d.Cost) ?? 0;
+            budget = Math.Min(budget ?? double.MaxValue, Math.Max(0, daily - spent));
+        }
+        if (!config.RoutingConfigured && objective is null && latest.Folder is null && !complexityRules && budget is null) return;
         TaskMesh.Learning.Models.TrainedModels? models = null;
         if (latest.Folder is not null)
         {
@@ -120,6 +139,7 @@ internal static class RunCommand
             Exploration = config.RoutingExploration,
             Bands = config.RoutingBands.Select(b => new TaskMesh.Learning.Routing.ComplexityBand(b.UpTo, b.Layer)).ToList(),
             Rules = config.EscalationRules,
+            Budget = budget,
         });
     }
 
@@ -167,7 +187,7 @@ internal static class RunCommand
 
     private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
         string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions,
-        (string Task, string Layer, string Reason)? escalate = null, string? objective = null)
+        (string Task, string Layer, string Reason)? escalate = null, string? objective = null, double? budget = null)
     {
         if (resume is not null && noStore) throw new UsageException("--resume needs the run store; drop --no-store");
         var stdout = io.Out;
@@ -195,7 +215,7 @@ internal static class RunCommand
         }
 
         var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
-        UseLearnedRouter(engine, config, store, objective, io.Error);
+        UseLearnedRouter(engine, config, store, objective, budget, io.Error);
         RestoredTasks? restored = null;
         string? resumedFrom = null;
         IReadOnlyList<ManualEscalation>? manual = null;

@@ -44,6 +44,14 @@ public sealed record RoutingOptions
     /// <summary>Seed of the exploration draw (deterministic per task).</summary>
     public ulong Seed { get; init; } = 1;
 
+    /// <summary>
+    /// Most the routed tasks may cost together, by their predicted costs (<c>--budget</c>, and what
+    /// is left of <c>[routing] daily_cost_limit</c>): each task goes to the best layer it still
+    /// fits; a task that fits nowhere fails with that reason, without running. Null: no limit.
+    /// A router with a budget is meant for one run.
+    /// </summary>
+    public double? Budget { get; init; }
+
     /// <summary>Escalation rules; the router applies those with trigger <c>complexity</c> as it routes (the others act after attempts).</summary>
     public IReadOnlyList<Engine.Escalation.EscalationRule> Rules { get; init; } = [];
 }
@@ -81,8 +89,11 @@ public sealed class LearnedRouter : ILayerRouter
     /// <summary>The router also chooses among quantum layers for quantum tasks.</summary>
     public bool RoutesPreferredHandlers => true;
 
-    /// <summary>Tasks without options are decided by handler (their arguments, requirements and minimum confidence are their handler's).</summary>
-    public bool DecidesByHandlerWithoutOptions => true;
+    /// <summary>Tasks without options are decided by handler (their arguments, requirements and minimum confidence are their handler's) — unless a budget is counted task by task.</summary>
+    public bool DecidesByHandlerWithoutOptions => _options.Budget is null;
+
+    /// <summary>Predicted cost of the tasks routed so far (counted against <see cref="RoutingOptions.Budget"/>).</summary>
+    public double PredictedSpend { get; private set; }
 
     /// <summary>Decisions made (not looked up) so far: one per kind of task.</summary>
     public int DecisionsMade { get; private set; }
@@ -125,7 +136,7 @@ public sealed class LearnedRouter : ILayerRouter
                 _table[key] = choice;
                 DecisionsMade++;
             }
-            decisions[i] = Explore(task, choice);
+            decisions[i] = _options.Budget is double budget ? Afford(task, choice, budget) : Explore(task, choice);
         }
     }
 
@@ -202,6 +213,22 @@ public sealed class LearnedRouter : ILayerRouter
                 .Select(d => d.Reason!.StartsWith("exploration", StringComparison.Ordinal) ? d : d with { Reason = "exploration; " + d.Reason })];
         }
         return decisions;
+    }
+
+    /// <summary>The first choice (in order of preference) that the budget still covers; exploration among those; else a refusal.</summary>
+    private RouteDecision Afford(int task, RouteDecision[] choice, double budget)
+    {
+        double left = budget - PredictedSpend;
+        var affordable = choice.Where(d => (d.PredictedCost ?? 0) <= left + 1e-12).ToArray();
+        if (affordable.Length == 0)
+        {
+            var cheapest = choice.MinBy(d => d.PredictedCost ?? 0);
+            return new RouteDecision(cheapest.Layer, Refused: true, Reason: string.Create(CultureInfo.InvariantCulture,
+                $"over budget: the cheapest layer that can run it ({cheapest.Layer}) is predicted to cost {cheapest.PredictedCost ?? 0:0.######}, and {Math.Max(0, left):0.######} of the budget of {budget:0.######} is left"));
+        }
+        var d = Explore(task, affordable);
+        PredictedSpend += d.PredictedCost ?? 0;
+        return d;
     }
 
     private RouteDecision Explore(int task, RouteDecision[] choice)
