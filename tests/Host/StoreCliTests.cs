@@ -285,7 +285,7 @@ public sealed class StoreCliTests : IDisposable
 
         (code, var stdout, stderr) = await CliTests.Taskmesh(_dir, "train", "--store", store);
         Assert.True(code == 0, stderr);
-        Assert.Contains("model version 1: 132 examples", stdout);
+        Assert.Contains("model version 1: 132 examples from 132 task rows", stdout);
         Assert.Matches(@"local\s+132\s+[\d.]+", stdout);
         Assert.True(File.Exists(Path.Combine(store + ".models", "v1", "manifest.json")));
         Assert.True(File.Exists(Path.Combine(store + ".models", "v1", "local.duration.zip")));
@@ -367,6 +367,26 @@ public sealed class StoreCliTests : IDisposable
     {
         using var s = RunStore.Open(store, readOnly: true);
         return s.ListRuns().Count;
+    }
+
+    [Fact]
+    public async Task Run_TrainsANewModelVersionAfterwards_WhenEnoughNewRowsWereStored()
+    {
+        var config = Path.Combine(_dir, "learn.toml");
+        File.WriteAllText(config, "[learning]\nretrain_after_rows = 100\n");
+        var store = Path.Combine(_dir, "s.db");
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "run", Example("fanout.json"), "--config", config, "--store", store, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        Assert.DoesNotContain("trained model version", stdout);   // 66 rows: not yet
+        (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "run", Example("fanout.json"), "--config", config, "--store", store, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("trained model version 1 from 132 task rows (132 new since the last version)", stdout);
+        File.WriteAllText(config, "[learning]\nretrain_after_rows = 100\nenabled = false\n");
+        for (int i = 0; i < 2; i++)
+            (code, stdout, _) = await CliTests.Taskmesh(_dir, "run", Example("fanout.json"), "--config", config, "--store", store, "--progress", "none");
+        Assert.DoesNotContain("trained model version", stdout);
+        using var s = RunStore.Open(store, readOnly: true);
+        Assert.Equal(132, Assert.Single(s.Models()).Rows);
     }
 
     [Fact]

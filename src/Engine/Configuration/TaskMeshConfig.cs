@@ -83,6 +83,15 @@ public sealed class TaskMeshConfig
     /// <summary><c>routing.exploration</c>: share of tasks sent to another capable layer.</summary>
     public double RoutingExploration { get; set; }
 
+    /// <summary><c>learning.retrain_after_rows</c>: train a new model version after a run once this many task rows with features were stored since the last one (0: never by count).</summary>
+    public int RetrainAfterRows { get; set; } = 5_000;
+
+    /// <summary><c>learning.retrain_after_minutes</c>: train after a run when the last version is older than this and new rows exist (0: never by age).</summary>
+    public double RetrainAfterMinutes { get; set; } = 24 * 60;
+
+    /// <summary><c>learning.enabled</c>: train automatically after runs.</summary>
+    public bool LearningEnabled { get; set; } = true;
+
     /// <summary><c>routing.daily_cost_limit</c>: most the layers may cost in a UTC day (with the run store's figures for today); null: none.</summary>
     public double? RoutingDailyCostLimit { get; set; }
 
@@ -140,6 +149,12 @@ public sealed class TaskMeshConfig
             ["failure_penalty"] = (c, v) => Num(v, 0, 1e12, out var x) ?? Set(() => c.RoutingFailurePenalty = x),
             ["exploration"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingExploration = x),
             ["daily_cost_limit"] = (c, v) => Num(v, 0, 1e15, out var x) ?? Set(() => c.RoutingDailyCostLimit = x),
+        },
+        ["learning"] = new(StringComparer.Ordinal)
+        {
+            ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.LearningEnabled = b),
+            ["retrain_after_rows"] = (c, v) => Int(v, 0, int.MaxValue, out var x) ?? Set(() => c.RetrainAfterRows = x),
+            ["retrain_after_minutes"] = (c, v) => Num(v, 0, 525_600, out var x) ?? Set(() => c.RetrainAfterMinutes = x),
         },
         ["escalation"] = new(StringComparer.Ordinal)
         {

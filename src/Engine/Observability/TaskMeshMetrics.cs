@@ -32,6 +32,8 @@ public sealed class TaskMeshMetrics : IRunObserver
     private readonly Counter _tasks, _reused, _retries, _escalations, _cost, _runs, _storeRecords;
     private readonly Histogram _duration, _confidence, _runDuration, _storeBatch;
     private readonly Gauge _ready, _running, _capacity, _runsActive, _storeQueue;
+    private readonly Gauge _modelVersion, _modelMae, _modelR2, _modelAuc, _modelCalibration;
+    private readonly Counter _trainings;
     private readonly ConcurrentDictionary<string, RunState> _active = new();
     private readonly List<TaskMeshEngine> _engines = new();
     private readonly List<RunStore> _stores = new();
@@ -63,6 +65,12 @@ public sealed class TaskMeshMetrics : IRunObserver
         _capacity = f.CreateGauge("taskmesh_layer_capacity", "Slots of a layer.", "layer");
         _runsActive = f.CreateGauge("taskmesh_runs_active", "Runs in progress.");
         _storeQueue = f.CreateGauge("taskmesh_store_queue_depth", "Records waiting for the run store's writer.");
+        _modelVersion = f.CreateGauge("taskmesh_model_version", "The learned models' version in use (0: none, cold-start rules).");
+        _modelMae = f.CreateGauge("taskmesh_model_duration_mae_seconds", "Held-out mean absolute error of the duration model, by layer.", "layer");
+        _modelR2 = f.CreateGauge("taskmesh_model_duration_r2", "Held-out R² of the duration model (log duration), by layer.", "layer");
+        _modelAuc = f.CreateGauge("taskmesh_model_success_auc", "Held-out area under the ROC curve of the success (confidence) model, by layer.", "layer");
+        _modelCalibration = f.CreateGauge("taskmesh_model_calibration_error", "Held-out expected calibration error of predicted confidence, by layer.", "layer");
+        _trainings = f.CreateCounter("taskmesh_model_trainings_total", "Model versions trained by this process.");
         ProcessMetrics.Register(f, Registry);
         Registry.AddBeforeCollectCallback(ReadGauges);
     }
@@ -72,6 +80,19 @@ public sealed class TaskMeshMetrics : IRunObserver
 
     /// <inheritdoc />
     public RunObserverInterests Interests => RunObserverInterests.TaskEndedInBatches | RunObserverInterests.QuickSuccessesCounted | RunObserverInterests.AttemptEndedUnlessPlain;
+
+    /// <summary>The model version in use and its held-out accuracy for one layer (null figures: the layer has no such model).</summary>
+    public void RecordModel(int version, string layer, double? durationMaeMs, double? durationR2, double? successAuc, double? calibrationError)
+    {
+        _modelVersion.Set(version);
+        if (durationMaeMs is double mae) _modelMae.WithLabels(layer).Set(mae / 1000);
+        if (durationR2 is double r2) _modelR2.WithLabels(layer).Set(r2);
+        if (successAuc is double auc) _modelAuc.WithLabels(layer).Set(auc);
+        if (calibrationError is double ece) _modelCalibration.WithLabels(layer).Set(ece);
+    }
+
+    /// <summary>A model version was trained by this process.</summary>
+    public void RecordTraining() => _trainings.Inc();
 
     /// <summary>Layer gauges (capacity, queue, running) of <paramref name="engine"/> are read at every scrape.</summary>
     public void Watch(TaskMeshEngine engine)

@@ -273,6 +273,9 @@ internal static class RunCommand
             stdout.Flush();
             return server;
         }
+        if (metrics is not null && store?.Models() is { Count: > 0 } modelVersions)
+            foreach (var a in JsonSerializer.Deserialize<List<TaskMesh.Learning.Models.LayerAccuracy>>(modelVersions[0].Metrics) ?? [])
+                metrics.RecordModel(modelVersions[0].Version, a.Layer, a.DurationMaeMs, a.DurationR2, a.SuccessAuc, a.CalibrationError);
         var observers = new List<IRunObserver> { new RunLogger(log) };
         if (recorder is not null) observers.Add(recorder);
         if (metrics is not null) observers.Add(metrics);
@@ -308,6 +311,8 @@ internal static class RunCommand
             {
                 await store.FlushAsync(CancellationToken.None);
                 stdout.WriteLine($"run {result.RunId} recorded in {store.Path}");
+                // The models learn from the history after the run, never during it.
+                if (result.Status != RunStatus.Cancelled) await TrainCommand.TrainIfDueAsync(store, config, stdout, io.Token, metrics);
             }
             catch (StoreException ex)
             {

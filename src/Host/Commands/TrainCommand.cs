@@ -28,13 +28,43 @@ internal static class TrainCommand
             int version = (s.Models().FirstOrDefault().Version) + 1;
             var folder = ModelFiles.FolderOf(s.Path, version);
             models.Save(folder, version);
-            s.RecordModel(version, DateTimeOffset.UtcNow, models.Rows, folder, JsonSerializer.Serialize(models.Accuracy));
+            s.RecordModel(version, DateTimeOffset.UtcNow, rows.Count, folder, JsonSerializer.Serialize(models.Accuracy));
             await s.FlushAsync(CancellationToken.None);
             io.Out.WriteLine($"model version {version}: {models.Rows} examples from {rows.Count} task rows, in {folder}");
             Print(io.Out, models.Accuracy);
             return ExitCodes.Ok;
         });
         return command;
+    }
+
+    /// <summary>
+    /// Trains a new version when the config says one is due after a run: <c>retrain_after_rows</c>
+    /// rows with features stored since the newest version (or ever), or the newest version older
+    /// than <c>retrain_after_minutes</c> with new rows since. After the run, never during it.
+    /// </summary>
+    internal static async Task TrainIfDueAsync(RunStore store, TaskMesh.Engine.Configuration.TaskMeshConfig config, TextWriter output, CancellationToken ct,
+        TaskMesh.Engine.Observability.TaskMeshMetrics? metrics = null)
+    {
+        if (!config.LearningEnabled) return;
+        var latest = store.Models() is { Count: > 0 } versions ? versions[0] : default;
+        var rows = store.TrainingRows();
+        int fresh = rows.Count - (latest.Folder is null ? 0 : latest.Rows);
+        bool byRows = config.RetrainAfterRows > 0 && fresh >= config.RetrainAfterRows;
+        bool byAge = config.RetrainAfterMinutes > 0 && latest.Folder is not null && fresh > 0
+            && DateTimeOffset.UtcNow - latest.TrainedAt >= TimeSpan.FromMinutes(config.RetrainAfterMinutes);
+        if (!byRows && !byAge) return;
+        var models = await Task.Run(() => ModelTrainer.Train(rows), ct);
+        int version = latest.Version + 1;
+        var folder = ModelFiles.FolderOf(store.Path, version);
+        models.Save(folder, version);
+        store.RecordModel(version, DateTimeOffset.UtcNow, rows.Count, folder, JsonSerializer.Serialize(models.Accuracy));
+        await store.FlushAsync(CancellationToken.None);
+        output.WriteLine($"trained model version {version} from {rows.Count} task rows ({(byRows ? $"{fresh} new since the last version" : "the last version was old")}), in {folder}");
+        if (metrics is not null)
+        {
+            metrics.RecordTraining();
+            foreach (var a in models.Accuracy) metrics.RecordModel(version, a.Layer, a.DurationMaeMs, a.DurationR2, a.SuccessAuc, a.CalibrationError);
+        }
     }
 
     public static Command CreateModels(CliIO io)
@@ -50,7 +80,7 @@ internal static class TrainCommand
             if (versions.Count == 0) io.Out.WriteLine("no models yet (taskmesh train makes one)");
             foreach (var v in versions)
             {
-                io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"version {v.Version}  trained {v.TrainedAt:yyyy-MM-dd HH:mm:ss} UTC  {v.Rows} examples  {v.Folder}"));
+                io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"version {v.Version}  trained {v.TrainedAt:yyyy-MM-dd HH:mm:ss} UTC  from {v.Rows} task rows  {v.Folder}"));
                 Print(io.Out, JsonSerializer.Deserialize<List<LayerAccuracy>>(v.Metrics) ?? []);
             }
             return ExitCodes.Ok;

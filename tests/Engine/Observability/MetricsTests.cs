@@ -145,6 +145,22 @@ public class MetricsTests
     }
 
     [Fact]
+    public async Task Metrics_OfTheModels_ShowTheVersionInUse_ItsAccuracy_AndTrainings()
+    {
+        var metrics = new TaskMeshMetrics();
+        metrics.RecordModel(3, "quantum", durationMaeMs: 250, durationR2: 0.97, successAuc: 0.91, calibrationError: 0.04);
+        metrics.RecordModel(3, "local", durationMaeMs: 1.5, durationR2: null, successAuc: null, calibrationError: null);
+        metrics.RecordTraining();
+        var text = await Exposition.TextOf(metrics);
+        var s = Exposition.Parse(text);
+        Assert.Equal(3, s["taskmesh_model_version"]);
+        Assert.Equal(0.25, s["taskmesh_model_duration_mae_seconds{layer=\"quantum\"}"], 9);
+        Assert.Equal((0.97, 0.91, 0.04), (s["taskmesh_model_duration_r2{layer=\"quantum\"}"], s["taskmesh_model_success_auc{layer=\"quantum\"}"], s["taskmesh_model_calibration_error{layer=\"quantum\"}"]));
+        Assert.False(s.ContainsKey("taskmesh_model_success_auc{layer=\"local\"}"));
+        Assert.Equal(1, s["taskmesh_model_trainings_total"]);
+    }
+
+    [Fact]
     public async Task Tracing_AListenerSeesARunSpanAndOneSpanPerAttempt_TaggedWithRunAndTaskIds()
     {
         var spans = new System.Collections.Concurrent.ConcurrentQueue<Activity>();
