@@ -390,6 +390,39 @@ public sealed class StoreCliTests : IDisposable
     }
 
     [Fact]
+    public async Task RulesAddSetDisable_ManageTheStoresRules_WhichRunsFollowWhenTheConfigDeclaresNone()
+    {
+        var store = Path.Combine(_dir, "s.db");
+        var config = Path.Combine(_dir, "big.toml");
+        File.WriteAllText(config, "[layers.big]\nkind = \"local\"\nrank = 10\n");
+        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "rules", "add", "--trigger", "error", "--to", "big", "--priority", "2", "--store", store);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("rule 1 added: * → big on error", stdout);
+        (code, stdout, _) = await CliTests.Taskmesh(_dir, "rules", "add", "--trigger", "low_confidence", "--threshold", "0.9", "--store", store);
+        Assert.Contains("rule 2 added", stdout);
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "rules", "set", "1", "--threshold", "0.5", "--store", store);
+        Assert.Equal(2, code);
+        Assert.Contains("a rule on error takes no threshold", stderr);
+        (code, _, stderr) = await CliTests.Taskmesh(_dir, "rules", "set", "7", "--priority", "1", "--store", store);
+        Assert.Equal(2, code);
+        Assert.Contains("has no escalation rule 7", stderr);
+        Assert.Equal(0, (await CliTests.Taskmesh(_dir, "rules", "disable", "2", "--store", store)).code);
+        (code, stdout, _) = await CliTests.Taskmesh(_dir, "rules", "list", "--store", store);
+        Assert.Contains("escalation rules from the run store", stdout);
+        Assert.Matches(@"\s1\s+2\s+error\s+-\s+\*\s+big\s+yes", stdout);
+        Assert.Matches(@"\s2\s+0\s+low_confidence\s+0\.9\s+\*\s+next\s+no", stdout);
+
+        // A run follows the store's rules: a task failing on local moves to big, and succeeds there.
+        var graph = Path.Combine(_dir, "f.json");
+        File.WriteAllText(graph, """{"name":"once","tasks":[{"id":"f","handler":"fail","args":{"attempts":1}}]}""");
+        (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "run", graph, "--config", config, "--store", store, "--progress", "none");
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("f: local → big (error)", stdout);
+        (code, stdout, _) = await CliTests.Taskmesh(_dir, "rules", "list", "--store", store);
+        Assert.Contains("from the run store", stdout);   // the run did not overwrite them
+    }
+
+    [Fact]
     public async Task Metrics_OnAKnownStore_PrintTheKnownFigures()
     {
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "run", Example("etl.json"), "--progress", "none", "--nodes")).code);

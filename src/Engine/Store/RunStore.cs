@@ -540,6 +540,64 @@ public sealed class RunStore : IDisposable
         writer.Enqueue(new RulesRows(rules.ToArray()));
     }
 
+    /// <summary>The store's rules with their ids, in order (those <c>taskmesh rules add</c> made, or the config's last mirror).</summary>
+    public IReadOnlyList<(int Id, Escalation.EscalationRule Rule)> RulesWithIds()
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT id, from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id";
+            var list = new List<(int, Escalation.EscalationRule)>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add((r.GetInt32(0), new Escalation.EscalationRule(r.GetString(1), r.GetString(2), r.GetString(3), r.IsDBNull(4) ? null : r.GetDouble(4), r.GetInt32(5), r.GetInt32(6) != 0)));
+            return list;
+        }
+    }
+
+    /// <summary>Adds a rule to the store's rules; returns its id once it is committed.</summary>
+    /// <exception cref="StoreException">The rule is malformed, or the store cannot be written.</exception>
+    public async Task<int> AddRuleAsync(Escalation.EscalationRule rule)
+    {
+        if (rule.Problem() is { } p) throw new StoreException($"rule refused: {p}");
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        var write = new RuleUpsert(null, rule);
+        writer.Enqueue(write);
+        await FlushAsync();
+        return write.Id;
+    }
+
+    /// <summary>Replaces rule <paramref name="id"/>.</summary>
+    /// <exception cref="StoreException">No such rule, a malformed rule, or the store cannot be written.</exception>
+    public async Task SetRuleAsync(int id, Escalation.EscalationRule rule)
+    {
+        if (rule.Problem() is { } p) throw new StoreException($"rule refused: {p}");
+        if (RulesWithIds().All(r => r.Id != id)) throw new StoreException($"store '{Path}' has no escalation rule {id} (see taskmesh rules list)");
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        writer.Enqueue(new RuleUpsert(id, rule));
+        await FlushAsync();
+    }
+
+    private sealed class RuleUpsert(int? id, Escalation.EscalationRule rule) : StoreWrite
+    {
+        public int Id { get; private set; }
+
+        public override void Apply(StoreBatch b)
+        {
+            var cmd = b.Command(id is null
+                ? "INSERT INTO escalation_rules (from_layer, to_layer, trigger, threshold, priority, active) VALUES ($from, $to, $trigger, $threshold, $priority, $active) RETURNING id"
+                : "UPDATE escalation_rules SET from_layer = $from, to_layer = $to, trigger = $trigger, threshold = $threshold, priority = $priority, active = $active WHERE id = $id RETURNING id");
+            if (id is int i) cmd.Parameters.AddWithValue("$id", i);
+            cmd.Parameters.AddWithValue("$from", rule.From);
+            cmd.Parameters.AddWithValue("$to", rule.To);
+            cmd.Parameters.AddWithValue("$trigger", rule.Trigger);
+            cmd.Parameters.AddWithValue("$threshold", (object?)rule.Threshold ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$priority", rule.Priority);
+            cmd.Parameters.AddWithValue("$active", rule.Active ? 1 : 0);
+            Id = Convert.ToInt32(cmd.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+    }
+
     /// <summary>The rules last mirrored (<see cref="RecordRules"/>), in their order.</summary>
     public IReadOnlyList<Escalation.EscalationRule> RulesOf()
     {

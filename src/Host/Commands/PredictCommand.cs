@@ -37,11 +37,13 @@ internal static class PredictCommand
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
             var (engine, graph, _) = GraphInput.LoadWithHash(path, cfg, io.Token);
             TrainedModels? models = null;
+            IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules = cfg.EscalationRules;
             string modelNote = "no trained model: cold-start rules";
             var storePath = StoreInput.PathOf(parse.GetValue(store), cfg);
             if (File.Exists(storePath))
             {
                 using var s = StoreInput.Open(storePath, readOnly: true);
+                rules = RulesCommand.InForce(cfg, s).Rules;
                 if (s.Models() is { Count: > 0 } versions)
                 {
                     models = TrainedModels.Load(versions[0].Folder, out var problem);
@@ -54,7 +56,7 @@ internal static class PredictCommand
                 MinConfidence = cfg.RoutingMinConfidence,
                 FailurePenalty = cfg.RoutingFailurePenalty,
                 Bands = cfg.RoutingBands.Select(b => new ComplexityBand(b.UpTo, b.Layer)).ToList(),
-                Rules = cfg.EscalationRules,
+                Rules = rules,
             });
             var context = RoutingContext.For(graph, engine.Layers);
             var features = new FeatureExtractor(graph);

@@ -113,10 +113,11 @@ internal static class RunCommand
     /// loaded; one that cannot be read is reported and the router falls back to its cold-start
     /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
     /// </summary>
-    private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget, TextWriter error)
+    private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget,
+        IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules, TextWriter error)
     {
         var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
-        bool complexityRules = config.EscalationRules.Any(r => r.Active && r.Trigger == TaskMesh.Engine.Escalation.EscalationTriggers.Complexity);
+        bool complexityRules = rules.Any(r => r.Active && r.Trigger == TaskMesh.Engine.Escalation.EscalationTriggers.Complexity);
         // The run's budget: --budget, and what today's figures leave of the daily limit.
         if (config.RoutingDailyCostLimit is double daily)
         {
@@ -138,7 +139,7 @@ internal static class RunCommand
             FailurePenalty = config.RoutingFailurePenalty,
             Exploration = config.RoutingExploration,
             Bands = config.RoutingBands.Select(b => new TaskMesh.Learning.Routing.ComplexityBand(b.UpTo, b.Layer)).ToList(),
-            Rules = config.EscalationRules,
+            Rules = rules,
             Budget = budget,
         });
     }
@@ -215,7 +216,11 @@ internal static class RunCommand
         }
 
         var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
-        UseLearnedRouter(engine, config, store, objective, budget, io.Error);
+        // Escalation rules in force: the config's, else the store's (taskmesh rules add), else the defaults.
+        var (rules, rulesSource) = RulesCommand.InForce(config, store);
+        if (rulesSource == "store")
+            engine.EscalationPolicy = new TaskMesh.Engine.Escalation.RuleEscalationPolicy(rules, () => engine.Layers, config.MaxEscalationsPerTask);
+        UseLearnedRouter(engine, config, store, objective, budget, rules, io.Error);
         RestoredTasks? restored = null;
         string? resumedFrom = null;
         IReadOnlyList<ManualEscalation>? manual = null;
@@ -247,7 +252,8 @@ internal static class RunCommand
         if (store is not null)
         {
             store.RecordLayers(engine.Layers);
-            if (engine.Options.EscalationRules is { } rules) store.RecordRules(rules);
+            // The config's rules are mirrored into the store; the store's own are already there.
+            if (rulesSource == "config") store.RecordRules(rules);
             // Each kept row carries the task's complexity score and feature vector, what the learned
             // models train on (computed on the store's writer thread).
             var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
