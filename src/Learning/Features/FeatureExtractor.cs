@@ -69,8 +69,8 @@ public sealed class FeatureExtractor
         into[17] = layer?.FreeSlots ?? 0;
     }
 
-    /// <summary>The task's own features (indices 0–11), which need no graph analysis.</summary>
-    private void ExtractTask(int task, Span<float> into)
+    /// <summary>The task's own features (indices 0–11: what it is, not where it sits), which need no graph analysis.</summary>
+    public void ExtractTask(int task, Span<float> into)
     {
         into[..Count].Clear();
         into[0] = Log(EstimateMicros(task));
@@ -80,6 +80,9 @@ public sealed class FeatureExtractor
             into[2] = Log(Number(args, "millis"));
             into[3] = Log(Number(args, "bytes"));
             into[4] = Log(Number(args, "size"));
+            // A task that is not a circuit may still say how large one it stands for.
+            into[5] = (float)Number(args, "qubits");
+            into[6] = (float)Number(args, "gates");
         }
         if (_graph.ParsedArgsOf(task) is QuantumArgs q)
         {

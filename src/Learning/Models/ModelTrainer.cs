@@ -194,18 +194,27 @@ public sealed class TrainedModels
     public double? PredictDurationMs(string layer, string handler, float[] features)
     {
         if (!_layers.TryGetValue(layer, out var m) || m.Duration is null) return null;
-        var engine = _ml.Model.CreatePredictionEngine<Example, DurationPrediction>(m.Duration);
-        var p = engine.Predict(ExampleOf(handler, features));
-        return Math.Max(0, Math.Pow(10, p.Score) - 1);
+        lock (_engines)
+        {
+            // A prediction engine is made once per model (making one takes milliseconds) and is not thread-safe: calls are serialised.
+            if (!_engines.TryGetValue((layer, false), out var e)) _engines[(layer, false)] = e = _ml.Model.CreatePredictionEngine<Example, DurationPrediction>(m.Duration);
+            var p = ((PredictionEngine<Example, DurationPrediction>)e).Predict(ExampleOf(handler, features));
+            return Math.Max(0, Math.Pow(10, p.Score) - 1);
+        }
     }
+
+    private readonly Dictionary<(string Layer, bool Success), object> _engines = new();
 
     /// <summary>Predicted probability that a task with <paramref name="features"/> succeeds on <paramref name="layer"/> (its predicted confidence), or null without a model.</summary>
     public double? PredictConfidence(string layer, string handler, float[] features)
     {
         if (!_layers.TryGetValue(layer, out var m)) return null;
         if (m.Success is null) return Accuracy.FirstOrDefault(a => a.Layer == layer)?.SuccessRate;
-        var engine = _ml.Model.CreatePredictionEngine<Example, SuccessPrediction>(m.Success);
-        return engine.Predict(ExampleOf(handler, features)).Probability;
+        lock (_engines)
+        {
+            if (!_engines.TryGetValue((layer, true), out var e)) _engines[(layer, true)] = e = _ml.Model.CreatePredictionEngine<Example, SuccessPrediction>(m.Success);
+            return ((PredictionEngine<Example, SuccessPrediction>)e).Predict(ExampleOf(handler, features)).Probability;
+        }
     }
 
     private static Example ExampleOf(string handler, float[] features)

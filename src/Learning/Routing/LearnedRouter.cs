@@ -71,7 +71,7 @@ public sealed class LearnedRouter : ILayerRouter
 {
     private readonly TrainedModels? _models;
     private readonly RoutingOptions _options;
-    private readonly Dictionary<(int Handler, int Bucket, string Requires, double MinConfidence, int Rules), RouteDecision[]> _table = new();
+    private readonly Dictionary<(int Handler, long Low, long High, string Requires, double MinConfidence, int Rules), RouteDecision[]> _table = new();
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private FeatureExtractor? _features;
     private PreparedGraph? _graph;
@@ -129,7 +129,8 @@ public sealed class LearnedRouter : ILayerRouter
             int fires = 0;   // which complexity rules the task crosses: part of its kind
             for (int k = 0; k < _complexityRules.Length; k++)
                 if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
-            var key = (graph.HandlerIndex(task), (int)(complexity / 5), spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence, fires);
+            var (low, high) = KindOf(features, task);
+            var key = (graph.HandlerIndex(task), low, high, spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence, fires);
             if (!_table.TryGetValue(key, out var choice))
             {
                 choice = Decide(context, task, minConfidence);
@@ -138,6 +139,32 @@ public sealed class LearnedRouter : ILayerRouter
             }
             decisions[i] = _options.Budget is double budget ? Afford(task, choice, budget) : Explore(task, choice);
         }
+    }
+
+    /// <summary>
+    /// The task's kind: its own features (what it is), quantized — sizes to a quarter of a decade,
+    /// qubits exactly, gate counts to half a power of two — and packed into two words. Tasks of one
+    /// kind (and handler, requirements, minimum confidence) share a decision.
+    /// </summary>
+    private static (long Low, long High) KindOf(FeatureExtractor features, int task)
+    {
+        Span<float> f = stackalloc float[FeatureExtractor.Count];
+        features.ExtractTask(task, f);
+        long low = 0, high = 0;
+        for (int i = 0; i < 12; i++)
+        {
+            float v = f[i];
+            int q = i switch
+            {
+                5 or 10 or 11 => (int)v,                                       // qubits, flags
+                6 or 7 or 8 => (int)MathF.Round(MathF.Log2(1 + v) * 2),         // gate counts, depth
+                _ => (int)MathF.Round(v * 4),                                   // log10 sizes
+            };
+            q = Math.Clamp(q, 0, 1023);
+            if (i < 6) low |= (long)q << (10 * i);
+            else high |= (long)q << (10 * (i - 6));
+        }
+        return (low, high);
     }
 
     /// <summary>The decision (index 0) and the other candidates in order of preference, for a task like <paramref name="task"/>.</summary>

@@ -1,0 +1,266 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Layers;
+using TaskMesh.Engine.Layers.Local;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Store;
+using TaskMesh.Learning.Features;
+using TaskMesh.Learning.Models;
+using TaskMesh.Learning.Routing;
+
+namespace TaskMesh.Bench.Routing;
+
+/// <summary>One layer of a simulated world: its slots and price, and the hidden truth of its durations and failures.</summary>
+internal sealed record WorldLayer(string Name, int Slots, double PricePerSecond, int Rank, Formula DurationMs, Formula PFail);
+
+/// <summary>
+/// A simulated world (<c>--world FILE</c>, JSON; <c>bench/Routing/world.json</c> by default): layers
+/// whose true durations and failure probabilities are formulas over the tasks' features, the ranges
+/// the features are drawn from, the noise on durations, and the confidence tasks need.
+/// </summary>
+internal sealed class World
+{
+    public required IReadOnlyList<WorldLayer> Layers { get; init; }
+    public required IReadOnlyDictionary<string, (double Min, double Max, bool Log)> Features { get; init; }
+    public double Noise { get; init; }
+    public double MinConfidence { get; init; } = 0.7;
+
+    public static World Load(string path)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        var root = doc.RootElement;
+        var logs = root.TryGetProperty("log_features", out var lf) ? lf.EnumerateArray().Select(e => e.GetString()!).ToHashSet() : [];
+        var layers = root.GetProperty("layers").EnumerateArray().Select(l => new WorldLayer(
+            l.GetProperty("name").GetString()!, l.GetProperty("slots").GetInt32(), l.GetProperty("price_per_second").GetDouble(), l.GetProperty("rank").GetInt32(),
+            Formula.Parse(l.GetProperty("duration_ms").GetString()!), Formula.Parse(l.GetProperty("p_fail").GetString()!))).OrderBy(l => l.Rank).ToList();
+        var features = root.GetProperty("features").EnumerateObject().ToDictionary(p => p.Name, p => (p.Value[0].GetDouble(), p.Value[1].GetDouble(), logs.Contains(p.Name)));
+        return new World
+        {
+            Layers = layers,
+            Features = features,
+            Noise = root.TryGetProperty("noise", out var n) ? n.GetDouble() : 0,
+            MinConfidence = root.TryGetProperty("min_confidence", out var m) ? m.GetDouble() : 0.7,
+        };
+    }
+
+    /// <summary><paramref name="count"/> tasks' features, drawn with <paramref name="seed"/> (integers stay integers when both bounds are).</summary>
+    public List<Dictionary<string, double>> Draw(int count, int seed)
+    {
+        var rng = new Random(seed);
+        var tasks = new List<Dictionary<string, double>>(count);
+        for (int i = 0; i < count; i++)
+        {
+            var t = new Dictionary<string, double>(StringComparer.Ordinal);
+            foreach (var (name, (min, max, log)) in Features)
+                t[name] = log ? Math.Round(Math.Exp(Math.Log(min) + rng.NextDouble() * (Math.Log(max) - Math.Log(min))))
+                    : min == Math.Floor(min) && max == Math.Floor(max) ? rng.Next((int)min, (int)max + 1) : min + rng.NextDouble() * (max - min);
+            tasks.Add(t);
+        }
+        return tasks;
+    }
+}
+
+/// <summary>What one policy achieved on a workload.</summary>
+internal sealed record RoutingRecord(string policy, int tasks, double success_rate, double total_cost, double makespan_s, int escalations, string world);
+
+/// <summary>
+/// <c>bench -- routing --simulate [--world FILE] [--tasks N] [--train N] [--seed S] --json out.json</c>:
+/// a discrete-event simulation of a world's layers. The learned router trains on <c>--train</c>
+/// executions of randomly routed tasks (5,000 by default), through the product's own feature
+/// extractor and trainer, then routes a fresh workload of <c>--tasks</c> tasks; the same workload
+/// runs under an oracle that knows the hidden formulas, <c>always_cheapest</c>,
+/// <c>always_most_capable</c>, <c>complexity_bands</c> and <c>random</c>. Every policy's tasks
+/// escalate alike: a failed attempt moves up one rank (at most three times). One record per
+/// policy, plus <c>{"metric": "routing_ns_per_task"}</c>: the learned router's routing time per task.
+/// </summary>
+internal static class RoutingSuite
+{
+    private sealed record SimArgs(double Micros);
+
+    public static int Run(string[] args)
+    {
+        if (!args.Contains("--simulate"))
+        {
+            Console.Error.WriteLine("routing: only --simulate is built so far (see bench/README.md)");
+            return 2;
+        }
+        string worldPath = Opt(args, "--world") ?? Path.Combine(AppContext.BaseDirectory, "Routing", "world.json");
+        int tasks = int.Parse(Opt(args, "--tasks") ?? "100000", CultureInfo.InvariantCulture);
+        int train = int.Parse(Opt(args, "--train") ?? "5000", CultureInfo.InvariantCulture);
+        int seed = int.Parse(Opt(args, "--seed") ?? "1", CultureInfo.InvariantCulture);
+        string? json = Opt(args, "--json");
+        var world = World.Load(worldPath);
+        Console.WriteLine($"routing bench (simulated): world {worldPath}, {world.Layers.Count} layers, {tasks} tasks, trained on {train} executions");
+
+        var engine = Engine(world);
+        // Training history: randomly routed executions, recorded as the run store keeps them.
+        var history = world.Draw(train, seed);
+        var historyGraph = Prepare(engine, history, "history");
+        var historyFeatures = new FeatureExtractor(historyGraph);
+        var rng = new Random(seed + 1);
+        var sim = new Simulator(world, seed + 2);
+        var firstLayers = history.Select(_ => rng.Next(world.Layers.Count)).ToArray();
+        var outcomes = sim.Run(history, i => firstLayers[i]);
+        var rows = Enumerable.Range(0, train).Select(i => new TrainingRow("sim", world.Layers[firstLayers[i]].Name, world.Layers[outcomes.FinalLayer[i]].Name,
+            outcomes.Succeeded[i] ? "succeeded" : "failed", outcomes.DurationMs[i], outcomes.Escalations[i], historyFeatures.Extract(i), null)).ToList();
+        var sw = Stopwatch.StartNew();
+        var models = ModelTrainer.Train(rows, seed);
+        Console.WriteLine($"trained in {sw.Elapsed.TotalSeconds:0.0} s: " + string.Join("; ", models.Accuracy.Select(a =>
+            string.Create(CultureInfo.InvariantCulture, $"{a.Layer} R² {a.DurationR2:0.00} AUC {a.SuccessAuc:0.00}"))));
+
+        // The fresh workload, routed by each policy.
+        var workload = world.Draw(tasks, seed + 100);
+        var graph = Prepare(engine, workload, "workload");
+        var layerIndex = world.Layers.Select((l, i) => (l.Name, i)).ToDictionary(x => x.Name, x => x.i);
+        var router = new LearnedRouter(models, new RoutingOptions { MinConfidence = world.MinConfidence });
+        var decisions = new RouteDecision[graph.Count];
+        var all = Enumerable.Range(0, graph.Count).ToArray();
+        sw.Restart();
+        router.RouteBatch(RoutingContext.For(graph, engine.Layers), all, decisions);
+        double routingNs = sw.Elapsed.TotalMilliseconds * 1e6 / graph.Count;
+        var learned = decisions.Select(d => layerIndex[d.Layer]).ToArray();
+
+        var features = new FeatureExtractor(graph);
+        var cheapest = world.Layers.Select((l, i) => (l, i)).MinBy(x => (x.l.PricePerSecond, x.l.Rank)).i;
+        int mostCapable = world.Layers.Count - 1;
+        var policies = new (string Name, Func<int, int> Choose)[]
+        {
+            ("learned", i => learned[i]),
+            ("oracle", i => Oracle(world, workload[i])),
+            ("always_cheapest", _ => cheapest),
+            ("always_most_capable", _ => mostCapable),
+            ("complexity_bands", i => Math.Min(mostCapable, (int)(features.Complexity(i) / (100.0 / world.Layers.Count)))),
+            ("random", i => (int)((uint)HashCode.Combine(seed, i) % (uint)world.Layers.Count)),
+        };
+        var records = new List<object>();
+        Console.WriteLine($"{"policy",-20} {"success",8} {"cost",12} {"makespan s",11} {"escalations",11}");
+        foreach (var (name, choose) in policies)
+        {
+            var r = new Simulator(world, seed + 3).Run(workload, choose);
+            var rec = new RoutingRecord(name, tasks, Math.Round(r.SuccessRate, 5), Math.Round(r.TotalCost, 4), Math.Round(r.MakespanMs / 1000, 3), r.TotalEscalations, Path.GetFileName(worldPath));
+            records.Add(rec);
+            Console.WriteLine($"{name,-20} {rec.success_rate,8:P2} {rec.total_cost,12:0.###} {rec.makespan_s,11:0.###} {rec.escalations,11}");
+        }
+        records.Add(new { metric = "routing_ns_per_task", value = Math.Round(routingNs, 1) });
+        Console.WriteLine($"routing: {routingNs:0.0} ns/task ({router.DecisionsMade} decisions made for {graph.Count} tasks)");
+        var byName = records.OfType<RoutingRecord>().ToDictionary(r => r.policy);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"learned ÷ oracle: success {byName["learned"].success_rate / byName["oracle"].success_rate:0.000}, cost {byName["learned"].total_cost / byName["oracle"].total_cost:0.000}; learned ÷ always_most_capable: success {byName["learned"].success_rate / byName["always_most_capable"].success_rate:0.000}, cost {byName["learned"].total_cost / byName["always_most_capable"].total_cost:0.000}"));
+        if (json is not null)
+        {
+            File.WriteAllText(json, JsonSerializer.Serialize(records, new JsonSerializerOptions { WriteIndented = true }));
+            Console.WriteLine($"wrote {json}");
+        }
+        return 0;
+    }
+
+    /// <summary>The engine the router routes with: one layer per world layer (routing only: nothing runs), and the <c>sim</c> handler.</summary>
+    private static TaskMeshEngine Engine(World world)
+    {
+        var engine = new TaskMeshEngine();
+        engine.Handlers.Register(new HandlerDescriptor("sim", (ctx, a, ct) => new ValueTask<object?>((object?)null))
+        {
+            Validate = a => (new SimArgs(a.TryGetProperty("micros", out var m) ? m.GetDouble() : 0), []),
+            EstimateMicros = p => ((SimArgs)p!).Micros,
+        });
+        foreach (var l in world.Layers)
+        {
+            ExecutionLayer layer = l.Name == LocalLayer.LayerName ? engine.Layers[0] : new LocalLayer(l.Slots, l.Name);
+            layer.Configure(l.PricePerSecond, l.Rank);
+            if (l.Name != LocalLayer.LayerName) engine.AddLayer(layer);
+        }
+        return engine;
+    }
+
+    private static PreparedGraph Prepare(TaskMeshEngine engine, List<Dictionary<string, double>> tasks, string name)
+    {
+        var g = new GraphBuilder(name);
+        for (int i = 0; i < tasks.Count; i++) g.Task($"t{i}", "sim", tasks[i]);
+        return engine.Prepare(g);
+    }
+
+    /// <summary>The cheapest layer (by expected cost of the escalation chain from it) whose true success probability meets the world's; else the most reliable.</summary>
+    private static int Oracle(World world, Dictionary<string, double> task)
+    {
+        int best = -1;
+        double bestCost = double.MaxValue;
+        for (int l = 0; l < world.Layers.Count; l++)
+        {
+            if (1 - world.Layers[l].PFail.Evaluate(task) < world.MinConfidence) continue;
+            double cost = 0, reach = 1;
+            for (int k = l; k < world.Layers.Count && k <= l + 3; k++)
+            {
+                var layer = world.Layers[k];
+                cost += reach * layer.PricePerSecond * layer.DurationMs.Evaluate(task) / 1000;
+                reach *= Math.Clamp(layer.PFail.Evaluate(task), 0, 1);
+            }
+            if (cost < bestCost) (best, bestCost) = (l, cost);
+        }
+        return best >= 0 ? best : Enumerable.Range(0, world.Layers.Count).MaxBy(l => 1 - world.Layers[l].PFail.Evaluate(task));
+    }
+
+    private static string? Opt(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}
+
+/// <summary>
+/// Runs tasks through a world: each attempt occupies a slot of its layer (the earliest free one),
+/// takes the layer's true duration with the world's noise and fails with its true probability; a
+/// failed attempt moves the task up one rank, at most three times. Costs are price × duration per attempt.
+/// </summary>
+internal sealed class Simulator(World world, int seed)
+{
+    public sealed class Result
+    {
+        public required int[] FinalLayer, Escalations;
+        public required bool[] Succeeded;
+        public required double[] DurationMs;
+        public double TotalCost, MakespanMs;
+        public int TotalEscalations;
+        public double SuccessRate => Succeeded.Count(s => s) / (double)Succeeded.Length;
+    }
+
+    public Result Run(List<Dictionary<string, double>> tasks, Func<int, int> firstLayer)
+    {
+        var rng = new Random(seed);
+        var slots = world.Layers.Select(l => new PriorityQueue<int, double>(Enumerable.Range(0, l.Slots).Select(s => (s, 0.0)))).ToArray();
+        int n = tasks.Count;
+        var r = new Result { FinalLayer = new int[n], Escalations = new int[n], Succeeded = new bool[n], DurationMs = new double[n] };
+        for (int i = 0; i < n; i++)
+        {
+            int layer = firstLayer(i);
+            double ready = 0, spent = 0;
+            for (int attempt = 0; ; attempt++)
+            {
+                var w = world.Layers[layer];
+                double ms = Math.Max(0, w.DurationMs.Evaluate(tasks[i]) * (1 + world.Noise * (2 * rng.NextDouble() - 1)));
+                slots[layer].TryDequeue(out int slot, out double free);
+                double start = Math.Max(free, ready), end = start + ms;
+                slots[layer].Enqueue(slot, end);
+                r.MakespanMs = Math.Max(r.MakespanMs, end);
+                r.TotalCost += w.PricePerSecond * ms / 1000;
+                spent += ms;
+                bool failed = rng.NextDouble() < Math.Clamp(w.PFail.Evaluate(tasks[i]), 0, 1);
+                if (!failed || layer == world.Layers.Count - 1 || attempt == 3)
+                {
+                    r.FinalLayer[i] = layer;
+                    r.Succeeded[i] = !failed;
+                    r.DurationMs[i] = spent;
+                    break;
+                }
+                r.Escalations[i]++;
+                r.TotalEscalations++;
+                ready = end;
+                layer++;
+            }
+        }
+        return r;
+    }
+}
