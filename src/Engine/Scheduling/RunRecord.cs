@@ -108,6 +108,7 @@ public sealed class RunRecord
         {
             if (x.InitialRoute is byte r) _initialRoute[node] = r;
             if (x.Escalations > 0) _escalationCount[node] = x.Escalations;
+            if (x.LeftLayers is { } left) (_leftLayers ??= new())[node] = left.ToArray();
         }
 
         _prices = layers.Select(l => l.Price).ToArray();
@@ -123,6 +124,8 @@ public sealed class RunRecord
         public int Succeeded, Failed, TimedOut, Skipped, Cancelled;
         public LayerRecord[] Layers = [];
     }
+
+    private Dictionary<int, (byte Route, double Ms)[]>? _leftLayers;
 
     private Tally Counts
     {
@@ -155,8 +158,20 @@ public sealed class RunRecord
                     case TaskOutcome.Failed or TaskOutcome.TimedOut: failed[l]++; break;
                 }
                 if (_duration is null) continue;
-                ms[l] += _duration[i];
-                cost[l] += _prices[l] * _duration[i] / 1000.0;
+                // A task that moved between layers pays each layer for its own time there; its last
+                // layer for the rest.
+                double here = _duration[i];
+                if (_leftLayers is not null && _leftLayers.TryGetValue(i, out var left))
+                    foreach (var (route, spent) in left)
+                    {
+                        if (route >= _prices.Length) continue;
+                        ms[route] += spent;
+                        cost[route] += _prices[route] * spent / 1000.0;
+                        here -= spent;
+                    }
+                here = Math.Max(0, here);
+                ms[l] += here;
+                cost[l] += _prices[l] * here / 1000.0;
             }
             t.Layers = _layerNames.Select((n, l) => new LayerRecord(n, count[l], cost[l], _prices[l]) { Succeeded = ok[l], Failed = failed[l], DurationMs = ms[l] })
                 .OrderBy(l => l.Name, StringComparer.Ordinal).ToArray();

@@ -248,7 +248,9 @@ internal sealed partial class RunState
         {
             // Another attempt needs a slot, maybe a back-off, maybe another layer: none of which
             // may stall a scheduler worker, so the task moves to a layer's dispatcher.
-            Redispatch(node, Attempts.Escalate(node, RouteTable.Local, result, decision), decision.Delay);
+            byte next = Attempts.Escalate(node, RouteTable.Local, result, decision);
+            if (next != RouteTable.Local) Tasks.ExtrasOf(node).Left(RouteTable.Local, result.Duration.TotalMilliseconds);
+            Redispatch(node, next, decision.Delay);
             return NoTask;
         }
         if (Tasks.DurationMs is { } d) d[node] = (float)result.Duration.TotalMilliseconds;

@@ -107,6 +107,15 @@ internal sealed class TaskExtras
     public int FallbackAttempt;
     /// <summary>Time spent in slots of layers the task has left, in ms.</summary>
     public double ElapsedMs;
+    /// <summary>The layers the task left, each with the time it spent there (for per-layer cost).</summary>
+    public List<(byte Route, double Ms)>? LeftLayers;
+
+    /// <summary>Notes <paramref name="ms"/> spent on <paramref name="route"/>, which the task is leaving.</summary>
+    public void Left(byte route, double ms)
+    {
+        ElapsedMs += ms;
+        (LeftLayers ??= new()).Add((route == RouteTable.Inline ? RouteTable.Local : route, ms));
+    }
 
     /// <summary>Takes (and clears) what the handler reported during an attempt.</summary>
     public (double? Confidence, EscalationRequest? Request) TakeReports()

@@ -103,8 +103,11 @@ public class ProviderTableTests
         var t = r.TaskResultOf(0);
         Assert.Equal((2, "quantum", "quantum-double"), (t.Attempts, t.InitialLayer, t.Layer));
         Assert.Equal(Precision.Double, Assert.IsType<QuantumOutput>(r.OutputOf(0)).Result.Precision);
-        // Each attempt is charged at its own layer's price.
+        // Each attempt is charged at its own layer's price: the single-precision attempt to quantum, the rest to quantum-double.
+        Assert.True(r.CostByLayer["quantum"] > 0, "the first attempt's layer is charged");
         Assert.True(r.CostByLayer["quantum-double"] > 0);
+        double seconds = r.TaskResultOf(0).DurationMs!.Value / 1000;
+        Assert.InRange(r.CostByLayer["quantum"] / 0.5 + r.CostByLayer["quantum-double"] / 1.0, seconds * 0.999, seconds * 1.001);   // the whole duration, split by price
     }
 
     [Fact]

@@ -68,8 +68,7 @@ internal sealed class AttemptRunner
                     byte target = Escalate(node, route, result, decision);
                     if (target == route) continue;
                     // Another layer: give this slot back and queue there.
-                    var x = run.Tasks.ExtrasOf(node);
-                    x.ElapsedMs += Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds;
+                    run.Tasks.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
                     run.Redispatch(node, target, TimeSpan.Zero);
                     return;
                 default:
