@@ -76,13 +76,18 @@ public sealed class FeatureExtractor
         into[0] = Log(EstimateMicros(task));
         if (_graph.Graph.Spec(task)?.Args is { ValueKind: JsonValueKind.Object } args)
         {
-            into[1] = Log(Number(args, "micros"));
-            into[2] = Log(Number(args, "millis"));
-            into[3] = Log(Number(args, "bytes"));
-            into[4] = Log(Number(args, "size"));
-            // A task that is not a circuit may still say how large one it stands for.
-            into[5] = (float)Number(args, "qubits");
-            into[6] = (float)Number(args, "gates");
+            // One pass over the arguments (a task's are few; looking each name up would scan them six times).
+            foreach (var p in args.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetDouble(out double x)) continue;
+                if (p.NameEquals("micros"u8)) into[1] = Log(x);
+                else if (p.NameEquals("millis"u8)) into[2] = Log(x);
+                else if (p.NameEquals("bytes"u8)) into[3] = Log(x);
+                else if (p.NameEquals("size"u8)) into[4] = Log(x);
+                // A task that is not a circuit may still say how large one it stands for.
+                else if (p.NameEquals("qubits"u8)) into[5] = (float)x;
+                else if (p.NameEquals("gates"u8)) into[6] = (float)x;
+            }
         }
         if (_graph.ParsedArgsOf(task) is QuantumArgs q)
         {
@@ -122,8 +127,6 @@ public sealed class FeatureExtractor
 
     private static float Log(double x) => x > 0 && double.IsFinite(x) ? (float)Math.Log10(1 + x) : 0;
 
-    private static double Number(JsonElement args, string name)
-        => args.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out var d) ? d : 0;
 
     /// <summary>
     /// Level (longest path from a root, in edges) and slack (how much later than its earliest start

@@ -205,6 +205,34 @@ public sealed class TrainedModels
 
     private readonly Dictionary<(string Layer, bool Success), object> _engines = new();
 
+    /// <summary>
+    /// Predicted durations (ms) and confidences on <paramref name="layer"/> for many tasks at once —
+    /// one pass of each model over them, far cheaper per task than a prediction engine call each.
+    /// Nulls where the layer has no such model.
+    /// </summary>
+    public (double?[] DurationMs, double?[] Confidence) PredictMany(string layer, IReadOnlyList<(string Handler, float[] Features)> tasks)
+    {
+        var ms = new double?[tasks.Count];
+        var confidence = new double?[tasks.Count];
+        if (tasks.Count == 0 || !_layers.TryGetValue(layer, out var m)) return (ms, confidence);
+        var data = _ml.Data.LoadFromEnumerable(tasks.Select(t => ExampleOf(t.Handler, t.Features)));
+        if (m.Duration is not null)
+        {
+            int i = 0;
+            foreach (var p in _ml.Data.CreateEnumerable<DurationPrediction>(m.Duration.Transform(data), reuseRowObject: true))
+                ms[i++] = Math.Max(0, Math.Pow(10, p.Score) - 1);
+        }
+        if (m.Success is not null)
+        {
+            int i = 0;
+            foreach (var p in _ml.Data.CreateEnumerable<SuccessPrediction>(m.Success.Transform(data), reuseRowObject: true))
+                confidence[i++] = p.Probability;
+        }
+        else if (Accuracy.FirstOrDefault(a => a.Layer == layer)?.SuccessRate is double rate)
+            Array.Fill(confidence, rate);
+        return (ms, confidence);
+    }
+
     /// <summary>Predicted probability that a task with <paramref name="features"/> succeeds on <paramref name="layer"/> (its predicted confidence), or null without a model.</summary>
     public double? PredictConfidence(string layer, string handler, float[] features)
     {

@@ -120,6 +120,10 @@ public sealed class LearnedRouter : ILayerRouter
             _table.Clear();
         }
         var features = _features!;
+        // First the kinds: a decision is made for each kind not seen before, the models scoring all
+        // of them at once; then every task takes its kind's decision.
+        var keys = new (int, long, long, string, double, int)[tasks.Length];
+        var fresh = new Dictionary<(int, long, long, string, double, int), int>();
         for (int i = 0; i < tasks.Length; i++)
         {
             int task = tasks[i];
@@ -130,15 +134,38 @@ public sealed class LearnedRouter : ILayerRouter
             for (int k = 0; k < _complexityRules.Length; k++)
                 if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
             var (low, high) = KindOf(features, task);
-            var key = (graph.HandlerIndex(task), low, high, spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence, fires);
-            if (!_table.TryGetValue(key, out var choice))
+            keys[i] = (graph.HandlerIndex(task), low, high, spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence, fires);
+            if (!_table.ContainsKey(keys[i])) fresh.TryAdd(keys[i], task);
+        }
+        if (fresh.Count > 0)
+        {
+            var predictions = Predict(context, fresh.Values.ToList());
+            foreach (var (key, task) in fresh)
             {
-                choice = Decide(context, task, minConfidence);
-                _table[key] = choice;
+                _table[key] = Decide(context, task, key.Item5, predictions);
                 DecisionsMade++;
             }
-            decisions[i] = _options.Budget is double budget ? Afford(task, choice, budget) : Explore(task, choice);
         }
+        for (int i = 0; i < tasks.Length; i++)
+        {
+            var choice = _table[keys[i]];
+            decisions[i] = _options.Budget is double budget ? Afford(tasks[i], choice, budget) : Explore(tasks[i], choice);
+        }
+    }
+
+    /// <summary>The models' predictions for <paramref name="tasks"/> on every layer, one batch per layer (empty without models).</summary>
+    private Dictionary<(int Task, string Layer), (double? Ms, double? Confidence)> Predict(in RoutingContext context, List<int> tasks)
+    {
+        var result = new Dictionary<(int, string), (double?, double?)>();
+        if (_models is null) return result;
+        var items = new List<(string Handler, float[] Features)>(tasks.Count);
+        foreach (int t in tasks) items.Add((context.HandlerOf(t).Name, _features!.Extract(t)));
+        foreach (var layer in context.Layers)
+        {
+            var (ms, confidence) = _models.PredictMany(layer.Name, items);
+            for (int i = 0; i < tasks.Count; i++) result[(tasks[i], layer.Name)] = (ms[i], confidence[i]);
+        }
+        return result;
     }
 
     /// <summary>
@@ -168,12 +195,11 @@ public sealed class LearnedRouter : ILayerRouter
     }
 
     /// <summary>The decision (index 0) and the other candidates in order of preference, for a task like <paramref name="task"/>.</summary>
-    private RouteDecision[] Decide(in RoutingContext context, int task, double minConfidence)
+    private RouteDecision[] Decide(in RoutingContext context, int task, double minConfidence,
+        Dictionary<(int Task, string Layer), (double? Ms, double? Confidence)> predictions)
     {
         var features = _features!;
         string handler = context.HandlerOf(task).Name;
-        // The full vector (its graph features need one pass over the graph) only when a model reads it.
-        var vector = _models is null ? [] : features.Extract(task);
         var requires = context.Graph.Spec(task)?.Requires;
         var candidates = new List<Candidate>();
         foreach (var layer in context.Layers)
@@ -181,8 +207,9 @@ public sealed class LearnedRouter : ILayerRouter
             if (layer.Status != LayerStatus.Active || !layer.Covers(requires)) continue;
             if (layer.RunsHandlers is { } only && !only.Contains(handler)) continue;
             if (context.HandlerOf(task).LocalOnly && layer.Name != Engine.Layers.Local.LocalLayer.LayerName) continue;
-            double? ms = _models?.PredictDurationMs(layer.Name, handler, vector) ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
-            double? confidence = _models?.PredictConfidence(layer.Name, handler, vector);
+            var predicted = predictions.GetValueOrDefault((task, layer.Name));
+            double? ms = predicted.Ms ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
+            double? confidence = predicted.Confidence;
             double wait = ms is double d ? layer.QueueDepth / (double)Math.Max(1, layer.Capacity) * d : 0;
             double cost = layer.PricePerSecond * (ms ?? 0) / 1000;
             candidates.Add(new Candidate(layer, ms, confidence, wait, cost, cost + _options.FailurePenalty * (1 - (confidence ?? 1))));
