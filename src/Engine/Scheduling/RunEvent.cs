@@ -54,4 +54,7 @@ public sealed record EscalationRecord(string TaskId, string From, string To, str
 
     /// <summary>The confidence the task had before it escalated, when one was reported.</summary>
     public double? PreviousConfidence { get; init; }
+
+    /// <summary>What the attempt it escalated after gave: its output's summary, or its error.</summary>
+    public string? PreviousOutputSummary { get; init; }
 }

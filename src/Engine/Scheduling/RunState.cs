@@ -228,12 +228,13 @@ internal sealed partial class RunState
     /// <summary>Tasks a rule moved up as they were routed (a <c>complexity</c> rule): recorded as escalations when the run starts.</summary>
     internal void SetRoutedEscalations(List<(int Task, Routing.RouteDecision Decision)>? moved) => _routedEscalations = moved;
 
-        internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null)
+    internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null, string? previousOutput = null)
     {
         var e = new EscalationRecord(Graph.IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
         {
             TaskIndex = node,
             PreviousConfidence = previousConfidence,
+            PreviousOutputSummary = previousOutput,
         };
         _escalations.Enqueue(e);
         Tasks.ExtrasOf(node).Escalations++;

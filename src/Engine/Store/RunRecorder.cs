@@ -686,8 +686,8 @@ public sealed class RunRecorder : IRunObserver
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, at)
-                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $at)
+                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at)
+                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $summary, $at)
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$task", e.TaskId);
@@ -696,6 +696,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$trigger", e.Trigger);
             cmd.Parameters.AddWithValue("$reason", e.Reason);
             cmd.Parameters.AddWithValue("$confidence", Db(e.PreviousConfidence));
+            cmd.Parameters.AddWithValue("$summary", Db(e.PreviousOutputSummary));
             cmd.Parameters.AddWithValue("$at", e.Timestamp.ToString("O", CultureInfo.InvariantCulture));
             cmd.ExecuteNonQuery();
         }

@@ -134,6 +134,7 @@ public sealed class RuleEscalationTests : IDisposable
         var stored = Assert.Single(store.EscalationsOf(r.RunId));
         Assert.Equal(("flaky", "local", "strong", "error"), (stored.TaskId, stored.From, stored.To, stored.Trigger));
         Assert.Contains("rule * → next on error", stored.Reason);
+        Assert.Equal("attempt 2 failed", stored.PreviousOutputSummary);   // what the attempt it left gave
         Assert.Contains(store.AuditOf(r.RunId, "flaky", AuditCategory.Escalation), a => a.Detail.Contains("\"trigger\":\"error\""));
     }
 

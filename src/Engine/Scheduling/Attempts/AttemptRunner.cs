@@ -167,7 +167,8 @@ internal sealed class AttemptRunner
             x.Variant = decision.Variant;
             to = decision.Variant ?? here;
         }
-        run.RecordEscalation(node, decision.From ?? here, to, decision.Trigger!, decision.Reason!, result.Confidence);
+        run.RecordEscalation(node, decision.From ?? here, to, decision.Trigger!, decision.Reason!, result.Confidence,
+            result.Succeeded ? OutputSummary.Of(result.Output) : result.Error);
         return target;
     }
 
