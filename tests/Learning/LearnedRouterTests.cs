@@ -134,6 +134,22 @@ public class LearnedRouterTests
     }
 
     [Fact]
+    public async Task LowConfidenceRule_MovesATaskWhosePredictedConfidenceIsTooLow_AsItIsRouted()
+    {
+        var engine = Engine();
+        engine.Router = new LearnedRouter(Models(), new RoutingOptions
+        {
+            Objective = Objectives.Cheapest,   // would keep everything on the free local layer
+            Rules = [new TaskMesh.Engine.Escalation.EscalationRule("local", "strong", "low_confidence", 0.7)],
+        });
+        var r = await engine.RunAsync(Spins(engine, 5, 50_000), new RunOptions { CollectTaskDetails = true });
+        Assert.Equal(["local", "strong"], Enumerable.Range(0, 2).Select(i => r.TaskResultOf(i).Layer));
+        var e = Assert.Single(r.Escalations);
+        Assert.Equal(("s1", "local", "strong", "low_confidence"), (e.TaskId, e.From, e.To, e.Trigger));
+        Assert.Matches(@"^predicted confidence 0(\.\d+)? < 0\.7 on local \(rule local → strong on low_confidence\)", e.Reason);
+    }
+
+    [Fact]
     public async Task ComplexityRule_MovesAComplexTaskUpAsItIsRouted_RecordedStoredAndAuditedAsAnEscalation()
     {
         var engine = Engine();

@@ -73,6 +73,7 @@ public sealed class LearnedRouter : ILayerRouter
     private readonly RoutingOptions _options;
     private readonly Dictionary<(int Handler, long Low, long High, string Requires, double MinConfidence, int Rules), RouteDecision[]> _table = new();
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
+    private readonly Engine.Escalation.EscalationRule[] _confidenceRules;
     private FeatureExtractor? _features;
     private PreparedGraph? _graph;
 
@@ -84,6 +85,8 @@ public sealed class LearnedRouter : ILayerRouter
         if (_options.Exploration is < 0 or > 1) throw new ArgumentException("exploration is a share between 0 and 1");
         _complexityRules = _options.Rules.Select((r, i) => (r, i)).Where(x => x.r.Active && x.r.Trigger == Engine.Escalation.EscalationTriggers.Complexity)
             .OrderByDescending(x => x.r.Priority).ThenBy(x => x.i).Select(x => x.r).Take(31).ToArray();
+        _confidenceRules = _options.Rules.Select((r, i) => (r, i)).Where(x => x.r.Active && x.r.Trigger == Engine.Escalation.EscalationTriggers.LowConfidence)
+            .OrderByDescending(x => x.r.Priority).ThenBy(x => x.i).Select(x => x.r).ToArray();
     }
 
     /// <summary>The router also chooses among quantum layers for quantum tasks.</summary>
@@ -241,32 +244,46 @@ public sealed class LearnedRouter : ILayerRouter
         string scores = string.Join("; ", order.Select(c => string.Create(CultureInfo.InvariantCulture,
             $"{c.Layer.Name}: {(c.DurationMs is double d ? $"{d:0.###} ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
         var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
-        return ApplyComplexityRules(decisions, order, features.Complexity(task));
+        return ApplyRules(decisions, order, features.Complexity(task), minConfidence);
     }
 
     /// <summary>
-    /// The first complexity rule (by priority) that the task crosses on its chosen layer moves it to
-    /// the rule's target among the candidates (<c>next</c>: the least capable above the chosen one),
-    /// recorded as an escalation when the run starts.
+    /// Rules that act as the task is routed: the first <c>complexity</c> rule (by priority) that the
+    /// task crosses on its chosen layer, else the first <c>low_confidence</c> rule whose threshold
+    /// (the task's <c>minConfidence</c> first) the model's predicted confidence on the chosen layer
+    /// falls below, moves it to the rule's target among the candidates (<c>next</c>: the least
+    /// capable above the chosen one); the run records the move as an escalation when it starts.
     /// </summary>
-    private RouteDecision[] ApplyComplexityRules(RouteDecision[] decisions, List<Candidate> order, double complexity)
+    private RouteDecision[] ApplyRules(RouteDecision[] decisions, List<Candidate> order, double complexity, double minConfidence)
     {
-        var chosen = order[0].Layer;
+        var chosen = order[0];
         foreach (var rule in _complexityRules)
+            if (complexity >= rule.Threshold && Move(rule, string.Create(CultureInfo.InvariantCulture,
+                    $"complexity {complexity:0.#} ≥ {rule.Threshold:0.#} on {chosen.Layer.Name}")) is { } moved)
+                return moved;
+        if (chosen.Confidence is double predicted)
+            foreach (var rule in _confidenceRules)
+            {
+                double threshold = minConfidence == _options.MinConfidence ? rule.Threshold ?? minConfidence : minConfidence;
+                if (predicted < threshold && Move(rule, string.Create(CultureInfo.InvariantCulture,
+                        $"predicted confidence {predicted:0.###} < {threshold:0.###} on {chosen.Layer.Name}")) is { } moved)
+                    return moved;
+            }
+        return decisions;
+
+        RouteDecision[]? Move(Engine.Escalation.EscalationRule rule, string what)
         {
-            if (complexity < rule.Threshold || rule.From != Engine.Escalation.EscalationRule.AnyLayer && rule.From != chosen.Name) continue;
+            if (rule.From != Engine.Escalation.EscalationRule.AnyLayer && rule.From != chosen.Layer.Name) return null;
             var target = rule.To == Engine.Escalation.EscalationRule.NextLayer
-                ? order.Where(c => c.Layer.Rank > chosen.Rank).OrderBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).FirstOrDefault()
-                : order.FirstOrDefault(c => c.Layer.Name == rule.To && c.Layer != chosen);
-            if (target is null) continue;
+                ? order.Where(c => c.Layer.Rank > chosen.Layer.Rank).OrderBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).FirstOrDefault()
+                : order.FirstOrDefault(c => c.Layer.Name == rule.To && c.Layer != chosen.Layer);
+            if (target is null) return null;
             var moved = decisions.First(d => d.Layer == target.Layer.Name);
-            string why = string.Create(CultureInfo.InvariantCulture,
-                $"complexity {complexity:0.#} ≥ {rule.Threshold:0.#} on {chosen.Name} (rule {rule.From} → {rule.To} on complexity)");
-            var first = moved with { Reason = $"{why}; {decisions[0].Reason}", EscalatedFrom = chosen.Name, Trigger = Engine.Escalation.EscalationTriggers.Complexity };
+            string why = $"{what} (rule {rule.From} → {rule.To} on {rule.Trigger})";
+            var first = moved with { Reason = $"{why}; {decisions[0].Reason}", EscalatedFrom = chosen.Layer.Name, Trigger = rule.Trigger };
             return [first, .. decisions.Where(d => d.Layer != target.Layer.Name)
                 .Select(d => d.Reason!.StartsWith("exploration", StringComparison.Ordinal) ? d : d with { Reason = "exploration; " + d.Reason })];
         }
-        return decisions;
     }
 
     /// <summary>The first choice (in order of preference) that the budget still covers; exploration among those; else a refusal.</summary>
