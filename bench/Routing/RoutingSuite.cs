@@ -83,9 +83,24 @@ internal static class RoutingSuite
 
     public static int Run(string[] args)
     {
+        if (args.Contains("--real"))
+        {
+            int n = int.Parse(Opt(args, "--tasks") ?? "300", CultureInfo.InvariantCulture);
+            int h = int.Parse(Opt(args, "--train") ?? "400", CultureInfo.InvariantCulture);
+            Console.WriteLine($"routing bench (real layers): {n} circuits, history of {h}");
+            var real = RealRouting.Run(n, h, int.Parse(Opt(args, "--seed") ?? "1", CultureInfo.InvariantCulture));
+            Console.WriteLine($"{"policy",-20} {"success",8} {"cost",12} {"wall s",9} {"escalations",11}");
+            foreach (var rec in real) Console.WriteLine($"{rec.policy,-20} {rec.success_rate,8:P2} {rec.total_cost,12:0.######} {rec.makespan_s,9:0.###} {rec.escalations,11}");
+            if (Opt(args, "--json") is { } path)
+            {
+                File.WriteAllText(path, JsonSerializer.Serialize(real, new JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine($"wrote {path}");
+            }
+            return 0;
+        }
         if (!args.Contains("--simulate"))
         {
-            Console.Error.WriteLine("routing: only --simulate is built so far (see bench/README.md)");
+            Console.Error.WriteLine("routing: --simulate or --real (see bench/README.md)");
             return 2;
         }
         string worldPath = Opt(args, "--world") ?? Path.Combine(AppContext.BaseDirectory, "Routing", "world.json");
