@@ -62,9 +62,10 @@ public sealed record RoutingOptions
 /// estimate) and confidence (the layer's success model), the queue's wait, and the expected cost
 /// — price × duration + penalty × (1 − confidence) — then the objective decides. Without a model
 /// for a candidate (cold start) the complexity bands decide, else the least capable candidate. A
-/// small share of tasks explores another candidate. Decisions are made once per (handler,
-/// complexity bucket of 5 points, requirements, the task's minimum confidence) and reused: routing
-/// a task is a lookup after the first of its kind. Every decision carries its candidates and
+/// small share of tasks explores another candidate. Decisions are made once per kind of task —
+/// handler, its own features quantized (see <c>KindOf</c>), requirements, minimum confidence, the
+/// complexity rules it crosses — the models scoring every new kind of a batch at once, and reused:
+/// routing a task is a lookup after the first of its kind. Every decision carries its candidates and
 /// their scores in <see cref="RouteDecision.Reason"/> (the audit's <c>layer_selection</c>).
 /// </summary>
 public sealed class LearnedRouter : ILayerRouter
