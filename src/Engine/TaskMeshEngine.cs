@@ -286,12 +286,13 @@ public sealed class TaskMeshEngine
         return $"no layer '{GraphLimits.Printable(layer)}' (layers: {string.Join(", ", layers.Select(l => l.Name))})";
     }
 
+    // The reasons behind ExecutionLayer.CanRun, in words that name the task.
     private static string? WhyCannotRun(PreparedGraph graph, int task, ExecutionLayer layer, bool isLocal)
     {
         var h = graph.HandlerOf(task);
         string id = graph.Graph.IdOf(task);
         if (h.LocalOnly && !isLocal) return $"handler '{h.Name}' of task '{id}' runs only in the local layer";
-        if (layer.RunsHandlers is { } only && !only.Contains(h.Name)) return $"layer '{layer.Name}' runs only {string.Join(", ", only)}, not handler '{h.Name}' of task '{id}'";
+        if (!layer.Runs(h.Name)) return $"layer '{layer.Name}' runs only {string.Join(", ", layer.RunsHandlers!)}, not handler '{h.Name}' of task '{id}'";
         if (graph.Graph.Spec(task)?.Requires is { } requires && !layer.Covers(requires))
             return $"layer '{layer.Name}' lacks what task '{id}' requires ({string.Join(", ", requires)})";
         return null;
@@ -450,8 +451,7 @@ public sealed class TaskMeshEngine
             if (Fits(RouteTable.Local, task)) return RouteTable.Local;
             int best = -1;
             for (int l = 1; l < layers.Length; l++)
-                if (Fits((byte)l, task) && (best < 0 || (layers[l].Rank, layers[l].PricePerSecond).CompareTo((layers[best].Rank, layers[best].PricePerSecond)) < 0))
-                    best = l;
+                if (Fits((byte)l, task) && (best < 0 || ExecutionLayer.LessCapable(layers[l], layers[best]))) best = l;
             return best < 0 ? RouteTable.Local : (byte)best;
         }
 

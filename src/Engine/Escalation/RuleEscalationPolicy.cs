@@ -97,17 +97,13 @@ public sealed class RuleEscalationPolicy : IEscalationPolicy
         string[]? requires = context.Graph.TryGetIndex(context.TaskId, out int task) ? context.Graph.Spec(task)?.Requires : null;
         string handler = context.Handler;
         // (A handler that runs only locally is kept there by the engine, whatever a policy says.)
-        bool Takes(ExecutionLayer l) => l.Name != here && (l.RunsHandlers is not { } only || only.Contains(handler)) && l.Covers(requires);
+        bool Takes(ExecutionLayer l) => l.Name != here && l.Runs(handler) && l.Covers(requires);
         if (rule.To != EscalationRule.NextLayer)
         {
             foreach (var l in layers) if (l.Name == rule.To && Takes(l)) return l.Name;
             return null;
         }
         int rank = current?.Rank ?? int.MinValue;
-        ExecutionLayer? best = null;
-        foreach (var l in layers)
-            if (l.Rank > rank && Takes(l) && (best is null || (l.Rank, l.PricePerSecond).CompareTo((best.Rank, best.PricePerSecond)) < 0))
-                best = l;
-        return best?.Name;
+        return ExecutionLayer.LeastCapable(layers.Where(l => l.Rank > rank && Takes(l)))?.Name;
     }
 }

@@ -156,8 +156,7 @@ public static class GraphValidator
                     if (!GraphNames.IsValidLayerName(tag))
                         errors.Add(new GraphError(GraphErrorCodes.BadValue, $"requires: '{GraphLimits.Printable(tag)}' is not a capability tag (letters, digits, '-', '_' and '.')", graph.IdOf(i), graph.LineOf(i)));
                 bool forcedLayer = forced is not null && forced != GraphNames.AutoLayer;
-                var candidates = layers.Where(l => (!forcedLayer || l.Name == forced) && (l.RunsHandlers is not { } r || r.Contains(h.Name))
-                    && (!h.LocalOnly || l.Name == LocalLayer.LayerName)).ToList();
+                var candidates = layers.Where(l => (!forcedLayer || l.Name == forced) && l.CanRun(h)).ToList();
                 if (candidates.Count > 0 && !candidates.Any(l => l.Covers(requires)))
                     errors.Add(new GraphError(GraphErrorCodes.BadLayer, forcedLayer
                         ? $"requires {string.Join(", ", requires)}, which layer '{forced}' does not have (it has: {Describe(candidates[0].Tags)})"

@@ -93,6 +93,30 @@ public abstract class ExecutionLayer
     /// <summary>Capability tags (e.g. <c>gpu</c>): a task that <c>requires</c> tags runs only where all of them are.</summary>
     public IReadOnlyList<string> Tags => Volatile.Read(ref _tags);
 
+    /// <summary>True when the layer runs handler <paramref name="handler"/> (by its handler list; every handler when it has none).</summary>
+    public bool Runs(string handler) => RunsHandlers is not { } only || only.Contains(handler);
+
+    /// <summary>
+    /// True when this layer can take a task of <paramref name="handler"/> that requires
+    /// <paramref name="requires"/>: it runs the handler (a local-only one only on <c>local</c>) and
+    /// has every tag required.
+    /// </summary>
+    public bool CanRun(HandlerDescriptor handler, IReadOnlyList<string>? requires = null)
+        => (!handler.LocalOnly || Name == Local.LocalLayer.LayerName) && Runs(handler.Name) && Covers(requires);
+
+    /// <summary>The least capable of <paramref name="layers"/>: the lowest rank, then the lowest price (null when there is none).</summary>
+    public static ExecutionLayer? LeastCapable(IEnumerable<ExecutionLayer> layers)
+    {
+        ExecutionLayer? best = null;
+        foreach (var l in layers)
+            if (best is null || LessCapable(l, best)) best = l;
+        return best;
+    }
+
+    /// <summary>True when <paramref name="a"/> is less capable than <paramref name="b"/>: a lower rank, or the same rank at a lower price.</summary>
+    public static bool LessCapable(ExecutionLayer a, ExecutionLayer b)
+        => (a.Rank, a.PricePerSecond).CompareTo((b.Rank, b.PricePerSecond)) < 0;
+
     /// <summary>True when the layer has every tag of <paramref name="requires"/>.</summary>
     public bool Covers(IReadOnlyList<string>? requires)
     {
