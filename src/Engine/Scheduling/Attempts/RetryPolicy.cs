@@ -45,11 +45,5 @@ public sealed class RetryPolicy
 
     /// <summary>A uniform value in [0, 1) for (task, attempt): SplitMix64 of the seed and both.</summary>
     internal double Jitter(int task, int attempt)
-    {
-        ulong z = Seed + 0x9E3779B97F4A7C15UL * (((ulong)(uint)task << 32 | (uint)attempt) + 1);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        z ^= z >> 31;
-        return (z >> 11) * (1.0 / (1UL << 53));
-    }
+        => SplitMix.Unit(SplitMix.Next(Seed + SplitMix.Golden * ((ulong)(uint)task << 32 | (uint)attempt)));
 }
