@@ -9,12 +9,49 @@ namespace TaskMesh.Engine.Graph;
 /// </summary>
 public sealed class GraphAnalysis
 {
-    private GraphAnalysis(int[] level, int[] widths, int[] criticalPath, double criticalPathMicros)
+    private readonly TaskGraph _graph;
+    private readonly int[] _order;
+    private readonly double[] _finish, _estimate;
+    private double[]? _slack;
+
+    private GraphAnalysis(TaskGraph graph, int[] order, double[] finish, double[] estimate, int[] level, int[] widths, int[] criticalPath, double criticalPathMicros)
     {
+        _graph = graph;
+        _order = order;
+        _finish = finish;
+        _estimate = estimate;
         Levels = level;
         Widths = widths;
         CriticalPath = criticalPath;
         CriticalPathMicros = criticalPathMicros;
+    }
+
+    /// <summary>
+    /// Each task's slack in microseconds: how much later than its earliest start it could start
+    /// without lengthening the critical path (0 on the critical path). Computed on first use (one
+    /// backward pass).
+    /// </summary>
+    public IReadOnlyList<double> SlackMicros
+    {
+        get
+        {
+            if (Volatile.Read(ref _slack) is { } done) return done;
+            var g = _graph;
+            var tail = new double[g.Count];   // longest path from the task's start to a sink, including it
+            for (int k = _order.Length - 1; k >= 0; k--)
+            {
+                int v = _order[k];
+                double below = 0;
+                for (int e = g.SuccStart[v]; e < g.SuccStart[v + 1]; e++)
+                    below = Math.Max(below, (g.SuccWeight is null ? 0 : g.SuccWeight[e] * 1000.0) + tail[g.Succ[e]]);
+                tail[v] = _estimate[v] + below;
+            }
+            var slack = new double[g.Count];
+            for (int i = 0; i < slack.Length; i++)
+                slack[i] = Math.Max(0, CriticalPathMicros - (_finish[i] - _estimate[i]) - tail[i]);
+            Interlocked.CompareExchange(ref _slack, slack, null);
+            return _slack;
+        }
     }
 
     /// <summary>Level of each task: 0 for roots, else 1 + the deepest predecessor's.</summary>
@@ -41,6 +78,7 @@ public sealed class GraphAnalysis
         var order = graph.TopologicalOrder() ?? throw new InvalidOperationException("the graph has a cycle");
         var level = new int[n];
         var finish = new double[n];   // longest path ending at i, including i
+        var estimate = new double[n];
         var via = new int[n];
         Array.Fill(via, -1);
         int maxLevel = 0;
@@ -62,7 +100,8 @@ public sealed class GraphAnalysis
             }
             level[v] = lv;
             maxLevel = Math.Max(maxLevel, lv);
-            finish[v] = start + Math.Max(0, estimateMicros(v));
+            estimate[v] = Math.Max(0, estimateMicros(v));
+            finish[v] = start + estimate[v];
         }
         var widths = new int[n == 0 ? 0 : maxLevel + 1];
         foreach (var l in level) widths[l]++;
@@ -74,7 +113,7 @@ public sealed class GraphAnalysis
         var path = new List<int>();
         for (int x = end; x >= 0; x = via[x]) path.Add(x);
         path.Reverse();
-        return new GraphAnalysis(level, widths, path.ToArray(), Math.Max(0, best));
+        return new GraphAnalysis(graph, order, finish, estimate, level, widths, path.ToArray(), Math.Max(0, best));
     }
 
     // Weights live on successor rows; a predecessor has few successors, so a short scan finds it.

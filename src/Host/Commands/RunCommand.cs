@@ -114,7 +114,7 @@ internal static class RunCommand
     /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
     /// </summary>
     private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget,
-        IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules, TextWriter error)
+        IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules, TaskMesh.Learning.Features.FeatureExtractor features, TextWriter error)
     {
         var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
         bool complexityRules = rules.Any(r => r.Active && r.Trigger == TaskMesh.Engine.Escalation.EscalationTriggers.Complexity);
@@ -141,6 +141,7 @@ internal static class RunCommand
             Bands = config.RoutingBands.Select(b => new TaskMesh.Learning.Routing.ComplexityBand(b.UpTo, b.Layer)).ToList(),
             Rules = rules,
             Budget = budget,
+            Features = features,
         });
     }
 
@@ -220,7 +221,9 @@ internal static class RunCommand
         var (rules, rulesSource) = RulesCommand.InForce(config, store);
         if (rulesSource == "store")
             engine.EscalationPolicy = new TaskMesh.Engine.Escalation.RuleEscalationPolicy(rules, () => engine.Layers, config.MaxEscalationsPerTask);
-        UseLearnedRouter(engine, config, store, objective, budget, rules, io.Error);
+        // One feature extractor for the router and the recorder: the graph is analysed once.
+        var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
+        UseLearnedRouter(engine, config, store, objective, budget, rules, features, io.Error);
         RestoredTasks? restored = null;
         string? resumedFrom = null;
         IReadOnlyList<ManualEscalation>? manual = null;
@@ -256,7 +259,6 @@ internal static class RunCommand
             if (rulesSource == "config") store.RecordRules(rules);
             // Each kept row carries the task's complexity score and feature vector, what the learned
             // models train on (computed on the store's writer thread).
-            var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
             recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal,
                 complexity: t => features.Complexity(t), features: t => features.Extract(t));
             // A store that fails (disk full, file made read-only) stops the run: what it already

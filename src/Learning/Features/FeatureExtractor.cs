@@ -33,12 +33,15 @@ public sealed class FeatureExtractor
     public const int LayerFeatures = 16;
 
     private readonly PreparedGraph _graph;
-    private readonly Lazy<(int[] Level, double[] SlackMs)> _shape;
+    private readonly Lazy<GraphAnalysis> _shape;
 
     public FeatureExtractor(PreparedGraph graph)
     {
         _graph = graph ?? throw new ArgumentNullException(nameof(graph));
-        _shape = new Lazy<(int[], double[])>(AnalyseShape, LazyThreadSafetyMode.ExecutionAndPublication);
+        // Level and slack (how much later than its earliest start a task could start without
+        // lengthening the critical path, by the handlers' estimates and the edges' transfer costs):
+        // the graph's own analysis, on first use.
+        _shape = new Lazy<GraphAnalysis>(() => GraphAnalysis.Analyze(_graph.Graph, EstimateMicros), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     /// <summary>The graph the features describe.</summary>
@@ -59,12 +62,12 @@ public sealed class FeatureExtractor
     public void Extract(int task, Span<float> into, LayerState? layer = null)
     {
         ExtractTask(task, into);
-        var (level, slack) = _shape.Value;
+        var shape = _shape.Value;
         var g = _graph.Graph;
-        into[12] = level[task];
+        into[12] = shape.Levels[task];
         into[13] = g.PredecessorsOf(task).Length;
         into[14] = g.SuccessorsOf(task).Length;
-        into[15] = (float)slack[task];
+        into[15] = (float)(shape.SlackMicros[task] / 1000);
         into[16] = layer?.QueueDepth ?? 0;
         into[17] = layer?.FreeSlots ?? 0;
     }
@@ -128,55 +131,6 @@ public sealed class FeatureExtractor
     private static float Log(double x) => x > 0 && double.IsFinite(x) ? (float)Math.Log10(1 + x) : 0;
 
 
-    /// <summary>
-    /// Level (longest path from a root, in edges) and slack (how much later than its earliest start
-    /// the task could start without lengthening the critical path, by the handlers' estimates, in ms).
-    /// </summary>
-    private (int[] Level, double[] SlackMs) AnalyseShape()
-    {
-        var g = _graph.Graph;
-        int n = g.Count;
-        var order = TopologicalOrder(g);
-        var level = new int[n];
-        var est = new double[n];
-        for (int i = 0; i < n; i++) est[i] = EstimateMicros(i);
-        var earliest = new double[n];   // earliest start, µs
-        foreach (int v in order)
-            foreach (int s in g.SuccessorsOf(v))
-            {
-                level[s] = Math.Max(level[s], level[v] + 1);
-                earliest[s] = Math.Max(earliest[s], earliest[v] + est[v]);
-            }
-        var tail = new double[n];       // longest path from the task's start to a sink, µs
-        double critical = 0;
-        for (int k = order.Length - 1; k >= 0; k--)
-        {
-            int v = order[k];
-            double below = 0;
-            foreach (int s in g.SuccessorsOf(v)) below = Math.Max(below, tail[s]);
-            tail[v] = est[v] + below;
-            critical = Math.Max(critical, earliest[v] + tail[v]);
-        }
-        var slack = new double[n];
-        for (int i = 0; i < n; i++) slack[i] = Math.Max(0, critical - earliest[i] - tail[i]) / 1000.0;
-        return (level, slack);
-    }
-
-    private static int[] TopologicalOrder(TaskGraph g)
-    {
-        int n = g.Count;
-        var indegree = new int[n];
-        for (int i = 0; i < n; i++) indegree[i] = g.PredecessorsOf(i).Length;
-        var order = new int[n];
-        int head = 0, tail = 0;
-        for (int i = 0; i < n; i++) if (indegree[i] == 0) order[tail++] = i;
-        while (head < tail)
-        {
-            int v = order[head++];
-            foreach (int s in g.SuccessorsOf(v)) if (--indegree[s] == 0) order[tail++] = s;
-        }
-        return order;
-    }
 }
 
 /// <summary>A candidate layer's state when a decision is made.</summary>

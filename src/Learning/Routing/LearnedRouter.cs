@@ -52,6 +52,9 @@ public sealed record RoutingOptions
     /// </summary>
     public double? Budget { get; init; }
 
+    /// <summary>A feature extractor over the graph to be routed, shared with others that need one (the recorder): the graph is then analysed once. Null: the router makes its own.</summary>
+    public FeatureExtractor? Features { get; init; }
+
     /// <summary>Escalation rules; the router applies those with trigger <c>complexity</c> as it routes (the others act after attempts).</summary>
     public IReadOnlyList<Engine.Escalation.EscalationRule> Rules { get; init; } = [];
 }
@@ -120,7 +123,7 @@ public sealed class LearnedRouter : ILayerRouter
         if (_graph?.Graph != graph)
         {
             _graph = context.Prepared;
-            _features = new FeatureExtractor(context.Prepared);
+            _features = _options.Features is { } shared && shared.Graph == context.Prepared ? shared : new FeatureExtractor(context.Prepared);
             _table.Clear();
         }
         var features = _features!;
@@ -203,14 +206,12 @@ public sealed class LearnedRouter : ILayerRouter
         Dictionary<(int Task, string Layer), (double? Ms, double? Confidence)> predictions)
     {
         var features = _features!;
-        string handler = context.HandlerOf(task).Name;
+        var handler = context.HandlerOf(task);
         var requires = context.Graph.Spec(task)?.Requires;
         var candidates = new List<Candidate>();
         foreach (var layer in context.Layers)
         {
-            if (layer.Status != LayerStatus.Active || !layer.Covers(requires)) continue;
-            if (layer.RunsHandlers is { } only && !only.Contains(handler)) continue;
-            if (context.HandlerOf(task).LocalOnly && layer.Name != Engine.Layers.Local.LocalLayer.LayerName) continue;
+            if (layer.Status != LayerStatus.Active || !layer.CanRun(handler, requires)) continue;
             var predicted = predictions.GetValueOrDefault((task, layer.Name));
             double? ms = predicted.Ms ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
             double? confidence = predicted.Confidence;
@@ -275,8 +276,11 @@ public sealed class LearnedRouter : ILayerRouter
         RouteDecision[]? Move(Engine.Escalation.EscalationRule rule, string what)
         {
             if (rule.From != Engine.Escalation.EscalationRule.AnyLayer && rule.From != chosen.Layer.Name) return null;
+            var next = rule.To == Engine.Escalation.EscalationRule.NextLayer
+                ? ExecutionLayer.LeastCapable(order.Select(c => c.Layer).Where(l => l.Rank > chosen.Layer.Rank))
+                : null;
             var target = rule.To == Engine.Escalation.EscalationRule.NextLayer
-                ? order.Where(c => c.Layer.Rank > chosen.Layer.Rank).OrderBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).FirstOrDefault()
+                ? order.FirstOrDefault(c => c.Layer == next)
                 : order.FirstOrDefault(c => c.Layer.Name == rule.To && c.Layer != chosen.Layer);
             if (target is null) return null;
             var moved = decisions.First(d => d.Layer == target.Layer.Name);
@@ -306,17 +310,9 @@ public sealed class LearnedRouter : ILayerRouter
     private RouteDecision Explore(int task, RouteDecision[] choice)
     {
         if (_options.Exploration <= 0 || choice.Length < 2) return choice[0];
-        ulong h = SplitMix(_options.Seed ^ (ulong)task * 0x9E3779B97F4A7C15UL);
-        if ((h >> 11) * (1.0 / (1UL << 53)) >= _options.Exploration) return choice[0];
-        return choice[1 + (int)(SplitMix(h) % (ulong)(choice.Length - 1))];
-    }
-
-    private static ulong SplitMix(ulong x)
-    {
-        x += 0x9E3779B97F4A7C15UL;
-        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
-        x = (x ^ (x >> 27)) * 0x94D049BB133111EBUL;
-        return x ^ (x >> 31);
+        ulong h = Engine.Scheduling.SplitMix.Next(_options.Seed ^ (ulong)task * Engine.Scheduling.SplitMix.Golden);
+        if (Engine.Scheduling.SplitMix.Unit(h) >= _options.Exploration) return choice[0];
+        return choice[1 + (int)(Engine.Scheduling.SplitMix.Next(h) % (ulong)(choice.Length - 1))];
     }
 
     private sealed record Candidate(ExecutionLayer Layer, double? DurationMs, double? Confidence, double Wait, double Cost, double Expected);
