@@ -599,19 +599,7 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>The rules last mirrored (<see cref="RecordRules"/>), in their order.</summary>
-    public IReadOnlyList<Escalation.EscalationRule> RulesOf()
-    {
-        lock (_read)
-        {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id";
-            var list = new List<Escalation.EscalationRule>();
-            using var r = cmd.ExecuteReader();
-            while (r.Read())
-                list.Add(new Escalation.EscalationRule(r.GetString(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetDouble(3), r.GetInt32(4), r.GetInt32(5) != 0));
-            return list;
-        }
-    }
+    public IReadOnlyList<Escalation.EscalationRule> RulesOf() => RulesWithIds().Select(r => r.Rule).ToList();
 
     private sealed class RulesRows(Escalation.EscalationRule[] rules) : StoreWrite
     {

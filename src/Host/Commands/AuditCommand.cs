@@ -22,11 +22,8 @@ internal static class AuditCommand
         };
         command.SetAction(parse =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            var path = StoreInput.PathOf(parse.GetValue(store), cfg);
             var jsonPath = parse.GetValue(json);
-            CliOptions.CheckOutput("--json", jsonPath, path, parse.GetValue(config));
-            using var s = StoreInput.Open(path, readOnly: true);
+            using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath);
             var runId = s.ResolveRunId(parse.GetValue(run)!);
             var records = s.AuditOf(runId, parse.GetValue(task), parse.GetValue(category));
             foreach (var r in records)

@@ -15,8 +15,7 @@ internal static class CacheCommand
         var list = new Command("list", "The cached executions, newest first.") { store, config, limit };
         list.SetAction(parse =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+            using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath: null);
             var entries = s.CacheEntries(parse.GetValue(limit) ?? 100);
             foreach (var e in entries)
                 io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{e.Key[..16]}  {e.Handler,-10}  {e.TaskId,-24}  run {e.RunId ?? "-",-12}  {e.CreatedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {e.Bytes,8} B"));

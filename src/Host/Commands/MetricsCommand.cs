@@ -18,12 +18,9 @@ internal static class MetricsCommand
         var command = new Command("metrics", "Totals, success rate, average confidence, duration and cost: overall, per layer and per day.") { days, json, store, config };
         command.SetAction(parse =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            var path = StoreInput.PathOf(parse.GetValue(store), cfg);
             var jsonPath = parse.GetValue(json);
-            CliOptions.CheckOutput("--json", jsonPath, path, parse.GetValue(config));
             int period = int.Parse(parse.GetValue(days) ?? "7", CultureInfo.InvariantCulture);
-            using var s = StoreInput.Open(path, readOnly: true);
+            using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath);
             var rows = s.DailyMetrics(period);
             var total = Sum("all", rows);
             var layers = rows.GroupBy(r => r.Layer).Select(g => Sum(g.Key, g)).OrderBy(x => x.Name, StringComparer.Ordinal).ToList();

@@ -21,11 +21,8 @@ internal static class RunsCommand
         command.Subcommands.Add(TimelineCommand.Create(io));
         command.SetAction(parse =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            var path = StoreInput.PathOf(parse.GetValue(store), cfg);
             var jsonPath = parse.GetValue(json);
-            CliOptions.CheckOutput("--json", jsonPath, path, parse.GetValue(config));
-            using var s = StoreInput.Open(path, readOnly: true);
+            using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath);
             var runs = s.ListRuns(parse.GetValue(limit) ?? 20, parse.GetValue(status));
             Print(runs, io.Out);
             if (jsonPath is not null)
@@ -52,8 +49,7 @@ internal static class RunsCommand
         var command = new Command("show", "One run: counts and cost per layer, escalations, slowest tasks, critical path vs makespan.") { run, slowest, store, config };
         command.SetAction(parse =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+            using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath: null);
             var id = s.ResolveRunId(parse.GetValue(run)!);
             var r = s.ListRuns(int.MaxValue).First(x => x.RunId == id);
             var o = io.Out;

@@ -20,4 +20,16 @@ internal static class StoreInput
 
     /// <summary>Opens the store or explains why not (exit 2 through <see cref="StoreException"/>).</summary>
     public static RunStore Open(string path, bool readOnly) => RunStore.Open(path, readOnly);
+
+    /// <summary>
+    /// What a report command does first: the config, the store path, a check that <paramref name="jsonPath"/>
+    /// may be written (not over the store or the config), then the store opened read-only.
+    /// </summary>
+    public static RunStore OpenForReport(CliIO io, string? configPath, string? storeOption, string? jsonPath)
+    {
+        var cfg = GraphInput.LoadConfig(configPath, io.Token);
+        var path = PathOf(storeOption, cfg);
+        CliOptions.CheckOutput("--json", jsonPath, path, configPath);
+        return Open(path, readOnly: true);
+    }
 }

@@ -74,8 +74,7 @@ internal static class TrainCommand
         var command = new Command("models", "The model versions trained from the run store, newest first, with their held-out accuracy per layer.") { store, config };
         command.SetAction(parse =>
         {
-            var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+            using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath: null);
             var versions = s.Models();
             if (versions.Count == 0) io.Out.WriteLine("no models yet (taskmesh train makes one)");
             foreach (var v in versions)
