@@ -153,20 +153,7 @@ public sealed class BadInputTests : IDisposable
             rc=$?
             echo "rc=$rc ms=$(( ($(date +%s%N) - start) / 1000000 ))"
             """;
-        var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = _dir };
-        psi.Environment["TASKMESH_HOME"] = _dir;
-        using var p = Process.Start(psi)!;
-        var output = p.StandardOutput.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        try
-        {
-            await p.WaitForExitAsync(cts.Token);
-        }
-        finally
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
-        }
-        var line = (await output).Trim();
+        var line = await CliTests.Bash(_dir, script);
         var stderr = File.ReadAllText(Path.Combine(_dir, "err.txt"));
         Assert.NotEqual("ended-early", line);
         Assert.StartsWith("rc=130 ", line);

@@ -27,6 +27,29 @@ public class CliTests : IDisposable
         return (p.ExitCode, await stdout, await stderr);
     }
 
+    /// <summary>
+    /// Runs <paramref name="script"/> in bash in <paramref name="workDir"/> (the default run store
+    /// there too) and returns its standard output, trimmed. A script still running after a minute is
+    /// killed with its children.
+    /// </summary>
+    internal static async Task<string> Bash(string workDir, string script)
+    {
+        var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = workDir };
+        psi.Environment["TASKMESH_HOME"] = workDir;
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        finally
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+        }
+        return (await output).Trim();
+    }
+
     [Fact]
     public async Task Run_MainExample_SucceedsAndWritesSummary()
     {

@@ -512,36 +512,8 @@ public sealed class StoreCliTests : IDisposable
 
         // A shell watches the effects and sends the SIGKILL: this test process's own timers can lag
         // behind a busy machine, and the run would end before a late kill.
-        var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
-        var script = $"""
-            dotnet '{dll}' run '{graph}' --config '{config}' --progress lines >run-out.txt 2>run-err.txt &
-            pid=$!
-            for i in $(seq 1 1500); do
-                n=$(wc -l < effects.log 2>/dev/null); if [ "0$n" -ge 25 ]; then break; fi
-                if ! kill -0 $pid 2>/dev/null; then break; fi
-                sleep 0.02
-            done
-            if ! kill -0 $pid 2>/dev/null; then wait $pid; echo "ended-early rc=$?"; exit 0; fi
-            kill -9 $pid
-            wait $pid
-            echo "killed rc=$?"
-            """;
-        var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = _dir };
-        psi.Environment["TASKMESH_HOME"] = _dir;
-        using (var p = Process.Start(psi)!)
-        {
-            var output = p.StandardOutput.ReadToEndAsync();
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            try
-            {
-                await p.WaitForExitAsync(cts.Token);
-            }
-            finally
-            {
-                if (!p.HasExited) p.Kill(entireProcessTree: true);
-            }
-            Assert.Equal("killed rc=137", (await output).Trim());   // 128 + SIGKILL: the run did not end on its own
-        }
+        Assert.Equal("killed rc=137",   // 128 + SIGKILL: the run did not end on its own
+            await SigkillWhen($"run '{graph}' --config '{config}' --progress lines >run-out.txt 2>run-err.txt", "wc -l < effects.log", 25));
         var before = File.ReadAllLines(effects);
         string killedRun;
         HashSet<string> durable;
@@ -595,35 +567,8 @@ public sealed class StoreCliTests : IDisposable
         // Two progress lines: the run is a couple of seconds in, with completions checkpointed. A
         // shell watches for them and sends the SIGKILL (no flush, no clean-up), on time even when
         // this test process's own timers lag.
-        var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
-        var script = $"""
-            dotnet '{dll}' run '{graph}' --store '{store}' --max-parallel 1 --progress lines >kill-out.txt 2>kill-err.txt &
-            pid=$!
-            for i in $(seq 1 1500); do
-                n=$(grep -c '^progress:' kill-out.txt 2>/dev/null); if [ "0$n" -ge 2 ]; then break; fi
-                if ! kill -0 $pid 2>/dev/null; then break; fi
-                sleep 0.02
-            done
-            if ! kill -0 $pid 2>/dev/null; then wait $pid; echo "ended-early rc=$?"; exit 0; fi
-            kill -9 $pid
-            wait $pid
-            echo "killed rc=$?"
-            """;
-        var psi = new ProcessStartInfo("bash", ["-c", script]) { RedirectStandardOutput = true, WorkingDirectory = _dir };
-        using (var p = Process.Start(psi)!)
-        {
-            var output = p.StandardOutput.ReadToEndAsync();
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            try
-            {
-                await p.WaitForExitAsync(cts.Token);
-            }
-            finally
-            {
-                if (!p.HasExited) p.Kill(entireProcessTree: true);
-            }
-            Assert.Equal("killed rc=137", (await output).Trim());
-        }
+        Assert.Equal("killed rc=137",
+            await SigkillWhen($"run '{graph}' --store '{store}' --max-parallel 1 --progress lines >kill-out.txt 2>kill-err.txt", "grep -c '^progress:' kill-out.txt", 2));
 
         using var s = RunStore.Open(store, readOnly: true);   // opens: not corrupt
         var run = Assert.Single(s.ListRuns());
@@ -633,5 +578,29 @@ public sealed class StoreCliTests : IDisposable
         var rows = s.TasksOf(run.RunId);
         Assert.All(rows, r => Assert.Equal("succeeded", r.Status));
         Assert.True(rows.Count <= 100);
+    }
+
+    /// <summary>
+    /// Starts <c>taskmesh <paramref name="runArgs"/></c> (shell words, redirections included) and
+    /// sends it a SIGKILL once <paramref name="count"/> prints at least <paramref name="atLeast"/>
+    /// (polled for up to 30 s). A shell watches and kills, on time even when this test process's
+    /// own timers lag. Returns <c>killed rc=137</c>, or <c>ended-early rc=N</c> when the run ended first.
+    /// </summary>
+    private Task<string> SigkillWhen(string runArgs, string count, int atLeast)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
+        return CliTests.Bash(_dir, $"""
+            dotnet '{dll}' {runArgs} &
+            pid=$!
+            for i in $(seq 1 1500); do
+                n=$({count} 2>/dev/null); if [ "0$n" -ge {atLeast} ]; then break; fi
+                if ! kill -0 $pid 2>/dev/null; then break; fi
+                sleep 0.02
+            done
+            if ! kill -0 $pid 2>/dev/null; then wait $pid; echo "ended-early rc=$?"; exit 0; fi
+            kill -9 $pid
+            wait $pid
+            echo "killed rc=$?"
+            """);
     }
 }
