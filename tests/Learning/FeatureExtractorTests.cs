@@ -68,6 +68,31 @@ public sealed class FeatureExtractorTests : IDisposable
     }
 
     [Fact]
+    public void Kinds_GroupTasksOfOneQuantizedSize_AndMeasuresFromParsedArgsEqualThoseReadFromJson()
+    {
+        var engine = new TaskMeshEngine();
+        engine.Handlers.Register(new TaskMesh.Engine.Handlers.HandlerDescriptor("free-form", (ctx, a, ct) => new ValueTask<object?>((object?)null)));
+        var g = new GraphBuilder("kinds");
+        g.Task("a", "spin", new { micros = 1000 });
+        g.Task("b", "spin", new { micros = 1010 });           // within a quarter of a decade of a
+        g.Task("c", "spin", new { micros = 5000 });
+        g.Task("d", "free-form", new { micros = 1000 });       // no validator: read from the JSON
+        g.Task("e", "quantum", new { qasm = Bell, shots = 1000, precision = "single" });
+        g.Task("f", "quantum", new { qasm = Bell, shots = 1000, precision = "double" });
+        var f = new FeatureExtractor(engine.Prepare(g));
+        Assert.Equal(f.KindOf(0), f.KindOf(1));
+        Assert.NotEqual(f.KindOf(0), f.KindOf(2));
+        Assert.NotEqual(f.KindOf(4), f.KindOf(5));             // precision is part of a circuit's kind
+        Assert.Equal(f.MeasuresOf(0), f.MeasuresOf(3));        // spin states its measures; free-form's come from JSON
+        Assert.Equal(1000, f.MeasuresOf(0).Micros);
+        Span<float> fromParsed = stackalloc float[FeatureExtractor.Count], fromJson = stackalloc float[FeatureExtractor.Count];
+        f.ExtractTask(0, fromParsed);
+        f.ExtractTask(3, fromJson);
+        Assert.Equal(fromParsed[1..].ToArray(), fromJson[1..].ToArray());   // all but the estimate (free-form gives none)
+        Assert.Equal(f.KindOf(0), f.KindOf(0));
+    }
+
+    [Fact]
     public void Complexity_IsTheDocumentedScore()
     {
         var engine = new TaskMeshEngine();

@@ -62,6 +62,32 @@ public sealed class ModelTrainerTests : IDisposable
     }
 
     [Fact]
+    public void CompiledTrees_PredictWhatMlNetPredicts_FreshlyTrainedAndReloaded_ForKnownAndUnseenHandlers()
+    {
+        var rows = History(1500, seed: 11);
+        // A second handler, so the hashed one-hot of the handler matters to the trees.
+        rows.AddRange(History(600, seed: 12).Select(r => r with { Handler = "spin", DurationMs = r.DurationMs * 3 }));
+        var models = ModelTrainer.Train(rows);
+        models.Save(Path.Combine(_dir, "v1"), 1);
+        var loaded = TrainedModels.Load(Path.Combine(_dir, "v1"), out var problem);
+        Assert.Null(problem);
+        var rng = new Random(5);
+        foreach (var m in new[] { models, loaded! })
+        {
+            Assert.True(m.IsCompiled("quantum"));
+            for (int i = 0; i < 300; i++)
+            {
+                var f = new float[FeatureExtractor.Count];
+                for (int k = 0; k < f.Length; k++) f[k] = (float)(rng.NextDouble() * 30);
+                string handler = (i % 3) switch { 0 => "quantum", 1 => "spin", _ => "never-seen" };
+                double ms = m.PredictDurationMs("quantum", handler, f)!.Value, reference = m.EngineDurationMs("quantum", handler, f)!.Value;
+                Assert.True(Math.Abs(ms - reference) <= 1e-4 * Math.Max(1, reference), $"duration {ms} vs ML.NET {reference}");
+                Assert.Equal(m.EngineConfidence("quantum", handler, f)!.Value, m.PredictConfidence("quantum", handler, f)!.Value, 5);
+            }
+        }
+    }
+
+    [Fact]
     public void Models_SurviveASaveAndLoad_AndAnUnreadableFolderIsReportedNotThrown()
     {
         var models = ModelTrainer.Train(History(800, seed: 3));

@@ -49,5 +49,5 @@ public sealed class PreparedGraph
 
     /// <summary>The arguments of task <paramref name="task"/> as its handler's validator parsed them (null when it has no validator).</summary>
     public object? ParsedArgsOf(int task)
-        => _taskArgs is not null && GraphValidator.HasOwnArgs(Graph, task) ? _taskArgs[task] : _sharedArgs[Graph.HandlerIndex(task)];
+        => _taskArgs?[task] ?? (_taskArgs is not null && GraphValidator.HasOwnArgs(Graph, task) ? null : _sharedArgs[Graph.HandlerIndex(task)]);
 }

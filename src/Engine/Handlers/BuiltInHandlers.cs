@@ -10,10 +10,10 @@ namespace TaskMesh.Engine.Handlers;
 /// <summary>The built-in handlers of DESIGN.md, enough for examples, tests and benchmarks.</summary>
 internal static class BuiltInHandlers
 {
-    internal sealed record SpinArgs(long Micros);
-    internal sealed record SleepArgs(long Millis);
-    internal sealed record HashArgs(long Bytes);
-    internal sealed record MatmulArgs(int Size);
+    internal sealed record SpinArgs(long Micros) : IMeasuredArgs { public TaskMeasures Measures => new(Micros: Micros); }
+    internal sealed record SleepArgs(long Millis) : IMeasuredArgs { public TaskMeasures Measures => new(Millis: Millis); }
+    internal sealed record HashArgs(long Bytes) : IMeasuredArgs { public TaskMeasures Measures => new(Bytes: Bytes); }
+    internal sealed record MatmulArgs(int Size) : IMeasuredArgs { public TaskMeasures Measures => new(Size: Size); }
     internal sealed record FailArgs(string Message, long Attempts);
     internal sealed record ShellArgs(string Command, string[] Arguments, long OutputCapBytes);
 

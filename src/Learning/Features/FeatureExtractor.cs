@@ -1,5 +1,6 @@
 using System.Text.Json;
 using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
 using TaskMesh.Engine.Layers;
 using TaskMesh.Engine.Layers.Quantum;
 using TaskMesh.QuantumSim;
@@ -77,21 +78,13 @@ public sealed class FeatureExtractor
     {
         into[..Count].Clear();
         into[0] = Log(EstimateMicros(task));
-        if (_graph.Graph.Spec(task)?.Args is { ValueKind: JsonValueKind.Object } args)
-        {
-            // One pass over the arguments (a task's are few; looking each name up would scan them six times).
-            foreach (var p in args.EnumerateObject())
-            {
-                if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetDouble(out double x)) continue;
-                if (p.NameEquals("micros"u8)) into[1] = Log(x);
-                else if (p.NameEquals("millis"u8)) into[2] = Log(x);
-                else if (p.NameEquals("bytes"u8)) into[3] = Log(x);
-                else if (p.NameEquals("size"u8)) into[4] = Log(x);
-                // A task that is not a circuit may still say how large one it stands for.
-                else if (p.NameEquals("qubits"u8)) into[5] = (float)x;
-                else if (p.NameEquals("gates"u8)) into[6] = (float)x;
-            }
-        }
+        var m = MeasuresOf(task);
+        into[1] = Log(m.Micros);
+        into[2] = Log(m.Millis);
+        into[3] = Log(m.Bytes);
+        into[4] = Log(m.Size);
+        into[5] = (float)m.Qubits;
+        into[6] = (float)m.Gates;
         if (_graph.ParsedArgsOf(task) is QuantumArgs q)
         {
             var shape = CircuitShape.Of(q.Circuit);
@@ -105,11 +98,74 @@ public sealed class FeatureExtractor
         }
     }
 
+    /// <summary>
+    /// The task's kind: its own features (<see cref="ExtractTask"/>) quantized — sizes and the
+    /// estimate to a quarter of a decade, qubits and flags exactly, gate counts and depth to half a
+    /// power of two — packed into two words. Tasks of one kind are alike to a router. Made to be
+    /// cheap (no feature vector, table logarithms): a router computes it for every task it routes.
+    /// </summary>
+    public TaskKind KindOf(int task)
+    {
+        const double QuarterDecades = 1.2041199826559248;   // 4 · log10(2): quarter decades per octave
+        var parsed = _graph.ParsedArgsOf(task);
+        long low = Pack(Octaves(EstimateMicros(task, parsed), QuarterDecades), 0);
+        var m = parsed is IMeasuredArgs measured ? measured.Measures : MeasuresOf(task);
+        low |= Pack(Octaves(m.Micros, QuarterDecades), 1) | Pack(Octaves(m.Millis, QuarterDecades), 2)
+             | Pack(Octaves(m.Bytes, QuarterDecades), 3) | Pack(Octaves(m.Size, QuarterDecades), 4);
+        double qubits = m.Qubits, gates = m.Gates, two = 0, depth = 0;
+        long high = 0;
+        if (parsed is QuantumArgs q)
+        {
+            var shape = CircuitShape.Of(q.Circuit);
+            (qubits, gates, two, depth) = (q.Circuit.Qubits, shape.Gates, shape.TwoQubitGates, shape.Depth);
+            high |= Pack(Octaves(q.Shots, QuarterDecades), 3) | Pack(q.Precision == Precision.Double ? 1 : 0, 4) | Pack(q.Noise is null ? 0 : 1, 5);
+        }
+        low |= Pack((int)Math.Clamp(qubits, 0, 1023), 5);
+        high |= Pack(Octaves(gates, 2), 0) | Pack(Octaves(two, 2), 1) | Pack(Octaves(depth, 2), 2);
+        return new TaskKind(low, high);
+
+        static long Pack(int q, int slot) => (long)Math.Clamp(q, 0, 1023) << (10 * slot);
+    }
+
+    /// <summary>The sizes the task states: from its parsed arguments when they say (<see cref="IMeasuredArgs"/>), else read from its JSON arguments.</summary>
+    public TaskMeasures MeasuresOf(int task)
+    {
+        if (_graph.ParsedArgsOf(task) is IMeasuredArgs measured) return measured.Measures;
+        if (_graph.Graph.Spec(task)?.Args is not { ValueKind: JsonValueKind.Object } args) return default;
+        double micros = 0, millis = 0, bytes = 0, size = 0, qubits = 0, gates = 0;
+        // One pass over the arguments (a task's are few; looking each name up would scan them six times).
+        foreach (var p in args.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetDouble(out double x)) continue;
+            if (p.NameEquals("micros"u8)) micros = x;
+            else if (p.NameEquals("millis"u8)) millis = x;
+            else if (p.NameEquals("bytes"u8)) bytes = x;
+            else if (p.NameEquals("size"u8)) size = x;
+            // A task that is not a circuit may still say how large one it stands for.
+            else if (p.NameEquals("qubits"u8)) qubits = x;
+            else if (p.NameEquals("gates"u8)) gates = x;
+        }
+        return new TaskMeasures(micros, millis, bytes, size, qubits, gates);
+    }
+
+    // log2(1 + (i + ½)/1024): the fraction's share of a base-2 logarithm, by its top ten bits.
+    private static readonly float[] Log2Fraction = Enumerable.Range(0, 1024).Select(i => (float)Math.Log2(1 + (i + 0.5) / 1024)).ToArray();
+
+    /// <summary>round(<paramref name="perOctave"/> · log2(1 + x)) from the bits of 1 + x and a table (0 for x ≤ 0 or not finite).</summary>
+    private static int Octaves(double x, double perOctave)
+    {
+        if (!(x > 0) || !double.IsFinite(x)) return 0;
+        long bits = BitConverter.DoubleToInt64Bits(1 + x);
+        int exponent = (int)(bits >> 52) - 1023;
+        return (int)(perOctave * (exponent + Log2Fraction[(int)(bits >> 42) & 1023]) + 0.5);
+    }
+
     /// <summary>The handler's estimate of the task's duration in µs (0 when it gives none).</summary>
-    public double EstimateMicros(int task)
+    public double EstimateMicros(int task) => EstimateMicros(task, _graph.ParsedArgsOf(task));
+
+    private double EstimateMicros(int task, object? parsed)
     {
         var h = _graph.HandlerOf(task);
-        var parsed = _graph.ParsedArgsOf(task);
         // A handler with a validator estimates from its parsed arguments; one without takes none.
         if (h.EstimateMicros is null || parsed is null && (h.Validate is not null || h.ValidateWithContext is not null)) return 0;
         double us = h.EstimateMicros(parsed!);
@@ -132,6 +188,9 @@ public sealed class FeatureExtractor
 
 
 }
+
+/// <summary>A task's quantized features (<see cref="FeatureExtractor.KindOf"/>), packed.</summary>
+public readonly record struct TaskKind(long Low, long High);
 
 /// <summary>A candidate layer's state when a decision is made.</summary>
 /// <param name="QueueDepth">Tasks waiting for its slots.</param>

@@ -66,7 +66,7 @@ public sealed record RoutingOptions
 /// — price × duration + penalty × (1 − confidence) — then the objective decides. Without a model
 /// for a candidate (cold start) the complexity bands decide, else the least capable candidate. A
 /// small share of tasks explores another candidate. Decisions are made once per kind of task —
-/// handler, its own features quantized (see <c>KindOf</c>), requirements, minimum confidence, the
+/// handler, its own features quantized (<see cref="FeatureExtractor.KindOf"/>), requirements, minimum confidence, the
 /// complexity rules it crosses — the models scoring every new kind of a batch at once, and reused:
 /// routing a task is a lookup after the first of its kind. Every decision carries its candidates and
 /// their scores in <see cref="RouteDecision.Reason"/> (the audit's <c>layer_selection</c>).
@@ -75,7 +75,9 @@ public sealed class LearnedRouter : ILayerRouter
 {
     private readonly TrainedModels? _models;
     private readonly RoutingOptions _options;
-    private readonly Dictionary<(int Handler, long Low, long High, string Requires, double MinConfidence, int Rules), RouteDecision[]> _table = new();
+    private readonly KindTable _table = new();                               // kind → index in _choices
+    private readonly List<RouteDecision[]> _choices = new();                 // per kind: the decision, then the other candidates
+    private readonly Dictionary<string, int> _requirements = new(StringComparer.Ordinal);
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private readonly Engine.Escalation.EscalationRule[] _confidenceRules;
     private FeatureExtractor? _features;
@@ -125,38 +127,136 @@ public sealed class LearnedRouter : ILayerRouter
             _graph = context.Prepared;
             _features = _options.Features is { } shared && shared.Graph == context.Prepared ? shared : new FeatureExtractor(context.Prepared);
             _table.Clear();
+            _choices.Clear();
         }
         var features = _features!;
         // First the kinds: a decision is made for each kind not seen before, the models scoring all
         // of them at once; then every task takes its kind's decision.
-        var keys = new (int, long, long, string, double, int)[tasks.Length];
-        var fresh = new Dictionary<(int, long, long, string, double, int), int>();
+        var kindOf = System.Buffers.ArrayPool<int>.Shared.Rent(tasks.Length);
+        var fresh = new List<(int Task, double MinConfidence)>();
+        bool plain = _options.Budget is null && _options.Exploration <= 0;   // a task takes its kind's first choice
         for (int i = 0; i < tasks.Length; i++)
         {
             int task = tasks[i];
             var spec = graph.Spec(task);
-            double minConfidence = spec?.MinConfidence ?? _options.MinConfidence;
-            double complexity = features.Complexity(task);
-            int fires = 0;   // which complexity rules the task crosses: part of its kind
-            for (int k = 0; k < _complexityRules.Length; k++)
-                if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
-            var (low, high) = KindOf(features, task);
-            keys[i] = (graph.HandlerIndex(task), low, high, spec?.Requires is { } r ? string.Join(',', r) : "", minConfidence, fires);
-            if (!_table.ContainsKey(keys[i])) fresh.TryAdd(keys[i], task);
+            double minConfidence = _options.MinConfidence;
+            int requires = 0, fires = 0;
+            if (spec is not null)
+            {
+                minConfidence = spec.MinConfidence ?? minConfidence;
+                if (spec.Requires is { } r) requires = RequirementsId(r);
+            }
+            if (_complexityRules.Length > 0)
+            {
+                double complexity = features.Complexity(task);   // which complexity rules the task crosses: part of its kind
+                for (int k = 0; k < _complexityRules.Length; k++)
+                    if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
+            }
+            var key = new KindKey(features.KindOf(task), graph.HandlerIndex(task), requires, fires, minConfidence);
+            int kind = _table.GetOrAdd(key, _choices.Count + fresh.Count);
+            if (kind == _choices.Count + fresh.Count) fresh.Add((task, minConfidence));
+            kindOf[i] = kind;
+            if (kind < _choices.Count && plain) decisions[i] = _choices[kind][0];   // decided before: done
         }
         if (fresh.Count > 0)
         {
-            var predictions = Predict(context, fresh.Values.ToList());
-            foreach (var (key, task) in fresh)
+            var predictions = Predict(context, fresh.Select(f => f.Task).ToList());
+            foreach (var (task, minConfidence) in fresh)
             {
-                _table[key] = Decide(context, task, key.Item5, predictions);
+                _choices.Add(Decide(context, task, minConfidence, predictions));
                 DecisionsMade++;
             }
         }
-        for (int i = 0; i < tasks.Length; i++)
+        if (!plain || fresh.Count > 0)
+            for (int i = 0; i < tasks.Length; i++)
+            {
+                var choice = _choices[kindOf[i]];
+                decisions[i] = _options.Budget is double budget ? Afford(tasks[i], choice, budget)
+                    : _options.Exploration > 0 ? Explore(tasks[i], choice) : choice[0];
+            }
+        System.Buffers.ArrayPool<int>.Shared.Return(kindOf);
+    }
+
+    /// <summary>A small number for a task's list of requirements (0: none), the same for equal lists.</summary>
+    private int RequirementsId(IReadOnlyList<string> requires)
+    {
+        string joined = string.Join(',', requires);
+        if (!_requirements.TryGetValue(joined, out int id)) _requirements.Add(joined, id = _requirements.Count + 1);
+        return id;
+    }
+
+    /// <summary>What makes two tasks alike to the router: their quantized features, handler, requirements, the complexity rules they cross and the confidence they need.</summary>
+    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, double MinConfidence)
+    {
+        public bool Equals(KindKey other) => Kind.Low == other.Kind.Low && Kind.High == other.Kind.High && Handler == other.Handler
+            && Requires == other.Requires && Rules == other.Rules && MinConfidence.Equals(other.MinConfidence);
+
+        // The packed features hold small numbers in 10-bit fields: multiplied by odd constants and
+        // folded, they spread over the table.
+        public override int GetHashCode()
         {
-            var choice = _table[keys[i]];
-            decisions[i] = _options.Budget is double budget ? Afford(tasks[i], choice, budget) : Explore(tasks[i], choice);
+            ulong h = (ulong)Kind.Low * 0x9E3779B97F4A7C15UL ^ (ulong)Kind.High * 0xC2B2AE3D27D4EB4FUL
+                ^ ((ulong)(uint)Handler << 32 | (uint)(Requires * 31 + Rules)) * 0x165667B19E3779F9UL
+                ^ BitConverter.DoubleToUInt64Bits(MinConfidence);
+            return (int)(h ^ (h >> 29) ^ (h >> 47));
+        }
+    }
+
+    /// <summary>
+    /// Kinds to decision indices: open addressing with linear probing, kept at most half full. A
+    /// task's routing is a lookup here (the general dictionary took 40 ns a lookup, measured; this
+    /// one keeps keys and values in flat arrays).
+    /// </summary>
+    private sealed class KindTable
+    {
+        private KindKey[] _keys = new KindKey[1024];
+        private int[] _values = NewValues(1024);
+        private int _count;
+
+        private static int[] NewValues(int capacity)
+        {
+            var v = new int[capacity];
+            Array.Fill(v, -1);
+            return v;
+        }
+
+        /// <summary>The value of <paramref name="key"/>; when absent, adds it with <paramref name="value"/> and returns that.</summary>
+        public int GetOrAdd(in KindKey key, int value)
+        {
+            int mask = _keys.Length - 1;
+            int i = key.GetHashCode() & mask;
+            while (true)
+            {
+                int v = _values[i];
+                if (v < 0) break;
+                if (_keys[i].Equals(key)) return v;
+                i = (i + 1) & mask;
+            }
+            _keys[i] = key;
+            _values[i] = value;
+            if (++_count * 2 > _keys.Length) Grow();
+            return value;
+        }
+
+        public void Clear()
+        {
+            Array.Fill(_values, -1);
+            _count = 0;
+        }
+
+        private void Grow()
+        {
+            var (keys, values) = (_keys, _values);
+            _keys = new KindKey[keys.Length * 2];
+            _values = NewValues(keys.Length * 2);
+            int mask = _keys.Length - 1;
+            for (int j = 0; j < keys.Length; j++)
+            {
+                if (values[j] < 0) continue;
+                int i = keys[j].GetHashCode() & mask;
+                while (_values[i] >= 0) i = (i + 1) & mask;
+                (_keys[i], _values[i]) = (keys[j], values[j]);
+            }
         }
     }
 
@@ -173,32 +273,6 @@ public sealed class LearnedRouter : ILayerRouter
             for (int i = 0; i < tasks.Count; i++) result[(tasks[i], layer.Name)] = (ms[i], confidence[i]);
         }
         return result;
-    }
-
-    /// <summary>
-    /// The task's kind: its own features (what it is), quantized — sizes to a quarter of a decade,
-    /// qubits exactly, gate counts to half a power of two — and packed into two words. Tasks of one
-    /// kind (and handler, requirements, minimum confidence) share a decision.
-    /// </summary>
-    private static (long Low, long High) KindOf(FeatureExtractor features, int task)
-    {
-        Span<float> f = stackalloc float[FeatureExtractor.Count];
-        features.ExtractTask(task, f);
-        long low = 0, high = 0;
-        for (int i = 0; i < 12; i++)
-        {
-            float v = f[i];
-            int q = i switch
-            {
-                5 or 10 or 11 => (int)v,                                       // qubits, flags
-                6 or 7 or 8 => (int)MathF.Round(MathF.Log2(1 + v) * 2),         // gate counts, depth
-                _ => (int)MathF.Round(v * 4),                                   // log10 sizes
-            };
-            q = Math.Clamp(q, 0, 1023);
-            if (i < 6) low |= (long)q << (10 * i);
-            else high |= (long)q << (10 * (i - 6));
-        }
-        return (low, high);
     }
 
     /// <summary>The decision (index 0) and the other candidates in order of preference, for a task like <paramref name="task"/>.</summary>
