@@ -44,6 +44,13 @@ public sealed class EngineOptions
     /// <summary>Seed of the retry jitter (see <see cref="Scheduling.Attempts.RetryPolicy"/>); null picks a random one.</summary>
     public int? RandomSeed { get; set; }
 
+    /// <summary>
+    /// The order in which a layer hands its free slots to the ready tasks waiting for them (within
+    /// each priority class: explicit priorities always come first). <c>[execution] ready_order</c>.
+    /// </summary>
+    /// <value>Default: <see cref="Scheduling.ReadyOrder.Auto"/>.</value>
+    public Scheduling.ReadyOrder ReadyOrder { get; set; } = Scheduling.ReadyOrder.Auto;
+
     /// <summary>"Choose for me" for <see cref="WorkerThreads"/>.</summary>
     public const int Automatic = 0;
 
@@ -77,6 +84,7 @@ public sealed class EngineOptions
         if (RetryBaseDelay < TimeSpan.Zero) problems.Add("retry_base_delay_ms must be at least 0");
         if (RetryMaxDelay < RetryBaseDelay) problems.Add("the maximum retry delay must be at least the base delay");
         if (CancelGracePeriod < TimeSpan.Zero) problems.Add("the cancellation grace period must be at least 0");
+        if (!Enum.IsDefined(ReadyOrder)) problems.Add($"ready_order is {(int)ReadyOrder}; it must be auto, fifo or critical_path");
         problems.AddRange(Quantum.Problems());
         if (Layers is { } specs) problems.AddRange(LayerProblems(specs));
         if (MaxEscalationsPerTask is < 0 or > Scheduling.Attempts.AttemptRunner.MaxEscalationsPerTask)
@@ -94,6 +102,7 @@ public sealed class EngineOptions
             RetryBaseDelay = RetryBaseDelay,
             RetryMaxDelay = RetryMaxDelay,
             CancelGracePeriod = CancelGracePeriod,
+            ReadyOrder = ReadyOrder,
             ShellEnabled = ShellEnabled,
             TimeProvider = TimeProvider,
             Quantum = Quantum with { },

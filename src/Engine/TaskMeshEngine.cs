@@ -101,6 +101,13 @@ public sealed class TaskMeshEngine
         set => _router = value ?? throw new ArgumentNullException(nameof(value));
     }
 
+    /// <summary>
+    /// A learned duration estimate (the duration models of the learning component), the last of a
+    /// task's estimates after its own <c>estimateMs</c> and its handler's. Null (the default): none.
+    /// Used for the critical path and, when <see cref="EngineOptions.ReadyOrder"/> asks, the order of ready tasks.
+    /// </summary>
+    public IDurationEstimator? DurationEstimator { get; set; }
+
     /// <summary>Decides retries and escalations after each attempt; <see cref="DefaultEscalationPolicy"/> by default.</summary>
     public IEscalationPolicy EscalationPolicy
     {
@@ -248,7 +255,10 @@ public sealed class TaskMeshEngine
         bool observed = observers.Any() || options.EmitEvents;
         var route = ComputeRoutes(graph, layers, observed, out var routeDetails, out var routedEscalations, out var refused);
         var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
-        var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry, () => CriticalPathMs(graph));
+        var estimator = DurationEstimator;
+        var ready = ReadyPlanOf(graph, layers, route, estimator, out var analysis);
+        var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry,
+            () => analysis?.CriticalPathMs ?? CriticalPathMs(graph, layers, route, estimator), ready);
         state.SetRouteDetails(routeDetails);
         state.SetManualEscalations(manual);
         state.SetRoutedEscalations(routedEscalations);
@@ -467,26 +477,68 @@ public sealed class TaskMeshEngine
                 && refusals?.ContainsKey(task) != true ? RouteTable.Inline : li;
     }
 
-    private static double CriticalPathMs(PreparedGraph graph)
+    private static double CriticalPathMs(PreparedGraph graph, ExecutionLayer[] layers, byte[] route, IDurationEstimator? estimator)
     {
-        // Without an estimate on any handler and a weight on any edge, every path is 0 long:
-        // skip the analysis (linear, but not free on a million tasks).
-        if (graph.Graph.SuccWeight is null && graph.Handlers.All(h => h.EstimateMicros is null)) return 0;
-        return GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i)).CriticalPathMs;
+        // Without an estimate anywhere and a weight on any edge, every path is 0 long: skip the
+        // analysis (linear, but not free on a million tasks).
+        if (!HasEstimates(graph, estimator)) return 0;
+        return GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i, layers, route, estimator)).CriticalPathMs;
     }
 
-    /// <summary>A task's predicted duration in microseconds from its handler's estimate (0 when unknown).</summary>
-    private static double EstimateMicros(PreparedGraph graph, int task)
+    /// <summary>Whether any task of the graph can have an estimate or any edge a weight.</summary>
+    private static bool HasEstimates(PreparedGraph graph, IDurationEstimator? estimator)
+        => graph.Graph.SuccWeight is not null || estimator is not null || graph.Handlers.Any(h => h.EstimateMicros is not null) || graph.Graph.HasEstimates;
+
+    /// <summary>
+    /// A task's expected duration in µs: its own <c>estimateMs</c>, else its handler's estimate,
+    /// else the learned estimate on the layer it is routed to (<paramref name="route"/> null: the
+    /// first two only); 0 when none speaks.
+    /// </summary>
+    private static double EstimateMicros(PreparedGraph graph, int task, ExecutionLayer[]? layers = null, byte[]? route = null, IDurationEstimator? estimator = null)
     {
+        if (graph.Graph.Spec(task)?.EstimateMs is double ms) return ms * 1000;
         var h = graph.HandlerOf(task);
         var parsed = graph.ParsedArgsOf(task);
-        return h.EstimateMicros is null || parsed is null ? 0 : h.EstimateMicros(parsed);
+        if (h.EstimateMicros is not null && parsed is not null && h.EstimateMicros(parsed) is double us && us > 0 && double.IsFinite(us))
+            return us;
+        if (estimator is null || layers is null || route is null) return 0;
+        byte r = route[task];
+        string layer = r == RouteTable.Inline ? LocalLayer.LayerName : layers[r].Name;
+        return estimator.EstimateMs(graph, task, layer) is double learned && learned > 0 && double.IsFinite(learned) ? learned * 1000 : 0;
+    }
+
+    /// <summary>
+    /// The run's ready order (<see cref="EngineOptions.ReadyOrder"/>), decided before it starts: a
+    /// layer orders its waiting tasks by upward rank when it has more tasks routed to it than slots
+    /// (any task, under <c>critical_path</c>) and, under <c>auto</c>, the run has estimates. Counting
+    /// the routes is a vectorised pass over a byte per task; a run whose tasks all run inline, or
+    /// that asks for <c>fifo</c>, computes nothing and keeps the lock-free arrival-order queues.
+    /// </summary>
+    private ReadyPlan ReadyPlanOf(PreparedGraph graph, ExecutionLayer[] layers, byte[] route, IDurationEstimator? estimator, out GraphAnalysis? analysis)
+    {
+        analysis = null;
+        var order = _options.ReadyOrder;
+        if (order == ReadyOrder.Fifo) return ReadyPlan.Fifo;
+        var ranked = new bool[layers.Length];
+        bool any = false;
+        for (int l = 0; l < layers.Length; l++)
+        {
+            int count = route.AsSpan().Count((byte)l);
+            ranked[l] = count > 0 && (order == ReadyOrder.CriticalPath || count > layers[l].Capacity);
+            any |= ranked[l];
+        }
+        if (!any || order == ReadyOrder.Auto && !HasEstimates(graph, estimator)) return ReadyPlan.Fifo;
+        analysis = GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i, layers, route, estimator));
+        var ranks = (double[])analysis.UpwardRankMicros;
+        // Under auto, ranks that are all 0 (no estimate spoke) order nothing: keep arrival order.
+        if (order == ReadyOrder.Auto && Array.TrueForAll(ranks, r => r == 0)) return ReadyPlan.Fifo;
+        return new ReadyPlan(ranks, ranked);
     }
 
     /// <summary>Analysis (levels, widths, critical path by the handlers' estimates) of a prepared graph.</summary>
     public GraphAnalysis Analyze(PreparedGraph graph)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        return GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i));
+        return GraphAnalysis.Analyze(graph.Graph, i => EstimateMicros(graph, i, null, null, null));
     }
 }

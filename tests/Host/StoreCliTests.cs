@@ -507,7 +507,9 @@ public sealed class StoreCliTests : IDisposable
         var graph = Path.Combine(_dir, "effects.json");
         File.WriteAllText(graph, JsonSerializer.Serialize(new { name = "effects", tasks }));
         var config = Path.Combine(_dir, "taskmesh.toml");
-        File.WriteAllText(config, "[handlers]\nshell_enabled = true\n[execution]\nmax_parallel_tasks = 1\n");
+        // Arrival order: the report (behind t59) must run after the kill, in the resumed run, to
+        // show the seed's output restored; by critical path it would run right after t59, first.
+        File.WriteAllText(config, "[handlers]\nshell_enabled = true\n[execution]\nmax_parallel_tasks = 1\nready_order = \"fifo\"\n");
         var effects = Path.Combine(_dir, "effects.log");
 
         // A shell watches the effects and sends the SIGKILL: this test process's own timers can lag

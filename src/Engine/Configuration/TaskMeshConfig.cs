@@ -26,6 +26,8 @@ public sealed class TaskMeshConfig
     public int RetryBaseDelayMs { get; set; } = 100;
     public int RetryMaxDelayMs { get; set; } = 30_000;
     public int CancelGraceMs { get; set; } = 2_000;
+    /// <summary><c>execution.ready_order</c>: <c>auto</c>, <c>fifo</c> or <c>critical_path</c> (see <see cref="Scheduling.ReadyOrder"/>).</summary>
+    public Scheduling.ReadyOrder ReadyOrder { get; set; } = Scheduling.ReadyOrder.Auto;
 
     // [handlers]
     public bool ShellEnabled { get; set; }
@@ -127,6 +129,7 @@ public sealed class TaskMeshConfig
             ["retry_base_delay_ms"] = (c, v) => Int(v, 0, 3_600_000, out var x) ?? Set(() => c.RetryBaseDelayMs = x),
             ["retry_max_delay_ms"] = (c, v) => Int(v, 0, 3_600_000, out var x) ?? Set(() => c.RetryMaxDelayMs = x),
             ["cancel_grace_ms"] = (c, v) => Int(v, 0, 600_000, out var x) ?? Set(() => c.CancelGraceMs = x),
+            ["ready_order"] = (c, v) => Str(v, out var s) ?? (Scheduling.ReadyOrders.TryParse(s, out var o) ? Set(() => c.ReadyOrder = o) : "must be auto, fifo or critical_path"),
         },
         ["handlers"] = new(StringComparer.Ordinal)
         {
@@ -278,6 +281,7 @@ public sealed class TaskMeshConfig
         RetryBaseDelay = TimeSpan.FromMilliseconds(RetryBaseDelayMs),
         RetryMaxDelay = TimeSpan.FromMilliseconds(RetryMaxDelayMs),
         CancelGracePeriod = TimeSpan.FromMilliseconds(CancelGraceMs),
+        ReadyOrder = ReadyOrder,
         ShellEnabled = ShellEnabled,
         Quantum = Quantum,
         Layers = Layers.Count == 0 ? null : Layers,

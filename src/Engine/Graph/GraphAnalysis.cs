@@ -12,7 +12,7 @@ public sealed class GraphAnalysis
     private readonly TaskGraph _graph;
     private readonly int[] _order;
     private readonly double[] _finish, _estimate;
-    private double[]? _slack;
+    private double[]? _slack, _upward;
 
     private GraphAnalysis(TaskGraph graph, int[] order, double[] finish, double[] estimate, int[] level, int[] widths, int[] criticalPath, double criticalPathMicros)
     {
@@ -27,17 +27,18 @@ public sealed class GraphAnalysis
     }
 
     /// <summary>
-    /// Each task's slack in microseconds: how much later than its earliest start it could start
-    /// without lengthening the critical path (0 on the critical path). Computed on first use (one
-    /// backward pass).
+    /// Each task's upward rank in microseconds, as HEFT defines it: its estimate plus the longest
+    /// estimated path from its end to the end of the graph (edge weights included). Ordering ready
+    /// tasks by it starts first those with the most work still behind them. Computed on first use
+    /// (one backward pass).
     /// </summary>
-    public IReadOnlyList<double> SlackMicros
+    public IReadOnlyList<double> UpwardRankMicros
     {
         get
         {
-            if (Volatile.Read(ref _slack) is { } done) return done;
+            if (Volatile.Read(ref _upward) is { } done) return done;
             var g = _graph;
-            var tail = new double[g.Count];   // longest path from the task's start to a sink, including it
+            var tail = new double[g.Count];
             for (int k = _order.Length - 1; k >= 0; k--)
             {
                 int v = _order[k];
@@ -46,7 +47,22 @@ public sealed class GraphAnalysis
                     below = Math.Max(below, (g.SuccWeight is null ? 0 : g.SuccWeight[e] * 1000.0) + tail[g.Succ[e]]);
                 tail[v] = _estimate[v] + below;
             }
-            var slack = new double[g.Count];
+            Interlocked.CompareExchange(ref _upward, tail, null);
+            return _upward;
+        }
+    }
+
+    /// <summary>
+    /// Each task's slack in microseconds: how much later than its earliest start it could start
+    /// without lengthening the critical path (0 on the critical path). Computed on first use.
+    /// </summary>
+    public IReadOnlyList<double> SlackMicros
+    {
+        get
+        {
+            if (Volatile.Read(ref _slack) is { } done) return done;
+            var tail = UpwardRankMicros;
+            var slack = new double[_graph.Count];
             for (int i = 0; i < slack.Length; i++)
                 slack[i] = Math.Max(0, CriticalPathMicros - (_finish[i] - _estimate[i]) - tail[i]);
             Interlocked.CompareExchange(ref _slack, slack, null);

@@ -385,6 +385,13 @@ public readonly struct TaskRef
         return this;
     }
 
+    /// <summary>States how long the task is expected to run (<c>estimateMs</c>), ahead of its handler's estimate.</summary>
+    public TaskRef WithEstimate(double ms)
+    {
+        _builder.SpecOf(Index).EstimateMs = ms;
+        return this;
+    }
+
     /// <summary>Names the resource pools the task holds while it runs.</summary>
     public TaskRef Uses(params string[] pools)
     {

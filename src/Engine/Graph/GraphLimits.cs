@@ -9,6 +9,9 @@ public static class GraphLimits
     /// <summary>Longest per-attempt timeout: 30 days, in seconds.</summary>
     public const double MaxTimeoutSeconds = 30 * 86_400;
 
+    /// <summary>Largest <c>estimateMs</c> a task may state: a year.</summary>
+    public const double MaxEstimateMs = 365.0 * 86_400_000;
+
     /// <summary>Shortest per-attempt timeout, in seconds.</summary>
     public const double MinTimeoutSeconds = 0.001;
 

@@ -227,7 +227,7 @@ public static class GraphLoader
         }
 
         string? id = null, handler = null, priority = null, layer = null;
-        double? timeout = null, minConfidence = null;
+        double? timeout = null, minConfidence = null, estimateMs = null;
         bool? cache = null;
         int? retries = null;
         JsonElement args = default;
@@ -271,6 +271,7 @@ public static class GraphLoader
             else if (r.ValueTextEquals("retries"u8)) { r.Read(); retries = ExpectInt(ref r, b, "retries", id, line, col); }
             else if (r.ValueTextEquals("layer"u8)) { r.Read(); layer = ExpectString(ref r, b, "layer", id, line, col); }
             else if (r.ValueTextEquals("minConfidence"u8)) { r.Read(); minConfidence = ExpectNumber(ref r, b, "minConfidence", id, line, col); }
+            else if (r.ValueTextEquals("estimateMs"u8)) { r.Read(); estimateMs = ExpectNumber(ref r, b, "estimateMs", id, line, col); }
             else if (r.ValueTextEquals("cache"u8)) { r.Read(); cache = ExpectBool(ref r, b, "cache", id, line, col); }
             else if (r.ValueTextEquals("uses"u8)) { r.Read(); uses = ExpectStringArray(ref r, b, "uses", id, line, col); }
             else if (r.ValueTextEquals("tags"u8)) { r.Read(); tags = ExpectStringArray(ref r, b, "tags", id, line, col); }
@@ -290,7 +291,7 @@ public static class GraphLoader
 
         var t = b.Add(id, handler ?? "", taskLine);
         if (args.ValueKind != JsonValueKind.Undefined || timeout is not null || retries is not null || layer is not null
-            || minConfidence is not null || uses is not null || tags is not null || cache is not null || requires is not null)
+            || minConfidence is not null || uses is not null || tags is not null || cache is not null || requires is not null || estimateMs is not null)
         {
             var spec = b.SpecOf(t.Index);
             spec.Args = args;
@@ -298,6 +299,7 @@ public static class GraphLoader
             spec.Retries = retries;
             spec.Layer = layer;
             spec.MinConfidence = minConfidence;
+            spec.EstimateMs = estimateMs;
             spec.Cache = cache;
             spec.Uses = uses;
             spec.Tags = tags;
@@ -431,6 +433,7 @@ public static class GraphLoader
         if (r.ValueTextEquals("uses"u8)) return 512;
         if (r.ValueTextEquals("tags"u8)) return 1024;
         if (r.ValueTextEquals("requires"u8)) return 8192;
+        if (r.ValueTextEquals("estimateMs"u8)) return 16384;
         return 0;
     }
 

@@ -82,6 +82,8 @@ public static class GraphValidator
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, r, id, line));
             if (s.MinConfidence is double c && !(c is >= 0 and <= 1))
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, $"minConfidence is {c}; it must be between 0 and 1", id, line));
+            if (s.EstimateMs is double est && !(est is >= 0 and <= GraphLimits.MaxEstimateMs))
+                errors.Add(new GraphError(GraphErrorCodes.BadValue, $"estimateMs is {est}; it must be between 0 and {GraphLimits.MaxEstimateMs} (a year)", id, line));
             if (s.Layer is string l && !GraphNames.IsValidLayerName(l))
                 errors.Add(new GraphError(GraphErrorCodes.BadValue, $"layer '{GraphLimits.Printable(l)}' is not a layer name", id, line));
             if (s.Uses is { } uses)

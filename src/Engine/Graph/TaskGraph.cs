@@ -127,6 +127,7 @@ public sealed class TaskGraph
                     _flags[i] |= NodeFlags.Cached;
                     HasCachedTasks = true;
                 }
+                if (_specs?[i]?.EstimateMs is not null) HasEstimates = true;
             }
         }
 
@@ -167,6 +168,9 @@ public sealed class TaskGraph
 
     /// <summary>True when some task asks for the result cache.</summary>
     internal bool HasCachedTasks { get; }
+
+    /// <summary>Some task states its <c>estimateMs</c>.</summary>
+    internal bool HasEstimates { get; }
 
     /// <summary>True when some task has a priority other than normal.</summary>
     internal bool HasPriorities => _priorities is not null;

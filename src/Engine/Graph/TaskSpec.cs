@@ -15,6 +15,8 @@ public sealed class TaskSpec
     /// <summary>Forced layer (<c>local</c>, <c>cluster</c>, <c>quantum</c>) or null/<c>auto</c>.</summary>
     public string? Layer { get; set; }
     public double? MinConfidence { get; set; }
+    /// <summary>How long the task is expected to run, in ms (<c>estimateMs</c>): first of its estimates, before its handler's and a learned model's; it orders ready tasks by critical path.</summary>
+    public double? EstimateMs { get; set; }
     public string[]? Uses { get; set; }
     public string[]? Tags { get; set; }
     /// <summary>Capability tags the task needs (e.g. <c>gpu</c>): only layers that have them all run it.</summary>

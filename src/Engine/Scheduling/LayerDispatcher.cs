@@ -10,23 +10,31 @@ namespace TaskMesh.Engine.Scheduling;
 /// Feeds one layer. Ready tasks wait here in four priority queues; a pump moves the most urgent
 /// into the layer's Dataflow <see cref="ActionBlock{T}"/> while it has free slots, so the block
 /// never runs more than the layer's capacity (back-pressure) and priorities decide who gets a
-/// slot when slots are scarce. The layer's capacity may change while the run goes on (a cluster
+/// slot when slots are scarce; within a priority, arrival order, or the critical path first when
+/// the run's <see cref="ReadyOrder"/> says so for this layer. The layer's capacity may change while the run goes on (a cluster
 /// grows and shrinks): the slot count follows it.
 /// </summary>
 internal sealed class LayerDispatcher
 {
     private readonly RunState _run;
     private readonly ConcurrentQueue<int>[] _queues = [new(), new(), new(), new()]; // by TaskPriority
+    // Critical-path order (ReadyOrder): one heap under a lock, most urgent priority first, then the
+    // highest upward rank, then arrival. Null: the lock-free arrival-order queues above.
+    private readonly double[]? _ranks;
+    private readonly PriorityQueue<int, (int Priority, double Rank, long Arrival)>? _ranked;
+    private long _arrivals;
     private ActionBlock<int>? _block;   // made at the first task: most runs leave most layers unused
     private readonly Action<int> _onCapacityChanged;
     private int _freeSlots;
     private int _pumping;
     private int _pumpRequests;
 
-    public LayerDispatcher(RunState run, ExecutionLayer layer)
+    public LayerDispatcher(RunState run, ExecutionLayer layer, double[]? ranks = null)
     {
         _run = run;
         Layer = layer;
+        _ranks = ranks;
+        if (ranks is not null) _ranked = new();
         _freeSlots = layer.Capacity;
         _onCapacityChanged = OnCapacityChanged;
         layer.CapacityChanged += _onCapacityChanged;
@@ -50,7 +58,11 @@ internal sealed class LayerDispatcher
     public void Enqueue(int node)
     {
         _run.OnRoutedObservers?.TaskRouted(node, _run.DecisionOf(node, Layer.Name));
-        _queues[_run.Graph.PriorityByte(node)].Enqueue(node);
+        int priority = _run.Graph.PriorityByte(node);
+        if (_ranked is not null)
+            lock (_ranked) _ranked.Enqueue(node, (-priority, -_ranks![node], _arrivals++));
+        else
+            _queues[priority].Enqueue(node);
         Layer.AddQueued(1);
         Pump();
     }
@@ -87,6 +99,8 @@ internal sealed class LayerDispatcher
 
     private bool TryDequeueMostUrgent(out int node)
     {
+        if (_ranked is not null)
+            lock (_ranked) return _ranked.TryDequeue(out node, out _);
         for (int p = _queues.Length - 1; p >= 0; p--)
             if (_queues[p].TryDequeue(out node)) return true;
         node = RunState.NoTask;

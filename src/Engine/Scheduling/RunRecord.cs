@@ -80,8 +80,10 @@ public sealed class RunRecord
     private readonly Dictionary<int, int> _escalationCount;
 
     internal RunRecord(string runId, TaskGraph graph, RunStatus status, DateTimeOffset startedAt, DateTimeOffset endedAt, TimeSpan wall,
-        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks, int restored = 0, int cached = 0)
+        Func<double> criticalPathMs, (string Name, double Price)[] layers, EscalationRecord[] escalations, IReadOnlyList<string> observerFaults, TaskTable tasks, int restored = 0, int cached = 0,
+        string readyOrder = ReadyOrders.Fifo)
     {
+        ReadyOrder = readyOrder;
         Restored = restored;
         Cached = cached;
         RunId = runId;
@@ -199,6 +201,9 @@ public sealed class RunRecord
     /// <summary>Tasks answered from the result cache instead of running (also counted in <see cref="Succeeded"/>).</summary>
     public int Cached { get; }
 
+    /// <summary>The order ready tasks took free slots in: <c>critical_path</c> (by upward rank, on the layers that had more tasks than slots) or <c>fifo</c> (arrival).</summary>
+    public string ReadyOrder { get; }
+
     /// <summary>Critical path length by the tasks' estimates and edge weights, in ms (0 when nothing has an estimate).</summary>
     public double CriticalPathMs
     {
@@ -291,6 +296,7 @@ public sealed class RunRecord
         writer.WriteNumber("wall_ms", Math.Round(Wall.TotalMilliseconds, 3));
         writer.WriteNumber("tasks_per_second", Math.Round(TasksPerSecond, 1));
         writer.WriteNumber("critical_path_ms", Math.Round(CriticalPathMs, 3));
+        writer.WriteString("ready_order", ReadyOrder);
         writer.WriteStartObject("layers");
         foreach (var l in Layers)
         {

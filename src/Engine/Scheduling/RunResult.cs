@@ -52,6 +52,9 @@ public sealed class RunResult
     /// <summary>Critical path length by the handlers' estimates, in ms.</summary>
     public double CriticalPathMs => Record.CriticalPathMs;
 
+    /// <summary>The order ready tasks took free slots in (<c>fifo</c> or <c>critical_path</c>).</summary>
+    public string ReadyOrder => Record.ReadyOrder;
+
     public TaskOutcome OutcomeOf(int index) => Record.OutcomeOf(index);
 
     /// <summary>The output of a task (kept for tasks with data successors, or for all with <see cref="RunOptions.KeepOutputs"/>).</summary>

@@ -24,11 +24,17 @@ internal sealed partial class RunState
 
     // All-normal graphs: workers find roots themselves, a chunk at a time, by scanning the task
     // indices (a root has no predecessors). Otherwise roots are seeded into the priority queues
-    // before the workers start, so a critical root is never found after normal work.
+    // before the workers start, so a critical root is never found after normal work (and, when the
+    // run orders by critical path, in rank order).
     private readonly bool _seedRootsByScan;
 
     private void SeedRoots()
     {
+        if (Ready.Ranks is { } ranks)
+        {
+            SeedRootsByRank(ranks);
+            return;
+        }
         int w = 0;
         for (int i = 0; i < Graph.Count; i++)
         {
@@ -41,6 +47,25 @@ internal sealed partial class RunState
                 if (++w == _workers.Length) w = 0;
             }
             else EnqueueShared(i, p);
+        }
+        _rootCursor.Value = Graph.Count;
+    }
+
+    /// <summary>
+    /// Critical-path order: the roots go to the shared queues highest upward rank first, so the
+    /// first free slots go to the roots with the most work behind them (as a list schedule
+    /// starts), not to whichever a worker happened to pop first.
+    /// </summary>
+    private void SeedRootsByRank(double[] ranks)
+    {
+        var roots = new List<int>();
+        for (int i = 0; i < Graph.Count; i++)
+            if (Tasks.Pending[i] == 0) roots.Add(i);
+        roots.Sort((a, b) => ranks[b].CompareTo(ranks[a]) is var c && c != 0 ? c : a.CompareTo(b));
+        foreach (int i in roots)
+        {
+            _onReleased?.TaskReleased(i);
+            EnqueueShared(i, Graph.PriorityByte(i));
         }
         _rootCursor.Value = Graph.Count;
     }

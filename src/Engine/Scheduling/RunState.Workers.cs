@@ -304,6 +304,8 @@ internal sealed partial class RunState
                 _onReleased?.TaskReleased(s);
                 if (w is not null && inline == NoTask && Graph.PriorityByte(s) != (byte)TaskPriority.Low)
                     inline = s;
+                else if (w is null && Ready.Ranks is not null && IsPlainDispatch(s))
+                    Dispatch(s);   // into its layer's queue before this task's slot is freed, to compete for it (as in a list schedule)
                 else
                     Enqueue(w, s);
             }
@@ -315,6 +317,18 @@ internal sealed partial class RunState
         else if (Interlocked.Decrement(ref _remaining) == 0)
             _finished.TrySetResult();
         return inline;
+    }
+
+    /// <summary>
+    /// True when a released task would go straight to a rank-ordered layer (a worker would only
+    /// dispatch it: not inline, not skipped, restored or answered from the cache).
+    /// </summary>
+    private bool IsPlainDispatch(int node)
+    {
+        byte r = Tasks.Route[node];
+        return r != RouteTable.Inline && Ready.RanksFor(r) is not null
+            && (Tasks.SkipCause is not { } skips || Volatile.Read(ref skips[node]) == TaskTable.NoSkipCause)
+            && _restored is null && (_cache is null || (Graph.FlagsOf(node) & NodeFlags.Cached) == 0);
     }
 
     /// <summary>

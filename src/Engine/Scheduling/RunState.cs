@@ -63,7 +63,7 @@ internal sealed partial class RunState
 
     internal RunState(PreparedGraph prepared, EngineOptions options, byte[] route,
         ExecutionLayer[] layers, RunOptions runOptions, IEnumerable<IRunObserver> observers,
-        IEscalationPolicy escalation, RetryPolicy retry, Func<double> criticalPathMs)
+        IEscalationPolicy escalation, RetryPolicy retry, Func<double> criticalPathMs, ReadyPlan? ready = null)
     {
         var graph = prepared.Graph;
         var handlerOf = prepared.Handlers;
@@ -79,7 +79,8 @@ internal sealed partial class RunState
         _remaining = graph.Count;
         _workers = new Worker[options.WorkerThreads];
         for (int i = 0; i < _workers.Length; i++) _workers[i] = new Worker(this, i);
-        _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
+        Ready = ready ?? ReadyPlan.Fifo;
+        _dispatchers = layers.Select((l, i) => new LayerDispatcher(this, l, Ready.RanksFor(i))).ToArray();
         _layerNames = layers.Select(l => l.Name).ToArray();
         if (graph.PoolCapacity.Length > 0) _gate = new ResourceGate(graph);
         if (runOptions.EmitEvents)
@@ -91,11 +92,14 @@ internal sealed partial class RunState
         Attempts = new AttemptRunner(this, escalation, retry);
         _restored = runOptions.Restored is { Count: > 0 } restored ? restored : null;
         _cache = graph.HasCachedTasks ? runOptions.Cache : null;
-        _seedRootsByScan = !graph.HasPriorities;
+        _seedRootsByScan = !graph.HasPriorities && Ready.Ranks is null;
         RunId = Guid.NewGuid().ToString("N")[..12];
     }
 
     public string RunId { get; }
+
+    /// <summary>How the run orders ready tasks on its layers.</summary>
+    internal ReadyPlan Ready { get; }
 
     /// <summary>Reads what the observers want (right after they heard the run start) into the fields the hot path checks.</summary>
     private void DecideObserverCalls()
@@ -214,7 +218,7 @@ internal sealed partial class RunState
         var status = _cancelled ? RunStatus.Cancelled : Volatile.Read(ref _failedCount) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
         return new RunRecord(RunId, Graph, status, _startedAt, endedAt,
             Stopwatch.GetElapsedTime(_startTimestamp, _endTimestamp), _criticalPathMs, layers, _escalations.ToArray(),
-            _observers?.Faults ?? [], Tasks, Volatile.Read(ref _restoredCount), Volatile.Read(ref _cachedCount));
+            _observers?.Faults ?? [], Tasks, Volatile.Read(ref _restoredCount), Volatile.Read(ref _cachedCount), Ready.Name);
     }
 
     // ---------------------------------------------------------------- escalations

@@ -709,7 +709,7 @@ public sealed class RunRecorder : IRunObserver
             var cmd = b.Command("""
                 UPDATE runs SET status = $status, finished_at = $finished, succeeded = $ok, failed = $failed, timed_out = $timedOut,
                     skipped = $skipped, cancelled = $cancelled, restored = $restored, cached = $cached, escalations = $escalations, cost = $cost, wall_ms = $wall,
-                    critical_path_ms = $critical
+                    critical_path_ms = $critical, ready_order = $ready
                 WHERE run_id = $id
                 """);
             cmd.Parameters.AddWithValue("$id", r.RunId);
@@ -726,6 +726,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$cost", r.Layers.Sum(l => l.Cost));
             cmd.Parameters.AddWithValue("$wall", r.Wall.TotalMilliseconds);
             cmd.Parameters.AddWithValue("$critical", r.CriticalPathMs);
+            cmd.Parameters.AddWithValue("$ready", r.ReadyOrder);
             cmd.ExecuteNonQuery();
         }
     }

@@ -250,7 +250,7 @@ public sealed class RunStore : IDisposable
         using var cmd = _read.CreateCommand();
         cmd.CommandText = """
             SELECT run_id, graph_name, status, started_at, finished_at, total, succeeded, failed, timed_out,
-                   skipped, cancelled, restored, cached, escalations, cost, wall_ms, critical_path_ms, graph_path, graph_hash
+                   skipped, cancelled, restored, cached, escalations, cost, wall_ms, critical_path_ms, graph_path, graph_hash, ready_order
             FROM runs WHERE ($status IS NULL OR status = $status)
             ORDER BY started_at DESC, rowid DESC LIMIT $limit
             """;
@@ -265,7 +265,7 @@ public sealed class RunStore : IDisposable
                 r.IsDBNull(4) ? null : DateTimeOffset.Parse(r.GetString(4), System.Globalization.CultureInfo.InvariantCulture),
                 new StoredTaskCounts(r.GetInt32(5), r.GetInt32(6), r.GetInt32(7), r.GetInt32(8), r.GetInt32(9), r.GetInt32(10), r.GetInt32(11), r.GetInt32(12)),
                 r.GetInt32(13), r.GetDouble(14), r.IsDBNull(15) ? null : r.GetDouble(15), r.IsDBNull(16) ? null : r.GetDouble(16),
-                r.IsDBNull(17) ? null : r.GetString(17), r.IsDBNull(18) ? null : r.GetString(18)));
+                r.IsDBNull(17) ? null : r.GetString(17), r.IsDBNull(18) ? null : r.GetString(18)) { ReadyOrder = r.IsDBNull(19) ? null : r.GetString(19) });
         }
         return list;
     }
@@ -787,7 +787,11 @@ public sealed record StoredTaskCounts(int Total, int Succeeded, int Failed, int 
 
 /// <summary>A run as the store keeps it.</summary>
 public sealed record StoredRun(string RunId, string Graph, string Status, DateTimeOffset StartedAt, DateTimeOffset? FinishedAt,
-    StoredTaskCounts Tasks, int Escalations, double Cost, double? WallMs, double? CriticalPathMs, string? GraphPath, string? GraphHash);
+    StoredTaskCounts Tasks, int Escalations, double Cost, double? WallMs, double? CriticalPathMs, string? GraphPath, string? GraphHash)
+{
+    /// <summary>The order ready tasks took free slots in (<c>fifo</c>, <c>critical_path</c>); null for runs stored before it was kept.</summary>
+    public string? ReadyOrder { get; init; }
+}
 
 /// <summary>A task row of a stored run, and why it was kept.</summary>
 public sealed record StoredTask(int Index, string Id, string Handler, string? InitialLayer, string? Layer, string Status, int Attempts,

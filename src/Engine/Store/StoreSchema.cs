@@ -170,5 +170,9 @@ internal static class StoreSchema
             metrics TEXT NOT NULL
         );
         """,
+        // v4 -> v5: the order ready tasks took free slots in (fifo, critical_path).
+        """
+        ALTER TABLE runs ADD COLUMN ready_order TEXT;
+        """,
     ];
 }

@@ -143,6 +143,9 @@ internal static class RunCommand
             Budget = budget,
             Features = features,
         });
+        // Tasks with no estimate of their own or from their handler take the duration model's
+        // (the critical path, and the ready order when slots are scarce).
+        if (models is not null) engine.DurationEstimator = new TaskMesh.Learning.Models.LearnedDurationEstimator(models, features);
     }
 
     /// <summary>A stored run's id and the graph file it ran (the file is checked against its hash when the run starts).</summary>
@@ -390,7 +393,7 @@ internal static class RunCommand
             foreach (var e in r.Escalations.Take(10)) o.WriteLine($"    {e.TaskId}: {e.From} → {e.To} ({e.Trigger}): {e.Reason}");
             if (r.Escalations.Count > 10) o.WriteLine($"    ... and {r.Escalations.Count - 10} more");
         }
-        o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms");
+        o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms; ready order {r.ReadyOrder}");
         if (!r.HasTaskDetails)
         {
             if (r.Failed > 0) o.WriteLine("  (per-task errors not kept for a graph this large; rerun with --nodes)");

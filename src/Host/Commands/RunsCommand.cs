@@ -59,7 +59,7 @@ internal static class RunsCommand
             var t = r.Tasks;
             o.WriteLine($"  tasks: {t.Total} total, {t.Succeeded} succeeded ({t.Restored} restored, {t.Cached} cached), {t.Failed} failed ({t.TimedOut} timed out), {t.Skipped} skipped, {t.Cancelled} cancelled");
             if (r.WallMs is double wall)
-                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wall:0.###} ms ({(r.CriticalPathMs is double cp && cp > 0 ? wall / cp : double.NaN):0.##}x)"));
+                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wall:0.###} ms ({(r.CriticalPathMs is double cp && cp > 0 ? wall / cp : double.NaN):0.##}x); ready order {r.ReadyOrder ?? "not recorded"}"));
             o.WriteLine(string.Create(inv, $"  cost {r.Cost:0.######}, escalations {r.Escalations}"));
             var layers = s.LayersOf(id);
             if (layers.Count > 0)

@@ -85,7 +85,7 @@ internal static class TimelineCommand
         sb.Append("<style>body{font-family:sans-serif;margin:16px} rect.t{stroke:#555;stroke-width:.5} rect.crit{stroke:#d00;stroke-width:2} ")
           .Append("rect.succeeded{fill:#81c784} rect.failed,rect.timed_out{fill:#e57373} rect.cancelled{fill:#fff176} text{font-size:11px}</style></head><body>\n");
         sb.Append(inv, $"<h1>Run {Enc(run.RunId)} of {Enc(run.Graph)}: {Enc(run.Status)}</h1>\n");
-        sb.Append(inv, $"<p>{run.Tasks.Total} tasks, {timed.Count} on the timeline (the tasks the store kept); makespan {run.WallMs ?? 0:0.###} ms, critical path {run.CriticalPathMs ?? 0:0.###} ms (outlined in red).</p>\n");
+        sb.Append(inv, $"<p>{run.Tasks.Total} tasks, {timed.Count} on the timeline (the tasks the store kept); makespan {run.WallMs ?? 0:0.###} ms, critical path {run.CriticalPathMs ?? 0:0.###} ms (outlined in red); ready order {Enc(run.ReadyOrder ?? "not recorded")}.</p>\n");
         sb.Append(inv, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n");
         for (int l = 0; l < lanes.Count; l++)
         {

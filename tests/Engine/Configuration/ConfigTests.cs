@@ -37,6 +37,17 @@ public class ConfigTests
     }
 
     [Fact]
+    public void Parse_ReadyOrder_IsOneOfThreeNames()
+    {
+        Assert.Equal(TaskMesh.Engine.Scheduling.ReadyOrder.Auto, TaskMeshConfig.Parse("").ToEngineOptions().ReadyOrder);
+        Assert.Equal(TaskMesh.Engine.Scheduling.ReadyOrder.CriticalPath,
+            TaskMeshConfig.Parse("[execution]\nready_order = \"critical_path\"").ToEngineOptions().ReadyOrder);
+        Assert.Equal(TaskMesh.Engine.Scheduling.ReadyOrder.Fifo, TaskMeshConfig.Parse("[execution]\nready_order = \"fifo\"").ReadyOrder);
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[execution]\nready_order = \"heft\"", "t.toml"));
+        Assert.Contains("t.toml:2: key 'execution.ready_order' must be auto, fifo or critical_path", ex.Message);
+    }
+
+    [Fact]
     public void Parse_BadKeys_NameKeyAndLine()
     {
         var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("""

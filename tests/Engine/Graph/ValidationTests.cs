@@ -67,6 +67,19 @@ public class ValidationTests
     }
 
     [Fact]
+    public void Load_EstimateMs_IsReadAndABadOneNamesTheTask()
+    {
+        var g = GraphLoader.LoadText("""{ "tasks": [ { "id": "a", "handler": "noop", "estimateMs": 12.5 } ] }""", "ok.json");
+        Assert.Equal(12.5, g.Build().Spec(0)!.EstimateMs);
+        var ex = Assert.Throws<GraphValidationException>(() => GraphLoader.LoadText(
+            """{ "tasks": [ { "id": "a", "handler": "noop" }, { "id": "slow", "handler": "noop", "estimateMs": -1 } ] }""", "bad.json").Build());
+        var e = Assert.Single(ex.Errors);
+        Assert.Equal("slow", e.TaskId);
+        Assert.Contains("estimateMs is -1; it must be between 0", e.Message);
+        Assert.Contains("schema", Fail("""{ "tasks": [ { "id": "a", "handler": "noop", "estimateMs": "soon" } ] }""").Errors.Select(x => x.Code));
+    }
+
+    [Fact]
     public void Load_WrongTypesAndUnknownFields_AreSchemaErrors()
     {
         var ex = Fail("""{ "tasks": [ { "id": "a", "handler": "noop", "priority": 3, "colour": "red", "dependsOn": "b" } ] }""");

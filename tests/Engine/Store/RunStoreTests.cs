@@ -660,7 +660,7 @@ public sealed class RunStoreTests : IDisposable
         cmd.CommandText = "PRAGMA application_id;";
         Assert.Equal(0x544D5348L, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "PRAGMA user_version;";
-        Assert.Equal(4L, (long)cmd.ExecuteScalar()!);
+        Assert.Equal((long)StoreSchema.CurrentVersion, (long)cmd.ExecuteScalar()!);
         cmd.CommandText = "SELECT count(*) FROM sqlite_schema WHERE type = 'table';";
         Assert.Equal(12L, (long)cmd.ExecuteScalar()!);
 
