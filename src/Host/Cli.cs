@@ -36,6 +36,7 @@ public static class Cli
         root.Subcommands.Add(GraphCommand.Create(io));
         root.Subcommands.Add(QsimCommand.Create(io));
         root.Subcommands.Add(GenCommand.Create(io));
+        root.Subcommands.Add(ImportCommand.Create(io));
         root.Subcommands.Add(RunsCommand.Create(io));
         root.Subcommands.Add(AuditCommand.Create(io));
         root.Subcommands.Add(RunCommand.CreateResume(io));
