@@ -2,6 +2,7 @@ using TaskMesh.Bench.Dag;
 using TaskMesh.Bench.Micro;
 using TaskMesh.Bench.Qsim;
 using TaskMesh.Bench.Routing;
+using TaskMesh.Bench.Workflows;
 
 // dotnet run -c Release --project bench -- <suite> [options]
 //   dag   --shape all|NAME[,NAME] [--repeat 3] [--workers 2] [--systems taskmesh,tpl_tasks,tpl_dataflow] --json out.json
@@ -10,9 +11,10 @@ using TaskMesh.Bench.Routing;
 //   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
 //   quantum-calibration [--json out.json]           (quantum task durations against the handler's estimate)
 //   routing --simulate [--world FILE] [--tasks 100000] [--train 5000] [--seed 1] --json out.json   (learned router against an oracle and fixed policies)
+//   workflows [--dir ../shared/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] --json out.json   (real workflows against list schedules)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|micro|qsim|quantum-calibration|routing> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
@@ -23,11 +25,12 @@ return args[0] switch
     "qsim" => QsimSuite.Run(args[1..]),
     "quantum-calibration" => QuantumCalibration.Run(args[1..]),
     "routing" => RoutingSuite.Run(args[1..]),
+    "workflows" => WorkflowSuite.Run(args[1..]),
     _ => Usage(args[0]),
 };
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro, qsim, quantum-calibration, routing)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro, qsim, quantum-calibration, routing, workflows)");
     return 2;
 }

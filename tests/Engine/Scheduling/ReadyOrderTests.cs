@@ -118,3 +118,28 @@ public class ReadyOrderTests
         Assert.Equal("fifo", result.Record.ReadyOrder);
     }
 }
+
+public class PreciseTimerTests
+{
+    [Fact]
+    public async Task Delay_NeverEndsEarly_EndsInOrder_AndCancels()
+    {
+        var ended = new System.Collections.Concurrent.ConcurrentQueue<int>();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var waits = new[] { 30, 5, 18, 1 }.Select(async ms =>
+        {
+            var start = sw.Elapsed;
+            await PreciseTimer.Delay(TimeSpan.FromMilliseconds(ms));
+            Assert.True(sw.Elapsed - start >= TimeSpan.FromMilliseconds(ms), $"a {ms} ms delay ended after {(sw.Elapsed - start).TotalMilliseconds} ms");
+            ended.Enqueue(ms);
+        }).ToArray();
+        await Task.WhenAll(waits).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal([1, 5, 18, 30], ended);
+
+        using var cts = new CancellationTokenSource();
+        var long_ = PreciseTimer.Delay(TimeSpan.FromHours(1), cts.Token);
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => long_.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.True(PreciseTimer.Delay(TimeSpan.Zero).IsCompleted);
+    }
+}
