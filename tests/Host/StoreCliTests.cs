@@ -420,6 +420,14 @@ public sealed class StoreCliTests : IDisposable
         Assert.Contains("f: local → big (error)", stdout);
         (code, stdout, _) = await CliTests.Taskmesh(_dir, "rules", "list", "--store", store);
         Assert.Contains("from the run store", stdout);   // the run did not overwrite them
+        using (var s = RunStore.Open(store, readOnly: true))
+        {
+            var esc = Assert.Single(s.EscalationsOf(s.ResolveRunId("last")));
+            Assert.Equal(("f", "error", 1), (esc.TaskId, esc.Trigger, esc.RuleId));   // the escalation names the rule that fired
+        }
+        SqliteConnection.ClearAllPools();
+        (code, stdout, _) = await CliTests.Taskmesh(_dir, "runs", "show", "last", "--store", store);
+        Assert.Contains("f: local -> big (error, rule 1)", stdout);
     }
 
     [Fact]

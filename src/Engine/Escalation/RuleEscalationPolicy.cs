@@ -67,7 +67,7 @@ public sealed class RuleEscalationPolicy : IEscalationPolicy
                 if (c >= threshold) continue;
                 if (Target(rule, attempt.Layer, context) is string target)
                     return EscalationDecision.EscalateTo(target, EscalationTriggers.LowConfidence,
-                        $"confidence {c:0.###} is below {threshold:0.###} on {attempt.Layer} ({Describe(rule)})");
+                        $"confidence {c:0.###} is below {threshold:0.###} on {attempt.Layer} ({Describe(rule)})") with { Rule = rule };
             }
             return EscalationDecision.Complete;
         }
@@ -79,7 +79,7 @@ public sealed class RuleEscalationPolicy : IEscalationPolicy
             if (rule.Trigger != trigger || !From(rule, attempt.Layer)) continue;
             if (Target(rule, attempt.Layer, context) is string target)
                 return EscalationDecision.EscalateTo(target, trigger,
-                    $"{(trigger == EscalationTriggers.Timeout ? "timed out" : "failed")} on {attempt.Layer} with no retries left: {attempt.Error} ({Describe(rule)})");
+                    $"{(trigger == EscalationTriggers.Timeout ? "timed out" : "failed")} on {attempt.Layer} with no retries left: {attempt.Error} ({Describe(rule)})") with { Rule = rule };
         }
         return EscalationDecision.Complete;
     }

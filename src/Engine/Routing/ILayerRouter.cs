@@ -14,8 +14,9 @@ namespace TaskMesh.Engine.Routing;
 /// <param name="EscalatedFrom">When a rule moved the task up before it ran (a <c>complexity</c> rule): the layer it would have gone to; the run records the move as an escalation.</param>
 /// <param name="Trigger">With <paramref name="EscalatedFrom"/>: the rule's trigger.</param>
 /// <param name="Refused">True when no layer may take the task (over a budget, say): it fails with <paramref name="Reason"/> when its turn comes, without running.</param>
+/// <param name="Rule">With <paramref name="EscalatedFrom"/>: the declared rule that moved the task.</param>
 public readonly record struct RouteDecision(string Layer, double? Confidence = null, double? PredictedCost = null, string? Reason = null,
-    string? EscalatedFrom = null, string? Trigger = null, bool Refused = false);
+    string? EscalatedFrom = null, string? Trigger = null, bool Refused = false, Escalation.EscalationRule? Rule = null);
 
 /// <summary>
 /// Chooses the layer of each task that neither forces a layer nor has a handler with a preferred

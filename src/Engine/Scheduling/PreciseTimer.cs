@@ -6,9 +6,10 @@ namespace TaskMesh.Engine.Scheduling;
 /// Delays that end when they should. <see cref="Task.Delay(TimeSpan, CancellationToken)"/> counts
 /// time with <see cref="Environment.TickCount64"/>, which on Linux advances a kernel tick at a time
 /// (4 ms on a 250 Hz kernel): measured here, Task.Delay(1 ms) took 4.1 ms and Task.Delay(5 ms)
-/// 8.0 ms. This timer keeps due times as <see cref="Stopwatch"/> timestamps in one heap and waits
-/// on a monitor with a millisecond timeout (1.1 ms and 5.1 ms measured), on one background thread
-/// started at first use. Continuations run on the thread pool, never on the timer's thread.
+/// 8.0 ms. This timer keeps due times as <see cref="Stopwatch"/> timestamps in one heap, waits on
+/// a monitor for the whole milliseconds (1.1 ms and 5.1 ms measured for those two) and, on Linux,
+/// sleeps the last fraction of a millisecond with <c>usleep</c>; one background thread, started at
+/// first use. Continuations run on the thread pool, never on the timer's thread.
 /// </summary>
 internal static class PreciseTimer
 {
@@ -21,6 +22,7 @@ internal static class PreciseTimer
         public CancellationTokenRegistration Registration;
     }
     private static Thread? s_thread;
+    private static bool s_fineSleep = OperatingSystem.IsLinux();   // usleep is there (cleared if it is not found)
 
     /// <summary>A task that completes <paramref name="delay"/> from now, or is cancelled with <paramref name="ct"/>.</summary>
     public static Task Delay(TimeSpan delay, CancellationToken ct = default)
@@ -50,6 +52,7 @@ internal static class PreciseTimer
         var ready = new List<Sleeper>();
         while (true)
         {
+            int finalMicros = 0;
             lock (s_lock)
             {
                 while (true)
@@ -61,12 +64,35 @@ internal static class PreciseTimer
                     }
                     long now = Stopwatch.GetTimestamp();
                     if (due <= now) break;
-                    // Whole milliseconds, rounded up: never early, at most a millisecond late.
                     double ms = (due - now) * 1000.0 / Stopwatch.Frequency;
-                    Monitor.Wait(s_lock, (int)Math.Min(Math.Ceiling(ms), int.MaxValue));
+                    if (ms < 1 && s_fineSleep)
+                    {
+                        // The last fraction of a millisecond: slept outside the lock (enqueuers never
+                        // wait for it), with microsecond resolution.
+                        finalMicros = Math.Max(1, (int)Math.Ceiling(ms * 1000));
+                        break;
+                    }
+                    // Whole milliseconds: where the fraction cannot be slept alone, rounded up (never
+                    // early, at most a millisecond late); otherwise down, the fraction slept next.
+                    Monitor.Wait(s_lock, (int)Math.Min(s_fineSleep ? Math.Floor(ms) : Math.Ceiling(ms), int.MaxValue));
                 }
-                long until = Stopwatch.GetTimestamp();
-                while (s_due.TryPeek(out _, out long due) && due <= until) ready.Add(s_due.Dequeue());
+                if (finalMicros == 0)
+                {
+                    long until = Stopwatch.GetTimestamp();
+                    while (s_due.TryPeek(out _, out long due) && due <= until) ready.Add(s_due.Dequeue());
+                }
+            }
+            if (finalMicros > 0)
+            {
+                try
+                {
+                    usleep((uint)finalMicros);
+                }
+                catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+                {
+                    s_fineSleep = false;   // whole milliseconds from now on
+                }
+                continue;
             }
             foreach (var t in ready)
             {
@@ -76,4 +102,7 @@ internal static class PreciseTimer
             ready.Clear();
         }
     }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "usleep")]
+    private static extern int usleep(uint microseconds);
 }

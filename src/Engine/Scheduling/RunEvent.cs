@@ -57,4 +57,7 @@ public sealed record EscalationRecord(string TaskId, string From, string To, str
 
     /// <summary>What the attempt it escalated after gave: its output's summary, or its error.</summary>
     public string? PreviousOutputSummary { get; init; }
+
+    /// <summary>The declared rule that moved the task, when one did (the run store keeps its id).</summary>
+    public Escalation.EscalationRule? Rule { get; init; }
 }

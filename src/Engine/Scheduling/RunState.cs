@@ -155,7 +155,7 @@ internal sealed partial class RunState
                 RecordEscalation(task, m.From, m.Layer, "manual", m.Reason);
         if (_routedEscalations is { } routed)
             foreach (var (task, d) in routed)
-                RecordEscalation(task, d.EscalatedFrom!, d.Layer, d.Trigger!, d.Reason ?? d.Trigger!);
+                RecordEscalation(task, d.EscalatedFrom!, d.Layer, d.Trigger!, d.Reason ?? d.Trigger!, rule: d.Rule);
         _startTimestamp = Stopwatch.GetTimestamp();
         if (Graph.Count == 0)
             _finished.TrySetResult();
@@ -232,13 +232,15 @@ internal sealed partial class RunState
     /// <summary>Tasks a rule moved up as they were routed (a <c>complexity</c> rule): recorded as escalations when the run starts.</summary>
     internal void SetRoutedEscalations(List<(int Task, Routing.RouteDecision Decision)>? moved) => _routedEscalations = moved;
 
-    internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null, string? previousOutput = null)
+    internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null, string? previousOutput = null,
+        Escalation.EscalationRule? rule = null)
     {
         var e = new EscalationRecord(Graph.IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
         {
             TaskIndex = node,
             PreviousConfidence = previousConfidence,
             PreviousOutputSummary = previousOutput,
+            Rule = rule,
         };
         _escalations.Enqueue(e);
         Tasks.ExtrasOf(node).Escalations++;

@@ -686,8 +686,11 @@ public sealed class RunRecorder : IRunObserver
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at)
-                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $summary, $at)
+                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at, rule_id)
+                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $summary, $at,
+                    -- the stored rule the run's rule mirrors (the command line mirrors the config's rules into the store first)
+                    (SELECT id FROM escalation_rules WHERE $ruleFrom IS NOT NULL AND from_layer = $ruleFrom AND to_layer = $ruleTo AND trigger = $ruleTrigger
+                        AND threshold IS $ruleThreshold AND priority = $rulePriority ORDER BY active DESC, id LIMIT 1))
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$task", e.TaskId);
@@ -698,6 +701,11 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$confidence", Db(e.PreviousConfidence));
             cmd.Parameters.AddWithValue("$summary", Db(e.PreviousOutputSummary));
             cmd.Parameters.AddWithValue("$at", e.Timestamp.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("$ruleFrom", (object?)e.Rule?.From ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$ruleTo", (object?)e.Rule?.To ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$ruleTrigger", (object?)e.Rule?.Trigger ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$ruleThreshold", Db(e.Rule?.Threshold));
+            cmd.Parameters.AddWithValue("$rulePriority", e.Rule?.Priority ?? 0);
             cmd.ExecuteNonQuery();
         }
     }

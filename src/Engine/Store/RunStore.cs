@@ -303,15 +303,17 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>The escalations of a run, in order.</summary>
-    public IReadOnlyList<(string TaskId, string From, string To, string Trigger, string Reason, double? PreviousConfidence, string? PreviousOutputSummary)> EscalationsOf(string runId)
+    /// <remarks><c>RuleId</c>: the stored escalation rule that moved the task (see <see cref="RulesWithIds"/>), null for a manual or a handler's own escalation.</remarks>
+    public IReadOnlyList<(string TaskId, string From, string To, string Trigger, string Reason, double? PreviousConfidence, string? PreviousOutputSummary, int? RuleId)> EscalationsOf(string runId)
     {
         using var cmd = _read.CreateCommand();
-        cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary FROM escalation_history WHERE run_id = $run ORDER BY id";
+        cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, rule_id FROM escalation_history WHERE run_id = $run ORDER BY id";
         cmd.Parameters.AddWithValue("$run", runId);
-        var list = new List<(string, string, string, string, string, double?, string?)>();
+        var list = new List<(string, string, string, string, string, double?, string?, int?)>();
         using var r = cmd.ExecuteReader();
         while (r.Read())
-            list.Add((r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4), r.IsDBNull(5) ? null : r.GetDouble(5), r.IsDBNull(6) ? null : r.GetString(6)));
+            list.Add((r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4), r.IsDBNull(5) ? null : r.GetDouble(5), r.IsDBNull(6) ? null : r.GetString(6),
+                r.IsDBNull(7) ? null : r.GetInt32(7)));
         return list;
     }
 

@@ -73,7 +73,7 @@ internal static class RunsCommand
             {
                 o.WriteLine("  escalations:");
                 foreach (var e in escalations.Take(20))
-                    o.WriteLine($"    {e.TaskId}: {e.From} -> {e.To} ({e.Trigger}): {e.Reason}");
+                    o.WriteLine($"    {e.TaskId}: {e.From} -> {e.To} ({e.Trigger}{(e.RuleId is int rule ? $", rule {rule}" : "")}): {e.Reason}");
                 if (escalations.Count > 20) o.WriteLine($"    ... and {escalations.Count - 20} more");
             }
             var tasks = s.TasksOf(id).Where(x => x.DurationMs is not null).OrderByDescending(x => x.DurationMs).Take(parse.GetValue(slowest) ?? 10).ToList();

@@ -359,7 +359,7 @@ public sealed class LearnedRouter : ILayerRouter
             if (target is null) return null;
             var moved = decisions.First(d => d.Layer == target.Layer.Name);
             string why = $"{what} (rule {rule.From} → {rule.To} on {rule.Trigger})";
-            var first = moved with { Reason = $"{why}; {decisions[0].Reason}", EscalatedFrom = chosen.Layer.Name, Trigger = rule.Trigger };
+            var first = moved with { Reason = $"{why}; {decisions[0].Reason}", EscalatedFrom = chosen.Layer.Name, Trigger = rule.Trigger, Rule = rule };
             return [first, .. decisions.Where(d => d.Layer != target.Layer.Name)
                 .Select(d => d.Reason!.StartsWith("exploration", StringComparison.Ordinal) ? d : d with { Reason = "exploration; " + d.Reason })];
         }

@@ -168,7 +168,7 @@ internal sealed class AttemptRunner
             to = decision.Variant ?? here;
         }
         run.RecordEscalation(node, decision.From ?? here, to, decision.Trigger!, decision.Reason!, result.Confidence,
-            result.Succeeded ? OutputSummary.Of(result.Output) : result.Error);
+            result.Succeeded ? OutputSummary.Of(result.Output) : result.Error, decision.Rule);
         return target;
     }
 

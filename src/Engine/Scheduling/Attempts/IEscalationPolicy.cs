@@ -74,6 +74,9 @@ public readonly record struct EscalationDecision
     /// <summary>For an escalation on the same layer: the variant its handler should run (e.g. <c>double</c>), seen as <see cref="Handlers.TaskContext.EscalatedTo"/>.</summary>
     public string? Variant { get; }
 
+    /// <summary>For an escalation: the declared rule that fired, when one did (stored as the escalation's <c>rule_id</c>).</summary>
+    public Escalation.EscalationRule? Rule { get; init; }
+
     /// <summary>The attempt's outcome is the task's outcome.</summary>
     public static EscalationDecision Complete { get; } = new(AttemptNext.Complete, default, null, null, null, null, null);
 
