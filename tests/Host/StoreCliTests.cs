@@ -41,7 +41,7 @@ public sealed class StoreCliTests : IDisposable
         Assert.Equal("succeeded", etl.GetProperty("status").GetString());
         Assert.Equal(11, etl.GetProperty("tasks").GetProperty("total").GetInt32());
         Assert.Equal(11, etl.GetProperty("tasks").GetProperty("succeeded").GetInt32());
-        foreach (var field in new[] { "run_id", "started_at", "finished_at", "cost" }) Assert.True(etl.TryGetProperty(field, out _), field);
+        foreach (var field in new[] { "run_id", "started_at", "finished_at", "cost", "ready_order" }) Assert.True(etl.TryGetProperty(field, out _), field);
 
         (code, stdout, _) = await CliTests.Taskmesh(_dir, "runs", "--status", "failed");
         Assert.Equal(0, code);
@@ -51,7 +51,8 @@ public sealed class StoreCliTests : IDisposable
         Assert.True(code == 0, stderr);
         Assert.Contains("of 'etl': succeeded", stdout);
         Assert.Contains("tasks: 11 total, 11 succeeded", stdout);
-        Assert.Matches(@"critical path [\d.]+ ms vs makespan [\d.]+ ms", stdout);
+        Assert.Matches(@"critical path [\d.]+ ms vs makespan [\d.]+ ms .*; ready order (critical_path|fifo)", stdout);
+        string readyOrder = System.Text.RegularExpressions.Regex.Match(stdout, "ready order (critical_path|fifo)").Groups[1].Value;
         Assert.Matches(@"local\s+11 tasks\s+11 ok\s+0 failed", stdout);
         Assert.Contains("slowest tasks", stdout);
         Assert.Equal(3, stdout.Split('\n').SkipWhile(l => !l.Contains("slowest tasks")).Skip(1).Count(l => l.Contains(" ms ")));
@@ -61,6 +62,7 @@ public sealed class StoreCliTests : IDisposable
         (code, _, stderr) = await CliTests.Taskmesh(_dir, "runs", "timeline", etl.GetProperty("run_id").GetString()!, "--out", html);
         Assert.True(code == 0, stderr);
         var text = File.ReadAllText(html);
+        Assert.Contains($"ready order {readyOrder}.", text);   // the order the run's layers gave free slots in
         var svg = System.Xml.Linq.XDocument.Parse(text[text.IndexOf("<svg", StringComparison.Ordinal)..(text.IndexOf("</svg>", StringComparison.Ordinal) + 6)]);
         var rects = svg.Descendants().Where(e => e.Name.LocalName == "rect").ToList();
         using (var g = JsonDocument.Parse(File.ReadAllText(Example("etl.json"))))

@@ -131,6 +131,8 @@ internal static class RunsCommand
             w.WriteNumber("escalations", r.Escalations);
             w.WriteNumber("cost", Math.Round(r.Cost, 6));
             if (r.WallMs is double wall) w.WriteNumber("wall_ms", Math.Round(wall, 3));
+            if (r.CriticalPathMs is double critical) w.WriteNumber("critical_path_ms", Math.Round(critical, 3));
+            if (r.ReadyOrder is not null) w.WriteString("ready_order", r.ReadyOrder);
             if (r.GraphPath is not null) w.WriteString("graph_path", r.GraphPath);
             w.WriteEndObject();
         }
