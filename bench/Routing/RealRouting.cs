@@ -61,7 +61,7 @@ internal static class RealRouting
                 ("learned", _ => null),
                 ("always_cheapest", _ => "quantum"),
                 ("always_most_capable", _ => "quantum-double"),
-                ("random", i => (HashCode.Combine(seed, i) & 1) == 0 ? "quantum" : "quantum-double"),
+                ("random", i => (TaskMesh.Engine.Scheduling.SplitMix.Next((ulong)seed * TaskMesh.Engine.Scheduling.SplitMix.Golden ^ (ulong)i) & 1) == 0 ? "quantum" : "quantum-double"),
             };
             // Each policy runs the workload `repeats` times, round-robin with the others (so drifts of
             // the machine hit them alike); the median run (by cost) is reported.

@@ -79,8 +79,8 @@ public sealed class TaskMeshConfig
     /// <summary><c>routing.min_confidence</c>: the confidence a task needs when it states none.</summary>
     public double RoutingMinConfidence { get; set; } = 0.70;
 
-    /// <summary><c>routing.failure_penalty</c>: cost per unit of predicted failure probability.</summary>
-    public double RoutingFailurePenalty { get; set; } = 1.0;
+    /// <summary><c>routing.failure_penalty</c>: cost per unit of predicted failure probability; null (unset): the expected cost of the escalation a failure leads to.</summary>
+    public double? RoutingFailurePenalty { get; set; }
 
     /// <summary><c>routing.exploration</c>: share of tasks sent to another capable layer.</summary>
     public double RoutingExploration { get; set; }

@@ -32,8 +32,14 @@ public sealed record RoutingOptions
     /// <summary>The confidence a task needs when it states no <c>minConfidence</c>.</summary>
     public double MinConfidence { get; init; } = 0.70;
 
-    /// <summary>Cost charged per unit of predicted failure probability in the expected cost (price × duration + penalty × (1 − confidence)).</summary>
-    public double FailurePenalty { get; init; } = 1.0;
+    /// <summary>
+    /// Cost charged per unit of predicted failure probability in the expected cost (price × duration
+    /// + penalty × (1 − confidence)). Null (the default): what a failure leads to — the escalation
+    /// to the next capable layer up, at its own expected cost (and so on up the chain; a failure on
+    /// the most capable layer costs another run there). A fixed penalty is in the layers' cost units,
+    /// which differ by orders of magnitude between deployments; the chain's cost does not need tuning.
+    /// </summary>
+    public double? FailurePenalty { get; init; }
 
     /// <summary>Cold start: complexity bands, in increasing <see cref="ComplexityBand.UpTo"/>; empty: the least capable layer that can run the task.</summary>
     public IReadOnlyList<ComplexityBand> Bands { get; init; } = [];
@@ -291,9 +297,10 @@ public sealed class LearnedRouter : ILayerRouter
             double? confidence = predicted.Confidence;
             double wait = ms is double d ? layer.QueueDepth / (double)Math.Max(1, layer.Capacity) * d : 0;
             double cost = layer.PricePerSecond * (ms ?? 0) / 1000;
-            candidates.Add(new Candidate(layer, ms, confidence, wait, cost, cost + _options.FailurePenalty * (1 - (confidence ?? 1))));
+            candidates.Add(new Candidate(layer, ms, confidence, wait, cost, cost + (_options.FailurePenalty ?? 0) * (1 - (confidence ?? 1))));
         }
         if (candidates.Count == 0) return [new RouteDecision(Engine.Layers.Local.LocalLayer.LayerName, Reason: "no layer can take it: local")];
+        if (_options.FailurePenalty is null) candidates = ChainExpectedCosts(candidates);
 
         List<Candidate> order;
         string how;
@@ -321,6 +328,26 @@ public sealed class LearnedRouter : ILayerRouter
             $"{c.Layer.Name}: {(c.DurationMs is double d ? $"{d:0.###} ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
         var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
         return ApplyRules(decisions, order, features.Complexity(task), minConfidence);
+    }
+
+    /// <summary>
+    /// Each candidate's expected cost when a failure escalates: its cost, plus its predicted failure
+    /// probability times the expected cost of the least capable candidate above it (computed from
+    /// the top down; on the most capable, a failure costs another run there).
+    /// </summary>
+    private static List<Candidate> ChainExpectedCosts(List<Candidate> candidates)
+    {
+        var byRank = candidates.OrderByDescending(c => c.Layer.Rank).ThenByDescending(c => c.Layer.PricePerSecond).ToList();
+        var expected = new Dictionary<ExecutionLayer, double>();
+        double? above = null;
+        foreach (var c in byRank)
+        {
+            double failure = 1 - (c.Confidence ?? 1);
+            double e = c.Cost + failure * (above ?? c.Cost);
+            expected[c.Layer] = e;
+            above = e;
+        }
+        return candidates.Select(c => c with { Expected = expected[c.Layer] }).ToList();
     }
 
     /// <summary>
