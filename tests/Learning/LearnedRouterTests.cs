@@ -86,6 +86,23 @@ public class LearnedRouterTests
     }
 
     [Fact]
+    public void ExpectedCost_PricesAFailureAsTheEscalationItLeadsTo()
+    {
+        // A cheap layer (cost 1, confidence 0.75) under a dear one (cost 2, sure): a failure on the
+        // cheap one costs the dear run as well, so the cheap one is worth 1 + 0.25 × 2 = 1.5 — still
+        // the better bet. (A fixed penalty of 1 per unit of failure made it 1.25 against 2 in these
+        // units, but 251 against 2 in units a thousand times smaller.)
+        Assert.Equal([1.5, 2.0], LearnedRouter.ChainExpected([1, 2], [0.75, 1.0]));
+        Assert.Equal([1.5 * 1e-3, 2e-3], LearnedRouter.ChainExpected([1e-3, 2e-3], [0.75, 1.0]).Select(x => Math.Round(x, 9)));
+        // Three rungs: the top's failures rerun it; an unknown confidence counts as sure.
+        var e = LearnedRouter.ChainExpected([1, 4, 10], [0.5, 0.9, 0.8]);
+        Assert.Equal(12, e[2], 9);                    // 10 + 0.2 × 10
+        Assert.Equal(4 + 0.1 * 12, e[1], 9);
+        Assert.Equal(1 + 0.5 * (4 + 0.1 * 12), e[0], 9);
+        Assert.Equal([3.0], LearnedRouter.ChainExpected([3], [null]));
+    }
+
+    [Fact]
     public async Task ColdStart_ComplexityBandsMapTasksToLayers_AndWithoutBandsTheLeastCapableTakesThem()
     {
         var engine = Engine();

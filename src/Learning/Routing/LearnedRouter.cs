@@ -337,17 +337,22 @@ public sealed class LearnedRouter : ILayerRouter
     /// </summary>
     private static List<Candidate> ChainExpectedCosts(List<Candidate> candidates)
     {
-        var byRank = candidates.OrderByDescending(c => c.Layer.Rank).ThenByDescending(c => c.Layer.PricePerSecond).ToList();
-        var expected = new Dictionary<ExecutionLayer, double>();
-        double? above = null;
-        foreach (var c in byRank)
-        {
-            double failure = 1 - (c.Confidence ?? 1);
-            double e = c.Cost + failure * (above ?? c.Cost);
-            expected[c.Layer] = e;
-            above = e;
-        }
-        return candidates.Select(c => c with { Expected = expected[c.Layer] }).ToList();
+        var byRank = candidates.OrderBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).ToList();
+        var expected = ChainExpected(byRank.Select(c => c.Cost).ToArray(), byRank.Select(c => c.Confidence).ToArray());
+        var of = byRank.Select((c, i) => (c.Layer, E: expected[i])).ToDictionary(x => x.Layer, x => x.E);
+        return candidates.Select(c => c with { Expected = of[c.Layer] }).ToList();
+    }
+
+    /// <summary>
+    /// Expected costs along an escalation chain, least capable first: E[i] = cost[i] + (1 − p[i]) ×
+    /// E[i + 1], and on the last, a failure costs another run there (a confidence not known counts as 1).
+    /// </summary>
+    internal static double[] ChainExpected(double[] cost, double?[] confidence)
+    {
+        var e = new double[cost.Length];
+        for (int i = cost.Length - 1; i >= 0; i--)
+            e[i] = cost[i] + (1 - (confidence[i] ?? 1)) * (i + 1 < cost.Length ? e[i + 1] : cost[i]);
+        return e;
     }
 
     /// <summary>
