@@ -127,7 +127,11 @@ public sealed class TaskGraph
                     _flags[i] |= NodeFlags.Cached;
                     HasCachedTasks = true;
                 }
-                if (_specs?[i]?.EstimateMs is not null) HasEstimates = true;
+                if (_specs?[i] is { } spec)
+                {
+                    if (spec.EstimateMs is not null) HasEstimates = true;
+                    if (spec.MinConfidence is not null || spec.Requires is not null) HasRoutingNeeds = true;
+                }
             }
         }
 
@@ -171,6 +175,9 @@ public sealed class TaskGraph
 
     /// <summary>Some task states its <c>estimateMs</c>.</summary>
     internal bool HasEstimates { get; }
+
+    /// <summary>Some task states a <c>minConfidence</c> or <c>requires</c> (a router that sees none skips reading each task's options).</summary>
+    public bool HasRoutingNeeds { get; }
 
     /// <summary>True when some task has a priority other than normal.</summary>
     internal bool HasPriorities => _priorities is not null;

@@ -144,10 +144,9 @@ public sealed class LearnedRouter : ILayerRouter
         for (int i = 0; i < tasks.Length; i++)
         {
             int task = tasks[i];
-            var spec = graph.Spec(task);
             double minConfidence = _options.MinConfidence;
             int requires = 0, fires = 0;
-            if (spec is not null)
+            if (graph.HasRoutingNeeds && graph.Spec(task) is { } spec)
             {
                 minConfidence = spec.MinConfidence ?? minConfidence;
                 if (spec.Requires is { } r) requires = RequirementsId(r);
@@ -325,7 +324,7 @@ public sealed class LearnedRouter : ILayerRouter
             how = _options.Objective == Objectives.Auto ? $"auto (min confidence {minConfidence:0.##})" : _options.Objective;
         }
         string scores = string.Join("; ", order.Select(c => string.Create(CultureInfo.InvariantCulture,
-            $"{c.Layer.Name}: {(c.DurationMs is double d ? $"{d:0.###} ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
+            $"{c.Layer.Name}: {(c.DurationMs is double d ? d.ToString("0.###", CultureInfo.InvariantCulture) + " ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
         var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
         return ApplyRules(decisions, order, features.Complexity(task), minConfidence);
     }
