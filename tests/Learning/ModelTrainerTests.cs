@@ -88,6 +88,22 @@ public sealed class ModelTrainerTests : IDisposable
     }
 
     [Fact]
+    public void LearnedDurationEstimator_IsTheDurationModelOfTheTasksLayer_NullWithoutOne()
+    {
+        var models = ModelTrainer.Train(History(800, seed: 4));
+        var engine = new TaskMesh.Engine.TaskMeshEngine();
+        var g = new TaskMesh.Engine.Graph.GraphBuilder("e");
+        g.Task("a", "spin", new { micros = 5000 });
+        var prepared = engine.Prepare(g);
+        var estimator = new LearnedDurationEstimator(models);
+        var features = new FeatureExtractor(prepared);
+        double? ms = estimator.EstimateMs(prepared, 0, "quantum");
+        Assert.NotNull(ms);
+        Assert.Equal(models.PredictDurationMs("quantum", "spin", features.Extract(0)), ms);
+        Assert.Null(estimator.EstimateMs(prepared, 0, "cluster"));   // no model for that layer
+    }
+
+    [Fact]
     public void Models_SurviveASaveAndLoad_AndAnUnreadableFolderIsReportedNotThrown()
     {
         var models = ModelTrainer.Train(History(800, seed: 3));
