@@ -227,10 +227,7 @@ public static class WfFormat
                     Error(path + ".id", $"task '{GraphLimits.Printable(id)}' has no entry in {Exec}.tasks (its runtimeInSeconds is what is replayed)", id);
                     continue;
                 }
-                var parents = Strings(t, "parents", path);
-                var children = Strings(t, "children", path);
-                list.Add(new Raw(id, name, path, runtime, parents, children, Strings(t, "inputFiles", path), Strings(t, "outputFiles", path),
-                    parents.Select((_, j) => $"{path}.parents[{j}]").ToList(), children.Select((_, j) => $"{path}.children[{j}]").ToList()));
+                list.Add(RawTask(t, id, name, path, runtime, Strings(t, "inputFiles", path), Strings(t, "outputFiles", path)));
             }
             return list;
         }
@@ -267,12 +264,18 @@ public static class WfFormat
                         }
                     }
                 }
-                var parents = Strings(t, "parents", path);
-                var children = Strings(t, "children", path);
-                list.Add(new Raw(id, name, path, runtime, parents, children, inputs, outputs,
-                    parents.Select((_, j) => $"{path}.parents[{j}]").ToList(), children.Select((_, j) => $"{path}.children[{j}]").ToList()));
+                list.Add(RawTask(t, id, name, path, runtime, inputs, outputs));
             }
             return list;
+        }
+
+        /// <summary>A task with its <c>parents</c> and <c>children</c> as the instance names them (both schemas use these two fields).</summary>
+        private Raw RawTask(JsonElement t, string id, string name, string path, double runtime, List<string> inputs, List<string> outputs)
+        {
+            var parents = Strings(t, "parents", path);
+            var children = Strings(t, "children", path);
+            return new Raw(id, name, path, runtime, parents, children, inputs, outputs,
+                parents.Select((_, j) => $"{path}.parents[{j}]").ToList(), children.Select((_, j) => $"{path}.children[{j}]").ToList());
         }
 
         private double? Runtime(JsonElement task, string path)
