@@ -149,6 +149,15 @@ public sealed class RunOptions
     /// <summary>Tasks an operator moves to another layer for this run: each runs there, and its move is recorded as a <c>manual</c> escalation.</summary>
     public IReadOnlyList<ManualEscalation>? ManualEscalations { get; set; }
 
+    /// <summary>
+    /// Most the run's attempts may cost together (price × duration of each, summed as they end;
+    /// <c>--budget</c> and what is left of <c>[routing] daily_cost_limit</c>). The router places tasks
+    /// within it by their predicted costs; this bounds what happens after: a retry or escalation whose
+    /// next attempt — priced at its layer's price × the attempt just run — would pass it is refused,
+    /// and the task keeps its outcome, its error saying so. Null: no limit.
+    /// </summary>
+    public double? Budget { get; set; }
+
     /// <summary>Publish the run's events on <see cref="RunHandle.Events"/>.</summary>
     public bool EmitEvents { get; set; }
 

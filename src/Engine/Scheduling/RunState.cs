@@ -80,6 +80,7 @@ internal sealed partial class RunState
         _workers = new Worker[options.WorkerThreads];
         for (int i = 0; i < _workers.Length; i++) _workers[i] = new Worker(this, i);
         Ready = ready ?? ReadyPlan.Fifo;
+        Budget = runOptions.Budget;
         _dispatchers = layers.Select((l, i) => new LayerDispatcher(this, l, Ready.RanksFor(i))).ToArray();
         _layerNames = layers.Select(l => l.Name).ToArray();
         if (graph.PoolCapacity.Length > 0) _gate = new ResourceGate(graph);
@@ -100,6 +101,33 @@ internal sealed partial class RunState
 
     /// <summary>How the run orders ready tasks on its layers.</summary>
     internal ReadyPlan Ready { get; }
+
+    /// <summary>Most the run's attempts may cost (<see cref="RunOptions.Budget"/>), or null.</summary>
+    internal double? Budget { get; }
+
+    private long _spentBits;   // a double, as bits, added to with compare-and-swap
+
+    /// <summary>What the run's attempts have cost so far (price × duration, as each ended).</summary>
+    internal double Spent => BitConverter.Int64BitsToDouble(Volatile.Read(ref _spentBits));
+
+    internal void AddSpend(double cost)
+    {
+        if (cost <= 0 || Budget is null) return;   // kept only where something reads it
+        long seen, next;
+        do
+        {
+            seen = Volatile.Read(ref _spentBits);
+            next = BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble(seen) + cost);
+        }
+        while (Interlocked.CompareExchange(ref _spentBits, next, seen) != seen);
+    }
+
+    /// <summary>The price per second of a layer of this run (0 for one it does not have).</summary>
+    internal double PriceOf(string layer)
+    {
+        int i = RouteOf(layer);
+        return i < 0 ? 0 : _dispatchers[i].Layer.PricePerSecond;
+    }
 
     /// <summary>Reads what the observers want (right after they heard the run start) into the fields the hot path checks.</summary>
     private void DecideObserverCalls()

@@ -107,6 +107,9 @@ internal sealed class TaskExtras
     public int FallbackAttempt;
     /// <summary>Time spent in slots of layers the task has left, in ms.</summary>
     public double ElapsedMs;
+
+    /// <summary>Why a retry or escalation was refused (over the run's budget), added to the task's error.</summary>
+    public string? Refusal;
     /// <summary>The layers the task left, each with the time it spent there (for per-layer cost).</summary>
     public List<(byte Route, double Ms)>? LeftLayers;
 

@@ -113,7 +113,8 @@ internal static class RunCommand
     /// loaded; one that cannot be read is reported and the router falls back to its cold-start
     /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
     /// </summary>
-    private static void UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget,
+    /// <returns>The run's budget: <c>--budget</c>, bounded by what today's figures leave of the daily limit (null: none).</returns>
+    private static double? UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget,
         IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules, TaskMesh.Learning.Features.FeatureExtractor features, TextWriter error)
     {
         var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
@@ -125,7 +126,7 @@ internal static class RunCommand
             double spent = store?.DailyMetrics(1).Where(d => d.Day == today).Sum(d => d.Cost) ?? 0;
             budget = Math.Min(budget ?? double.MaxValue, Math.Max(0, daily - spent));
         }
-        if (!config.RoutingConfigured && objective is null && latest.Folder is null && !complexityRules && budget is null) return;
+        if (!config.RoutingConfigured && objective is null && latest.Folder is null && !complexityRules && budget is null) return budget;
         TaskMesh.Learning.Models.TrainedModels? models = null;
         if (latest.Folder is not null)
         {
@@ -146,6 +147,7 @@ internal static class RunCommand
         // Tasks with no estimate of their own or from their handler take the duration model's
         // (the critical path, and the ready order when slots are scarce).
         if (models is not null) engine.DurationEstimator = new TaskMesh.Learning.Models.LearnedDurationEstimator(models, features);
+        return budget;
     }
 
     /// <summary>A stored run's id and the graph file it ran (the file is checked against its hash when the run starts).</summary>
@@ -226,7 +228,7 @@ internal static class RunCommand
             engine.EscalationPolicy = new TaskMesh.Engine.Escalation.RuleEscalationPolicy(rules, () => engine.Layers, config.MaxEscalationsPerTask);
         // One feature extractor for the router and the recorder: the graph is analysed once.
         var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
-        UseLearnedRouter(engine, config, store, objective, budget, rules, features, io.Error);
+        budget = UseLearnedRouter(engine, config, store, objective, budget, rules, features, io.Error);
         RestoredTasks? restored = null;
         string? resumedFrom = null;
         IReadOnlyList<ManualEscalation>? manual = null;
@@ -298,6 +300,7 @@ internal static class RunCommand
             Restored = restored,
             ManualEscalations = manual,
             Cache = store is null ? null : new StoreTaskCache(store),
+            Budget = budget,
         };
         var handle = engine.Start(graph, runOptions, ct);
         if (progress == "auto")

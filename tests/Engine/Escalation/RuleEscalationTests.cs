@@ -70,6 +70,49 @@ public sealed class RuleEscalationTests : IDisposable
     }
 
     [Fact]
+    public async Task Budget_RefusesARetryOrEscalationThatWouldPassIt_AndTheTaskSaysWhy()
+    {
+        static TaskMeshEngine Slow()
+        {
+            var engine = Engine();
+            // 60 ms an attempt, failing until the third.
+            engine.Handlers.Register("slow-flaky", async (ctx, a, ct) =>
+            {
+                await Task.Delay(60, ct);
+                return ctx.Attempt < 3 ? throw new TaskFailedException($"attempt {ctx.Attempt} failed") : "ok";
+            });
+            return engine;
+        }
+        async Task<RunResult> RunWith(double? budget, Action<GraphBuilder> build)
+        {
+            var engine = Slow();
+            var g = new GraphBuilder("b");
+            build(g);
+            var run = engine.RunAsync(engine.Prepare(g), new RunOptions { CollectTaskDetails = true, Budget = budget });
+            return await run.WaitAsync(TimeSpan.FromSeconds(60));
+        }
+
+        // On strong (price 2) an attempt costs about 0.12: a budget of 0.15 pays for one, not a retry.
+        var r = await RunWith(0.15, g => g.Task("t", "slow-flaky").OnLayer("strong").WithRetries(3));
+        Assert.Equal(RunStatus.Failed, r.Status);
+        Assert.Equal(1, r.TaskResultOf(0).Attempts);
+        Assert.Contains("attempt 1 failed; retry to strong refused: it would cost about 0.1", r.TaskResultOf(0).Error);
+        Assert.Contains("of the run's budget of 0.15 is left", r.TaskResultOf(0).Error);
+
+        // Failing on free local, the escalation to strong would cost about 0.12: refused under 0.05.
+        r = await RunWith(0.05, g => g.Task("t", "slow-flaky"));
+        Assert.Equal((1, "local"), (r.TaskResultOf(0).Attempts, r.TaskResultOf(0).Layer));
+        Assert.Empty(r.Escalations);
+        Assert.Contains("escalation to strong refused", r.TaskResultOf(0).Error);
+
+        // With room, the same retries run and the task succeeds.
+        r = await RunWith(10, g => g.Task("t", "slow-flaky").OnLayer("strong").WithRetries(3));
+        Assert.Equal((RunStatus.Succeeded, 3), (r.Status, r.TaskResultOf(0).Attempts));
+        r = await RunWith(null, g => g.Task("t", "slow-flaky").OnLayer("strong").WithRetries(3));
+        Assert.Equal(RunStatus.Succeeded, r.Status);
+    }
+
+    [Fact]
     public async Task Timeout_EscalatesRankByRank_UpToTheCap()
     {
         var g = new GraphBuilder("t");

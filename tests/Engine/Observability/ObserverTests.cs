@@ -48,7 +48,7 @@ internal sealed class TestLayer(string name, int capacity, double price = 0) : E
 {
     public int Executed;
     public override string Name => name;
-    public override double PricePerSecond => price;
+    public override double PricePerSecond => price != 0 ? price : base.PricePerSecond;   // Configure sets the latter
 
     public override ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
     {

@@ -43,6 +43,7 @@ internal sealed class AttemptRunner
                 starts[node] = (float)Stopwatch.GetElapsedTime(run.StartTimestamp, slotStart).TotalMilliseconds;
             run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, layer.Name, attempt));
             var result = await RunOneAsync(node, handler, layer, attempt, timeout).ConfigureAwait(false);
+            run.AddSpend(layer.PricePerSecond * result.Duration.TotalSeconds);
             if (run.Tasks.TryExtrasOf(node) is { } extras)
             {
                 var (confidence, request) = extras.TakeReports();
@@ -83,6 +84,11 @@ internal sealed class AttemptRunner
         var extras = _run.Tasks.TryExtrasOf(node);
         double ms = (extras?.ElapsedMs ?? 0) + Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds;
         string? note = null;
+        if (extras?.Refusal is string refusal)
+        {
+            if (result.Succeeded) note = refusal;
+            else result = result with { Error = $"{result.Error}; {refusal}" };
+        }
         if (extras is { HasFallback: true } && result.Outcome is AttemptOutcome.Failed or AttemptOutcome.TimedOut)
         {
             // A low-confidence result stands when the escalated attempt could not improve on it.
@@ -125,6 +131,20 @@ internal sealed class AttemptRunner
                 return EscalationDecision.Complete;
             case AttemptNext.Escalate when d.Layer is string l && !CanRun(l, node):
                 return EscalationDecision.Complete;
+        }
+        if (run.Budget is double budget && d.Next is AttemptNext.Retry or AttemptNext.Escalate)
+        {
+            // The next attempt, priced as this one took on the layer it would run on.
+            string next = d.Next == AttemptNext.Escalate && d.Layer is string to ? to : result.Layer;
+            double price = run.PriceOf(next);
+            double expected = price * result.Duration.TotalSeconds;
+            double spent = run.Spent;
+            if (price > 0 && spent + expected > budget)
+            {
+                run.Tasks.ExtrasOf(node).Refusal = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"{(d.Next == AttemptNext.Retry ? "retry" : "escalation")} to {next} refused: it would cost about {expected:0.######}, and {Math.Max(0, budget - spent):0.######} of the run's budget of {budget:0.######} is left");
+                return EscalationDecision.Complete;
+            }
         }
         return d;
     }
