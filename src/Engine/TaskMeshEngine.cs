@@ -400,6 +400,10 @@ public sealed class TaskMeshEngine
         }
         var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
         var decisions = new RouteDecision[batch.Length];
+        // A router that decides by kind names each task's kind; each kind's decision is taken once.
+        var byKind = router is IKindRouter { RoutesByKind: true } kr ? kr : null;
+        var kinds = byKind is null ? null : new int[batch.Length];
+        var kindRoute = new List<int>();   // by kind: the layer its decision gives (-1: not taken yet)
         int pending = 0;
         for (int i = 0; i < graph.Count; i++)
         {
@@ -427,6 +431,28 @@ public sealed class TaskMeshEngine
 
         void Flush()
         {
+            if (byKind is not null)
+            {
+                byKind.KindsOf(context, batch.AsSpan(0, pending), kinds.AsSpan(0, pending));
+                for (int k = 0; k < pending; k++)
+                {
+                    int task = batch[k], kind = kinds![k];
+                    while (kindRoute.Count <= kind) kindRoute.Add(-1);
+                    // Tasks of a kind share handler and requirements: the layer is the kind's. What is
+                    // kept per task (escalations, details) is only there for decisions that carry it.
+                    var d = byKind.DecisionOfKind(kind);
+                    byte li;
+                    if (kindRoute[kind] < 0) kindRoute[kind] = li = Accept(d, task);
+                    else
+                    {
+                        li = (byte)kindRoute[kind];
+                        if (d.EscalatedFrom is not null || keepDetails) Note(d, li, task);
+                    }
+                    route[task] = Final(li, task);
+                }
+                pending = 0;
+                return;
+            }
             router.RouteBatch(context, batch.AsSpan(0, pending), decisions.AsSpan(0, pending));
             for (int k = 0; k < pending; k++)
             {
@@ -446,10 +472,17 @@ public sealed class TaskMeshEngine
             }
             byte li = d.Layer is not null && index.TryGetValue(d.Layer, out byte x) ? x : RouteTable.Local;
             if (task >= 0 && !Fits(li, task)) li = Fallback(task);
-            if (task >= 0 && d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
-            if (keepDetails && task >= 0 && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
-                (kept ??= new())[task] = d;
+            if (task >= 0) Note(d, li, task);
             return li;
+        }
+
+        // What a task's decision leaves beside its route: the escalation a rule made as it was
+        // routed, and the decision itself for observers (when the layer is the one decided).
+        void Note(in RouteDecision d, byte li, int task)
+        {
+            if (d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
+            if (keepDetails && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
+                (kept ??= new())[task] = d;
         }
 
         bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]) && layers[li].Covers(graph.Spec(task)?.Requires);

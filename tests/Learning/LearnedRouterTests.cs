@@ -85,6 +85,45 @@ public class LearnedRouterTests
         Assert.Equal(["strong", "strong", "strong"], await LayersChosen(engine, graph));   // 4× as fast there
     }
 
+    /// <summary>The learned router seen only as an <see cref="TaskMesh.Engine.Routing.ILayerRouter"/>: the engine asks task by task (RouteBatch).</summary>
+    private sealed class PerTask(LearnedRouter inner) : TaskMesh.Engine.Routing.ILayerRouter
+    {
+        public bool RoutesPreferredHandlers => inner.RoutesPreferredHandlers;
+        public TaskMesh.Engine.Routing.RouteDecision Route(in TaskMesh.Engine.Routing.RoutingContext context, int task) => inner.Route(context, task);
+        public void RouteBatch(in TaskMesh.Engine.Routing.RoutingContext context, ReadOnlySpan<int> tasks, Span<TaskMesh.Engine.Routing.RouteDecision> decisions)
+            => inner.RouteBatch(context, tasks, decisions);
+    }
+
+    /// <summary>Arguments that say how long a task would spin, without spinning.</summary>
+    private sealed record EstimateOnly(long Micros) : TaskMesh.Engine.Handlers.IMeasuredArgs
+    {
+        public TaskMesh.Engine.Handlers.TaskMeasures Measures => new(Micros: Micros);
+    }
+
+    [Fact]
+    public async Task RoutingByKind_GivesEveryTaskTheLayerItsOwnDecisionGives()
+    {
+        var engine = Engine();
+        // "spin" as the models know it (its estimate and its micros), but returning at once.
+        engine.Handlers.Register(new TaskMesh.Engine.Handlers.HandlerDescriptor("spin", static (ctx, a, ct) => new ValueTask<object?>((object?)null))
+        {
+            Validate = static a => (new EstimateOnly(a.GetProperty("micros").GetInt64()), []),
+            EstimateMicros = static p => ((EstimateOnly)p!).Micros,
+        });
+        var micros = Enumerable.Range(0, 3000).Select(i => (int)Math.Pow(10, (i * 7919 % 6000) / 1000.0)).ToArray();   // 1 µs to 1 s, shuffled
+        var graph = Spins(engine, micros);
+        var router = new LearnedRouter(Models());
+        Assert.True(router.RoutesByKind);
+        engine.Router = router;
+        var byKind = await LayersChosen(engine, graph);
+        engine.Router = new PerTask(new LearnedRouter(Models()));
+        var perTask = await LayersChosen(engine, graph);
+        Assert.Equal(perTask, byKind);
+        Assert.Equal(3, byKind.Distinct().Count());   // local, cheap and strong all chosen
+        Assert.False(new LearnedRouter(Models(), new RoutingOptions { Exploration = 0.1 }).RoutesByKind);
+        Assert.False(new LearnedRouter(Models(), new RoutingOptions { Budget = 5 }).RoutesByKind);
+    }
+
     [Fact]
     public void ExpectedCost_PricesAFailureAsTheEscalationItLeadsTo()
     {

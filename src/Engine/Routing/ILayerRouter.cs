@@ -59,6 +59,29 @@ public interface ILayerRouter
     }
 }
 
+/// <summary>
+/// A router whose decision for a task depends on the task's kind alone — what it is, its handler,
+/// what it requires — so that routing a task is naming its kind. The engine then takes each kind's
+/// decision once and gives every task of the kind the same layer: per task, a kind and a table
+/// lookup, no <see cref="RouteDecision"/> copied. Routers whose decisions also vary task by task
+/// (an exploration draw, a budget counted in order) say so with <see cref="RoutesByKind"/>.
+/// </summary>
+public interface IKindRouter : ILayerRouter
+{
+    /// <summary>Whether <see cref="KindsOf"/> may be used now; false sends the engine to <see cref="ILayerRouter.RouteBatch"/>.</summary>
+    bool RoutesByKind { get; }
+
+    /// <summary>
+    /// <paramref name="kinds"/>[i]: the kind of <paramref name="tasks"/>[i], a small number valid
+    /// for this graph; decisions for kinds not seen before are made here. Tasks of one kind have
+    /// one handler and one set of requirements.
+    /// </summary>
+    void KindsOf(in RoutingContext context, ReadOnlySpan<int> tasks, Span<int> kinds);
+
+    /// <summary>The decision for every task of <paramref name="kind"/>.</summary>
+    RouteDecision DecisionOfKind(int kind);
+}
+
 /// <summary>What a router may look at: the graph, the tasks' handlers and the layers as they stand now.</summary>
 public readonly struct RoutingContext
 {

@@ -77,7 +77,7 @@ public sealed record RoutingOptions
 /// routing a task is a lookup after the first of its kind. Every decision carries its candidates and
 /// their scores in <see cref="RouteDecision.Reason"/> (the audit's <c>layer_selection</c>).
 /// </summary>
-public sealed class LearnedRouter : ILayerRouter
+public sealed class LearnedRouter : IKindRouter
 {
     private readonly TrainedModels? _models;
     private readonly RoutingOptions _options;
@@ -122,11 +122,27 @@ public sealed class LearnedRouter : ILayerRouter
 
     public void RouteBatch(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions)
     {
-        lock (_table) RouteLocked(context, tasks, decisions);   // runs may start on several threads at once
+        lock (_table) RouteLocked(context, tasks, decisions, default);   // runs may start on several threads at once
     }
 
-    private void RouteLocked(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions)
+    /// <summary>Without exploration or a budget, a task's decision is its kind's.</summary>
+    public bool RoutesByKind => _options.Budget is null && _options.Exploration <= 0;
+
+    public void KindsOf(in RoutingContext context, ReadOnlySpan<int> tasks, Span<int> kinds)
     {
+        if (!RoutesByKind) throw new InvalidOperationException("this router explores or counts a budget: its decisions are per task (RouteBatch)");
+        lock (_table) RouteLocked(context, tasks, default, kinds);
+    }
+
+    public RouteDecision DecisionOfKind(int kind)
+    {
+        lock (_table) return _choices[kind][0];
+    }
+
+    /// <summary>Kinds and decisions for <paramref name="tasks"/>: into <paramref name="decisions"/>, or (when it is not empty) only the kinds into <paramref name="kindsOut"/>.</summary>
+    private void RouteLocked(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions, Span<int> kindsOut)
+    {
+        bool kindsOnly = !kindsOut.IsEmpty;
         var graph = context.Graph;
         if (_graph?.Graph != graph)
         {
@@ -138,7 +154,8 @@ public sealed class LearnedRouter : ILayerRouter
         var features = _features!;
         // First the kinds: a decision is made for each kind not seen before, the models scoring all
         // of them at once; then every task takes its kind's decision.
-        var kindOf = System.Buffers.ArrayPool<int>.Shared.Rent(tasks.Length);
+        var rented = kindsOnly ? null : System.Buffers.ArrayPool<int>.Shared.Rent(tasks.Length);
+        var kindOf = kindsOnly ? kindsOut : rented.AsSpan(0, tasks.Length);
         var fresh = new List<(int Task, double MinConfidence)>();
         bool plain = _options.Budget is null && _options.Exploration <= 0;   // a task takes its kind's first choice
         for (int i = 0; i < tasks.Length; i++)
@@ -161,7 +178,7 @@ public sealed class LearnedRouter : ILayerRouter
             int kind = _table.GetOrAdd(key, _choices.Count + fresh.Count);
             if (kind == _choices.Count + fresh.Count) fresh.Add((task, minConfidence));
             kindOf[i] = kind;
-            if (kind < _choices.Count && plain) decisions[i] = _choices[kind][0];   // decided before: done
+            if (kind < _choices.Count && plain && !kindsOnly) decisions[i] = _choices[kind][0];   // decided before: done
         }
         if (fresh.Count > 0)
         {
@@ -172,6 +189,7 @@ public sealed class LearnedRouter : ILayerRouter
                 DecisionsMade++;
             }
         }
+        if (kindsOnly) return;
         if (!plain || fresh.Count > 0)
             for (int i = 0; i < tasks.Length; i++)
             {
@@ -179,7 +197,7 @@ public sealed class LearnedRouter : ILayerRouter
                 decisions[i] = _options.Budget is double budget ? Afford(tasks[i], choice, budget)
                     : _options.Exploration > 0 ? Explore(tasks[i], choice) : choice[0];
             }
-        System.Buffers.ArrayPool<int>.Shared.Return(kindOf);
+        System.Buffers.ArrayPool<int>.Shared.Return(rented!);
     }
 
     /// <summary>A small number for a task's list of requirements (0: none), the same for equal lists.</summary>
