@@ -75,7 +75,9 @@ internal sealed record RoutingRecord(string policy, int tasks, double success_ra
 /// runs under an oracle that knows the hidden formulas, <c>always_cheapest</c>,
 /// <c>always_most_capable</c>, <c>complexity_bands</c> and <c>random</c>. Every policy's tasks
 /// escalate alike: a failed attempt moves up one rank (at most three times). One record per
-/// policy, plus <c>{"metric": "routing_ns_per_task"}</c>: the learned router's routing time per task.
+/// policy, plus <c>{"metric": "routing_ns_per_task"}</c> (the hot-path decision: routing a task
+/// whose kind is decided) and <c>{"metric": "routing_first_pass_ns_per_task"}</c> (the first pass,
+/// which makes a decision for every new kind).
 /// </summary>
 internal static class RoutingSuite
 {
@@ -153,12 +155,14 @@ internal static class RoutingSuite
         // features read and quantized, the table looked up).
         int made = router.DecisionsMade;
         var warmPasses = new List<double>();
-        for (int pass = 0; pass < 5; pass++)
+        // Two unmeasured passes first: with a short first pass (few kinds) the code was still being
+        // promoted to its optimised tier during the next ones (passes of 220 ns/task, then 25).
+        for (int pass = -2; pass < 5; pass++)
         {
             GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
             sw.Restart();
             RouteAll(router, context, layerIndex, warm);
-            warmPasses.Add(sw.Elapsed.TotalMilliseconds * 1e6 / graph.Count);
+            if (pass >= 0) warmPasses.Add(sw.Elapsed.TotalMilliseconds * 1e6 / graph.Count);
             if (router.DecisionsMade != made || !warm.AsSpan().SequenceEqual(learned)) throw new InvalidOperationException("routing the workload again changed decisions");
         }
         double warmNs = warmPasses.Order().ElementAt(warmPasses.Count / 2);   // the median of five passes
@@ -184,9 +188,10 @@ internal static class RoutingSuite
             records.Add(rec);
             Console.WriteLine($"{name,-20} {rec.success_rate,8:P2} {rec.total_cost,12:0.###} {rec.makespan_s,11:0.###} {rec.escalations,11}");
         }
-        records.Add(new { metric = "routing_ns_per_task", value = Math.Round(routingNs, 1) });
-        records.Add(new { metric = "routing_compiled_ns_per_task", value = Math.Round(warmNs, 1) });
-        Console.WriteLine($"routing: {routingNs:0.0} ns/task ({router.DecisionsMade} decisions made for {graph.Count} tasks); {warmNs:0.0} ns/task with the table compiled (median; passes {string.Join(" / ", warmPasses.Select(p => p.ToString("0.0", CultureInfo.InvariantCulture)))})");
+        // The hot-path decision — a task whose kind's decision is in the table — and the first pass, which compiles the table.
+        records.Add(new { metric = "routing_ns_per_task", value = Math.Round(warmNs, 1) });
+        records.Add(new { metric = "routing_first_pass_ns_per_task", value = Math.Round(routingNs, 1) });
+        Console.WriteLine($"routing: first pass {routingNs:0.0} ns/task ({router.DecisionsMade} decisions made for {graph.Count} tasks); hot path {warmNs:0.0} ns/task with the table compiled (median; passes {string.Join(" / ", warmPasses.Select(p => p.ToString("0.0", CultureInfo.InvariantCulture)))})");
         var byName = records.OfType<RoutingRecord>().ToDictionary(r => r.policy);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"learned ÷ oracle: success {byName["learned"].success_rate / byName["oracle"].success_rate:0.000}, cost {byName["learned"].total_cost / byName["oracle"].total_cost:0.000}; learned ÷ always_most_capable: success {byName["learned"].success_rate / byName["always_most_capable"].success_rate:0.000}, cost {byName["learned"].total_cost / byName["always_most_capable"].total_cost:0.000}"));
