@@ -231,7 +231,7 @@ internal static class RoutingSuite
                     int kind = kinds[k];
                     while (layerOfKind.Count <= kind) layerOfKind.Add(-1);
                     int l = layerOfKind[kind];
-                    if (l < 0) layerOfKind[kind] = l = layerIndex[router.DecisionOfKind(kind).Layer];
+                    if (l < 0) layerOfKind[kind] = l = layerIndex[router.DecisionOfKind(context, kind).Layer];
                     into[start + k] = l;
                 }
             }

@@ -403,7 +403,8 @@ public sealed class TaskMeshEngine
         // A router that decides by kind names each task's kind; each kind's decision is taken once.
         var byKind = router is IKindRouter { RoutesByKind: true } kr ? kr : null;
         var kinds = byKind is null ? null : new int[batch.Length];
-        var kindRoute = new List<int>();   // by kind: the layer its decision gives (-1: not taken yet)
+        var kindRoute = new List<int>();                    // by kind: the layer its decision gives (-1: not taken yet)
+        var kindDecision = new List<RouteDecision>();       // by kind: its decision
         int pending = 0;
         for (int i = 0; i < graph.Count; i++)
         {
@@ -437,15 +438,24 @@ public sealed class TaskMeshEngine
                 for (int k = 0; k < pending; k++)
                 {
                     int task = batch[k], kind = kinds![k];
-                    while (kindRoute.Count <= kind) kindRoute.Add(-1);
+                    while (kindRoute.Count <= kind)
+                    {
+                        kindRoute.Add(-1);
+                        kindDecision.Add(default);
+                    }
                     // Tasks of a kind share handler and requirements: the layer is the kind's. What is
                     // kept per task (escalations, details) is only there for decisions that carry it.
-                    var d = byKind.DecisionOfKind(kind);
                     byte li;
-                    if (kindRoute[kind] < 0) kindRoute[kind] = li = Accept(d, task);
+                    RouteDecision d;
+                    if (kindRoute[kind] < 0)
+                    {
+                        kindDecision[kind] = d = byKind.DecisionOfKind(context, kind);
+                        kindRoute[kind] = li = Accept(d, task);
+                    }
                     else
                     {
                         li = (byte)kindRoute[kind];
+                        d = kindDecision[kind];
                         if (d.EscalatedFrom is not null || keepDetails) Note(d, li, task);
                     }
                     route[task] = Final(li, task);

@@ -78,8 +78,8 @@ public interface IKindRouter : ILayerRouter
     /// </summary>
     void KindsOf(in RoutingContext context, ReadOnlySpan<int> tasks, Span<int> kinds);
 
-    /// <summary>The decision for every task of <paramref name="kind"/>.</summary>
-    RouteDecision DecisionOfKind(int kind);
+    /// <summary>The decision for every task of <paramref name="kind"/> (a kind <see cref="KindsOf"/> named for this context's graph).</summary>
+    RouteDecision DecisionOfKind(in RoutingContext context, int kind);
 }
 
 /// <summary>What a router may look at: the graph, the tasks' handlers and the layers as they stand now.</summary>

@@ -81,13 +81,14 @@ public sealed class LearnedRouter : IKindRouter
 {
     private readonly TrainedModels? _models;
     private readonly RoutingOptions _options;
-    private readonly KindTable _table = new();                               // kind → index in _choices
-    private readonly List<RouteDecision[]> _choices = new();                 // per kind: the decision, then the other candidates
+    // Per graph routed: its feature extractor, kinds and decisions (a run's graph is routed in several
+    // batches, and runs of different graphs may be routed at once).
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<PreparedGraph, GraphState> _states = new();
+    private readonly object _lock = new();
+    private GraphState? _current;   // the graph being routed (under _lock)
     private readonly Dictionary<string, int> _requirements = new(StringComparer.Ordinal);
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private readonly Engine.Escalation.EscalationRule[] _confidenceRules;
-    private FeatureExtractor? _features;
-    private PreparedGraph? _graph;
 
     public LearnedRouter(TrainedModels? models, RoutingOptions? options = null)
     {
@@ -122,7 +123,7 @@ public sealed class LearnedRouter : IKindRouter
 
     public void RouteBatch(in RoutingContext context, ReadOnlySpan<int> tasks, Span<RouteDecision> decisions)
     {
-        lock (_table) RouteLocked(context, tasks, decisions, default);   // runs may start on several threads at once
+        lock (_lock) RouteLocked(context, tasks, decisions, default);   // runs may start on several threads at once
     }
 
     /// <summary>Without exploration or a budget, a task's decision is its kind's.</summary>
@@ -131,12 +132,25 @@ public sealed class LearnedRouter : IKindRouter
     public void KindsOf(in RoutingContext context, ReadOnlySpan<int> tasks, Span<int> kinds)
     {
         if (!RoutesByKind) throw new InvalidOperationException("this router explores or counts a budget: its decisions are per task (RouteBatch)");
-        lock (_table) RouteLocked(context, tasks, default, kinds);
+        lock (_lock) RouteLocked(context, tasks, default, kinds);
     }
 
-    public RouteDecision DecisionOfKind(int kind)
+    public RouteDecision DecisionOfKind(in RoutingContext context, int kind)
     {
-        lock (_table) return _choices[kind][0];
+        lock (_lock)
+        {
+            if (!_states.TryGetValue(context.Prepared, out var state) || kind >= state.Choices.Count)
+                throw new ArgumentOutOfRangeException(nameof(kind), $"kind {kind} was not named by KindsOf for this graph");
+            return state.Choices[kind][0];
+        }
+    }
+
+    /// <summary>What the router keeps for one graph: its features, its kinds, a decision per kind.</summary>
+    private sealed class GraphState(FeatureExtractor features)
+    {
+        public readonly FeatureExtractor Features = features;
+        public readonly KindTable Table = new();                          // kind → index in Choices
+        public readonly List<RouteDecision[]> Choices = new();            // per kind: the decision, then the other candidates
     }
 
     /// <summary>Kinds and decisions for <paramref name="tasks"/>: into <paramref name="decisions"/>, or (when it is not empty) only the kinds into <paramref name="kindsOut"/>.</summary>
@@ -144,14 +158,12 @@ public sealed class LearnedRouter : IKindRouter
     {
         bool kindsOnly = !kindsOut.IsEmpty;
         var graph = context.Graph;
-        if (_graph?.Graph != graph)
-        {
-            _graph = context.Prepared;
-            _features = _options.Features is { } shared && shared.Graph == context.Prepared ? shared : new FeatureExtractor(context.Prepared);
-            _table.Clear();
-            _choices.Clear();
-        }
-        var features = _features!;
+        var prepared = context.Prepared;
+        var options = _options;
+        var state = _current = _states.GetValue(prepared, p => new GraphState(options.Features is { } shared && shared.Graph == p ? shared : new FeatureExtractor(p)));
+        var features = state.Features;
+        var table = state.Table;
+        var choices = state.Choices;
         // First the kinds: a decision is made for each kind not seen before, the models scoring all
         // of them at once; then every task takes its kind's decision.
         var rented = kindsOnly ? null : System.Buffers.ArrayPool<int>.Shared.Rent(tasks.Length);
@@ -175,17 +187,17 @@ public sealed class LearnedRouter : IKindRouter
                     if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
             }
             var key = new KindKey(features.KindOf(task), graph.HandlerIndex(task), requires, fires, minConfidence);
-            int kind = _table.GetOrAdd(key, _choices.Count + fresh.Count);
-            if (kind == _choices.Count + fresh.Count) fresh.Add((task, minConfidence));
+            int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
+            if (kind == choices.Count + fresh.Count) fresh.Add((task, minConfidence));
             kindOf[i] = kind;
-            if (kind < _choices.Count && plain && !kindsOnly) decisions[i] = _choices[kind][0];   // decided before: done
+            if (kind < choices.Count && plain && !kindsOnly) decisions[i] = choices[kind][0];   // decided before: done
         }
         if (fresh.Count > 0)
         {
             var predictions = Predict(context, fresh.Select(f => f.Task).ToList());
             foreach (var (task, minConfidence) in fresh)
             {
-                _choices.Add(Decide(context, task, minConfidence, predictions));
+                choices.Add(Decide(context, task, minConfidence, predictions));
                 DecisionsMade++;
             }
         }
@@ -193,7 +205,7 @@ public sealed class LearnedRouter : IKindRouter
         if (!plain || fresh.Count > 0)
             for (int i = 0; i < tasks.Length; i++)
             {
-                var choice = _choices[kindOf[i]];
+                var choice = choices[kindOf[i]];
                 decisions[i] = _options.Budget is double budget ? Afford(tasks[i], choice, budget)
                     : _options.Exploration > 0 ? Explore(tasks[i], choice) : choice[0];
             }
@@ -289,7 +301,7 @@ public sealed class LearnedRouter : IKindRouter
         var result = new Dictionary<(int, string), (double?, double?)>();
         if (_models is null) return result;
         var items = new List<(string Handler, float[] Features)>(tasks.Count);
-        foreach (int t in tasks) items.Add((context.HandlerOf(t).Name, _features!.Extract(t)));
+        foreach (int t in tasks) items.Add((context.HandlerOf(t).Name, _current!.Features.Extract(t)));
         foreach (var layer in context.Layers)
         {
             var (ms, confidence) = _models.PredictMany(layer.Name, items);
@@ -302,7 +314,7 @@ public sealed class LearnedRouter : IKindRouter
     private RouteDecision[] Decide(in RoutingContext context, int task, double minConfidence,
         Dictionary<(int Task, string Layer), (double? Ms, double? Confidence)> predictions)
     {
-        var features = _features!;
+        var features = _current!.Features;
         var handler = context.HandlerOf(task);
         var requires = context.Graph.Spec(task)?.Requires;
         var candidates = new List<Candidate>();
