@@ -41,7 +41,7 @@ public sealed class ObservabilityCliTests : IDisposable
     public async Task Run_WithMetricsPort_ServesMetricsOverHttpDuringAndAfterTheRun_CountsMatchTheSummary_AndPromtoolAcceptsThem()
     {
         var graph = Path.Combine(_dir, "g.json");
-        var tasks = Enumerable.Range(0, 12).Select(i => new Dictionary<string, object> { ["id"] = $"s{i}", ["handler"] = "sleep", ["args"] = new { millis = 250 } }).ToList();
+        var tasks = Enumerable.Range(0, 12).Select(i => new Dictionary<string, object> { ["id"] = $"s{i}", ["handler"] = "sleep", ["args"] = new { millis = 500 } }).ToList();   // six waves of two: 3 s, time to scrape mid-run on a loaded machine
         tasks.Add(new() { ["id"] = "bad", ["handler"] = "fail", ["args"] = new { message = "no" } });
         tasks.Add(new() { ["id"] = "after", ["handler"] = "noop", ["dependsOn"] = new[] { "bad" } });
         File.WriteAllText(graph, JsonSerializer.Serialize(new { name = "scraped", tasks }));
