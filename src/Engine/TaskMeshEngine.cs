@@ -318,7 +318,7 @@ public sealed class TaskMeshEngine
     /// not run) falls back to <c>local</c>.
     /// </summary>
     private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, bool keepDetails,
-        out Dictionary<int, RouteDecision>? details, out List<(int Task, RouteDecision Decision)>? escalations, out Dictionary<int, string>? refused)
+        out RouteDetails? details, out List<(int Task, RouteDecision Decision)>? escalations, out Dictionary<int, string>? refused)
     {
         escalations = null;
         refused = null;
@@ -334,7 +334,7 @@ public sealed class TaskMeshEngine
             index[layers[l].Name] = (byte)l;
             runs[l] = layers[l].RunsHandlers;
         }
-        Dictionary<int, RouteDecision>? kept = null;
+        RouteDetails? kept = null;
         var router = _router;
         var context = new RoutingContext(prepared, layers);
         byte fixedRoute = RouteTable.Local;
@@ -391,7 +391,7 @@ public sealed class TaskMeshEngine
                 if (movedByHandler[h]) (moved ??= new()).Add((i, decided[h]));
                 // Decisions to keep (for the audit) are the same for every task of a handler.
                 if (keepDetails && byHandler[h] != RouteTable.Inline && (decided[h].Confidence is not null || decided[h].PredictedCost is not null || decided[h].Reason is not null))
-                    (kept ??= new())[i] = decided[h];
+                    (kept ??= new(graph.Count)).Set(i, decided[h]);
             }
             details = kept;
             escalations = moved;
@@ -456,7 +456,10 @@ public sealed class TaskMeshEngine
                     {
                         li = (byte)kindRoute[kind];
                         d = kindDecision[kind];
-                        if (d.EscalatedFrom is not null || keepDetails) Note(d, li, task);
+                        if (d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
+                        // The decision kept for observers: by kind, not copied per task.
+                        if (keepDetails && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
+                            (kept ??= new(graph.Count)).SetKind(task, kind, d);
                     }
                     route[task] = Final(li, task);
                 }
@@ -492,7 +495,7 @@ public sealed class TaskMeshEngine
         {
             if (d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
             if (keepDetails && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
-                (kept ??= new())[task] = d;
+                (kept ??= new(graph.Count)).Set(task, d);
         }
 
         bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]) && layers[li].Covers(graph.Spec(task)?.Requires);

@@ -100,6 +100,14 @@ public class LearnedRouterTests
         public TaskMesh.Engine.Handlers.TaskMeasures Measures => new(Micros: Micros);
     }
 
+    /// <summary>Every task's routing decision as observers hear it.</summary>
+    private sealed class Routed : TaskMesh.Engine.Observability.IRunObserver
+    {
+        public readonly System.Collections.Concurrent.ConcurrentDictionary<int, TaskMesh.Engine.Routing.RouteDecision> Decisions = new();
+        public TaskMesh.Engine.Observability.RunObserverInterests Interests => TaskMesh.Engine.Observability.RunObserverInterests.TaskRouted;
+        public void OnTaskRouted(int task, in TaskMesh.Engine.Routing.RouteDecision decision) => Decisions[task] = decision;
+    }
+
     [Fact]
     public async Task RoutingByKind_GivesEveryTaskTheLayerItsOwnDecisionGives()
     {
@@ -120,6 +128,18 @@ public class LearnedRouterTests
         var perTask = await LayersChosen(engine, graph);
         Assert.Equal(perTask, byKind);
         Assert.Equal(3, byKind.Distinct().Count());   // local, cheap and strong all chosen
+
+        // Observers hear each task's decision — its kind's, kept once per kind — as when asked task by task.
+        var heard = new Routed[2];
+        for (int pass = 0; pass < 2; pass++)
+        {
+            engine.Router = pass == 0 ? new LearnedRouter(Models()) : new PerTask(new LearnedRouter(Models()));
+            heard[pass] = new Routed();
+            await engine.RunAsync(graph, new RunOptions { Observers = [heard[pass]] });
+        }
+        Assert.Equal(graph.Count, heard[0].Decisions.Count);
+        Assert.All(heard[0].Decisions, kv => Assert.Equal(heard[1].Decisions[kv.Key], kv.Value));
+        Assert.All(heard[0].Decisions.Values, d => Assert.StartsWith("auto (min confidence 0.7); candidates", d.Reason));
         Assert.False(new LearnedRouter(Models(), new RoutingOptions { Exploration = 0.1 }).RoutesByKind);
         Assert.False(new LearnedRouter(Models(), new RoutingOptions { Budget = 5 }).RoutesByKind);
     }

@@ -133,3 +133,36 @@ public sealed class FixedLayerRouter : ILayerRouter
     /// <inheritdoc />
     public RouteDecision Route(in RoutingContext context, int task) => _decision;
 }
+
+/// <summary>
+/// The router's decisions a run keeps for its observers (the audit's <c>layer_selection</c>): task by
+/// task, or — for a router that decides by kind — a kind per task and each kind's decision once.
+/// </summary>
+internal sealed class RouteDetails(int tasks)
+{
+    private Dictionary<int, RouteDecision>? _byTask;
+    private int[]? _kindOf;                     // kind + 1 per task (0: none)
+    private List<RouteDecision>? _kinds;
+
+    public void Set(int task, RouteDecision decision) => (_byTask ??= new())[task] = decision;
+
+    public void SetKind(int task, int kind, RouteDecision decision)
+    {
+        _kinds ??= new();
+        while (_kinds.Count <= kind) _kinds.Add(default);
+        _kinds[kind] = decision;
+        (_kindOf ??= new int[tasks])[task] = kind + 1;
+    }
+
+    public bool TryGet(int task, out RouteDecision decision)
+    {
+        if (_byTask is not null && _byTask.TryGetValue(task, out decision)) return true;
+        if (_kindOf is not null && _kindOf[task] > 0)
+        {
+            decision = _kinds![_kindOf[task] - 1];
+            return true;
+        }
+        decision = default;
+        return false;
+    }
+}

@@ -9,13 +9,13 @@ namespace TaskMesh.Engine.Scheduling;
 /// <summary>Tasks that run on a layer: dispatch, pools, completion, and moves between layers.</summary>
 internal sealed partial class RunState
 {
-    private Dictionary<int, RouteDecision>? _routeDetails;
+    private RouteDetails? _routeDetails;
 
     /// <summary>Router decisions that carry a prediction, kept for observers (set before the run starts).</summary>
-    internal void SetRouteDetails(Dictionary<int, RouteDecision>? details) => _routeDetails = details;
+    internal void SetRouteDetails(RouteDetails? details) => _routeDetails = details;
 
     internal RouteDecision DecisionOf(int node, string layer)
-        => _routeDetails is not null && _routeDetails.TryGetValue(node, out var d) && d.Layer == layer ? d : new RouteDecision(layer);
+        => _routeDetails is not null && _routeDetails.TryGet(node, out var d) && d.Layer == layer ? d : new RouteDecision(layer);
 
     private Dictionary<int, string>? _refused;
 
