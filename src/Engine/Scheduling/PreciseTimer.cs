@@ -21,6 +21,8 @@ internal static class PreciseTimer
     {
         public CancellationTokenRegistration Registration;
     }
+
+    // A cancelled delay stays in the heap until it falls due (it is then already complete): small, and bounded by the delays asked for.
     private static Thread? s_thread;
     private static bool s_fineSleep = OperatingSystem.IsLinux();   // usleep is there (cleared if it is not found)
 
