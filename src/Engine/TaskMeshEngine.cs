@@ -450,16 +450,13 @@ public sealed class TaskMeshEngine
                     if (kindRoute[kind] < 0)
                     {
                         kindDecision[kind] = d = byKind.DecisionOfKind(context, kind);
-                        kindRoute[kind] = li = Accept(d, task);
+                        kindRoute[kind] = li = Accept(d, task, kind);
                     }
                     else
                     {
                         li = (byte)kindRoute[kind];
                         d = kindDecision[kind];
-                        if (d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
-                        // The decision kept for observers: by kind, not copied per task.
-                        if (keepDetails && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
-                            (kept ??= new(graph.Count)).SetKind(task, kind, d);
+                        if (d.EscalatedFrom is not null || keepDetails) Note(d, li, task, kind);
                     }
                     route[task] = Final(li, task);
                 }
@@ -475,7 +472,7 @@ public sealed class TaskMeshEngine
             pending = 0;
         }
 
-        byte Accept(RouteDecision d, int task)
+        byte Accept(RouteDecision d, int task, int kind = -1)
         {
             if (task >= 0 && d.Refused)
             {
@@ -485,17 +482,20 @@ public sealed class TaskMeshEngine
             }
             byte li = d.Layer is not null && index.TryGetValue(d.Layer, out byte x) ? x : RouteTable.Local;
             if (task >= 0 && !Fits(li, task)) li = Fallback(task);
-            if (task >= 0) Note(d, li, task);
+            if (task >= 0) Note(d, li, task, kind);
             return li;
         }
 
         // What a task's decision leaves beside its route: the escalation a rule made as it was
-        // routed, and the decision itself for observers (when the layer is the one decided).
-        void Note(in RouteDecision d, byte li, int task)
+        // routed, and the decision itself for observers (when the layer is the one decided) —
+        // by kind when the router decides by kind, not copied per task.
+        void Note(in RouteDecision d, byte li, int task, int kind)
         {
             if (d.EscalatedFrom is not null && d.Trigger is not null && layers[li].Name == d.Layer) (moved ??= new()).Add((task, d));
-            if (keepDetails && (d.Confidence is not null || d.PredictedCost is not null || d.Reason is not null) && layers[li].Name == d.Layer)
-                (kept ??= new(graph.Count)).Set(task, d);
+            if (!keepDetails || d.Confidence is null && d.PredictedCost is null && d.Reason is null || layers[li].Name != d.Layer) return;
+            kept ??= new(graph.Count);
+            if (kind >= 0) kept.SetKind(task, kind, d);
+            else kept.Set(task, d);
         }
 
         bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]) && layers[li].Covers(graph.Spec(task)?.Requires);
@@ -581,7 +581,7 @@ public sealed class TaskMeshEngine
         return new ReadyPlan(ranks, ranked);
     }
 
-    /// <summary>Analysis (levels, widths, critical path by the handlers' estimates) of a prepared graph.</summary>
+    /// <summary>Analysis (levels, widths, upward ranks, critical path by the tasks' <c>estimateMs</c>, else their handlers' estimates) of a prepared graph.</summary>
     public GraphAnalysis Analyze(PreparedGraph graph)
     {
         ArgumentNullException.ThrowIfNull(graph);

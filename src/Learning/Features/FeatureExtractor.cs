@@ -109,7 +109,7 @@ public sealed class FeatureExtractor
         const double QuarterDecades = 1.2041199826559248;   // 4 · log10(2): quarter decades per octave
         var parsed = _graph.ParsedArgsOf(task);
         long low = Pack(Octaves(EstimateMicros(task, parsed), QuarterDecades), 0);
-        var m = parsed is IMeasuredArgs measured ? measured.Measures : MeasuresOf(task);
+        var m = MeasuresOf(task, parsed);
         low |= Pack(Octaves(m.Micros, QuarterDecades), 1) | Pack(Octaves(m.Millis, QuarterDecades), 2)
              | Pack(Octaves(m.Bytes, QuarterDecades), 3) | Pack(Octaves(m.Size, QuarterDecades), 4);
         double qubits = m.Qubits, gates = m.Gates, two = 0, depth = 0;
@@ -128,9 +128,11 @@ public sealed class FeatureExtractor
     }
 
     /// <summary>The sizes the task states: from its parsed arguments when they say (<see cref="IMeasuredArgs"/>), else read from its JSON arguments.</summary>
-    public TaskMeasures MeasuresOf(int task)
+    public TaskMeasures MeasuresOf(int task) => MeasuresOf(task, _graph.ParsedArgsOf(task));
+
+    private TaskMeasures MeasuresOf(int task, object? parsed)
     {
-        if (_graph.ParsedArgsOf(task) is IMeasuredArgs measured) return measured.Measures;
+        if (parsed is IMeasuredArgs measured) return measured.Measures;
         if (_graph.Graph.Spec(task)?.Args is not { ValueKind: JsonValueKind.Object } args) return default;
         double micros = 0, millis = 0, bytes = 0, size = 0, qubits = 0, gates = 0;
         // One pass over the arguments (a task's are few; looking each name up would scan them six times).

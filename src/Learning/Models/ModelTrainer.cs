@@ -233,9 +233,7 @@ public sealed class TrainedModels
         var ms = new double?[tasks.Count];
         var confidence = new double?[tasks.Count];
         if (tasks.Count == 0 || !_layers.TryGetValue(layer, out var m)) return (ms, confidence);
-        var (compiledDuration, compiledSuccess) = _compiled[layer];
-        bool compiled = (m.Duration is null || compiledDuration is not null) && (m.Success is null || compiledSuccess is not null);
-        if (compiled || tasks.Count <= FewPredictions)
+        if (IsCompiled(layer) || tasks.Count <= FewPredictions)
         {
             // The compiled trees take about a microsecond a task; without them, a pass over a data
             // view costs milliseconds however few its rows, so few tasks go through the prediction engines.
