@@ -97,8 +97,14 @@ internal static class RoutingSuite
         {
             int n = int.Parse(Opt(args, "--tasks") ?? "300", CultureInfo.InvariantCulture);
             int h = int.Parse(Opt(args, "--train") ?? "400", CultureInfo.InvariantCulture);
-            Console.WriteLine($"routing bench (real layers): {n} circuits, history of {h}");
-            var real = RealRouting.Run(n, h, int.Parse(Opt(args, "--seed") ?? "1", CultureInfo.InvariantCulture));
+            string realWorkload = Opt(args, "--workload") ?? "mixed";
+            if (!RealRouting.Workloads.Contains(realWorkload))
+            {
+                Console.Error.WriteLine($"routing: --workload '{realWorkload}' is not one of {string.Join(", ", RealRouting.Workloads)}");
+                return 2;
+            }
+            Console.WriteLine($"routing bench (real layers, {realWorkload} workload): {n} circuits, history of {h}");
+            var real = RealRouting.Run(n, h, int.Parse(Opt(args, "--seed") ?? "1", CultureInfo.InvariantCulture), realWorkload);
             Console.WriteLine($"{"policy",-20} {"success",8} {"cost",12} {"wall s",9} {"escalations",11}");
             foreach (var rec in real) Console.WriteLine($"{rec.policy,-20} {rec.success_rate,8:P2} {rec.total_cost,12:0.######} {rec.makespan_s,9:0.###} {rec.escalations,11}");
             if (Opt(args, "--json") is { } path)

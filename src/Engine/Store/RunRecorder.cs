@@ -150,6 +150,7 @@ public sealed class RunRecorder : IRunObserver
         public double DurationMs;
         public double Cost;
         public string? FirstLayer;
+        public double? FirstMs;   // the first attempt's duration, when it ran to its end
         public int Escalations;
     }
 
@@ -196,6 +197,7 @@ public sealed class RunRecorder : IRunObserver
             {
                 n.DurationMs += r.Duration.TotalMilliseconds;
                 n.Cost += _run.PriceOf(r.Layer) * r.Duration.TotalSeconds;
+                if (n.FirstLayer is null) n.FirstMs = r.Outcome == AttemptOutcome.Succeeded ? r.Duration.TotalMilliseconds : null;
                 n.FirstLayer ??= r.Layer;
             }
             return;
@@ -218,7 +220,12 @@ public sealed class RunRecorder : IRunObserver
         if (notes is not null) lock (notes) cost += notes.Cost;
         _writer.Enqueue(new TaskRow(_runId, r.Task, _graph.IdOf(r.Task), _graph.HandlerOfTask(r.Task), notes?.FirstLayer ?? r.Layer, r.Layer,
             Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, cost, r.Error,
-            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now()) { Complexity = _complexity, Features = _features });
+            r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now())
+        {
+            Complexity = _complexity, Features = _features,
+            LastAttemptMs = r.Duration.TotalMilliseconds,
+            FirstAttemptMs = notes is null ? (r.Outcome == AttemptOutcome.Succeeded ? r.Duration.TotalMilliseconds : null) : notes.FirstMs,
+        });
     }
 
     private string? Why(in AttemptResult r, double ms, TaskNotes? notes)
@@ -303,7 +310,10 @@ public sealed class RunRecorder : IRunObserver
         AuditCompletion(end.Task, "succeeded", end.Layer, end.Attempts, ms, why);
         double started = Stopwatch.GetElapsedTime(_startTimestamp).TotalMilliseconds - ms;
         _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
-            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now()) { Complexity = _complexity, Features = _features });
+            "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now())
+        {
+            Complexity = _complexity, Features = _features, LastAttemptMs = ms, FirstAttemptMs = ms,
+        });
     }
 
     private void AuditCacheHit(int task)
@@ -630,13 +640,20 @@ public sealed class RunRecorder : IRunObserver
         /// <summary>Computes the task's feature vector on the writer's thread (null: not kept).</summary>
         public Func<int, float[]?>? Features { get; init; }
 
+        /// <summary>The last attempt's duration (on the final layer); null when no attempt ran.</summary>
+        public double? LastAttemptMs { get; init; }
+
+        /// <summary>The first attempt's duration (on the initial layer) when it ran to its end; null when it failed, timed out or was cancelled.</summary>
+        public double? FirstAttemptMs { get; init; }
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
                 INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
-                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity, features)
+                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity, features,
+                    last_attempt_ms, first_attempt_ms)
                 VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $cost, $error, $summary, $skipped, $why, $at, $complexity, $features)
+                    $cost, $error, $summary, $skipped, $why, $at, $complexity, $features, $last, $first)
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$i", index);
@@ -658,6 +675,8 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$at", at);
             cmd.Parameters.AddWithValue("$complexity", Db(Complexity?.Invoke(index)));
             cmd.Parameters.AddWithValue("$features", Features?.Invoke(index) is { } f ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.AsSpan()).ToArray() : DBNull.Value);
+            cmd.Parameters.AddWithValue("$last", Db(LastAttemptMs));
+            cmd.Parameters.AddWithValue("$first", Db(FirstAttemptMs));
             cmd.ExecuteNonQuery();
         }
     }

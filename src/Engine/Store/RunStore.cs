@@ -477,7 +477,8 @@ public sealed class RunStore : IDisposable
         {
             using var cmd = _read.CreateCommand();
             cmd.CommandText = """
-                SELECT t.handler, t.initial_layer, t.final_layer, t.status, t.duration_ms, t.escalations, t.features, t.confidence
+                SELECT t.handler, t.initial_layer, t.final_layer, t.status, t.duration_ms, t.escalations, t.features, t.confidence,
+                    t.last_attempt_ms, t.first_attempt_ms
                 FROM task_executions t JOIN runs r ON r.run_id = t.run_id
                 WHERE t.features IS NOT NULL AND t.final_layer IS NOT NULL
                 ORDER BY r.started_at, t.task_index LIMIT $limit
@@ -489,7 +490,11 @@ public sealed class RunStore : IDisposable
             {
                 var features = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>((byte[])r.GetValue(6)).ToArray();
                 list.Add(new TrainingRow(r.GetString(0), r.IsDBNull(1) ? r.GetString(2) : r.GetString(1), r.GetString(2), r.GetString(3),
-                    r.IsDBNull(4) ? null : r.GetDouble(4), r.GetInt32(5), features, r.IsDBNull(7) ? null : r.GetDouble(7)));
+                    r.IsDBNull(4) ? null : r.GetDouble(4), r.GetInt32(5), features, r.IsDBNull(7) ? null : r.GetDouble(7))
+                {
+                    LastAttemptMs = r.IsDBNull(8) ? null : r.GetDouble(8),
+                    FirstAttemptMs = r.IsDBNull(9) ? null : r.GetDouble(9),
+                });
             }
             return list;
         }
@@ -773,18 +778,25 @@ public sealed record DailyLayerFigures(string Day, string Layer, long Requests, 
 /// <summary>One record of the audit trail; <paramref name="Detail"/> is a JSON object.</summary>
 public sealed record AuditRecord(string Category, DateTimeOffset Timestamp, string RunId, string? TaskId, string Detail);
 
-/// <summary>Tasks of a stored run by outcome.</summary>
 /// <summary>A kept task row as the learned models train on it.</summary>
 /// <param name="Handler">The task's handler.</param>
 /// <param name="InitialLayer">The layer of its first attempt.</param>
 /// <param name="FinalLayer">The layer of its last attempt.</param>
 /// <param name="Status">Its outcome (<c>succeeded</c>, <c>failed</c>, <c>timed_out</c>, …).</param>
-/// <param name="DurationMs">First attempt's start to its end.</param>
+/// <param name="DurationMs">Its attempts' durations, summed (no one layer's duration when it moved).</param>
 /// <param name="Escalations">How often it moved.</param>
 /// <param name="Features">Its feature vector.</param>
 /// <param name="Confidence">The confidence its last attempt reported.</param>
-public sealed record TrainingRow(string Handler, string InitialLayer, string FinalLayer, string Status, double? DurationMs, int Escalations, float[] Features, double? Confidence);
+public sealed record TrainingRow(string Handler, string InitialLayer, string FinalLayer, string Status, double? DurationMs, int Escalations, float[] Features, double? Confidence)
+{
+    /// <summary>The last attempt's duration, on <see cref="FinalLayer"/> (null in rows stored before it was kept).</summary>
+    public double? LastAttemptMs { get; init; }
 
+    /// <summary>The first attempt's duration, on <see cref="InitialLayer"/>, when it ran to its end (null when it failed, timed out or was cancelled, and in rows stored before it was kept).</summary>
+    public double? FirstAttemptMs { get; init; }
+}
+
+/// <summary>Tasks of a stored run by outcome.</summary>
 public sealed record StoredTaskCounts(int Total, int Succeeded, int Failed, int TimedOut, int Skipped, int Cancelled, int Restored, int Cached);
 
 /// <summary>A run as the store keeps it.</summary>

@@ -174,5 +174,11 @@ internal static class StoreSchema
         """
         ALTER TABLE runs ADD COLUMN ready_order TEXT;
         """,
+        // v5 -> v6: the durations of a task's last attempt (on final_layer) and of its first (on
+        // initial_layer, when it ran to its end): duration_ms sums every attempt, which is no layer's duration.
+        """
+        ALTER TABLE task_executions ADD COLUMN last_attempt_ms REAL;
+        ALTER TABLE task_executions ADD COLUMN first_attempt_ms REAL;
+        """,
     ];
 }

@@ -69,18 +69,24 @@ public static class ModelTrainer
             if (r.Features.Length < FeatureExtractor.LayerFeatures || r.Status is "skipped" or "cancelled") continue;
             var features = r.Features[..FeatureExtractor.LayerFeatures];
             List<Example> Of(string layer) => byLayer.TryGetValue(layer, out var l) ? l : byLayer[layer] = new List<Example>();
+            bool moved = r.Escalations > 0 && r.InitialLayer != r.FinalLayer;
+            // A layer's durations are its own attempts': a task that moved summed two layers' (rows
+            // stored before each attempt's duration was kept give none then).
+            double? last = r.LastAttemptMs ?? (moved ? null : r.DurationMs);
             Of(r.FinalLayer).Add(new Example
             {
                 Features = features,
                 Handler = r.Handler,
-                LogDuration = r.DurationMs is double ms ? (float)Math.Log10(1 + Math.Max(0, ms)) : float.NaN,
+                LogDuration = LogDuration(last),
                 Succeeded = r.Status == "succeeded",
             });
-            if (r.Escalations > 0 && r.InitialLayer != r.FinalLayer)
-                Of(r.InitialLayer).Add(new Example { Features = features, Handler = r.Handler, LogDuration = float.NaN, Succeeded = false });
+            if (moved)
+                Of(r.InitialLayer).Add(new Example { Features = features, Handler = r.Handler, LogDuration = LogDuration(r.FirstAttemptMs), Succeeded = false });
         }
         return byLayer;
     }
+
+    private static float LogDuration(double? ms) => ms is double d ? (float)Math.Log10(1 + Math.Max(0, d)) : float.NaN;
 
     /// <summary>Trains every layer's models from <paramref name="rows"/>; returns them with their accuracy.</summary>
     public static TrainedModels Train(IEnumerable<TrainingRow> rows, int seed = 1)

@@ -66,6 +66,57 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task TrainingRows_OfATaskThatMoved_KeepEachLayersAttempt_AndTrainingGivesEachLayerItsOwn()
+    {
+        var engine = new TaskMeshEngine();
+        engine.AddLayer(new TestLayer("strong", 1));
+        // The first attempt (on local) runs 60 ms and asks to move; the second (on strong) runs 5 ms.
+        engine.Handlers.Register("unsure-first", async (ctx, a, ct) =>
+        {
+            await Task.Delay(ctx.Attempt == 1 ? 60 : 5, ct);
+            if (ctx.Attempt == 1) ctx.RequestEscalation("low_confidence", "local", "strong", "unsure");
+            return "ok";
+        });
+        engine.Handlers.Register("steady", async (ctx, a, ct) => { await Task.Delay(20, ct); return "ok"; });
+        var g = new GraphBuilder("moved");
+        g.Task("moves", "unsure-first").OnLayer("local");
+        g.Task("stays", "steady").OnLayer("local");
+        var prepared = engine.Prepare(g);
+        var features = new TaskMesh.Learning.Features.FeatureExtractor(prepared);
+        using var store = RunStore.Open(StorePath);
+
+        await engine.RunAsync(prepared, new RunOptions { Observers = [new RunRecorder(store, features: t => features.Extract(t))] });
+        await store.FlushAsync();
+
+        var rows = store.TrainingRows().ToDictionary(r => r.Handler);
+        var moved = rows["unsure-first"];
+        Assert.Equal(("local", "strong", 1), (moved.InitialLayer, moved.FinalLayer, moved.Escalations));
+        Assert.InRange(moved.FirstAttemptMs!.Value, 55, 1000);
+        Assert.InRange(moved.LastAttemptMs!.Value, 4, 55);
+        Assert.Equal(moved.FirstAttemptMs!.Value + moved.LastAttemptMs!.Value, moved.DurationMs!.Value, 3);
+        var stays = rows["steady"];
+        Assert.Equal(stays.DurationMs, stays.LastAttemptMs);
+        Assert.Equal(stays.DurationMs, stays.FirstAttemptMs);
+
+        // Training: local sees the move as a failure that took the first attempt's time; strong sees
+        // a success that took the second's (not the two summed).
+        var examples = TaskMesh.Learning.Models.ModelTrainer.ExamplesOf([moved]);
+        var onLocal = Assert.Single(examples["local"]);
+        var onStrong = Assert.Single(examples["strong"]);
+        Assert.False(onLocal.Succeeded);
+        Assert.True(onStrong.Succeeded);
+        Assert.Equal(Math.Log10(1 + moved.FirstAttemptMs!.Value), onLocal.LogDuration, 4);
+        Assert.Equal(Math.Log10(1 + moved.LastAttemptMs!.Value), onStrong.LogDuration, 4);
+        // A row stored before each attempt was kept: the moved task's sum is no layer's duration.
+        var old = ModelTrainerOld(moved);
+        Assert.True(float.IsNaN(Assert.Single(old["strong"]).LogDuration));
+        Assert.True(float.IsNaN(Assert.Single(old["local"]).LogDuration));
+
+        static Dictionary<string, List<TaskMesh.Learning.Models.Example>> ModelTrainerOld(TrainingRow r)
+            => TaskMesh.Learning.Models.ModelTrainer.ExamplesOf([r with { LastAttemptMs = null, FirstAttemptMs = null }]);
+    }
+
+    [Fact]
     public async Task Audit_RunThatFailsRetriesEscalatesAndReportsConfidence_HasEveryCategory()
     {
         var engine = new TaskMeshEngine(new EngineOptions { RetryBaseDelay = TimeSpan.FromMilliseconds(1) });
