@@ -85,6 +85,33 @@ public class LearnedRouterTests
         Assert.Equal(["strong", "strong", "strong"], await LayersChosen(engine, graph));   // 4× as fast there
     }
 
+    [Fact]
+    public async Task Fastest_LeavesALayerWhoseQueueIsLong_AndComesBackWhenItDrains_OnTheSamePreparedGraph()
+    {
+        var engine = Engine();
+        var router = new LearnedRouter(Models(), new RoutingOptions { Objective = Objectives.Fastest });
+        var graph = Spins(engine, 50_000);   // predicted 50 ms on cheap and local, 12.5 ms on strong
+        var context = TaskMesh.Engine.Routing.RoutingContext.For(graph, engine.Layers);
+        Assert.Equal("strong", router.Route(context, 0).Layer);
+
+        // Another run fills strong's two slots and queues ten more behind them.
+        var strong = engine.Layers.Single(l => l.Name == "strong");
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var blocker = new GraphBuilder("blocker");
+        for (int i = 0; i < 12; i++) blocker.Task($"b{i}", "sleep", new { millis = 60_000 }).OnLayer("strong");
+        var blocking = engine.RunAsync(engine.Prepare(blocker), ct: cts.Token);
+        for (int i = 0; i < 500 && strong.QueueDepth < 10; i++) await Task.Delay(10);
+        Assert.Equal(10, strong.QueueDepth);
+        var busy = router.Route(context, 0);
+        Assert.NotEqual("strong", busy.Layer);   // 8 queued (rounded) ÷ 2 slots × 12.5 ms of wait, + 12.5 ms: 62.5 ms
+        Assert.Contains("strong", busy.Reason);
+
+        cts.Cancel();
+        await blocking;
+        Assert.Equal(0, strong.QueueDepth);
+        Assert.Equal("strong", router.Route(context, 0).Layer);   // the same graph, decided again for the empty queue
+    }
+
     /// <summary>The learned router seen only as an <see cref="TaskMesh.Engine.Routing.ILayerRouter"/>: the engine asks task by task (RouteBatch).</summary>
     private sealed class PerTask(LearnedRouter inner) : TaskMesh.Engine.Routing.ILayerRouter
     {

@@ -42,11 +42,17 @@ internal sealed class LayerDispatcher
 
     public ExecutionLayer Layer { get; }
 
-    /// <summary>Detaches from the layer once the run ended.</summary>
+    /// <summary>Detaches from the layer once the run ended; tasks still waiting (a cancelled or failed run) leave the layer's queue count.</summary>
     public void Close()
     {
         Layer.CapacityChanged -= _onCapacityChanged;
         _block?.Complete();
+        int left = 0;
+        if (_ranked is not null)
+            lock (_ranked) { left = _ranked.Count; _ranked.Clear(); }
+        else
+            foreach (var q in _queues) while (q.TryDequeue(out _)) left++;
+        if (left > 0) Layer.AddQueued(-left);
     }
 
     private void OnCapacityChanged(int delta)

@@ -87,6 +87,7 @@ public sealed class LearnedRouter : IKindRouter
     private readonly object _lock = new();
     private GraphState? _current;   // the graph being routed (under _lock)
     private readonly Dictionary<string, int> _requirements = new(StringComparer.Ordinal);
+    private readonly List<int> _queues = new();   // the layers' queues as the batch being routed saw them, rounded (under _lock)
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private readonly Engine.Escalation.EscalationRule[] _confidenceRules;
 
@@ -169,6 +170,10 @@ public sealed class LearnedRouter : IKindRouter
         var rented = kindsOnly ? null : System.Buffers.ArrayPool<int>.Shared.Rent(tasks.Length);
         var kindOf = kindsOnly ? kindsOut : rented.AsSpan(0, tasks.Length);
         var fresh = new List<(int Task, double MinConfidence)>();
+        // Under `fastest` the layers' queues are part of a decision: decisions are kept per state of
+        // the queues (each rounded down to a power of two), so a graph routed again while another
+        // run fills a layer is decided again.
+        ulong queues = _options.Objective == Objectives.Fastest ? QueueState(context.Layers, _queues) : 0;
         bool plain = _options.Budget is null && _options.Exploration <= 0;   // a task takes its kind's first choice
         for (int i = 0; i < tasks.Length; i++)
         {
@@ -186,7 +191,7 @@ public sealed class LearnedRouter : IKindRouter
                 for (int k = 0; k < _complexityRules.Length; k++)
                     if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
             }
-            var key = new KindKey(features.KindOf(task), graph.HandlerIndex(task), requires, fires, minConfidence);
+            var key = new KindKey(features.KindOf(task), graph.HandlerIndex(task), requires, fires, minConfidence, queues);
             int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
             if (kind == choices.Count + fresh.Count) fresh.Add((task, minConfidence));
             kindOf[i] = kind;
@@ -212,6 +217,24 @@ public sealed class LearnedRouter : IKindRouter
         System.Buffers.ArrayPool<int>.Shared.Return(rented!);
     }
 
+    /// <summary>
+    /// The layers' queues, each rounded down to a power of two (0, 1, 2–3, 4–7, …), into
+    /// <paramref name="rounded"/>, and packed into one number (five bits a layer; folded past twelve layers).
+    /// </summary>
+    internal static ulong QueueState(IReadOnlyList<ExecutionLayer> layers, List<int> rounded)
+    {
+        rounded.Clear();
+        ulong packed = 0;
+        for (int i = 0; i < layers.Count; i++)
+        {
+            int depth = layers[i].QueueDepth;
+            int bucket = depth <= 0 ? 0 : Math.Min(31, 1 + System.Numerics.BitOperations.Log2((uint)depth));
+            rounded.Add(bucket == 0 ? 0 : 1 << (bucket - 1));
+            packed = i < 12 ? packed | (ulong)bucket << (5 * i) : (packed * 0x9E3779B97F4A7C15UL) ^ (ulong)bucket;
+        }
+        return packed;
+    }
+
     /// <summary>A small number for a task's list of requirements (0: none), the same for equal lists.</summary>
     private int RequirementsId(IReadOnlyList<string> requires)
     {
@@ -220,11 +243,11 @@ public sealed class LearnedRouter : IKindRouter
         return id;
     }
 
-    /// <summary>What makes two tasks alike to the router: their quantized features, handler, requirements, the complexity rules they cross and the confidence they need.</summary>
-    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, double MinConfidence)
+    /// <summary>What makes two tasks alike to the router: their quantized features, handler, requirements, the complexity rules they cross, the confidence they need (and, under <c>fastest</c>, the layers' queues as they were routed).</summary>
+    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, double MinConfidence, ulong Queues)
     {
         public bool Equals(KindKey other) => Kind.Low == other.Kind.Low && Kind.High == other.Kind.High && Handler == other.Handler
-            && Requires == other.Requires && Rules == other.Rules && MinConfidence.Equals(other.MinConfidence);
+            && Requires == other.Requires && Rules == other.Rules && MinConfidence.Equals(other.MinConfidence) && Queues == other.Queues;
 
         // The packed features hold small numbers in 10-bit fields: multiplied by odd constants and
         // folded, they spread over the table.
@@ -232,7 +255,7 @@ public sealed class LearnedRouter : IKindRouter
         {
             ulong h = (ulong)Kind.Low * 0x9E3779B97F4A7C15UL ^ (ulong)Kind.High * 0xC2B2AE3D27D4EB4FUL
                 ^ ((ulong)(uint)Handler << 32 | (uint)(Requires * 31 + Rules)) * 0x165667B19E3779F9UL
-                ^ BitConverter.DoubleToUInt64Bits(MinConfidence);
+                ^ BitConverter.DoubleToUInt64Bits(MinConfidence) ^ Queues * 0xD6E8FEB86659FD93UL;
             return (int)(h ^ (h >> 29) ^ (h >> 47));
         }
     }
@@ -318,13 +341,16 @@ public sealed class LearnedRouter : IKindRouter
         var handler = context.HandlerOf(task);
         var requires = context.Graph.Spec(task)?.Requires;
         var candidates = new List<Candidate>();
-        foreach (var layer in context.Layers)
+        for (int li = 0; li < context.Layers.Count; li++)
         {
+            var layer = context.Layers[li];
             if (layer.Status != LayerStatus.Active || !layer.CanRun(handler, requires)) continue;
             var predicted = predictions.GetValueOrDefault((task, layer.Name));
             double? ms = predicted.Ms ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
             double? confidence = predicted.Confidence;
-            double wait = ms is double d ? layer.QueueDepth / (double)Math.Max(1, layer.Capacity) * d : 0;
+            // The wait: the tasks queued before it (as the decision's queue state has them) share the layer's slots.
+            int queued = _options.Objective == Objectives.Fastest && li < _queues.Count ? _queues[li] : layer.QueueDepth;
+            double wait = ms is double d ? queued / (double)Math.Max(1, layer.Capacity) * d : 0;
             double cost = layer.PricePerSecond * (ms ?? 0) / 1000;
             candidates.Add(new Candidate(layer, ms, confidence, wait, cost, cost + (_options.FailurePenalty ?? 0) * (1 - (confidence ?? 1))));
         }

@@ -257,6 +257,10 @@ public class SchedulerTests
         Assert.Equal(0, Volatile.Read(ref running));
         Assert.Equal(4, started);                 // only the first four slots ever started
         Assert.Equal(50, result.Cancelled);
+        // The 46 that never started leave the layer's queue: the next run (and its router, and the
+        // ready-tasks gauge) sees an idle layer.
+        var local = engine.Layers.Single(l => l.Name == "local");
+        Assert.Equal((0, 0), (local.QueueDepth, local.Running));
     }
 
     [Fact]
