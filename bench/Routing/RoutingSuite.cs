@@ -96,7 +96,7 @@ internal static class RoutingSuite
         if (args.Contains("--real"))
         {
             int n = int.Parse(Opt(args, "--tasks") ?? "300", CultureInfo.InvariantCulture);
-            int h = int.Parse(Opt(args, "--train") ?? "400", CultureInfo.InvariantCulture);
+            int h = int.Parse(Opt(args, "--train") ?? "1500", CultureInfo.InvariantCulture);
             string realWorkload = Opt(args, "--workload") ?? "mixed";
             if (!RealRouting.Workloads.Contains(realWorkload))
             {
