@@ -23,9 +23,9 @@ namespace TaskMesh.Bench.Routing;
 /// run store, the product's recorder, extractor and trainer), then routes a fresh set; fixed
 /// policies place every circuit on one layer. Each policy's run is real: success, cost (the run
 /// record's, per attempt), wall time and escalations are measured; the median of five runs (by
-/// cost) is reported.
+/// cost) is reported. The circuits run one at a time (see <see cref="Prepare"/>).
 /// <para>
-/// Workloads (<c>--workload</c>): <c>mixed</c> (the default) is what a simulation service sees —
+/// Workloads (<c>--workload</c>): <c>mixed</c> (the default), a mix of two families of circuits —
 /// half time evolutions of a transverse-field Ising chain by Trotter steps, half random u3/cx
 /// circuits, 8–16 qubits. A Trotter circuit repeats one layer of gates, so the rounding of its
 /// single-precision amplitudes adds up coherently: its norm drift grows with the steps (measured:
