@@ -40,7 +40,7 @@ internal static class RealRouting
     /// <summary>The workloads <c>--workload</c> names.</summary>
     public static readonly IReadOnlyList<string> Workloads = ["mixed", "random"];
 
-    public static List<RoutingRecord> Run(int tasks, int train, int seed, string workload = "mixed", int repeats = 5)
+    public static List<RoutingRecord> Run(int tasks, int train, int seed, string workload = "mixed", string objective = Objectives.Auto, int repeats = 5)
     {
         if (!Workloads.Contains(workload)) throw new ArgumentException($"workload '{workload}' is not one of {string.Join(", ", Workloads)}");
         // The norm drift a single-precision run may reach: past it, the run escalates to double precision.
@@ -90,7 +90,7 @@ internal static class RealRouting
                 foreach (var (name, layerOf) in policies)
                 {
                     var e = Engine(tolerance);
-                    if (name == "learned") e.Router = new LearnedRouter(models);
+                    if (name == "learned") e.Router = new LearnedRouter(models, new RoutingOptions { Objective = objective });
                     var prepared = Prepare(e, fresh, layerOf);
                     var sw = Stopwatch.StartNew();
                     var r = e.RunAsync(prepared, new RunOptions { CollectTaskDetails = true }).GetAwaiter().GetResult();

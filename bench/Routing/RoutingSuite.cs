@@ -103,8 +103,14 @@ internal static class RoutingSuite
                 Console.Error.WriteLine($"routing: --workload '{realWorkload}' is not one of {string.Join(", ", RealRouting.Workloads)}");
                 return 2;
             }
-            Console.WriteLine($"routing bench (real layers, {realWorkload} workload): {n} circuits, history of {h}");
-            var real = RealRouting.Run(n, h, int.Parse(Opt(args, "--seed") ?? "1", CultureInfo.InvariantCulture), realWorkload);
+            string objective = Opt(args, "--objective") ?? Objectives.Auto;
+            if (!Objectives.All.Contains(objective))
+            {
+                Console.Error.WriteLine($"routing: --objective '{objective}' is not one of {string.Join(", ", Objectives.All)}");
+                return 2;
+            }
+            Console.WriteLine($"routing bench (real layers, {realWorkload} workload, objective {objective}): {n} circuits, history of {h}");
+            var real = RealRouting.Run(n, h, int.Parse(Opt(args, "--seed") ?? "1", CultureInfo.InvariantCulture), realWorkload, objective);
             Console.WriteLine($"{"policy",-20} {"success",8} {"cost",12} {"wall s",9} {"escalations",11}");
             foreach (var rec in real) Console.WriteLine($"{rec.policy,-20} {rec.success_rate,8:P2} {rec.total_cost,12:0.######} {rec.makespan_s,9:0.###} {rec.escalations,11}");
             if (Opt(args, "--json") is { } path)

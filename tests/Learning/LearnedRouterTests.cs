@@ -78,8 +78,13 @@ public class LearnedRouterTests
         engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Auto });
         Assert.Equal(["local", "cheap", "strong"], await LayersChosen(engine, graph));
 
+        // Least expected cost: local is free, but the long task fails there and on cheap (a chain of
+        // escalations that ends on strong): strong at once is cheaper.
         engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Cheapest });
-        Assert.Equal(["local", "local", "local"], await LayersChosen(engine, graph));   // price 0, whatever the confidence
+        Assert.Equal(["local", "local", "strong"], await LayersChosen(engine, graph));
+        // Told that failures cost nothing, cheapest keeps everything on the free layer.
+        engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Cheapest, FailurePenalty = 0 });
+        Assert.Equal(["local", "local", "local"], await LayersChosen(engine, graph));
 
         engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Fastest });
         Assert.Equal(["strong", "strong", "strong"], await LayersChosen(engine, graph));   // 4× as fast there
@@ -189,6 +194,26 @@ public class LearnedRouterTests
     }
 
     [Fact]
+    public async Task Cheapest_PricesALikelyFailureWithItsEscalation()
+    {
+        // Only cheap and strong have the tag the tasks require (local, free, would always be worth a try).
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        var cheap = new LocalLayer(2, "cheap");
+        cheap.Configure(0.1, 10, ["fast-disk"]);
+        var strong = new LocalLayer(2, "strong");
+        strong.Configure(1.0, 20, ["fast-disk"]);
+        engine.AddLayer(cheap);
+        engine.AddLayer(strong);
+        var g = new GraphBuilder("spins");
+        g.Task("short", "spin", new { micros = 100 }).Requires("fast-disk");
+        g.Task("long", "spin", new { micros = 50_000 }).Requires("fast-disk");
+        // The long one: 5 ms of cheap's time at 0.1 is 0.0005, 12.5 ms of strong's at 1 is 0.0125 — but
+        // on cheap it fails, and then strong's run is paid as well: 0.013 against 0.0125.
+        engine.Router = new LearnedRouter(Models(), new RoutingOptions { Objective = Objectives.Cheapest });
+        Assert.Equal(["cheap", "strong"], await LayersChosen(engine, engine.Prepare(g)));
+    }
+
+    [Fact]
     public async Task ColdStart_ComplexityBandsMapTasksToLayers_AndWithoutBandsTheLeastCapableTakesThem()
     {
         var engine = Engine();
@@ -242,7 +267,7 @@ public class LearnedRouterTests
         var engine = Engine();
         engine.Router = new LearnedRouter(Models(), new RoutingOptions
         {
-            Objective = Objectives.Cheapest,   // would keep everything on the free local layer
+            Objective = Objectives.Cheapest, FailurePenalty = 0,   // would keep everything on the free local layer
             Rules = [new TaskMesh.Engine.Escalation.EscalationRule("local", "strong", "low_confidence", 0.7)],
         });
         var r = await engine.RunAsync(Spins(engine, 5, 50_000), new RunOptions { CollectTaskDetails = true });

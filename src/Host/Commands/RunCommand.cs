@@ -29,7 +29,7 @@ internal static class RunCommand
             HelpName = "RUN",
         };
         var metrics = new MetricsOptions();
-        var objective = CliOptions.OneOf("--objective", "Let the learned router choose each task's layer: the cheapest confident one (auto), the quickest, or the cheapest.", "auto", "fastest", "cheapest");
+        var objective = CliOptions.OneOf("--objective", "Let the learned router choose each task's layer: the cheapest confident one (auto), the quickest, or the least expected cost (failures priced as the escalations they lead to).", "auto", "fastest", "cheapest");
         var budget = new Option<double?>("--budget")
         {
             Description = "Most this run may cost (by predicted costs): tasks go to the best layer they still fit; one that fits nowhere fails, without running.",

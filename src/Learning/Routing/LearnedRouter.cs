@@ -14,7 +14,7 @@ public static class Objectives
     public const string Auto = "auto";
     /// <summary>The layer that finishes first: its queue's wait plus the predicted duration.</summary>
     public const string Fastest = "fastest";
-    /// <summary>The layer of least predicted cost, whatever its confidence.</summary>
+    /// <summary>The layer of least expected cost — its own, and for a likely failure the escalation it leads to — whatever its confidence.</summary>
     public const string Cheapest = "cheapest";
 
     public static readonly IReadOnlyList<string> All = [Auto, Fastest, Cheapest];
@@ -372,7 +372,7 @@ public sealed class LearnedRouter : IKindRouter
             order = _options.Objective switch
             {
                 Objectives.Fastest => candidates.OrderBy(c => c.Wait + (c.DurationMs ?? double.MaxValue)).ThenBy(c => c.Expected).ToList(),
-                Objectives.Cheapest => candidates.OrderBy(c => c.Cost).ThenBy(c => c.Layer.Rank).ToList(),
+                Objectives.Cheapest => candidates.OrderBy(c => c.Expected).ThenBy(c => c.Layer.Rank).ToList(),
                 // auto: the cheapest (by expected cost) of those confident enough; else the most confident.
                 _ => candidates.OrderBy(c => (c.Confidence ?? 0) >= minConfidence ? 0 : 1)
                     .ThenBy(c => (c.Confidence ?? 0) >= minConfidence ? c.Expected : -(c.Confidence ?? 0)).ToList(),
