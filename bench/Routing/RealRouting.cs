@@ -37,6 +37,9 @@ namespace TaskMesh.Bench.Routing;
 /// </summary>
 internal static class RealRouting
 {
+    /// <summary>The tag both quantum layers have and every circuit requires.</summary>
+    private const string SimulatorTag = "statevector";
+
     /// <summary>The workloads <c>--workload</c> names.</summary>
     public static readonly IReadOnlyList<string> Workloads = ["mixed", "random"];
 
@@ -122,8 +125,8 @@ internal static class RealRouting
             Quantum = quantum,
             Layers =
             [
-                new LayerSpec("quantum", LayerKinds.Quantum) { Precision = TaskMesh.QuantumSim.Precision.Single, PricePerSecond = 1, Rank = 10, Quantum = quantum },
-                new LayerSpec("quantum-double", LayerKinds.Quantum) { Precision = TaskMesh.QuantumSim.Precision.Double, PricePerSecond = 2, Rank = 20, Quantum = quantum },
+                new LayerSpec("quantum", LayerKinds.Quantum) { Precision = TaskMesh.QuantumSim.Precision.Single, PricePerSecond = 1, Rank = 10, Quantum = quantum, Capabilities = [SimulatorTag] },
+                new LayerSpec("quantum-double", LayerKinds.Quantum) { Precision = TaskMesh.QuantumSim.Precision.Double, PricePerSecond = 2, Rank = 20, Quantum = quantum, Capabilities = [SimulatorTag] },
             ],
             EscalationRules = [],
         });
@@ -141,7 +144,9 @@ internal static class RealRouting
         TaskRef? previous = null;
         for (int i = 0; i < circuits.Count; i++)
         {
-            var t = g.Task($"c{i}", "quantum", new { qasm = circuits[i], shots = 0 });
+            // The free local layer could run a circuit in place (in double precision, at price 0),
+            // which a cost objective would rightly take: the circuits ask for the simulators' tag.
+            var t = g.Task($"c{i}", "quantum", new { qasm = circuits[i], shots = 0 }).Requires(SimulatorTag);
             if (layerOf(i) is { } layer) t.OnLayer(layer);
             if (previous is { } p) t.DependsOn(p);
             previous = t;
