@@ -196,7 +196,7 @@ public class LearnedRouterTests
     [Fact]
     public async Task Cheapest_PricesALikelyFailureWithItsEscalation()
     {
-        // Only cheap and strong have the tag the tasks require (local, free, would always be worth a try).
+        // Only cheap and strong have the tag the tasks require (local, free, would take the short one).
         var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
         var cheap = new LocalLayer(2, "cheap");
         cheap.Configure(0.1, 10, ["fast-disk"]);
@@ -207,8 +207,8 @@ public class LearnedRouterTests
         var g = new GraphBuilder("spins");
         g.Task("short", "spin", new { micros = 100 }).Requires("fast-disk");
         g.Task("long", "spin", new { micros = 50_000 }).Requires("fast-disk");
-        // The long one: 5 ms of cheap's time at 0.1 is 0.0005, 12.5 ms of strong's at 1 is 0.0125 — but
-        // on cheap it fails, and then strong's run is paid as well: 0.013 against 0.0125.
+        // The long one: 50 ms of cheap's time at 0.1 is 0.005, 12.5 ms of strong's at 1 is 0.0125 — but
+        // on cheap it fails, and strong's run is then paid as well: 0.0175 against 0.0125.
         engine.Router = new LearnedRouter(Models(), new RoutingOptions { Objective = Objectives.Cheapest });
         Assert.Equal(["cheap", "strong"], await LayersChosen(engine, engine.Prepare(g)));
     }
