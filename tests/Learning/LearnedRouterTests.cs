@@ -14,14 +14,14 @@ public class LearnedRouterTests
 {
     private static int Col(string name) => FeatureExtractor.Names.ToList().IndexOf(name);
 
-    /// <summary>Two layers beside local: cheap (rank 10, price 0.1) and strong (rank 20, price 1).</summary>
-    private static TaskMeshEngine Engine()
+    /// <summary>Two layers beside local: cheap (rank 10, price 0.1) and strong (rank 20, price 1), both with <paramref name="tags"/>.</summary>
+    private static TaskMeshEngine Engine(IReadOnlyList<string>? tags = null)
     {
         var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
         var cheap = new LocalLayer(2, "cheap");
-        cheap.Configure(0.1, 10);
+        cheap.Configure(0.1, 10, tags);
         var strong = new LocalLayer(2, "strong");
-        strong.Configure(1.0, 20);
+        strong.Configure(1.0, 20, tags);
         engine.AddLayer(cheap);
         engine.AddLayer(strong);
         return engine;
@@ -197,13 +197,7 @@ public class LearnedRouterTests
     public async Task Cheapest_PricesALikelyFailureWithItsEscalation()
     {
         // Only cheap and strong have the tag the tasks require (local, free, would take the short one).
-        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
-        var cheap = new LocalLayer(2, "cheap");
-        cheap.Configure(0.1, 10, ["fast-disk"]);
-        var strong = new LocalLayer(2, "strong");
-        strong.Configure(1.0, 20, ["fast-disk"]);
-        engine.AddLayer(cheap);
-        engine.AddLayer(strong);
+        var engine = Engine(tags: ["fast-disk"]);
         var g = new GraphBuilder("spins");
         g.Task("short", "spin", new { micros = 100 }).Requires("fast-disk");
         g.Task("long", "spin", new { micros = 50_000 }).Requires("fast-disk");
