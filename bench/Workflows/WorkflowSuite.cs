@@ -13,7 +13,7 @@ internal sealed record WorkflowRecord(string workflow, int slots, double makespa
 
 /// <summary>
 /// <c>bench -- workflows [--dir DIR] [--slots 8,16,32] [--time-scale MS] [--orders auto,fifo] [--repeat 3] --json out.json</c>:
-/// every WfFormat instance in the folder (default <c>../shared/workflows</c>) imported as
+/// every WfFormat instance in the folder (default <c>examples/workflows</c> of the repository) imported as
 /// <c>taskmesh import wfformat</c> does (each task sleeps its recorded runtime, <c>--time-scale</c>
 /// ms per recorded second, default 10) and run by the engine with <c>--slots</c> local slots, once
 /// per ready order (<c>auto</c>: what a user gets without a hint; <c>fifo</c>: arrival order),
@@ -30,7 +30,7 @@ internal static class WorkflowSuite
         string? dir = Opt(args, "--dir") ?? DefaultDir();
         if (dir is null || !Directory.Exists(dir))
         {
-            Console.Error.WriteLine($"workflows: no folder of WfFormat instances ({dir ?? "../shared/workflows not found"}); give --dir DIR");
+            Console.Error.WriteLine($"workflows: no folder of WfFormat instances ({dir ?? "examples/workflows not found"}); give --dir DIR");
             return 2;
         }
         var slots = (Opt(args, "--slots") ?? "8,16,32").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
@@ -123,14 +123,13 @@ internal static class WorkflowSuite
         }
     }
 
-    /// <summary><c>../shared/workflows</c> from the current folder, else beside the repository the bench was built in.</summary>
+    /// <summary><c>examples/workflows</c> of the repository the bench was built in (found upwards from the bench's folder, else from the current folder).</summary>
     private static string? DefaultDir()
     {
-        var here = Path.GetFullPath(Path.Combine("..", "shared", "workflows"));
-        if (Directory.Exists(here)) return here;
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Engine.sln")))
-                return Path.GetFullPath(Path.Combine(d.FullName, "..", "shared", "workflows"));
+        foreach (var start in new[] { AppContext.BaseDirectory, Environment.CurrentDirectory })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+                if (File.Exists(Path.Combine(d.FullName, "Engine.sln")))
+                    return Path.Combine(d.FullName, "examples", "workflows");
         return null;
     }
 

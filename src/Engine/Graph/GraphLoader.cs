@@ -4,7 +4,7 @@ using System.Text.Json;
 namespace TaskMesh.Engine.Graph;
 
 /// <summary>
-/// Reads the graph JSON of DESIGN.md into a <see cref="GraphBuilder"/> with one forward pass of
+/// Reads the graph JSON (docs/graph-format.md) into a <see cref="GraphBuilder"/> with one forward pass of
 /// <see cref="Utf8JsonReader"/>. Schema problems are collected with their line and column rather
 /// than thrown one at a time, so a user sees all of them at once.
 /// </summary>

@@ -7,7 +7,7 @@ using MathNet.Numerics.LinearAlgebra.Double;
 
 namespace TaskMesh.Engine.Handlers;
 
-/// <summary>The built-in handlers of DESIGN.md, enough for examples, tests and benchmarks.</summary>
+/// <summary>The built-in handlers (docs/graph-format.md, "Built-in handlers"), enough for examples, tests and benchmarks.</summary>
 internal static class BuiltInHandlers
 {
     internal sealed record SpinArgs(long Micros) : IMeasuredArgs { public TaskMeasures Measures => new(Micros: Micros); }

@@ -5,7 +5,7 @@ using System.Text.Json;
 namespace TaskMesh.Engine.Handlers;
 
 /// <summary>
-/// Handlers by name. The built-ins of DESIGN.md are registered by <see cref="CreateWithBuiltIns"/>;
+/// Handlers by name. The built-ins (docs/graph-format.md, "Built-in handlers") are registered by <see cref="CreateWithBuiltIns"/>;
 /// library users add their own with <see cref="Register(string, TaskHandler)"/> or
 /// <see cref="RegisterInline"/>. Workers load the same registry.
 /// </summary>

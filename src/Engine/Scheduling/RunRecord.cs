@@ -272,7 +272,7 @@ public sealed class RunRecord
     public IEnumerable<TaskRecord> Failures => Enumerable.Range(0, Total)
         .Where(i => OutcomeOf(i) is TaskOutcome.Failed or TaskOutcome.TimedOut).Select(TaskAt);
 
-    /// <summary>Writes the summary JSON of DESIGN.md.</summary>
+    /// <summary>Writes the run summary JSON (<c>taskmesh run --json</c>; README, "The command").</summary>
     /// <param name="writer">Destination.</param>
     /// <param name="includeNodes">Write the per-task list (null: only up to 100,000 tasks).</param>
     public void WriteJson(Utf8JsonWriter writer, bool? includeNodes = null)

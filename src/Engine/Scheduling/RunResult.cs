@@ -76,6 +76,6 @@ public sealed class RunResult
 
     public string StatusName => Record.StatusName;
 
-    /// <summary>Writes the summary JSON of DESIGN.md (see <see cref="RunRecord.WriteJson"/>).</summary>
+    /// <summary>Writes the run summary JSON (see <see cref="RunRecord.WriteJson"/>).</summary>
     public void WriteJson(Utf8JsonWriter writer, bool? includeNodes = null) => Record.WriteJson(writer, includeNodes);
 }
