@@ -11,7 +11,7 @@ using TaskMesh.Bench.Workflows;
 //   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
 //   quantum-calibration [--json out.json]           (quantum task durations against the handler's estimate)
 //   routing --simulate [--world FILE] [--tasks 100000] [--train 5000] [--seed 1] --json out.json   (learned router against an oracle and fixed policies)
-//   workflows [--dir ../shared/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] [--repeat 3] --json out.json   (real workflows against list schedules)
+//   workflows [--dir examples/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] [--repeat 3] --json out.json   (real workflows against list schedules)
 if (args.Length == 0)
 {
     Console.Error.WriteLine("usage: bench <dag|load|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
