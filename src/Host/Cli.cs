@@ -54,6 +54,9 @@ public static class Cli
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
+        // Nothing a graph or a task says reaches the terminal as control characters (see TerminalSafeWriter).
+        stdout = new TerminalSafeWriter(stdout);
+        stderr = new TerminalSafeWriter(stderr);
         var io = new CliIO(stdout, stderr, ct);
         var root = Build(io);
         var logFormat = CliOptions.OneOf("--log-format", "Logs on standard error: text lines, or one JSON object per line (error messages too).", "text", "json");
@@ -184,5 +187,8 @@ internal static class CliOptions
         if (path is null) return;
         if (SafeFile.CheckOutput(path, inputs) is string problem)
             throw new UsageException($"{option}: {problem}");
+        // Whatever the command reads, an output never replaces a run store (its history would be gone).
+        if (TaskMesh.Engine.Store.RunStore.IsStoreFile(path))
+            throw new UsageException($"{option}: '{GraphLimits.Printable(path)}' is a TaskMesh run store; it is never written over (choose another file)");
     }
 }

@@ -126,20 +126,23 @@ internal sealed partial class RunLogger(ILogger logger) : IRunObserver
     {
         _graph = run.Graph;
         _runId = run.RunId;
-        RunStarted(logger, run.RunId, run.Graph.Name, run.Graph.Count, string.Join(",", run.Layers));
+        RunStarted(logger, run.RunId, Safe(run.Graph.Name), run.Graph.Count, string.Join(",", run.Layers));
     }
 
     public void OnAttemptEnded(in AttemptResult r)
     {
         if (r.Succeeded) return;
-        if (r.Next == AttemptNext.Retry) { AttemptRetried(logger, _runId, _graph.IdOf(r.Task), r.Layer, r.Attempt, r.Error ?? ""); return; }
+        if (r.Next == AttemptNext.Retry) { AttemptRetried(logger, _runId, Safe(_graph.IdOf(r.Task)), r.Layer, r.Attempt, Safe(r.Error)); return; }
         if (r.Next != AttemptNext.Complete || r.Outcome == AttemptOutcome.Cancelled) return;
         int n = Interlocked.Increment(ref _failures);
         if (n <= MaxFailuresLogged)
-            TaskFailed(logger, _runId, _graph.IdOf(r.Task), r.Layer, r.Attempt, r.Outcome == AttemptOutcome.TimedOut ? "timed_out" : "failed", r.Error ?? "");
+            TaskFailed(logger, _runId, Safe(_graph.IdOf(r.Task)), r.Layer, r.Attempt, r.Outcome == AttemptOutcome.TimedOut ? "timed_out" : "failed", Safe(r.Error));
     }
 
-    public void OnEscalated(EscalationRecord e) => TaskEscalated(logger, _runId, e.TaskId, e.From, e.To, e.Trigger, e.Reason);
+    public void OnEscalated(EscalationRecord e) => TaskEscalated(logger, _runId, Safe(e.TaskId), e.From, e.To, e.Trigger, Safe(e.Reason));
+
+    // The console logger writes to the terminal itself: user data is escaped before it is logged.
+    private static string Safe(string? s) => TaskMesh.Engine.IO.TerminalText.Safe(s);
 
     public void OnRunEnded(RunRecord record)
     {

@@ -39,6 +39,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>store.enabled</c>: whether runs are recorded. Default true.</summary>
     public bool StoreEnabled { get; set; } = true;
 
+    /// <summary><c>store.lock_timeout_seconds</c>: how long the store waits, retrying, while another process holds its lock, before it fails. Default 300.</summary>
+    public double StoreLockTimeoutSeconds { get; set; } = Store.RunStore.DefaultLockTimeout.TotalSeconds;
+
     /// <summary><c>store.full_detail_tasks</c>, <c>slow_task_ms</c>, <c>sample_every</c>, <c>max_sampled_rows</c>: which task rows a run keeps.</summary>
     public Store.JournalOptions Journal { get; set; } = Store.JournalOptions.Default;
 
@@ -139,6 +142,7 @@ public sealed class TaskMeshConfig
         {
             ["path"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.StorePath = s)),
             ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.StoreEnabled = b),
+            ["lock_timeout_seconds"] = (c, v) => Num(v, 1, 86_400, out var x) ?? Set(() => c.StoreLockTimeoutSeconds = x),
             ["full_detail_tasks"] = (c, v) => Int(v, 0, int.MaxValue, out var x) ?? Set(() => c.Journal = c.Journal with { FullDetailTasks = x }),
             ["slow_task_ms"] = (c, v) => Num(v, 0, 86_400_000, out var x) ?? Set(() => c.Journal = c.Journal with { SlowTaskMs = x }),
             ["sample_every"] = (c, v) => Int(v, 1, Store.JournalOptions.MaxSampleEvery, out var x)

@@ -48,9 +48,14 @@ public sealed record EscalationRule(string From, string To, string Trigger, doub
         new(AnyLayer, NextLayer, EscalationTriggers.Timeout),
     ];
 
+    /// <summary>The rule as reports and the escalation history name it: <c>local → big on error</c>, <c>* → next on low_confidence 0.7</c>.</summary>
+    public string Describe()
+        => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{From} → {To} on {Trigger}{(Threshold is double t ? $" {t:0.###}" : "")}");
+
     /// <summary>What is wrong with the rule, or null.</summary>
     public string? Problem()
     {
+        if (Threshold is double th && !double.IsFinite(th)) return $"threshold is {th.ToString(System.Globalization.CultureInfo.InvariantCulture)}; it must be a finite number";
         if (!EscalationTriggers.All.Contains(Trigger)) return $"trigger is '{Trigger}'; it must be one of {string.Join(", ", EscalationTriggers.All)}";
         if (From != AnyLayer && !Graph.GraphNames.IsValidLayerName(From)) return $"from is '{From}'; it must be * or a layer name";
         if (To != NextLayer && !Graph.GraphNames.IsValidLayerName(To)) return $"to is '{To}'; it must be next or a layer name";

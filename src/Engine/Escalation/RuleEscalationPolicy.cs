@@ -86,7 +86,7 @@ public sealed class RuleEscalationPolicy : IEscalationPolicy
 
     private static bool From(EscalationRule rule, string layer) => rule.From == EscalationRule.AnyLayer || rule.From == layer;
 
-    private static string Describe(EscalationRule r) => $"rule {r.From} → {r.To} on {r.Trigger}{(r.Threshold is double t ? $" {t:0.###}" : "")}";
+    private static string Describe(EscalationRule r) => "rule " + r.Describe();
 
     /// <summary>The layer the rule sends the task to from <paramref name="here"/>, or null when none can take it.</summary>
     private string? Target(EscalationRule rule, string here, in EscalationContext context)

@@ -50,4 +50,19 @@ public sealed class PreparedGraph
     /// <summary>The arguments of task <paramref name="task"/> as its handler's validator parsed them (null when it has no validator).</summary>
     public object? ParsedArgsOf(int task)
         => _taskArgs?[task] ?? (_taskArgs is not null && GraphValidator.HasOwnArgs(Graph, task) ? null : _sharedArgs[Graph.HandlerIndex(task)]);
+
+    /// <summary>
+    /// The files the tasks read (their parsed arguments are <see cref="Handlers.IReadsFiles"/>) with
+    /// the hash of their content as validation read it: task id, path relative to
+    /// <see cref="BaseDirectory"/> where it lies inside it, and SHA-256. Empty for most graphs.
+    /// </summary>
+    public IReadOnlyList<(string TaskId, string Path, string Sha256)> InputFiles()
+    {
+        var list = new List<(string, string, string)>();
+        for (int i = 0; i < Count; i++)
+            if (ParsedArgsOf(i) is Handlers.IReadsFiles reads)
+                foreach (var f in reads.Files)
+                    list.Add((IdOf(i), System.IO.Path.GetRelativePath(BaseDirectory, f.Path), f.Sha256));
+        return list;
+    }
 }

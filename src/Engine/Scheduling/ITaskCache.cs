@@ -24,7 +24,9 @@ public static class TaskCacheKey
 {
     /// <summary>
     /// The key of task <paramref name="task"/>: SHA-256 over the handler's name and version, the
-    /// arguments as written (their JSON text) and, in edge order, the JSON of every data-edge input;
+    /// arguments as written (their JSON text), the content of every file they name (their hashes, when
+    /// the parsed arguments are <see cref="Handlers.IReadsFiles"/>: the same path edited, or a
+    /// different file at the same relative path, is another key) and, in edge order, the JSON of every data-edge input;
     /// null when an input cannot be written as JSON (the task then runs, uncached).
     /// </summary>
     public static string? Of(PreparedGraph graph, int task, IReadOnlyList<KeyValuePair<string, object?>> inputs)
@@ -41,6 +43,8 @@ public static class TaskCacheKey
         Add(h.Version);
         var args = graph.Graph.SpecOf(task)?.Args;
         Add(args is { ValueKind: not System.Text.Json.JsonValueKind.Undefined } a ? a.GetRawText() : "");
+        if (graph.ParsedArgsOf(task) is Handlers.IReadsFiles reads)
+            foreach (var f in reads.Files) Add(f.Sha256);
         foreach (var (_, output) in inputs)
         {
             if (Store.StoredOutput.Serialize(output, int.MaxValue) is not string json) return null;

@@ -194,6 +194,7 @@ internal sealed partial class RunState
     private bool TryFinishFromCache(Worker w, int node, out int next)
     {
         next = NoTask;
+        if (_manualTasks?.Contains(node) == true) return false;
         if (TaskCacheKey.Of(Prepared, node, InputsOf(node)) is not string key) return false;
         if (_cache!.TryGet(key, out var output))
         {

@@ -253,7 +253,15 @@ internal sealed partial class RunState
 
     private List<(int Task, ManualEscalation Move)>? _manual;
 
-    internal void SetManualEscalations(List<(int Task, ManualEscalation Move)>? manual) => _manual = manual;
+    internal void SetManualEscalations(List<(int Task, ManualEscalation Move)>? manual)
+    {
+        _manual = manual;
+        _manualTasks = manual is null ? null : manual.Select(m => m.Task).ToHashSet();
+    }
+
+    // The manually escalated tasks: they run on their new layer, never answered from the result cache
+    // (its entry came from the layer they are moved away from) nor kept in it.
+    private HashSet<int>? _manualTasks;
 
     private List<(int Task, Routing.RouteDecision Decision)>? _routedEscalations;
 

@@ -69,6 +69,7 @@ public sealed class RunRecorder : IRunObserver
     private readonly string? _graphPath;
     private readonly string? _graphHash;
     private readonly string? _config;
+    private readonly string? _inputs;   // the files the tasks read, as JSON (RunInputs)
     private readonly string? _resumedFrom;
     private TaskGraph _graph = null!;
     private RunStart _run = null!;
@@ -106,7 +107,16 @@ public sealed class RunRecorder : IRunObserver
     /// <param name="features">Each task's feature vector (the learning library's extractor), kept in its row for training; null: not kept.</param>
     public RunRecorder(RunStore store, string? graphPath = null, string? graphHash = null, string? config = null, string? resumedFrom = null, JournalOptions? journal = null,
         Func<int, double?>? complexity = null, Func<int, float[]?>? features = null)
+        : this(store, graphPath, graphHash, config, resumedFrom, journal, complexity, features, inputs: null)
     {
+    }
+
+    /// <summary>A recorder that also keeps the files the run's tasks read (<see cref="PreparedGraph.InputFiles"/>), for resume's check.</summary>
+    /// <param name="inputs">Task id, path relative to the graph's folder and SHA-256 of each file the tasks read.</param>
+    public RunRecorder(RunStore store, string? graphPath, string? graphHash, string? config, string? resumedFrom, JournalOptions? journal,
+        Func<int, double?>? complexity, Func<int, float[]?>? features, IReadOnlyList<(string TaskId, string Path, string Sha256)>? inputs)
+    {
+        _inputs = inputs is { Count: > 0 } ? RunInputs.ToJson(inputs) : null;
         _complexity = complexity;
         _features = features;
         _journal = journal ?? JournalOptions.Default;
@@ -168,7 +178,7 @@ public sealed class RunRecorder : IRunObserver
         _quick = _outcomes is not null && !_keepAll && _slowMs > 0 && (_sampleMask + 1) % TaskEndBatch.ListedEvery == 0;
         _rowWritten = new ulong[(run.Graph.Count + 63) / 64];
         _startTimestamp = Stopwatch.GetTimestamp();
-        _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config, _resumedFrom));
+        _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config, _resumedFrom, _inputs));
         Audit(null, AuditCategory.TaskSubmission, w =>
         {
             w.WriteString("graph", run.Graph.Name);
@@ -611,14 +621,20 @@ public sealed class RunRecorder : IRunObserver
 
     private static object Db(object? value) => value ?? DBNull.Value;
 
-    private sealed class RunStarted(string runId, string graph, string? hash, string? path, DateTimeOffset startedAt, int total, string? config, string? resumedFrom) : StoreWrite
+    private sealed class RunStarted(string runId, string graph, string? hash, string? path, DateTimeOffset startedAt, int total, string? config, string? resumedFrom,
+        string? inputs) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config, resumed_from)
-                VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config, $from)
+                INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config, resumed_from, inputs, owner_host, owner_pid, owner_started)
+                VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config, $from, $inputs, $host, $pid, $pstart)
                 """);
+            var owner = RunOwner.Current;
+            cmd.Parameters.AddWithValue("$inputs", Db(inputs));
+            cmd.Parameters.AddWithValue("$host", owner.Host);
+            cmd.Parameters.AddWithValue("$pid", owner.Pid);
+            cmd.Parameters.AddWithValue("$pstart", Db(owner.Started));
             cmd.Parameters.AddWithValue("$from", Db(resumedFrom));
             cmd.Parameters.AddWithValue("$id", runId);
             cmd.Parameters.AddWithValue("$graph", graph);
@@ -705,8 +721,8 @@ public sealed class RunRecorder : IRunObserver
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at, rule_id)
-                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $summary, $at,
+                INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at, rule, rule_id)
+                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $summary, $at, $rule,
                     -- the stored rule the run's rule mirrors (the command line mirrors the config's rules into the store first)
                     (SELECT id FROM escalation_rules WHERE $ruleFrom IS NOT NULL AND from_layer = $ruleFrom AND to_layer = $ruleTo AND trigger = $ruleTrigger
                         AND threshold IS $ruleThreshold AND priority = $rulePriority ORDER BY active DESC, id LIMIT 1))
@@ -720,6 +736,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$confidence", Db(e.PreviousConfidence));
             cmd.Parameters.AddWithValue("$summary", Db(e.PreviousOutputSummary));
             cmd.Parameters.AddWithValue("$at", e.Timestamp.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("$rule", Db(e.Rule?.Describe()));
             cmd.Parameters.AddWithValue("$ruleFrom", (object?)e.Rule?.From ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$ruleTo", (object?)e.Rule?.To ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$ruleTrigger", (object?)e.Rule?.Trigger ?? DBNull.Value);

@@ -58,14 +58,28 @@ public sealed class RunStore : IDisposable
     /// <param name="path">The store file.</param>
     /// <param name="readOnly">Open for reading only: a missing store is an error, nothing is migrated or written.</param>
     /// <exception cref="StoreException">The file is not a usable TaskMesh store; it was not changed.</exception>
-    public static RunStore Open(string path, bool readOnly = false) => Open(path, readOnly, maxPages: null);
+    public static RunStore Open(string path, bool readOnly = false) => Open(path, readOnly, DefaultLockTimeout, maxPages: null);
+
+    /// <summary>Opens the store, waiting at most <paramref name="lockTimeout"/> whenever another process holds its lock.</summary>
+    /// <param name="path">The store file.</param>
+    /// <param name="readOnly">Open for reading only.</param>
+    /// <param name="lockTimeout">How long a read or a batch of writes waits (retrying with back-off) while another process holds the store's lock, before the store fails (<c>[store] lock_timeout_seconds</c>).</param>
+    /// <exception cref="StoreException">The file is not a usable TaskMesh store; it was not changed.</exception>
+    public static RunStore Open(string path, bool readOnly, TimeSpan lockTimeout) => Open(path, readOnly, lockTimeout, maxPages: null);
+
+    /// <summary>How long the store waits for another process's lock by default: five minutes (a backup or a long report holding it for a while does not fail a run).</summary>
+    public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromMinutes(5);
+
+    internal static RunStore Open(string path, bool readOnly, long? maxPages) => Open(path, readOnly, DefaultLockTimeout, maxPages);
 
     /// <param name="path">The store file.</param>
     /// <param name="readOnly">Open for reading only.</param>
+    /// <param name="lockTimeout">See <see cref="Open(string, bool, TimeSpan)"/>.</param>
     /// <param name="maxPages">A cap on the file's pages for the writer (tests: a full disk, without filling one).</param>
-    internal static RunStore Open(string path, bool readOnly, long? maxPages)
+    internal static RunStore Open(string path, bool readOnly, TimeSpan lockTimeout, long? maxPages)
     {
-        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (string.IsNullOrEmpty(path)) throw new StoreException("the store path is empty: give --store FILE or [store] path a file name");
+        ArgumentOutOfRangeException.ThrowIfLessThan(lockTimeout, TimeSpan.Zero);
         var full = System.IO.Path.GetFullPath(path);
         var kind = SafeFile.KindOf(full);
         if (kind == FileKind.Directory) throw new StoreException($"store '{path}' is a directory, not a file");
@@ -94,12 +108,12 @@ public sealed class RunStore : IDisposable
         {
             if (!readOnly)
             {
-                var write = Connect(full, SqliteOpenMode.ReadWriteCreate);
+                var write = Connect(full, SqliteOpenMode.ReadWriteCreate, lockTimeout);
                 Migrate(write, path);
                 if (maxPages is long pages) Execute(write, $"PRAGMA max_page_count = {pages};");
                 writer = new StoreWriter(write, path);
             }
-            read = Connect(full, SqliteOpenMode.ReadOnly);
+            read = Connect(full, SqliteOpenMode.ReadOnly, lockTimeout);
             return new RunStore(path, read, writer);
         }
         catch (SqliteException ex)
@@ -110,15 +124,20 @@ public sealed class RunStore : IDisposable
         }
     }
 
-    private static SqliteConnection Connect(string full, SqliteOpenMode mode, bool immutable = false)
+    private static SqliteConnection Connect(string full, SqliteOpenMode mode, TimeSpan? lockTimeout = null, bool immutable = false)
     {
+        var wait = lockTimeout ?? DefaultLockTimeout;
         var c = new SqliteConnection(new SqliteConnectionStringBuilder
         {
             // An immutable store is read as a plain file: no WAL index, no locks (see below).
             DataSource = immutable ? "file:" + Uri.EscapeDataString(full).Replace("%2F", "/") + "?immutable=1" : full,
             Mode = mode,
             Pooling = false,
-            DefaultTimeout = 30,
+            // While another process holds the lock, a statement waits in SQLite's busy handler
+            // (busy_timeout, below) and Microsoft.Data.Sqlite retries it until this many seconds
+            // have passed: together, a bounded wait with back-off, then SQLITE_BUSY.
+            // (0 would mean no bound at all: a wait is at least a second.)
+            DefaultTimeout = Math.Max(1, (int)Math.Min(int.MaxValue / 1000, Math.Ceiling(wait.TotalSeconds))),
         }.ToString());
         try
         {
@@ -133,9 +152,9 @@ public sealed class RunStore : IDisposable
             // read-only folder. With no index and no WAL content left (the last writer closed
             // cleanly), the file alone is the whole store: read it as immutable.
             c.Dispose();
-            return Connect(full, mode, immutable: true);
+            return Connect(full, mode, lockTimeout, immutable: true);
         }
-        Execute(c, "PRAGMA busy_timeout = 10000;");
+        Execute(c, FormattableString.Invariant($"PRAGMA busy_timeout = {(long)Math.Min(int.MaxValue, wait.TotalMilliseconds)};"));
         if (mode != SqliteOpenMode.ReadOnly)
         {
             // WAL: readers never block the writer. NORMAL: a committed batch is in the WAL file before
@@ -145,6 +164,24 @@ public sealed class RunStore : IDisposable
             Execute(c, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
         }
         return c;
+    }
+
+    /// <summary>Whether <paramref name="path"/> is an existing TaskMesh store (an SQLite file marked with TaskMesh's application id); read without locking or changing it.</summary>
+    public static bool IsStoreFile(string path)
+    {
+        try
+        {
+            if (SafeFile.KindOf(System.IO.Path.GetFullPath(path)) != FileKind.Regular) return false;
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            Span<byte> header = stackalloc byte[72];
+            if (f.ReadAtLeast(header, header.Length, throwOnEndOfStream: false) < header.Length) return false;
+            return header[..16].SequenceEqual("SQLite format 3\0"u8)
+                && System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(header[68..]) == StoreSchema.ApplicationId;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Reads what an existing file is, without writing to it; refuses anything but a TaskMesh store this build can use.</summary>
@@ -196,6 +233,7 @@ public sealed class RunStore : IDisposable
 
     internal static string Describe(string path, SqliteException ex) => ex.SqliteErrorCode switch
     {
+        5 or 6 => $"store '{path}' stayed locked by another process longer than the lock timeout ([store] lock_timeout_seconds): {ex.Message}",   // SQLITE_BUSY, SQLITE_LOCKED
         8 => $"store '{path}' is read-only: {ex.Message}",                            // SQLITE_READONLY
         11 or 26 => $"store '{path}' is corrupt or not a database: {ex.Message}",    // SQLITE_CORRUPT, SQLITE_NOTADB
         13 => $"the disk holding store '{path}' is full: {ex.Message}",              // SQLITE_FULL
@@ -245,29 +283,82 @@ public sealed class RunStore : IDisposable
     /// <summary>The newest runs first.</summary>
     /// <param name="limit">Most runs to list.</param>
     /// <param name="status">Only runs with this status (<c>succeeded</c>, <c>failed</c>, <c>cancelled</c>, <c>running</c>, <c>interrupted</c>), or null.</param>
+    /// <remarks>A run whose row still says <c>running</c> but whose owner is gone (<see cref="RunOwner"/>) is listed as <c>interrupted</c>.</remarks>
     public IReadOnlyList<StoredRun> ListRuns(int limit = 20, string? status = null)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = """
-            SELECT run_id, graph_name, status, started_at, finished_at, total, succeeded, failed, timed_out,
-                   skipped, cancelled, restored, cached, escalations, cost, wall_ms, critical_path_ms, graph_path, graph_hash, ready_order
-            FROM runs WHERE ($status IS NULL OR status = $status)
-            ORDER BY started_at DESC, rowid DESC LIMIT $limit
-            """;
-        cmd.Parameters.AddWithValue("$status", (object?)status ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("$limit", limit);
-        var list = new List<StoredRun>();
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
+        // "running" and "interrupted" rows are told apart by their owner, so both are read for either.
+        bool byOwner = status is "running" or "interrupted";
+        var list = ReadRuns("($status IS NULL OR r.status = $status OR ($byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
         {
-            list.Add(new StoredRun(r.GetString(0), r.GetString(1), r.GetString(2),
-                DateTimeOffset.Parse(r.GetString(3), System.Globalization.CultureInfo.InvariantCulture),
-                r.IsDBNull(4) ? null : DateTimeOffset.Parse(r.GetString(4), System.Globalization.CultureInfo.InvariantCulture),
-                new StoredTaskCounts(r.GetInt32(5), r.GetInt32(6), r.GetInt32(7), r.GetInt32(8), r.GetInt32(9), r.GetInt32(10), r.GetInt32(11), r.GetInt32(12)),
-                r.GetInt32(13), r.GetDouble(14), r.IsDBNull(15) ? null : r.GetDouble(15), r.IsDBNull(16) ? null : r.GetDouble(16),
-                r.IsDBNull(17) ? null : r.GetString(17), r.IsDBNull(18) ? null : r.GetString(18)) { ReadyOrder = r.IsDBNull(19) ? null : r.GetString(19) });
+            cmd.Parameters.AddWithValue("$status", (object?)status ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$byOwner", byOwner);
+        }, byOwner ? int.MaxValue : limit);
+        return byOwner ? list.Where(r => r.Status == status).Take(limit).ToList() : list;
+    }
+
+    /// <summary>One stored run (see <see cref="ListRuns"/> for its status).</summary>
+    /// <exception cref="StoreException">The store holds no such run.</exception>
+    public StoredRun GetRun(string runId)
+        => ReadRuns("r.run_id = $run", cmd => cmd.Parameters.AddWithValue("$run", runId), 1) is [var run] ? run
+            : throw new StoreException($"store '{Path}' holds no run '{Graph.GraphLimits.Printable(runId)}'");
+
+    /// <summary>
+    /// The process that owns <paramref name="runId"/> while it is still going, or null when the run
+    /// ended or its owner is gone: a run that a live process owns must not be resumed or escalated by
+    /// another. Also a live run that resumes it (two processes resuming one run would run its tasks twice).
+    /// </summary>
+    public (RunOwner Owner, string RunId)? LiveOwnerOf(string runId)
+    {
+        var run = GetRun(runId);
+        if (run.Status == "running" && run.Owner is { } owner) return (owner, run.RunId);
+        foreach (var resumer in ReadRuns("r.resumed_from = $run AND r.status = 'running'", cmd => cmd.Parameters.AddWithValue("$run", runId), int.MaxValue))
+            if (resumer.Status == "running" && resumer.Owner is { } o) return (o, resumer.RunId);
+        return null;
+    }
+
+    private List<StoredRun> ReadRuns(string where, Action<SqliteCommand> parameters, int limit)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = $"""
+                SELECT r.run_id, r.graph_name, r.status, r.started_at, r.finished_at, r.total, r.succeeded, r.failed, r.timed_out,
+                       r.skipped, r.cancelled, r.restored, r.cached, r.escalations, r.cost, r.wall_ms, r.critical_path_ms, r.graph_path, r.graph_hash, r.ready_order,
+                       r.owner_host, r.owner_pid, r.owner_started, c.updated_at, r.inputs
+                FROM runs r LEFT JOIN run_checkpoints c ON c.run_id = r.run_id WHERE {where}
+                ORDER BY r.started_at DESC, r.rowid DESC LIMIT $limit
+                """;
+            parameters(cmd);
+            cmd.Parameters.AddWithValue("$limit", limit);
+            var list = new List<StoredRun>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                var inv = System.Globalization.CultureInfo.InvariantCulture;
+                var startedAt = DateTimeOffset.Parse(r.GetString(3), inv);
+                RunOwner? owner = r.IsDBNull(20) ? null : new RunOwner(r.GetString(20), r.GetInt32(21), r.IsDBNull(22) ? null : r.GetString(22));
+                string stored = r.GetString(2);
+                string status = stored;
+                if (stored == "running")
+                {
+                    // Alive: the owner runs (this host), or its checkpoint is fresh (another host).
+                    var heartbeat = r.IsDBNull(23) ? startedAt : DateTimeOffset.Parse(r.GetString(23), inv);
+                    bool alive = owner?.IsAlive() ?? DateTimeOffset.UtcNow - heartbeat < RunOwner.StaleAfter;
+                    if (!alive) status = "interrupted";
+                }
+                list.Add(new StoredRun(r.GetString(0), r.GetString(1), status, startedAt,
+                    r.IsDBNull(4) ? null : DateTimeOffset.Parse(r.GetString(4), inv),
+                    new StoredTaskCounts(r.GetInt32(5), r.GetInt32(6), r.GetInt32(7), r.GetInt32(8), r.GetInt32(9), r.GetInt32(10), r.GetInt32(11), r.GetInt32(12)),
+                    r.GetInt32(13), r.GetDouble(14), r.IsDBNull(15) ? null : r.GetDouble(15), r.IsDBNull(16) ? null : r.GetDouble(16),
+                    r.IsDBNull(17) ? null : r.GetString(17), r.IsDBNull(18) ? null : r.GetString(18))
+                {
+                    ReadyOrder = r.IsDBNull(19) ? null : r.GetString(19),
+                    Owner = owner,
+                    Inputs = r.IsDBNull(24) ? null : r.GetString(24),
+                });
+            }
+            return list;
         }
-        return list;
     }
 
     /// <summary>The task rows the store kept for a run, by task index (see <see cref="RunRecorder"/> for which are kept).</summary>
@@ -305,16 +396,23 @@ public sealed class RunStore : IDisposable
     /// <summary>The escalations of a run, in order.</summary>
     /// <remarks><c>RuleId</c>: the stored escalation rule that moved the task (see <see cref="RulesWithIds"/>), null for a manual or a handler's own escalation.</remarks>
     public IReadOnlyList<(string TaskId, string From, string To, string Trigger, string Reason, double? PreviousConfidence, string? PreviousOutputSummary, int? RuleId)> EscalationsOf(string runId)
+        => EscalationHistoryOf(runId).Select(e => (e.TaskId, e.From, e.To, e.Trigger, e.Reason, e.PreviousConfidence, e.PreviousOutputSummary, e.RuleId)).ToList();
+
+    /// <summary>The escalations of a run, in order, each with the text of the rule that fired (kept with it: rules change, history does not).</summary>
+    public IReadOnlyList<StoredEscalation> EscalationHistoryOf(string runId)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, rule_id FROM escalation_history WHERE run_id = $run ORDER BY id";
-        cmd.Parameters.AddWithValue("$run", runId);
-        var list = new List<(string, string, string, string, string, double?, string?, int?)>();
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
-            list.Add((r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4), r.IsDBNull(5) ? null : r.GetDouble(5), r.IsDBNull(6) ? null : r.GetString(6),
-                r.IsDBNull(7) ? null : r.GetInt32(7)));
-        return list;
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, rule_id, rule FROM escalation_history WHERE run_id = $run ORDER BY id";
+            cmd.Parameters.AddWithValue("$run", runId);
+            var list = new List<StoredEscalation>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add(new StoredEscalation(r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4), r.IsDBNull(5) ? null : r.GetDouble(5),
+                    r.IsDBNull(6) ? null : r.GetString(6), r.IsDBNull(7) ? null : r.GetInt32(7), r.IsDBNull(8) ? null : r.GetString(8)));
+            return list;
+        }
     }
 
     /// <summary>
@@ -612,6 +710,14 @@ public sealed class RunStore : IDisposable
     {
         public override void Apply(StoreBatch b)
         {
+            // The same rules as last time keep their ids (and the rows past escalations name);
+            // changed rules replace them under new ids, never reused: the history keeps each
+            // escalation's rule as text, so it outlives any change of the rules.
+            var current = new List<Escalation.EscalationRule>();
+            using (var r = b.Command("SELECT from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id").ExecuteReader())
+                while (r.Read())
+                    current.Add(new Escalation.EscalationRule(r.GetString(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetDouble(3), r.GetInt32(4), r.GetInt32(5) != 0));
+            if (current.SequenceEqual(rules)) return;
             b.Command("DELETE FROM escalation_rules").ExecuteNonQuery();
             foreach (var rule in rules)
             {
@@ -775,6 +881,10 @@ public sealed class RunStore : IDisposable
 public sealed record DailyLayerFigures(string Day, string Layer, long Requests, long Successes, long Failures, double TotalDurationMs, long Timed,
     double ConfidenceSum, long ConfidenceCount, double Cost);
 
+/// <summary>One escalation as the store keeps it; <paramref name="Rule"/> is the text of the declared rule that fired (null for a manual or a handler's own escalation), <paramref name="RuleId"/> its id when it was stored.</summary>
+public sealed record StoredEscalation(string TaskId, string From, string To, string Trigger, string Reason, double? PreviousConfidence, string? PreviousOutputSummary,
+    int? RuleId, string? Rule);
+
 /// <summary>One record of the audit trail; <paramref name="Detail"/> is a JSON object.</summary>
 public sealed record AuditRecord(string Category, DateTimeOffset Timestamp, string RunId, string? TaskId, string Detail);
 
@@ -805,6 +915,12 @@ public sealed record StoredRun(string RunId, string Graph, string Status, DateTi
 {
     /// <summary>The order ready tasks took free slots in (<c>fifo</c>, <c>critical_path</c>); null for runs stored before it was kept.</summary>
     public string? ReadyOrder { get; init; }
+
+    /// <summary>The process that ran it (null for runs stored before it was kept).</summary>
+    public RunOwner? Owner { get; init; }
+
+    /// <summary>The files its tasks read, as JSON (<see cref="RunInputs"/>); null when they read none or for runs stored before it was kept.</summary>
+    public string? Inputs { get; init; }
 }
 
 /// <summary>A task row of a stored run, and why it was kept.</summary>

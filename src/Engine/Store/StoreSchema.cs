@@ -180,5 +180,52 @@ internal static class StoreSchema
         ALTER TABLE task_executions ADD COLUMN last_attempt_ms REAL;
         ALTER TABLE task_executions ADD COLUMN first_attempt_ms REAL;
         """,
+        // v6 -> v7: escalation history outlives the rules: it keeps the text of the rule that fired
+        // (rule_id no longer a foreign key, which made a changed rule set fail every later run), and
+        // rule ids are never reused (AUTOINCREMENT). A run names the process that owns it (host, pid,
+        // start time), so a row a dead process left "running" reads as interrupted and a live run
+        // cannot be resumed twice; and the content hashes of the files its tasks read (inputs).
+        """
+        CREATE TABLE escalation_history_v7 (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (run_id),
+            task_id TEXT NOT NULL,
+            from_layer TEXT NOT NULL,
+            to_layer TEXT NOT NULL,
+            rule_id INTEGER,
+            rule TEXT,
+            trigger TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            previous_confidence REAL,
+            previous_output_summary TEXT,
+            at TEXT NOT NULL
+        );
+        INSERT INTO escalation_history_v7 (id, run_id, task_id, from_layer, to_layer, rule_id, rule, trigger, reason, previous_confidence, previous_output_summary, at)
+            SELECT h.id, h.run_id, h.task_id, h.from_layer, h.to_layer, h.rule_id,
+                (SELECT r.from_layer || ' → ' || r.to_layer || ' on ' || r.trigger || coalesce(' ' || r.threshold, '') FROM escalation_rules r WHERE r.id = h.rule_id),
+                h.trigger, h.reason, h.previous_confidence, h.previous_output_summary, h.at
+            FROM escalation_history h;
+        DROP TABLE escalation_history;
+        ALTER TABLE escalation_history_v7 RENAME TO escalation_history;
+        CREATE INDEX escalation_history_run ON escalation_history (run_id, task_id);
+        CREATE TABLE escalation_rules_v7 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            from_layer TEXT NOT NULL,
+            to_layer TEXT NOT NULL,
+            trigger TEXT NOT NULL CHECK (trigger IN ('low_confidence', 'error', 'timeout', 'complexity', 'manual')),
+            threshold REAL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            active INTEGER NOT NULL DEFAULT 1
+        );
+        INSERT INTO escalation_rules_v7 (id, from_layer, to_layer, trigger, threshold, priority, active)
+            SELECT id, from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules;
+        DROP TABLE escalation_rules;
+        ALTER TABLE escalation_rules_v7 RENAME TO escalation_rules;
+        ALTER TABLE runs ADD COLUMN owner_host TEXT;
+        ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+        ALTER TABLE runs ADD COLUMN owner_started TEXT;
+        ALTER TABLE runs ADD COLUMN inputs TEXT;
+        CREATE INDEX runs_resumed_from ON runs (resumed_from);
+        """,
     ];
 }

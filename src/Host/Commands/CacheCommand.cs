@@ -28,7 +28,7 @@ internal static class CacheCommand
         clear.SetAction(async (parse, ct) =>
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config2), io.Token);
-            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store2), cfg), readOnly: false);
+            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store2), cfg), readOnly: false, cfg);
             int n = await s.ClearCacheAsync();
             io.Out.WriteLine($"cleared {n} cached execution(s)");
             return ExitCodes.Ok;

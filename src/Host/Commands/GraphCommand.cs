@@ -30,13 +30,14 @@ internal static class GraphCommand
             var configPath = parse.GetValue(config);
             CliOptions.CheckOutput("--dot", dotFile, path, configPath);
             var cfg = GraphInput.LoadConfig(configPath, io.Token);
+            if (parse.GetValue(run) is not null) CliOptions.CheckOutput("--dot", dotFile, StoreInput.PathOf(parse.GetValue(store), cfg));
             var (engine, graph, hash) = GraphInput.LoadWithHash(path, cfg, io.Token);
             var analysis = engine.Analyze(graph);
             string?[]? statuses = null;
             if (parse.GetValue(run) is string runArg)
             {
                 if (!wantDot) throw new UsageException("--run colours the --dot output; add --dot");
-                using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true);
+                using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: true, cfg);
                 var runId = s.ResolveRunId(runArg);
                 var (_, storedHash) = s.GraphOf(runId);
                 if (storedHash is not null && storedHash != hash)

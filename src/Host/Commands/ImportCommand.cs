@@ -63,7 +63,7 @@ internal static class ImportCommand
         SafeFile.WriteAtomic(outPath, s => s.Write(graph));
         int dataEdges = instance.Tasks.Sum(t => t.DataParents.Count);
         io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"wrote {outPath}: {built.Count} tasks, {built.EdgeCount} edges ({dataEdges} data), {instance.TotalRuntimeSeconds:0.###} s recorded replayed as {instance.TotalRuntimeSeconds * msPerSecond / 1000:0.###} s of {handler} (WfFormat {instance.SchemaVersion}, '{instance.Name}')"));
+            $"wrote {outPath}: {built.Count} tasks, {built.EdgeCount} edges ({dataEdges} data), {instance.TotalRuntimeSeconds:0.###} s recorded replayed as {instance.TotalRuntimeSeconds * msPerSecond / 1000:0.###} s of {handler} (WfFormat {TerminalText.Safe(instance.SchemaVersion)}, '{TerminalText.Safe(instance.Name)}')"));
         return ExitCodes.Ok;
     }
 }

@@ -21,7 +21,7 @@ internal static class LayersCommand
             IReadOnlyList<DailyLayerFigures> today = [];
             if (File.Exists(path))
             {
-                using var s = StoreInput.Open(path, readOnly: true);
+                using var s = StoreInput.Open(path, readOnly: true, cfg);
                 today = s.DailyMetrics(1);
             }
             var o = io.Out;

@@ -40,9 +40,10 @@ internal static class PredictCommand
             IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules = cfg.EscalationRules;
             string modelNote = "no trained model: cold-start rules";
             var storePath = StoreInput.PathOf(parse.GetValue(store), cfg);
+            CliOptions.CheckOutput("--json", jsonPath, storePath);
             if (File.Exists(storePath))
             {
-                using var s = StoreInput.Open(storePath, readOnly: true);
+                using var s = StoreInput.Open(storePath, readOnly: true, cfg);
                 rules = RulesCommand.InForce(cfg, s).Rules;
                 if (s.Models() is { Count: > 0 } versions)
                 {
@@ -68,7 +69,7 @@ internal static class PredictCommand
                 rows.Add((graph.Graph.IdOf(i), graph.Graph.HandlerOfTask(i), features.Complexity(i), d.Layer, d.Reason ?? ""));
             }
             var o = io.Out;
-            o.WriteLine($"predicted routing of '{graph.Graph.Name}' ({graph.Count} tasks; {modelNote}; objective {parse.GetValue(objective) ?? cfg.RoutingObjective}); nothing ran");
+            o.WriteLine($"predicted routing of '{TerminalText.Safe(graph.Graph.Name)}' ({graph.Count} tasks; {modelNote}; objective {parse.GetValue(objective) ?? cfg.RoutingObjective}); nothing ran");
             foreach (var g in rows.GroupBy(r => r.Layer).OrderBy(g => g.Key, StringComparer.Ordinal)) o.WriteLine($"  {g.Key}: {g.Count()} task(s)");
             int shown = parse.GetValue(limit) ?? 50;
             foreach (var r in rows.Take(shown))

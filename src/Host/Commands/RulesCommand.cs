@@ -40,7 +40,7 @@ internal static class RulesCommand
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
             var path = StoreInput.PathOf(parse.GetValue(store), cfg);
-            using var s = File.Exists(path) ? StoreInput.Open(path, readOnly: true) : null;
+            using var s = File.Exists(path) ? StoreInput.Open(path, readOnly: true, cfg) : null;
             var (rules, source) = InForce(cfg, s);
             var ids = source == "store" ? s!.RulesWithIds().Select(r => r.Id).ToList() : Enumerable.Range(1, rules.Count).ToList();
             var o = io.Out;
@@ -89,7 +89,7 @@ internal static class RulesCommand
     private static RunStore OpenStore(CliIO io, RuleOptions o, System.CommandLine.ParseResult p)
     {
         var cfg = GraphInput.LoadConfig(p.GetValue(o.Config), io.Token);
-        var s = StoreInput.Open(StoreInput.PathOf(p.GetValue(o.Store), cfg), readOnly: false);
+        var s = StoreInput.Open(StoreInput.PathOf(p.GetValue(o.Store), cfg), readOnly: false, cfg);
         if (cfg.EscalationRules.Count > 0)
             io.Error.WriteLine($"taskmesh: warning: {cfg.Source} declares [[escalation.rules]]: they, not the store's, are in force with that config");
         return s;
@@ -139,7 +139,7 @@ internal static class RulesCommand
         disable.SetAction(async (parse, ct) =>
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false);
+            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false, cfg);
             int which = parse.GetValue(id);
             var current = s.RulesWithIds().FirstOrDefault(r => r.Id == which).Rule
                 ?? throw new StoreException($"store '{s.Path}' has no escalation rule {which} (see taskmesh rules list)");

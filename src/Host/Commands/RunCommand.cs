@@ -154,7 +154,7 @@ internal static class RunCommand
     private static (string RunId, string GraphPath) StoredRun(CliIO io, string? configPath, string? storeOption, string run, Func<string, string> noFile)
     {
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
-        using var s = StoreInput.Open(StoreInput.PathOf(storeOption, cfg), readOnly: true);
+        using var s = StoreInput.Open(StoreInput.PathOf(storeOption, cfg), readOnly: true, cfg);
         string runId = s.ResolveRunId(run);
         return (runId, s.GraphOf(runId).Path ?? throw new StoreException(noFile(runId)));
     }
@@ -208,7 +208,7 @@ internal static class RunCommand
         using var logs = Logs.Create(io.LogFormat ?? config.LogFormat, io.LogLevel ?? config.LogLevel);
         var log = logs.CreateLogger("TaskMesh.Run");
         // The store is opened (and checked) before anything runs, too.
-        using var store = noStore || !config.StoreEnabled && storeOption is null ? null : StoreInput.Open(StoreInput.PathOf(storeOption, config), readOnly: false);
+        using var store = noStore || !config.StoreEnabled && storeOption is null ? null : StoreInput.Open(StoreInput.PathOf(storeOption, config), readOnly: false, config);
         if (store is not null) CliOptions.CheckOutput("--json", jsonPath, store.Path);
         using var storeFailed = CancellationTokenSource.CreateLinkedTokenSource(io.Token);
         var ct = storeFailed.Token;
@@ -236,9 +236,17 @@ internal static class RunCommand
         {
             if (store is null) throw new UsageException("--resume needs the run store (it is disabled by the config's store.enabled = false; pass --store FILE)");
             resumedFrom = store.ResolveRunId(resume);
+            // A run still going in a live process is that process's: a second one would run its tasks again beside it.
+            if (store.LiveOwnerOf(resumedFrom) is { } live)
+                throw new StoreException(live.RunId == resumedFrom
+                    ? $"run {resumedFrom} is still going ({live.Owner}); wait for it to end, or stop that process, then {(escalate is null ? "resume" : "escalate")} it"
+                    : $"run {resumedFrom} is being resumed by run {live.RunId} ({live.Owner}); wait for that run to end");
             var (_, storedHash) = store.GraphOf(resumedFrom);
             if (storedHash is not null && storedHash != hash)
                 throw new StoreException($"'{path}' changed since run {resumedFrom} (its SHA-256 was {storedHash[..12]}…, now {hash[..12]}…): resuming would mix two graphs; run it anew instead");
+            // So may a file a task reads (a circuit): the stored outputs were made from the old content.
+            if (RunInputs.Changed(store.GetRun(resumedFrom).Inputs, graph.InputFiles(), resumedFrom) is { } changed)
+                throw new StoreException($"{changed}: resuming would restore outputs made from the old content; run the graph anew instead");
             restored = store.LoadRestored(resumedFrom, graph.Graph);
             if (escalate is { } esc)
             {
@@ -247,12 +255,14 @@ internal static class RunCommand
                 if (!graph.Graph.TryGetIndex(esc.Task, out int task))
                     throw new UsageException($"run {resumedFrom} (graph '{graph.Graph.Name}') has no task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}'");
                 if (engine.WhyCannotRun(graph, task, esc.Layer) is { } why) throw new UsageException($"--to: {why}");
+                string from = store.TasksOf(resumedFrom).FirstOrDefault(t => t.Index == task)?.Layer ?? "local";
+                if (from == esc.Layer)
+                    throw new UsageException($"--to: task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}' already ran on {esc.Layer} in run {resumedFrom}; escalate it to another layer");
                 var rerun = graph.Graph.DataDescendantsOf(task);
                 restored.Remove(task);
                 foreach (int d in rerun) restored.Remove(d);
-                string from = store.TasksOf(resumedFrom).FirstOrDefault(t => t.Index == task)?.Layer ?? "local";
                 manual = [new ManualEscalation(esc.Task, esc.Layer, from, esc.Reason)];
-                stdout.WriteLine($"escalating task {esc.Task} of run {resumedFrom} from {from} to {esc.Layer}: it and {rerun.Count} task(s) reading its output run again; {restored.Count} of {graph.Count} are reused");
+                stdout.WriteLine($"escalating task {TerminalText.Safe(esc.Task)} of run {resumedFrom} from {from} to {esc.Layer}: it and {rerun.Count} task(s) reading its output run again; {restored.Count} of {graph.Count} are reused");
             }
             else stdout.WriteLine($"resuming run {resumedFrom}: {restored.Count} of {graph.Count} tasks finished there and are not run again");
         }
@@ -265,7 +275,7 @@ internal static class RunCommand
             // Each kept row carries the task's complexity score and feature vector, what the learned
             // models train on (computed on the store's writer thread).
             recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal,
-                complexity: t => features.Complexity(t), features: t => features.Extract(t));
+                complexity: t => features.Complexity(t), features: t => features.Extract(t), inputs: graph.InputFiles());
             // A store that fails (disk full, file made read-only) stops the run: what it already
             // committed stays, and the summary says why.
             recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
@@ -304,7 +314,7 @@ internal static class RunCommand
         };
         var handle = engine.Start(graph, runOptions, ct);
         if (progress == "auto")
-            progress = Console.IsOutputRedirected || !ReferenceEquals(stdout, Console.Out) ? "lines" : "bar";
+            progress = Console.IsOutputRedirected || !ReferenceEquals(stdout is TerminalSafeWriter t ? t.Inner : stdout, Console.Out) ? "lines" : "bar";
         if (progress == "bar") await ShowBarAsync(handle);
         else if (progress == "lines") await ShowLinesAsync(handle, stdout);
         var result = await handle.Completion;
@@ -385,7 +395,7 @@ internal static class RunCommand
 
     internal static void PrintSummary(RunResult r, TextWriter o)
     {
-        o.WriteLine($"run {r.RunId} of '{r.Graph.Name}': {r.StatusName}");
+        o.WriteLine($"run {r.RunId} of '{TerminalText.Safe(r.Graph.Name)}': {r.StatusName}");
         o.WriteLine($"  tasks: {r.Total} total, {r.Succeeded} succeeded{(r.Restored > 0 ? $" ({r.Restored} restored from the resumed run)" : "")}{(r.Cached > 0 ? $" ({r.Cached} from the result cache)" : "")}, {r.Failed} failed ({r.TimedOut} timed out), {r.Skipped} skipped, {r.Cancelled} cancelled");
         var costs = r.CostByLayer;
         o.WriteLine($"  layers: {string.Join(", ", r.TasksByLayer.Select(kv => costs.GetValueOrDefault(kv.Key) is double c and > 0 ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{kv.Key} {kv.Value} (cost {c:0.######})") : $"{kv.Key} {kv.Value}"))}");
@@ -393,7 +403,7 @@ internal static class RunCommand
         if (r.Escalations.Count > 0)
         {
             o.WriteLine($"  escalations: {r.Escalations.Count}");
-            foreach (var e in r.Escalations.Take(10)) o.WriteLine($"    {e.TaskId}: {e.From} → {e.To} ({e.Trigger}): {e.Reason}");
+            foreach (var e in r.Escalations.Take(10)) o.WriteLine($"    {TerminalText.Safe(e.TaskId)}: {e.From} → {e.To} ({e.Trigger}): {TerminalText.Safe(e.Reason)}");
             if (r.Escalations.Count > 10) o.WriteLine($"    ... and {r.Escalations.Count - 10} more");
         }
         o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms; ready order {r.ReadyOrder}");
@@ -407,13 +417,13 @@ internal static class RunCommand
         {
             o.WriteLine("  failures:");
             foreach (var f in failures)
-                o.WriteLine($"    {f.Id} [{f.Status}, {f.Attempts} attempt(s)]: {f.Error}");
+                o.WriteLine($"    {TerminalText.Safe(f.Id)} [{f.Status}, {f.Attempts} attempt(s)]: {TerminalText.Safe(f.Error)}");
             if (r.Failed > failures.Count) o.WriteLine($"    ... and {r.Failed - failures.Count} more");
         }
         if (r.Skipped > 0)
         {
             var skipped = r.Tasks.Where(t => t.Outcome == TaskOutcome.Skipped).Take(10).ToList();
-            o.WriteLine($"  skipped: {string.Join(", ", skipped.Select(s => $"{s.Id} (because {s.SkippedBecause} failed)"))}{(r.Skipped > skipped.Count ? ", ..." : "")}");
+            o.WriteLine($"  skipped: {string.Join(", ", skipped.Select(s => $"{TerminalText.Safe(s.Id)} (because {TerminalText.Safe(s.SkippedBecause)} failed)"))}{(r.Skipped > skipped.Count ? ", ..." : "")}");
         }
     }
 }

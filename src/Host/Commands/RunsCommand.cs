@@ -51,15 +51,15 @@ internal static class RunsCommand
         {
             using var s = StoreInput.OpenForReport(io, parse.GetValue(config), parse.GetValue(store), jsonPath: null);
             var id = s.ResolveRunId(parse.GetValue(run)!);
-            var r = s.ListRuns(int.MaxValue).First(x => x.RunId == id);
+            var r = s.GetRun(id);
             var o = io.Out;
             var inv = CultureInfo.InvariantCulture;
-            o.WriteLine($"run {r.RunId} of '{r.Graph}': {r.Status}{(r.GraphPath is null ? "" : $" ({r.GraphPath})")}");
+            o.WriteLine($"run {r.RunId} of '{TerminalText.Safe(r.Graph)}': {r.Status}{(r.GraphPath is null ? "" : $" ({TerminalText.Safe(r.GraphPath)})")}{(r.Status == "running" && r.Owner is { } owner ? $", {owner}" : "")}");
             o.WriteLine(string.Create(inv, $"  started {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC, {(r.FinishedAt is { } f ? $"ended {f.UtcDateTime:HH:mm:ss}" : "never ended")}"));
             var t = r.Tasks;
             o.WriteLine($"  tasks: {t.Total} total, {t.Succeeded} succeeded ({t.Restored} restored, {t.Cached} cached), {t.Failed} failed ({t.TimedOut} timed out), {t.Skipped} skipped, {t.Cancelled} cancelled");
             if (r.WallMs is double wall)
-                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wall:0.###} ms ({(r.CriticalPathMs is double cp && cp > 0 ? wall / cp : double.NaN):0.##}x); ready order {r.ReadyOrder ?? "not recorded"}"));
+                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wall:0.###} ms ({(r.CriticalPathMs is double cp && cp >= 1 ? $"{wall / cp:0.##}x" : "no ratio: the critical path is under 1 ms")}); ready order {r.ReadyOrder ?? "not recorded"}"));
             o.WriteLine(string.Create(inv, $"  cost {r.Cost:0.######}, escalations {r.Escalations}"));
             var layers = s.LayersOf(id);
             if (layers.Count > 0)
@@ -68,12 +68,12 @@ internal static class RunsCommand
                 foreach (var l in layers.Where(l => l.Tasks > 0))
                     o.WriteLine(string.Create(inv, $"    {l.Layer,-16} {l.Tasks,9} tasks  {l.Succeeded,9} ok  {l.Failed,7} failed  {l.DurationMs,12:0.###} ms  cost {l.Cost:0.######}"));
             }
-            var escalations = s.EscalationsOf(id);
+            var escalations = s.EscalationHistoryOf(id);
             if (escalations.Count > 0)
             {
                 o.WriteLine("  escalations:");
                 foreach (var e in escalations.Take(20))
-                    o.WriteLine($"    {e.TaskId}: {e.From} -> {e.To} ({e.Trigger}{(e.RuleId is int rule ? $", rule {rule}" : "")}): {e.Reason}");
+                    o.WriteLine($"    {TerminalText.Safe(e.TaskId)}: {e.From} -> {e.To} ({e.Trigger}{(e.Rule is { } rule ? $", rule {(e.RuleId is int id2 ? $"{id2} " : "")}{rule}" : "")}): {TerminalText.Safe(e.Reason)}");
                 if (escalations.Count > 20) o.WriteLine($"    ... and {escalations.Count - 20} more");
             }
             var tasks = s.TasksOf(id).Where(x => x.DurationMs is not null).OrderByDescending(x => x.DurationMs).Take(parse.GetValue(slowest) ?? 10).ToList();
@@ -81,7 +81,7 @@ internal static class RunsCommand
             {
                 o.WriteLine("  slowest tasks (of those kept):");
                 foreach (var x in tasks)
-                    o.WriteLine(string.Create(inv, $"    {x.Id,-28} {x.DurationMs,10:0.###} ms  {x.Layer ?? "-",-10} {x.Status}{(x.Attempts > 1 ? $", {x.Attempts} attempts" : "")}"));
+                    o.WriteLine(string.Create(inv, $"    {TerminalText.Safe(x.Id),-28} {x.DurationMs,10:0.###} ms  {x.Layer ?? "-",-10} {x.Status}{(x.Attempts > 1 ? $", {x.Attempts} attempts" : "")}"));
             }
             return ExitCodes.Ok;
         });
@@ -100,7 +100,7 @@ internal static class RunsCommand
         {
             var t = r.Tasks;
             o.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.RunId,-12}  {Clip(r.Graph, 24),-24}  {r.Status,-11}  {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {t.Total,9}  {t.Succeeded,9}  {t.Failed,7}  {t.Skipped,7}  {r.WallMs,10:0.#}  {r.Cost,10:0.######}"));
+                $"{r.RunId,-12}  {Clip(TerminalText.Safe(r.Graph), 24),-24}  {r.Status,-11}  {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {t.Total,9}  {t.Succeeded,9}  {t.Failed,7}  {t.Skipped,7}  {r.WallMs,10:0.#}  {r.Cost,10:0.######}"));
         }
     }
 

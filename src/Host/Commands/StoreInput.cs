@@ -18,8 +18,9 @@ internal static class StoreInput
     /// <summary>The store path the options and config name (the flag wins, then the config, then the default).</summary>
     public static string PathOf(string? option, TaskMeshConfig? config) => option ?? config?.StorePath ?? RunStore.DefaultPath();
 
-    /// <summary>Opens the store or explains why not (exit 2 through <see cref="StoreException"/>).</summary>
-    public static RunStore Open(string path, bool readOnly) => RunStore.Open(path, readOnly);
+    /// <summary>Opens the store or explains why not (exit 2 through <see cref="StoreException"/>); waits for another process's lock as long as the config says.</summary>
+    public static RunStore Open(string path, bool readOnly, TaskMeshConfig? config)
+        => RunStore.Open(path, readOnly, config is null ? RunStore.DefaultLockTimeout : TimeSpan.FromSeconds(config.StoreLockTimeoutSeconds));
 
     /// <summary>
     /// What a report command does first: the config, the store path, a check that <paramref name="jsonPath"/>
@@ -30,6 +31,6 @@ internal static class StoreInput
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
         var path = PathOf(storeOption, cfg);
         CliOptions.CheckOutput("--json", jsonPath, path, configPath);
-        return Open(path, readOnly: true);
+        return Open(path, readOnly: true, cfg);
     }
 }

@@ -27,9 +27,9 @@ internal static class TimelineCommand
             var storePath = StoreInput.PathOf(parse.GetValue(store), cfg);
             var outPath = parse.GetValue(output)!;
             CliOptions.CheckOutput("--out", outPath, storePath, parse.GetValue(config));
-            using var s = StoreInput.Open(storePath, readOnly: true);
+            using var s = StoreInput.Open(storePath, readOnly: true, cfg);
             var runId = s.ResolveRunId(parse.GetValue(run)!);
-            var info = s.ListRuns(int.MaxValue).First(r => r.RunId == runId);
+            var info = s.GetRun(runId);
             var tasks = s.TasksOf(runId);
             var critical = CriticalPath(info, cfg, io.Token);
             var html = Render(info, tasks, critical);

@@ -17,7 +17,7 @@ internal static class TrainCommand
         command.SetAction(async (parse, ct) =>
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false);
+            using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false, cfg);
             var rows = s.TrainingRows();
             if (rows.Count == 0)
             {

@@ -8,7 +8,7 @@ using TaskMesh.QuantumSim.Qasm;
 namespace TaskMesh.Engine.Layers.Quantum;
 
 /// <summary>The validated args of a <c>quantum</c> task; the circuit is parsed once, at validation.</summary>
-public sealed class QuantumArgs
+public sealed class QuantumArgs : IReadsFiles
 {
     /// <summary>Largest QASM file a task may name.</summary>
     public const long MaxQasmBytes = 16 << 20;
@@ -27,6 +27,9 @@ public sealed class QuantumArgs
 
     /// <summary>The QASM file's full path, or <c>inline</c>.</summary>
     public string Source { get; }
+
+    /// <summary>The circuit file as it was read (none for inline QASM): part of the cache key and of resume's check.</summary>
+    public IReadOnlyList<FileDigest> Files { get; private init; } = [];
 
     /// <summary>Shots to sample (0 = exact probabilities only).</summary>
     public int Shots { get; init; }
@@ -80,6 +83,7 @@ public sealed class QuantumArgs
 
         Circuit? circuit = null;
         string source = "inline";
+        FileDigest? file = null;
         if (!args.TryGetProperty("qasm", out var q) || q.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(q.GetString()))
             problems.Add("missing argument 'qasm' (OpenQASM 2.0 text, or a .qasm file path relative to the graph file)");
         else
@@ -102,6 +106,7 @@ public sealed class QuantumArgs
                     {
                         source = full;
                         var bytes = IO.SafeFile.ReadInput(full, MaxQasmBytes, "circuit file", context.CancellationToken);
+                        file = FileDigest.Of(full, bytes);
                         circuit = QasmParser.Parse(System.Text.Encoding.UTF8.GetString(bytes), text, context.CancellationToken);
                     }
                 }
@@ -192,6 +197,7 @@ public sealed class QuantumArgs
         if (problems.Count > 0 || circuit is null) return (null, problems);
         return (new QuantumArgs(circuit, source)
         {
+            Files = file is null ? [] : [file],
             Shots = shots,
             Seed = seed,
             Precision = precision,
