@@ -139,6 +139,8 @@ public sealed class TaskMeshEngine
                 throw new ArgumentException($"'{name}' is not a valid layer name (letters, digits, '-', '_' and '.', at most {GraphNames.MaxLayerNameLength} characters)", nameof(layer));
             if (name == GraphNames.AutoLayer)
                 throw new ArgumentException("'auto' is not a layer: it leaves the choice to the router", nameof(layer));
+            if (name is Escalation.EscalationRule.NextLayer or "none")
+                throw new ArgumentException($"'{name}' is a reserved word (a rule's \"next\" rank; the metrics' layer=\"none\"), not a layer name", nameof(layer));
             if (_layers.Length > 0 && name == LocalLayer.LayerName)
                 throw new ArgumentException("the local layer is built in", nameof(layer));
             var list = _layers.Where(l => l.Name != name).ToList();

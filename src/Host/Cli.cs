@@ -82,8 +82,11 @@ public static class Cli
         if (parse.Action is System.CommandLine.Invocation.ParseErrorAction)
         {
             foreach (var e in parse.Errors) stderr.WriteLine($"taskmesh: {e.Message}");
-            var command = parse.CommandResult.Command;
-            stderr.WriteLine($"run 'taskmesh {(command is RootCommand ? "" : command.Name + " ")}--help' for usage");
+            // The whole path of the command (taskmesh rules add), not its last word.
+            var names = new List<string>();
+            for (var r = parse.CommandResult; r is not null && r.Command is not RootCommand; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+                names.Insert(0, r.Command.Name);
+            stderr.WriteLine($"run 'taskmesh {string.Concat(names.Select(n => n + " "))}--help' for usage");
             return ExitCodes.BadInput;
         }
         try

@@ -216,6 +216,7 @@ public sealed class TaskMeshConfig
         var config = new TaskMeshConfig { Source = path, Text = text };
         var layerDrafts = new List<LayerDraft>();
         var rules = new List<Escalation.EscalationRule>();
+        var ruleLines = new List<int>();
         if (text.StartsWith('\uFEFF')) text = text[1..];   // a byte order mark is allowed
         var doc = SyntaxParser.Parse(text, path);
         var problems = new List<string>();
@@ -237,7 +238,7 @@ public sealed class TaskMeshConfig
                 }
                 if (table is TableArraySyntax && section == "escalation.rules")
                 {
-                    ParseRule(table, path, problems, rules);
+                    ParseRule(table, path, problems, rules, ruleLines);
                     continue;
                 }
                 if (table is not TableArraySyntax && section.StartsWith("layers.", StringComparison.Ordinal))
@@ -266,6 +267,20 @@ public sealed class TaskMeshConfig
         }
         config.Layers = FinishLayers(config, layerDrafts, path, problems);
         config.EscalationRules = rules;
+        // The layers an engine made from this config has: local and quantum always, and each [layers.NAME].
+        var declared = new HashSet<string>([Engine.Layers.LayerKinds.Local, Engine.Layers.LayerKinds.Quantum], StringComparer.Ordinal);
+        declared.UnionWith(layerDrafts.Select(d => d.Name));
+        if (declared.Count > Scheduling.RouteTable.MaxLayers - 1)
+            problems.Add($"{path}: {declared.Count} layers (the [layers.*] tables with the built-in local and quantum); at most {Scheduling.RouteTable.MaxLayers - 1} can be registered");
+        for (int i = 0; i < rules.Count; i++)
+        {
+            var r = rules[i];
+            string known = string.Join(", ", declared.Order(StringComparer.Ordinal));
+            if (r.From != Escalation.EscalationRule.AnyLayer && !declared.Contains(r.From))
+                problems.Add($"{path}:{ruleLines[i]}: [[escalation.rules]]: from = \"{r.From}\" names no layer (layers: {known}; or \"*\" for any)");
+            if (r.To != Escalation.EscalationRule.NextLayer && !declared.Contains(r.To))
+                problems.Add($"{path}:{ruleLines[i]}: [[escalation.rules]]: to = \"{r.To}\" names no layer (layers: {known}; or \"next\" for the next rank)");
+        }
         if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
             problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
         if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));
@@ -321,7 +336,7 @@ public sealed class TaskMeshConfig
     private static readonly string[] s_ruleKeys = ["from", "to", "trigger", "threshold", "priority", "active"];
 
     /// <summary>One <c>[[escalation.rules]]</c> table.</summary>
-    private static void ParseRule(TableSyntaxBase table, string path, List<string> problems, List<Escalation.EscalationRule> rules)
+    private static void ParseRule(TableSyntaxBase table, string path, List<string> problems, List<Escalation.EscalationRule> rules, List<int> lines)
     {
         string from = Escalation.EscalationRule.AnyLayer, to = Escalation.EscalationRule.NextLayer;
         string? trigger = null;
@@ -354,7 +369,11 @@ public sealed class TaskMeshConfig
         }
         var rule = new Escalation.EscalationRule(from, to, trigger, threshold, priority, active);
         if (rule.Problem() is { } p) problems.Add($"{path}:{Line(table)}: [[escalation.rules]]: {p}");
-        else rules.Add(rule);
+        else
+        {
+            rules.Add(rule);
+            lines.Add(Line(table));
+        }
     }
 
     /// <summary>A <c>[layers.NAME]</c> section as read, before it is checked as a whole.</summary>
@@ -413,6 +432,14 @@ public sealed class TaskMeshConfig
         }
     }
 
+    /// <summary>Words a layer may not be named, and why.</summary>
+    private static readonly Dictionary<string, string> ReservedLayerNames = new(StringComparer.Ordinal)
+    {
+        [Escalation.EscalationRule.NextLayer] = "a rule's to = \"next\" means the next higher rank",
+        ["none"] = "the metrics' layer=\"none\" counts tasks that never ran",
+        [Graph.GraphNames.AutoLayer] = "a task's layer = \"auto\" lets the router choose",
+    };
+
     private static IReadOnlyList<Layers.LayerSpec> FinishLayers(TaskMeshConfig config, List<LayerDraft> drafts, string path, List<string> problems)
     {
         var specs = new List<Layers.LayerSpec>();
@@ -426,6 +453,10 @@ public sealed class TaskMeshConfig
                 continue;
             }
             if (d.Name == Engine.Layers.Local.LocalLayer.LayerName && kind != Engine.Layers.LayerKinds.Local) problems.Add($"{at}: the layer named local must be of kind local");
+            if (d.Name == Engine.Layers.Quantum.QuantumLayer.LayerName && kind != Engine.Layers.LayerKinds.Quantum)
+                problems.Add($"{at}: the layer named quantum must be of kind quantum (circuits go to it by name); give a local layer another name");
+            if (ReservedLayerNames.ContainsKey(d.Name))
+                problems.Add($"{at}: '{d.Name}' is a reserved word ({ReservedLayerNames[d.Name]}); give the layer another name");
             if (d.Name == Engine.Layers.Local.LocalLayer.LayerName && !d.Enabled) problems.Add($"{at}: the local layer cannot be disabled");
             if (kind != Engine.Layers.LayerKinds.Quantum && d.QuantumKeys.Count > 0)
                 problems.Add($"{at}: {string.Join(", ", d.QuantumKeys)} {(d.QuantumKeys.Count == 1 ? "is a quantum setting" : "are quantum settings")}; this layer is of kind {kind}");

@@ -49,7 +49,12 @@ public static class SafeFile
         // The runtime's own stat shim (the one FileStatus uses): its struct layout is the runtime's,
         // the same on every architecture. Mode sits after a 32-bit flags field.
         byte* status = stackalloc byte[256];
-        if (SystemNativeStat(path, status) != 0) return Directory.Exists(path) ? FileKind.Directory : File.Exists(path) ? FileKind.Regular : FileKind.Missing;
+        if (SystemNativeStat(path, status) != 0)
+        {
+            // A link to nothing (File.Exists says yes: the link exists) is missing: nothing to read there.
+            if (DanglingLinkTarget(path) is not null) return FileKind.Missing;
+            return Directory.Exists(path) ? FileKind.Directory : File.Exists(path) ? FileKind.Regular : FileKind.Missing;
+        }
         int type = *(int*)(status + 4) & 0xF000;
         return type switch
         {
@@ -57,6 +62,22 @@ public static class SafeFile
             0x4000 => FileKind.Directory,
             _ => FileKind.Special,
         };
+    }
+
+    /// <summary>Where <paramref name="path"/> points when it is a symbolic link to nothing (a missing file or folder), else null.</summary>
+    public static string? DanglingLinkTarget(string path)
+    {
+        try
+        {
+            var info = new FileInfo(path);
+            if (info.LinkTarget is not { } target) return null;
+            var resolved = Path.IsPathRooted(target) ? target : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, target);
+            return File.Exists(resolved) || Directory.Exists(resolved) ? null : target;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            return null;
+        }
     }
 
     [DllImport("libSystem.Native", EntryPoint = "SystemNative_Stat")]

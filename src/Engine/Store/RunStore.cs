@@ -84,6 +84,8 @@ public sealed class RunStore : IDisposable
         var kind = SafeFile.KindOf(full);
         if (kind == FileKind.Directory) throw new StoreException($"store '{path}' is a directory, not a file");
         if (kind == FileKind.Special) throw new StoreException($"store '{path}' is not a regular file");
+        if (kind == FileKind.Missing && SafeFile.DanglingLinkTarget(full) is { } target)
+            throw new StoreException($"store '{path}' is a symbolic link to '{target}', which does not exist");
         if (kind == FileKind.Missing)
         {
             if (readOnly) throw new StoreException($"there is no store at '{path}' (nothing has been run with it yet)");
@@ -421,7 +423,7 @@ public sealed class RunStore : IDisposable
     /// <exception cref="StoreException">No run, or several, match.</exception>
     public string ResolveRunId(string run)
     {
-        ArgumentException.ThrowIfNullOrEmpty(run);
+        if (string.IsNullOrWhiteSpace(run)) throw new StoreException("the run is empty: give a run id, a unique prefix of one, or 'last' (see taskmesh runs)");
         using var cmd = _read.CreateCommand();
         if (run == "last")
         {

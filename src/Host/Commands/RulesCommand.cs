@@ -66,7 +66,18 @@ internal static class RulesCommand
         public readonly Option<string?> Trigger = CliOptions.OneOf("--trigger", "What sets the rule off.", [.. EscalationTriggers.All]);
         public readonly Option<string?> From = new("--from") { Description = "The layer it applies on, or * (default: *).", HelpName = "LAYER" };
         public readonly Option<string?> To = new("--to") { Description = "Where the task goes: a layer, or next (default: next).", HelpName = "LAYER" };
-        public readonly Option<double?> Threshold = new("--threshold") { Description = "low_confidence: a confidence 0–1; complexity: a score 0–100.", HelpName = "X" };
+        public readonly Option<double?> Threshold = new("--threshold")
+        {
+            Description = "low_confidence: a confidence 0–1; complexity: a score 0–100.",
+            HelpName = "X",
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count > 0 ? r.Tokens[^1].Value : "";
+                if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && double.IsFinite(v)) return v;
+                r.AddError($"option --threshold must be a finite number (a confidence 0–1 or a complexity score 0–100), got '{text}'");
+                return null;
+            },
+        };
         public readonly Option<int?> Priority = CliOptions.Int("--priority", -1000, 1000, "Higher is tried first (default 0).");
         public readonly Option<bool?> Active = new("--active") { Description = "Whether the rule fires (default true).", HelpName = "true|false" };
         public readonly Option<string?> Store = StoreInput.StoreOption();
@@ -86,9 +97,20 @@ internal static class RulesCommand
         }
     }
 
-    private static RunStore OpenStore(CliIO io, RuleOptions o, System.CommandLine.ParseResult p)
+    /// <summary>Refuses a rule that names a layer the config's engine does not have (the option named).</summary>
+    private static void CheckLayers(EscalationRule rule, TaskMesh.Engine.Configuration.TaskMeshConfig cfg)
+    {
+        var names = new TaskMesh.Engine.TaskMeshEngine(cfg.ToEngineOptions()).Layers.Select(l => l.Name).ToList();
+        if (rule.From != EscalationRule.AnyLayer && !names.Contains(rule.From))
+            throw new UsageException($"--from: no layer '{TaskMesh.Engine.Graph.GraphLimits.Printable(rule.From)}' (layers: {string.Join(", ", names)}; or * for any)");
+        if (rule.To != EscalationRule.NextLayer && !names.Contains(rule.To))
+            throw new UsageException($"--to: no layer '{TaskMesh.Engine.Graph.GraphLimits.Printable(rule.To)}' (layers: {string.Join(", ", names)}; or next for the next rank)");
+    }
+
+    private static RunStore OpenStore(CliIO io, RuleOptions o, System.CommandLine.ParseResult p, EscalationRule? rule = null)
     {
         var cfg = GraphInput.LoadConfig(p.GetValue(o.Config), io.Token);
+        if (rule is not null) CheckLayers(rule, cfg);
         var s = StoreInput.Open(StoreInput.PathOf(p.GetValue(o.Store), cfg), readOnly: false, cfg);
         if (cfg.EscalationRules.Count > 0)
             io.Error.WriteLine($"taskmesh: warning: {cfg.Source} declares [[escalation.rules]]: they, not the store's, are in force with that config");
@@ -103,7 +125,7 @@ internal static class RulesCommand
         add.SetAction(async (parse, ct) =>
         {
             var rule = o.Read(parse, null);
-            using var s = OpenStore(io, o, parse);
+            using var s = OpenStore(io, o, parse, rule);
             int id = await s.AddRuleAsync(rule);
             io.Out.WriteLine($"rule {id} added: {rule.From} → {rule.To} on {rule.Trigger}");
             return ExitCodes.Ok;
@@ -123,7 +145,9 @@ internal static class RulesCommand
             int which = parse.GetValue(id);
             var current = s.RulesWithIds().FirstOrDefault(r => r.Id == which).Rule
                 ?? throw new StoreException($"store '{s.Path}' has no escalation rule {which} (see taskmesh rules list)");
-            await s.SetRuleAsync(which, o.Read(parse, current));
+            var changed = o.Read(parse, current);
+            CheckLayers(changed, GraphInput.LoadConfig(parse.GetValue(o.Config), io.Token));
+            await s.SetRuleAsync(which, changed);
             io.Out.WriteLine($"rule {which} changed");
             return ExitCodes.Ok;
         });

@@ -255,7 +255,11 @@ internal static class RunCommand
                 if (!graph.Graph.TryGetIndex(esc.Task, out int task))
                     throw new UsageException($"run {resumedFrom} (graph '{graph.Graph.Name}') has no task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}'");
                 if (engine.WhyCannotRun(graph, task, esc.Layer) is { } why) throw new UsageException($"--to: {why}");
-                string from = store.TasksOf(resumedFrom).FirstOrDefault(t => t.Index == task)?.Layer ?? "local";
+                // Where it ran: its row's layer; a task answered from the cache or restored has none,
+                // and is where it would be routed without a model: its forced layer, else its handler's.
+                string from = store.TasksOf(resumedFrom).FirstOrDefault(t => t.Index == task)?.Layer
+                    ?? graph.Graph.ForcedLayerOf(task)
+                    ?? (graph.HandlerOf(task).PreferredLayer is { } preferred && engine.Layers.Any(l => l.Name == preferred) ? preferred : "local");
                 if (from == esc.Layer)
                     throw new UsageException($"--to: task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}' already ran on {esc.Layer} in run {resumedFrom}; escalate it to another layer");
                 var rerun = graph.Graph.DataDescendantsOf(task);

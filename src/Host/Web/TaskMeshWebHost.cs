@@ -41,7 +41,9 @@ public sealed class TaskMeshWebHost : IAsyncDisposable
         if (!IPAddress.TryParse(host, out var ip)) throw new IOException($"metrics host '{host}' is not an IP address");
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, Args = [] });
         builder.Logging.ClearProviders();
-        if (logs is not null) builder.Services.AddSingleton(logs);
+        // The host's own "failed to start" entry (a stack trace) is left out: a bind failure is
+        // reported once, as the IOException below, in the command's words.
+        if (logs is not null) builder.Services.AddSingleton<ILoggerFactory>(new WithoutHostLifetimeErrors(logs));
         builder.WebHost.ConfigureKestrel(o =>
         {
             o.Listen(ip, port);
@@ -76,3 +78,15 @@ public sealed class TaskMeshWebHost : IAsyncDisposable
         finally { await _app.DisposeAsync(); }
     }
 }
+
+/// <summary>A logger factory that passes everything but the generic host's start-up failures (reported by the caller instead).</summary>
+internal sealed class WithoutHostLifetimeErrors(ILoggerFactory inner) : ILoggerFactory
+{
+    public ILogger CreateLogger(string categoryName)
+        => categoryName == "Microsoft.Extensions.Hosting.Internal.Host" ? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance : inner.CreateLogger(categoryName);
+
+    public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
+
+    public void Dispose() { }   // the caller owns the inner factory
+}
+
