@@ -9,7 +9,18 @@ namespace TaskMesh.Engine.Graph;
 /// <param name="RuntimeSeconds">The recorded runtime (<c>runtimeInSeconds</c>).</param>
 /// <param name="Parents">Tasks it depends on, by index (declared on either end, or implied by a file it reads that they write).</param>
 /// <param name="DataParents">Those of <paramref name="Parents"/> that write a file it reads.</param>
-public sealed record WfTask(string Id, string Name, double RuntimeSeconds, IReadOnlyList<int> Parents, IReadOnlySet<int> DataParents);
+public sealed record WfTask(string Id, string Name, double RuntimeSeconds, IReadOnlyList<int> Parents, IReadOnlySet<int> DataParents)
+{
+    /// <summary>Where its runtime is in the instance (<c>workflow.execution.tasks[3].runtimeInSeconds</c>), for messages.</summary>
+    public string RuntimePath { get; init; } = "";
+
+    /// <summary>
+    /// Not a task of the instance: the barrier that stands for a file many tasks write and many read
+    /// (<see cref="WfFormat.MaxFileEdges"/>); its writers feed it, its readers wait for it. Its
+    /// <see cref="Name"/> is the file's.
+    /// </summary>
+    public bool IsFileBarrier { get; init; }
+}
 
 /// <summary>A WfFormat instance (schema 1.4, 1.5 or 1.6): its name and tasks.</summary>
 public sealed record WfInstance(string Name, string SchemaVersion, IReadOnlyList<WfTask> Tasks)
@@ -81,24 +92,23 @@ public static class WfFormat
             {
                 w.WriteStartObject();
                 w.WriteString("id", t.Id);
+                if (t.IsFileBarrier)
+                {
+                    // Waits for the file's writers, takes no time; its readers wait for it.
+                    w.WriteString("handler", "noop");
+                    WriteDependencies(w, instance, t);
+                    w.WriteStartArray("tags");
+                    w.WriteStringValue("file-barrier");
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                    continue;
+                }
                 w.WriteString("handler", handler);
                 w.WriteStartObject("args");
                 if (handler == "sleep") w.WriteNumber("millis", ScaledMillis(t.RuntimeSeconds, msPerSecond));
                 else w.WriteNumber("micros", ScaledMicros(t.RuntimeSeconds, msPerSecond));
                 w.WriteEndObject();
-                if (t.Parents.Count > 0)
-                {
-                    w.WriteStartArray("dependsOn");
-                    foreach (int p in t.Parents)
-                    {
-                        if (!t.DataParents.Contains(p)) { w.WriteStringValue(instance.Tasks[p].Id); continue; }
-                        w.WriteStartObject();
-                        w.WriteString("id", instance.Tasks[p].Id);
-                        w.WriteString("type", "data");
-                        w.WriteEndObject();
-                    }
-                    w.WriteEndArray();
-                }
+                WriteDependencies(w, instance, t);
                 if (t.Name != t.Id)
                 {
                     w.WriteStartArray("tags");
@@ -111,6 +121,56 @@ public static class WfFormat
             w.WriteEndObject();
         }
         return buffer.ToArray();
+    }
+
+    /// <summary>
+    /// Most edges one file may add between the tasks that write it and those that read it: past this
+    /// (writers × readers), the file becomes one barrier task — writers → barrier → readers, as many
+    /// edges as tasks — so a graph stays linear in the size of its instance (3,000 writers and 3,000
+    /// readers of one file: 6,000 edges, not 9 million).
+    /// </summary>
+    public const int MaxFileEdges = 256;
+
+    /// <summary>
+    /// Each task whose runtime, at <paramref name="msPerSecond"/> ms per recorded second, is more
+    /// than <paramref name="handler"/> takes (sleep: a day; spin: 600 s), named by its field; empty
+    /// when the whole instance can be replayed.
+    /// </summary>
+    public static List<GraphError> ReplayProblems(WfInstance instance, double msPerSecond, string handler = "sleep")
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        var problems = new List<GraphError>();
+        foreach (var t in instance.Tasks)
+        {
+            if (t.IsFileBarrier) continue;
+            double scaledMs = t.RuntimeSeconds * msPerSecond;
+            double limitMs = handler == "sleep" ? MaxSleepMillis : MaxSpinMicros / 1000.0;
+            if (scaledMs <= limitMs) continue;
+            problems.Add(new GraphError(GraphErrorCodes.BadValue,
+                $"{t.RuntimePath}: {t.RuntimeSeconds.ToString("G6", CultureInfo.InvariantCulture)} s at --time-scale {msPerSecond.ToString(CultureInfo.InvariantCulture)} is {scaledMs.ToString("G4", CultureInfo.InvariantCulture)} ms of {handler}; it takes at most {limitMs.ToString(CultureInfo.InvariantCulture)} ms (a smaller --time-scale replays it)",
+                t.Id));
+            if (problems.Count >= MaxErrors) break;
+        }
+        return problems;
+    }
+
+    // The sleep and spin handlers' own limits (BuiltInHandlers).
+    private const long MaxSleepMillis = 86_400_000;
+    private const long MaxSpinMicros = 600_000_000;
+
+    private static void WriteDependencies(Utf8JsonWriter w, WfInstance instance, WfTask t)
+    {
+        if (t.Parents.Count == 0) return;
+        w.WriteStartArray("dependsOn");
+        foreach (int p in t.Parents)
+        {
+            if (!t.DataParents.Contains(p)) { w.WriteStringValue(instance.Tasks[p].Id); continue; }
+            w.WriteStartObject();
+            w.WriteString("id", instance.Tasks[p].Id);
+            w.WriteString("type", "data");
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
     }
 
     /// <summary>A runtime replayed by <c>sleep</c>: whole milliseconds.</summary>
@@ -192,7 +252,10 @@ public static class WfFormat
 
         /// <summary>A task before its references are resolved.</summary>
         private sealed record Raw(string Id, string Name, string Path, double Runtime, List<string> Parents, List<string> Children, List<string> Inputs, List<string> Outputs,
-            List<string> ParentPaths, List<string> ChildPaths);
+            List<string> ParentPaths, List<string> ChildPaths)
+        {
+            public string RuntimePath { get; init; } = Path + ".runtimeInSeconds";
+        }
 
         private List<Raw>? Tasks15(JsonElement workflow)
         {
@@ -200,6 +263,7 @@ public static class WfFormat
             if (!Has(workflow, "specification", "workflow", JsonValueKind.Object, out var spec)) return null;
             if (!Has(spec, "tasks", Spec, JsonValueKind.Array, out var specTasks)) return null;
             var runtimes = new Dictionary<string, double>(StringComparer.Ordinal);
+            var runtimePaths = new Dictionary<string, string>(StringComparer.Ordinal);
             if (Has(workflow, "execution", "workflow", JsonValueKind.Object, out var exec) && Has(exec, "tasks", Exec, JsonValueKind.Array, out var execTasks))
             {
                 int i = 0;
@@ -208,8 +272,11 @@ public static class WfFormat
                     string path = $"{Exec}.tasks[{i++}]";
                     if (t.ValueKind != JsonValueKind.Object) { Error(path, $"must be an object, got {KindName(t.ValueKind)}"); continue; }
                     if (!Has(t, "id", path, JsonValueKind.String, out var id)) continue;
-                    if (Runtime(t, path) is double r && !runtimes.TryAdd(id.GetString()!, r))
-                        Error(path + ".id", $"'{GraphLimits.Printable(id.GetString()!)}' has a second execution entry", id.GetString());
+                    if (Runtime(t, path) is double r)
+                    {
+                        if (!runtimes.TryAdd(id.GetString()!, r)) Error(path + ".id", $"'{GraphLimits.Printable(id.GetString()!)}' has a second execution entry", id.GetString());
+                        else runtimePaths[id.GetString()!] = path + ".runtimeInSeconds";
+                    }
                 }
             }
             else return null;
@@ -227,7 +294,7 @@ public static class WfFormat
                     Error(path + ".id", $"task '{GraphLimits.Printable(id)}' has no entry in {Exec}.tasks (its runtimeInSeconds is what is replayed)", id);
                     continue;
                 }
-                list.Add(RawTask(t, id, name, path, runtime, Strings(t, "inputFiles", path), Strings(t, "outputFiles", path)));
+                list.Add(RawTask(t, id, name, path, runtime, Strings(t, "inputFiles", path), Strings(t, "outputFiles", path)) with { RuntimePath = runtimePaths[id] });
             }
             return list;
         }
@@ -322,9 +389,42 @@ public static class WfFormat
             for (int i = 0; i < raw.Count; i++)
                 foreach (var f in raw[i].Outputs)
                     (producers.TryGetValue(f, out var l) ? l : producers[f] = new List<int>()).Add(i);
-            var data = raw.Select(_ => new HashSet<int>()).ToArray();
+            var readers = new Dictionary<string, int>(StringComparer.Ordinal);
             for (int i = 0; i < raw.Count; i++)
                 foreach (var f in raw[i].Inputs)
+                    if (producers.ContainsKey(f)) readers[f] = readers.GetValueOrDefault(f) + 1;
+            // A file with more writer-reader pairs than MaxFileEdges becomes a barrier task (appended after the instance's tasks).
+            var barrierOf = new Dictionary<string, int>(StringComparer.Ordinal);
+            var barriers = new List<(string Id, string File)>();
+            foreach (var (f, writers) in producers)
+                if ((long)writers.Count * readers.GetValueOrDefault(f) > MaxFileEdges)
+                {
+                    string id = $"file-barrier-{barriers.Count + 1}";
+                    while (index.ContainsKey(id)) id += "_";
+                    barrierOf[f] = raw.Count + barriers.Count;
+                    barriers.Add((id, f));
+                }
+            int total = raw.Count + barriers.Count;
+            Array.Resize(ref parents, total);
+            Array.Resize(ref seen, total);
+            for (int b = raw.Count; b < total; b++) { parents[b] = new List<int>(); seen[b] = new HashSet<int>(); }
+            var data = new HashSet<int>[total];
+            for (int i = 0; i < total; i++) data[i] = new HashSet<int>();
+            foreach (var (f, b) in barrierOf)
+                foreach (int p in producers[f])
+                {
+                    Edge(p, b);
+                    data[b].Add(p);
+                }
+            for (int i = 0; i < raw.Count; i++)
+                foreach (var f in raw[i].Inputs)
+                {
+                    if (barrierOf.TryGetValue(f, out int b))
+                    {
+                        // A task that reads and writes the file waits for the others' writes, not for itself.
+                        if (!producers[f].Contains(i)) { Edge(b, i); data[i].Add(b); }
+                        continue;
+                    }
                     if (producers.TryGetValue(f, out var from))
                         foreach (int p in from)
                             if (p != i)
@@ -332,8 +432,12 @@ public static class WfFormat
                                 Edge(p, i);
                                 data[i].Add(p);
                             }
+                }
             if (errors.Count > 0) return null;
-            return raw.Select((t, i) => new WfTask(t.Id, t.Name, t.Runtime, parents[i], data[i])).ToList();
+            var tasks = raw.Select((t, i) => new WfTask(t.Id, t.Name, t.Runtime, parents[i], data[i]) { RuntimePath = t.RuntimePath }).ToList();
+            for (int b = 0; b < barriers.Count; b++)
+                tasks.Add(new WfTask(barriers[b].Id, barriers[b].File, 0, parents[raw.Count + b], data[raw.Count + b]) { IsFileBarrier = true });
+            return tasks;
         }
     }
 }

@@ -600,14 +600,33 @@ public sealed class RunStore : IDisposable
         }
     }
 
-    /// <summary>Records a trained model version (its files are in <paramref name="folder"/>).</summary>
-    public void RecordModel(int version, DateTimeOffset trainedAt, int rows, string folder, string metricsJson)
+    /// <summary>
+    /// Publishes a trained model version: allocates the next version number and moves
+    /// <paramref name="stagedFolder"/> (written by the trainer beside the store, see
+    /// <see cref="ModelStagingFolder"/>) to <c>STORE.models/vN</c> in one transaction of the store,
+    /// so that processes training at once each get a version of their own and a version's row never
+    /// names a half-written folder. <paramref name="beforePublish"/> is called with the staged
+    /// folder and the version just before the move (to name the version in its files).
+    /// </summary>
+    /// <returns>The version published.</returns>
+    /// <exception cref="StoreException">The store or the model folder cannot be written.</exception>
+    public async Task<int> PublishModelAsync(string stagedFolder, DateTimeOffset trainedAt, int rows, string metricsJson, Action<string, int>? beforePublish = null)
     {
+        ArgumentException.ThrowIfNullOrEmpty(stagedFolder);
         var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
-        writer.Enqueue(new ModelRow(version, trainedAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture), rows, folder, metricsJson));
+        var write = new ModelPublish(Path, stagedFolder, trainedAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture), rows, metricsJson, beforePublish);
+        writer.Enqueue(write);
+        await FlushAsync();
+        return write.Version;
     }
 
-    /// <summary>The model versions trained from this store, newest first.</summary>
+    /// <summary>A fresh folder beside the store for a model version being written (published by <see cref="PublishModelAsync"/>).</summary>
+    public string ModelStagingFolder() => System.IO.Path.Combine(ModelsFolder, $".staging-{Environment.ProcessId}-{Guid.NewGuid():N}");
+
+    /// <summary>The folder of the store's model versions: <c>STORE.models</c> beside the store.</summary>
+    public string ModelsFolder => System.IO.Path.GetFullPath(Path) + ".models";
+
+    /// <summary>The model versions trained from this store, newest first (<c>Folder</c>: the full path of the version's files).</summary>
     public IReadOnlyList<(int Version, DateTimeOffset TrainedAt, int Rows, string Folder, string Metrics)> Models()
     {
         lock (_read)
@@ -617,22 +636,40 @@ public sealed class RunStore : IDisposable
             var list = new List<(int, DateTimeOffset, int, string, string)>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
-                list.Add((r.GetInt32(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture), r.GetInt32(2), r.GetString(3), r.GetString(4)));
+                list.Add((r.GetInt32(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture), r.GetInt32(2), ModelFolderOf(r.GetString(3)), r.GetString(4)));
             return list;
         }
     }
 
-    private sealed class ModelRow(int version, string at, int rows, string folder, string metrics) : StoreWrite
+    // A version's folder is kept relative to the store's folder (the store and its models move
+    // together, and a store opened from another working directory finds them); rows written
+    // before that kept a full path, or one relative to wherever train ran, read as they are.
+    private string ModelFolderOf(string recorded)
+        => System.IO.Path.IsPathRooted(recorded) ? recorded
+            : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!, recorded));
+
+    private sealed class ModelPublish(string storePath, string staged, string at, int rows, string metrics, Action<string, int>? beforePublish) : StoreWrite
     {
+        public int Version { get; private set; }
+
         public override void Apply(StoreBatch b)
         {
-            var cmd = b.Command("INSERT OR REPLACE INTO models (version, trained_at, rows, folder, metrics) VALUES ($v, $at, $rows, $folder, $metrics)");
+            // Inside the batch's write transaction: no other process allocates a version meanwhile.
+            int version = Convert.ToInt32(b.Command("SELECT coalesce(max(version), 0) + 1 FROM models").ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+            string models = System.IO.Path.GetFullPath(storePath) + ".models";
+            string target = System.IO.Path.Combine(models, "v" + version.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            // A folder with no row is what a process killed between its move and its commit left: not a version.
+            if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+            beforePublish?.Invoke(staged, version);
+            Directory.Move(staged, target);
+            var cmd = b.Command("INSERT INTO models (version, trained_at, rows, folder, metrics) VALUES ($v, $at, $rows, $folder, $metrics)");
             cmd.Parameters.AddWithValue("$v", version);
             cmd.Parameters.AddWithValue("$at", at);
             cmd.Parameters.AddWithValue("$rows", rows);
-            cmd.Parameters.AddWithValue("$folder", folder);
+            cmd.Parameters.AddWithValue("$folder", System.IO.Path.GetRelativePath(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(storePath))!, target));
             cmd.Parameters.AddWithValue("$metrics", metrics);
             cmd.ExecuteNonQuery();
+            Version = version;
         }
     }
 

@@ -191,7 +191,7 @@ internal sealed class StoreWriter : IDisposable
                 if (Committed is { } committed)
                     try { committed(System.Diagnostics.Stopwatch.GetElapsedTime(started), batch.Count); } catch { /* a listener's failure is not the store's */ }
             }
-            catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException)
+            catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException or UnauthorizedAccessException)
             {
                 var fault = new StoreException(ex is SqliteException s ? RunStore.Describe(_path, s) : $"store '{_path}': {ex.Message}", ex);
                 _fault = fault;

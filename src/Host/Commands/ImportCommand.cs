@@ -49,6 +49,9 @@ internal static class ImportCommand
         CliOptions.CheckOutput("--out", outPath, instancePath);
         var bytes = SafeFile.ReadInput(instancePath, MaxInstanceBytes, "WfFormat instance");
         var instance = WfFormat.Read(bytes, instancePath);
+        // A runtime the handler cannot replay is refused now, with its field, not by a later validate.
+        if (WfFormat.ReplayProblems(instance, msPerSecond, handler) is { Count: > 0 } problems)
+            throw new GraphValidationException(problems, instancePath);
         var graph = WfFormat.ToGraphJson(instance, msPerSecond, handler);
         // The graph must load and build (a cycle among the instance's dependencies is refused here, named).
         TaskGraph built;
@@ -62,8 +65,9 @@ internal static class ImportCommand
         }
         SafeFile.WriteAtomic(outPath, s => s.Write(graph));
         int dataEdges = instance.Tasks.Sum(t => t.DataParents.Count);
+        int barriers = instance.Tasks.Count(t => t.IsFileBarrier);
         io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"wrote {outPath}: {built.Count} tasks, {built.EdgeCount} edges ({dataEdges} data), {instance.TotalRuntimeSeconds:0.###} s recorded replayed as {instance.TotalRuntimeSeconds * msPerSecond / 1000:0.###} s of {handler} (WfFormat {TerminalText.Safe(instance.SchemaVersion)}, '{TerminalText.Safe(instance.Name)}')"));
+            $"wrote {outPath}: {built.Count} tasks{(barriers > 0 ? $" ({barriers} of them file barriers: files with more than {WfFormat.MaxFileEdges} writer-reader pairs)" : "")}, {built.EdgeCount} edges ({dataEdges} data), {instance.TotalRuntimeSeconds:0.###} s recorded replayed as {instance.TotalRuntimeSeconds * msPerSecond / 1000:0.###} s of {handler} (WfFormat {TerminalText.Safe(instance.SchemaVersion)}, '{TerminalText.Safe(instance.Name)}')"));
         return ExitCodes.Ok;
     }
 }

@@ -25,11 +25,7 @@ internal static class TrainCommand
                 return ExitCodes.BadInput;
             }
             var models = await Task.Run(() => ModelTrainer.Train(rows), io.Token);
-            int version = (s.Models().FirstOrDefault().Version) + 1;
-            var folder = ModelFiles.FolderOf(s.Path, version);
-            models.Save(folder, version);
-            s.RecordModel(version, DateTimeOffset.UtcNow, rows.Count, folder, JsonSerializer.Serialize(models.Accuracy));
-            await s.FlushAsync(CancellationToken.None);
+            var (version, folder) = await PublishAsync(s, models, rows.Count);
             io.Out.WriteLine($"model version {version}: {models.Rows} examples from {rows.Count} task rows, in {folder}");
             Print(io.Out, models.Accuracy);
             return ExitCodes.Ok;
@@ -54,16 +50,38 @@ internal static class TrainCommand
             && DateTimeOffset.UtcNow - latest.TrainedAt >= TimeSpan.FromMinutes(config.RetrainAfterMinutes);
         if (!byRows && !byAge) return;
         var models = await Task.Run(() => ModelTrainer.Train(rows), ct);
-        int version = latest.Version + 1;
-        var folder = ModelFiles.FolderOf(store.Path, version);
-        models.Save(folder, version);
-        store.RecordModel(version, DateTimeOffset.UtcNow, rows.Count, folder, JsonSerializer.Serialize(models.Accuracy));
-        await store.FlushAsync(CancellationToken.None);
+        var (version, folder) = await PublishAsync(store, models, rows.Count);
         output.WriteLine($"trained model version {version} from {rows.Count} task rows ({(byRows ? $"{fresh} new since the last version" : "the last version was old")}), in {folder}");
         if (metrics is not null)
         {
             metrics.RecordTraining();
             foreach (var a in models.Accuracy) metrics.RecordModel(version, a.Layer, a.DurationMaeMs, a.DurationR2, a.SuccessAuc, a.CalibrationError);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="models"/> into a fresh folder beside the store, then publishes it as the
+    /// next version (allocated in the store's transaction, the folder moved into place): processes
+    /// training at once each get their own version, and no version names a half-written folder.
+    /// </summary>
+    private static async Task<(int Version, string Folder)> PublishAsync(RunStore store, TrainedModels models, int rows)
+    {
+        var staged = store.ModelStagingFolder();
+        try
+        {
+            models.Save(staged, version: 0);
+            int version = await store.PublishModelAsync(staged, DateTimeOffset.UtcNow, rows, JsonSerializer.Serialize(models.Accuracy),
+                (folder, v) => models.WriteManifest(folder, v));
+            return (version, store.Models().First(m => m.Version == version).Folder);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new StoreException($"the models cannot be written beside store '{store.Path}': {ex.Message}", ex);
+        }
+        finally
+        {
+            // Published: moved away; failed: nothing to keep.
+            try { if (Directory.Exists(staged)) Directory.Delete(staged, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
 

@@ -292,14 +292,30 @@ public sealed class TrainedModels
         => new() { Handler = handler, Features = features.Length >= FeatureExtractor.LayerFeatures ? features[..FeatureExtractor.LayerFeatures] : [.. features, .. new float[FeatureExtractor.LayerFeatures - features.Length]] };
 
     /// <summary>Writes the models and a manifest into <paramref name="folder"/> (created).</summary>
+    /// <remarks>The manifest lists each model file with its layer, kind and SHA-256; <see cref="Load"/> checks them.</remarks>
     public void Save(string folder, int version)
     {
         Directory.CreateDirectory(folder);
+        var files = new List<ModelFileEntry>();
         foreach (var (layer, m) in _layers)
         {
-            if (m.Duration is not null) _ml.Model.Save(m.Duration, m.Schema, Path.Combine(folder, $"{layer}.duration.zip"));
-            if (m.Success is not null) _ml.Model.Save(m.Success, m.Schema, Path.Combine(folder, $"{layer}.success.zip"));
+            foreach (var (kind, model) in new[] { ("duration", m.Duration), ("success", m.Success) })
+            {
+                if (model is null) continue;
+                string name = $"{layer}.{kind}.zip";
+                _ml.Model.Save(model, m.Schema, Path.Combine(folder, name));
+                files.Add(new ModelFileEntry(name, layer, kind, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(folder, name))))));
+            }
         }
+        _files = files;
+        WriteManifest(folder, version);
+    }
+
+    private List<ModelFileEntry> _files = [];
+
+    /// <summary>(Re)writes the manifest of models saved in <paramref name="folder"/>, naming them version <paramref name="version"/>.</summary>
+    public void WriteManifest(string folder, int version)
+    {
         File.WriteAllText(Path.Combine(folder, "manifest.json"), JsonSerializer.Serialize(new
         {
             format = ModelFiles.Format,
@@ -307,10 +323,26 @@ public sealed class TrainedModels
             features = FeatureExtractor.Names.Take(FeatureExtractor.LayerFeatures),
             rows = Rows,
             layers = Accuracy,
+            files = _files,
         }, new JsonSerializerOptions { WriteIndented = true }));
     }
 
-    /// <summary>Reads models written by <see cref="Save"/>; null, with the reason in <paramref name="problem"/>, when the folder holds none this build can use.</summary>
+    /// <summary>One model file as the manifest lists it.</summary>
+    private sealed record ModelFileEntry(string name, string layer, string kind, string sha256);
+
+    /// <summary>Largest manifest read: 1 MiB.</summary>
+    public const long MaxManifestBytes = 1L << 20;
+
+    /// <summary>Largest model file read: 256 MiB.</summary>
+    public const long MaxModelBytes = 256L << 20;
+
+    /// <summary>
+    /// Reads models written by <see cref="Save"/>; null, with the reason in <paramref name="problem"/>,
+    /// when the folder holds none this build can use. Every file is read as an input is (a regular
+    /// file under a size cap: never a device, a FIFO or a link to one); each model file must be the
+    /// one the manifest lists for its layer and kind (its SHA-256), and a duration model must be a
+    /// regression and a success model a classifier.
+    /// </summary>
     public static TrainedModels? Load(string folder, out string? problem)
     {
         problem = null;
@@ -318,24 +350,68 @@ public sealed class TrainedModels
         try
         {
             var manifestPath = Path.Combine(folder, "manifest.json");
-            using var manifest = JsonDocument.Parse(File.ReadAllText(manifestPath));
-            if (!manifest.RootElement.TryGetProperty("format", out var format) || format.GetInt32() != ModelFiles.Format)
+            using var manifest = JsonDocument.Parse(Engine.IO.SafeFile.ReadInput(manifestPath, MaxManifestBytes, "model manifest"));
+            if (!manifest.RootElement.TryGetProperty("format", out var format) || format.ValueKind != JsonValueKind.Number || format.GetInt32() != ModelFiles.Format)
             {
-                problem = $"{manifestPath}: written by another version of TaskMesh (model format {(format.ValueKind == JsonValueKind.Number ? format.GetInt32() : 0)}, this build reads {ModelFiles.Format})";
+                problem = $"{manifestPath}: written by another version of TaskMesh (model format {(format.ValueKind == JsonValueKind.Number ? format.GetRawText() : "none")}, this build reads {ModelFiles.Format})";
                 return null;
             }
             var accuracy = manifest.RootElement.GetProperty("layers").Deserialize<List<LayerAccuracy>>() ?? [];
+            // Manifests written before files were listed have no hashes: their files are checked by kind only.
+            Dictionary<string, ModelFileEntry>? listed = null;
+            if (manifest.RootElement.TryGetProperty("files", out var filesElement))
+                listed = (filesElement.Deserialize<List<ModelFileEntry>>() ?? []).ToDictionary(f => f.name, StringComparer.Ordinal);
             var layers = new Dictionary<string, (ITransformer?, ITransformer?, DataViewSchema)>(StringComparer.Ordinal);
             foreach (var a in accuracy)
             {
-                string d = Path.Combine(folder, $"{a.Layer}.duration.zip"), s = Path.Combine(folder, $"{a.Layer}.success.zip");
+                if (!Engine.Graph.GraphNames.IsValidLayerName(a.Layer))
+                {
+                    problem = $"{manifestPath}: layer '{Engine.Graph.GraphLimits.Printable(a.Layer ?? "")}' is not a layer name";
+                    return null;
+                }
                 DataViewSchema? schema = null;
-                ITransformer? duration = File.Exists(d) ? ml.Model.Load(d, out schema) : null;
-                ITransformer? success = File.Exists(s) ? ml.Model.Load(s, out schema) : null;
+                ITransformer? duration = LoadOne(a.Layer, "duration", ref schema);
+                ITransformer? success = LoadOne(a.Layer, "success", ref schema);
                 if (schema is not null) layers[a.Layer] = (duration, success, schema);
                 else if (a.SuccessRate is not null) layers[a.Layer] = (null, null, new DataViewSchema.Builder().ToSchema());
             }
             return new TrainedModels(ml, layers, accuracy, manifest.RootElement.GetProperty("rows").GetInt32());
+
+            ITransformer? LoadOne(string layer, string kind, ref DataViewSchema? schema)
+            {
+                string name = $"{layer}.{kind}.zip", path = Path.Combine(folder, name);
+                if (Engine.IO.SafeFile.KindOf(path) == Engine.IO.FileKind.Missing)
+                {
+                    if (listed?.ContainsKey(name) == true) throw new BadModelFile($"{path}: the manifest lists it, and it is missing");
+                    return null;
+                }
+                var bytes = Engine.IO.SafeFile.ReadInput(path, MaxModelBytes, "model file");
+                if (listed is not null)
+                {
+                    if (!listed.TryGetValue(name, out var entry) || entry.layer != layer || entry.kind != kind)
+                        throw new BadModelFile($"{path}: the manifest does not list it as the {kind} model of layer {layer}");
+                    if (Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)) != entry.sha256)
+                        throw new BadModelFile($"{path}: not the file the manifest lists as the {kind} model of layer {layer} (its SHA-256 differs: swapped, replaced or damaged)");
+                }
+                using var stream = new MemoryStream(bytes, writable: false);
+                var model = ml.Model.Load(stream, out var inputSchema);
+                // A duration model is a regression (a score, no probability); a success model a calibrated classifier.
+                bool classifier = model.GetOutputSchema(inputSchema).GetColumnOrNull("Probability") is not null;
+                if (classifier != (kind == "success"))
+                    throw new BadModelFile($"{path}: a {(classifier ? "success (classifier)" : "duration (regression)")} model where the {kind} model of layer {layer} belongs");
+                schema = inputSchema;
+                return model;
+            }
+        }
+        catch (BadModelFile ex)
+        {
+            problem = ex.Message;
+            return null;
+        }
+        catch (Engine.IO.UnsafeFileException ex)
+        {
+            problem = ex.Message;
+            return null;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException
             or InvalidDataException or FormatException or KeyNotFoundException or ArgumentException or NotSupportedException)
@@ -344,6 +420,8 @@ public sealed class TrainedModels
             return null;
         }
     }
+
+    private sealed class BadModelFile(string message) : Exception(message);
 }
 
 /// <summary>Where model versions live: <c>STORE.models/vN/</c> beside the run store.</summary>
