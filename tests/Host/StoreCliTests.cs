@@ -184,6 +184,10 @@ public sealed class StoreCliTests : IDisposable
             [escalation]
             max_per_task = 2
 
+            [layers.quantum-double]
+            kind = "quantum"
+            rank = 20
+
             [[escalation.rules]]
             trigger = "error"
 
@@ -532,7 +536,7 @@ public sealed class StoreCliTests : IDisposable
         using (var s = RunStore.Open(Path.Combine(_dir, "taskmesh.db"), readOnly: true))
         {
             killedRun = s.ResolveRunId("last");
-            Assert.Equal("running", s.ListRuns().Single().Status);
+            Assert.Equal("interrupted", s.ListRuns().Single().Status);   // its process was killed
             using var graphDoc = JsonDocument.Parse(File.ReadAllText(graph));
             var ids = graphDoc.RootElement.GetProperty("tasks").EnumerateArray().Select(t => t.GetProperty("id").GetString()!).ToArray();
             var engine = new TaskMesh.Engine.TaskMeshEngine(new TaskMesh.Engine.EngineOptions { ShellEnabled = true });
@@ -584,7 +588,7 @@ public sealed class StoreCliTests : IDisposable
 
         using var s = RunStore.Open(store, readOnly: true);   // opens: not corrupt
         var run = Assert.Single(s.ListRuns());
-        Assert.Equal("running", run.Status);                  // it never ended
+        Assert.Equal("interrupted", run.Status);              // it never ended, and its process is gone
         int completed = s.CompletedCount(run.RunId);
         Assert.InRange(completed, 1, 99);
         var rows = s.TasksOf(run.RunId);

@@ -117,7 +117,14 @@ public sealed class ModelTrainerTests : IDisposable
         Assert.Equal(models.PredictConfidence("quantum", "quantum", f), loaded!.PredictConfidence("quantum", "quantum", f));
         Assert.Equal(models.PredictDurationMs("quantum", "quantum", f), loaded.PredictDurationMs("quantum", "quantum", f));
 
-        File.WriteAllBytes(Path.Combine(folder, "quantum.success.zip"), [1, 2, 3, 4]);   // corrupt
+        File.WriteAllBytes(Path.Combine(folder, "quantum.success.zip"), [1, 2, 3, 4]);   // corrupt: not the file the manifest lists
+        Assert.Null(TrainedModels.Load(folder, out problem));
+        Assert.Contains("quantum.success.zip: not the file the manifest lists", problem);
+        // A manifest without file hashes (written before they were kept): the file itself is found unreadable.
+        var manifest = Path.Combine(folder, "manifest.json");
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(manifest))!.AsObject();
+        node.Remove("files");
+        File.WriteAllText(manifest, node.ToJsonString());
         Assert.Null(TrainedModels.Load(folder, out problem));
         Assert.Contains("cannot be read", problem);
         File.WriteAllText(Path.Combine(folder, "manifest.json"), """{"format": 99, "rows": 1, "layers": []}""");

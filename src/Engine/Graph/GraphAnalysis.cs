@@ -194,5 +194,7 @@ public sealed class GraphAnalysis
         return sb.ToString();
     }
 
-    private static string Escape(string s) => s.Replace("\\", "\\\\").Replace("\"", "\\\"");
+    // A DOT string: backslashes and quotes escaped, and control characters written as escapes
+    // (a name's line break or ESC must neither end the statement nor reach a terminal).
+    private static string Escape(string s) => IO.TerminalText.Safe(s.Replace("\\", "\\\\").Replace("\"", "\\\""));
 }

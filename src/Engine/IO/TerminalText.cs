@@ -69,12 +69,8 @@ public sealed class TerminalSafeWriter(TextWriter inner) : TextWriter
         while (i < value.Length && (!TerminalText.NeedsEscape(value[i]) || value[i] is '\n' or '\t')) i++;
         if (i == value.Length) { Inner.Write(value); return; }
         var sb = new StringBuilder(value.Length + 16).Append(value, 0, i);
-        // A "\r\n" line end (Environment.NewLine elsewhere) is a line end, not a stray CR.
-        for (; i < value.Length; i++)
-        {
-            if (value[i] == '\r' && i + 1 < value.Length && value[i + 1] == '\n') continue;
-            TerminalText.Append(sb, value[i], escapeLineBreaks: false);
-        }
+        // Every CR is escaped, "\r\n" too: this platform's line end is "\n", so a CR is user data.
+        for (; i < value.Length; i++) TerminalText.Append(sb, value[i], escapeLineBreaks: false);
         Inner.Write(sb.ToString());
     }
 

@@ -97,20 +97,25 @@ internal static class RulesCommand
         }
     }
 
-    /// <summary>Refuses a rule that names a layer the config's engine does not have (the option named).</summary>
-    private static void CheckLayers(EscalationRule rule, TaskMesh.Engine.Configuration.TaskMeshConfig cfg)
+    /// <summary>
+    /// Warns of a rule that names a layer the config's engine does not have, naming the option: the
+    /// store's rules serve every config run against it, so a layer another config declares is
+    /// allowed — but a typo is said at once, not found later as a rule that never fires.
+    /// </summary>
+    private static void CheckLayers(CliIO io, EscalationRule rule, TaskMesh.Engine.Configuration.TaskMeshConfig cfg)
     {
         var names = new TaskMesh.Engine.TaskMeshEngine(cfg.ToEngineOptions()).Layers.Select(l => l.Name).ToList();
+        string of = cfg.Source is { } source ? $"the layers of {source}" : "the default layers";
         if (rule.From != EscalationRule.AnyLayer && !names.Contains(rule.From))
-            throw new UsageException($"--from: no layer '{TaskMesh.Engine.Graph.GraphLimits.Printable(rule.From)}' (layers: {string.Join(", ", names)}; or * for any)");
+            io.Error.WriteLine($"taskmesh: warning: --from: no layer '{TaskMesh.Engine.Graph.GraphLimits.Printable(rule.From)}' among {of} ({string.Join(", ", names)}); the rule fires only under a config that declares it");
         if (rule.To != EscalationRule.NextLayer && !names.Contains(rule.To))
-            throw new UsageException($"--to: no layer '{TaskMesh.Engine.Graph.GraphLimits.Printable(rule.To)}' (layers: {string.Join(", ", names)}; or next for the next rank)");
+            io.Error.WriteLine($"taskmesh: warning: --to: no layer '{TaskMesh.Engine.Graph.GraphLimits.Printable(rule.To)}' among {of} ({string.Join(", ", names)}); the rule fires only under a config that declares it");
     }
 
     private static RunStore OpenStore(CliIO io, RuleOptions o, System.CommandLine.ParseResult p, EscalationRule? rule = null)
     {
         var cfg = GraphInput.LoadConfig(p.GetValue(o.Config), io.Token);
-        if (rule is not null) CheckLayers(rule, cfg);
+        if (rule is not null) CheckLayers(io, rule, cfg);
         var s = StoreInput.Open(StoreInput.PathOf(p.GetValue(o.Store), cfg), readOnly: false, cfg);
         if (cfg.EscalationRules.Count > 0)
             io.Error.WriteLine($"taskmesh: warning: {cfg.Source} declares [[escalation.rules]]: they, not the store's, are in force with that config");
@@ -146,7 +151,7 @@ internal static class RulesCommand
             var current = s.RulesWithIds().FirstOrDefault(r => r.Id == which).Rule
                 ?? throw new StoreException($"store '{s.Path}' has no escalation rule {which} (see taskmesh rules list)");
             var changed = o.Read(parse, current);
-            CheckLayers(changed, GraphInput.LoadConfig(parse.GetValue(o.Config), io.Token));
+            CheckLayers(io, changed, GraphInput.LoadConfig(parse.GetValue(o.Config), io.Token));
             await s.SetRuleAsync(which, changed);
             io.Out.WriteLine($"rule {which} changed");
             return ExitCodes.Ok;

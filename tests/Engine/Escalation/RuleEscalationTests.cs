@@ -202,6 +202,10 @@ public sealed class RuleEscalationTests : IDisposable
             [escalation]
             max_per_task = 2
 
+            [layers.quantum-double]
+            kind = "quantum"
+            rank = 20
+
             [[escalation.rules]]
             from = "quantum"
             to = "quantum-double"
