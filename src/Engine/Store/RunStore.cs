@@ -17,6 +17,8 @@ namespace TaskMesh.Engine.Store;
 /// </summary>
 public sealed class RunStore : IDisposable
 {
+    // One read connection serves every thread (a service reads while runs record, the cache is
+    // read from scheduler threads): every read takes it under lock (_read), one at a time.
     private readonly SqliteConnection _read;
 
     private RunStore(string path, SqliteConnection read, StoreWriter? writer)
@@ -366,33 +368,39 @@ public sealed class RunStore : IDisposable
     /// <summary>The task rows the store kept for a run, by task index (see <see cref="RunRecorder"/> for which are kept).</summary>
     public IReadOnlyList<StoredTask> TasksOf(string runId)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = """
-            SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
-                   started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
-            FROM task_executions WHERE run_id = $run ORDER BY task_index
-            """;
-        cmd.Parameters.AddWithValue("$run", runId);
-        var list = new List<StoredTask>();
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
+        lock (_read)
         {
-            list.Add(new StoredTask(r.GetInt32(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3),
-                r.IsDBNull(4) ? null : r.GetString(4), r.GetString(5), r.GetInt32(6), r.IsDBNull(7) ? null : r.GetDouble(7), r.GetInt32(8),
-                r.IsDBNull(9) ? null : r.GetDouble(9), r.IsDBNull(10) ? null : r.GetDouble(10), r.IsDBNull(11) ? null : r.GetString(11),
-                r.IsDBNull(12) ? null : r.GetString(12), r.IsDBNull(13) ? null : r.GetString(13), r.GetString(14), r.IsDBNull(15) ? null : r.GetDouble(15),
-                r.IsDBNull(16) ? null : r.GetDouble(16)));
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = """
+                SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
+                       started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
+                FROM task_executions WHERE run_id = $run ORDER BY task_index
+                """;
+            cmd.Parameters.AddWithValue("$run", runId);
+            var list = new List<StoredTask>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                list.Add(new StoredTask(r.GetInt32(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3),
+                    r.IsDBNull(4) ? null : r.GetString(4), r.GetString(5), r.GetInt32(6), r.IsDBNull(7) ? null : r.GetDouble(7), r.GetInt32(8),
+                    r.IsDBNull(9) ? null : r.GetDouble(9), r.IsDBNull(10) ? null : r.GetDouble(10), r.IsDBNull(11) ? null : r.GetString(11),
+                    r.IsDBNull(12) ? null : r.GetString(12), r.IsDBNull(13) ? null : r.GetString(13), r.GetString(14), r.IsDBNull(15) ? null : r.GetDouble(15),
+                    r.IsDBNull(16) ? null : r.GetDouble(16)));
+            }
+            return list;
         }
-        return list;
     }
 
     /// <summary>How many tasks of a run the store knows completed successfully (from its completion checkpoint).</summary>
     public int CompletedCount(string runId)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = "SELECT completed FROM run_checkpoints WHERE run_id = $run";
-        cmd.Parameters.AddWithValue("$run", runId);
-        return cmd.ExecuteScalar() is long n ? (int)n : 0;
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT completed FROM run_checkpoints WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", runId);
+            return cmd.ExecuteScalar() is long n ? (int)n : 0;
+        }
     }
 
     /// <summary>The escalations of a run, in order.</summary>
@@ -423,24 +431,27 @@ public sealed class RunStore : IDisposable
     /// <exception cref="StoreException">No run, or several, match.</exception>
     public string ResolveRunId(string run)
     {
-        if (string.IsNullOrWhiteSpace(run)) throw new StoreException("the run is empty: give a run id, a unique prefix of one, or 'last' (see taskmesh runs)");
-        using var cmd = _read.CreateCommand();
-        if (run == "last")
+        lock (_read)
         {
-            cmd.CommandText = "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1";
-            return cmd.ExecuteScalar() as string ?? throw new StoreException($"store '{Path}' holds no runs");
+            if (string.IsNullOrWhiteSpace(run)) throw new StoreException("the run is empty: give a run id, a unique prefix of one, or 'last' (see taskmesh runs)");
+            using var cmd = _read.CreateCommand();
+            if (run == "last")
+            {
+                cmd.CommandText = "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1";
+                return cmd.ExecuteScalar() as string ?? throw new StoreException($"store '{Path}' holds no runs");
+            }
+            cmd.CommandText = "SELECT run_id FROM runs WHERE run_id = $run OR substr(run_id, 1, length($run)) = $run LIMIT 3";
+            cmd.Parameters.AddWithValue("$run", run);
+            var ids = new List<string>();
+            using (var r = cmd.ExecuteReader()) while (r.Read()) ids.Add(r.GetString(0));
+            if (ids.Contains(run)) return run;
+            return ids.Count switch
+            {
+                0 => throw new StoreException($"store '{Path}' holds no run '{Graph.GraphLimits.Printable(run)}' (see taskmesh runs)"),
+                1 => ids[0],
+                _ => throw new StoreException($"'{Graph.GraphLimits.Printable(run)}' matches several runs ({string.Join(", ", ids)}, ...); give more of the id"),
+            };
         }
-        cmd.CommandText = "SELECT run_id FROM runs WHERE run_id = $run OR substr(run_id, 1, length($run)) = $run LIMIT 3";
-        cmd.Parameters.AddWithValue("$run", run);
-        var ids = new List<string>();
-        using (var r = cmd.ExecuteReader()) while (r.Read()) ids.Add(r.GetString(0));
-        if (ids.Contains(run)) return run;
-        return ids.Count switch
-        {
-            0 => throw new StoreException($"store '{Path}' holds no run '{Graph.GraphLimits.Printable(run)}' (see taskmesh runs)"),
-            1 => ids[0],
-            _ => throw new StoreException($"'{Graph.GraphLimits.Printable(run)}' matches several runs ({string.Join(", ", ids)}, ...); give more of the id"),
-        };
     }
 
     /// <summary>
@@ -451,52 +462,55 @@ public sealed class RunStore : IDisposable
     /// <exception cref="StoreException">The run has another task count than <paramref name="graph"/>.</exception>
     public Scheduling.RestoredTasks LoadRestored(string runId, Graph.TaskGraph graph)
     {
-        ArgumentNullException.ThrowIfNull(graph);
-        var restored = new Scheduling.RestoredTasks(graph.Count);
-        using var total = _read.CreateCommand();
-        total.CommandText = "SELECT total FROM runs WHERE run_id = $run";
-        total.Parameters.AddWithValue("$run", runId);
-        if (total.ExecuteScalar() is not long count) throw new StoreException($"store '{Path}' holds no run '{runId}'");
-        if (count != graph.Count)
-            throw new StoreException($"run {runId} had {count} tasks; this graph has {graph.Count}: it is not the graph that run ran");
-        byte[] bits;
-        using (var cmd = _read.CreateCommand())
+        lock (_read)
         {
-            cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", runId);
-            bits = cmd.ExecuteScalar() as byte[] ?? [];
-        }
-        // Outputs: this run's, else those of the runs it resumed (restored tasks store none anew).
-        var outputs = new Dictionary<int, string>();
-        for (string? run = runId; run is not null;)
-        {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT task_index, json, file FROM task_outputs WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", run);
-            using (var r = cmd.ExecuteReader())
-                while (r.Read())
-                {
-                    // A large output's file is read when a task needs it (below), not for every row.
-                    if (!outputs.ContainsKey(r.GetInt32(0)))
-                        outputs[r.GetInt32(0)] = r.IsDBNull(2) ? r.GetString(1) : FileMarker + r.GetString(2);
-                }
-            using var from = _read.CreateCommand();
-            from.CommandText = "SELECT resumed_from FROM runs WHERE run_id = $run";
-            from.Parameters.AddWithValue("$run", run);
-            run = from.ExecuteScalar() as string;
-            if (run == runId) break;
-        }
-        for (int i = 0; i < graph.Count && i / 8 < bits.Length; i++)
-        {
-            if ((bits[i >> 3] & (1 << (i & 7))) == 0) continue;
-            if ((graph.FlagsOf(i) & Graph.NodeFlags.HasDataSuccessor) == 0) restored.Add(i);
-            else if (outputs.TryGetValue(i, out var kept) && Resolve(kept) is string json)
-                restored.Add(i, StoredOutput.Restore(json));
-            // (a completed task whose output was not kept, or whose file is gone, runs again)
-        }
-        return restored;
+            ArgumentNullException.ThrowIfNull(graph);
+            var restored = new Scheduling.RestoredTasks(graph.Count);
+            using var total = _read.CreateCommand();
+            total.CommandText = "SELECT total FROM runs WHERE run_id = $run";
+            total.Parameters.AddWithValue("$run", runId);
+            if (total.ExecuteScalar() is not long count) throw new StoreException($"store '{Path}' holds no run '{runId}'");
+            if (count != graph.Count)
+                throw new StoreException($"run {runId} had {count} tasks; this graph has {graph.Count}: it is not the graph that run ran");
+            byte[] bits;
+            using (var cmd = _read.CreateCommand())
+            {
+                cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
+                cmd.Parameters.AddWithValue("$run", runId);
+                bits = cmd.ExecuteScalar() as byte[] ?? [];
+            }
+            // Outputs: this run's, else those of the runs it resumed (restored tasks store none anew).
+            var outputs = new Dictionary<int, string>();
+            for (string? run = runId; run is not null;)
+            {
+                using var cmd = _read.CreateCommand();
+                cmd.CommandText = "SELECT task_index, json, file FROM task_outputs WHERE run_id = $run";
+                cmd.Parameters.AddWithValue("$run", run);
+                using (var r = cmd.ExecuteReader())
+                    while (r.Read())
+                    {
+                        // A large output's file is read when a task needs it (below), not for every row.
+                        if (!outputs.ContainsKey(r.GetInt32(0)))
+                            outputs[r.GetInt32(0)] = r.IsDBNull(2) ? r.GetString(1) : FileMarker + r.GetString(2);
+                    }
+                using var from = _read.CreateCommand();
+                from.CommandText = "SELECT resumed_from FROM runs WHERE run_id = $run";
+                from.Parameters.AddWithValue("$run", run);
+                run = from.ExecuteScalar() as string;
+                if (run == runId) break;
+            }
+            for (int i = 0; i < graph.Count && i / 8 < bits.Length; i++)
+            {
+                if ((bits[i >> 3] & (1 << (i & 7))) == 0) continue;
+                if ((graph.FlagsOf(i) & Graph.NodeFlags.HasDataSuccessor) == 0) restored.Add(i);
+                else if (outputs.TryGetValue(i, out var kept) && Resolve(kept) is string json)
+                    restored.Add(i, StoredOutput.Restore(json));
+                // (a completed task whose output was not kept, or whose file is gone, runs again)
+            }
+            return restored;
 
-        string? Resolve(string kept) => kept.StartsWith(FileMarker, StringComparison.Ordinal) ? OutputFiles.Read(FilesFolder, kept[FileMarker.Length..]) : kept;
+            string? Resolve(string kept) => kept.StartsWith(FileMarker, StringComparison.Ordinal) ? OutputFiles.Read(FilesFolder, kept[FileMarker.Length..]) : kept;
+        }
     }
 
     // Marks an output held in a file, in LoadRestored's map (no JSON text starts with a NUL).
@@ -511,49 +525,58 @@ public sealed class RunStore : IDisposable
     /// </summary>
     public string?[] StatusesOf(string runId, int taskCount)
     {
-        var status = new string?[taskCount];
-        using (var cmd = _read.CreateCommand())
+        lock (_read)
         {
-            cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", runId);
-            if (cmd.ExecuteScalar() is byte[] bits)
-                for (int i = 0; i < taskCount && (i >> 3) < bits.Length; i++)
-                    if ((bits[i >> 3] & (1 << (i & 7))) != 0) status[i] = "succeeded";
+            var status = new string?[taskCount];
+            using (var cmd = _read.CreateCommand())
+            {
+                cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
+                cmd.Parameters.AddWithValue("$run", runId);
+                if (cmd.ExecuteScalar() is byte[] bits)
+                    for (int i = 0; i < taskCount && (i >> 3) < bits.Length; i++)
+                        if ((bits[i >> 3] & (1 << (i & 7))) != 0) status[i] = "succeeded";
+            }
+            foreach (var t in TasksOf(runId))
+                if (t.Index < taskCount) status[t.Index] = t.Status;
+            return status;
         }
-        foreach (var t in TasksOf(runId))
-            if (t.Index < taskCount) status[t.Index] = t.Status;
-        return status;
     }
 
     /// <summary>The graph file and hash a run recorded, for resuming it.</summary>
     public (string? Path, string? Hash) GraphOf(string runId)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = "SELECT graph_path, graph_hash FROM runs WHERE run_id = $run";
-        cmd.Parameters.AddWithValue("$run", runId);
-        using var r = cmd.ExecuteReader();
-        if (!r.Read()) throw new StoreException($"store '{Path}' holds no run '{runId}'");
-        return (r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1));
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT graph_path, graph_hash FROM runs WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", runId);
+            using var r = cmd.ExecuteReader();
+            if (!r.Read()) throw new StoreException($"store '{Path}' holds no run '{runId}'");
+            return (r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1));
+        }
     }
 
     /// <summary>A run's audit trail in the order it was written, optionally of one task and one category.</summary>
     public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId = null, string? category = null)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = """
-            SELECT category, at, run_id, task_id, detail FROM audit_log
-            WHERE run_id = $run AND ($task IS NULL OR task_id = $task) AND ($category IS NULL OR category = $category)
-            ORDER BY id
-            """;
-        cmd.Parameters.AddWithValue("$run", runId);
-        cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("$category", (object?)category ?? DBNull.Value);
-        var list = new List<AuditRecord>();
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
-            list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
-                r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
-        return list;
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = """
+                SELECT category, at, run_id, task_id, detail FROM audit_log
+                WHERE run_id = $run AND ($task IS NULL OR task_id = $task) AND ($category IS NULL OR category = $category)
+                ORDER BY id
+                """;
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("$category", (object?)category ?? DBNull.Value);
+            var list = new List<AuditRecord>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
+                    r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
+            return list;
+        }
     }
 
     /// <summary>Records the layers an engine has (name, kind, status, capacity, capabilities, price) in the <c>layers</c> table.</summary>
@@ -877,29 +900,35 @@ public sealed class RunStore : IDisposable
     /// <summary>A run's figures per layer (tasks, succeeded, failed, summed durations, cost), by layer name.</summary>
     public IReadOnlyList<(string Layer, int Tasks, int Succeeded, int Failed, double DurationMs, double Cost)> LayersOf(string runId)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = "SELECT layer, tasks, succeeded, failed, duration_ms, cost FROM run_layers WHERE run_id = $run ORDER BY layer";
-        cmd.Parameters.AddWithValue("$run", runId);
-        var list = new List<(string, int, int, int, double, double)>();
-        using var r = cmd.ExecuteReader();
-        while (r.Read()) list.Add((r.GetString(0), r.GetInt32(1), r.GetInt32(2), r.GetInt32(3), r.GetDouble(4), r.GetDouble(5)));
-        return list;
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT layer, tasks, succeeded, failed, duration_ms, cost FROM run_layers WHERE run_id = $run ORDER BY layer";
+            cmd.Parameters.AddWithValue("$run", runId);
+            var list = new List<(string, int, int, int, double, double)>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) list.Add((r.GetString(0), r.GetInt32(1), r.GetInt32(2), r.GetInt32(3), r.GetDouble(4), r.GetDouble(5)));
+            return list;
+        }
     }
 
     /// <summary>The daily per-layer figures of the last <paramref name="days"/> days (UTC), oldest first.</summary>
     public IReadOnlyList<DailyLayerFigures> DailyMetrics(int days)
     {
-        using var cmd = _read.CreateCommand();
-        cmd.CommandText = """
-            SELECT day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost
-            FROM layer_metrics_daily WHERE day >= $since ORDER BY day, layer
-            """;
-        cmd.Parameters.AddWithValue("$since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
-        var list = new List<DailyLayerFigures>();
-        using var r = cmd.ExecuteReader();
-        while (r.Read())
-            list.Add(new DailyLayerFigures(r.GetString(0), r.GetString(1), r.GetInt64(2), r.GetInt64(3), r.GetInt64(4), r.GetDouble(5), r.GetInt64(6), r.GetDouble(7), r.GetInt64(8), r.GetDouble(9)));
-        return list;
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = """
+                SELECT day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost
+                FROM layer_metrics_daily WHERE day >= $since ORDER BY day, layer
+                """;
+            cmd.Parameters.AddWithValue("$since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+            var list = new List<DailyLayerFigures>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add(new DailyLayerFigures(r.GetString(0), r.GetString(1), r.GetInt64(2), r.GetInt64(3), r.GetInt64(4), r.GetDouble(5), r.GetInt64(6), r.GetDouble(7), r.GetInt64(8), r.GetDouble(9)));
+            return list;
+        }
     }
 
     /// <summary>Flushes and closes the store.</summary>
