@@ -283,6 +283,9 @@ public sealed class StoreHardeningTests : IDisposable
         Directory.CreateDirectory(Path.Combine(_dir, "ml"));
         var store = Path.Combine(_dir, "ml", "m.db");
         var graph = await StoreWithHistory(store, failures: false);
+        // What a training killed part-way left (its process is gone) is cleared by the next.
+        var stale = Directory.CreateDirectory(Path.Combine(store + ".models", ".staging-99999999-0123")).FullName;
+        File.WriteAllText(Path.Combine(stale, "local.duration.zip"), "half");
         // Three processes train at once, from the store's own folder, with a relative path.
         var outputs = await CliTests.Bash(_dir, $"""
             cd ml

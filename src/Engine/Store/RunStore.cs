@@ -644,7 +644,20 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>A fresh folder beside the store for a model version being written (published by <see cref="PublishModelAsync"/>).</summary>
-    public string ModelStagingFolder() => System.IO.Path.Combine(ModelsFolder, $".staging-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    /// <remarks>Staging folders that a process killed while it trained left behind (their pid runs no more) are removed first.</remarks>
+    public string ModelStagingFolder()
+    {
+        if (Directory.Exists(ModelsFolder))
+            foreach (var dir in Directory.EnumerateDirectories(ModelsFolder, ".staging-*"))
+            {
+                var parts = System.IO.Path.GetFileName(dir).Split('-');
+                if (parts.Length < 3 || !int.TryParse(parts[1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+                if (new RunOwner(Environment.MachineName, pid, null).IsAlive() == true) continue;
+                try { Directory.Delete(dir, recursive: true); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* another process's clean-up won */ }
+            }
+        return System.IO.Path.Combine(ModelsFolder, $".staging-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    }
 
     /// <summary>The folder of the store's model versions: <c>STORE.models</c> beside the store.</summary>
     public string ModelsFolder => System.IO.Path.GetFullPath(Path) + ".models";
