@@ -13,7 +13,6 @@ public sealed class StoreCliTests : IDisposable
 
     public void Dispose()
     {
-        SqliteConnection.ClearAllPools();
         Directory.Delete(_dir, recursive: true);
     }
 
@@ -287,7 +286,6 @@ public sealed class StoreCliTests : IDisposable
             Assert.Equal(2 * 66, rows.Count);   // every task of both runs, with its features
             Assert.All(rows, r => Assert.Equal(TaskMesh.Learning.Features.FeatureExtractor.Count, r.Features.Length));
         }
-        SqliteConnection.ClearAllPools();
 
         (code, var stdout, stderr) = await CliTests.Taskmesh(_dir, "train", "--store", store);
         Assert.True(code == 0, stderr);
@@ -332,7 +330,6 @@ public sealed class StoreCliTests : IDisposable
             Assert.Contains("cold start: complexity 66.3", selection.Detail);
             Assert.Contains("candidates big:", selection.Detail);
         }
-        SqliteConnection.ClearAllPools();
 
         // A model version that cannot be read: the run warns and routes by the bands.
         Assert.Equal(0, (await CliTests.Taskmesh(_dir, "train", "--store", store)).code);
@@ -431,7 +428,6 @@ public sealed class StoreCliTests : IDisposable
             var esc = Assert.Single(s.EscalationsOf(s.ResolveRunId("last")));
             Assert.Equal(("f", "error", 1), (esc.TaskId, esc.Trigger, esc.RuleId));   // the escalation names the rule that fired
         }
-        SqliteConnection.ClearAllPools();
         (code, stdout, _) = await CliTests.Taskmesh(_dir, "runs", "show", "last", "--store", store);
         Assert.Contains("f: local -> big (error, rule 1 * → big on error)", stdout);
     }
@@ -544,7 +540,6 @@ public sealed class StoreCliTests : IDisposable
             var restored = s.LoadRestored(killedRun, prepared.Graph);
             durable = ids.Where((_, i) => restored.Contains(i)).ToHashSet();
         }
-        SqliteConnection.ClearAllPools();
         Assert.Contains("seed", durable);
         Assert.InRange(durable.Count, 2, 60);
 

@@ -24,7 +24,6 @@ public sealed class StoreHardeningTests : IDisposable
             try { if (!p.HasExited) p.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
             p.Dispose();
         }
-        SqliteConnection.ClearAllPools();
         Directory.Delete(_dir, recursive: true);
     }
 

@@ -248,7 +248,12 @@ public class ObserverTests
         Assert.Equal(2, strong.Executed);
         Assert.Equal(2, o.Escalations.Count);
         Assert.Equal(2, result.TasksByLayer["strong"]);
-        Assert.True(result.CostByLayer["strong"] >= 0);
+        // Cost is time on a layer times its price: strong's (2 per second) is twice the time the two
+        // tasks spent there — some, and no more than the run — and local is free.
+        var strongLayer = result.Record.Layers.Single(l => l.Name == "strong");
+        Assert.InRange(strongLayer.DurationMs, 1e-6, result.Wall.TotalMilliseconds * 2);
+        Assert.Equal(2.0 * strongLayer.DurationMs / 1000, result.CostByLayer["strong"], 12);
+        Assert.Equal(0, result.CostByLayer.GetValueOrDefault("local"));
     }
 
     [Fact]

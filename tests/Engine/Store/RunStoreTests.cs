@@ -17,7 +17,6 @@ public sealed class RunStoreTests : IDisposable
 
     public void Dispose()
     {
-        SqliteConnection.ClearAllPools();
         Directory.Delete(_dir, recursive: true);
     }
 
@@ -346,7 +345,6 @@ public sealed class RunStoreTests : IDisposable
         var ex = Assert.Throws<StoreException>(() => RunStore.Open(path));
         Assert.Contains(expected, ex.Message);
         Assert.Contains("left as it is", ex.Message);
-        SqliteConnection.ClearAllPools();
         Assert.Equal(before, File.ReadAllBytes(path));
         Assert.False(File.Exists(path + "-wal") && new FileInfo(path + "-wal").Length > 0);
     }
@@ -368,7 +366,6 @@ public sealed class RunStoreTests : IDisposable
 
         var newer = Path.Combine(_dir, "newer.db");
         using (var s = RunStore.Open(newer)) { }
-        SqliteConnection.ClearAllPools();
         using (var c = new SqliteConnection($"Data Source={newer};Pooling=false"))
         {
             c.Open();
@@ -381,7 +378,6 @@ public sealed class RunStoreTests : IDisposable
         // A real store with a page of its b-trees overwritten.
         var corrupt = Path.Combine(_dir, "corrupt.db");
         using (var s = RunStore.Open(corrupt)) { }
-        SqliteConnection.ClearAllPools();
         var bytes = File.ReadAllBytes(corrupt);
         Assert.True(bytes.Length >= 8192);
         for (int i = 4096; i < 8192; i++) bytes[i] = 0xA5;
@@ -409,7 +405,6 @@ public sealed class RunStoreTests : IDisposable
         using var store = RunStore.Open(path);
         var run = Assert.Single(store.ListRuns());
         Assert.Equal(("old1", 3), (run.RunId, run.Tasks.Succeeded));
-        SqliteConnection.ClearAllPools();
         using var check = new SqliteConnection($"Data Source={path};Pooling=false;Mode=ReadOnly");
         check.Open();
         using var q = check.CreateCommand();
@@ -624,7 +619,6 @@ public sealed class RunStoreTests : IDisposable
             firstRun = (await engine.RunAsync(engine.Prepare(small), new RunOptions { Observers = [new RunRecorder(store)] })).RunId;
             await store.FlushAsync();
         }
-        SqliteConnection.ClearAllPools();
         long pages = new FileInfo(StorePath).Length / 4096 + 8;
         using (var store = RunStore.Open(StorePath, readOnly: false, maxPages: pages))
         {
@@ -639,7 +633,6 @@ public sealed class RunStoreTests : IDisposable
             Assert.NotNull(reported);
             Assert.Equal(RunStatus.Cancelled, result.Status);   // the failing store stopped the run
         }
-        SqliteConnection.ClearAllPools();
         using (var store = RunStore.Open(StorePath, readOnly: true))
         {
             var first = store.ListRuns().Single(r => r.RunId == firstRun);   // nothing already written was lost
@@ -708,7 +701,6 @@ public sealed class RunStoreTests : IDisposable
     {
         var empty = Write("empty.db", []);
         using (var s = RunStore.Open(empty)) Assert.Empty(s.ListRuns());
-        SqliteConnection.ClearAllPools();
         using var c = new SqliteConnection($"Data Source={empty};Pooling=false;Mode=ReadOnly");
         c.Open();
         using var cmd = c.CreateCommand();
