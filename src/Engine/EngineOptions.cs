@@ -158,6 +158,16 @@ public sealed class RunOptions
     /// </summary>
     public double? Budget { get; set; }
 
+    /// <summary>
+    /// The router of this run, in place of the engine's <see cref="TaskMeshEngine.Router"/>: per-run
+    /// state (a budget counted as tasks are placed, the graph's features) stays with the run, so one
+    /// engine serves concurrent runs. Null: the engine's.
+    /// </summary>
+    public Routing.ILayerRouter? Router { get; set; }
+
+    /// <summary>The duration estimates of this run (critical path, ready order), in place of the engine's <see cref="TaskMeshEngine.DurationEstimator"/>. Null: the engine's.</summary>
+    public Scheduling.IDurationEstimator? DurationEstimator { get; set; }
+
     /// <summary>Publish the run's events on <see cref="RunHandle.Events"/>.</summary>
     public bool EmitEvents { get; set; }
 

@@ -255,9 +255,9 @@ public sealed class TaskMeshEngine
         var layers = Layers.ToArray();
         var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
         bool observed = observers.Any() || options.EmitEvents;
-        var route = ComputeRoutes(graph, layers, observed, out var routeDetails, out var routedEscalations, out var refused);
+        var route = ComputeRoutes(graph, layers, options.Router ?? _router, observed, out var routeDetails, out var routedEscalations, out var refused);
         var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
-        var estimator = DurationEstimator;
+        var estimator = options.DurationEstimator ?? DurationEstimator;
         var ready = ReadyPlanOf(graph, layers, route, estimator, out var analysis);
         var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry,
             () => analysis?.CriticalPathMs ?? CriticalPathMs(graph, layers, route, estimator), ready);
@@ -266,6 +266,27 @@ public sealed class TaskMeshEngine
         state.SetRoutedEscalations(routedEscalations);
         state.SetRefused(refused);
         return new RunHandle(state, state.RunAsync(ct));
+    }
+
+    /// <summary>
+    /// What a run of <paramref name="graph"/> with <paramref name="options"/> would do, without
+    /// running anything: each task's layer and the router's decision behind it (the same routing a
+    /// run makes: forced layers, handlers' preferred layers, the router, manual escalations,
+    /// refusals), the escalations routing makes, and the critical path by the run's estimates.
+    /// </summary>
+    /// <exception cref="ArgumentException">A manual escalation names an unknown task or layer, or a layer that cannot run the task.</exception>
+    public RunPlan Plan(PreparedGraph graph, RunOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        options ??= new RunOptions();
+        if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
+        LinkQuantumCascades();
+        var layers = Layers.ToArray();
+        var route = ComputeRoutes(graph, layers, options.Router ?? _router, keepDetails: true, out var details, out var escalations, out var refused);
+        var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
+        var estimator = options.DurationEstimator ?? DurationEstimator;
+        return new RunPlan(graph, layers.Select(l => l.Name).ToArray(), route, details, escalations, refused, manual,
+            CriticalPathMs(graph, layers, route, estimator));
     }
 
     /// <summary>Routes each manually escalated task to its layer; returns them by task index.</summary>
@@ -319,7 +340,7 @@ public sealed class TaskMeshEngine
     /// batches otherwise. A decision the layer cannot honour (unknown layer, a handler it does
     /// not run) falls back to <c>local</c>.
     /// </summary>
-    private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, bool keepDetails,
+    private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, ILayerRouter router, bool keepDetails,
         out RouteDetails? details, out List<(int Task, RouteDecision Decision)>? escalations, out Dictionary<int, string>? refused)
     {
         escalations = null;
@@ -337,7 +358,6 @@ public sealed class TaskMeshEngine
             runs[l] = layers[l].RunsHandlers;
         }
         RouteDetails? kept = null;
-        var router = _router;
         var context = new RoutingContext(prepared, layers);
         byte fixedRoute = RouteTable.Local;
         bool hasFixed = router.FixedDecision is { } fixedDecision;

@@ -34,6 +34,9 @@ public sealed class RunStore : IDisposable
     /// <summary>The writer (null for a store opened read-only).</summary>
     internal StoreWriter? Writer { get; }
 
+    /// <summary>Whether the store was opened for reading only (nothing can be recorded in it).</summary>
+    public bool IsReadOnly => Writer is null;
+
     /// <summary>Records waiting for the writer (for the metrics).</summary>
     public int QueueDepth => Writer?.QueueDepth ?? 0;
 

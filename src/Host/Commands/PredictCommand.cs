@@ -7,6 +7,8 @@ using TaskMesh.Engine.Routing;
 using TaskMesh.Learning.Features;
 using TaskMesh.Learning.Models;
 using TaskMesh.Learning.Routing;
+using TaskMesh.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace TaskMesh.Host.Commands;
 
@@ -35,45 +37,32 @@ internal static class PredictCommand
             var jsonPath = parse.GetValue(json);
             CliOptions.CheckOutput("--json", jsonPath, path, parse.GetValue(config));
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
-            var (engine, graph, _) = GraphInput.LoadWithHash(path, cfg, io.Token);
-            TrainedModels? models = null;
-            IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules = cfg.EscalationRules;
-            string modelNote = "no trained model: cold-start rules";
             var storePath = StoreInput.PathOf(parse.GetValue(store), cfg);
             CliOptions.CheckOutput("--json", jsonPath, storePath);
-            if (File.Exists(storePath))
-            {
-                using var s = StoreInput.Open(storePath, readOnly: true, cfg);
-                rules = RulesCommand.InForce(cfg, s).Rules;
-                if (s.Models() is { Count: > 0 } versions)
-                {
-                    models = TrainedModels.Load(versions[0].Folder, out var problem);
-                    modelNote = models is null ? $"model version {versions[0].Version} cannot be read ({problem}): cold-start rules" : $"model version {versions[0].Version}";
-                }
-            }
-            var router = new LearnedRouter(models, new RoutingOptions
-            {
-                Objective = parse.GetValue(objective) ?? cfg.RoutingObjective,
-                MinConfidence = cfg.RoutingMinConfidence,
-                FailurePenalty = cfg.RoutingFailurePenalty,
-                Bands = cfg.RoutingBands.Select(b => new ComplexityBand(b.UpTo, b.Layer)).ToList(),
-                Rules = rules,
-            });
-            var context = RoutingContext.For(graph, engine.Layers);
+            // The runtime a run would use (its store read-only: nothing is recorded), and the plan a
+            // run of this graph would follow: the same routing, budget, exploration and features.
+            var services = new ServiceCollection();
+            var taskmesh = services.AddTaskMesh(cfg);
+            if (File.Exists(storePath)) taskmesh.AddSqliteStore(storePath, readOnly: true);
+            using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+            var runtime = RunCommand.Resolve(provider);
+            var (graph, _) = runtime.LoadGraph(path, io.Token);
+            var setup = runtime.Prepare(graph, new RunRequest { Objective = parse.GetValue(objective) });
+            var plan = setup.Plan();
+            string modelNote = setup.Router is null ? "no learned routing: handlers' layers, else local" : setup.ModelNote;
             var features = new FeatureExtractor(graph);
             var rows = new List<(string Id, string Handler, double Complexity, string Layer, string Why)>();
             for (int i = 0; i < graph.Count; i++)
             {
                 if ((i & 4095) == 0) io.Token.ThrowIfCancellationRequested();
-                var d = graph.Graph.ForcedLayerOf(i) is { } forced ? new RouteDecision(forced, Reason: "forced by the graph") : router.Route(context, i);
-                rows.Add((graph.Graph.IdOf(i), graph.Graph.HandlerOfTask(i), features.Complexity(i), d.Layer, d.Reason ?? ""));
+                rows.Add((graph.Graph.IdOf(i), graph.Graph.HandlerOfTask(i), features.Complexity(i), plan.LayerOf(i), plan.ReasonOf(i)));
             }
             var o = io.Out;
-            o.WriteLine($"predicted routing of '{TerminalText.Safe(graph.Graph.Name)}' ({graph.Count} tasks; {modelNote}; objective {parse.GetValue(objective) ?? cfg.RoutingObjective}); nothing ran");
+            o.WriteLine($"predicted routing of '{TerminalText.Safe(graph.Graph.Name)}' ({graph.Count} tasks; {modelNote}; objective {parse.GetValue(objective) ?? cfg.RoutingObjective}{(setup.Budget is double b ? string.Create(CultureInfo.InvariantCulture, $"; budget {b:0.######}") : "")}); nothing ran");
             foreach (var g in rows.GroupBy(r => r.Layer).OrderBy(g => g.Key, StringComparer.Ordinal)) o.WriteLine($"  {g.Key}: {g.Count()} task(s)");
             int shown = parse.GetValue(limit) ?? 50;
             foreach (var r in rows.Take(shown))
-                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Id} [{r.Handler}, complexity {r.Complexity:0.#}] → {r.Layer}: {r.Why}"));
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Id} [{r.Handler}, complexity {r.Complexity:0.#}] → {r.Layer}: {TerminalText.Safe(r.Why)}"));
             if (rows.Count > shown) o.WriteLine($"  ... and {rows.Count - shown} more");
             if (jsonPath is not null)
             {

@@ -14,12 +14,7 @@ namespace TaskMesh.Host.Commands;
 internal static class RulesCommand
 {
     /// <summary>The rules in force, and where they come from (<c>config</c>, <c>store</c> or <c>defaults</c>).</summary>
-    internal static (IReadOnlyList<EscalationRule> Rules, string Source) InForce(TaskMeshConfig config, RunStore? store)
-    {
-        if (config.EscalationRules.Count > 0) return (config.EscalationRules, "config");
-        if (store?.RulesWithIds() is { Count: > 0 } stored) return (stored.Select(r => r.Rule).ToList(), "store");
-        return (EscalationRule.Defaults, "defaults");
-    }
+    internal static (IReadOnlyList<EscalationRule> Rules, string Source) InForce(TaskMeshConfig config, RunStore? store) => RulesInForce.Of(config, store);
 
     public static Command Create(CliIO io)
     {

@@ -6,7 +6,9 @@ using TaskMesh.Engine.Store;
 using TaskMesh.Engine;
 using TaskMesh.Engine.Scheduling;
 using TaskMesh.Engine.Observability;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using TaskMesh.Hosting;
 
 namespace TaskMesh.Host.Commands;
 
@@ -107,49 +109,6 @@ internal static class RunCommand
         public (int? Port, string? Host, double? Linger) Read(System.CommandLine.ParseResult p) => (p.GetValue(_port), p.GetValue(_host), p.GetValue(_linger));
     }
 
-    /// <summary>
-    /// The learned router chooses layers when the config has <c>[routing]</c> or an active
-    /// <c>complexity</c> escalation rule, when <c>--objective</c> is given, or when the store has trained models (the newest version is
-    /// loaded; one that cannot be read is reported and the router falls back to its cold-start
-    /// rules). Otherwise tasks go where they always did: their handler's layer, else local.
-    /// </summary>
-    /// <returns>The run's budget: <c>--budget</c>, bounded by what today's figures leave of the daily limit (null: none).</returns>
-    private static double? UseLearnedRouter(TaskMeshEngine engine, TaskMesh.Engine.Configuration.TaskMeshConfig config, RunStore? store, string? objective, double? budget,
-        IReadOnlyList<TaskMesh.Engine.Escalation.EscalationRule> rules, TaskMesh.Learning.Features.FeatureExtractor features, TextWriter error)
-    {
-        var latest = store?.Models() is { Count: > 0 } versions ? versions[0] : default;
-        bool complexityRules = rules.Any(r => r.Active && r.Trigger == TaskMesh.Engine.Escalation.EscalationTriggers.Complexity);
-        // The run's budget: --budget, and what today's figures leave of the daily limit.
-        if (config.RoutingDailyCostLimit is double daily)
-        {
-            string today = DateTime.UtcNow.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture);
-            double spent = store?.DailyMetrics(1).Where(d => d.Day == today).Sum(d => d.Cost) ?? 0;
-            budget = Math.Min(budget ?? double.MaxValue, Math.Max(0, daily - spent));
-        }
-        if (!config.RoutingConfigured && objective is null && latest.Folder is null && !complexityRules && budget is null) return budget;
-        TaskMesh.Learning.Models.TrainedModels? models = null;
-        if (latest.Folder is not null)
-        {
-            models = TaskMesh.Learning.Models.TrainedModels.Load(latest.Folder, out var problem);
-            if (models is null) error.WriteLine($"taskmesh: warning: model version {latest.Version} not used, the router falls back to its cold-start rules: {problem}");
-        }
-        engine.Router = new TaskMesh.Learning.Routing.LearnedRouter(models, new TaskMesh.Learning.Routing.RoutingOptions
-        {
-            Objective = objective ?? config.RoutingObjective,
-            MinConfidence = config.RoutingMinConfidence,
-            FailurePenalty = config.RoutingFailurePenalty,
-            Exploration = config.RoutingExploration,
-            Bands = config.RoutingBands.Select(b => new TaskMesh.Learning.Routing.ComplexityBand(b.UpTo, b.Layer)).ToList(),
-            Rules = rules,
-            Budget = budget,
-            Features = features,
-        });
-        // Tasks with no estimate of their own or from their handler take the duration model's
-        // (the critical path, and the ready order when slots are scarce).
-        if (models is not null) engine.DurationEstimator = new TaskMesh.Learning.Models.LearnedDurationEstimator(models, features);
-        return budget;
-    }
-
     /// <summary>A stored run's id and the graph file it ran (the file is checked against its hash when the run starts).</summary>
     private static (string RunId, string GraphPath) StoredRun(CliIO io, string? configPath, string? storeOption, string run, Func<string, string> noFile)
     {
@@ -192,131 +151,116 @@ internal static class RunCommand
         return command;
     }
 
-    private static async Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
+    /// <summary>What the command line asks of one run: the options of <c>run</c>, <c>resume</c> and <c>escalate</c>.</summary>
+    private sealed record RunArgs(string GraphPath)
+    {
+        public string? JsonPath { get; init; }
+        public int? MaxParallel { get; init; }
+        public string? ConfigPath { get; init; }
+        public bool Nodes { get; init; }
+        public string? Progress { get; init; }
+        public string? Store { get; init; }
+        public bool NoStore { get; init; }
+        public string? Resume { get; init; }
+        public (int? Port, string? Host, double? Linger) Metrics { get; init; }
+        public (string Task, string Layer, string Reason)? Escalate { get; init; }
+        public string? Objective { get; init; }
+        public double? Budget { get; init; }
+    }
+
+    private static Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
         string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions,
         (string Task, string Layer, string Reason)? escalate = null, string? objective = null, double? budget = null)
+        => ExecuteAsync(io, new RunArgs(path)
+        {
+            JsonPath = jsonPath, MaxParallel = maxParallel, ConfigPath = configPath, Nodes = nodes, Progress = progressOption, Store = storeOption,
+            NoStore = noStore, Resume = resume, Metrics = metricsOptions, Escalate = escalate, Objective = objective, Budget = budget,
+        });
+
+    /// <summary>
+    /// A run through the composition root: the options are checked, the runtime (engine, store,
+    /// rules, models) resolved from <see cref="TaskMeshServiceCollectionExtensions.AddTaskMesh"/>,
+    /// the run prepared by it (<see cref="TaskMeshRuntime.Prepare"/>), shown while it goes, and
+    /// recorded after.
+    /// </summary>
+    private static async Task<int> ExecuteAsync(CliIO io, RunArgs a)
     {
-        if (resume is not null && noStore) throw new UsageException("--resume needs the run store; drop --no-store");
+        if (a.Resume is not null && a.NoStore) throw new UsageException("--resume needs the run store; drop --no-store");
         var stdout = io.Out;
-        if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
+        if (a.NoStore && a.Store is not null) throw new UsageException("--store and --no-store exclude each other");
         // Every output is checked before anything runs: a summary that cannot be written is
         // refused now, not lost after the run.
-        CliOptions.CheckOutput("--json", jsonPath, path, configPath);
-        var config = GraphInput.LoadConfig(configPath, io.Token);
-        if (metricsOptions.Host is { } mh && !System.Net.IPAddress.TryParse(mh, out _))
+        CliOptions.CheckOutput("--json", a.JsonPath, a.GraphPath, a.ConfigPath);
+        var config = GraphInput.LoadConfig(a.ConfigPath, io.Token);
+        if (a.Metrics.Host is { } mh && !System.Net.IPAddress.TryParse(mh, out _))
             throw new UsageException($"--metrics-host must be an IP address (127.0.0.1, ::1, 0.0.0.0, …), got '{mh}'");
-        using var logs = Logs.Create(io.LogFormat ?? config.LogFormat, io.LogLevel ?? config.LogLevel);
-        var log = logs.CreateLogger("TaskMesh.Run");
-        // The store is opened (and checked) before anything runs, too.
-        using var store = noStore || !config.StoreEnabled && storeOption is null ? null : StoreInput.Open(StoreInput.PathOf(storeOption, config), readOnly: false, config);
-        if (store is not null) CliOptions.CheckOutput("--json", jsonPath, store.Path);
-        using var storeFailed = CancellationTokenSource.CreateLinkedTokenSource(io.Token);
-        var ct = storeFailed.Token;
-        var progress = progressOption ?? config.Progress;
+        var progress = a.Progress ?? config.Progress;
         if (progress is not ("auto" or "bar" or "lines" or "none"))
             throw new UsageException($"--progress must be auto, bar, lines or none, got '{progress}'");
-        if (maxParallel is int mp)
+        if (a.MaxParallel is int mp)
         {
             config.MaxParallelTasks = mp;
             if (config.WorkerThreads > mp) config.WorkerThreads = mp;
         }
+        bool storeOn = !a.NoStore && (config.StoreEnabled || a.Store is not null);
+        if (a.Resume is not null && !storeOn) throw new UsageException("--resume needs the run store (it is disabled by the config's store.enabled = false; pass --store FILE)");
+        if (storeOn) CliOptions.CheckOutput("--json", a.JsonPath, StoreInput.PathOf(a.Store, config));
+        int? metricsPort = a.Metrics.Port ?? config.MetricsPort;
 
-        var (engine, graph, hash) = GraphInput.LoadWithHash(path, config, io.Token);
-        // Escalation rules in force: the config's, else the store's (taskmesh rules add), else the defaults.
-        var (rules, rulesSource) = RulesCommand.InForce(config, store);
-        if (rulesSource == "store")
-            engine.EscalationPolicy = new TaskMesh.Engine.Escalation.RuleEscalationPolicy(rules, () => engine.Layers, config.MaxEscalationsPerTask);
-        // One feature extractor for the router and the recorder: the graph is analysed once.
-        var features = new TaskMesh.Learning.Features.FeatureExtractor(graph);
-        budget = UseLearnedRouter(engine, config, store, objective, budget, rules, features, io.Error);
-        RestoredTasks? restored = null;
-        string? resumedFrom = null;
-        IReadOnlyList<ManualEscalation>? manual = null;
-        if (resume is not null)
+        using var logs = Logs.Create(io.LogFormat ?? config.LogFormat, io.LogLevel ?? config.LogLevel);
+        var services = new ServiceCollection();
+        services.AddSingleton(logs);
+        var taskmesh = services.AddTaskMesh(config);
+        // The store is opened (and checked) before anything runs, too.
+        if (storeOn) taskmesh.AddSqliteStore(StoreInput.PathOf(a.Store, config));
+        if (metricsPort is not null) taskmesh.AddMetrics();
+        using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+        var runtime = Resolve(provider);
+        var store = runtime.Store;
+        using var storeFailed = CancellationTokenSource.CreateLinkedTokenSource(io.Token);
+        var ct = storeFailed.Token;
+
+        var (graph, hash) = runtime.LoadGraph(a.GraphPath, io.Token);
+        RunSetup setup;
+        try
         {
-            if (store is null) throw new UsageException("--resume needs the run store (it is disabled by the config's store.enabled = false; pass --store FILE)");
-            resumedFrom = store.ResolveRunId(resume);
-            // A run still going in a live process is that process's: a second one would run its tasks again beside it.
-            if (store.LiveOwnerOf(resumedFrom) is { } live)
-                throw new StoreException(live.RunId == resumedFrom
-                    ? $"run {resumedFrom} is still going ({live.Owner}); wait for it to end, or stop that process, then {(escalate is null ? "resume" : "escalate")} it"
-                    : $"run {resumedFrom} is being resumed by run {live.RunId} ({live.Owner}); wait for that run to end");
-            var (_, storedHash) = store.GraphOf(resumedFrom);
-            if (storedHash is not null && storedHash != hash)
-                throw new StoreException($"'{path}' changed since run {resumedFrom} (its SHA-256 was {storedHash[..12]}…, now {hash[..12]}…): resuming would mix two graphs; run it anew instead");
-            // So may a file a task reads (a circuit): the stored outputs were made from the old content.
-            if (RunInputs.Changed(store.GetRun(resumedFrom).Inputs, graph.InputFiles(), resumedFrom) is { } changed)
-                throw new StoreException($"{changed}: resuming would restore outputs made from the old content; run the graph anew instead");
-            restored = store.LoadRestored(resumedFrom, graph.Graph);
-            if (escalate is { } esc)
+            setup = runtime.Prepare(graph, new RunRequest
             {
-                // The task runs again on its new layer, and so does every task that reads its output
-                // over data edges (theirs change with it); everything else is reused.
-                if (!graph.Graph.TryGetIndex(esc.Task, out int task))
-                    throw new UsageException($"run {resumedFrom} (graph '{graph.Graph.Name}') has no task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}'");
-                if (engine.WhyCannotRun(graph, task, esc.Layer) is { } why) throw new UsageException($"--to: {why}");
-                // Where it ran: its row's layer; a task answered from the cache or restored has none,
-                // and is where it would be routed without a model: its forced layer, else its handler's.
-                string from = store.TasksOf(resumedFrom).FirstOrDefault(t => t.Index == task)?.Layer
-                    ?? graph.Graph.ForcedLayerOf(task)
-                    ?? (graph.HandlerOf(task).PreferredLayer is { } preferred && engine.Layers.Any(l => l.Name == preferred) ? preferred : "local");
-                if (from == esc.Layer)
-                    throw new UsageException($"--to: task '{TaskMesh.Engine.Graph.GraphLimits.Printable(esc.Task)}' already ran on {esc.Layer} in run {resumedFrom}; escalate it to another layer");
-                var rerun = graph.Graph.DataDescendantsOf(task);
-                restored.Remove(task);
-                foreach (int d in rerun) restored.Remove(d);
-                manual = [new ManualEscalation(esc.Task, esc.Layer, from, esc.Reason)];
-                stdout.WriteLine($"escalating task {TerminalText.Safe(esc.Task)} of run {resumedFrom} from {from} to {esc.Layer}: it and {rerun.Count} task(s) reading its output run again; {restored.Count} of {graph.Count} are reused");
-            }
-            else stdout.WriteLine($"resuming run {resumedFrom}: {restored.Count} of {graph.Count} tasks finished there and are not run again");
+                GraphPath = a.GraphPath,
+                GraphHash = hash,
+                Objective = a.Objective,
+                Budget = a.Budget,
+                ResumeFrom = a.Resume,
+                Escalate = a.Escalate,
+                CollectTaskDetails = a.Nodes ? true : null,
+            });
         }
-        RunRecorder? recorder = null;
-        if (store is not null)
+        catch (RunRequestException ex)
         {
-            store.RecordLayers(engine.Layers);
-            // The config's rules are mirrored into the store; the store's own are already there.
-            if (rulesSource == "config") store.RecordRules(rules);
-            // Each kept row carries the task's complexity score and feature vector, what the learned
-            // models train on (computed on the store's writer thread).
-            recorder = new RunRecorder(store, path, hash, config.Text, resumedFrom, config.Journal,
-                complexity: t => features.Complexity(t), features: t => features.Extract(t), inputs: graph.InputFiles());
-            // A store that fails (disk full, file made read-only) stops the run: what it already
-            // committed stays, and the summary says why.
-            recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
+            throw new UsageException(ex.Field switch
+            {
+                RunRequestFields.EscalateLayer => $"--to: {ex.Message}",
+                _ => ex.Message,
+            });
         }
+        if (setup.ModelProblem is { } modelProblem) io.Error.WriteLine($"taskmesh: warning: {modelProblem}");
+        if (setup.Notice is { } notice) stdout.WriteLine(notice);
+        // A store that fails (disk full, file made read-only, locked past the timeout) stops the
+        // run: what it already committed stays, and the summary says why.
+        if (setup.Recorder is { } recorder) recorder.Faulted += _ => { try { storeFailed.Cancel(); } catch (ObjectDisposedException) { } };
+
         // Metrics: served from the first task to the end of the run (and a linger after it).
-        int? metricsPort = metricsOptions.Port ?? config.MetricsPort;
-        TaskMeshMetrics? metrics = null;
-        await using var web = metricsPort is int port ? await StartMetricsAsync(port, metricsOptions.Host ?? config.MetricsHost) : null;
+        await using var web = metricsPort is int port ? await StartMetricsAsync(port, a.Metrics.Host ?? config.MetricsHost) : null;
         async Task<Web.TaskMeshWebHost> StartMetricsAsync(int port, string host)
         {
-            metrics = new TaskMeshMetrics();
-            metrics.Watch(engine);
-            if (store is not null) metrics.Watch(store);
             Web.TaskMeshWebHost server;
-            try { server = await Web.TaskMeshWebHost.StartAsync(host, port, metrics, logs, ct: io.Token); }
+            try { server = await Web.TaskMeshWebHost.StartAsync(host, port, runtime.Metrics!, logs, ct: io.Token); }
             catch (IOException ex) { throw new UsageException($"--metrics-port: {ex.Message}"); }
             stdout.WriteLine($"metrics at {server.MetricsUri}");
             stdout.Flush();
             return server;
         }
-        if (metrics is not null && store?.Models() is { Count: > 0 } modelVersions)
-            foreach (var a in JsonSerializer.Deserialize<List<TaskMesh.Learning.Models.LayerAccuracy>>(modelVersions[0].Metrics) ?? [])
-                metrics.RecordModel(modelVersions[0].Version, a.Layer, a.DurationMaeMs, a.DurationR2, a.SuccessAuc, a.CalibrationError);
-        var observers = new List<IRunObserver> { new RunLogger(log) };
-        if (recorder is not null) observers.Add(recorder);
-        if (metrics is not null) observers.Add(metrics);
-        var runOptions = new RunOptions
-        {
-            BaseDirectory = Path.GetDirectoryName(Path.GetFullPath(path)),
-            CollectTaskDetails = nodes ? true : null,
-            Observers = observers,
-            Restored = restored,
-            ManualEscalations = manual,
-            Cache = store is null ? null : new StoreTaskCache(store),
-            Budget = budget,
-        };
-        var handle = engine.Start(graph, runOptions, ct);
+        var handle = setup.Start(ct);
         if (progress == "auto")
             progress = Console.IsOutputRedirected || !ReferenceEquals(stdout is TerminalSafeWriter t ? t.Inner : stdout, Console.Out) ? "lines" : "bar";
         if (progress == "bar") await ShowBarAsync(handle);
@@ -324,23 +268,25 @@ internal static class RunCommand
         var result = await handle.Completion;
 
         PrintSummary(result, stdout);
-        if (jsonPath is not null)
+        if (a.JsonPath is not null)
         {
-            SafeFile.WriteAtomic(jsonPath, s =>
+            SafeFile.WriteAtomic(a.JsonPath, s =>
             {
                 using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-                result.WriteJson(w, nodes ? true : null);
+                result.WriteJson(w, a.Nodes ? true : null);
             });
-            stdout.WriteLine($"summary written to {jsonPath}");
+            stdout.WriteLine($"summary written to {a.JsonPath}");
         }
         if (store is not null)
         {
             try
             {
+                // The models learn from the history after the run, never during it.
+                var trained = runtime.AfterRunAsync(result, io.Token);
                 await store.FlushAsync(CancellationToken.None);
                 stdout.WriteLine($"run {result.RunId} recorded in {store.Path}");
-                // The models learn from the history after the run, never during it.
-                if (result.Status != RunStatus.Cancelled) await TrainCommand.TrainIfDueAsync(store, config, stdout, io.Token, metrics);
+                if (await trained is { } done)
+                    stdout.WriteLine($"trained model version {done.Models.Version} from {done.Models.Rows} task rows ({done.Why}), in {done.Models.Folder}");
             }
             catch (StoreException ex)
             {
@@ -348,7 +294,7 @@ internal static class RunCommand
                 return ExitCodes.TasksFailed;
             }
         }
-        if (web is not null && (metricsOptions.Linger ?? config.MetricsLingerSeconds) is double linger and > 0)
+        if (web is not null && (a.Metrics.Linger ?? config.MetricsLingerSeconds) is double linger and > 0)
         {
             stdout.WriteLine($"serving {web.MetricsUri} for {linger:0.###} s more");
             try { await Task.Delay(TimeSpan.FromSeconds(linger), io.Token); }
@@ -360,6 +306,19 @@ internal static class RunCommand
             RunStatus.Failed => ExitCodes.TasksFailed,
             _ => ExitCodes.Cancelled,
         };
+    }
+
+    /// <summary>The runtime from the container; a problem with its options or its store is the command's bad input.</summary>
+    internal static TaskMeshRuntime Resolve(IServiceProvider provider)
+    {
+        try
+        {
+            return provider.GetRequiredService<TaskMeshRuntime>();
+        }
+        catch (Microsoft.Extensions.Options.OptionsValidationException ex)
+        {
+            throw new UsageException(string.Join("; ", ex.Failures));
+        }
     }
 
     private static async Task ShowBarAsync(RunHandle handle)

@@ -18,71 +18,26 @@ internal static class TrainCommand
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
             using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false, cfg);
-            var rows = s.TrainingRows();
-            if (rows.Count == 0)
+            var published = await ModelPublisher.TrainAsync(s, ct: io.Token);
+            if (published is null)
             {
                 io.Error.WriteLine($"taskmesh: store '{s.Path}' has no task rows with features yet: run some graphs with taskmesh run first");
                 return ExitCodes.BadInput;
             }
-            var models = await Task.Run(() => ModelTrainer.Train(rows), io.Token);
-            var (version, folder) = await PublishAsync(s, models, rows.Count);
-            io.Out.WriteLine($"model version {version}: {models.Rows} examples from {rows.Count} task rows, in {folder}");
+            var models = published.Models;
+            io.Out.WriteLine($"model version {published.Version}: {models.Rows} examples from {published.Rows} task rows, in {published.Folder}");
             Print(io.Out, models.Accuracy);
             return ExitCodes.Ok;
         });
         return command;
     }
 
-    /// <summary>
-    /// Trains a new version when the config says one is due after a run: <c>retrain_after_rows</c>
-    /// rows with features stored since the newest version (or ever), or the newest version older
-    /// than <c>retrain_after_minutes</c> with new rows since. After the run, never during it.
-    /// </summary>
+    /// <summary>Trains a new version when the config says one is due after a run (<see cref="ModelPublisher.TrainIfDueAsync"/>), and says so.</summary>
     internal static async Task TrainIfDueAsync(RunStore store, TaskMesh.Engine.Configuration.TaskMeshConfig config, TextWriter output, CancellationToken ct,
         TaskMesh.Engine.Observability.TaskMeshMetrics? metrics = null)
     {
-        if (!config.LearningEnabled) return;
-        var latest = store.Models() is { Count: > 0 } versions ? versions[0] : default;
-        var rows = store.TrainingRows();
-        int fresh = rows.Count - (latest.Folder is null ? 0 : latest.Rows);
-        bool byRows = config.RetrainAfterRows > 0 && fresh >= config.RetrainAfterRows;
-        bool byAge = config.RetrainAfterMinutes > 0 && latest.Folder is not null && fresh > 0
-            && DateTimeOffset.UtcNow - latest.TrainedAt >= TimeSpan.FromMinutes(config.RetrainAfterMinutes);
-        if (!byRows && !byAge) return;
-        var models = await Task.Run(() => ModelTrainer.Train(rows), ct);
-        var (version, folder) = await PublishAsync(store, models, rows.Count);
-        output.WriteLine($"trained model version {version} from {rows.Count} task rows ({(byRows ? $"{fresh} new since the last version" : "the last version was old")}), in {folder}");
-        if (metrics is not null)
-        {
-            metrics.RecordTraining();
-            foreach (var a in models.Accuracy) metrics.RecordModel(version, a.Layer, a.DurationMaeMs, a.DurationR2, a.SuccessAuc, a.CalibrationError);
-        }
-    }
-
-    /// <summary>
-    /// Writes <paramref name="models"/> into a fresh folder beside the store, then publishes it as the
-    /// next version (allocated in the store's transaction, the folder moved into place): processes
-    /// training at once each get their own version, and no version names a half-written folder.
-    /// </summary>
-    private static async Task<(int Version, string Folder)> PublishAsync(RunStore store, TrainedModels models, int rows)
-    {
-        var staged = store.ModelStagingFolder();
-        try
-        {
-            models.Save(staged, version: 0);
-            int version = await store.PublishModelAsync(staged, DateTimeOffset.UtcNow, rows, JsonSerializer.Serialize(models.Accuracy),
-                (folder, v) => models.WriteManifest(folder, v));
-            return (version, store.Models().First(m => m.Version == version).Folder);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new StoreException($"the models cannot be written beside store '{store.Path}': {ex.Message}", ex);
-        }
-        finally
-        {
-            // Published: moved away; failed: nothing to keep.
-            try { if (Directory.Exists(staged)) Directory.Delete(staged, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        }
+        if (await ModelPublisher.TrainIfDueAsync(store, config, metrics, ct) is not { } done) return;
+        output.WriteLine($"trained model version {done.Models.Version} from {done.Models.Rows} task rows ({done.Why}), in {done.Models.Folder}");
     }
 
     public static Command CreateModels(CliIO io)
