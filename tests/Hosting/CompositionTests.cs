@@ -1,0 +1,145 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Hosting;
+using Xunit;
+
+namespace TaskMesh.Tests.Hosting;
+
+/// <summary>The composition root: one runtime, resolved from the container, makes every run the same way.</summary>
+public sealed class CompositionTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-hosting-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static TaskMeshConfig Config(string toml) => TaskMeshConfig.Parse(toml);
+
+    private const string PaidLayer = "[layers.paid]\nkind = \"local\"\nrank = 5\nprice_per_second = 10\ncapabilities = [\"gpu\"]\ncapacity = 8\n";
+
+    private static PreparedGraph GpuTasks(TaskMeshRuntime runtime, int n, string name = "gpu")
+    {
+        var json = System.Text.Json.JsonSerializer.Serialize(new
+        {
+            name,
+            tasks = Enumerable.Range(0, n).Select(i => new { id = $"t{i}", handler = "sleep", args = new { millis = 100 }, requires = new[] { "gpu" } }).ToArray(),
+        });
+        return runtime.Engine.Prepare(GraphLoader.Load(System.Text.Encoding.UTF8.GetBytes(json), "g.json"));
+    }
+
+    [Fact]
+    public void AddTaskMesh_ResolvesOneRuntimeAndEngine_WithTheStoreAndItsRules()
+    {
+        var services = new ServiceCollection();
+        services.AddTaskMesh(Config(PaidLayer)).AddSqliteStore(Path.Combine(_dir, "s.db")).AddLearnedRouter("cheapest");
+        using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+        var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+        Assert.Same(runtime, provider.GetRequiredService<TaskMeshRuntime>());
+        Assert.Same(runtime.Engine, provider.GetRequiredService<TaskMeshEngine>());
+        Assert.Same(runtime.Store, provider.GetRequiredService<TaskMesh.Engine.Store.RunStore>());
+        Assert.Equal(["local", "quantum", "paid"], runtime.Engine.Layers.Select(l => l.Name));
+        Assert.Equal("defaults", runtime.RulesSource);
+        var setup = runtime.Prepare(GpuTasks(runtime, 2), new RunRequest());
+        Assert.NotNull(setup.Router);                    // AddLearnedRouter: always
+        Assert.Same(setup.Router, setup.Options.Router); // the run's own, not the engine's
+        Assert.NotNull(setup.Recorder);
+    }
+
+    [Fact]
+    public void Options_AreValidatedOnce_WithEveryProblemTogether()
+    {
+        var services = new ServiceCollection();
+        var config = new TaskMeshConfig { MaxParallelTasks = 0, RoutingObjective = "quickest" };
+        services.AddTaskMesh(config).AddLearnedRouter("soonest").Configure(o => o.StorePath = " ");
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<TaskMeshRuntime>());
+        var all = string.Join("\n", ex.Failures);
+        Assert.Contains("store path is empty", all);
+        Assert.Contains("Objective 'soonest'", all);
+        Assert.Contains("RoutingObjective 'quickest'", all);
+        Assert.Contains("MaxParallelTasks is 0", all);
+    }
+
+    [Fact]
+    public async Task Plan_IsWhatTheRunDoes_ForEveryTask()
+    {
+        var services = new ServiceCollection();
+        services.AddTaskMesh(Config(PaidLayer + "\n[[routing.bands]]\nup_to = 30\nlayer = \"local\"\n\n[[routing.bands]]\nup_to = 100\nlayer = \"paid\"\n"));
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+        var json = """
+            {"name":"mixed","tasks":[
+              {"id":"small","handler":"spin","args":{"micros":10}},
+              {"id":"long","handler":"sleep","args":{"millis":150}},
+              {"id":"gpu","handler":"sleep","args":{"millis":5},"requires":["gpu"]},
+              {"id":"pinned","handler":"sleep","args":{"millis":150},"layer":"local"},
+              {"id":"c","handler":"quantum","args":{"qasm":"OPENQASM 2.0; include \"qelib1.inc\"; qreg q[2]; h q[0];"}}]}
+            """;
+        var graph = runtime.Engine.Prepare(GraphLoader.Load(System.Text.Encoding.UTF8.GetBytes(json), "g.json"));
+        var plan = runtime.Prepare(graph, new RunRequest()).Plan();
+        var setup = runtime.Prepare(graph, new RunRequest { CollectTaskDetails = true });
+        var result = await setup.Start().Completion;
+        Assert.Equal(RunStatus.Succeeded, result.Status);
+        for (int i = 0; i < graph.Count; i++)
+            Assert.Equal(plan.LayerOf(i), result.TaskResultOf(i).Layer);
+        Assert.Equal(["local", "paid", "paid", "local", "local"], Enumerable.Range(0, graph.Count).Select(plan.LayerOf));   // a small circuit: local runs it in place
+        Assert.Contains("forced by the graph", plan.ReasonOf(3));
+        Assert.Contains("cold start", plan.ReasonOf(1));
+    }
+
+    [Fact]
+    public async Task PredictAndRun_OnTheCommandLine_PlaceEveryTaskAlike()
+    {
+        var config = Path.Combine(_dir, "route.toml");
+        File.WriteAllText(config, PaidLayer + "\n[[routing.bands]]\nup_to = 30\nlayer = \"local\"\n\n[[routing.bands]]\nup_to = 100\nlayer = \"paid\"\n");
+        var graph = Path.Combine(_dir, "g.json");
+        File.WriteAllText(graph, """
+            {"name":"alike","tasks":[
+              {"id":"small","handler":"spin","args":{"micros":10}},
+              {"id":"long","handler":"sleep","args":{"millis":150}},
+              {"id":"gpu","handler":"sleep","args":{"millis":5},"requires":["gpu"]},
+              {"id":"pinned","handler":"sleep","args":{"millis":20},"layer":"local"}]}
+            """);
+        var predicted = Path.Combine(_dir, "p.json");
+        var (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.Taskmesh(_dir, "predict", graph, "--config", config, "--json", predicted);
+        Assert.True(code == 0, stderr);
+        var summary = Path.Combine(_dir, "s.json");
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.Taskmesh(_dir, "run", graph, "--config", config, "--json", summary, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        using var p = System.Text.Json.JsonDocument.Parse(File.ReadAllText(predicted));
+        using var r = System.Text.Json.JsonDocument.Parse(File.ReadAllText(summary));
+        var planned = p.RootElement.EnumerateArray().Select(t => t.GetProperty("layer").GetString()).ToList();
+        Assert.Equal(["local", "paid", "paid", "local"], planned);
+        Assert.Equal(planned, r.RootElement.GetProperty("nodes").EnumerateArray().Select(n => n.GetProperty("layer").GetString()));
+    }
+
+    [Fact]
+    public async Task ConcurrentRuns_OfOneRuntime_KeepTheirBudgetsApart()
+    {
+        var services = new ServiceCollection();
+        services.AddTaskMesh(Config(PaidLayer)).AddLearnedRouter("cheapest");
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+        // Each task needs the paid layer: about 1 (10 per second × 100 ms) a task, predicted.
+        var a = runtime.Prepare(GpuTasks(runtime, 6, "a"), new RunRequest { Budget = 2.5, CollectTaskDetails = true });
+        var b = runtime.Prepare(GpuTasks(runtime, 6, "b"), new RunRequest { Budget = 4.5, CollectTaskDetails = true });
+        var results = await Task.WhenAll(a.Start().Completion, b.Start().Completion);
+        Assert.Equal((2, 4), (results[0].Succeeded, results[1].Succeeded));
+        Assert.Equal((4, 2), (results[0].Failed, results[1].Failed));
+        Assert.All(results.SelectMany(r => r.Failures), f => Assert.Contains("over budget", f.Error));
+        Assert.Equal((2.0, 4.0), (a.Router!.PredictedSpend, b.Router!.PredictedSpend), (x, y) => Math.Abs(x.Item1 - y.Item1) < 0.05 && Math.Abs(x.Item2 - y.Item2) < 0.05);
+    }
+
+    [Fact]
+    public async Task NewTaskMeshEngine_StillWorksAlone()
+    {
+        var engine = new TaskMeshEngine();
+        var g = new GraphBuilder();
+        g.Task("a", "noop");
+        var result = await engine.RunAsync(g);
+        Assert.Equal(RunStatus.Succeeded, result.Status);
+    }
+}
