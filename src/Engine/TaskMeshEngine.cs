@@ -319,16 +319,16 @@ public sealed class TaskMeshEngine
         return $"no layer '{GraphLimits.Printable(layer)}' (layers: {string.Join(", ", layers.Select(l => l.Name))})";
     }
 
-    // The reasons behind ExecutionLayer.CanRun, in words that name the task.
+    // The reasons behind ExecutionLayer.CanRun (the one rule), in words that name the task.
     private static string? WhyCannotRun(PreparedGraph graph, int task, ExecutionLayer layer, bool isLocal)
     {
         var h = graph.HandlerOf(task);
+        var requires = graph.Graph.Spec(task)?.Requires;
+        if (layer.CanRun(h, requires)) return null;
         string id = graph.Graph.IdOf(task);
         if (h.LocalOnly && !isLocal) return $"handler '{h.Name}' of task '{id}' runs only in the local layer";
         if (!layer.Runs(h.Name)) return $"layer '{layer.Name}' runs only {string.Join(", ", layer.RunsHandlers!)}, not handler '{h.Name}' of task '{id}'";
-        if (graph.Graph.Spec(task)?.Requires is { } requires && !layer.Covers(requires))
-            return $"layer '{layer.Name}' lacks what task '{id}' requires ({string.Join(", ", requires)})";
-        return null;
+        return $"layer '{layer.Name}' lacks what task '{id}' requires ({string.Join(", ", requires ?? [])})";
     }
 
     /// <summary>Tasks handed to the router at once.</summary>
@@ -351,12 +351,7 @@ public sealed class TaskMeshEngine
         var handlers = prepared.Handlers;
         var route = new byte[graph.Count];
         var index = new Dictionary<string, byte>(StringComparer.Ordinal);
-        var runs = new IReadOnlyList<string>?[layers.Length];
-        for (int l = 0; l < layers.Length; l++)
-        {
-            index[layers[l].Name] = (byte)l;
-            runs[l] = layers[l].RunsHandlers;
-        }
+        for (int l = 0; l < layers.Length; l++) index[layers[l].Name] = (byte)l;
         RouteDetails? kept = null;
         var context = new RoutingContext(prepared, layers);
         byte fixedRoute = RouteTable.Local;
@@ -520,7 +515,7 @@ public sealed class TaskMeshEngine
             else kept.Set(task, d);
         }
 
-        bool Fits(byte li, int task) => FitsHandler(li, handlers[graph.HandlerIndex(task)]) && layers[li].Covers(graph.Spec(task)?.Requires);
+        bool Fits(byte li, int task) => layers[li].CanRun(handlers[graph.HandlerIndex(task)], graph.Spec(task)?.Requires);
 
         // A task the chosen layer cannot take: local when it can, else the least capable (then
         // cheapest) layer that runs its handler and has what it requires (validation saw one exists).
@@ -533,11 +528,7 @@ public sealed class TaskMeshEngine
             return best < 0 ? RouteTable.Local : (byte)best;
         }
 
-        bool FitsHandler(byte li, HandlerDescriptor h)
-        {
-            if (h.LocalOnly && li != RouteTable.Local) return false;
-            return runs[li] is not { } only || only.Contains(h.Name);
-        }
+        bool FitsHandler(byte li, HandlerDescriptor h) => layers[li].CanRun(h);
 
         // Inline: an inline handler in the local layer with no pools to take.
         byte Final(byte li, int task)

@@ -16,7 +16,7 @@ public sealed class TaskMeshConfig
 {
     // [general]
     /// <summary><c>general.progress</c>: <c>auto</c> (bar on a terminal, lines otherwise), <c>bar</c>, <c>lines</c> or <c>none</c>.</summary>
-    public string Progress { get; set; } = "auto";
+    public string Progress { get; set; } = ProgressModes.Auto;
 
     // [execution]
     public int MaxParallelTasks { get; set; } = Environment.ProcessorCount;
@@ -77,7 +77,7 @@ public sealed class TaskMeshConfig
     public bool RoutingConfigured { get; private set; }
 
     /// <summary><c>routing.objective</c>: auto, fastest or cheapest.</summary>
-    public string RoutingObjective { get; set; } = "auto";
+    public string RoutingObjective { get; set; } = RoutingObjectives.Auto;
 
     /// <summary><c>routing.min_confidence</c>: the confidence a task needs when it states none.</summary>
     public double RoutingMinConfidence { get; set; } = 0.70;
@@ -121,7 +121,7 @@ public sealed class TaskMeshConfig
     {
         ["general"] = new(StringComparer.Ordinal)
         {
-            ["progress"] = (c, v) => Str(v, out var s) ?? (s is "auto" or "bar" or "lines" or "none" ? Set(() => c.Progress = s!) : "must be one of auto, bar, lines, none"),
+            ["progress"] = (c, v) => Str(v, out var s) ?? (ProgressModes.All.Contains(s!) ? Set(() => c.Progress = s!) : $"must be one of {string.Join(", ", ProgressModes.All)}"),
         },
         ["execution"] = new(StringComparer.Ordinal)
         {
@@ -151,7 +151,7 @@ public sealed class TaskMeshConfig
         },
         ["routing"] = new(StringComparer.Ordinal)
         {
-            ["objective"] = (c, v) => Str(v, out var o) ?? (o is "auto" or "fastest" or "cheapest" ? Set(() => c.RoutingObjective = o!) : "must be auto, fastest or cheapest"),
+            ["objective"] = (c, v) => Str(v, out var o) ?? (RoutingObjectives.All.Contains(o!) ? Set(() => c.RoutingObjective = o!) : $"must be one of {string.Join(", ", RoutingObjectives.All)}"),
             ["min_confidence"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingMinConfidence = x),
             ["failure_penalty"] = (c, v) => Num(v, 0, 1e12, out var x) ?? Set(() => c.RoutingFailurePenalty = x),
             ["exploration"] = (c, v) => Num(v, 0, 1, out var x) ?? Set(() => c.RoutingExploration = x),

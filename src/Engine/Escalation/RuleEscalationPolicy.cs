@@ -44,7 +44,7 @@ public sealed class RuleEscalationPolicy : IEscalationPolicy
     }
 
     /// <summary>Escalations a task may have unless the config says otherwise.</summary>
-    public const int DefaultMaxPerTask = 3;
+    public const int DefaultMaxPerTask = EscalationLimits.DefaultPerTask;
 
     /// <summary>Escalations a task may have.</summary>
     public int MaxPerTask { get; }
@@ -96,8 +96,9 @@ public sealed class RuleEscalationPolicy : IEscalationPolicy
         foreach (var l in layers) if (l.Name == here) current = l;
         string[]? requires = context.Graph.TryGetIndex(context.TaskId, out int task) ? context.Graph.Spec(task)?.Requires : null;
         string handler = context.Handler;
-        // (A handler that runs only locally is kept there by the engine, whatever a policy says.)
-        bool Takes(ExecutionLayer l) => l.Name != here && l.Runs(handler) && l.Covers(requires);
+        // The one rule (ExecutionLayer.CanRun), with the handler as registered when the engine gives it.
+        var descriptor = context.Descriptor;
+        bool Takes(ExecutionLayer l) => l.Name != here && (descriptor is not null ? l.CanRun(descriptor, requires) : l.Runs(handler) && l.Covers(requires));
         if (rule.To != EscalationRule.NextLayer)
         {
             foreach (var l in layers) if (l.Name == rule.To && Takes(l)) return l.Name;

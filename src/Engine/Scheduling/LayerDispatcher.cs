@@ -113,9 +113,15 @@ internal sealed class LayerDispatcher
         return false;
     }
 
+    /// <summary>This run's tasks running on the layer now (the layer's own count is every run's).</summary>
+    public int Running => Volatile.Read(ref _running);
+
+    private int _running;
+
     private async Task RunTaskAsync(int node)
     {
         Layer.AddRunning(1);
+        Interlocked.Increment(ref _running);
         try
         {
             await _run.Attempts.RunInSlotAsync(node, this).ConfigureAwait(false);
@@ -127,6 +133,7 @@ internal sealed class LayerDispatcher
         finally
         {
             Layer.AddRunning(-1);
+            Interlocked.Decrement(ref _running);
             Interlocked.Increment(ref _freeSlots);
             _run.OnGuardedEnded();
         }

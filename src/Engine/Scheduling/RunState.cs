@@ -168,7 +168,11 @@ internal sealed partial class RunState
     /// <summary>Tasks ended so far (approximate while running: workers report in batches).</summary>
     public int Completed => Graph.Count - Volatile.Read(ref _remaining);
     public int FailedSoFar => Volatile.Read(ref _failedCount);
-    public int Running => _dispatchers.Sum(d => d.Layer.Running);
+    /// <summary>This run's tasks running on its layers now (another run's on the same layers are theirs).</summary>
+    public int Running => _dispatchers.Sum(d => d.Running);
+
+    /// <summary>The layer at route <paramref name="route"/> (0 is local).</summary>
+    internal Layers.ExecutionLayer LayerAt(int route) => _dispatchers[route].Layer;
 
     // ---------------------------------------------------------------- run lifecycle
 

@@ -16,17 +16,33 @@ public sealed record JournalOptions
     /// <summary>Largest value of <see cref="SampleEvery"/>.</summary>
     public const int MaxSampleEvery = 1 << 30;
 
+    /// <summary>The default of <see cref="FullDetailTasks"/>.</summary>
+    public const int DefaultFullDetailTasks = 10_000;
+
+    /// <summary>The default of <see cref="SlowTaskMs"/>.</summary>
+    public const double DefaultSlowTaskMs = 10;
+
+    /// <summary>The default of <see cref="SampleEvery"/>.</summary>
+    public const int DefaultSampleEvery = 1024;
+
+    /// <summary>The default of <see cref="MaxSampledRows"/>.</summary>
+    public const int DefaultMaxSampledRows = 128;
+
     /// <summary>Runs up to this many tasks keep a row for every task (<c>store.full_detail_tasks</c>).</summary>
-    public int FullDetailTasks { get; init; } = 10_000;
+    /// <value>Default: <see cref="DefaultFullDetailTasks"/> (10,000).</value>
+    public int FullDetailTasks { get; init; } = DefaultFullDetailTasks;
 
     /// <summary>In larger runs, tasks this slow (ms) or slower keep a row (<c>store.slow_task_ms</c>).</summary>
-    public double SlowTaskMs { get; init; } = 10;
+    /// <value>Default: <see cref="DefaultSlowTaskMs"/> (10).</value>
+    public double SlowTaskMs { get; init; } = DefaultSlowTaskMs;
 
     /// <summary>In larger runs, one task in this many at least keeps a row anyway, by index; a power of two (<c>store.sample_every</c>).</summary>
-    public int SampleEvery { get; init; } = 1024;
+    /// <value>Default: <see cref="DefaultSampleEvery"/> (1,024).</value>
+    public int SampleEvery { get; init; } = DefaultSampleEvery;
 
     /// <summary>Most sampled rows a run keeps: its stride grows past <see cref="SampleEvery"/> to stay under (<c>store.max_sampled_rows</c>).</summary>
-    public int MaxSampledRows { get; init; } = 128;
+    /// <value>Default: <see cref="DefaultMaxSampledRows"/> (128).</value>
+    public int MaxSampledRows { get; init; } = DefaultMaxSampledRows;
 
     /// <summary>
     /// The sampling stride of a run of <paramref name="tasks"/> tasks: <see cref="SampleEvery"/>, or

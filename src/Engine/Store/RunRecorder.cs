@@ -48,16 +48,16 @@ public sealed class RunRecorder : IRunObserver
     public const int MaxStoredOutputBytes = OutputFiles.MaxBytes;
 
     /// <summary>Runs up to this many tasks keep a row for every task (by default: see <see cref="JournalOptions"/>).</summary>
-    public const int FullDetailTasks = 10_000;
+    public const int FullDetailTasks = JournalOptions.DefaultFullDetailTasks;
 
     /// <summary>In larger runs, tasks this slow (ms) or slower keep a row (by default).</summary>
-    public const double SlowTaskMs = 10;
+    public const double SlowTaskMs = JournalOptions.DefaultSlowTaskMs;
 
     /// <summary>In larger runs, one task in this many at least keeps a row anyway, by index (by default).</summary>
-    public const int SampleEvery = 1024;
+    public const int SampleEvery = JournalOptions.DefaultSampleEvery;
 
     /// <summary>Most sampled rows a run keeps (by default).</summary>
-    public const int MaxSampledRows = 128;
+    public const int MaxSampledRows = JournalOptions.DefaultMaxSampledRows;
 
     /// <summary>The default sampling stride of a run of <paramref name="tasks"/> tasks (<see cref="JournalOptions.SampleStride"/>).</summary>
     public static int SampleStride(int tasks) => JournalOptions.Default.SampleStride(tasks);

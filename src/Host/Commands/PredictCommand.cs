@@ -24,7 +24,7 @@ internal static class PredictCommand
         var graphArg = GraphInput.GraphArgument();
         var config = CliOptions.Config();
         var store = StoreInput.StoreOption();
-        var objective = CliOptions.OneOf("--objective", "The objective to explain (default: the config's).", "auto", "fastest", "cheapest");
+        var objective = CliOptions.OneOf("--objective", "The objective to explain (default: the config's).", [.. TaskMesh.Engine.Configuration.RoutingObjectives.All]);
         var limit = CliOptions.Int("--limit", 0, int.MaxValue, "Tasks printed (default 50; the JSON has every one).");
         var json = new Option<string?>("--json") { Description = "Write every task's prediction (JSON) to this file.", HelpName = "FILE" };
         var command = new Command("predict", "Explain routing: per task the chosen layer, complexity, and each candidate's predicted duration, confidence and cost. Nothing runs.")

@@ -9,6 +9,7 @@ using TaskMesh.Engine.Observability;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using TaskMesh.Hosting;
+using TaskMesh.Engine.Configuration;
 
 namespace TaskMesh.Host.Commands;
 
@@ -22,7 +23,7 @@ internal static class RunCommand
         var maxParallel = CliOptions.Int("--max-parallel", 1, 100_000, "Slots of the local layer (overrides the config).");
         var config = CliOptions.Config();
         var nodes = new Option<bool>("--nodes") { Description = "Keep and write per-task results even above 100,000 tasks." };
-        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
+        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", [.. ProgressModes.All]);
         var store = StoreInput.StoreOption();
         var noStore = StoreInput.NoStoreOption();
         var resume = new Option<string?>("--resume")
@@ -31,7 +32,7 @@ internal static class RunCommand
             HelpName = "RUN",
         };
         var metrics = new MetricsOptions();
-        var objective = CliOptions.OneOf("--objective", "Let the learned router choose each task's layer: the cheapest confident one (auto), the quickest, or the least expected cost (failures priced as the escalations they lead to).", "auto", "fastest", "cheapest");
+        var objective = CliOptions.OneOf("--objective", "Let the learned router choose each task's layer: the cheapest confident one (auto), the quickest, or the least expected cost (failures priced as the escalations they lead to).", [.. RoutingObjectives.All]);
         var budget = new Option<double?>("--budget")
         {
             Description = "Most this run may cost (by predicted costs): tasks go to the best layer they still fit; one that fits nowhere fails, without running.",
@@ -62,7 +63,7 @@ internal static class RunCommand
         var json = new Option<string?>("--json") { Description = "Write the run summary (JSON) to this file.", HelpName = "SUMMARY.json" };
         var maxParallel = CliOptions.Int("--max-parallel", 1, 100_000, "Slots of the local layer (overrides the config).");
         var config = CliOptions.Config();
-        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
+        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", [.. ProgressModes.All]);
         var store = StoreInput.StoreOption();
         var metrics = new MetricsOptions();
         var command = new Command("resume", "Resume a stored run: finds its graph file, refuses it if it changed, runs only what did not finish.")
@@ -132,7 +133,7 @@ internal static class RunCommand
         var reason = new Option<string?>("--reason") { Description = "Why (kept with the escalation).", HelpName = "TEXT" };
         var json = new Option<string?>("--json") { Description = "Write the run summary (JSON) to this file.", HelpName = "SUMMARY.json" };
         var config = CliOptions.Config();
-        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", "auto", "bar", "lines", "none");
+        var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", [.. ProgressModes.All]);
         var store = StoreInput.StoreOption();
         var metrics = new MetricsOptions();
         var command = new Command("escalate", "Run a task of a stored run again on another layer, with the tasks that read its output; reuse the rest.")
@@ -195,8 +196,8 @@ internal static class RunCommand
         if (a.Metrics.Host is { } mh && !System.Net.IPAddress.TryParse(mh, out _))
             throw new UsageException($"--metrics-host must be an IP address (127.0.0.1, ::1, 0.0.0.0, …), got '{mh}'");
         var progress = a.Progress ?? config.Progress;
-        if (progress is not ("auto" or "bar" or "lines" or "none"))
-            throw new UsageException($"--progress must be auto, bar, lines or none, got '{progress}'");
+        if (!ProgressModes.All.Contains(progress))
+            throw new UsageException($"--progress must be one of {string.Join(", ", ProgressModes.All)}, got '{progress}'");
         if (a.MaxParallel is int mp)
         {
             config.MaxParallelTasks = mp;

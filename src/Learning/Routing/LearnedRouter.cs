@@ -8,16 +8,18 @@ using TaskMesh.Learning.Models;
 namespace TaskMesh.Learning.Routing;
 
 /// <summary>How the router weighs cost against speed and confidence (<c>[routing] objective</c>, <c>--objective</c>).</summary>
+/// <remarks>The names are <see cref="Engine.Configuration.RoutingObjectives"/>'s, defined once for the config, the command line and the router.</remarks>
 public static class Objectives
 {
-    /// <summary>The cheapest layer whose predicted confidence meets the task's <c>minConfidence</c> (default 0.70).</summary>
-    public const string Auto = "auto";
-    /// <summary>The layer that finishes first: its queue's wait plus the predicted duration.</summary>
-    public const string Fastest = "fastest";
-    /// <summary>The layer of least expected cost — its own, and for a likely failure the escalation it leads to — whatever its confidence.</summary>
-    public const string Cheapest = "cheapest";
+    /// <inheritdoc cref="Engine.Configuration.RoutingObjectives.Auto"/>
+    public const string Auto = Engine.Configuration.RoutingObjectives.Auto;
+    /// <inheritdoc cref="Engine.Configuration.RoutingObjectives.Fastest"/>
+    public const string Fastest = Engine.Configuration.RoutingObjectives.Fastest;
+    /// <inheritdoc cref="Engine.Configuration.RoutingObjectives.Cheapest"/>
+    public const string Cheapest = Engine.Configuration.RoutingObjectives.Cheapest;
 
-    public static readonly IReadOnlyList<string> All = [Auto, Fastest, Cheapest];
+    /// <inheritdoc cref="Engine.Configuration.RoutingObjectives.All"/>
+    public static IReadOnlyList<string> All => Engine.Configuration.RoutingObjectives.All;
 }
 
 /// <summary>A cold-start band: tasks whose complexity score is at most <paramref name="UpTo"/> go to <paramref name="Layer"/>.</summary>

@@ -214,6 +214,29 @@ public class ObserverTests
     }
 
     [Fact]
+    public async Task EscalationPolicy_ToALayerThatCannotRunTheTask_IsRefusedByTheOneRule()
+    {
+        // "strong" lacks the tag the task requires: the policy's move is refused (the attempt
+        // stands), as a router's and a rule's would be — one rule, ExecutionLayer.CanRun, for all.
+        var engine = new TaskMeshEngine();
+        var strong = new TestLayer("strong", 2);
+        engine.AddLayer(strong);
+        var gpu = new TestLayer("gpu-box", 2);
+        engine.AddLayer(gpu);
+        gpu.Configure(0, 20, ["gpu"]);
+        engine.Layers[0].Configure(0, 0, ["gpu"]);
+        engine.EscalationPolicy = new MoveOnErrorPolicy();
+        engine.Handlers.Register("weak-first", (ctx, a, ct) => ctx.Attempt == 1 ? throw new TaskFailedException("too weak") : new ValueTask<object?>("done"));
+        var g = new GraphBuilder();
+        g.Task("t", "weak-first").Requires("gpu");
+        var result = await RunWithin(engine, engine.Prepare(g), new RunOptions { CollectTaskDetails = true });
+        Assert.Equal(RunStatus.Failed, result.Status);
+        Assert.Equal(0, strong.Executed);
+        Assert.Empty(result.Escalations);
+        Assert.Equal(("local", 1), (result.TaskResultOf(0).Layer, result.TaskResultOf(0).Attempts));
+    }
+
+    [Fact]
     public async Task EscalationPolicy_MovesAFailedTaskToAnotherLayer_AndTheRecordShowsBothAttempts()
     {
         var engine = new TaskMeshEngine();

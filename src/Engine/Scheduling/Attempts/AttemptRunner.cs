@@ -14,7 +14,7 @@ namespace TaskMesh.Engine.Scheduling.Attempts;
 internal sealed class AttemptRunner
 {
     /// <summary>Escalations one task may have in a run; a policy asking for more is refused (the attempt completes).</summary>
-    public const int MaxEscalationsPerTask = 8;
+    public const int MaxEscalationsPerTask = Escalation.EscalationLimits.MaxPerTask;
 
     private readonly RunState _run;
     private readonly IEscalationPolicy _policy;
@@ -110,7 +110,7 @@ internal sealed class AttemptRunner
         var spec = run.Graph.Spec(node);
         var context = new EscalationContext(run.Graph, run.Graph.IdOf(node), run.Graph.HandlerOfTask(node),
             Math.Max(0, run.RetriesOf(node) - (attemptsHere - 1)), escalations, spec?.MinConfidence,
-            run.LayerNames, _retry, run.Cancelled);
+            run.LayerNames, _retry, run.Cancelled) with { Descriptor = run.HandlerOf(node) };
         EscalationDecision d;
         try
         {
@@ -149,11 +149,11 @@ internal sealed class AttemptRunner
         return d;
     }
 
+    // The one rule (ExecutionLayer.CanRun): the handler (a local-only one on local only) and the tags the task requires.
     private bool CanRun(string layer, int node)
     {
-        var h = _run.HandlerOf(node);
-        if (h.LocalOnly && layer != Layers.Local.LocalLayer.LayerName) return false;
-        return true;
+        int route = _run.RouteOf(layer);
+        return route >= 0 && _run.LayerAt(route).CanRun(_run.HandlerOf(node), _run.Graph.Spec(node)?.Requires);
     }
 
     /// <summary>

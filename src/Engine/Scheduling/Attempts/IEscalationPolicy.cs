@@ -37,7 +37,11 @@ public readonly record struct EscalationContext(
     double? MinConfidence,
     IReadOnlyList<string> Layers,
     RetryPolicy Retry,
-    bool Cancelled);
+    bool Cancelled)
+{
+    /// <summary>The task's handler as registered (whether it runs only on <c>local</c>, say), when the engine gives it.</summary>
+    public Handlers.HandlerDescriptor? Descriptor { get; init; }
+}
 
 /// <summary>A policy's decision.</summary>
 public readonly record struct EscalationDecision
