@@ -120,8 +120,8 @@ public enum RunObserverInterests
 public sealed record RunStart(string RunId, TaskGraph Graph, IReadOnlyList<string> Layers, DateTimeOffset StartedAt, TimeProvider Clock, CancellationToken Cancellation,
     IReadOnlyList<double>? PricesPerSecond = null)
 {
-    /// <summary>The run itself, for the engine's own observers that read its queues (metrics).</summary>
-    internal RunState? State { get; init; }
+    /// <summary>The run's progress as it goes (each task's outcome so far, the ready tasks): null when the engine does not offer it.</summary>
+    public IRunProgress? Progress { get; init; }
 
     /// <summary>The price of one slot-second of <paramref name="layer"/> (0 for an unknown or free layer).</summary>
     public double PriceOf(string? layer)

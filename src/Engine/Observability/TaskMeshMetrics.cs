@@ -34,7 +34,7 @@ public sealed class TaskMeshMetrics : IRunObserver
     private readonly Gauge _ready, _running, _capacity, _runsActive, _storeQueue;
     private readonly Gauge _modelVersion, _modelMae, _modelR2, _modelAuc, _modelCalibration;
     private readonly Counter _trainings;
-    private readonly ConcurrentDictionary<string, RunState> _active = new();
+    private readonly ConcurrentDictionary<string, IRunProgress> _active = new();
     private readonly List<TaskMeshEngine> _engines = new();
     private readonly List<RunStore> _stores = new();
     private readonly ConcurrentDictionary<string, LayerSeries> _layers = new(StringComparer.Ordinal);
@@ -142,7 +142,7 @@ public sealed class TaskMeshMetrics : IRunObserver
         var prices = run.Layers.Select(run.PriceOf).ToArray();
         for (int i = 0; i < prices.Length; i++) _prices[run.Layers[i]] = prices[i];
         _views[run.RunId] = new RunView(layers, prices, Array.ConvertAll(OutcomeNames, o => _tasks.WithLabels(NoLayer, o)));
-        if (run.State is { } state) _active[run.RunId] = state;
+        if (run.Progress is { } progress) _active[run.RunId] = progress;
         _runsActive.Inc();
         // Every (layer, outcome) series exists from the start, at 0: rates work from the first scrape.
         foreach (var l in layers) foreach (var c in l.Tasks) c.Inc(0);

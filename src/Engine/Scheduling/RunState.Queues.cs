@@ -145,7 +145,7 @@ internal sealed partial class RunState
     /// scan has not reached yet), for gauges read now and then. Not exact while the run moves; the
     /// roots behind the scan are counted incrementally, so all calls of a run read the graph once.
     /// </summary>
-    internal long ReadyOnWorkers()
+    public long ReadyOnWorkers()
     {
         long queued = _injected.Count + _low.Count + Volatile.Read(ref _urgentCount.Value);
         foreach (var w in _workers) queued += w.Deque.Count;

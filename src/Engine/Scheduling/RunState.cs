@@ -21,7 +21,7 @@ namespace TaskMesh.Engine.Scheduling;
 /// right there; the others are dispatched to their layer.
 /// </para>
 /// </summary>
-internal sealed partial class RunState
+internal sealed partial class RunState : IRunProgress
 {
     internal readonly TaskGraph Graph;
     internal readonly PreparedGraph Prepared;
@@ -168,6 +168,9 @@ internal sealed partial class RunState
     /// <summary>Tasks ended so far (approximate while running: workers report in batches).</summary>
     public int Completed => Graph.Count - Volatile.Read(ref _remaining);
     public int FailedSoFar => Volatile.Read(ref _failedCount);
+    /// <inheritdoc />
+    public ReadOnlySpan<byte> Outcomes => Tasks.Outcome;
+
     /// <summary>This run's tasks running on its layers now (another run's on the same layers are theirs).</summary>
     public int Running => _dispatchers.Sum(d => d.Running);
 
@@ -180,7 +183,7 @@ internal sealed partial class RunState
     {
         _startedAt = _options.TimeProvider.GetUtcNow();
         _observers?.RunStarted(new RunStart(RunId, Graph, _layerNames, _startedAt, _options.TimeProvider, _runCts.Token,
-            Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)) { State = this });
+            Array.ConvertAll(_dispatchers, d => d.Layer.PricePerSecond)) { Progress = this });
         DecideObserverCalls();
         if (_manual is { } manual)
             foreach (var (task, m) in manual)

@@ -213,6 +213,29 @@ public class ObserverTests
                 : DefaultEscalationPolicy.Instance.Decide(attempt, context);
     }
 
+    private sealed class ProgressReader : IRunObserver
+    {
+        public IRunProgress? Progress;
+        public int SucceededAtEnd = -1;
+        public void OnRunStarted(RunStart run) => Progress = run.Progress;
+        public void OnRunEnded(RunRecord record) => SucceededAtEnd = Progress!.Outcomes.Count((byte)TaskOutcome.Succeeded);
+    }
+
+    [Fact]
+    public async Task Observers_ReadTheRunsProgress_ThroughThePublicContract()
+    {
+        var engine = new TaskMeshEngine();
+        var g = new GraphBuilder();
+        int first = g.AddTasks(1000, "noop");
+        for (int i = 1; i < 1000; i++) g.AddEdge(first + i - 1, first + i);
+        var reader = new ProgressReader();
+        var result = await RunWithin(engine, engine.Prepare(g), new RunOptions { Observers = [reader] });
+        Assert.Equal(RunStatus.Succeeded, result.Status);
+        Assert.Equal(1000, reader.Progress!.Outcomes.Length);
+        Assert.Equal(1000, reader.SucceededAtEnd);
+        Assert.Equal(0, reader.Progress.ReadyOnWorkers());
+    }
+
     [Fact]
     public async Task EscalationPolicy_ToALayerThatCannotRunTheTask_IsRefusedByTheOneRule()
     {
