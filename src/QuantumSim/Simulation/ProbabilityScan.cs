@@ -20,10 +20,9 @@ internal sealed class ProbabilityScan
     private bool _totalKnown;
 
     private readonly long[] _zMasks;
-
-    /// <param name="zMasks">Z-only Pauli strings (as qubit masks) whose expectations ride along: Σ p_i (-1)^popcount(i &amp; mask).</param>
     private readonly int[] _marginal;
 
+    /// <param name="zMasks">Z-only Pauli strings (as qubit masks) whose expectations ride along: Σ p_i (-1)^popcount(i &amp; mask).</param>
     /// <param name="marginalQubits">Qubits of an exact marginal to accumulate (bit j of a marginal index is qubit marginalQubits[j]).</param>
     public ProbabilityScan(int qubits, int topK, int shots, int seed, bool listAllSmall, long[]? zMasks = null, int[]? marginalQubits = null)
     {

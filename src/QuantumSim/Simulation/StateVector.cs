@@ -309,7 +309,7 @@ public sealed unsafe class StateVector : IDisposable
     }
 
     /// <summary>|amplitude|² of every basis state (2^n doubles).</summary>
-    /// <exception cref="InvalidOperationException">More than 2^30 states: use <see cref="CopyProbabilities"/> on a native buffer.</exception>
+    /// <exception cref="InvalidOperationException">More than 2^30 states: use <see cref="CopyProbabilities(long, Span{double})"/> on a native buffer.</exception>
     public double[] Probabilities()
     {
         if (Qubits > 30) throw new InvalidOperationException($"a {Qubits}-qubit probability vector does not fit a managed array");

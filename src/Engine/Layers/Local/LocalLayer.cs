@@ -1,6 +1,6 @@
 namespace TaskMesh.Engine.Layers.Local;
 
-/// <summary>Runs handlers on this process's thread pool, <see cref="Capacity"/> at a time.</summary>
+/// <summary>Runs handlers on this process's thread pool, <see cref="ExecutionLayer.Capacity"/> at a time.</summary>
 public sealed class LocalLayer : ExecutionLayer
 {
     public const string LayerName = "local";
