@@ -247,46 +247,63 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(graph);
         options ??= new RunOptions();
-        if (options.EventCapacity < 1) throw new ArgumentOutOfRangeException(nameof(options), "RunOptions.EventCapacity must be at least 1");
-        if (options.Restored is { } restored && restored.TaskCount != graph.Count)
-            throw new ArgumentException($"RunOptions.Restored was made for {restored.TaskCount} tasks; the graph has {graph.Count}", nameof(options));
-        if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
-        LinkQuantumCascades();   // layers may have been added or re-ranked since
-        var layers = Layers.ToArray();
-        var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own) : Observers;
-        bool observed = observers.Any() || options.EmitEvents;
-        var route = ComputeRoutes(graph, layers, options.Router ?? _router, observed, out var routeDetails, out var routedEscalations, out var refused);
-        var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
-        var estimator = options.DurationEstimator ?? DurationEstimator;
-        var ready = ReadyPlanOf(graph, layers, route, estimator, out var analysis);
-        var state = new RunState(graph, _options, route, layers, options, observers, _escalation, _retry,
-            () => analysis?.CriticalPathMs ?? CriticalPathMs(graph, layers, route, estimator), ready);
-        state.SetRouteDetails(routeDetails);
-        state.SetManualEscalations(manual);
-        state.SetRoutedEscalations(routedEscalations);
-        state.SetRefused(refused);
-        return new RunHandle(state, state.RunAsync(ct));
+        var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own).ToArray() : Observers.ToArray();
+        // Routes kept per task only when someone watches (the audit's layer_selection).
+        return Execute(MakePlan(graph, options, keepDetails: observers.Length > 0 || options.EmitEvents), observers, ct);
+    }
+
+    /// <summary>Runs a plan made by <see cref="Plan"/>: the run does exactly what the plan says (its routes, ready order, estimates).</summary>
+    /// <exception cref="ArgumentException">The plan was made by another engine.</exception>
+    public RunHandle Start(RunPlan plan, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        if (!ReferenceEquals(plan.Graph.Engine, this)) throw new ArgumentException("the plan was made by another engine", nameof(plan));
+        var options = plan.Options;
+        var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own).ToArray() : Observers.ToArray();
+        return Execute(plan, observers, ct);
     }
 
     /// <summary>
     /// What a run of <paramref name="graph"/> with <paramref name="options"/> would do, without
     /// running anything: each task's layer and the router's decision behind it (the same routing a
     /// run makes: forced layers, handlers' preferred layers, the router, manual escalations,
-    /// refusals), the escalations routing makes, and the critical path by the run's estimates.
+    /// refusals), the escalations routing makes, the ready order and the critical path by the run's
+    /// estimates. <see cref="Start(RunPlan, CancellationToken)"/> runs it as it is.
     /// </summary>
     /// <exception cref="ArgumentException">A manual escalation names an unknown task or layer, or a layer that cannot run the task.</exception>
     public RunPlan Plan(PreparedGraph graph, RunOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        options ??= new RunOptions();
+        return MakePlan(graph, options ?? new RunOptions(), keepDetails: true);
+    }
+
+    // Planning, made before the executor starts (as Taskflow keeps the graph apart from the
+    // executor): routes, manual moves, estimates and the ready order — one place for a run and a plan.
+    private RunPlan MakePlan(PreparedGraph graph, RunOptions options, bool keepDetails)
+    {
+        if (options.EventCapacity < 1) throw new ArgumentOutOfRangeException(nameof(options), "RunOptions.EventCapacity must be at least 1");
+        if (options.Restored is { } restored && restored.TaskCount != graph.Count)
+            throw new ArgumentException($"RunOptions.Restored was made for {restored.TaskCount} tasks; the graph has {graph.Count}", nameof(options));
         if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
-        LinkQuantumCascades();
+        LinkQuantumCascades();   // layers may have been added or re-ranked since
         var layers = Layers.ToArray();
-        var route = ComputeRoutes(graph, layers, options.Router ?? _router, keepDetails: true, out var details, out var escalations, out var refused);
+        var route = ComputeRoutes(graph, layers, options.Router ?? _router, keepDetails, out var details, out var escalations, out var refused);
         var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
         var estimator = options.DurationEstimator ?? DurationEstimator;
-        return new RunPlan(graph, layers.Select(l => l.Name).ToArray(), route, details, escalations, refused, manual,
-            CriticalPathMs(graph, layers, route, estimator));
+        var ready = ReadyPlanOf(graph, layers, route, estimator, out var analysis);
+        return new RunPlan(graph, options, layers, route, details, escalations, refused, manual, ready,
+            () => analysis?.CriticalPathMs ?? CriticalPathMs(graph, layers, route, estimator));
+    }
+
+    private RunHandle Execute(RunPlan plan, IRunObserver[] observers, CancellationToken ct)
+    {
+        var state = new RunState(plan.Graph, _options, plan.Routes, plan.LayerArray, plan.Options, observers, _escalation, _retry,
+            plan.CriticalPathFunc, plan.Ready);
+        state.SetRouteDetails(plan.Details);
+        state.SetManualEscalations(plan.Manual);
+        state.SetRoutedEscalations(plan.RoutedEscalations);
+        state.SetRefused(plan.Refused);
+        return new RunHandle(state, state.RunAsync(ct));
     }
 
     /// <summary>Routes each manually escalated task to its layer; returns them by task index.</summary>

@@ -318,9 +318,14 @@ public sealed class RunSetup
     /// <summary>What a resume or an escalation reuses and reruns, in a line, or null.</summary>
     public string? Notice { get; internal set; }
 
-    /// <summary>What a run with these options would do (the same routing), without running it.</summary>
-    public Engine.Routing.RunPlan Plan() => Runtime.Engine.Plan(Graph, Options);
+    private Engine.Routing.RunPlan? _plan;
 
-    /// <summary>Starts the run.</summary>
-    public RunHandle Start(CancellationToken ct = default) => Runtime.Engine.Start(Graph, Options, ct);
+    /// <summary>
+    /// What the run does (its routes, ready order, estimates), without running it; made once — a
+    /// budgeted router counts what it places — and <see cref="Start"/> then runs this very plan.
+    /// </summary>
+    public Engine.Routing.RunPlan Plan() => _plan ??= Runtime.Engine.Plan(Graph, Options);
+
+    /// <summary>Starts the run (the plan made by <see cref="Plan"/>, when there is one).</summary>
+    public RunHandle Start(CancellationToken ct = default) => _plan is { } plan ? Runtime.Engine.Start(plan, ct) : Runtime.Engine.Start(Graph, Options, ct);
 }

@@ -79,9 +79,10 @@ public sealed class CompositionTests : IDisposable
               {"id":"c","handler":"quantum","args":{"qasm":"OPENQASM 2.0; include \"qelib1.inc\"; qreg q[2]; h q[0];"}}]}
             """;
         var graph = runtime.Engine.Prepare(GraphLoader.Load(System.Text.Encoding.UTF8.GetBytes(json), "g.json"));
-        var plan = runtime.Prepare(graph, new RunRequest()).Plan();
         var setup = runtime.Prepare(graph, new RunRequest { CollectTaskDetails = true });
-        var result = await setup.Start().Completion;
+        var plan = setup.Plan();
+        var result = await setup.Start().Completion;   // runs this plan
+        Assert.Equal(plan.ReadyOrder, result.ReadyOrder);
         Assert.Equal(RunStatus.Succeeded, result.Status);
         for (int i = 0; i < graph.Count; i++)
             Assert.Equal(plan.LayerOf(i), result.TaskResultOf(i).Layer);
@@ -126,6 +127,7 @@ public sealed class CompositionTests : IDisposable
         // Each task needs the paid layer: about 1 (10 per second × 100 ms) a task, predicted.
         var a = runtime.Prepare(GpuTasks(runtime, 6, "a"), new RunRequest { Budget = 2.5, CollectTaskDetails = true });
         var b = runtime.Prepare(GpuTasks(runtime, 6, "b"), new RunRequest { Budget = 4.5, CollectTaskDetails = true });
+        Assert.Equal(2, Enumerable.Range(0, 6).Count(i => a.Plan().RefusalOf(i) is null));   // planned once: the run follows it
         var results = await Task.WhenAll(a.Start().Completion, b.Start().Completion);
         Assert.Equal((2, 4), (results[0].Succeeded, results[1].Succeeded));
         Assert.Equal((4, 2), (results[0].Failed, results[1].Failed));

@@ -11,39 +11,61 @@ namespace TaskMesh.Engine.Routing;
 public sealed class RunPlan
 {
     private readonly string[] _layers;
-    private readonly byte[] _route;
-    private readonly RouteDetails? _details;
     private readonly Dictionary<int, string>? _refused;
     private readonly Dictionary<int, RouteDecision>? _escalated;
     private readonly Dictionary<int, ManualEscalation>? _manual;
+    private readonly Lazy<double> _criticalPathMs;
 
-    internal RunPlan(PreparedGraph graph, string[] layers, byte[] route, RouteDetails? details, List<(int Task, RouteDecision Decision)>? escalations,
-        Dictionary<int, string>? refused, List<(int Task, ManualEscalation Move)>? manual, double criticalPathMs)
+    internal RunPlan(PreparedGraph graph, RunOptions options, Layers.ExecutionLayer[] layers, byte[] route, RouteDetails? details, List<(int Task, RouteDecision Decision)>? escalations,
+        Dictionary<int, string>? refused, List<(int Task, ManualEscalation Move)>? manual, ReadyPlan ready, Func<double> criticalPathMs)
     {
         Graph = graph;
-        _layers = layers;
-        _route = route;
-        _details = details;
+        Options = options;
+        LayerArray = layers;
+        _layers = Array.ConvertAll(layers, l => l.Name);
+        Routes = route;
+        Details = details;
+        RoutedEscalations = escalations;
+        Refused = refused;
+        Manual = manual;
+        Ready = ready;
+        CriticalPathFunc = criticalPathMs;
+        _criticalPathMs = new Lazy<double>(criticalPathMs);
         _refused = refused;
         _escalated = escalations?.ToDictionary(e => e.Task, e => e.Decision);
         _manual = manual?.ToDictionary(m => m.Task, m => m.Move);
-        CriticalPathMs = criticalPathMs;
     }
+
+    // What the executor takes (TaskMeshEngine.Start(RunPlan)).
+    internal Layers.ExecutionLayer[] LayerArray { get; }
+    internal byte[] Routes { get; }
+    internal RouteDetails? Details { get; }
+    internal List<(int Task, RouteDecision Decision)>? RoutedEscalations { get; }
+    internal Dictionary<int, string>? Refused { get; }
+    internal List<(int Task, ManualEscalation Move)>? Manual { get; }
+    internal ReadyPlan Ready { get; }
+    internal Func<double> CriticalPathFunc { get; }
+
+    /// <summary>The options the plan was made with (and a run of it takes).</summary>
+    public RunOptions Options { get; }
+
+    /// <summary>The order ready tasks will take free slots in (<c>fifo</c>, <c>critical_path</c>).</summary>
+    public string ReadyOrder => Ready.Name;
 
     /// <summary>The graph planned.</summary>
     public PreparedGraph Graph { get; }
 
     /// <summary>The critical path by the run's estimates (ms).</summary>
-    public double CriticalPathMs { get; }
+    public double CriticalPathMs => _criticalPathMs.Value;
 
     /// <summary>The layer task <paramref name="task"/> would run on.</summary>
-    public string LayerOf(int task) => _layers[_route[task] == RouteTable.Inline ? RouteTable.Local : _route[task]];
+    public string LayerOf(int task) => _layers[Routes[task] == RouteTable.Inline ? RouteTable.Local : Routes[task]];
 
     /// <summary>Whether the task would run inline on a scheduler worker (a tiny inline handler on <c>local</c>).</summary>
-    public bool IsInline(int task) => _route[task] == RouteTable.Inline;
+    public bool IsInline(int task) => Routes[task] == RouteTable.Inline;
 
     /// <summary>The router's decision for the task, when the router made one for it (not for forced layers or a handler's preferred layer).</summary>
-    public RouteDecision? DecisionOf(int task) => _details is not null && _details.TryGet(task, out var d) ? d : null;
+    public RouteDecision? DecisionOf(int task) => Details is not null && Details.TryGet(task, out var d) ? d : null;
 
     /// <summary>Why the task would fail without running (over a budget, say), or null.</summary>
     public string? RefusalOf(int task) => _refused?.GetValueOrDefault(task);
