@@ -287,7 +287,7 @@ public sealed class TaskMeshEngine
         if (!ReferenceEquals(graph.Engine, this)) graph = Prepare(graph.Graph, graph.BaseDirectory);
         LinkQuantumCascades();   // layers may have been added or re-ranked since
         var layers = Layers.ToArray();
-        var route = ComputeRoutes(graph, layers, options.Router ?? _router, keepDetails, out var details, out var escalations, out var refused);
+        var route = ComputeRoutes(graph, layers, options.Router ?? _router, options.Budget, keepDetails, out var details, out var escalations, out var refused);
         var manual = ApplyManualEscalations(graph, layers, route, options.ManualEscalations, options.Restored);
         var estimator = options.DurationEstimator ?? DurationEstimator;
         var ready = ReadyPlanOf(graph, layers, route, estimator, out var analysis);
@@ -357,7 +357,7 @@ public sealed class TaskMeshEngine
     /// batches otherwise. A decision the layer cannot honour (unknown layer, a handler it does
     /// not run) falls back to <c>local</c>.
     /// </summary>
-    private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, ILayerRouter router, bool keepDetails,
+    private byte[] ComputeRoutes(PreparedGraph prepared, ExecutionLayer[] layers, ILayerRouter router, double? budget, bool keepDetails,
         out RouteDetails? details, out List<(int Task, RouteDecision Decision)>? escalations, out Dictionary<int, string>? refused)
     {
         escalations = null;
@@ -370,7 +370,7 @@ public sealed class TaskMeshEngine
         var index = new Dictionary<string, byte>(StringComparer.Ordinal);
         for (int l = 0; l < layers.Length; l++) index[layers[l].Name] = (byte)l;
         RouteDetails? kept = null;
-        var context = new RoutingContext(prepared, layers);
+        var context = new RoutingContext(prepared, layers, budget);
         byte fixedRoute = RouteTable.Local;
         bool hasFixed = router.FixedDecision is { } fixedDecision;
         if (hasFixed) fixedRoute = Accept(router.FixedDecision!.Value, -1);
@@ -399,7 +399,8 @@ public sealed class TaskMeshEngine
         }
         // A router that decides by handler for tasks without options: one call per handler, on its
         // first task, then a fill.
-        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer && router.DecidesByHandlerWithoutOptions && graph.Count > 0)
+        // (Not within a budget: it is counted task by task, in order.)
+        if (graph.HasNoSpecs && graph.Defaults.Layer is null or GraphNames.AutoLayer && router.DecidesByHandlerWithoutOptions && budget is null && graph.Count > 0)
         {
             var first = new int[handlers.Length];
             Array.Fill(first, -1);
@@ -435,7 +436,7 @@ public sealed class TaskMeshEngine
         var batch = new int[Math.Min(RouteBatchSize, Math.Max(1, graph.Count))];
         var decisions = new RouteDecision[batch.Length];
         // A router that decides by kind names each task's kind; each kind's decision is taken once.
-        var byKind = router is IKindRouter { RoutesByKind: true } kr ? kr : null;
+        var byKind = budget is null && router is IKindRouter { RoutesByKind: true } kr ? kr : null;
         var kinds = byKind is null ? null : new int[batch.Length];
         var kindRoute = new List<int>();                    // by kind: the layer its decision gives (-1: not taken yet)
         var kindDecision = new List<RouteDecision>();       // by kind: its decision

@@ -136,6 +136,26 @@ public sealed class CompositionTests : IDisposable
     }
 
     [Fact]
+    public async Task ConcurrentRuns_OfOneEngineAndOneLearnedRouter_EachPlaceWithinTheirOwnBudget()
+    {
+        var engine = new TaskMeshEngine(Config(PaidLayer).ToEngineOptions());
+        engine.Router = new TaskMesh.Learning.Routing.LearnedRouter(null, new TaskMesh.Learning.Routing.RoutingOptions { Objective = "cheapest" });
+        var services = new ServiceCollection();
+        services.AddTaskMesh(Config(PaidLayer));
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<TaskMeshRuntime>();   // only to load the graphs
+        PreparedGraph Graph(string name) => engine.Prepare(GpuTasks(runtime, 6, name).Graph);
+        var runs = new[] { (Budget: 2.5, Placed: 2), (Budget: 4.5, Placed: 4), (Budget: 0.5, Placed: 0) }
+            .Select(r => (r.Placed, Run: engine.RunAsync(Graph($"b{r.Budget}"), new RunOptions { Budget = r.Budget, CollectTaskDetails = true }))).ToList();
+        await Task.WhenAll(runs.Select(r => r.Run));
+        foreach (var (placed, run) in runs)
+        {
+            var result = await run;
+            Assert.Equal((placed, 6 - placed), (result.Succeeded, result.Failed));
+        }
+    }
+
+    [Fact]
     public async Task NewTaskMeshEngine_StillWorksAlone()
     {
         var engine = new TaskMeshEngine();

@@ -87,14 +87,29 @@ public readonly struct RoutingContext
 {
     private readonly PreparedGraph _prepared;
 
-    internal RoutingContext(PreparedGraph prepared, IReadOnlyList<ExecutionLayer> layers)
+    internal RoutingContext(PreparedGraph prepared, IReadOnlyList<ExecutionLayer> layers, double? budget = null)
     {
         _prepared = prepared;
         Layers = layers;
+        Budget = budget;
+        Ledger = new RoutingLedger();
     }
 
-    /// <summary>A context for routing <paramref name="prepared"/> among <paramref name="layers"/> (what the engine passes; for trying a router out).</summary>
+    /// <summary>A context for routing <paramref name="prepared"/> among <paramref name="layers"/> (what the engine passes; for trying a router out), within <paramref name="budget"/> when one is given.</summary>
+    public static RoutingContext For(PreparedGraph prepared, IReadOnlyList<ExecutionLayer> layers, double? budget) => new(prepared, layers, budget);
+
+    /// <summary>A context for routing <paramref name="prepared"/> among <paramref name="layers"/>, with no budget.</summary>
     public static RoutingContext For(PreparedGraph prepared, IReadOnlyList<ExecutionLayer> layers) => new(prepared, layers);
+
+    /// <summary>
+    /// The run's budget (<see cref="RunOptions.Budget"/>), or null: a router that prices its choices
+    /// places tasks within it, counting in <see cref="Ledger"/> — the run's, so one router may route
+    /// several runs at once, each within its own budget.
+    /// </summary>
+    public double? Budget { get; }
+
+    /// <summary>What this routing pass has placed so far (one per run's routing; a pass routes in order, on one thread).</summary>
+    public RoutingLedger Ledger { get; }
 
     /// <summary>The graph being routed.</summary>
     public TaskGraph Graph => _prepared.Graph;
@@ -110,6 +125,13 @@ public readonly struct RoutingContext
 
     /// <summary>The arguments of task <paramref name="task"/> as its handler parsed them during validation (null when it has none).</summary>
     public object? ParsedArgsOf(int task) => _prepared.ParsedArgsOf(task);
+}
+
+/// <summary>What one routing pass (one run's) has placed against its budget.</summary>
+public sealed class RoutingLedger
+{
+    /// <summary>Predicted cost of the tasks placed so far in this pass.</summary>
+    public double PredictedSpend { get; set; }
 }
 
 /// <summary>Sends every task that does not force a layer to one layer (<c>local</c> by default).</summary>

@@ -56,7 +56,9 @@ public sealed record RoutingOptions
     /// Most the routed tasks may cost together, by their predicted costs (<c>--budget</c>, and what
     /// is left of <c>[routing] daily_cost_limit</c>): each task goes to the best layer it still
     /// fits; a task that fits nowhere fails with that reason, without running. Null: no limit.
-    /// A router with a budget is meant for one run.
+    /// A run's own budget (<see cref="Engine.RunOptions.Budget"/>, given to the router in
+    /// <see cref="RoutingContext.Budget"/>) comes first; either way each run counts its own spend,
+    /// so one router may route concurrent runs.
     /// </summary>
     public double? Budget { get; init; }
 
@@ -111,7 +113,7 @@ public sealed class LearnedRouter : IKindRouter
     /// <summary>Tasks without options are decided by handler (their arguments, requirements and minimum confidence are their handler's) — unless a budget is counted task by task.</summary>
     public bool DecidesByHandlerWithoutOptions => _options.Budget is null;
 
-    /// <summary>Predicted cost of the tasks routed so far (counted against <see cref="RoutingOptions.Budget"/>).</summary>
+    /// <summary>Predicted cost of the tasks the last routing pass within a budget placed (each pass — each run — counts its own, in <see cref="RoutingContext.Ledger"/>).</summary>
     public double PredictedSpend { get; private set; }
 
     /// <summary>Decisions made (not looked up) so far: one per kind of task.</summary>
@@ -176,7 +178,9 @@ public sealed class LearnedRouter : IKindRouter
         // the queues (each rounded down to a power of two), so a graph routed again while another
         // run fills a layer is decided again.
         ulong queues = _options.Objective == Objectives.Fastest ? QueueState(context.Layers, _queues) : 0;
-        bool plain = _options.Budget is null && _options.Exploration <= 0;   // a task takes its kind's first choice
+        // The run's budget (the context's), else the router's own.
+        double? budget = context.Budget ?? _options.Budget;
+        bool plain = budget is null && _options.Exploration <= 0;   // a task takes its kind's first choice
         for (int i = 0; i < tasks.Length; i++)
         {
             int task = tasks[i];
@@ -213,7 +217,7 @@ public sealed class LearnedRouter : IKindRouter
             for (int i = 0; i < tasks.Length; i++)
             {
                 var choice = choices[kindOf[i]];
-                decisions[i] = _options.Budget is double budget ? Afford(tasks[i], choice, budget)
+                decisions[i] = budget is double b ? Afford(tasks[i], choice, b, context.Ledger)
                     : _options.Exploration > 0 ? Explore(tasks[i], choice) : choice[0];
             }
         System.Buffers.ArrayPool<int>.Shared.Return(rented!);
@@ -455,9 +459,9 @@ public sealed class LearnedRouter : IKindRouter
     }
 
     /// <summary>The first choice (in order of preference) that the budget still covers; exploration among those; else a refusal.</summary>
-    private RouteDecision Afford(int task, RouteDecision[] choice, double budget)
+    private RouteDecision Afford(int task, RouteDecision[] choice, double budget, RoutingLedger ledger)
     {
-        double left = budget - PredictedSpend;
+        double left = budget - ledger.PredictedSpend;
         var affordable = choice.Where(d => (d.PredictedCost ?? 0) <= left + 1e-12).ToArray();
         if (affordable.Length == 0)
         {
@@ -466,7 +470,8 @@ public sealed class LearnedRouter : IKindRouter
                 $"over budget: the cheapest layer that can run it ({cheapest.Layer}) is predicted to cost {cheapest.PredictedCost ?? 0:0.######}, and {Math.Max(0, left):0.######} of the budget of {budget:0.######} is left"));
         }
         var d = Explore(task, affordable);
-        PredictedSpend += d.PredictedCost ?? 0;
+        ledger.PredictedSpend += d.PredictedCost ?? 0;
+        PredictedSpend = ledger.PredictedSpend;
         return d;
     }
 
