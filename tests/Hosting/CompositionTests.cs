@@ -156,6 +156,32 @@ public sealed class CompositionTests : IDisposable
     }
 
     [Fact]
+    public async Task BackgroundTraining_InAGenericHost_PublishesAVersionWhenOneIsDue_AndRunsRouteWithIt()
+    {
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(new Microsoft.Extensions.Hosting.HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddTaskMesh(Config("[learning]\nretrain_after_rows = 50\n"))
+            .AddSqliteStore(Path.Combine(_dir, "s.db"))
+            .AddBackgroundTraining(TimeSpan.FromMilliseconds(100));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var runtime = host.Services.GetRequiredService<TaskMeshRuntime>();
+        var g = new GraphBuilder("history");
+        for (int i = 0; i < 80; i++) g.Task($"s{i}", "spin", new { micros = 20 + 10 * i });
+        var setup = runtime.Prepare(runtime.Engine.Prepare(g), new RunRequest());
+        Assert.Null(setup.Router);   // no models yet, nothing asks for the learned router
+        var result = await setup.Start().Completion;
+        Assert.Null(await runtime.AfterRunAsync(result));   // a host that trains in the background: runs do not
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (runtime.Store!.Models().Count == 0) await Task.Delay(50, cts.Token);
+        Assert.Equal(80, runtime.Store.Models()[0].Rows);
+        // The next run is routed by the version the trainer published.
+        var next = runtime.Prepare(runtime.Engine.Prepare(g), new RunRequest());
+        Assert.NotNull(next.Router);
+        Assert.Equal("model version 1", next.ModelNote);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task NewTaskMeshEngine_StillWorksAlone()
     {
         var engine = new TaskMeshEngine();
