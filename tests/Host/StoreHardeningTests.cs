@@ -189,6 +189,25 @@ public sealed class StoreHardeningTests : IDisposable
         Assert.Contains("already ran on quantum-double", stderr);
     }
 
+    [Fact]
+    public async Task Cache_ResultMadeInSinglePrecision_IsNotServedWhereTheTaskRunsInDouble()
+    {
+        var store = Path.Combine(_dir, "s.db");
+        var single = Write("single.toml", "[layers.quantum]\nkind = \"quantum\"\nprecision = \"single\"\n");
+        Write("c.qasm", Qasm("h q[0];\ncx q[0],q[1];"));
+        var graph = Write("g.json", Graph("q", new { id = "c", handler = "quantum", cache = true, args = new { qasm = "c.qasm" } }));
+        await Ok("run", graph, "--config", single, "--store", store, "--progress", "none");
+        var (stdout, _) = await Ok("run", graph, "--config", single, "--store", store, "--progress", "none");
+        Assert.Contains("1 from the result cache", stdout);
+        // The default quantum layer runs a task that sets no precision in double: another result.
+        (stdout, _) = await Ok("run", graph, "--store", store, "--progress", "none");
+        Assert.DoesNotContain("from the result cache", stdout);
+        (stdout, _) = await Ok("run", graph, "--store", store, "--progress", "none");
+        Assert.Contains("1 from the result cache", stdout);
+        using var s = RunStore.Open(store, readOnly: true);
+        Assert.Equal(2, s.CacheEntries().Count);
+    }
+
     // ------------------------------------------------------------------ 4. outputs over the store
 
     [Fact]

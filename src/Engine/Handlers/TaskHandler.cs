@@ -82,6 +82,14 @@ public sealed class HandlerDescriptor
     /// </summary>
     public bool Cacheable { get; init; }
 
+    /// <summary>
+    /// The part of a task's output that depends on the layer it runs on (a quantum layer's precision
+    /// for a task that does not set its own), from its parsed arguments and that layer: kept in its
+    /// cache key, so a result made on one layer is not served where it would differ. Null (the
+    /// default): the output is the same on every layer.
+    /// </summary>
+    public Func<object?, Layers.ExecutionLayer, string?>? CacheVariant { get; init; }
+
     /// <summary>Part of the cache key: change it when the handler's output for the same arguments changes. Default "1".</summary>
     public string Version { get; init; } = "1";
 

@@ -29,7 +29,10 @@ public static class TaskCacheKey
     /// different file at the same relative path, is another key) and, in edge order, the JSON of every data-edge input;
     /// null when an input cannot be written as JSON (the task then runs, uncached).
     /// </summary>
-    public static string? Of(PreparedGraph graph, int task, IReadOnlyList<KeyValuePair<string, object?>> inputs)
+    public static string? Of(PreparedGraph graph, int task, IReadOnlyList<KeyValuePair<string, object?>> inputs) => Of(graph, task, inputs, variant: null);
+
+    /// <summary>The key of task <paramref name="task"/>, with the part of its output that depends on its layer (<see cref="Handlers.HandlerDescriptor.CacheVariant"/>).</summary>
+    public static string? Of(PreparedGraph graph, int task, IReadOnlyList<KeyValuePair<string, object?>> inputs, string? variant)
     {
         ArgumentNullException.ThrowIfNull(graph);
         var h = graph.HandlerOf(task);
@@ -45,6 +48,7 @@ public static class TaskCacheKey
         Add(args is { ValueKind: not System.Text.Json.JsonValueKind.Undefined } a ? a.GetRawText() : "");
         if (graph.ParsedArgsOf(task) is Handlers.IReadsFiles reads)
             foreach (var f in reads.Files) Add(f.Sha256);
+        if (variant is not null) Add("variant:" + variant);
         foreach (var (_, output) in inputs)
         {
             if (Store.StoredOutput.Serialize(output, int.MaxValue) is not string json) return null;

@@ -195,7 +195,13 @@ internal sealed partial class RunState
     {
         next = NoTask;
         if (_manualTasks?.Contains(node) == true) return false;
-        if (TaskCacheKey.Of(Prepared, node, InputsOf(node)) is not string key) return false;
+        string? variant = null;
+        if (Prepared.HandlerOf(node).CacheVariant is { } variantOf)
+        {
+            byte route = Tasks.Route[node];
+            variant = variantOf(Prepared.ParsedArgsOf(node), LayerAt(route == RouteTable.Inline ? RouteTable.Local : route));
+        }
+        if (TaskCacheKey.Of(Prepared, node, InputsOf(node), variant) is not string key) return false;
         if (_cache!.TryGet(key, out var output))
         {
             if (Tasks.Outputs is { } outputs) outputs[node] = output;

@@ -26,6 +26,8 @@ public static class QuantumHandler
         {
             ValidateWithContext = (a, c) => QuantumArgs.Parse(a, c, options.CircuitsOutsideGraphFolder),
             PreferredLayer = QuantumLayer.LayerName,
+            // The precision it would run in there: a single-precision result is not a double-precision layer's.
+            CacheVariant = static (args, layer) => args is QuantumArgs q ? PrecisionOf(q, null, (layer as QuantumLayer)?.Precision).ToString() : null,
             // Deterministic: a task without a seed samples with a seed derived from its id.
             Cacheable = true,
             EstimateMicros = static p => p is QuantumArgs a ? EstimateMicros(a) : 0,
