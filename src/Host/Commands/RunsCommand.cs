@@ -54,7 +54,7 @@ internal static class RunsCommand
             var r = s.GetRun(id);
             var o = io.Out;
             var inv = CultureInfo.InvariantCulture;
-            o.WriteLine($"run {r.RunId} of '{TerminalText.Safe(r.Graph)}': {r.Status}{(r.GraphPath is null ? "" : $" ({TerminalText.Safe(r.GraphPath)})")}{(r.Status == "running" && r.Owner is { } owner ? $", {owner}" : "")}");
+            o.WriteLine($"run {r.RunId} of '{TerminalText.Safe(r.Graph)}': {r.Status}{(r.GraphPath is null ? "" : $" ({TerminalText.Safe(Shown(r.GraphPath))})")}{(r.Status == "running" && r.Owner is { } owner ? $", {owner}" : "")}");
             o.WriteLine(string.Create(inv, $"  started {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC, {(r.FinishedAt is { } f ? $"ended {f.UtcDateTime:HH:mm:ss}" : "never ended")}"));
             var t = r.Tasks;
             o.WriteLine($"  tasks: {t.Total} total, {t.Succeeded} succeeded ({t.Restored} restored, {t.Cached} cached), {t.Failed} failed ({t.TimedOut} timed out), {t.Skipped} skipped, {t.Cancelled} cancelled");
@@ -102,6 +102,13 @@ internal static class RunsCommand
             o.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{r.RunId,-12}  {Clip(TerminalText.Safe(r.Graph), 24),-24}  {r.Status,-11}  {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss}  {t.Total,9}  {t.Succeeded,9}  {t.Failed,7}  {t.Skipped,7}  {r.WallMs,10:0.#}  {r.Cost,10:0.######}"));
         }
+    }
+
+    // A path under the current folder is shown relative to it (examples/qaoa-sweep.json), others in full.
+    private static string Shown(string path)
+    {
+        var rel = Path.GetRelativePath(Environment.CurrentDirectory, path);
+        return rel.StartsWith("..", StringComparison.Ordinal) || Path.IsPathRooted(rel) ? path : rel;
     }
 
     private static string Clip(string s, int n) => s.Length <= n ? s : s[..(n - 1)] + "…";
