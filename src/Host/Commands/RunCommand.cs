@@ -50,9 +50,12 @@ internal static class RunCommand
             graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget,
         };
         metrics.AddTo(command);
-        command.SetAction((parse, ct) => ExecuteAsync(io, parse.GetValue(graphArg)!, parse.GetValue(json), parse.GetValue(maxParallel),
-            parse.GetValue(config), parse.GetValue(nodes), parse.GetValue(progress), parse.GetValue(store), parse.GetValue(noStore), parse.GetValue(resume),
-            metrics.Read(parse), objective: parse.GetValue(objective), budget: parse.GetValue(budget)));
+        command.SetAction((parse, ct) => ExecuteAsync(io, new RunArgs(parse.GetValue(graphArg)!)
+        {
+            JsonPath = parse.GetValue(json), MaxParallel = parse.GetValue(maxParallel), ConfigPath = parse.GetValue(config), Nodes = parse.GetValue(nodes),
+            Progress = parse.GetValue(progress), Store = parse.GetValue(store), NoStore = parse.GetValue(noStore), Resume = parse.GetValue(resume),
+            Metrics = metrics.Read(parse), Objective = parse.GetValue(objective), Budget = parse.GetValue(budget),
+        }));
         return command;
     }
 
@@ -75,8 +78,11 @@ internal static class RunCommand
         {
             var (runId, graphPath) = StoredRun(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(run)!,
                 id => $"run {id} was not run from a graph file; use taskmesh run GRAPH --resume {id}");
-            return ExecuteAsync(io, graphPath, parse.GetValue(json), parse.GetValue(maxParallel), parse.GetValue(config), nodes: false,
-                parse.GetValue(progress), parse.GetValue(store), noStore: false, runId, metrics.Read(parse));
+            return ExecuteAsync(io, new RunArgs(graphPath)
+            {
+                JsonPath = parse.GetValue(json), MaxParallel = parse.GetValue(maxParallel), ConfigPath = parse.GetValue(config),
+                Progress = parse.GetValue(progress), Store = parse.GetValue(store), Resume = runId, Metrics = metrics.Read(parse),
+            });
         });
         return command;
     }
@@ -146,8 +152,11 @@ internal static class RunCommand
             var (runId, graphPath) = StoredRun(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(run)!,
                 id => $"run {id} was not run from a graph file: it cannot be escalated from the command line");
             string why = parse.GetValue(reason) ?? $"escalated by an operator to {parse.GetValue(to)}";
-            return ExecuteAsync(io, graphPath, parse.GetValue(json), null, parse.GetValue(config), nodes: false,
-                parse.GetValue(progress), parse.GetValue(store), noStore: false, runId, metrics.Read(parse), (parse.GetValue(task)!, parse.GetValue(to)!, why));
+            return ExecuteAsync(io, new RunArgs(graphPath)
+            {
+                JsonPath = parse.GetValue(json), ConfigPath = parse.GetValue(config), Progress = parse.GetValue(progress), Store = parse.GetValue(store),
+                Resume = runId, Metrics = metrics.Read(parse), Escalate = (parse.GetValue(task)!, parse.GetValue(to)!, why),
+            });
         });
         return command;
     }
@@ -168,15 +177,6 @@ internal static class RunCommand
         public string? Objective { get; init; }
         public double? Budget { get; init; }
     }
-
-    private static Task<int> ExecuteAsync(CliIO io, string path, string? jsonPath, int? maxParallel, string? configPath, bool nodes,
-        string? progressOption, string? storeOption, bool noStore, string? resume, (int? Port, string? Host, double? Linger) metricsOptions,
-        (string Task, string Layer, string Reason)? escalate = null, string? objective = null, double? budget = null)
-        => ExecuteAsync(io, new RunArgs(path)
-        {
-            JsonPath = jsonPath, MaxParallel = maxParallel, ConfigPath = configPath, Nodes = nodes, Progress = progressOption, Store = storeOption,
-            NoStore = noStore, Resume = resume, Metrics = metricsOptions, Escalate = escalate, Objective = objective, Budget = budget,
-        });
 
     /// <summary>
     /// A run through the composition root: the options are checked, the runtime (engine, store,
