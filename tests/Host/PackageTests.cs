@@ -18,7 +18,7 @@ public sealed class PackageTests : IDisposable
     {
         Directory.Delete(_dir, recursive: true);
         var cache = Environment.GetEnvironmentVariable("NUGET_PACKAGES") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        foreach (var id in new[] { "taskmesh.quantumsim", "taskmesh.engine", "taskmesh.learning", "taskmesh.hosting" })
+        foreach (var id in new[] { "taskmesh.quantumsim", "taskmesh.engine", "taskmesh.learning", "taskmesh.hosting", "taskmesh" })
         {
             var cached = Path.Combine(cache, id, _version);
             if (Directory.Exists(cached)) Directory.Delete(cached, recursive: true);
