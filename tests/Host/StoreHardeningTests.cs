@@ -390,6 +390,25 @@ public sealed class StoreHardeningTests : IDisposable
         foreach (var c in empty) Assert.Contains("the run is empty", await Refused(c));
         Assert.Contains("store path is empty", await Refused("runs", "--store", ""));
         Assert.Contains("store path is empty", await Refused("run", graph, "--store", ""));
+        // Siblings: every command that takes --store, with an output beside it where it has one.
+        var output = Path.Combine(_dir, "out.json");
+        string[][] siblings =
+        [
+            ["run", graph, "--store", "", "--json", output],
+            ["runs", "--store", "", "--json", output],
+            ["runs", "timeline", "last", "--out", Path.Combine(_dir, "t.html"), "--store", ""],
+            ["predict", graph, "--store", "", "--json", output],
+            ["audit", "last", "--store", "", "--json", output],
+            ["metrics", "--store", "", "--json", output],
+            ["graph", graph, "--dot", Path.Combine(_dir, "g.dot"), "--run", "last", "--store", ""],
+            ["train", "--store", ""],
+            ["models", "--store", ""],
+            ["cache", "list", "--store", ""],
+            ["rules", "list", "--store", ""],
+            ["layers", "--store", ""],
+        ];
+        foreach (var c in siblings) Assert.Contains("store path is empty", await Refused(c));
+        Assert.False(File.Exists(output));
 
         var dangling = Path.Combine(_dir, "dangling.db");
         File.CreateSymbolicLink(dangling, Path.Combine(_dir, "nothere", "x.db"));

@@ -153,8 +153,11 @@ public static class SafeFile
         var real = RealPath(full);
         foreach (var input in inputs)
         {
-            if (input is null) continue;
-            if (string.Equals(RealPath(Path.GetFullPath(input)), real, StringComparison.Ordinal))
+            if (string.IsNullOrWhiteSpace(input)) continue;   // (an empty input path is its own command's error)
+            string inputFull;
+            try { inputFull = Path.GetFullPath(input); }
+            catch (Exception ex) when (ex is ArgumentException or NotSupportedException or PathTooLongException) { continue; }
+            if (string.Equals(RealPath(inputFull), real, StringComparison.Ordinal))
                 return $"'{path}' is an input of this command; it would be overwritten";
         }
         var ancestor = Path.GetDirectoryName(full);

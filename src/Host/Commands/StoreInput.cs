@@ -16,7 +16,11 @@ internal static class StoreInput
     public static Option<bool> NoStoreOption() => new("--no-store") { Description = "Record nothing in a run store." };
 
     /// <summary>The store path the options and config name (the flag wins, then the config, then the default).</summary>
-    public static string PathOf(string? option, TaskMeshConfig? config) => option ?? config?.StorePath ?? RunStore.DefaultPath();
+    /// <exception cref="StoreException">The option names no file (an empty path).</exception>
+    public static string PathOf(string? option, TaskMeshConfig? config)
+        => option is not null && string.IsNullOrWhiteSpace(option)
+            ? throw new StoreException("the store path is empty: give --store FILE or [store] path a file name")
+            : option ?? config?.StorePath ?? RunStore.DefaultPath();
 
     /// <summary>Opens the store or explains why not (exit 2 through <see cref="StoreException"/>); waits for another process's lock as long as the config says.</summary>
     public static RunStore Open(string path, bool readOnly, TaskMeshConfig? config)
