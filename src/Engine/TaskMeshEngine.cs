@@ -247,7 +247,7 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(graph);
         options ??= new RunOptions();
-        var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own).ToArray() : Observers.ToArray();
+        var observers = ObserversOf(options);
         // Routes kept per task only when someone watches (the audit's layer_selection).
         return Execute(MakePlan(graph, options, keepDetails: observers.Length > 0 || options.EmitEvents), observers, ct);
     }
@@ -258,10 +258,12 @@ public sealed class TaskMeshEngine
     {
         ArgumentNullException.ThrowIfNull(plan);
         if (!ReferenceEquals(plan.Graph.Engine, this)) throw new ArgumentException("the plan was made by another engine", nameof(plan));
-        var options = plan.Options;
-        var observers = options.Observers is { Count: > 0 } own ? Observers.Concat(own).ToArray() : Observers.ToArray();
-        return Execute(plan, observers, ct);
+        return Execute(plan, ObserversOf(plan.Options), ct);
     }
+
+    // The engine's observers, then the run's own.
+    private IRunObserver[] ObserversOf(RunOptions options)
+        => options.Observers is { Count: > 0 } own ? [.. Observers, .. own] : [.. Observers];
 
     /// <summary>
     /// What a run of <paramref name="graph"/> with <paramref name="options"/> would do, without
@@ -298,7 +300,7 @@ public sealed class TaskMeshEngine
     private RunHandle Execute(RunPlan plan, IRunObserver[] observers, CancellationToken ct)
     {
         var state = new RunState(plan.Graph, _options, plan.Routes, plan.LayerArray, plan.Options, observers, _escalation, _retry,
-            plan.CriticalPathFunc, plan.Ready);
+            () => plan.CriticalPathMs, plan.Ready);
         state.SetRouteDetails(plan.Details);
         state.SetManualEscalations(plan.Manual);
         state.SetRoutedEscalations(plan.RoutedEscalations);

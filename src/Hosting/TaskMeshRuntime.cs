@@ -107,21 +107,7 @@ public sealed class TaskMeshRuntime : IDisposable
 
     /// <summary>Loads and prepares a graph file for this runtime's engine; also the SHA-256 of its bytes.</summary>
     /// <exception cref="GraphValidationException">With every problem in the file.</exception>
-    public (PreparedGraph Graph, string Hash) LoadGraph(string path, CancellationToken ct = default)
-    {
-        byte[] bytes;
-        try
-        {
-            bytes = TaskMesh.Engine.IO.SafeFile.ReadInput(path, TaskMesh.Engine.IO.SafeFile.MaxGraphBytes, "graph file", ct);
-        }
-        catch (TaskMesh.Engine.IO.UnsafeFileException ex)
-        {
-            throw new GraphValidationException([new GraphError(GraphErrorCodes.Unreadable, ex.Message)], path);
-        }
-        var builder = GraphLoader.Load(bytes, path);
-        ct.ThrowIfCancellationRequested();
-        return (Engine.Prepare(builder, path, ct), RunStore.HashOf(bytes));
-    }
+    public (PreparedGraph Graph, string Hash) LoadGraph(string path, CancellationToken ct = default) => GraphFiles.Load(Engine, path, ct);
 
     /// <summary>
     /// The budget of a run: <paramref name="budget"/>, bounded by what today's figures leave of the
@@ -183,6 +169,7 @@ public sealed class TaskMeshRuntime : IDisposable
         ArgumentNullException.ThrowIfNull(request);
         // One feature extractor for the router and the recorder: the graph is analysed once.
         var features = new FeatureExtractor(graph);
+        var inputs = graph.InputFiles();   // the files the tasks read: kept with the run, checked on resume
         double? budget = BudgetOf(request.Budget);
         var router = RouterFor(graph, features, request.Objective, budget, out var models, out var modelNote, out var modelProblem);
         var setup = new RunSetup(this, graph)
@@ -195,7 +182,7 @@ public sealed class TaskMeshRuntime : IDisposable
         if (router is not null && models is not null) setup.Options.DurationEstimator = new LearnedDurationEstimator(models, features);
         if (router is not null) setup.Options.Router = router;
 
-        if (request.ResumeFrom is { } resume) PrepareResume(setup, graph, request, resume);
+        if (request.ResumeFrom is { } resume) PrepareResume(setup, graph, features, inputs, request, resume);
 
         var observers = new List<IRunObserver>();
         if (_runLog is not null) observers.Add(new RunLogObserver(_runLog));
@@ -206,7 +193,7 @@ public sealed class TaskMeshRuntime : IDisposable
             if (RulesSource == RulesInForce.FromConfig) store.RecordRules(Rules);
             // Each kept row carries the task's complexity score and feature vector, what the models train on.
             setup.Recorder = new RunRecorder(store, request.GraphPath, request.GraphHash, Config.Text, setup.ResumedFrom, Config.Journal,
-                complexity: t => features.Complexity(t), features: t => features.Extract(t), inputs: graph.InputFiles());
+                complexity: t => features.Complexity(t), features: t => features.Extract(t), inputs: inputs);
             observers.Add(setup.Recorder);
             setup.Options.Cache = new StoreTaskCache(store);
         }
@@ -219,7 +206,8 @@ public sealed class TaskMeshRuntime : IDisposable
         return setup;
     }
 
-    private void PrepareResume(RunSetup setup, PreparedGraph graph, RunRequest request, string resume)
+    private void PrepareResume(RunSetup setup, PreparedGraph graph, FeatureExtractor features, IReadOnlyList<(string TaskId, string Path, string Sha256)> inputs,
+        RunRequest request, string resume)
     {
         var store = Store ?? throw new RunRequestException(RunRequestFields.Store, "resuming a run needs the run store (it is disabled by the config's store.enabled = false; give a store)");
         string from = store.ResolveRunId(resume);
@@ -232,7 +220,7 @@ public sealed class TaskMeshRuntime : IDisposable
         if (storedHash is not null && request.GraphHash is { } hash && storedHash != hash)
             throw new StoreException($"'{request.GraphPath ?? storedPath}' changed since run {from} (its SHA-256 was {storedHash[..12]}…, now {hash[..12]}…): resuming would mix two graphs; run it anew instead");
         // So may a file a task reads (a circuit): the stored outputs were made from the old content.
-        if (RunInputs.Changed(store.GetRun(from).Inputs, graph.InputFiles(), from) is { } changed)
+        if (RunInputs.Changed(store.GetRun(from).Inputs, inputs, from) is { } changed)
             throw new StoreException($"{changed}: resuming would restore outputs made from the old content; run the graph anew instead");
         var restored = store.LoadRestored(from, graph.Graph);
         setup.ResumedFrom = from;
@@ -251,7 +239,7 @@ public sealed class TaskMeshRuntime : IDisposable
         // where it would be routed: the plan of this run before the move — made with a router of its
         // own, as a budgeted router counts what it places.
         string before = store.TasksOf(from).FirstOrDefault(t => t.Index == task)?.Layer
-            ?? Engine.Plan(graph, new RunOptions { Router = RouterFor(graph, new FeatureExtractor(graph), request.Objective, setup.Budget, out _, out _, out _), Restored = setup.Options.Restored }).LayerOf(task);
+            ?? Engine.Plan(graph, new RunOptions { Router = RouterFor(graph, features, request.Objective, setup.Budget, out _, out _, out _), Restored = setup.Options.Restored }).LayerOf(task);
         if (before == esc.Layer)
             throw new RunRequestException(RunRequestFields.EscalateLayer, $"task '{GraphLimits.Printable(esc.Task)}' already ran on {esc.Layer} in run {from}; escalate it to another layer");
         var rerun = graph.Graph.DataDescendantsOf(task);

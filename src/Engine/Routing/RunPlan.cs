@@ -11,7 +11,6 @@ namespace TaskMesh.Engine.Routing;
 public sealed class RunPlan
 {
     private readonly string[] _layers;
-    private readonly Dictionary<int, string>? _refused;
     private readonly Dictionary<int, RouteDecision>? _escalated;
     private readonly Dictionary<int, ManualEscalation>? _manual;
     private readonly Lazy<double> _criticalPathMs;
@@ -29,9 +28,7 @@ public sealed class RunPlan
         Refused = refused;
         Manual = manual;
         Ready = ready;
-        CriticalPathFunc = criticalPathMs;
         _criticalPathMs = new Lazy<double>(criticalPathMs);
-        _refused = refused;
         _escalated = escalations?.ToDictionary(e => e.Task, e => e.Decision);
         _manual = manual?.ToDictionary(m => m.Task, m => m.Move);
     }
@@ -44,7 +41,6 @@ public sealed class RunPlan
     internal Dictionary<int, string>? Refused { get; }
     internal List<(int Task, ManualEscalation Move)>? Manual { get; }
     internal ReadyPlan Ready { get; }
-    internal Func<double> CriticalPathFunc { get; }
 
     /// <summary>The options the plan was made with (and a run of it takes).</summary>
     public RunOptions Options { get; }
@@ -68,7 +64,7 @@ public sealed class RunPlan
     public RouteDecision? DecisionOf(int task) => Details is not null && Details.TryGet(task, out var d) ? d : null;
 
     /// <summary>Why the task would fail without running (over a budget, say), or null.</summary>
-    public string? RefusalOf(int task) => _refused?.GetValueOrDefault(task);
+    public string? RefusalOf(int task) => Refused?.GetValueOrDefault(task);
 
     /// <summary>Why the task is where it is, in words: the router's reason, a rule that moved it, an operator's move, a forced layer or a handler's preference.</summary>
     public string ReasonOf(int task)

@@ -85,8 +85,7 @@ public sealed class RunRecorder : IRunObserver
     // own outcome column (one byte per task, written by the engine as each task ends, before its end
     // is reported) — so quick plain successes need not be reported one by one — or, for a run that
     // does not hand its state over, a byte per task this recorder sets from the ends it hears of.
-    private bool _outcomes;                 // the run offers its outcome column (RunStart.Progress)
-    private IRunProgress? _progress;
+    private IRunProgress? _progress;        // the run's outcome column, when it offers one (RunStart.Progress)
     private byte[]? _marks;
     private bool _quick;   // quick plain successes are counted, not listed, in the batches
     private ulong[] _rowWritten = [];   // tasks whose row came from their last attempt (richer than their end)
@@ -175,9 +174,8 @@ public sealed class RunRecorder : IRunObserver
         _keepAll = run.Graph.Count <= _journal.FullDetailTasks;
         _sampleMask = _journal.SampleStride(run.Graph.Count) - 1;
         _progress = run.Progress;
-        _outcomes = _progress is not null;
-        _marks = !_outcomes ? new byte[run.Graph.Count] : null;
-        _quick = _outcomes && !_keepAll && _slowMs > 0 && (_sampleMask + 1) % TaskEndBatch.ListedEvery == 0;
+        _marks = _progress is null ? new byte[run.Graph.Count] : null;
+        _quick = _progress is not null && !_keepAll && _slowMs > 0 && (_sampleMask + 1) % TaskEndBatch.ListedEvery == 0;
         _rowWritten = new ulong[(run.Graph.Count + 63) / 64];
         _startTimestamp = Stopwatch.GetTimestamp();
         _writer.Enqueue(new RunStarted(run.RunId, run.Graph.Name, _graphHash, _graphPath, run.StartedAt, run.Graph.Count, _config, _resumedFrom, _inputs));

@@ -640,7 +640,7 @@ public sealed class RunStore : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(stagedFolder);
         var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
-        var write = new ModelPublish(Path, stagedFolder, trainedAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture), rows, metricsJson, beforePublish);
+        var write = new ModelPublish(ModelsFolder, StoreFolder, stagedFolder, trainedAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture), rows, metricsJson, beforePublish);
         writer.Enqueue(write);
         await FlushAsync();
         return write.Version;
@@ -684,10 +684,12 @@ public sealed class RunStore : IDisposable
     // together, and a store opened from another working directory finds them); rows written
     // before that kept a full path, or one relative to wherever train ran, read as they are.
     private string ModelFolderOf(string recorded)
-        => System.IO.Path.IsPathRooted(recorded) ? recorded
-            : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!, recorded));
+        => System.IO.Path.IsPathRooted(recorded) ? recorded : System.IO.Path.GetFullPath(System.IO.Path.Combine(StoreFolder, recorded));
 
-    private sealed class ModelPublish(string storePath, string staged, string at, int rows, string metrics, Action<string, int>? beforePublish) : StoreWrite
+    // The folder the store file is in.
+    private string StoreFolder => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
+
+    private sealed class ModelPublish(string models, string storeFolder, string staged, string at, int rows, string metrics, Action<string, int>? beforePublish) : StoreWrite
     {
         public int Version { get; private set; }
 
@@ -695,7 +697,6 @@ public sealed class RunStore : IDisposable
         {
             // Inside the batch's write transaction: no other process allocates a version meanwhile.
             int version = Convert.ToInt32(b.Command("SELECT coalesce(max(version), 0) + 1 FROM models").ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
-            string models = System.IO.Path.GetFullPath(storePath) + ".models";
             string target = System.IO.Path.Combine(models, "v" + version.ToString(System.Globalization.CultureInfo.InvariantCulture));
             // A folder with no row is what a process killed between its move and its commit left: not a version.
             if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
@@ -705,7 +706,7 @@ public sealed class RunStore : IDisposable
             cmd.Parameters.AddWithValue("$v", version);
             cmd.Parameters.AddWithValue("$at", at);
             cmd.Parameters.AddWithValue("$rows", rows);
-            cmd.Parameters.AddWithValue("$folder", System.IO.Path.GetRelativePath(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(storePath))!, target));
+            cmd.Parameters.AddWithValue("$folder", System.IO.Path.GetRelativePath(storeFolder, target));
             cmd.Parameters.AddWithValue("$metrics", metrics);
             cmd.ExecuteNonQuery();
             Version = version;
@@ -729,13 +730,21 @@ public sealed class RunStore : IDisposable
         lock (_read)
         {
             using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT id, from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id";
-            var list = new List<(int, Escalation.EscalationRule)>();
+            cmd.CommandText = RulesQuery;
             using var r = cmd.ExecuteReader();
-            while (r.Read())
-                list.Add((r.GetInt32(0), new Escalation.EscalationRule(r.GetString(1), r.GetString(2), r.GetString(3), r.IsDBNull(4) ? null : r.GetDouble(4), r.GetInt32(5), r.GetInt32(6) != 0)));
-            return list;
+            return ReadRules(r);
         }
+    }
+
+    // The stored rules in their order, as the readers and the config mirror read them.
+    private const string RulesQuery = "SELECT id, from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id";
+
+    private static List<(int Id, Escalation.EscalationRule Rule)> ReadRules(SqliteDataReader r)
+    {
+        var list = new List<(int, Escalation.EscalationRule)>();
+        while (r.Read())
+            list.Add((r.GetInt32(0), new Escalation.EscalationRule(r.GetString(1), r.GetString(2), r.GetString(3), r.IsDBNull(4) ? null : r.GetDouble(4), r.GetInt32(5), r.GetInt32(6) != 0)));
+        return list;
     }
 
     /// <summary>Adds a rule to the store's rules; returns its id once it is committed.</summary>
@@ -791,11 +800,9 @@ public sealed class RunStore : IDisposable
             // The same rules as last time keep their ids (and the rows past escalations name);
             // changed rules replace them under new ids, never reused: the history keeps each
             // escalation's rule as text, so it outlives any change of the rules.
-            var current = new List<Escalation.EscalationRule>();
-            using (var r = b.Command("SELECT from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id").ExecuteReader())
-                while (r.Read())
-                    current.Add(new Escalation.EscalationRule(r.GetString(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetDouble(3), r.GetInt32(4), r.GetInt32(5) != 0));
-            if (current.SequenceEqual(rules)) return;
+            List<(int Id, Escalation.EscalationRule Rule)> current;
+            using (var r = b.Command(RulesQuery).ExecuteReader()) current = ReadRules(r);
+            if (current.Select(c => c.Rule).SequenceEqual(rules)) return;
             b.Command("DELETE FROM escalation_rules").ExecuteNonQuery();
             foreach (var rule in rules)
             {

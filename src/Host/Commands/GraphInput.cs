@@ -24,18 +24,7 @@ internal static class GraphInput
     public static (TaskMeshEngine engine, PreparedGraph graph, string hash) LoadWithHash(string path, TaskMeshConfig config, CancellationToken ct)
     {
         var engine = new TaskMeshEngine(config.ToEngineOptions());
-        byte[] bytes;
-        try
-        {
-            bytes = Engine.IO.SafeFile.ReadInput(path, Engine.IO.SafeFile.MaxGraphBytes, "graph file", ct);
-        }
-        catch (Engine.IO.UnsafeFileException ex)
-        {
-            throw new GraphValidationException([new GraphError(GraphErrorCodes.Unreadable, ex.Message)], path);
-        }
-        var builder = GraphLoader.Load(bytes, path);
-        ct.ThrowIfCancellationRequested();
-        var graph = engine.Prepare(builder, path, ct);
-        return (engine, graph, Engine.Store.RunStore.HashOf(bytes));
+        var (graph, hash) = TaskMesh.Hosting.GraphFiles.Load(engine, path, ct);
+        return (engine, graph, hash);
     }
 }

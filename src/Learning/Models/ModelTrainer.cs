@@ -430,5 +430,4 @@ public static class ModelFiles
     /// <summary>The manifest format this build writes and reads.</summary>
     public const int Format = 1;
 
-    public static string FolderOf(string storePath, int version) => Path.Combine(storePath + ".models", "v" + version.ToString(CultureInfo.InvariantCulture));
 }
