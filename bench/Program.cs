@@ -2,11 +2,13 @@ using TaskMesh.Bench.Dag;
 using TaskMesh.Bench.Micro;
 using TaskMesh.Bench.Qsim;
 using TaskMesh.Bench.Routing;
+using TaskMesh.Bench.Stream;
 using TaskMesh.Bench.Workflows;
 
 // dotnet run -c Release --project bench -- <suite> [options]
 //   dag   --shape all|NAME[,NAME] [--repeat 3] [--workers 2] [--systems taskmesh,tpl_tasks,tpl_dataflow] --json out.json
 //   load  [--tasks 1000000] --json out.json        (1M-task graph file: validate and start)
+//   stream [--tasks 1000000] [--shape independent,chain,window8] [--max-pending 16384] [--retain 10000] --json out.json   (open runs fed while they go)
 //   micro [BenchmarkDotNet options, e.g. --job short]
 //   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
 //   quantum-calibration [--json out.json]           (quantum task durations against the handler's estimate)
@@ -14,13 +16,14 @@ using TaskMesh.Bench.Workflows;
 //   workflows [--dir examples/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] [--repeat 3] --json out.json   (real workflows against list schedules)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|stream|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
 {
     "dag" => DagSuite.Run(args[1..]),
     "load" => LoadSuite.Run(args[1..]),
+    "stream" => StreamSuite.Run(args[1..]),
     "micro" => MicroSuite.Run(args[1..]),
     "qsim" => QsimSuite.Run(args[1..]),
     "quantum-calibration" => QuantumCalibration.Run(args[1..]),
@@ -31,6 +34,6 @@ return args[0] switch
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, micro, qsim, quantum-calibration, routing, workflows)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, micro, qsim, quantum-calibration, routing, workflows)");
     return 2;
 }

@@ -297,6 +297,34 @@ public sealed class TaskMeshEngine
             () => analysis?.CriticalPathMs ?? CriticalPathMs(graph, layers, route, estimator));
     }
 
+    /// <summary>
+    /// Opens a run that takes tasks while it goes (<see cref="OpenRun"/>): each submitted task is
+    /// validated as a task of a graph file is, routed by this engine's router (or
+    /// <see cref="OpenRunOptions.Router"/>), and run on this engine's layers under its retry and
+    /// escalation policies once its dependencies ended.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Invalid options.</exception>
+    public OpenRun Open(OpenRunOptions? options = null)
+    {
+        options ??= new OpenRunOptions();
+        options.Check();
+        LinkQuantumCascades();
+        return new OpenRun(new Scheduling.Open.OpenRunState(this, _options, Layers.ToArray(), options, _escalation, _retry));
+    }
+
+    /// <summary>
+    /// The route of the one task of <paramref name="prepared"/> (an open run's task, validated as a
+    /// graph of itself), decided as for a task of a run: forced layer, handler's preference, router.
+    /// </summary>
+    internal (byte Route, RouteDecision? Decision, RouteDecision? Moved, string? Refused) RouteOne(PreparedGraph prepared, ExecutionLayer[] layers, ILayerRouter? router, double? budget)
+    {
+        var route = ComputeRoutes(prepared, layers, router ?? _router, budget, keepDetails: true, out var details, out var escalations, out var refused);
+        RouteDecision? decision = details is not null && details.TryGet(0, out var d) ? d : null;
+        RouteDecision? moved = escalations is { Count: > 0 } ? escalations[0].Decision : null;
+        string? why = refused is not null && refused.TryGetValue(0, out var r) ? r : null;
+        return (route[0], decision, moved, why);
+    }
+
     private RunHandle Execute(RunPlan plan, IRunObserver[] observers, CancellationToken ct)
     {
         var state = new RunState(plan.Graph, _options, plan.Routes, plan.LayerArray, plan.Options, observers, _escalation, _retry,

@@ -110,6 +110,19 @@ public sealed class TaskMeshRuntime : IDisposable
     public (PreparedGraph Graph, string Hash) LoadGraph(string path, CancellationToken ct = default) => GraphFiles.Load(Engine, path, ct);
 
     /// <summary>
+    /// Opens a run that takes tasks while it goes (<see cref="OpenRun"/>) on this runtime's engine,
+    /// with the config's <c>[open_runs]</c> settings and the budget today's daily cost limit leaves.
+    /// </summary>
+    public OpenRun Open(string name = "open", double? budget = null) => Engine.Open(new OpenRunOptions
+    {
+        Name = name,
+        MaxPending = Config.OpenMaxPending,
+        RetainTasks = Config.OpenRetainTasks,
+        RetainBytes = Config.OpenRetainBytes,
+        Budget = BudgetOf(budget),
+    });
+
+    /// <summary>
     /// The budget of a run: <paramref name="budget"/>, bounded by what today's figures leave of the
     /// config's daily cost limit; null when neither limits it.
     /// </summary>

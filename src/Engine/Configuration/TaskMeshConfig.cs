@@ -45,6 +45,16 @@ public sealed class TaskMeshConfig
     /// <summary><c>store.full_detail_tasks</c>, <c>slow_task_ms</c>, <c>sample_every</c>, <c>max_sampled_rows</c>: which task rows a run keeps.</summary>
     public Store.JournalOptions Journal { get; set; } = Store.JournalOptions.Default;
 
+    // [open_runs]
+    /// <summary><c>open_runs.max_pending</c>: most tasks of an open run submitted and not ended (<see cref="OpenRunOptions.MaxPending"/>).</summary>
+    public int OpenMaxPending { get; set; } = OpenRunOptions.DefaultMaxPending;
+
+    /// <summary><c>open_runs.retain_tasks</c>: ended tasks an open run keeps for later dependents (<see cref="OpenRunOptions.RetainTasks"/>).</summary>
+    public int OpenRetainTasks { get; set; } = OpenRunOptions.DefaultRetainTasks;
+
+    /// <summary><c>open_runs.retain_bytes</c>: most bytes of outputs an open run keeps for later dependents (<see cref="OpenRunOptions.RetainBytes"/>).</summary>
+    public long OpenRetainBytes { get; set; } = OpenRunOptions.DefaultRetainBytes;
+
     /// <summary><c>observability.metrics.port</c>: serve <c>/metrics</c> on this port while a run goes (0: a free port; null: not served).</summary>
     public int? MetricsPort { get; set; }
 
@@ -148,6 +158,12 @@ public sealed class TaskMeshConfig
             ["sample_every"] = (c, v) => Int(v, 1, Store.JournalOptions.MaxSampleEvery, out var x)
                 ?? (System.Numerics.BitOperations.IsPow2(x) ? Set(() => c.Journal = c.Journal with { SampleEvery = x }) : "must be a power of two (1, 2, 4, … 1024, …)"),
             ["max_sampled_rows"] = (c, v) => Int(v, 1, 1_000_000, out var x) ?? Set(() => c.Journal = c.Journal with { MaxSampledRows = x }),
+        },
+        ["open_runs"] = new(StringComparer.Ordinal)
+        {
+            ["max_pending"] = (c, v) => Int(v, 1, 100_000_000, out var x) ?? Set(() => c.OpenMaxPending = x),
+            ["retain_tasks"] = (c, v) => Int(v, 0, 100_000_000, out var x) ?? Set(() => c.OpenRetainTasks = x),
+            ["retain_bytes"] = (c, v) => Num(v, 0, 1e13, out var x) ?? Set(() => c.OpenRetainBytes = (long)x),
         },
         ["routing"] = new(StringComparer.Ordinal)
         {

@@ -197,6 +197,9 @@ public sealed class GraphBuilder
     internal bool TryGetIndex(ReadOnlySpan<char> id, out int index)
         => _byId.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(id, out index);
 
+    /// <summary>Gives the task a copy of <paramref name="spec"/> as its options.</summary>
+    internal void SetSpec(int index, TaskSpec spec) => _specs.Set(index, spec.Clone(), _capacity);
+
     /// <summary>The task's options, created (or, once shared with a built graph, copied) for writing.</summary>
     internal TaskSpec SpecOf(int index)
     {

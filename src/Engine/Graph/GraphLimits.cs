@@ -76,6 +76,8 @@ public static class GraphErrorCodes
     public const string MissingHandler = "missing-handler";
     public const string UnknownHandler = "unknown-handler";
     public const string UnknownDependency = "unknown-dependency";
+    /// <summary>An open run no longer keeps the task depended on (it ended before the retention window).</summary>
+    public const string ReleasedDependency = "released-dependency";
     public const string SelfLoop = "self-loop";
     public const string Cycle = "cycle";
     public const string UnknownResource = "unknown-resource";

@@ -7,35 +7,35 @@ namespace TaskMesh.Engine.Handlers;
 /// <summary>What a handler may know about the task it runs. A small struct: passing it allocates nothing.</summary>
 public readonly struct TaskContext
 {
-    private readonly RunState _run;
+    private readonly AttemptHost _run;
 
-    internal TaskContext(RunState run, int index, int attempt)
+    internal TaskContext(AttemptHost run, int index, int attempt)
     {
         _run = run;
         Index = index;
         Attempt = attempt;
     }
 
-    /// <summary>Dense index of the task in its graph.</summary>
+    /// <summary>Dense index of the task in its run (in a graph, its index there; in an open run, its place in submission order).</summary>
     public int Index { get; }
 
     /// <summary>1 for the first attempt, 2 for the first retry, ...</summary>
     public int Attempt { get; }
 
     /// <summary>The task's id.</summary>
-    public string Id => _run.Graph.IdOf(Index);
+    public string Id => _run.IdOf(Index);
 
-    /// <summary>The graph being run.</summary>
-    public TaskGraph Graph => _run.Graph;
+    /// <summary>The graph being run; for a task of an open run, a graph of that task alone.</summary>
+    public TaskGraph Graph => _run.GraphOf(Index);
 
     /// <summary>The directory relative paths in arguments are resolved against (the graph file's folder).</summary>
     public string BaseDirectory => _run.BaseDirectory;
 
     /// <summary>The task's raw arguments (<c>default</c> when it has none).</summary>
-    public JsonElement Args => _run.Graph.Spec(Index)?.Args ?? default;
+    public JsonElement Args => _run.SpecOf(Index)?.Args ?? default;
 
     /// <summary>The arguments parsed by the handler's validator, cast to <typeparamref name="T"/>.</summary>
-    public T? ParsedArgs<T>() where T : class => _run.Prepared.ParsedArgsOf(Index) as T;
+    public T? ParsedArgs<T>() where T : class => _run.ParsedArgsOf(Index) as T;
 
     /// <summary>Outputs of the predecessors linked by data edges, as (id, output) pairs in edge order.</summary>
     public IReadOnlyList<KeyValuePair<string, object?>> Inputs => _run.InputsOf(Index);

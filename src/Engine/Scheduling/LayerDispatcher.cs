@@ -16,7 +16,7 @@ namespace TaskMesh.Engine.Scheduling;
 /// </summary>
 internal sealed class LayerDispatcher
 {
-    private readonly RunState _run;
+    private readonly AttemptHost _run;
     private readonly ConcurrentQueue<int>[] _queues = [new(), new(), new(), new()]; // by TaskPriority
     // Critical-path order (ReadyOrder): one heap under a lock, most urgent priority first, then the
     // highest upward rank, then arrival. Null: the lock-free arrival-order queues above.
@@ -29,7 +29,7 @@ internal sealed class LayerDispatcher
     private int _pumping;
     private int _pumpRequests;
 
-    public LayerDispatcher(RunState run, ExecutionLayer layer, double[]? ranks = null)
+    public LayerDispatcher(AttemptHost run, ExecutionLayer layer, double[]? ranks = null)
     {
         _run = run;
         Layer = layer;
@@ -64,7 +64,7 @@ internal sealed class LayerDispatcher
     public void Enqueue(int node)
     {
         _run.OnRoutedObservers?.TaskRouted(node, _run.DecisionOf(node, Layer.Name));
-        int priority = _run.Graph.PriorityByte(node);
+        int priority = _run.PriorityOf(node);
         if (_ranked is not null)
             lock (_ranked) _ranked.Enqueue(node, (-priority, -_ranks![node], _arrivals++));
         else
@@ -109,7 +109,7 @@ internal sealed class LayerDispatcher
             lock (_ranked) return _ranked.TryDequeue(out node, out _);
         for (int p = _queues.Length - 1; p >= 0; p--)
             if (_queues[p].TryDequeue(out node)) return true;
-        node = RunState.NoTask;
+        node = AttemptHost.NoTask;
         return false;
     }
 

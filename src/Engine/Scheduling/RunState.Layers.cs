@@ -14,7 +14,7 @@ internal sealed partial class RunState
     /// <summary>Router decisions that carry a prediction, kept for observers (set before the run starts).</summary>
     internal void SetRouteDetails(RouteDetails? details) => _routeDetails = details;
 
-    internal RouteDecision DecisionOf(int node, string layer)
+    internal override RouteDecision DecisionOf(int node, string layer)
         => _routeDetails is not null && _routeDetails.TryGet(node, out var d) && d.Layer == layer ? d : new RouteDecision(layer);
 
     private Dictionary<int, string>? _refused;
@@ -37,62 +37,29 @@ internal sealed partial class RunState
         _dispatchers[Tasks.Route[node]].Enqueue(node);
     }
 
-    /// <summary>
-    /// Sends a task to layer <paramref name="route"/> for its next attempt, after <paramref name="delay"/>.
-    /// The task keeps the pools it holds. While it waits it counts as in flight, so a cancelled
-    /// run waits for the (cancelled) delay rather than leaving a timer behind.
-    /// </summary>
-    internal void Redispatch(int node, byte route, TimeSpan delay)
-    {
-        if (Tasks.Route[node] != route)
-        {
-            var x = Tasks.ExtrasOf(node);
-            x.InitialRoute ??= Tasks.Route[node] == RouteTable.Inline ? RouteTable.Local : Tasks.Route[node];
-            Tasks.Route[node] = route;
-        }
-        var dispatcher = _dispatchers[route];
-        if (delay <= TimeSpan.Zero)
-        {
-            dispatcher.Enqueue(node);
-            return;
-        }
-        OnGuardedStarted();
-        Task.Delay(delay, _options.TimeProvider, RunToken).ContinueWith(static (t, s) =>
-        {
-            var (run, d, n) = ((RunState, LayerDispatcher, int))s!;
-            try
-            {
-                if (!t.IsCanceled) d.Enqueue(n);
-            }
-            finally
-            {
-                run.OnGuardedEnded();
-            }
-        }, (this, dispatcher, node), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-    }
+    internal override LayerDispatcher DispatcherAt(int route) => _dispatchers[route];
 
-    /// <summary>The dispatcher index of a layer name, or -1.</summary>
-    internal int RouteOf(string layer) => Array.IndexOf(_layerNames, layer);
+    internal override void SetRouteOfTask(int node, byte route) => Tasks.Route[node] = route;
 
-    internal void OnGuardedStarted() => Interlocked.Increment(ref _guardedInFlight);
+    internal override void OnGuardedStarted() => Interlocked.Increment(ref _guardedInFlight);
 
-    internal void OnGuardedEnded()
+    internal override void OnGuardedEnded()
     {
         if (Interlocked.Decrement(ref _guardedInFlight) == 0 && (_cancelled || _stopping))
             _drained.TrySetResult();
     }
 
-    internal int RetriesOf(int node)
+    internal override int RetriesOf(int node)
         => Graph.Spec(node)?.Retries ?? Graph.Defaults.Retries ?? _options.RetryAttempts;
 
-    internal TimeSpan TimeoutOf(int node)
+    internal override TimeSpan TimeoutOf(int node)
     {
         double? s = Graph.Spec(node)?.TimeoutSeconds ?? Graph.Defaults.TimeoutSeconds;
         return s is double x ? TimeSpan.FromSeconds(x) : _options.DefaultTimeout;
     }
 
     /// <summary>Called by a dispatcher when a task on a layer reached its final outcome (any but cancellation, which ends nothing).</summary>
-    internal void CompleteGuarded(int node, in AttemptResult final, double durationMs, string? note)
+    internal override void CompleteGuarded(int node, in AttemptResult final, double durationMs, string? note)
     {
         var outcome = final.TaskOutcome;
         if (Tasks.Outputs is { } outputs && outcome == TaskOutcome.Succeeded && (_keepAllOutputs || (Graph.FlagsOf(node) & NodeFlags.HasDataSuccessor) != 0))

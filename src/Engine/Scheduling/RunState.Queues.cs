@@ -11,7 +11,6 @@ internal sealed partial class RunState
     private const int RootChunk = 64;
 
     /// <summary>A task index that names no task (an empty hand, nothing taken).</summary>
-    internal const int NoTask = -1;
 
     private readonly Worker[] _workers;
     private readonly ConcurrentQueue<int> _injected = new();   // normal priority, released off the workers
@@ -111,7 +110,7 @@ internal sealed partial class RunState
         }
     }
 
-    /// <summary>Next task for <paramref name="w"/>: urgent shared, own deque, released elsewhere, stolen, low; or <see cref="NoTask"/>.</summary>
+    /// <summary>Next task for <paramref name="w"/>: urgent shared, own deque, released elsewhere, stolen, low; or <see cref="AttemptHost.NoTask"/>.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private int TryTake(Worker w)
     {

@@ -274,7 +274,7 @@ internal sealed partial class RunState
 
     /// <summary>
     /// Records the task's outcome and releases its successors. Returns one successor for the
-    /// caller to run inline (workers only), or <see cref="NoTask"/>.
+    /// caller to run inline (workers only), or <see cref="AttemptHost.NoTask"/>.
     /// </summary>
     /// <param name="attemptUnreported">The task's one attempt was a plain inline success that observers of
     /// <see cref="RunObserverInterests.AttemptEndedUnlessPlain"/> did not hear of.</param>

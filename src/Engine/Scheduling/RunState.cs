@@ -21,7 +21,7 @@ namespace TaskMesh.Engine.Scheduling;
 /// right there; the others are dispatched to their layer.
 /// </para>
 /// </summary>
-internal sealed partial class RunState : IRunProgress
+internal sealed partial class RunState : AttemptHost, IRunProgress
 {
     internal readonly TaskGraph Graph;
     internal readonly PreparedGraph Prepared;
@@ -64,6 +64,7 @@ internal sealed partial class RunState : IRunProgress
     internal RunState(PreparedGraph prepared, EngineOptions options, byte[] route,
         ExecutionLayer[] layers, RunOptions runOptions, IEnumerable<IRunObserver> observers,
         IEscalationPolicy escalation, RetryPolicy retry, Func<double> criticalPathMs, ReadyPlan? ready = null)
+        : base(runOptions.Budget)
     {
         var graph = prepared.Graph;
         var handlerOf = prepared.Handlers;
@@ -80,7 +81,6 @@ internal sealed partial class RunState : IRunProgress
         _workers = new Worker[options.WorkerThreads];
         for (int i = 0; i < _workers.Length; i++) _workers[i] = new Worker(this, i);
         Ready = ready ?? ReadyPlan.Fifo;
-        Budget = runOptions.Budget;
         _dispatchers = layers.Select((l, i) => new LayerDispatcher(this, l, Ready.RanksFor(i))).ToArray();
         _layerNames = layers.Select(l => l.Name).ToArray();
         if (graph.PoolCapacity.Length > 0) _gate = new ResourceGate(graph);
@@ -97,37 +97,10 @@ internal sealed partial class RunState : IRunProgress
         RunId = Guid.NewGuid().ToString("N")[..12];
     }
 
-    public string RunId { get; }
+    public override string RunId { get; }
 
     /// <summary>How the run orders ready tasks on its layers.</summary>
     internal ReadyPlan Ready { get; }
-
-    /// <summary>Most the run's attempts may cost (<see cref="RunOptions.Budget"/>), or null.</summary>
-    internal double? Budget { get; }
-
-    private long _spentBits;   // a double, as bits, added to with compare-and-swap
-
-    /// <summary>What the run's attempts have cost so far (price × duration, as each ended).</summary>
-    internal double Spent => BitConverter.Int64BitsToDouble(Volatile.Read(ref _spentBits));
-
-    internal void AddSpend(double cost)
-    {
-        if (cost <= 0 || Budget is null) return;   // kept only where something reads it
-        long seen, next;
-        do
-        {
-            seen = Volatile.Read(ref _spentBits);
-            next = BitConverter.DoubleToInt64Bits(BitConverter.Int64BitsToDouble(seen) + cost);
-        }
-        while (Interlocked.CompareExchange(ref _spentBits, next, seen) != seen);
-    }
-
-    /// <summary>The price per second of a layer of this run (0 for one it does not have).</summary>
-    internal double PriceOf(string layer)
-    {
-        int i = RouteOf(layer);
-        return i < 0 ? 0 : _dispatchers[i].Layer.PricePerSecond;
-    }
 
     /// <summary>Reads what the observers want (right after they heard the run start) into the fields the hot path checks.</summary>
     private void DecideObserverCalls()
@@ -150,18 +123,32 @@ internal sealed partial class RunState : IRunProgress
 
     /// <summary>Managed bytes allocated (by any thread) between the workers' start and the last task's end: the per-task cost of the hot path, for the bench.</summary>
     internal long SteadyStateAllocatedBytes { get; private set; }
-    public string BaseDirectory { get; }
+    public override string BaseDirectory { get; }
     internal EventChannelObserver? Events => _events;
     internal ObserverSet? Observers => _observers;
-    internal ObserverSet? OnAttemptStartedObservers => _onAttemptStarted;
-    internal ObserverSet? OnAttemptEndedObservers => _onAttemptEnded;
-    internal ObserverSet? OnRoutedObservers => _onRouted;
-    internal AttemptRunner Attempts { get; }
-    internal bool Cancelled => _cancelled;
-    internal CancellationToken RunToken => _runCts.Token;
-    internal EngineOptions Options => _options;
-    internal HandlerDescriptor HandlerOf(int node) => _handlerOf[Graph.HandlerIndex(node)];
-    internal IReadOnlyList<string> LayerNames => _layerNames;
+    internal override ObserverSet? OnAttemptStartedObservers => _onAttemptStarted;
+    internal override ObserverSet? OnAttemptEndedObservers => _onAttemptEnded;
+    internal override ObserverSet? OnRoutedObservers => _onRouted;
+    internal override AttemptRunner Attempts { get; }
+    internal override bool Cancelled => _cancelled;
+    internal override CancellationToken RunToken => _runCts.Token;
+    internal override EngineOptions Options => _options;
+    internal override HandlerDescriptor HandlerOf(int node) => _handlerOf[Graph.HandlerIndex(node)];
+    internal override string IdOf(int node) => Graph.IdOf(node);
+    internal override string HandlerNameOf(int node) => Graph.HandlerOfTask(node);
+    internal override TaskSpec? SpecOf(int node) => Graph.Spec(node);
+    internal override byte PriorityOf(int node) => Graph.PriorityByte(node);
+    internal override TaskGraph GraphOf(int node) => Graph;
+    internal override object? ParsedArgsOf(int node) => Prepared.ParsedArgsOf(node);
+    internal override byte RouteOfTask(int node) => Tasks.Route[node];
+    internal override int NextAttempt(int node) => Tasks.NextAttempt(node);
+    internal override void NoteFirstStart(int node, long timestamp)
+    {
+        if (Tasks.StartMs is { } starts) starts[node] = (float)Stopwatch.GetElapsedTime(_startTimestamp, timestamp).TotalMilliseconds;
+    }
+    internal override TaskExtras ExtrasOf(int node) => Tasks.ExtrasOf(node);
+    internal override TaskExtras? TryExtrasOf(int node) => Tasks.TryExtrasOf(node);
+    internal override IReadOnlyList<string> LayerNames => _layerNames;
     internal ResourceGate? Gate => _gate;
     internal long StartTimestamp => _startTimestamp;
 
@@ -175,7 +162,7 @@ internal sealed partial class RunState : IRunProgress
     public int Running => _dispatchers.Sum(d => d.Running);
 
     /// <summary>The layer at route <paramref name="route"/> (0 is local).</summary>
-    internal Layers.ExecutionLayer LayerAt(int route) => _dispatchers[route].Layer;
+    internal override Layers.ExecutionLayer LayerAt(int route) => _dispatchers[route].Layer;
 
     // ---------------------------------------------------------------- run lifecycle
 
@@ -237,7 +224,7 @@ internal sealed partial class RunState : IRunProgress
         _notifier.NotifyAll();
     }
 
-    internal void Fault(Exception ex)
+    internal override void Fault(Exception ex)
     {
         _cancelled = true;
         _runCts.Cancel();
@@ -275,7 +262,7 @@ internal sealed partial class RunState : IRunProgress
     /// <summary>Tasks a rule moved up as they were routed (a <c>complexity</c> rule): recorded as escalations when the run starts.</summary>
     internal void SetRoutedEscalations(List<(int Task, Routing.RouteDecision Decision)>? moved) => _routedEscalations = moved;
 
-    internal void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null, string? previousOutput = null,
+    internal override void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null, string? previousOutput = null,
         Escalation.EscalationRule? rule = null)
     {
         var e = new EscalationRecord(Graph.IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
@@ -302,7 +289,7 @@ internal sealed partial class RunState : IRunProgress
 
     // ---------------------------------------------------------------- handler context
 
-    internal IReadOnlyList<KeyValuePair<string, object?>> InputsOf(int node)
+    internal override IReadOnlyList<KeyValuePair<string, object?>> InputsOf(int node)
     {
         var list = new List<KeyValuePair<string, object?>>();
         var outputs = Tasks.Outputs;
@@ -312,19 +299,5 @@ internal sealed partial class RunState : IRunProgress
             if (pred.KindAt(e) == EdgeKind.Data)
                 list.Add(new(Graph.IdOf(pred.Tasks[e]), outputs[pred.Tasks[e]]));
         return list;
-    }
-
-    internal string? VariantOf(int node) => Tasks.TryExtrasOf(node)?.Variant;
-
-    internal void ReportConfidence(int node, double confidence)
-    {
-        var x = Tasks.ExtrasOf(node);
-        lock (x) x.Confidence = confidence;
-    }
-
-    internal void RequestEscalation(int node, EscalationRequest request)
-    {
-        var x = Tasks.ExtrasOf(node);
-        lock (x) x.Request = request;
     }
 }

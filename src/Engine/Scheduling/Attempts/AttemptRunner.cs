@@ -16,11 +16,11 @@ internal sealed class AttemptRunner
     /// <summary>Escalations one task may have in a run; a policy asking for more is refused (the attempt completes).</summary>
     public const int MaxEscalationsPerTask = Escalation.EscalationLimits.MaxPerTask;
 
-    private readonly RunState _run;
+    private readonly AttemptHost _run;
     private readonly IEscalationPolicy _policy;
     private readonly RetryPolicy _retry;
 
-    public AttemptRunner(RunState run, IEscalationPolicy policy, RetryPolicy retry)
+    public AttemptRunner(AttemptHost run, IEscalationPolicy policy, RetryPolicy retry)
     {
         _run = run;
         _policy = policy;
@@ -34,17 +34,22 @@ internal sealed class AttemptRunner
         var layer = dispatcher.Layer;
         var handler = run.HandlerOf(node);
         var timeout = run.TimeoutOf(node);
-        byte route = run.Tasks.Route[node];
+        byte route = run.RouteOfTask(node);
         long slotStart = Stopwatch.GetTimestamp();
+        if (!run.StartInSlot(node))
+        {
+            // Cancelled while it waited for the slot: the handler is not started at all.
+            run.CompleteGuarded(node, new AttemptResult(node, layer.Name, 0, AttemptOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero), 0, null);
+            return;
+        }
         while (true)
         {
-            int attempt = run.Tasks.NextAttempt(node);
-            if (attempt == 1 && run.Tasks.StartMs is { } starts)
-                starts[node] = (float)Stopwatch.GetElapsedTime(run.StartTimestamp, slotStart).TotalMilliseconds;
+            int attempt = run.NextAttempt(node);
+            if (attempt == 1) run.NoteFirstStart(node, slotStart);
             run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, layer.Name, attempt));
             var result = await RunOneAsync(node, handler, layer, attempt, timeout).ConfigureAwait(false);
             run.AddSpend(layer.PricePerSecond * result.Duration.TotalSeconds);
-            if (run.Tasks.TryExtrasOf(node) is { } extras)
+            if (run.TryExtrasOf(node) is { } extras)
             {
                 var (confidence, request) = extras.TakeReports();
                 result = result with { Confidence = confidence, Request = result.Succeeded ? request : null };
@@ -57,7 +62,7 @@ internal sealed class AttemptRunner
                 case AttemptNext.Retry:
                     try
                     {
-                        await Task.Delay(decision.Delay, run.Options.TimeProvider, run.RunToken).ConfigureAwait(false);
+                        await Task.Delay(decision.Delay, run.Options.TimeProvider, run.TokenOf(node)).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {
@@ -69,7 +74,7 @@ internal sealed class AttemptRunner
                     byte target = Escalate(node, route, result, decision);
                     if (target == route) continue;
                     // Another layer: give this slot back and queue there.
-                    run.Tasks.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
+                    run.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
                     run.Redispatch(node, target, TimeSpan.Zero);
                     return;
                 default:
@@ -81,7 +86,7 @@ internal sealed class AttemptRunner
 
     private void Complete(int node, AttemptResult result, long slotStart)
     {
-        var extras = _run.Tasks.TryExtrasOf(node);
+        var extras = _run.TryExtrasOf(node);
         double ms = (extras?.ElapsedMs ?? 0) + Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds;
         string? note = null;
         if (extras?.Refusal is string refusal)
@@ -104,13 +109,14 @@ internal sealed class AttemptRunner
         if (result.Succeeded && result.Confidence is null && result.Request is null) return EscalationDecision.Complete;
         var run = _run;
         int node = result.Task;
-        var extras = run.Tasks.TryExtrasOf(node);
+        var extras = run.TryExtrasOf(node);
         int escalations = extras?.Escalations ?? 0;
         int attemptsHere = result.Attempt - (extras?.EscalatedAfterAttempt ?? 0);
-        var spec = run.Graph.Spec(node);
-        var context = new EscalationContext(run.Graph, run.Graph.IdOf(node), run.Graph.HandlerOfTask(node),
+        var spec = run.SpecOf(node);
+        bool cancelled = run.IsCancelled(node);
+        var context = new EscalationContext(run.GraphOf(node), run.IdOf(node), run.HandlerNameOf(node),
             Math.Max(0, run.RetriesOf(node) - (attemptsHere - 1)), escalations, spec?.MinConfidence,
-            run.LayerNames, _retry, run.Cancelled) with { Descriptor = run.HandlerOf(node) };
+            run.LayerNames, _retry, cancelled) with { Descriptor = run.HandlerOf(node) };
         EscalationDecision d;
         try
         {
@@ -123,9 +129,9 @@ internal sealed class AttemptRunner
         }
         switch (d.Next)
         {
-            case AttemptNext.Retry when result.Attempt >= byte.MaxValue || run.Cancelled:
+            case AttemptNext.Retry when result.Attempt >= byte.MaxValue || cancelled:
                 return EscalationDecision.Complete;
-            case AttemptNext.Escalate when escalations >= MaxEscalationsPerTask || run.Cancelled:
+            case AttemptNext.Escalate when escalations >= MaxEscalationsPerTask || cancelled:
                 return EscalationDecision.Complete;
             case AttemptNext.Escalate when d.Layer is string l && run.RouteOf(l) < 0:
                 return EscalationDecision.Complete;
@@ -141,7 +147,7 @@ internal sealed class AttemptRunner
             double spent = run.Spent;
             if (price > 0 && spent + expected > budget)
             {
-                run.Tasks.ExtrasOf(node).Refusal = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                run.ExtrasOf(node).Refusal = string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"{(d.Next == AttemptNext.Retry ? "retry" : "escalation")} to {next} refused: it would cost about {expected:0.######}, and {Math.Max(0, budget - spent):0.######} of the run's budget of {budget:0.######} is left");
                 return EscalationDecision.Complete;
             }
@@ -153,7 +159,7 @@ internal sealed class AttemptRunner
     private bool CanRun(string layer, int node)
     {
         int route = _run.RouteOf(layer);
-        return route >= 0 && _run.LayerAt(route).CanRun(_run.HandlerOf(node), _run.Graph.Spec(node)?.Requires);
+        return route >= 0 && _run.LayerAt(route).CanRun(_run.HandlerOf(node), _run.SpecOf(node)?.Requires);
     }
 
     /// <summary>
@@ -166,7 +172,7 @@ internal sealed class AttemptRunner
         if (decision.Next != AttemptNext.Escalate) return route;
         var run = _run;
         string here = run.LayerNames[route];
-        var x = run.Tasks.ExtrasOf(node);
+        var x = run.ExtrasOf(node);
         x.EscalatedAfterAttempt = result.Attempt;
         if (result.Succeeded)
         {
@@ -197,7 +203,7 @@ internal sealed class AttemptRunner
         var run = _run;
         long started = Stopwatch.GetTimestamp();
         using var timeoutCts = new CancellationTokenSource(timeout, run.Options.TimeProvider);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(run.RunToken, timeoutCts.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(run.TokenOf(node), timeoutCts.Token);
         var token = linked.Token;
         var invocation = new LayerInvocation(handler, new TaskContext(run, node, attempt));
 
@@ -217,7 +223,7 @@ internal sealed class AttemptRunner
                     {
                         // The handler ignores its token: abandon it, and observe its eventual fault.
                         _ = work.ContinueWith(static t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted);
-                        if (run.Cancelled)
+                        if (run.IsCancelled(node))
                             return Result(AttemptOutcome.Cancelled, null, "cancelled; the handler ignored cancellation and was abandoned");
                         return Result(AttemptOutcome.TimedOut, null,
                             $"timed out after {timeout.TotalSeconds:0.###}s; the handler ignored cancellation and was abandoned after {run.Options.CancelGracePeriod.TotalSeconds:0.###}s");
@@ -231,7 +237,7 @@ internal sealed class AttemptRunner
         var ex = work.Exception?.InnerException ?? new OperationCanceledException();
         if (ex is OperationCanceledException)
         {
-            if (run.Cancelled) return Result(AttemptOutcome.Cancelled, null, "cancelled");
+            if (run.IsCancelled(node)) return Result(AttemptOutcome.Cancelled, null, "cancelled");
             if (timeoutCts.IsCancellationRequested) return Result(AttemptOutcome.TimedOut, null, $"timed out after {timeout.TotalSeconds:0.###}s");
         }
         return Result(AttemptOutcome.Failed, null, RunState.DescribeFailure(ex));

@@ -1,0 +1,240 @@
+using System.Diagnostics.CodeAnalysis;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Open;
+
+namespace TaskMesh.Engine;
+
+/// <summary>
+/// A run that takes tasks while it goes (the engine's dynamic graph, as Taskflow's dependent-async
+/// tasks or Dask futures are): <see cref="Submit"/> adds a task whose dependencies name tasks
+/// already submitted, so no cycle can be made; it runs once they ended, routed, retried and
+/// escalated as a task of a graph is. Made by <see cref="TaskMeshEngine.Open"/>.
+/// <para>
+/// A refused submission (unknown dependency, duplicate id, arguments the handler's validator
+/// refuses) throws <see cref="TaskRefusedException"/> and the run goes on. At most
+/// <see cref="OpenRunOptions.MaxPending"/> tasks are submitted and not ended: <see cref="Submit"/>
+/// and <see cref="SubmitAsync"/> wait for room, <see cref="TrySubmit"/> says no.
+/// The run ends after <see cref="Complete"/> once its last task ended, or at <see cref="Cancel()"/>.
+/// </para>
+/// </summary>
+public sealed class OpenRun : IAsyncDisposable
+{
+    private readonly OpenRunState _state;
+
+    internal OpenRun(OpenRunState state) => _state = state;
+
+    /// <summary>The run's id.</summary>
+    public string RunId => _state.RunId;
+
+    /// <summary>Adds a task, waiting for room when <see cref="OpenRunOptions.MaxPending"/> tasks are pending.</summary>
+    /// <exception cref="TaskRefusedException">The task cannot be part of this run (the message says why; the run goes on).</exception>
+    /// <exception cref="InvalidOperationException">The run was completed or cancelled.</exception>
+    public SubmittedTask Submit(TaskRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        _state.WaitForRoom(CancellationToken.None);
+        return _state.Add(request);
+    }
+
+    /// <summary>Adds a task, waiting asynchronously for room.</summary>
+    /// <exception cref="TaskRefusedException">The task cannot be part of this run.</exception>
+    /// <exception cref="InvalidOperationException">The run was completed or cancelled.</exception>
+    public async ValueTask<SubmittedTask> SubmitAsync(TaskRequest request, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        await _state.WaitForRoomAsync(ct).ConfigureAwait(false);
+        return _state.Add(request);
+    }
+
+    /// <summary>Adds a task if there is room now; false (nothing added) when <see cref="OpenRunOptions.MaxPending"/> tasks are pending.</summary>
+    /// <exception cref="TaskRefusedException">The task cannot be part of this run.</exception>
+    /// <exception cref="InvalidOperationException">The run was completed or cancelled.</exception>
+    public bool TrySubmit(TaskRequest request, [NotNullWhen(true)] out SubmittedTask? task)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        task = null;
+        if (!_state.TryTakeRoom()) return false;
+        task = _state.Add(request);
+        return true;
+    }
+
+    /// <summary>
+    /// Cancels a task: one not started is not run, and its dependents are skipped; a running one is
+    /// cancelled (its handler's token). False when the run keeps no unfinished task by that id.
+    /// </summary>
+    public bool Cancel(string id) => _state.CancelTask(id);
+
+    /// <summary>Cancels the run: no task starts any more, running ones are cancelled, the run ends.</summary>
+    public void Cancel() => _state.Cancel();
+
+    /// <summary>No more tasks: the run ends when the last one submitted has.</summary>
+    public void Complete() => _state.Complete();
+
+    /// <summary>The task of <paramref name="id"/> while the run keeps it (not ended, or within the retention window).</summary>
+    public bool TryGetTask(string id, [NotNullWhen(true)] out SubmittedTask? task) => _state.TryFind(id, out task);
+
+    /// <summary>Tasks submitted so far.</summary>
+    public long Submitted => _state.SubmittedCount;
+
+    /// <summary>Tasks submitted and not ended.</summary>
+    public int Pending => _state.PendingCount;
+
+    /// <summary>Tasks ended so far, by outcome.</summary>
+    public long Succeeded => _state.Counts(TaskOutcome.Succeeded);
+
+    /// <inheritdoc cref="Succeeded"/>
+    public long Failed => _state.Counts(TaskOutcome.Failed) + _state.Counts(TaskOutcome.TimedOut);
+
+    /// <summary>Ends when the run does (after <see cref="Complete"/> or <see cref="Cancel()"/>).</summary>
+    public Task<OpenRunResult> Completion => _state.Completion;
+
+    /// <summary>Cancels the run unless it ended, and waits for it.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _state.Cancel();
+        await _state.Completion.ConfigureAwait(false);
+    }
+}
+
+/// <summary>Settings of an open run.</summary>
+public sealed class OpenRunOptions
+{
+    /// <summary>Most tasks submitted and not ended at once (producers wait above it).</summary>
+    public int MaxPending { get; set; } = DefaultMaxPending;
+
+    /// <summary>The default of <see cref="MaxPending"/>, from the <c>stream</c> benchmark (bench/README.md).</summary>
+    public const int DefaultMaxPending = 16_384;
+
+    /// <summary>Ended tasks the run keeps (their outputs, for dependents submitted later) beyond those still read.</summary>
+    public int RetainTasks { get; set; } = DefaultRetainTasks;
+
+    /// <summary>The default of <see cref="RetainTasks"/>.</summary>
+    public const int DefaultRetainTasks = 10_000;
+
+    /// <summary>Most bytes of outputs the run keeps for ended tasks (estimated), beyond those still read.</summary>
+    public long RetainBytes { get; set; } = DefaultRetainBytes;
+
+    /// <summary>The default of <see cref="RetainBytes"/>: 64 MiB.</summary>
+    public const long DefaultRetainBytes = 64L << 20;
+
+    /// <summary>A name for the run (its tasks' one-task graphs carry it).</summary>
+    public string Name { get; set; } = "open";
+
+    /// <summary>The directory relative paths in arguments are resolved against (default: the current one).</summary>
+    public string? BaseDirectory { get; set; }
+
+    /// <summary>Routes this run's tasks instead of the engine's router.</summary>
+    public ILayerRouter? Router { get; set; }
+
+    /// <summary>Most the run's attempts may cost: a retry or escalation that would pass it is refused.</summary>
+    public double? Budget { get; set; }
+
+    internal void Check()
+    {
+        if (MaxPending < 1) throw new ArgumentOutOfRangeException(nameof(MaxPending), MaxPending, "MaxPending must be at least 1");
+        if (RetainTasks < 0) throw new ArgumentOutOfRangeException(nameof(RetainTasks), RetainTasks, "RetainTasks must not be negative");
+        if (RetainBytes < 0) throw new ArgumentOutOfRangeException(nameof(RetainBytes), RetainBytes, "RetainBytes must not be negative");
+        if (Budget is double b && !(b >= 0)) throw new ArgumentOutOfRangeException(nameof(Budget), Budget, "a budget is a non-negative number");
+    }
+}
+
+/// <summary>
+/// A task for an open run: its handler, options (arguments, timeout, retries, layer, …, as in a
+/// graph file), priority, and the tasks it depends on — by id, or by the <see cref="SubmittedTask"/>
+/// returned for them.
+/// </summary>
+/// <param name="Handler">The handler's name.</param>
+public sealed record TaskRequest(string Handler)
+{
+    /// <summary>The task's id; generated (<c>#N</c>, N its place in submission order) when null.</summary>
+    public string? Id { get; init; }
+
+    /// <summary>The task's options, or null for none.</summary>
+    public TaskSpec? Spec { get; init; }
+
+    /// <summary>Runs before tasks of lower priority when both are ready.</summary>
+    public TaskPriority Priority { get; init; } = TaskPriority.Normal;
+
+    /// <summary>Tasks submitted before that must end first.</summary>
+    public IReadOnlyList<TaskDependency>? DependsOn { get; init; }
+}
+
+/// <summary>A dependency of a submitted task: on a task by id or by its <see cref="SubmittedTask"/>, with the kind of edge.</summary>
+public readonly record struct TaskDependency
+{
+    /// <summary>A dependency on the task with id <paramref name="id"/>.</summary>
+    public TaskDependency(string id, EdgeKind kind = EdgeKind.Hard)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        Id = id;
+        Kind = kind;
+    }
+
+    /// <summary>A dependency on <paramref name="task"/>.</summary>
+    public TaskDependency(SubmittedTask task, EdgeKind kind = EdgeKind.Hard)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        Task = task;
+        Kind = kind;
+    }
+
+    /// <summary>The id depended on (null when given as a task).</summary>
+    public string? Id { get; }
+
+    /// <summary>The task depended on (null when given by id).</summary>
+    public SubmittedTask? Task { get; }
+
+    /// <summary>Hard (runs after it succeeded), data (also reads its output) or soft (runs after it ended, however).</summary>
+    public EdgeKind Kind { get; }
+
+    /// <summary>A hard dependency on the task of <paramref name="id"/>.</summary>
+    public static implicit operator TaskDependency(string id) => new(id);
+
+    /// <summary>A hard dependency on <paramref name="task"/>.</summary>
+    public static implicit operator TaskDependency(SubmittedTask task) => new(task);
+}
+
+/// <summary>What became of a task of an open run.</summary>
+/// <param name="Id">The task's id.</param>
+/// <param name="Outcome">How it ended.</param>
+/// <param name="Output">Its output when it succeeded.</param>
+/// <param name="Layer">The layer of its last attempt, or null when it never ran.</param>
+/// <param name="Attempts">Attempts made.</param>
+/// <param name="Confidence">The confidence its handler reported on its last attempt, if any.</param>
+/// <param name="Error">Why it failed, timed out, was skipped or cancelled; a note on a success.</param>
+/// <param name="Duration">From its first attempt's start to its end (zero when it never ran).</param>
+public sealed record TaskResult(string Id, TaskOutcome Outcome, object? Output, string? Layer, int Attempts, double? Confidence, string? Error, TimeSpan Duration);
+
+/// <summary>How an open run ended.</summary>
+/// <param name="RunId">The run's id.</param>
+/// <param name="Status">Succeeded (every task did), failed (some did not) or cancelled.</param>
+/// <param name="Submitted">Tasks submitted.</param>
+/// <param name="Succeeded">Tasks that succeeded.</param>
+/// <param name="Failed">Tasks that failed or timed out.</param>
+/// <param name="Skipped">Tasks skipped (a dependency did not succeed).</param>
+/// <param name="Cancelled">Tasks cancelled.</param>
+/// <param name="Duration">From the run's opening to its end.</param>
+public sealed record OpenRunResult(string RunId, RunStatus Status, long Submitted, long Succeeded, long Failed, long Skipped, long Cancelled, TimeSpan Duration);
+
+/// <summary>A submission an open run refused: it was not added, and the run goes on.</summary>
+public sealed class TaskRefusedException : Exception
+{
+    /// <summary>A refusal with the validator's errors.</summary>
+    public TaskRefusedException(IReadOnlyList<GraphError> errors)
+        : base(string.Join("; ", errors.Select(e => e.TaskId is null ? e.Message : $"task '{GraphLimits.Printable(e.TaskId)}': {e.Message}")))
+        => Errors = errors;
+
+    /// <summary>Each problem, with the task id it concerns.</summary>
+    public IReadOnlyList<GraphError> Errors { get; }
+
+    /// <summary>A refusal with no details.</summary>
+    public TaskRefusedException() : this([]) { }
+
+    /// <summary>A refusal with a message.</summary>
+    public TaskRefusedException(string message) : this([new GraphError(GraphErrorCodes.BadValue, message)]) { }
+
+    /// <summary>A refusal with a message and a cause.</summary>
+    public TaskRefusedException(string message, Exception innerException) : base(message, innerException) => Errors = [new GraphError(GraphErrorCodes.BadValue, message)];
+}

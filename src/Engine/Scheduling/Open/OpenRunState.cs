@@ -1,0 +1,733 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Layers;
+using TaskMesh.Engine.Observability;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Scheduling.Attempts;
+
+namespace TaskMesh.Engine.Scheduling.Open;
+
+/// <summary>
+/// What every task of one handler submitted without options shares, or one task's own: its
+/// one-task graph as validated and prepared (handler, parsed arguments), and its route.
+/// </summary>
+internal sealed record TaskTemplate(PreparedGraph Prepared, HandlerDescriptor Handler, byte Route, RouteDecision? Decision, RouteDecision? Moved, string? Refused);
+
+/// <summary>
+/// An open run (<see cref="OpenRun"/>): tasks arrive one at a time with dependencies on tasks
+/// already submitted. Each is validated and routed as a graph of itself (so its errors and its
+/// layer are those a graph file would give), then waits for its dependencies: a task that ends
+/// decrements its dependents' counters, and each that reaches zero is ready (the static run's
+/// rule, with the successor lists grown as tasks arrive). Ready tasks of inline handlers run on
+/// the run's own worker threads, the first released dependent inline after its predecessor;
+/// the others go to their layer's <see cref="LayerDispatcher"/> and <see cref="AttemptRunner"/>,
+/// the same ones static runs use (capacities, timeouts, retries, escalation under the rules).
+/// <para>
+/// Memory stays flat on a run that lives for days: tasks are kept in chunks of
+/// <see cref="ChunkSize"/> (a chunk is dropped once all its tasks were released, nothing is
+/// copied as the run grows), and an ended task is released once no pending task reads its
+/// output and it left the retention window (<see cref="OpenRunOptions.RetainTasks"/> tasks,
+/// <see cref="OpenRunOptions.RetainBytes"/> bytes of outputs).
+/// </para>
+/// </summary>
+internal sealed class OpenRunState : AttemptHost
+{
+    internal const int ChunkShift = 14;
+    internal const int ChunkSize = 1 << ChunkShift;
+    private const int ChunkMask = ChunkSize - 1;
+
+    private sealed class Chunk
+    {
+        public readonly SubmittedTask?[] Tasks = new SubmittedTask?[ChunkSize];
+        public int Live = ChunkSize;   // slots not yet released (unfilled ones count until filled and released)
+    }
+
+    private readonly TaskMeshEngine _engine;
+    private readonly EngineOptions _options;
+    private readonly OpenRunOptions _settings;
+    private readonly ExecutionLayer[] _layers;
+    private readonly string[] _layerNames;
+    private readonly LayerDispatcher[] _dispatchers;
+    private readonly string _baseDirectory;
+    private readonly CancellationTokenSource _runCts = new();
+    private readonly TaskCompletionSource<OpenRunResult> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly long _openedTimestamp = Stopwatch.GetTimestamp();
+
+    // Submission: one producer at a time (the lock), any number of threads finishing tasks.
+    private readonly object _submitLock = new();
+    private readonly Dictionary<string, TaskTemplate> _templates = new(StringComparer.Ordinal);   // under _submitLock
+    private readonly ConcurrentDictionary<string, SubmittedTask> _byId = new(StringComparer.Ordinal);  // given ids only
+    private Chunk?[] _chunks = new Chunk?[16];   // grown by doubling (a reference per chunk); read without the lock
+    private int _count;                          // tasks submitted (written under _submitLock)
+    private int _pending;                        // submitted and not ended
+    private readonly SemaphoreSlim _room;
+    private readonly long[] _outcomes = new long[5];
+
+    // Ended tasks in the order they ended, released beyond the retention window.
+    private readonly ConcurrentQueue<SubmittedTask> _retained = new();
+    private int _retainedCount;
+    private long _retainedBytes;
+
+    // Ready tasks, by priority (a worker takes the most urgent first).
+    private readonly ConcurrentQueue<SubmittedTask>[] _ready = [new(), new(), new(), new()];
+    private readonly Notifier _notifier = new();
+    private readonly int _workerCount;
+    private int _workersExited;
+
+    private volatile bool _cancelled;
+    private volatile bool _completing;
+    private volatile bool _stopping;
+    private int _ended;
+
+    internal OpenRunState(TaskMeshEngine engine, EngineOptions options, ExecutionLayer[] layers, OpenRunOptions settings,
+        IEscalationPolicy escalation, RetryPolicy retry)
+        : base(settings.Budget)
+    {
+        _engine = engine;
+        _options = options;
+        _settings = settings;
+        _layers = layers;
+        _layerNames = layers.Select(l => l.Name).ToArray();
+        _baseDirectory = Path.GetFullPath(settings.BaseDirectory ?? Environment.CurrentDirectory);
+        _room = new SemaphoreSlim(settings.MaxPending, settings.MaxPending);
+        Attempts = new AttemptRunner(this, escalation, retry);
+        _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
+        RunId = Guid.NewGuid().ToString("N")[..12];
+        _workerCount = Math.Max(1, options.WorkerThreads);
+        for (int i = 0; i < _workerCount; i++)
+            WorkerThreads.Run(static s => ((OpenRunState)s!).WorkerLoop(), this);
+    }
+
+    public override string RunId { get; }
+    public override string BaseDirectory => _baseDirectory;
+    internal override EngineOptions Options => _options;
+    internal override AttemptRunner Attempts { get; }
+    internal override bool Cancelled => _cancelled;
+    internal override CancellationToken RunToken => _runCts.Token;
+    internal override IReadOnlyList<string> LayerNames => _layerNames;
+    internal override ExecutionLayer LayerAt(int route) => _layers[route];
+    internal override LayerDispatcher DispatcherAt(int route) => _dispatchers[route];
+    internal override ObserverSet? OnAttemptStartedObservers => null;
+    internal override ObserverSet? OnAttemptEndedObservers => null;
+    internal override ObserverSet? OnRoutedObservers => null;
+
+    internal Task<OpenRunResult> Completion => _completion.Task;
+    internal long SubmittedCount => Volatile.Read(ref _count);
+    internal int PendingCount => Volatile.Read(ref _pending);
+    internal long Counts(TaskOutcome outcome) => Volatile.Read(ref _outcomes[(int)outcome]);
+
+    // ---------------------------------------------------------------- tasks by index
+
+    private SubmittedTask TaskAt(int node) => Volatile.Read(ref _chunks)[node >> ChunkShift]!.Tasks[node & ChunkMask]!;
+
+    /// <summary>The task at <paramref name="index"/> while the run keeps it, else null.</summary>
+    private SubmittedTask? FindAt(int index)
+    {
+        if ((uint)index >= (uint)Volatile.Read(ref _count)) return null;
+        var chunks = Volatile.Read(ref _chunks);
+        var chunk = Volatile.Read(ref chunks[index >> ChunkShift]);
+        return chunk is null ? null : Volatile.Read(ref chunk.Tasks[index & ChunkMask]);
+    }
+
+    internal bool TryFind(string id, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out SubmittedTask? task)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        if (TryParseGenerated(id, out int index))
+        {
+            task = FindAt(index);
+            return task is not null && Volatile.Read(ref task.Released) == 0;
+        }
+        return _byId.TryGetValue(id, out task);
+    }
+
+    private static bool TryParseGenerated(string id, out int index)
+    {
+        index = -1;
+        return id.Length > 1 && id[0] == '#' && int.TryParse(id.AsSpan(1), NumberStyles.None, CultureInfo.InvariantCulture, out index);
+    }
+
+    internal override HandlerDescriptor HandlerOf(int node) => TaskAt(node).Template.Handler;
+    internal override string IdOf(int node) => TaskAt(node).Id;
+    internal override string HandlerNameOf(int node) => TaskAt(node).Template.Handler.Name;
+    internal override TaskSpec? SpecOf(int node) => TaskAt(node).Template.Prepared.Graph.Spec(0);
+    internal override byte PriorityOf(int node) => TaskAt(node).Priority;
+    internal override TaskGraph GraphOf(int node) => TaskAt(node).Template.Prepared.Graph;
+    internal override object? ParsedArgsOf(int node) => TaskAt(node).Template.Prepared.ParsedArgsOf(0);
+    internal override byte RouteOfTask(int node) => TaskAt(node).Route;
+    internal override void SetRouteOfTask(int node, byte route) => TaskAt(node).Route = route;
+    internal override RouteDecision DecisionOf(int node, string layer)
+        => TaskAt(node).Template.Decision is { } d && d.Layer == layer ? d : new RouteDecision(layer);
+
+    internal override IReadOnlyList<KeyValuePair<string, object?>> InputsOf(int node)
+    {
+        var inputs = TaskAt(node).Inputs;
+        if (inputs is null) return [];
+        var list = new List<KeyValuePair<string, object?>>(inputs.Count);
+        foreach (var d in inputs) list.Add(new(d.Id, d.Output));
+        return list;
+    }
+
+    internal override int RetriesOf(int node) => TaskAt(node).Template.Prepared.Graph.Spec(0)?.Retries ?? _options.RetryAttempts;
+
+    internal override TimeSpan TimeoutOf(int node)
+        => TaskAt(node).Template.Prepared.Graph.Spec(0)?.TimeoutSeconds is double s ? TimeSpan.FromSeconds(s) : _options.DefaultTimeout;
+
+    internal override int NextAttempt(int node)
+    {
+        var t = TaskAt(node);
+        int a = t.AttemptCount + 1;
+        t.AttemptCount = (byte)Math.Min(a, byte.MaxValue);
+        return a;
+    }
+
+    internal override void NoteFirstStart(int node, long timestamp) => TaskAt(node).StartTimestamp = timestamp;
+
+    internal override TaskExtras ExtrasOf(int node)
+    {
+        var t = TaskAt(node);
+        var x = Volatile.Read(ref t.Extras);
+        return x ?? Interlocked.CompareExchange(ref t.Extras, x = new TaskExtras(), null) ?? x;
+    }
+
+    internal override TaskExtras? TryExtrasOf(int node) => Volatile.Read(ref TaskAt(node).Extras);
+
+    internal override CancellationToken TokenOf(int node)
+    {
+        var t = TaskAt(node);
+        var cts = Volatile.Read(ref t.Cts);
+        if (cts is null)
+        {
+            var made = CancellationTokenSource.CreateLinkedTokenSource(_runCts.Token);
+            cts = Interlocked.CompareExchange(ref t.Cts, made, null) ?? made;
+            if (!ReferenceEquals(cts, made)) made.Dispose();
+            if (t.CancelRequested) cts.Cancel();   // cancelled before the token existed
+        }
+        return cts.Token;
+    }
+
+    internal override bool IsCancelled(int node) => _cancelled || TaskAt(node).CancelRequested;
+
+    internal override bool StartInSlot(int node)
+    {
+        var t = TaskAt(node);
+        if (_cancelled || t.CancelRequested) return false;
+        // A first attempt leaves the queue; a retry or an escalation is already running.
+        return Interlocked.CompareExchange(ref t.State, SubmittedTask.Running, SubmittedTask.Queued) is SubmittedTask.Queued or SubmittedTask.Running;
+    }
+
+    internal override void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null,
+        string? previousOutput = null, Escalation.EscalationRule? rule = null)
+        => ExtrasOf(node).Escalations++;
+
+    internal override void OnGuardedStarted() { }
+    internal override void OnGuardedEnded() { }
+
+    internal override void Fault(Exception ex)
+    {
+        _cancelled = true;
+        try { _runCts.Cancel(); } catch (AggregateException) { }
+        EndRun(ex);
+    }
+
+    internal override void OnDelayCancelled(int node)
+    {
+        var t = TaskAt(node);
+        Finish(t, TaskOutcome.Cancelled, null, "cancelled while waiting to retry", TimeSpan.Zero, onWorker: false);
+    }
+
+    internal override void CompleteGuarded(int node, in AttemptResult final, double durationMs, string? note)
+    {
+        var t = TaskAt(node);
+        t.Confidence = final.Confidence ?? t.Confidence;
+        Finish(t, final.TaskOutcome, final.Output, final.Error ?? note, TimeSpan.FromMilliseconds(durationMs), onWorker: false);
+    }
+
+    // ---------------------------------------------------------------- submitting
+
+    internal void WaitForRoom(CancellationToken ct)
+    {
+        ThrowIfClosed();
+        _room.Wait(ct);
+    }
+
+    internal async Task WaitForRoomAsync(CancellationToken ct)
+    {
+        ThrowIfClosed();
+        await _room.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    internal bool TryTakeRoom()
+    {
+        ThrowIfClosed();
+        return _room.Wait(0);
+    }
+
+    private void ThrowIfClosed()
+    {
+        if (_cancelled) throw new InvalidOperationException($"open run {RunId} was cancelled: it takes no more tasks");
+        if (_completing) throw new InvalidOperationException($"open run {RunId} was completed: it takes no more tasks");
+    }
+
+    /// <summary>Adds a task; the caller took a unit of room, which is given back if the task is refused.</summary>
+    internal SubmittedTask Add(TaskRequest request)
+    {
+        bool added = false;
+        try
+        {
+            var t = AddLocked(request);
+            added = true;
+            return t;
+        }
+        finally
+        {
+            if (!added) _room.Release();
+        }
+    }
+
+    private SubmittedTask AddLocked(TaskRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request.Handler, nameof(request.Handler));
+        SubmittedTask t;
+        lock (_submitLock)
+        {
+            ThrowIfClosed();
+            int index = _count;
+            if (index == int.MaxValue) Refuse(GraphErrorCodes.Limit, $"open run {RunId} has taken {int.MaxValue} tasks: open another run", request.Id);
+            string? id = request.Id;
+            string shownId = id ?? SubmittedTask.GeneratedId(index);
+            if (id is not null)
+            {
+                if (GraphLimits.IdProblem(id) is string problem) Refuse(GraphErrorCodes.BadId, $"id {problem}", id);
+                if (id[0] == '#') Refuse(GraphErrorCodes.BadId, "ids beginning with '#' are the run's own (#N for the N-th task submitted without an id)", id);
+                if (_byId.ContainsKey(id)) Refuse(GraphErrorCodes.DuplicateId, "duplicate id: the run has a task with this id", id);
+            }
+            var deps = ResolveDependencies(request, shownId);
+            var template = TemplateFor(request, shownId);
+
+            t = new SubmittedTask(this, index, id, template, (byte)request.Priority);
+            var chunks = _chunks;
+            int c = index >> ChunkShift;
+            if (c == chunks.Length)
+            {
+                Array.Resize(ref chunks, chunks.Length * 2);   // the directory only: a reference per 16,384 tasks
+                Volatile.Write(ref _chunks, chunks);
+            }
+            var chunk = chunks[c] ??= new Chunk();
+            Volatile.Write(ref chunk.Tasks[index & ChunkMask], t);
+            if (id is not null) _byId[id] = t;
+            Interlocked.Increment(ref _pending);
+            Volatile.Write(ref _count, index + 1);
+
+            if (deps is not null)
+                foreach (var (d, kind) in deps) Wire(t, d, kind);
+            if (template.Moved is { } moved)
+                RecordEscalation(index, moved.EscalatedFrom!, moved.Layer, moved.Trigger!, moved.Reason ?? moved.Trigger!, rule: moved.Rule);
+        }
+        if (Interlocked.Decrement(ref t.Pending) == 0) MakeReady(t);
+        return t;
+    }
+
+    private List<(SubmittedTask Task, EdgeKind Kind)>? ResolveDependencies(TaskRequest request, string shownId)
+    {
+        if (request.DependsOn is not { Count: > 0 } given) return null;
+        var deps = new List<(SubmittedTask, EdgeKind)>(given.Count);
+        List<GraphError>? errors = null;
+        foreach (var dep in given)
+        {
+            if (!Enum.IsDefined(dep.Kind))
+            {
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.BadValue, $"dependency kind {(int)dep.Kind} is not hard, data or soft", shownId));
+                continue;
+            }
+            SubmittedTask? d = dep.Task;
+            string name = dep.Id ?? d?.Id ?? "";
+            if (d is null && dep.Id is null)
+            {
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.UnknownDependency, "a dependency names no task", shownId));
+                continue;
+            }
+            if (d is not null && d.Run != this)
+            {
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', a task of another run", shownId));
+                continue;
+            }
+            if (d is null && name == request.Id)
+            {
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.SelfLoop, "depends on itself", shownId));
+                continue;
+            }
+            if (d is null && !TryFind(name, out d))
+            {
+                (errors ??= []).Add(TryParseGenerated(name, out int n) && n < _count
+                    ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps {_settings.RetainTasks:N0} ended tasks (and their outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", shownId)
+                    : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps {_settings.RetainTasks:N0} ended tasks)", shownId));
+                continue;
+            }
+            if (dep.Kind == EdgeKind.Data && d.IsEnded && d.Outcome == TaskOutcome.Succeeded && Volatile.Read(ref d.Released) != 0)
+            {
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.ReleasedDependency, $"reads the output of '{GraphLimits.Printable(name)}', which was released (retention window: {_settings.RetainTasks:N0} tasks, {_settings.RetainBytes:N0} bytes)", shownId));
+                continue;
+            }
+            deps.Add((d, dep.Kind));
+        }
+        if (errors is not null) throw new TaskRefusedException(errors);
+        return deps;
+    }
+
+    /// <summary>Makes <paramref name="t"/> wait for <paramref name="d"/> (or learn at once how it ended).</summary>
+    private static void Wire(SubmittedTask t, SubmittedTask d, EdgeKind kind)
+    {
+        if (kind == EdgeKind.Data)
+        {
+            Interlocked.Increment(ref d.Readers);
+            (t.Inputs ??= []).Add(d);
+        }
+        lock (d)
+        {
+            if (d.State != SubmittedTask.Ended)
+            {
+                // Atomic: a dependency wired before this one may end, and decrement, meanwhile.
+                Interlocked.Increment(ref t.Pending);
+                (d.Dependents ??= []).Add((t, kind));
+                return;
+            }
+        }
+        if (d.Outcome != TaskOutcome.Succeeded && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref t.SkipCause, d, null);
+    }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private static void Refuse(string code, string message, string? id) => throw new TaskRefusedException([new GraphError(code, message, id)]);
+
+    /// <summary>
+    /// The task validated and routed as a graph of itself. Tasks without options share their
+    /// handler's (when its routing depends on nothing else).
+    /// </summary>
+    private TaskTemplate TemplateFor(TaskRequest request, string shownId)
+    {
+        bool plain = request.Spec is null;
+        if (plain && _templates.TryGetValue(request.Handler, out var shared)) return shared;
+        var b = new GraphBuilder(_settings.Name);
+        var r = plain ? b.Task(request.Handler) : b.Task(shownId, request.Handler);
+        if (request.Spec is { } spec) b.SetSpec(r.Index, spec);
+        r.WithPriority(request.Priority);
+        var graph = b.TryBuild(out var errors);
+        PreparedGraph? prepared = null;
+        if (graph is null || !_engine.TryPrepare(graph, _baseDirectory, out prepared, out errors))
+            throw new TaskRefusedException(errors.Select(e => e with { TaskId = shownId, Line = null, Column = null }).ToList());
+        var (route, decision, moved, refused) = _engine.RouteOne(prepared!, _layers, _settings.Router, Budget);
+        var template = new TaskTemplate(prepared!, prepared!.HandlerOf(0), route, decision, moved, refused);
+        if (plain && moved is null && refused is null)
+            _templates[request.Handler] = template;
+        return template;
+    }
+
+    // ---------------------------------------------------------------- running
+
+    private void MakeReady(SubmittedTask t)
+    {
+        if (Interlocked.CompareExchange(ref t.State, SubmittedTask.Queued, SubmittedTask.Waiting) != SubmittedTask.Waiting) return;   // cancelled meanwhile
+        _ready[t.Priority].Enqueue(t);
+        _notifier.NotifyOne();
+    }
+
+    private bool TryTakeReady(out SubmittedTask t)
+    {
+        for (int p = _ready.Length - 1; p >= 0; p--)
+            if (_ready[p].TryDequeue(out t!)) return true;
+        t = null!;
+        return false;
+    }
+
+    private bool HasReady()
+    {
+        foreach (var q in _ready)
+            if (!q.IsEmpty) return true;
+        return false;
+    }
+
+    private void WorkerLoop()
+    {
+        try
+        {
+            var spinner = new SpinWait();
+            while (true)
+            {
+                if (TryTakeReady(out var t))
+                {
+                    spinner.Reset();
+                    SubmittedTask? next = t;
+                    do next = RunReady(next);
+                    while (next is not null);
+                    continue;
+                }
+                if (_stopping) break;
+                if (!spinner.NextSpinWillYield)
+                {
+                    spinner.SpinOnce(sleep1Threshold: -1);
+                    continue;
+                }
+                int epoch = _notifier.PrepareWait();
+                if (HasReady() || _stopping) _notifier.CancelWait();
+                else _notifier.CommitWait(epoch);
+                spinner.Reset();
+            }
+        }
+        catch (Exception ex)
+        {
+            Fault(ex);
+        }
+        finally
+        {
+            Interlocked.Increment(ref _workersExited);
+        }
+    }
+
+    /// <summary>Runs a ready task (a queued one, or one its predecessor released to this worker); returns a released dependent to run next.</summary>
+    private SubmittedTask? RunReady(SubmittedTask t)
+    {
+        if (Volatile.Read(ref t.State) != SubmittedTask.Queued) return null;   // cancelled while queued
+        if (t.SkipCause is { } cause)
+            return Finish(t, TaskOutcome.Skipped, null, SkipReason(cause), TimeSpan.Zero, onWorker: true);
+        if (_cancelled || t.CancelRequested)
+            return Finish(t, TaskOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero, onWorker: true);
+        if (t.Template.Refused is string why)
+        {
+            t.AttemptCount = 1;
+            return Finish(t, TaskOutcome.Failed, null, why, TimeSpan.Zero, onWorker: true);
+        }
+        if (t.Route != RouteTable.Inline)
+        {
+            _dispatchers[t.Route].Enqueue(t.Index);
+            return null;
+        }
+        if (Interlocked.CompareExchange(ref t.State, SubmittedTask.Running, SubmittedTask.Queued) != SubmittedTask.Queued) return null;
+        return RunInline(t);
+    }
+
+    private static string SkipReason(SubmittedTask cause)
+    {
+        var root = cause.SkipCause ?? cause;
+        return $"skipped: '{root.Id}' {(root.Outcome == TaskOutcome.TimedOut ? "timed out" : root.Outcome.ToString().ToLowerInvariant())}";
+    }
+
+    private SubmittedTask? RunInline(SubmittedTask t)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        t.StartTimestamp = t0;
+        t.AttemptCount = 1;
+        object? output;
+        try
+        {
+            output = t.Template.Handler.Inline!(new TaskContext(this, t.Index, 1));
+        }
+        catch (Exception ex)
+        {
+            return OnInlineAttemptEnded(t, new AttemptResult(t.Index, _layerNames[RouteTable.Local], 1, AttemptOutcome.Failed, null,
+                RunState.DescribeFailure(ex), Stopwatch.GetElapsedTime(t0)));
+        }
+        if (Volatile.Read(ref t.Extras) is { } extras)
+        {
+            var (confidence, request) = extras.TakeReports();
+            return OnInlineAttemptEnded(t, new AttemptResult(t.Index, _layerNames[RouteTable.Local], 1, AttemptOutcome.Succeeded, output, null,
+                Stopwatch.GetElapsedTime(t0), confidence, request));
+        }
+        if (t.CancelRequested)
+            return Finish(t, TaskOutcome.Cancelled, null, "cancelled while it ran", Stopwatch.GetElapsedTime(t0), onWorker: true);
+        return Finish(t, TaskOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0), onWorker: true);
+    }
+
+    /// <summary>An inline attempt that failed, or reported a confidence or an escalation request: the policy decides (as in a static run).</summary>
+    private SubmittedTask? OnInlineAttemptEnded(SubmittedTask t, AttemptResult result)
+    {
+        t.Confidence = result.Confidence;
+        var decision = Attempts.Decide(result);
+        if (decision.Next != AttemptNext.Complete)
+        {
+            // Another attempt needs a slot, maybe a back-off, maybe another layer: the task moves to a layer's dispatcher.
+            byte next = Attempts.Escalate(t.Index, RouteTable.Local, result, decision);
+            if (next != RouteTable.Local) ExtrasOf(t.Index).Left(RouteTable.Local, result.Duration.TotalMilliseconds);
+            Redispatch(t.Index, next, decision.Delay);
+            return null;
+        }
+        return Finish(t, result.TaskOutcome, result.Output, result.Error, result.Duration, onWorker: true);
+    }
+
+    /// <summary>
+    /// Records how <paramref name="t"/> ended (once: later calls do nothing), completes its
+    /// <see cref="SubmittedTask.Completion"/>, releases its dependents, and keeps it in the
+    /// retention window. Returns a released dependent for a worker to run next.
+    /// </summary>
+    private SubmittedTask? Finish(SubmittedTask t, TaskOutcome outcome, object? output, string? error, TimeSpan duration, bool onWorker)
+    {
+        int s;
+        do
+        {
+            s = Volatile.Read(ref t.State);
+            if (s >= SubmittedTask.Finishing) return null;
+        }
+        while (Interlocked.CompareExchange(ref t.State, SubmittedTask.Finishing, s) != s);
+        t.Outcome = outcome;
+        t.Output = outcome == TaskOutcome.Succeeded ? output : null;
+        t.Error = error;
+        if (t.Extras is { ElapsedMs: > 0 } x) duration += TimeSpan.FromMilliseconds(x.ElapsedMs);
+        t.Duration = duration;
+        List<(SubmittedTask Task, EdgeKind Kind)>? dependents;
+        lock (t)
+        {
+            Interlocked.Exchange(ref t.State, SubmittedTask.Ended);   // full fence: the fields above precede it
+            dependents = t.Dependents;
+            t.Dependents = null;
+        }
+        Interlocked.Increment(ref _outcomes[(int)outcome]);
+        if (t.Inputs is { } inputs)
+        {
+            t.Inputs = null;
+            foreach (var d in inputs)
+                if (Interlocked.Decrement(ref d.Readers) == 0 && Volatile.Read(ref d.Expired) != 0) Release(d);
+        }
+        if (Interlocked.Exchange(ref t.Cts, null) is { } cts) cts.Dispose();
+        Retain(t);
+        t.Completed();   // after the bookkeeping: whoever awaits it sees the run as the task left it
+
+        SubmittedTask? next = null;
+        if (dependents is not null)
+        {
+            bool propagate = outcome != TaskOutcome.Succeeded;
+            foreach (var (d, kind) in dependents)
+            {
+                // The skip mark is written before the decrement, whose full fence publishes it.
+                if (propagate && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref d.SkipCause, t, null);
+                if (Interlocked.Decrement(ref d.Pending) != 0) continue;
+                if (onWorker && next is null && d.Priority != (byte)TaskPriority.Low
+                    && Interlocked.CompareExchange(ref d.State, SubmittedTask.Queued, SubmittedTask.Waiting) == SubmittedTask.Waiting)
+                    next = d;
+                else
+                    MakeReady(d);
+            }
+        }
+        _room.Release();
+        if (Interlocked.Decrement(ref _pending) == 0 && (_completing || _cancelled)) EndRun(null);
+        return next;
+    }
+
+    // ---------------------------------------------------------------- retention
+
+    private void Retain(SubmittedTask t)
+    {
+        long bytes = t.OutputBytes = OutputSize.Estimate(t.Output);
+        _retained.Enqueue(t);
+        int count = Interlocked.Increment(ref _retainedCount);
+        long total = Interlocked.Add(ref _retainedBytes, bytes);
+        while ((count > _settings.RetainTasks || total > _settings.RetainBytes) && _retained.TryDequeue(out var old))
+        {
+            count = Interlocked.Decrement(ref _retainedCount);
+            total = Interlocked.Add(ref _retainedBytes, -old.OutputBytes);
+            Interlocked.Exchange(ref old.Expired, 1);   // full fence: a reader's last decrement sees it, or we see its count
+            if (Volatile.Read(ref old.Readers) == 0) Release(old);
+        }
+    }
+
+    /// <summary>The run forgets an ended task: its id, its slot (and its chunk once every slot of it went).</summary>
+    private void Release(SubmittedTask t)
+    {
+        if (Interlocked.Exchange(ref t.Released, 1) != 0) return;
+        if (t.HasGivenId) _byId.TryRemove(new KeyValuePair<string, SubmittedTask>(t.Id, t));
+        var chunks = Volatile.Read(ref _chunks);
+        int c = t.Index >> ChunkShift;
+        var chunk = chunks[c]!;
+        Volatile.Write(ref chunk.Tasks[t.Index & ChunkMask], null);
+        if (Interlocked.Decrement(ref chunk.Live) == 0) Volatile.Write(ref chunks[c], null);
+    }
+
+    // ---------------------------------------------------------------- cancelling and ending
+
+    internal bool CancelTask(string id) => TryFind(id, out var t) && CancelTask(t);
+
+    internal bool CancelTask(SubmittedTask t)
+    {
+        if (t.Run != this) return false;
+        t.CancelRequested = true;
+        while (true)
+        {
+            int s = Volatile.Read(ref t.State);
+            switch (s)
+            {
+                case SubmittedTask.Waiting:
+                case SubmittedTask.Queued:
+                    // Not started: it ends now (a queue that still holds it will find it ended).
+                    Finish(t, TaskOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero, onWorker: false);
+                    if (Volatile.Read(ref t.State) == SubmittedTask.Ended && t.Outcome == TaskOutcome.Cancelled) return true;
+                    continue;
+                case SubmittedTask.Running:
+                    Volatile.Read(ref t.Cts)?.Cancel();
+                    return true;
+                default:
+                    return false;
+            }
+        }
+    }
+
+    internal void Cancel()
+    {
+        lock (_submitLock)
+        {
+            if (_cancelled) return;
+            _cancelled = true;
+        }
+        try { _runCts.Cancel(); } catch (AggregateException) { /* a handler's callback threw; the run still ends */ }
+        // Every task not started ends now; running ones end as their attempts see the token.
+        var chunks = Volatile.Read(ref _chunks);
+        int count = Volatile.Read(ref _count);
+        for (int i = 0; i < count; i++)
+        {
+            var chunk = Volatile.Read(ref chunks[i >> ChunkShift]);
+            if (chunk is null) { i |= ChunkMask; continue; }
+            if (Volatile.Read(ref chunk.Tasks[i & ChunkMask]) is { } t && Volatile.Read(ref t.State) is SubmittedTask.Waiting or SubmittedTask.Queued)
+                CancelTask(t);
+        }
+        if (Volatile.Read(ref _pending) == 0) EndRun(null);
+    }
+
+    internal void Complete()
+    {
+        lock (_submitLock) _completing = true;
+        Interlocked.MemoryBarrier();   // the flag precedes the read of the count (a finishing task reads them the other way round)
+        if (Volatile.Read(ref _pending) == 0) EndRun(null);
+    }
+
+    private void EndRun(Exception? fault)
+    {
+        if (Interlocked.Exchange(ref _ended, 1) != 0) return;
+        _stopping = true;
+        _notifier.NotifyAll();
+        foreach (var d in _dispatchers) d.Close();
+        if (fault is not null)
+        {
+            _completion.TrySetException(fault);
+            return;
+        }
+        long failed = Counts(TaskOutcome.Failed) + Counts(TaskOutcome.TimedOut);
+        var status = _cancelled ? RunStatus.Cancelled : failed > 0 || Counts(TaskOutcome.Skipped) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
+        _completion.TrySetResult(new OpenRunResult(RunId, status, SubmittedCount, Counts(TaskOutcome.Succeeded), failed,
+            Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled), Stopwatch.GetElapsedTime(_openedTimestamp)));
+    }
+}
+
+/// <summary>A rough size of an output, for the retention window's byte limit.</summary>
+internal static class OutputSize
+{
+    private const int Header = 24;
+
+    public static long Estimate(object? output) => output switch
+    {
+        null => 0,
+        string s => Header + 2L * s.Length,
+        byte[] b => Header + b.LongLength,
+        Array a => Header + 8L * a.LongLength,
+        System.Collections.ICollection c => Header + 16L * c.Count,
+        _ => Header + 16,
+    };
+}

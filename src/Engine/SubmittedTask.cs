@@ -1,0 +1,94 @@
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Open;
+
+namespace TaskMesh.Engine;
+
+/// <summary>
+/// A task submitted to an <see cref="OpenRun"/>: its id, and its <see cref="Completion"/> to
+/// await. Pass it as a dependency of later tasks (<see cref="TaskDependency"/>).
+/// </summary>
+public sealed class SubmittedTask
+{
+    // States, in order; a task only moves forward (see OpenRunState).
+    internal const int Waiting = 0, Queued = 1, Running = 2, Finishing = 3, Ended = 4;
+
+    internal readonly OpenRunState Run;
+    internal readonly int Index;
+    private string? _id;                       // null for a generated id until asked
+    internal readonly TaskTemplate Template;
+    internal readonly byte Priority;
+    internal byte Route;
+    internal byte AttemptCount;
+    internal int State;
+    internal int Pending = 1;                  // unfinished dependencies, plus one while it is being submitted
+    internal SubmittedTask? SkipCause;         // the dependency that did not succeed (its own cause when it was skipped)
+    internal List<(SubmittedTask Task, EdgeKind Kind)>? Dependents;   // guarded by lock(this); null once ended
+    internal List<SubmittedTask>? Inputs;      // data dependencies, in order; dropped when the task ends
+    internal int Readers;                      // pending tasks that read this task's output
+    internal int Expired;                      // 1: out of the retention window, released once unread
+    internal int Released;                     // 1: the run no longer finds it
+    internal volatile bool CancelRequested;
+    internal CancellationTokenSource? Cts;     // made when a layer attempt asks for its token
+    internal TaskExtras? Extras;
+    internal long StartTimestamp;
+    internal TaskOutcome Outcome;
+    internal object? Output;
+    internal string? Error;
+    internal TimeSpan Duration;
+    internal long OutputBytes;
+    internal double? Confidence;               // reported by the handler on the last attempt
+    private TaskCompletionSource<TaskResult>? _completion;
+
+    internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority)
+    {
+        Run = run;
+        Index = index;
+        _id = id;
+        Template = template;
+        Priority = priority;
+        Route = template.Route;
+    }
+
+    /// <summary>The task's id (given, or <c>#N</c> with N its place in submission order).</summary>
+    public string Id => _id ??= GeneratedId(Index);
+
+    internal bool HasGivenId => _id is not null && !_id.StartsWith('#');
+
+    internal static string GeneratedId(int index) => "#" + index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Its place in submission order (0 for the run's first task).</summary>
+    public int SequenceNumber => Index;
+
+    /// <summary>True once the task ended.</summary>
+    public bool IsEnded => Volatile.Read(ref State) == Ended;
+
+    /// <summary>Completes with what became of the task once it ended.</summary>
+    public Task<TaskResult> Completion
+    {
+        get
+        {
+            var tcs = Volatile.Read(ref _completion);
+            if (tcs is not null) return tcs.Task;
+            tcs = new TaskCompletionSource<TaskResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var won = Interlocked.CompareExchange(ref _completion, tcs, null) ?? tcs;
+            // The task may have ended before anyone asked: then nobody else completes it.
+            if (Volatile.Read(ref State) == Ended) won.TrySetResult(ToResult());
+            return won.Task;
+        }
+    }
+
+    /// <summary>Cancels the task (see <see cref="OpenRun.Cancel(string)"/>); false when it had ended.</summary>
+    public bool Cancel() => Run.CancelTask(this);
+
+    /// <summary>Called once as the task ends (after <see cref="State"/> became <see cref="Ended"/>, with a full fence).</summary>
+    internal void Completed() => Volatile.Read(ref _completion)?.TrySetResult(ToResult());
+
+    internal TaskResult ToResult()
+    {
+        bool ran = AttemptCount > 0;
+        string? layer = ran ? Run.LayerNames[Route == RouteTable.Inline ? RouteTable.Local : Route] : null;
+        return new TaskResult(Id, Outcome, Outcome == TaskOutcome.Succeeded ? Output : null, layer, AttemptCount,
+            Confidence, Error, Duration);
+    }
+}

@@ -1,0 +1,264 @@
+using System.Text.Json;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Scheduling;
+using Xunit;
+
+namespace TaskMesh.Tests.Engine.Scheduling;
+
+public sealed class OpenRunTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
+
+    private static TaskRequest Task(string handler, string? id = null, params TaskDependency[] deps)
+        => new(handler) { Id = id, DependsOn = deps.Length == 0 ? null : deps };
+
+    private static TaskSpec Args(string json) => new() { Args = JsonDocument.Parse(json).RootElement.Clone() };
+
+    /// <summary>A layer handler that waits for its gate, and counts the runs it started.</summary>
+    private sealed class Gate
+    {
+        public readonly TaskCompletionSource Open = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Started;
+
+        public void Register(TaskMeshEngine engine, string name = "gate")
+            => engine.Handlers.Register(name, async (ctx, args, ct) =>
+            {
+                Interlocked.Increment(ref Started);
+                await Open.Task.WaitAsync(ct);
+                return ctx.Id;
+            });
+    }
+
+    [Fact]
+    public async Task DependenciesOnFinishedRunningAndQueuedTasks_AllRunAfterThem_AndDataEdgesReadOutputs()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 1 });
+        engine.Handlers.RegisterInline("out", ctx => "out-of-" + ctx.Id);
+        engine.Handlers.RegisterInline("read", ctx => string.Join(",", ctx.Inputs.Select(i => $"{i.Key}={i.Value}")));
+        var gate = new Gate();
+        gate.Register(engine);
+        await using var run = engine.Open();
+
+        var done = run.Submit(Task("out", "done"));
+        Assert.Equal(TaskOutcome.Succeeded, (await done.Completion.WaitAsync(Limit)).Outcome);
+        var running = run.Submit(Task("gate", "running"));
+        var queued = run.Submit(Task("gate", "queued"));   // one slot: waits behind 'running'
+        while (Volatile.Read(ref gate.Started) < 1) await System.Threading.Tasks.Task.Delay(5);
+        var reader = run.Submit(new TaskRequest("read")
+        {
+            Id = "reader",
+            DependsOn = [new TaskDependency("done", EdgeKind.Data), new TaskDependency(running, EdgeKind.Data), new TaskDependency("queued", EdgeKind.Data)],
+        });
+        Assert.False(reader.IsEnded);
+        gate.Open.SetResult();
+        var result = await reader.Completion.WaitAsync(Limit);
+        Assert.Equal(TaskOutcome.Succeeded, result.Outcome);
+        Assert.Equal("done=out-of-done,running=running,queued=queued", result.Output);
+        Assert.Equal("local", result.Layer);
+        Assert.Equal(1, result.Attempts);
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(Limit);
+        Assert.Equal((RunStatus.Succeeded, 4L, 4L), (summary.Status, summary.Submitted, summary.Succeeded));
+    }
+
+    [Fact]
+    public async Task RefusedSubmissions_SayWhy_AndTheRunGoesOn()
+    {
+        var engine = new TaskMeshEngine();
+        await using var run = engine.Open();
+        var a = run.Submit(Task("noop", "a"));
+
+        TaskRefusedException Refused(TaskRequest r) => Assert.Throws<TaskRefusedException>(() => run.Submit(r));
+        var unknown = Refused(Task("noop", "b", "nope"));
+        Assert.Equal(GraphErrorCodes.UnknownDependency, unknown.Errors.Single().Code);
+        Assert.Contains("'nope'", unknown.Message);
+        Assert.Equal("b", unknown.Errors.Single().TaskId);
+        Assert.Equal(GraphErrorCodes.DuplicateId, Refused(Task("noop", "a")).Errors.Single().Code);
+        Assert.Equal(GraphErrorCodes.SelfLoop, Refused(Task("noop", "self", "self")).Errors.Single().Code);
+        Assert.Equal(GraphErrorCodes.UnknownHandler, Refused(Task("no-such-handler", "h")).Errors.Single().Code);
+        var badArgs = Refused(new TaskRequest("sleep") { Id = "s", Spec = Args("""{"millis": -5}""") });
+        Assert.Equal(GraphErrorCodes.BadArgs, badArgs.Errors.Single().Code);
+        Assert.Equal("s", badArgs.Errors.Single().TaskId);
+        Assert.Contains("millis", badArgs.Message);
+        Assert.Equal(GraphErrorCodes.BadValue, Refused(new TaskRequest("noop") { Id = "t", Spec = new TaskSpec { Retries = -1 } }).Errors.Single().Code);
+        Assert.Equal(GraphErrorCodes.BadId, Refused(Task("noop", "#7")).Errors.Single().Code);
+
+        // The run took none of them and goes on.
+        var b = run.Submit(Task("noop", "b", a));
+        Assert.Equal(TaskOutcome.Succeeded, (await b.Completion.WaitAsync(Limit)).Outcome);
+        Assert.Equal(2, run.Submitted);
+        var anonymous = run.Submit(Task("noop"));
+        Assert.Equal("#2", anonymous.Id);
+        Assert.True(run.TryGetTask("#2", out var found) && ReferenceEquals(found, anonymous));
+        run.Complete();
+        Assert.Equal(RunStatus.Succeeded, (await run.Completion.WaitAsync(Limit)).Status);
+    }
+
+    [Fact]
+    public async Task CancellingAQueuedTask_SkipsItsDependents_ButNotSoftOnes()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 1 });
+        var gate = new Gate();
+        gate.Register(engine);
+        await using var run = engine.Open();
+        var first = run.Submit(Task("gate", "first"));
+        var queued = run.Submit(Task("gate", "queued"));
+        var hard = run.Submit(Task("noop", "hard", "queued"));
+        var after = run.Submit(Task("noop", "after", "hard"));
+        var soft = run.Submit(new TaskRequest("noop") { Id = "soft", DependsOn = [new TaskDependency("queued", EdgeKind.Soft)] });
+        while (Volatile.Read(ref gate.Started) < 1) await System.Threading.Tasks.Task.Delay(5);
+
+        Assert.True(run.Cancel("queued"));
+        var q = await queued.Completion.WaitAsync(Limit);
+        Assert.Equal((TaskOutcome.Cancelled, 0, (string?)null), (q.Outcome, q.Attempts, q.Layer));
+        var h = await hard.Completion.WaitAsync(Limit);
+        Assert.Equal(TaskOutcome.Skipped, h.Outcome);
+        Assert.Contains("'queued'", h.Error);
+        Assert.Equal(TaskOutcome.Skipped, (await after.Completion.WaitAsync(Limit)).Outcome);
+        Assert.Contains("'queued'", (await after.Completion).Error);   // the root cause, not the skipped parent
+        Assert.Equal(TaskOutcome.Succeeded, (await soft.Completion.WaitAsync(Limit)).Outcome);
+
+        gate.Open.SetResult();
+        Assert.Equal(TaskOutcome.Succeeded, (await first.Completion.WaitAsync(Limit)).Outcome);
+        Assert.Equal(1, Volatile.Read(ref gate.Started));   // the cancelled task never ran
+        Assert.False(run.Cancel("queued"));                  // it had ended
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(Limit);
+        Assert.Equal((RunStatus.Failed, 2L, 2L, 1L), (summary.Status, summary.Succeeded, summary.Skipped, summary.Cancelled));
+    }
+
+    [Fact]
+    public async Task CancellingARunningTask_CancelsItsHandler()
+    {
+        var engine = new TaskMeshEngine();
+        var gate = new Gate();
+        gate.Register(engine);
+        await using var run = engine.Open();
+        var t = run.Submit(Task("gate", "g"));
+        while (Volatile.Read(ref gate.Started) < 1) await System.Threading.Tasks.Task.Delay(5);
+        Assert.True(t.Cancel());
+        var r = await t.Completion.WaitAsync(Limit);
+        Assert.Equal((TaskOutcome.Cancelled, 1), (r.Outcome, r.Attempts));
+    }
+
+    [Fact]
+    public async Task Backpressure_HoldsAProducerAtMaxPending()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        var gate = new Gate();
+        gate.Register(engine);
+        await using var run = engine.Open(new OpenRunOptions { MaxPending = 4 });
+        for (int i = 0; i < 4; i++) Assert.True(run.TrySubmit(Task("gate"), out _));
+        Assert.False(run.TrySubmit(Task("gate"), out var none));
+        Assert.Null(none);
+        Assert.Equal((4L, 4), (run.Submitted, run.Pending));
+
+        var waiting = run.SubmitAsync(Task("gate")).AsTask();
+        await System.Threading.Tasks.Task.Delay(100);
+        Assert.False(waiting.IsCompleted);   // held until a task ends
+        gate.Open.SetResult();
+        var fifth = await waiting.WaitAsync(Limit);
+        Assert.Equal(TaskOutcome.Succeeded, (await fifth.Completion.WaitAsync(Limit)).Outcome);
+        run.Complete();
+        Assert.Equal(5L, (await run.Completion.WaitAsync(Limit)).Succeeded);
+    }
+
+    [Fact]
+    public async Task EndedTasksAreReleasedBeyondTheRetentionWindow_AndADependencyOnOneIsRefusedWithTheReason()
+    {
+        var engine = new TaskMeshEngine();
+        engine.Handlers.RegisterInline("value", ctx => ctx.Id);
+        await using var run = engine.Open(new OpenRunOptions { RetainTasks = 2 });
+        var first = run.Submit(Task("value", "first"));
+        await first.Completion.WaitAsync(Limit);
+        for (int i = 0; i < 3; i++) await run.Submit(Task("value")).Completion.WaitAsync(Limit);
+
+        Assert.False(run.TryGetTask("first", out _));
+        Assert.False(run.TryGetTask("#1", out _));
+        Assert.True(run.TryGetTask("#3", out _));
+        var gone = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("value") { DependsOn = [new TaskDependency("#1", EdgeKind.Data)] }));
+        Assert.Equal(GraphErrorCodes.ReleasedDependency, gone.Errors.Single().Code);
+        Assert.Contains("released", gone.Message);
+        // Named by the task itself, the same: the run released its output.
+        Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("value") { DependsOn = [new TaskDependency(first, EdgeKind.Data)] }));
+        // A hard dependency needs no output: it is taken (the task ended well).
+        var after = run.Submit(new TaskRequest("value") { DependsOn = [first] });
+        Assert.Equal(TaskOutcome.Succeeded, (await after.Completion.WaitAsync(Limit)).Outcome);
+        Assert.Equal("first", (await first.Completion).Output);   // what its awaiter got stays theirs
+    }
+
+    [Fact]
+    public async Task AnOutputStaysWhileAPendingTaskReadsIt_EvenOutsideTheWindow()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        engine.Handlers.RegisterInline("value", ctx => ctx.Id);
+        engine.Handlers.RegisterInline("read", ctx => ctx.Inputs.Single().Value);
+        var before = new Gate();
+        before.Register(engine, "before");
+        var blocker = new Gate();
+        blocker.Register(engine, "blocker");
+        await using var run = engine.Open(new OpenRunOptions { RetainTasks = 0 });
+        run.Submit(Task("before", "b"));
+        var source = run.Submit(Task("value", "source", "b"));
+        run.Submit(Task("blocker", "hold"));
+        var reader = run.Submit(new TaskRequest("read") { DependsOn = [new TaskDependency("source", EdgeKind.Data), "hold"] });
+        before.Open.SetResult();
+        await source.Completion.WaitAsync(Limit);
+        Assert.True(run.TryGetTask("source", out _));   // read by a pending task: kept
+        blocker.Open.SetResult();
+        Assert.Equal("source", (await reader.Completion.WaitAsync(Limit)).Output);
+        Assert.False(run.TryGetTask("source", out _));  // no reader left, window 0: released
+    }
+
+    [Fact]
+    public async Task ATaskOnALayer_IsRetriedAndRoutedAsInAGraph()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { RetryBaseDelay = TimeSpan.FromMilliseconds(1), RetryMaxDelay = TimeSpan.FromMilliseconds(2) });
+        await using var run = engine.Open();
+        var flaky = run.Submit(new TaskRequest("fail") { Id = "flaky", Spec = new TaskSpec { Retries = 2, Args = Args("""{"attempts": 2}""").Args } });
+        var r = await flaky.Completion.WaitAsync(Limit);
+        Assert.Equal((TaskOutcome.Succeeded, 3, "local"), (r.Outcome, r.Attempts, r.Layer));
+        var forced = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("noop") { Id = "elsewhere", Spec = new TaskSpec { Layer = "nowhere" } }));
+        Assert.Contains("registered layer", forced.Message);
+        var quantum = run.Submit(new TaskRequest("noop") { Id = "q", Spec = new TaskSpec { Layer = "local" } });
+        Assert.Equal("local", (await quantum.Completion.WaitAsync(Limit)).Layer);
+    }
+
+    [Fact]
+    public async Task CompletingAnIdleRun_EndsIt_AndItTakesNoMoreTasks()
+    {
+        var engine = new TaskMeshEngine();
+        var run = engine.Open();
+        await System.Threading.Tasks.Task.Delay(50);
+        Assert.False(run.Completion.IsCompleted);   // an idle open run stays open
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(Limit);
+        Assert.Equal((RunStatus.Succeeded, 0L), (summary.Status, summary.Submitted));
+        Assert.Throws<InvalidOperationException>(() => run.Submit(Task("noop")));
+    }
+
+    [Fact]
+    public async Task ChainsAndFanIns_RunInDependencyOrder()
+    {
+        var engine = new TaskMeshEngine();
+        var order = new System.Collections.Concurrent.ConcurrentQueue<int>();
+        engine.Handlers.RegisterInline("mark", ctx => { order.Enqueue(ctx.Index); return null; });
+        await using var run = engine.Open(new OpenRunOptions { MaxPending = 64 });
+        SubmittedTask? previous = null;
+        var window = new Queue<SubmittedTask>();
+        const int n = 5_000;
+        for (int i = 0; i < n; i++)
+        {
+            var deps = window.Select(t => new TaskDependency(t)).ToArray();
+            var t = run.Submit(new TaskRequest("mark") { DependsOn = deps });
+            window.Enqueue(t);
+            if (window.Count > 8) window.Dequeue();
+            previous = t;
+        }
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(Limit);
+        Assert.Equal((RunStatus.Succeeded, (long)n), (summary.Status, summary.Succeeded));
+        Assert.Equal(Enumerable.Range(0, n), order.ToArray());   // each after the 8 before it: one order only
+    }
+}
