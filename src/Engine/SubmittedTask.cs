@@ -23,7 +23,9 @@ public sealed class SubmittedTask
     internal int State;
     internal int Pending = 1;                  // unfinished dependencies, plus one while it is being submitted
     internal SubmittedTask? SkipCause;         // the dependency that did not succeed (its own cause when it was skipped)
-    internal List<(SubmittedTask Task, EdgeKind Kind)>? Dependents;   // guarded by lock(this); null once ended
+    internal SubmittedTask? FirstDependent;    // guarded by lock(this), as the rest; cleared once ended
+    internal EdgeKind FirstDependentKind;
+    internal List<(SubmittedTask Task, EdgeKind Kind)>? Dependents;   // the second and later dependents
     internal List<SubmittedTask>? Inputs;      // data dependencies, in order; dropped when the task ends
     internal int Readers;                      // pending tasks that read this task's output
     internal int Expired;                      // 1: out of the retention window, released once unread

@@ -261,4 +261,30 @@ public sealed class OpenRunTests
         Assert.Equal((RunStatus.Succeeded, (long)n), (summary.Status, summary.Succeeded));
         Assert.Equal(Enumerable.Range(0, n), order.ToArray());   // each after the 8 before it: one order only
     }
+
+    [Fact]
+    public async Task TenMillionSubmittedTasks_KeepMemoryFlat()
+    {
+        var engine = new TaskMeshEngine();
+        long ran = 0;
+        engine.Handlers.RegisterInline("inc", _ => { Interlocked.Increment(ref ran); return null; });
+        await using var run = engine.Open(new OpenRunOptions { RetainTasks = 10_000 });
+        var request = new TaskRequest("inc");
+        long heapAtOneMillion = 0;
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        for (int i = 1; i <= 10_000_000; i++)
+        {
+            run.Submit(request);
+            if (i == 1_000_000) heapAtOneMillion = GC.GetTotalMemory(forceFullCollection: true);
+            if ((i & 0xFFFF) == 0) Assert.True(DateTime.UtcNow < deadline, $"only {i:N0} tasks submitted in 3 minutes");
+        }
+        long heapAtTenMillion = GC.GetTotalMemory(forceFullCollection: true);
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(10_000_000L, summary.Succeeded);
+        Assert.Equal(10_000_000L, Interlocked.Read(ref ran));
+        // Flat: nine million more tasks may not leave more than 64 MB behind (a task kept would be ~200 bytes: 1.8 GB).
+        Assert.True(heapAtTenMillion - heapAtOneMillion < 64L << 20,
+            $"heap after 1M tasks {heapAtOneMillion / 1048576.0:0.0} MB, after 10M {heapAtTenMillion / 1048576.0:0.0} MB");
+    }
 }

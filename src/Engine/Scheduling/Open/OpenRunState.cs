@@ -63,7 +63,7 @@ internal sealed class OpenRunState : AttemptHost
     private Chunk?[] _chunks = new Chunk?[16];   // grown by doubling (a reference per chunk); read without the lock
     private int _count;                          // tasks submitted (written under _submitLock)
     private int _pending;                        // submitted and not ended
-    private readonly SemaphoreSlim _room;
+    private readonly RoomGate _room;
     private readonly long[] _outcomes = new long[5];
 
     // Ended tasks in the order they ended, released beyond the retention window.
@@ -92,7 +92,7 @@ internal sealed class OpenRunState : AttemptHost
         _layers = layers;
         _layerNames = layers.Select(l => l.Name).ToArray();
         _baseDirectory = Path.GetFullPath(settings.BaseDirectory ?? Environment.CurrentDirectory);
-        _room = new SemaphoreSlim(settings.MaxPending, settings.MaxPending);
+        _room = new RoomGate(settings.MaxPending);
         Attempts = new AttemptRunner(this, escalation, retry);
         _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
         RunId = Guid.NewGuid().ToString("N")[..12];
@@ -250,19 +250,19 @@ internal sealed class OpenRunState : AttemptHost
     internal void WaitForRoom(CancellationToken ct)
     {
         ThrowIfClosed();
-        _room.Wait(ct);
+        if (!_room.TryTake()) _room.WaitAsync(ct).AsTask().GetAwaiter().GetResult();
     }
 
-    internal async Task WaitForRoomAsync(CancellationToken ct)
+    internal ValueTask WaitForRoomAsync(CancellationToken ct)
     {
         ThrowIfClosed();
-        await _room.WaitAsync(ct).ConfigureAwait(false);
+        return _room.TryTake() ? ValueTask.CompletedTask : _room.WaitAsync(ct);
     }
 
     internal bool TryTakeRoom()
     {
         ThrowIfClosed();
-        return _room.Wait(0);
+        return _room.TryTake();
     }
 
     private void ThrowIfClosed()
@@ -283,7 +283,7 @@ internal sealed class OpenRunState : AttemptHost
         }
         finally
         {
-            if (!added) _room.Release();
+            if (!added) _room.Give();
         }
     }
 
@@ -322,7 +322,7 @@ internal sealed class OpenRunState : AttemptHost
             Volatile.Write(ref _count, index + 1);
 
             if (deps is not null)
-                foreach (var (d, kind) in deps) Wire(t, d, kind);
+                for (int i = 0; i < deps.Count; i++) Wire(t, deps[i].Task, deps[i].Kind);
             if (template.Moved is { } moved)
                 RecordEscalation(index, moved.EscalatedFrom!, moved.Layer, moved.Trigger!, moved.Reason ?? moved.Trigger!, rule: moved.Rule);
         }
@@ -330,13 +330,17 @@ internal sealed class OpenRunState : AttemptHost
         return t;
     }
 
+    private readonly List<(SubmittedTask Task, EdgeKind Kind)> _depsScratch = [];
+
     private List<(SubmittedTask Task, EdgeKind Kind)>? ResolveDependencies(TaskRequest request, string shownId)
     {
         if (request.DependsOn is not { Count: > 0 } given) return null;
-        var deps = new List<(SubmittedTask, EdgeKind)>(given.Count);
+        var deps = _depsScratch;   // under the submit lock: one list for every submission
+        deps.Clear();
         List<GraphError>? errors = null;
-        foreach (var dep in given)
+        for (int i = 0; i < given.Count; i++)
         {
+            var dep = given[i];
             if (!Enum.IsDefined(dep.Kind))
             {
                 (errors ??= []).Add(new GraphError(GraphErrorCodes.BadValue, $"dependency kind {(int)dep.Kind} is not hard, data or soft", shownId));
@@ -391,7 +395,8 @@ internal sealed class OpenRunState : AttemptHost
             {
                 // Atomic: a dependency wired before this one may end, and decrement, meanwhile.
                 Interlocked.Increment(ref t.Pending);
-                (d.Dependents ??= []).Add((t, kind));
+                if (d.FirstDependent is null) (d.FirstDependent, d.FirstDependentKind) = (t, kind);
+                else (d.Dependents ??= []).Add((t, kind));
                 return;
             }
         }
@@ -448,6 +453,9 @@ internal sealed class OpenRunState : AttemptHost
         return false;
     }
 
+    /// <summary>Rounds of <see cref="SpinWait.SpinOnce(int)"/> (spins, then yields) an idle worker makes before it sleeps.</summary>
+    private const int IdleSpins = 200;
+
     private void WorkerLoop()
     {
         try
@@ -464,7 +472,10 @@ internal sealed class OpenRunState : AttemptHost
                     continue;
                 }
                 if (_stopping) break;
-                if (!spinner.NextSpinWillYield)
+                // Tasks arrive one at a time from producers: a worker that parks at once would be
+                // woken (a futex call) for nearly every task. It spins, then yields its core (to the
+                // producer, on a small machine), for about IdleSpins rounds before it sleeps.
+                if (spinner.Count < IdleSpins)
                 {
                     spinner.SpinOnce(sleep1Threshold: -1);
                     continue;
@@ -575,11 +586,13 @@ internal sealed class OpenRunState : AttemptHost
         if (t.Extras is { ElapsedMs: > 0 } x) duration += TimeSpan.FromMilliseconds(x.ElapsedMs);
         t.Duration = duration;
         List<(SubmittedTask Task, EdgeKind Kind)>? dependents;
+        SubmittedTask? first;
+        EdgeKind firstKind;
         lock (t)
         {
             Interlocked.Exchange(ref t.State, SubmittedTask.Ended);   // full fence: the fields above precede it
-            dependents = t.Dependents;
-            t.Dependents = null;
+            (first, firstKind, dependents) = (t.FirstDependent, t.FirstDependentKind, t.Dependents);
+            (t.FirstDependent, t.Dependents) = (null, null);
         }
         Interlocked.Increment(ref _outcomes[(int)outcome]);
         if (t.Inputs is { } inputs)
@@ -593,24 +606,29 @@ internal sealed class OpenRunState : AttemptHost
         t.Completed();   // after the bookkeeping: whoever awaits it sees the run as the task left it
 
         SubmittedTask? next = null;
-        if (dependents is not null)
+        if (first is not null)
         {
             bool propagate = outcome != TaskOutcome.Succeeded;
-            foreach (var (d, kind) in dependents)
-            {
-                // The skip mark is written before the decrement, whose full fence publishes it.
-                if (propagate && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref d.SkipCause, t, null);
-                if (Interlocked.Decrement(ref d.Pending) != 0) continue;
-                if (onWorker && next is null && d.Priority != (byte)TaskPriority.Low
-                    && Interlocked.CompareExchange(ref d.State, SubmittedTask.Queued, SubmittedTask.Waiting) == SubmittedTask.Waiting)
-                    next = d;
-                else
-                    MakeReady(d);
-            }
+            Release(t, first, firstKind, propagate, onWorker, ref next);
+            if (dependents is not null)
+                foreach (var (d, kind) in dependents) Release(t, d, kind, propagate, onWorker, ref next);
         }
-        _room.Release();
+        _room.Give();
         if (Interlocked.Decrement(ref _pending) == 0 && (_completing || _cancelled)) EndRun(null);
         return next;
+    }
+
+    /// <summary>One dependency of <paramref name="d"/> ended: the last one makes it ready (the first such, on a worker, is run next by that worker).</summary>
+    private void Release(SubmittedTask ended, SubmittedTask d, EdgeKind kind, bool propagate, bool onWorker, ref SubmittedTask? next)
+    {
+        // The skip mark is written before the decrement, whose full fence publishes it.
+        if (propagate && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref d.SkipCause, ended, null);
+        if (Interlocked.Decrement(ref d.Pending) != 0) return;
+        if (onWorker && next is null && d.Priority != (byte)TaskPriority.Low
+            && Interlocked.CompareExchange(ref d.State, SubmittedTask.Queued, SubmittedTask.Waiting) == SubmittedTask.Waiting)
+            next = d;
+        else
+            MakeReady(d);
     }
 
     // ---------------------------------------------------------------- retention
@@ -713,6 +731,75 @@ internal sealed class OpenRunState : AttemptHost
         var status = _cancelled ? RunStatus.Cancelled : failed > 0 || Counts(TaskOutcome.Skipped) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
         _completion.TrySetResult(new OpenRunResult(RunId, status, SubmittedCount, Counts(TaskOutcome.Succeeded), failed,
             Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled), Stopwatch.GetElapsedTime(_openedTimestamp)));
+    }
+}
+
+/// <summary>
+/// The bound on an open run's pending tasks, without a lock on the way in or out: a counter taken
+/// with compare-and-swap. A producer that finds no room waits on a doorbell that the tasks ending
+/// ring once a quarter of the room is free again (not at every end: a producer at the bound then
+/// submits in bursts, and ending tasks rarely take a lock).
+/// </summary>
+internal sealed class RoomGate(int capacity)
+{
+    private readonly int _capacity = capacity;
+    private readonly int _wakeAt = Math.Max(0, capacity - Math.Max(1, capacity / 4));
+    private int _taken;
+    private int _waiters;
+    private readonly object _lock = new();
+    private TaskCompletionSource? _doorbell;
+
+    public bool TryTake()
+    {
+        int seen;
+        do
+        {
+            seen = Volatile.Read(ref _taken);
+            if (seen >= _capacity) return false;
+        }
+        while (Interlocked.CompareExchange(ref _taken, seen + 1, seen) != seen);
+        return true;
+    }
+
+    public async ValueTask WaitAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            Task bell;
+            lock (_lock)
+            {
+                _waiters++;
+                Interlocked.MemoryBarrier();   // the announcement precedes the re-check (an ending task reads them the other way round)
+                if (TryTake())
+                {
+                    _waiters--;
+                    return;
+                }
+                bell = (_doorbell ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+            }
+            try
+            {
+                await bell.WaitAsync(ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                lock (_lock) _waiters--;
+            }
+            if (TryTake()) return;
+        }
+    }
+
+    public void Give()
+    {
+        int left = Interlocked.Decrement(ref _taken);   // full fence: the count precedes the read of the waiters
+        if (Volatile.Read(ref _waiters) == 0 || left > _wakeAt) return;
+        TaskCompletionSource? bell;
+        lock (_lock)
+        {
+            bell = _doorbell;
+            _doorbell = null;
+        }
+        bell?.TrySetResult();
     }
 }
 
