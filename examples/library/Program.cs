@@ -1,5 +1,5 @@
-// A program that embeds TaskMesh: a graph built in code and run, then the same through the
-// composition root with a run store. Build it against the packed packages:
+// A program that embeds TaskMesh: a graph built in code and run, an open run fed while it goes,
+// then a run through the composition root with a run store. Build it against the packed packages:
 //   dotnet pack Engine.sln -c Release -o artifacts/packages   (from the repository's root)
 //   dotnet run --project examples/library
 using Microsoft.Extensions.DependencyInjection;
@@ -19,7 +19,21 @@ for (int x = 1; x <= 10; x++) sum.DependsOn(g.Task($"sq{x}", "square", new { x }
 RunResult result = await engine.RunAsync(engine.Prepare(g), new RunOptions { KeepOutputs = true });
 Console.WriteLine($"engine: {result.StatusName}, {result.Total} tasks, sum of squares = {result.OutputOf(sum.Index)}");
 
-// 2. Through the composition root: the config's engine, a run store, the learned router.
+// 2. An open run: tasks submitted while it goes, each after the tasks it names.
+await using (var open = engine.Open())
+{
+    var squares = Enumerable.Range(1, 10).Select(x => open.Submit(new TaskRequest("square")
+    {
+        Spec = new TaskSpec { Args = System.Text.Json.JsonSerializer.SerializeToElement(new { x }) },
+    })).ToList();
+    var total = open.Submit(new TaskRequest("sum") { Id = "total", DependsOn = squares.Select(t => new TaskDependency(t, EdgeKind.Data)).ToList() });
+    TaskResult answer = await total.Completion;
+    open.Complete();
+    OpenRunResult ended = await open.Completion;
+    Console.WriteLine($"open run: {answer.Id} = {answer.Output} on {answer.Layer}; {ended.Succeeded}/{ended.Submitted} tasks succeeded");
+}
+
+// 3. Through the composition root: the config's engine, a run store, the learned router.
 string store = Path.Combine(Path.GetTempPath(), $"taskmesh-library-{Environment.ProcessId}.db");
 var services = new ServiceCollection();
 services.AddTaskMesh(new TaskMeshConfig()).AddSqliteStore(store).AddLearnedRouter();

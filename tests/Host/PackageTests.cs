@@ -75,6 +75,7 @@ public sealed class PackageTests : IDisposable
 
         var output = await Dotnet(Path.Combine(copy, "examples", "library"), "run", "-c", "Release", $"-p:TaskMeshVersion={_version}");
         Assert.Contains("engine: succeeded, 11 tasks, sum of squares = 385", output);
+        Assert.Contains("open run: total = 385 on local; 11/11 tasks succeeded", output);
         Assert.Matches(@"runtime: succeeded, 20/20 succeeded, recorded as run [0-9a-f]+ \(succeeded\)", output);
         // The command as a .NET tool, installed from the same feed, runs a graph.
         var tools = Path.Combine(_dir, "tools");

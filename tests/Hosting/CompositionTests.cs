@@ -49,6 +49,25 @@ public sealed class CompositionTests : IDisposable
     }
 
     [Fact]
+    public async Task Open_TakesTheConfigsBound_AndRoutesEachTaskToALayerThatCanRunIt()
+    {
+        var services = new ServiceCollection();
+        services.AddTaskMesh(Config(PaidLayer + "[open_runs]\nmax_pending = 2\n")).AddSqliteStore(Path.Combine(_dir, "s.db"));
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+        await using var run = runtime.Open("service");
+        var spec = new TaskSpec { Requires = ["gpu"], Args = System.Text.Json.JsonSerializer.SerializeToElement(new { millis = 200 }) };
+        var a = run.Submit(new TaskRequest("sleep") { Id = "a", Spec = spec });
+        var b = run.Submit(new TaskRequest("sleep") { Id = "b", Spec = spec });
+        Assert.False(run.TrySubmit(new TaskRequest("noop"), out _));   // max_pending = 2
+        var ra = await a.Completion.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal((TaskOutcome.Succeeded, "paid"), (ra.Outcome, ra.Layer));
+        Assert.Equal("paid", (await b.Completion.WaitAsync(TimeSpan.FromSeconds(30))).Layer);
+        Assert.True(run.TrySubmit(new TaskRequest("noop"), out var c));
+        Assert.Equal("local", (await c.Completion.WaitAsync(TimeSpan.FromSeconds(30))).Layer);
+    }
+
+    [Fact]
     public void Options_AreValidatedOnce_WithEveryProblemTogether()
     {
         var services = new ServiceCollection();

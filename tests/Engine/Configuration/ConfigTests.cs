@@ -93,6 +93,28 @@ public class ConfigTests
     }
 
     [Fact]
+    public void Parse_OpenRunKeys_SetTheBoundAndTheRetentionWindow_AndBadOnesNameKeyAndLine()
+    {
+        var c = TaskMeshConfig.Parse("""
+            [open_runs]
+            max_pending = 64
+            retain_tasks = 0
+            retain_bytes = 1024
+            """);
+        Assert.Equal((64, 0, 1024L), (c.OpenMaxPending, c.OpenRetainTasks, c.OpenRetainBytes));
+        var d = TaskMeshConfig.Parse("");
+        Assert.Equal((TaskMesh.Engine.OpenRunOptions.DefaultMaxPending, TaskMesh.Engine.OpenRunOptions.DefaultRetainTasks, TaskMesh.Engine.OpenRunOptions.DefaultRetainBytes),
+            (d.OpenMaxPending, d.OpenRetainTasks, d.OpenRetainBytes));
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("""
+            [open_runs]
+            max_pending = 0
+            retain_bytes = -1
+            """, "o.toml"));
+        Assert.Contains("o.toml:2: key 'open_runs.max_pending' is 0; it must be between 1 and 100000000", ex.Message);
+        Assert.Contains("o.toml:3: key 'open_runs.retain_bytes'", ex.Message);
+    }
+
+    [Fact]
     public void Parse_SyntaxError_HasLine()
     {
         var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[execution]\nmax_parallel_tasks = = 3\n", "s.toml"));
