@@ -21,7 +21,6 @@ internal sealed record StreamRecord(string shape, string system, int tasks, int 
 internal static class StreamSuite
 {
     private static long s_counter;
-    private static long s_started;
     private const int Workers = 2;
 
     public static int Run(string[] args)
@@ -123,12 +122,10 @@ internal static class StreamSuite
 
     private static void RunOpen(TaskMeshEngine engine, string shape, int n, int maxPending, int retain)
     {
-        s_started = Stopwatch.GetTimestamp();
         int window = Window(shape);
         var run = engine.Open(new OpenRunOptions { MaxPending = maxPending, RetainTasks = retain });
         var last = new SubmittedTask[Math.Max(window, 1)];
         var request = new TaskRequest("inc");
-        var deps = new TaskDependency[window];
         var requests = new TaskRequest[window + 1];
         for (int k = 0; k <= window; k++)
             requests[k] = k == 0 ? request : new TaskRequest("inc") { DependsOn = new TaskDependency[k] };
@@ -144,11 +141,8 @@ internal static class StreamSuite
             var t = run.Submit(r);
             if (window > 0) last[i % window] = t;
         }
-        long submitted = Stopwatch.GetTimestamp();
         run.Complete();
         var summary = run.Completion.GetAwaiter().GetResult();
-        if (Environment.GetEnvironmentVariable("STREAM_DEBUG") == "1")
-            Console.WriteLine($"    submit loop {Stopwatch.GetElapsedTime(s_started, submitted).TotalMilliseconds:0} ms, drain {Stopwatch.GetElapsedTime(submitted).TotalMilliseconds:0} ms");
         if (summary.Succeeded != n) throw new InvalidOperationException($"open run: {summary.Succeeded} of {n} succeeded");
     }
 

@@ -105,7 +105,7 @@ public sealed class OpenRunOptions
     public int MaxPending { get; set; } = DefaultMaxPending;
 
     /// <summary>The default of <see cref="MaxPending"/>, from the <c>stream</c> benchmark (bench/README.md).</summary>
-    public const int DefaultMaxPending = 16_384;
+    public const int DefaultMaxPending = 4_096;
 
     /// <summary>Ended tasks the run keeps (their outputs, for dependents submitted later) beyond those still read.</summary>
     public int RetainTasks { get; set; } = DefaultRetainTasks;
