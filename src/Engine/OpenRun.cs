@@ -131,12 +131,23 @@ public sealed class OpenRunOptions
     /// <summary>Most the run's attempts may cost: a retry or escalation that would pass it is refused.</summary>
     public double? Budget { get; set; }
 
+    /// <summary>
+    /// Records the run in this store as it goes (status <c>open</c>, then <c>interrupted</c> if the
+    /// process dies): tasks with ids of their own get a row and their output, so that once the run is
+    /// resumed (<see cref="Resume"/>) resubmitting one that completed answers it from the store.
+    /// </summary>
+    public Store.RunStore? Store { get; set; }
+
+    /// <summary>The id of an interrupted open run of <see cref="Store"/> to take over (its owner is gone).</summary>
+    public string? Resume { get; set; }
+
     internal void Check()
     {
         if (MaxPending < 1) throw new ArgumentOutOfRangeException(nameof(MaxPending), MaxPending, "MaxPending must be at least 1");
         if (RetainTasks < 0) throw new ArgumentOutOfRangeException(nameof(RetainTasks), RetainTasks, "RetainTasks must not be negative");
         if (RetainBytes < 0) throw new ArgumentOutOfRangeException(nameof(RetainBytes), RetainBytes, "RetainBytes must not be negative");
         if (Budget is double b && !(b >= 0)) throw new ArgumentOutOfRangeException(nameof(Budget), Budget, "a budget is a non-negative number");
+        if (Resume is not null && Store is null) throw new ArgumentException("OpenRunOptions.Resume needs OpenRunOptions.Store: the run to resume is in a store", nameof(Resume));
     }
 }
 
@@ -205,7 +216,14 @@ public readonly record struct TaskDependency
 /// <param name="Confidence">The confidence its handler reported on its last attempt, if any.</param>
 /// <param name="Error">Why it failed, timed out, was skipped or cancelled; a note on a success.</param>
 /// <param name="Duration">From its first attempt's start to its end (zero when it never ran).</param>
-public sealed record TaskResult(string Id, TaskOutcome Outcome, object? Output, string? Layer, int Attempts, double? Confidence, string? Error, TimeSpan Duration);
+public sealed record TaskResult(string Id, TaskOutcome Outcome, object? Output, string? Layer, int Attempts, double? Confidence, string? Error, TimeSpan Duration)
+{
+    /// <summary>The output in a line (at most a few hundred characters), as the store and the run summaries show it; null unless it succeeded.</summary>
+    public string? OutputSummary => Outcome == TaskOutcome.Succeeded ? Scheduling.OutputSummary.Of(Output) : null;
+
+    /// <summary>The outcome's name as the store and the command line write it: <c>succeeded</c>, <c>failed</c>, <c>timed_out</c>, <c>skipped</c>, <c>cancelled</c>.</summary>
+    public string OutcomeName => Store.RunRecorder.Status(Outcome);
+}
 
 /// <summary>How an open run ended.</summary>
 /// <param name="RunId">The run's id.</param>

@@ -42,10 +42,11 @@ public sealed class SubmittedTask
     internal double? Confidence;               // reported by the handler on the last attempt
     private TaskCompletionSource<TaskResult>? _completion;
 
-    internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority)
+    internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority, int indexBase = 0)
     {
         Run = run;
         Index = index;
+        _indexBase = indexBase;
         _id = id;
         Template = template;
         Priority = priority;
@@ -53,14 +54,17 @@ public sealed class SubmittedTask
     }
 
     /// <summary>The task's id (given, or <c>#N</c> with N its place in submission order).</summary>
-    public string Id => _id ??= GeneratedId(Index);
+    public string Id => _id ??= GeneratedId(_indexBase + Index);
 
     internal bool HasGivenId => _id is not null && !_id.StartsWith('#');
 
     internal static string GeneratedId(int index) => "#" + index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
-    /// <summary>Its place in submission order (0 for the run's first task).</summary>
-    public int SequenceNumber => Index;
+    /// <summary>Its place in submission order (0 for the run's first task; a resumed run goes on from its earlier life's count).</summary>
+    public int SequenceNumber => _indexBase + Index;
+
+    private readonly int _indexBase;
+    internal string? SpecHash;                 // with a store and an id of its own: what makes a resubmission the same task
 
     /// <summary>True once the task ended.</summary>
     public bool IsEnded => Volatile.Read(ref State) == Ended;

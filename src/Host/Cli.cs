@@ -40,6 +40,7 @@ public static class Cli
         root.Subcommands.Add(RunsCommand.Create(io));
         root.Subcommands.Add(AuditCommand.Create(io));
         root.Subcommands.Add(RunCommand.CreateResume(io));
+        root.Subcommands.Add(OpenCommand.Create(io));
         root.Subcommands.Add(RunCommand.CreateEscalate(io));
         root.Subcommands.Add(MetricsCommand.Create(io));
         root.Subcommands.Add(LayersCommand.Create(io));

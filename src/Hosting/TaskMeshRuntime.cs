@@ -111,11 +111,18 @@ public sealed class TaskMeshRuntime : IDisposable
 
     /// <summary>
     /// Opens a run that takes tasks while it goes (<see cref="OpenRun"/>) on this runtime's engine,
-    /// with the config's <c>[open_runs]</c> settings and the budget today's daily cost limit leaves.
+    /// with the config's <c>[open_runs]</c> settings and the budget today's daily cost limit leaves,
+    /// recorded in the runtime's store when it has one. <paramref name="resume"/> takes over an
+    /// interrupted open run of the store: tasks it completed, resubmitted with the same id and
+    /// options, are answered from the store.
     /// </summary>
-    public OpenRun Open(string name = "open", double? budget = null) => Engine.Open(new OpenRunOptions
+    /// <exception cref="ArgumentException"><paramref name="resume"/> names no open run of the store, or the runtime has no store.</exception>
+    /// <exception cref="InvalidOperationException">The run to resume is still going in a live process.</exception>
+    public OpenRun Open(string name = "open", double? budget = null, string? resume = null) => Engine.Open(new OpenRunOptions
     {
         Name = name,
+        Store = Store,
+        Resume = resume,
         MaxPending = Config.OpenMaxPending,
         RetainTasks = Config.OpenRetainTasks,
         RetainBytes = Config.OpenRetainBytes,

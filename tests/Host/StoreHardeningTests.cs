@@ -282,6 +282,71 @@ public sealed class StoreHardeningTests : IDisposable
             Assert.Equal(["succeeded", "interrupted"], s.ListRuns().Select(r => r.Status));
     }
 
+    // ------------------------------------------------------------------ open runs: SIGKILL, resume, resubmit
+
+    [Fact]
+    public async Task OpenRun_KilledAndResumed_TasksItCompletedAreAnsweredFromTheStore_NoneRunsTwice()
+    {
+        var store = Path.Combine(_dir, "s.db");
+        var config = Write("c.toml", "[handlers]\nshell_enabled = true\n");
+        // A chain of 40 tasks, each leaving a line in effects.log when it runs.
+        var lines = Enumerable.Range(0, 40).Select(i => JsonSerializer.Serialize(new
+        {
+            id = $"t{i:00}",
+            handler = "shell",
+            args = new { command = "sh", args = new[] { "-c", $"echo t{i:00} >> effects.log; sleep 0.05" } },
+            dependsOn = i == 0 ? Array.Empty<string>() : [$"t{i - 1:00}"],
+        }));
+        var tasks = Write("tasks.jsonl", string.Join('\n', lines) + "\n");
+        var first = Start("open", tasks, "--store", store, "--config", config);
+        string runId = "";
+        await WaitUntil(() =>
+        {
+            if (!File.Exists(store)) return false;
+            using var s = RunStore.Open(store, readOnly: true);
+            var r = s.ListRuns(1);
+            if (r.Count == 0 || s.TasksOf(r[0].RunId).Count(t => t.Status == "succeeded") < 8) return false;
+            runId = r[0].RunId;
+            return true;
+        }, "eight tasks of the open run to complete");
+        var (listed, _) = await Ok("runs", "--store", store, "--status", "open");
+        Assert.Contains(runId, listed);
+
+        first.Kill();   // SIGKILL
+        await first.WaitForExitAsync();
+        HashSet<string> done;
+        using (var s = RunStore.Open(store, readOnly: true))
+        {
+            Assert.Equal("interrupted", s.GetRun(runId).Status);
+            done = s.TasksOf(runId).Where(t => t.Status == "succeeded").Select(t => t.Id).ToHashSet();
+        }
+        Assert.True(done.Count is >= 8 and < 40, $"{done.Count} tasks done at the kill");
+
+        // Resumed, and fed the same tasks again: the completed ones are answered, the rest run.
+        var (stdout, stderr) = await Ok("open", tasks, "--store", store, "--config", config, "--resume", runId);
+        Assert.Contains($"open run {runId}: succeeded, 40 submitted, 40 succeeded", stderr);
+        var ends = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(40, ends.Count);
+        foreach (var e in ends)
+        {
+            string id = e.GetProperty("id").GetString()!;
+            Assert.Equal("succeeded", e.GetProperty("outcome").GetString());
+            Assert.Equal(done.Contains(id) ? 0 : 1, e.GetProperty("attempts").GetInt32());
+        }
+        var ran = File.ReadAllLines(Path.Combine(_dir, "effects.log")).GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+        foreach (var id in done) Assert.True(ran[id] == 1, $"{id}, completed before the kill, ran {ran[id]} times");
+        Assert.Equal(40, ran.Count);   // and every task ran
+        using (var s = RunStore.Open(store, readOnly: true))
+            Assert.Equal("succeeded", s.GetRun(runId).Status);
+
+        // Sent again with other options under a completed id: refused, with the reason.
+        var changed = Write("changed.jsonl", JsonSerializer.Serialize(new { id = "t00", handler = "noop" }) + "\n");
+        var (code, _, refusal) = await Tm("open", changed, "--store", store, "--resume", runId);
+        Assert.Equal(2, code);
+        Assert.Contains("t00", refusal);
+        Assert.Contains("other options", refusal);
+    }
+
     // ------------------------------------------------------------------ 6, 7, 9 and 13. models
 
     private async Task<string> StoreWithHistory(string store, bool failures)

@@ -515,25 +515,28 @@ public sealed class RunRecorder : IRunObserver
     {
         public override long Bytes => 2L * json.Length;
 
-        public override void Apply(StoreBatch b)
-        {
-            string? file = null;
-            if (json.Length > OutputFiles.InlineLimit)
-            {
-                file = OutputFiles.OutputName(runId, task);
-                OutputFiles.Write(b.FilesFolder, file, json);
-            }
-            var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json, file, bytes) VALUES ($run, $task, $json, $file, $bytes)");
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$task", task);
-            cmd.Parameters.AddWithValue("$json", file is null ? json : "");
-            cmd.Parameters.AddWithValue("$file", (object?)file ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$bytes", json.Length);
-            cmd.ExecuteNonQuery();
-        }
+        public override void Apply(StoreBatch b) => WriteOutput(b, runId, task, json);
     }
 
-    private sealed class AuditRow(string runId, string? taskId, string category, string at, string detail) : StoreWrite
+    /// <summary>Keeps a task's output: in its row, or in a file beside the store when it is large.</summary>
+    internal static void WriteOutput(StoreBatch b, string runId, int task, string json)
+    {
+        string? file = null;
+        if (json.Length > OutputFiles.InlineLimit)
+        {
+            file = OutputFiles.OutputName(runId, task);
+            OutputFiles.Write(b.FilesFolder, file, json);
+        }
+        var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json, file, bytes) VALUES ($run, $task, $json, $file, $bytes)");
+        cmd.Parameters.AddWithValue("$run", runId);
+        cmd.Parameters.AddWithValue("$task", task);
+        cmd.Parameters.AddWithValue("$json", file is null ? json : "");
+        cmd.Parameters.AddWithValue("$file", (object?)file ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("$bytes", json.Length);
+        cmd.ExecuteNonQuery();
+    }
+
+    internal sealed class AuditRow(string runId, string? taskId, string category, string at, string detail) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {
@@ -608,7 +611,7 @@ public sealed class RunRecorder : IRunObserver
         return bytes;
     }
 
-    private static string Status(TaskOutcome o) => o switch
+    internal static string Status(TaskOutcome o) => o switch
     {
         TaskOutcome.Succeeded => "succeeded",
         TaskOutcome.Failed => "failed",
@@ -716,7 +719,7 @@ public sealed class RunRecorder : IRunObserver
         }
     }
 
-    private sealed class EscalationRow(string runId, EscalationRecord e) : StoreWrite
+    internal sealed class EscalationRow(string runId, EscalationRecord e) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {

@@ -289,12 +289,12 @@ public sealed class RunStore : IDisposable
 
     /// <summary>The newest runs first.</summary>
     /// <param name="limit">Most runs to list.</param>
-    /// <param name="status">Only runs with this status (<c>succeeded</c>, <c>failed</c>, <c>cancelled</c>, <c>running</c>, <c>interrupted</c>), or null.</param>
+    /// <param name="status">Only runs with this status (<c>succeeded</c>, <c>failed</c>, <c>cancelled</c>, <c>running</c>, <c>open</c> (an open run still taking tasks), <c>interrupted</c>), or null.</param>
     /// <remarks>A run whose row still says <c>running</c> but whose owner is gone (<see cref="RunOwner"/>) is listed as <c>interrupted</c>.</remarks>
     public IReadOnlyList<StoredRun> ListRuns(int limit = 20, string? status = null)
     {
         // "running" and "interrupted" rows are told apart by their owner, so both are read for either.
-        bool byOwner = status is "running" or "interrupted";
+        bool byOwner = status is "running" or "interrupted" or "open";
         var list = ReadRuns("($status IS NULL OR r.status = $status OR ($byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
         {
             cmd.Parameters.AddWithValue("$status", (object?)status ?? DBNull.Value);
@@ -317,7 +317,7 @@ public sealed class RunStore : IDisposable
     public (RunOwner Owner, string RunId)? LiveOwnerOf(string runId)
     {
         var run = GetRun(runId);
-        if (run.Status == "running" && run.Owner is { } owner) return (owner, run.RunId);
+        if (run.Status is "running" or "open" && run.Owner is { } owner) return (owner, run.RunId);
         foreach (var resumer in ReadRuns("r.resumed_from = $run AND r.status = 'running'", cmd => cmd.Parameters.AddWithValue("$run", runId), int.MaxValue))
             if (resumer.Status == "running" && resumer.Owner is { } o) return (o, resumer.RunId);
         return null;
@@ -331,7 +331,7 @@ public sealed class RunStore : IDisposable
             cmd.CommandText = $"""
                 SELECT r.run_id, r.graph_name, r.status, r.started_at, r.finished_at, r.total, r.succeeded, r.failed, r.timed_out,
                        r.skipped, r.cancelled, r.restored, r.cached, r.escalations, r.cost, r.wall_ms, r.critical_path_ms, r.graph_path, r.graph_hash, r.ready_order,
-                       r.owner_host, r.owner_pid, r.owner_started, c.updated_at, r.inputs
+                       r.owner_host, r.owner_pid, r.owner_started, c.updated_at, r.inputs, r.kind
                 FROM runs r LEFT JOIN run_checkpoints c ON c.run_id = r.run_id WHERE {where}
                 ORDER BY r.started_at DESC, r.rowid DESC LIMIT $limit
                 """;
@@ -352,6 +352,7 @@ public sealed class RunStore : IDisposable
                     var heartbeat = r.IsDBNull(23) ? startedAt : DateTimeOffset.Parse(r.GetString(23), inv);
                     bool alive = owner?.IsAlive() ?? DateTimeOffset.UtcNow - heartbeat < RunOwner.StaleAfter;
                     if (!alive) status = "interrupted";
+                    else if (!r.IsDBNull(25) && r.GetString(25) == OpenRunKind) status = "open";
                 }
                 list.Add(new StoredRun(r.GetString(0), r.GetString(1), status, startedAt,
                     r.IsDBNull(4) ? null : DateTimeOffset.Parse(r.GetString(4), inv),
@@ -513,6 +514,57 @@ public sealed class RunStore : IDisposable
             return restored;
 
             string? Resolve(string kept) => kept.StartsWith(FileMarker, StringComparison.Ordinal) ? OutputFiles.Read(FilesFolder, kept[FileMarker.Length..]) : kept;
+        }
+    }
+
+    /// <summary>The <c>runs.kind</c> of an open run (one that takes tasks while it goes).</summary>
+    internal const string OpenRunKind = "open";
+
+    /// <summary>
+    /// What an open run recorded of the task it ran under <paramref name="taskId"/> most lately:
+    /// its status, spec hash and (when it succeeded and its output was kept) its output; null when
+    /// it recorded none.
+    /// </summary>
+    internal (string Status, string? SpecHash, bool HasOutput, object? Output)? OpenTaskOf(string runId, string taskId)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = """
+                SELECT t.status, t.spec_hash, o.json, o.file FROM task_executions t
+                LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_index = t.task_index
+                WHERE t.run_id = $run AND t.task_id = $task ORDER BY t.task_index DESC LIMIT 1
+                """;
+            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$task", taskId);
+            using var r = cmd.ExecuteReader();
+            if (!r.Read()) return null;
+            string? json = r.IsDBNull(3) ? r.IsDBNull(2) ? null : r.GetString(2) : OutputFiles.Read(FilesFolder, r.GetString(3));
+            return (r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), json is not null, json is null ? null : StoredOutput.Restore(json));
+        }
+    }
+
+    /// <summary>The next task index of an open run resumed from <paramref name="runId"/> (past every row it kept).</summary>
+    internal int NextOpenTaskIndex(string runId)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT coalesce(max(task_index) + 1, 0) FROM task_executions WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", runId);
+            return Convert.ToInt32(cmd.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+    }
+
+    /// <summary>Whether <paramref name="runId"/> is an open run.</summary>
+    internal bool IsOpenRun(string runId)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT kind FROM runs WHERE run_id = $run";
+            cmd.Parameters.AddWithValue("$run", runId);
+            return cmd.ExecuteScalar() as string == OpenRunKind;
         }
     }
 

@@ -227,5 +227,13 @@ internal static class StoreSchema
         ALTER TABLE runs ADD COLUMN inputs TEXT;
         CREATE INDEX runs_resumed_from ON runs (resumed_from);
         """,
+        // v7 -> v8: open runs (tasks submitted while the run goes): the run's kind ('open'; null for
+        // a graph), and each task's spec hash, so that a task resubmitted after a crash under the id
+        // it completed with is answered from its row instead of run again.
+        """
+        ALTER TABLE runs ADD COLUMN kind TEXT;
+        ALTER TABLE task_executions ADD COLUMN spec_hash TEXT;
+        CREATE INDEX task_executions_task_id ON task_executions (run_id, task_id);
+        """,
     ];
 }

@@ -12,7 +12,7 @@ internal static class RunsCommand
     public static Command Create(CliIO io)
     {
         var limit = CliOptions.Int("--limit", 1, 1_000_000, "Most runs to list (default 20).");
-        var status = CliOptions.OneOf("--status", "Only runs with this status.", "running", "succeeded", "failed", "cancelled", "interrupted");
+        var status = CliOptions.OneOf("--status", "Only runs with this status.", "running", "open", "succeeded", "failed", "cancelled", "interrupted");
         var json = new Option<string?>("--json") { Description = "Write the runs (JSON) to this file.", HelpName = "FILE" };
         var store = StoreInput.StoreOption();
         var config = CliOptions.Config();

@@ -77,6 +77,11 @@ internal sealed class OpenRunState : AttemptHost
     private readonly int _workerCount;
     private int _workersExited;
 
+    // The store's record of the run (null without a store); a resumed run answers tasks it completed before from it.
+    private readonly Store.OpenRunJournal? _journal;
+    private readonly bool _resumed;
+    private readonly int _indexBase;   // a resumed run numbers its tasks after those its earlier life recorded
+
     private volatile bool _cancelled;
     private volatile bool _completing;
     private volatile bool _stopping;
@@ -95,7 +100,20 @@ internal sealed class OpenRunState : AttemptHost
         _room = new RoomGate(settings.MaxPending);
         Attempts = new AttemptRunner(this, escalation, retry);
         _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
-        RunId = Guid.NewGuid().ToString("N")[..12];
+        RunId = settings.Resume ?? Guid.NewGuid().ToString("N")[..12];
+        if (settings.Store is { } store)
+        {
+            if (settings.Resume is { } resume)
+            {
+                if (!store.IsOpenRun(resume)) throw new ArgumentException($"store '{store.Path}' holds no open run '{GraphLimits.Printable(resume)}'", nameof(settings));
+                if (store.LiveOwnerOf(resume) is { } live)
+                    throw new InvalidOperationException($"open run {resume} is still going ({live.Owner}): it cannot be resumed twice");
+                _indexBase = store.NextOpenTaskIndex(resume);
+                _resumed = true;
+            }
+            _journal = new Store.OpenRunJournal(store, RunId, settings.Name, _resumed, null, () => (SubmittedCount, Counts(TaskOutcome.Succeeded),
+                Counts(TaskOutcome.Failed), Counts(TaskOutcome.TimedOut), Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled)));
+        }
         _workerCount = Math.Max(1, options.WorkerThreads);
         for (int i = 0; i < _workerCount; i++)
             WorkerThreads.Run(static s => ((OpenRunState)s!).WorkerLoop(), this);
@@ -137,7 +155,7 @@ internal sealed class OpenRunState : AttemptHost
         ArgumentNullException.ThrowIfNull(id);
         if (TryParseGenerated(id, out int index))
         {
-            task = FindAt(index);
+            task = FindAt(index - _indexBase);
             return task is not null && Volatile.Read(ref task.Released) == 0;
         }
         return _byId.TryGetValue(id, out task);
@@ -220,7 +238,16 @@ internal sealed class OpenRunState : AttemptHost
 
     internal override void RecordEscalation(int node, string from, string to, string trigger, string reason, double? previousConfidence = null,
         string? previousOutput = null, Escalation.EscalationRule? rule = null)
-        => ExtrasOf(node).Escalations++;
+    {
+        ExtrasOf(node).Escalations++;
+        _journal?.Escalated(new EscalationRecord(IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
+        {
+            TaskIndex = node,
+            PreviousConfidence = previousConfidence,
+            PreviousOutputSummary = previousOutput,
+            Rule = rule,
+        });
+    }
 
     internal override void OnGuardedStarted() { }
     internal override void OnGuardedEnded() { }
@@ -297,7 +324,7 @@ internal sealed class OpenRunState : AttemptHost
             int index = _count;
             if (index == int.MaxValue) Refuse(GraphErrorCodes.Limit, $"open run {RunId} has taken {int.MaxValue} tasks: open another run", request.Id);
             string? id = request.Id;
-            string shownId = id ?? SubmittedTask.GeneratedId(index);
+            string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
             if (id is not null)
             {
                 if (GraphLimits.IdProblem(id) is string problem) Refuse(GraphErrorCodes.BadId, $"id {problem}", id);
@@ -306,8 +333,10 @@ internal sealed class OpenRunState : AttemptHost
             }
             var deps = ResolveDependencies(request, shownId);
             var template = TemplateFor(request, shownId);
+            string? specHash = id is not null && _journal is not null ? SpecHash(request) : null;
+            var answered = _resumed && id is not null ? AnsweredFromStore(id, specHash!) : null;
 
-            t = new SubmittedTask(this, index, id, template, (byte)request.Priority);
+            t = new SubmittedTask(this, index, id, template, (byte)request.Priority, _indexBase) { SpecHash = specHash };
             var chunks = _chunks;
             int c = index >> ChunkShift;
             if (c == chunks.Length)
@@ -320,6 +349,17 @@ internal sealed class OpenRunState : AttemptHost
             if (id is not null) _byId[id] = t;
             Interlocked.Increment(ref _pending);
             Volatile.Write(ref _count, index + 1);
+            if (answered is not null)
+            {
+                // Completed before the crash, with these options: its stored result, nothing run.
+                t.Pending = 0;
+                Interlocked.Exchange(ref t.State, SubmittedTask.Queued);
+                Finish(t, TaskOutcome.Succeeded, answered.Output, "answered from the store: it completed before the run was resumed", TimeSpan.Zero, onWorker: false);
+                return t;
+            }
+            if (id is not null)
+                _journal?.Submitted(id, template.Handler.Name, _layerNames[template.Route == RouteTable.Inline ? RouteTable.Local : template.Route],
+                    request.Priority.ToName(), deps?.Count ?? 0);
 
             if (deps is not null)
                 for (int i = 0; i < deps.Count; i++) Wire(t, deps[i].Task, deps[i].Kind);
@@ -331,6 +371,62 @@ internal sealed class OpenRunState : AttemptHost
     }
 
     private readonly List<(SubmittedTask Task, EdgeKind Kind)> _depsScratch = [];
+
+    /// <summary>What makes a task with an id the same task when it is submitted again: its handler, arguments, options, priority and dependencies.</summary>
+    private static string SpecHash(TaskRequest request)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("handler", request.Handler);
+            w.WriteString("priority", request.Priority.ToName());
+            if (request.Spec is { } s)
+            {
+                if (s.Args.ValueKind != System.Text.Json.JsonValueKind.Undefined)
+                {
+                    w.WritePropertyName("args");
+                    s.Args.WriteTo(w);
+                }
+                if (s.TimeoutSeconds is double timeout) w.WriteNumber("timeoutSeconds", timeout);
+                if (s.Retries is int retries) w.WriteNumber("retries", retries);
+                if (s.Layer is string layer) w.WriteString("layer", layer);
+                if (s.MinConfidence is double min) w.WriteNumber("minConfidence", min);
+                if (s.EstimateMs is double estimate) w.WriteNumber("estimateMs", estimate);
+                if (s.Cache is bool cache) w.WriteBoolean("cache", cache);
+                foreach (var (name, values) in new[] { ("uses", s.Uses), ("tags", s.Tags), ("requires", s.Requires) })
+                {
+                    if (values is null) continue;
+                    w.WriteStartArray(name);
+                    foreach (var v in values) w.WriteStringValue(v);
+                    w.WriteEndArray();
+                }
+            }
+            w.WriteStartArray("dependsOn");
+            if (request.DependsOn is { } deps)
+                for (int i = 0; i < deps.Count; i++)
+                {
+                    w.WriteStringValue(deps[i].Id ?? deps[i].Task?.Id);
+                    w.WriteNumberValue((int)deps[i].Kind);
+                }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return Store.RunStore.HashOf(buffer.WrittenSpan);
+    }
+
+    /// <summary>The stored output of a task this run completed under <paramref name="id"/> before it was resumed, or null to run it.</summary>
+    /// <exception cref="TaskRefusedException">It completed with other options: the id names another task.</exception>
+    private StoredAnswer? AnsweredFromStore(string id, string specHash)
+    {
+        if (_journal!.Recorded(id) is not { Status: "succeeded" } row) return null;
+        if (row.SpecHash is not null && row.SpecHash != specHash)
+            Refuse(GraphErrorCodes.DuplicateId, "this run completed a task with this id and other options (handler, arguments, options or dependencies) before it was resumed: give the new task an id of its own", id);
+        return row.HasOutput ? new StoredAnswer(row.Output) : null;
+    }
+
+    /// <summary>A stored output (which may itself be null) told apart from "not answered".</summary>
+    private sealed record StoredAnswer(object? Output);
 
     private List<(SubmittedTask Task, EdgeKind Kind)>? ResolveDependencies(TaskRequest request, string shownId)
     {
@@ -365,7 +461,7 @@ internal sealed class OpenRunState : AttemptHost
             }
             if (d is null && !TryFind(name, out d))
             {
-                (errors ??= []).Add(TryParseGenerated(name, out int n) && n < _count
+                (errors ??= []).Add(TryParseGenerated(name, out int n) && n - _indexBase < _count
                     ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps {_settings.RetainTasks:N0} ended tasks (and their outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", shownId)
                     : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps {_settings.RetainTasks:N0} ended tasks)", shownId));
                 continue;
@@ -603,6 +699,7 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (Interlocked.Exchange(ref t.Cts, null) is { } cts) cts.Dispose();
         Retain(t);
+        if (_journal is not null) Journal(t);
         t.Completed();   // after the bookkeeping: whoever awaits it sees the run as the task left it
 
         SubmittedTask? next = null;
@@ -629,6 +726,23 @@ internal sealed class OpenRunState : AttemptHost
             next = d;
         else
             MakeReady(d);
+    }
+
+    private void Journal(SubmittedTask t)
+    {
+        bool ran = t.AttemptCount > 0;
+        byte last = t.Route == RouteTable.Inline ? RouteTable.Local : t.Route;
+        byte first = t.Extras?.InitialRoute ?? last;
+        string? layer = ran ? _layerNames[last] : null;
+        double started = t.StartTimestamp == 0 ? 0 : Stopwatch.GetElapsedTime(_openedTimestamp, t.StartTimestamp).TotalMilliseconds;
+        double cost = ran ? _layers[last].PricePerSecond * t.Duration.TotalSeconds : 0;
+        try
+        {
+            _journal!.Ended(_indexBase + t.Index, t.Id, t.HasGivenId, t.Template.Handler.Name, ran ? _layerNames[first] : null, layer, t.Outcome, t.AttemptCount,
+                t.Confidence, t.Extras?.Escalations ?? 0, started, t.Duration.TotalMilliseconds, cost, t.Error, t.Output,
+                t.Outcome == TaskOutcome.Skipped && t.SkipCause is { } cause ? (cause.SkipCause ?? cause).Id : null, t.SpecHash);
+        }
+        catch (Store.StoreException) { /* the store's writer reports its own fault */ }
     }
 
     // ---------------------------------------------------------------- retention
@@ -722,15 +836,33 @@ internal sealed class OpenRunState : AttemptHost
         _stopping = true;
         _notifier.NotifyAll();
         foreach (var d in _dispatchers) d.Close();
-        if (fault is not null)
-        {
-            _completion.TrySetException(fault);
-            return;
-        }
         long failed = Counts(TaskOutcome.Failed) + Counts(TaskOutcome.TimedOut);
         var status = _cancelled ? RunStatus.Cancelled : failed > 0 || Counts(TaskOutcome.Skipped) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
-        _completion.TrySetResult(new OpenRunResult(RunId, status, SubmittedCount, Counts(TaskOutcome.Succeeded), failed,
-            Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled), Stopwatch.GetElapsedTime(_openedTimestamp)));
+        var result = new OpenRunResult(RunId, status, SubmittedCount, Counts(TaskOutcome.Succeeded), failed,
+            Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled), Stopwatch.GetElapsedTime(_openedTimestamp));
+        if (_journal is null)
+        {
+            if (fault is not null) _completion.TrySetException(fault);
+            else _completion.TrySetResult(result);
+            return;
+        }
+        // The run's end is in the store before its completion says so.
+        _ = CloseJournalAsync(result, fault);
+    }
+
+    private async Task CloseJournalAsync(OpenRunResult result, Exception? fault)
+    {
+        try
+        {
+            _journal!.Closed(result);
+            await _journal.FlushAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (fault is null)
+        {
+            fault = ex;
+        }
+        if (fault is not null) _completion.TrySetException(fault);
+        else _completion.TrySetResult(result);
     }
 }
 
