@@ -118,16 +118,22 @@ public sealed class TaskMeshRuntime : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException"><paramref name="resume"/> names no open run of the store, or the runtime has no store.</exception>
     /// <exception cref="InvalidOperationException">The run to resume is still going in a live process.</exception>
-    public OpenRun Open(string name = "open", double? budget = null, string? resume = null) => Engine.Open(new OpenRunOptions
+    public OpenRun Open(string name = "open", double? budget = null, string? resume = null)
     {
-        Name = name,
-        Store = Store,
-        Resume = resume,
+        double? limit = BudgetOf(budget);
+        return Engine.Open(new OpenRunOptions
+        {
+            Name = name,
+            Store = Store,
+            Resume = resume,
+            // The learned router a run would use: each task is routed as a graph of itself (its kind, its features).
+            Router = RouterFor(null, null, limit, out _, out _, out _),
         MaxPending = Config.OpenMaxPending,
         RetainTasks = Config.OpenRetainTasks,
-        RetainBytes = Config.OpenRetainBytes,
-        Budget = BudgetOf(budget),
-    });
+            RetainBytes = Config.OpenRetainBytes,
+            Budget = limit,
+        });
+    }
 
     /// <summary>
     /// The budget of a run: <paramref name="budget"/>, bounded by what today's figures leave of the
@@ -147,6 +153,14 @@ public sealed class TaskMeshRuntime : IDisposable
     /// one; null for the engine's fixed routing. <paramref name="features"/> is the graph's extractor.
     /// </summary>
     public LearnedRouter? RouterFor(PreparedGraph graph, FeatureExtractor features, string? objective, double? budget, out TrainedModels? models, out string modelNote, out string? modelProblem)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        ArgumentNullException.ThrowIfNull(features);
+        return RouterFor(features, objective, budget, out models, out modelNote, out modelProblem);
+    }
+
+    // Features null: the router makes them for each graph it routes (an open run's tasks, one graph each).
+    private LearnedRouter? RouterFor(FeatureExtractor? features, string? objective, double? budget, out TrainedModels? models, out string modelNote, out string? modelProblem)
     {
         var (version, loaded, problem) = CurrentModels();
         models = loaded;

@@ -250,7 +250,7 @@ public sealed class StoreHardeningTests : IDisposable
     public async Task ResumeAndEscalate_RunStillGoing_AreRefusedWithItsProcess_ThenResumableOnceItsProcessDied()
     {
         var store = Path.Combine(_dir, "s.db");
-        var tasks = Enumerable.Range(0, 30).Select(i => (object)new { id = $"t{i}", handler = "sleep", args = new { millis = 100 }, dependsOn = i == 0 ? Array.Empty<string>() : [$"t{i - 1}"] }).ToArray();
+        var tasks = Enumerable.Range(0, 30).Select(i => (object)new { id = $"t{i}", handler = "sleep", args = new { millis = 250 }, dependsOn = i == 0 ? Array.Empty<string>() : [$"t{i - 1}"] }).ToArray();
         var graph = Write("chain.json", Graph("chain", tasks));
         var running = Start("run", graph, "--store", store, "--progress", "none");
         string runId = "";
@@ -294,7 +294,7 @@ public sealed class StoreHardeningTests : IDisposable
         {
             id = $"t{i:00}",
             handler = "shell",
-            args = new { command = "sh", args = new[] { "-c", $"echo t{i:00} >> effects.log; sleep 0.05" } },
+            args = new { command = "sh", args = new[] { "-c", $"echo t{i:00} >> effects.log; sleep 0.15" } },
             dependsOn = i == 0 ? Array.Empty<string>() : [$"t{i - 1:00}"],
         }));
         var tasks = Write("tasks.jsonl", string.Join('\n', lines) + "\n");
