@@ -141,6 +141,9 @@ public sealed class OpenRunOptions
     /// <summary>The id of an interrupted open run of <see cref="Store"/> to take over (its owner is gone).</summary>
     public string? Resume { get; set; }
 
+    /// <summary>Observers of this run, beside the engine's own that implement <see cref="Observability.IOpenRunObserver"/>.</summary>
+    public IReadOnlyList<Observability.IOpenRunObserver>? Observers { get; set; }
+
     internal void Check()
     {
         if (MaxPending < 1) throw new ArgumentOutOfRangeException(nameof(MaxPending), MaxPending, "MaxPending must be at least 1");

@@ -309,7 +309,8 @@ public sealed class TaskMeshEngine
         options ??= new OpenRunOptions();
         options.Check();
         LinkQuantumCascades();
-        return new OpenRun(new Scheduling.Open.OpenRunState(this, _options, Layers.ToArray(), options, _escalation, _retry));
+        var observers = Observers.OfType<IOpenRunObserver>().Concat(options.Observers ?? []).Distinct().ToArray();
+        return new OpenRun(new Scheduling.Open.OpenRunState(this, _options, Layers.ToArray(), options, _escalation, _retry, observers));
     }
 
     /// <summary>

@@ -11,7 +11,7 @@ namespace TaskMesh.Hosting;
 /// retries (debug) and escalations (information). Hears of attempts only when they are not plain
 /// successes: nothing per tiny task.
 /// </summary>
-public sealed partial class RunLogObserver(ILogger logger) : IRunObserver
+public sealed partial class RunLogObserver(ILogger logger) : IRunObserver, IOpenRunObserver
 {
     private const int MaxFailuresLogged = 100;
     private TaskMesh.Engine.Graph.TaskGraph _graph = null!;
@@ -48,6 +48,36 @@ public sealed partial class RunLogObserver(ILogger logger) : IRunObserver
         var level = record.Status == RunStatus.Succeeded ? LogLevel.Information : LogLevel.Warning;
         RunEnded(logger, level, record.RunId, record.StatusName, record.Succeeded, record.Failed, record.Skipped, record.Cancelled, Math.Round(record.Wall.TotalMilliseconds, 3));
     }
+
+    /// <inheritdoc />
+    public void OnOpenRunStarted(string runId, string name, IReadOnlyList<string> layers)
+    {
+        _runId = runId;
+        OpenRunStarted(logger, runId, Safe(name), string.Join(",", layers));
+    }
+
+    /// <inheritdoc />
+    public void OnOpenTaskEnded(string runId, TaskMesh.Engine.TaskResult task, double cost, int retries)
+    {
+        if (task.Outcome is not (TaskOutcome.Failed or TaskOutcome.TimedOut)) return;
+        int n = Interlocked.Increment(ref _failures);
+        if (n <= MaxFailuresLogged) TaskFailed(logger, runId, Safe(task.Id), task.Layer ?? "none", task.Attempts, task.OutcomeName, Safe(task.Error));
+    }
+
+    /// <inheritdoc />
+    public void OnOpenRunEscalated(string runId, EscalationRecord e) => OnEscalated(e);
+
+    /// <inheritdoc />
+    public void OnOpenRunEnded(TaskMesh.Engine.OpenRunResult r)
+    {
+        if (_failures > MaxFailuresLogged) MoreFailures(logger, r.RunId, _failures - MaxFailuresLogged);
+        RunEnded(logger, r.Status == RunStatus.Succeeded ? LogLevel.Information : LogLevel.Warning, r.RunId, r.Status.ToString().ToLowerInvariant(),
+            (int)Math.Min(int.MaxValue, r.Succeeded), (int)Math.Min(int.MaxValue, r.Failed), (int)Math.Min(int.MaxValue, r.Skipped), (int)Math.Min(int.MaxValue, r.Cancelled),
+            Math.Round(r.Duration.TotalMilliseconds, 3));
+    }
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "open run {RunId} '{Name}' opened: layers {Layers}")]
+    private static partial void OpenRunStarted(ILogger logger, string runId, string name, string layers);
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "run {RunId} of '{Graph}' started: {Tasks} tasks, layers {Layers}")]
     private static partial void RunStarted(ILogger logger, string runId, string graph, int tasks, string layers);

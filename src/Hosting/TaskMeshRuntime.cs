@@ -132,7 +132,14 @@ public sealed class TaskMeshRuntime : IDisposable
         RetainTasks = Config.OpenRetainTasks,
             RetainBytes = Config.OpenRetainBytes,
             Budget = limit,
+            Observers = [.. OpenRunObservers()],
         });
+    }
+
+    private IEnumerable<IOpenRunObserver> OpenRunObservers()
+    {
+        if (_runLog is not null) yield return new RunLogObserver(_runLog);
+        if (Metrics is not null) yield return Metrics;
     }
 
     /// <summary>

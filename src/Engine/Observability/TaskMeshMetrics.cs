@@ -21,7 +21,7 @@ namespace TaskMesh.Engine.Observability;
 /// One instance serves any number of runs, one after another or at once.
 /// </para>
 /// </summary>
-public sealed class TaskMeshMetrics : IRunObserver
+public sealed class TaskMeshMetrics : IRunObserver, IOpenRunObserver
 {
     /// <summary>Outcome label values, by <see cref="TaskOutcome"/>.</summary>
     private static readonly string[] OutcomeNames = ["cancelled", "succeeded", "failed", "timed_out", "skipped"];
@@ -216,6 +216,42 @@ public sealed class TaskMeshMetrics : IRunObserver
         if (record.Cached > 0) _reused.WithLabels("cache").Inc(record.Cached);
         _active.TryRemove(record.RunId, out _);
         _views.TryRemove(record.RunId, out _);
+        _runsActive.Dec();
+    }
+
+    // ---------------------------------------------------------------- open runs
+
+    /// <inheritdoc />
+    public void OnOpenRunStarted(string runId, string name, IReadOnlyList<string> layers)
+    {
+        foreach (var l in layers) foreach (var c in SeriesOf(l).Tasks) c.Inc(0);
+        _runsActive.Inc();
+    }
+
+    /// <inheritdoc />
+    public void OnOpenTaskEnded(string runId, TaskResult task, double cost, int retries)
+    {
+        if (task.Layer is null)
+        {
+            _tasks.WithLabels(NoLayer, OutcomeNames[(int)task.Outcome]).Inc();
+            return;
+        }
+        var series = SeriesOf(task.Layer);
+        series.Tasks[(int)task.Outcome].Inc();
+        series.Duration.Observe(task.Duration.TotalSeconds);
+        if (task.Confidence is double c) series.Confidence.Observe(Math.Clamp(c, 0, 1));
+        if (cost > 0) series.Cost.Inc(cost);
+        if (retries > 0) series.Retries.Inc(retries);
+    }
+
+    /// <inheritdoc />
+    public void OnOpenRunEscalated(string runId, EscalationRecord escalation) => OnEscalated(escalation);
+
+    /// <inheritdoc />
+    public void OnOpenRunEnded(OpenRunResult result)
+    {
+        _runs.WithLabels(result.Status switch { RunStatus.Succeeded => "succeeded", RunStatus.Failed => "failed", _ => "cancelled" }).Inc();
+        _runDuration.Observe(result.Duration.TotalSeconds);
         _runsActive.Dec();
     }
 

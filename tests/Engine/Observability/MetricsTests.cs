@@ -93,6 +93,41 @@ public class MetricsTests
     }
 
     [Fact]
+    public async Task Metrics_OfAnOpenRun_CountItsTasksRetriesEscalationsAndCost_AsForAGraph()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { RetryBaseDelay = TimeSpan.FromMilliseconds(1) });
+        engine.AddLayer(new TestLayer("strong", 2, price: 3.0));
+        engine.EscalationPolicy = new MoveWeakPolicy();
+        engine.Handlers.Register("weak-first", (ctx, a, ct) => ctx.Attempt == 1
+            ? throw new TaskFailedException("too weak")
+            : new ValueTask<object?>(ctx.Attempt));
+        var metrics = new TaskMeshMetrics();
+        engine.AddObserver(metrics);   // the engine's observers that hear open runs hear every one
+        var run = engine.Open();
+        for (int i = 0; i < 100; i++) run.Submit(new TaskRequest("noop"));
+        run.Submit(new TaskRequest("weak-first") { Id = "weak" });
+        var bad = run.Submit(new TaskRequest("fail") { Id = "bad", Spec = new TaskSpec { Retries = 2 } });
+        run.Submit(new TaskRequest("noop") { Id = "after-bad", DependsOn = [bad] });
+        var active = Exposition.Parse(await Exposition.TextOf(metrics));
+        Assert.Equal(1, active["taskmesh_runs_active"]);
+        run.Complete();
+        var result = await run.Completion.WaitAsync(TimeSpan.FromSeconds(30));
+        var s = Exposition.Parse(await Exposition.TextOf(metrics));
+
+        Assert.Equal((RunStatus.Failed, 101L), (result.Status, result.Succeeded));
+        Assert.Equal(100, s["taskmesh_tasks_total{layer=\"local\",outcome=\"succeeded\"}"]);
+        Assert.Equal(1, s["taskmesh_tasks_total{layer=\"strong\",outcome=\"succeeded\"}"]);
+        Assert.Equal(1, s["taskmesh_tasks_total{layer=\"local\",outcome=\"failed\"}"]);
+        Assert.Equal(1, s["taskmesh_tasks_total{layer=\"none\",outcome=\"skipped\"}"]);
+        Assert.Equal(2, s["taskmesh_task_retries_total{layer=\"local\"}"]);   // "bad": 3 attempts
+        Assert.Equal(1, s["taskmesh_escalations_total{trigger=\"error\",from=\"local\",to=\"strong\"}"]);
+        Assert.True(s["taskmesh_cost_total{layer=\"strong\"}"] > 0);
+        Assert.Equal(102, s["taskmesh_task_duration_seconds_count{layer=\"local\"}"] + s["taskmesh_task_duration_seconds_count{layer=\"strong\"}"]);
+        Assert.Equal(1, s["taskmesh_runs_total{status=\"failed\"}"]);
+        Assert.Equal(0, s["taskmesh_runs_active"]);
+    }
+
+    [Fact]
     public async Task Metrics_WhileARunGoes_ShowItActive_AndItsReadyAndRunningTasks()
     {
         var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2, WorkerThreads = 2 });

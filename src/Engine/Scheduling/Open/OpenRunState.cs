@@ -79,6 +79,7 @@ internal sealed class OpenRunState : AttemptHost
 
     // The store's record of the run (null without a store); a resumed run answers tasks it completed before from it.
     private readonly Store.OpenRunJournal? _journal;
+    private readonly IOpenRunObserver[]? _observers;   // null when none: nothing per task
     private readonly bool _resumed;
     private readonly int _indexBase;   // a resumed run numbers its tasks after those its earlier life recorded
 
@@ -88,9 +89,10 @@ internal sealed class OpenRunState : AttemptHost
     private int _ended;
 
     internal OpenRunState(TaskMeshEngine engine, EngineOptions options, ExecutionLayer[] layers, OpenRunOptions settings,
-        IEscalationPolicy escalation, RetryPolicy retry)
+        IEscalationPolicy escalation, RetryPolicy retry, IOpenRunObserver[] observers)
         : base(settings.Budget)
     {
+        _observers = observers.Length == 0 ? null : observers;
         _engine = engine;
         _options = options;
         _settings = settings;
@@ -114,6 +116,8 @@ internal sealed class OpenRunState : AttemptHost
             _journal = new Store.OpenRunJournal(store, RunId, settings.Name, _resumed, null, () => (SubmittedCount, Counts(TaskOutcome.Succeeded),
                 Counts(TaskOutcome.Failed), Counts(TaskOutcome.TimedOut), Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled)));
         }
+        if (_observers is not null)
+            foreach (var o in _observers) Safely(o, x => x.OnOpenRunStarted(RunId, settings.Name, _layerNames));
         _workerCount = Math.Max(1, options.WorkerThreads);
         for (int i = 0; i < _workerCount; i++)
             WorkerThreads.Run(static s => ((OpenRunState)s!).WorkerLoop(), this);
@@ -240,13 +244,17 @@ internal sealed class OpenRunState : AttemptHost
         string? previousOutput = null, Escalation.EscalationRule? rule = null)
     {
         ExtrasOf(node).Escalations++;
-        _journal?.Escalated(new EscalationRecord(IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
+        if (_journal is null && _observers is null) return;
+        var e = new EscalationRecord(IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
         {
             TaskIndex = node,
             PreviousConfidence = previousConfidence,
             PreviousOutputSummary = previousOutput,
             Rule = rule,
-        });
+        };
+        _journal?.Escalated(e);
+        if (_observers is not null)
+            foreach (var o in _observers) Safely(o, x => x.OnOpenRunEscalated(RunId, e));
     }
 
     internal override void OnGuardedStarted() { }
@@ -700,6 +708,7 @@ internal sealed class OpenRunState : AttemptHost
         if (Interlocked.Exchange(ref t.Cts, null) is { } cts) cts.Dispose();
         Retain(t);
         if (_journal is not null) Journal(t);
+        if (_observers is not null) Observe(t);
         t.Completed();   // after the bookkeeping: whoever awaits it sees the run as the task left it
 
         SubmittedTask? next = null;
@@ -726,6 +735,22 @@ internal sealed class OpenRunState : AttemptHost
             next = d;
         else
             MakeReady(d);
+    }
+
+    private void Observe(SubmittedTask t)
+    {
+        var result = t.ToResult();
+        byte last = t.Route == RouteTable.Inline ? RouteTable.Local : t.Route;
+        double cost = t.AttemptCount > 0 ? _layers[last].PricePerSecond * t.Duration.TotalSeconds : 0;
+        int retries = Math.Max(0, t.AttemptCount - 1 - (t.Extras?.EscalatedAfterAttempt ?? 0));
+        foreach (var o in _observers!) Safely(o, x => x.OnOpenTaskEnded(RunId, result, cost, retries));
+    }
+
+    /// <summary>Calls an observer; one that throws is not the run's problem (it loses that call only).</summary>
+    private static void Safely(IOpenRunObserver observer, Action<IOpenRunObserver> call)
+    {
+        try { call(observer); }
+        catch (Exception) { /* an observer's fault ends nothing */ }
     }
 
     private void Journal(SubmittedTask t)
@@ -840,6 +865,8 @@ internal sealed class OpenRunState : AttemptHost
         var status = _cancelled ? RunStatus.Cancelled : failed > 0 || Counts(TaskOutcome.Skipped) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
         var result = new OpenRunResult(RunId, status, SubmittedCount, Counts(TaskOutcome.Succeeded), failed,
             Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled), Stopwatch.GetElapsedTime(_openedTimestamp));
+        if (_observers is not null)
+            foreach (var o in _observers) Safely(o, x => x.OnOpenRunEnded(result));
         if (_journal is null)
         {
             if (fault is not null) _completion.TrySetException(fault);
