@@ -141,6 +141,12 @@ public sealed class OpenRunOptions
     /// <summary>The id of an interrupted open run of <see cref="Store"/> to take over (its owner is gone).</summary>
     public string? Resume { get; set; }
 
+    /// <summary>
+    /// The result cache for tasks marked <c>cache</c> (<see cref="TaskSpec.Cache"/>): a hit ends the
+    /// task as succeeded without running it, a successful run is kept (as in a graph's run).
+    /// </summary>
+    public Scheduling.ITaskCache? Cache { get; set; }
+
     /// <summary>Observers of this run, beside the engine's own that implement <see cref="Observability.IOpenRunObserver"/>.</summary>
     public IReadOnlyList<Observability.IOpenRunObserver>? Observers { get; set; }
 

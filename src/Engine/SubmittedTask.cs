@@ -40,6 +40,8 @@ public sealed class SubmittedTask
     internal TimeSpan Duration;
     internal long OutputBytes;
     internal double? Confidence;               // reported by the handler on the last attempt
+    internal string? CacheKey;                 // a cache-enabled task that ran: its key, to keep its output under
+    internal bool FromCache;                   // answered by the result cache
     private TaskCompletionSource<TaskResult>? _completion;
 
     internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority, int indexBase = 0)

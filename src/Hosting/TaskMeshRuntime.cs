@@ -133,6 +133,7 @@ public sealed class TaskMeshRuntime : IDisposable
             RetainBytes = Config.OpenRetainBytes,
             Budget = limit,
             Observers = [.. OpenRunObservers()],
+            Cache = Store is { IsReadOnly: false } store ? new StoreTaskCache(store) : null,
         });
     }
 

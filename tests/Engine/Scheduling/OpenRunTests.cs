@@ -287,4 +287,34 @@ public sealed class OpenRunTests
         Assert.True(heapAtTenMillion - heapAtOneMillion < 64L << 20,
             $"heap after 1M tasks {heapAtOneMillion / 1048576.0:0.0} MB, after 10M {heapAtTenMillion / 1048576.0:0.0} MB");
     }
+
+    private sealed class MemoryCache : ITaskCache
+    {
+        public readonly System.Collections.Concurrent.ConcurrentDictionary<string, object?> Entries = new();
+        public bool TryGet(string key, out object? output) => Entries.TryGetValue(key, out output);
+        public void Put(string key, string handler, string taskId, object? output) => Entries[key] = output;
+    }
+
+    [Fact]
+    public async Task CacheEnabledTasks_AreAnsweredByTheResultCache_KeyedByArgumentsAndInputs()
+    {
+        var engine = new TaskMeshEngine();
+        int ran = 0;
+        engine.Handlers.Register(new TaskMesh.Engine.Handlers.HandlerDescriptor("square", ctx =>
+        {
+            Interlocked.Increment(ref ran);
+            long x = ctx.Args.GetProperty("x").GetInt64();
+            return x * x;
+        }) { Cacheable = true });
+        var cache = new MemoryCache();
+        await using var run = engine.Open(new OpenRunOptions { Cache = cache });
+        TaskRequest Square(string id, int x) => new("square") { Id = id, Spec = new TaskSpec { Cache = true, Args = JsonSerializer.SerializeToElement(new { x }) } };
+        var first = await run.Submit(Square("a", 7)).Completion.WaitAsync(Limit);
+        var again = await run.Submit(Square("b", 7)).Completion.WaitAsync(Limit);
+        var other = await run.Submit(Square("c", 8)).Completion.WaitAsync(Limit);
+        Assert.Equal((49L, 49L, 64L), ((long)first.Output!, (long)again.Output!, (long)other.Output!));
+        Assert.Equal(2, ran);   // "b" was answered by the cache
+        Assert.Equal((1, 0, "answered from the result cache"), (first.Attempts, again.Attempts, again.Error));
+        Assert.Equal(2, cache.Entries.Count);
+    }
 }

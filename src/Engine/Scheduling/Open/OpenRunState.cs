@@ -613,6 +613,11 @@ internal sealed class OpenRunState : AttemptHost
             t.AttemptCount = 1;
             return Finish(t, TaskOutcome.Failed, null, why, TimeSpan.Zero, onWorker: true);
         }
+        if (_settings.Cache is { } cache && (t.Template.Prepared.Graph.FlagsOf(0) & NodeFlags.Cached) != 0 && TryCache(t, cache, out var cached))
+        {
+            t.FromCache = true;
+            return Finish(t, TaskOutcome.Succeeded, cached, "answered from the result cache", TimeSpan.Zero, onWorker: true);
+        }
         if (t.Route != RouteTable.Inline)
         {
             _dispatchers[t.Route].Enqueue(t.Index);
@@ -620,6 +625,22 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (Interlocked.CompareExchange(ref t.State, SubmittedTask.Running, SubmittedTask.Queued) != SubmittedTask.Queued) return null;
         return RunInline(t);
+    }
+
+    /// <summary>
+    /// A cache-enabled task: its key from its handler, arguments, inputs and the variant its layer
+    /// runs (as in a graph's run); a hit is its output, a miss keeps the key for its success.
+    /// </summary>
+    private bool TryCache(SubmittedTask t, ITaskCache cache, out object? output)
+    {
+        output = null;
+        var prepared = t.Template.Prepared;
+        string? variant = t.Template.Handler.CacheVariant is { } variantOf
+            ? variantOf(prepared.ParsedArgsOf(0), _layers[t.Route == RouteTable.Inline ? RouteTable.Local : t.Route]) : null;
+        if (TaskCacheKey.Of(prepared, 0, InputsOf(t.Index), variant) is not string key) return false;
+        if (cache.TryGet(key, out output)) return true;
+        t.CacheKey = key;
+        return false;
     }
 
     private static string SkipReason(SubmittedTask cause)
@@ -689,6 +710,9 @@ internal sealed class OpenRunState : AttemptHost
         t.Error = error;
         if (t.Extras is { ElapsedMs: > 0 } x) duration += TimeSpan.FromMilliseconds(x.ElapsedMs);
         t.Duration = duration;
+        if (t.CacheKey is { } key && outcome == TaskOutcome.Succeeded)
+            try { _settings.Cache!.Put(key, t.Template.Handler.Name, t.Id, output); }
+            catch (Exception ex) when (ex is Store.StoreException or IOException) { /* the task succeeded; only its cache entry is lost */ }
         List<(SubmittedTask Task, EdgeKind Kind)>? dependents;
         SubmittedTask? first;
         EdgeKind firstKind;
