@@ -142,6 +142,12 @@ public sealed class OpenRunOptions
     public string? Resume { get; set; }
 
     /// <summary>
+    /// Resource pools the run's tasks may name in <see cref="TaskSpec.Uses"/>, with their capacities
+    /// (a graph's <c>resources</c>): at most that many tasks hold a pool at once.
+    /// </summary>
+    public IReadOnlyDictionary<string, int>? Resources { get; set; }
+
+    /// <summary>
     /// The result cache for tasks marked <c>cache</c> (<see cref="TaskSpec.Cache"/>): a hit ends the
     /// task as succeeded without running it, a successful run is kept (as in a graph's run).
     /// </summary>
@@ -156,6 +162,8 @@ public sealed class OpenRunOptions
         if (RetainTasks < 0) throw new ArgumentOutOfRangeException(nameof(RetainTasks), RetainTasks, "RetainTasks must not be negative");
         if (RetainBytes < 0) throw new ArgumentOutOfRangeException(nameof(RetainBytes), RetainBytes, "RetainBytes must not be negative");
         if (Budget is double b && !(b >= 0)) throw new ArgumentOutOfRangeException(nameof(Budget), Budget, "a budget is a non-negative number");
+        if (Resources?.FirstOrDefault(r => r.Value < 1) is { Key: not null } bad)
+            throw new ArgumentOutOfRangeException(nameof(Resources), $"resource pool '{bad.Key}' has capacity {bad.Value}; it must be at least 1");
         if (Resume is not null && Store is null) throw new ArgumentException("OpenRunOptions.Resume needs OpenRunOptions.Store: the run to resume is in a store", nameof(Resume));
     }
 }

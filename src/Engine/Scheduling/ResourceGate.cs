@@ -10,15 +10,23 @@ namespace TaskMesh.Engine.Scheduling;
 /// </summary>
 internal sealed class ResourceGate
 {
-    private readonly TaskGraph _graph;
+    private readonly int[] _capacity;
+    private readonly Func<int, int[]> _poolsOf;
+    private readonly Func<int, byte> _priorityOf;
     private readonly int[] _inUse;
     private readonly List<int> _parked = new();
     private readonly object _lock = new();
 
-    public ResourceGate(TaskGraph graph)
+    /// <summary>The pools of a graph's run.</summary>
+    public ResourceGate(TaskGraph graph) : this(graph.PoolCapacity, n => graph.PoolsOf![n]!, graph.PriorityByte) { }
+
+    /// <summary>Pools of <paramref name="capacity"/>; a task's pools and priority by its index.</summary>
+    public ResourceGate(int[] capacity, Func<int, int[]> poolsOf, Func<int, byte> priorityOf)
     {
-        _graph = graph;
-        _inUse = new int[graph.PoolCapacity.Length];
+        _capacity = capacity;
+        _poolsOf = poolsOf;
+        _priorityOf = priorityOf;
+        _inUse = new int[capacity.Length];
     }
 
     /// <summary>Peak holders per pool seen during the run (for checks and reports).</summary>
@@ -30,9 +38,9 @@ internal sealed class ResourceGate
         {
             if (TryAcquire(node)) return true;
             // Insert behind tasks of the same or higher priority: FIFO within a priority.
-            byte p = _graph.PriorityByte(node);
+            byte p = _priorityOf(node);
             int at = _parked.Count;
-            while (at > 0 && _graph.PriorityByte(_parked[at - 1]) < p) at--;
+            while (at > 0 && _priorityOf(_parked[at - 1]) < p) at--;
             _parked.Insert(at, node);
             return false;
         }
@@ -43,7 +51,7 @@ internal sealed class ResourceGate
     {
         lock (_lock)
         {
-            foreach (var pool in _graph.PoolsOf![node]!) _inUse[pool]--;
+            foreach (var pool in _poolsOf(node)) _inUse[pool]--;
             List<int>? admitted = null;
             for (int i = 0; i < _parked.Count; i++)
             {
@@ -59,11 +67,17 @@ internal sealed class ResourceGate
 
     public int ParkedCount { get { lock (_lock) return _parked.Count; } }
 
+    /// <summary>Takes a parked task out (it was cancelled before it got its pools); false when it is not parked.</summary>
+    public bool Unpark(int node)
+    {
+        lock (_lock) return _parked.Remove(node);
+    }
+
     private bool TryAcquire(int node)
     {
-        var pools = _graph.PoolsOf![node]!;
+        var pools = _poolsOf(node);
         foreach (var pool in pools)
-            if (_inUse[pool] >= _graph.PoolCapacity[pool]) return false;
+            if (_inUse[pool] >= _capacity[pool]) return false;
         if (Peak.Length == 0) Peak = new int[_inUse.Length];
         foreach (var pool in pools)
         {

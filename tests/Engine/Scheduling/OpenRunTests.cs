@@ -317,4 +317,33 @@ public sealed class OpenRunTests
         Assert.Equal((1, 0, "answered from the result cache"), (first.Attempts, again.Attempts, again.Error));
         Assert.Equal(2, cache.Entries.Count);
     }
+
+    [Fact]
+    public async Task TasksThatUseAPool_HoldItAtMostItsCapacityAtOnce_AndAParkedOneCanBeCancelled()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 8 });
+        int holding = 0, peak = 0;
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        engine.Handlers.Register("hold", async (ctx, args, ct) =>
+        {
+            int now = Interlocked.Increment(ref holding);
+            int seen;
+            while ((seen = Volatile.Read(ref peak)) < now && Interlocked.CompareExchange(ref peak, now, seen) != seen) { }
+            await gate.Task.WaitAsync(ct);
+            Interlocked.Decrement(ref holding);
+            return null;
+        });
+        await using var run = engine.Open(new OpenRunOptions { Resources = new Dictionary<string, int> { ["gpu"] = 2 } });
+        var tasks = Enumerable.Range(0, 6).Select(i => run.Submit(new TaskRequest("hold") { Id = $"h{i}", Spec = new TaskSpec { Uses = ["gpu"] } })).ToList();
+        var unknown = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("hold") { Spec = new TaskSpec { Uses = ["tpu"] } }));
+        Assert.Equal(GraphErrorCodes.UnknownResource, unknown.Errors.Single().Code);
+        while (Volatile.Read(ref holding) < 2) await System.Threading.Tasks.Task.Delay(5);
+        await System.Threading.Tasks.Task.Delay(50);
+        Assert.Equal(2, Volatile.Read(ref holding));     // four wait for the pool, though slots are free
+        Assert.True(run.Cancel("h5"));                    // parked: ends at once
+        Assert.Equal(TaskOutcome.Cancelled, (await tasks[5].Completion.WaitAsync(Limit)).Outcome);
+        gate.SetResult();
+        foreach (var t in tasks.Take(5)) Assert.Equal(TaskOutcome.Succeeded, (await t.Completion.WaitAsync(Limit)).Outcome);
+        Assert.Equal(2, Volatile.Read(ref peak));
+    }
 }

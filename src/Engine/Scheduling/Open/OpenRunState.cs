@@ -14,7 +14,11 @@ namespace TaskMesh.Engine.Scheduling.Open;
 /// What every task of one handler submitted without options shares, or one task's own: its
 /// one-task graph as validated and prepared (handler, parsed arguments), and its route.
 /// </summary>
-internal sealed record TaskTemplate(PreparedGraph Prepared, HandlerDescriptor Handler, byte Route, RouteDecision? Decision, RouteDecision? Moved, string? Refused);
+internal sealed record TaskTemplate(PreparedGraph Prepared, HandlerDescriptor Handler, byte Route, RouteDecision? Decision, RouteDecision? Moved, string? Refused)
+{
+    /// <summary>The run's pools the task holds while it runs (indices into the run's <see cref="OpenRunOptions.Resources"/>), or null.</summary>
+    public int[]? Pools { get; init; }
+}
 
 /// <summary>
 /// An open run (<see cref="OpenRun"/>): tasks arrive one at a time with dependencies on tasks
@@ -79,6 +83,8 @@ internal sealed class OpenRunState : AttemptHost
 
     // The store's record of the run (null without a store); a resumed run answers tasks it completed before from it.
     private readonly Store.OpenRunJournal? _journal;
+    private readonly ResourceGate? _gate;                 // with OpenRunOptions.Resources
+    private readonly Dictionary<string, int>? _poolIndex;
     private readonly IOpenRunObserver[]? _observers;   // null when none: nothing per task
     private readonly bool _resumed;
     private readonly int _indexBase;   // a resumed run numbers its tasks after those its earlier life recorded
@@ -102,6 +108,12 @@ internal sealed class OpenRunState : AttemptHost
         _room = new RoomGate(settings.MaxPending);
         Attempts = new AttemptRunner(this, escalation, retry);
         _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
+        if (settings.Resources is { Count: > 0 } pools)
+        {
+            var names = pools.Keys.Order(StringComparer.Ordinal).ToArray();
+            _poolIndex = names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
+            _gate = new ResourceGate(names.Select(n => pools[n]).ToArray(), n => TaskAt(n).Template.Pools!, n => TaskAt(n).Priority);
+        }
         RunId = settings.Resume ?? Guid.NewGuid().ToString("N")[..12];
         if (settings.Store is { } store)
         {
@@ -520,6 +532,8 @@ internal sealed class OpenRunState : AttemptHost
         if (plain && _templates.TryGetValue(request.Handler, out var shared)) return shared;
         var b = new GraphBuilder(_settings.Name);
         var r = plain ? b.Task(request.Handler) : b.Task(shownId, request.Handler);
+        if (_settings.Resources is { } resources)
+            foreach (var (pool, capacity) in resources) b.Resources[pool] = capacity;
         if (request.Spec is { } spec) b.SetSpec(r.Index, spec);
         r.WithPriority(request.Priority);
         var graph = b.TryBuild(out var errors);
@@ -527,7 +541,10 @@ internal sealed class OpenRunState : AttemptHost
         if (graph is null || !_engine.TryPrepare(graph, _baseDirectory, out prepared, out errors))
             throw new TaskRefusedException(errors.Select(e => e with { TaskId = shownId, Line = null, Column = null }).ToList());
         var (route, decision, moved, refused) = _engine.RouteOne(prepared!, _layers, _settings.Router, Budget);
-        var template = new TaskTemplate(prepared!, prepared!.HandlerOf(0), route, decision, moved, refused);
+        var template = new TaskTemplate(prepared!, prepared!.HandlerOf(0), route, decision, moved, refused)
+        {
+            Pools = request.Spec?.Uses is { Length: > 0 } uses && _poolIndex is not null ? uses.Select(u => _poolIndex[u]).Distinct().ToArray() : null,
+        };
         if (plain && moved is null && refused is null)
             _templates[request.Handler] = template;
         return template;
@@ -620,6 +637,9 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (t.Route != RouteTable.Inline)
         {
+            // A task that uses pools waits, parked, until it can hold them all (it never runs inline).
+            if (t.Template.Pools is not null && !_gate!.TryAcquireOrPark(t.Index)) return null;
+            if (t.Template.Pools is not null) Volatile.Write(ref t.HoldsPools, 1);
             _dispatchers[t.Route].Enqueue(t.Index);
             return null;
         }
@@ -730,6 +750,7 @@ internal sealed class OpenRunState : AttemptHost
                 if (Interlocked.Decrement(ref d.Readers) == 0 && Volatile.Read(ref d.Expired) != 0) Release(d);
         }
         if (Interlocked.Exchange(ref t.Cts, null) is { } cts) cts.Dispose();
+        if (t.Template.Pools is not null) ReleasePools(t);
         Retain(t);
         if (_journal is not null) Journal(t);
         if (_observers is not null) Observe(t);
@@ -792,6 +813,25 @@ internal sealed class OpenRunState : AttemptHost
                 t.Outcome == TaskOutcome.Skipped && t.SkipCause is { } cause ? (cause.SkipCause ?? cause).Id : null, t.SpecHash);
         }
         catch (Store.StoreException) { /* the store's writer reports its own fault */ }
+    }
+
+    /// <summary>A task that held pools ended (or, parked, was cancelled): its pools go to the parked tasks that now fit.</summary>
+    private void ReleasePools(SubmittedTask t)
+    {
+        if (Interlocked.Exchange(ref t.HoldsPools, 0) == 0)
+        {
+            _gate!.Unpark(t.Index);
+            return;
+        }
+        var admitted = _gate!.Release(t.Index);
+        if (admitted is null) return;
+        foreach (int n in admitted)
+        {
+            var next = TaskAt(n);
+            Interlocked.Exchange(ref next.HoldsPools, 1);   // full fence: set before its state is read
+            if (Volatile.Read(ref next.State) == SubmittedTask.Queued && !_cancelled) _dispatchers[next.Route].Enqueue(n);
+            else ReleasePools(next);   // it ended while parked: its pools go on at once
+        }
     }
 
     // ---------------------------------------------------------------- retention
