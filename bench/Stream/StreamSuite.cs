@@ -38,6 +38,10 @@ internal static class StreamSuite
 
         var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = Workers });
         engine.Handlers.RegisterInline("inc", static _ => { Interlocked.Increment(ref s_counter); return null; });
+        // --open-workers N: the open run's worker threads (default: the same two; the producer is a third thread).
+        int openWorkers = int.Parse(DagSuite.Opt(args, "--open-workers") ?? Workers.ToString());
+        var openEngine = openWorkers == Workers ? engine : new TaskMeshEngine(new EngineOptions { WorkerThreads = openWorkers });
+        if (!ReferenceEquals(openEngine, engine)) openEngine.Handlers.RegisterInline("inc", static _ => { Interlocked.Increment(ref s_counter); return null; });
 
         Console.WriteLine($"stream bench: {tasks:N0} tasks from one producer, {Workers} workers, {repeat} repeat(s), median reported");
         Console.WriteLine($"{"shape",-12} {"system",-22} {"tasks",10} {"ns/task",9} {"alloc B/t",10} {"peak MB",8}");
@@ -52,7 +56,7 @@ internal static class StreamSuite
                 {
                     Action<int> run = system switch
                     {
-                        "taskmesh_open" => n => RunOpen(engine, shape, n, maxPending, retain),
+                        "taskmesh_open" => n => RunOpen(openEngine, shape, n, maxPending, retain),
                         "taskmesh" => n => RunStatic(engine, shape, n),
                         "tpl_dataflow" => n => RunDataflow(shape, n),
                         "tpl_tasks" => n => RunTasks(shape, n),

@@ -107,13 +107,13 @@ public sealed class OpenRunOptions
     /// <summary>The default of <see cref="MaxPending"/>, from the <c>stream</c> benchmark (bench/README.md).</summary>
     public const int DefaultMaxPending = 4_096;
 
-    /// <summary>Ended tasks the run keeps (their outputs, for dependents submitted later) beyond those still read.</summary>
+    /// <summary>The run keeps its last this-many submitted tasks (ended ones with their outputs, for dependents submitted later); older ones go once ended and unread.</summary>
     public int RetainTasks { get; set; } = DefaultRetainTasks;
 
     /// <summary>The default of <see cref="RetainTasks"/>.</summary>
     public const int DefaultRetainTasks = 10_000;
 
-    /// <summary>Most bytes of outputs the run keeps for ended tasks (estimated), beyond those still read.</summary>
+    /// <summary>Most bytes of outputs the run keeps for ended tasks (estimated): past it, older tasks go once unread, whatever <see cref="RetainTasks"/> says.</summary>
     public long RetainBytes { get; set; } = DefaultRetainBytes;
 
     /// <summary>The default of <see cref="RetainBytes"/>: 64 MiB.</summary>

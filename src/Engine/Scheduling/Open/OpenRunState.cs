@@ -32,14 +32,14 @@ internal sealed record TaskTemplate(PreparedGraph Prepared, HandlerDescriptor Ha
 /// <para>
 /// Memory stays flat on a run that lives for days: tasks are kept in chunks of
 /// <see cref="ChunkSize"/> (a chunk is dropped once all its tasks were released, nothing is
-/// copied as the run grows), and an ended task is released once no pending task reads its
-/// output and it left the retention window (<see cref="OpenRunOptions.RetainTasks"/> tasks,
-/// <see cref="OpenRunOptions.RetainBytes"/> bytes of outputs).
+/// copied as the run grows), and an ended task is released once it is older than the last
+/// <see cref="OpenRunOptions.RetainTasks"/> submitted (or the outputs kept pass
+/// <see cref="OpenRunOptions.RetainBytes"/>) and no pending task reads its output.
 /// </para>
 /// </summary>
 internal sealed class OpenRunState : AttemptHost
 {
-    internal const int ChunkShift = 14;
+    internal const int ChunkShift = 12;
     internal const int ChunkSize = 1 << ChunkShift;
     private const int ChunkMask = ChunkSize - 1;
 
@@ -66,14 +66,16 @@ internal sealed class OpenRunState : AttemptHost
     private readonly ConcurrentDictionary<string, SubmittedTask> _byId = new(StringComparer.Ordinal);  // given ids only
     private Chunk?[] _chunks = new Chunk?[16];   // grown by doubling (a reference per chunk); read without the lock
     private int _count;                          // tasks submitted (written under _submitLock)
-    private int _pending;                        // submitted and not ended
     private readonly RoomGate _room;
-    private readonly long[] _outcomes = new long[5];
+    // Ended tasks by outcome, in stripes by thread (a counter shared by every worker costs a contended atomic per task).
+    private const int Stripes = 8;
+    private readonly long[][] _outcomes = Enumerable.Range(0, Stripes).Select(_ => new long[16]).ToArray();   // 128 bytes each: a cache line or two of its own
 
-    // Ended tasks in the order they ended, released beyond the retention window.
-    private readonly ConcurrentQueue<SubmittedTask> _retained = new();
-    private int _retainedCount;
-    private long _retainedBytes;
+    // The retention window, swept by the submitting thread in submission order: tasks older than the
+    // last RetainTasks submitted (or all, while outputs pass RetainBytes) are marked expired, and an
+    // expired task is released once it has ended and no pending task reads it.
+    private int _sweepCursor;          // under _submitLock
+    private long _outputBytes;         // estimated bytes of the outputs the run holds
 
     // Ready tasks, by priority (a worker takes the most urgent first).
     private readonly ConcurrentQueue<SubmittedTask>[] _ready = [new(), new(), new(), new()];
@@ -150,8 +152,14 @@ internal sealed class OpenRunState : AttemptHost
 
     internal Task<OpenRunResult> Completion => _completion.Task;
     internal long SubmittedCount => Volatile.Read(ref _count);
-    internal int PendingCount => Volatile.Read(ref _pending);
-    internal long Counts(TaskOutcome outcome) => Volatile.Read(ref _outcomes[(int)outcome]);
+    internal int PendingCount => _room.Taken;
+
+    internal long Counts(TaskOutcome outcome)
+    {
+        long n = 0;
+        foreach (var stripe in _outcomes) n += Volatile.Read(ref stripe[(int)outcome]);
+        return n;
+    }
 
     // ---------------------------------------------------------------- tasks by index
 
@@ -330,7 +338,7 @@ internal sealed class OpenRunState : AttemptHost
         }
         finally
         {
-            if (!added) _room.Give();
+            if (!added) GiveRoom();
         }
     }
 
@@ -344,15 +352,14 @@ internal sealed class OpenRunState : AttemptHost
             int index = _count;
             if (index == int.MaxValue) Refuse(GraphErrorCodes.Limit, $"open run {RunId} has taken {int.MaxValue} tasks: open another run", request.Id);
             string? id = request.Id;
-            string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
             if (id is not null)
             {
                 if (GraphLimits.IdProblem(id) is string problem) Refuse(GraphErrorCodes.BadId, $"id {problem}", id);
                 if (id[0] == '#') Refuse(GraphErrorCodes.BadId, "ids beginning with '#' are the run's own (#N for the N-th task submitted without an id)", id);
                 if (_byId.ContainsKey(id)) Refuse(GraphErrorCodes.DuplicateId, "duplicate id: the run has a task with this id", id);
             }
-            var deps = ResolveDependencies(request, shownId);
-            var template = TemplateFor(request, shownId);
+            var deps = ResolveDependencies(request, id, index);
+            var template = TemplateFor(request, id, index);
             string? specHash = id is not null && _journal is not null ? SpecHash(request) : null;
             var answered = _resumed && id is not null ? AnsweredFromStore(id, specHash!) : null;
 
@@ -361,14 +368,14 @@ internal sealed class OpenRunState : AttemptHost
             int c = index >> ChunkShift;
             if (c == chunks.Length)
             {
-                Array.Resize(ref chunks, chunks.Length * 2);   // the directory only: a reference per 16,384 tasks
+                Array.Resize(ref chunks, chunks.Length * 2);   // the directory only: a reference per 4,096 tasks
                 Volatile.Write(ref _chunks, chunks);
             }
             var chunk = chunks[c] ??= new Chunk();
             Volatile.Write(ref chunk.Tasks[index & ChunkMask], t);
             if (id is not null) _byId[id] = t;
-            Interlocked.Increment(ref _pending);
             Volatile.Write(ref _count, index + 1);
+            Sweep();
             if (answered is not null)
             {
                 // Completed before the crash, with these options: its stored result, nothing run.
@@ -391,6 +398,8 @@ internal sealed class OpenRunState : AttemptHost
     }
 
     private readonly List<(SubmittedTask Task, EdgeKind Kind)> _depsScratch = [];
+    private string? _lastHandler;          // under _submitLock: the handler of the last shared template looked up
+    private TaskTemplate? _lastTemplate;
 
     /// <summary>What makes a task with an id the same task when it is submitted again: its handler, arguments, options, priority and dependencies.</summary>
     private static string SpecHash(TaskRequest request)
@@ -448,9 +457,10 @@ internal sealed class OpenRunState : AttemptHost
     /// <summary>A stored output (which may itself be null) told apart from "not answered".</summary>
     private sealed record StoredAnswer(object? Output);
 
-    private List<(SubmittedTask Task, EdgeKind Kind)>? ResolveDependencies(TaskRequest request, string shownId)
+    private List<(SubmittedTask Task, EdgeKind Kind)>? ResolveDependencies(TaskRequest request, string? id, int index)
     {
         if (request.DependsOn is not { Count: > 0 } given) return null;
+        string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
         var deps = _depsScratch;   // under the submit lock: one list for every submission
         deps.Clear();
         List<GraphError>? errors = null;
@@ -482,8 +492,8 @@ internal sealed class OpenRunState : AttemptHost
             if (d is null && !TryFind(name, out d))
             {
                 (errors ??= []).Add(TryParseGenerated(name, out int n) && n - _indexBase < _count
-                    ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps {_settings.RetainTasks:N0} ended tasks (and their outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", shownId)
-                    : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps {_settings.RetainTasks:N0} ended tasks)", shownId));
+                    ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps its last {_settings.RetainTasks:N0} tasks (and outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", shownId)
+                    : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps its last {_settings.RetainTasks:N0} tasks)", shownId));
                 continue;
             }
             if (dep.Kind == EdgeKind.Data && d.IsEnded && d.Outcome == TaskOutcome.Succeeded && Volatile.Read(ref d.Released) != 0)
@@ -526,10 +536,16 @@ internal sealed class OpenRunState : AttemptHost
     /// The task validated and routed as a graph of itself. Tasks without options share their
     /// handler's (when its routing depends on nothing else).
     /// </summary>
-    private TaskTemplate TemplateFor(TaskRequest request, string shownId)
+    private TaskTemplate TemplateFor(TaskRequest request, string? id, int index)
     {
         bool plain = request.Spec is null;
-        if (plain && _templates.TryGetValue(request.Handler, out var shared)) return shared;
+        if (plain && ReferenceEquals(request.Handler, _lastHandler)) return _lastTemplate!;   // a stream of one handler's tasks: no lookup
+        if (plain && _templates.TryGetValue(request.Handler, out var shared))
+        {
+            (_lastHandler, _lastTemplate) = (request.Handler, shared);
+            return shared;
+        }
+        string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
         var b = new GraphBuilder(_settings.Name);
         var r = plain ? b.Task(request.Handler) : b.Task(shownId, request.Handler);
         if (_settings.Resources is { } resources)
@@ -546,7 +562,7 @@ internal sealed class OpenRunState : AttemptHost
             Pools = request.Spec?.Uses is { Length: > 0 } uses && _poolIndex is not null ? uses.Select(u => _poolIndex[u]).Distinct().ToArray() : null,
         };
         if (plain && moved is null && refused is null)
-            _templates[request.Handler] = template;
+            (_templates[request.Handler], _lastHandler, _lastTemplate) = (template, request.Handler, template);
         return template;
     }
 
@@ -714,7 +730,7 @@ internal sealed class OpenRunState : AttemptHost
     /// <summary>
     /// Records how <paramref name="t"/> ended (once: later calls do nothing), completes its
     /// <see cref="SubmittedTask.Completion"/>, releases its dependents, and keeps it in the
-    /// retention window. Returns a released dependent for a worker to run next.
+    /// retention window's books. Returns a released dependent for a worker to run next.
     /// </summary>
     private SubmittedTask? Finish(SubmittedTask t, TaskOutcome outcome, object? output, string? error, TimeSpan duration, bool onWorker)
     {
@@ -742,7 +758,7 @@ internal sealed class OpenRunState : AttemptHost
             (first, firstKind, dependents) = (t.FirstDependent, t.FirstDependentKind, t.Dependents);
             (t.FirstDependent, t.Dependents) = (null, null);
         }
-        Interlocked.Increment(ref _outcomes[(int)outcome]);
+        Interlocked.Increment(ref _outcomes[Environment.CurrentManagedThreadId & (Stripes - 1)][(int)outcome]);
         if (t.Inputs is { } inputs)
         {
             t.Inputs = null;
@@ -764,8 +780,7 @@ internal sealed class OpenRunState : AttemptHost
             if (dependents is not null)
                 foreach (var (d, kind) in dependents) Release(t, d, kind, propagate, onWorker, ref next);
         }
-        _room.Give();
-        if (Interlocked.Decrement(ref _pending) == 0 && (_completing || _cancelled)) EndRun(null);
+        GiveRoom();
         return next;
     }
 
@@ -836,25 +851,36 @@ internal sealed class OpenRunState : AttemptHost
 
     // ---------------------------------------------------------------- retention
 
+    /// <summary>A task ended: its output counts against the byte limit, and, out of the window already, it goes.</summary>
     private void Retain(SubmittedTask t)
     {
-        long bytes = t.OutputBytes = OutputSize.Estimate(t.Output);
-        _retained.Enqueue(t);
-        int count = Interlocked.Increment(ref _retainedCount);
-        long total = Interlocked.Add(ref _retainedBytes, bytes);
-        while ((count > _settings.RetainTasks || total > _settings.RetainBytes) && _retained.TryDequeue(out var old))
+        if (t.Output is not null) Interlocked.Add(ref _outputBytes, t.OutputBytes = OutputSize.Estimate(t.Output));
+        // Its state is Ended (a full fence) before this read; the sweep marks Expired (a full fence) before it reads the state.
+        if (Volatile.Read(ref t.Expired) != 0 && Volatile.Read(ref t.Readers) == 0) Release(t);
+    }
+
+    /// <summary>
+    /// Marks the tasks that left the retention window expired (on the submitting thread, in
+    /// submission order: a step per submission), releasing those already ended and unread.
+    /// </summary>
+    private void Sweep()
+    {
+        int keepFrom = _count - _settings.RetainTasks;
+        while (_sweepCursor < _count && (_sweepCursor < keepFrom || Volatile.Read(ref _outputBytes) > _settings.RetainBytes))
         {
-            count = Interlocked.Decrement(ref _retainedCount);
-            total = Interlocked.Add(ref _retainedBytes, -old.OutputBytes);
-            Interlocked.Exchange(ref old.Expired, 1);   // full fence: a reader's last decrement sees it, or we see its count
-            if (Volatile.Read(ref old.Readers) == 0) Release(old);
+            var t = FindAt(_sweepCursor++);
+            if (t is null) continue;
+            Interlocked.Exchange(ref t.Expired, 1);   // full fence: an ending task or a last reader sees it, or this sees them
+            if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0) Release(t);
         }
     }
 
     /// <summary>The run forgets an ended task: its id, its slot (and its chunk once every slot of it went).</summary>
     private void Release(SubmittedTask t)
     {
+        if (Volatile.Read(ref t.State) != SubmittedTask.Ended) return;   // a last reader of a task not ended yet: its end releases it
         if (Interlocked.Exchange(ref t.Released, 1) != 0) return;
+        if (t.OutputBytes > 0) Interlocked.Add(ref _outputBytes, -t.OutputBytes);
         if (t.HasGivenId) _byId.TryRemove(new KeyValuePair<string, SubmittedTask>(t.Id, t));
         var chunks = Volatile.Read(ref _chunks);
         int c = t.Index >> ChunkShift;
@@ -909,14 +935,20 @@ internal sealed class OpenRunState : AttemptHost
             if (Volatile.Read(ref chunk.Tasks[i & ChunkMask]) is { } t && Volatile.Read(ref t.State) is SubmittedTask.Waiting or SubmittedTask.Queued)
                 CancelTask(t);
         }
-        if (Volatile.Read(ref _pending) == 0) EndRun(null);
+        if (_room.Taken == 0) EndRun(null);
+    }
+
+    /// <summary>A task ended, or a submission was refused: its room is free; the last one ends a completed run.</summary>
+    private void GiveRoom()
+    {
+        if (_room.Give() == 0 && (_completing || _cancelled)) EndRun(null);
     }
 
     internal void Complete()
     {
         lock (_submitLock) _completing = true;
         Interlocked.MemoryBarrier();   // the flag precedes the read of the count (a finishing task reads them the other way round)
-        if (Volatile.Read(ref _pending) == 0) EndRun(null);
+        if (_room.Taken == 0) EndRun(null);
     }
 
     private void EndRun(Exception? fault)
@@ -1012,10 +1044,14 @@ internal sealed class RoomGate(int capacity)
         }
     }
 
-    public void Give()
+    /// <summary>Room taken now: the tasks submitted and not ended (and submissions under way).</summary>
+    public int Taken => Volatile.Read(ref _taken);
+
+    /// <summary>Gives a unit of room back; returns the room still taken.</summary>
+    public int Give()
     {
         int left = Interlocked.Decrement(ref _taken);   // full fence: the count precedes the read of the waiters
-        if (Volatile.Read(ref _waiters) == 0 || left > _wakeAt) return;
+        if (Volatile.Read(ref _waiters) == 0 || left > _wakeAt) return left;
         TaskCompletionSource? bell;
         lock (_lock)
         {
@@ -1023,6 +1059,7 @@ internal sealed class RoomGate(int capacity)
             _doorbell = null;
         }
         bell?.TrySetResult();
+        return left;
     }
 }
 
