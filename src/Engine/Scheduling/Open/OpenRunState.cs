@@ -598,16 +598,20 @@ internal sealed class OpenRunState : AttemptHost
         try
         {
             var spinner = new SpinWait();
+            // The clock at the end of this worker's last inline task, or 0 after anything that may
+            // have waited: back-to-back tasks share one clock read (the next one's start).
+            long tick = 0;
             while (true)
             {
                 if (TryTakeReady(out var t))
                 {
                     spinner.Reset();
                     SubmittedTask? next = t;
-                    do next = RunReady(next);
+                    do next = RunReady(next, ref tick);
                     while (next is not null);
                     continue;
                 }
+                tick = 0;
                 if (_stopping) break;
                 // Tasks arrive one at a time from producers: a worker that parks at once would be
                 // woken (a futex call) for nearly every task. It spins, then yields its core (to the
@@ -634,8 +638,10 @@ internal sealed class OpenRunState : AttemptHost
     }
 
     /// <summary>Runs a ready task (a queued one, or one its predecessor released to this worker); returns a released dependent to run next.</summary>
-    private SubmittedTask? RunReady(SubmittedTask t)
+    private SubmittedTask? RunReady(SubmittedTask t, ref long tick)
     {
+        long start = tick;   // only an inline task that comes straight after the last one starts at its end
+        tick = 0;
         if (Volatile.Read(ref t.State) != SubmittedTask.Queued) return null;   // cancelled while queued
         if (t.SkipCause is { } cause)
             return Finish(t, TaskOutcome.Skipped, null, SkipReason(cause), TimeSpan.Zero, onWorker: true);
@@ -660,7 +666,7 @@ internal sealed class OpenRunState : AttemptHost
             return null;
         }
         if (Interlocked.CompareExchange(ref t.State, SubmittedTask.Running, SubmittedTask.Queued) != SubmittedTask.Queued) return null;
-        return RunInline(t);
+        return RunInline(t, start, ref tick);
     }
 
     /// <summary>
@@ -685,9 +691,9 @@ internal sealed class OpenRunState : AttemptHost
         return $"skipped: '{root.Id}' {(root.Outcome == TaskOutcome.TimedOut ? "timed out" : root.Outcome.ToString().ToLowerInvariant())}";
     }
 
-    private SubmittedTask? RunInline(SubmittedTask t)
+    private SubmittedTask? RunInline(SubmittedTask t, long start, ref long tick)
     {
-        long t0 = Stopwatch.GetTimestamp();
+        long t0 = start != 0 ? start : Stopwatch.GetTimestamp();
         t.StartTimestamp = t0;
         t.AttemptCount = 1;
         object? output;
@@ -708,7 +714,11 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (t.CancelRequested)
             return Finish(t, TaskOutcome.Cancelled, null, "cancelled while it ran", Stopwatch.GetElapsedTime(t0), onWorker: true);
-        return Finish(t, TaskOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0), onWorker: true);
+        long end = Stopwatch.GetTimestamp();
+        var next = Finish(t, TaskOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0, end), onWorker: true);
+        // A plain end with no one told (no journal, no observers): the next task starts now.
+        if (_journal is null && _observers is null) tick = end;
+        return next;
     }
 
     /// <summary>An inline attempt that failed, or reported a confidence or an escalation request: the policy decides (as in a static run).</summary>
