@@ -53,8 +53,18 @@ public sealed class SubmittedTask
         _id = id;
         Template = template;
         Priority = priority;
-        Route = template.Route;
+        Route = template?.Route ?? 0;
     }
+
+    /// <summary>A task the run knows only from its store's row: ended as <paramref name="outcome"/>, with <paramref name="output"/>.</summary>
+    internal static SubmittedTask Stored(OpenRunState run, string id, TaskOutcome outcome, object? output)
+        => new(run, -1, id, null!, 0)
+        {
+            State = Ended,
+            Outcome = outcome,
+            Output = output,
+            Error = "read from the run store",
+        };
 
     /// <summary>The task's id (given, or <c>#N</c> with N its place in submission order).</summary>
     public string Id => _id ??= GeneratedId(_indexBase + Index);

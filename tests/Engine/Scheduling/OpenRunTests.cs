@@ -346,4 +346,49 @@ public sealed class OpenRunTests
         foreach (var t in tasks.Take(5)) Assert.Equal(TaskOutcome.Succeeded, (await t.Completion.WaitAsync(Limit)).Outcome);
         Assert.Equal(2, Volatile.Read(ref peak));
     }
+
+    [Fact]
+    public async Task ADependencyOnATaskTheRunReleased_IsReadFromTheStore_AlsoAfterTheRunIsResumed()
+    {
+        var dir = Directory.CreateTempSubdirectory("taskmesh-open-store-").FullName;
+        try
+        {
+            using var store = TaskMesh.Engine.Store.RunStore.Open(Path.Combine(dir, "s.db"));
+            var engine = new TaskMeshEngine();
+            engine.Handlers.RegisterInline("value", ctx => "value of " + ctx.Id);
+            engine.Handlers.RegisterInline("read", ctx => string.Join(",", ctx.Inputs.Select(i => i.Value)));
+            string runId;
+            await using (var run = engine.Open(new OpenRunOptions { Store = store, RetainTasks = 0 }))
+            {
+                runId = run.RunId;
+                await run.Submit(Task("value", "a")).Completion.WaitAsync(Limit);
+                await run.Submit(Task("fail", "f")).Completion.WaitAsync(Limit);
+                await run.Submit(Task("noop", "filler")).Completion.WaitAsync(Limit);
+                Assert.False(run.TryGetTask("a", out _));   // out of the window: released
+                var b = run.Submit(new TaskRequest("read") { Id = "b", DependsOn = [new TaskDependency("a", EdgeKind.Data)] });
+                Assert.Equal("value of a", (await b.Completion.WaitAsync(Limit)).Output);
+                var c = run.Submit(Task("noop", "c", "f"));
+                var skipped = await c.Completion.WaitAsync(Limit);
+                Assert.Equal(TaskOutcome.Skipped, skipped.Outcome);
+                Assert.Contains("'f' failed", skipped.Error);
+                run.Complete();
+                await run.Completion.WaitAsync(Limit);
+            }
+            // A later life of the run reads what the earlier one kept, never resubmitted.
+            await using (var resumed = engine.Open(new OpenRunOptions { Store = store, Resume = runId }))
+            {
+                Assert.Equal(runId, resumed.RunId);
+                var d = resumed.Submit(new TaskRequest("read") { Id = "d", DependsOn = [new TaskDependency("a", EdgeKind.Data), new TaskDependency("b", EdgeKind.Data)] });
+                Assert.Equal("value of a,value of a", (await d.Completion.WaitAsync(Limit)).Output);
+                Assert.Throws<TaskRefusedException>(() => resumed.Submit(Task("noop", "e", "never-submitted")));
+                resumed.Complete();
+                await resumed.Completion.WaitAsync(Limit);
+            }
+            Assert.Equal("succeeded", store.GetRun(runId).Status);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -489,7 +489,17 @@ internal sealed class OpenRunState : AttemptHost
                 (errors ??= []).Add(new GraphError(GraphErrorCodes.SelfLoop, "depends on itself", shownId));
                 continue;
             }
-            if (d is null && !TryFind(name, out d))
+            if (d is null && !TryFind(name, out d) && FromStore(name, dep.Kind, out var stored))
+            {
+                if (stored is null)
+                {
+                    (errors ??= []).Add(new GraphError(GraphErrorCodes.ReleasedDependency,
+                        $"reads the output of '{GraphLimits.Printable(name)}', which the run released and the store did not keep (too large, or not JSON)", shownId));
+                    continue;
+                }
+                d = stored;
+            }
+            if (d is null)
             {
                 (errors ??= []).Add(TryParseGenerated(name, out int n) && n - _indexBase < _count
                     ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps its last {_settings.RetainTasks:N0} tasks (and outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", shownId)
@@ -505,6 +515,37 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (errors is not null) throw new TaskRefusedException(errors);
         return deps;
+    }
+
+    /// <summary>
+    /// A dependency on a task the run no longer holds (released, or completed before the run was
+    /// resumed), read from the store's row when it kept one: true with how it ended (and, for a
+    /// data edge, its output) as <paramref name="stored"/>, or with null when a data edge needs an
+    /// output the store did not keep; false when the store has no row for it (or there is no store).
+    /// </summary>
+    private bool FromStore(string id, EdgeKind kind, out SubmittedTask? stored)
+    {
+        stored = null;
+        if (_journal is null || id.StartsWith('#')) return false;
+        var row = _journal.Recorded(id);
+        if (row is null)
+        {
+            // Its row may be on its way to the store: wait for the writer once.
+            _journal.FlushAsync().GetAwaiter().GetResult();
+            row = _journal.Recorded(id);
+        }
+        if (row is not { } r) return false;
+        var outcome = r.Status switch
+        {
+            "succeeded" => TaskOutcome.Succeeded,
+            "timed_out" => TaskOutcome.TimedOut,
+            "skipped" => TaskOutcome.Skipped,
+            "cancelled" => TaskOutcome.Cancelled,
+            _ => TaskOutcome.Failed,
+        };
+        if (kind == EdgeKind.Data && outcome == TaskOutcome.Succeeded && !r.HasOutput) return true;
+        stored = SubmittedTask.Stored(this, id, outcome, r.Output);
+        return true;
     }
 
     /// <summary>Makes <paramref name="t"/> wait for <paramref name="d"/> (or learn at once how it ended).</summary>
