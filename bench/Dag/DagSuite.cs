@@ -150,7 +150,7 @@ internal static class DagSuite
     }
 
     /// <summary>Samples the process working set every 5 ms; the peak of a record is its own, not the process's lifetime peak.</summary>
-    private sealed class WorkingSetSampler : IDisposable
+    internal sealed class WorkingSetSampler : IDisposable
     {
         private readonly Thread _thread;
         private volatile bool _stop;

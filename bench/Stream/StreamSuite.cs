@@ -103,7 +103,7 @@ internal static class StreamSuite
             GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
             GC.WaitForPendingFinalizers();
             long allocBefore = GC.GetTotalAllocatedBytes(precise: true);
-            using var sampler = new PeakRss();
+            using var sampler = new DagSuite.WorkingSetSampler();
             var sw = Stopwatch.StartNew();
             Checked(run, n);
             double elapsed = sw.Elapsed.TotalNanoseconds;
@@ -239,35 +239,5 @@ internal static class StreamSuite
             if (!channel.Writer.TryWrite(i)) channel.Writer.WriteAsync(i).AsTask().GetAwaiter().GetResult();
         channel.Writer.Complete();
         Task.WaitAll(readers);
-    }
-
-    /// <summary>Samples the process's resident set every 5 ms.</summary>
-    private sealed class PeakRss : IDisposable
-    {
-        private readonly Thread _thread;
-        private volatile bool _stop;
-        private long _peak = Environment.WorkingSet;
-
-        public PeakRss()
-        {
-            _thread = new Thread(() =>
-            {
-                while (!_stop)
-                {
-                    _peak = Math.Max(_peak, Environment.WorkingSet);
-                    Thread.Sleep(5);
-                }
-            }) { IsBackground = true };
-            _thread.Start();
-        }
-
-        public long Stop()
-        {
-            _stop = true;
-            _thread.Join();
-            return Math.Max(_peak, Environment.WorkingSet);
-        }
-
-        public void Dispose() => Stop();
     }
 }

@@ -65,8 +65,12 @@ internal sealed class OpenRunJournal : IDisposable
             TaskOutcome.Cancelled => "cancelled",
             _ => "failed",
         };
-        _writer.Enqueue(new TaskRow(_runId, index, id, handler, initialLayer, layer, status, attempts, confidence, escalations,
-            startedMs, durationMs, cost, error, outcome == TaskOutcome.Succeeded ? OutputSummary.Of(output) : null, skippedBecause, why, Now(), specHash));
+        _writer.Enqueue(new RunRecorder.TaskRow(_runId, index, id, handler, initialLayer, layer, status, attempts, confidence, escalations,
+            startedMs, durationMs, cost, error, outcome == TaskOutcome.Succeeded ? OutputSummary.Of(output) : null, skippedBecause, why, Now())
+        {
+            LastAttemptMs = layer is null ? null : durationMs,
+            SpecHash = specHash,
+        });
         Audit(id, AuditCategory.TaskCompletion, w =>
         {
             w.WriteString("status", status);
@@ -206,41 +210,5 @@ internal sealed class OpenRunJournal : IDisposable
         public override long Bytes => 2L * json.Length;
 
         public override void Apply(StoreBatch b) => RunRecorder.WriteOutput(b, runId, task, json);
-    }
-
-    private sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
-        double? confidence, int escalations, double startedMs, double durationMs, double cost, string? error, string? summary, string? skippedBecause, string why,
-        string at, string? specHash) : StoreWrite
-    {
-        public override void Apply(StoreBatch b)
-        {
-            var cmd = b.Command("""
-                INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
-                    confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at,
-                    last_attempt_ms, spec_hash)
-                VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $cost, $error, $summary, $skipped, $why, $at, $duration, $hash)
-                """);
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$i", index);
-            cmd.Parameters.AddWithValue("$id", id);
-            cmd.Parameters.AddWithValue("$handler", handler);
-            cmd.Parameters.AddWithValue("$initial", Db(initialLayer));
-            cmd.Parameters.AddWithValue("$layer", Db(layer));
-            cmd.Parameters.AddWithValue("$status", status);
-            cmd.Parameters.AddWithValue("$attempts", attempts);
-            cmd.Parameters.AddWithValue("$confidence", Db(confidence));
-            cmd.Parameters.AddWithValue("$escalations", escalations);
-            cmd.Parameters.AddWithValue("$started", startedMs);
-            cmd.Parameters.AddWithValue("$duration", durationMs);
-            cmd.Parameters.AddWithValue("$cost", cost);
-            cmd.Parameters.AddWithValue("$error", Db(error));
-            cmd.Parameters.AddWithValue("$summary", Db(summary));
-            cmd.Parameters.AddWithValue("$skipped", Db(skippedBecause));
-            cmd.Parameters.AddWithValue("$why", why);
-            cmd.Parameters.AddWithValue("$at", at);
-            cmd.Parameters.AddWithValue("$hash", Db(specHash));
-            cmd.ExecuteNonQuery();
-        }
     }
 }

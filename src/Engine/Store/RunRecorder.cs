@@ -650,7 +650,7 @@ public sealed class RunRecorder : IRunObserver
         }
     }
 
-    private sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
+    internal sealed class TaskRow(string runId, int index, string id, string handler, string? initialLayer, string? layer, string status, int attempts,
         double? confidence, int escalations, double? startedMs, double? durationMs, double? cost, string? error, string? summary, string? skippedBecause, string why, string at) : StoreWrite
     {
         /// <summary>Computes the task's complexity score on the writer's thread (null: not known).</summary>
@@ -665,14 +665,17 @@ public sealed class RunRecorder : IRunObserver
         /// <summary>The first attempt's duration (on the initial layer) when it ran to its end; null when it failed, timed out or was cancelled.</summary>
         public double? FirstAttemptMs { get; init; }
 
+        /// <summary>An open run's task with an id of its own: the hash of its handler, arguments, options and dependencies.</summary>
+        public string? SpecHash { get; init; }
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
                 INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
                     confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity, features,
-                    last_attempt_ms, first_attempt_ms)
+                    last_attempt_ms, first_attempt_ms, spec_hash)
                 VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $cost, $error, $summary, $skipped, $why, $at, $complexity, $features, $last, $first)
+                    $cost, $error, $summary, $skipped, $why, $at, $complexity, $features, $last, $first, $hash)
                 """);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$i", index);
@@ -696,6 +699,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("$features", Features?.Invoke(index) is { } f ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.AsSpan()).ToArray() : DBNull.Value);
             cmd.Parameters.AddWithValue("$last", Db(LastAttemptMs));
             cmd.Parameters.AddWithValue("$first", Db(FirstAttemptMs));
+            cmd.Parameters.AddWithValue("$hash", Db(SpecHash));
             cmd.ExecuteNonQuery();
         }
     }
