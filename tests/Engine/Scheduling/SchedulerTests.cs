@@ -167,15 +167,24 @@ public class SchedulerTests
     [Fact]
     public async Task RunAsync_FlakyTask_RetriesWithExponentialBackoff()
     {
-        var engine = new TaskMeshEngine(new EngineOptions { RetryBaseDelay = TimeSpan.FromMilliseconds(60), RandomSeed = 1 });
+        // The engine's clock is the test's: back-offs pass when the test moves time on, not when the machine gets round to it.
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var engine = new TaskMeshEngine(new EngineOptions { RetryBaseDelay = TimeSpan.FromMilliseconds(60), RandomSeed = 1, TimeProvider = time });
         var g = new GraphBuilder();
         g.Task("flaky", "fail", new { message = "transient", attempts = 2 }).WithRetries(3);
         g.Task("never-ok", "fail", new { message = "permanent" }).WithRetries(2);
         var graph = engine.Prepare(g);
         var handle = engine.Start(graph, new RunOptions { EmitEvents = true });
         var events = new List<RunEvent>();
-        await foreach (var e in handle.Events.ReadAllAsync()) events.Add(e);
-        var result = await handle.Completion;
+        var reading = Task.Run(async () => { await foreach (var e in handle.Events.ReadAllAsync()) events.Add(e); });
+        // Fake milliseconds, a step at a time, until the run ends (bounded: the back-offs sum to well under a fake minute).
+        for (int step = 0; step < 60_000 && !handle.Completion.IsCompleted; step++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(1));
+            await Task.Delay(step % 50 == 0 ? 1 : 0);   // let the attempts the step released run
+        }
+        var result = await handle.Completion.WaitAsync(TestTimeout);
+        await reading.WaitAsync(TestTimeout);
 
         var flaky = result.TaskResultOf(0);
         Assert.Equal(TaskOutcome.Succeeded, flaky.Outcome);
@@ -196,15 +205,21 @@ public class SchedulerTests
     [Fact]
     public async Task RunAsync_SlowTask_TimesOutAndSkipsItsDependents()
     {
-        var engine = new TaskMeshEngine();
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var engine = new TaskMeshEngine(new EngineOptions { TimeProvider = time });
         var g = new GraphBuilder();
         var slow = g.Task("slow", "sleep", new { millis = 20_000 }).WithTimeout(TimeSpan.FromMilliseconds(200));
         g.Task("after", "noop").DependsOn(slow);
-        var sw = Stopwatch.StartNew();
 
-        var result = await RunWithin(engine, engine.Prepare(g));
+        var handle = engine.Start(engine.Prepare(g));
+        // The timeout is the engine's clock's: it passes when the test moves that clock 200 ms on.
+        for (int step = 0; step < 10_000 && !handle.Completion.IsCompleted; step++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(10));
+            await Task.Delay(1);
+        }
+        var result = await handle.Completion.WaitAsync(TestTimeout);
 
-        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(10));
         Assert.Equal(TaskOutcome.TimedOut, result.OutcomeOf(0));
         Assert.Contains("timed out", result.TaskResultOf(0).Error);
         Assert.Equal(TaskOutcome.Skipped, result.OutcomeOf(1));
