@@ -346,6 +346,7 @@ internal sealed class OpenRunState : AttemptHost
     {
         ArgumentNullException.ThrowIfNull(request.Handler, nameof(request.Handler));
         SubmittedTask t;
+        bool fresh;
         lock (_submitLock)
         {
             ThrowIfClosed();
@@ -364,6 +365,9 @@ internal sealed class OpenRunState : AttemptHost
             var answered = _resumed && id is not null ? AnsweredFromStore(id, specHash!) : null;
 
             t = new SubmittedTask(this, index, id, template, (byte)request.Priority, _indexBase) { SpecHash = specHash };
+            // No dependency: ready the moment it is published (set before, so no atomic is needed).
+            fresh = deps is null && answered is null;
+            if (fresh) (t.Pending, t.State) = (0, SubmittedTask.Queued);
             var chunks = _chunks;
             int c = index >> ChunkShift;
             if (c == chunks.Length)
@@ -393,7 +397,8 @@ internal sealed class OpenRunState : AttemptHost
             if (template.Moved is { } moved)
                 RecordEscalation(index, moved.EscalatedFrom!, moved.Layer, moved.Trigger!, moved.Reason ?? moved.Trigger!, rule: moved.Rule);
         }
-        if (Interlocked.Decrement(ref t.Pending) == 0) MakeReady(t);
+        if (fresh) Enqueue(t);
+        else if (Interlocked.Decrement(ref t.Pending) == 0) MakeReady(t);
         return t;
     }
 
@@ -612,6 +617,12 @@ internal sealed class OpenRunState : AttemptHost
     private void MakeReady(SubmittedTask t)
     {
         if (Interlocked.CompareExchange(ref t.State, SubmittedTask.Queued, SubmittedTask.Waiting) != SubmittedTask.Waiting) return;   // cancelled meanwhile
+        Enqueue(t);
+    }
+
+    /// <summary>Hands a queued task to the workers.</summary>
+    private void Enqueue(SubmittedTask t)
+    {
         _ready[t.Priority].Enqueue(t);
         _notifier.NotifyOne();
     }
@@ -921,6 +932,12 @@ internal sealed class OpenRunState : AttemptHost
         {
             var t = FindAt(_sweepCursor++);
             if (t is null) continue;
+            // Readers are only added under the submit lock, which this holds: an ended, unread task goes now.
+            if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0)
+            {
+                Release(t);
+                continue;
+            }
             Interlocked.Exchange(ref t.Expired, 1);   // full fence: an ending task or a last reader sees it, or this sees them
             if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0) Release(t);
         }
