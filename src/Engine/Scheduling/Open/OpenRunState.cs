@@ -465,7 +465,8 @@ internal sealed class OpenRunState : AttemptHost
     private List<(SubmittedTask Task, EdgeKind Kind)>? ResolveDependencies(TaskRequest request, string? id, int index)
     {
         if (request.DependsOn is not { Count: > 0 } given) return null;
-        string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
+        // Names for messages only: a generated id is a string made on demand.
+        string Shown() => id ?? SubmittedTask.GeneratedId(_indexBase + index);
         var deps = _depsScratch;   // under the submit lock: one list for every submission
         deps.Clear();
         List<GraphError>? errors = null;
@@ -474,24 +475,24 @@ internal sealed class OpenRunState : AttemptHost
             var dep = given[i];
             if (!Enum.IsDefined(dep.Kind))
             {
-                (errors ??= []).Add(new GraphError(GraphErrorCodes.BadValue, $"dependency kind {(int)dep.Kind} is not hard, data or soft", shownId));
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.BadValue, $"dependency kind {(int)dep.Kind} is not hard, data or soft", Shown()));
                 continue;
             }
             SubmittedTask? d = dep.Task;
-            string name = dep.Id ?? d?.Id ?? "";
+            string name = dep.Id ?? "";   // (by id; a dependency given as a task is named by d.Id, in messages only)
             if (d is null && dep.Id is null)
             {
-                (errors ??= []).Add(new GraphError(GraphErrorCodes.UnknownDependency, "a dependency names no task", shownId));
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.UnknownDependency, "a dependency names no task", Shown()));
                 continue;
             }
             if (d is not null && d.Run != this)
             {
-                (errors ??= []).Add(new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', a task of another run", shownId));
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(d.Id)}', a task of another run", Shown()));
                 continue;
             }
             if (d is null && name == request.Id)
             {
-                (errors ??= []).Add(new GraphError(GraphErrorCodes.SelfLoop, "depends on itself", shownId));
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.SelfLoop, "depends on itself", Shown()));
                 continue;
             }
             if (d is null && !TryFind(name, out d) && FromStore(name, dep.Kind, out var stored))
@@ -499,7 +500,7 @@ internal sealed class OpenRunState : AttemptHost
                 if (stored is null)
                 {
                     (errors ??= []).Add(new GraphError(GraphErrorCodes.ReleasedDependency,
-                        $"reads the output of '{GraphLimits.Printable(name)}', which the run released and the store did not keep (too large, or not JSON)", shownId));
+                        $"reads the output of '{GraphLimits.Printable(name)}', which the run released and the store did not keep (too large, or not JSON)", Shown()));
                     continue;
                 }
                 d = stored;
@@ -507,13 +508,13 @@ internal sealed class OpenRunState : AttemptHost
             if (d is null)
             {
                 (errors ??= []).Add(TryParseGenerated(name, out int n) && n - _indexBase < _count
-                    ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps its last {_settings.RetainTasks:N0} tasks (and outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", shownId)
-                    : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps its last {_settings.RetainTasks:N0} tasks)", shownId));
+                    ? new GraphError(GraphErrorCodes.ReleasedDependency, $"depends on '{name}', which ended and was released: the run keeps its last {_settings.RetainTasks:N0} tasks (and outputs up to {_settings.RetainBytes:N0} bytes) beyond those still read", Shown())
+                    : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps its last {_settings.RetainTasks:N0} tasks)", Shown()));
                 continue;
             }
             if (dep.Kind == EdgeKind.Data && d.IsEnded && d.Outcome == TaskOutcome.Succeeded && Volatile.Read(ref d.Released) != 0)
             {
-                (errors ??= []).Add(new GraphError(GraphErrorCodes.ReleasedDependency, $"reads the output of '{GraphLimits.Printable(name)}', which was released (retention window: {_settings.RetainTasks:N0} tasks, {_settings.RetainBytes:N0} bytes)", shownId));
+                (errors ??= []).Add(new GraphError(GraphErrorCodes.ReleasedDependency, $"reads the output of '{GraphLimits.Printable(d.Id)}', which was released (retention window: {_settings.RetainTasks:N0} tasks, {_settings.RetainBytes:N0} bytes)", Shown()));
                 continue;
             }
             deps.Add((d, dep.Kind));
