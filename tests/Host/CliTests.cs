@@ -13,6 +13,21 @@ public class CliTests : IDisposable
 
     private static string Example(string name) => Path.Combine(AppContext.BaseDirectory, "examples", name);
 
+    /// <summary>
+    /// Runs a command in this process through <see cref="TaskMesh.Host.Cli.RunAsync"/>, with writers of
+    /// the test's own: for commands whose test needs no process of their own (no signal, SIGKILL or
+    /// environment under test). Paths must be absolute (the working directory is the test runner's),
+    /// and the command must not rely on the default run store.
+    /// </summary>
+    internal static async Task<(int code, string stdout, string stderr)> InProcess(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        int code = await TaskMesh.Host.Cli.RunAsync(args, stdout, stderr, cts.Token);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
     internal static async Task<(int code, string stdout, string stderr)> Taskmesh(string workDir, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir };

@@ -1,6 +1,5 @@
 using System.Text.Json;
 using TaskMesh.Engine.Store;
-using TaskMesh.Host;
 using Xunit;
 
 namespace TaskMesh.Tests.Host;
@@ -23,14 +22,7 @@ public sealed class OpenCommandTests : IDisposable
         return path;
     }
 
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        int code = await Cli.RunAsync(args, stdout, stderr, cts.Token);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int code, string stdout, string stderr)> Run(params string[] args) => CliTests.InProcess(args);
 
     [Fact]
     public async Task Open_RunsEachGoodLine_ReportsEachBadOneWithItsLine_AndExits2()
@@ -70,7 +62,7 @@ public sealed class OpenCommandTests : IDisposable
     {
         var store = Path.Combine(_dir, "s.db");
         var graph = Write("g.json", """{"name":"g","tasks":[{"id":"a","handler":"noop"}]}""");
-        Assert.Equal(0, (await Run("run", graph, "--store", store, "--progress", "none")).Code);
+        Assert.Equal(0, (await Run("run", graph, "--store", store, "--progress", "none")).code);
         string runId;
         using (var s = RunStore.Open(store, readOnly: true)) runId = s.ListRuns(1)[0].RunId;
         var (code, _, stderr) = await Run("open", Write("t.jsonl", ""), "--store", store, "--resume", runId);

@@ -3,7 +3,10 @@ using Xunit;
 
 namespace TaskMesh.Tests.Host;
 
-/// <summary><c>taskmesh qsim</c> and <c>taskmesh gen qaoa</c> as real processes.</summary>
+/// <summary>
+/// <c>taskmesh qsim</c> (in-process: nothing about a process is under test) and <c>taskmesh gen qaoa</c>
+/// with the runs of its graphs (real processes: they use the default run store of their environment).
+/// </summary>
 public sealed class QsimCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-qsim-").FullName;
@@ -16,7 +19,7 @@ public sealed class QsimCliTests : IDisposable
     public async Task Qsim_WritesTheDocumentedJson()
     {
         var json = Path.Combine(_dir, "r.json");
-        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "qsim", Circuit("bell_n4.qasm"), "--shots", "10000", "--seed", "5",
+        var (code, stdout, stderr) = await CliTests.InProcess("qsim", Circuit("bell_n4.qasm"), "--shots", "10000", "--seed", "5",
             "--observable", "Z0 Z1", "--observable", "X2", "--json", json);
         Assert.True(code == 0, stderr + stdout);
         Assert.Contains("4 qubits", stdout);
@@ -40,7 +43,7 @@ public sealed class QsimCliTests : IDisposable
         var bad = Path.Combine(_dir, "bad.qasm");
         File.WriteAllText(bad, "OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[2];\ncx q[0], q[5];\n");
         var json = Path.Combine(_dir, "r.json");
-        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "qsim", bad, "--json", json);
+        var (code, _, stderr) = await CliTests.InProcess("qsim", bad, "--json", json);
         Assert.Equal(2, code);
         Assert.Contains("bad.qasm:4:12: index 5 is out of range for register 'q' of size 2", stderr);
         Assert.False(File.Exists(json));
@@ -49,9 +52,9 @@ public sealed class QsimCliTests : IDisposable
     [Fact]
     public async Task Qsim_BadOptions_ExitTwo()
     {
-        Assert.Equal(2, (await CliTests.Taskmesh(_dir, "qsim", Circuit("qft_n4.qasm"), "--fusion", "9")).code);
-        Assert.Equal(2, (await CliTests.Taskmesh(_dir, "qsim", Circuit("qft_n4.qasm"), "--noise", "gremlins=1")).code);
-        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "qsim", Circuit("qft_n4.qasm"), "--observable", "Z9");
+        Assert.Equal(2, (await CliTests.InProcess("qsim", Circuit("qft_n4.qasm"), "--fusion", "9")).code);
+        Assert.Equal(2, (await CliTests.InProcess("qsim", Circuit("qft_n4.qasm"), "--noise", "gremlins=1")).code);
+        var (code, _, stderr) = await CliTests.InProcess("qsim", Circuit("qft_n4.qasm"), "--observable", "Z9");
         Assert.Equal(2, code);
         Assert.Contains("names qubit 9", stderr);
     }
@@ -59,7 +62,7 @@ public sealed class QsimCliTests : IDisposable
     [Fact]
     public async Task Qsim_MissingHeader_WarnsAndRuns()
     {
-        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "qsim", Circuit("sat_n11.qasm"));
+        var (code, _, stderr) = await CliTests.InProcess("qsim", Circuit("sat_n11.qasm"));
         Assert.Equal(0, code);
         Assert.Contains("no 'OPENQASM 2.0;' header", stderr);
     }
@@ -68,10 +71,10 @@ public sealed class QsimCliTests : IDisposable
     public async Task Qsim_Noise_And_Export()
     {
         var exported = Path.Combine(_dir, "x.qasm");
-        var (code, stdout, stderr) = await CliTests.Taskmesh(_dir, "qsim", Circuit("adder_n10.qasm"), "--noise", "depolarizing=0.01,trajectories=20", "--seed", "1", "--export-qasm", exported);
+        var (code, stdout, stderr) = await CliTests.InProcess("qsim", Circuit("adder_n10.qasm"), "--noise", "depolarizing=0.01,trajectories=20", "--seed", "1", "--export-qasm", exported);
         Assert.True(code == 0, stderr);
         Assert.Contains("noise: depolarizing=0.01,trajectories=20", stdout);
-        var (code2, stdout2, _) = await CliTests.Taskmesh(_dir, "qsim", exported);
+        var (code2, stdout2, _) = await CliTests.InProcess("qsim", exported);
         Assert.Equal(0, code2);
         Assert.Contains("1000000010", stdout2); // the adder's result, q[9]..q[0] (reference: 1000000010 with probability 1)
     }
