@@ -41,7 +41,6 @@ public sealed class SubmittedTask
     internal long OutputBytes;
     internal double? Confidence;               // reported by the handler on the last attempt
     internal string? CacheKey;                 // a cache-enabled task that ran: its key, to keep its output under
-    internal bool FromCache;                   // answered by the result cache
     internal int HoldsPools;                   // 1 while it holds its resource pools (cleared with an exchange: released once)
     private TaskCompletionSource<TaskResult>? _completion;
 

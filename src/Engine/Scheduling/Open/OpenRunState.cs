@@ -81,7 +81,6 @@ internal sealed class OpenRunState : AttemptHost
     private readonly ConcurrentQueue<SubmittedTask>[] _ready = [new(), new(), new(), new()];
     private readonly Notifier _notifier = new();
     private readonly int _workerCount;
-    private int _workersExited;
 
     // The store's record of the run (null without a store); a resumed run answers tasks it completed before from it.
     private readonly Store.OpenRunJournal? _journal;
@@ -684,10 +683,6 @@ internal sealed class OpenRunState : AttemptHost
         {
             Fault(ex);
         }
-        finally
-        {
-            Interlocked.Increment(ref _workersExited);
-        }
     }
 
     /// <summary>Runs a ready task (a queued one, or one its predecessor released to this worker); returns a released dependent to run next.</summary>
@@ -707,7 +702,6 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (_settings.Cache is { } cache && (t.Template.Prepared.Graph.FlagsOf(0) & NodeFlags.Cached) != 0 && TryCache(t, cache, out var cached))
         {
-            t.FromCache = true;
             return Finish(t, TaskOutcome.Succeeded, cached, "answered from the result cache", TimeSpan.Zero, onWorker: true);
         }
         if (t.Route != RouteTable.Inline)
