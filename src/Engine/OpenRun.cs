@@ -87,6 +87,25 @@ public sealed class OpenRun : IAsyncDisposable
     /// <inheritdoc cref="Succeeded"/>
     public long Failed => _state.Counts(TaskOutcome.Failed) + _state.Counts(TaskOutcome.TimedOut);
 
+    /// <summary>
+    /// The run's events — each task's end (kind, sequence number, id, layer, attempts, error) and
+    /// each escalation — with <see cref="OpenRunOptions.EmitEvents"/>; the stream completes when the
+    /// run ends. Without it, an empty, completed stream.
+    /// </summary>
+    public System.Threading.Channels.ChannelReader<RunEvent> Events => _state.Events?.Reader ?? s_noEvents;
+
+    /// <summary>Events dropped because the reader fell behind.</summary>
+    public long DroppedEvents => _state.Events?.Dropped ?? 0;
+
+    private static readonly System.Threading.Channels.ChannelReader<RunEvent> s_noEvents = NoEvents();
+
+    private static System.Threading.Channels.ChannelReader<RunEvent> NoEvents()
+    {
+        var c = System.Threading.Channels.Channel.CreateUnbounded<RunEvent>();
+        c.Writer.Complete();
+        return c.Reader;
+    }
+
     /// <summary>Ends when the run does (after <see cref="Complete"/> or <see cref="Cancel()"/>).</summary>
     public Task<OpenRunResult> Completion => _state.Completion;
 
@@ -153,6 +172,12 @@ public sealed class OpenRunOptions
     /// </summary>
     public Scheduling.ITaskCache? Cache { get; set; }
 
+    /// <summary>Publish the run's events on <see cref="OpenRun.Events"/> (each task's end, each escalation).</summary>
+    public bool EmitEvents { get; set; }
+
+    /// <summary>Events <see cref="OpenRun.Events"/> holds for a slow reader; past it the newest are dropped and counted (the run never waits).</summary>
+    public int EventCapacity { get; set; } = 65_536;
+
     /// <summary>Observers of this run, beside the engine's own that implement <see cref="Observability.IOpenRunObserver"/>.</summary>
     public IReadOnlyList<Observability.IOpenRunObserver>? Observers { get; set; }
 
@@ -162,6 +187,7 @@ public sealed class OpenRunOptions
         if (RetainTasks < 0) throw new ArgumentOutOfRangeException(nameof(RetainTasks), RetainTasks, "RetainTasks must not be negative");
         if (RetainBytes < 0) throw new ArgumentOutOfRangeException(nameof(RetainBytes), RetainBytes, "RetainBytes must not be negative");
         if (Budget is double b && !(b >= 0)) throw new ArgumentOutOfRangeException(nameof(Budget), Budget, "a budget is a non-negative number");
+        if (EventCapacity < 1) throw new ArgumentOutOfRangeException(nameof(EventCapacity), EventCapacity, "EventCapacity must be at least 1");
         if (Resources?.FirstOrDefault(r => r.Value < 1) is { Key: not null } bad)
             throw new ArgumentOutOfRangeException(nameof(Resources), $"resource pool '{bad.Key}' has capacity {bad.Value}; it must be at least 1");
         if (Resume is not null && Store is null) throw new ArgumentException("OpenRunOptions.Resume needs OpenRunOptions.Store: the run to resume is in a store", nameof(Resume));

@@ -309,8 +309,10 @@ public sealed class TaskMeshEngine
         options ??= new OpenRunOptions();
         options.Check();
         LinkQuantumCascades();
-        var observers = Observers.OfType<IOpenRunObserver>().Concat(options.Observers ?? []).Distinct().ToArray();
-        return new OpenRun(new Scheduling.Open.OpenRunState(this, _options, Layers.ToArray(), options, _escalation, _retry, observers));
+        var events = options.EmitEvents ? new OpenRunEvents(options.EventCapacity, _options.TimeProvider) : null;
+        var observers = Observers.OfType<IOpenRunObserver>().Concat(options.Observers ?? []).Distinct();
+        if (events is not null) observers = observers.Append(events);
+        return new OpenRun(new Scheduling.Open.OpenRunState(this, _options, Layers.ToArray(), options, _escalation, _retry, observers.ToArray()) { Events = events });
     }
 
     /// <summary>

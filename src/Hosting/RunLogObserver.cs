@@ -57,7 +57,7 @@ public sealed partial class RunLogObserver(ILogger logger) : IRunObserver, IOpen
     }
 
     /// <inheritdoc />
-    public void OnOpenTaskEnded(string runId, TaskMesh.Engine.TaskResult task, double cost, int retries)
+    public void OnOpenTaskEnded(string runId, int sequence, TaskMesh.Engine.TaskResult task, double cost, int retries)
     {
         if (task.Outcome is not (TaskOutcome.Failed or TaskOutcome.TimedOut)) return;
         int n = Interlocked.Increment(ref _failures);

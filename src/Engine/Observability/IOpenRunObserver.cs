@@ -15,8 +15,11 @@ public interface IOpenRunObserver
     /// <summary>The run opened (or was resumed) with these layers.</summary>
     void OnOpenRunStarted(string runId, string name, IReadOnlyList<string> layers);
 
-    /// <summary>A task ended; <paramref name="cost"/> is its last layer's price × its duration, <paramref name="retries"/> its attempts tried again there.</summary>
-    void OnOpenTaskEnded(string runId, TaskResult task, double cost, int retries);
+    /// <summary>
+    /// A task ended; <paramref name="sequence"/> is its place in submission order (<see cref="SubmittedTask.SequenceNumber"/>),
+    /// <paramref name="cost"/> its last layer's price × its duration, <paramref name="retries"/> its attempts tried again there.
+    /// </summary>
+    void OnOpenTaskEnded(string runId, int sequence, TaskResult task, double cost, int retries);
 
     /// <summary>A task moved to another layer or variant.</summary>
     void OnOpenRunEscalated(string runId, EscalationRecord escalation);

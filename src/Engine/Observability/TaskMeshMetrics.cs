@@ -229,7 +229,7 @@ public sealed class TaskMeshMetrics : IRunObserver, IOpenRunObserver
     }
 
     /// <inheritdoc />
-    public void OnOpenTaskEnded(string runId, TaskResult task, double cost, int retries)
+    public void OnOpenTaskEnded(string runId, int sequence, TaskResult task, double cost, int retries)
     {
         if (task.Layer is null)
         {

@@ -391,4 +391,34 @@ public sealed class OpenRunTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task Events_TellEachTasksEnd_AndCompleteWithTheRun()
+    {
+        var engine = new TaskMeshEngine();
+        await using var run = engine.Open(new OpenRunOptions { EmitEvents = true });
+        var reading = System.Threading.Tasks.Task.Run(async () =>
+        {
+            var seen = new List<RunEvent>();
+            await foreach (var e in run.Events.ReadAllAsync()) seen.Add(e);
+            return seen;
+        });
+        run.Submit(Task("noop", "a"));
+        var bad = run.Submit(new TaskRequest("fail") { Id = "f", Spec = new TaskSpec { Retries = 0 } });
+        run.Submit(Task("noop", "after-f", bad));
+        run.Complete();
+        await run.Completion.WaitAsync(Limit);
+        var events = await reading.WaitAsync(Limit);   // the stream completed with the run
+        Assert.Equal(3, events.Count);
+        var byId = events.ToDictionary(e => e.TaskId);
+        Assert.Equal((RunEventKind.Succeeded, 0, "local"), (byId["a"].Kind, byId["a"].Task, byId["a"].Layer));
+        Assert.Equal((RunEventKind.Failed, 1), (byId["f"].Kind, byId["f"].Attempt));
+        Assert.Contains("failed on purpose", byId["f"].Message);
+        Assert.Equal(RunEventKind.Skipped, byId["after-f"].Kind);
+        Assert.Equal(0, run.DroppedEvents);
+        // Without EmitEvents: an empty stream, already complete.
+        var quiet = engine.Open();
+        Assert.True(quiet.Events.Completion.IsCompleted);
+        await quiet.DisposeAsync();
+    }
 }

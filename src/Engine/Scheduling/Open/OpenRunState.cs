@@ -150,6 +150,9 @@ internal sealed class OpenRunState : AttemptHost
     internal override ObserverSet? OnRoutedObservers => null;
 
     internal Task<OpenRunResult> Completion => _completion.Task;
+
+    /// <summary>The run's event stream, with <see cref="OpenRunOptions.EmitEvents"/>.</summary>
+    internal OpenRunEvents? Events { get; init; }
     internal long SubmittedCount => Volatile.Read(ref _count);
     internal int PendingCount => _room.Taken;
 
@@ -860,7 +863,8 @@ internal sealed class OpenRunState : AttemptHost
         byte last = t.Route == RouteTable.Inline ? RouteTable.Local : t.Route;
         double cost = t.AttemptCount > 0 ? _layers[last].PricePerSecond * t.Duration.TotalSeconds : 0;
         int retries = Math.Max(0, t.AttemptCount - 1 - (t.Extras?.EscalatedAfterAttempt ?? 0));
-        foreach (var o in _observers!) Safely(o, x => x.OnOpenTaskEnded(RunId, result, cost, retries));
+        int sequence = t.SequenceNumber;
+        foreach (var o in _observers!) Safely(o, x => x.OnOpenTaskEnded(RunId, sequence, result, cost, retries));
     }
 
     /// <summary>Calls an observer; one that throws is not the run's problem (it loses that call only).</summary>
