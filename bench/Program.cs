@@ -8,7 +8,7 @@ using TaskMesh.Bench.Workflows;
 // dotnet run -c Release --project bench -- <suite> [options]
 //   dag   --shape all|NAME[,NAME] [--repeat 3] [--workers 2] [--systems taskmesh,tpl_tasks,tpl_dataflow] --json out.json
 //   load  [--tasks 1000000] --json out.json        (1M-task graph file: validate and start)
-//   stream [--tasks 1000000] [--shape independent,chain,window8] [--max-pending 16384] [--retain 10000] --json out.json   (open runs fed while they go)
+//   stream [--tasks 1000000] [--shape independent,chain,window8] [--max-pending 4096] [--retain 10000] [--open-workers 2] --json out.json   (open runs fed while they go)
 //   micro [BenchmarkDotNet options, e.g. --job short]
 //   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
 //   quantum-calibration [--json out.json]           (quantum task durations against the handler's estimate)
