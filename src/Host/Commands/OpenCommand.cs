@@ -75,10 +75,10 @@ internal static class OpenCommand
             using var stop = io.Token.Register(run.Cancel);
             string where = input == "-" ? "stdin" : input;
             int line = 0;
-            var buffer = new StringBuilder();
+            var lines = new BoundedLineReader(reader, MaxLineChars);
             while (!io.Token.IsCancellationRequested)
             {
-                var (text, tooLong) = await ReadLineAsync(reader, buffer, io.Token).ConfigureAwait(false);
+                var (text, tooLong) = await lines.ReadAsync(io.Token).ConfigureAwait(false);
                 if (text is null) break;
                 line++;
                 if (tooLong)
@@ -114,21 +114,44 @@ internal static class OpenCommand
         }
     }
 
-    /// <summary>A line of at most <see cref="MaxLineChars"/> characters (a longer one is read to its end and reported), or null at the end.</summary>
-    private static async Task<(string? Line, bool TooLong)> ReadLineAsync(StreamReader reader, StringBuilder buffer, CancellationToken ct)
+    /// <summary>
+    /// Lines of at most a given length, read through a buffer: a longer line is read to its end
+    /// without being kept, and reported as too long — the input never makes the command hold more.
+    /// </summary>
+    private sealed class BoundedLineReader(TextReader reader, int maxChars)
     {
-        buffer.Clear();
-        bool tooLong = false;
-        var one = new char[1];
-        while (true)
+        private readonly char[] _buffer = new char[8192];
+        private int _at, _filled;
+        private readonly StringBuilder _line = new();
+
+        /// <summary>The next line (without its end), whether it was too long (then empty), or null at the end of the input.</summary>
+        public async Task<(string? Line, bool TooLong)> ReadAsync(CancellationToken ct)
         {
-            int n = await reader.ReadAsync(one.AsMemory(), ct).ConfigureAwait(false);
-            if (n == 0) return buffer.Length == 0 && !tooLong ? (null, false) : (buffer.ToString(), tooLong);
-            char c = one[0];
-            if (c == '\n') return (tooLong ? "" : buffer.ToString().TrimEnd('\r'), tooLong);
-            if (tooLong) continue;
-            if (buffer.Length == MaxLineChars) { tooLong = true; buffer.Clear(); continue; }
-            buffer.Append(c);
+            _line.Clear();
+            bool tooLong = false, any = false;
+            while (true)
+            {
+                if (_at == _filled)
+                {
+                    _filled = await reader.ReadAsync(_buffer.AsMemory(), ct).ConfigureAwait(false);
+                    _at = 0;
+                    if (_filled == 0) return any ? (tooLong ? "" : _line.ToString(), tooLong) : (null, false);
+                }
+                any = true;
+                int end = Array.IndexOf(_buffer, '\n', _at, _filled - _at);
+                int stop = end < 0 ? _filled : end;
+                if (!tooLong)
+                {
+                    if (_line.Length + (stop - _at) > maxChars)
+                    {
+                        tooLong = true;
+                        _line.Clear();
+                    }
+                    else _line.Append(_buffer, _at, stop - _at);
+                }
+                _at = end < 0 ? _filled : end + 1;
+                if (end >= 0) return (tooLong ? "" : _line.ToString().TrimEnd('\r'), tooLong);
+            }
         }
     }
 
