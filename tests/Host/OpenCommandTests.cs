@@ -37,7 +37,8 @@ public sealed class OpenCommandTests : IDisposable
             """{"id":"e","handler":"noop","dependsOn":["nowhere"]}""",
             """{"id":"f","handler":"fail","retries":0}""",
             """{"id":"g","handler":"noop","dependsOn":[{"id":"f","type":"soft"}]}""",
-            """{"id":"h\u001b[31m","handler":"noop"}""") + "\n");
+            """{"id":"h\u001b[31m","handler":"noop"}""",
+            "{\"id\":\"huge\",\"handler\":\"noop\",\"args\":{\"s\":\"" + new string('a', 1_100_000) + "\"}}") + "\n");
         var (code, stdout, stderr) = await Run("open", tasks, "--store", store);
 
         Assert.Equal(2, code);
@@ -46,9 +47,10 @@ public sealed class OpenCommandTests : IDisposable
         Assert.Contains($"{tasks}:4: task 'd': handler 'no-such' is not registered", stderr);
         Assert.Contains($"{tasks}:6: task 'e': depends on 'nowhere', which is not in the run", stderr);
         Assert.Contains($"{tasks}:9:", stderr);                 // an id with an escape sequence is refused ...
+        Assert.Contains($"{tasks}:10: the line is longer than 1,048,576 characters: skipped", stderr);
         Assert.DoesNotContain("\u001b", stderr + stdout);       // ... and never reaches the terminal raw
         Assert.Contains("3 submitted, 2 succeeded, 1 failed", stderr);   // a, f and g ('b' is line 2, not JSON)
-        Assert.Contains("5 line(s) refused", stderr);
+        Assert.Contains("6 line(s) refused", stderr);
         var ends = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)
             .ToDictionary(e => e.GetProperty("id").GetString()!, e => e.GetProperty("outcome").GetString());
         Assert.Equal(new Dictionary<string, string?> { ["a"] = "succeeded", ["f"] = "failed", ["g"] = "succeeded" }, ends);
