@@ -12,7 +12,7 @@ namespace TaskMesh.Engine.Store;
 /// the escalations, a heartbeat with the counts, and the run's end. Writes go through the store's
 /// writer thread, in order, a batch per commit.
 /// </summary>
-internal sealed class OpenRunJournal : IDisposable
+internal sealed class OpenRunJournal
 {
     private readonly RunStore _store;
     private readonly StoreWriter _writer;
@@ -22,14 +22,13 @@ internal sealed class OpenRunJournal : IDisposable
     private long _escalations;
     private double _costBits;
 
-    public OpenRunJournal(RunStore store, string runId, string name, bool resumed, string? config,
-        Func<(long, long, long, long, long, long)> counts)
+    public OpenRunJournal(RunStore store, string runId, string name, bool resumed, Func<(long, long, long, long, long, long)> counts)
     {
         _store = store;
         _writer = store.Writer ?? throw new StoreException($"store '{store.Path}' is open read-only: an open run cannot be recorded in it");
         _runId = runId;
         _counts = counts;
-        _writer.Enqueue(new Opened(runId, name, resumed, config, Now()));
+        _writer.Enqueue(new Opened(runId, name, resumed, Now()));
         _heartbeat = new Timer(static s => ((OpenRunJournal)s!).Beat(), this, RunRecorder.CheckpointInterval, RunRecorder.CheckpointInterval);
     }
 
@@ -125,8 +124,6 @@ internal sealed class OpenRunJournal : IDisposable
     /// <summary>Waits until everything recorded so far is committed.</summary>
     public Task FlushAsync() => _writer.FlushAsync();
 
-    public void Dispose() => _heartbeat.Dispose();
-
     private void Audit(string id, string category, Action<System.Text.Json.Utf8JsonWriter> detail)
     {
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
@@ -142,7 +139,7 @@ internal sealed class OpenRunJournal : IDisposable
 
     private static object Db(object? v) => v ?? DBNull.Value;
 
-    private sealed class Opened(string runId, string name, bool resumed, string? config, string at) : StoreWrite
+    private sealed class Opened(string runId, string name, bool resumed, string at) : StoreWrite
     {
         public override void Apply(StoreBatch b)
         {
@@ -152,13 +149,12 @@ internal sealed class OpenRunJournal : IDisposable
                   UPDATE runs SET status = 'running', finished_at = NULL, owner_host = $host, owner_pid = $pid, owner_started = $pstart WHERE run_id = $id
                   """
                 : """
-                  INSERT INTO runs (run_id, graph_name, status, started_at, total, config, kind, owner_host, owner_pid, owner_started)
-                  VALUES ($id, $name, 'running', $at, 0, $config, 'open', $host, $pid, $pstart)
+                  INSERT INTO runs (run_id, graph_name, status, started_at, total, kind, owner_host, owner_pid, owner_started)
+                  VALUES ($id, $name, 'running', $at, 0, 'open', $host, $pid, $pstart)
                   """);
             cmd.Parameters.AddWithValue("$id", runId);
             cmd.Parameters.AddWithValue("$name", name);
             cmd.Parameters.AddWithValue("$at", at);
-            cmd.Parameters.AddWithValue("$config", Db(config));
             cmd.Parameters.AddWithValue("$host", owner.Host);
             cmd.Parameters.AddWithValue("$pid", owner.Pid);
             cmd.Parameters.AddWithValue("$pstart", Db(owner.Started));

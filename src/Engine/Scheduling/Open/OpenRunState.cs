@@ -126,7 +126,7 @@ internal sealed class OpenRunState : AttemptHost
                 _indexBase = store.NextOpenTaskIndex(resume);
                 _resumed = true;
             }
-            _journal = new Store.OpenRunJournal(store, RunId, settings.Name, _resumed, null, () => (SubmittedCount, Counts(TaskOutcome.Succeeded),
+            _journal = new Store.OpenRunJournal(store, RunId, settings.Name, _resumed, () => (SubmittedCount, Counts(TaskOutcome.Succeeded),
                 Counts(TaskOutcome.Failed), Counts(TaskOutcome.TimedOut), Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled)));
         }
         if (_observers is not null)
