@@ -7,10 +7,9 @@ using TaskMesh.Engine.Scheduling.Open;
 namespace TaskMesh.Engine;
 
 /// <summary>
-/// A run that takes tasks while it goes (the engine's dynamic graph, as Taskflow's dependent-async
-/// tasks or Dask futures are): <see cref="Submit"/> adds a task whose dependencies name tasks
-/// already submitted, so no cycle can be made; it runs once they ended, routed, retried and
-/// escalated as a task of a graph is. Made by <see cref="TaskMeshEngine.Open"/>.
+/// A run that takes tasks while it goes (a graph that grows as it runs): <see cref="Submit"/> adds a
+/// task whose dependencies name tasks already submitted, so no cycle can be made; it runs once they
+/// ended, routed, retried and escalated as a task of a graph is. Made by <see cref="TaskMeshEngine.Open"/>.
 /// <para>
 /// A refused submission (unknown dependency, duplicate id, arguments the handler's validator
 /// refuses) throws <see cref="TaskRefusedException"/> and the run goes on. At most
