@@ -57,6 +57,9 @@ public sealed class OpenCommandTests : IDisposable
         using var s = RunStore.Open(store, readOnly: true);
         var run = s.ListRuns(1).Single();
         Assert.Equal(("open", "failed", 3), (run.Graph, run.Status, run.Tasks.Total));
+        var (showCode, shown, _) = await Run("runs", "show", run.RunId, "--store", store);
+        Assert.Equal(0, showCode);
+        Assert.Contains("no graph, no critical path", shown);
     }
 
     [Fact]

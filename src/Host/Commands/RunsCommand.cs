@@ -54,12 +54,14 @@ internal static class RunsCommand
             var r = s.GetRun(id);
             var o = io.Out;
             var inv = CultureInfo.InvariantCulture;
-            o.WriteLine($"run {r.RunId} of '{TerminalText.Safe(r.Graph)}': {r.Status}{(r.GraphPath is null ? "" : $" ({TerminalText.Safe(Shown(r.GraphPath))})")}{(r.Status == "running" && r.Owner is { } owner ? $", {owner}" : "")}");
+            o.WriteLine($"run {r.RunId} of '{TerminalText.Safe(r.Graph)}': {r.Status}{(r.GraphPath is null ? "" : $" ({TerminalText.Safe(Shown(r.GraphPath))})")}{(r.Status is "running" or "open" && r.Owner is { } owner ? $", {owner}" : "")}");
             o.WriteLine(string.Create(inv, $"  started {r.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC, {(r.FinishedAt is { } f ? $"ended {f.UtcDateTime:HH:mm:ss}" : "never ended")}"));
             var t = r.Tasks;
             o.WriteLine($"  tasks: {t.Total} total, {t.Succeeded} succeeded ({t.Restored} restored, {t.Cached} cached), {t.Failed} failed ({t.TimedOut} timed out), {t.Skipped} skipped, {t.Cancelled} cancelled");
-            if (r.WallMs is double wall)
-                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wall:0.###} ms ({(r.CriticalPathMs is double cp && cp >= 1 ? $"{wall / cp:0.##}x" : "no ratio: the critical path is under 1 ms")}); ready order {r.ReadyOrder ?? "not recorded"}"));
+            if (r.WallMs is double wall && r.CriticalPathMs is null)
+                o.WriteLine(string.Create(inv, $"  wall {wall:0.###} ms (tasks submitted while it went: no graph, no critical path)"));
+            else if (r.WallMs is double wallMs)
+                o.WriteLine(string.Create(inv, $"  critical path {r.CriticalPathMs ?? 0:0.###} ms vs makespan {wallMs:0.###} ms ({(r.CriticalPathMs is double cp && cp >= 1 ? $"{wallMs / cp:0.##}x" : "no ratio: the critical path is under 1 ms")}); ready order {r.ReadyOrder ?? "not recorded"}"));
             o.WriteLine(string.Create(inv, $"  cost {r.Cost:0.######}, escalations {r.Escalations}"));
             var layers = s.LayersOf(id);
             if (layers.Count > 0)
