@@ -63,6 +63,43 @@ public sealed class OpenCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Open_GarbageBetweenTasks_IsRefusedLineByLine_AndTheTasksAroundItRun()
+    {
+        // Random bytes (invalid UTF-8, NULs, control characters), deep nesting, huge numbers, wrong
+        // shapes: each line is refused on its own, and the run goes on to the next.
+        var rng = new Random(7);
+        var lines = new List<byte[]>();
+        int good = 0;
+        for (int i = 0; i < 300; i++)
+        {
+            if (i % 3 == 0)
+            {
+                lines.Add(System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { id = $"ok{good++}", handler = "noop" })));
+                continue;
+            }
+            var junk = new byte[rng.Next(1, 400)];
+            rng.NextBytes(junk);
+            for (int k = 0; k < junk.Length; k++) if (junk[k] == (byte)'\n') junk[k] = 0;
+            lines.Add(junk);
+        }
+        lines.Add(System.Text.Encoding.UTF8.GetBytes(new string('[', 10_000) + new string(']', 10_000)));
+        lines.Add(System.Text.Encoding.UTF8.GetBytes("{\"id\":\"n\",\"handler\":\"sleep\",\"args\":{\"millis\":1e400}}"));
+        lines.Add(System.Text.Encoding.UTF8.GetBytes("{\"id\":\"d\",\"handler\":\"noop\",\"dependsOn\":[{\"id\":7}]}"));
+        lines.Add(System.Text.Encoding.UTF8.GetBytes("[\"not\",\"an\",\"object\"]"));
+        var path = Path.Combine(_dir, "garbage.jsonl");
+        File.WriteAllBytes(path, lines.SelectMany(l => l.Append((byte)'\n')).ToArray());
+
+        var (code, stdout, stderr) = await Run("open", path, "--no-store");
+
+        Assert.Equal(2, code);
+        Assert.DoesNotContain("   at ", stderr);   // messages, not stack traces
+        Assert.Contains($"{good} submitted, {good} succeeded", stderr);
+        Assert.Equal(good, stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Count(l => JsonDocument.Parse(l).RootElement.GetProperty("outcome").GetString() == "succeeded"));
+        Assert.DoesNotContain("\u001b", stderr + stdout);
+        Assert.Contains($"{path}:{lines.Count - 3}: not JSON", stderr);   // 10,000 levels deep: refused, not a stack overflow
+    }
+
+    [Fact]
     public async Task Open_Resume_OfARunThatIsNotAnOpenRun_IsRefusedWithTheReason()
     {
         var store = Path.Combine(_dir, "s.db");

@@ -553,6 +553,48 @@ public sealed class StoreHardeningTests : IDisposable
     }
 
     [Fact]
+    public async Task TwoOpenRuns_OnOneStore_WithAnExternalLockMidway_RecordEveryTaskAsItFinished()
+    {
+        var store = Path.Combine(_dir, "s.db");
+        await Ok("run", Write("warm.json", Graph("warm", new { id = "a", handler = "noop" })), "--store", store, "--progress", "none");
+        string Tasks(string name, string prefix) => Write(name, string.Join('\n', Enumerable.Range(0, 15).Select(i => JsonSerializer.Serialize(new
+        {
+            id = $"{prefix}{i:00}",
+            handler = "sleep",
+            args = new { millis = 200 },
+            dependsOn = i == 0 ? Array.Empty<string>() : [$"{prefix}{i - 1:00}"],
+        }))) + "\n");
+        var one = Start("open", Tasks("one.jsonl", "a"), "--store", store, "--name", "one");
+        var two = Start("open", Tasks("two.jsonl", "b"), "--store", store, "--name", "two");
+        await WaitUntil(() =>
+        {
+            using var s = RunStore.Open(store, readOnly: true);
+            return s.ListRuns(10, "open").Count == 2;
+        }, "both open runs in the store");
+        // Held while both go (each about 3 s long): their writes wait, then go in.
+        using var locker = HoldLock(store, 3);
+        Assert.Equal("locked", (await locker.StandardOutput.ReadLineAsync())?.Trim());
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        foreach (var p in new[] { one, two })
+        {
+            await p.WaitForExitAsync(cts.Token);
+            Assert.True(p.ExitCode == 0, await p.StandardError.ReadToEndAsync());
+            Assert.Equal(15, (await p.StandardOutput.ReadToEndAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        }
+        using var s = RunStore.Open(store, readOnly: true);
+        Assert.Empty(s.ListRuns(10, "open"));         // nothing stale: both read as ended
+        Assert.Empty(s.ListRuns(10, "interrupted"));
+        foreach (var (name, prefix) in new[] { ("one", "a"), ("two", "b") })
+        {
+            var run = s.ListRuns(10).Single(r => r.Graph == name);
+            Assert.Equal(("succeeded", 15, 15), (run.Status, run.Tasks.Total, run.Tasks.Succeeded));
+            var rows = s.TasksOf(run.RunId);
+            Assert.Equal(Enumerable.Range(0, 15).Select(i => $"{prefix}{i:00}"), rows.Select(t => t.Id).Order());
+            Assert.All(rows, t => Assert.Equal("succeeded", t.Status));
+        }
+    }
+
+    [Fact]
     public async Task Run_StoreLockedPastTheLockTimeout_FailsNamingTheKey_AndReadsInterrupted_AndResumes()
     {
         var store = Path.Combine(_dir, "s.db");
