@@ -253,11 +253,7 @@ internal sealed partial class RunState
         _onAttemptEnded?.AttemptEnded(result);
         if (decision.Next != AttemptNext.Complete)
         {
-            // Another attempt needs a slot, maybe a back-off, maybe another layer: none of which
-            // may stall a scheduler worker, so the task moves to a layer's dispatcher.
-            byte next = Attempts.Escalate(node, RouteTable.Local, result, decision);
-            if (next != RouteTable.Local) Tasks.ExtrasOf(node).Left(RouteTable.Local, result.Duration.TotalMilliseconds);
-            Redispatch(node, next, decision.Delay);
+            Attempts.MoveInlineAttemptOn(node, result, decision);
             return NoTask;
         }
         if (Tasks.DurationMs is { } d) d[node] = (float)result.Duration.TotalMilliseconds;

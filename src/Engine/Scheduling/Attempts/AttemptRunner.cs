@@ -163,6 +163,19 @@ internal sealed class AttemptRunner
     }
 
     /// <summary>
+    /// An inline attempt whose policy wants another one (a retry, maybe after a back-off, or an
+    /// escalation): none of which may stall a worker, so the task moves to a layer's dispatcher —
+    /// the escalation recorded, the time spent inline counted when it leaves the local layer.
+    /// Static and open runs alike.
+    /// </summary>
+    public void MoveInlineAttemptOn(int node, in AttemptResult result, in EscalationDecision decision)
+    {
+        byte next = Escalate(node, RouteTable.Local, result, decision);
+        if (next != RouteTable.Local) _run.ExtrasOf(node).Left(RouteTable.Local, result.Duration.TotalMilliseconds);
+        _run.Redispatch(node, next, decision.Delay);
+    }
+
+    /// <summary>
     /// Carries out a retry or escalation decision for <paramref name="node"/>, whose attempt ran on
     /// <paramref name="route"/>: records the escalation, remembers a fallback output, and returns
     /// the route of the next attempt.

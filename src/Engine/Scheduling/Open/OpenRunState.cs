@@ -778,10 +778,7 @@ internal sealed class OpenRunState : AttemptHost
         var decision = Attempts.Decide(result);
         if (decision.Next != AttemptNext.Complete)
         {
-            // Another attempt needs a slot, maybe a back-off, maybe another layer: the task moves to a layer's dispatcher.
-            byte next = Attempts.Escalate(t.Index, RouteTable.Local, result, decision);
-            if (next != RouteTable.Local) ExtrasOf(t.Index).Left(RouteTable.Local, result.Duration.TotalMilliseconds);
-            Redispatch(t.Index, next, decision.Delay);
+            Attempts.MoveInlineAttemptOn(t.Index, result, decision);
             return null;
         }
         return Finish(t, result.TaskOutcome, result.Output, result.Error, result.Duration, onWorker: true);
