@@ -150,7 +150,6 @@ internal sealed partial class RunState : AttemptHost, IRunProgress
     internal override TaskExtras? TryExtrasOf(int node) => Tasks.TryExtrasOf(node);
     internal override IReadOnlyList<string> LayerNames => _layerNames;
     internal ResourceGate? Gate => _gate;
-    internal long StartTimestamp => _startTimestamp;
 
     /// <summary>Tasks ended so far (approximate while running: workers report in batches).</summary>
     public int Completed => Graph.Count - Volatile.Read(ref _remaining);
