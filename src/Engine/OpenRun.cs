@@ -33,7 +33,6 @@ public sealed class OpenRun : IAsyncDisposable
     public SubmittedTask Submit(TaskRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        _state.WaitForRoom(CancellationToken.None);
         return _state.Add(request);
     }
 
@@ -43,8 +42,7 @@ public sealed class OpenRun : IAsyncDisposable
     public async ValueTask<SubmittedTask> SubmitAsync(TaskRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        await _state.WaitForRoomAsync(ct).ConfigureAwait(false);
-        return _state.Add(request);
+        return await _state.AddAsync(request, ct).ConfigureAwait(false);
     }
 
     /// <summary>Adds a task if there is room now; false (nothing added) when <see cref="OpenRunOptions.MaxPending"/> tasks are pending.</summary>
@@ -53,10 +51,7 @@ public sealed class OpenRun : IAsyncDisposable
     public bool TrySubmit(TaskRequest request, [NotNullWhen(true)] out SubmittedTask? task)
     {
         ArgumentNullException.ThrowIfNull(request);
-        task = null;
-        if (!_state.TryTakeRoom()) return false;
-        task = _state.Add(request);
-        return true;
+        return _state.TryAdd(request, out task);
     }
 
     /// <summary>
@@ -257,7 +252,11 @@ public readonly record struct TaskDependency
 /// <param name="Attempts">Attempts made.</param>
 /// <param name="Confidence">The confidence its handler reported on its last attempt, if any.</param>
 /// <param name="Error">Why it failed, timed out, was skipped or cancelled; a note on a success.</param>
-/// <param name="Duration">From its first attempt's start to its end (zero when it never ran).</param>
+/// <param name="Duration">
+/// From its first attempt's start to its end (zero when it never ran). A task of an inline
+/// handler, in a run with no store and no observers, is timed by a millisecond clock (as a graph's
+/// run times tasks nobody records): a sub-millisecond one shows 0 or 1 ms.
+/// </param>
 public sealed record TaskResult(string Id, TaskOutcome Outcome, object? Output, string? Layer, int Attempts, double? Confidence, string? Error, TimeSpan Duration)
 {
     /// <summary>The output in a line (at most a few hundred characters), as the store and the run summaries show it; null unless it succeeded.</summary>

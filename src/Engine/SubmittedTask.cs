@@ -22,33 +22,29 @@ public sealed class SubmittedTask
     internal byte AttemptCount;
     internal int State;
     internal int Pending = 1;                  // unfinished dependencies, plus one while it is being submitted
-    internal SubmittedTask? SkipCause;         // the dependency that did not succeed (its own cause when it was skipped)
-    internal SubmittedTask? FirstDependent;    // guarded by lock(this), as the rest; cleared once ended
+    // The tasks waiting for this one: null (none yet), the first dependent itself (its edge kind in
+    // FirstDependentKind), or a DependentNode per later one, newest first, ending with the first;
+    // Closed once this task ended (a dependent wired then learns how it ended instead).
+    internal object? DependentsHead;
     internal EdgeKind FirstDependentKind;
-    internal List<(SubmittedTask Task, EdgeKind Kind)>? Dependents;   // the second and later dependents
-    internal List<SubmittedTask>? Inputs;      // data dependencies, in order; dropped when the task ends
+    internal static readonly object Closed = new();
     internal int Readers;                      // pending tasks that read this task's output
     internal int Expired;                      // 1: out of the retention window, released once unread
     internal int Released;                     // 1: the run no longer finds it
     internal volatile bool CancelRequested;
-    internal CancellationTokenSource? Cts;     // made when a layer attempt asks for its token
     internal TaskExtras? Extras;
     internal long StartTimestamp;
     internal TaskOutcome Outcome;
     internal object? Output;
-    internal string? Error;
     internal TimeSpan Duration;
     internal long OutputBytes;
-    internal double? Confidence;               // reported by the handler on the last attempt
-    internal string? CacheKey;                 // a cache-enabled task that ran: its key, to keep its output under
-    internal int HoldsPools;                   // 1 while it holds its resource pools (cleared with an exchange: released once)
+    private TaskCold? _cold;                   // what few tasks need, made on first use
     private TaskCompletionSource<TaskResult>? _completion;
 
-    internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority, int indexBase = 0)
+    internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority)
     {
         Run = run;
         Index = index;
-        _indexBase = indexBase;
         _id = id;
         Template = template;
         Priority = priority;
@@ -57,26 +53,40 @@ public sealed class SubmittedTask
 
     /// <summary>A task the run knows only from its store's row: ended as <paramref name="outcome"/>, with <paramref name="output"/>.</summary>
     internal static SubmittedTask Stored(OpenRunState run, string id, TaskOutcome outcome, object? output)
-        => new(run, -1, id, null!, 0)
+    {
+        var t = new SubmittedTask(run, -1, id, null!, 0)
         {
             State = Ended,
+            DependentsHead = Closed,
             Outcome = outcome,
             Output = output,
-            Error = "read from the run store",
         };
+        t.Cold.Error = "read from the run store";
+        return t;
+    }
 
     /// <summary>The task's id (given, or <c>#N</c> with N its place in submission order).</summary>
-    public string Id => _id ??= GeneratedId(_indexBase + Index);
+    public string Id => _id ??= GeneratedId(Run.IndexBase + Index);
 
     internal bool HasGivenId => _id is not null && !_id.StartsWith('#');
 
     internal static string GeneratedId(int index) => "#" + index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>Its place in submission order (0 for the run's first task; a resumed run goes on from its earlier life's count).</summary>
-    public int SequenceNumber => _indexBase + Index;
+    public int SequenceNumber => Run.IndexBase + Index;
 
-    private readonly int _indexBase;
-    internal string? SpecHash;                 // with a store and an id of its own: what makes a resubmission the same task
+    /// <summary>The task's rarely used fields, made on first use (safe from any thread).</summary>
+    internal TaskCold Cold
+    {
+        get
+        {
+            var c = Volatile.Read(ref _cold);
+            return c ?? Interlocked.CompareExchange(ref _cold, c = new TaskCold(), null) ?? c;
+        }
+    }
+
+    /// <summary>The task's rarely used fields, or null while nothing needed them.</summary>
+    internal TaskCold? ColdOrNull => Volatile.Read(ref _cold);
 
     /// <summary>True once the task ended.</summary>
     public bool IsEnded => Volatile.Read(ref State) == Ended;
@@ -106,7 +116,24 @@ public sealed class SubmittedTask
     {
         bool ran = AttemptCount > 0;
         string? layer = ran ? Run.LayerNames[Route == RouteTable.Inline ? RouteTable.Local : Route] : null;
+        var cold = ColdOrNull;
         return new TaskResult(Id, Outcome, Outcome == TaskOutcome.Succeeded ? Output : null, layer, AttemptCount,
-            Confidence, Error, Duration);
+            cold?.Confidence, cold?.Error, Duration);
     }
+}
+
+/// <summary>
+/// What few tasks of an open run need (kept apart, so that the many that need none are small: a
+/// task is allocated per submission, and copied between caches as it goes from producer to worker).
+/// </summary>
+internal sealed class TaskCold
+{
+    public SubmittedTask? SkipCause;           // the dependency that did not succeed (its own cause when it was skipped)
+    public List<SubmittedTask>? Inputs;        // data dependencies, in order; dropped when the task ends
+    public CancellationTokenSource? Cts;       // made when a layer attempt asks for its token
+    public double? Confidence;                 // reported by the handler on the last attempt
+    public string? Error;                      // why it did not succeed, or a note on a success
+    public string? CacheKey;                   // a cache-enabled task that ran: its key, to keep its output under
+    public int HoldsPools;                     // 1 while it holds its resource pools (cleared with an exchange: released once)
+    public string? SpecHash;                   // with a store and an id of its own: what makes a resubmission the same task
 }

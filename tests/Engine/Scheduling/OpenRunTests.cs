@@ -263,6 +263,58 @@ public sealed class OpenRunTests
     }
 
     [Fact]
+    public async Task RandomGraphsSubmittedWhileTheyRun_RunEachTaskAfterItsDependencies_AndSkipTheDependentsOfFailures()
+    {
+        // Many dependents per task (the list a task's end walks), failures, soft edges, a small
+        // pending bound (producers held and woken) and a small retention window, on two workers.
+        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2, RetryAttempts = 0 });
+        const int n = 20_000;
+        var stamps = new long[n];
+        long clock = 0;
+        engine.Handlers.RegisterInline("ok", ctx => { stamps[ctx.Index] = Interlocked.Increment(ref clock); return null; });
+        engine.Handlers.RegisterInline("bad", ctx => { stamps[ctx.Index] = Interlocked.Increment(ref clock); throw new InvalidOperationException("bad"); });
+        var random = new Random(7);
+        var deps = new List<(int Task, EdgeKind Kind)>[n];
+        var expected = new TaskOutcome[n];
+        var tasks = new SubmittedTask[n];
+        await using var run = engine.Open(new OpenRunOptions { MaxPending = 256, RetainTasks = 100 });
+        for (int i = 0; i < n; i++)
+        {
+            deps[i] = [];
+            int k = i == 0 ? 0 : random.Next(0, 5);
+            for (int j = 0; j < k; j++)
+            {
+                int d = Math.Max(0, i - 1 - random.Next(0, 50));
+                if (deps[i].Any(x => x.Task == d)) continue;
+                deps[i].Add((d, random.Next(4) == 0 ? EdgeKind.Soft : EdgeKind.Hard));
+            }
+            bool bad = random.Next(100) == 0;
+            expected[i] = bad ? TaskOutcome.Failed : TaskOutcome.Succeeded;
+            if (deps[i].Any(x => x.Kind == EdgeKind.Hard && expected[x.Task] != TaskOutcome.Succeeded)) expected[i] = TaskOutcome.Skipped;
+            tasks[i] = await run.SubmitAsync(new TaskRequest(bad ? "bad" : "ok")
+            {
+                DependsOn = deps[i].Select(x => new TaskDependency(tasks[x.Task], x.Kind)).ToArray(),
+            });
+        }
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(Limit);
+        Assert.Equal(0, run.Pending);
+        for (int i = 0; i < n; i++)
+        {
+            var result = await tasks[i].Completion.WaitAsync(Limit);
+            Assert.True(expected[i] == result.Outcome, $"task {i}: {result.Outcome}, expected {expected[i]} ({result.Error})");
+            if (result.Outcome == TaskOutcome.Skipped) Assert.Equal(0, stamps[i]);
+            else
+                foreach (var (d, _) in deps[i])
+                    Assert.True(stamps[d] == 0 || stamps[d] < stamps[i], $"task {i} ran before its dependency {d}");
+        }
+        Assert.Equal(expected.Count(o => o == TaskOutcome.Succeeded), summary.Succeeded);
+        Assert.Equal(expected.Count(o => o == TaskOutcome.Failed), summary.Failed);
+        Assert.Equal(expected.Count(o => o == TaskOutcome.Skipped), summary.Skipped);
+        Assert.Equal(RunStatus.Failed, summary.Status);
+    }
+
+    [Fact]
     public async Task TenMillionSubmittedTasks_KeepMemoryFlat()
     {
         var engine = new TaskMeshEngine();

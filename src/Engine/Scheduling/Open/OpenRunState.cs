@@ -66,10 +66,13 @@ internal sealed class OpenRunState : AttemptHost
     private readonly ConcurrentDictionary<string, SubmittedTask> _byId = new(StringComparer.Ordinal);  // given ids only
     private Chunk?[] _chunks = new Chunk?[16];   // grown by doubling (a reference per chunk); read without the lock
     private int _count;                          // tasks submitted (written under _submitLock)
-    private readonly RoomGate _room;
-    // Ended tasks by outcome, in stripes by thread (a counter shared by every worker costs a contended atomic per task).
+    // Ended tasks by outcome, in stripes: each of the first seven workers its own (written without an
+    // atomic), the last one for every other thread (atomically): a counter shared by every worker
+    // would cost a contended atomic per task.
     private const int Stripes = 8;
     private readonly long[][] _outcomes = Enumerable.Range(0, Stripes).Select(_ => new long[16]).ToArray();   // 128 bytes each: a cache line or two of its own
+    // The max_pending bound (see RoomGate): submissions the producers may still make before they count again.
+    private readonly RoomGate _room;
 
     // The retention window, swept by the submitting thread in submission order: tasks older than the
     // last RetainTasks submitted (or all, while outputs pass RetainBytes) are marked expired, and an
@@ -89,6 +92,10 @@ internal sealed class OpenRunState : AttemptHost
     private readonly IOpenRunObserver[]? _observers;   // null when none: nothing per task
     private readonly bool _resumed;
     private readonly int _indexBase;   // a resumed run numbers its tasks after those its earlier life recorded
+    // Inline tasks are timed with two clock reads when a store or an observer records their
+    // durations; otherwise with the coarse millisecond clock (a memory read), as a static run
+    // times the tasks nobody records.
+    private readonly bool _preciseTiming;
 
     private volatile bool _cancelled;
     private volatile bool _completing;
@@ -106,7 +113,7 @@ internal sealed class OpenRunState : AttemptHost
         _layers = layers;
         _layerNames = layers.Select(l => l.Name).ToArray();
         _baseDirectory = Path.GetFullPath(settings.BaseDirectory ?? Environment.CurrentDirectory);
-        _room = new RoomGate(settings.MaxPending);
+        _room = new RoomGate(settings.MaxPending, () => SubmittedCount - Ended());
         Attempts = new AttemptRunner(this, escalation, retry);
         _dispatchers = layers.Select(l => new LayerDispatcher(this, l)).ToArray();
         if (settings.Resources is { Count: > 0 } pools)
@@ -131,9 +138,11 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (_observers is not null)
             foreach (var o in _observers) Safely(o, x => x.OnOpenRunStarted(RunId, settings.Name, _layerNames));
+        _preciseTiming = _journal is not null || _observers is not null;
+        if (!_preciseTiming) CoarseClock.Acquire();
         _workerCount = Math.Max(1, options.WorkerThreads);
         for (int i = 0; i < _workerCount; i++)
-            WorkerThreads.Run(static s => ((OpenRunState)s!).WorkerLoop(), this);
+            WorkerThreads.Run(static s => { var (run, worker) = ((OpenRunState, int))s!; run.WorkerLoop(worker); }, (this, i));
     }
 
     public override string RunId { get; }
@@ -151,10 +160,13 @@ internal sealed class OpenRunState : AttemptHost
 
     internal Task<OpenRunResult> Completion => _completion.Task;
 
+    /// <summary>The sequence number of the run's first task (a resumed run goes on from its earlier life's count).</summary>
+    internal int IndexBase => _indexBase;
+
     /// <summary>The run's event stream, with <see cref="OpenRunOptions.EmitEvents"/>.</summary>
     internal OpenRunEvents? Events { get; init; }
     internal long SubmittedCount => Volatile.Read(ref _count);
-    internal int PendingCount => _room.Taken;
+    internal int PendingCount => (int)(SubmittedCount - Ended());
 
     internal long Counts(TaskOutcome outcome)
     {
@@ -162,6 +174,18 @@ internal sealed class OpenRunState : AttemptHost
         foreach (var stripe in _outcomes) n += Volatile.Read(ref stripe[(int)outcome]);
         return n;
     }
+
+    /// <summary>Tasks ended so far, whatever their outcome.</summary>
+    private long Ended()
+    {
+        long n = 0;
+        foreach (var stripe in _outcomes)
+            for (int o = 0; o < OutcomeCount; o++) n += Volatile.Read(ref stripe[o]);
+        return n;
+    }
+
+    private static readonly int OutcomeCount = Enum.GetValues<TaskOutcome>().Length;
+
 
     // ---------------------------------------------------------------- tasks by index
 
@@ -207,7 +231,7 @@ internal sealed class OpenRunState : AttemptHost
 
     internal override IReadOnlyList<KeyValuePair<string, object?>> InputsOf(int node)
     {
-        var inputs = TaskAt(node).Inputs;
+        var inputs = TaskAt(node).ColdOrNull?.Inputs;
         if (inputs is null) return [];
         var list = new List<KeyValuePair<string, object?>>(inputs.Count);
         foreach (var d in inputs) list.Add(new(d.Id, d.Output));
@@ -241,11 +265,12 @@ internal sealed class OpenRunState : AttemptHost
     internal override CancellationToken TokenOf(int node)
     {
         var t = TaskAt(node);
-        var cts = Volatile.Read(ref t.Cts);
+        var cold = t.Cold;
+        var cts = Volatile.Read(ref cold.Cts);
         if (cts is null)
         {
             var made = CancellationTokenSource.CreateLinkedTokenSource(_runCts.Token);
-            cts = Interlocked.CompareExchange(ref t.Cts, made, null) ?? made;
+            cts = Interlocked.CompareExchange(ref cold.Cts, made, null) ?? made;
             if (!ReferenceEquals(cts, made)) made.Dispose();
             if (t.CancelRequested) cts.Cancel();   // cancelled before the token existed
         }
@@ -292,34 +317,32 @@ internal sealed class OpenRunState : AttemptHost
     internal override void OnDelayCancelled(int node)
     {
         var t = TaskAt(node);
-        Finish(t, TaskOutcome.Cancelled, null, "cancelled while waiting to retry", TimeSpan.Zero, onWorker: false);
+        Finish(t, TaskOutcome.Cancelled, null, "cancelled while waiting to retry", TimeSpan.Zero, NotOnWorker);
     }
 
     internal override void CompleteGuarded(int node, in AttemptResult final, double durationMs, string? note)
     {
         var t = TaskAt(node);
-        t.Confidence = final.Confidence ?? t.Confidence;
-        Finish(t, final.TaskOutcome, final.Output, final.Error ?? note, TimeSpan.FromMilliseconds(durationMs), onWorker: false);
+        if (final.Confidence is double confidence) t.Cold.Confidence = confidence;
+        Finish(t, final.TaskOutcome, final.Output, final.Error ?? note, TimeSpan.FromMilliseconds(durationMs), NotOnWorker);
     }
 
     // ---------------------------------------------------------------- submitting
 
-    internal void WaitForRoom(CancellationToken ct)
+    /// <summary>Adds a task, waiting for room.</summary>
+    internal SubmittedTask Add(TaskRequest request)
     {
-        ThrowIfClosed();
-        if (!_room.TryTake()) _room.WaitAsync(ct).AsTask().GetAwaiter().GetResult();
+        SubmittedTask? t;
+        while (!TryAdd(request, out t)) _room.WaitAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult();
+        return t;
     }
 
-    internal ValueTask WaitForRoomAsync(CancellationToken ct)
+    /// <summary>Adds a task, waiting asynchronously for room.</summary>
+    internal async ValueTask<SubmittedTask> AddAsync(TaskRequest request, CancellationToken ct)
     {
-        ThrowIfClosed();
-        return _room.TryTake() ? ValueTask.CompletedTask : _room.WaitAsync(ct);
-    }
-
-    internal bool TryTakeRoom()
-    {
-        ThrowIfClosed();
-        return _room.TryTake();
+        SubmittedTask? t;
+        while (!TryAdd(request, out t)) await _room.WaitAsync(ct).ConfigureAwait(false);
+        return t;
     }
 
     private void ThrowIfClosed()
@@ -328,30 +351,17 @@ internal sealed class OpenRunState : AttemptHost
         if (_completing) throw new InvalidOperationException($"open run {RunId} was completed: it takes no more tasks");
     }
 
-    /// <summary>Adds a task; the caller took a unit of room, which is given back if the task is refused.</summary>
-    internal SubmittedTask Add(TaskRequest request)
-    {
-        bool added = false;
-        try
-        {
-            var t = AddLocked(request);
-            added = true;
-            return t;
-        }
-        finally
-        {
-            if (!added) GiveRoom();
-        }
-    }
-
-    private SubmittedTask AddLocked(TaskRequest request)
+    /// <summary>Adds a task if there is room (a refused one takes none); false when <see cref="OpenRunOptions.MaxPending"/> tasks are pending.</summary>
+    internal bool TryAdd(TaskRequest request, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out SubmittedTask? added)
     {
         ArgumentNullException.ThrowIfNull(request.Handler, nameof(request.Handler));
         SubmittedTask t;
         bool fresh;
+        added = null;
         lock (_submitLock)
         {
             ThrowIfClosed();
+            if (!_room.HasRoom()) return false;
             int index = _count;
             if (index == int.MaxValue) Refuse(GraphErrorCodes.Limit, $"open run {RunId} has taken {int.MaxValue} tasks: open another run", request.Id);
             string? id = request.Id;
@@ -366,7 +376,8 @@ internal sealed class OpenRunState : AttemptHost
             string? specHash = id is not null && _journal is not null ? SpecHash(request) : null;
             var answered = _resumed && id is not null ? AnsweredFromStore(id, specHash!) : null;
 
-            t = new SubmittedTask(this, index, id, template, (byte)request.Priority, _indexBase) { SpecHash = specHash };
+            t = new SubmittedTask(this, index, id, template, (byte)request.Priority);
+            if (specHash is not null) t.Cold.SpecHash = specHash;
             // No dependency: ready the moment it is published (set before, so no atomic is needed).
             fresh = deps is null && answered is null;
             if (fresh) (t.Pending, t.State) = (0, SubmittedTask.Queued);
@@ -381,14 +392,16 @@ internal sealed class OpenRunState : AttemptHost
             Volatile.Write(ref chunk.Tasks[index & ChunkMask], t);
             if (id is not null) _byId[id] = t;
             Volatile.Write(ref _count, index + 1);
+            _room.Took();
             Sweep();
             if (answered is not null)
             {
                 // Completed before the crash, with these options: its stored result, nothing run.
                 t.Pending = 0;
                 Interlocked.Exchange(ref t.State, SubmittedTask.Queued);
-                Finish(t, TaskOutcome.Succeeded, answered.Output, "answered from the store: it completed before the run was resumed", TimeSpan.Zero, onWorker: false);
-                return t;
+                Finish(t, TaskOutcome.Succeeded, answered.Output, "answered from the store: it completed before the run was resumed", TimeSpan.Zero, NotOnWorker);
+                added = t;
+                return true;
             }
             if (id is not null)
                 _journal?.Submitted(id, template.Handler.Name, _layerNames[template.Route == RouteTable.Inline ? RouteTable.Local : template.Route],
@@ -401,7 +414,8 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (fresh) Enqueue(t);
         else if (Interlocked.Decrement(ref t.Pending) == 0) MakeReady(t);
-        return t;
+        added = t;
+        return true;
     }
 
     private readonly List<(SubmittedTask Task, EdgeKind Kind)> _depsScratch = [];
@@ -562,20 +576,29 @@ internal sealed class OpenRunState : AttemptHost
         if (kind == EdgeKind.Data)
         {
             Interlocked.Increment(ref d.Readers);
-            (t.Inputs ??= []).Add(d);
+            (t.Cold.Inputs ??= []).Add(d);
         }
-        lock (d)
+        // Counted before the edge is published (d may end, and decrement, at once); the count held
+        // while t is being submitted keeps it from reaching zero meanwhile. Atomic: a dependency
+        // wired before this one may end, and decrement, meanwhile.
+        Interlocked.Increment(ref t.Pending);
+        object? head = Volatile.Read(ref d.DependentsHead);
+        while (!ReferenceEquals(head, SubmittedTask.Closed))
         {
-            if (d.State != SubmittedTask.Ended)
+            object entry;
+            if (head is null)
             {
-                // Atomic: a dependency wired before this one may end, and decrement, meanwhile.
-                Interlocked.Increment(ref t.Pending);
-                if (d.FirstDependent is null) (d.FirstDependent, d.FirstDependentKind) = (t, kind);
-                else (d.Dependents ??= []).Add((t, kind));
-                return;
+                d.FirstDependentKind = kind;   // read by d's end only if the exchange below publishes t
+                entry = t;
             }
+            else entry = new DependentNode(t, kind, head);
+            object? seen = Interlocked.CompareExchange(ref d.DependentsHead, entry, head);
+            if (ReferenceEquals(seen, head)) return;
+            head = seen;
         }
-        if (d.Outcome != TaskOutcome.Succeeded && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref t.SkipCause, d, null);
+        // d ended before the edge was published: t learns how, and does not wait for it.
+        Interlocked.Decrement(ref t.Pending);
+        if (d.Outcome != TaskOutcome.Succeeded && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref t.Cold.SkipCause, d, null);
     }
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
@@ -648,7 +671,10 @@ internal sealed class OpenRunState : AttemptHost
     /// <summary>Rounds of <see cref="SpinWait.SpinOnce(int)"/> (spins, then yields) an idle worker makes before it sleeps.</summary>
     private const int IdleSpins = 200;
 
-    private void WorkerLoop()
+    /// <summary>The worker argument of <see cref="Finish"/> on a thread that is not one of the run's workers.</summary>
+    private const int NotOnWorker = -1;
+
+    private void WorkerLoop(int worker)
     {
         try
         {
@@ -662,11 +688,19 @@ internal sealed class OpenRunState : AttemptHost
                 {
                     spinner.Reset();
                     SubmittedTask? next = t;
-                    do next = RunReady(next, ref tick);
+                    do next = RunReady(next, ref tick, worker);
                     while (next is not null);
                     continue;
                 }
                 tick = 0;
+                if (spinner.Count == 0)
+                {
+                    // Idle: the tasks this worker counted are seen (the fence) by a producer waiting
+                    // for room and by the end of a completed run, or this sees them.
+                    Interlocked.MemoryBarrier();
+                    _room.OnEnded();
+                    if (_completing || _cancelled) EndIfDone();
+                }
                 if (_stopping) break;
                 // Tasks arrive one at a time from producers: a worker that parks at once would be
                 // woken (a futex call) for nearly every task. It spins, then yields its core (to the
@@ -689,34 +723,34 @@ internal sealed class OpenRunState : AttemptHost
     }
 
     /// <summary>Runs a ready task (a queued one, or one its predecessor released to this worker); returns a released dependent to run next.</summary>
-    private SubmittedTask? RunReady(SubmittedTask t, ref long tick)
+    private SubmittedTask? RunReady(SubmittedTask t, ref long tick, int worker)
     {
         long start = tick;   // only an inline task that comes straight after the last one starts at its end
         tick = 0;
         if (Volatile.Read(ref t.State) != SubmittedTask.Queued) return null;   // cancelled while queued
-        if (t.SkipCause is { } cause)
-            return Finish(t, TaskOutcome.Skipped, null, SkipReason(cause), TimeSpan.Zero, onWorker: true);
+        if (t.ColdOrNull?.SkipCause is { } cause)
+            return Finish(t, TaskOutcome.Skipped, null, SkipReason(cause), TimeSpan.Zero, worker);
         if (_cancelled || t.CancelRequested)
-            return Finish(t, TaskOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero, onWorker: true);
+            return Finish(t, TaskOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero, worker);
         if (t.Template.Refused is string why)
         {
             t.AttemptCount = 1;
-            return Finish(t, TaskOutcome.Failed, null, why, TimeSpan.Zero, onWorker: true);
+            return Finish(t, TaskOutcome.Failed, null, why, TimeSpan.Zero, worker);
         }
         if (_settings.Cache is { } cache && (t.Template.Prepared.Graph.FlagsOf(0) & NodeFlags.Cached) != 0 && TryCache(t, cache, out var cached))
         {
-            return Finish(t, TaskOutcome.Succeeded, cached, "answered from the result cache", TimeSpan.Zero, onWorker: true);
+            return Finish(t, TaskOutcome.Succeeded, cached, "answered from the result cache", TimeSpan.Zero, worker);
         }
         if (t.Route != RouteTable.Inline)
         {
             // A task that uses pools waits, parked, until it can hold them all (it never runs inline).
             if (t.Template.Pools is not null && !_gate!.TryAcquireOrPark(t.Index)) return null;
-            if (t.Template.Pools is not null) Volatile.Write(ref t.HoldsPools, 1);
+            if (t.Template.Pools is not null) Volatile.Write(ref t.Cold.HoldsPools, 1);
             _dispatchers[t.Route].Enqueue(t.Index);
             return null;
         }
         if (Interlocked.CompareExchange(ref t.State, SubmittedTask.Running, SubmittedTask.Queued) != SubmittedTask.Queued) return null;
-        return RunInline(t, start, ref tick);
+        return RunInline(t, start, ref tick, worker);
     }
 
     /// <summary>
@@ -731,20 +765,27 @@ internal sealed class OpenRunState : AttemptHost
             ? variantOf(prepared.ParsedArgsOf(0), _layers[t.Route == RouteTable.Inline ? RouteTable.Local : t.Route]) : null;
         if (TaskCacheKey.Of(prepared, 0, InputsOf(t.Index), variant) is not string key) return false;
         if (cache.TryGet(key, out output)) return true;
-        t.CacheKey = key;
+        t.Cold.CacheKey = key;
         return false;
     }
 
     private static string SkipReason(SubmittedTask cause)
     {
-        var root = cause.SkipCause ?? cause;
+        var root = cause.ColdOrNull?.SkipCause ?? cause;
         return $"skipped: '{root.Id}' {(root.Outcome == TaskOutcome.TimedOut ? "timed out" : root.Outcome.ToString().ToLowerInvariant())}";
     }
 
-    private SubmittedTask? RunInline(SubmittedTask t, long start, ref long tick)
+    /// <summary>The clock inline tasks are timed by (<see cref="_preciseTiming"/>): a stopwatch stamp, or milliseconds.</summary>
+    private long Now() => _preciseTiming ? Stopwatch.GetTimestamp() : CoarseClock.Now;
+
+    private TimeSpan Elapsed(long from, long to) => _preciseTiming ? Stopwatch.GetElapsedTime(from, to) : TimeSpan.FromMilliseconds(to - from);
+
+    private TimeSpan Elapsed(long from) => Elapsed(from, Now());
+
+    private SubmittedTask? RunInline(SubmittedTask t, long start, ref long tick, int worker)
     {
-        long t0 = start != 0 ? start : Stopwatch.GetTimestamp();
-        t.StartTimestamp = t0;
+        long t0 = start != 0 ? start : Now();
+        if (_preciseTiming) t.StartTimestamp = t0;
         t.AttemptCount = 1;
         object? output;
         try
@@ -754,34 +795,34 @@ internal sealed class OpenRunState : AttemptHost
         catch (Exception ex)
         {
             return OnInlineAttemptEnded(t, new AttemptResult(t.Index, _layerNames[RouteTable.Local], 1, AttemptOutcome.Failed, null,
-                RunState.DescribeFailure(ex), Stopwatch.GetElapsedTime(t0)));
+                RunState.DescribeFailure(ex), Elapsed(t0)), worker);
         }
         if (Volatile.Read(ref t.Extras) is { } extras)
         {
             var (confidence, request) = extras.TakeReports();
             return OnInlineAttemptEnded(t, new AttemptResult(t.Index, _layerNames[RouteTable.Local], 1, AttemptOutcome.Succeeded, output, null,
-                Stopwatch.GetElapsedTime(t0), confidence, request));
+                Elapsed(t0), confidence, request), worker);
         }
         if (t.CancelRequested)
-            return Finish(t, TaskOutcome.Cancelled, null, "cancelled while it ran", Stopwatch.GetElapsedTime(t0), onWorker: true);
-        long end = Stopwatch.GetTimestamp();
-        var next = Finish(t, TaskOutcome.Succeeded, output, null, Stopwatch.GetElapsedTime(t0, end), onWorker: true);
+            return Finish(t, TaskOutcome.Cancelled, null, "cancelled while it ran", Elapsed(t0), worker);
+        long end = Now();
+        var next = Finish(t, TaskOutcome.Succeeded, output, null, Elapsed(t0, end), worker);
         // A plain end with no one told (no journal, no observers): the next task starts now.
         if (_journal is null && _observers is null) tick = end;
         return next;
     }
 
     /// <summary>An inline attempt that failed, or reported a confidence or an escalation request: the policy decides (as in a static run).</summary>
-    private SubmittedTask? OnInlineAttemptEnded(SubmittedTask t, AttemptResult result)
+    private SubmittedTask? OnInlineAttemptEnded(SubmittedTask t, AttemptResult result, int worker)
     {
-        t.Confidence = result.Confidence;
+        t.Cold.Confidence = result.Confidence;
         var decision = Attempts.Decide(result);
         if (decision.Next != AttemptNext.Complete)
         {
             Attempts.MoveInlineAttemptOn(t.Index, result, decision);
             return null;
         }
-        return Finish(t, result.TaskOutcome, result.Output, result.Error, result.Duration, onWorker: true);
+        return Finish(t, result.TaskOutcome, result.Output, result.Error, result.Duration, worker);
     }
 
     /// <summary>
@@ -789,7 +830,7 @@ internal sealed class OpenRunState : AttemptHost
     /// <see cref="SubmittedTask.Completion"/>, releases its dependents, and keeps it in the
     /// retention window's books. Returns a released dependent for a worker to run next.
     /// </summary>
-    private SubmittedTask? Finish(SubmittedTask t, TaskOutcome outcome, object? output, string? error, TimeSpan duration, bool onWorker)
+    private SubmittedTask? Finish(SubmittedTask t, TaskOutcome outcome, object? output, string? error, TimeSpan duration, int worker)
     {
         int s;
         do
@@ -800,29 +841,24 @@ internal sealed class OpenRunState : AttemptHost
         while (Interlocked.CompareExchange(ref t.State, SubmittedTask.Finishing, s) != s);
         t.Outcome = outcome;
         t.Output = outcome == TaskOutcome.Succeeded ? output : null;
-        t.Error = error;
+        if (error is not null) t.Cold.Error = error;
         if (t.Extras is { ElapsedMs: > 0 } x) duration += TimeSpan.FromMilliseconds(x.ElapsedMs);
         t.Duration = duration;
-        if (t.CacheKey is { } key && outcome == TaskOutcome.Succeeded)
+        var cold = t.ColdOrNull;
+        if (cold?.CacheKey is { } key && outcome == TaskOutcome.Succeeded)
             try { _settings.Cache!.Put(key, t.Template.Handler.Name, t.Id, output); }
             catch (Exception ex) when (ex is Store.StoreException or IOException) { /* the task succeeded; only its cache entry is lost */ }
-        List<(SubmittedTask Task, EdgeKind Kind)>? dependents;
-        SubmittedTask? first;
-        EdgeKind firstKind;
-        lock (t)
+        Volatile.Write(ref t.State, SubmittedTask.Ended);
+        // Closing the list of dependents is a full fence: the fields above, and the state, precede
+        // it; a dependent wired after it learns that t ended (and how) instead.
+        object? dependents = Interlocked.Exchange(ref t.DependentsHead, SubmittedTask.Closed);
+        if (cold?.Inputs is { } inputs)
         {
-            Interlocked.Exchange(ref t.State, SubmittedTask.Ended);   // full fence: the fields above precede it
-            (first, firstKind, dependents) = (t.FirstDependent, t.FirstDependentKind, t.Dependents);
-            (t.FirstDependent, t.Dependents) = (null, null);
-        }
-        Interlocked.Increment(ref _outcomes[Environment.CurrentManagedThreadId & (Stripes - 1)][(int)outcome]);
-        if (t.Inputs is { } inputs)
-        {
-            t.Inputs = null;
+            cold.Inputs = null;
             foreach (var d in inputs)
                 if (Interlocked.Decrement(ref d.Readers) == 0 && Volatile.Read(ref d.Expired) != 0) Release(d);
         }
-        if (Interlocked.Exchange(ref t.Cts, null) is { } cts) cts.Dispose();
+        if (cold is not null && Interlocked.Exchange(ref cold.Cts, null) is { } cts) cts.Dispose();
         if (t.Template.Pools is not null) ReleasePools(t);
         Retain(t);
         if (_journal is not null) Journal(t);
@@ -830,22 +866,47 @@ internal sealed class OpenRunState : AttemptHost
         t.Completed();   // after the bookkeeping: whoever awaits it sees the run as the task left it
 
         SubmittedTask? next = null;
-        if (first is not null)
+        if (dependents is not null) ReleaseDependents(t, dependents, outcome != TaskOutcome.Succeeded, worker >= 0, ref next);
+        // Counted last: whoever sees every task counted sees each one's bookkeeping done.
+        if ((uint)worker < Stripes - 1)
         {
-            bool propagate = outcome != TaskOutcome.Succeeded;
-            Release(t, first, firstKind, propagate, onWorker, ref next);
-            if (dependents is not null)
-                foreach (var (d, kind) in dependents) Release(t, d, kind, propagate, onWorker, ref next);
+            // A worker's own stripe: one writer, no atomic. Its next idle moment fences and looks
+            // for waiting producers and a run to end (see WorkerLoop), so neither is missed.
+            ref long count = ref _outcomes[worker][(int)outcome];
+            Volatile.Write(ref count, count + 1);
+            _room.OnEnded();
+            return next;
         }
-        GiveRoom();
+        Interlocked.Increment(ref _outcomes[Stripes - 1][(int)outcome]);   // full fence: before the reads below
+        _room.OnEnded();
+        if (_completing || _cancelled) EndIfDone();
         return next;
+    }
+
+    /// <summary>
+    /// <paramref name="t"/> ended: each dependent in the order they were wired (the list is a stack,
+    /// newest first, ending with the first dependent itself; reversed in place, as it is t's alone now).
+    /// </summary>
+    private void ReleaseDependents(SubmittedTask t, object head, bool propagate, bool onWorker, ref SubmittedTask? next)
+    {
+        DependentNode? reversed = null;
+        object? o = head;
+        while (o is DependentNode n)
+        {
+            object? older = n.Next;
+            n.Next = reversed;
+            reversed = n;
+            o = older;
+        }
+        Release(t, (SubmittedTask)o!, t.FirstDependentKind, propagate, onWorker, ref next);
+        for (var n = reversed; n is not null; n = (DependentNode?)n.Next) Release(t, n.Task, n.Kind, propagate, onWorker, ref next);
     }
 
     /// <summary>One dependency of <paramref name="d"/> ended: the last one makes it ready (the first such, on a worker, is run next by that worker).</summary>
     private void Release(SubmittedTask ended, SubmittedTask d, EdgeKind kind, bool propagate, bool onWorker, ref SubmittedTask? next)
     {
         // The skip mark is written before the decrement, whose full fence publishes it.
-        if (propagate && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref d.SkipCause, ended, null);
+        if (propagate && kind != EdgeKind.Soft) Interlocked.CompareExchange(ref d.Cold.SkipCause, ended, null);
         if (Interlocked.Decrement(ref d.Pending) != 0) return;
         if (onWorker && next is null && d.Priority != (byte)TaskPriority.Low
             && Interlocked.CompareExchange(ref d.State, SubmittedTask.Queued, SubmittedTask.Waiting) == SubmittedTask.Waiting)
@@ -882,8 +943,8 @@ internal sealed class OpenRunState : AttemptHost
         try
         {
             _journal!.Ended(_indexBase + t.Index, t.Id, t.HasGivenId, t.Template.Handler.Name, ran ? _layerNames[first] : null, layer, t.Outcome, t.AttemptCount,
-                t.Confidence, t.Extras?.Escalations ?? 0, started, t.Duration.TotalMilliseconds, cost, t.Error, t.Output,
-                t.Outcome == TaskOutcome.Skipped && t.SkipCause is { } cause ? (cause.SkipCause ?? cause).Id : null, t.SpecHash);
+                t.ColdOrNull?.Confidence, t.Extras?.Escalations ?? 0, started, t.Duration.TotalMilliseconds, cost, t.ColdOrNull?.Error, t.Output,
+                t.Outcome == TaskOutcome.Skipped && t.ColdOrNull?.SkipCause is { } cause ? (cause.ColdOrNull?.SkipCause ?? cause).Id : null, t.ColdOrNull?.SpecHash);
         }
         catch (Store.StoreException) { /* the store's writer reports its own fault */ }
     }
@@ -891,7 +952,7 @@ internal sealed class OpenRunState : AttemptHost
     /// <summary>A task that held pools ended (or, parked, was cancelled): its pools go to the parked tasks that now fit.</summary>
     private void ReleasePools(SubmittedTask t)
     {
-        if (Interlocked.Exchange(ref t.HoldsPools, 0) == 0)
+        if (Interlocked.Exchange(ref t.Cold.HoldsPools, 0) == 0)
         {
             _gate!.Unpark(t.Index);
             return;
@@ -901,7 +962,7 @@ internal sealed class OpenRunState : AttemptHost
         foreach (int n in admitted)
         {
             var next = TaskAt(n);
-            Interlocked.Exchange(ref next.HoldsPools, 1);   // full fence: set before its state is read
+            Interlocked.Exchange(ref next.Cold.HoldsPools, 1);   // full fence: set before its state is read
             if (Volatile.Read(ref next.State) == SubmittedTask.Queued && !_cancelled) _dispatchers[next.Route].Enqueue(n);
             else ReleasePools(next);   // it ended while parked: its pools go on at once
         }
@@ -970,11 +1031,11 @@ internal sealed class OpenRunState : AttemptHost
                 case SubmittedTask.Waiting:
                 case SubmittedTask.Queued:
                     // Not started: it ends now (a queue that still holds it will find it ended).
-                    Finish(t, TaskOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero, onWorker: false);
+                    Finish(t, TaskOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero, NotOnWorker);
                     if (Volatile.Read(ref t.State) == SubmittedTask.Ended && t.Outcome == TaskOutcome.Cancelled) return true;
                     continue;
                 case SubmittedTask.Running:
-                    Volatile.Read(ref t.Cts)?.Cancel();
+                    if (t.ColdOrNull is { } c) Volatile.Read(ref c.Cts)?.Cancel();
                     return true;
                 default:
                     return false;
@@ -1000,25 +1061,28 @@ internal sealed class OpenRunState : AttemptHost
             if (Volatile.Read(ref chunk.Tasks[i & ChunkMask]) is { } t && Volatile.Read(ref t.State) is SubmittedTask.Waiting or SubmittedTask.Queued)
                 CancelTask(t);
         }
-        if (_room.Taken == 0) EndRun(null);
-    }
-
-    /// <summary>A task ended, or a submission was refused: its room is free; the last one ends a completed run.</summary>
-    private void GiveRoom()
-    {
-        if (_room.Give() == 0 && (_completing || _cancelled)) EndRun(null);
+        _room.RingAll();
+        EndIfDone();
     }
 
     internal void Complete()
     {
         lock (_submitLock) _completing = true;
-        Interlocked.MemoryBarrier();   // the flag precedes the read of the count (a finishing task reads them the other way round)
-        if (_room.Taken == 0) EndRun(null);
+        Interlocked.MemoryBarrier();   // the flag precedes the read of the counts (a finishing task reads them the other way round)
+        _room.RingAll();
+        EndIfDone();
+    }
+
+    /// <summary>Ends a completed or cancelled run once every task submitted has ended.</summary>
+    private void EndIfDone()
+    {
+        if (Ended() == Volatile.Read(ref _count)) EndRun(null);
     }
 
     private void EndRun(Exception? fault)
     {
         if (Interlocked.Exchange(ref _ended, 1) != 0) return;
+        if (!_preciseTiming) CoarseClock.Release();
         _stopping = true;
         _notifier.NotifyAll();
         foreach (var d in _dispatchers) d.Close();
@@ -1055,68 +1119,69 @@ internal sealed class OpenRunState : AttemptHost
 }
 
 /// <summary>
-/// The bound on an open run's pending tasks, without a lock on the way in or out: a counter taken
-/// with compare-and-swap. A producer that finds no room waits on a doorbell that the tasks ending
-/// ring once a quarter of the room is free again (not at every end: a producer at the bound then
-/// submits in bursts, and ending tasks rarely take a lock).
+/// The bound on an open run's pending tasks (submitted and not ended), with nothing shared
+/// written per task: a producer counts the room free (<c>max_pending</c> minus the tasks
+/// submitted and not ended, from the run's counters) only when the room it counted last is used
+/// up, and spends it one submission at a time under the run's submit lock. A producer that finds
+/// no room waits on a doorbell that the tasks ending ring once a quarter of the room is free
+/// again (so a producer at the bound submits in bursts, and ending tasks rarely take a lock).
 /// </summary>
-internal sealed class RoomGate(int capacity)
+internal sealed class RoomGate(int capacity, Func<long> pending)
 {
     private readonly int _capacity = capacity;
     private readonly int _wakeAt = Math.Max(0, capacity - Math.Max(1, capacity / 4));
-    private int _taken;
+    private readonly Func<long> _pending = pending;
+    private int _credit;   // under the submit lock: submissions that fit without counting again
     private int _waiters;
     private readonly object _lock = new();
     private TaskCompletionSource? _doorbell;
 
-    public bool TryTake()
+    /// <summary>True when one more task fits (call under the submit lock; <see cref="Took"/> spends it).</summary>
+    public bool HasRoom()
     {
-        int seen;
-        do
-        {
-            seen = Volatile.Read(ref _taken);
-            if (seen >= _capacity) return false;
-        }
-        while (Interlocked.CompareExchange(ref _taken, seen + 1, seen) != seen);
-        return true;
+        if (_credit > 0) return true;
+        long free = _capacity - _pending();
+        _credit = free > 0 ? (int)free : 0;
+        return _credit > 0;
     }
 
+    /// <summary>A task was submitted after <see cref="HasRoom"/> said it fits (under the submit lock).</summary>
+    public void Took() => _credit--;
+
+    /// <summary>Returns once room may be free (the caller tries again), or the run stopped taking tasks.</summary>
     public async ValueTask WaitAsync(CancellationToken ct)
     {
-        while (true)
+        Task bell;
+        lock (_lock)
         {
-            Task bell;
-            lock (_lock)
+            _waiters++;
+            Interlocked.MemoryBarrier();   // the announcement precedes the re-count (an ending task reads them the other way round)
+            if (_pending() < _capacity)
             {
-                _waiters++;
-                Interlocked.MemoryBarrier();   // the announcement precedes the re-check (an ending task reads them the other way round)
-                if (TryTake())
-                {
-                    _waiters--;
-                    return;
-                }
-                bell = (_doorbell ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+                _waiters--;
+                return;
             }
-            try
-            {
-                await bell.WaitAsync(ct).ConfigureAwait(false);
-            }
-            finally
-            {
-                lock (_lock) _waiters--;
-            }
-            if (TryTake()) return;
+            bell = (_doorbell ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+        }
+        try
+        {
+            await bell.WaitAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_lock) _waiters--;
         }
     }
 
-    /// <summary>Room taken now: the tasks submitted and not ended (and submissions under way).</summary>
-    public int Taken => Volatile.Read(ref _taken);
-
-    /// <summary>Gives a unit of room back; returns the room still taken.</summary>
-    public int Give()
+    /// <summary>A task ended (counted, with a full fence): a waiting producer is woken once enough room is free.</summary>
+    public void OnEnded()
     {
-        int left = Interlocked.Decrement(ref _taken);   // full fence: the count precedes the read of the waiters
-        if (Volatile.Read(ref _waiters) == 0 || left > _wakeAt) return left;
+        if (Volatile.Read(ref _waiters) != 0 && _pending() <= _wakeAt) RingAll();
+    }
+
+    /// <summary>Wakes every waiting producer (room is free, or the run stopped taking tasks).</summary>
+    public void RingAll()
+    {
         TaskCompletionSource? bell;
         lock (_lock)
         {
@@ -1124,8 +1189,15 @@ internal sealed class RoomGate(int capacity)
             _doorbell = null;
         }
         bell?.TrySetResult();
-        return left;
     }
+}
+
+/// <summary>A second or later dependent of a task: an entry of its list of dependents (<see cref="SubmittedTask.DependentsHead"/>).</summary>
+internal sealed class DependentNode(SubmittedTask task, EdgeKind kind, object? next)
+{
+    public readonly SubmittedTask Task = task;
+    public readonly EdgeKind Kind = kind;
+    public object? Next = next;   // an older node, or the first dependent itself
 }
 
 /// <summary>A rough size of an output, for the retention window's byte limit.</summary>
