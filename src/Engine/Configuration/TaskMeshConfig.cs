@@ -55,6 +55,25 @@ public sealed class TaskMeshConfig
     /// <summary><c>open_runs.retain_bytes</c>: most bytes of outputs an open run keeps for later dependents (<see cref="OpenRunOptions.RetainBytes"/>).</summary>
     public long OpenRetainBytes { get; set; } = OpenRunOptions.DefaultRetainBytes;
 
+    // [api]
+    /// <summary><c>api.host</c>: the address <c>taskmesh serve</c> listens on (default 127.0.0.1: this machine only).</summary>
+    public string ApiHost { get; set; } = "127.0.0.1";
+
+    /// <summary><c>api.http_port</c>: the HTTP API's port (default 8080; 0: a free one).</summary>
+    public int ApiHttpPort { get; set; } = 8080;
+
+    /// <summary><c>api.drain_seconds</c>: on shutdown, how long going runs get to finish before they are cancelled (default 30).</summary>
+    public double ApiDrainSeconds { get; set; } = 30;
+
+    /// <summary><c>api.max_request_bytes</c>: the largest request body taken (a graph, a task); default 16 MiB.</summary>
+    public long ApiMaxRequestBytes { get; set; } = 16L << 20;
+
+    /// <summary><c>api.graph_directory</c>: the folder relative paths in submitted graphs resolve against (default: the folder the service started in).</summary>
+    public string? ApiGraphDirectory { get; set; }
+
+    /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 1000.</summary>
+    public int ApiKeepFinishedRuns { get; set; } = 1_000;
+
     /// <summary><c>observability.metrics.port</c>: serve <c>/metrics</c> on this port while a run goes (0: a free port; null: not served).</summary>
     public int? MetricsPort { get; set; }
 
@@ -164,6 +183,15 @@ public sealed class TaskMeshConfig
             ["max_pending"] = (c, v) => Int(v, 1, 100_000_000, out var x) ?? Set(() => c.OpenMaxPending = x),
             ["retain_tasks"] = (c, v) => Int(v, 0, 100_000_000, out var x) ?? Set(() => c.OpenRetainTasks = x),
             ["retain_bytes"] = (c, v) => Num(v, 0, 1e13, out var x) ?? Set(() => c.OpenRetainBytes = (long)x),
+        },
+        ["api"] = new(StringComparer.Ordinal)
+        {
+            ["host"] = (c, v) => Str(v, out var s) ?? (System.Net.IPAddress.TryParse(s, out _) ? Set(() => c.ApiHost = s!) : "must be an IP address (127.0.0.1, ::1, 0.0.0.0, …)"),
+            ["http_port"] = (c, v) => Int(v, 0, 65_535, out var x) ?? Set(() => c.ApiHttpPort = x),
+            ["drain_seconds"] = (c, v) => Num(v, 0, 86_400, out var x) ?? Set(() => c.ApiDrainSeconds = x),
+            ["max_request_bytes"] = (c, v) => Num(v, 1024, 1L << 31, out var x) ?? Set(() => c.ApiMaxRequestBytes = (long)x),
+            ["graph_directory"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiGraphDirectory = s)),
+            ["keep_finished_runs"] = (c, v) => Int(v, 0, 1_000_000, out var x) ?? Set(() => c.ApiKeepFinishedRuns = x),
         },
         ["routing"] = new(StringComparer.Ordinal)
         {

@@ -291,19 +291,30 @@ public sealed class RunStore : IDisposable
     /// <param name="limit">Most runs to list.</param>
     /// <param name="status">Only runs with this status (<c>succeeded</c>, <c>failed</c>, <c>cancelled</c>, <c>running</c>, <c>open</c> (an open run still taking tasks), <c>interrupted</c>), or null.</param>
     /// <remarks>A run whose row still says <c>running</c> but whose owner is gone (<see cref="RunOwner"/>) is listed as <c>interrupted</c>.</remarks>
-    public IReadOnlyList<StoredRun> ListRuns(int limit = 20, string? status = null)
+    public IReadOnlyList<StoredRun> ListRuns(int limit = 20, string? status = null) => ListRuns(limit, status, 0);
+
+    /// <summary>The newest runs first, past the first <paramref name="offset"/> (a page of a longer list).</summary>
+    /// <param name="limit">Most runs to list.</param>
+    /// <param name="status">Only runs with this status (as <see cref="ListRuns(int, string?)"/>), or null.</param>
+    /// <param name="offset">Runs to pass over first.</param>
+    public IReadOnlyList<StoredRun> ListRuns(int limit, string? status, int offset)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        ArgumentOutOfRangeException.ThrowIfNegative(limit);
         // "running" and "interrupted" rows are told apart by their owner, so both are read for either.
         bool byOwner = status is "running" or "interrupted" or "open";
         var list = ReadRuns("($status IS NULL OR r.status = $status OR ($byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
         {
             cmd.Parameters.AddWithValue("$status", (object?)status ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$byOwner", byOwner);
-        }, byOwner ? int.MaxValue : limit);
-        return byOwner ? list.Where(r => r.Status == status).Take(limit).ToList() : list;
+        }, byOwner ? int.MaxValue : (int)Math.Min(int.MaxValue, (long)limit + offset));
+        return (byOwner ? list.Where(r => r.Status == status) : list).Skip(offset).Take(limit).ToList();
     }
 
-    /// <summary>One stored run (see <see cref="ListRuns"/> for its status).</summary>
+    /// <summary>Why the store's writer stopped (a disk full, a file made read-only, …), or null while it writes.</summary>
+    public string? WriteFault => Writer?.Fault?.Message;
+
+    /// <summary>One stored run (see <see cref="ListRuns(int, string?)"/> for its status).</summary>
     /// <exception cref="StoreException">The store holds no such run.</exception>
     public StoredRun GetRun(string runId)
         => ReadRuns("r.run_id = $run", cmd => cmd.Parameters.AddWithValue("$run", runId), 1) is [var run] ? run

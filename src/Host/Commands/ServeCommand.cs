@@ -1,0 +1,88 @@
+using System.CommandLine;
+using Microsoft.Extensions.DependencyInjection;
+using TaskMesh.Hosting;
+using TaskMesh.Server;
+
+namespace TaskMesh.Host.Commands;
+
+/// <summary>
+/// <c>taskmesh serve [--config F] [--store FILE] [--no-store] [--host H] [--http-port P] [--insecure]</c>:
+/// TaskMesh as a service — graphs and single tasks submitted, watched and cancelled over the HTTP
+/// API (docs/api.md), <c>/metrics</c>, <c>/health</c> and <c>/status</c> on the same port, the
+/// composition root's store and learned router, until SIGTERM or Ctrl+C, which drain.
+/// </summary>
+internal static class ServeCommand
+{
+    public static Command Create(CliIO io)
+    {
+        var config = CliOptions.Config();
+        var store = StoreInput.StoreOption();
+        var noStore = StoreInput.NoStoreOption();
+        var host = new Option<string?>("--host") { Description = "The address to listen on (default: api.host, 127.0.0.1 — this machine only).", HelpName = "IP" };
+        var httpPort = CliOptions.Int("--http-port", 0, 65_535, "The HTTP API's port (default: api.http_port, 8080; 0: a free port).", "PORT");
+        var insecure = new Option<bool>("--insecure") { Description = "Allow an address other machines can reach although requests are not authenticated." };
+        var command = new Command("serve", "Serve the HTTP API: submit graphs and tasks, watch and cancel runs, layers, health, metrics.")
+        {
+            config, store, noStore, host, httpPort, insecure,
+        };
+        command.SetAction((parse, ct) => RunAsync(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(noStore),
+            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(insecure)));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, bool insecure)
+    {
+        if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
+        var cfg = GraphInput.LoadConfig(configPath, io.Token);
+        var options = new ServerOptions
+        {
+            Host = host ?? cfg.ApiHost,
+            HttpPort = httpPort ?? cfg.ApiHttpPort,
+            Insecure = insecure,
+            DrainTimeout = TimeSpan.FromSeconds(cfg.ApiDrainSeconds),
+            MaxRequestBytes = cfg.ApiMaxRequestBytes,
+            GraphDirectory = cfg.ApiGraphDirectory is { } dir ? ResolveAgainstConfig(dir, configPath) : null,
+            KeepFinishedRuns = cfg.ApiKeepFinishedRuns,
+        };
+        if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
+        if (options.GraphDirectory is { } graphs && !Directory.Exists(graphs)) throw new UsageException($"api.graph_directory '{graphs}' is not a folder");
+        bool storeOn = !noStore && (cfg.StoreEnabled || storeOption is not null);
+
+        using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel);
+        var services = new ServiceCollection();
+        services.AddSingleton(logs);
+        var taskmesh = services.AddTaskMesh(cfg).AddMetrics();
+        if (storeOn) taskmesh.AddSqliteStore(StoreInput.PathOf(storeOption, cfg));
+        using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
+        var runtime = RunCommand.Resolve(provider);
+
+        TaskMeshServer server;
+        try
+        {
+            server = await TaskMeshServer.StartAsync(runtime, options, logs, io.Token);
+        }
+        catch (IOException ex)
+        {
+            throw new UsageException(ex.Message);
+        }
+        await using (server)
+        {
+            io.Out.WriteLine($"serving the HTTP API at {server.HttpAddress} (metrics at {server.HttpAddress}metrics); standing run {server.StandingRunId}"
+                + (runtime.Store is { } s ? $"; store {s.Path}" : "; no store"));
+            if (!System.Net.IPAddress.IsLoopback(System.Net.IPAddress.Parse(options.Host)))
+                io.Error.WriteLine($"taskmesh: warning: serving on {options.Host} without authentication (--insecure): anyone who reaches it may submit and cancel work");
+            io.Out.Flush();
+            try
+            {
+                await server.RunAsync(io.Token);
+            }
+            catch (OperationCanceledException) { }
+            io.Out.WriteLine("stopped");
+        }
+        return ExitCodes.Ok;
+    }
+
+    /// <summary>A relative <c>api.graph_directory</c> is the config file's neighbour.</summary>
+    private static string ResolveAgainstConfig(string dir, string? configPath)
+        => Path.IsPathRooted(dir) || configPath is null ? Path.GetFullPath(dir) : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(configPath))!, dir));
+}

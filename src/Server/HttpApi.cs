@@ -1,0 +1,303 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using TaskMesh.Engine.Graph;
+
+namespace TaskMesh.Server;
+
+/// <summary>
+/// The HTTP/JSON transport: ASP.NET Core minimal APIs over <see cref="TaskMeshService"/>.
+/// Errors are problem details (RFC 9457, <c>application/problem+json</c>) with, for an invalid
+/// graph or task, <c>errors</c>: every problem with its code, message, task id, line and column.
+/// </summary>
+internal static class HttpApi
+{
+    public static void Map(IEndpointRouteBuilder app, TaskMeshService service, ServerOptions options)
+    {
+        var api = app.MapGroup("/api");
+
+        // Runs (graphs).
+        api.MapPost("/runs", async (HttpContext http) =>
+        {
+            var body = await ReadBodyAsync(http, options.MaxRequestBytes);
+            string runId = service.SubmitGraph(body);
+            http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
+            return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
+        });
+        api.MapGet("/runs", (HttpContext http) =>
+        {
+            var q = http.Request.Query;
+            var runs = service.ListRuns(IntOf(q, "limit", 20), IntOf(q, "offset", 0), q["status"].FirstOrDefault());
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteStartArray("runs");
+                foreach (var r in runs) r.Write(w);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        });
+        api.MapGet("/runs/{id}", async (string id, HttpContext http) =>
+        {
+            var run = await service.WaitForRunAsync(id, WaitOf(http.Request.Query), http.RequestAborted);
+            return Json(run.Write);
+        });
+        api.MapPost("/runs/{id}/cancel", (string id) => service.CancelRun(id)
+            ? Results.Accepted($"/api/runs/{Uri.EscapeDataString(id)}")
+            : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel"));
+        api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write));
+
+        // Single tasks: the standing run.
+        api.MapPost("/tasks", async (HttpContext http) =>
+        {
+            var body = await ReadBodyAsync(http, options.MaxRequestBytes);
+            JsonDocument doc;
+            try
+            {
+                doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
+            }
+            catch (JsonException ex)
+            {
+                throw new ApiException(400, "invalid task", $"not JSON: {ex.Message}", [new GraphError(GraphErrorCodes.MalformedJson, $"not JSON: {ex.Message}")]);
+            }
+            using (doc)
+            {
+                var task = await service.SubmitTaskAsync(doc.RootElement, http.RequestAborted);
+                http.Response.Headers.Location = $"/api/tasks/{Uri.EscapeDataString(task.Id)}";
+                return Json(w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("id", task.Id);
+                    w.WriteNumber("sequence", task.SequenceNumber);
+                    w.WriteString("run_id", service.Standing.RunId);
+                    w.WriteEndObject();
+                }, StatusCodes.Status201Created);
+            }
+        });
+        api.MapGet("/tasks/{id}", async (string id, HttpContext http) =>
+            Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write));
+        api.MapPost("/tasks/{id}/cancel", (string id) => service.CancelTask(id)
+            ? Results.Accepted($"/api/tasks/{Uri.EscapeDataString(id)}")
+            : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel"));
+
+        // Layers.
+        api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service)));
+
+        // Liveness and readiness.
+        app.MapGet("/health", () => Results.Text("ok\n"));
+        app.MapGet("/status", () =>
+        {
+            var problems = Status.Problems(service);
+            return Json(w => Status.Write(w, service, problems), problems.Count == 0 ? 200 : 503);
+        });
+    }
+
+    /// <summary>Turns what the service refuses into problem details, and anything else into a 500 that names no internals.</summary>
+    public static async Task HandleErrorsAsync(HttpContext http, Func<Task> next)
+    {
+        try
+        {
+            await next();
+        }
+        catch (ApiException ex) when (!http.Response.HasStarted)
+        {
+            await WriteProblemAsync(http, ex.Status, ex.Title, ex.Message, ex.Errors);
+        }
+        catch (BadHttpRequestException ex) when (!http.Response.HasStarted)
+        {
+            await WriteProblemAsync(http, ex.StatusCode, ex.StatusCode == 413 ? "request too large" : "bad request", ex.Message, null);
+        }
+    }
+
+    private static async Task WriteProblemAsync(HttpContext http, int status, string title, string detail, IReadOnlyList<GraphError>? errors)
+    {
+        http.Response.StatusCode = status;
+        if (status == 429) http.Response.Headers.RetryAfter = "1";
+        await Problem(status, title, detail, errors).ExecuteAsync(http);
+    }
+
+    internal static IResult Problem(int status, string title, string detail, IReadOnlyList<GraphError>? errors = null)
+    {
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("type", "about:blank");
+            w.WriteString("title", title);
+            w.WriteNumber("status", status);
+            w.WriteString("detail", detail);
+            if (errors is not null)
+            {
+                w.WriteStartArray("errors");
+                foreach (var e in errors)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("code", e.Code);
+                    w.WriteString("message", e.Message);
+                    if (e.TaskId is not null) w.WriteString("task_id", e.TaskId);
+                    if (e.Line is int line) w.WriteNumber("line", line);
+                    if (e.Column is int column) w.WriteNumber("column", column);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            }
+            w.WriteEndObject();
+        }
+        return new Body(buffer.WrittenMemory.ToArray(), "application/problem+json", status);
+    }
+
+    internal static IResult Json(Action<Utf8JsonWriter> write, int status = StatusCodes.Status200OK)
+    {
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var w = new Utf8JsonWriter(buffer)) write(w);
+        return new Body(buffer.WrittenMemory.ToArray(), "application/json", status);
+    }
+
+    /// <summary>A response of a status code and a body already written.</summary>
+    private sealed class Body(byte[] bytes, string contentType, int status) : IResult
+    {
+        public Task ExecuteAsync(HttpContext http)
+        {
+            http.Response.StatusCode = status;
+            http.Response.ContentType = contentType;
+            http.Response.ContentLength = bytes.Length;
+            return http.Response.Body.WriteAsync(bytes, http.RequestAborted).AsTask();
+        }
+    }
+
+    /// <summary>The request's body, at most <paramref name="max"/> bytes (past it: 413, before more is read).</summary>
+    private static async Task<byte[]> ReadBodyAsync(HttpContext http, long max)
+    {
+        if (http.Request.ContentLength is long declared && declared > max)
+            throw new ApiException(413, "request too large", $"the body has {declared:N0} bytes; the service takes at most {max:N0}");
+        using var buffer = new MemoryStream();
+        var chunk = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            int n;
+            while ((n = await http.Request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
+            {
+                if (buffer.Length + n > max) throw new ApiException(413, "request too large", $"the body is over {max:N0} bytes, the most the service takes");
+                buffer.Write(chunk, 0, n);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+        return buffer.ToArray();
+    }
+
+    private static int IntOf(IQueryCollection q, string name, int fallback)
+    {
+        if (q[name].FirstOrDefault() is not { } text) return fallback;
+        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v)
+            ? v
+            : throw new ApiException(400, "invalid request", $"{name} must be a whole number, got '{GraphLimits.Printable(text)}'");
+    }
+
+    /// <summary>The <c>wait</c> query parameter: seconds to wait for an end (0: answer now).</summary>
+    private static TimeSpan WaitOf(IQueryCollection q)
+    {
+        if (q["wait"].FirstOrDefault() is not { } text) return TimeSpan.Zero;
+        return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double s) && s >= 0 && s <= 86_400
+            ? TimeSpan.FromSeconds(s)
+            : throw new ApiException(400, "invalid request", $"wait must be a number of seconds (0–86400), got '{GraphLimits.Printable(text)}'");
+    }
+}
+
+/// <summary>What <c>/status</c> and <c>/api/layers</c> say.</summary>
+internal static class Status
+{
+    /// <summary>Why the service is not ready (empty when it is): draining, a store that stopped writing, a layer down.</summary>
+    public static List<string> Problems(TaskMeshService service)
+    {
+        var problems = new List<string>();
+        if (service.Draining) problems.Add("shutting down: no new work is taken");
+        if (service.Runtime.Store is { } store)
+        {
+            if (store.IsReadOnly) problems.Add($"the run store {store.Path} is open read-only");
+            else if (store.WriteFault is { } fault) problems.Add($"the run store {store.Path} stopped writing: {fault}");
+        }
+        foreach (var layer in service.Runtime.Engine.Layers)
+            if (layer.Status == Engine.Layers.LayerStatus.Down) problems.Add($"layer {layer.Name} is down");
+        return problems;
+    }
+
+    public static void Write(Utf8JsonWriter w, TaskMeshService service, IReadOnlyList<string> problems)
+    {
+        w.WriteStartObject();
+        w.WriteString("status", problems.Count == 0 ? "ready" : "not_ready");
+        w.WriteStartArray("problems");
+        foreach (var p in problems) w.WriteStringValue(p);
+        w.WriteEndArray();
+        w.WriteString("version", typeof(Status).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
+        w.WriteNumber("uptime_seconds", Math.Round(service.Uptime.TotalSeconds, 3));
+        w.WriteStartObject("store");
+        if (service.Runtime.Store is { } store)
+        {
+            w.WriteString("path", store.Path);
+            w.WriteBoolean("writable", !store.IsReadOnly && store.WriteFault is null);
+        }
+        else w.WriteBoolean("enabled", false);
+        w.WriteEndObject();
+        w.WriteNumber("runs_going", service.LiveRuns);
+        w.WriteStartObject("standing_run");
+        w.WriteString("run_id", service.Standing.RunId);
+        w.WriteNumber("submitted", service.Standing.Submitted);
+        w.WriteNumber("pending", service.Standing.Pending);
+        if (service.ResumedStanding is { } resumed) w.WriteString("took_over", resumed);
+        w.WriteEndObject();
+        w.WriteStartArray("layers");
+        foreach (var layer in service.Runtime.Engine.Layers)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", layer.Name);
+            w.WriteString("status", layer.Status.ToString().ToLowerInvariant());
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>Every layer: status, capacity, running, queue depth, price; with a store, today's requests, success rate and mean confidence.</summary>
+    public static void WriteLayers(Utf8JsonWriter w, TaskMeshService service)
+    {
+        var today = service.Runtime.Store?.DailyMetrics(1).ToDictionary(d => d.Layer, StringComparer.Ordinal);
+        w.WriteStartObject();
+        w.WriteStartArray("layers");
+        foreach (var layer in service.Runtime.Engine.Layers)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", layer.Name);
+            w.WriteString("kind", layer.Kind);
+            w.WriteString("status", layer.Status.ToString().ToLowerInvariant());
+            w.WriteNumber("capacity", layer.Capacity);
+            w.WriteNumber("running", layer.Running);
+            w.WriteNumber("queue_depth", layer.QueueDepth);
+            w.WriteNumber("price_per_second", layer.PricePerSecond);
+            w.WriteNumber("rank", layer.Rank);
+            if (today is not null)
+            {
+                w.WriteStartObject("today");
+                if (today.TryGetValue(layer.Name, out var d))
+                {
+                    w.WriteNumber("requests", d.Requests);
+                    w.WriteNumber("succeeded", d.Successes);
+                    w.WriteNumber("failed", d.Failures);
+                    if (d.Requests > 0) w.WriteNumber("success_rate", Math.Round((double)d.Successes / d.Requests, 4));
+                    if (d.ConfidenceCount > 0) w.WriteNumber("mean_confidence", Math.Round(d.ConfidenceSum / d.ConfidenceCount, 4));
+                    w.WriteNumber("cost", Math.Round(d.Cost, 6));
+                }
+                else w.WriteNumber("requests", 0);
+                w.WriteEndObject();
+            }
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+}

@@ -1,0 +1,55 @@
+using System.Net;
+
+namespace TaskMesh.Server;
+
+/// <summary>
+/// Settings of <c>taskmesh serve</c> (the config's <c>[api]</c> section, then the command line):
+/// where it listens, what a request may carry, how long a shutdown waits for runs to finish.
+/// </summary>
+public sealed class ServerOptions
+{
+    /// <summary>The address the HTTP API listens on (default 127.0.0.1: this machine only).</summary>
+    public string Host { get; set; } = "127.0.0.1";
+
+    /// <summary>The HTTP API's port (0: a free one, see <see cref="TaskMeshServer.HttpAddress"/>).</summary>
+    public int HttpPort { get; set; } = DefaultHttpPort;
+
+    /// <summary>The default of <see cref="HttpPort"/>.</summary>
+    public const int DefaultHttpPort = 8080;
+
+    /// <summary>Allow listening on an address other than loopback although requests are not authenticated.</summary>
+    public bool Insecure { get; set; }
+
+    /// <summary>The largest request body taken (a graph, a task), in bytes; a larger one is refused with 413 before it is read.</summary>
+    public long MaxRequestBytes { get; set; } = 16L << 20;
+
+    /// <summary>How long a shutdown (SIGTERM) waits for runs that are going to finish before it cancels them.</summary>
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// The folder relative paths in submitted graphs resolve against (a circuit file, say); files
+    /// outside it cannot be named. Default: the folder the service was started in.
+    /// </summary>
+    public string? GraphDirectory { get; set; }
+
+    /// <summary>Finished runs kept in memory for the API when there is no run store (the newest; older ones are forgotten).</summary>
+    public int KeepFinishedRuns { get; set; } = 1_000;
+
+    /// <summary>The longest a request may wait for a run or a task to end (<c>?wait=</c> seconds).</summary>
+    public TimeSpan MaxWait { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Every problem with these settings, each naming the setting (empty when none).</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        if (!IPAddress.TryParse(Host, out var ip)) problems.Add($"host must be an IP address (127.0.0.1, ::1, 0.0.0.0, …), got '{Host}'");
+        else if (!IPAddress.IsLoopback(ip) && !Insecure)
+            problems.Add($"host {Host} is reachable from other machines, and requests are not authenticated: bind a loopback address (127.0.0.1, ::1) or pass --insecure");
+        if (HttpPort is < 0 or > 65_535) problems.Add($"http port must be 0–65535, got {HttpPort}");
+        if (MaxRequestBytes < 1024) problems.Add($"max request bytes must be at least 1024, got {MaxRequestBytes}");
+        if (DrainTimeout < TimeSpan.Zero) problems.Add("drain timeout must not be negative");
+        if (KeepFinishedRuns < 0) problems.Add("keep finished runs must not be negative");
+        if (MaxWait < TimeSpan.Zero) problems.Add("max wait must not be negative");
+        return problems;
+    }
+}

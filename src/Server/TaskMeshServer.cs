@@ -1,0 +1,122 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Prometheus;
+using TaskMesh.Hosting;
+
+namespace TaskMesh.Server;
+
+/// <summary>
+/// <c>taskmesh serve</c>'s host: the application service behind the HTTP API on Kestrel, with
+/// <c>/metrics</c>, <c>/health</c> and <c>/status</c>, on the Generic Host. Stopping it (or
+/// SIGTERM to a process that runs it with <see cref="RunAsync"/>) drains: new work is refused,
+/// going runs get <see cref="ServerOptions.DrainTimeout"/> to finish, then what is left is
+/// cancelled and the store flushed.
+/// </summary>
+public sealed class TaskMeshServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly TaskMeshService _service;
+
+    private TaskMeshServer(WebApplication app, TaskMeshService service, Uri address)
+    {
+        _app = app;
+        _service = service;
+        HttpAddress = address;
+    }
+
+    /// <summary>Where the HTTP API listens, e.g. <c>http://127.0.0.1:8080/</c> (the port bound when 0 was asked).</summary>
+    public Uri HttpAddress { get; }
+
+    /// <summary>The standing open run's id (tasks submitted one at a time go there).</summary>
+    public string StandingRunId => _service.Standing.RunId;
+
+    internal TaskMeshService Service => _service;
+
+    /// <summary>Starts the service over <paramref name="runtime"/> (the composition root's: engine, store, rules, router, metrics).</summary>
+    /// <exception cref="ArgumentException">The options have problems (each named).</exception>
+    /// <exception cref="IOException">The address cannot be bound.</exception>
+    public static async Task<TaskMeshServer> StartAsync(TaskMeshRuntime runtime, ServerOptions options, ILoggerFactory? logs = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(runtime);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(options));
+        var ip = IPAddress.Parse(options.Host);
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, Args = [] });
+        builder.Logging.ClearProviders();
+        if (logs is not null) builder.Services.AddSingleton(logs);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainTimeout + TimeSpan.FromSeconds(15));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(ip, options.HttpPort);
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = options.MaxRequestBytes;
+            k.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
+            k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            k.Limits.MaxConcurrentConnections = 1024;
+        });
+        var service = new TaskMeshService(runtime, options, logs);
+        builder.Services.AddSingleton(service);
+        builder.Services.AddHostedService<DrainOnStop>();
+
+        var app = builder.Build();
+        app.Use(HttpApi.HandleErrorsAsync);
+        if (runtime.Metrics is { } metrics) app.MapMetrics("/metrics", metrics.Registry);
+        HttpApi.Map(app, service, options);
+        try
+        {
+            await app.StartAsync(ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or InvalidOperationException)
+        {
+            await service.DisposeAsync().ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new IOException($"cannot serve on {options.Host}:{options.HttpPort}: {ex.Message}", ex);
+        }
+        var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
+            ?? $"http://{options.Host}:{options.HttpPort}";
+        return new TaskMeshServer(app, service, new Uri(bound.EndsWith('/') ? bound : bound + "/"));
+    }
+
+    /// <summary>Serves until the process is told to stop (SIGTERM, SIGINT) or <paramref name="ct"/> fires, then drains.</summary>
+    public async Task RunAsync(CancellationToken ct = default)
+    {
+        await _app.WaitForShutdownAsync(ct).ConfigureAwait(false);
+        await StopAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Drains (see the class) and stops listening.</summary>
+    public async Task StopAsync()
+    {
+        await _service.DrainAsync().ConfigureAwait(false);
+        await _app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync().ConfigureAwait(false);
+        await _app.DisposeAsync().ConfigureAwait(false);
+        await _service.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Drains the service when the host stops (SIGTERM): in the stopping phase, before any hosted
+    /// service — the web server among them — stops, so the API answers (503 to new work) meanwhile.
+    /// </summary>
+    private sealed class DrainOnStop(TaskMeshService service) : IHostedLifecycleService
+    {
+        public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StoppingAsync(CancellationToken cancellationToken) => service.DrainAsync();
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

@@ -1,0 +1,382 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Store;
+using TaskMesh.Hosting;
+
+namespace TaskMesh.Server;
+
+/// <summary>
+/// A request the service refuses or cannot answer: an HTTP status, a title, the detail, and for
+/// an invalid graph or task every problem (code, message, task id, line, column).
+/// </summary>
+internal sealed class ApiException(int status, string title, string detail, IReadOnlyList<GraphError>? errors = null) : Exception(detail)
+{
+    public int Status { get; } = status;
+    public string Title { get; } = title;
+    public IReadOnlyList<GraphError>? Errors { get; } = errors;
+
+    public static ApiException NotFound(string what) => new(404, "not found", what);
+}
+
+/// <summary>
+/// The application service behind <c>taskmesh serve</c>: every operation exists once here and the
+/// transports (the HTTP API; the socket protocol) call it. Graphs are validated as a file is,
+/// run through the composition root (<see cref="TaskMeshRuntime"/>: its store, rules, learned
+/// router, metrics), many at once; single tasks go to a standing open run that lives as long as
+/// the service (and, with a store, is taken over by the next service after a crash, so that a task
+/// resubmitted with its id is answered from the store, not run twice).
+/// </summary>
+internal sealed class TaskMeshService : IAsyncDisposable
+{
+    /// <summary>The name the standing open run is stored under.</summary>
+    public const string StandingRunName = "standing";
+
+    private readonly TaskMeshRuntime _runtime;
+    private readonly ServerOptions _options;
+    private readonly ILogger _log;
+    private readonly string _graphDirectory;
+    private readonly ConcurrentDictionary<string, LiveRun> _live = new(StringComparer.Ordinal);
+    private readonly FinishedRuns _finished;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly long _startedTimestamp = Stopwatch.GetTimestamp();
+    private volatile bool _draining;
+
+    /// <summary>A run going, and the task that records it once it ends.</summary>
+    private sealed record LiveRun(RunHandle Handle, string Graph, DateTimeOffset StartedAt)
+    {
+        public Task Recorded { get; set; } = Task.CompletedTask;
+    }
+
+    public TaskMeshService(TaskMeshRuntime runtime, ServerOptions options, ILoggerFactory? logs = null)
+    {
+        _runtime = runtime;
+        _options = options;
+        _log = (logs ?? NullLoggerFactory.Instance).CreateLogger("TaskMesh.Server");
+        _graphDirectory = Path.GetFullPath(options.GraphDirectory ?? Environment.CurrentDirectory);
+        _finished = new FinishedRuns(options.KeepFinishedRuns);
+        Standing = OpenStanding();
+        _log.LogInformation("standing run {RunId} open{Resumed}", Standing.RunId, ResumedStanding is null ? "" : $" (taking over {ResumedStanding})");
+    }
+
+    /// <summary>The open run that takes tasks submitted one at a time.</summary>
+    public OpenRun Standing { get; }
+
+    /// <summary>The interrupted standing run of an earlier service this one took over, if any.</summary>
+    public string? ResumedStanding { get; private set; }
+
+    public TaskMeshRuntime Runtime => _runtime;
+
+    public bool Draining => _draining;
+
+    public TimeSpan Uptime => Stopwatch.GetElapsedTime(_startedTimestamp);
+
+    public int LiveRuns => _live.Count;
+
+    /// <summary>The standing run: the newest interrupted one of the store taken over (its owner is gone), or a new one.</summary>
+    private OpenRun OpenStanding()
+    {
+        if (_runtime.Store is { IsReadOnly: false } store)
+        {
+            var previous = store.ListRuns(limit: 20, status: "interrupted").FirstOrDefault(r => r.Graph == StandingRunName);
+            if (previous is not null)
+            {
+                try
+                {
+                    var resumed = _runtime.Open(StandingRunName, resume: previous.RunId);
+                    ResumedStanding = previous.RunId;
+                    return resumed;
+                }
+                catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or StoreException)
+                {
+                    _log.LogWarning("could not take over the standing run {RunId}: {Why}; a new one is opened", previous.RunId, ex.Message);
+                }
+            }
+        }
+        return _runtime.Open(StandingRunName);
+    }
+
+    private void ThrowIfDraining()
+    {
+        if (_draining) throw new ApiException(503, "shutting down", "the service is shutting down: it takes no new work");
+    }
+
+    // ---------------------------------------------------------------- graphs
+
+    /// <summary>
+    /// Validates a graph (JSON bytes) as a file is validated — errors come back with line, column
+    /// and task id, and nothing runs — then starts it. Relative paths in its arguments resolve
+    /// against the service's graph directory.
+    /// </summary>
+    public string SubmitGraph(byte[] json)
+    {
+        ThrowIfDraining();
+        PreparedGraph graph;
+        try
+        {
+            var builder = GraphLoader.Load(json, "request");
+            // The request is read as a file of the graph directory: relative paths resolve there.
+            graph = _runtime.Engine.Prepare(builder, Path.Combine(_graphDirectory, "(request)"), _stopping.Token);
+        }
+        catch (GraphValidationException ex)
+        {
+            throw new ApiException(400, "invalid graph", ex.Errors.Count == 1 ? ex.Errors[0].Message : $"{ex.Errors.Count} problems", ex.Errors);
+        }
+        RunSetup setup;
+        try
+        {
+            setup = _runtime.Prepare(graph, new RunRequest { GraphHash = RunStore.HashOf(json) });
+        }
+        catch (RunRequestException ex)
+        {
+            throw new ApiException(400, "invalid request", ex.Message);
+        }
+        var handle = setup.Start(_stopping.Token);
+        if (setup.Recorder is { } recorder) recorder.Faulted += _ => { try { handle.Cancel(); } catch (ObjectDisposedException) { } };
+        var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow);
+        _live[handle.RunId] = live;
+        live.Recorded = RecordAsync(live);
+        _log.LogInformation("run {RunId} of graph {Graph} started ({Tasks} tasks)", handle.RunId, GraphLimits.Printable(graph.Graph.Name), handle.Total);
+        return handle.RunId;
+    }
+
+    /// <summary>Waits for a run's end, records it (store, training), and keeps its result for the API.</summary>
+    private async Task RecordAsync(LiveRun live)
+    {
+        RunResult? result = null;
+        try
+        {
+            result = await live.Handle.Completion.ConfigureAwait(false);
+            if (_runtime.Store is { } store)
+            {
+                var trained = _runtime.AfterRunAsync(result, CancellationToken.None);
+                await store.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                await trained.ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex)
+        {
+            _log.LogError("run {RunId}: {Why}", live.Handle.RunId, ex.Message);
+        }
+        finally
+        {
+            if (result is not null)
+            {
+                _finished.Add(result);
+                _log.LogInformation("run {RunId} {Status}: {Succeeded}/{Total} succeeded", result.RunId, result.StatusName, result.Succeeded, result.Total);
+            }
+            _live.TryRemove(live.Handle.RunId, out _);
+        }
+    }
+
+    /// <summary>What the API says of a run: going, finished in memory, or as the store keeps it.</summary>
+    public RunView GetRun(string runId)
+    {
+        if (_live.TryGetValue(runId, out var live)) return RunView.Live(live.Handle, live.Graph, live.StartedAt);
+        if (_finished.TryGet(runId, out var result)) return RunView.Finished(result);
+        if (_runtime.Store is { } store)
+        {
+            try { return RunView.Stored(store.GetRun(store.ResolveRunId(runId))); }
+            catch (StoreException) { }
+        }
+        throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}'");
+    }
+
+    /// <summary>Waits up to <paramref name="wait"/> (bounded by the options) for a going run to end.</summary>
+    public async Task<RunView> WaitForRunAsync(string runId, TimeSpan wait, CancellationToken ct)
+    {
+        if (wait > TimeSpan.Zero && _live.TryGetValue(runId, out var live))
+        {
+            wait = wait > _options.MaxWait ? _options.MaxWait : wait;
+            try { await live.Recorded.WaitAsync(wait, ct).ConfigureAwait(false); }
+            catch (TimeoutException) { }
+        }
+        return GetRun(runId);
+    }
+
+    /// <summary>Runs, newest first: with a store, as it lists them (going ones included); without, the going and the finished in memory.</summary>
+    public IReadOnlyList<RunView> ListRuns(int limit, int offset, string? status)
+    {
+        if (limit is < 1 or > 1000) throw new ApiException(400, "invalid request", $"limit must be 1–1000, got {limit}");
+        if (offset < 0) throw new ApiException(400, "invalid request", $"offset must not be negative, got {offset}");
+        if (status is not null && !RunStatuses.Contains(status))
+            throw new ApiException(400, "invalid request", $"status must be one of {string.Join(", ", RunStatuses)}, got '{GraphLimits.Printable(status)}'");
+        if (_runtime.Store is { } store)
+            return store.ListRuns(limit, status, offset).Select(r => _live.TryGetValue(r.RunId, out var l) ? RunView.Live(l.Handle, l.Graph, l.StartedAt) : RunView.Stored(r)).ToList();
+        var all = _live.Values.Select(l => RunView.Live(l.Handle, l.Graph, l.StartedAt)).Concat(_finished.All().Select(RunView.Finished));
+        return all.Where(v => status is null || v.Status == status).OrderByDescending(v => v.StartedAt).Skip(offset).Take(limit).ToList();
+    }
+
+    private static readonly string[] RunStatuses = ["running", "succeeded", "failed", "cancelled", "open", "interrupted"];
+
+    /// <summary>Cancels a going run; false when it has ended.</summary>
+    public bool CancelRun(string runId)
+    {
+        if (_live.TryGetValue(runId, out var live))
+        {
+            live.Handle.Cancel();
+            _log.LogInformation("run {RunId} cancelled by request", runId);
+            return true;
+        }
+        GetRun(runId);   // 404 when there is no such run at all
+        return false;
+    }
+
+    /// <summary>One task of a run: as the finished run reports it, or as the store keeps it (with its escalations and audit trail).</summary>
+    public TaskView GetRunTask(string runId, string taskId)
+    {
+        if (_finished.TryGet(runId, out var result) && result.HasTaskDetails && result.Graph.TryGetIndex(taskId, out int index))
+            return TaskView.Of(result.TaskResultOf(index), result.Escalations.Where(e => e.TaskId == taskId).ToList());
+        if (_runtime.Store is { } store)
+        {
+            string id;
+            try { id = store.ResolveRunId(runId); }
+            catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}'"); }
+            if (store.TasksOf(id).FirstOrDefault(t => t.Id == taskId) is { } row)
+                return TaskView.Of(row, store.EscalationHistoryOf(id).Where(e => e.TaskId == taskId).ToList(), store.AuditOf(id, taskId));
+        }
+        if (_live.ContainsKey(runId))
+            throw ApiException.NotFound($"run {runId} has no ended task '{GraphLimits.Printable(taskId)}' yet (a going run's tasks are known as they end, from the run store)");
+        GetRun(runId);
+        throw ApiException.NotFound($"run {runId} has no task '{GraphLimits.Printable(taskId)}' the service or its store keeps");
+    }
+
+    // ---------------------------------------------------------------- single tasks (the standing run)
+
+    /// <summary>
+    /// Adds a task (a graph file's task object) to the standing run, waiting up to a few seconds
+    /// for room when it holds <c>max_pending</c> tasks (then 429: retry later).
+    /// </summary>
+    public async Task<SubmittedTask> SubmitTaskAsync(JsonElement task, CancellationToken ct)
+    {
+        ThrowIfDraining();
+        TaskRequest request;
+        try
+        {
+            request = TaskRequestJson.Read(task);
+        }
+        catch (TaskRefusedException ex)
+        {
+            throw new ApiException(400, "invalid task", ex.Message, ex.Errors);
+        }
+        using var room = CancellationTokenSource.CreateLinkedTokenSource(ct, _stopping.Token);
+        room.CancelAfter(RoomWait);
+        try
+        {
+            return await Standing.SubmitAsync(request, room.Token).ConfigureAwait(false);
+        }
+        catch (TaskRefusedException ex)
+        {
+            throw new ApiException(400, "task refused", ex.Message, ex.Errors);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested && !_stopping.IsCancellationRequested)
+        {
+            throw new ApiException(429, "too many pending tasks", $"the standing run holds {Standing.Pending} tasks not ended (its max_pending): retry later");
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new ApiException(503, "shutting down", ex.Message);
+        }
+    }
+
+    /// <summary>How long a submission waits for room in the standing run before it is refused with 429.</summary>
+    internal static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(5);
+
+    /// <summary>A task of the standing run: kept by the run (going, or ended within its retention window), or its row in the store.</summary>
+    public async Task<TaskView> GetTaskAsync(string taskId, TimeSpan wait, CancellationToken ct)
+    {
+        if (Standing.TryGetTask(taskId, out var task))
+        {
+            if (!task.IsEnded && wait > TimeSpan.Zero)
+            {
+                try { await task.Completion.WaitAsync(wait > _options.MaxWait ? _options.MaxWait : wait, ct).ConfigureAwait(false); }
+                catch (TimeoutException) { }
+            }
+            return task.IsEnded ? TaskView.Of(await task.Completion.ConfigureAwait(false), task.SequenceNumber) : TaskView.Pending(task.Id, task.SequenceNumber);
+        }
+        return GetRunTask(Standing.RunId, taskId);
+    }
+
+    /// <summary>Cancels a task of the standing run; false when it had ended (or the run no longer keeps it).</summary>
+    public bool CancelTask(string taskId)
+    {
+        if (!Standing.TryGetTask(taskId, out var task)) throw ApiException.NotFound($"the standing run keeps no task '{GraphLimits.Printable(taskId)}'");
+        return task.Cancel();
+    }
+
+    // ---------------------------------------------------------------- shutting down
+
+    /// <summary>
+    /// Stops taking work, lets the going runs and the standing run's tasks finish for up to
+    /// <see cref="ServerOptions.DrainTimeout"/>, cancels what is left, and flushes the store.
+    /// </summary>
+    public async Task DrainAsync()
+    {
+        if (_draining) return;
+        _draining = true;
+        _log.LogInformation("draining: {Runs} run(s) going, {Pending} standing task(s) pending; waiting up to {Seconds} s", _live.Count, Standing.Pending, _options.DrainTimeout.TotalSeconds);
+        Standing.Complete();
+        var going = _live.Values.Select(l => l.Recorded).Append(Standing.Completion).ToArray();
+        try
+        {
+            await Task.WhenAll(going).WaitAsync(_options.DrainTimeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            _log.LogWarning("drain timeout: cancelling {Runs} run(s) and {Pending} standing task(s)", _live.Count, Standing.Pending);
+            _stopping.Cancel();
+            foreach (var l in _live.Values) l.Handle.Cancel();
+            Standing.Cancel();
+            try { await Task.WhenAll(going).WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false); }
+            catch (Exception ex) { _log.LogError("runs did not end after cancellation: {Why}", ex.Message); }
+        }
+        catch (Exception ex)
+        {
+            _log.LogError("draining: {Why}", ex.Message);
+        }
+        if (_runtime.Store is { } store)
+        {
+            try { await store.FlushAsync(CancellationToken.None).ConfigureAwait(false); }
+            catch (StoreException ex) { _log.LogError("the run store failed while draining: {Why}", ex.Message); }
+        }
+        _log.LogInformation("drained");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await DrainAsync().ConfigureAwait(false);
+        _stopping.Dispose();
+    }
+
+    /// <summary>The newest finished runs, bounded (for a service without a store, and until the store has them).</summary>
+    private sealed class FinishedRuns(int capacity)
+    {
+        private readonly Dictionary<string, RunResult> _byId = new(StringComparer.Ordinal);
+        private readonly Queue<string> _order = new();
+
+        public void Add(RunResult result)
+        {
+            if (capacity == 0) return;
+            lock (_byId)
+            {
+                if (_byId.TryAdd(result.RunId, result)) _order.Enqueue(result.RunId);
+                while (_order.Count > capacity) _byId.Remove(_order.Dequeue());
+            }
+        }
+
+        public bool TryGet(string runId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out RunResult? result)
+        {
+            lock (_byId) return _byId.TryGetValue(runId, out result);
+        }
+
+        public IReadOnlyList<RunResult> All()
+        {
+            lock (_byId) return _byId.Values.ToList();
+        }
+    }
+}

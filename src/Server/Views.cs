@@ -1,0 +1,184 @@
+using System.Text.Json;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Store;
+
+namespace TaskMesh.Server;
+
+/// <summary>
+/// A run as the API shows it (snake_case JSON, the names of <c>taskmesh run --json</c>): going
+/// (its counts so far), finished (the summary <c>run --json</c> writes), or as the store keeps it.
+/// </summary>
+internal sealed class RunView
+{
+    private readonly Action<Utf8JsonWriter> _write;
+
+    private RunView(string runId, string status, DateTimeOffset startedAt, Action<Utf8JsonWriter> write)
+        => (RunId, Status, StartedAt, _write) = (runId, status, startedAt, write);
+
+    public string RunId { get; }
+    public string Status { get; }
+    public DateTimeOffset StartedAt { get; }
+    public bool Ended => Status is not ("running" or "open");
+
+    public void Write(Utf8JsonWriter w) => _write(w);
+
+    public static RunView Live(RunHandle handle, string graph, DateTimeOffset startedAt) => new(handle.RunId, "running", startedAt, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("run_id", handle.RunId);
+        w.WriteString("graph", graph);
+        w.WriteString("status", "running");
+        w.WriteString("started_at", startedAt);
+        w.WriteStartObject("tasks");
+        w.WriteNumber("total", handle.Total);
+        w.WriteNumber("ended", handle.Completed);
+        w.WriteNumber("failed", handle.Failed);
+        w.WriteNumber("running", handle.Running);
+        w.WriteEndObject();
+        w.WriteEndObject();
+    });
+
+    public static RunView Finished(RunResult result) => new(result.RunId, result.StatusName, result.Record.StartedAt, w => result.WriteJson(w, includeNodes: false));
+
+    public static RunView Stored(StoredRun run) => new(run.RunId, run.Status, run.StartedAt, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("run_id", run.RunId);
+        w.WriteString("graph", run.Graph);
+        w.WriteString("status", run.Status);
+        w.WriteString("started_at", run.StartedAt);
+        if (run.FinishedAt is { } ended) w.WriteString("ended_at", ended);
+        w.WriteStartObject("tasks");
+        w.WriteNumber("total", run.Tasks.Total);
+        w.WriteNumber("succeeded", run.Tasks.Succeeded);
+        w.WriteNumber("failed", run.Tasks.Failed);
+        w.WriteNumber("timed_out", run.Tasks.TimedOut);
+        w.WriteNumber("skipped", run.Tasks.Skipped);
+        w.WriteNumber("cancelled", run.Tasks.Cancelled);
+        w.WriteNumber("restored", run.Tasks.Restored);
+        w.WriteNumber("cached", run.Tasks.Cached);
+        w.WriteEndObject();
+        if (run.WallMs is double wall) w.WriteNumber("wall_ms", Math.Round(wall, 3));
+        if (run.CriticalPathMs is double cp) w.WriteNumber("critical_path_ms", Math.Round(cp, 3));
+        w.WriteNumber("escalations", run.Escalations);
+        w.WriteNumber("cost", Math.Round(run.Cost, 6));
+        w.WriteEndObject();
+    });
+}
+
+/// <summary>A task as the API shows it: how it ended (or that it has not), where it ran, its escalations and audit trail.</summary>
+internal sealed class TaskView
+{
+    private readonly Action<Utf8JsonWriter> _write;
+
+    private TaskView(string status, Action<Utf8JsonWriter> write) => (Status, _write) = (status, write);
+
+    public string Status { get; }
+
+    public void Write(Utf8JsonWriter w) => _write(w);
+
+    public static TaskView Pending(string id, int sequence) => new("pending", w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("id", id);
+        w.WriteNumber("sequence", sequence);
+        w.WriteString("status", "pending");
+        w.WriteEndObject();
+    });
+
+    public static TaskView Of(TaskResult r, int sequence) => new(r.OutcomeName, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("id", r.Id);
+        w.WriteNumber("sequence", sequence);
+        w.WriteString("status", r.OutcomeName);
+        if (r.Layer is not null) w.WriteString("layer", r.Layer);
+        w.WriteNumber("attempts", r.Attempts);
+        if (r.Confidence is double c) w.WriteNumber("confidence", c);
+        w.WriteNumber("duration_ms", Math.Round(r.Duration.TotalMilliseconds, 3));
+        if (r.OutputSummary is string summary) w.WriteString("output_summary", summary);
+        if (r.Error is not null) w.WriteString("error", r.Error);
+        w.WriteEndObject();
+    });
+
+    public static TaskView Of(TaskRecord t, IReadOnlyList<EscalationRecord> escalations) => new(t.Status, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("id", t.Id);
+        w.WriteString("handler", t.Handler);
+        w.WriteString("status", t.Status);
+        if (t.InitialLayer is not null) w.WriteString("initial_layer", t.InitialLayer);
+        if (t.Layer is not null) w.WriteString("layer", t.Layer);
+        w.WriteNumber("attempts", t.Attempts);
+        if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
+        if (t.OutputSummary is not null) w.WriteString("output_summary", t.OutputSummary);
+        if (t.Error is not null) w.WriteString("error", t.Error);
+        if (t.SkippedBecause is not null) w.WriteString("skipped_because", t.SkippedBecause);
+        w.WriteStartArray("escalations");
+        foreach (var e in escalations)
+        {
+            w.WriteStartObject();
+            w.WriteString("from", e.From);
+            w.WriteString("to", e.To);
+            w.WriteString("trigger", e.Trigger);
+            w.WriteString("reason", e.Reason);
+            if (e.PreviousConfidence is double pc) w.WriteNumber("previous_confidence", pc);
+            w.WriteString("at", e.Timestamp);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    });
+
+    public static TaskView Of(StoredTask t, IReadOnlyList<StoredEscalation> escalations, IReadOnlyList<AuditRecord> audit) => new(t.Status, w =>
+    {
+        w.WriteStartObject();
+        w.WriteString("id", t.Id);
+        w.WriteString("handler", t.Handler);
+        w.WriteString("status", t.Status);
+        if (t.InitialLayer is not null) w.WriteString("initial_layer", t.InitialLayer);
+        if (t.Layer is not null) w.WriteString("layer", t.Layer);
+        w.WriteNumber("attempts", t.Attempts);
+        if (t.Confidence is double c) w.WriteNumber("confidence", c);
+        if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
+        if (t.Cost is double cost) w.WriteNumber("cost", Math.Round(cost, 6));
+        if (t.OutputSummary is not null) w.WriteString("output_summary", t.OutputSummary);
+        if (t.Error is not null) w.WriteString("error", t.Error);
+        if (t.SkippedBecause is not null) w.WriteString("skipped_because", t.SkippedBecause);
+        w.WriteStartArray("escalations");
+        foreach (var e in escalations)
+        {
+            w.WriteStartObject();
+            w.WriteString("from", e.From);
+            w.WriteString("to", e.To);
+            w.WriteString("trigger", e.Trigger);
+            w.WriteString("reason", e.Reason);
+            if (e.PreviousConfidence is double pc) w.WriteNumber("previous_confidence", pc);
+            if (e.Rule is not null) w.WriteString("rule", e.Rule);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("audit");
+        foreach (var a in audit)
+        {
+            w.WriteStartObject();
+            w.WriteString("category", a.Category);
+            w.WriteString("at", a.Timestamp);
+            w.WritePropertyName("detail");
+            // The store wrote the detail as a JSON object; anything else is passed as a string.
+            try
+            {
+                using var doc = JsonDocument.Parse(a.Detail);
+                doc.RootElement.WriteTo(w);
+            }
+            catch (JsonException)
+            {
+                w.WriteStringValue(a.Detail);
+            }
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    });
+}
