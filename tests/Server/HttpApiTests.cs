@@ -1,0 +1,256 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Hosting;
+using TaskMesh.Server;
+using Xunit;
+
+namespace TaskMesh.Tests.Server;
+
+/// <summary>The HTTP API on a real Kestrel (127.0.0.1, a free port), over the composition root's runtime and a real store.</summary>
+public sealed class HttpApiTests : IAsyncLifetime
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-api-").FullName;
+    private ServiceProvider _provider = null!;
+    private TaskMeshRuntime _runtime = null!;
+    private TaskMeshServer _server = null!;
+    private HttpClient _http = null!;
+
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
+
+    public async Task InitializeAsync() => await StartAsync(new ServerOptions { HttpPort = 0, GraphDirectory = _dir });
+
+    private async Task StartAsync(ServerOptions options, string config = "")
+    {
+        var services = new ServiceCollection();
+        services.AddTaskMesh(TaskMeshConfig.Parse(config)).AddSqliteStore(Path.Combine(_dir, "runs.db")).AddMetrics();
+        _provider = services.BuildServiceProvider();
+        _runtime = _provider.GetRequiredService<TaskMeshRuntime>();
+        _server = await TaskMeshServer.StartAsync(_runtime, options);
+        _http = new HttpClient { BaseAddress = _server.HttpAddress, Timeout = Limit };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        await _server.DisposeAsync();
+        await _provider.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private static StringContent JsonBody(string json) => new(json, Encoding.UTF8, "application/json");
+
+    private async Task<JsonElement> ReadJson(HttpResponseMessage response)
+    {
+        var text = await response.Content.ReadAsStringAsync();
+        using var doc = JsonDocument.Parse(text);
+        return doc.RootElement.Clone();
+    }
+
+    private async Task<string> SubmitAsync(string graph)
+    {
+        var response = await _http.PostAsync("api/runs", JsonBody(graph));
+        var body = await ReadJson(response);
+        Assert.True(response.StatusCode == HttpStatusCode.Created, body.ToString());
+        string id = body.GetProperty("run_id").GetString()!;
+        Assert.Equal($"/api/runs/{id}", response.Headers.Location?.ToString());
+        return id;
+    }
+
+    private async Task<JsonElement> WaitForRunAsync(string id)
+    {
+        var deadline = DateTime.UtcNow + Limit;
+        while (true)
+        {
+            var run = await ReadJson(await _http.GetAsync($"api/runs/{id}?wait=10"));
+            if (run.GetProperty("status").GetString() != "running" || DateTime.UtcNow > deadline) return run;
+        }
+    }
+
+    private const string Diamond = """
+        { "name": "diamond", "tasks": [
+          { "id": "a", "handler": "noop" },
+          { "id": "b", "handler": "spin", "args": { "micros": 100 }, "dependsOn": ["a"] },
+          { "id": "c", "handler": "fail", "dependsOn": ["a"], "retries": 0 },
+          { "id": "d", "handler": "noop", "dependsOn": ["b", "c"] },
+          { "id": "e", "handler": "noop", "dependsOn": [{ "id": "c", "type": "soft" }] } ] }
+        """;
+
+    [Fact]
+    public async Task AGraphSubmitted_RunsAsTheEngineRunsIt_AndItsRunAndTasksAreReadBack()
+    {
+        string id = await SubmitAsync(Diamond);
+        var run = await WaitForRunAsync(id);
+
+        // The same graph run by the engine in this process: the same outcome for every task.
+        var local = await _runtime.Engine.RunAsync(TaskMesh.Engine.Graph.GraphLoader.LoadText(Diamond));
+        Assert.Equal(local.StatusName, run.GetProperty("status").GetString());
+        var tasks = run.GetProperty("tasks");
+        Assert.Equal((local.Total, local.Succeeded, local.Failed, local.Skipped), (tasks.GetProperty("total").GetInt32(),
+            tasks.GetProperty("succeeded").GetInt32(), tasks.GetProperty("failed").GetInt32(), tasks.GetProperty("skipped").GetInt32()));
+        foreach (var t in local.Tasks)
+        {
+            var task = await ReadJson(await _http.GetAsync($"api/runs/{id}/tasks/{t.Id}"));
+            Assert.Equal(t.Status, task.GetProperty("status").GetString());
+            Assert.Equal(t.Handler, task.GetProperty("handler").GetString());
+        }
+        var skipped = await ReadJson(await _http.GetAsync($"api/runs/{id}/tasks/d"));
+        Assert.Equal("c", skipped.GetProperty("skipped_because").GetString());
+
+        // Listed, and found in the store (the same run, as the store keeps it).
+        var list = await ReadJson(await _http.GetAsync("api/runs?limit=5&status=failed"));
+        Assert.Contains(list.GetProperty("runs").EnumerateArray(), r => r.GetProperty("run_id").GetString() == id);
+        Assert.Equal("failed", _runtime.Store!.GetRun(id).Status);
+        var missing = await _http.GetAsync("api/runs/nosuchrun");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.Equal("application/problem+json", missing.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
+    public async Task AnInvalidGraph_IsRefusedWithEveryProblemItsLineAndTask_AndNothingRuns()
+    {
+        await _runtime.Store!.FlushAsync();
+        int before = _runtime.Store.ListRuns(100).Count;
+        var response = await _http.PostAsync("api/runs", JsonBody("""
+            { "name": "bad", "tasks": [
+              { "id": "x", "handler": "nope" },
+              { "id": "y", "handler": "noop", "dependsOn": ["z"] },
+              { "id": "p", "handler": "quantum", "args": { "qasm": "../../etc/passwd", "shots": 1 } } ] }
+            """));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        var problem = await ReadJson(response);
+        Assert.Equal(400, problem.GetProperty("status").GetInt32());
+        var errors = problem.GetProperty("errors").EnumerateArray().ToList();
+        Assert.Contains(errors, e => e.GetProperty("code").GetString() == "unknown-handler" && e.GetProperty("task_id").GetString() == "x" && e.GetProperty("line").GetInt32() == 2);
+        Assert.Contains(errors, e => e.GetProperty("code").GetString() == "unknown-dependency" && e.GetProperty("task_id").GetString() == "y" && e.GetProperty("line").GetInt32() == 3);
+        // A circuit file outside the service's graph directory is not read.
+        Assert.Contains(errors, e => e.GetProperty("task_id").GetString() == "p" && e.GetProperty("message").GetString()!.Contains("outside", StringComparison.Ordinal));
+        await _runtime.Store.FlushAsync();
+        Assert.Equal(before, _runtime.Store.ListRuns(100).Count);
+
+        var garbage = await _http.PostAsync("api/runs", new ByteArrayContent([0xff, 0x00, 0x7b, 0x22]));
+        Assert.True(garbage.StatusCode == HttpStatusCode.BadRequest, $"{garbage.StatusCode}: {await garbage.Content.ReadAsStringAsync()}");
+    }
+
+    [Fact]
+    public async Task TasksSubmittedOneAtATime_RunAfterTheirDependencies_AndRefusalsSayWhy()
+    {
+        var first = await _http.PostAsync("api/tasks", JsonBody("""{ "id": "t1", "handler": "hash", "args": { "bytes": 64 } }"""));
+        Assert.Equal(HttpStatusCode.Created, first.StatusCode);
+        var second = await _http.PostAsync("api/tasks", JsonBody("""{ "id": "t2", "handler": "noop", "dependsOn": [{ "id": "t1", "type": "data" }] }"""));
+        Assert.Equal(HttpStatusCode.Created, second.StatusCode);
+        Assert.Equal(_server.StandingRunId, (await ReadJson(second)).GetProperty("run_id").GetString());
+
+        var t2 = await ReadJson(await _http.GetAsync("api/tasks/t2?wait=10"));
+        Assert.Equal("succeeded", t2.GetProperty("status").GetString());
+        var t1 = await ReadJson(await _http.GetAsync("api/tasks/t1"));
+        Assert.Equal("succeeded", t1.GetProperty("status").GetString());
+        Assert.True(t1.TryGetProperty("output_summary", out _));
+
+        var duplicate = await _http.PostAsync("api/tasks", JsonBody("""{ "id": "t1", "handler": "noop" }"""));
+        Assert.Equal(HttpStatusCode.BadRequest, duplicate.StatusCode);
+        Assert.Equal("duplicate-id", (await ReadJson(duplicate)).GetProperty("errors")[0].GetProperty("code").GetString());
+        var unknown = await _http.PostAsync("api/tasks", JsonBody("""{ "handler": "noop", "dependsOn": ["never"] }"""));
+        Assert.Equal(HttpStatusCode.BadRequest, unknown.StatusCode);
+        Assert.Equal("unknown-dependency", (await ReadJson(unknown)).GetProperty("errors")[0].GetProperty("code").GetString());
+        var notAnObject = await _http.PostAsync("api/tasks", JsonBody("[1, 2]"));
+        Assert.Equal(HttpStatusCode.BadRequest, notAnObject.StatusCode);
+        var none = await _http.GetAsync("api/tasks/never");
+        Assert.Equal(HttpStatusCode.NotFound, none.StatusCode);
+
+        // The run goes on after the refusals.
+        var third = await _http.PostAsync("api/tasks", JsonBody("""{ "id": "t3", "handler": "noop", "dependsOn": ["t2"] }"""));
+        Assert.Equal(HttpStatusCode.Created, third.StatusCode);
+        Assert.Equal("succeeded", (await ReadJson(await _http.GetAsync("api/tasks/t3?wait=10"))).GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task AGoingRunIsCancelled_AndAnEndedOneCannotBe()
+    {
+        string id = await SubmitAsync("""
+            { "name": "long", "tasks": [
+              { "id": "w", "handler": "sleep", "args": { "millis": 60000 } },
+              { "id": "after", "handler": "noop", "dependsOn": ["w"] } ] }
+            """);
+        var cancel = await _http.PostAsync($"api/runs/{id}/cancel", null);
+        Assert.Equal(HttpStatusCode.Accepted, cancel.StatusCode);
+        var run = await WaitForRunAsync(id);
+        Assert.Equal("cancelled", run.GetProperty("status").GetString());
+        var again = await _http.PostAsync($"api/runs/{id}/cancel", null);
+        Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+    }
+
+    [Fact]
+    public async Task HealthStatusLayersAndMetrics_AreServed()
+    {
+        Assert.Equal("ok", (await _http.GetStringAsync("health")).Trim());
+        var status = await ReadJson(await _http.GetAsync("status"));
+        Assert.Equal("ready", status.GetProperty("status").GetString());
+        Assert.True(status.GetProperty("store").GetProperty("writable").GetBoolean());
+        Assert.Equal(_server.StandingRunId, status.GetProperty("standing_run").GetProperty("run_id").GetString());
+
+        string id = await SubmitAsync(Diamond);
+        await WaitForRunAsync(id);
+        var layers = await ReadJson(await _http.GetAsync("api/layers"));
+        var local = layers.GetProperty("layers").EnumerateArray().Single(l => l.GetProperty("name").GetString() == "local");
+        Assert.True(local.GetProperty("capacity").GetInt32() > 0);
+        Assert.True(local.GetProperty("today").GetProperty("requests").GetInt64() >= 4);   // a, b, c and e ran there
+        Assert.Contains(layers.GetProperty("layers").EnumerateArray(), l => l.GetProperty("name").GetString() == "quantum");
+
+        var metrics = await _http.GetStringAsync("metrics");
+        Assert.Contains("taskmesh_tasks_total", metrics);
+    }
+
+    [Fact]
+    public async Task ARequestOverTheBodyCap_IsRefusedWith413()
+    {
+        await DisposeAsync();
+        Directory.CreateDirectory(_dir);
+        await StartAsync(new ServerOptions { HttpPort = 0, MaxRequestBytes = 4096 });
+        var big = "{\"name\":\"big\",\"tasks\":[" + string.Join(",", Enumerable.Range(0, 200).Select(i => $"{{\"id\":\"t{i}\",\"handler\":\"noop\"}}")) + "]}";
+        var response = await _http.PostAsync("api/runs", JsonBody(big));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        // Without a length announced (chunked), the body is cut at the cap too.
+        var chunked = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(big)));
+        chunked.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        var request = new HttpRequestMessage(HttpMethod.Post, "api/runs") { Content = chunked };
+        request.Headers.TransferEncodingChunked = true;
+        // The service answers 413 once the cap is passed and closes the connection: a client still
+        // sending may see the connection cut instead of the answer. Either way nothing was taken.
+        try
+        {
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await _http.SendAsync(request)).StatusCode);
+        }
+        catch (HttpRequestException ex) when (ex.InnerException is IOException or HttpIOException)
+        {
+        }
+        await _runtime.Store!.FlushAsync();
+        Assert.DoesNotContain(_runtime.Store.ListRuns(10), r => r.Graph == "big");
+        Assert.Equal("ok", (await _http.GetStringAsync("health")).Trim());
+    }
+
+    [Fact]
+    public async Task Stopping_DrainsAGoingRun_AndRefusesNewWork()
+    {
+        string id = await SubmitAsync("""{ "name": "short", "tasks": [ { "id": "w", "handler": "sleep", "args": { "millis": 800 } } ] }""");
+        var stopping = _server.StopAsync();
+        var refused = await _http.PostAsync("api/runs", JsonBody(Diamond));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        await stopping.WaitAsync(Limit);
+        Assert.Equal("succeeded", _runtime.Store!.GetRun(id).Status);
+    }
+
+    [Fact]
+    public void AnAddressOtherMachinesReach_IsRefusedUnlessInsecure()
+    {
+        var open = new ServerOptions { Host = "0.0.0.0" };
+        Assert.Contains(open.Problems(), p => p.Contains("--insecure", StringComparison.Ordinal));
+        Assert.Empty(new ServerOptions { Host = "0.0.0.0", Insecure = true }.Problems());
+        Assert.Empty(new ServerOptions { Host = "::1" }.Problems());
+        Assert.Contains(new ServerOptions { Host = "localhost" }.Problems(), p => p.Contains("IP address", StringComparison.Ordinal));
+    }
+}
