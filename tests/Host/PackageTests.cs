@@ -67,10 +67,10 @@ public sealed class PackageTests : IDisposable
         Copy(Path.Combine(root, "src"), Path.Combine(copy, "src"));
         Copy(Path.Combine(root, "examples", "library"), Path.Combine(copy, "examples", "library"));
         var feed = Path.Combine(copy, "artifacts", "packages");
-        foreach (var project in new[] { "QuantumSim", "Engine", "Learning", "Hosting", "Host" })
+        foreach (var project in new[] { "QuantumSim", "Engine", "Learning", "Hosting", "Server", "Host" })
             await Dotnet(copy, "pack", $"src/{project}/{project}.csproj", "-c", "Release", "-o", feed, $"-p:Version={_version}");
         var packages = Directory.GetFiles(feed, "*.nupkg").Select(Path.GetFileName).Order().ToList();
-        Assert.Equal(["TaskMesh.Engine", "TaskMesh.Hosting", "TaskMesh.Learning", "TaskMesh.QuantumSim", "taskmesh"],
+        Assert.Equal(["TaskMesh.Engine", "TaskMesh.Hosting", "TaskMesh.Learning", "TaskMesh.QuantumSim", "TaskMesh.Server", "taskmesh"],
             packages.Select(p => p![..p!.IndexOf($".{_version}", StringComparison.Ordinal)]).Order(StringComparer.Ordinal));
 
         var output = await Dotnet(Path.Combine(copy, "examples", "library"), "run", "-c", "Release", $"-p:TaskMeshVersion={_version}");
