@@ -42,6 +42,7 @@ public static class Cli
         root.Subcommands.Add(RunCommand.CreateResume(io));
         root.Subcommands.Add(OpenCommand.Create(io));
         root.Subcommands.Add(ServeCommand.Create(io));
+        root.Subcommands.Add(TokenCommand.Create(io));
         root.Subcommands.Add(RunCommand.CreateEscalate(io));
         root.Subcommands.Add(MetricsCommand.Create(io));
         root.Subcommands.Add(LayersCommand.Create(io));

@@ -15,19 +15,20 @@ namespace TaskMesh.Server;
 /// </summary>
 internal static class HttpApi
 {
-    public static void Map(IEndpointRouteBuilder app, TaskMeshService service, ServerOptions options)
+    /// <summary>Maps every endpoint; with tokens required, each needs its role (<c>/health</c> none).</summary>
+    public static void Map(IEndpointRouteBuilder app, TaskMeshService service, ServerOptions options, Access access)
     {
         var api = app.MapGroup("/api");
 
         // Runs (graphs).
-        api.MapPost("/runs", async (HttpContext http) =>
+        access.Require(api.MapPost("/runs", async (HttpContext http) =>
         {
             var body = await ReadBodyAsync(http, options.MaxRequestBytes);
-            string runId = service.SubmitGraph(body);
+            string runId = service.SubmitGraph(body, Caller(http));
             http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
             return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
-        });
-        api.MapGet("/runs", (HttpContext http) =>
+        }), Roles.Operator);
+        access.Require(api.MapGet("/runs", (HttpContext http) =>
         {
             var q = http.Request.Query;
             var runs = service.ListRuns(IntOf(q, "limit", 20), IntOf(q, "offset", 0), q["status"].FirstOrDefault());
@@ -39,19 +40,19 @@ internal static class HttpApi
                 w.WriteEndArray();
                 w.WriteEndObject();
             });
-        });
-        api.MapGet("/runs/{id}", async (string id, HttpContext http) =>
+        }), Roles.Viewer);
+        access.Require(api.MapGet("/runs/{id}", async (string id, HttpContext http) =>
         {
             var run = await service.WaitForRunAsync(id, WaitOf(http.Request.Query), http.RequestAborted);
             return Json(run.Write);
-        });
-        api.MapPost("/runs/{id}/cancel", (string id) => service.CancelRun(id)
+        }), Roles.Viewer);
+        access.Require(api.MapPost("/runs/{id}/cancel", (string id, HttpContext http) => service.CancelRun(id, Caller(http))
             ? Results.Accepted($"/api/runs/{Uri.EscapeDataString(id)}")
-            : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel"));
-        api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write));
+            : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel")), Roles.Operator);
+        access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer);
 
         // Single tasks: the standing run.
-        api.MapPost("/tasks", async (HttpContext http) =>
+        access.Require(api.MapPost("/tasks", async (HttpContext http) =>
         {
             var body = await ReadBodyAsync(http, options.MaxRequestBytes);
             JsonDocument doc;
@@ -65,7 +66,7 @@ internal static class HttpApi
             }
             using (doc)
             {
-                var task = await service.SubmitTaskAsync(doc.RootElement, http.RequestAborted);
+                var task = await service.SubmitTaskAsync(doc.RootElement, Caller(http), http.RequestAborted);
                 http.Response.Headers.Location = $"/api/tasks/{Uri.EscapeDataString(task.Id)}";
                 return Json(w =>
                 {
@@ -76,23 +77,23 @@ internal static class HttpApi
                     w.WriteEndObject();
                 }, StatusCodes.Status201Created);
             }
-        });
-        api.MapGet("/tasks/{id}", async (string id, HttpContext http) =>
-            Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write));
-        api.MapPost("/tasks/{id}/cancel", (string id) => service.CancelTask(id)
+        }), Roles.Operator);
+        access.Require(api.MapGet("/tasks/{id}", async (string id, HttpContext http) =>
+            Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write)), Roles.Viewer);
+        access.Require(api.MapPost("/tasks/{id}/cancel", (string id, HttpContext http) => service.CancelTask(id, Caller(http))
             ? Results.Accepted($"/api/tasks/{Uri.EscapeDataString(id)}")
-            : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel"));
+            : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel")), Roles.Operator);
 
         // Layers.
-        api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service)));
+        access.Require(api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service))), Roles.Viewer);
 
         // Liveness and readiness.
         app.MapGet("/health", () => Results.Text("ok\n"));
-        app.MapGet("/status", () =>
+        access.Require(app.MapGet("/status", () =>
         {
             var problems = Status.Problems(service);
             return Json(w => Status.Write(w, service, problems), problems.Count == 0 ? 200 : 503);
-        });
+        }), Roles.Viewer);
     }
 
     /// <summary>Turns what the service refuses into problem details, and anything else into a 500 that names no internals.</summary>
@@ -190,6 +191,9 @@ internal static class HttpApi
         }
         return buffer.ToArray();
     }
+
+    /// <summary>The token's subject, or null when the service takes no tokens.</summary>
+    private static string? Caller(HttpContext http) => http.User.Identity?.IsAuthenticated == true ? http.User.Identity.Name ?? "" : null;
 
     private static int IntOf(IQueryCollection q, string name, int fallback)
     {

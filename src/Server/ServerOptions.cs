@@ -17,8 +17,15 @@ public sealed class ServerOptions
     /// <summary>The default of <see cref="HttpPort"/>.</summary>
     public const int DefaultHttpPort = 8080;
 
-    /// <summary>Allow listening on an address other than loopback although requests are not authenticated.</summary>
+    /// <summary>Allow listening on an address other than loopback without TLS (requests and tokens travel in clear text).</summary>
     public bool Insecure { get; set; }
+
+    /// <summary>
+    /// The key file bearer tokens are signed with (<see cref="Tokens"/>): with one, every request
+    /// but <c>/health</c> needs a valid token whose role allows it (401 without, 403 beyond the
+    /// role). Null: requests are not authenticated, and the service binds loopback only.
+    /// </summary>
+    public string? TokenKeyFile { get; set; }
 
     /// <summary>The largest request body taken (a graph, a task), in bytes; a larger one is refused with 413 before it is read.</summary>
     public long MaxRequestBytes { get; set; } = 16L << 20;
@@ -44,7 +51,9 @@ public sealed class ServerOptions
         var problems = new List<string>();
         if (!IPAddress.TryParse(Host, out var ip)) problems.Add($"host must be an IP address (127.0.0.1, ::1, 0.0.0.0, …), got '{Host}'");
         else if (!IPAddress.IsLoopback(ip) && !Insecure)
-            problems.Add($"host {Host} is reachable from other machines, and requests are not authenticated: bind a loopback address (127.0.0.1, ::1) or pass --insecure");
+            problems.Add(TokenKeyFile is null
+                ? $"host {Host} is reachable from other machines, and requests are not authenticated and travel in clear text: bind a loopback address (127.0.0.1, ::1), or pass --insecure"
+                : $"host {Host} is reachable from other machines, and tokens would travel in clear text (no TLS): bind a loopback address (127.0.0.1, ::1), or pass --insecure");
         if (HttpPort is < 0 or > 65_535) problems.Add($"http port must be 0–65535, got {HttpPort}");
         if (MaxRequestBytes < 1024) problems.Add($"max request bytes must be at least 1024, got {MaxRequestBytes}");
         if (DrainTimeout < TimeSpan.Zero) problems.Add("drain timeout must not be negative");

@@ -48,6 +48,16 @@ public sealed class TaskMeshServer : IAsyncDisposable
         if (options.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(options));
         var ip = IPAddress.Parse(options.Host);
 
+        byte[]? key = null;
+        if (options.TokenKeyFile is { } keyFile)
+        {
+            try { key = Tokens.LoadKey(keyFile); }
+            catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                throw new ArgumentException($"token key file: {ex.Message}", nameof(options), ex);
+            }
+        }
+
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, Args = [] });
         builder.Logging.ClearProviders();
         if (logs is not null) builder.Services.AddSingleton(logs);
@@ -61,14 +71,21 @@ public sealed class TaskMeshServer : IAsyncDisposable
             k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
             k.Limits.MaxConcurrentConnections = 1024;
         });
+        if (key is not null) Authentication.Add(builder.Services, key);
         var service = new TaskMeshService(runtime, options, logs);
         builder.Services.AddSingleton(service);
         builder.Services.AddHostedService<DrainOnStop>();
 
         var app = builder.Build();
         app.Use(HttpApi.HandleErrorsAsync);
-        if (runtime.Metrics is { } metrics) app.MapMetrics("/metrics", metrics.Registry);
-        HttpApi.Map(app, service, options);
+        if (key is not null)
+        {
+            app.UseAuthentication();
+            app.UseAuthorization();
+        }
+        var access = new Access(key is not null);
+        if (runtime.Metrics is { } metrics) access.Require(app.MapMetrics("/metrics", metrics.Registry), Roles.Viewer);
+        HttpApi.Map(app, service, options, access);
         try
         {
             await app.StartAsync(ct).ConfigureAwait(false);

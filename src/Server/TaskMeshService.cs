@@ -113,7 +113,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// and task id, and nothing runs — then starts it. Relative paths in its arguments resolve
     /// against the service's graph directory.
     /// </summary>
-    public string SubmitGraph(byte[] json)
+    public string SubmitGraph(byte[] json, string? caller = null)
     {
         ThrowIfDraining();
         PreparedGraph graph;
@@ -141,7 +141,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow);
         _live[handle.RunId] = live;
         live.Recorded = RecordAsync(live);
-        _log.LogInformation("run {RunId} of graph {Graph} started ({Tasks} tasks)", handle.RunId, GraphLimits.Printable(graph.Graph.Name), handle.Total);
+        _log.LogInformation("run {RunId} of graph {Graph} started ({Tasks} tasks), submitted by {Caller}", handle.RunId, GraphLimits.Printable(graph.Graph.Name), handle.Total, Who(caller));
         return handle.RunId;
     }
 
@@ -215,12 +215,12 @@ internal sealed class TaskMeshService : IAsyncDisposable
     private static readonly string[] RunStatuses = ["running", "succeeded", "failed", "cancelled", "open", "interrupted"];
 
     /// <summary>Cancels a going run; false when it has ended.</summary>
-    public bool CancelRun(string runId)
+    public bool CancelRun(string runId, string? caller = null)
     {
         if (_live.TryGetValue(runId, out var live))
         {
             live.Handle.Cancel();
-            _log.LogInformation("run {RunId} cancelled by request", runId);
+            _log.LogInformation("run {RunId} cancelled by {Caller}", runId, Who(caller));
             return true;
         }
         GetRun(runId);   // 404 when there is no such run at all
@@ -252,7 +252,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// Adds a task (a graph file's task object) to the standing run, waiting up to a few seconds
     /// for room when it holds <c>max_pending</c> tasks (then 429: retry later).
     /// </summary>
-    public async Task<SubmittedTask> SubmitTaskAsync(JsonElement task, CancellationToken ct)
+    public async Task<SubmittedTask> SubmitTaskAsync(JsonElement task, string? caller, CancellationToken ct)
     {
         ThrowIfDraining();
         TaskRequest request;
@@ -268,7 +268,9 @@ internal sealed class TaskMeshService : IAsyncDisposable
         room.CancelAfter(RoomWait);
         try
         {
-            return await Standing.SubmitAsync(request, room.Token).ConfigureAwait(false);
+            var submitted = await Standing.SubmitAsync(request, room.Token).ConfigureAwait(false);
+            _log.LogDebug("task {TaskId} submitted to the standing run by {Caller}", submitted.Id, Who(caller));
+            return submitted;
         }
         catch (TaskRefusedException ex)
         {
@@ -303,11 +305,16 @@ internal sealed class TaskMeshService : IAsyncDisposable
     }
 
     /// <summary>Cancels a task of the standing run; false when it had ended (or the run no longer keeps it).</summary>
-    public bool CancelTask(string taskId)
+    public bool CancelTask(string taskId, string? caller = null)
     {
         if (!Standing.TryGetTask(taskId, out var task)) throw ApiException.NotFound($"the standing run keeps no task '{GraphLimits.Printable(taskId)}'");
-        return task.Cancel();
+        bool cancelled = task.Cancel();
+        if (cancelled) _log.LogInformation("task {TaskId} of the standing run cancelled by {Caller}", task.Id, Who(caller));
+        return cancelled;
     }
+
+    /// <summary>The caller as logs name it: a token's subject, or "an unauthenticated caller" when the service takes none.</summary>
+    private static string Who(string? caller) => caller is null ? "an unauthenticated caller" : GraphLimits.Printable(caller);
 
     // ---------------------------------------------------------------- shutting down
 

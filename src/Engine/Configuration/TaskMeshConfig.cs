@@ -71,6 +71,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.graph_directory</c>: the folder relative paths in submitted graphs resolve against (default: the folder the service started in).</summary>
     public string? ApiGraphDirectory { get; set; }
 
+    /// <summary><c>api.token_key_file</c>: require bearer tokens signed with this key (relative to the config file); default: none (loopback only).</summary>
+    public string? ApiTokenKeyFile { get; set; }
+
     /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 1000.</summary>
     public int ApiKeepFinishedRuns { get; set; } = 1_000;
 
@@ -192,6 +195,7 @@ public sealed class TaskMeshConfig
             ["max_request_bytes"] = (c, v) => Num(v, 1024, 1L << 31, out var x) ?? Set(() => c.ApiMaxRequestBytes = (long)x),
             ["graph_directory"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiGraphDirectory = s)),
             ["keep_finished_runs"] = (c, v) => Int(v, 0, 1_000_000, out var x) ?? Set(() => c.ApiKeepFinishedRuns = x),
+            ["token_key_file"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTokenKeyFile = s)),
         },
         ["routing"] = new(StringComparer.Ordinal)
         {

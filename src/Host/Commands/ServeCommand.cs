@@ -20,17 +20,18 @@ internal static class ServeCommand
         var noStore = StoreInput.NoStoreOption();
         var host = new Option<string?>("--host") { Description = "The address to listen on (default: api.host, 127.0.0.1 — this machine only).", HelpName = "IP" };
         var httpPort = CliOptions.Int("--http-port", 0, 65_535, "The HTTP API's port (default: api.http_port, 8080; 0: a free port).", "PORT");
-        var insecure = new Option<bool>("--insecure") { Description = "Allow an address other machines can reach although requests are not authenticated." };
+        var insecure = new Option<bool>("--insecure") { Description = "Allow an address other machines can reach without TLS." };
+        var tokenKey = new Option<string?>("--token-key-file") { Description = "Require bearer tokens signed with this key on every request but /health (default: api.token_key_file; taskmesh token key makes one).", HelpName = "FILE" };
         var command = new Command("serve", "Serve the HTTP API: submit graphs and tasks, watch and cancel runs, layers, health, metrics.")
         {
-            config, store, noStore, host, httpPort, insecure,
+            config, store, noStore, host, httpPort, insecure, tokenKey,
         };
         command.SetAction((parse, ct) => RunAsync(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(noStore),
-            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(insecure)));
+            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(insecure), parse.GetValue(tokenKey)));
         return command;
     }
 
-    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, bool insecure)
+    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, bool insecure, string? tokenKey)
     {
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
@@ -43,6 +44,7 @@ internal static class ServeCommand
             MaxRequestBytes = cfg.ApiMaxRequestBytes,
             GraphDirectory = cfg.ApiGraphDirectory is { } dir ? ResolveAgainstConfig(dir, configPath) : null,
             KeepFinishedRuns = cfg.ApiKeepFinishedRuns,
+            TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? ResolveAgainstConfig(k, configPath) : null),
         };
         if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
         if (options.GraphDirectory is { } graphs && !Directory.Exists(graphs)) throw new UsageException($"api.graph_directory '{graphs}' is not a folder");
@@ -61,7 +63,7 @@ internal static class ServeCommand
         {
             server = await TaskMeshServer.StartAsync(runtime, options, logs, io.Token);
         }
-        catch (IOException ex)
+        catch (Exception ex) when (ex is IOException or ArgumentException)
         {
             throw new UsageException(ex.Message);
         }
@@ -69,8 +71,13 @@ internal static class ServeCommand
         {
             io.Out.WriteLine($"serving the HTTP API at {server.HttpAddress} (metrics at {server.HttpAddress}metrics); standing run {server.StandingRunId}"
                 + (runtime.Store is { } s ? $"; store {s.Path}" : "; no store"));
+            io.Out.WriteLine(options.TokenKeyFile is null
+                ? "requests are not authenticated (pass --token-key-file to require tokens)"
+                : $"bearer tokens required (signed with {options.TokenKeyFile}); /health is open");
             if (!System.Net.IPAddress.IsLoopback(System.Net.IPAddress.Parse(options.Host)))
-                io.Error.WriteLine($"taskmesh: warning: serving on {options.Host} without authentication (--insecure): anyone who reaches it may submit and cancel work");
+                io.Error.WriteLine(options.TokenKeyFile is null
+                    ? $"taskmesh: warning: serving on {options.Host} without authentication or TLS (--insecure): anyone who reaches it may submit and cancel work"
+                    : $"taskmesh: warning: serving on {options.Host} without TLS (--insecure): tokens travel in clear text");
             io.Out.Flush();
             try
             {

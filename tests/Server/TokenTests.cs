@@ -1,0 +1,135 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Hosting;
+using TaskMesh.Server;
+using Xunit;
+
+namespace TaskMesh.Tests.Server;
+
+/// <summary>Bearer tokens and roles on the HTTP API (a real Kestrel on 127.0.0.1), and the <c>token</c> command.</summary>
+public sealed class TokenTests : IAsyncLifetime
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-tokens-").FullName;
+    private string KeyFile => Path.Combine(_dir, "api.key");
+    private ServiceProvider _provider = null!;
+    private TaskMeshServer _server = null!;
+    private HttpClient _http = null!;
+    private byte[] _key = null!;
+
+    public async Task InitializeAsync()
+    {
+        Tokens.CreateKeyFile(KeyFile);
+        _key = Tokens.LoadKey(KeyFile);
+        var services = new ServiceCollection();
+        services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db")).AddMetrics();
+        _provider = services.BuildServiceProvider();
+        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(),
+            new ServerOptions { HttpPort = 0, TokenKeyFile = KeyFile, GraphDirectory = _dir });
+        _http = new HttpClient { BaseAddress = _server.HttpAddress, Timeout = TimeSpan.FromSeconds(30) };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        await _server.DisposeAsync();
+        await _provider.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private async Task<HttpResponseMessage> Send(HttpMethod method, string path, string? token, string? body = null)
+    {
+        var request = new HttpRequestMessage(method, path);
+        if (token is not null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        if (body is not null) request.Content = new StringContent(body, Encoding.UTF8, "application/json");
+        return await _http.SendAsync(request);
+    }
+
+    private string Token(string role, TimeSpan? lifetime = null, TimeProvider? clock = null) => Tokens.Create(_key, role, $"{role}-user", lifetime ?? TimeSpan.FromHours(1), clock);
+
+    private const string Graph = """{ "name": "g", "tasks": [ { "id": "a", "handler": "noop" } ] }""";
+
+    [Fact]
+    public async Task EachRole_IsAllowedItsOwnAndTheLesserRolesRequests_AndRefusedTheRest()
+    {
+        string viewer = Token(Roles.Viewer), op = Token(Roles.Operator), admin = Token(Roles.Admin);
+
+        // A viewer reads, and cannot submit or cancel.
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "status", viewer)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "api/layers", viewer)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "metrics", viewer)).StatusCode);
+        var refused = await Send(HttpMethod.Post, "api/runs", viewer, Graph);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+        Assert.Contains("operator", await refused.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "api/tasks", viewer, """{ "handler": "noop" }""")).StatusCode);
+
+        // An operator submits and cancels; an admin may too.
+        var submitted = await Send(HttpMethod.Post, "api/runs", op, Graph);
+        Assert.Equal(HttpStatusCode.Created, submitted.StatusCode);
+        using var doc = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync());
+        string runId = doc.RootElement.GetProperty("run_id").GetString()!;
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, $"api/runs/{runId}?wait=10", viewer)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "api/tasks", admin, """{ "handler": "noop" }""")).StatusCode);
+    }
+
+    [Fact]
+    public async Task NoWrongOrExpiredToken_Is401_AndHealthAloneStaysOpen()
+    {
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "health", null)).StatusCode);
+        foreach (var path in new[] { "status", "metrics", "api/runs", "api/layers", "api/tasks/x" })
+        {
+            var none = await Send(HttpMethod.Get, path, null);
+            Assert.True(none.StatusCode == HttpStatusCode.Unauthorized, $"{path}: {none.StatusCode}");
+            Assert.Equal("Bearer", none.Headers.WwwAuthenticate.Single().Scheme);
+        }
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Post, "api/runs", null, Graph)).StatusCode);
+
+        // Signed with another key; tampered; expired; not a token at all.
+        var otherKey = Path.Combine(_dir, "other.key");
+        Tokens.CreateKeyFile(otherKey);
+        string foreign = Tokens.Create(Tokens.LoadKey(otherKey), Roles.Admin, "mallory", TimeSpan.FromHours(1));
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Get, "status", foreign)).StatusCode);
+        string good = Token(Roles.Admin);
+        string tampered = good[..^4] + (good[^4] == 'A' ? "BBBB" : "AAAA");
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Get, "status", tampered)).StatusCode);
+        var past = new FakeTimeProvider(DateTimeOffset.UtcNow - TimeSpan.FromHours(3));
+        var expired = await Send(HttpMethod.Get, "status", Token(Roles.Admin, TimeSpan.FromHours(1), past));
+        Assert.Equal(HttpStatusCode.Unauthorized, expired.StatusCode);
+        Assert.Contains("expired", await expired.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Get, "status", "not.a.token")).StatusCode);
+        Assert.Equal((null, null, "the token has expired"), await Tokens.Validate(_key, Token(Roles.Admin, TimeSpan.FromHours(1), past)));
+        Assert.Equal(("viewer-user", "viewer", (string?)null), await Tokens.Validate(_key, Token(Roles.Viewer)));
+    }
+
+    [Fact]
+    public async Task TheTokenCommand_MakesAnOwnerOnlyKey_NeverOverwritesIt_AndSignsTokensTheServiceTakes()
+    {
+        var key = Path.Combine(_dir, "cli.key");
+        var (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("token", "key", "--key-file", key);
+        Assert.True(code == 0, stderr);
+        if (!OperatingSystem.IsWindows()) Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(key));
+        string before = File.ReadAllText(key);
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("token", "key", "--key-file", key);
+        Assert.Equal(2, code);
+        Assert.Contains("never overwritten", stderr);
+        Assert.Equal(before, File.ReadAllText(key));
+
+        (code, var token, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("token", "create", "--role", "operator", "--subject", "ci", "--expires", "2h", "--key-file", key);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(("ci", "operator", (string?)null), await Tokens.Validate(Tokens.LoadKey(key), token.Trim()));
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("token", "create", "--role", "root", "--key-file", key);
+        Assert.Equal(2, code);
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("token", "create", "--role", "viewer", "--expires", "forever", "--key-file", key);
+        Assert.Equal(2, code);
+        Assert.Contains("--expires", stderr);
+        File.WriteAllText(Path.Combine(_dir, "short.key"), Convert.ToBase64String(new byte[8]));
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("token", "create", "--role", "viewer", "--key-file", Path.Combine(_dir, "short.key"));
+        Assert.Equal(2, code);
+        Assert.Contains("at least 32", stderr);
+    }
+}
