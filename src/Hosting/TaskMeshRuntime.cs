@@ -118,7 +118,8 @@ public sealed class TaskMeshRuntime : IDisposable
     /// </summary>
     /// <exception cref="ArgumentException"><paramref name="resume"/> names no open run of the store, or the runtime has no store.</exception>
     /// <exception cref="InvalidOperationException">The run to resume is still going in a live process.</exception>
-    public OpenRun Open(string name = "open", double? budget = null, string? resume = null)
+    /// <param name="emitEvents">Publish the run's events on <see cref="OpenRun.Events"/> (each task's end, each escalation).</param>
+    public OpenRun Open(string name = "open", double? budget = null, string? resume = null, bool emitEvents = false)
     {
         double? limit = BudgetOf(budget);
         return Engine.Open(new OpenRunOptions
@@ -128,9 +129,10 @@ public sealed class TaskMeshRuntime : IDisposable
             Resume = resume,
             // The learned router a run would use: each task is routed as a graph of itself (its kind, its features).
             Router = RouterFor(null, null, limit, out _, out _, out _),
-        MaxPending = Config.OpenMaxPending,
-        RetainTasks = Config.OpenRetainTasks,
+            MaxPending = Config.OpenMaxPending,
+            RetainTasks = Config.OpenRetainTasks,
             RetainBytes = Config.OpenRetainBytes,
+            EmitEvents = emitEvents,
             Budget = limit,
             Observers = [.. OpenRunObservers()],
             Cache = Store is { IsReadOnly: false } store ? new StoreTaskCache(store) : null,

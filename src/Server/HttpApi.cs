@@ -49,6 +49,7 @@ internal static class HttpApi
         access.Require(api.MapPost("/runs/{id}/cancel", (string id, HttpContext http) => service.CancelRun(id, Caller(http))
             ? Results.Accepted($"/api/runs/{Uri.EscapeDataString(id)}")
             : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel")), Roles.Operator);
+        access.Require(api.MapGet("/runs/{id}/events", (string id, HttpContext http) => ServerSentEvents.StreamAsync(http, service, id)), Roles.Viewer);
         access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer);
 
         // Single tasks: the standing run.

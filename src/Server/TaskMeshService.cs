@@ -48,7 +48,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
     private volatile bool _draining;
 
     /// <summary>A run going, and the task that records it once it ends.</summary>
-    private sealed record LiveRun(RunHandle Handle, string Graph, DateTimeOffset StartedAt)
+    private sealed record LiveRun(RunHandle Handle, string Graph, DateTimeOffset StartedAt, EventHub Events)
     {
         public Task Recorded { get; set; } = Task.CompletedTask;
     }
@@ -61,11 +61,15 @@ internal sealed class TaskMeshService : IAsyncDisposable
         _graphDirectory = Path.GetFullPath(options.GraphDirectory ?? Environment.CurrentDirectory);
         _finished = new FinishedRuns(options.KeepFinishedRuns);
         Standing = OpenStanding();
+        StandingEvents = new EventHub(Standing.Events);
         _log.LogInformation("standing run {RunId} open{Resumed}", Standing.RunId, ResumedStanding is null ? "" : $" (taking over {ResumedStanding})");
     }
 
     /// <summary>The open run that takes tasks submitted one at a time.</summary>
     public OpenRun Standing { get; }
+
+    /// <summary>The standing run's events, for subscribers.</summary>
+    public EventHub StandingEvents { get; }
 
     /// <summary>The interrupted standing run of an earlier service this one took over, if any.</summary>
     public string? ResumedStanding { get; private set; }
@@ -88,7 +92,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
             {
                 try
                 {
-                    var resumed = _runtime.Open(StandingRunName, resume: previous.RunId);
+                    var resumed = _runtime.Open(StandingRunName, resume: previous.RunId, emitEvents: true);
                     ResumedStanding = previous.RunId;
                     return resumed;
                 }
@@ -98,7 +102,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
                 }
             }
         }
-        return _runtime.Open(StandingRunName);
+        return _runtime.Open(StandingRunName, emitEvents: true);
     }
 
     private void ThrowIfDraining()
@@ -136,9 +140,10 @@ internal sealed class TaskMeshService : IAsyncDisposable
         {
             throw new ApiException(400, "invalid request", ex.Message);
         }
+        setup.Options.EmitEvents = true;   // for subscribers (EventHub): bounded, dropped rather than slowing the run
         var handle = setup.Start(_stopping.Token);
         if (setup.Recorder is { } recorder) recorder.Faulted += _ => { try { handle.Cancel(); } catch (ObjectDisposedException) { } };
-        var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow);
+        var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow, new EventHub(handle.Events));
         _live[handle.RunId] = live;
         live.Recorded = RecordAsync(live);
         _log.LogInformation("run {RunId} of graph {Graph} started ({Tasks} tasks), submitted by {Caller}", handle.RunId, GraphLimits.Printable(graph.Graph.Name), handle.Total, Who(caller));
@@ -213,6 +218,15 @@ internal sealed class TaskMeshService : IAsyncDisposable
     }
 
     private static readonly string[] RunStatuses = ["running", "succeeded", "failed", "cancelled", "open", "interrupted"];
+
+    /// <summary>The events of a going run (or of the standing run) for a subscriber; null when the run has ended (404 when there is none).</summary>
+    public EventHub? EventsOf(string runId)
+    {
+        if (runId == Standing.RunId) return StandingEvents;
+        if (_live.TryGetValue(runId, out var live)) return live.Events;
+        GetRun(runId);
+        return null;
+    }
 
     /// <summary>Cancels a going run; false when it has ended.</summary>
     public bool CancelRun(string runId, string? caller = null)

@@ -244,6 +244,82 @@ public sealed class HttpApiTests : IAsyncLifetime
         Assert.Equal("succeeded", _runtime.Store!.GetRun(id).Status);
     }
 
+    /// <summary>Reads server-sent events until one named <paramref name="last"/> (or the stream's end), at most a minute.</summary>
+    private async Task<List<(string Event, JsonElement Data)>> ReadEventsAsync(Stream stream, string last, TimeSpan? pauseFirst = null)
+    {
+        var events = new List<(string, JsonElement)>();
+        using var reader = new StreamReader(stream);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        Assert.Equal(": subscribed", await reader.ReadLineAsync(cts.Token));
+        if (pauseFirst is { } pause) await Task.Delay(pause);
+        string? name = null;
+        while (await reader.ReadLineAsync(cts.Token) is { } line)
+        {
+            if (line.StartsWith("event: ", StringComparison.Ordinal)) name = line[7..];
+            else if (line.StartsWith("data: ", StringComparison.Ordinal))
+            {
+                using var doc = JsonDocument.Parse(line[6..]);
+                events.Add((name!, doc.RootElement.Clone()));
+                if (name == last) break;
+            }
+        }
+        return events;
+    }
+
+    [Fact]
+    public async Task ARunsEvents_AreStreamedAsServerSentEvents_EndingWithTheRun()
+    {
+        string id = await SubmitAsync("""
+            { "name": "watched", "tasks": [
+              { "id": "gate", "handler": "sleep", "args": { "millis": 400 } },
+              { "id": "ok", "handler": "noop", "dependsOn": ["gate"] },
+              { "id": "bad", "handler": "fail", "retries": 0, "dependsOn": ["gate"] },
+              { "id": "after", "handler": "noop", "dependsOn": ["bad"] } ] }
+            """);
+        using var response = await _http.GetAsync($"api/runs/{id}/events", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        var events = await ReadEventsAsync(await response.Content.ReadAsStreamAsync(), "run_ended");
+        Assert.Contains(events, e => e.Event == "succeeded" && e.Data.GetProperty("task").GetString() == "ok");
+        Assert.Contains(events, e => e.Event == "failed" && e.Data.GetProperty("task").GetString() == "bad");
+        Assert.Contains(events, e => e.Event == "skipped" && e.Data.GetProperty("task").GetString() == "after");
+        var (last, run) = events[^1];
+        Assert.Equal("run_ended", last);
+        Assert.Equal("failed", run.GetProperty("status").GetString());
+
+        // Subscribing to an ended run: its end at once. To no run: 404.
+        using var late = await _http.GetAsync($"api/runs/{id}/events", HttpCompletionOption.ResponseHeadersRead);
+        var text = await late.Content.ReadAsStringAsync();
+        Assert.StartsWith("event: run_ended", text);
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.GetAsync("api/runs/nosuchrun/events")).StatusCode);
+    }
+
+    [Fact]
+    public async Task TheStandingRunsEvents_TellEachSubmittedTasksEnd()
+    {
+        using var response = await _http.GetAsync($"api/runs/{_server.StandingRunId}/events", HttpCompletionOption.ResponseHeadersRead);
+        var reading = ReadEventsAsync(await response.Content.ReadAsStreamAsync(), "failed");
+        await _http.PostAsync("api/tasks", JsonBody("""{ "id": "s1", "handler": "noop" }"""));
+        await _http.PostAsync("api/tasks", JsonBody("""{ "id": "s2", "handler": "fail", "retries": 0, "dependsOn": [{ "id": "s1", "type": "soft" }] }"""));
+        var events = await reading;
+        Assert.Contains(events, e => e.Event == "succeeded" && e.Data.GetProperty("task").GetString() == "s1");
+        Assert.Equal("s2", events[^1].Data.GetProperty("task").GetString());
+    }
+
+    [Fact]
+    public async Task AReaderThatFallsBehind_IsCutOffWithAnOverflowMark_AndTheRunIsNotSlowed()
+    {
+        // 20,000 tasks released at once after a gate: far more events than a reader may lag behind.
+        var tasks = string.Join(",", Enumerable.Range(0, 20_000).Select(i => $$"""{"id":"t{{i}}","handler":"noop","dependsOn":["gate"]}"""));
+        string id = await SubmitAsync($$"""{ "name": "burst", "tasks": [ { "id": "gate", "handler": "sleep", "args": { "millis": 300 } }, {{tasks}} ] }""");
+        using var response = await _http.GetAsync($"api/runs/{id}/events", HttpCompletionOption.ResponseHeadersRead);
+        // The reader stops reading for a while; the run goes on without it.
+        var events = await ReadEventsAsync(await response.Content.ReadAsStreamAsync(), "overflow", pauseFirst: TimeSpan.FromSeconds(3));
+        Assert.Equal("overflow", events[^1].Event);
+        Assert.Contains("fell", events[^1].Data.GetProperty("detail").GetString());
+        var run = await WaitForRunAsync(id);
+        Assert.Equal("succeeded", run.GetProperty("status").GetString());
+    }
+
     [Fact]
     public void AnAddressOtherMachinesReach_IsRefusedUnlessInsecure()
     {
