@@ -17,6 +17,21 @@ public sealed class ServerOptions
     /// <summary>The default of <see cref="HttpPort"/>.</summary>
     public const int DefaultHttpPort = 8080;
 
+    /// <summary>The MessagePack socket protocol's port (docs/protocol.md; 0: a free one), or null for none.</summary>
+    public int? SocketPort { get; set; } = DefaultSocketPort;
+
+    /// <summary>The default of <see cref="SocketPort"/>.</summary>
+    public const int DefaultSocketPort = 7400;
+
+    /// <summary>The largest socket frame taken, in bytes; a longer length prefix closes the connection before anything is allocated.</summary>
+    public int MaxFrameBytes { get; set; } = 4 << 20;
+
+    /// <summary>How long a socket client has to send its hello before it is closed.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Most socket connections at once; more are closed as they come.</summary>
+    public int MaxConnections { get; set; } = 1_024;
+
     /// <summary>Allow listening on an address other than loopback without TLS (requests and tokens travel in clear text).</summary>
     public bool Insecure { get; set; }
 
@@ -55,6 +70,11 @@ public sealed class ServerOptions
                 ? $"host {Host} is reachable from other machines, and requests are not authenticated and travel in clear text: bind a loopback address (127.0.0.1, ::1), or pass --insecure"
                 : $"host {Host} is reachable from other machines, and tokens would travel in clear text (no TLS): bind a loopback address (127.0.0.1, ::1), or pass --insecure");
         if (HttpPort is < 0 or > 65_535) problems.Add($"http port must be 0–65535, got {HttpPort}");
+        if (SocketPort is < 0 or > 65_535) problems.Add($"socket port must be 0–65535, got {SocketPort}");
+        if (SocketPort is int sp && sp != 0 && sp == HttpPort) problems.Add($"the socket and the HTTP API cannot share port {sp}");
+        if (MaxFrameBytes is < 1024 or > 1 << 30) problems.Add($"max frame bytes must be 1024–1073741824, got {MaxFrameBytes}");
+        if (HandshakeTimeout <= TimeSpan.Zero) problems.Add("handshake timeout must be positive");
+        if (MaxConnections < 1) problems.Add($"max connections must be at least 1, got {MaxConnections}");
         if (MaxRequestBytes < 1024) problems.Add($"max request bytes must be at least 1024, got {MaxRequestBytes}");
         if (DrainTimeout < TimeSpan.Zero) problems.Add("drain timeout must not be negative");
         if (KeepFinishedRuns < 0) problems.Add("keep finished runs must not be negative");

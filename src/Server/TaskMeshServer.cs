@@ -23,12 +23,18 @@ public sealed class TaskMeshServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly TaskMeshService _service;
 
-    private TaskMeshServer(WebApplication app, TaskMeshService service, Uri address)
+    private readonly Protocol.SocketServer? _socket;
+
+    private TaskMeshServer(WebApplication app, TaskMeshService service, Uri address, Protocol.SocketServer? socket)
     {
         _app = app;
         _service = service;
         HttpAddress = address;
+        _socket = socket;
     }
+
+    /// <summary>Where the MessagePack socket protocol listens (the port bound when 0 was asked), or null when it is off.</summary>
+    public IPEndPoint? SocketEndpoint => _socket?.Endpoint;
 
     /// <summary>Where the HTTP API listens, e.g. <c>http://127.0.0.1:8080/</c> (the port bound when 0 was asked).</summary>
     public Uri HttpAddress { get; }
@@ -98,7 +104,22 @@ public sealed class TaskMeshServer : IAsyncDisposable
         }
         var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
             ?? $"http://{options.Host}:{options.HttpPort}";
-        return new TaskMeshServer(app, service, new Uri(bound.EndsWith('/') ? bound : bound + "/"));
+        Protocol.SocketServer? socket = null;
+        if (options.SocketPort is not null)
+        {
+            try
+            {
+                socket = new Protocol.SocketServer(service, options, key, (logs ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("TaskMesh.Socket"));
+            }
+            catch (System.Net.Sockets.SocketException ex)
+            {
+                await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+                await service.DisposeAsync().ConfigureAwait(false);
+                await app.DisposeAsync().ConfigureAwait(false);
+                throw new IOException($"cannot serve the socket protocol on {options.Host}:{options.SocketPort}: {ex.Message}", ex);
+            }
+        }
+        return new TaskMeshServer(app, service, new Uri(bound.EndsWith('/') ? bound : bound + "/"), socket);
     }
 
     /// <summary>Serves until the process is told to stop (SIGTERM, SIGINT) or <paramref name="ct"/> fires, then drains.</summary>
@@ -112,6 +133,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
     public async Task StopAsync()
     {
         await _service.DrainAsync().ConfigureAwait(false);
+        if (_socket is not null) await _socket.DisposeAsync().ConfigureAwait(false);
         await _app.StopAsync(CancellationToken.None).ConfigureAwait(false);
     }
 

@@ -304,13 +304,14 @@ internal sealed class TaskMeshService : IAsyncDisposable
     internal static readonly TimeSpan RoomWait = TimeSpan.FromSeconds(5);
 
     /// <summary>A task of the standing run: kept by the run (going, or ended within its retention window), or its row in the store.</summary>
-    public async Task<TaskView> GetTaskAsync(string taskId, TimeSpan wait, CancellationToken ct)
+    /// <param name="capWait">Bound <paramref name="wait"/> by <see cref="ServerOptions.MaxWait"/> (a request's wait); false for a client's standing wait for results.</param>
+    public async Task<TaskView> GetTaskAsync(string taskId, TimeSpan wait, CancellationToken ct, bool capWait = true)
     {
         if (Standing.TryGetTask(taskId, out var task))
         {
             if (!task.IsEnded && wait > TimeSpan.Zero)
             {
-                try { await task.Completion.WaitAsync(wait > _options.MaxWait ? _options.MaxWait : wait, ct).ConfigureAwait(false); }
+                try { await task.Completion.WaitAsync(capWait && wait > _options.MaxWait ? _options.MaxWait : wait, ct).ConfigureAwait(false); }
                 catch (TimeoutException) { }
             }
             return task.IsEnded ? TaskView.Of(await task.Completion.ConfigureAwait(false), task.SequenceNumber) : TaskView.Pending(task.Id, task.SequenceNumber);

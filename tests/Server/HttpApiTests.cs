@@ -21,7 +21,7 @@ public sealed class HttpApiTests : IAsyncLifetime
 
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
 
-    public async Task InitializeAsync() => await StartAsync(new ServerOptions { HttpPort = 0, GraphDirectory = _dir });
+    public async Task InitializeAsync() => await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir });
 
     private async Task StartAsync(ServerOptions options, string config = "")
     {
@@ -210,7 +210,7 @@ public sealed class HttpApiTests : IAsyncLifetime
     {
         await DisposeAsync();
         Directory.CreateDirectory(_dir);
-        await StartAsync(new ServerOptions { HttpPort = 0, MaxRequestBytes = 4096 });
+        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, MaxRequestBytes = 4096 });
         var big = "{\"name\":\"big\",\"tasks\":[" + string.Join(",", Enumerable.Range(0, 200).Select(i => $"{{\"id\":\"t{i}\",\"handler\":\"noop\"}}")) + "]}";
         var response = await _http.PostAsync("api/runs", JsonBody(big));
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);

@@ -33,7 +33,7 @@ public sealed partial class ServeProcessTests : IDisposable
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
             psi.Environment["TASKMESH_HOME"] = dir;
             psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
-            foreach (var a in (string[])["serve", "--http-port", "0", .. args]) psi.ArgumentList.Add(a);
+            foreach (var a in (string[])["serve", "--http-port", "0", "--port", "0", .. args]) psi.ArgumentList.Add(a);
             var p = new Process { StartInfo = psi };
             var serving = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
             var stdout = new StringBuilder();

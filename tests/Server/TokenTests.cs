@@ -29,7 +29,7 @@ public sealed class TokenTests : IAsyncLifetime
         services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db")).AddMetrics();
         _provider = services.BuildServiceProvider();
         _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(),
-            new ServerOptions { HttpPort = 0, TokenKeyFile = KeyFile, GraphDirectory = _dir });
+            new ServerOptions { HttpPort = 0, SocketPort = 0, TokenKeyFile = KeyFile, GraphDirectory = _dir });
         _http = new HttpClient { BaseAddress = _server.HttpAddress, Timeout = TimeSpan.FromSeconds(30) };
     }
 
@@ -104,6 +104,70 @@ public sealed class TokenTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Unauthorized, (await Send(HttpMethod.Get, "status", "not.a.token")).StatusCode);
         Assert.Equal((null, null, "the token has expired"), await Tokens.Validate(_key, Token(Roles.Admin, TimeSpan.FromHours(1), past)));
         Assert.Equal(("viewer-user", "viewer", (string?)null), await Tokens.Validate(_key, Token(Roles.Viewer)));
+    }
+
+    /// <summary>One frame: a 4-byte big-endian length and a MessagePack message [type, request_id, body].</summary>
+    private static byte[] Frame(params object?[] message)
+    {
+        var payload = MessagePack.MessagePackSerializer.Serialize(message);
+        var header = new byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(header, (uint)payload.Length);
+        return [.. header, .. payload];
+    }
+
+    private static async Task<object?[]?> ReadMessage(System.Net.Sockets.NetworkStream s)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var header = new byte[4];
+        try { await s.ReadExactlyAsync(header, cts.Token); }
+        catch (EndOfStreamException) { return null; }
+        var payload = new byte[System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(header)];
+        await s.ReadExactlyAsync(payload, cts.Token);
+        return MessagePack.MessagePackSerializer.Deserialize<object?[]>(payload);
+    }
+
+    [Fact]
+    public async Task TheSocketHandshake_ValidatesTokensAsHttpDoes_AndRolesApplyPerRequest()
+    {
+        async Task<(System.Net.Sockets.TcpClient, object?[])> Hello(string? token)
+        {
+            var tcp = new System.Net.Sockets.TcpClient();
+            await tcp.ConnectAsync(_server.SocketEndpoint!);
+            await tcp.GetStream().WriteAsync(Frame(1, 0u, new object?[] { 1, token, "tests" }));
+            return (tcp, (await ReadMessage(tcp.GetStream()))!);
+        }
+
+        foreach (var bad in new string?[] { null, "not.a.token", Tokens.Create(_key, Roles.Admin, "x", TimeSpan.FromHours(1), new FakeTimeProvider(DateTimeOffset.UtcNow - TimeSpan.FromHours(2))) })
+        {
+            var (tcp, answer) = await Hello(bad);
+            using (tcp)
+            {
+                Assert.Equal(0, Convert.ToInt32(answer[0]));   // an error
+                Assert.Equal(401, Convert.ToInt32(((object?[])answer[2]!)[0]));
+                Assert.Null(await ReadMessage(tcp.GetStream()));   // and closed
+            }
+        }
+
+        var (viewer, welcome) = await Hello(Token(Roles.Viewer));
+        using (viewer)
+        {
+            Assert.Equal(2, Convert.ToInt32(welcome[0]));
+            Assert.Equal("viewer", ((object?[])welcome[2]!)[3]);
+            var s = viewer.GetStream();
+            await s.WriteAsync(Frame(10, 5u, new object[] { Graph }));
+            var refused = (await ReadMessage(s))!;
+            Assert.Equal((0, 5u), (Convert.ToInt32(refused[0]), Convert.ToUInt32(refused[1])));
+            Assert.Equal(403, Convert.ToInt32(((object?[])refused[2]!)[0]));
+            await s.WriteAsync(Frame(4, 6u, Array.Empty<object>()));   // the connection goes on: a ping
+            Assert.Equal(5, Convert.ToInt32((await ReadMessage(s))![0]));
+        }
+
+        var (op, _) = await Hello(Token(Roles.Operator));
+        using (op)
+        {
+            await op.GetStream().WriteAsync(Frame(10, 7u, new object[] { Graph }));
+            Assert.Equal(11, Convert.ToInt32((await ReadMessage(op.GetStream()))![0]));   // run submitted
+        }
     }
 
     [Fact]

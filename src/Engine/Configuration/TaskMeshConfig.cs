@@ -62,6 +62,15 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.http_port</c>: the HTTP API's port (default 8080; 0: a free one).</summary>
     public int ApiHttpPort { get; set; } = 8080;
 
+    /// <summary><c>api.port</c>: the MessagePack socket protocol's port (default 7400; 0: a free one).</summary>
+    public int ApiPort { get; set; } = 7400;
+
+    /// <summary><c>api.max_frame_bytes</c>: the largest socket frame taken (default 4 MiB).</summary>
+    public int ApiMaxFrameBytes { get; set; } = 4 << 20;
+
+    /// <summary><c>api.handshake_seconds</c>: how long a socket client has to send its hello (default 5).</summary>
+    public double ApiHandshakeSeconds { get; set; } = 5;
+
     /// <summary><c>api.drain_seconds</c>: on shutdown, how long going runs get to finish before they are cancelled (default 30).</summary>
     public double ApiDrainSeconds { get; set; } = 30;
 
@@ -191,6 +200,9 @@ public sealed class TaskMeshConfig
         {
             ["host"] = (c, v) => Str(v, out var s) ?? (System.Net.IPAddress.TryParse(s, out _) ? Set(() => c.ApiHost = s!) : "must be an IP address (127.0.0.1, ::1, 0.0.0.0, …)"),
             ["http_port"] = (c, v) => Int(v, 0, 65_535, out var x) ?? Set(() => c.ApiHttpPort = x),
+            ["port"] = (c, v) => Int(v, 0, 65_535, out var x) ?? Set(() => c.ApiPort = x),
+            ["max_frame_bytes"] = (c, v) => Int(v, 1024, 1 << 30, out var x) ?? Set(() => c.ApiMaxFrameBytes = x),
+            ["handshake_seconds"] = (c, v) => Num(v, 0.1, 3600, out var x) ?? Set(() => c.ApiHandshakeSeconds = x),
             ["drain_seconds"] = (c, v) => Num(v, 0, 86_400, out var x) ?? Set(() => c.ApiDrainSeconds = x),
             ["max_request_bytes"] = (c, v) => Num(v, 1024, 1L << 31, out var x) ?? Set(() => c.ApiMaxRequestBytes = (long)x),
             ["graph_directory"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiGraphDirectory = s)),

@@ -20,18 +20,19 @@ internal static class ServeCommand
         var noStore = StoreInput.NoStoreOption();
         var host = new Option<string?>("--host") { Description = "The address to listen on (default: api.host, 127.0.0.1 — this machine only).", HelpName = "IP" };
         var httpPort = CliOptions.Int("--http-port", 0, 65_535, "The HTTP API's port (default: api.http_port, 8080; 0: a free port).", "PORT");
+        var port = CliOptions.Int("--port", 0, 65_535, "The MessagePack socket protocol's port (default: api.port, 7400; 0: a free port).", "PORT");
         var insecure = new Option<bool>("--insecure") { Description = "Allow an address other machines can reach without TLS." };
         var tokenKey = new Option<string?>("--token-key-file") { Description = "Require bearer tokens signed with this key on every request but /health (default: api.token_key_file; taskmesh token key makes one).", HelpName = "FILE" };
         var command = new Command("serve", "Serve the HTTP API: submit graphs and tasks, watch and cancel runs, layers, health, metrics.")
         {
-            config, store, noStore, host, httpPort, insecure, tokenKey,
+            config, store, noStore, host, httpPort, port, insecure, tokenKey,
         };
         command.SetAction((parse, ct) => RunAsync(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(noStore),
-            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(insecure), parse.GetValue(tokenKey)));
+            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(port), parse.GetValue(insecure), parse.GetValue(tokenKey)));
         return command;
     }
 
-    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, bool insecure, string? tokenKey)
+    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey)
     {
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
@@ -39,6 +40,9 @@ internal static class ServeCommand
         {
             Host = host ?? cfg.ApiHost,
             HttpPort = httpPort ?? cfg.ApiHttpPort,
+            SocketPort = port ?? cfg.ApiPort,
+            MaxFrameBytes = cfg.ApiMaxFrameBytes,
+            HandshakeTimeout = TimeSpan.FromSeconds(cfg.ApiHandshakeSeconds),
             Insecure = insecure,
             DrainTimeout = TimeSpan.FromSeconds(cfg.ApiDrainSeconds),
             MaxRequestBytes = cfg.ApiMaxRequestBytes,
@@ -71,6 +75,7 @@ internal static class ServeCommand
         {
             io.Out.WriteLine($"serving the HTTP API at {server.HttpAddress} (metrics at {server.HttpAddress}metrics); standing run {server.StandingRunId}"
                 + (runtime.Store is { } s ? $"; store {s.Path}" : "; no store"));
+            if (server.SocketEndpoint is { } socket) io.Out.WriteLine($"serving the socket protocol at {socket}");
             io.Out.WriteLine(options.TokenKeyFile is null
                 ? "requests are not authenticated (pass --token-key-file to require tokens)"
                 : $"bearer tokens required (signed with {options.TokenKeyFile}); /health is open");

@@ -1,0 +1,234 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Json;
+using MessagePack;
+using TaskMesh.Engine.Graph;
+
+namespace TaskMesh.Server.Protocol;
+
+/// <summary>The message types of the socket protocol (docs/protocol.md), client's and service's.</summary>
+internal static class MessageType
+{
+    // Service → client.
+    public const int Error = 0;
+    public const int Welcome = 2;
+    public const int Done = 3;
+    public const int Pong = 5;
+    public const int RunSubmitted = 11;
+    public const int TasksSubmitted = 13;
+    public const int Run = 15;
+    public const int Task = 17;
+    public const int Event = 25;
+
+    // Client → service.
+    public const int Hello = 1;
+    public const int Ping = 4;
+    public const int SubmitGraph = 10;
+    public const int SubmitTasks = 12;
+    public const int GetRun = 14;
+    public const int GetTask = 16;
+    public const int CancelRun = 18;
+    public const int CancelTask = 20;
+    public const int WaitTasks = 22;
+    public const int Subscribe = 24;
+}
+
+/// <summary>A request as read off a frame: its type, id and fields (what a type does not use is null).</summary>
+internal sealed record Request(int Type, uint Id)
+{
+    public int Version { get; init; }
+    public string? Token { get; init; }
+    public string? Text { get; init; }            // a run or task id; a client's name in a hello
+    public double Wait { get; init; }
+    public string? GraphJson { get; init; }
+    public List<string>? TasksJson { get; init; } // each task object as JSON text
+    public List<string>? Ids { get; init; }
+}
+
+/// <summary>Reads requests and writes messages of the socket protocol with MessagePack-CSharp (untrusted data: bounded depth).</summary>
+internal static class Messages
+{
+    /// <summary>The protocol version this service speaks.</summary>
+    public const int Version = 1;
+
+    /// <summary>Most tasks in one batched submit, or ids in one wait.</summary>
+    public const int MaxBatch = 100_000;
+
+    private static readonly MessagePackSerializerOptions Untrusted = MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
+
+    /// <summary>The request in <paramref name="frame"/>.</summary>
+    /// <exception cref="ProtocolException">Not a request this protocol knows, or of the wrong shape (the message says what).</exception>
+    public static Request Read(ReadOnlyMemory<byte> frame)
+    {
+        try
+        {
+            var reader = new MessagePackReader(frame);
+            if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("a message is an array [type, request_id, body]");
+            if (reader.ReadArrayHeader() != 3) throw new ProtocolException("a message is an array of three: [type, request_id, body]");
+            if (reader.NextMessagePackType != MessagePackType.Integer) throw new ProtocolException("a message's type is an integer");
+            int type = reader.ReadInt32();
+            if (reader.NextMessagePackType != MessagePackType.Integer) throw new ProtocolException("a message's request id is an integer");
+            uint id = reader.ReadUInt32();
+            if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("a message's body is an array");
+            int fields = reader.ReadArrayHeader();
+            Request request;
+            switch (type)
+            {
+                case MessageType.Hello:
+                    Expect(fields, 3, "hello [version, token, client]");
+                    request = new Request(type, id) { Version = Int(ref reader, "version"), Token = Str(ref reader, "token", nullable: true), Text = Str(ref reader, "client", nullable: true) };
+                    break;
+                case MessageType.Ping:
+                    Expect(fields, 0, "ping []");
+                    request = new Request(type, id);
+                    break;
+                case MessageType.SubmitGraph:
+                    Expect(fields, 1, "submit_graph [graph]");
+                    request = new Request(type, id) { GraphJson = Json(ref reader, "graph") };
+                    break;
+                case MessageType.SubmitTasks:
+                    Expect(fields, 1, "submit_tasks [[task, …]]");
+                    request = new Request(type, id) { TasksJson = JsonList(ref reader) };
+                    break;
+                case MessageType.GetRun or MessageType.GetTask:
+                    Expect(fields, 2, "get_run / get_task [id, wait_seconds]");
+                    request = new Request(type, id) { Text = Str(ref reader, "id", nullable: false), Wait = Seconds(ref reader) };
+                    break;
+                case MessageType.CancelRun or MessageType.CancelTask or MessageType.Subscribe:
+                    Expect(fields, 1, "cancel_run / cancel_task / subscribe [id]");
+                    request = new Request(type, id) { Text = Str(ref reader, "id", nullable: false) };
+                    break;
+                case MessageType.WaitTasks:
+                    Expect(fields, 1, "wait_tasks [[task_id, …]]");
+                    request = new Request(type, id) { Ids = StrList(ref reader) };
+                    break;
+                default:
+                    throw new ProtocolException($"unknown message type {type}");
+            }
+            if (!reader.End) throw new ProtocolException("bytes after the message");
+            return request;
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or InvalidOperationException or EndOfStreamException or OverflowException or ArgumentException)
+        {
+            throw new ProtocolException($"not a message of this protocol: {ex.Message}");
+        }
+    }
+
+    private static void Expect(int count, int expected, string shape)
+    {
+        if (count != expected) throw new ProtocolException($"wrong number of fields: {shape}");
+    }
+
+    private static int Int(ref MessagePackReader reader, string name)
+        => reader.NextMessagePackType == MessagePackType.Integer ? reader.ReadInt32() : throw new ProtocolException($"{name} is an integer");
+
+    private static string? Str(ref MessagePackReader reader, string name, bool nullable)
+    {
+        if (nullable && reader.TryReadNil()) return null;
+        if (reader.NextMessagePackType != MessagePackType.String) throw new ProtocolException($"{name} is a string");
+        return reader.ReadString();
+    }
+
+    private static double Seconds(ref MessagePackReader reader)
+    {
+        if (reader.TryReadNil()) return 0;
+        double s = reader.NextMessagePackType switch
+        {
+            MessagePackType.Integer => reader.ReadInt64(),
+            MessagePackType.Float => reader.ReadDouble(),
+            _ => throw new ProtocolException("wait_seconds is a number or nil"),
+        };
+        return s is >= 0 and <= 86_400 ? s : throw new ProtocolException("wait_seconds must be 0–86400");
+    }
+
+    /// <summary>A graph or task: JSON text (a string), or the same shape as a MessagePack map, converted to JSON.</summary>
+    private static string Json(ref MessagePackReader reader, string name)
+    {
+        switch (reader.NextMessagePackType)
+        {
+            case MessagePackType.String:
+                return reader.ReadString()!;
+            case MessagePackType.Map:
+                var raw = reader.ReadRaw();
+                return MessagePackSerializer.ConvertToJson(raw, Untrusted);
+            default:
+                throw new ProtocolException($"{name} is a map (or JSON text)");
+        }
+    }
+
+    private static List<string> JsonList(ref MessagePackReader reader)
+    {
+        if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("tasks is an array");
+        int n = reader.ReadArrayHeader();
+        if (n > MaxBatch) throw new ProtocolException($"{n:N0} tasks in one batch; the most is {MaxBatch:N0}");
+        var list = new List<string>(n);
+        for (int i = 0; i < n; i++) list.Add(Json(ref reader, "a task"));
+        return list;
+    }
+
+    private static List<string> StrList(ref MessagePackReader reader)
+    {
+        if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("task_ids is an array");
+        int n = reader.ReadArrayHeader();
+        if (n > MaxBatch) throw new ProtocolException($"{n:N0} ids in one wait; the most is {MaxBatch:N0}");
+        var list = new List<string>(n);
+        for (int i = 0; i < n; i++) list.Add(Str(ref reader, "a task id", nullable: false)!);
+        return list;
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    /// <summary>Writes a message's body fields.</summary>
+    public delegate void BodyWriter(ref MessagePackWriter w);
+
+    /// <summary>A message: [type, request_id, body], the body an array of <paramref name="bodyFields"/> written by <paramref name="body"/>.</summary>
+    public static byte[] Write(int type, uint id, int bodyFields = 0, BodyWriter? body = null)
+    {
+        var buffer = new ArrayBufferWriter<byte>(128);
+        var w = new MessagePackWriter(buffer);
+        w.WriteArrayHeader(3);
+        w.Write(type);
+        w.Write(id);
+        w.WriteArrayHeader(bodyFields);
+        body?.Invoke(ref w);
+        w.Flush();
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>An error: [status, title, detail, errors], each error [code, message, task_id, line, column].</summary>
+    public static byte[] Error(uint id, int status, string title, string detail, IReadOnlyList<GraphError>? errors = null)
+        => Write(MessageType.Error, id, 4, (ref MessagePackWriter w) =>
+        {
+            w.Write(status);
+            w.Write(title);
+            w.Write(detail);
+            WriteErrors(ref w, errors);
+        });
+
+    public static void WriteErrors(ref MessagePackWriter w, IReadOnlyList<GraphError>? errors)
+    {
+        if (errors is null)
+        {
+            w.WriteNil();
+            return;
+        }
+        w.WriteArrayHeader(errors.Count);
+        foreach (var e in errors)
+        {
+            w.WriteArrayHeader(5);
+            w.Write(e.Code);
+            w.Write(e.Message);
+            if (e.TaskId is null) w.WriteNil(); else w.Write(e.TaskId);
+            if (e.Line is int line) w.Write(line); else w.WriteNil();
+            if (e.Column is int column) w.Write(column); else w.WriteNil();
+        }
+    }
+
+    /// <summary>A JSON object written by <paramref name="json"/>, as the same shape in MessagePack (a map).</summary>
+    public static void WriteJsonAsMap(ref MessagePackWriter w, Action<Utf8JsonWriter> json)
+    {
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var jw = new Utf8JsonWriter(buffer)) json(jw);
+        w.WriteRaw(MessagePackSerializer.ConvertFromJson(Encoding.UTF8.GetString(buffer.WrittenSpan)));
+    }
+}

@@ -1,0 +1,373 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using MessagePack;
+using Microsoft.Extensions.DependencyInjection;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Hosting;
+using TaskMesh.Server;
+using Xunit;
+
+namespace TaskMesh.Tests.Server;
+
+/// <summary>The MessagePack socket protocol over real sockets on 127.0.0.1, written from docs/protocol.md's framing and message table.</summary>
+public sealed class SocketProtocolTests : IAsyncLifetime
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-socket-").FullName;
+    private ServiceProvider _provider = null!;
+    private TaskMeshServer _server = null!;
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
+
+    // Message types (docs/protocol.md).
+    private const int Error = 0, Hello = 1, Welcome = 2, Done = 3, Ping = 4, Pong = 5, SubmitGraph = 10, RunSubmitted = 11,
+        SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, Run = 15, GetTask = 16, TaskMessage = 17, WaitTasks = 22, Subscribe = 24, Event = 25;
+
+    public Task InitializeAsync() => StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, HandshakeTimeout = TimeSpan.FromMilliseconds(500), MaxFrameBytes = 1 << 20 });
+
+    private async Task StartAsync(ServerOptions options)
+    {
+        var services = new ServiceCollection();
+        services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db"));
+        _provider = services.BuildServiceProvider();
+        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(), options);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _server.DisposeAsync();
+        await _provider.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    /// <summary>A client of the protocol: frames out, frames in, each message [type, request_id, body].</summary>
+    private sealed class Client : IDisposable
+    {
+        private readonly TcpClient _tcp = new() { NoDelay = true };
+        public NetworkStream Stream { get; private set; } = null!;
+
+        public static async Task<Client> ConnectAsync(IPEndPoint at)
+        {
+            var c = new Client();
+            await c._tcp.ConnectAsync(at);
+            c.Stream = c._tcp.GetStream();
+            return c;
+        }
+
+        public async Task SendRawAsync(byte[] bytes) => await Stream.WriteAsync(bytes);
+
+        public async Task SendAsync(int type, uint id, params object?[] body)
+        {
+            var payload = MessagePackSerializer.Serialize(new object[] { type, id, body });
+            var header = new byte[4];
+            BinaryPrimitives.WriteUInt32BigEndian(header, (uint)payload.Length);
+            await Stream.WriteAsync(header);
+            await Stream.WriteAsync(payload);
+        }
+
+        /// <summary>The next message, or null when the service closed the connection.</summary>
+        public async Task<(int Type, uint Id, object?[] Body)?> ReadAsync()
+        {
+            using var cts = new CancellationTokenSource(Limit);
+            var header = new byte[4];
+            try
+            {
+                await Stream.ReadExactlyAsync(header, cts.Token);
+            }
+            catch (Exception ex) when (ex is EndOfStreamException or IOException)
+            {
+                return null;
+            }
+            var payload = new byte[BinaryPrimitives.ReadUInt32BigEndian(header)];
+            await Stream.ReadExactlyAsync(payload, cts.Token);
+            var message = MessagePackSerializer.Deserialize<object?[]>(payload);
+            return (Convert.ToInt32(message[0]), Convert.ToUInt32(message[1]), (object?[])message[2]!);
+        }
+
+        public async Task<(int Type, uint Id, object?[] Body)> ExpectAsync(int type)
+        {
+            var m = await ReadAsync() ?? throw new Xunit.Sdk.XunitException($"the service closed the connection; expected message {type}");
+            Assert.True(m.Type == type, $"expected message {type}, got {m.Type}: {string.Join(", ", m.Body.Select(Describe))}");
+            return m;
+        }
+
+        /// <summary>The hello; returns the welcome's body.</summary>
+        public async Task<object?[]> HandshakeAsync(string? token = null)
+        {
+            await SendAsync(Hello, 0, 1, token, "tests");
+            return (await ExpectAsync(Welcome)).Body;
+        }
+
+        /// <summary>True once the service has closed the connection (reads to its end, bounded).</summary>
+        public async Task<bool> ClosedAsync()
+        {
+            using var cts = new CancellationTokenSource(Limit);
+            var buffer = new byte[4096];
+            try
+            {
+                while (await Stream.ReadAsync(buffer, cts.Token) > 0) { }
+                return true;
+            }
+            catch (IOException)
+            {
+                return true;
+            }
+        }
+
+        public void Dispose() => _tcp.Dispose();
+    }
+
+    private static string Describe(object? o) => o switch
+    {
+        null => "nil",
+        object?[] a => "[" + string.Join(", ", a.Select(Describe)) + "]",
+        IDictionary<object, object> d => "{" + string.Join(", ", d.Select(kv => $"{kv.Key}: {Describe(kv.Value)}")) + "}",
+        _ => o.ToString()!,
+    };
+
+    private static IDictionary<object, object> Map(object? o) => Assert.IsAssignableFrom<IDictionary<object, object>>(o);
+
+    private IPEndPoint Endpoint => _server.SocketEndpoint!;
+
+    [Fact]
+    public async Task AGraphSubmittedOverTheSocket_RunsAndIsReadBack_WithPipelinedRequests()
+    {
+        using var c = await Client.ConnectAsync(Endpoint);
+        var welcome = await c.HandshakeAsync();
+        Assert.Equal(1, Convert.ToInt32(welcome[0]));
+        Assert.Equal(_server.StandingRunId, welcome[2]);
+
+        // The graph as a map (the same shape as the JSON file) and as JSON text.
+        var graph = new Dictionary<string, object>
+        {
+            ["name"] = "socket",
+            ["tasks"] = new object[]
+            {
+                new Dictionary<string, object> { ["id"] = "a", ["handler"] = "noop" },
+                new Dictionary<string, object> { ["id"] = "b", ["handler"] = "noop", ["dependsOn"] = new object[] { "a" } },
+            },
+        };
+        await c.SendAsync(SubmitGraph, 7, graph);
+        await c.SendAsync(SubmitGraph, 8, """{ "name": "text", "tasks": [ { "id": "x", "handler": "noop" } ] }""");
+        var first = await c.ExpectAsync(RunSubmitted);
+        var second = await c.ExpectAsync(RunSubmitted);
+        Assert.Equal([7u, 8u], new[] { first.Id, second.Id }.Order());
+
+        // Many requests in flight on one connection; each answer carries its request id.
+        string runA = (string)(first.Id == 7 ? first : second).Body[0]!;
+        string runB = (string)(first.Id == 7 ? second : first).Body[0]!;
+        await c.SendAsync(GetRun, 100, runA, 10);
+        await c.SendAsync(Ping, 101);
+        await c.SendAsync(GetRun, 102, runB, 10);
+        var answers = new Dictionary<uint, (int Type, object?[] Body)>();
+        for (int i = 0; i < 3; i++)
+        {
+            var m = (await c.ReadAsync())!.Value;
+            answers[m.Id] = (m.Type, m.Body);
+        }
+        Assert.Equal(Pong, answers[101].Type);
+        Assert.Equal(Run, answers[100].Type);
+        var runMap = Map(answers[100].Body[0]);
+        Assert.Equal("succeeded", runMap["status"]);
+        Assert.Equal(2, Convert.ToInt32(Map(runMap["tasks"])["succeeded"]));
+        Assert.Equal("text", Map(answers[102].Body[0])["graph"]);
+
+        // An invalid graph: an error with each problem, and the connection goes on.
+        await c.SendAsync(SubmitGraph, 9, new Dictionary<string, object> { ["name"] = "bad", ["tasks"] = new object[] { new Dictionary<string, object> { ["id"] = "q", ["handler"] = "nope" } } });
+        var error = await c.ExpectAsync(Error);
+        Assert.Equal(9u, error.Id);
+        Assert.Equal(400, Convert.ToInt32(error.Body[0]));
+        var problem = (object?[])((object?[])error.Body[3]!)[0]!;
+        Assert.Equal(("unknown-handler", "q"), ((string)problem[0]!, (string)problem[2]!));
+        await c.SendAsync(Ping, 10);
+        await c.ExpectAsync(Pong);
+    }
+
+    [Fact]
+    public async Task TasksSubmittedInABatch_AreAnsweredEach_AndTheirResultsComeAsTheyEnd()
+    {
+        using var c = await Client.ConnectAsync(Endpoint);
+        await c.HandshakeAsync();
+        var tasks = new object[]
+        {
+            new Dictionary<string, object> { ["id"] = "p1", ["handler"] = "hash", ["args"] = new Dictionary<string, object> { ["bytes"] = 64 } },
+            new Dictionary<string, object> { ["id"] = "p2", ["handler"] = "noop", ["dependsOn"] = new object[] { new Dictionary<string, object> { ["id"] = "p1", ["type"] = "data" } } },
+            new Dictionary<string, object> { ["id"] = "p3", ["handler"] = "noop", ["dependsOn"] = new object[] { "never-submitted" } },
+            new Dictionary<string, object> { ["handler"] = "noop" },
+        };
+        await c.SendAsync(SubmitTasks, 1, [tasks]);
+        var submitted = await c.ExpectAsync(TasksSubmitted);
+        var results = ((object?[])submitted.Body[0]!).Cast<object?[]>().ToList();
+        Assert.Equal(4, results.Count);
+        Assert.Equal("p1", results[0][0]);
+        Assert.Equal("p2", results[1][0]);
+        Assert.Null(results[2][0]);   // refused: the rest still went in
+        Assert.Contains("never-submitted", (string)results[2][1]!);
+        Assert.Equal("unknown-dependency", ((object?[])((object?[])results[2][2]!)[0]!)[0]);
+        string generated = (string)results[3][0]!;
+        Assert.StartsWith("#", generated);
+
+        await c.SendAsync(WaitTasks, 2, [new object[] { "p1", "p2", generated }]);
+        var ended = new HashSet<string>();
+        for (int i = 0; i < 3; i++)
+        {
+            var m = await c.ExpectAsync(TaskMessage);
+            Assert.Equal(2u, m.Id);
+            var task = Map(m.Body[0]);
+            Assert.Equal("succeeded", task["status"]);
+            ended.Add((string)task["id"]);
+        }
+        Assert.Equal(new[] { "p1", "p2", generated }.Order(StringComparer.Ordinal), ended.Order(StringComparer.Ordinal));
+        Assert.Equal(2u, (await c.ExpectAsync(Done)).Id);
+
+        await c.SendAsync(GetTask, 3, "p2", 0);
+        Assert.Equal("succeeded", Map((await c.ExpectAsync(TaskMessage)).Body[0])["status"]);
+    }
+
+    [Fact]
+    public async Task ASubscriptionStreamsARunsEvents_ThenDone()
+    {
+        using var c = await Client.ConnectAsync(Endpoint);
+        await c.HandshakeAsync();
+        await c.SendAsync(SubmitGraph, 1, """{ "name": "watch", "tasks": [ { "id": "g", "handler": "sleep", "args": { "millis": 300 } }, { "id": "z", "handler": "noop", "dependsOn": ["g"] } ] }""");
+        string run = (string)(await c.ExpectAsync(RunSubmitted)).Body[0]!;
+        await c.SendAsync(Subscribe, 2, run);
+        var kinds = new List<(string Kind, string Task)>();
+        while (true)
+        {
+            var m = (await c.ReadAsync())!.Value;
+            Assert.Equal(2u, m.Id);
+            if (m.Type == Done) break;
+            Assert.Equal(Event, m.Type);
+            var e = Map(m.Body[0]);
+            kinds.Add(((string)e["kind"], (string)e["task"]));
+        }
+        Assert.Contains(("succeeded", "g"), kinds);
+        Assert.Contains(("succeeded", "z"), kinds);
+    }
+
+    /// <summary>Each way of breaking the protocol is answered with an error and a closed connection, while a healthy client goes on.</summary>
+    [Fact]
+    public async Task BadFrames_CloseTheirConnectionOnly_WhileAHealthyClientCompletes()
+    {
+        using var healthy = await Client.ConnectAsync(Endpoint);
+        await healthy.HandshakeAsync();
+
+        async Task ExpectRefused(Func<Client, Task> misbehave, int? status)
+        {
+            using var bad = await Client.ConnectAsync(Endpoint);
+            await misbehave(bad);
+            if (status is int s)
+            {
+                var error = await bad.ExpectAsync(Error);
+                Assert.Equal(s, Convert.ToInt32(error.Body[0]));
+            }
+            Assert.True(await bad.ClosedAsync());
+            await healthy.SendAsync(Ping, 1);
+            await healthy.ExpectAsync(Pong);
+        }
+
+        // A wrong protocol version.
+        await ExpectRefused(c => c.SendAsync(Hello, 0, 99, null, "old"), 400);
+        // A length prefix over the cap (nothing of that size is allocated), and one of 0.
+        await ExpectRefused(c => c.SendRawAsync([0x7f, 0xff, 0xff, 0xff]), 400);
+        await ExpectRefused(c => c.SendRawAsync([0, 0, 0, 0]), 400);
+        // A truncated frame: the length says 100, 10 bytes come, then the client stops sending.
+        await ExpectRefused(async c => { await c.SendRawAsync([0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]); c.Stream.Socket.Shutdown(SocketShutdown.Send); }, 400);
+        // Garbage that is not MessagePack at all.
+        await ExpectRefused(c => c.SendRawAsync([0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]), 400);
+        // Valid MessagePack of the wrong shape: a map, a too-short array, a string type.
+        await ExpectRefused(async c =>
+        {
+            var payload = MessagePackSerializer.Serialize(new Dictionary<string, int> { ["type"] = 1 });
+            await c.SendRawAsync([.. BitConverter.GetBytes((uint)payload.Length).Reverse(), .. payload]);
+        }, 400);
+        await ExpectRefused(c => c.SendAsync(Hello, 0), 400);
+        await ExpectRefused(async c => { await c.HandshakeAsync(); await c.SendAsync(SubmitGraph, 5, 12345); }, 400);
+        // An unknown message type after the handshake; a second hello.
+        await ExpectRefused(async c => { await c.HandshakeAsync(); await c.SendAsync(77, 5); }, 400);
+        await ExpectRefused(async c => { await c.HandshakeAsync(); await c.SendAsync(Hello, 6, 1, null, "again"); }, 400);
+        // A client that connects and sends nothing: closed after the handshake timeout.
+        await ExpectRefused(_ => Task.CompletedTask, 408);
+
+        await healthy.SendAsync(SubmitGraph, 2, """{ "name": "still", "tasks": [ { "id": "a", "handler": "noop" } ] }""");
+        string run = (string)(await healthy.ExpectAsync(RunSubmitted)).Body[0]!;
+        await healthy.SendAsync(GetRun, 3, run, 10);
+        Assert.Equal("succeeded", Map((await healthy.ExpectAsync(Run)).Body[0])["status"]);
+    }
+
+    [Fact]
+    public async Task ThousandsOfRandomAndMutatedFrames_NeverStopTheService_AndMemoryStaysFlat()
+    {
+        var random = new Random(12345);
+        var valid = MessagePackSerializer.Serialize(new object[] { SubmitGraph, 1u, new object[] { new Dictionary<string, object> { ["name"] = "f", ["tasks"] = new object[] { new Dictionary<string, object> { ["id"] = "a", ["handler"] = "noop" } } } } });
+        var hello = MessagePackSerializer.Serialize(new object?[] { Hello, 0u, new object?[] { 1, null, "fuzz" } });
+        GC.Collect();
+        long before = GC.GetTotalMemory(forceFullCollection: true);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        int sent = 0;
+        for (int round = 0; round < 4_000 && DateTime.UtcNow < deadline; round++)
+        {
+            using var c = await Client.ConnectAsync(Endpoint);
+            // Half the rounds pass the handshake first, so the fuzz reaches the request parser too.
+            bool greet = round % 2 == 0;
+            var frames = new List<byte[]>();
+            if (greet) frames.Add(hello);
+            for (int k = 0; k < 3; k++)
+            {
+                byte[] payload = (round % 3) switch
+                {
+                    0 => RandomBytes(random, random.Next(1, 64)),
+                    1 => Mutate(random, valid),
+                    _ => Mutate(random, hello),
+                };
+                frames.Add(payload);
+            }
+            try
+            {
+                foreach (var f in frames)
+                {
+                    var header = new byte[4];
+                    // Now and then a lying length prefix.
+                    BinaryPrimitives.WriteUInt32BigEndian(header, random.Next(20) == 0 ? (uint)random.Next() : (uint)f.Length);
+                    await c.SendRawAsync([.. header, .. f]);
+                    sent++;
+                }
+                c.Stream.Socket.Shutdown(SocketShutdown.Send);
+                await c.ClosedAsync();
+            }
+            catch (IOException)
+            {
+                // Closed on us mid-send: as refused frames should be.
+            }
+        }
+        Assert.True(sent > 1_000, $"only {sent} frames were sent in the time given");
+
+        // Still serving: a proper client gets its run done.
+        using var healthy = await Client.ConnectAsync(Endpoint);
+        await healthy.HandshakeAsync();
+        await healthy.SendAsync(SubmitGraph, 1, """{ "name": "after-fuzz", "tasks": [ { "id": "a", "handler": "noop" } ] }""");
+        string run = (string)(await healthy.ExpectAsync(RunSubmitted)).Body[0]!;
+        await healthy.SendAsync(GetRun, 2, run, 10);
+        Assert.Equal("succeeded", Map((await healthy.ExpectAsync(Run)).Body[0])["status"]);
+        GC.Collect();
+        long after = GC.GetTotalMemory(forceFullCollection: true);
+        Assert.True(after - before < 64L << 20, $"managed memory grew by {(after - before) >> 20} MB over the fuzz");
+    }
+
+    private static byte[] RandomBytes(Random random, int n)
+    {
+        var b = new byte[n];
+        random.NextBytes(b);
+        return b;
+    }
+
+    private static byte[] Mutate(Random random, byte[] source)
+    {
+        var b = (byte[])source.Clone();
+        int flips = random.Next(1, 4);
+        for (int i = 0; i < flips; i++) b[random.Next(b.Length)] = (byte)random.Next(256);
+        if (random.Next(4) == 0) Array.Resize(ref b, random.Next(1, b.Length));
+        return b;
+    }
+}
