@@ -4,10 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: promtool (package prometheus) checks the metrics and alert
-# rules; unshare and mount (util-linux) make a read-only mount for the run store's tests.
+# rules; unshare and mount (util-linux) make a read-only mount for the run store's tests;
+# python3-msgpack runs the Python client against the service.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v unshare >/dev/null || missing+=(util-linux)
+# The Python client of the socket protocol (examples/clients/python) runs on Debian's python3 with python3-msgpack.
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import msgpack' 2>/dev/null; } || missing+=(python3 python3-msgpack)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: the tests need ${missing[*]} (Debian); run as root to install them, or install them first" >&2

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""A TaskMesh client over the socket protocol, written from docs/protocol.md alone.
+
+    taskmesh_client.py submit GRAPH.json --server HOST:PORT [--token-file F] [--wait]
+
+submits a graph file; with --wait, waits for the run to end and prints its final state as JSON
+({"run_id", "status", "tasks": {...}}), exiting 0 when every task succeeded, 1 when some did not,
+2 when the service refused the graph (its problems on standard error). Without --wait it prints
+{"run_id"} and exits 0. Needs the msgpack package (Debian: python3-msgpack).
+"""
+import argparse
+import json
+import os
+import socket
+import struct
+import sys
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+# Message types (docs/protocol.md).
+ERROR, HELLO, WELCOME, DONE, PING, PONG = 0, 1, 2, 3, 4, 5
+SUBMIT_GRAPH, RUN_SUBMITTED, GET_RUN, RUN = 10, 11, 14, 15
+
+
+class ServiceError(Exception):
+    """An error message: [status, title, detail, errors]."""
+
+    def __init__(self, body):
+        self.status, self.title, self.detail, self.errors = body
+        super().__init__(f"{self.status} {self.title}: {self.detail}")
+
+
+class Client:
+    def __init__(self, host, port, token=None, timeout=60.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.next_id = 1
+        self.max_frame = 4 << 20
+        self.send(HELLO, 0, [PROTOCOL_VERSION, token, "taskmesh_client.py"])
+        kind, _, body = self.receive()
+        if kind == ERROR:
+            raise ServiceError(body)
+        if kind != WELCOME:
+            raise ConnectionError(f"expected a welcome, got message type {kind}")
+        self.version, self.service_version, self.standing_run, self.role, self.max_frame = body
+
+    def send(self, kind, request_id, body):
+        payload = msgpack.packb([kind, request_id, body], use_bin_type=True)
+        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def _read_exactly(self, n):
+        chunks = bytearray()
+        while len(chunks) < n:
+            chunk = self.sock.recv(n - len(chunks))
+            if not chunk:
+                raise ConnectionError("the service closed the connection")
+            chunks += chunk
+        return bytes(chunks)
+
+    def receive(self):
+        (length,) = struct.unpack(">I", self._read_exactly(4))
+        if length == 0 or length > max(self.max_frame, 4 << 20):
+            raise ConnectionError(f"a frame of {length} bytes")
+        kind, request_id, body = msgpack.unpackb(self._read_exactly(length), raw=False)
+        return kind, request_id, body
+
+    def request(self, kind, body):
+        """Sends one request and returns the answer's body (an error raises ServiceError)."""
+        request_id = self.next_id
+        self.next_id += 1
+        self.send(kind, request_id, body)
+        while True:
+            answer, answered_id, answer_body = self.receive()
+            if answered_id != request_id:
+                continue  # an answer to another request (none are in flight here)
+            if answer == ERROR:
+                raise ServiceError(answer_body)
+            return answer, answer_body
+
+    def submit_graph(self, graph):
+        _, body = self.request(SUBMIT_GRAPH, [graph])
+        return body[0]
+
+    def get_run(self, run_id, wait_seconds=0):
+        _, body = self.request(GET_RUN, [run_id, wait_seconds])
+        return body[0]
+
+    def close(self):
+        self.sock.close()
+
+
+def parse_server(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"--server must be HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def submit(args):
+    with open(args.graph, encoding="utf-8") as f:
+        # Sent as the file's JSON text (a map of the same shape would do too): the service's
+        # errors then name the file's own lines.
+        graph = f.read()
+    token = None
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = f.read().strip()
+    elif os.environ.get("TASKMESH_TOKEN"):
+        token = os.environ["TASKMESH_TOKEN"]
+    host, port = parse_server(args.server)
+    client = Client(host, port, token)
+    try:
+        try:
+            run_id = client.submit_graph(graph)
+        except ServiceError as e:
+            print(f"taskmesh_client: {e.title}: {e.detail}", file=sys.stderr)
+            for code, message, task_id, line, column in e.errors or []:
+                where = f"{args.graph}:{line}" if line is not None else args.graph
+                task = f" task '{task_id}':" if task_id is not None else ""
+                print(f"{where}:{task} {message} [{code}]", file=sys.stderr)
+            return 2
+        if not args.wait:
+            print(json.dumps({"run_id": run_id}))
+            return 0
+        run = client.get_run(run_id, 60)
+        while run.get("status") in ("running", "open"):
+            run = client.get_run(run_id, 60)
+        print(json.dumps({"run_id": run["run_id"], "status": run["status"], "tasks": run["tasks"]}))
+        return 0 if run["status"] == "succeeded" else 1
+    finally:
+        client.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description="A TaskMesh client over the socket protocol (docs/protocol.md).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("submit", help="submit a graph file")
+    s.add_argument("graph", metavar="GRAPH.json")
+    s.add_argument("--server", required=True, metavar="HOST:PORT")
+    s.add_argument("--token-file", metavar="FILE")
+    s.add_argument("--wait", action="store_true", help="wait for the run to end and print its final state")
+    args = parser.parse_args()
+    try:
+        sys.exit(submit(args))
+    except (ConnectionError, OSError) as e:
+        print(f"taskmesh_client: {e}", file=sys.stderr)
+        sys.exit(3)
+    except ServiceError as e:
+        print(f"taskmesh_client: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
