@@ -377,6 +377,7 @@ public sealed class TaskMeshEngine
         if (layer.CanRun(h, requires)) return null;
         string id = graph.Graph.IdOf(task);
         if (h.LocalOnly && !isLocal) return $"handler '{h.Name}' of task '{id}' runs only in the local layer";
+        if (h.OnlyOn is { } kind && layer.Kind != kind) return $"handler '{h.Name}' of task '{id}' runs only on layers of kind {kind}, and '{layer.Name}' is {layer.Kind}";
         if (!layer.Runs(h.Name)) return $"layer '{layer.Name}' runs only {string.Join(", ", layer.RunsHandlers!)}, not handler '{h.Name}' of task '{id}'";
         return $"layer '{layer.Name}' lacks what task '{id}' requires ({string.Join(", ", requires ?? [])})";
     }

@@ -217,7 +217,7 @@ internal static class HttpApi
 /// <summary>What <c>/status</c> and <c>/api/layers</c> say.</summary>
 internal static class Status
 {
-    /// <summary>Why the service is not ready (empty when it is): draining, a store that stopped writing, a layer down.</summary>
+    /// <summary>Why the service is not ready (empty when it is): draining, a store that stopped writing, a layer of its own down.</summary>
     public static List<string> Problems(TaskMeshService service)
     {
         var problems = new List<string>();
@@ -227,8 +227,9 @@ internal static class Status
             if (store.IsReadOnly) problems.Add($"the run store {store.Path} is open read-only");
             else if (store.WriteFault is { } fault) problems.Add($"the run store {store.Path} stopped writing: {fault}");
         }
+        // The external layer is down while no worker is connected: not the service's fault, so not a readiness problem.
         foreach (var layer in service.Runtime.Engine.Layers)
-            if (layer.Status == Engine.Layers.LayerStatus.Down) problems.Add($"layer {layer.Name} is down");
+            if (layer.Status == Engine.Layers.LayerStatus.Down && layer is not Workers.ExternalLayer) problems.Add($"layer {layer.Name} is down");
         return problems;
     }
 

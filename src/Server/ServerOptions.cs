@@ -32,6 +32,15 @@ public sealed class ServerOptions
     /// <summary>Most socket connections at once; more are closed as they come.</summary>
     public int MaxConnections { get; set; } = 1_024;
 
+    /// <summary>How long an external worker may stay silent (no result, no ping) before it is taken for gone and its leases go back to the queue.</summary>
+    public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Attempts the external layer takes at once (waiting for a worker or leased); more wait in the run.</summary>
+    public int ExternalCapacity { get; set; } = 4_096;
+
+    /// <summary>The external layer's price per second of a task (for cost and the router).</summary>
+    public double ExternalPricePerSecond { get; set; }
+
     /// <summary>Allow listening on an address other than loopback without TLS (requests and tokens travel in clear text).</summary>
     public bool Insecure { get; set; }
 
@@ -75,6 +84,9 @@ public sealed class ServerOptions
         if (MaxFrameBytes is < 1024 or > 1 << 30) problems.Add($"max frame bytes must be 1024–1073741824, got {MaxFrameBytes}");
         if (HandshakeTimeout <= TimeSpan.Zero) problems.Add("handshake timeout must be positive");
         if (MaxConnections < 1) problems.Add($"max connections must be at least 1, got {MaxConnections}");
+        if (LeaseTimeout <= TimeSpan.Zero) problems.Add("lease timeout must be positive");
+        if (ExternalCapacity < 1) problems.Add($"external capacity must be at least 1, got {ExternalCapacity}");
+        if (!(ExternalPricePerSecond >= 0)) problems.Add("external price per second must not be negative");
         if (MaxRequestBytes < 1024) problems.Add($"max request bytes must be at least 1024, got {MaxRequestBytes}");
         if (DrainTimeout < TimeSpan.Zero) problems.Add("drain timeout must not be negative");
         if (KeepFinishedRuns < 0) problems.Add("keep finished runs must not be negative");

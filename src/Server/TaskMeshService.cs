@@ -60,9 +60,39 @@ internal sealed class TaskMeshService : IAsyncDisposable
         _log = (logs ?? NullLoggerFactory.Instance).CreateLogger("TaskMesh.Server");
         _graphDirectory = Path.GetFullPath(options.GraphDirectory ?? Environment.CurrentDirectory);
         _finished = new FinishedRuns(options.KeepFinishedRuns);
+        // External workers form a layer like any other (before any run starts, so every run has it).
+        Work = new Workers.WorkQueue();
+        External = new Workers.ExternalLayer(Work, options.ExternalCapacity);
+        External.Configure(options.ExternalPricePerSecond, rank: 1);
+        _runtime.Engine.AddLayer(External);
         Standing = OpenStanding();
         StandingEvents = new EventHub(Standing.Events);
         _log.LogInformation("standing run {RunId} open{Resumed}", Standing.RunId, ResumedStanding is null ? "" : $" (taking over {ResumedStanding})");
+    }
+
+    /// <summary>The attempts waiting for external workers, and the leases out.</summary>
+    public Workers.WorkQueue Work { get; }
+
+    /// <summary>The layer of external workers (<c>external</c>).</summary>
+    public Workers.ExternalLayer External { get; }
+
+    /// <summary>
+    /// A worker serves <paramref name="handler"/>: tasks of it are taken from now on and run on the
+    /// external layer only. A handler this process runs itself cannot be served by a worker.
+    /// </summary>
+    public void DeclareExternalHandler(string handler, string? caller)
+    {
+        if (GraphLimits.IdProblem(handler) is string problem) throw new ApiException(400, "invalid handler", $"handler name {problem}");
+        if (_runtime.Engine.Handlers.TryGet(handler, out var known) && known.OnlyOn != Workers.ExternalLayer.LayerName)
+            throw new ApiException(409, "handler taken", $"handler '{GraphLimits.Printable(handler)}' runs in this service; a worker cannot serve it");
+        if (!Work.Declare(handler)) return;
+        _runtime.Engine.Handlers.Register(new Engine.Handlers.HandlerDescriptor(handler, (ctx, args, ct) =>
+            throw new Engine.Handlers.TaskFailedException($"handler '{handler}' runs on external workers only"))
+        {
+            OnlyOn = Workers.ExternalLayer.LayerName,
+            PreferredLayer = Workers.ExternalLayer.LayerName,
+        });
+        _log.LogInformation("handler {Handler} is served by external workers (declared by {Caller})", GraphLimits.Printable(handler), Who(caller));
     }
 
     /// <summary>The open run that takes tasks submitted one at a time.</summary>

@@ -23,7 +23,7 @@ public sealed class PythonClientTests : IAsyncLifetime
         services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db"));
         _provider = services.BuildServiceProvider();
         _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(),
-            new ServerOptions { HttpPort = 0, SocketPort = 0, GraphDirectory = Path.Combine(AppContext.BaseDirectory, "examples") });
+            new ServerOptions { HttpPort = 0, SocketPort = 0, GraphDirectory = Path.Combine(AppContext.BaseDirectory, "examples"), LeaseTimeout = TimeSpan.FromSeconds(2) });
     }
 
     public async Task DisposeAsync()
@@ -49,6 +49,78 @@ public sealed class PythonClientTests : IAsyncLifetime
     }
 
     private string Server => $"127.0.0.1:{_server.SocketEndpoint!.Port}";
+
+    /// <summary>A Python worker process, killed with its children when disposed.</summary>
+    private sealed class Worker : IDisposable
+    {
+        private readonly Process _p;
+        public Worker(string server, string dir, string handler, string log, int slots)
+        {
+            var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
+            foreach (var a in new[] { Client, "worker", "--handler", handler, "--server", server, "--slots", slots.ToString(), "--log", log }) psi.ArgumentList.Add(a);
+            _p = Process.Start(psi)!;
+            _p.StandardError.ReadToEndAsync();
+        }
+
+        public int Pid => _p.Id;
+
+        public async Task ReadyAsync()
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            var line = await _p.StandardOutput.ReadLineAsync(cts.Token);
+            Assert.Contains("\"worker\"", line);
+        }
+
+        public void Kill() => _p.Kill(entireProcessTree: true);
+
+        public void Dispose()
+        {
+            if (!_p.HasExited) _p.Kill(entireProcessTree: true);
+            _p.WaitForExit();
+            _p.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task APythonWorkerServesAHandler_AndWhenItIsKilledMidRun_ASecondFinishesItsTasks_NoneReportedTwice()
+    {
+        var log = Path.Combine(_dir, "results.log");
+        using var first = new Worker(Server, _dir, "py.sleep", log, slots: 4);
+        await first.ReadyAsync();
+        var graph = Path.Combine(_dir, "external.json");
+        var tasks = Enumerable.Range(0, 16).Select(i => $$"""{ "id": "t{{i}}", "handler": "py.sleep", "args": { "millis": 250 } }""");
+        File.WriteAllText(graph, $$"""{ "name": "external", "tasks": [ {{string.Join(", ", tasks)}}, { "id": "all", "handler": "noop", "dependsOn": [{{string.Join(", ", Enumerable.Range(0, 16).Select(i => $"\"t{i}\""))}}] } ] }""");
+        var runtime = _provider.GetRequiredService<TaskMeshRuntime>();
+        var submitting = Python("submit", graph, "--server", Server, "--wait");
+
+        // Kill the first worker once it has sent a few results, with leases out.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while ((!File.Exists(log) || File.ReadAllLines(log).Length < 4) && DateTime.UtcNow < deadline) await Task.Delay(20);
+        first.Kill();
+        using var second = new Worker(Server, _dir, "py.sleep", log, slots: 8);
+        await second.ReadyAsync();
+
+        var (code, stdout, stderr) = await submitting;
+        Assert.True(code == 0, stderr + stdout);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal(17, doc.RootElement.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+
+        // Each task's result was taken once, from the worker that held its lease then.
+        string runId = doc.RootElement.GetProperty("run_id").GetString()!;
+        await runtime.Store!.FlushAsync();
+        var rows = runtime.Store.TasksOf(runId).Where(t => t.Handler == "py.sleep").ToList();
+        Assert.Equal(16, rows.Count);
+        Assert.All(rows, r => Assert.Equal("succeeded", r.Status));
+        Assert.All(rows, r => Assert.Equal("external", r.Layer));
+        var lines = File.ReadAllLines(log).Select(l => l.Split(' ')).ToList();
+        var bySecond = lines.Where(l => l[1] == second.Pid.ToString()).Select(l => l[0]).ToList();
+        Assert.NotEmpty(bySecond);                                   // the second worker finished what was left
+        Assert.Equal(bySecond.Count, bySecond.Distinct().Count());   // none twice by it
+        Assert.Equal(16, lines.Select(l => l[0]).Distinct().Count()); // every task was run by one worker or the other
+        // A task the first worker ran again elsewhere is one whose lease was out when it was killed: at most its slots.
+        Assert.True(lines.GroupBy(l => l[0]).Count(g => g.Count() > 1) <= 4);
+    }
+
 
     [Fact]
     public async Task SubmitWait_PrintsTheRunsFinalState_AsTaskmeshRunGetsIt()

@@ -21,9 +21,10 @@ public sealed class SocketProtocolTests : IAsyncLifetime
 
     // Message types (docs/protocol.md).
     private const int Error = 0, Hello = 1, Welcome = 2, Done = 3, Ping = 4, Pong = 5, SubmitGraph = 10, RunSubmitted = 11,
-        SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, Run = 15, GetTask = 16, TaskMessage = 17, WaitTasks = 22, Subscribe = 24, Event = 25;
+        SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, Run = 15, GetTask = 16, TaskMessage = 17, WaitTasks = 22, Subscribe = 24, Event = 25,
+        Worker = 30, WorkerReady = 31, Leases = 33, Results = 34;
 
-    public Task InitializeAsync() => StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, HandshakeTimeout = TimeSpan.FromMilliseconds(500), MaxFrameBytes = 1 << 20 });
+    public Task InitializeAsync() => StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, HandshakeTimeout = TimeSpan.FromMilliseconds(500), MaxFrameBytes = 1 << 20, LeaseTimeout = TimeSpan.FromSeconds(1) });
 
     private async Task StartAsync(ServerOptions options)
     {
@@ -244,6 +245,45 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         }
         Assert.Contains(("succeeded", "g"), kinds);
         Assert.Contains(("succeeded", "z"), kinds);
+    }
+
+    [Fact]
+    public async Task AWorkerSilentPastItsLease_IsDropped_AndItsTaskGoesToAnother_WhoseResultEndsIt()
+    {
+        using var silent = await Client.ConnectAsync(Endpoint);
+        await silent.HandshakeAsync();
+        await silent.SendAsync(Worker, 1, new object[] { "ext.f" }, 1);
+        Assert.Equal(1u, (await silent.ExpectAsync(WorkerReady)).Id);
+
+        using var client = await Client.ConnectAsync(Endpoint);
+        await client.HandshakeAsync();
+        await client.SendAsync(SubmitTasks, 2, [new object[] { new Dictionary<string, object> { ["id"] = "x1", ["handler"] = "ext.f", ["args"] = new Dictionary<string, object> { ["n"] = 3 } } }]);
+        Assert.Equal("x1", ((object?[])((object?[])(await client.ExpectAsync(TasksSubmitted)).Body[0]!)[0]!)[0]);
+
+        // The silent worker gets the lease, never answers, and is dropped after the lease time.
+        var lease = (object?[])((object?[])(await silent.ExpectAsync(Leases)).Body[0]!)[0]!;
+        Assert.Equal(("x1", "ext.f"), ((string)lease[1]!, (string)lease[2]!));
+        Assert.Equal(3, Convert.ToInt32(Map(lease[3])["n"]));
+        Assert.True(await silent.ClosedAsync());
+
+        using var second = await Client.ConnectAsync(Endpoint);
+        await second.HandshakeAsync();
+        await second.SendAsync(Worker, 1, new object[] { "ext.f" }, 2);
+        await second.ExpectAsync(WorkerReady);
+        var again = (object?[])((object?[])(await second.ExpectAsync(Leases)).Body[0]!)[0]!;
+        Assert.Equal("x1", again[1]);
+        Assert.NotEqual(Convert.ToInt64(lease[0]), Convert.ToInt64(again[0]));   // a new lease
+        await second.SendAsync(Results, 0, [new object?[] { new object?[] { Convert.ToInt64(again[0]), true, new Dictionary<string, object> { ["answer"] = 42 }, 0.9 } }]);
+
+        await client.SendAsync(GetTask, 3, "x1", 10);
+        var task = Map((await client.ExpectAsync(TaskMessage)).Body[0]);
+        Assert.Equal(("succeeded", "external"), ((string)task["status"], (string)task["layer"]));
+        Assert.Equal(0.9, Convert.ToDouble(task["confidence"]), 6);
+        Assert.Contains("42", (string)task["output_summary"]);
+
+        // A handler the service runs itself cannot be taken over by a worker.
+        await second.SendAsync(Worker, 5, new object[] { "noop" }, 1);
+        Assert.Equal(409, Convert.ToInt32((await second.ExpectAsync(Error)).Body[0]));
     }
 
     /// <summary>Each way of breaking the protocol is answered with an error and a closed connection, while a healthy client goes on.</summary>

@@ -6,14 +6,23 @@
 submits a graph file; with --wait, waits for the run to end and prints its final state as JSON
 ({"run_id", "status", "tasks": {...}}), exiting 0 when every task succeeded, 1 when some did not,
 2 when the service refused the graph (its problems on standard error). Without --wait it prints
-{"run_id"} and exits 0. Needs the msgpack package (Debian: python3-msgpack).
+{"run_id"} and exits 0.
+
+    taskmesh_client.py worker --handler NAME --server HOST:PORT [--function F] [--slots N] [--token-file F]
+
+serves the handler NAME from a Python function (FUNCTIONS below; default: the part of NAME after
+its last dot, e.g. py.score -> score) until the connection ends or Ctrl+C. Needs the msgpack
+package (Debian: python3-msgpack).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import socket
 import struct
 import sys
+import threading
+import time
 
 import msgpack
 
@@ -21,6 +30,7 @@ PROTOCOL_VERSION = 1
 # Message types (docs/protocol.md).
 ERROR, HELLO, WELCOME, DONE, PING, PONG = 0, 1, 2, 3, 4, 5
 SUBMIT_GRAPH, RUN_SUBMITTED, GET_RUN, RUN = 10, 11, 14, 15
+WORKER, WORKER_READY, LEASES, RESULTS = 30, 31, 33, 34
 
 
 class ServiceError(Exception):
@@ -32,7 +42,7 @@ class ServiceError(Exception):
 
 
 class Client:
-    def __init__(self, host, port, token=None, timeout=60.0):
+    def __init__(self, host, port, token=None, timeout=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.next_id = 1
@@ -90,6 +100,106 @@ class Client:
         self.sock.close()
 
 
+# ---------------------------------------------------------------- a worker
+
+def score(args):
+    """The sum of the numbers among the arguments."""
+    values = args.values() if isinstance(args, dict) else []
+    return {"score": sum(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
+def echo(args):
+    return args
+
+
+def nap(args):
+    """Sleeps args["millis"] milliseconds; answers who did it."""
+    time.sleep(float((args or {}).get("millis", 0)) / 1000.0)
+    return {"pid": os.getpid()}
+
+
+def fail(args):
+    raise RuntimeError((args or {}).get("message", "failed on purpose"))
+
+
+FUNCTIONS = {"score": score, "echo": echo, "sleep": nap, "fail": fail}
+
+
+def serve_worker(client, handler, function, slots, log=None):
+    """Declares the worker, then runs each lease it is granted and sends its result, until the connection ends."""
+    client.send(WORKER, 1, [[handler], slots])
+    kind, _, body = client.receive()
+    if kind == ERROR:
+        raise ServiceError(body)
+    worker_id, lease_seconds = body
+    print(json.dumps({"worker": worker_id, "handler": handler, "slots": slots}), flush=True)
+    # Results must come, or a ping, at least every lease_seconds: a thread pings while tasks run.
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def send(kind, body):
+        with lock:
+            client.send(kind, 0, body)
+
+    def keep_alive():
+        while not stop.wait(max(0.2, lease_seconds / 3.0)):
+            try:
+                send(PING, [])
+            except OSError:
+                return
+
+    threading.Thread(target=keep_alive, daemon=True).start()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=slots)
+
+    def run(lease_id, task_id, args):
+        try:
+            result = [lease_id, True, function(args), None]
+        except Exception as e:  # the task failed: its error goes back
+            result = [lease_id, False, f"{type(e).__name__}: {e}", None]
+        try:
+            if log:
+                with lock, open(log, "a") as f:
+                    f.write(f"{task_id} {os.getpid()}\n")
+            send(RESULTS, [[result]])
+        except OSError:
+            pass
+
+    try:
+        while True:
+            kind, _, body = client.receive()
+            if kind == LEASES:
+                for lease_id, task_id, _handler, args, _attempt in body[0]:
+                    pool.submit(run, lease_id, task_id, args)
+            elif kind == ERROR:
+                raise ServiceError(body)
+            # pongs need nothing
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def worker(args):
+    name = args.function or args.handler.rsplit(".", 1)[-1]
+    if name not in FUNCTIONS:
+        raise SystemExit(f"no function {name!r}; known: {', '.join(sorted(FUNCTIONS))}")
+    host, port = parse_server(args.server)
+    client = Client(host, port, read_token(args))
+    try:
+        serve_worker(client, args.handler, FUNCTIONS[name], args.slots, args.log)
+    except ConnectionError:
+        return 0  # the service closed the connection
+    finally:
+        client.close()
+    return 0
+
+
+def read_token(args):
+    if args.token_file:
+        with open(args.token_file) as f:
+            return f.read().strip()
+    return os.environ.get("TASKMESH_TOKEN")
+
+
 def parse_server(text):
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -102,14 +212,8 @@ def submit(args):
         # Sent as the file's JSON text (a map of the same shape would do too): the service's
         # errors then name the file's own lines.
         graph = f.read()
-    token = None
-    if args.token_file:
-        with open(args.token_file) as f:
-            token = f.read().strip()
-    elif os.environ.get("TASKMESH_TOKEN"):
-        token = os.environ["TASKMESH_TOKEN"]
     host, port = parse_server(args.server)
-    client = Client(host, port, token)
+    client = Client(host, port, read_token(args))
     try:
         try:
             run_id = client.submit_graph(graph)
@@ -140,9 +244,16 @@ def main():
     s.add_argument("--server", required=True, metavar="HOST:PORT")
     s.add_argument("--token-file", metavar="FILE")
     s.add_argument("--wait", action="store_true", help="wait for the run to end and print its final state")
+    w = commands.add_parser("worker", help="serve a handler from a Python function")
+    w.add_argument("--handler", required=True, metavar="NAME")
+    w.add_argument("--server", required=True, metavar="HOST:PORT")
+    w.add_argument("--function", choices=sorted(FUNCTIONS), help="default: the handler's name after its last dot")
+    w.add_argument("--slots", type=int, default=4, help="tasks run at once (default 4)")
+    w.add_argument("--token-file", metavar="FILE")
+    w.add_argument("--log", metavar="FILE", help="append 'TASK_ID PID' for each task run (before its result is sent)")
     args = parser.parse_args()
     try:
-        sys.exit(submit(args))
+        sys.exit(submit(args) if args.command == "submit" else worker(args))
     except (ConnectionError, OSError) as e:
         print(f"taskmesh_client: {e}", file=sys.stderr)
         sys.exit(3)

@@ -72,6 +72,12 @@ public sealed class HandlerDescriptor
     /// <summary>True when the handler may only run in the local layer (e.g. <c>shell</c>).</summary>
     public bool LocalOnly { get; init; }
 
+    /// <summary>
+    /// The kind of the only layers that run this handler (e.g. <c>external</c>: its body lives in a
+    /// worker outside the process), or null for any layer that lists it.
+    /// </summary>
+    public string? OnlyOn { get; init; }
+
     /// <summary>Validates args with the graph's location (used instead of <see cref="Validate"/> when set).</summary>
     public ContextArgsValidator? ValidateWithContext { get; init; }
 

@@ -98,11 +98,11 @@ public abstract class ExecutionLayer
 
     /// <summary>
     /// True when this layer can take a task of <paramref name="handler"/> that requires
-    /// <paramref name="requires"/>: it runs the handler (a local-only one only on <c>local</c>) and
-    /// has every tag required.
+    /// <paramref name="requires"/>: it runs the handler (a local-only one only on <c>local</c>, one
+    /// with <see cref="HandlerDescriptor.OnlyOn"/> only on layers of that kind) and has every tag required.
     /// </summary>
     public bool CanRun(HandlerDescriptor handler, IReadOnlyList<string>? requires = null)
-        => (!handler.LocalOnly || Name == Local.LocalLayer.LayerName) && Runs(handler.Name) && Covers(requires);
+        => (!handler.LocalOnly || Name == Local.LocalLayer.LayerName) && (handler.OnlyOn is null || Kind == handler.OnlyOn) && Runs(handler.Name) && Covers(requires);
 
     /// <summary>The least capable of <paramref name="layers"/>: the lowest rank, then the lowest price (null when there is none).</summary>
     public static ExecutionLayer? LeastCapable(IEnumerable<ExecutionLayer> layers)

@@ -15,6 +15,7 @@ internal static class OutputSummary
         null => null,
         string s => Truncate(s),
         ITaskOutput t => Truncate(Json(t)),
+        JsonElement e => Truncate(e.ValueKind == JsonValueKind.String ? e.GetString()! : e.GetRawText()),
         IFormattable f when output.GetType().IsPrimitive || output is decimal => f.ToString(null, CultureInfo.InvariantCulture),
         _ => output.GetType().Name,
     };

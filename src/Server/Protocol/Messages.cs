@@ -19,6 +19,8 @@ internal static class MessageType
     public const int Run = 15;
     public const int Task = 17;
     public const int Event = 25;
+    public const int WorkerReady = 31;
+    public const int Leases = 33;
 
     // Client → service.
     public const int Hello = 1;
@@ -31,6 +33,8 @@ internal static class MessageType
     public const int CancelTask = 20;
     public const int WaitTasks = 22;
     public const int Subscribe = 24;
+    public const int Worker = 30;
+    public const int Results = 34;
 }
 
 /// <summary>A request as read off a frame: its type, id and fields (what a type does not use is null).</summary>
@@ -43,7 +47,12 @@ internal sealed record Request(int Type, uint Id)
     public string? GraphJson { get; init; }
     public List<string>? TasksJson { get; init; } // each task object as JSON text
     public List<string>? Ids { get; init; }
+    public int Slots { get; init; }
+    public List<WorkerResult>? Results { get; init; }
 }
+
+/// <summary>One result a worker sent: its lease, success or not, the output (as JSON) or the error, the confidence it reported.</summary>
+internal sealed record WorkerResult(long Lease, bool Ok, string? OutputJson, string? Error, double? Confidence);
 
 /// <summary>Reads requests and writes messages of the socket protocol with MessagePack-CSharp (untrusted data: bounded depth).</summary>
 internal static class Messages
@@ -101,6 +110,16 @@ internal static class Messages
                 case MessageType.WaitTasks:
                     Expect(fields, 1, "wait_tasks [[task_id, …]]");
                     request = new Request(type, id) { Ids = StrList(ref reader) };
+                    break;
+                case MessageType.Worker:
+                    Expect(fields, 2, "worker [[handler, …], slots]");
+                    request = new Request(type, id) { Ids = StrList(ref reader), Slots = Int(ref reader, "slots") };
+                    if (request.Slots is < 1 or > 65_536) throw new ProtocolException("slots must be 1–65536");
+                    if (request.Ids!.Count is 0 or > 1_000) throw new ProtocolException("a worker serves 1–1000 handlers");
+                    break;
+                case MessageType.Results:
+                    Expect(fields, 1, "results [[lease_id, ok, output_or_error, confidence], …]");
+                    request = new Request(type, id) { Results = ResultList(ref reader) };
                     break;
                 default:
                     throw new ProtocolException($"unknown message type {type}");
@@ -163,6 +182,34 @@ internal static class Messages
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} tasks in one batch; the most is {MaxBatch:N0}");
         var list = new List<string>(n);
         for (int i = 0; i < n; i++) list.Add(Json(ref reader, "a task"));
+        return list;
+    }
+
+    private static List<WorkerResult> ResultList(ref MessagePackReader reader)
+    {
+        if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("results is an array");
+        int n = reader.ReadArrayHeader();
+        if (n > MaxBatch) throw new ProtocolException($"{n:N0} results in one message; the most is {MaxBatch:N0}");
+        var list = new List<WorkerResult>(n);
+        for (int i = 0; i < n; i++)
+        {
+            if (reader.NextMessagePackType != MessagePackType.Array || reader.ReadArrayHeader() != 4) throw new ProtocolException("a result is [lease_id, ok, output_or_error, confidence]");
+            if (reader.NextMessagePackType != MessagePackType.Integer) throw new ProtocolException("a lease id is an integer");
+            long lease = reader.ReadInt64();
+            if (reader.NextMessagePackType != MessagePackType.Boolean) throw new ProtocolException("ok is a boolean");
+            bool ok = reader.ReadBoolean();
+            string? output = null, error = null;
+            if (ok) output = MessagePackSerializer.ConvertToJson(reader.ReadRaw(), Untrusted);
+            else error = Str(ref reader, "error", nullable: true) ?? "the worker reported a failure";
+            double? confidence = reader.TryReadNil() ? null : reader.NextMessagePackType switch
+            {
+                MessagePackType.Float => reader.ReadDouble(),
+                MessagePackType.Integer => reader.ReadInt64(),
+                _ => throw new ProtocolException("confidence is a number or nil"),
+            };
+            if (confidence is double c && !(c >= 0 && c <= 1)) throw new ProtocolException("confidence must be 0–1");
+            list.Add(new WorkerResult(lease, ok, output, error, confidence));
+        }
         return list;
     }
 

@@ -110,6 +110,8 @@ internal sealed class SocketServer : IAsyncDisposable
         private readonly CancellationTokenSource _closed = new();
         private string? _role;       // the token's role; null when the service takes no tokens (everything allowed)
         private string? _subject;
+        private Workers.WorkerSession? _worker;   // once the client declared itself a worker
+        private long _lastHeard = System.Diagnostics.Stopwatch.GetTimestamp();
 
         /// <summary>Requests that wait (a run's end, a task's, a subscription) at once on one connection; reading pauses above it.</summary>
         private const int MaxInFlight = 1024;
@@ -126,6 +128,7 @@ internal sealed class SocketServer : IAsyncDisposable
                 {
                     var frame = await Frames.ReadAsync(stream, server._options.MaxFrameBytes, ct).ConfigureAwait(false);
                     if (frame is not { } f) return;   // the client closed
+                    Volatile.Write(ref _lastHeard, System.Diagnostics.Stopwatch.GetTimestamp());
                     try { request = Messages.Read(f.Buffer.AsMemory(0, f.Length)); }
                     finally { ArrayPool<byte>.Shared.Return(f.Buffer); }
                 }
@@ -204,7 +207,8 @@ internal sealed class SocketServer : IAsyncDisposable
 
         private async Task HandleAsync(Request r, CancellationToken ct)
         {
-            string needed = r.Type is MessageType.SubmitGraph or MessageType.SubmitTasks or MessageType.CancelRun or MessageType.CancelTask ? Roles.Operator : Roles.Viewer;
+            string needed = r.Type is MessageType.SubmitGraph or MessageType.SubmitTasks or MessageType.CancelRun or MessageType.CancelTask or MessageType.Worker or MessageType.Results
+                ? Roles.Operator : Roles.Viewer;
             if (_role is not null && !Roles.Allows(_role, needed))
             {
                 await SendAsync(Messages.Error(r.Id, 403, "forbidden", $"the token's role ({_role}) does not allow this: it needs {needed}")).ConfigureAwait(false);
@@ -225,6 +229,12 @@ internal sealed class SocketServer : IAsyncDisposable
                     return;
                 case MessageType.SubmitTasks:
                     await SendAsync(await SubmitTasksAsync(r, ct).ConfigureAwait(false)).ConfigureAwait(false);
+                    return;
+                case MessageType.Worker:
+                    await BecomeWorkerAsync(r, ct).ConfigureAwait(false);
+                    return;
+                case MessageType.Results:
+                    TakeResults(r);
                     return;
                 case MessageType.CancelRun:
                     await AnswerAsync(r.Id, () => Task.FromResult(server._service.CancelRun(r.Text!, _subject)
@@ -276,6 +286,107 @@ internal sealed class SocketServer : IAsyncDisposable
                     try { _inFlight.Release(); } catch (ObjectDisposedException) { }
                 }
             }, CancellationToken.None);
+        }
+
+        /// <summary>
+        /// The client serves handlers: they are declared (tasks of them are taken, and run on the
+        /// external layer only), and leases of their attempts are pushed to it as it has free slots.
+        /// </summary>
+        private async Task BecomeWorkerAsync(Request r, CancellationToken ct)
+        {
+            if (_worker is not null)
+            {
+                await SendAsync(Messages.Error(r.Id, 409, "already a worker", "this connection serves handlers already; open another to serve others")).ConfigureAwait(false);
+                return;
+            }
+            try
+            {
+                foreach (var h in r.Ids!) server._service.DeclareExternalHandler(h, _subject);
+            }
+            catch (ApiException ex)
+            {
+                await SendAsync(Messages.Error(r.Id, ex.Status, ex.Title, ex.Message)).ConfigureAwait(false);
+                return;
+            }
+            var session = new Workers.WorkerSession(Guid.NewGuid().ToString("N")[..12], r.Ids!.Distinct().ToList(), r.Slots);
+            await SendAsync(Messages.Write(MessageType.WorkerReady, r.Id, 2, (ref MessagePackWriter w) =>
+            {
+                w.Write(session.Id);
+                w.Write(server._options.LeaseTimeout.TotalSeconds);
+            })).ConfigureAwait(false);
+            _worker = session;
+            server._service.Work.Attach(session);
+            server._log.LogInformation("worker {Worker} ({Peer}) serves {Handlers} with {Slots} slot(s)", session.Id, peer, string.Join(", ", session.Handlers.Select(GraphLimits.Printable)), session.Slots);
+            _ = PushLeasesAsync(session, r.Id, ct);
+            _ = WatchAsync(session, ct);
+        }
+
+        /// <summary>Sends the worker leases as it has free slots: [[lease_id, task_id, handler, args, attempt], …] under its worker request's id.</summary>
+        private async Task PushLeasesAsync(Workers.WorkerSession session, uint id, CancellationToken ct)
+        {
+            try
+            {
+                while (!ct.IsCancellationRequested)
+                {
+                    await session.WaitAsync(Timeout.InfiniteTimeSpan, ct).ConfigureAwait(false);
+                    var granted = server._service.Work.Lease(session);
+                    if (granted.Count == 0) continue;
+                    await SendAsync(Messages.Write(MessageType.Leases, id, 1, (ref MessagePackWriter w) =>
+                    {
+                        w.WriteArrayHeader(granted.Count);
+                        foreach (var (lease, work) in granted)
+                        {
+                            w.WriteArrayHeader(5);
+                            w.Write(lease);
+                            w.Write(work.TaskId);
+                            w.Write(work.Handler);
+                            w.WriteRaw(MessagePackSerializer.ConvertFromJson(work.ArgsJson));
+                            w.Write(work.Attempt);
+                        }
+                    })).ConfigureAwait(false);
+                }
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException)
+            {
+                // The connection is gone: its leases go back when it is disposed.
+            }
+        }
+
+        /// <summary>A worker silent (no result, no ping) past the lease time is taken for gone: its connection is closed and its leases go back.</summary>
+        private async Task WatchAsync(Workers.WorkerSession session, CancellationToken ct)
+        {
+            var limit = server._options.LeaseTimeout;
+            try
+            {
+                while (!ct.IsCancellationRequested)
+                {
+                    await Task.Delay(limit / 4, ct).ConfigureAwait(false);
+                    if (System.Diagnostics.Stopwatch.GetElapsedTime(Volatile.Read(ref _lastHeard)) > limit)
+                    {
+                        server._log.LogWarning("worker {Worker} ({Peer}) was silent for {Seconds} s: taken for gone", session.Id, peer, limit.TotalSeconds);
+                        _closed.Cancel();
+                        return;
+                    }
+                }
+            }
+            catch (OperationCanceledException) { }
+        }
+
+        /// <summary>A worker's results: each ends its lease's attempt, if the lease is still this worker's (else it is dropped).</summary>
+        private void TakeResults(Request r)
+        {
+            if (_worker is not { } session) return;
+            foreach (var x in r.Results!)
+            {
+                object? output = null;
+                if (x.OutputJson is { } json)
+                {
+                    using var doc = JsonDocument.Parse(json);
+                    output = Workers.WorkResult.OutputOf(doc.RootElement);
+                }
+                if (!server._service.Work.Complete(session, x.Lease, new Workers.WorkResult(x.Ok, output, x.Error, x.Confidence)))
+                    server._log.LogDebug("worker {Worker}: result of lease {Lease} dropped (it went back, or its attempt ended)", session.Id, x.Lease);
+            }
         }
 
         /// <summary>Sends what <paramref name="answer"/> makes, or the error the service refused the request with.</summary>
@@ -429,6 +540,11 @@ internal sealed class SocketServer : IAsyncDisposable
         public async ValueTask DisposeAsync()
         {
             _closed.Cancel();
+            if (_worker is { } session)
+            {
+                int back = server._service.Work.Detach(session);
+                server._log.LogInformation("worker {Worker} ({Peer}) left; {Count} lease(s) went back to the queue", session.Id, peer, back);
+            }
             // Let handlers that are writing finish before the stream goes.
             for (int i = 0; i < MaxInFlight; i++)
                 if (!await _inFlight.WaitAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false)) break;
