@@ -43,6 +43,9 @@ public static class Cli
         root.Subcommands.Add(OpenCommand.Create(io));
         root.Subcommands.Add(ServeCommand.Create(io));
         root.Subcommands.Add(TokenCommand.Create(io));
+        root.Subcommands.Add(RemoteCommands.CreateSubmit(io));
+        root.Subcommands.Add(RemoteCommands.CreateStatus(io));
+        root.Subcommands.Add(RemoteCommands.CreateCancel(io));
         root.Subcommands.Add(RunCommand.CreateEscalate(io));
         root.Subcommands.Add(MetricsCommand.Create(io));
         root.Subcommands.Add(LayersCommand.Create(io));

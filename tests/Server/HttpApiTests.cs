@@ -321,6 +321,46 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task TheSubmitStatusAndCancelCommands_ActOnTheService()
+    {
+        string server = _server.HttpAddress.ToString();
+        var graph = Path.Combine(_dir, "g.json");
+        File.WriteAllText(graph, Diamond);
+        var (code, stdout, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("submit", graph, "--server", server, "--wait");
+        Assert.True(code == 1, stderr + stdout);   // the diamond's c fails: exit 1, as taskmesh run
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("failed", doc.RootElement.GetProperty("status").GetString());
+            string runId = doc.RootElement.GetProperty("run_id").GetString()!;
+            (code, stdout, _) = await TaskMesh.Tests.Host.CliTests.InProcess("status", runId, "--server", server);
+            Assert.Equal(1, code);
+            Assert.Contains(runId, stdout);
+        }
+
+        var bad = Path.Combine(_dir, "bad.json");
+        File.WriteAllText(bad, "{ \"name\": \"bad\", \"tasks\": [\n  { \"id\": \"x\", \"handler\": \"nope\" } ] }");
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("submit", bad, "--server", server);
+        Assert.Equal(2, code);
+        Assert.Contains($"{bad}:2:", stderr);
+        Assert.Contains("task 'x':", stderr);
+
+        var slow = Path.Combine(_dir, "slow.json");
+        File.WriteAllText(slow, """{ "name": "slow", "tasks": [ { "id": "w", "handler": "sleep", "args": { "millis": 60000 } } ] }""");
+        (code, stdout, _) = await TaskMesh.Tests.Host.CliTests.InProcess("submit", slow, "--server", server);
+        Assert.Equal(0, code);
+        string slowRun = stdout.Trim();
+        (code, _, _) = await TaskMesh.Tests.Host.CliTests.InProcess("cancel", slowRun, "--server", server);
+        Assert.Equal(0, code);
+        Assert.Equal("cancelled", (await WaitForRunAsync(slowRun)).GetProperty("status").GetString());
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("status", "nosuchrun", "--server", server);
+        Assert.Equal(2, code);
+        Assert.Contains("404", stderr);
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("status", "x", "--server", "http://127.0.0.1:1");
+        Assert.Equal(2, code);
+        Assert.Contains("cannot reach", stderr);
+    }
+
+    [Fact]
     public void AnAddressOtherMachinesReach_IsRefusedUnlessInsecure()
     {
         var open = new ServerOptions { Host = "0.0.0.0" };
