@@ -1,3 +1,4 @@
+using TaskMesh.Bench.Api;
 using TaskMesh.Bench.Dag;
 using TaskMesh.Bench.Micro;
 using TaskMesh.Bench.Qsim;
@@ -13,10 +14,11 @@ using TaskMesh.Bench.Workflows;
 //   qsim  [--quick] [--large] [--repeat 1] [--fusion 3,4] --json out.json   (state-vector simulator)
 //   quantum-calibration [--json out.json]           (quantum task durations against the handler's estimate)
 //   routing --simulate [--world FILE] [--tasks 100000] [--train 5000] [--seed 1] --json out.json   (learned router against an oracle and fixed policies)
+//   api   [--requests 2000] [--tasks 200000] [--seconds 3] --json out.json   (taskmesh serve: latency and throughput over the socket protocol and HTTP)
 //   workflows [--dir examples/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] [--repeat 3] --json out.json   (real workflows against list schedules)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|stream|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|stream|api|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
@@ -24,6 +26,7 @@ return args[0] switch
     "dag" => DagSuite.Run(args[1..]),
     "load" => LoadSuite.Run(args[1..]),
     "stream" => StreamSuite.Run(args[1..]),
+    "api" => ApiSuite.Run(args[1..]),
     "micro" => MicroSuite.Run(args[1..]),
     "qsim" => QsimSuite.Run(args[1..]),
     "quantum-calibration" => QuantumCalibration.Run(args[1..]),
@@ -34,6 +37,6 @@ return args[0] switch
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, micro, qsim, quantum-calibration, routing, workflows)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, api, micro, qsim, quantum-calibration, routing, workflows)");
     return 2;
 }

@@ -308,13 +308,24 @@ internal sealed class TaskMeshService : IAsyncDisposable
         {
             throw new ApiException(400, "invalid task", ex.Message, ex.Errors);
         }
+        try
+        {
+            // Room now (the usual case): no timer, no wait.
+            if (Standing.TrySubmit(request, out var now)) return now;
+        }
+        catch (TaskRefusedException ex)
+        {
+            throw new ApiException(400, "task refused", ex.Message, ex.Errors);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new ApiException(503, "shutting down", ex.Message);
+        }
         using var room = CancellationTokenSource.CreateLinkedTokenSource(ct, _stopping.Token);
         room.CancelAfter(RoomWait);
         try
         {
-            var submitted = await Standing.SubmitAsync(request, room.Token).ConfigureAwait(false);
-            _log.LogDebug("task {TaskId} submitted to the standing run by {Caller}", submitted.Id, Who(caller));
-            return submitted;
+            return await Standing.SubmitAsync(request, room.Token).ConfigureAwait(false);
         }
         catch (TaskRefusedException ex)
         {

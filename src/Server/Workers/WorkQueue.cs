@@ -38,14 +38,14 @@ internal sealed class WorkQueue
 
     public void Enqueue(ExternalWork work)
     {
-        WorkerSession[] ring;
         lock (_lock)
         {
             if (!_waiting.TryGetValue(work.Handler, out var q)) _waiting[work.Handler] = q = new LinkedList<ExternalWork>();
             q.AddLast(work);
-            ring = _sessions.Where(s => s.Serves(work.Handler)).ToArray();
+            // Ringing is a semaphore release at most: done under the lock, with no list made per attempt.
+            foreach (var s in _sessions)
+                if (s.Serves(work.Handler)) s.Ring();
         }
-        foreach (var s in ring) s.Ring();
     }
 
     /// <summary>The attempt was cancelled (its timeout, its run's cancellation): taken out of its queue or its lease, and ended.</summary>

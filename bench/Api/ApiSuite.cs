@@ -1,0 +1,273 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using MessagePack;
+using Microsoft.Extensions.DependencyInjection;
+using TaskMesh.Bench.Dag;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Hosting;
+using TaskMesh.Server;
+
+namespace TaskMesh.Bench.Api;
+
+/// <summary>One measured figure.</summary>
+internal sealed record ApiRecord(string metric, double value, string unit);
+
+/// <summary>
+/// <c>bench -- api [--requests 2000] [--tasks 200000] [--seconds 3] --json out.json</c>: the service
+/// (<c>taskmesh serve</c>'s, in this process, no store: the service, not the disk) measured from
+/// clients on loopback — submit-to-result latency of a one-task graph over the socket protocol and
+/// over HTTP, tasks per second submitted in batches over one socket connection, tasks per second
+/// through one external worker (written here from docs/protocol.md, not from the service's code),
+/// and HTTP requests per second. Every figure is measured after a warm-up of the same work.
+/// </summary>
+internal static class ApiSuite
+{
+    // Message types (docs/protocol.md).
+    private const int Error = 0, Hello = 1, SubmitGraph = 10, RunSubmitted = 11, SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, RunMessage = 15,
+        Worker = 30, WorkerReady = 31, Leases = 33, Results = 34;
+
+    private const string OneTask = """{ "name": "one", "tasks": [ { "id": "a", "handler": "noop" } ] }""";
+
+    public static int Run(string[] args) => RunAsync(args).GetAwaiter().GetResult();
+
+    private static async Task<int> RunAsync(string[] args)
+    {
+        int requests = int.Parse(DagSuite.Opt(args, "--requests") ?? "2000");
+        int tasks = int.Parse(DagSuite.Opt(args, "--tasks") ?? "200000");
+        double seconds = double.Parse(DagSuite.Opt(args, "--seconds") ?? "3", System.Globalization.CultureInfo.InvariantCulture);
+        string? json = DagSuite.Opt(args, "--json");
+
+        var services = new ServiceCollection();
+        var config = TaskMeshConfig.Parse("[store]\nenabled = false\n[open_runs]\nmax_pending = 65536\n");
+        services.AddTaskMesh(config);
+        await using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+        await using var server = await TaskMeshServer.StartAsync(runtime, new ServerOptions { HttpPort = 0, SocketPort = 0 });
+        var records = new List<ApiRecord>();
+        void Add(string metric, double value, string unit)
+        {
+            records.Add(new ApiRecord(metric, Math.Round(value, 3), unit));
+            Console.WriteLine($"{metric,-40} {value,14:N3} {unit}");
+        }
+        Console.WriteLine($"api bench: service in this process (no store), clients on loopback; {requests:N0} requests per latency, {tasks:N0} tasks per throughput");
+
+        // Submit-to-result of a one-task graph: socket.
+        using (var c = await Client.ConnectAsync(server.SocketEndpoint!))
+        {
+            async Task<double> Once(uint id)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                await c.SendAsync(SubmitGraph, id, OneTask);
+                string run = (string)(await c.ExpectAsync(RunSubmitted)).Body[0]!;
+                await c.SendAsync(GetRun, id, run, 10);
+                var body = (await c.ExpectAsync(RunMessage)).Body;
+                if (((IDictionary<object, object>)body[0]!)["status"] as string != "succeeded") throw new InvalidOperationException("the one-task run did not succeed");
+                return Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            }
+            for (uint i = 1; i <= Math.Min(500, (uint)requests); i++) await Once(i);   // warm
+            var ms = new List<double>(requests);
+            for (uint i = 1; i <= requests; i++) ms.Add(await Once(i));
+            Add("socket_submit_to_result_p50_ms", Percentile(ms, 50), "ms");
+            Add("socket_submit_to_result_p99_ms", Percentile(ms, 99), "ms");
+        }
+
+        // The same over HTTP.
+        using (var http = new HttpClient { BaseAddress = server.HttpAddress })
+        {
+            async Task<double> Once()
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                using var posted = await http.PostAsync("api/runs", new StringContent(OneTask, Encoding.UTF8, "application/json"));
+                using var doc = JsonDocument.Parse(await posted.Content.ReadAsStringAsync());
+                string run = doc.RootElement.GetProperty("run_id").GetString()!;
+                using var got = JsonDocument.Parse(await http.GetStringAsync($"api/runs/{run}?wait=10"));
+                if (got.RootElement.GetProperty("status").GetString() != "succeeded") throw new InvalidOperationException("the one-task run did not succeed");
+                return Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            }
+            for (int i = 0; i < Math.Min(500, requests); i++) await Once();
+            var ms = new List<double>(requests);
+            for (int i = 0; i < requests; i++) ms.Add(await Once());
+            Add("http_submit_to_result_p50_ms", Percentile(ms, 50), "ms");
+            Add("http_submit_to_result_p99_ms", Percentile(ms, 99), "ms");
+
+            // Tasks submitted to the standing run over one connection, in batches of 1,000, eight batches in flight.
+            await SubmitBatchesAsync(server, http, Math.Min(tasks, 20_000), """{"handler":"noop"}""");   // warm
+            var (n, elapsed) = await SubmitBatchesAsync(server, http, tasks, """{"handler":"noop"}""");
+            Add("tasks_per_s_socket_batched", n / elapsed.TotalSeconds, "tasks/s");
+
+            // Through one external worker written from docs/protocol.md: it answers each lease with its arguments.
+            using (var worker = await Client.ConnectAsync(server.SocketEndpoint!))
+            {
+                await worker.SendAsync(Worker, 1, new object[] { "bench.echo" }, 1024);
+                await worker.ExpectAsync(WorkerReady);
+                using var stop = new CancellationTokenSource();
+                var serving = ServeAsync(worker, stop.Token);
+                await SubmitBatchesAsync(server, http, Math.Min(tasks / 4, 5_000), """{"handler":"bench.echo","args":{"n":1}}""");   // warm
+                var (m, took) = await SubmitBatchesAsync(server, http, tasks / 4, """{"handler":"bench.echo","args":{"n":1}}""");
+                Add("tasks_per_s_external_worker", m / took.TotalSeconds, "tasks/s");
+                stop.Cancel();
+                worker.Dispose();
+                try { await serving; } catch (Exception) { }
+            }
+
+            // GET /api/runs/{id}, four clients at once.
+            string runId;
+            using (var posted = await http.PostAsync("api/runs", new StringContent(OneTask, Encoding.UTF8, "application/json")))
+            using (var doc = JsonDocument.Parse(await posted.Content.ReadAsStringAsync()))
+                runId = doc.RootElement.GetProperty("run_id").GetString()!;
+            await http.GetStringAsync($"api/runs/{runId}?wait=10");
+            async Task<long> Hammer(TimeSpan duration)
+            {
+                long count = 0;
+                var until = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+                await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
+                {
+                    using var h = new HttpClient { BaseAddress = server.HttpAddress };
+                    while (Stopwatch.GetTimestamp() < until)
+                    {
+                        using var r = await h.GetAsync($"api/runs/{runId}");
+                        r.EnsureSuccessStatusCode();
+                        Interlocked.Increment(ref count);
+                    }
+                }));
+                return count;
+            }
+            await Hammer(TimeSpan.FromSeconds(1));   // warm
+            long done = await Hammer(TimeSpan.FromSeconds(seconds));
+            Add("http_requests_per_s", done / seconds, "requests/s");
+        }
+
+        if (json is not null)
+        {
+            File.WriteAllText(json, JsonSerializer.Serialize(records, new JsonSerializerOptions { WriteIndented = true }));
+            Console.WriteLine($"wrote {json}");
+        }
+        return 0;
+    }
+
+    /// <summary>Submits <paramref name="n"/> copies of <paramref name="task"/> in batches of 1,000 (eight in flight) over one connection; returns when the standing run has none pending.</summary>
+    private static async Task<(int, TimeSpan)> SubmitBatchesAsync(TaskMeshServer server, HttpClient http, int n, string task)
+    {
+        using var c = await Client.ConnectAsync(server.SocketEndpoint!);
+        const int Batch = 1000, InFlight = 8;
+        var one = MessagePackSerializer.ConvertFromJson(task);
+        long t0 = Stopwatch.GetTimestamp();
+        int sent = 0, answered = 0;
+        uint id = 0;
+        while (answered < n)
+        {
+            while (sent < n && (sent - answered) / Batch < InFlight)
+            {
+                int k = Math.Min(Batch, n - sent);
+                await c.SendRawTasksAsync(++id, one, k);
+                sent += k;
+            }
+            var m = await c.ExpectAsync(TasksSubmitted);
+            answered += ((object?[])m.Body[0]!).Length;
+        }
+        // Every task submitted has ended once the standing run has none pending.
+        while (true)
+        {
+            using var doc = JsonDocument.Parse(await http.GetStringAsync("status"));
+            if (doc.RootElement.GetProperty("standing_run").GetProperty("pending").GetInt32() == 0) break;
+            await Task.Delay(1);
+        }
+        return (n, Stopwatch.GetElapsedTime(t0));
+    }
+
+    /// <summary>A worker: every lease answered at once with its arguments as the output.</summary>
+    private static async Task ServeAsync(Client worker, CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            var m = await worker.ReadAsync();
+            if (m is null) return;
+            if (m.Value.Type != Leases) continue;
+            var leases = (object?[])m.Value.Body[0]!;
+            var results = new object?[leases.Length];
+            for (int i = 0; i < leases.Length; i++)
+            {
+                var l = (object?[])leases[i]!;
+                results[i] = new object?[] { l[0], true, l[3], null };
+            }
+            await worker.SendAsync(Results, 0, [results]);
+        }
+    }
+
+    private static double Percentile(List<double> xs, double p)
+    {
+        var s = xs.Order().ToList();
+        return s[Math.Min(s.Count - 1, (int)Math.Ceiling(p / 100 * s.Count) - 1)];
+    }
+
+    /// <summary>A client of the socket protocol: frames of a 4-byte big-endian length and a MessagePack [type, request_id, body].</summary>
+    private sealed class Client : IDisposable
+    {
+        private readonly TcpClient _tcp = new() { NoDelay = true };
+        private NetworkStream _stream = null!;
+        private readonly SemaphoreSlim _writing = new(1, 1);
+
+        public static async Task<Client> ConnectAsync(IPEndPoint at)
+        {
+            var c = new Client();
+            await c._tcp.ConnectAsync(at);
+            c._stream = c._tcp.GetStream();
+            await c.SendAsync(Hello, 0, 1, null, "bench");
+            var welcome = await c.ReadAsync();
+            if (welcome?.Type != 2) throw new InvalidOperationException("no welcome");
+            return c;
+        }
+
+        public Task SendAsync(int type, uint id, params object?[] body) => WriteAsync(MessagePackSerializer.Serialize(new object[] { type, id, body }));
+
+        /// <summary>submit_tasks with <paramref name="count"/> copies of one task map (written once, as raw MessagePack).</summary>
+        public Task SendRawTasksAsync(uint id, byte[] task, int count)
+        {
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>(16 + task.Length * count);
+            var w = new MessagePackWriter(buffer);
+            w.WriteArrayHeader(3);
+            w.Write(SubmitTasks);
+            w.Write(id);
+            w.WriteArrayHeader(1);
+            w.WriteArrayHeader(count);
+            for (int i = 0; i < count; i++) w.WriteRaw(task);
+            w.Flush();
+            return WriteAsync(buffer.WrittenSpan.ToArray());
+        }
+
+        private async Task WriteAsync(byte[] payload)
+        {
+            var frame = new byte[4 + payload.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(frame, (uint)payload.Length);
+            payload.CopyTo(frame, 4);
+            await _writing.WaitAsync();
+            try { await _stream.WriteAsync(frame); }
+            finally { _writing.Release(); }
+        }
+
+        public async Task<(int Type, uint Id, object?[] Body)?> ReadAsync()
+        {
+            var header = new byte[4];
+            try { await _stream.ReadExactlyAsync(header); }
+            catch (Exception ex) when (ex is EndOfStreamException or IOException or ObjectDisposedException) { return null; }
+            var payload = new byte[BinaryPrimitives.ReadUInt32BigEndian(header)];
+            await _stream.ReadExactlyAsync(payload);
+            var m = MessagePackSerializer.Deserialize<object?[]>(payload);
+            return (Convert.ToInt32(m[0]), Convert.ToUInt32(m[1]), (object?[])m[2]!);
+        }
+
+        public async Task<(int Type, uint Id, object?[] Body)> ExpectAsync(int type)
+        {
+            var m = await ReadAsync() ?? throw new InvalidOperationException("the service closed the connection");
+            if (m.Type == Error) throw new InvalidOperationException($"service error: {string.Join(", ", m.Body)}");
+            if (m.Type != type) throw new InvalidOperationException($"expected message {type}, got {m.Type}");
+            return m;
+        }
+
+        public void Dispose() => _tcp.Dispose();
+    }
+}
