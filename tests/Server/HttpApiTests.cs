@@ -271,7 +271,7 @@ public sealed class HttpApiTests : IAsyncLifetime
     {
         string id = await SubmitAsync("""
             { "name": "watched", "tasks": [
-              { "id": "gate", "handler": "sleep", "args": { "millis": 400 } },
+              { "id": "gate", "handler": "sleep", "args": { "millis": 1000 } },
               { "id": "ok", "handler": "noop", "dependsOn": ["gate"] },
               { "id": "bad", "handler": "fail", "retries": 0, "dependsOn": ["gate"] },
               { "id": "after", "handler": "noop", "dependsOn": ["bad"] } ] }
@@ -308,9 +308,10 @@ public sealed class HttpApiTests : IAsyncLifetime
     [Fact]
     public async Task AReaderThatFallsBehind_IsCutOffWithAnOverflowMark_AndTheRunIsNotSlowed()
     {
-        // 20,000 tasks released at once after a gate: far more events than a reader may lag behind.
+        // 20,000 tasks released at once after a gate (long enough for the subscription to be in
+        // place on a loaded machine): far more events than a reader may lag behind.
         var tasks = string.Join(",", Enumerable.Range(0, 20_000).Select(i => $$"""{"id":"t{{i}}","handler":"noop","dependsOn":["gate"]}"""));
-        string id = await SubmitAsync($$"""{ "name": "burst", "tasks": [ { "id": "gate", "handler": "sleep", "args": { "millis": 300 } }, {{tasks}} ] }""");
+        string id = await SubmitAsync($$"""{ "name": "burst", "tasks": [ { "id": "gate", "handler": "sleep", "args": { "millis": 1500 } }, {{tasks}} ] }""");
         using var response = await _http.GetAsync($"api/runs/{id}/events", HttpCompletionOption.ResponseHeadersRead);
         // The reader stops reading for a while; the run goes on without it.
         var events = await ReadEventsAsync(await response.Content.ReadAsStreamAsync(), "overflow", pauseFirst: TimeSpan.FromSeconds(3));

@@ -230,7 +230,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
     {
         using var c = await Client.ConnectAsync(Endpoint);
         await c.HandshakeAsync();
-        await c.SendAsync(SubmitGraph, 1, """{ "name": "watch", "tasks": [ { "id": "g", "handler": "sleep", "args": { "millis": 300 } }, { "id": "z", "handler": "noop", "dependsOn": ["g"] } ] }""");
+        await c.SendAsync(SubmitGraph, 1, """{ "name": "watch", "tasks": [ { "id": "g", "handler": "sleep", "args": { "millis": 1000 } }, { "id": "z", "handler": "noop", "dependsOn": ["g"] } ] }""");
         string run = (string)(await c.ExpectAsync(RunSubmitted)).Body[0]!;
         await c.SendAsync(Subscribe, 2, run);
         var kinds = new List<(string Kind, string Task)>();
