@@ -41,30 +41,7 @@ internal sealed class RunView
 
     public static RunView Finished(RunResult result) => new(result.RunId, result.StatusName, result.Record.StartedAt, w => result.WriteJson(w, includeNodes: false));
 
-    public static RunView Stored(StoredRun run) => new(run.RunId, run.Status, run.StartedAt, w =>
-    {
-        w.WriteStartObject();
-        w.WriteString("run_id", run.RunId);
-        w.WriteString("graph", run.Graph);
-        w.WriteString("status", run.Status);
-        w.WriteString("started_at", run.StartedAt);
-        if (run.FinishedAt is { } ended) w.WriteString("ended_at", ended);
-        w.WriteStartObject("tasks");
-        w.WriteNumber("total", run.Tasks.Total);
-        w.WriteNumber("succeeded", run.Tasks.Succeeded);
-        w.WriteNumber("failed", run.Tasks.Failed);
-        w.WriteNumber("timed_out", run.Tasks.TimedOut);
-        w.WriteNumber("skipped", run.Tasks.Skipped);
-        w.WriteNumber("cancelled", run.Tasks.Cancelled);
-        w.WriteNumber("restored", run.Tasks.Restored);
-        w.WriteNumber("cached", run.Tasks.Cached);
-        w.WriteEndObject();
-        if (run.WallMs is double wall) w.WriteNumber("wall_ms", Math.Round(wall, 3));
-        if (run.CriticalPathMs is double cp) w.WriteNumber("critical_path_ms", Math.Round(cp, 3));
-        w.WriteNumber("escalations", run.Escalations);
-        w.WriteNumber("cost", Math.Round(run.Cost, 6));
-        w.WriteEndObject();
-    });
+    public static RunView Stored(StoredRun run) => new(run.RunId, run.Status, run.StartedAt, run.WriteJson);
 }
 
 /// <summary>A task as the API shows it: how it ended (or that it has not), where it ran, its escalations and audit trail.</summary>
@@ -116,20 +93,23 @@ internal sealed class TaskView
         if (t.Error is not null) w.WriteString("error", t.Error);
         if (t.SkippedBecause is not null) w.WriteString("skipped_because", t.SkippedBecause);
         w.WriteStartArray("escalations");
-        foreach (var e in escalations)
-        {
-            w.WriteStartObject();
-            w.WriteString("from", e.From);
-            w.WriteString("to", e.To);
-            w.WriteString("trigger", e.Trigger);
-            w.WriteString("reason", e.Reason);
-            if (e.PreviousConfidence is double pc) w.WriteNumber("previous_confidence", pc);
-            w.WriteString("at", e.Timestamp);
-            w.WriteEndObject();
-        }
+        foreach (var e in escalations) WriteEscalation(w, e.From, e.To, e.Trigger, e.Reason, e.PreviousConfidence, rule: null, at: e.Timestamp);
         w.WriteEndArray();
         w.WriteEndObject();
     });
+
+    private static void WriteEscalation(Utf8JsonWriter w, string from, string to, string trigger, string reason, double? previousConfidence, string? rule, DateTimeOffset? at)
+    {
+        w.WriteStartObject();
+        w.WriteString("from", from);
+        w.WriteString("to", to);
+        w.WriteString("trigger", trigger);
+        w.WriteString("reason", reason);
+        if (previousConfidence is double pc) w.WriteNumber("previous_confidence", pc);
+        if (rule is not null) w.WriteString("rule", rule);
+        if (at is { } when) w.WriteString("at", when);
+        w.WriteEndObject();
+    }
 
     public static TaskView Of(StoredTask t, IReadOnlyList<StoredEscalation> escalations, IReadOnlyList<AuditRecord> audit) => new(t.Status, w =>
     {
@@ -147,17 +127,7 @@ internal sealed class TaskView
         if (t.Error is not null) w.WriteString("error", t.Error);
         if (t.SkippedBecause is not null) w.WriteString("skipped_because", t.SkippedBecause);
         w.WriteStartArray("escalations");
-        foreach (var e in escalations)
-        {
-            w.WriteStartObject();
-            w.WriteString("from", e.From);
-            w.WriteString("to", e.To);
-            w.WriteString("trigger", e.Trigger);
-            w.WriteString("reason", e.Reason);
-            if (e.PreviousConfidence is double pc) w.WriteNumber("previous_confidence", pc);
-            if (e.Rule is not null) w.WriteString("rule", e.Rule);
-            w.WriteEndObject();
-        }
+        foreach (var e in escalations) WriteEscalation(w, e.From, e.To, e.Trigger, e.Reason, e.PreviousConfidence, e.Rule, at: null);
         w.WriteEndArray();
         w.WriteStartArray("audit");
         foreach (var a in audit)

@@ -1075,6 +1075,35 @@ public sealed record StoredRun(string RunId, string Graph, string Status, DateTi
 
     /// <summary>The files its tasks read, as JSON (<see cref="RunInputs"/>); null when they read none or for runs stored before it was kept.</summary>
     public string? Inputs { get; init; }
+
+    /// <summary>The run as <c>taskmesh runs --json</c> and the service's API show a stored run (snake_case names).</summary>
+    public void WriteJson(System.Text.Json.Utf8JsonWriter w)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        w.WriteStartObject();
+        w.WriteString("run_id", RunId);
+        w.WriteString("graph", Graph);
+        w.WriteString("status", Status);
+        w.WriteString("started_at", StartedAt);
+        if (FinishedAt is { } f) w.WriteString("finished_at", f); else w.WriteNull("finished_at");
+        w.WriteStartObject("tasks");
+        w.WriteNumber("total", Tasks.Total);
+        w.WriteNumber("succeeded", Tasks.Succeeded);
+        w.WriteNumber("failed", Tasks.Failed);
+        w.WriteNumber("timed_out", Tasks.TimedOut);
+        w.WriteNumber("skipped", Tasks.Skipped);
+        w.WriteNumber("cancelled", Tasks.Cancelled);
+        w.WriteNumber("restored", Tasks.Restored);
+        w.WriteNumber("cached", Tasks.Cached);
+        w.WriteEndObject();
+        w.WriteNumber("escalations", Escalations);
+        w.WriteNumber("cost", Math.Round(Cost, 6));
+        if (WallMs is double wall) w.WriteNumber("wall_ms", Math.Round(wall, 3));
+        if (CriticalPathMs is double critical) w.WriteNumber("critical_path_ms", Math.Round(critical, 3));
+        if (ReadyOrder is not null) w.WriteString("ready_order", ReadyOrder);
+        if (GraphPath is not null) w.WriteString("graph_path", GraphPath);
+        w.WriteEndObject();
+    }
 }
 
 /// <summary>A task row of a stored run, and why it was kept.</summary>

@@ -119,32 +119,7 @@ internal static class RunsCommand
     internal static void Write(IReadOnlyList<StoredRun> runs, Utf8JsonWriter w)
     {
         w.WriteStartArray();
-        foreach (var r in runs)
-        {
-            w.WriteStartObject();
-            w.WriteString("run_id", r.RunId);
-            w.WriteString("graph", r.Graph);
-            w.WriteString("status", r.Status);
-            w.WriteString("started_at", r.StartedAt);
-            if (r.FinishedAt is { } f) w.WriteString("finished_at", f); else w.WriteNull("finished_at");
-            w.WriteStartObject("tasks");
-            w.WriteNumber("total", r.Tasks.Total);
-            w.WriteNumber("succeeded", r.Tasks.Succeeded);
-            w.WriteNumber("failed", r.Tasks.Failed);
-            w.WriteNumber("timed_out", r.Tasks.TimedOut);
-            w.WriteNumber("skipped", r.Tasks.Skipped);
-            w.WriteNumber("cancelled", r.Tasks.Cancelled);
-            w.WriteNumber("restored", r.Tasks.Restored);
-            w.WriteNumber("cached", r.Tasks.Cached);
-            w.WriteEndObject();
-            w.WriteNumber("escalations", r.Escalations);
-            w.WriteNumber("cost", Math.Round(r.Cost, 6));
-            if (r.WallMs is double wall) w.WriteNumber("wall_ms", Math.Round(wall, 3));
-            if (r.CriticalPathMs is double critical) w.WriteNumber("critical_path_ms", Math.Round(critical, 3));
-            if (r.ReadyOrder is not null) w.WriteString("ready_order", r.ReadyOrder);
-            if (r.GraphPath is not null) w.WriteString("graph_path", r.GraphPath);
-            w.WriteEndObject();
-        }
+        foreach (var r in runs) r.WriteJson(w);
         w.WriteEndArray();
     }
 }
