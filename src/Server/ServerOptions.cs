@@ -32,6 +32,15 @@ public sealed class ServerOptions
     /// <summary>Most socket connections at once; more are closed as they come.</summary>
     public int MaxConnections { get; set; } = 1_024;
 
+    /// <summary>A PEM certificate (chain) file: with <see cref="TlsKeyFile"/>, both the HTTP API (https) and the socket protocol speak TLS.</summary>
+    public string? TlsCertificateFile { get; set; }
+
+    /// <summary>The PEM private key of <see cref="TlsCertificateFile"/>.</summary>
+    public string? TlsKeyFile { get; set; }
+
+    /// <summary>True when the service speaks TLS.</summary>
+    public bool Tls => TlsCertificateFile is not null;
+
     /// <summary>How long an external worker may stay silent (no result, no ping) before it is taken for gone and its leases go back to the queue.</summary>
     public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
@@ -74,10 +83,14 @@ public sealed class ServerOptions
     {
         var problems = new List<string>();
         if (!IPAddress.TryParse(Host, out var ip)) problems.Add($"host must be an IP address (127.0.0.1, ::1, 0.0.0.0, …), got '{Host}'");
-        else if (!IPAddress.IsLoopback(ip) && !Insecure)
-            problems.Add(TokenKeyFile is null
-                ? $"host {Host} is reachable from other machines, and requests are not authenticated and travel in clear text: bind a loopback address (127.0.0.1, ::1), or pass --insecure"
-                : $"host {Host} is reachable from other machines, and tokens would travel in clear text (no TLS): bind a loopback address (127.0.0.1, ::1), or pass --insecure");
+        else if (!IPAddress.IsLoopback(ip) && !Insecure && !(Tls && TokenKeyFile is not null))
+            problems.Add((Tls, TokenKeyFile is not null) switch
+            {
+                (false, false) => $"host {Host} is reachable from other machines, and requests are not authenticated and travel in clear text: bind a loopback address (127.0.0.1, ::1), give a token key and a TLS certificate, or pass --insecure",
+                (false, true) => $"host {Host} is reachable from other machines, and tokens would travel in clear text: give a TLS certificate and key, bind a loopback address, or pass --insecure",
+                _ => $"host {Host} is reachable from other machines, and requests are not authenticated: give a token key file, bind a loopback address, or pass --insecure",
+            });
+        if ((TlsCertificateFile is null) != (TlsKeyFile is null)) problems.Add("TLS needs both a certificate file and its key file");
         if (HttpPort is < 0 or > 65_535) problems.Add($"http port must be 0–65535, got {HttpPort}");
         if (SocketPort is < 0 or > 65_535) problems.Add($"socket port must be 0–65535, got {SocketPort}");
         if (SocketPort is int sp && sp != 0 && sp == HttpPort) problems.Add($"the socket and the HTTP API cannot share port {sp}");

@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
@@ -64,13 +65,26 @@ public sealed class TaskMeshServer : IAsyncDisposable
             }
         }
 
+        System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null;
+        if (options.TlsCertificateFile is { } certFile && options.TlsKeyFile is { } keyPem)
+        {
+            try { certificate = Protocol.TlsCertificates.Load(certFile, keyPem); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            {
+                throw new ArgumentException($"TLS certificate: {ex.Message}", nameof(options), ex);
+            }
+        }
+
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, Args = [] });
         builder.Logging.ClearProviders();
         if (logs is not null) builder.Services.AddSingleton(logs);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.DrainTimeout + TimeSpan.FromSeconds(15));
         builder.WebHost.ConfigureKestrel(k =>
         {
-            k.Listen(ip, options.HttpPort);
+            k.Listen(ip, options.HttpPort, listen =>
+            {
+                if (certificate is not null) listen.UseHttps(certificate);
+            });
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = options.MaxRequestBytes;
             k.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
@@ -109,7 +123,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
         {
             try
             {
-                socket = new Protocol.SocketServer(service, options, key, (logs ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("TaskMesh.Socket"));
+                socket = new Protocol.SocketServer(service, options, key, certificate, (logs ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("TaskMesh.Socket"));
             }
             catch (System.Net.Sockets.SocketException ex)
             {

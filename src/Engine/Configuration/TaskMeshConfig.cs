@@ -83,6 +83,12 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.token_key_file</c>: require bearer tokens signed with this key (relative to the config file); default: none (loopback only).</summary>
     public string? ApiTokenKeyFile { get; set; }
 
+    /// <summary><c>api.tls_certificate</c>: a PEM certificate (chain) for TLS on the HTTP API and the socket (relative to the config file).</summary>
+    public string? ApiTlsCertificate { get; set; }
+
+    /// <summary><c>api.tls_key</c>: the PEM private key of <c>api.tls_certificate</c>.</summary>
+    public string? ApiTlsKey { get; set; }
+
     /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 1000.</summary>
     public int ApiKeepFinishedRuns { get; set; } = 1_000;
 
@@ -208,6 +214,8 @@ public sealed class TaskMeshConfig
             ["graph_directory"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiGraphDirectory = s)),
             ["keep_finished_runs"] = (c, v) => Int(v, 0, 1_000_000, out var x) ?? Set(() => c.ApiKeepFinishedRuns = x),
             ["token_key_file"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTokenKeyFile = s)),
+            ["tls_certificate"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsCertificate = s)),
+            ["tls_key"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsKey = s)),
         },
         ["routing"] = new(StringComparer.Ordinal)
         {

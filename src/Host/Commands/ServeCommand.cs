@@ -22,17 +22,20 @@ internal static class ServeCommand
         var httpPort = CliOptions.Int("--http-port", 0, 65_535, "The HTTP API's port (default: api.http_port, 8080; 0: a free port).", "PORT");
         var port = CliOptions.Int("--port", 0, 65_535, "The MessagePack socket protocol's port (default: api.port, 7400; 0: a free port).", "PORT");
         var insecure = new Option<bool>("--insecure") { Description = "Allow an address other machines can reach without TLS." };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "A PEM certificate (chain): the HTTP API and the socket protocol speak TLS (default: api.tls_certificate).", HelpName = "FILE" };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "The PEM private key of --tls-cert (default: api.tls_key).", HelpName = "FILE" };
         var tokenKey = new Option<string?>("--token-key-file") { Description = "Require bearer tokens signed with this key on every request but /health (default: api.token_key_file; taskmesh token key makes one).", HelpName = "FILE" };
         var command = new Command("serve", "Serve the HTTP API: submit graphs and tasks, watch and cancel runs, layers, health, metrics.")
         {
-            config, store, noStore, host, httpPort, port, insecure, tokenKey,
+            config, store, noStore, host, httpPort, port, insecure, tokenKey, tlsCert, tlsKey,
         };
         command.SetAction((parse, ct) => RunAsync(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(noStore),
-            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(port), parse.GetValue(insecure), parse.GetValue(tokenKey)));
+            parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(port), parse.GetValue(insecure), parse.GetValue(tokenKey),
+            parse.GetValue(tlsCert), parse.GetValue(tlsKey)));
         return command;
     }
 
-    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey)
+    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey, string? tlsCert, string? tlsKey)
     {
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
@@ -49,6 +52,8 @@ internal static class ServeCommand
             GraphDirectory = cfg.ApiGraphDirectory is { } dir ? ResolveAgainstConfig(dir, configPath) : null,
             KeepFinishedRuns = cfg.ApiKeepFinishedRuns,
             TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? ResolveAgainstConfig(k, configPath) : null),
+            TlsCertificateFile = tlsCert ?? (cfg.ApiTlsCertificate is { } c ? ResolveAgainstConfig(c, configPath) : null),
+            TlsKeyFile = tlsKey ?? (cfg.ApiTlsKey is { } tk ? ResolveAgainstConfig(tk, configPath) : null),
         };
         if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
         if (options.GraphDirectory is { } graphs && !Directory.Exists(graphs)) throw new UsageException($"api.graph_directory '{graphs}' is not a folder");
@@ -79,9 +84,10 @@ internal static class ServeCommand
             io.Out.WriteLine(options.TokenKeyFile is null
                 ? "requests are not authenticated (pass --token-key-file to require tokens)"
                 : $"bearer tokens required (signed with {options.TokenKeyFile}); /health is open");
-            if (!System.Net.IPAddress.IsLoopback(System.Net.IPAddress.Parse(options.Host)))
+            if (options.Tls) io.Out.WriteLine($"TLS on both, with {options.TlsCertificateFile}");
+            if (!System.Net.IPAddress.IsLoopback(System.Net.IPAddress.Parse(options.Host)) && !(options.Tls && options.TokenKeyFile is not null))
                 io.Error.WriteLine(options.TokenKeyFile is null
-                    ? $"taskmesh: warning: serving on {options.Host} without authentication or TLS (--insecure): anyone who reaches it may submit and cancel work"
+                    ? $"taskmesh: warning: serving on {options.Host} without authentication (--insecure): anyone who reaches it may submit and cancel work"
                     : $"taskmesh: warning: serving on {options.Host} without TLS (--insecure): tokens travel in clear text");
             io.Out.Flush();
             try

@@ -27,11 +27,14 @@ internal sealed class SocketServer : IAsyncDisposable
     private readonly Task _accepting;
     private int _connections;
 
-    public SocketServer(TaskMeshService service, ServerOptions options, byte[]? key, ILogger log)
+    private readonly System.Security.Cryptography.X509Certificates.X509Certificate2? _certificate;
+
+    public SocketServer(TaskMeshService service, ServerOptions options, byte[]? key, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate, ILogger log)
     {
         _service = service;
         _options = options;
         _key = key;
+        _certificate = certificate;
         _log = log;
         _listener = new TcpListener(IPAddress.Parse(options.Host), options.SocketPort!.Value);
         _listener.Start(backlog: 512);
@@ -74,8 +77,29 @@ internal sealed class SocketServer : IAsyncDisposable
         {
             client.NoDelay = true;
             using (client)
-            await using (var connection = new Connection(this, client.GetStream(), peer))
+            {
+                Stream stream = client.GetStream();
+                if (_certificate is not null)
+                {
+                    // TLS first, within the handshake time: a client that does not speak it is dropped.
+                    var ssl = new System.Net.Security.SslStream(stream, leaveInnerStreamOpen: false);
+                    using var handshake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                    handshake.CancelAfter(_options.HandshakeTimeout);
+                    try
+                    {
+                        await ssl.AuthenticateAsServerAsync(new System.Net.Security.SslServerAuthenticationOptions { ServerCertificate = _certificate }, handshake.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is System.Security.Authentication.AuthenticationException or IOException or OperationCanceledException)
+                    {
+                        _log.LogDebug("socket {Peer}: no TLS handshake ({Why}); closed", peer, ex.Message);
+                        await ssl.DisposeAsync().ConfigureAwait(false);
+                        return;
+                    }
+                    stream = ssl;
+                }
+                await using var connection = new Connection(this, stream, peer);
                 await connection.RunAsync(_stop.Token).ConfigureAwait(false);
+            }
         }
         catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
         {

@@ -1,0 +1,115 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using MessagePack;
+using Microsoft.Extensions.DependencyInjection;
+using TaskMesh.Engine.Configuration;
+using TaskMesh.Hosting;
+using TaskMesh.Server;
+using Xunit;
+
+namespace TaskMesh.Tests.Server;
+
+/// <summary>TLS on both transports with a certificate made for the test (PEM files, as an operator gives them).</summary>
+public sealed class TlsTests : IAsyncLifetime
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-tls-").FullName;
+    private ServiceProvider _provider = null!;
+    private TaskMeshServer _server = null!;
+    private X509Certificate2 _certificate = null!;
+
+    public async Task InitializeAsync()
+    {
+        using var rsa = RSA.Create(2048);
+        var request = new CertificateRequest("CN=taskmesh-test", rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(san.Build());
+        _certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        File.WriteAllText(Path.Combine(_dir, "cert.pem"), _certificate.ExportCertificatePem());
+        File.WriteAllText(Path.Combine(_dir, "key.pem"), rsa.ExportPkcs8PrivateKeyPem());
+
+        var services = new ServiceCollection();
+        services.AddTaskMesh(TaskMeshConfig.Parse("[store]\nenabled = false\n"));
+        _provider = services.BuildServiceProvider();
+        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(), new ServerOptions
+        {
+            HttpPort = 0,
+            SocketPort = 0,
+            TlsCertificateFile = Path.Combine(_dir, "cert.pem"),
+            TlsKeyFile = Path.Combine(_dir, "key.pem"),
+        });
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _server.DisposeAsync();
+        await _provider.DisposeAsync();
+        _certificate.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    /// <summary>Trusts exactly the test's certificate.</summary>
+    private bool Trusted(X509Certificate? presented) => presented is not null && presented.GetCertHashString() == _certificate.Thumbprint;
+
+    [Fact]
+    public async Task TheHttpApi_IsServedOverTls_AndNotInClearText()
+    {
+        Assert.Equal("https", _server.HttpAddress.Scheme);
+        using var handler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, cert, _, _) => Trusted(cert) };
+        using var https = new HttpClient(handler) { BaseAddress = _server.HttpAddress };
+        Assert.Equal("ok", (await https.GetStringAsync("health")).Trim());
+
+        using var clear = new HttpClient { BaseAddress = new Uri($"http://{_server.HttpAddress.Authority}/") };
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => clear.GetStringAsync("health"));
+    }
+
+    [Fact]
+    public async Task TheSocketProtocol_SpeaksTlsFirst_AndAClientWithoutItIsDropped()
+    {
+        using (var tcp = new TcpClient())
+        {
+            await tcp.ConnectAsync(_server.SocketEndpoint!);
+            await using var ssl = new SslStream(tcp.GetStream(), false, (_, cert, _, _) => Trusted(cert));
+            await ssl.AuthenticateAsClientAsync("127.0.0.1");
+            var payload = MessagePackSerializer.Serialize(new object?[] { 1, 0u, new object?[] { 1, null, "tls" } });
+            var header = new byte[4];
+            BinaryPrimitives.WriteUInt32BigEndian(header, (uint)payload.Length);
+            await ssl.WriteAsync(header);
+            await ssl.WriteAsync(payload);
+            await ssl.ReadExactlyAsync(header);
+            var answer = new byte[BinaryPrimitives.ReadUInt32BigEndian(header)];
+            await ssl.ReadExactlyAsync(answer);
+            Assert.Equal(2, Convert.ToInt32(MessagePackSerializer.Deserialize<object?[]>(answer)[0]));   // welcome
+        }
+
+        // A client that speaks the protocol in clear text: the TLS handshake fails and the connection is closed.
+        using var plain = new TcpClient();
+        await plain.ConnectAsync(_server.SocketEndpoint!);
+        var s = plain.GetStream();
+        var hello = MessagePackSerializer.Serialize(new object?[] { 1, 0u, new object?[] { 1, null, "clear" } });
+        await s.WriteAsync(new byte[] { 0, 0, 0, (byte)hello.Length });
+        await s.WriteAsync(hello);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var buffer = new byte[4096];
+        try
+        {
+            while (await s.ReadAsync(buffer, cts.Token) > 0) { }
+        }
+        catch (IOException) { }
+        Assert.False(cts.IsCancellationRequested);   // closed by the service, not timed out
+    }
+
+    [Fact]
+    public void OtherMachines_AreServedOnlyWithTlsAndTokens_OrInsecure()
+    {
+        var both = new ServerOptions { Host = "0.0.0.0", TokenKeyFile = "k", TlsCertificateFile = "c", TlsKeyFile = "p" };
+        Assert.Empty(both.Problems());
+        Assert.Contains(new ServerOptions { Host = "0.0.0.0", TlsCertificateFile = "c", TlsKeyFile = "p" }.Problems(), p => p.Contains("token", StringComparison.Ordinal));
+        Assert.Contains(new ServerOptions { Host = "0.0.0.0", TokenKeyFile = "k" }.Problems(), p => p.Contains("TLS", StringComparison.Ordinal));
+        Assert.Contains(new ServerOptions { TlsCertificateFile = "c" }.Problems(), p => p.Contains("both", StringComparison.Ordinal));
+    }
+}
