@@ -88,6 +88,94 @@ internal static class HttpApi
         // Layers.
         access.Require(api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service))), Roles.Viewer);
 
+        // A layer's capacity (admin): how many of its attempts run at once, changed while runs go on.
+        access.Require(api.MapPost("/layers/{name}", async (string name, HttpContext http) =>
+        {
+            var body = await ReadBodyAsync(http, 4096);
+            int capacity;
+            try
+            {
+                using var doc = JsonDocument.Parse(body);
+                capacity = doc.RootElement.GetProperty("capacity").GetInt32();
+            }
+            catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            {
+                throw new ApiException(400, "invalid request", "the body is {\"capacity\": N} with N a whole number");
+            }
+            service.SetLayerCapacity(name, capacity, Caller(http));
+            return Json(w => Status.WriteLayers(w, service));
+        }), Roles.Admin);
+
+        // History and what decides: daily figures per layer, the escalation rules in force, the trained models.
+        access.Require(api.MapGet("/metrics", (HttpContext http) =>
+        {
+            int days = IntOf(http.Request.Query, "days", 7);
+            if (days is < 1 or > 3650) throw new ApiException(400, "invalid request", $"days must be 1–3650, got {days}");
+            var store = service.Runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there is no history");
+            var figures = store.DailyMetrics(days);
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteNumber("days", days);
+                w.WriteStartArray("layers");
+                foreach (var d in figures)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("day", d.Day);
+                    w.WriteString("layer", d.Layer);
+                    w.WriteNumber("requests", d.Requests);
+                    w.WriteNumber("succeeded", d.Successes);
+                    w.WriteNumber("failed", d.Failures);
+                    if (d.Requests > 0) w.WriteNumber("success_rate", Math.Round((double)d.Successes / d.Requests, 4));
+                    if (d.Timed > 0) w.WriteNumber("mean_duration_ms", Math.Round(d.TotalDurationMs / d.Timed, 3));
+                    if (d.ConfidenceCount > 0) w.WriteNumber("mean_confidence", Math.Round(d.ConfidenceSum / d.ConfidenceCount, 4));
+                    w.WriteNumber("cost", Math.Round(d.Cost, 6));
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer);
+        access.Require(api.MapGet("/rules", () => Json(w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("source", service.Runtime.RulesSource);
+            w.WriteStartArray("rules");
+            foreach (var r in service.Runtime.Rules) w.WriteStringValue(r.Describe());
+            w.WriteEndArray();
+            w.WriteEndObject();
+        })), Roles.Viewer);
+        access.Require(api.MapGet("/learning/models", () =>
+        {
+            var store = service.Runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there are no models");
+            var models = store.Models();
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteStartArray("models");
+                foreach (var m in models)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("version", m.Version);
+                    w.WriteString("trained_at", m.TrainedAt);
+                    w.WriteNumber("rows", m.Rows);
+                    w.WritePropertyName("metrics");
+                    try
+                    {
+                        using var doc = JsonDocument.Parse(m.Metrics);
+                        doc.RootElement.WriteTo(w);
+                    }
+                    catch (JsonException)
+                    {
+                        w.WriteStringValue(m.Metrics);
+                    }
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer);
+
         // Liveness and readiness.
         app.MapGet("/health", () => Results.Text("ok\n"));
         access.Require(app.MapGet("/status", () =>

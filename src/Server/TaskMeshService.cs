@@ -372,6 +372,15 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// <summary>The caller as logs name it: a token's subject, or "an unauthenticated caller" when the service takes none.</summary>
     private static string Who(string? caller) => caller is null ? "an unauthenticated caller" : GraphLimits.Printable(caller);
 
+    /// <summary>Sets how many attempts a layer runs at once (runs going on included).</summary>
+    public void SetLayerCapacity(string layer, int capacity, string? caller)
+    {
+        var target = _runtime.Engine.Layers.FirstOrDefault(l => l.Name == layer) ?? throw ApiException.NotFound($"no layer '{GraphLimits.Printable(layer)}'");
+        if (capacity is < 1 or > 1_000_000) throw new ApiException(400, "invalid request", $"capacity must be 1–1000000, got {capacity}");
+        target.SetCapacity(capacity);
+        _log.LogInformation("layer {Layer} capacity set to {Capacity} by {Caller}", target.Name, capacity, Who(caller));
+    }
+
     // ---------------------------------------------------------------- shutting down
 
     /// <summary>

@@ -206,6 +206,30 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task DailyMetricsRulesModelsAndLayerCapacity_AreServed()
+    {
+        string id = await SubmitAsync(Diamond);
+        await WaitForRunAsync(id);
+        var metrics = await ReadJson(await _http.GetAsync("api/metrics?days=3"));
+        var local = metrics.GetProperty("layers").EnumerateArray().First(l => l.GetProperty("layer").GetString() == "local");
+        Assert.True(local.GetProperty("requests").GetInt64() >= 4);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("api/metrics?days=0")).StatusCode);
+
+        var rules = await ReadJson(await _http.GetAsync("api/rules"));
+        Assert.False(string.IsNullOrEmpty(rules.GetProperty("source").GetString()));
+        Assert.Equal(_runtime.Rules.Count, rules.GetProperty("rules").GetArrayLength());
+        var models = await ReadJson(await _http.GetAsync("api/learning/models"));
+        Assert.Equal(_runtime.Store!.Models().Count, models.GetProperty("models").GetArrayLength());
+
+        var set = await _http.PostAsync("api/layers/local", JsonBody("""{ "capacity": 3 }"""));
+        Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        Assert.Equal(3, _runtime.Engine.Layers.Single(l => l.Name == "local").Capacity);
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.PostAsync("api/layers/nope", JsonBody("""{ "capacity": 3 }"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("api/layers/local", JsonBody("""{ "capacity": "many" }"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("api/layers/local", JsonBody("""{ "capacity": 0 }"""))).StatusCode);
+    }
+
+    [Fact]
     public async Task ARequestOverTheBodyCap_IsRefusedWith413()
     {
         await DisposeAsync();

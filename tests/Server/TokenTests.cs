@@ -75,6 +75,11 @@ public sealed class TokenTests : IAsyncLifetime
         string runId = doc.RootElement.GetProperty("run_id").GetString()!;
         Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, $"api/runs/{runId}?wait=10", viewer)).StatusCode);
         Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "api/tasks", admin, """{ "handler": "noop" }""")).StatusCode);
+
+        // Only an admin changes a layer.
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(HttpMethod.Post, "api/layers/local", op, """{ "capacity": 2 }""")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "api/layers/local", admin, """{ "capacity": 2 }""")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "api/rules", viewer)).StatusCode);
     }
 
     [Fact]
