@@ -72,8 +72,8 @@ public sealed class ServerOptions
     /// </summary>
     public string? GraphDirectory { get; set; }
 
-    /// <summary>Finished runs kept in memory for the API when there is no run store (the newest; older ones are forgotten).</summary>
-    public int KeepFinishedRuns { get; set; } = 1_000;
+    /// <summary>Finished runs kept in memory for the API, the newest (each with its tasks' details); older ones are read from the store, or forgotten without one.</summary>
+    public int KeepFinishedRuns { get; set; } = 100;
 
     /// <summary>The longest a request may wait for a run or a task to end (<c>?wait=</c> seconds).</summary>
     public TimeSpan MaxWait { get; set; } = TimeSpan.FromSeconds(60);

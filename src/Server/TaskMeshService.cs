@@ -85,7 +85,14 @@ internal sealed class TaskMeshService : IAsyncDisposable
         if (GraphLimits.IdProblem(handler) is string problem) throw new ApiException(400, "invalid handler", $"handler name {problem}");
         if (_runtime.Engine.Handlers.TryGet(handler, out var known) && known.OnlyOn != Workers.ExternalLayer.LayerName)
             throw new ApiException(409, "handler taken", $"handler '{GraphLimits.Printable(handler)}' runs in this service; a worker cannot serve it");
-        if (!Work.Declare(handler)) return;
+        try
+        {
+            if (!Work.Declare(handler)) return;
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new ApiException(429, "too many handlers", ex.Message);
+        }
         _runtime.Engine.Handlers.Register(new Engine.Handlers.HandlerDescriptor(handler, (ctx, args, ct) =>
             throw new Engine.Handlers.TaskFailedException($"handler '{handler}' runs on external workers only"))
         {

@@ -89,8 +89,8 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.tls_key</c>: the PEM private key of <c>api.tls_certificate</c>.</summary>
     public string? ApiTlsKey { get; set; }
 
-    /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 1000.</summary>
-    public int ApiKeepFinishedRuns { get; set; } = 1_000;
+    /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 100.</summary>
+    public int ApiKeepFinishedRuns { get; set; } = 100;
 
     /// <summary><c>observability.metrics.port</c>: serve <c>/metrics</c> on this port while a run goes (0: a free port; null: not served).</summary>
     public int? MetricsPort { get; set; }

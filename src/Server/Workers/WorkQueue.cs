@@ -25,12 +25,17 @@ internal sealed class WorkQueue
 
     public int Leased { get { lock (_lock) return _leased.Count; } }
 
+    /// <summary>Most handlers workers may declare over the service's life (each stays registered).</summary>
+    public const int MaxHandlers = 10_000;
+
     /// <summary>Adds a handler to those external workers serve (true when it is new).</summary>
+    /// <exception cref="InvalidOperationException"><see cref="MaxHandlers"/> were declared already.</exception>
     public bool Declare(string handler)
     {
         lock (_lock)
         {
             if (_handlers.Contains(handler)) return false;
+            if (_handlers.Length >= MaxHandlers) throw new InvalidOperationException($"workers have declared {MaxHandlers:N0} handlers, the most this service takes");
             Volatile.Write(ref _handlers, [.. _handlers, handler]);
             return true;
         }
