@@ -260,8 +260,24 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         await client.SendAsync(SubmitTasks, 2, [new object[] { new Dictionary<string, object> { ["id"] = "x1", ["handler"] = "ext.f", ["args"] = new Dictionary<string, object> { ["n"] = 3 } } }]);
         Assert.Equal("x1", ((object?[])((object?[])(await client.ExpectAsync(TasksSubmitted)).Body[0]!)[0]!)[0]);
 
-        // The silent worker gets the lease, never answers, and is dropped after the lease time.
-        var lease = (object?[])((object?[])(await silent.ExpectAsync(Leases)).Body[0]!)[0]!;
+        // The silent worker pings until it gets the lease (however long the submission took on a
+        // loaded machine), then never answers, and is dropped after the lease time.
+        using var gotLease = new CancellationTokenSource();
+        var pinging = Task.Run(async () =>
+        {
+            while (!gotLease.IsCancellationRequested)
+            {
+                await silent.SendAsync(4, 99);
+                try { await Task.Delay(200, gotLease.Token); } catch (OperationCanceledException) { }
+            }
+        });
+        (int Type, uint Id, object?[] Body) leased;
+        do leased = (await silent.ReadAsync())!.Value;
+        while (leased.Type == 5);   // pongs
+        gotLease.Cancel();
+        await pinging;
+        Assert.Equal(Leases, leased.Type);
+        var lease = (object?[])((object?[])leased.Body[0]!)[0]!;
         Assert.Equal(("x1", "ext.f"), ((string)lease[1]!, (string)lease[2]!));
         Assert.Equal(3, Convert.ToInt32(Map(lease[3])["n"]));
         Assert.True(await silent.ClosedAsync());
@@ -281,9 +297,15 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         Assert.Equal(0.9, Convert.ToDouble(task["confidence"]), 6);
         Assert.Contains("42", (string)task["output_summary"]);
 
-        // A handler the service runs itself cannot be taken over by a worker.
-        await second.SendAsync(Worker, 5, new object[] { "noop" }, 1);
-        Assert.Equal(409, Convert.ToInt32((await second.ExpectAsync(Error)).Body[0]));
+        // A handler the service runs itself cannot be taken over by a worker; a worker serves one set of handlers per connection.
+        using var third = await Client.ConnectAsync(Endpoint);
+        await third.HandshakeAsync();
+        await third.SendAsync(Worker, 5, new object[] { "noop" }, 1);
+        var taken = await third.ExpectAsync(Error);
+        Assert.Equal((409, "handler taken"), (Convert.ToInt32(taken.Body[0]), (string)taken.Body[1]!));
+        await second.SendAsync(Worker, 6, new object[] { "ext.g" }, 1);
+        var again2 = await second.ExpectAsync(Error);
+        Assert.Equal((409, "already a worker"), (Convert.ToInt32(again2.Body[0]), (string)again2.Body[1]!));
     }
 
     /// <summary>Each way of breaking the protocol is answered with an error and a closed connection, while a healthy client goes on.</summary>
