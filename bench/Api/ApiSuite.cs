@@ -46,7 +46,7 @@ internal static class ApiSuite
         services.AddTaskMesh(config);
         await using var provider = services.BuildServiceProvider();
         var runtime = provider.GetRequiredService<TaskMeshRuntime>();
-        await using var server = await TaskMeshServer.StartAsync(runtime, new ServerOptions { HttpPort = 0, SocketPort = 0 });
+        await using var server = await TaskMeshServer.StartAsync(runtime, new ServerOptions { HttpPort = 0, SocketPort = 0, RequestsPerSecond = 0 });   // no rate limit: the service's own speed
         var records = new List<ApiRecord>();
         void Add(string metric, double value, string unit)
         {

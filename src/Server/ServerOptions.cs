@@ -41,6 +41,12 @@ public sealed class ServerOptions
     /// <summary>True when the service speaks TLS.</summary>
     public bool Tls => TlsCertificateFile is not null;
 
+    /// <summary>
+    /// Requests per second each caller (a token's subject; without tokens, a remote address) may
+    /// make on the HTTP API, with bursts of twice that; past it: 429 with Retry-After. 0: no limit.
+    /// </summary>
+    public int RequestsPerSecond { get; set; } = 1_000;
+
     /// <summary>How long an external worker may stay silent (no result, no ping) before it is taken for gone and its leases go back to the queue.</summary>
     public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
@@ -98,6 +104,7 @@ public sealed class ServerOptions
         if (HandshakeTimeout <= TimeSpan.Zero) problems.Add("handshake timeout must be positive");
         if (MaxConnections < 1) problems.Add($"max connections must be at least 1, got {MaxConnections}");
         if (LeaseTimeout <= TimeSpan.Zero) problems.Add("lease timeout must be positive");
+        if (RequestsPerSecond < 0) problems.Add($"requests per second must not be negative, got {RequestsPerSecond}");
         if (ExternalCapacity < 1) problems.Add($"external capacity must be at least 1, got {ExternalCapacity}");
         if (!(ExternalPricePerSecond >= 0)) problems.Add("external price per second must not be negative");
         if (MaxRequestBytes < 1024) problems.Add($"max request bytes must be at least 1024, got {MaxRequestBytes}");

@@ -92,6 +92,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
             k.Limits.MaxConcurrentConnections = 1024;
         });
         if (key is not null) Authentication.Add(builder.Services, key);
+        if (options.RequestsPerSecond > 0) RateLimits.Add(builder.Services, options.RequestsPerSecond);
         var service = new TaskMeshService(runtime, options, logs);
         builder.Services.AddSingleton(service);
         builder.Services.AddHostedService<DrainOnStop>();
@@ -103,6 +104,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
             app.UseAuthentication();
             app.UseAuthorization();
         }
+        if (options.RequestsPerSecond > 0) app.UseRateLimiter();   // after authentication: callers are told apart by their token
         var access = new Access(key is not null);
         if (runtime.Metrics is { } metrics) access.Require(app.MapMetrics("/metrics", metrics.Registry), Roles.Viewer);
         HttpApi.Map(app, service, options, access);

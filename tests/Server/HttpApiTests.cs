@@ -386,6 +386,25 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ACallerOverItsRequestRate_IsRefusedWith429_AndHealthIsNotLimited()
+    {
+        await DisposeAsync();
+        Directory.CreateDirectory(_dir);
+        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, RequestsPerSecond = 5 });
+        var codes = new List<HttpStatusCode>();
+        for (int i = 0; i < 30; i++) codes.Add((await _http.GetAsync("api/layers")).StatusCode);
+        Assert.Contains(HttpStatusCode.OK, codes);
+        Assert.Contains(HttpStatusCode.TooManyRequests, codes);
+        var refused = await _http.GetAsync("api/layers");
+        if (refused.StatusCode == HttpStatusCode.TooManyRequests)
+        {
+            Assert.Equal("1", refused.Headers.GetValues("Retry-After").Single());
+            Assert.Equal("application/problem+json", refused.Content.Headers.ContentType?.MediaType);
+        }
+        for (int i = 0; i < 30; i++) Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("health")).StatusCode);
+    }
+
+    [Fact]
     public void AnAddressOtherMachinesReach_IsRefusedUnlessInsecure()
     {
         var open = new ServerOptions { Host = "0.0.0.0" };

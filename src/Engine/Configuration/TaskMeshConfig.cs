@@ -89,6 +89,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.tls_key</c>: the PEM private key of <c>api.tls_certificate</c>.</summary>
     public string? ApiTlsKey { get; set; }
 
+    /// <summary><c>api.requests_per_second</c>: HTTP requests per second per caller (token subject, else address), bursts of twice that; 0: no limit. Default 1000.</summary>
+    public int ApiRequestsPerSecond { get; set; } = 1_000;
+
     /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 100.</summary>
     public int ApiKeepFinishedRuns { get; set; } = 100;
 
@@ -213,6 +216,7 @@ public sealed class TaskMeshConfig
             ["max_request_bytes"] = (c, v) => Num(v, 1024, 1L << 31, out var x) ?? Set(() => c.ApiMaxRequestBytes = (long)x),
             ["graph_directory"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiGraphDirectory = s)),
             ["keep_finished_runs"] = (c, v) => Int(v, 0, 1_000_000, out var x) ?? Set(() => c.ApiKeepFinishedRuns = x),
+            ["requests_per_second"] = (c, v) => Int(v, 0, 100_000_000, out var x) ?? Set(() => c.ApiRequestsPerSecond = x),
             ["token_key_file"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTokenKeyFile = s)),
             ["tls_certificate"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsCertificate = s)),
             ["tls_key"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsKey = s)),
