@@ -27,7 +27,7 @@ internal static class HttpApi
             string runId = service.SubmitGraph(body, Caller(http));
             http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
             return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
-        }), Roles.Operator);
+        }), Roles.Operator).Doc("Submit a graph (validated as a file; 400 with every problem and nothing runs)", 201, 400, 401, 403, 413, 429, 503);
         access.Require(api.MapGet("/runs", (HttpContext http) =>
         {
             var q = http.Request.Query;
@@ -40,17 +40,17 @@ internal static class HttpApi
                 w.WriteEndArray();
                 w.WriteEndObject();
             });
-        }), Roles.Viewer);
+        }), Roles.Viewer).Doc("List runs, newest first (limit, offset, status)", 200, 400, 401, 403, 429);
         access.Require(api.MapGet("/runs/{id}", async (string id, HttpContext http) =>
         {
             var run = await service.WaitForRunAsync(id, WaitOf(http.Request.Query), http.RequestAborted);
             return Json(run.Write);
-        }), Roles.Viewer);
+        }), Roles.Viewer).Doc("A run: going, finished, or as the store keeps it (wait=S waits for its end)", 200, 400, 401, 403, 404, 429);
         access.Require(api.MapPost("/runs/{id}/cancel", (string id, HttpContext http) => service.CancelRun(id, Caller(http))
             ? Results.Accepted($"/api/runs/{Uri.EscapeDataString(id)}")
-            : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel")), Roles.Operator);
-        access.Require(api.MapGet("/runs/{id}/events", (string id, HttpContext http) => ServerSentEvents.StreamAsync(http, service, id)), Roles.Viewer);
-        access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer);
+            : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a going run", 202, 401, 403, 404, 409, 429);
+        access.Require(api.MapGet("/runs/{id}/events", (string id, HttpContext http) => ServerSentEvents.StreamAsync(http, service, id)), Roles.Viewer).Doc("A run's events as Server-Sent Events, ending with run_ended (or overflow)", 200, 401, 403, 404, 429);
+        access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer).Doc("One task of a run: outcome, layer, attempts, escalations, audit trail", 200, 401, 403, 404, 429);
 
         // Single tasks: the standing run.
         access.Require(api.MapPost("/tasks", async (HttpContext http) =>
@@ -78,15 +78,15 @@ internal static class HttpApi
                     w.WriteEndObject();
                 }, StatusCodes.Status201Created);
             }
-        }), Roles.Operator);
+        }), Roles.Operator).Doc("Submit one task (a graph file task object) to the standing run", 201, 400, 401, 403, 413, 429, 503);
         access.Require(api.MapGet("/tasks/{id}", async (string id, HttpContext http) =>
-            Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write)), Roles.Viewer);
+            Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write)), Roles.Viewer).Doc("A task of the standing run (wait=S waits for its end)", 200, 400, 401, 403, 404, 429);
         access.Require(api.MapPost("/tasks/{id}/cancel", (string id, HttpContext http) => service.CancelTask(id, Caller(http))
             ? Results.Accepted($"/api/tasks/{Uri.EscapeDataString(id)}")
-            : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel")), Roles.Operator);
+            : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a task of the standing run", 202, 401, 403, 404, 409, 429);
 
         // Layers.
-        access.Require(api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service))), Roles.Viewer);
+        access.Require(api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service))), Roles.Viewer).Doc("Every layer: status, capacity, running, queue depth, price, today", 200, 401, 403, 429);
 
         // A layer's capacity (admin): how many of its attempts run at once, changed while runs go on.
         access.Require(api.MapPost("/layers/{name}", async (string name, HttpContext http) =>
@@ -104,7 +104,7 @@ internal static class HttpApi
             }
             service.SetLayerCapacity(name, capacity, Caller(http));
             return Json(w => Status.WriteLayers(w, service));
-        }), Roles.Admin);
+        }), Roles.Admin).Doc("Set a layer's capacity (admin)", 200, 400, 401, 403, 404, 429);
 
         // History and what decides: daily figures per layer, the escalation rules in force, the trained models.
         access.Require(api.MapGet("/metrics", (HttpContext http) =>
@@ -135,7 +135,7 @@ internal static class HttpApi
                 w.WriteEndArray();
                 w.WriteEndObject();
             });
-        }), Roles.Viewer);
+        }), Roles.Viewer).Doc("Daily figures per layer over the last days", 200, 400, 401, 403, 404, 429);
         access.Require(api.MapGet("/rules", () => Json(w =>
         {
             w.WriteStartObject();
@@ -144,7 +144,7 @@ internal static class HttpApi
             foreach (var r in service.Runtime.Rules) w.WriteStringValue(r.Describe());
             w.WriteEndArray();
             w.WriteEndObject();
-        })), Roles.Viewer);
+        })), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
         access.Require(api.MapGet("/learning/models", () =>
         {
             var store = service.Runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there are no models");
@@ -174,15 +174,24 @@ internal static class HttpApi
                 w.WriteEndArray();
                 w.WriteEndObject();
             });
-        }), Roles.Viewer);
+        }), Roles.Viewer).Doc("The trained model versions", 200, 401, 403, 404, 429);
 
         // Liveness and readiness.
-        app.MapGet("/health", () => Results.Text("ok\n"));
+        app.MapGet("/health", () => Results.Text("ok\n")).Doc("Liveness (never needs a token)", 200);
         access.Require(app.MapGet("/status", () =>
         {
             var problems = Status.Problems(service);
             return Json(w => Status.Write(w, service, problems), problems.Count == 0 ? 200 : 503);
-        }), Roles.Viewer);
+        }), Roles.Viewer).Doc("Readiness: 200 ready, 503 not (draining, store, layers)", 200, 401, 403, 429, 503);
+    }
+
+    /// <summary>An endpoint's line in the OpenAPI document: what it does, its success status, the problems it may answer.</summary>
+    private static RouteHandlerBuilder Doc(this RouteHandlerBuilder endpoint, string summary, int ok, params int[] problems)
+    {
+        // A tag of its own: the default is the host program's name, which differs between taskmesh and a test host.
+        endpoint.WithTags("taskmesh").WithSummary(summary).Produces(ok, contentType: ok is 202 ? null : "application/json");
+        foreach (int p in problems) endpoint.ProducesProblem(p);
+        return endpoint;
     }
 
     /// <summary>Turns what the service refuses into problem details, and anything else into a 500 that names no internals.</summary>

@@ -93,6 +93,16 @@ public sealed class TaskMeshServer : IAsyncDisposable
         });
         if (key is not null) Authentication.Add(builder.Services, key);
         if (options.RequestsPerSecond > 0) RateLimits.Add(builder.Services, options.RequestsPerSecond);
+        // The API's OpenAPI document (docs/openapi.json is this document, checked by a test); no
+        // server address in it, so it is the same wherever the service listens.
+        builder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Servers?.Clear();
+            document.Info.Title = "TaskMesh";
+            document.Info.Version = "v1";
+            document.Info.Description = "taskmesh serve: runs, single tasks, events, layers, metrics (docs/api.md)";
+            return Task.CompletedTask;
+        }));
         var service = new TaskMeshService(runtime, options, logs);
         builder.Services.AddSingleton(service);
         builder.Services.AddHostedService<DrainOnStop>();
@@ -108,6 +118,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
         var access = new Access(key is not null);
         if (runtime.Metrics is { } metrics) access.Require(app.MapMetrics("/metrics", metrics.Registry), Roles.Viewer);
         HttpApi.Map(app, service, options, access);
+        access.Require(app.MapOpenApi("/openapi/{documentName}.json"), Roles.Viewer);
         try
         {
             await app.StartAsync(ct).ConfigureAwait(false);

@@ -405,6 +405,19 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task TheOpenApiDocument_IsTheOneCheckedIn()
+    {
+        var served = System.Text.Json.Nodes.JsonNode.Parse(await _http.GetStringAsync("openapi/v1.json"));
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Engine.sln"))) root = root.Parent;
+        Assert.NotNull(root);
+        var checkedIn = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(root!.FullName, "docs", "openapi.json")));
+        // When an endpoint changes, regenerate it: taskmesh serve --no-store, then curl http://127.0.0.1:8080/openapi/v1.json > docs/openapi.json
+        Assert.True(System.Text.Json.Nodes.JsonNode.DeepEquals(served, checkedIn), "docs/openapi.json differs from the document the service serves");
+        Assert.Contains("/api/runs/{id}/events", served!["paths"]!.AsObject().Select(p => p.Key));
+    }
+
+    [Fact]
     public void AnAddressOtherMachinesReach_IsRefusedUnlessInsecure()
     {
         var open = new ServerOptions { Host = "0.0.0.0" };
