@@ -56,9 +56,16 @@ internal sealed class SocketServer : IAsyncDisposable
             {
                 client = await _listener.AcceptTcpClientAsync(_stop.Token).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException || (ex is SocketException && _stop.IsCancellationRequested))
             {
                 break;
+            }
+            catch (SocketException ex)
+            {
+                // A failed accept (out of file handles, a connection reset before it was taken): listening goes on.
+                _log.LogWarning("socket accept failed: {Why}", ex.Message);
+                await Task.Delay(50).ConfigureAwait(false);
+                continue;
             }
             if (Interlocked.Increment(ref _connections) > _options.MaxConnections)
             {
