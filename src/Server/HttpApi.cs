@@ -52,6 +52,26 @@ internal static class HttpApi
         access.Require(api.MapGet("/runs/{id}/events", (string id, HttpContext http) => ServerSentEvents.StreamAsync(http, service, id)), Roles.Viewer).Doc("A run's events as Server-Sent Events, ending with run_ended (or overflow)", 200, 401, 403, 404, 429);
         access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer).Doc("One task of a run: outcome, layer, attempts, escalations, audit trail", 200, 401, 403, 404, 429);
 
+        access.Require(api.MapPost("/runs/{id}/tasks/{task}/escalate", async (string id, string task, HttpContext http) =>
+        {
+            var body = await ReadBodyAsync(http, 64 * 1024);
+            string? to, reason = null;
+            try
+            {
+                using var doc = JsonDocument.Parse(body);
+                to = doc.RootElement.GetProperty("to").GetString();
+                if (doc.RootElement.TryGetProperty("reason", out var r)) reason = r.GetString();
+            }
+            catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+                throw new ApiException(400, "invalid request", "the body is {\"to\": LAYER, \"reason\": TEXT} (reason optional)");
+            }
+            if (string.IsNullOrEmpty(to)) throw new ApiException(400, "invalid request", "\"to\" names the layer to run the task on");
+            string runId = service.Escalate(id, task, to, reason, Caller(http));
+            http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
+            return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
+        }), Roles.Operator).Doc("Manual escalation: a new run that resumes this one with the task (and its data-edge readers) run again on a layer", 201, 400, 401, 403, 404, 409, 429, 503);
+
         // Single tasks: the standing run.
         access.Require(api.MapPost("/tasks", async (HttpContext http) =>
         {

@@ -48,7 +48,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
     private volatile bool _draining;
 
     /// <summary>A run going, and the task that records it once it ends.</summary>
-    private sealed record LiveRun(RunHandle Handle, string Graph, DateTimeOffset StartedAt, EventHub Events)
+    private sealed record LiveRun(RunHandle Handle, string Graph, DateTimeOffset StartedAt, EventHub Events, PreparedGraph Prepared, string Hash)
     {
         public Task Recorded { get; set; } = Task.CompletedTask;
     }
@@ -157,6 +157,13 @@ internal sealed class TaskMeshService : IAsyncDisposable
     public string SubmitGraph(byte[] json, string? caller = null)
     {
         ThrowIfDraining();
+        var graph = Validate(json);
+        return Start(graph, new RunRequest { GraphHash = RunStore.HashOf(json) }, caller);
+    }
+
+    /// <summary>The graph in <paramref name="json"/>, validated as a file of the graph directory is.</summary>
+    private PreparedGraph Validate(byte[] json)
+    {
         PreparedGraph graph;
         try
         {
@@ -168,19 +175,29 @@ internal sealed class TaskMeshService : IAsyncDisposable
         {
             throw new ApiException(400, "invalid graph", ex.Errors.Count == 1 ? ex.Errors[0].Message : $"{ex.Errors.Count} problems", ex.Errors);
         }
+        return graph;
+    }
+
+    /// <summary>Starts a prepared graph as <paramref name="request"/> asks (a new run, or one that resumes another to escalate a task).</summary>
+    private string Start(PreparedGraph graph, RunRequest request, string? caller)
+    {
         RunSetup setup;
         try
         {
-            setup = _runtime.Prepare(graph, new RunRequest { GraphHash = RunStore.HashOf(json) });
+            setup = _runtime.Prepare(graph, request);
         }
         catch (RunRequestException ex)
         {
             throw new ApiException(400, "invalid request", ex.Message);
         }
+        catch (StoreException ex)
+        {
+            throw new ApiException(409, "cannot resume", ex.Message);
+        }
         setup.Options.EmitEvents = true;   // for subscribers (EventHub): bounded, dropped rather than slowing the run
         var handle = setup.Start(_stopping.Token);
         if (setup.Recorder is { } recorder) recorder.Faulted += _ => { try { handle.Cancel(); } catch (ObjectDisposedException) { } };
-        var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow, new EventHub(handle.Events));
+        var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow, new EventHub(handle.Events), graph, request.GraphHash!);
         _live[handle.RunId] = live;
         live.Recorded = RecordAsync(live);
         _log.LogInformation("run {RunId} of graph {Graph} started ({Tasks} tasks), submitted by {Caller}", handle.RunId, GraphLimits.Printable(graph.Graph.Name), handle.Total, Who(caller));
@@ -209,7 +226,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         {
             if (result is not null)
             {
-                _finished.Add(result);
+                _finished.Add(result, live.Prepared, live.Hash);
                 _log.LogInformation("run {RunId} {Status}: {Succeeded}/{Total} succeeded", result.RunId, result.StatusName, result.Succeeded, result.Total);
             }
             _live.TryRemove(live.Handle.RunId, out _);
@@ -263,6 +280,25 @@ internal sealed class TaskMeshService : IAsyncDisposable
         if (_live.TryGetValue(runId, out var live)) return live.Events;
         GetRun(runId);
         return null;
+    }
+
+    /// <summary>
+    /// Manual escalation: a new run that resumes <paramref name="runId"/> (what finished there is
+    /// reused) with <paramref name="taskId"/> — and the tasks that read its output — run again on
+    /// <paramref name="layer"/>, recorded as a manual escalation. Needs the store, and the run's graph,
+    /// which the service keeps with the finished runs it keeps in memory.
+    /// </summary>
+    public string Escalate(string runId, string taskId, string layer, string? reason, string? caller)
+    {
+        ThrowIfDraining();
+        if (_live.ContainsKey(runId)) throw new ApiException(409, "run going", $"run {runId} is still going: escalate a task once it has ended");
+        if (!_finished.TryGetGraph(runId, out var graph, out var hash))
+        {
+            GetRun(runId);   // 404 when there is no such run at all
+            throw new ApiException(409, "graph gone", $"the service no longer keeps run {runId}'s graph (it keeps the last {_options.KeepFinishedRuns} finished runs): submit the graph again");
+        }
+        string why = string.IsNullOrWhiteSpace(reason) ? $"escalated over the API by {Who(caller)}" : reason;
+        return Start(graph, new RunRequest { GraphHash = hash, ResumeFrom = runId, Escalate = (taskId, layer, why) }, caller);
     }
 
     /// <summary>Cancels a going run; false when it has ended.</summary>
@@ -435,27 +471,42 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// <summary>The newest finished runs, bounded (for a service without a store, and until the store has them).</summary>
     private sealed class FinishedRuns(int capacity)
     {
-        private readonly Dictionary<string, RunResult> _byId = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, (RunResult Result, PreparedGraph Graph, string Hash)> _byId = new(StringComparer.Ordinal);
         private readonly Queue<string> _order = new();
 
-        public void Add(RunResult result)
+        public void Add(RunResult result, PreparedGraph graph, string hash)
         {
             if (capacity == 0) return;
             lock (_byId)
             {
-                if (_byId.TryAdd(result.RunId, result)) _order.Enqueue(result.RunId);
+                if (_byId.TryAdd(result.RunId, (result, graph, hash))) _order.Enqueue(result.RunId);
                 while (_order.Count > capacity) _byId.Remove(_order.Dequeue());
             }
         }
 
         public bool TryGet(string runId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out RunResult? result)
         {
-            lock (_byId) return _byId.TryGetValue(runId, out result);
+            lock (_byId)
+            {
+                bool found = _byId.TryGetValue(runId, out var entry);
+                result = entry.Result;
+                return found;
+            }
+        }
+
+        public bool TryGetGraph(string runId, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out PreparedGraph? graph, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? hash)
+        {
+            lock (_byId)
+            {
+                bool found = _byId.TryGetValue(runId, out var entry);
+                (graph, hash) = (entry.Graph, entry.Hash);
+                return found;
+            }
         }
 
         public IReadOnlyList<RunResult> All()
         {
-            lock (_byId) return _byId.Values.ToList();
+            lock (_byId) return _byId.Values.Select(e => e.Result).ToList();
         }
     }
 }

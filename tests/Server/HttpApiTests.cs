@@ -405,6 +405,36 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AFinishedTaskIsEscalatedToAnotherLayer_InANewRunThatReusesTheRest()
+    {
+        await DisposeAsync();
+        Directory.CreateDirectory(_dir);
+        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir }, "[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n");
+        string first = await SubmitAsync("""
+            { "name": "esc", "tasks": [
+              { "id": "a", "handler": "hash", "args": { "bytes": 1000 } },
+              { "id": "b", "handler": "noop", "dependsOn": [{ "id": "a", "type": "data" }] },
+              { "id": "c", "handler": "noop" } ] }
+            """);
+        Assert.Equal("succeeded", (await WaitForRunAsync(first)).GetProperty("status").GetString());
+
+        var escalated = await _http.PostAsync($"api/runs/{first}/tasks/a/escalate", JsonBody("""{ "to": "big", "reason": "check it on the big layer" }"""));
+        Assert.True(escalated.StatusCode == HttpStatusCode.Created, await escalated.Content.ReadAsStringAsync());
+        string second = (await ReadJson(escalated)).GetProperty("run_id").GetString()!;
+        var run = await WaitForRunAsync(second);
+        Assert.Equal("succeeded", run.GetProperty("status").GetString());
+        Assert.Equal(1, run.GetProperty("tasks").GetProperty("restored").GetInt32());   // c reused; a and its reader b ran again
+        var a = await ReadJson(await _http.GetAsync($"api/runs/{second}/tasks/a"));
+        Assert.Equal("big", a.GetProperty("layer").GetString());
+        var esc = a.GetProperty("escalations")[0];
+        Assert.Equal(("manual", "big", "check it on the big layer"), (esc.GetProperty("trigger").GetString(), esc.GetProperty("to").GetString(), esc.GetProperty("reason").GetString()));
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync($"api/runs/{first}/tasks/zz/escalate", JsonBody("""{ "to": "big" }"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync($"api/runs/{first}/tasks/a/escalate", JsonBody("""{ "to": "moon" }"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.PostAsync("api/runs/nosuchrun/tasks/a/escalate", JsonBody("""{ "to": "big" }"""))).StatusCode);
+    }
+
+    [Fact]
     public async Task TheOpenApiDocument_IsTheOneCheckedIn()
     {
         var served = System.Text.Json.Nodes.JsonNode.Parse(await _http.GetStringAsync("openapi/v1.json"));
