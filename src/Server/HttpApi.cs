@@ -196,6 +196,46 @@ internal static class HttpApi
             });
         }), Roles.Viewer).Doc("The trained model versions", 200, 401, 403, 404, 429);
 
+        access.Require(api.MapPost("/learning/predict", async (HttpContext http) =>
+        {
+            var body = await ReadBodyAsync(http, options.MaxRequestBytes);
+            var q = http.Request.Query;
+            string? objective = q["objective"].FirstOrDefault();
+            if (objective is not null && !Engine.Configuration.RoutingObjectives.All.Contains(objective))
+                throw new ApiException(400, "invalid request", $"objective must be one of {string.Join(", ", Engine.Configuration.RoutingObjectives.All)}");
+            int limit = IntOf(q, "limit", 1000);
+            if (limit is < 0 or > 100_000) throw new ApiException(400, "invalid request", $"limit must be 0–100000, got {limit}");
+            var (plan, model) = service.Predict(body, objective);
+            var graph = plan.Graph;
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("graph", graph.Graph.Name);
+                w.WriteString("model", model);
+                w.WriteNumber("tasks_total", graph.Count);
+                w.WriteStartObject("by_layer");
+                foreach (var g in Enumerable.Range(0, graph.Count).GroupBy(plan.LayerOf).OrderBy(g => g.Key, StringComparer.Ordinal)) w.WriteNumber(g.Key, g.Count());
+                w.WriteEndObject();
+                w.WriteStartArray("tasks");
+                for (int i = 0; i < Math.Min(limit, graph.Count); i++)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("task_id", graph.Graph.IdOf(i));
+                    w.WriteString("handler", graph.Graph.HandlerOfTask(i));
+                    w.WriteString("layer", plan.LayerOf(i));
+                    w.WriteString("reason", plan.ReasonOf(i));
+                    if (plan.DecisionOf(i) is { } d)
+                    {
+                        if (d.Confidence is double c) w.WriteNumber("confidence", c);
+                        if (d.PredictedCost is double cost) w.WriteNumber("predicted_cost", cost);
+                    }
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer).Doc("Where each task of a graph would run, and why (nothing runs)", 200, 400, 401, 403, 413, 429);
+
         // Liveness and readiness.
         app.MapGet("/health", () => Results.Text("ok\n")).Doc("Liveness (never needs a token)", 200);
         access.Require(app.MapGet("/status", () =>

@@ -301,6 +301,25 @@ internal sealed class TaskMeshService : IAsyncDisposable
         return Start(graph, new RunRequest { GraphHash = hash, ResumeFrom = runId, Escalate = (taskId, layer, why) }, caller);
     }
 
+    /// <summary>
+    /// Where each task of a graph would run, and why — the plan a run would follow (the same router,
+    /// objective, budget and features as <c>taskmesh predict</c>); nothing runs and nothing is recorded.
+    /// </summary>
+    public (Engine.Routing.RunPlan Plan, string Model) Predict(byte[] json, string? objective)
+    {
+        var graph = Validate(json);
+        RunSetup setup;
+        try
+        {
+            setup = _runtime.Prepare(graph, new RunRequest { Objective = objective });
+        }
+        catch (RunRequestException ex)
+        {
+            throw new ApiException(400, "invalid request", ex.Message);
+        }
+        return (setup.Plan(), setup.Router is null ? "no learned routing: handlers' layers, else local" : setup.ModelNote);
+    }
+
     /// <summary>Cancels a going run; false when it has ended.</summary>
     public bool CancelRun(string runId, string? caller = null)
     {

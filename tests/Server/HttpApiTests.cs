@@ -435,6 +435,24 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task APredictionSaysWhereEachTaskWouldRun_AndRunsNothing()
+    {
+        await _runtime.Store!.FlushAsync();
+        int runsBefore = _runtime.Store.ListRuns(100).Count;
+        var response = await _http.PostAsync("api/learning/predict?limit=2", JsonBody(Diamond));
+        var plan = await ReadJson(response);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, plan.ToString());
+        Assert.Equal(5, plan.GetProperty("tasks_total").GetInt32());
+        Assert.Equal(5, plan.GetProperty("by_layer").GetProperty("local").GetInt32());
+        Assert.Equal(2, plan.GetProperty("tasks").GetArrayLength());
+        Assert.False(string.IsNullOrEmpty(plan.GetProperty("tasks")[0].GetProperty("reason").GetString()));
+        await _runtime.Store.FlushAsync();
+        Assert.Equal(runsBefore, _runtime.Store.ListRuns(100).Count);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("api/learning/predict?objective=luck", JsonBody(Diamond))).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("api/learning/predict", JsonBody("{ \"tasks\": 3 }"))).StatusCode);
+    }
+
+    [Fact]
     public async Task TheOpenApiDocument_IsTheOneCheckedIn()
     {
         var served = System.Text.Json.Nodes.JsonNode.Parse(await _http.GetStringAsync("openapi/v1.json"));
