@@ -143,13 +143,7 @@ internal static class HttpApi
                     w.WriteStartObject();
                     w.WriteString("day", d.Day);
                     w.WriteString("layer", d.Layer);
-                    w.WriteNumber("requests", d.Requests);
-                    w.WriteNumber("succeeded", d.Successes);
-                    w.WriteNumber("failed", d.Failures);
-                    if (d.Requests > 0) w.WriteNumber("success_rate", Math.Round((double)d.Successes / d.Requests, 4));
-                    if (d.Timed > 0) w.WriteNumber("mean_duration_ms", Math.Round(d.TotalDurationMs / d.Timed, 3));
-                    if (d.ConfidenceCount > 0) w.WriteNumber("mean_confidence", Math.Round(d.ConfidenceSum / d.ConfidenceCount, 4));
-                    w.WriteNumber("cost", Math.Round(d.Cost, 6));
+                    JsonParts.WriteFigures(w, d);
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();
@@ -179,16 +173,7 @@ internal static class HttpApi
                     w.WriteNumber("version", m.Version);
                     w.WriteString("trained_at", m.TrainedAt);
                     w.WriteNumber("rows", m.Rows);
-                    w.WritePropertyName("metrics");
-                    try
-                    {
-                        using var doc = JsonDocument.Parse(m.Metrics);
-                        doc.RootElement.WriteTo(w);
-                    }
-                    catch (JsonException)
-                    {
-                        w.WriteStringValue(m.Metrics);
-                    }
+                    JsonParts.WriteStoredJson(w, "metrics", m.Metrics);
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();
@@ -446,15 +431,7 @@ internal static class Status
             if (today is not null)
             {
                 w.WriteStartObject("today");
-                if (today.TryGetValue(layer.Name, out var d))
-                {
-                    w.WriteNumber("requests", d.Requests);
-                    w.WriteNumber("succeeded", d.Successes);
-                    w.WriteNumber("failed", d.Failures);
-                    if (d.Requests > 0) w.WriteNumber("success_rate", Math.Round((double)d.Successes / d.Requests, 4));
-                    if (d.ConfidenceCount > 0) w.WriteNumber("mean_confidence", Math.Round(d.ConfidenceSum / d.ConfidenceCount, 4));
-                    w.WriteNumber("cost", Math.Round(d.Cost, 6));
-                }
+                if (today.TryGetValue(layer.Name, out var d)) JsonParts.WriteFigures(w, d);
                 else w.WriteNumber("requests", 0);
                 w.WriteEndObject();
             }

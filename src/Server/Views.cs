@@ -135,20 +135,41 @@ internal sealed class TaskView
             w.WriteStartObject();
             w.WriteString("category", a.Category);
             w.WriteString("at", a.Timestamp);
-            w.WritePropertyName("detail");
-            // The store wrote the detail as a JSON object; anything else is passed as a string.
-            try
-            {
-                using var doc = JsonDocument.Parse(a.Detail);
-                doc.RootElement.WriteTo(w);
-            }
-            catch (JsonException)
-            {
-                w.WriteStringValue(a.Detail);
-            }
+            JsonParts.WriteStoredJson(w, "detail", a.Detail);
             w.WriteEndObject();
         }
         w.WriteEndArray();
         w.WriteEndObject();
     });
+}
+
+/// <summary>Pieces of JSON more than one view writes.</summary>
+internal static class JsonParts
+{
+    /// <summary>A JSON text the store kept (an audit detail, a model's metrics) as the property's value; anything not JSON is passed as a string.</summary>
+    public static void WriteStoredJson(Utf8JsonWriter w, string name, string json)
+    {
+        w.WritePropertyName(name);
+        try
+        {
+            using var doc = JsonDocument.Parse(json);
+            doc.RootElement.WriteTo(w);
+        }
+        catch (JsonException)
+        {
+            w.WriteStringValue(json);
+        }
+    }
+
+    /// <summary>A layer's figures of a day: requests, succeeded, failed, success rate, mean duration and confidence, cost.</summary>
+    public static void WriteFigures(Utf8JsonWriter w, DailyLayerFigures d)
+    {
+        w.WriteNumber("requests", d.Requests);
+        w.WriteNumber("succeeded", d.Successes);
+        w.WriteNumber("failed", d.Failures);
+        if (d.Requests > 0) w.WriteNumber("success_rate", Math.Round((double)d.Successes / d.Requests, 4));
+        if (d.Timed > 0) w.WriteNumber("mean_duration_ms", Math.Round(d.TotalDurationMs / d.Timed, 3));
+        if (d.ConfidenceCount > 0) w.WriteNumber("mean_confidence", Math.Round(d.ConfidenceSum / d.ConfidenceCount, 4));
+        w.WriteNumber("cost", Math.Round(d.Cost, 6));
+    }
 }

@@ -82,6 +82,55 @@ public sealed class TokenTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Get, "api/rules", viewer)).StatusCode);
     }
 
+    /// <summary>Every endpoint with the least role it needs (and a request it may answer without running anything long).</summary>
+    private static readonly (string Method, string Path, string Role, string? Body)[] Endpoints =
+    [
+        ("GET", "status", Roles.Viewer, null),
+        ("GET", "metrics", Roles.Viewer, null),
+        ("GET", "openapi/v1.json", Roles.Viewer, null),
+        ("POST", "api/runs", Roles.Operator, Graph),
+        ("GET", "api/runs", Roles.Viewer, null),
+        ("GET", "api/runs/nosuchrun", Roles.Viewer, null),
+        ("POST", "api/runs/nosuchrun/cancel", Roles.Operator, null),
+        ("GET", "api/runs/nosuchrun/events", Roles.Viewer, null),
+        ("GET", "api/runs/nosuchrun/tasks/a", Roles.Viewer, null),
+        ("POST", "api/runs/nosuchrun/tasks/a/escalate", Roles.Operator, """{ "to": "local" }"""),
+        ("POST", "api/tasks", Roles.Operator, """{ "handler": "noop" }"""),
+        ("GET", "api/tasks/nosuchtask", Roles.Viewer, null),
+        ("POST", "api/tasks/nosuchtask/cancel", Roles.Operator, null),
+        ("GET", "api/layers", Roles.Viewer, null),
+        ("POST", "api/layers/local", Roles.Admin, """{ "capacity": 4 }"""),
+        ("GET", "api/metrics", Roles.Viewer, null),
+        ("GET", "api/rules", Roles.Viewer, null),
+        ("GET", "api/learning/models", Roles.Viewer, null),
+        ("POST", "api/learning/predict", Roles.Viewer, Graph),
+    ];
+
+    [Fact]
+    public async Task EveryEndpoint_RefusesNoTokenAndEachRoleBelowItsOwn_AndTakesItsRoleAndAbove()
+    {
+        foreach (var (method, path, role, body) in Endpoints)
+        {
+            var none = await Send(new HttpMethod(method), path, null, body);
+            Assert.True(none.StatusCode == HttpStatusCode.Unauthorized, $"{method} {path} without a token: {none.StatusCode}");
+            foreach (var held in Roles.All)
+            {
+                var answer = await Send(new HttpMethod(method), path, Token(held), body);
+                bool allowed = Roles.Allows(held, role);
+                Assert.True(allowed ? answer.StatusCode is not (HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden) : answer.StatusCode == HttpStatusCode.Forbidden,
+                    $"{method} {path} as {held} (needs {role}): {answer.StatusCode}");
+            }
+        }
+        // The table names every path the API serves (a new endpoint without a row fails here).
+        var served = System.Text.Json.Nodes.JsonNode.Parse(await (await Send(HttpMethod.Get, "openapi/v1.json", Token(Roles.Viewer))).Content.ReadAsStringAsync())!["paths"]!.AsObject();
+        foreach (var (path, operations) in served.Where(p => p.Key != "/health"))   // /health alone is open (tested below)
+            foreach (var (verb, _) in operations!.AsObject())
+            {
+                string pattern = "^" + System.Text.RegularExpressions.Regex.Replace(path.TrimStart('/'), @"\{[^}]+\}", "[^/]+") + "$";
+                Assert.True(Endpoints.Any(e => e.Method == verb.ToUpperInvariant() && System.Text.RegularExpressions.Regex.IsMatch(e.Path, pattern)), $"no role row for {verb} {path}");
+            }
+    }
+
     [Fact]
     public async Task NoWrongOrExpiredToken_Is401_AndHealthAloneStaysOpen()
     {
@@ -159,11 +208,22 @@ public sealed class TokenTests : IAsyncLifetime
             Assert.Equal(2, Convert.ToInt32(welcome[0]));
             Assert.Equal("viewer", ((object?[])welcome[2]!)[3]);
             var s = viewer.GetStream();
-            await s.WriteAsync(Frame(10, 5u, new object[] { Graph }));
-            var refused = (await ReadMessage(s))!;
-            Assert.Equal((0, 5u), (Convert.ToInt32(refused[0]), Convert.ToUInt32(refused[1])));
-            Assert.Equal(403, Convert.ToInt32(((object?[])refused[2]!)[0]));
-            await s.WriteAsync(Frame(4, 6u, Array.Empty<object>()));   // the connection goes on: a ping
+            // Every message that changes something needs an operator: submit graph and tasks, cancel run and task, worker, results.
+            var changes = new (int Type, object[] Body)[]
+            {
+                (10, [Graph]), (12, [new object[] { new Dictionary<string, object> { ["handler"] = "noop" } }]), (18, ["r"]), (20, ["t"]),
+                (30, [new object[] { "ext.x" }, 1]), (34, [new object[] { new object?[] { 1L, true, 1, null } }]),
+            };
+            uint rid = 5;
+            foreach (var (type, body) in changes)
+            {
+                await s.WriteAsync(Frame(type, rid, body));
+                var refused = (await ReadMessage(s))!;
+                Assert.True((0, rid) == (Convert.ToInt32(refused[0]), Convert.ToUInt32(refused[1])), $"message {type} as a viewer");
+                Assert.Equal(403, Convert.ToInt32(((object?[])refused[2]!)[0]));
+                rid++;
+            }
+            await s.WriteAsync(Frame(4, 99u, Array.Empty<object>()));   // the connection goes on: a ping
             Assert.Equal(5, Convert.ToInt32((await ReadMessage(s))![0]));
         }
 

@@ -88,7 +88,7 @@ internal static class RemoteCommands
         string runId = doc.RootElement.GetProperty("run_id").GetString()!;
         if (!wait)
         {
-            io.Out.WriteLine(runId);
+            io.Out.WriteLine(GraphLimits.Printable(runId));   // the service's words: never raw to a terminal
             return ExitCodes.Ok;
         }
         return await WaitAsync(io, http, runId, server);
@@ -124,7 +124,7 @@ internal static class RemoteCommands
         using var response = await Send(http, () => http.PostAsync($"api/runs/{Uri.EscapeDataString(runId)}/cancel", null, io.Token), server);
         if (response.StatusCode == HttpStatusCode.Accepted)
         {
-            io.Out.WriteLine($"run {runId}: cancel requested");
+            io.Out.WriteLine($"run {GraphLimits.Printable(runId)}: cancel requested");
             return ExitCodes.Ok;
         }
         using var doc = await ReadJsonAsync(response, io.Token);
