@@ -207,6 +207,9 @@ public sealed record TaskRequest(string Handler)
 
     /// <summary>Tasks submitted before that must end first.</summary>
     public IReadOnlyList<TaskDependency>? DependsOn { get; init; }
+
+    /// <summary>Who submitted it (a service's caller: a token's subject): written into the audit trail of a task with an id of its own.</summary>
+    public string? SubmittedBy { get; init; }
 }
 
 /// <summary>A dependency of a submitted task: on a task by id or by its <see cref="SubmittedTask"/>, with the kind of edge.</summary>

@@ -159,6 +159,19 @@ internal static class HttpApi
             w.WriteEndArray();
             w.WriteEndObject();
         })), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
+        access.Require(api.MapGet("/audit", (HttpContext http) =>
+        {
+            var q = http.Request.Query;
+            var rows = service.AuditOf(q["run"].FirstOrDefault(), q["category"].FirstOrDefault(), IntOf(q, "limit", 100));
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteStartArray("audit");
+                foreach (var a in rows) JsonParts.WriteAudit(w, a, withTask: true);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer).Doc("The audit trail: a run's (run=ID, in order) or, without run, the actions on the service (newest first); who did what through the API is category api", 200, 400, 401, 403, 404, 429);
         access.Require(api.MapGet("/learning/models", () =>
         {
             var store = service.Runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there are no models");

@@ -100,6 +100,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
             PreferredLayer = Workers.ExternalLayer.LayerName,
         });
         _log.LogInformation("handler {Handler} is served by external workers (declared by {Caller})", GraphLimits.Printable(handler), Who(caller));
+        Audit(null, null, "declare_handler", caller, w => w.WriteString("handler", handler));
     }
 
     /// <summary>The open run that takes tasks submitted one at a time.</summary>
@@ -158,7 +159,9 @@ internal sealed class TaskMeshService : IAsyncDisposable
     {
         ThrowIfDraining();
         var graph = Validate(json);
-        return Start(graph, new RunRequest { GraphHash = RunStore.HashOf(json) }, caller);
+        string runId = Start(graph, new RunRequest { GraphHash = RunStore.HashOf(json) }, caller);
+        Audit(runId, null, "submit_graph", caller, w => w.WriteString("graph", graph.Graph.Name));
+        return runId;
     }
 
     /// <summary>The graph in <paramref name="json"/>, validated as a file of the graph directory is.</summary>
@@ -298,7 +301,14 @@ internal sealed class TaskMeshService : IAsyncDisposable
             throw new ApiException(409, "graph gone", $"the service no longer keeps run {runId}'s graph (it keeps the last {_options.KeepFinishedRuns} finished runs): submit the graph again");
         }
         string why = string.IsNullOrWhiteSpace(reason) ? $"escalated over the API by {Who(caller)}" : reason;
-        return Start(graph, new RunRequest { GraphHash = hash, ResumeFrom = runId, Escalate = (taskId, layer, why) }, caller);
+        string newRun = Start(graph, new RunRequest { GraphHash = hash, ResumeFrom = runId, Escalate = (taskId, layer, why) }, caller);
+        Audit(newRun, taskId, "escalate", caller, w =>
+        {
+            w.WriteString("resumes", runId);
+            w.WriteString("layer", layer);
+            w.WriteString("reason", why);
+        });
+        return newRun;
     }
 
     /// <summary>
@@ -327,6 +337,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         {
             live.Handle.Cancel();
             _log.LogInformation("run {RunId} cancelled by {Caller}", runId, Who(caller));
+            Audit(runId, null, "cancel_run", caller);
             return true;
         }
         GetRun(runId);   // 404 when there is no such run at all
@@ -364,7 +375,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         TaskRequest request;
         try
         {
-            request = TaskRequestJson.Read(task);
+            request = TaskRequestJson.Read(task) with { SubmittedBy = caller };
         }
         catch (TaskRefusedException ex)
         {
@@ -427,12 +438,54 @@ internal sealed class TaskMeshService : IAsyncDisposable
     {
         if (!Standing.TryGetTask(taskId, out var task)) throw ApiException.NotFound($"the standing run keeps no task '{GraphLimits.Printable(taskId)}'");
         bool cancelled = task.Cancel();
-        if (cancelled) _log.LogInformation("task {TaskId} of the standing run cancelled by {Caller}", task.Id, Who(caller));
+        if (cancelled)
+        {
+            _log.LogInformation("task {TaskId} of the standing run cancelled by {Caller}", task.Id, Who(caller));
+            Audit(Standing.RunId, task.Id, "cancel_task", caller);
+        }
         return cancelled;
     }
 
     /// <summary>The caller as logs name it: a token's subject, or "an unauthenticated caller" when the service takes none.</summary>
     private static string Who(string? caller) => caller is null ? "an unauthenticated caller" : GraphLimits.Printable(caller);
+
+    /// <summary>
+    /// Writes who did what into the audit trail (category <c>api</c>): of run <paramref name="runId"/>,
+    /// or of the service when it is null. <c>caller</c> is the token's subject (null when the service
+    /// takes no tokens). Without a store, the log line each operation writes is the record.
+    /// </summary>
+    private void Audit(string? runId, string? taskId, string action, string? caller, Action<Utf8JsonWriter>? detail = null)
+    {
+        if (_runtime.Store is not { IsReadOnly: false } store) return;
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("action", action);
+            if (caller is null) w.WriteNull("caller");
+            else w.WriteString("caller", caller);
+            detail?.Invoke(w);
+            w.WriteEndObject();
+        }
+        try { store.RecordAudit(runId, taskId, AuditCategory.Api, System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan)); }
+        catch (StoreException ex) { _log.LogError("the run store refused an audit row ({Action}): {Why}", action, ex.Message); }
+    }
+
+    /// <summary>
+    /// The audit trail: of run <paramref name="runId"/> in the order written (the first
+    /// <paramref name="limit"/> rows, of one category when given), or with no run the newest actions
+    /// taken on the service itself (layers, handlers, rules, training), newest first.
+    /// </summary>
+    public IReadOnlyList<AuditRecord> AuditOf(string? runId, string? category, int limit)
+    {
+        if (limit is < 1 or > 10_000) throw new ApiException(400, "invalid request", $"limit must be 1–10000, got {limit}");
+        if (category is not null && Array.IndexOf(AuditCategory.All, category) < 0)
+            throw new ApiException(400, "invalid request", $"category must be one of {string.Join(", ", AuditCategory.All)}, got '{GraphLimits.Printable(category)}'");
+        var store = _runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: its log is the audit trail");
+        if (runId is null) return store.ServiceAudit(limit).Where(a => category is null || a.Category == category).ToList();
+        try { return store.AuditOf(store.ResolveRunId(runId), null, category, limit); }
+        catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}' in the store"); }
+    }
 
     /// <summary>Sets how many attempts a layer runs at once (runs going on included).</summary>
     public void SetLayerCapacity(string layer, int capacity, string? caller)
@@ -441,6 +494,11 @@ internal sealed class TaskMeshService : IAsyncDisposable
         if (capacity is < 1 or > 1_000_000) throw new ApiException(400, "invalid request", $"capacity must be 1–1000000, got {capacity}");
         target.SetCapacity(capacity);
         _log.LogInformation("layer {Layer} capacity set to {Capacity} by {Caller}", target.Name, capacity, Who(caller));
+        Audit(null, null, "set_layer_capacity", caller, w =>
+        {
+            w.WriteString("layer", target.Name);
+            w.WriteNumber("capacity", capacity);
+        });
     }
 
     // ---------------------------------------------------------------- shutting down

@@ -130,14 +130,7 @@ internal sealed class TaskView
         foreach (var e in escalations) WriteEscalation(w, e.From, e.To, e.Trigger, e.Reason, e.PreviousConfidence, e.Rule, at: null);
         w.WriteEndArray();
         w.WriteStartArray("audit");
-        foreach (var a in audit)
-        {
-            w.WriteStartObject();
-            w.WriteString("category", a.Category);
-            w.WriteString("at", a.Timestamp);
-            JsonParts.WriteStoredJson(w, "detail", a.Detail);
-            w.WriteEndObject();
-        }
+        foreach (var a in audit) JsonParts.WriteAudit(w, a, withTask: false);
         w.WriteEndArray();
         w.WriteEndObject();
     });
@@ -159,6 +152,17 @@ internal static class JsonParts
         {
             w.WriteStringValue(json);
         }
+    }
+
+    /// <summary>A row of the audit trail: category, time, (task,) detail.</summary>
+    public static void WriteAudit(Utf8JsonWriter w, AuditRecord a, bool withTask)
+    {
+        w.WriteStartObject();
+        w.WriteString("category", a.Category);
+        w.WriteString("at", a.Timestamp);
+        if (withTask && a.TaskId is not null) w.WriteString("task_id", a.TaskId);
+        WriteStoredJson(w, "detail", a.Detail);
+        w.WriteEndObject();
     }
 
     /// <summary>A layer's figures of a day: requests, succeeded, failed, success rate, mean duration and confidence, cost.</summary>

@@ -104,7 +104,54 @@ public sealed class TokenTests : IAsyncLifetime
         ("GET", "api/rules", Roles.Viewer, null),
         ("GET", "api/learning/models", Roles.Viewer, null),
         ("POST", "api/learning/predict", Roles.Viewer, Graph),
+        ("GET", "api/audit", Roles.Viewer, null),
     ];
+
+    /// <summary>The api rows of an audit trail (polled: the store writes them on its writer thread), as (action, caller, detail).</summary>
+    private async Task<List<JsonElement>> ApiRows(string query, int atLeast)
+    {
+        var until = DateTime.UtcNow.AddSeconds(20);
+        while (true)
+        {
+            var answer = await Send(HttpMethod.Get, "api/audit?" + query, Token(Roles.Viewer));
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            var rows = JsonDocument.Parse(await answer.Content.ReadAsStringAsync()).RootElement.GetProperty("audit").EnumerateArray()
+                .Select(a => a.Clone()).ToList();
+            if (rows.Count >= atLeast || DateTime.UtcNow > until) return rows;
+            await Task.Delay(50);
+        }
+    }
+
+    [Fact]
+    public async Task WhoDidWhat_GoesIntoTheAuditTrail_UnderItsTokenSubject()
+    {
+        string op = Token(Roles.Operator), admin = Token(Roles.Admin);
+        var submitted = await Send(HttpMethod.Post, "api/runs", op, Graph);
+        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+
+        var run = await ApiRows($"run={runId}&category=api", 1);
+        var submit = Assert.Single(run);
+        Assert.Equal("api", submit.GetProperty("category").GetString());
+        Assert.Equal("submit_graph", submit.GetProperty("detail").GetProperty("action").GetString());
+        Assert.Equal("operator-user", submit.GetProperty("detail").GetProperty("caller").GetString());
+
+        // A task of the standing run: its submission row names who submitted it.
+        Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "api/tasks", op, """{ "id": "audited", "handler": "noop" }""")).StatusCode);
+        var submissions = await ApiRows($"run={_server.Service.Standing.RunId}&category=task_submission", 1);
+        var task = Assert.Single(submissions, a => a.GetProperty("task_id").GetString() == "audited");
+        Assert.Equal("operator-user", task.GetProperty("detail").GetProperty("submitted_by").GetString());
+
+        // An action on the service itself: no run, newest first.
+        Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Post, "api/layers/local", admin, """{ "capacity": 3 }""")).StatusCode);
+        var service = await ApiRows("category=api", 1);
+        var capacity = service[0].GetProperty("detail");
+        Assert.Equal("set_layer_capacity", capacity.GetProperty("action").GetString());
+        Assert.Equal("admin-user", capacity.GetProperty("caller").GetString());
+        Assert.Equal(3, capacity.GetProperty("capacity").GetInt32());
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await Send(HttpMethod.Get, "api/audit?category=nosuch", op)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(HttpMethod.Get, "api/audit?run=nosuchrun", op)).StatusCode);
+    }
 
     [Fact]
     public async Task EveryEndpoint_RefusesNoTokenAndEachRoleBelowItsOwn_AndTakesItsRoleAndAbove()

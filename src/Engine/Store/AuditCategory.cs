@@ -17,7 +17,12 @@ public static class AuditCategory
     public const string TaskCompletion = "task_completion";
     /// <summary>An attempt failed or timed out.</summary>
     public const string Error = "error";
+    /// <summary>
+    /// Someone acted on the run (or, with no run, on the service) through the service's API: the
+    /// action, the caller (a token's subject) and what they asked.
+    /// </summary>
+    public const string Api = "api";
 
-    /// <summary>Every category, in the order of a task's life.</summary>
-    public static readonly string[] All = [TaskSubmission, LayerSelection, TaskExecution, ConfidenceEvaluation, Escalation, TaskCompletion, Error];
+    /// <summary>Every category, in the order of a task's life; the API's actions last.</summary>
+    public static readonly string[] All = [TaskSubmission, LayerSelection, TaskExecution, ConfidenceEvaluation, Escalation, TaskCompletion, Error, Api];
 }

@@ -37,13 +37,14 @@ internal sealed class OpenRunJournal
     /// <summary>What the store recorded for a task resubmitted under <paramref name="id"/> (see <see cref="RunStore.OpenTaskOf"/>).</summary>
     public (string Status, string? SpecHash, bool HasOutput, object? Output)? Recorded(string id) => _store.OpenTaskOf(_runId, id);
 
-    public void Submitted(string id, string handler, string layer, string priority, int dependencies)
+    public void Submitted(string id, string handler, string layer, string priority, int dependencies, string? submittedBy)
         => Audit(id, AuditCategory.TaskSubmission, w =>
         {
             w.WriteString("handler", handler);
             w.WriteString("priority", priority);
             w.WriteNumber("predecessors", dependencies);
             w.WriteString("layer", layer);
+            if (submittedBy is not null) w.WriteString("submitted_by", submittedBy);
         });
 
     /// <summary>A task ended: its row (when it is worth one), its output (when it has an id of its own), its audit.</summary>
@@ -126,14 +127,7 @@ internal sealed class OpenRunJournal
 
     private void Audit(string id, string category, Action<System.Text.Json.Utf8JsonWriter> detail)
     {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
-        using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
-        {
-            w.WriteStartObject();
-            detail(w);
-            w.WriteEndObject();
-        }
-        try { _writer.Enqueue(new RunRecorder.AuditRow(_runId, id, category, Now(), System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan))); }
+        try { _writer.Enqueue(new RunRecorder.AuditRow(_runId, id, category, Now(), RunRecorder.AuditRow.Detail(detail))); }
         catch (StoreException) { /* the writer reports its fault */ }
     }
 

@@ -417,17 +417,10 @@ public sealed class RunRecorder : IRunObserver
 
     private void Audit(int? task, string category, Action<System.Text.Json.Utf8JsonWriter> detail)
     {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
-        using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
-        {
-            w.WriteStartObject();
-            detail(w);
-            w.WriteEndObject();
-        }
         try
         {
             _writer.Enqueue(new AuditRow(_runId, task is int t ? _graph.IdOf(t) : null, category,
-                DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture), System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan)));
+                DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture), AuditRow.Detail(detail)));
         }
         catch (StoreException) { /* reported through Faulted */ }
     }
@@ -536,12 +529,26 @@ public sealed class RunRecorder : IRunObserver
         cmd.ExecuteNonQuery();
     }
 
-    internal sealed class AuditRow(string runId, string? taskId, string category, string at, string detail) : StoreWrite
+    /// <summary>A row of the audit trail; <paramref name="runId"/> null for an action on the service rather than a run.</summary>
+    internal sealed class AuditRow(string? runId, string? taskId, string category, string at, string detail) : StoreWrite
     {
+        /// <summary>The JSON object <paramref name="write"/> fills in: an audit row's detail.</summary>
+        public static string Detail(Action<System.Text.Json.Utf8JsonWriter> write)
+        {
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
+            using (var w = new System.Text.Json.Utf8JsonWriter(buffer))
+            {
+                w.WriteStartObject();
+                write(w);
+                w.WriteEndObject();
+            }
+            return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
+        }
+
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ($run, $task, $category, $at, $detail)");
-            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("$run", (object?)runId ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$category", category);
             cmd.Parameters.AddWithValue("$at", at);

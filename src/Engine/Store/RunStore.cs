@@ -623,7 +623,10 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>A run's audit trail in the order it was written, optionally of one task and one category.</summary>
-    public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId = null, string? category = null)
+    public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId = null, string? category = null) => AuditOf(runId, taskId, category, int.MaxValue);
+
+    /// <summary>The first <paramref name="limit"/> rows of a run's audit trail in the order they were written, optionally of one task and one category.</summary>
+    public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId, string? category, int limit)
     {
         lock (_read)
         {
@@ -631,8 +634,9 @@ public sealed class RunStore : IDisposable
             cmd.CommandText = """
                 SELECT category, at, run_id, task_id, detail FROM audit_log
                 WHERE run_id = $run AND ($task IS NULL OR task_id = $task) AND ($category IS NULL OR category = $category)
-                ORDER BY id
+                ORDER BY id LIMIT $limit
                 """;
+            cmd.Parameters.AddWithValue("$limit", limit);
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$category", (object?)category ?? DBNull.Value);
@@ -641,6 +645,37 @@ public sealed class RunStore : IDisposable
             while (r.Read())
                 list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
                     r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
+            return list;
+        }
+    }
+
+    /// <summary>
+    /// Adds a row to the audit trail: of run <paramref name="runId"/> (and task <paramref name="taskId"/>),
+    /// or, with no run, of the service. <paramref name="detailJson"/> is a JSON object.
+    /// </summary>
+    public void RecordAudit(string? runId, string? taskId, string category, string detailJson)
+    {
+        ArgumentNullException.ThrowIfNull(category);
+        ArgumentNullException.ThrowIfNull(detailJson);
+        if (Array.IndexOf(AuditCategory.All, category) < 0) throw new ArgumentException($"unknown audit category '{category}'", nameof(category));
+        var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
+        writer.Enqueue(new RunRecorder.AuditRow(runId, taskId, category,
+            DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture), detailJson));
+    }
+
+    /// <summary>The newest <paramref name="limit"/> rows of the audit trail that belong to no run (actions on the service), newest first; their <see cref="AuditRecord.RunId"/> is empty.</summary>
+    public IReadOnlyList<AuditRecord> ServiceAudit(int limit = 100)
+    {
+        lock (_read)
+        {
+            using var cmd = _read.CreateCommand();
+            cmd.CommandText = "SELECT category, at, task_id, detail FROM audit_log WHERE run_id IS NULL ORDER BY id DESC LIMIT $limit";
+            cmd.Parameters.AddWithValue("$limit", limit);
+            var list = new List<AuditRecord>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+                list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
+                    "", r.IsDBNull(2) ? null : r.GetString(2), r.GetString(3)));
             return list;
         }
     }

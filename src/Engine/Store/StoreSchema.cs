@@ -235,5 +235,21 @@ internal static class StoreSchema
         ALTER TABLE task_executions ADD COLUMN spec_hash TEXT;
         CREATE INDEX task_executions_task_id ON task_executions (run_id, task_id);
         """,
+        // v8 -> v9: the audit trail records who acted through the service's API (category 'api');
+        // an action on the service rather than a run (a layer's capacity, the rules, training) has no run.
+        """
+        CREATE TABLE audit_log_v9 (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT,
+            task_id TEXT,
+            category TEXT NOT NULL CHECK (category IN ('task_submission', 'layer_selection', 'task_execution', 'confidence_evaluation', 'escalation', 'task_completion', 'error', 'api')),
+            at TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        INSERT INTO audit_log_v9 (id, run_id, task_id, category, at, detail) SELECT id, run_id, task_id, category, at, detail FROM audit_log;
+        DROP TABLE audit_log;
+        ALTER TABLE audit_log_v9 RENAME TO audit_log;
+        CREATE INDEX audit_log_run ON audit_log (run_id, task_id, id);
+        """,
     ];
 }

@@ -405,7 +405,7 @@ internal sealed class OpenRunState : AttemptHost
             }
             if (id is not null)
                 _journal?.Submitted(id, template.Handler.Name, _layerNames[template.Route == RouteTable.Inline ? RouteTable.Local : template.Route],
-                    request.Priority.ToName(), deps?.Count ?? 0);
+                    request.Priority.ToName(), deps?.Count ?? 0, request.SubmittedBy);
 
             if (deps is not null)
                 for (int i = 0; i < deps.Count; i++) Wire(t, deps[i].Task, deps[i].Kind);
