@@ -16,8 +16,8 @@ public sealed class SubmittedTask
     internal readonly OpenRunState Run;
     internal readonly int Index;
     private string? _id;                       // null for a generated id until asked
-    internal readonly TaskTemplate Template;
-    internal readonly byte Priority;
+    internal TaskTemplate Template;            // changed only while the task waits, held back (OpenRunState.ChangeTask)
+    internal byte Priority;
     internal byte Route;
     internal byte AttemptCount;
     internal int State;
@@ -108,6 +108,16 @@ public sealed class SubmittedTask
 
     /// <summary>Cancels the task (see <see cref="OpenRun.Cancel(string)"/>); false when it had ended.</summary>
     public bool Cancel() => Run.CancelTask(this);
+
+    /// <summary>
+    /// Changes the task before it starts: its <paramref name="priority"/>, its arguments
+    /// (<paramref name="args"/>, a JSON object that replaces them, validated and routed again as a
+    /// new submission's are). Only a task still waiting for its dependencies can change: a ready one
+    /// may start at any moment.
+    /// </summary>
+    /// <exception cref="TaskRefusedException">The arguments are not valid for its handler (every problem listed).</exception>
+    /// <exception cref="InvalidOperationException">The task no longer waits (the message says what it does instead).</exception>
+    public void Change(TaskPriority? priority = null, System.Text.Json.JsonElement? args = null) => Run.ChangeTask(this, priority, args);
 
     /// <summary>Called once as the task ends (after <see cref="State"/> became <see cref="Ended"/>, with a full fence).</summary>
     internal void Completed() => Volatile.Read(ref _completion)?.TrySetResult(ToResult());

@@ -101,6 +101,39 @@ internal static class HttpApi
         }), Roles.Operator).Doc("Submit one task (a graph file task object) to the standing run", 201, 400, 401, 403, 413, 429, 503);
         access.Require(api.MapGet("/tasks/{id}", async (string id, HttpContext http) =>
             Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write)), Roles.Viewer).Doc("A task of the standing run (wait=S waits for its end)", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapPut("/tasks/{id}", async (string id, HttpContext http) =>
+        {
+            var body = await ReadBodyAsync(http, options.MaxRequestBytes);
+            TaskPriority? priority = null;
+            JsonElement? args = null;
+            try
+            {
+                using var doc = JsonDocument.Parse(body);
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new FormatException();
+                foreach (var p in doc.RootElement.EnumerateObject())
+                {
+                    switch (p.Name)
+                    {
+                        case "priority" when p.Value.ValueKind == JsonValueKind.String && GraphNames.TryParsePriority(p.Value.GetString()!, out var parsed):
+                            priority = parsed;
+                            break;
+                        case "priority":
+                            throw new ApiException(400, "invalid request", "priority must be low, normal, high or critical");
+                        case "args":
+                            args = p.Value.Clone();
+                            break;
+                        default:
+                            throw new ApiException(400, "invalid request", $"a task's priority and args can change; '{GraphLimits.Printable(p.Name)}' cannot");
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is JsonException or FormatException)
+            {
+                throw new ApiException(400, "invalid request", "the body is a JSON object: {\"priority\": \"high\", \"args\": {…}} (either or both)");
+            }
+            service.ChangeTask(id, priority, args, Caller(http));
+            return Json((await service.GetTaskAsync(id, TimeSpan.Zero, http.RequestAborted)).Write);
+        }), Roles.Operator).Doc("Change a waiting task of the standing run: its priority and/or args (409 once it is ready, running or ended)", 200, 400, 401, 403, 404, 409, 413, 429);
         access.Require(api.MapPost("/tasks/{id}/cancel", (string id, HttpContext http) => service.CancelTask(id, Caller(http))
             ? Results.Accepted($"/api/tasks/{Uri.EscapeDataString(id)}")
             : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a task of the standing run", 202, 401, 403, 404, 409, 429);
@@ -180,19 +213,17 @@ internal static class HttpApi
             {
                 w.WriteStartObject();
                 w.WriteStartArray("models");
-                foreach (var m in models)
-                {
-                    w.WriteStartObject();
-                    w.WriteNumber("version", m.Version);
-                    w.WriteString("trained_at", m.TrainedAt);
-                    w.WriteNumber("rows", m.Rows);
-                    JsonParts.WriteStoredJson(w, "metrics", m.Metrics);
-                    w.WriteEndObject();
-                }
+                foreach (var m in models) WriteModel(w, m);
                 w.WriteEndArray();
                 w.WriteEndObject();
             });
         }), Roles.Viewer).Doc("The trained model versions", 200, 401, 403, 404, 429);
+        access.Require(api.MapPost("/learning/train", async (HttpContext http) =>
+        {
+            var published = await service.TrainAsync(Caller(http), http.RequestAborted);
+            var model = service.Runtime.Store!.Models().First(m => m.Version == published.Version);
+            return Json(w => WriteModel(w, model), StatusCodes.Status201Created);
+        }), Roles.Admin).Doc("Train a new model version from the store's history now (admin); later runs route with it", 201, 401, 403, 404, 409, 429);
 
         access.Require(api.MapPost("/learning/predict", async (HttpContext http) =>
         {
@@ -241,6 +272,17 @@ internal static class HttpApi
             var problems = Status.Problems(service);
             return Json(w => Status.Write(w, service, problems), problems.Count == 0 ? 200 : 503);
         }), Roles.Viewer).Doc("Readiness: 200 ready, 503 not (draining, store, layers)", 200, 401, 403, 429, 503);
+    }
+
+    /// <summary>A trained model version: number, when, from how many rows, its held-out accuracy per layer.</summary>
+    private static void WriteModel(Utf8JsonWriter w, (int Version, DateTimeOffset TrainedAt, int Rows, string Folder, string Metrics) m)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("version", m.Version);
+        w.WriteString("trained_at", m.TrainedAt);
+        w.WriteNumber("rows", m.Rows);
+        JsonParts.WriteStoredJson(w, "metrics", m.Metrics);
+        w.WriteEndObject();
     }
 
     /// <summary>An endpoint's line in the OpenAPI document: what it does, its success status, the problems it may answer.</summary>

@@ -330,6 +330,40 @@ internal sealed class TaskMeshService : IAsyncDisposable
         return (setup.Plan(), setup.Router is null ? "no learned routing: handlers' layers, else local" : setup.ModelNote);
     }
 
+    private readonly SemaphoreSlim _training = new(1, 1);
+
+    /// <summary>
+    /// Trains a new model version from the store's history now (as <c>taskmesh train</c>), one
+    /// training at a time (409 while one goes); the runs that start after it route with it.
+    /// </summary>
+    public async Task<Learning.Models.PublishedModels> TrainAsync(string? caller, CancellationToken ct)
+    {
+        ThrowIfDraining();
+        if (_runtime.Store is not { IsReadOnly: false } store) throw new ApiException(404, "no store", "the service keeps no writable run store: there is nothing to train from");
+        if (!await _training.WaitAsync(0, ct).ConfigureAwait(false)) throw new ApiException(409, "training", "a training started by the API is going: wait for it");
+        try
+        {
+            await store.FlushAsync(ct).ConfigureAwait(false);
+            var published = await Learning.Models.ModelPublisher.TrainAsync(store, _runtime.Metrics, ct).ConfigureAwait(false)
+                ?? throw new ApiException(409, "nothing to train from", "the store has no task rows with features yet: run some graphs first");
+            _log.LogInformation("model version {Version} trained from {Rows} task rows, asked by {Caller}", published.Version, published.Rows, Who(caller));
+            Audit(null, null, "train", caller, w =>
+            {
+                w.WriteNumber("version", published.Version);
+                w.WriteNumber("rows", published.Rows);
+            });
+            return published;
+        }
+        catch (StoreException ex)
+        {
+            throw new ApiException(500, "training failed", ex.Message);
+        }
+        finally
+        {
+            _training.Release();
+        }
+    }
+
     /// <summary>Cancels a going run; false when it has ended.</summary>
     public bool CancelRun(string runId, string? caller = null)
     {
@@ -444,6 +478,38 @@ internal sealed class TaskMeshService : IAsyncDisposable
             Audit(Standing.RunId, task.Id, "cancel_task", caller);
         }
         return cancelled;
+    }
+
+    /// <summary>
+    /// Changes a task of the standing run before it starts (seed 003's <c>PUT /tasks/{id}</c>): its
+    /// priority and/or arguments. Refused with the reason (409) once it is ready, running or ended.
+    /// </summary>
+    public void ChangeTask(string taskId, TaskPriority? priority, JsonElement? args, string? caller)
+    {
+        if (!Standing.TryGetTask(taskId, out var task)) throw ApiException.NotFound($"the standing run keeps no task '{GraphLimits.Printable(taskId)}'");
+        if (priority is null && args is null) throw new ApiException(400, "invalid request", "give the task's new \"priority\", \"args\", or both");
+        try
+        {
+            task.Change(priority, args);
+        }
+        catch (TaskRefusedException ex)
+        {
+            throw new ApiException(400, "invalid task", ex.Message, ex.Errors);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new ApiException(409, "task not waiting", ex.Message);
+        }
+        _log.LogInformation("task {TaskId} of the standing run changed by {Caller}", task.Id, Who(caller));
+        Audit(Standing.RunId, task.Id, "change_task", caller, w =>
+        {
+            if (priority is { } p) w.WriteString("priority", p.ToName());
+            if (args is { } a)
+            {
+                w.WritePropertyName("args");
+                a.WriteTo(w);
+            }
+        });
     }
 
     /// <summary>The caller as logs name it: a token's subject, or "an unauthenticated caller" when the service takes none.</summary>

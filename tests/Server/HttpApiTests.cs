@@ -169,6 +169,30 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AWaitingTaskIsChangedWithPut_AndAStartedOneIsRefusedWithTheReason()
+    {
+        Assert.Equal(HttpStatusCode.Created, (await _http.PostAsync("api/tasks", JsonBody("""{ "id": "hold", "handler": "sleep", "args": { "millis": 1500 } }"""))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await _http.PostAsync("api/tasks", JsonBody("""{ "id": "later", "handler": "fail", "args": { "message": "as first sent" }, "dependsOn": ["hold"] }"""))).StatusCode);
+
+        var changed = await _http.PutAsync("api/tasks/later", JsonBody("""{ "priority": "critical", "args": { "message": "as changed" } }"""));
+        Assert.Equal(HttpStatusCode.OK, changed.StatusCode);
+        Assert.Equal("pending", (await ReadJson(changed)).GetProperty("status").GetString());
+        var badArgs = await _http.PutAsync("api/tasks/later", JsonBody("""{ "args": { "message": 5 } }"""));
+        Assert.Equal(HttpStatusCode.BadRequest, badArgs.StatusCode);
+        var unknownField = await _http.PutAsync("api/tasks/later", JsonBody("""{ "handler": "noop" }"""));
+        Assert.Equal(HttpStatusCode.BadRequest, unknownField.StatusCode);
+        Assert.Contains("'handler' cannot", (await ReadJson(unknownField)).GetProperty("detail").GetString());
+        var running = await _http.PutAsync("api/tasks/hold", JsonBody("""{ "priority": "low" }"""));
+        Assert.Equal(HttpStatusCode.Conflict, running.StatusCode);
+        Assert.Contains("running", (await ReadJson(running)).GetProperty("detail").GetString());
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.PutAsync("api/tasks/never", JsonBody("""{ "priority": "low" }"""))).StatusCode);
+
+        var ended = await ReadJson(await _http.GetAsync("api/tasks/later?wait=10"));
+        Assert.Equal("failed", ended.GetProperty("status").GetString());
+        Assert.Contains("as changed", ended.GetProperty("error").GetString());
+    }
+
+    [Fact]
     public async Task AGoingRunIsCancelled_AndAnEndedOneCannotBe()
     {
         string id = await SubmitAsync("""
@@ -220,6 +244,16 @@ public sealed class HttpApiTests : IAsyncLifetime
         Assert.Equal(_runtime.Rules.Count, rules.GetProperty("rules").GetArrayLength());
         var models = await ReadJson(await _http.GetAsync("api/learning/models"));
         Assert.Equal(_runtime.Store!.Models().Count, models.GetProperty("models").GetArrayLength());
+
+        // Training now: a new version from the store's rows, listed with the others.
+        var trained = await _http.PostAsync("api/learning/train", null);
+        var model = await ReadJson(trained);
+        Assert.True(trained.StatusCode == HttpStatusCode.Created, model.ToString());
+        int version = model.GetProperty("version").GetInt32();
+        Assert.True(model.GetProperty("rows").GetInt32() > 0);
+        Assert.Equal(JsonValueKind.Array, model.GetProperty("metrics").ValueKind);
+        models = await ReadJson(await _http.GetAsync("api/learning/models"));
+        Assert.Equal(version, models.GetProperty("models")[0].GetProperty("version").GetInt32());
 
         var set = await _http.PostAsync("api/layers/local", JsonBody("""{ "capacity": 3 }"""));
         Assert.Equal(HttpStatusCode.OK, set.StatusCode);
@@ -432,6 +466,18 @@ public sealed class HttpApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync($"api/runs/{first}/tasks/zz/escalate", JsonBody("""{ "to": "big" }"""))).StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync($"api/runs/{first}/tasks/a/escalate", JsonBody("""{ "to": "moon" }"""))).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await _http.PostAsync("api/runs/nosuchrun/tasks/a/escalate", JsonBody("""{ "to": "big" }"""))).StatusCode);
+
+        // The same from the command line: taskmesh escalate RUN TASK --to LAYER --server URL [--wait].
+        var (code, stdout, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("escalate", first, "a", "--to", "big", "--server", _server.HttpAddress.ToString(), "--wait");
+        Assert.True(code == 0, stderr + stdout);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("succeeded", doc.RootElement.GetProperty("status").GetString());
+            Assert.NotEqual(second, doc.RootElement.GetProperty("run_id").GetString());
+        }
+        (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("escalate", first, "a", "--to", "moon", "--server", _server.HttpAddress.ToString());
+        Assert.Equal(2, code);
+        Assert.Contains("moon", stderr);
     }
 
     [Fact]

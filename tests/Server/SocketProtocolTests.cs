@@ -21,7 +21,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
 
     // Message types (docs/protocol.md).
     private const int Error = 0, Hello = 1, Welcome = 2, Done = 3, Ping = 4, Pong = 5, SubmitGraph = 10, RunSubmitted = 11,
-        SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, Run = 15, GetTask = 16, TaskMessage = 17, WaitTasks = 22, Subscribe = 24, Event = 25,
+        SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, Run = 15, GetTask = 16, TaskMessage = 17, WaitTasks = 22, Subscribe = 24, Event = 25, ChangeTask = 26, Escalate = 28,
         Worker = 30, WorkerReady = 31, Leases = 33, Results = 34;
 
     public Task InitializeAsync() => StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, HandshakeTimeout = TimeSpan.FromMilliseconds(500), MaxFrameBytes = 1 << 20, LeaseTimeout = TimeSpan.FromSeconds(1) });
@@ -29,7 +29,8 @@ public sealed class SocketProtocolTests : IAsyncLifetime
     private async Task StartAsync(ServerOptions options)
     {
         var services = new ServiceCollection();
-        services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db"));
+        // A second local layer, for manual escalation.
+        services.AddTaskMesh(TaskMeshConfig.Parse("[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n")).AddSqliteStore(Path.Combine(_dir, "runs.db"));
         _provider = services.BuildServiceProvider();
         _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(), options);
     }
@@ -223,6 +224,49 @@ public sealed class SocketProtocolTests : IAsyncLifetime
 
         await c.SendAsync(GetTask, 3, "p2", 0);
         Assert.Equal("succeeded", Map((await c.ExpectAsync(TaskMessage)).Body[0])["status"]);
+    }
+
+    [Fact]
+    public async Task AWaitingTaskChangesItsArgs_ARunningOneRefuses_AndAnEndedRunsTaskIsEscalated()
+    {
+        using var c = await Client.ConnectAsync(Endpoint);
+        await c.HandshakeAsync();
+        var tasks = new object[]
+        {
+            new Dictionary<string, object> { ["id"] = "hold", ["handler"] = "sleep", ["args"] = new Dictionary<string, object> { ["millis"] = 1500 } },
+            new Dictionary<string, object> { ["id"] = "changed", ["handler"] = "fail", ["args"] = new Dictionary<string, object> { ["message"] = "as first sent" }, ["dependsOn"] = new object[] { "hold" } },
+        };
+        await c.SendAsync(SubmitTasks, 1, [tasks]);
+        await c.ExpectAsync(TasksSubmitted);
+        await c.SendAsync(ChangeTask, 2, "changed", "high", new Dictionary<string, object> { ["message"] = "as changed" });
+        Assert.Equal(2u, (await c.ExpectAsync(Done)).Id);
+        await c.SendAsync(ChangeTask, 3, "changed", "urgent", null);
+        Assert.Equal(400, Convert.ToInt32((await c.ExpectAsync(Error)).Body[0]));
+        await c.SendAsync(ChangeTask, 4, "nosuch", "low", null);
+        Assert.Equal(404, Convert.ToInt32((await c.ExpectAsync(Error)).Body[0]));
+
+        await c.SendAsync(GetTask, 5, "changed", 10);
+        var ended = Map((await c.ExpectAsync(TaskMessage)).Body[0]);
+        Assert.Equal("failed", ended["status"]);
+        Assert.Contains("as changed", (string)ended["error"]);
+        await c.SendAsync(ChangeTask, 6, "hold", "low", null);
+        var refused = await c.ExpectAsync(Error);
+        Assert.Equal(409, Convert.ToInt32(refused.Body[0]));
+        Assert.Contains("ended", (string)refused.Body[2]!);
+
+        // Manual escalation of an ended run's task: a new run, recorded as manual.
+        await c.SendAsync(SubmitGraph, 7, """{ "name": "esc", "tasks": [ { "id": "a", "handler": "noop" } ] }""");
+        string run = (string)(await c.ExpectAsync(RunSubmitted)).Body[0]!;
+        await c.SendAsync(GetRun, 8, run, 10);
+        Assert.Equal("succeeded", Map((await c.ExpectAsync(Run)).Body[0])["status"]);
+        await c.SendAsync(Escalate, 9, run, "a", "big", "checked again");
+        string again = (string)(await c.ExpectAsync(RunSubmitted)).Body[0]!;
+        Assert.NotEqual(run, again);
+        await c.SendAsync(GetRun, 10, again, 10);
+        var rerun = Map((await c.ExpectAsync(Run)).Body[0]);
+        Assert.Equal("succeeded", rerun["status"]);
+        await c.SendAsync(Escalate, 11, "nosuchrun", "a", "local", null);
+        Assert.Equal(404, Convert.ToInt32((await c.ExpectAsync(Error)).Body[0]));
     }
 
     [Fact]

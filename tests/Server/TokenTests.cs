@@ -98,6 +98,7 @@ public sealed class TokenTests : IAsyncLifetime
         ("POST", "api/tasks", Roles.Operator, """{ "handler": "noop" }"""),
         ("GET", "api/tasks/nosuchtask", Roles.Viewer, null),
         ("POST", "api/tasks/nosuchtask/cancel", Roles.Operator, null),
+        ("PUT", "api/tasks/nosuchtask", Roles.Operator, """{ "priority": "high" }"""),
         ("GET", "api/layers", Roles.Viewer, null),
         ("POST", "api/layers/local", Roles.Admin, """{ "capacity": 4 }"""),
         ("GET", "api/metrics", Roles.Viewer, null),
@@ -105,6 +106,7 @@ public sealed class TokenTests : IAsyncLifetime
         ("GET", "api/learning/models", Roles.Viewer, null),
         ("POST", "api/learning/predict", Roles.Viewer, Graph),
         ("GET", "api/audit", Roles.Viewer, null),
+        ("POST", "api/learning/train", Roles.Admin, null),
     ];
 
     /// <summary>The api rows of an audit trail (polled: the store writes them on its writer thread), as (action, caller, detail).</summary>
@@ -258,7 +260,7 @@ public sealed class TokenTests : IAsyncLifetime
             // Every message that changes something needs an operator: submit graph and tasks, cancel run and task, worker, results.
             var changes = new (int Type, object[] Body)[]
             {
-                (10, [Graph]), (12, [new object[] { new Dictionary<string, object> { ["handler"] = "noop" } }]), (18, ["r"]), (20, ["t"]),
+                (10, [Graph]), (12, [new object[] { new Dictionary<string, object> { ["handler"] = "noop" } }]), (18, ["r"]), (20, ["t"]), (26, ["t", "high", null!]), (28, ["r", "a", "local", null!]),
                 (30, [new object[] { "ext.x" }, 1]), (34, [new object[] { new object?[] { 1L, true, 1, null } }]),
             };
             uint rid = 5;

@@ -10,13 +10,19 @@ namespace TaskMesh.Host.Commands;
 /// <summary>
 /// Commands that act on a service (<c>taskmesh serve</c>) over its HTTP API:
 /// <c>taskmesh submit GRAPH --server URL [--wait]</c>, <c>taskmesh status RUN --server URL</c>,
-/// <c>taskmesh cancel RUN --server URL</c>; the token from <c>--token-file</c> or <c>TASKMESH_TOKEN</c>.
+/// <c>taskmesh cancel RUN --server URL</c>, <c>taskmesh escalate RUN TASK --to LAYER --server URL</c>; the
+/// token from <c>--token-file</c> or <c>TASKMESH_TOKEN</c>.
 /// </summary>
 internal static class RemoteCommands
 {
-    private static Option<string> Server() => new("--server") { Description = "The service's HTTP address, e.g. http://127.0.0.1:8080.", Required = true, HelpName = "URL" };
+    internal static Option<string> Server(bool required = true) => new("--server")
+    {
+        Description = required ? "The service's HTTP address, e.g. http://127.0.0.1:8080." : "Act on a service (taskmesh serve) at this HTTP address instead of a local store.",
+        Required = required,
+        HelpName = "URL",
+    };
 
-    private static Option<string?> TokenFile() => new("--token-file") { Description = "A file holding the bearer token (default: the TASKMESH_TOKEN variable).", HelpName = "FILE" };
+    internal static Option<string?> TokenFile() => new("--token-file") { Description = "A file holding the bearer token (default: the TASKMESH_TOKEN variable).", HelpName = "FILE" };
 
     public static Command CreateSubmit(CliIO io)
     {
@@ -130,6 +136,24 @@ internal static class RemoteCommands
         using var doc = await ReadJsonAsync(response, io.Token);
         Fail(response, doc);
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Manual escalation on a service: a new run resumes the ended one with the task run again on <paramref name="layer"/>; prints its id (or, with <paramref name="wait"/>, its end).</summary>
+    internal static async Task<int> EscalateAsync(CliIO io, string runId, string taskId, string layer, string? reason, string server, string? tokenFile, bool wait)
+    {
+        using var http = Client(server, tokenFile);
+        var body = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string?> { ["to"] = layer, ["reason"] = reason });
+        using var response = await Send(http, () => http.PostAsync($"api/runs/{Uri.EscapeDataString(runId)}/tasks/{Uri.EscapeDataString(taskId)}/escalate",
+            new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } }, io.Token), server);
+        using var doc = await ReadJsonAsync(response, io.Token);
+        Fail(response, doc);
+        string escalated = doc.RootElement.GetProperty("run_id").GetString()!;
+        if (!wait)
+        {
+            io.Out.WriteLine(GraphLimits.Printable(escalated));
+            return ExitCodes.Ok;
+        }
+        return await WaitAsync(io, http, escalated, server);
     }
 
     private static async Task<HttpResponseMessage> Send(HttpClient http, Func<Task<HttpResponseMessage>> send, string server)

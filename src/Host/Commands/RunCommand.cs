@@ -142,13 +142,24 @@ internal static class RunCommand
         var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", [.. ProgressModes.All]);
         var store = StoreInput.StoreOption();
         var metrics = new MetricsOptions();
-        var command = new Command("escalate", "Run a task of a stored run again on another layer, with the tasks that read its output; reuse the rest.")
+        var server = RemoteCommands.Server(required: false);
+        var token = RemoteCommands.TokenFile();
+        var wait = new Option<bool>("--wait") { Description = "With --server: wait for the new run to end and print it (exit 0 when every task succeeded)." };
+        var command = new Command("escalate", "Run a task of a stored run (or of a service's run, with --server) again on another layer, with the tasks that read its output; reuse the rest.")
         {
-            run, task, to, reason, json, config, progress, store,
+            run, task, to, reason, json, config, progress, store, server, token, wait,
         };
         metrics.AddTo(command);
         command.SetAction((parse, ct) =>
         {
+            if (parse.GetValue(server) is { } url)
+            {
+                if (parse.GetValue(store) is not null || parse.GetValue(json) is not null)
+                    throw new UsageException("--server acts on the service's run: --store and --json are for a local run");
+                return RemoteCommands.EscalateAsync(io, parse.GetValue(run)!, parse.GetValue(task)!, parse.GetValue(to)!, parse.GetValue(reason),
+                    url, parse.GetValue(token), parse.GetValue(wait));
+            }
+            if (parse.GetValue(wait)) throw new UsageException("--wait is for --server (a local escalation always waits)");
             var (runId, graphPath) = StoredRun(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(run)!,
                 id => $"run {id} was not run from a graph file: it cannot be escalated from the command line");
             string why = parse.GetValue(reason) ?? $"escalated by an operator to {parse.GetValue(to)}";

@@ -33,6 +33,8 @@ internal static class MessageType
     public const int CancelTask = 20;
     public const int WaitTasks = 22;
     public const int Subscribe = 24;
+    public const int ChangeTask = 26;
+    public const int Escalate = 28;
     public const int Worker = 30;
     public const int Results = 34;
 }
@@ -49,6 +51,10 @@ internal sealed record Request(int Type, uint Id)
     public List<string>? Ids { get; init; }
     public int Slots { get; init; }
     public List<WorkerResult>? Results { get; init; }
+    public string? Task { get; init; }             // escalate: the task
+    public string? Layer { get; init; }            // escalate: the layer asked; change_task: the new priority
+    public string? ArgsJson { get; init; }         // change_task: the new arguments (a JSON object), or null
+    public string? Reason { get; init; }           // escalate: why, for the record (null: who asked)
 }
 
 /// <summary>One result a worker sent: its lease, success or not, the output (as JSON) or the error, the confidence it reported.</summary>
@@ -106,6 +112,25 @@ internal static class Messages
                 case MessageType.CancelRun or MessageType.CancelTask or MessageType.Subscribe:
                     Expect(fields, 1, "cancel_run / cancel_task / subscribe [id]");
                     request = new Request(type, id) { Text = Str(ref reader, "id", nullable: false) };
+                    break;
+                case MessageType.ChangeTask:
+                    Expect(fields, 3, "change_task [task_id, priority, args]");
+                    request = new Request(type, id)
+                    {
+                        Text = Str(ref reader, "task_id", nullable: false),
+                        Layer = Str(ref reader, "priority", nullable: true),
+                        ArgsJson = reader.TryReadNil() ? null : Json(ref reader, "args"),
+                    };
+                    break;
+                case MessageType.Escalate:
+                    Expect(fields, 4, "escalate [run_id, task_id, layer, reason]");
+                    request = new Request(type, id)
+                    {
+                        Text = Str(ref reader, "run_id", nullable: false),
+                        Task = Str(ref reader, "task_id", nullable: false),
+                        Layer = Str(ref reader, "layer", nullable: false),
+                        Reason = Str(ref reader, "reason", nullable: true),
+                    };
                     break;
                 case MessageType.WaitTasks:
                     Expect(fields, 1, "wait_tasks [[task_id, …]]");

@@ -239,6 +239,7 @@ internal sealed class SocketServer : IAsyncDisposable
         private async Task HandleAsync(Request r, CancellationToken ct)
         {
             string needed = r.Type is MessageType.SubmitGraph or MessageType.SubmitTasks or MessageType.CancelRun or MessageType.CancelTask or MessageType.Worker or MessageType.Results
+                or MessageType.ChangeTask or MessageType.Escalate
                 ? Roles.Operator : Roles.Viewer;
             if (_role is not null && !Roles.Allows(_role, needed))
             {
@@ -276,6 +277,29 @@ internal sealed class SocketServer : IAsyncDisposable
                     await AnswerAsync(r.Id, () => Task.FromResult(server._service.CancelTask(r.Text!, _subject)
                         ? Messages.Write(MessageType.Done, r.Id)
                         : Messages.Error(r.Id, 409, "task ended", $"task {r.Text} has ended: there is nothing to cancel"))).ConfigureAwait(false);
+                    return;
+                case MessageType.ChangeTask:
+                    await AnswerAsync(r.Id, () =>
+                    {
+                        TaskPriority? priority = null;
+                        if (r.Layer is not null)
+                            priority = GraphNames.TryParsePriority(r.Layer, out var p) ? p : throw new ApiException(400, "invalid request", "priority must be low, normal, high or critical");
+                        JsonElement? args = null;
+                        if (r.ArgsJson is not null)
+                        {
+                            try { args = JsonDocument.Parse(r.ArgsJson).RootElement.Clone(); }
+                            catch (JsonException) { throw new ApiException(400, "invalid request", "args is a map (or JSON text of an object)"); }
+                        }
+                        server._service.ChangeTask(r.Text!, priority, args, _subject);
+                        return Task.FromResult(Messages.Write(MessageType.Done, r.Id));
+                    }).ConfigureAwait(false);
+                    return;
+                case MessageType.Escalate:
+                    await AnswerAsync(r.Id, () =>
+                    {
+                        string runId = server._service.Escalate(r.Text!, r.Task!, r.Layer!, r.Reason, _subject);
+                        return Task.FromResult(Messages.Write(MessageType.RunSubmitted, r.Id, 1, (ref MessagePackWriter w) => w.Write(runId)));
+                    }).ConfigureAwait(false);
                     return;
             }
             // Requests that may wait run beside the read loop, a bounded number at once.

@@ -63,6 +63,64 @@ public sealed class OpenRunTests
     }
 
     [Fact]
+    public async Task AWaitingTask_ChangesItsPriorityAndArgs_AndRunsWithThem_WhileAStartedOneRefusesWithTheReason()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 1 });
+        engine.Handlers.RegisterInline("echo", ctx => ctx.Args.GetProperty("x").GetInt32());
+        var gate = new Gate();
+        gate.Register(engine);
+        await using var run = engine.Open();
+
+        var first = run.Submit(Task("gate", "first"));
+        var waiting = run.Submit(new TaskRequest("echo") { Id = "waiting", Spec = Args("""{"x": 1}"""), DependsOn = [first] });
+        while (Volatile.Read(ref gate.Started) < 1) await System.Threading.Tasks.Task.Delay(5);
+
+        // Invalid arguments are refused with the reason, and change nothing.
+        var bad = Assert.Throws<TaskRefusedException>(() => waiting.Change(args: JsonDocument.Parse("[1]").RootElement));
+        Assert.Equal("waiting", bad.Errors.Single().TaskId);
+        waiting.Change(TaskPriority.Critical, JsonDocument.Parse("""{"x": 2}""").RootElement);
+        var running = Assert.Throws<InvalidOperationException>(() => first.Change(TaskPriority.Low));
+        Assert.Contains("running", running.Message);
+
+        gate.Open.SetResult();
+        var result = await waiting.Completion.WaitAsync(Limit);
+        Assert.Equal(TaskOutcome.Succeeded, result.Outcome);
+        Assert.Equal(2, result.Output);
+        Assert.Equal((byte)TaskPriority.Critical, waiting.Priority);
+        var ended = Assert.Throws<InvalidOperationException>(() => waiting.Change(TaskPriority.Low));
+        Assert.Contains("ended", ended.Message);
+        run.Complete();
+        Assert.Equal(RunStatus.Succeeded, (await run.Completion.WaitAsync(Limit)).Status);
+    }
+
+    [Fact]
+    public async Task ChangesRacingTheLastDependencysEnd_NeitherLoseTheTaskNorRunItTwice()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        int runs = 0;
+        engine.Handlers.RegisterInline("count", ctx => { Interlocked.Increment(ref runs); return ctx.Args.GetProperty("x").GetInt32(); });
+        await using var run = engine.Open();
+        var changed = 0;
+        var tasks = new List<SubmittedTask>();
+        for (int i = 0; i < 2000; i++)
+        {
+            var dep = run.Submit(new TaskRequest("noop"));
+            var t = run.Submit(new TaskRequest("count") { Spec = Args("""{"x": 1}"""), DependsOn = [dep] });
+            tasks.Add(t);
+            try
+            {
+                t.Change(TaskPriority.High, JsonDocument.Parse("""{"x": 2}""").RootElement);
+                changed++;
+            }
+            catch (InvalidOperationException) { }   // it became ready first
+        }
+        var results = await System.Threading.Tasks.Task.WhenAll(tasks.Select(t => t.Completion)).WaitAsync(Limit);
+        Assert.All(results, r => Assert.Equal(TaskOutcome.Succeeded, r.Outcome));
+        Assert.Equal(changed, results.Count(r => (int)r.Output! == 2));
+        Assert.Equal(2000, Volatile.Read(ref runs));
+    }
+
+    [Fact]
     public async Task RefusedSubmissions_SayWhy_AndTheRunGoesOn()
     {
         var engine = new TaskMeshEngine();

@@ -1043,6 +1043,59 @@ internal sealed class OpenRunState : AttemptHost
         }
     }
 
+    /// <summary>
+    /// Changes a task that waits for its dependencies (<see cref="SubmittedTask.Change"/>). One more
+    /// pending count holds it back while it changes: it cannot become ready meanwhile, and becomes
+    /// ready here if its last dependency ended during the change.
+    /// </summary>
+    internal void ChangeTask(SubmittedTask t, TaskPriority? priority, System.Text.Json.JsonElement? args)
+    {
+        if (t.Run != this) throw new ArgumentException("the task belongs to another run", nameof(t));
+        if (args is { ValueKind: not System.Text.Json.JsonValueKind.Object })
+            Refuse(GraphErrorCodes.Schema, "'args' must be an object", t.Id);
+        int pending;
+        do
+        {
+            pending = Volatile.Read(ref t.Pending);
+            if (pending == 0) throw new InvalidOperationException(WhyUnchangeable(t));
+        }
+        while (Interlocked.CompareExchange(ref t.Pending, pending + 1, pending) != pending);
+        try
+        {
+            if (Volatile.Read(ref t.State) != SubmittedTask.Waiting || t.CancelRequested) throw new InvalidOperationException(WhyUnchangeable(t));
+            lock (_submitLock)
+            {
+                var newPriority = priority ?? (TaskPriority)t.Priority;
+                if (args is { } a)
+                {
+                    var spec = t.Template.Prepared.Graph.Spec(0)?.Clone() ?? new TaskSpec();
+                    spec.Args = a.Clone();
+                    var template = TemplateFor(new TaskRequest(t.Template.Handler.Name) { Spec = spec, Priority = newPriority }, t.HasGivenId ? t.Id : null, t.Index);
+                    (t.Template, t.Route) = (template, template.Route);
+                    // Its stored row no longer says what was first submitted: a resubmission of its id
+                    // after a crash is answered from what it became.
+                    if (t.ColdOrNull is { SpecHash: not null } cold) cold.SpecHash = null;
+                }
+                t.Priority = (byte)newPriority;
+            }
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref t.Pending) == 0) MakeReady(t);
+        }
+    }
+
+    private static string WhyUnchangeable(SubmittedTask t)
+    {
+        if (t.CancelRequested) return $"task {t.Id} was cancelled";
+        return Volatile.Read(ref t.State) switch
+        {
+            SubmittedTask.Waiting or SubmittedTask.Queued => $"task {t.Id} is ready and queued: it may start at any moment (only a task still waiting for its dependencies can change)",
+            SubmittedTask.Running => $"task {t.Id} is running",
+            _ => $"task {t.Id} has ended",
+        };
+    }
+
     internal void Cancel()
     {
         lock (_submitLock)
