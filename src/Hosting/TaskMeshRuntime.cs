@@ -7,6 +7,7 @@ using TaskMesh.Engine.Escalation;
 using TaskMesh.Engine.Graph;
 using TaskMesh.Engine.Observability;
 using TaskMesh.Engine.Scheduling;
+using TaskMesh.Engine.Scheduling.Attempts;
 using TaskMesh.Engine.Store;
 using TaskMesh.Learning.Features;
 using TaskMesh.Learning.Models;
@@ -50,10 +51,13 @@ public sealed class TaskMeshRuntime : IDisposable
         try
         {
             Engine = new TaskMeshEngine(Config.ToEngineOptions());
-            (Rules, RulesSource) = RulesInForce.Of(Config, Store);
-            // The engine's policy was built from the config's rules (or the defaults): the store's replace them.
-            if (RulesSource == RulesInForce.FromStore)
-                Engine.EscalationPolicy = new RuleEscalationPolicy(Rules, () => Engine.Layers, Config.MaxEscalationsPerTask);
+            (_rules, _rulesSource) = RulesInForce.Of(Config, Store);
+            // The engine's policy was built from the config's rules (or the defaults): the store's
+            // replace them. Runs decide through one that ReplaceRulesAsync can swap while they go.
+            _policy = new LiveRulesPolicy(RulesSource == RulesInForce.FromStore
+                ? new RuleEscalationPolicy(Rules, () => Engine.Layers, Config.MaxEscalationsPerTask)
+                : Engine.EscalationPolicy);
+            Engine.EscalationPolicy = _policy;
             if (metrics is not null)
             {
                 metrics.Watch(Engine);
@@ -76,11 +80,55 @@ public sealed class TaskMeshRuntime : IDisposable
     /// <summary>The run store, or null when runs are not recorded.</summary>
     public RunStore? Store { get; }
 
+    private volatile IReadOnlyList<EscalationRule> _rules;
+    private volatile string _rulesSource;
+    private readonly LiveRulesPolicy _policy;
+    private readonly SemaphoreSlim _rulesLock = new(1, 1);
+
     /// <summary>The escalation rules in force.</summary>
-    public IReadOnlyList<EscalationRule> Rules { get; }
+    public IReadOnlyList<EscalationRule> Rules => _rules;
 
     /// <summary>Where <see cref="Rules"/> come from (<see cref="RulesInForce"/>: <c>config</c>, <c>store</c>, <c>defaults</c>).</summary>
-    public string RulesSource { get; }
+    public string RulesSource => _rulesSource;
+
+    /// <summary>
+    /// Replaces the store's escalation rules with <paramref name="rules"/> (none: the defaults) and
+    /// puts them in force at once: every run, those going included, decides its next retry or
+    /// escalation by them, and runs started from now on are routed with them (complexity rules).
+    /// The rules stay for the next process (they are the store's).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The config declares the rules (they are edited there), or there is no writable store.</exception>
+    /// <exception cref="ArgumentException">A rule is malformed (the message says which and why).</exception>
+    public async Task ReplaceRulesAsync(IReadOnlyList<EscalationRule> rules, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(rules);
+        if (RulesSource == RulesInForce.FromConfig)
+            throw new InvalidOperationException($"the escalation rules are the config's ([[escalation.rules]] in {Config.Source ?? "the config"}): change them there");
+        if (Store is not { IsReadOnly: false } store) throw new InvalidOperationException("rules changed while running are kept in the run store, and there is none (or it is read-only)");
+        var policy = new RuleEscalationPolicy(rules.Count == 0 ? EscalationRule.Defaults : rules, () => Engine.Layers, Config.MaxEscalationsPerTask);
+        await _rulesLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            store.RecordRules(rules);
+            await store.FlushAsync(ct).ConfigureAwait(false);
+            (_rules, _rulesSource) = RulesInForce.Of(Config, store);
+            _policy.Inner = policy;
+        }
+        finally
+        {
+            _rulesLock.Release();
+        }
+    }
+
+    /// <summary>The policy every run of the engine decides through: the rules in force now.</summary>
+    private sealed class LiveRulesPolicy(IEscalationPolicy inner) : IEscalationPolicy
+    {
+        private volatile IEscalationPolicy _inner = inner;
+
+        public IEscalationPolicy Inner { get => _inner; set => _inner = value; }
+
+        public EscalationDecision Decide(in AttemptResult attempt, in EscalationContext context) => _inner.Decide(attempt, context);
+    }
 
     /// <summary>The metrics runs report to, when there are any.</summary>
     public TaskMeshMetrics? Metrics { get; }

@@ -183,15 +183,13 @@ internal static class HttpApi
                 w.WriteEndObject();
             });
         }), Roles.Viewer).Doc("Daily figures per layer over the last days", 200, 400, 401, 403, 404, 429);
-        access.Require(api.MapGet("/rules", () => Json(w =>
+        access.Require(api.MapGet("/rules", () => Json(w => WriteRules(w, service))), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
+        access.Require(api.MapPut("/rules", async (HttpContext http) =>
         {
-            w.WriteStartObject();
-            w.WriteString("source", service.Runtime.RulesSource);
-            w.WriteStartArray("rules");
-            foreach (var r in service.Runtime.Rules) w.WriteStringValue(r.Describe());
-            w.WriteEndArray();
-            w.WriteEndObject();
-        })), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
+            var rules = ReadRules(await ReadBodyAsync(http, 1 << 20));
+            await service.SetRulesAsync(rules, Caller(http), http.RequestAborted);
+            return Json(w => WriteRules(w, service));
+        }), Roles.Admin).Doc("Replace the escalation rules (admin): kept in the store, in force at once for every run", 200, 400, 401, 403, 409, 413, 429);
         access.Require(api.MapGet("/audit", (HttpContext http) =>
         {
             var q = http.Request.Query;
@@ -272,6 +270,76 @@ internal static class HttpApi
             var problems = Status.Problems(service);
             return Json(w => Status.Write(w, service, problems), problems.Count == 0 ? 200 : 503);
         }), Roles.Viewer).Doc("Readiness: 200 ready, 503 not (draining, store, layers)", 200, 401, 403, 429, 503);
+    }
+
+    /// <summary>The rules in force, where they come from, each as fields and as text.</summary>
+    private static void WriteRules(Utf8JsonWriter w, TaskMeshService service)
+    {
+        w.WriteStartObject();
+        w.WriteString("source", service.Runtime.RulesSource);
+        w.WriteStartArray("rules");
+        foreach (var r in service.Runtime.Rules)
+        {
+            w.WriteStartObject();
+            w.WriteString("from", r.From);
+            w.WriteString("to", r.To);
+            w.WriteString("trigger", r.Trigger);
+            if (r.Threshold is double t) w.WriteNumber("threshold", t);
+            else w.WriteNull("threshold");
+            w.WriteNumber("priority", r.Priority);
+            w.WriteBoolean("active", r.Active);
+            w.WriteString("text", r.Describe());
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>The body of <c>PUT /api/rules</c>: <c>{"rules": [{"from", "to", "trigger", "threshold", "priority", "active"}, …]}</c>.</summary>
+    private static List<Engine.Escalation.EscalationRule> ReadRules(byte[] body)
+    {
+        const string Shape = "the body is {\"rules\": [{\"from\": LAYER or \"*\", \"to\": LAYER or \"next\", \"trigger\": TRIGGER, \"threshold\": N, \"priority\": N, \"active\": true}, …]}";
+        try
+        {
+            using var doc = JsonDocument.Parse(body);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("rules", out var list) || list.ValueKind != JsonValueKind.Array)
+                throw new ApiException(400, "invalid request", Shape);
+            if (list.GetArrayLength() > 1000) throw new ApiException(400, "invalid rules", "at most 1000 rules");
+            var rules = new List<Engine.Escalation.EscalationRule>();
+            int n = 0;
+            foreach (var e in list.EnumerateArray())
+            {
+                n++;
+                if (e.ValueKind != JsonValueKind.Object) throw new ApiException(400, "invalid rules", $"rule {n} is not an object; {Shape}");
+                string? from = null, to = null, trigger = null;
+                double? threshold = null;
+                int priority = 0;
+                bool active = true;
+                foreach (var p in e.EnumerateObject())
+                {
+                    switch (p.Name)
+                    {
+                        case "from": from = p.Value.GetString(); break;
+                        case "to": to = p.Value.GetString(); break;
+                        case "trigger": trigger = p.Value.GetString(); break;
+                        case "threshold": threshold = p.Value.ValueKind == JsonValueKind.Null ? null : p.Value.GetDouble(); break;
+                        case "priority": priority = p.Value.GetInt32(); break;
+                        case "active": active = p.Value.GetBoolean(); break;
+                        case "text": break;   // what GET writes beside the fields: a rule read back can be sent again
+                        default: throw new ApiException(400, "invalid rules", $"rule {n}: unknown field '{GraphLimits.Printable(p.Name)}'");
+                    }
+                }
+                if (from is null || to is null || trigger is null) throw new ApiException(400, "invalid rules", $"rule {n} needs from, to and trigger");
+                var rule = new Engine.Escalation.EscalationRule(from, to, trigger, threshold, priority, active);
+                if (rule.Problem() is { } problem) throw new ApiException(400, "invalid rules", $"rule {n}: {GraphLimits.Printable(problem)}");
+                rules.Add(rule);
+            }
+            return rules;
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)
+        {
+            throw new ApiException(400, "invalid request", Shape);
+        }
     }
 
     /// <summary>A trained model version: number, when, from how many rows, its held-out accuracy per layer.</summary>

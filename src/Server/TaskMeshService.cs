@@ -330,6 +330,45 @@ internal sealed class TaskMeshService : IAsyncDisposable
         return (setup.Plan(), setup.Router is null ? "no learned routing: handlers' layers, else local" : setup.ModelNote);
     }
 
+    /// <summary>
+    /// Replaces the escalation rules (admin): kept in the store and in force at once for every run
+    /// (<see cref="TaskMeshRuntime.ReplaceRulesAsync"/>). Refused when the config declares them.
+    /// </summary>
+    public async Task SetRulesAsync(IReadOnlyList<Engine.Escalation.EscalationRule> rules, string? caller, CancellationToken ct)
+    {
+        var layers = _runtime.Engine.Layers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
+        for (int i = 0; i < rules.Count; i++)
+        {
+            var r = rules[i];
+            foreach (var (field, name, wildcard) in new[] { ("from", r.From, Engine.Escalation.EscalationRule.AnyLayer), ("to", r.To, Engine.Escalation.EscalationRule.NextLayer) })
+                if (name != wildcard && !layers.Contains(name))
+                    throw new ApiException(400, "invalid rules", $"rule {i + 1}: {field} is '{GraphLimits.Printable(name)}', which is no layer of this service ({string.Join(", ", layers.Order(StringComparer.Ordinal))}, or {wildcard})");
+        }
+        try
+        {
+            await _runtime.ReplaceRulesAsync(rules, ct).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new ApiException(400, "invalid rules", ex.Message);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new ApiException(409, "rules not changeable here", ex.Message);
+        }
+        catch (StoreException ex)
+        {
+            throw new ApiException(500, "the store failed", ex.Message);
+        }
+        _log.LogInformation("escalation rules replaced by {Caller}: {Count} rule(s)", Who(caller), rules.Count);
+        Audit(null, null, "set_rules", caller, w =>
+        {
+            w.WriteStartArray("rules");
+            foreach (var r in rules) w.WriteStringValue(r.Describe() + (r.Active ? "" : " (inactive)"));
+            w.WriteEndArray();
+        });
+    }
+
     private readonly SemaphoreSlim _training = new(1, 1);
 
     /// <summary>

@@ -481,6 +481,48 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RulesReplacedOverTheApi_AreInForceForTheNextDecision_AndKeptInTheStore()
+    {
+        await DisposeAsync();
+        Directory.CreateDirectory(_dir);
+        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir }, "[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n");
+        const string Failing = """{ "name": "f", "tasks": [ { "id": "x", "handler": "fail", "retries": 0 } ] }""";
+        async Task<int> EscalationsOfX()
+        {
+            string id = await SubmitAsync(Failing);
+            await WaitForRunAsync(id);
+            return (await ReadJson(await _http.GetAsync($"api/runs/{id}/tasks/x"))).GetProperty("escalations").GetArrayLength();
+        }
+
+        Assert.Equal("defaults", (await ReadJson(await _http.GetAsync("api/rules"))).GetProperty("source").GetString());
+        Assert.Equal(1, await EscalationsOfX());   // the defaults: an error moves it up to big
+
+        var put = await _http.PutAsync("api/rules", JsonBody("""{ "rules": [ { "from": "*", "to": "next", "trigger": "timeout", "priority": 1 }, { "from": "local", "to": "big", "trigger": "error", "active": false } ] }"""));
+        var rules = await ReadJson(put);
+        Assert.True(put.StatusCode == HttpStatusCode.OK, rules.ToString());
+        Assert.Equal("store", rules.GetProperty("source").GetString());
+        Assert.Equal(2, rules.GetProperty("rules").GetArrayLength());
+        Assert.Equal("* → next on timeout", rules.GetProperty("rules")[0].GetProperty("text").GetString());
+        Assert.False(rules.GetProperty("rules")[1].GetProperty("active").GetBoolean());
+        Assert.Equal(2, _runtime.Store!.RulesWithIds().Count);
+        Assert.Equal(0, await EscalationsOfX());   // no rule fires on an error any more
+
+        // What GET says can be sent back; no rules are the defaults again.
+        Assert.Equal(HttpStatusCode.OK, (await _http.PutAsync("api/rules", JsonBody(rules.ToString()))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _http.PutAsync("api/rules", JsonBody("""{ "rules": [] }"""))).StatusCode);
+        Assert.Equal("defaults", (await ReadJson(await _http.GetAsync("api/rules"))).GetProperty("source").GetString());
+        Assert.Equal(1, await EscalationsOfX());
+
+        foreach (var bad in new[] { """{ "rules": [ { "from": "*", "to": "moon", "trigger": "error" } ] }""", """{ "rules": [ { "from": "*", "to": "next", "trigger": "sunrise" } ] }""",
+                 """{ "rules": [ { "from": "*", "to": "next" } ] }""", """{ "rules": {} }""", """[1]""" })
+        {
+            var refused = await _http.PutAsync("api/rules", JsonBody(bad));
+            Assert.True(refused.StatusCode == HttpStatusCode.BadRequest, bad + ": " + refused.StatusCode);
+        }
+        Assert.Equal("defaults", (await ReadJson(await _http.GetAsync("api/rules"))).GetProperty("source").GetString());
+    }
+
+    [Fact]
     public async Task APredictionSaysWhereEachTaskWouldRun_AndRunsNothing()
     {
         await _runtime.Store!.FlushAsync();

@@ -103,6 +103,7 @@ public sealed class TokenTests : IAsyncLifetime
         ("POST", "api/layers/local", Roles.Admin, """{ "capacity": 4 }"""),
         ("GET", "api/metrics", Roles.Viewer, null),
         ("GET", "api/rules", Roles.Viewer, null),
+        ("PUT", "api/rules", Roles.Admin, """{ "rules": [] }"""),
         ("GET", "api/learning/models", Roles.Viewer, null),
         ("POST", "api/learning/predict", Roles.Viewer, Graph),
         ("GET", "api/audit", Roles.Viewer, null),
