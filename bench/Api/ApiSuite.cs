@@ -40,6 +40,15 @@ internal static class ApiSuite
         int tasks = int.Parse(DagSuite.Opt(args, "--tasks") ?? "200000");
         double seconds = double.Parse(DagSuite.Opt(args, "--seconds") ?? "3", System.Globalization.CultureInfo.InvariantCulture);
         string? json = DagSuite.Opt(args, "--json");
+        // --only latency,batched,worker,requests: the groups of figures to measure (default: all).
+        var only = DagSuite.Opt(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        string[] groups = ["latency", "batched", "worker", "requests"];
+        if (only?.FirstOrDefault(g => !groups.Contains(g)) is { } unknown)
+        {
+            Console.Error.WriteLine($"--only takes {string.Join(", ", groups)}; got '{unknown}'");
+            return 2;
+        }
+        bool Measures(string group) => only is null || only.Contains(group);
 
         var services = new ServiceCollection();
         var config = TaskMeshConfig.Parse("[store]\nenabled = false\n[open_runs]\nmax_pending = 65536\n");
@@ -56,6 +65,7 @@ internal static class ApiSuite
         Console.WriteLine($"api bench: service in this process (no store), clients on loopback; {requests:N0} requests per latency, {tasks:N0} tasks per throughput");
 
         // Submit-to-result of a one-task graph: socket.
+        if (Measures("latency"))
         using (var c = await Client.ConnectAsync(server.SocketEndpoint!))
         {
             async Task<double> Once(uint id)
@@ -78,28 +88,35 @@ internal static class ApiSuite
         // The same over HTTP.
         using (var http = new HttpClient { BaseAddress = server.HttpAddress })
         {
-            async Task<double> Once()
+            if (Measures("latency"))
             {
-                long t0 = Stopwatch.GetTimestamp();
-                using var posted = await http.PostAsync("api/runs", new StringContent(OneTask, Encoding.UTF8, "application/json"));
-                using var doc = JsonDocument.Parse(await posted.Content.ReadAsStringAsync());
-                string run = doc.RootElement.GetProperty("run_id").GetString()!;
-                using var got = JsonDocument.Parse(await http.GetStringAsync($"api/runs/{run}?wait=10"));
-                if (got.RootElement.GetProperty("status").GetString() != "succeeded") throw new InvalidOperationException("the one-task run did not succeed");
-                return Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                async Task<double> Once()
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    using var posted = await http.PostAsync("api/runs", new StringContent(OneTask, Encoding.UTF8, "application/json"));
+                    using var doc = JsonDocument.Parse(await posted.Content.ReadAsStringAsync());
+                    string run = doc.RootElement.GetProperty("run_id").GetString()!;
+                    using var got = JsonDocument.Parse(await http.GetStringAsync($"api/runs/{run}?wait=10"));
+                    if (got.RootElement.GetProperty("status").GetString() != "succeeded") throw new InvalidOperationException("the one-task run did not succeed");
+                    return Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                }
+                for (int i = 0; i < Math.Min(500, requests); i++) await Once();
+                var ms = new List<double>(requests);
+                for (int i = 0; i < requests; i++) ms.Add(await Once());
+                Add("http_submit_to_result_p50_ms", Percentile(ms, 50), "ms");
+                Add("http_submit_to_result_p99_ms", Percentile(ms, 99), "ms");
             }
-            for (int i = 0; i < Math.Min(500, requests); i++) await Once();
-            var ms = new List<double>(requests);
-            for (int i = 0; i < requests; i++) ms.Add(await Once());
-            Add("http_submit_to_result_p50_ms", Percentile(ms, 50), "ms");
-            Add("http_submit_to_result_p99_ms", Percentile(ms, 99), "ms");
 
-            // Tasks submitted to the standing run over one connection, in batches of 1,000, eight batches in flight.
-            await SubmitBatchesAsync(server, http, Math.Min(tasks, 20_000), """{"handler":"noop"}""");   // warm
-            var (n, elapsed) = await SubmitBatchesAsync(server, http, tasks, """{"handler":"noop"}""");
-            Add("tasks_per_s_socket_batched", n / elapsed.TotalSeconds, "tasks/s");
+            if (Measures("batched"))
+            {
+                // Tasks submitted to the standing run over one connection, in batches of 1,000, eight batches in flight.
+                await SubmitBatchesAsync(server, http, Math.Min(tasks, 20_000), """{"handler":"noop"}""");   // warm
+                var (n, elapsed) = await SubmitBatchesAsync(server, http, tasks, """{"handler":"noop"}""");
+                Add("tasks_per_s_socket_batched", n / elapsed.TotalSeconds, "tasks/s");
+            }
 
             // Through one external worker written from docs/protocol.md: it answers each lease with its arguments.
+            if (Measures("worker"))
             using (var worker = await Client.ConnectAsync(server.SocketEndpoint!))
             {
                 await worker.SendAsync(Worker, 1, new object[] { "bench.echo" }, 1024);
@@ -115,30 +132,33 @@ internal static class ApiSuite
             }
 
             // GET /api/runs/{id}, four clients at once.
-            string runId;
-            using (var posted = await http.PostAsync("api/runs", new StringContent(OneTask, Encoding.UTF8, "application/json")))
-            using (var doc = JsonDocument.Parse(await posted.Content.ReadAsStringAsync()))
-                runId = doc.RootElement.GetProperty("run_id").GetString()!;
-            await http.GetStringAsync($"api/runs/{runId}?wait=10");
-            async Task<long> Hammer(TimeSpan duration)
+            if (Measures("requests"))
             {
-                long count = 0;
-                var until = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
-                await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
+                string runId;
+                using (var posted = await http.PostAsync("api/runs", new StringContent(OneTask, Encoding.UTF8, "application/json")))
+                using (var doc = JsonDocument.Parse(await posted.Content.ReadAsStringAsync()))
+                    runId = doc.RootElement.GetProperty("run_id").GetString()!;
+                await http.GetStringAsync($"api/runs/{runId}?wait=10");
+                async Task<long> Hammer(TimeSpan duration)
                 {
-                    using var h = new HttpClient { BaseAddress = server.HttpAddress };
-                    while (Stopwatch.GetTimestamp() < until)
+                    long count = 0;
+                    var until = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+                    await Task.WhenAll(Enumerable.Range(0, 4).Select(async _ =>
                     {
-                        using var r = await h.GetAsync($"api/runs/{runId}");
-                        r.EnsureSuccessStatusCode();
-                        Interlocked.Increment(ref count);
-                    }
-                }));
-                return count;
+                        using var h = new HttpClient { BaseAddress = server.HttpAddress };
+                        while (Stopwatch.GetTimestamp() < until)
+                        {
+                            using var r = await h.GetAsync($"api/runs/{runId}");
+                            r.EnsureSuccessStatusCode();
+                            Interlocked.Increment(ref count);
+                        }
+                    }));
+                    return count;
+                }
+                await Hammer(TimeSpan.FromSeconds(1));   // warm
+                long done = await Hammer(TimeSpan.FromSeconds(seconds));
+                Add("http_requests_per_s", done / seconds, "requests/s");
             }
-            await Hammer(TimeSpan.FromSeconds(1));   // warm
-            long done = await Hammer(TimeSpan.FromSeconds(seconds));
-            Add("http_requests_per_s", done / seconds, "requests/s");
         }
 
         if (json is not null)

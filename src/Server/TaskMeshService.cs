@@ -442,18 +442,25 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// Adds a task (a graph file's task object) to the standing run, waiting up to a few seconds
     /// for room when it holds <c>max_pending</c> tasks (then 429: retry later).
     /// </summary>
-    public async Task<SubmittedTask> SubmitTaskAsync(JsonElement task, string? caller, CancellationToken ct)
+    public Task<SubmittedTask> SubmitTaskAsync(JsonElement task, string? caller, CancellationToken ct)
     {
-        ThrowIfDraining();
         TaskRequest request;
         try
         {
-            request = TaskRequestJson.Read(task) with { SubmittedBy = caller };
+            request = TaskRequestJson.Read(task);
         }
         catch (TaskRefusedException ex)
         {
             throw new ApiException(400, "invalid task", ex.Message, ex.Errors);
         }
+        return SubmitTaskAsync(request, caller, ct);
+    }
+
+    /// <summary>Adds a task read already (<paramref name="request"/>; its submitter becomes <paramref name="caller"/>) to the standing run.</summary>
+    public async Task<SubmittedTask> SubmitTaskAsync(TaskRequest request, string? caller, CancellationToken ct)
+    {
+        ThrowIfDraining();
+        if (caller is not null) request = request with { SubmittedBy = caller };
         try
         {
             // Room now (the usual case): no timer, no wait.

@@ -7,7 +7,7 @@ namespace TaskMesh.Tests.Server;
 /// <summary>Leases of external work: credits, results, a worker that leaves, late results, cancellation.</summary>
 public sealed class WorkQueueTests
 {
-    private static ExternalWork Work(string id) => new(id, "py.f", "{}", 1);
+    private static ExternalWork Work(string id) => new(id, "py.f", JsonDocument.Parse("{}").RootElement.Clone(), 1);
     private static WorkResult Ok(int n) => new(true, WorkResult.OutputOf(JsonDocument.Parse(n.ToString()).RootElement), null, null);
 
     [Fact]

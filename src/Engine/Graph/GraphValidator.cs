@@ -193,7 +193,7 @@ public static class GraphValidator
         return errors.Count > before ? null : new PreparedGraph(graph, engine, handlers!, shared, own, context.BaseDirectory);
     }
 
-    private static (object? Parsed, IReadOnlyList<string> Problems) Parse(HandlerDescriptor h, JsonElement args, ValidationContext context)
+    internal static (object? Parsed, IReadOnlyList<string> Problems) Parse(HandlerDescriptor h, JsonElement args, ValidationContext context)
         => h.ValidateWithContext is { } withContext ? withContext(args, context) : h.Validate!(args);
 
     internal static HandlerDescriptor?[] ResolveHandlers(TaskGraph graph, HandlerRegistry registry, List<GraphError>? errors)

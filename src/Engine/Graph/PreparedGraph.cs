@@ -23,6 +23,25 @@ public sealed class PreparedGraph
         BaseDirectory = baseDirectory;
     }
 
+    /// <summary>
+    /// This prepared graph of one task with other arguments (<paramref name="spec"/>: options that set
+    /// arguments only), checked by the task's handler as validation checks them; null with the
+    /// handler's problems in <paramref name="errors"/> (as <see cref="GraphErrorCodes.BadArgs"/>, for <paramref name="taskId"/>).
+    /// </summary>
+    internal PreparedGraph? WithArguments(TaskSpec spec, string taskId, List<GraphError> errors)
+    {
+        var h = _handlers[0];
+        object?[]? own = null;
+        if (h.Validate is not null || h.ValidateWithContext is not null)
+        {
+            var (parsed, problems) = GraphValidator.Parse(h, spec.Args, new ValidationContext(BaseDirectory));
+            foreach (var p in problems) errors.Add(new GraphError(GraphErrorCodes.BadArgs, $"handler '{h.Name}': {p}", taskId));
+            if (problems.Count > 0) return null;
+            own = [parsed];
+        }
+        return new PreparedGraph(Graph.WithArgumentsOnly(spec), Engine, _handlers, _sharedArgs, own, BaseDirectory);
+    }
+
     /// <summary>The graph.</summary>
     public TaskGraph Graph { get; }
 

@@ -155,6 +155,46 @@ public sealed class TaskGraph
 
     internal static TaskGraph Compile(GraphBuilder builder) => new(builder);
 
+    /// <summary>
+    /// This graph of one task with <paramref name="spec"/> — options that set arguments and nothing
+    /// else — as its task's: what an open run's task becomes when it differs from its handler's
+    /// earlier task only in its arguments, without building a graph again.
+    /// </summary>
+    internal TaskGraph WithArgumentsOnly(TaskSpec spec)
+    {
+        if (_count != 1 || !spec.SetsArgumentsOnly) throw new InvalidOperationException("only a graph of one task takes options of arguments only");
+        return new TaskGraph(this, spec);
+    }
+
+    private TaskGraph(TaskGraph g, TaskSpec spec)
+    {
+        // Arguments change none of the columns derived from options (cache, estimates, routing needs, pools).
+        Name = g.Name;
+        Defaults = g.Defaults;
+        Document = g.Document;
+        _count = 1;
+        EdgeCount = 0;
+        _ids = g._ids;
+        HandlerNames = g.HandlerNames;
+        _handlerOf = g._handlerOf;
+        _priorities = g._priorities;
+        _specs = [spec];
+        _lines = g._lines;
+        _flags = g._flags;
+        SuccStart = g.SuccStart;
+        Succ = g.Succ;
+        SuccKind = g.SuccKind;
+        SuccWeight = g.SuccWeight;
+        InDegree = g.InDegree;
+        PoolCapacity = g.PoolCapacity;
+        PoolNames = g.PoolNames;
+        PoolsOf = g.PoolsOf;
+        HasDataEdges = g.HasDataEdges;
+        HasCachedTasks = g.HasCachedTasks;
+        HasEstimates = g.HasEstimates;
+        HasRoutingNeeds = g.HasRoutingNeeds;
+    }
+
     /// <summary>The graph's name.</summary>
     public string Name { get; }
 

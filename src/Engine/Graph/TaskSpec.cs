@@ -25,6 +25,10 @@ public sealed class TaskSpec
     public bool? Cache { get; set; }
 
     internal TaskSpec Clone() => (TaskSpec)MemberwiseClone();
+
+    /// <summary>True when arguments are the only option set.</summary>
+    internal bool SetsArgumentsOnly => TimeoutSeconds is null && Retries is null && Layer is null && MinConfidence is null && EstimateMs is null
+        && Uses is null && Tags is null && Requires is null && Cache is null;
 }
 
 /// <summary>Graph-wide defaults that tasks inherit unless they set their own value.</summary>

@@ -152,6 +152,15 @@ public abstract class ExecutionLayer
     /// <summary>Runs one attempt of a task. Failures surface as exceptions; the scheduler turns them into outcomes.</summary>
     public abstract ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct);
 
+    /// <summary>
+    /// True when <see cref="ExecuteAsync"/> never blocks its caller (it returns at once, the work
+    /// going on elsewhere) and ends promptly — with an <see cref="OperationCanceledException"/> —
+    /// when its token is cancelled. The scheduler then calls it on its own thread and awaits it
+    /// directly; otherwise (the default: a handler may block, or ignore its token) each attempt is
+    /// started on the thread pool and abandoned after a grace period when it ignores a timeout.
+    /// </summary>
+    public virtual bool Cooperative => false;
+
     internal void AddQueued(int delta) => Interlocked.Add(ref _queued, delta);
     internal void AddRunning(int delta) => Interlocked.Add(ref _running, delta);
 }

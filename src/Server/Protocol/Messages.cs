@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using MessagePack;
+using TaskMesh.Engine;
 using TaskMesh.Engine.Graph;
 
 namespace TaskMesh.Server.Protocol;
@@ -47,7 +48,7 @@ internal sealed record Request(int Type, uint Id)
     public string? Text { get; init; }            // a run or task id; a client's name in a hello
     public double Wait { get; init; }
     public string? GraphJson { get; init; }
-    public List<string>? TasksJson { get; init; } // each task object as JSON text
+    public List<TaskItem>? Tasks { get; init; }   // submit_tasks: each task, read or as JSON text
     public List<string>? Ids { get; init; }
     public int Slots { get; init; }
     public List<WorkerResult>? Results { get; init; }
@@ -57,8 +58,17 @@ internal sealed record Request(int Type, uint Id)
     public string? Reason { get; init; }           // escalate: why, for the record (null: who asked)
 }
 
+/// <summary>
+/// A task of a batched submit: read straight from MessagePack (<see cref="Request"/>) when it has
+/// the common shape — <c>handler</c>, <c>id</c>, <c>priority</c>, <c>dependsOn</c>, <c>args</c>, each
+/// well formed — else its JSON text (<see cref="Json"/>), read as a graph file's task is, with
+/// every check and every problem named.
+/// </summary>
+internal readonly record struct TaskItem(TaskRequest? Request, string? Json);
+
 /// <summary>One result a worker sent: its lease, success or not, the output (as JSON) or the error, the confidence it reported.</summary>
-internal sealed record WorkerResult(long Lease, bool Ok, string? OutputJson, string? Error, double? Confidence);
+/// <param name="Output">As <see cref="Workers.WorkResult.Output"/>: a scalar as itself, a map or an array as a <see cref="JsonElement"/>.</param>
+internal sealed record WorkerResult(long Lease, bool Ok, object? Output, string? Error, double? Confidence);
 
 /// <summary>Reads requests and writes messages of the socket protocol with MessagePack-CSharp (untrusted data: bounded depth).</summary>
 internal static class Messages
@@ -103,7 +113,7 @@ internal static class Messages
                     break;
                 case MessageType.SubmitTasks:
                     Expect(fields, 1, "submit_tasks [[task, …]]");
-                    request = new Request(type, id) { TasksJson = JsonList(ref reader) };
+                    request = new Request(type, id) { Tasks = TaskList(ref reader) };
                     break;
                 case MessageType.GetRun or MessageType.GetTask:
                     Expect(fields, 2, "get_run / get_task [id, wait_seconds]");
@@ -200,14 +210,131 @@ internal static class Messages
         }
     }
 
-    private static List<string> JsonList(ref MessagePackReader reader)
+    private static List<TaskItem> TaskList(ref MessagePackReader reader)
     {
         if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("tasks is an array");
         int n = reader.ReadArrayHeader();
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} tasks in one batch; the most is {MaxBatch:N0}");
-        var list = new List<string>(n);
-        for (int i = 0; i < n; i++) list.Add(Json(ref reader, "a task"));
+        var list = new List<TaskItem>(n);
+        string? lastHandler = null;
+        for (int i = 0; i < n; i++)
+        {
+            if (reader.NextMessagePackType == MessagePackType.Map)
+            {
+                var raw = reader.ReadRaw();
+                var plain = TryReadPlainTask(raw, ref lastHandler);
+                list.Add(plain is not null ? new TaskItem(plain, null) : new TaskItem(null, MessagePackSerializer.ConvertToJson(raw, Untrusted)));
+            }
+            else list.Add(new TaskItem(null, Json(ref reader, "a task")));
+        }
         return list;
+    }
+
+    /// <summary>
+    /// A task map of the common shape read without a detour through JSON, or null for anything
+    /// else (another field, a value of another type, a field twice, no handler): the JSON path then
+    /// reads it and names its problems. <paramref name="lastHandler"/> is reused when the next task
+    /// names the same handler (one string for a batch of one handler's tasks).
+    /// </summary>
+    internal static TaskRequest? TryReadPlainTask(ReadOnlySequence<byte> raw, ref string? lastHandler)
+    {
+        var r = new MessagePackReader(raw);
+        int fields = r.ReadMapHeader();
+        string? id = null, handler = null;
+        var priority = TaskPriority.Normal;
+        List<TaskDependency>? deps = null;
+        JsonElement args = default;
+        int seen = 0;
+        for (int i = 0; i < fields; i++)
+        {
+            if (r.NextMessagePackType != MessagePackType.String || !r.TryReadStringSpan(out var key)) return null;
+            int field;
+            if (key.SequenceEqual("handler"u8))
+            {
+                field = 1;
+                if (r.NextMessagePackType != MessagePackType.String || !r.TryReadStringSpan(out var name)) return null;
+                if (lastHandler is null || !Utf8Equals(name, lastHandler)) lastHandler = System.Text.Encoding.UTF8.GetString(name);
+                handler = lastHandler;
+            }
+            else if (key.SequenceEqual("id"u8))
+            {
+                field = 2;
+                if (r.NextMessagePackType != MessagePackType.String) return null;
+                id = r.ReadString();
+            }
+            else if (key.SequenceEqual("priority"u8))
+            {
+                field = 4;
+                if (r.NextMessagePackType != MessagePackType.String || !GraphNames.TryParsePriority(r.ReadString(), out priority)) return null;
+            }
+            else if (key.SequenceEqual("dependsOn"u8))
+            {
+                field = 8;
+                if ((deps = ReadPlainDependencies(ref r)) is null) return null;
+            }
+            else if (key.SequenceEqual("args"u8))
+            {
+                field = 16;
+                if (r.NextMessagePackType != MessagePackType.Map || !MessagePackJson.TryToElement(r.ReadRaw(), out args)) return null;
+            }
+            else return null;
+            if ((seen & field) != 0) return null;
+            seen |= field;
+        }
+        if (handler is null || !r.End) return null;
+        return new TaskRequest(handler)
+        {
+            Id = id,
+            Priority = priority,
+            DependsOn = deps,
+            Spec = args.ValueKind == JsonValueKind.Undefined ? null : new TaskSpec { Args = args },
+        };
+    }
+
+    private static bool Utf8Equals(ReadOnlySpan<byte> utf8, string text)
+    {
+        if (utf8.Length != text.Length) return false;   // handler names are ASCII (GraphLimits); anything else takes the slow compare
+        for (int i = 0; i < utf8.Length; i++)
+            if (utf8[i] != text[i]) return false;
+        return true;
+    }
+
+    /// <summary><c>dependsOn</c>: ids, or maps <c>{"id", "type"}</c>; null for any other shape.</summary>
+    private static List<TaskDependency>? ReadPlainDependencies(ref MessagePackReader r)
+    {
+        if (r.NextMessagePackType != MessagePackType.Array) return null;
+        int n = r.ReadArrayHeader();
+        var deps = new List<TaskDependency>(n);
+        for (int i = 0; i < n; i++)
+        {
+            switch (r.NextMessagePackType)
+            {
+                case MessagePackType.String:
+                    deps.Add(new TaskDependency(r.ReadString()!));
+                    break;
+                case MessagePackType.Map:
+                    int fields = r.ReadMapHeader();
+                    string? id = null;
+                    var kind = EdgeKind.Hard;
+                    bool typed = false;
+                    for (int f = 0; f < fields; f++)
+                    {
+                        if (r.NextMessagePackType != MessagePackType.String) return null;
+                        string? key = r.ReadString();
+                        if (r.NextMessagePackType != MessagePackType.String) return null;
+                        string? value = r.ReadString();
+                        if (key == "id" && id is null) id = value;
+                        else if (key == "type" && !typed && GraphNames.TryParseEdgeKind(value!, out kind)) typed = true;
+                        else return null;
+                    }
+                    if (id is null) return null;
+                    deps.Add(new TaskDependency(id, kind));
+                    break;
+                default:
+                    return null;
+            }
+        }
+        return deps;
     }
 
     private static List<WorkerResult> ResultList(ref MessagePackReader reader)
@@ -223,8 +350,9 @@ internal static class Messages
             long lease = reader.ReadInt64();
             if (reader.NextMessagePackType != MessagePackType.Boolean) throw new ProtocolException("ok is a boolean");
             bool ok = reader.ReadBoolean();
-            string? output = null, error = null;
-            if (ok) output = MessagePackSerializer.ConvertToJson(reader.ReadRaw(), Untrusted);
+            object? output = null;
+            string? error = null;
+            if (ok) output = Output(ref reader);
             else error = Str(ref reader, "error", nullable: true) ?? "the worker reported a failure";
             double? confidence = reader.TryReadNil() ? null : reader.NextMessagePackType switch
             {
@@ -236,6 +364,31 @@ internal static class Messages
             list.Add(new WorkerResult(lease, ok, output, error, confidence));
         }
         return list;
+    }
+
+    /// <summary>A worker's output: a scalar read as itself, a map or an array as a JSON element.</summary>
+    private static object? Output(ref MessagePackReader reader)
+    {
+        switch (reader.NextMessagePackType)
+        {
+            case MessagePackType.Nil:
+                reader.ReadNil();
+                return null;
+            case MessagePackType.Boolean:
+                return reader.ReadBoolean();
+            case MessagePackType.String:
+                return reader.ReadString();
+            case MessagePackType.Integer when reader.NextCode != MessagePackCode.UInt64:
+                return reader.ReadInt64();
+            case MessagePackType.Float:
+                double d = reader.ReadDouble();
+                return double.IsFinite(d) ? d : throw new ProtocolException("an output number is NaN or infinite: JSON has no such number");
+        }
+        var raw = reader.ReadRaw();
+        if (MessagePackJson.TryToElement(raw, out var element)) return Workers.WorkResult.OutputOf(element);
+        // What the direct path declines (binary, extensions, keys that are not strings): MessagePack's own conversion.
+        using var doc = JsonDocument.Parse(MessagePackSerializer.ConvertToJson(raw, Untrusted), new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
+        return Workers.WorkResult.OutputOf(doc.RootElement);
     }
 
     private static List<string> StrList(ref MessagePackReader reader)

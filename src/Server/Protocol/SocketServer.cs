@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text.Json;
 using MessagePack;
 using Microsoft.Extensions.Logging;
+using TaskMesh.Engine;
 using TaskMesh.Engine.Graph;
 
 namespace TaskMesh.Server.Protocol;
@@ -395,7 +396,7 @@ internal sealed class SocketServer : IAsyncDisposable
                             w.Write(lease);
                             w.Write(work.TaskId);
                             w.Write(work.Handler);
-                            w.WriteRaw(MessagePackSerializer.ConvertFromJson(work.ArgsJson));
+                            MessagePackJson.Write(ref w, work.Args);
                             w.Write(work.Attempt);
                         }
                     })).ConfigureAwait(false);
@@ -433,13 +434,7 @@ internal sealed class SocketServer : IAsyncDisposable
             if (_worker is not { } session) return;
             foreach (var x in r.Results!)
             {
-                object? output = null;
-                if (x.OutputJson is { } json)
-                {
-                    using var doc = JsonDocument.Parse(json);
-                    output = Workers.WorkResult.OutputOf(doc.RootElement);
-                }
-                if (!server._service.Work.Complete(session, x.Lease, new Workers.WorkResult(x.Ok, output, x.Error, x.Confidence)))
+                if (!server._service.Work.Complete(session, x.Lease, new Workers.WorkResult(x.Ok, x.Output, x.Error, x.Confidence)))
                     server._log.LogDebug("worker {Worker}: result of lease {Lease} dropped (it went back, or its attempt ended)", session.Id, x.Lease);
             }
         }
@@ -462,13 +457,18 @@ internal sealed class SocketServer : IAsyncDisposable
         /// <summary>Tasks for the standing run, in order: each answered [task_id, sequence], or [nil, detail, errors] when refused (the rest still go in).</summary>
         private async Task<byte[]> SubmitTasksAsync(Request r, CancellationToken ct)
         {
-            var results = new List<(string? Id, int Sequence, string? Detail, IReadOnlyList<GraphError>? Errors)>(r.TasksJson!.Count);
-            foreach (var json in r.TasksJson)
+            var results = new List<(string? Id, int Sequence, string? Detail, IReadOnlyList<GraphError>? Errors)>(r.Tasks!.Count);
+            foreach (var item in r.Tasks)
             {
                 try
                 {
-                    using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
-                    var task = await server._service.SubmitTaskAsync(doc.RootElement, _subject, ct).ConfigureAwait(false);
+                    SubmittedTask task;
+                    if (item.Request is { } request) task = await server._service.SubmitTaskAsync(request, _subject, ct).ConfigureAwait(false);
+                    else
+                    {
+                        using var doc = JsonDocument.Parse(item.Json!, new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
+                        task = await server._service.SubmitTaskAsync(doc.RootElement, _subject, ct).ConfigureAwait(false);
+                    }
                     results.Add((task.Id, task.SequenceNumber, null, null));
                 }
                 catch (JsonException ex)
@@ -482,7 +482,7 @@ internal sealed class SocketServer : IAsyncDisposable
                 catch (ApiException ex)
                 {
                     // Out of room or shutting down: this task and the rest are not taken.
-                    return Messages.Error(r.Id, ex.Status, ex.Title, $"{ex.Message} ({results.Count} of {r.TasksJson.Count} tasks were taken)");
+                    return Messages.Error(r.Id, ex.Status, ex.Title, $"{ex.Message} ({results.Count} of {r.Tasks.Count} tasks were taken)");
                 }
             }
             return Messages.Write(MessageType.TasksSubmitted, r.Id, 1, (ref MessagePackWriter w) =>

@@ -10,13 +10,14 @@ namespace TaskMesh.Server.Workers;
 /// result of its current lease, or by the attempt's cancellation (its timeout, the run's
 /// cancellation). A result of any other lease of it is dropped.
 /// </summary>
-internal sealed class ExternalWork(string taskId, string handler, string argsJson, int attempt)
+internal sealed class ExternalWork(string taskId, string handler, JsonElement args, int attempt)
 {
     private readonly TaskCompletionSource<WorkResult> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public string TaskId { get; } = taskId;
     public string Handler { get; } = handler;
-    public string ArgsJson { get; } = argsJson;
+    /// <summary>The task's arguments (an object), or <c>default</c> when it has none (sent as nil).</summary>
+    public JsonElement Args { get; } = args;
     public int Attempt { get; } = attempt;
 
     /// <summary>The lease it is granted under now (0 while queued); guarded by the queue's lock.</summary>
@@ -58,13 +59,15 @@ internal sealed class ExternalLayer(WorkQueue queue, int capacity) : ExecutionLa
     /// <summary>The handlers workers declared (and the config's): only those run here, and they run nowhere else.</summary>
     public override IReadOnlyList<string>? RunsHandlers => queue.Handlers;
 
+    /// <summary>An attempt waits for a worker's answer without a thread, and its cancellation takes it back at once.</summary>
+    public override bool Cooperative => true;
+
     /// <summary>Down while no worker is connected.</summary>
     public override LayerStatus Status => queue.Workers > 0 ? LayerStatus.Active : LayerStatus.Down;
 
     public override async ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
     {
-        var work = new ExternalWork(invocation.Context.Id, invocation.Handler.Name, invocation.Args.ValueKind == JsonValueKind.Undefined ? "null" : invocation.Args.GetRawText(),
-            invocation.Context.Attempt);
+        var work = new ExternalWork(invocation.Context.Id, invocation.Handler.Name, invocation.Args, invocation.Context.Attempt);
         queue.Enqueue(work);
         WorkResult result;
         using (ct.Register(() => queue.Cancel(work)))

@@ -121,6 +121,68 @@ public sealed class OpenRunTests
     }
 
     [Fact]
+    public async Task TasksOfOneHandlerThatSetOnlyArguments_EachRunWithTheirOwn_AndBadOnesAreRefusedAsTheFirstIs()
+    {
+        var engine = new TaskMeshEngine();
+        engine.Handlers.RegisterInline("echo", ctx => ctx.Args.GetProperty("x").GetInt32());
+        await using var run = engine.Open();
+        // The first such task of a handler is validated and routed as a graph of itself; the rest share that.
+        var tasks = Enumerable.Range(0, 50).Select(i => run.Submit(new TaskRequest("echo") { Spec = Args($$"""{"x": {{i}}}""") })).ToList();
+        var results = await System.Threading.Tasks.Task.WhenAll(tasks.Select(t => t.Completion)).WaitAsync(Limit);
+        Assert.Equal(Enumerable.Range(0, 50), results.Select(r => (int)r.Output!));
+
+        // A handler's validator judges every task's arguments, first or not.
+        var first = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("sleep") { Id = "s0", Spec = Args("""{"millis": -1}""") }));
+        run.Submit(new TaskRequest("sleep") { Spec = Args("""{"millis": 1}""") });
+        var later = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("sleep") { Id = "s1", Spec = Args("""{"millis": -1}""") }));
+        Assert.Equal((first.Errors.Single().Code, "s1"), (later.Errors.Single().Code, later.Errors.Single().TaskId));
+        Assert.Equal(first.Errors.Single().Message, later.Errors.Single().Message);
+        run.Complete();
+        Assert.Equal(RunStatus.Succeeded, (await run.Completion.WaitAsync(Limit)).Status);
+    }
+
+    /// <summary>A layer that answers when told, honours its token, and says so (<see cref="TaskMesh.Engine.Layers.ExecutionLayer.Cooperative"/>).</summary>
+    private sealed class Answering : TaskMesh.Engine.Layers.ExecutionLayer
+    {
+        public Answering() : base(16) { }
+        public override string Name => "answering";
+        public override bool Cooperative => true;
+        public override async ValueTask<object?> ExecuteAsync(TaskMesh.Engine.Layers.LayerInvocation invocation, CancellationToken ct)
+        {
+            var args = invocation.Context.Args;
+            if (args.TryGetProperty("fail", out _)) throw new InvalidOperationException("asked to fail");
+            if (args.TryGetProperty("never", out _)) await System.Threading.Tasks.Task.Delay(Timeout.Infinite, ct);
+            await System.Threading.Tasks.Task.Yield();
+            return args.GetProperty("x").GetInt32();
+        }
+    }
+
+    [Fact]
+    public async Task ACooperativeLayersAttempts_SucceedFailAndTimeOut_AsAnyLayers()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { RetryAttempts = 0 });
+        engine.AddLayer(new Answering());
+        engine.EscalationPolicy = TaskMesh.Engine.Scheduling.Attempts.DefaultEscalationPolicy.Instance;
+        await using var run = engine.Open();
+        TaskRequest On(string args, double? timeout = null) => new("noop") { Spec = new TaskSpec { Args = JsonDocument.Parse(args).RootElement.Clone(), Layer = "answering", TimeoutSeconds = timeout } };
+        var ok = run.Submit(On("""{"x": 7}"""));
+        var failed = run.Submit(On("""{"fail": 1}"""));
+        var slow = run.Submit(On("""{"never": 1}""", timeout: 0.2));
+        var waiting = run.Submit(On("""{"never": 1}"""));
+        Assert.Equal((TaskOutcome.Succeeded, (object?)7, "answering"), ((await ok.Completion.WaitAsync(Limit)).Outcome, (await ok.Completion).Output, (await ok.Completion).Layer));
+        var f = await failed.Completion.WaitAsync(Limit);
+        Assert.Equal(TaskOutcome.Failed, f.Outcome);
+        Assert.Contains("asked to fail", f.Error);
+        var t = await slow.Completion.WaitAsync(Limit);
+        Assert.Equal(TaskOutcome.TimedOut, t.Outcome);
+        Assert.Contains("timed out", t.Error);
+        Assert.True(waiting.Cancel());
+        Assert.Equal(TaskOutcome.Cancelled, (await waiting.Completion.WaitAsync(Limit)).Outcome);
+        run.Complete();
+        await run.Completion.WaitAsync(Limit);
+    }
+
+    [Fact]
     public async Task RefusedSubmissions_SayWhy_AndTheRunGoesOn()
     {
         var engine = new TaskMeshEngine();

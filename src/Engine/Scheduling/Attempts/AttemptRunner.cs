@@ -220,6 +220,19 @@ internal sealed class AttemptRunner
         var token = linked.Token;
         var invocation = new LayerInvocation(handler, new TaskContext(run, node, attempt));
 
+        if (layer.Cooperative)
+        {
+            // It neither blocks nor ignores its token: awaited here, no thread hop, no watch of its own.
+            try
+            {
+                return Result(AttemptOutcome.Succeeded, await layer.ExecuteAsync(invocation, token).ConfigureAwait(false), null);
+            }
+            catch (Exception ex)
+            {
+                return Ended(ex);
+            }
+        }
+
         // Off the dispatcher's thread: a handler that blocks synchronously must not keep us
         // from noticing its timeout.
         Task<object?> work = Task.Run(() => layer.ExecuteAsync(invocation, token).AsTask(), CancellationToken.None);
@@ -247,13 +260,18 @@ internal sealed class AttemptRunner
 
         if (work.IsCompletedSuccessfully)
             return Result(AttemptOutcome.Succeeded, work.Result, null);
-        var ex = work.Exception?.InnerException ?? new OperationCanceledException();
-        if (ex is OperationCanceledException)
+        return Ended(work.Exception?.InnerException ?? new OperationCanceledException());
+
+        // An attempt that threw: cancelled (the run or the task), timed out, or failed.
+        AttemptResult Ended(Exception ex)
         {
-            if (run.IsCancelled(node)) return Result(AttemptOutcome.Cancelled, null, "cancelled");
-            if (timeoutCts.IsCancellationRequested) return Result(AttemptOutcome.TimedOut, null, $"timed out after {timeout.TotalSeconds:0.###}s");
+            if (ex is OperationCanceledException)
+            {
+                if (run.IsCancelled(node)) return Result(AttemptOutcome.Cancelled, null, "cancelled");
+                if (timeoutCts.IsCancellationRequested) return Result(AttemptOutcome.TimedOut, null, $"timed out after {timeout.TotalSeconds:0.###}s");
+            }
+            return Result(AttemptOutcome.Failed, null, RunState.DescribeFailure(ex));
         }
-        return Result(AttemptOutcome.Failed, null, RunState.DescribeFailure(ex));
 
         AttemptResult Result(AttemptOutcome outcome, object? output, string? error)
             => new(node, layer.Name, attempt, outcome, output, error, Stopwatch.GetElapsedTime(started));

@@ -63,6 +63,7 @@ internal sealed class OpenRunState : AttemptHost
     // Submission: one producer at a time (the lock), any number of threads finishing tasks.
     private readonly object _submitLock = new();
     private readonly Dictionary<string, TaskTemplate> _templates = new(StringComparer.Ordinal);   // under _submitLock
+    private readonly Dictionary<string, TaskTemplate> _argumentsShapes = new(StringComparer.Ordinal);   // under _submitLock: a handler's last task that set only arguments
     private readonly ConcurrentDictionary<string, SubmittedTask> _byId = new(StringComparer.Ordinal);  // given ids only
     private Chunk?[] _chunks = new Chunk?[16];   // grown by doubling (a reference per chunk); read without the lock
     private int _count;                          // tasks submitted (written under _submitLock)
@@ -618,6 +619,16 @@ internal sealed class OpenRunState : AttemptHost
             return shared;
         }
         string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
+        // A task that sets only its arguments, of a handler that had such a task before, under a
+        // router that decides without looking at tasks: the earlier task's graph, validation and
+        // route with these arguments checked by the handler (no graph built, nothing routed again).
+        bool argsOnly = request.Spec is { SetsArgumentsOnly: true };
+        if (argsOnly && _argumentsShapes.TryGetValue(request.Handler, out var shape))
+        {
+            var problems = new List<GraphError>();
+            var withArgs = shape.Prepared.WithArguments(request.Spec!, shownId, problems) ?? throw new TaskRefusedException(problems);
+            return shape with { Prepared = withArgs };
+        }
         var b = new GraphBuilder(_settings.Name);
         var r = plain ? b.Task(request.Handler) : b.Task(shownId, request.Handler);
         if (_settings.Resources is { } resources)
@@ -635,6 +646,8 @@ internal sealed class OpenRunState : AttemptHost
         };
         if (plain && moved is null && refused is null)
             (_templates[request.Handler], _lastHandler, _lastTemplate) = (template, request.Handler, template);
+        if (argsOnly && moved is null && refused is null && Budget is null && (_settings.Router ?? _engine.Router).FixedDecision is not null)
+            _argumentsShapes[request.Handler] = template;
         return template;
     }
 
