@@ -88,6 +88,21 @@ public sealed class OpenRun : IAsyncDisposable
     /// </summary>
     public System.Threading.Channels.ChannelReader<RunEvent> Events => _state.Events?.Reader ?? s_noEvents;
 
+    /// <summary>
+    /// Whether task ends and escalations are written into <see cref="Events"/> now (true at first,
+    /// with <see cref="OpenRunOptions.EmitEvents"/>; the run's end always completes the stream).
+    /// A reader with no one to pass them to may turn it off, sparing the run the work, and on again
+    /// when it has: events meanwhile are not written.
+    /// </summary>
+    public bool PublishEvents
+    {
+        get => _state.Events?.Listening ?? false;
+        set
+        {
+            if (_state.Events is { } events) events.Listening = value;
+        }
+    }
+
     /// <summary>Events dropped because the reader fell behind.</summary>
     public long DroppedEvents => _state.Events?.Dropped ?? 0;
 

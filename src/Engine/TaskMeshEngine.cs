@@ -310,8 +310,8 @@ public sealed class TaskMeshEngine
         options.Check();
         LinkQuantumCascades();
         var events = options.EmitEvents ? new OpenRunEvents(options.EventCapacity, _options.TimeProvider) : null;
+        // The event stream is not an observer: the run writes to it directly, and only while someone listens.
         var observers = Observers.OfType<IOpenRunObserver>().Concat(options.Observers ?? []).Distinct();
-        if (events is not null) observers = observers.Append(events);
         return new OpenRun(new Scheduling.Open.OpenRunState(this, _options, Layers.ToArray(), options, _escalation, _retry, observers.ToArray()) { Events = events });
     }
 

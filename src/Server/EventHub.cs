@@ -21,7 +21,23 @@ internal sealed class EventHub
     private readonly List<Subscription> _subscribers = [];
     private bool _ended;
 
-    public EventHub(ChannelReader<RunEvent> source) => Pump = PumpAsync(source);
+    private readonly Action<bool>? _listening;
+
+    /// <param name="source">The run's events.</param>
+    /// <param name="listening">Told true when the first subscriber comes and false when the last goes (and at once: false), so the run writes events only while someone reads them.</param>
+    public EventHub(ChannelReader<RunEvent> source, Action<bool>? listening = null)
+    {
+        _listening = listening;
+        _listening?.Invoke(false);
+        Pump = PumpAsync(source);
+    }
+
+    /// <summary>Tells the run whether anyone listens (under the gate, so that the last word is the count's).</summary>
+    private void CountChanged(int before)
+    {
+        if (before == 0 && _subscribers.Count > 0) _listening?.Invoke(true);
+        else if (before > 0 && _subscribers.Count == 0) _listening?.Invoke(false);
+    }
 
     /// <summary>Ends when the run's event stream has (and every subscriber was told).</summary>
     public Task Pump { get; }
@@ -56,14 +72,23 @@ internal sealed class EventHub
         lock (_gate)
         {
             if (_ended) s.End();
-            else _subscribers.Add(s);
+            else
+            {
+                _subscribers.Add(s);
+                CountChanged(_subscribers.Count - 1);
+            }
         }
         return s;
     }
 
     public void Unsubscribe(Subscription s)
     {
-        lock (_gate) _subscribers.Remove(s);
+        lock (_gate)
+        {
+            int before = _subscribers.Count;
+            _subscribers.Remove(s);
+            CountChanged(before);
+        }
         s.End();
     }
 
@@ -80,8 +105,10 @@ internal sealed class EventHub
             {
                 lock (_gate)
                 {
+                    int before = _subscribers.Count;
                     for (int i = _subscribers.Count - 1; i >= 0; i--)
                         if (!_subscribers[i].TryWrite(e)) _subscribers.RemoveAt(i);
+                    CountChanged(before);
                 }
             }
         }

@@ -66,7 +66,8 @@ internal sealed class TaskMeshService : IAsyncDisposable
         External.Configure(options.ExternalPricePerSecond, rank: 1);
         _runtime.Engine.AddLayer(External);
         Standing = OpenStanding();
-        StandingEvents = new EventHub(Standing.Events);
+        // The standing run writes its events only while a subscriber reads them (it is the service's busiest run).
+        StandingEvents = new EventHub(Standing.Events, on => Standing.PublishEvents = on);
         _log.LogInformation("standing run {RunId} open{Resumed}", Standing.RunId, ResumedStanding is null ? "" : $" (taking over {ResumedStanding})");
     }
 

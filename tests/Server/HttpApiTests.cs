@@ -364,6 +364,20 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public void TheStandingRunWritesEvents_OnlyWhileSomeoneSubscribes()
+    {
+        var service = _server.Service;
+        Assert.False(service.Standing.PublishEvents);
+        var first = service.StandingEvents.Subscribe();
+        var second = service.StandingEvents.Subscribe();
+        Assert.True(service.Standing.PublishEvents);
+        service.StandingEvents.Unsubscribe(first);
+        Assert.True(service.Standing.PublishEvents);
+        service.StandingEvents.Unsubscribe(second);
+        Assert.False(service.Standing.PublishEvents);
+    }
+
+    [Fact]
     public async Task AReaderThatFallsBehind_IsCutOffWithAnOverflowMark_AndTheRunIsNotSlowed()
     {
         // 20,000 tasks released at once after a gate (long enough for the subscription to be in

@@ -575,13 +575,20 @@ public sealed class OpenRunTests
             await foreach (var e in run.Events.ReadAllAsync()) seen.Add(e);
             return seen;
         });
+        Assert.True(run.PublishEvents);
         run.Submit(Task("noop", "a"));
         var bad = run.Submit(new TaskRequest("fail") { Id = "f", Spec = new TaskSpec { Retries = 0 } });
         run.Submit(Task("noop", "after-f", bad));
+        await bad.Completion.WaitAsync(Limit);
+        // Turned off (nobody to pass them to): task ends meanwhile are not written.
+        run.PublishEvents = false;
+        await run.Submit(Task("noop", "unheard")).Completion.WaitAsync(Limit);
+        run.PublishEvents = true;
         run.Complete();
         await run.Completion.WaitAsync(Limit);
         var events = await reading.WaitAsync(Limit);   // the stream completed with the run
         Assert.Equal(3, events.Count);
+        Assert.DoesNotContain(events, e => e.TaskId == "unheard");
         var byId = events.ToDictionary(e => e.TaskId);
         Assert.Equal((RunEventKind.Succeeded, 0, "local"), (byId["a"].Kind, byId["a"].Task, byId["a"].Layer));
         Assert.Equal((RunEventKind.Failed, 1), (byId["f"].Kind, byId["f"].Attempt));
@@ -591,6 +598,7 @@ public sealed class OpenRunTests
         // Without EmitEvents: an empty stream, already complete.
         var quiet = engine.Open();
         Assert.True(quiet.Events.Completion.IsCompleted);
+        Assert.False(quiet.PublishEvents);
         await quiet.DisposeAsync();
     }
 }

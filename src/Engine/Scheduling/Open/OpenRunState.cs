@@ -292,7 +292,8 @@ internal sealed class OpenRunState : AttemptHost
         string? previousOutput = null, Escalation.EscalationRule? rule = null)
     {
         ExtrasOf(node).Escalations++;
-        if (_journal is null && _observers is null) return;
+        bool publish = Events is { Listening: true };
+        if (_journal is null && _observers is null && !publish) return;
         var e = new EscalationRecord(IdOf(node), from, to, trigger, reason, _options.TimeProvider.GetUtcNow())
         {
             TaskIndex = node,
@@ -301,6 +302,7 @@ internal sealed class OpenRunState : AttemptHost
             Rule = rule,
         };
         _journal?.Escalated(e);
+        if (publish) Events!.OnOpenRunEscalated(RunId, e);
         if (_observers is not null)
             foreach (var o in _observers) Safely(o, x => x.OnOpenRunEscalated(RunId, e));
     }
@@ -876,6 +878,9 @@ internal sealed class OpenRunState : AttemptHost
         Retain(t);
         if (_journal is not null) Journal(t);
         if (_observers is not null) Observe(t);
+        if (Events is { Listening: true } events)
+            events.TaskEnded(t.SequenceNumber, t.Id, t.Outcome, t.AttemptCount > 0 ? _layerNames[t.Route == RouteTable.Inline ? RouteTable.Local : t.Route] : null,
+                t.AttemptCount, t.ColdOrNull?.Error);
         t.Completed();   // after the bookkeeping: whoever awaits it sees the run as the task left it
 
         SubmittedTask? next = null;
@@ -1156,6 +1161,7 @@ internal sealed class OpenRunState : AttemptHost
         var status = _cancelled ? RunStatus.Cancelled : failed > 0 || Counts(TaskOutcome.Skipped) > 0 ? RunStatus.Failed : RunStatus.Succeeded;
         var result = new OpenRunResult(RunId, status, SubmittedCount, Counts(TaskOutcome.Succeeded), failed,
             Counts(TaskOutcome.Skipped), Counts(TaskOutcome.Cancelled), Stopwatch.GetElapsedTime(_openedTimestamp));
+        Events?.OnOpenRunEnded(result);
         if (_observers is not null)
             foreach (var o in _observers) Safely(o, x => x.OnOpenRunEnded(result));
         if (_journal is null)
