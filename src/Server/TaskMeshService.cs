@@ -460,21 +460,9 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// <summary>Adds a task read already (<paramref name="request"/>; its submitter becomes <paramref name="caller"/>) to the standing run.</summary>
     public async Task<SubmittedTask> SubmitTaskAsync(TaskRequest request, string? caller, CancellationToken ct)
     {
-        ThrowIfDraining();
+        // Room now (the usual case): no timer, no wait.
+        if (TrySubmitTask(request, caller, out var now)) return now;
         if (caller is not null) request = request with { SubmittedBy = caller };
-        try
-        {
-            // Room now (the usual case): no timer, no wait.
-            if (Standing.TrySubmit(request, out var now)) return now;
-        }
-        catch (TaskRefusedException ex)
-        {
-            throw new ApiException(400, "task refused", ex.Message, ex.Errors);
-        }
-        catch (InvalidOperationException ex)
-        {
-            throw new ApiException(503, "shutting down", ex.Message);
-        }
         using var room = CancellationTokenSource.CreateLinkedTokenSource(ct, _stopping.Token);
         room.CancelAfter(RoomWait);
         try
@@ -488,6 +476,25 @@ internal sealed class TaskMeshService : IAsyncDisposable
         catch (OperationCanceledException) when (!ct.IsCancellationRequested && !_stopping.IsCancellationRequested)
         {
             throw new ApiException(429, "too many pending tasks", $"the standing run holds {Standing.Pending} tasks not ended (its max_pending): retry later");
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new ApiException(503, "shutting down", ex.Message);
+        }
+    }
+
+    /// <summary>Adds a task to the standing run if it has room now; false (nothing added) when it holds <c>max_pending</c> tasks not ended.</summary>
+    public bool TrySubmitTask(TaskRequest request, string? caller, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out SubmittedTask? task)
+    {
+        ThrowIfDraining();
+        if (caller is not null) request = request with { SubmittedBy = caller };
+        try
+        {
+            return Standing.TrySubmit(request, out task);
+        }
+        catch (TaskRefusedException ex)
+        {
+            throw new ApiException(400, "task refused", ex.Message, ex.Errors);
         }
         catch (InvalidOperationException ex)
         {

@@ -462,8 +462,12 @@ internal sealed class SocketServer : IAsyncDisposable
             {
                 try
                 {
-                    SubmittedTask task;
-                    if (item.Request is { } request) task = await server._service.SubmitTaskAsync(request, _subject, ct).ConfigureAwait(false);
+                    SubmittedTask? task;
+                    if (item.Request is { } request)
+                    {
+                        if (!server._service.TrySubmitTask(request, _subject, out task))
+                            task = await server._service.SubmitTaskAsync(request, _subject, ct).ConfigureAwait(false);
+                    }
                     else
                     {
                         using var doc = JsonDocument.Parse(item.Json!, new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
