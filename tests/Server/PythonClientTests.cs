@@ -33,10 +33,12 @@ public sealed class PythonClientTests : IAsyncLifetime
         Directory.Delete(_dir, recursive: true);
     }
 
-    /// <summary>Debian's python3 (it has python3-msgpack, which scripts/test.sh installs), stopped after a minute.</summary>
-    private async Task<(int Code, string Stdout, string Stderr)> Python(params string[] args)
+    private Task<(int Code, string Stdout, string Stderr)> Python(params string[] args) => RunClientAsync(_dir, args);
+
+    /// <summary>The client run by Debian's python3 (it has python3-msgpack, which scripts/test.sh installs) in <paramref name="dir"/>, stopped after a minute.</summary>
+    internal static async Task<(int Code, string Stdout, string Stderr)> RunClientAsync(string dir, params string[] args)
     {
-        var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
         psi.ArgumentList.Add(Client);
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;

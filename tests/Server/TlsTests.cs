@@ -104,6 +104,26 @@ public sealed class TlsTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ThePythonClient_SpeaksTlsWithTheCertificateItIsGiven_AndNotWithoutIt()
+    {
+        var graph = Path.Combine(_dir, "g.json");
+        File.WriteAllText(graph, """{ "name": "tls", "tasks": [ { "id": "a", "handler": "noop" }, { "id": "b", "handler": "noop", "dependsOn": ["a"] } ] }""");
+        string server = $"127.0.0.1:{_server.SocketEndpoint!.Port}";
+        var (code, stdout, stderr) = await Python("submit", graph, "--server", server, "--wait", "--ca-file", Path.Combine(_dir, "cert.pem"));
+        Assert.True(code == 0, stderr + stdout);
+        using (var doc = System.Text.Json.JsonDocument.Parse(stdout))
+            Assert.Equal("succeeded", doc.RootElement.GetProperty("status").GetString());
+        // Trusting only the system's roots, the test's certificate is refused; in clear text the service drops it.
+        (code, _, stderr) = await Python("submit", graph, "--server", server, "--tls");
+        Assert.Equal(3, code);
+        Assert.Contains("CERTIFICATE_VERIFY_FAILED", stderr);
+        (code, _, _) = await Python("submit", graph, "--server", server);
+        Assert.Equal(3, code);
+    }
+
+    private Task<(int Code, string Stdout, string Stderr)> Python(params string[] args) => PythonClientTests.RunClientAsync(_dir, args);
+
+    [Fact]
     public void OtherMachines_AreServedOnlyWithTlsAndTokens_OrInsecure()
     {
         var both = new ServerOptions { Host = "0.0.0.0", TokenKeyFile = "k", TlsCertificateFile = "c", TlsKeyFile = "p" };

@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """A TaskMesh client over the socket protocol, written from docs/protocol.md alone.
 
-    taskmesh_client.py submit GRAPH.json --server HOST:PORT [--token-file F] [--wait]
+    taskmesh_client.py submit GRAPH.json --server HOST:PORT [--token-file F] [--wait] [--tls | --ca-file CERT.pem]
 
 submits a graph file; with --wait, waits for the run to end and prints its final state as JSON
 ({"run_id", "status", "tasks": {...}}), exiting 0 when every task succeeded, 1 when some did not,
 2 when the service refused the graph (its problems on standard error). Without --wait it prints
 {"run_id"} and exits 0.
 
-    taskmesh_client.py worker --handler NAME --server HOST:PORT [--function F] [--slots N] [--token-file F]
+    taskmesh_client.py worker --handler NAME --server HOST:PORT [--function F] [--slots N] [--token-file F] [--tls | --ca-file CERT.pem]
 
 serves the handler NAME from a Python function (FUNCTIONS below; default: the part of NAME after
 its last dot, e.g. py.score -> score) until the connection ends or Ctrl+C. Needs the msgpack
-package (Debian: python3-msgpack).
+package (Debian: python3-msgpack). With --tls or --ca-file the connection speaks TLS first (a
+service with a certificate), checking the service's certificate against the system's roots or the
+given one.
 """
 import argparse
 import concurrent.futures
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -42,9 +45,12 @@ class ServiceError(Exception):
 
 
 class Client:
-    def __init__(self, host, port, token=None, timeout=None):
+    def __init__(self, host, port, token=None, timeout=None, tls=None):
+        """tls: None for clear text, or an ssl.SSLContext (the service speaks TLS first when it has a certificate)."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
         self.next_id = 1
         self.max_frame = 4 << 20
         self.send(HELLO, 0, [PROTOCOL_VERSION, token, "taskmesh_client.py"])
@@ -183,7 +189,7 @@ def worker(args):
     if name not in FUNCTIONS:
         raise SystemExit(f"no function {name!r}; known: {', '.join(sorted(FUNCTIONS))}")
     host, port = parse_server(args.server)
-    client = Client(host, port, read_token(args))
+    client = Client(host, port, read_token(args), tls=tls_context(args))
     try:
         serve_worker(client, args.handler, FUNCTIONS[name], args.slots, args.log)
     except ConnectionError:
@@ -191,6 +197,13 @@ def worker(args):
     finally:
         client.close()
     return 0
+
+
+def tls_context(args):
+    """--tls (the system's trusted roots) or --ca-file FILE (trust that certificate or CA): TLS first; else clear text."""
+    if not args.tls and not args.ca_file:
+        return None
+    return ssl.create_default_context(cafile=args.ca_file)
 
 
 def read_token(args):
@@ -213,7 +226,7 @@ def submit(args):
         # errors then name the file's own lines.
         graph = f.read()
     host, port = parse_server(args.server)
-    client = Client(host, port, read_token(args))
+    client = Client(host, port, read_token(args), tls=tls_context(args))
     try:
         try:
             run_id = client.submit_graph(graph)
@@ -244,6 +257,8 @@ def main():
     s.add_argument("--server", required=True, metavar="HOST:PORT")
     s.add_argument("--token-file", metavar="FILE")
     s.add_argument("--wait", action="store_true", help="wait for the run to end and print its final state")
+    s.add_argument("--tls", action="store_true", help="speak TLS (the service has a certificate), trusting the system's roots")
+    s.add_argument("--ca-file", metavar="FILE", help="speak TLS, trusting this certificate or CA (PEM)")
     w = commands.add_parser("worker", help="serve a handler from a Python function")
     w.add_argument("--handler", required=True, metavar="NAME")
     w.add_argument("--server", required=True, metavar="HOST:PORT")
@@ -251,6 +266,8 @@ def main():
     w.add_argument("--slots", type=int, default=4, help="tasks run at once (default 4)")
     w.add_argument("--token-file", metavar="FILE")
     w.add_argument("--log", metavar="FILE", help="append 'TASK_ID PID' for each task run (before its result is sent)")
+    w.add_argument("--tls", action="store_true", help="speak TLS (the service has a certificate), trusting the system's roots")
+    w.add_argument("--ca-file", metavar="FILE", help="speak TLS, trusting this certificate or CA (PEM)")
     args = parser.parse_args()
     try:
         sys.exit(submit(args) if args.command == "submit" else worker(args))
