@@ -47,6 +47,9 @@ public sealed class ServerOptions
     /// </summary>
     public int RequestsPerSecond { get; set; } = 1_000;
 
+    /// <summary>Handlers served by external workers, declared at start: graphs naming them are taken, and their tasks wait for a worker (<c>api.external_handlers</c>).</summary>
+    public IReadOnlyList<string> ExternalHandlers { get; set; } = [];
+
     /// <summary>How long an external worker may stay silent (no result, no ping) before it is taken for gone and its leases go back to the queue.</summary>
     public TimeSpan LeaseTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

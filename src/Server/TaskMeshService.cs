@@ -65,6 +65,12 @@ internal sealed class TaskMeshService : IAsyncDisposable
         External = new Workers.ExternalLayer(Work, options.ExternalCapacity);
         External.Configure(options.ExternalPricePerSecond, rank: 1);
         _runtime.Engine.AddLayer(External);
+        // Handlers the config says workers serve: known before any worker comes (their tasks wait for one).
+        foreach (var handler in options.ExternalHandlers)
+        {
+            try { DeclareExternalHandler(handler, caller: "api.external_handlers", audit: false); }
+            catch (ApiException ex) { throw new ArgumentException($"api.external_handlers: {ex.Message}"); }
+        }
         Standing = OpenStanding();
         // The standing run writes its events only while a subscriber reads them (it is the service's busiest run).
         StandingEvents = new EventHub(Standing.Events, on => Standing.PublishEvents = on);
@@ -81,7 +87,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// A worker serves <paramref name="handler"/>: tasks of it are taken from now on and run on the
     /// external layer only. A handler this process runs itself cannot be served by a worker.
     /// </summary>
-    public void DeclareExternalHandler(string handler, string? caller)
+    public void DeclareExternalHandler(string handler, string? caller, bool audit = true)
     {
         if (GraphLimits.IdProblem(handler) is string problem) throw new ApiException(400, "invalid handler", $"handler name {problem}");
         if (_runtime.Engine.Handlers.TryGet(handler, out var known) && known.OnlyOn != Workers.ExternalLayer.LayerName)
@@ -101,7 +107,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
             PreferredLayer = Workers.ExternalLayer.LayerName,
         });
         _log.LogInformation("handler {Handler} is served by external workers (declared by {Caller})", GraphLimits.Printable(handler), Who(caller));
-        Audit(null, null, "declare_handler", caller, w => w.WriteString("handler", handler));
+        if (audit) Audit(null, null, "declare_handler", caller, w => w.WriteString("handler", handler));
     }
 
     /// <summary>The open run that takes tasks submitted one at a time.</summary>

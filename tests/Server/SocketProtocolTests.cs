@@ -352,6 +352,31 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         Assert.Equal((409, "already a worker"), (Convert.ToInt32(again2.Body[0]), (string)again2.Body[1]!));
     }
 
+    [Fact]
+    public async Task AHandlerTheConfigSaysWorkersServe_IsTakenBeforeAnyWorker_AndItsTasksWaitForOne()
+    {
+        await DisposeAsync();
+        Directory.CreateDirectory(_dir);
+        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, ExternalHandlers = ["ext.known"] });
+        using var client = await Client.ConnectAsync(Endpoint);
+        await client.HandshakeAsync();
+        await client.SendAsync(SubmitGraph, 1, """{ "name": "waits", "tasks": [ { "id": "k", "handler": "ext.known", "args": { "n": 1 } }, { "id": "after", "handler": "noop", "dependsOn": ["k"] } ] }""");
+        string run = (string)(await client.ExpectAsync(RunSubmitted)).Body[0]!;
+        await client.SendAsync(GetRun, 2, run, 0.5);
+        Assert.Equal("running", Map((await client.ExpectAsync(Run)).Body[0])["status"]);   // no worker yet: it waits
+
+        using var worker = await Client.ConnectAsync(Endpoint);
+        await worker.HandshakeAsync();
+        await worker.SendAsync(Worker, 1, new object[] { "ext.known" }, 1);
+        await worker.ExpectAsync(WorkerReady);
+        var lease = (object?[])((object?[])(await worker.ExpectAsync(Leases)).Body[0]!)[0]!;
+        await worker.SendAsync(Results, 0, [new object?[] { new object?[] { Convert.ToInt64(lease[0]), true, "done", null } }]);
+        await client.SendAsync(GetRun, 3, run, 10);
+        var ended = Map((await client.ExpectAsync(Run)).Body[0]);
+        Assert.Equal("succeeded", ended["status"]);
+        Assert.Equal(2, Convert.ToInt32(Map(ended["tasks"])["succeeded"]));
+    }
+
     /// <summary>Each way of breaking the protocol is answered with an error and a closed connection, while a healthy client goes on.</summary>
     [Fact]
     public async Task BadFrames_CloseTheirConnectionOnly_WhileAHealthyClientCompletes()

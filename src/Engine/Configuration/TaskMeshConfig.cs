@@ -92,6 +92,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.requests_per_second</c>: HTTP requests per second per caller (token subject, else address), bursts of twice that; 0: no limit. Default 1000.</summary>
     public int ApiRequestsPerSecond { get; set; } = 1_000;
 
+    /// <summary><c>api.external_handlers</c>: handlers served by external workers, known from the start (graphs naming them are taken, and their tasks wait for a worker). Default none.</summary>
+    public IReadOnlyList<string> ApiExternalHandlers { get; set; } = [];
+
     /// <summary><c>api.keep_finished_runs</c>: finished runs the service keeps in memory for the API (the store keeps all). Default 100.</summary>
     public int ApiKeepFinishedRuns { get; set; } = 100;
 
@@ -217,6 +220,8 @@ public sealed class TaskMeshConfig
             ["graph_directory"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiGraphDirectory = s)),
             ["keep_finished_runs"] = (c, v) => Int(v, 0, 1_000_000, out var x) ?? Set(() => c.ApiKeepFinishedRuns = x),
             ["requests_per_second"] = (c, v) => Int(v, 0, 100_000_000, out var x) ?? Set(() => c.ApiRequestsPerSecond = x),
+            ["external_handlers"] = (c, v) => StrList(v, out var names) ?? (names.Select(n => Graph.GraphLimits.IdProblem(n)).FirstOrDefault(p => p is not null) is string problem
+                ? $"has a handler name that {problem}" : Set(() => c.ApiExternalHandlers = names)),
             ["token_key_file"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTokenKeyFile = s)),
             ["tls_certificate"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsCertificate = s)),
             ["tls_key"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsKey = s)),

@@ -52,6 +52,7 @@ internal static class ServeCommand
             GraphDirectory = cfg.ApiGraphDirectory is { } dir ? ResolveAgainstConfig(dir, configPath) : null,
             KeepFinishedRuns = cfg.ApiKeepFinishedRuns,
             RequestsPerSecond = cfg.ApiRequestsPerSecond,
+            ExternalHandlers = cfg.ApiExternalHandlers,
             TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? ResolveAgainstConfig(k, configPath) : null),
             TlsCertificateFile = tlsCert ?? (cfg.ApiTlsCertificate is { } c ? ResolveAgainstConfig(c, configPath) : null),
             TlsKeyFile = tlsKey ?? (cfg.ApiTlsKey is { } tk ? ResolveAgainstConfig(tk, configPath) : null),

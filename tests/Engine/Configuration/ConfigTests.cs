@@ -115,6 +115,23 @@ public class ConfigTests
     }
 
     [Fact]
+    public void Parse_ExternalHandlers_AreNamesOfHandlers_AndABadOneNamesKeyAndLine()
+    {
+        var c = TaskMeshConfig.Parse("""
+            [api]
+            external_handlers = ["py.score", "rust.hash"]
+            """);
+        Assert.Equal(["py.score", "rust.hash"], c.ApiExternalHandlers);
+        Assert.Empty(TaskMeshConfig.Parse("").ApiExternalHandlers);
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("""
+            [api]
+            external_handlers = ["ok", ""]
+            """, "a.toml"));
+        Assert.Contains("a.toml:2: key 'api.external_handlers'", ex.Message);
+        Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[api]\nexternal_handlers = \"py.score\"\n"));
+    }
+
+    [Fact]
     public void Parse_SyntaxError_HasLine()
     {
         var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[execution]\nmax_parallel_tasks = = 3\n", "s.toml"));
