@@ -23,6 +23,17 @@ public sealed class HttpApiTests : IAsyncLifetime
 
     public async Task InitializeAsync() => await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir });
 
+    /// <summary>A second local layer, ranked above local and priced: somewhere to escalate to.</summary>
+    internal const string BigLayer = "[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n";
+
+    /// <summary>The test's service stopped and another started in a fresh folder, with <paramref name="options"/> and <paramref name="config"/>.</summary>
+    private async Task RestartAsync(ServerOptions options, string config = "")
+    {
+        await DisposeAsync();
+        Directory.CreateDirectory(_dir);
+        await StartAsync(options, config);
+    }
+
     private async Task StartAsync(ServerOptions options, string config = "")
     {
         var services = new ServiceCollection();
@@ -266,9 +277,7 @@ public sealed class HttpApiTests : IAsyncLifetime
     [Fact]
     public async Task ARequestOverTheBodyCap_IsRefusedWith413()
     {
-        await DisposeAsync();
-        Directory.CreateDirectory(_dir);
-        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, MaxRequestBytes = 4096 });
+        await RestartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, MaxRequestBytes = 4096 });
         var big = "{\"name\":\"big\",\"tasks\":[" + string.Join(",", Enumerable.Range(0, 200).Select(i => $"{{\"id\":\"t{i}\",\"handler\":\"noop\"}}")) + "]}";
         var response = await _http.PostAsync("api/runs", JsonBody(big));
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
@@ -436,9 +445,7 @@ public sealed class HttpApiTests : IAsyncLifetime
     [Fact]
     public async Task ACallerOverItsRequestRate_IsRefusedWith429_AndHealthIsNotLimited()
     {
-        await DisposeAsync();
-        Directory.CreateDirectory(_dir);
-        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, RequestsPerSecond = 5 });
+        await RestartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, RequestsPerSecond = 5 });
         var codes = new List<HttpStatusCode>();
         for (int i = 0; i < 30; i++) codes.Add((await _http.GetAsync("api/layers")).StatusCode);
         Assert.Contains(HttpStatusCode.OK, codes);
@@ -455,9 +462,7 @@ public sealed class HttpApiTests : IAsyncLifetime
     [Fact]
     public async Task AFinishedTaskIsEscalatedToAnotherLayer_InANewRunThatReusesTheRest()
     {
-        await DisposeAsync();
-        Directory.CreateDirectory(_dir);
-        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir }, "[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n");
+        await RestartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir }, BigLayer);
         string first = await SubmitAsync("""
             { "name": "esc", "tasks": [
               { "id": "a", "handler": "hash", "args": { "bytes": 1000 } },
@@ -497,9 +502,7 @@ public sealed class HttpApiTests : IAsyncLifetime
     [Fact]
     public async Task RulesReplacedOverTheApi_AreInForceForTheNextDecision_AndKeptInTheStore()
     {
-        await DisposeAsync();
-        Directory.CreateDirectory(_dir);
-        await StartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir }, "[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n");
+        await RestartAsync(new ServerOptions { HttpPort = 0, SocketPort = null, GraphDirectory = _dir }, BigLayer);
         const string Failing = """{ "name": "f", "tasks": [ { "id": "x", "handler": "fail", "retries": 0 } ] }""";
         async Task<int> EscalationsOfX()
         {

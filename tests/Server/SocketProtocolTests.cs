@@ -29,8 +29,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
     private async Task StartAsync(ServerOptions options)
     {
         var services = new ServiceCollection();
-        // A second local layer, for manual escalation.
-        services.AddTaskMesh(TaskMeshConfig.Parse("[layers.big]\nkind = \"local\"\nrank = 10\nprice_per_second = 1\n")).AddSqliteStore(Path.Combine(_dir, "runs.db"));
+        services.AddTaskMesh(TaskMeshConfig.Parse(HttpApiTests.BigLayer)).AddSqliteStore(Path.Combine(_dir, "runs.db"));
         _provider = services.BuildServiceProvider();
         _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(), options);
     }
