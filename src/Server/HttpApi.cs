@@ -27,7 +27,7 @@ internal static class HttpApi
             string runId = service.SubmitGraph(body, Caller(http));
             http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
             return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
-        }), Roles.Operator).Doc("Submit a graph (validated as a file; 400 with every problem and nothing runs)", 201, 400, 401, 403, 413, 429, 503);
+        }), Roles.Operator).Doc("Submit a graph (validated as a file; 400 with every problem and nothing runs)", 201, 400, 401, 403, 413, 429, 503).Takes("A graph file's JSON: name, defaults, tasks (id, handler, args, dependsOn, …) — docs/graph-format.md");
         access.Require(api.MapGet("/runs", (HttpContext http) =>
         {
             var q = http.Request.Query;
@@ -70,7 +70,7 @@ internal static class HttpApi
             string runId = service.Escalate(id, task, to, reason, Caller(http));
             http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
             return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
-        }), Roles.Operator).Doc("Manual escalation: a new run that resumes this one with the task (and its data-edge readers) run again on a layer", 201, 400, 401, 403, 404, 409, 429, 503);
+        }), Roles.Operator).Doc("Manual escalation: a new run that resumes this one with the task (and its data-edge readers) run again on a layer", 201, 400, 401, 403, 404, 409, 429, 503).Takes("The layer to run the task on, and why", ("to", Microsoft.OpenApi.JsonSchemaType.String, "a layer"), ("reason", Microsoft.OpenApi.JsonSchemaType.String | Microsoft.OpenApi.JsonSchemaType.Null, "kept with the escalation; default: who asked"));
 
         // Single tasks: the standing run.
         access.Require(api.MapPost("/tasks", async (HttpContext http) =>
@@ -98,7 +98,7 @@ internal static class HttpApi
                     w.WriteEndObject();
                 }, StatusCodes.Status201Created);
             }
-        }), Roles.Operator).Doc("Submit one task (a graph file task object) to the standing run", 201, 400, 401, 403, 413, 429, 503);
+        }), Roles.Operator).Doc("Submit one task (a graph file task object) to the standing run", 201, 400, 401, 403, 413, 429, 503).Takes("One task object as in a graph file: id, handler, args, dependsOn (ids or {id, type}), priority, timeoutSeconds, retries, layer, minConfidence, cache, uses, tags, requires");
         access.Require(api.MapGet("/tasks/{id}", async (string id, HttpContext http) =>
             Json((await service.GetTaskAsync(id, WaitOf(http.Request.Query), http.RequestAborted)).Write)), Roles.Viewer).Doc("A task of the standing run (wait=S waits for its end)", 200, 400, 401, 403, 404, 429);
         access.Require(api.MapPut("/tasks/{id}", async (string id, HttpContext http) =>
@@ -133,7 +133,7 @@ internal static class HttpApi
             }
             service.ChangeTask(id, priority, args, Caller(http));
             return Json((await service.GetTaskAsync(id, TimeSpan.Zero, http.RequestAborted)).Write);
-        }), Roles.Operator).Doc("Change a waiting task of the standing run: its priority and/or args (409 once it is ready, running or ended)", 200, 400, 401, 403, 404, 409, 413, 429);
+        }), Roles.Operator).Doc("Change a waiting task of the standing run: its priority and/or args (409 once it is ready, running or ended)", 200, 400, 401, 403, 404, 409, 413, 429).Takes("Either or both", ("priority", Microsoft.OpenApi.JsonSchemaType.String, "low, normal, high or critical"), ("args", Microsoft.OpenApi.JsonSchemaType.Object, "the task's new arguments, validated by its handler"));
         access.Require(api.MapPost("/tasks/{id}/cancel", (string id, HttpContext http) => service.CancelTask(id, Caller(http))
             ? Results.Accepted($"/api/tasks/{Uri.EscapeDataString(id)}")
             : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a task of the standing run", 202, 401, 403, 404, 409, 429);
@@ -157,7 +157,7 @@ internal static class HttpApi
             }
             service.SetLayerCapacity(name, capacity, Caller(http));
             return Json(w => Status.WriteLayers(w, service));
-        }), Roles.Admin).Doc("Set a layer's capacity (admin)", 200, 400, 401, 403, 404, 429);
+        }), Roles.Admin).Doc("Set a layer's capacity (admin)", 200, 400, 401, 403, 404, 429).Takes("How many attempts the layer runs at once", ("capacity", Microsoft.OpenApi.JsonSchemaType.Integer, "1–1000000"));
 
         // History and what decides: daily figures per layer, the escalation rules in force, the trained models.
         access.Require(api.MapGet("/metrics", (HttpContext http) =>
@@ -189,7 +189,7 @@ internal static class HttpApi
             var rules = ReadRules(await ReadBodyAsync(http, 1 << 20));
             await service.SetRulesAsync(rules, Caller(http), http.RequestAborted);
             return Json(w => WriteRules(w, service));
-        }), Roles.Admin).Doc("Replace the escalation rules (admin): kept in the store, in force at once for every run", 200, 400, 401, 403, 409, 413, 429);
+        }), Roles.Admin).Doc("Replace the escalation rules (admin): kept in the store, in force at once for every run", 200, 400, 401, 403, 409, 413, 429).Takes("The new rules (none: the defaults), as GET /api/rules gives them", ("rules", Microsoft.OpenApi.JsonSchemaType.Array, "each {from, to, trigger, threshold, priority, active}"));
         access.Require(api.MapGet("/audit", (HttpContext http) =>
         {
             var q = http.Request.Query;
@@ -261,7 +261,7 @@ internal static class HttpApi
                 w.WriteEndArray();
                 w.WriteEndObject();
             });
-        }), Roles.Viewer).Doc("Where each task of a graph would run, and why (nothing runs)", 200, 400, 401, 403, 413, 429);
+        }), Roles.Viewer).Doc("Where each task of a graph would run, and why (nothing runs)", 200, 400, 401, 403, 413, 429).Takes("A graph file's JSON, as for POST /api/runs");
 
         // Liveness and readiness.
         app.MapGet("/health", () => Results.Text("ok\n")).Doc("Liveness (never needs a token)", 200);
@@ -361,6 +361,32 @@ internal static class HttpApi
         foreach (int p in problems) endpoint.ProducesProblem(p);
         return endpoint;
     }
+
+    /// <summary>
+    /// The request body an endpoint reads itself (from the raw body, so the document would not know
+    /// it): a JSON object described in words, with its fields when it has a fixed few.
+    /// </summary>
+    private static RouteHandlerBuilder Takes(this RouteHandlerBuilder endpoint, string description, params (string Name, Microsoft.OpenApi.JsonSchemaType Type, string About)[] fields)
+        => endpoint.AddOpenApiOperationTransformer((operation, _, _) =>
+        {
+            var schema = new Microsoft.OpenApi.OpenApiSchema { Type = Microsoft.OpenApi.JsonSchemaType.Object };
+            if (fields.Length > 0)
+            {
+                schema.Properties = new Dictionary<string, Microsoft.OpenApi.IOpenApiSchema>(StringComparer.Ordinal);
+                foreach (var (name, type, about) in fields)
+                    schema.Properties[name] = new Microsoft.OpenApi.OpenApiSchema { Type = type, Description = about };
+            }
+            operation.RequestBody = new Microsoft.OpenApi.OpenApiRequestBody
+            {
+                Required = true,
+                Description = description,
+                Content = new Dictionary<string, Microsoft.OpenApi.OpenApiMediaType>(StringComparer.Ordinal)
+                {
+                    ["application/json"] = new() { Schema = schema },
+                },
+            };
+            return Task.CompletedTask;
+        });
 
     /// <summary>Turns what the service refuses into problem details, and anything else into a 500 that names no internals.</summary>
     public static async Task HandleErrorsAsync(HttpContext http, Func<Task> next)
