@@ -50,6 +50,34 @@ internal static class HttpApi
             ? Results.Accepted($"/api/runs/{Uri.EscapeDataString(id)}")
             : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a going run", 202, 401, 403, 404, 409, 429);
         access.Require(api.MapGet("/runs/{id}/events", (string id, HttpContext http) => ServerSentEvents.StreamAsync(http, service, id)), Roles.Viewer).Doc("A run's events as Server-Sent Events, ending with run_ended (or overflow)", 200, 401, 403, 404, 429);
+        access.Require(api.MapGet("/runs/{id}/tasks", (string id, HttpContext http) =>
+        {
+            var q = http.Request.Query;
+            var (source, total, tasks) = service.ListRunTasks(id, q["status"].FirstOrDefault(), IntOf(q, "limit", 100), IntOf(q, "offset", 0));
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("run_id", id);
+                w.WriteString("source", source);
+                w.WriteNumber("total", total);
+                w.WriteStartArray("tasks");
+                foreach (var t in tasks)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("id", t.Id);
+                    w.WriteString("handler", t.Handler);
+                    w.WriteString("status", t.Status);
+                    if (t.Layer is not null) w.WriteString("layer", t.Layer);
+                    w.WriteNumber("attempts", t.Attempts);
+                    w.WriteNumber("escalations", t.Escalations);
+                    if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
+                    if (t.Error is not null) w.WriteString("error", t.Error);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer).Doc("A run's tasks (status, limit, offset): every task of a finished run the service keeps, else the rows the store keeps", 200, 400, 401, 403, 404, 409, 429);
         access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer).Doc("One task of a run: outcome, layer, attempts, escalations, audit trail", 200, 401, 403, 404, 429);
 
         access.Require(api.MapPost("/runs/{id}/tasks/{task}/escalate", async (string id, string task, HttpContext http) =>

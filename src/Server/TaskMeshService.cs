@@ -443,6 +443,47 @@ internal sealed class TaskMeshService : IAsyncDisposable
         throw ApiException.NotFound($"run {runId} has no task '{GraphLimits.Printable(taskId)}' the service or its store keeps");
     }
 
+    /// <summary>A task in a run's list: where it ran and how it ended.</summary>
+    public sealed record TaskRow(string Id, string Handler, string Status, string? Layer, int Attempts, int Escalations, double? DurationMs, string? Error);
+
+    private static readonly string[] TaskStatuses = ["succeeded", "failed", "timed_out", "skipped", "cancelled"];
+
+    /// <summary>
+    /// A run's tasks, in the graph's order, optionally of one status: every task of a finished run
+    /// the service keeps (<c>source</c> <c>run</c>), else the rows the store keeps of it (<c>store</c>:
+    /// each task that did not simply succeed, and those the journal keeps besides — see store.md).
+    /// </summary>
+    public (string Source, int Total, IReadOnlyList<TaskRow> Tasks) ListRunTasks(string runId, string? status, int limit, int offset)
+    {
+        if (limit is < 1 or > 10_000) throw new ApiException(400, "invalid request", $"limit must be 1–10000, got {limit}");
+        if (offset < 0) throw new ApiException(400, "invalid request", $"offset must not be negative, got {offset}");
+        if (status is not null && Array.IndexOf(TaskStatuses, status) < 0)
+            throw new ApiException(400, "invalid request", $"status must be one of {string.Join(", ", TaskStatuses)}, got '{GraphLimits.Printable(status)}'");
+        IEnumerable<TaskRow> rows;
+        string source;
+        if (_finished.TryGet(runId, out var result) && result.HasTaskDetails)
+        {
+            source = "run";
+            rows = Enumerable.Range(0, result.Total).Select(result.TaskResultOf)
+                .Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Outcome == TaskOutcome.Succeeded ? null : t.Error));
+        }
+        else if (_runtime.Store is { } store)
+        {
+            string id;
+            try { id = store.ResolveRunId(runId); }
+            catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}'"); }
+            source = "store";
+            rows = store.TasksOf(id).Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Status == "succeeded" ? null : t.Error));
+        }
+        else
+        {
+            GetRun(runId);   // 404 when there is no such run at all
+            throw new ApiException(409, "no task list", $"run {runId} is going, and the service keeps no store: its tasks are listed once it ends");
+        }
+        var matching = status is null ? rows.ToList() : rows.Where(r => r.Status == status).ToList();
+        return (source, matching.Count, matching.Skip(offset).Take(limit).ToList());
+    }
+
     // ---------------------------------------------------------------- single tasks (the standing run)
 
     /// <summary>

@@ -121,6 +121,32 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ARunsTasksAreListed_ByStatus_FromTheRunOrFromTheStore()
+    {
+        string id = await SubmitAsync(Diamond);
+        await WaitForRunAsync(id);
+        var all = await ReadJson(await _http.GetAsync($"api/runs/{id}/tasks"));
+        Assert.Equal(("run", 5), (all.GetProperty("source").GetString(), all.GetProperty("total").GetInt32()));
+        Assert.Equal(["a", "b", "c", "d", "e"], all.GetProperty("tasks").EnumerateArray().Select(t => t.GetProperty("id").GetString()));
+        var failed = await ReadJson(await _http.GetAsync($"api/runs/{id}/tasks?status=failed"));
+        var c = Assert.Single(failed.GetProperty("tasks").EnumerateArray());
+        Assert.Equal(("c", "fail", "local"), (c.GetProperty("id").GetString(), c.GetProperty("handler").GetString(), c.GetProperty("layer").GetString()));
+        Assert.Contains("failed on purpose", c.GetProperty("error").GetString());
+        var page = await ReadJson(await _http.GetAsync($"api/runs/{id}/tasks?limit=2&offset=3"));
+        Assert.Equal(["d", "e"], page.GetProperty("tasks").EnumerateArray().Select(t => t.GetProperty("id").GetString()));
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync($"api/runs/{id}/tasks?status=lost")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.GetAsync("api/runs/nosuchrun/tasks")).StatusCode);
+
+        // The standing run's tasks with ids of their own are rows of the store.
+        Assert.Equal(HttpStatusCode.Created, (await _http.PostAsync("api/tasks", JsonBody("""{ "id": "listed", "handler": "noop" }"""))).StatusCode);
+        await ReadJson(await _http.GetAsync("api/tasks/listed?wait=10"));
+        await _runtime.Store!.FlushAsync();
+        var standing = await ReadJson(await _http.GetAsync($"api/runs/{_server.StandingRunId}/tasks"));
+        Assert.Equal("store", standing.GetProperty("source").GetString());
+        Assert.Contains(standing.GetProperty("tasks").EnumerateArray(), t => t.GetProperty("id").GetString() == "listed");
+    }
+
+    [Fact]
     public async Task AnInvalidGraph_IsRefusedWithEveryProblemItsLineAndTask_AndNothingRuns()
     {
         await _runtime.Store!.FlushAsync();
