@@ -374,6 +374,18 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         var ended = Map((await client.ExpectAsync(Run)).Body[0]);
         Assert.Equal("succeeded", ended["status"]);
         Assert.Equal(2, Convert.ToInt32(Map(ended["tasks"])["succeeded"]));
+
+        // An output JSON cannot hold fails its attempt; the worker's connection goes on.
+        await client.SendAsync(SubmitTasks, 4, [new object[] { new Dictionary<string, object> { ["id"] = "nan", ["handler"] = "ext.known", ["retries"] = 0 } }]);
+        await client.ExpectAsync(TasksSubmitted);
+        var second = (object?[])((object?[])(await worker.ExpectAsync(Leases)).Body[0]!)[0]!;
+        await worker.SendAsync(Results, 0, [new object?[] { new object?[] { Convert.ToInt64(second[0]), true, double.NaN, null } }]);
+        await client.SendAsync(GetTask, 5, "nan", 10);
+        var failed = Map((await client.ExpectAsync(TaskMessage)).Body[0]);
+        Assert.Equal("failed", failed["status"]);
+        Assert.Contains("NaN", (string)failed["error"]);
+        await worker.SendAsync(Ping, 6);
+        await worker.ExpectAsync(Pong);
     }
 
     /// <summary>Each way of breaking the protocol is answered with an error and a closed connection, while a healthy client goes on.</summary>

@@ -352,7 +352,12 @@ internal static class Messages
             bool ok = reader.ReadBoolean();
             object? output = null;
             string? error = null;
-            if (ok) output = Output(ref reader);
+            if (ok)
+            {
+                // An output with no JSON form fails its attempt (the worker's connection goes on).
+                output = Output(ref reader, out error);
+                ok = error is null;
+            }
             else error = Str(ref reader, "error", nullable: true) ?? "the worker reported a failure";
             double? confidence = reader.TryReadNil() ? null : reader.NextMessagePackType switch
             {
@@ -366,9 +371,10 @@ internal static class Messages
         return list;
     }
 
-    /// <summary>A worker's output: a scalar read as itself, a map or an array as a JSON element.</summary>
-    private static object? Output(ref MessagePackReader reader)
+    /// <summary>A worker's output: a scalar read as itself, a map or an array as a JSON element; null with <paramref name="problem"/> when it has no JSON form.</summary>
+    private static object? Output(ref MessagePackReader reader, out string? problem)
     {
+        problem = null;
         switch (reader.NextMessagePackType)
         {
             case MessagePackType.Nil:
@@ -382,13 +388,23 @@ internal static class Messages
                 return reader.ReadInt64();
             case MessagePackType.Float:
                 double d = reader.ReadDouble();
-                return double.IsFinite(d) ? d : throw new ProtocolException("an output number is NaN or infinite: JSON has no such number");
+                if (double.IsFinite(d)) return d;
+                problem = "the worker's output is NaN or infinite: JSON has no such number";
+                return null;
         }
         var raw = reader.ReadRaw();
         if (MessagePackJson.TryToElement(raw, out var element)) return Workers.WorkResult.OutputOf(element);
         // What the direct path declines (binary, extensions, keys that are not strings): MessagePack's own conversion.
-        using var doc = JsonDocument.Parse(MessagePackSerializer.ConvertToJson(raw, Untrusted), new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
-        return Workers.WorkResult.OutputOf(doc.RootElement);
+        try
+        {
+            using var doc = JsonDocument.Parse(MessagePackSerializer.ConvertToJson(raw, Untrusted), new JsonDocumentOptions { MaxDepth = GraphLimits.MaxJsonDepth });
+            return Workers.WorkResult.OutputOf(doc.RootElement);
+        }
+        catch (JsonException ex)
+        {
+            problem = $"the worker's output has no JSON form: {ex.Message}";
+            return null;
+        }
     }
 
     private static List<string> StrList(ref MessagePackReader reader)
