@@ -480,8 +480,15 @@ internal sealed class TaskMeshService : IAsyncDisposable
             GetRun(runId);   // 404 when there is no such run at all
             throw new ApiException(409, "no task list", $"run {runId} is going, and the service keeps no store: its tasks are listed once it ends");
         }
-        var matching = status is null ? rows.ToList() : rows.Where(r => r.Status == status).ToList();
-        return (source, matching.Count, matching.Skip(offset).Take(limit).ToList());
+        // One pass: the matching ones counted, the page kept (a large run's list is never held whole).
+        int total = 0;
+        var page = new List<TaskRow>(Math.Min(limit, 1024));
+        foreach (var row in rows)
+        {
+            if (status is not null && row.Status != status) continue;
+            if (total++ >= offset && page.Count < limit) page.Add(row);
+        }
+        return (source, total, page);
     }
 
     // ---------------------------------------------------------------- single tasks (the standing run)

@@ -304,7 +304,7 @@ internal static class Messages
     {
         if (r.NextMessagePackType != MessagePackType.Array) return null;
         int n = r.ReadArrayHeader();
-        var deps = new List<TaskDependency>(n);
+        var deps = new List<TaskDependency>();   // not sized by the count the bytes claim
         for (int i = 0; i < n; i++)
         {
             switch (r.NextMessagePackType)
