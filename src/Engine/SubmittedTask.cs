@@ -40,6 +40,7 @@ public sealed class SubmittedTask
     internal long OutputBytes;
     private TaskCold? _cold;                   // what few tasks need, made on first use
     private TaskCompletionSource<TaskResult>? _completion;
+    private int _completed;                    // 1 once the run's bookkeeping of its end is done (Completed)
 
     internal SubmittedTask(OpenRunState run, int index, string? id, TaskTemplate template, byte priority)
     {
@@ -60,6 +61,7 @@ public sealed class SubmittedTask
             DependentsHead = Closed,
             Outcome = outcome,
             Output = output,
+            _completed = 1,
         };
         t.Cold.Error = "read from the run store";
         return t;
@@ -100,8 +102,9 @@ public sealed class SubmittedTask
             if (tcs is not null) return tcs.Task;
             tcs = new TaskCompletionSource<TaskResult>(TaskCreationOptions.RunContinuationsAsynchronously);
             var won = Interlocked.CompareExchange(ref _completion, tcs, null) ?? tcs;
-            // The task may have ended before anyone asked: then nobody else completes it.
-            if (Volatile.Read(ref State) == Ended) won.TrySetResult(ToResult());
+            // The task may have ended before anyone asked: then nobody else completes it. (Not
+            // State: a task is Ended before the run's bookkeeping of it — journal, observers — is done.)
+            if (Volatile.Read(ref _completed) != 0) won.TrySetResult(ToResult());
             return won.Task;
         }
     }
@@ -120,7 +123,11 @@ public sealed class SubmittedTask
     public void Change(TaskPriority? priority = null, System.Text.Json.JsonElement? args = null) => Run.ChangeTask(this, priority, args);
 
     /// <summary>Called once as the task ends (after <see cref="State"/> became <see cref="Ended"/>, with a full fence).</summary>
-    internal void Completed() => Volatile.Read(ref _completion)?.TrySetResult(ToResult());
+    internal void Completed()
+    {
+        Interlocked.Exchange(ref _completed, 1);   // a full fence: a getter that made its source after this sees the flag, or this sees its source
+        Volatile.Read(ref _completion)?.TrySetResult(ToResult());
+    }
 
     internal TaskResult ToResult()
     {
