@@ -45,6 +45,9 @@ public sealed class WorkQueueTests
         Assert.Equal(1, q.Detach(a));   // t1 goes back
         Assert.False(q.Complete(a, leasedByA[1].Lease, Ok(99)));   // a's late result for t1: dropped
         Assert.False(works[1].IsDone);
+        // Its connection's lease pusher, woken before it left, is granted nothing (a lease to it would never end).
+        Assert.Empty(q.Lease(a));
+        Assert.Equal((3, 0), (q.Waiting, q.Leased));
 
         q.Attach(b);
         var leasedByB = q.Lease(b);

@@ -113,6 +113,9 @@ internal sealed class WorkQueue
         var granted = new List<(long, ExternalWork)>();
         lock (_lock)
         {
+            // A worker that left (its connection's pusher may not know yet) is granted nothing: a
+            // lease to it would be held by no one, and its task never end.
+            if (!_sessions.Contains(session)) return granted;
             int free = session.Slots - session.Outstanding;
             bool any = true;
             while (free > 0 && any)
