@@ -431,9 +431,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
             return TaskView.Of(result.TaskResultOf(index), result.Escalations.Where(e => e.TaskId == taskId).ToList());
         if (_runtime.Store is { } store)
         {
-            string id;
-            try { id = store.ResolveRunId(runId); }
-            catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}'"); }
+            string id = StoredRunId(store, runId);
             if (store.TasksOf(id).FirstOrDefault(t => t.Id == taskId) is { } row)
                 return TaskView.Of(row, store.EscalationHistoryOf(id).Where(e => e.TaskId == taskId).ToList(), store.AuditOf(id, taskId));
         }
@@ -469,9 +467,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         }
         else if (_runtime.Store is { } store)
         {
-            string id;
-            try { id = store.ResolveRunId(runId); }
-            catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}'"); }
+            string id = StoredRunId(store, runId);
             source = "store";
             rows = store.TasksOf(id).Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Status == "succeeded" ? null : t.Error));
         }
@@ -489,6 +485,17 @@ internal sealed class TaskMeshService : IAsyncDisposable
             if (total++ >= offset && page.Count < limit) page.Add(row);
         }
         return (source, total, page);
+    }
+
+    /// <summary>
+    /// The store's id of <paramref name="runId"/> (an id, a unique prefix, <c>last</c>); a run this
+    /// service started is taken as it is, since its row may not be committed yet (404 for any other).
+    /// </summary>
+    private string StoredRunId(RunStore store, string runId)
+    {
+        if (_live.ContainsKey(runId) || runId == Standing.RunId || _finished.TryGet(runId, out _)) return runId;
+        try { return store.ResolveRunId(runId); }
+        catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}'"); }
     }
 
     // ---------------------------------------------------------------- single tasks (the standing run)
@@ -657,8 +664,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
             throw new ApiException(400, "invalid request", $"category must be one of {string.Join(", ", AuditCategory.All)}, got '{GraphLimits.Printable(category)}'");
         var store = _runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: its log is the audit trail");
         if (runId is null) return store.ServiceAudit(limit).Where(a => category is null || a.Category == category).ToList();
-        try { return store.AuditOf(store.ResolveRunId(runId), null, category, limit); }
-        catch (StoreException) { throw ApiException.NotFound($"no run '{GraphLimits.Printable(runId)}' in the store"); }
+        return store.AuditOf(StoredRunId(store, runId), null, category, limit);
     }
 
     /// <summary>Sets how many attempts a layer runs at once (runs going on included).</summary>
