@@ -576,10 +576,10 @@ public sealed class OpenRunTests
             return seen;
         });
         Assert.True(run.PublishEvents);
-        run.Submit(Task("noop", "a"));
+        var a = run.Submit(Task("noop", "a"));
         var bad = run.Submit(new TaskRequest("fail") { Id = "f", Spec = new TaskSpec { Retries = 0 } });
-        run.Submit(Task("noop", "after-f", bad));
-        await bad.Completion.WaitAsync(Limit);
+        var after = run.Submit(Task("noop", "after-f", bad));
+        await System.Threading.Tasks.Task.WhenAll(a.Completion, bad.Completion, after.Completion).WaitAsync(Limit);   // each written before it completes
         // Turned off (nobody to pass them to): task ends meanwhile are not written.
         run.PublishEvents = false;
         await run.Submit(Task("noop", "unheard")).Completion.WaitAsync(Limit);
