@@ -180,6 +180,11 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         Assert.Equal(400, Convert.ToInt32(error.Body[0]));
         var problem = (object?[])((object?[])error.Body[3]!)[0]!;
         Assert.Equal(("unknown-handler", "q"), ((string)problem[0]!, (string)problem[2]!));
+        Assert.Equal((null, null), (problem[3], problem[4]));   // a map has no lines of the client's
+        // As JSON text, the problems name its lines.
+        await c.SendAsync(SubmitGraph, 11, "{ \"name\": \"bad\",\n  \"tasks\": [ { \"id\": \"q\", \"handler\": \"nope\" } ] }");
+        var textError = (object?[])((object?[])(await c.ExpectAsync(Error)).Body[3]!)[0]!;
+        Assert.Equal(2, Convert.ToInt32(textError[3]));
         await c.SendAsync(Ping, 10);
         await c.ExpectAsync(Pong);
     }

@@ -48,6 +48,7 @@ internal sealed record Request(int Type, uint Id)
     public string? Text { get; init; }            // a run or task id; a client's name in a hello
     public double Wait { get; init; }
     public string? GraphJson { get; init; }
+    public bool GraphFromMap { get; init; }        // submit_graph: sent as a map (its JSON text is ours: no lines of the client's)
     public List<TaskItem>? Tasks { get; init; }   // submit_tasks: each task, read or as JSON text
     public List<string>? Ids { get; init; }
     public int Slots { get; init; }
@@ -109,7 +110,7 @@ internal static class Messages
                     break;
                 case MessageType.SubmitGraph:
                     Expect(fields, 1, "submit_graph [graph]");
-                    request = new Request(type, id) { GraphJson = Json(ref reader, "graph") };
+                    request = new Request(type, id) { GraphFromMap = reader.NextMessagePackType == MessagePackType.Map, GraphJson = Json(ref reader, "graph") };
                     break;
                 case MessageType.SubmitTasks:
                     Expect(fields, 1, "submit_tasks [[task, …]]");

@@ -256,7 +256,16 @@ internal sealed class SocketServer : IAsyncDisposable
                     // Inline: the read loop waits, so a client that submits faster than graphs are validated is held back.
                     await AnswerAsync(r.Id, () =>
                     {
-                        string runId = server._service.SubmitGraph(System.Text.Encoding.UTF8.GetBytes(r.GraphJson!), _subject);
+                        string runId;
+                        try
+                        {
+                            runId = server._service.SubmitGraph(System.Text.Encoding.UTF8.GetBytes(r.GraphJson!), _subject);
+                        }
+                        catch (ApiException ex) when (r.GraphFromMap && ex.Errors is { Count: > 0 } errors)
+                        {
+                            // A graph sent as a map was made JSON text here: its lines and columns are that text's, not the client's.
+                            throw new ApiException(ex.Status, ex.Title, ex.Message, errors.Select(e => e with { Line = null, Column = null }).ToList());
+                        }
                         return Task.FromResult(Messages.Write(MessageType.RunSubmitted, r.Id, 1, (ref MessagePackWriter w) => w.Write(runId)));
                     }).ConfigureAwait(false);
                     return;
