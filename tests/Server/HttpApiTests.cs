@@ -14,7 +14,7 @@ namespace TaskMesh.Tests.Server;
 public sealed class HttpApiTests : IAsyncLifetime
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-api-").FullName;
-    private ServiceProvider _provider = null!;
+    private TestService _service = null!;
     private TaskMeshRuntime _runtime = null!;
     private TaskMeshServer _server = null!;
     private HttpClient _http = null!;
@@ -36,19 +36,15 @@ public sealed class HttpApiTests : IAsyncLifetime
 
     private async Task StartAsync(ServerOptions options, string config = "")
     {
-        var services = new ServiceCollection();
-        services.AddTaskMesh(TaskMeshConfig.Parse(config)).AddSqliteStore(Path.Combine(_dir, "runs.db")).AddMetrics();
-        _provider = services.BuildServiceProvider();
-        _runtime = _provider.GetRequiredService<TaskMeshRuntime>();
-        _server = await TaskMeshServer.StartAsync(_runtime, options);
+        _service = await TestService.StartAsync(options, config, Path.Combine(_dir, "runs.db"), metrics: true);
+        (_runtime, _server) = (_service.Runtime, _service.Server);
         _http = new HttpClient { BaseAddress = _server.HttpAddress, Timeout = Limit };
     }
 
     public async Task DisposeAsync()
     {
         _http.Dispose();
-        await _server.DisposeAsync();
-        await _provider.DisposeAsync();
+        await _service.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
     }
 

@@ -12,24 +12,22 @@ namespace TaskMesh.Tests.Server;
 public sealed class PythonClientTests : IAsyncLifetime
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-python-").FullName;
-    private ServiceProvider _provider = null!;
+    private TestService _service = null!;
     private TaskMeshServer _server = null!;
 
     private static string Client => Path.Combine(AppContext.BaseDirectory, "examples", "clients", "python", "taskmesh_client.py");
 
     public async Task InitializeAsync()
     {
-        var services = new ServiceCollection();
-        services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db"));
-        _provider = services.BuildServiceProvider();
-        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(),
-            new ServerOptions { HttpPort = 0, SocketPort = 0, GraphDirectory = Path.Combine(AppContext.BaseDirectory, "examples"), LeaseTimeout = TimeSpan.FromSeconds(2) });
+        _service = await TestService.StartAsync(
+            new ServerOptions { HttpPort = 0, SocketPort = 0, GraphDirectory = Path.Combine(AppContext.BaseDirectory, "examples"), LeaseTimeout = TimeSpan.FromSeconds(2) },
+            store: Path.Combine(_dir, "runs.db"));
+        _server = _service.Server;
     }
 
     public async Task DisposeAsync()
     {
-        await _server.DisposeAsync();
-        await _provider.DisposeAsync();
+        await _service.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
     }
 
@@ -92,7 +90,7 @@ public sealed class PythonClientTests : IAsyncLifetime
         var graph = Path.Combine(_dir, "external.json");
         var tasks = Enumerable.Range(0, 16).Select(i => $$"""{ "id": "t{{i}}", "handler": "py.sleep", "args": { "millis": 250 } }""");
         File.WriteAllText(graph, $$"""{ "name": "external", "tasks": [ {{string.Join(", ", tasks)}}, { "id": "all", "handler": "noop", "dependsOn": [{{string.Join(", ", Enumerable.Range(0, 16).Select(i => $"\"t{i}\""))}}] } ] }""");
-        var runtime = _provider.GetRequiredService<TaskMeshRuntime>();
+        var runtime = _service.Runtime;
         var submitting = Python("submit", graph, "--server", Server, "--wait");
 
         // Kill the first worker once it has sent a few results, with leases out.
@@ -134,10 +132,10 @@ public sealed class PythonClientTests : IAsyncLifetime
         var run = doc.RootElement;
         Assert.Equal("succeeded", run.GetProperty("status").GetString());
 
-        var local = await _provider.GetRequiredService<TaskMeshRuntime>().Engine.RunAsync(TaskMesh.Engine.Graph.GraphLoader.LoadFile(graph));
+        var local = await _service.Runtime.Engine.RunAsync(TaskMesh.Engine.Graph.GraphLoader.LoadFile(graph));
         var tasks = run.GetProperty("tasks");
         Assert.Equal((local.Total, local.Succeeded, local.Failed), (tasks.GetProperty("total").GetInt32(), tasks.GetProperty("succeeded").GetInt32(), tasks.GetProperty("failed").GetInt32()));
-        Assert.Equal("succeeded", _provider.GetRequiredService<TaskMeshRuntime>().Store!.GetRun(run.GetProperty("run_id").GetString()!).Status);
+        Assert.Equal("succeeded", _service.Runtime.Store!.GetRun(run.GetProperty("run_id").GetString()!).Status);
     }
 
     [Fact]

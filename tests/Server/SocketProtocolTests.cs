@@ -15,7 +15,7 @@ namespace TaskMesh.Tests.Server;
 public sealed class SocketProtocolTests : IAsyncLifetime
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-socket-").FullName;
-    private ServiceProvider _provider = null!;
+    private TestService _service = null!;
     private TaskMeshServer _server = null!;
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
 
@@ -28,16 +28,13 @@ public sealed class SocketProtocolTests : IAsyncLifetime
 
     private async Task StartAsync(ServerOptions options)
     {
-        var services = new ServiceCollection();
-        services.AddTaskMesh(TaskMeshConfig.Parse(HttpApiTests.BigLayer)).AddSqliteStore(Path.Combine(_dir, "runs.db"));
-        _provider = services.BuildServiceProvider();
-        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(), options);
+        _service = await TestService.StartAsync(options, HttpApiTests.BigLayer, Path.Combine(_dir, "runs.db"));
+        _server = _service.Server;
     }
 
     public async Task DisposeAsync()
     {
-        await _server.DisposeAsync();
-        await _provider.DisposeAsync();
+        await _service.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
     }
 

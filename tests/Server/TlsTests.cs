@@ -17,7 +17,7 @@ namespace TaskMesh.Tests.Server;
 public sealed class TlsTests : IAsyncLifetime
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-tls-").FullName;
-    private ServiceProvider _provider = null!;
+    private TestService _service = null!;
     private TaskMeshServer _server = null!;
     private X509Certificate2 _certificate = null!;
 
@@ -32,22 +32,19 @@ public sealed class TlsTests : IAsyncLifetime
         File.WriteAllText(Path.Combine(_dir, "cert.pem"), _certificate.ExportCertificatePem());
         File.WriteAllText(Path.Combine(_dir, "key.pem"), rsa.ExportPkcs8PrivateKeyPem());
 
-        var services = new ServiceCollection();
-        services.AddTaskMesh(TaskMeshConfig.Parse("[store]\nenabled = false\n"));
-        _provider = services.BuildServiceProvider();
-        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(), new ServerOptions
+        _service = await TestService.StartAsync(new ServerOptions
         {
             HttpPort = 0,
             SocketPort = 0,
             TlsCertificateFile = Path.Combine(_dir, "cert.pem"),
             TlsKeyFile = Path.Combine(_dir, "key.pem"),
-        });
+        }, "[store]\nenabled = false\n");
+        _server = _service.Server;
     }
 
     public async Task DisposeAsync()
     {
-        await _server.DisposeAsync();
-        await _provider.DisposeAsync();
+        await _service.DisposeAsync();
         _certificate.Dispose();
         Directory.Delete(_dir, recursive: true);
     }

@@ -16,7 +16,7 @@ public sealed class TokenTests : IAsyncLifetime
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-tokens-").FullName;
     private string KeyFile => Path.Combine(_dir, "api.key");
-    private ServiceProvider _provider = null!;
+    private TestService _service = null!;
     private TaskMeshServer _server = null!;
     private HttpClient _http = null!;
     private byte[] _key = null!;
@@ -25,19 +25,16 @@ public sealed class TokenTests : IAsyncLifetime
     {
         Tokens.CreateKeyFile(KeyFile);
         _key = Tokens.LoadKey(KeyFile);
-        var services = new ServiceCollection();
-        services.AddTaskMesh(TaskMeshConfig.Parse("")).AddSqliteStore(Path.Combine(_dir, "runs.db")).AddMetrics();
-        _provider = services.BuildServiceProvider();
-        _server = await TaskMeshServer.StartAsync(_provider.GetRequiredService<TaskMeshRuntime>(),
-            new ServerOptions { HttpPort = 0, SocketPort = 0, TokenKeyFile = KeyFile, GraphDirectory = _dir });
+        _service = await TestService.StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, TokenKeyFile = KeyFile, GraphDirectory = _dir },
+            store: Path.Combine(_dir, "runs.db"), metrics: true);
+        _server = _service.Server;
         _http = new HttpClient { BaseAddress = _server.HttpAddress, Timeout = TimeSpan.FromSeconds(30) };
     }
 
     public async Task DisposeAsync()
     {
         _http.Dispose();
-        await _server.DisposeAsync();
-        await _provider.DisposeAsync();
+        await _service.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
     }
 
