@@ -79,15 +79,21 @@ internal sealed class TaskView
         w.WriteEndObject();
     });
 
-    public static TaskView Of(TaskRecord t, IReadOnlyList<EscalationRecord> escalations) => new(t.Status, w =>
+    /// <summary>The fields every view of an ended task starts with (an object opened here).</summary>
+    private static void WriteHead(Utf8JsonWriter w, string id, string handler, string status, string? initialLayer, string? layer, int attempts)
     {
         w.WriteStartObject();
-        w.WriteString("id", t.Id);
-        w.WriteString("handler", t.Handler);
-        w.WriteString("status", t.Status);
-        if (t.InitialLayer is not null) w.WriteString("initial_layer", t.InitialLayer);
-        if (t.Layer is not null) w.WriteString("layer", t.Layer);
-        w.WriteNumber("attempts", t.Attempts);
+        w.WriteString("id", id);
+        w.WriteString("handler", handler);
+        w.WriteString("status", status);
+        if (initialLayer is not null) w.WriteString("initial_layer", initialLayer);
+        if (layer is not null) w.WriteString("layer", layer);
+        w.WriteNumber("attempts", attempts);
+    }
+
+    public static TaskView Of(TaskRecord t, IReadOnlyList<EscalationRecord> escalations) => new(t.Status, w =>
+    {
+        WriteHead(w, t.Id, t.Handler, t.Status, t.InitialLayer, t.Layer, t.Attempts);
         if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
         if (t.OutputSummary is not null) w.WriteString("output_summary", t.OutputSummary);
         if (t.Error is not null) w.WriteString("error", t.Error);
@@ -113,13 +119,7 @@ internal sealed class TaskView
 
     public static TaskView Of(StoredTask t, IReadOnlyList<StoredEscalation> escalations, IReadOnlyList<AuditRecord> audit) => new(t.Status, w =>
     {
-        w.WriteStartObject();
-        w.WriteString("id", t.Id);
-        w.WriteString("handler", t.Handler);
-        w.WriteString("status", t.Status);
-        if (t.InitialLayer is not null) w.WriteString("initial_layer", t.InitialLayer);
-        if (t.Layer is not null) w.WriteString("layer", t.Layer);
-        w.WriteNumber("attempts", t.Attempts);
+        WriteHead(w, t.Id, t.Handler, t.Status, t.InitialLayer, t.Layer, t.Attempts);
         if (t.Confidence is double c) w.WriteNumber("confidence", c);
         if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
         if (t.Cost is double cost) w.WriteNumber("cost", Math.Round(cost, 6));

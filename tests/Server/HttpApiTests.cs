@@ -2,8 +2,6 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using Microsoft.Extensions.DependencyInjection;
-using TaskMesh.Engine.Configuration;
 using TaskMesh.Hosting;
 using TaskMesh.Server;
 using Xunit;

@@ -1,8 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Microsoft.Extensions.DependencyInjection;
-using TaskMesh.Engine.Configuration;
-using TaskMesh.Hosting;
 using TaskMesh.Server;
 using Xunit;
 

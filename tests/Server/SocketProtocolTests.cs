@@ -3,9 +3,6 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using MessagePack;
-using Microsoft.Extensions.DependencyInjection;
-using TaskMesh.Engine.Configuration;
-using TaskMesh.Hosting;
 using TaskMesh.Server;
 using Xunit;
 
@@ -444,7 +441,18 @@ public sealed class SocketProtocolTests : IAsyncLifetime
     public async Task ThousandsOfRandomAndMutatedFrames_NeverStopTheService_AndMemoryStaysFlat()
     {
         var random = new Random(12345);
-        var valid = MessagePackSerializer.Serialize(new object[] { SubmitGraph, 1u, new object[] { new Dictionary<string, object> { ["name"] = "f", ["tasks"] = new object[] { new Dictionary<string, object> { ["id"] = "a", ["handler"] = "noop" } } } } });
+        // Valid messages of each shape the parser reads, mutated: a graph, tasks read straight from
+        // MessagePack (with arguments and dependencies), a change, an escalation, a worker's results.
+        var valid = new[]
+        {
+            MessagePackSerializer.Serialize(new object[] { SubmitGraph, 1u, new object[] { new Dictionary<string, object> { ["name"] = "f", ["tasks"] = new object[] { new Dictionary<string, object> { ["id"] = "a", ["handler"] = "noop" } } } } }),
+            MessagePackSerializer.Serialize(new object[] { SubmitTasks, 2u, new object[] { new object[] {
+                new Dictionary<string, object> { ["handler"] = "noop", ["args"] = new Dictionary<string, object> { ["n"] = new object[] { 1, "x", 2.5 } } },
+                new Dictionary<string, object> { ["handler"] = "noop", ["dependsOn"] = new object[] { "a", new Dictionary<string, object> { ["id"] = "b", ["type"] = "data" } } } } } }),
+            MessagePackSerializer.Serialize(new object?[] { ChangeTask, 3u, new object?[] { "t", "high", new Dictionary<string, object> { ["n"] = 1 } } }),
+            MessagePackSerializer.Serialize(new object?[] { Escalate, 4u, new object?[] { "r", "a", "big", null } }),
+            MessagePackSerializer.Serialize(new object?[] { Results, 5u, new object?[] { new object?[] { new object?[] { 1L, true, new Dictionary<string, object> { ["k"] = new object[] { 1 } }, 0.5 } } } }),
+        };
         var hello = MessagePackSerializer.Serialize(new object?[] { Hello, 0u, new object?[] { 1, null, "fuzz" } });
         GC.Collect();
         long before = GC.GetTotalMemory(forceFullCollection: true);
@@ -462,7 +470,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
                 byte[] payload = (round % 3) switch
                 {
                     0 => RandomBytes(random, random.Next(1, 64)),
-                    1 => Mutate(random, valid),
+                    1 => Mutate(random, valid[random.Next(valid.Length)]),
                     _ => Mutate(random, hello),
                 };
                 frames.Add(payload);

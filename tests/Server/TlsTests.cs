@@ -5,9 +5,6 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using MessagePack;
-using Microsoft.Extensions.DependencyInjection;
-using TaskMesh.Engine.Configuration;
-using TaskMesh.Hosting;
 using TaskMesh.Server;
 using Xunit;
 

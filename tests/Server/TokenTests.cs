@@ -2,10 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
-using TaskMesh.Engine.Configuration;
-using TaskMesh.Hosting;
 using TaskMesh.Server;
 using Xunit;
 

@@ -640,13 +640,19 @@ public sealed class RunStore : IDisposable
             cmd.Parameters.AddWithValue("$run", runId);
             cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
             cmd.Parameters.AddWithValue("$category", (object?)category ?? DBNull.Value);
-            var list = new List<AuditRecord>();
-            using var r = cmd.ExecuteReader();
-            while (r.Read())
-                list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
-                    r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
-            return list;
+            return ReadAudit(cmd);
         }
+    }
+
+    /// <summary>The audit rows <paramref name="cmd"/> selects (category, at, run_id, task_id, detail); a row of no run has an empty run id.</summary>
+    private static List<AuditRecord> ReadAudit(SqliteCommand cmd)
+    {
+        var list = new List<AuditRecord>();
+        using var r = cmd.ExecuteReader();
+        while (r.Read())
+            list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
+                r.IsDBNull(2) ? "" : r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetString(4)));
+        return list;
     }
 
     /// <summary>
@@ -669,14 +675,9 @@ public sealed class RunStore : IDisposable
         lock (_read)
         {
             using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT category, at, task_id, detail FROM audit_log WHERE run_id IS NULL ORDER BY id DESC LIMIT $limit";
+            cmd.CommandText = "SELECT category, at, run_id, task_id, detail FROM audit_log WHERE run_id IS NULL ORDER BY id DESC LIMIT $limit";
             cmd.Parameters.AddWithValue("$limit", limit);
-            var list = new List<AuditRecord>();
-            using var r = cmd.ExecuteReader();
-            while (r.Read())
-                list.Add(new AuditRecord(r.GetString(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture),
-                    "", r.IsDBNull(2) ? null : r.GetString(2), r.GetString(3)));
-            return list;
+            return ReadAudit(cmd);
         }
     }
 

@@ -416,6 +416,37 @@ public sealed class RunStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Open_AStoreOfSchemaVersion8_KeepsItsAuditTrail_AndTakesTheServicesRows()
+    {
+        var path = Path.Combine(_dir, "v8.db");
+        using (var c = new SqliteConnection($"Data Source={path};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = string.Concat(StoreSchema.Migrations.Take(8)) + $$"""
+                PRAGMA application_id = {{StoreSchema.ApplicationId}};
+                PRAGMA user_version = 8;
+                INSERT INTO runs (run_id, graph_name, status, started_at, total, succeeded) VALUES ('old8', 'g', 'succeeded', '2026-12-01T00:00:00+00:00', 1, 1);
+                INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ('old8', NULL, 'task_submission', '2026-12-01T00:00:00+00:00', '{"graph":"g"}');
+                INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ('old8', 'a', 'task_completion', '2026-12-01T00:00:01+00:00', '{"status":"succeeded"}');
+                """;
+            cmd.ExecuteNonQuery();
+        }
+        using (var store = RunStore.Open(path))
+        {
+            Assert.Equal([AuditCategory.TaskSubmission, AuditCategory.TaskCompletion], store.AuditOf("old8").Select(a => a.Category));
+            Assert.Equal("a", store.AuditOf("old8")[1].TaskId);
+            store.RecordAudit("old8", null, AuditCategory.Api, """{"action":"cancel_run","caller":"ops"}""");
+            store.RecordAudit(null, null, AuditCategory.Api, """{"action":"train","caller":"ops"}""");
+            await store.FlushAsync();
+            Assert.Equal(3, store.AuditOf("old8").Count);
+            var service = Assert.Single(store.ServiceAudit());
+            Assert.Equal(("api", ""), (service.Category, service.RunId));
+            Assert.Throws<ArgumentException>(() => store.RecordAudit(null, null, "gossip", "{}"));
+        }
+    }
+
+    [Fact]
     public void Open_AStoreOfSchemaVersion2_IsMigratedKeepingItsOutputsAndCache()
     {
         var path = Path.Combine(_dir, "v2.db");
