@@ -89,6 +89,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>api.tls_key</c>: the PEM private key of <c>api.tls_certificate</c>.</summary>
     public string? ApiTlsKey { get; set; }
 
+    /// <summary><c>[cluster]</c>: the coordinator's silo, batching, strategy, poison limit and failure detection.</summary>
+    public ClusterSettings Cluster { get; set; } = new();
+
     /// <summary><c>api.requests_per_second</c>: HTTP requests per second per caller (token subject, else address), bursts of twice that; 0: no limit. Default 1000.</summary>
     public int ApiRequestsPerSecond { get; set; } = 1_000;
 
@@ -225,6 +228,20 @@ public sealed class TaskMeshConfig
             ["token_key_file"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTokenKeyFile = s)),
             ["tls_certificate"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsCertificate = s)),
             ["tls_key"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.ApiTlsKey = s)),
+        },
+        ["cluster"] = new(StringComparer.Ordinal)
+        {
+            ["host"] = (c, v) => Str(v, out var s) ?? (System.Net.IPAddress.TryParse(s, out _) ? Set(() => c.Cluster = c.Cluster with { Host = s! }) : "must be an IP address (127.0.0.1, ::1, 0.0.0.0, …)"),
+            ["port"] = (c, v) => Int(v, 0, 65_535, out var x) ?? Set(() => c.Cluster = c.Cluster with { Port = x }),
+            ["cluster_id"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) || s!.Length > 100 ? "must be 1–100 characters" : Set(() => c.Cluster = c.Cluster with { ClusterId = s })),
+            ["strategy"] = (c, v) => Str(v, out var s) ?? (ClusterStrategies.All.Contains(s!) ? Set(() => c.Cluster = c.Cluster with { Strategy = s! }) : $"must be one of {string.Join(", ", ClusterStrategies.All)}"),
+            ["batch_size"] = (c, v) => Int(v, 1, 65_536, out var x) ?? Set(() => c.Cluster = c.Cluster with { BatchSize = x }),
+            ["prefetch"] = (c, v) => Int(v, 0, 1_000_000, out var x) ?? Set(() => c.Cluster = c.Cluster with { Prefetch = x }),
+            ["poison_limit"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { PoisonLimit = x }),
+            ["fallback_to_local"] = (c, v) => Bool(v, out var b) ?? Set(() => c.Cluster = c.Cluster with { FallbackToLocal = b }),
+            ["probe_timeout_ms"] = (c, v) => Int(v, 50, 300_000, out var x) ?? Set(() => c.Cluster = c.Cluster with { ProbeTimeout = TimeSpan.FromMilliseconds(x) }),
+            ["missed_probes"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { MissedProbes = x }),
+            ["votes_for_death"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { VotesForDeath = x }),
         },
         ["routing"] = new(StringComparer.Ordinal)
         {

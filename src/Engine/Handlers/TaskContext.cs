@@ -25,6 +25,9 @@ public readonly struct TaskContext
     /// <summary>The task's id.</summary>
     public string Id => _run.IdOf(Index);
 
+    /// <summary>How long the attempt may run (a layer that sends it elsewhere sends this too).</summary>
+    internal TimeSpan Timeout => _run.TimeoutOf(Index);
+
     /// <summary>The graph being run; for a task of an open run, a graph of that task alone.</summary>
     public TaskGraph Graph => _run.GraphOf(Index);
 

@@ -10,6 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using TaskMesh.Hosting;
 using TaskMesh.Engine.Configuration;
+using TaskMesh.Cluster;
 
 namespace TaskMesh.Host.Commands;
 
@@ -45,9 +46,12 @@ internal static class RunCommand
                 return null;
             },
         };
+        var workers = CliOptions.Int("--workers", 1, 64,
+            "The embedded cluster: this process becomes a cluster coordinator, starts N worker processes on this machine, sends the tasks to them (the cluster layer), and stops them at the end.", "N");
+        var workerSlots = CliOptions.Int("--worker-slots", 1, 100_000, "Slots of each --workers worker (default: this machine's cores divided among them).", "N");
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
-            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget,
+            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget, workers, workerSlots,
         };
         metrics.AddTo(command);
         command.SetAction((parse, ct) => ExecuteAsync(io, new RunArgs(parse.GetValue(graphArg)!)
@@ -55,6 +59,7 @@ internal static class RunCommand
             JsonPath = parse.GetValue(json), MaxParallel = parse.GetValue(maxParallel), ConfigPath = parse.GetValue(config), Nodes = parse.GetValue(nodes),
             Progress = parse.GetValue(progress), Store = parse.GetValue(store), NoStore = parse.GetValue(noStore), Resume = parse.GetValue(resume),
             Metrics = metrics.Read(parse), Objective = parse.GetValue(objective), Budget = parse.GetValue(budget),
+            Workers = parse.GetValue(workers), WorkerSlots = parse.GetValue(workerSlots),
         }));
         return command;
     }
@@ -187,6 +192,8 @@ internal static class RunCommand
         public (string Task, string Layer, string Reason)? Escalate { get; init; }
         public string? Objective { get; init; }
         public double? Budget { get; init; }
+        public int? Workers { get; init; }
+        public int? WorkerSlots { get; init; }
     }
 
     /// <summary>
@@ -233,6 +240,42 @@ internal static class RunCommand
         var ct = storeFailed.Token;
 
         var (graph, hash) = runtime.LoadGraph(a.GraphPath, io.Token);
+        if (a.WorkerSlots is not null && a.Workers is null) throw new UsageException("--worker-slots needs --workers");
+        // The embedded cluster: started before the run is planned, so that the router sees its layer.
+        await using var coordinator = a.Workers is int n ? await StartClusterAsync(n) : null;
+        await using var localWorkers = coordinator is null ? null
+            : LocalWorkers.Start(a.Workers!.Value, coordinator.Endpoint, a.WorkerSlots ?? Math.Max(1, Environment.ProcessorCount / a.Workers.Value),
+                logs.CreateLogger("TaskMesh.Cluster"), extraArgs: WorkerArgs());
+        if (coordinator is not null)
+        {
+            if (!await coordinator.WaitForWorkersAsync(a.Workers!.Value, TimeSpan.FromSeconds(60), io.Token))
+            {
+                io.Error.WriteLine($"taskmesh: only {coordinator.Workers.Count} of {a.Workers} workers joined the coordinator at {coordinator.Endpoint} within 60 s");
+                return ExitCodes.TasksFailed;
+            }
+            // Without a learned router, every task the cluster can run goes there.
+            runtime.Engine.Router = new Engine.Routing.FixedLayerRouter(coordinator.Layer.Name);
+            stdout.WriteLine($"cluster coordinator at {coordinator.Endpoint}: {coordinator.Workers.Count} workers, {coordinator.Workers.Sum(w => w.Slots)} slots");
+        }
+        async Task<Cluster.ClusterCoordinator> StartClusterAsync(int n)
+        {
+            try
+            {
+                return await Cluster.ClusterCoordinator.StartAsync(runtime.Engine, config.Cluster with { Port = 0 }, logs, io.Token);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new UsageException(ex.Message);
+            }
+        }
+        List<string> WorkerArgs()
+        {
+            var args = new List<string>();
+            if (a.ConfigPath is not null) args.AddRange(["--config", Path.GetFullPath(a.ConfigPath)]);
+            if (io.LogFormat is not null) args.InsertRange(0, ["--log-format", io.LogFormat]);
+            if (io.LogLevel is not null) args.InsertRange(0, ["--log-level", io.LogLevel]);
+            return args;
+        }
         RunSetup setup;
         try
         {

@@ -1,0 +1,357 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using TaskMesh.Engine.Configuration;
+using Orleans;
+using Orleans.Configuration;
+using Orleans.Hosting;
+using Orleans.Runtime;
+using TaskMesh.Engine;
+
+namespace TaskMesh.Cluster;
+
+/// <summary>The Orleans settings every TaskMesh silo shares: clustering, endpoints, failure detection, placement, logging.</summary>
+internal static class Silos
+{
+    internal const string ServiceId = "taskmesh";
+
+    /// <summary>
+    /// Configures a silo at <paramref name="self"/>; development clustering whose membership the
+    /// primary silo keeps — the coordinator (<paramref name="primary"/> null) or the one a worker joins.
+    /// </summary>
+    internal static void Configure(ISiloBuilder silo, ClusterSettings settings, IPEndPoint self, IPEndPoint? primary)
+    {
+        silo.UseDevelopmentClustering(primary ?? self);
+        silo.Configure<EndpointOptions>(o =>
+        {
+            o.AdvertisedIPAddress = self.Address;
+            o.SiloPort = self.Port;
+            o.GatewayPort = 0;   // no external clients: the coordinator is a silo (calls through a gateway would not fail when a worker dies)
+        });
+        silo.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = settings.ClusterId;
+            o.ServiceId = ServiceId;
+        });
+        silo.Configure<ClusterMembershipOptions>(o =>
+        {
+            // Tuned for a LAN: a killed or frozen silo is declared dead in about a second.
+            o.ProbeTimeout = settings.ProbeTimeout;
+            o.NumMissedProbesLimit = settings.MissedProbes;
+            o.NumVotesForDeathDeclaration = settings.VotesForDeath;
+            o.EnableConnectionLivenessCheck = false;
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(5);
+            o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
+            o.DefunctSiloCleanupPeriod = null;
+        });
+        silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30));
+        silo.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
+    }
+
+    /// <summary>A host with no configuration sources of its own, logging through <paramref name="logs"/>, Orleans' lines from <paramref name="orleansLevel"/> up.</summary>
+    internal static HostApplicationBuilder Builder(ILoggerFactory? logs, LogLevel orleansLevel)
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        // The command owns SIGTERM and Ctrl+C (a worker drains, a run finishes): the silo's host does not stop on them.
+        builder.Services.AddSingleton<IHostLifetime, CommandOwnsSignals>();
+        builder.Logging.ClearProviders();
+        if (logs is not null) builder.Logging.AddProvider(new ForwardingLoggerProvider(logs));
+        builder.Logging.SetMinimumLevel(LogLevel.Trace);
+        builder.Logging.AddFilter("Orleans", orleansLevel);
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("Polly", orleansLevel);
+        if (orleansLevel > LogLevel.Information)
+        {
+            // Startup notes that are not problems here: Server GC advice, and the watchdog's first check on a busy machine.
+            builder.Logging.AddFilter("Orleans.Runtime.Silo", LogLevel.Error);
+            builder.Logging.AddFilter("Orleans.Runtime.Watchdog", LogLevel.Error);
+        }
+        return builder;
+    }
+
+    private sealed class CommandOwnsSignals : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    /// <summary>A free TCP port on <paramref name="address"/>, for a silo told to pick one.</summary>
+    internal static int FreePort(IPAddress address)
+    {
+        using var l = new TcpListener(address, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    internal static IPEndPoint Endpoint(ClusterSettings s)
+    {
+        var ip = IPAddress.Parse(s.Host);
+        return new IPEndPoint(ip, s.Port == 0 ? FreePort(ip) : s.Port);
+    }
+
+    /// <summary>Parses <c>host:port</c> (an IP address, or a name resolved now).</summary>
+    /// <exception cref="FormatException">Not an endpoint.</exception>
+    internal static IPEndPoint ParseEndpoint(string text)
+    {
+        if (IPEndPoint.TryParse(text, out var ep) && ep.Port > 0) return ep;
+        int colon = text.LastIndexOf(':');
+        if (colon > 0 && int.TryParse(text.AsSpan(colon + 1), out int port) && port is > 0 and <= 65_535)
+        {
+            var addresses = Dns.GetHostAddresses(text[..colon]);
+            var ip = addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork) ?? addresses.FirstOrDefault();
+            if (ip is not null) return new IPEndPoint(ip, port);
+        }
+        throw new FormatException($"'{text}' is not HOST:PORT");
+    }
+
+    private sealed class ForwardingLoggerProvider(ILoggerFactory logs) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => logs.CreateLogger(categoryName);
+        public void Dispose() { }
+    }
+}
+
+/// <summary>
+/// The coordinator: this process as an Orleans silo that owns the runs and sends their
+/// <c>cluster</c> attempts to the worker silos that join it. Adds the <c>cluster</c> layer to the
+/// engine. <c>taskmesh run --workers N</c> starts one for the run; <c>taskmesh serve</c> one for its life.
+/// </summary>
+public sealed class ClusterCoordinator : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly ClusterDispatcher _dispatcher;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _watch;
+    private readonly ILogger _log;
+
+    private ClusterCoordinator(IHost host, ClusterDispatcher dispatcher, ClusterLayer layer, IPEndPoint endpoint, ILogger log)
+    {
+        _host = host;
+        _dispatcher = dispatcher;
+        Layer = layer;
+        Endpoint = endpoint;
+        _log = log;
+        _watch = Task.Run(WatchMembershipAsync);
+    }
+
+    /// <summary>The address workers join: <c>taskmesh worker --join</c> this.</summary>
+    public IPEndPoint Endpoint { get; }
+
+    /// <summary>The <c>cluster</c> layer it added to the engine.</summary>
+    public Engine.Layers.ExecutionLayer Layer { get; }
+
+    /// <summary>The workers there now.</summary>
+    public IReadOnlyList<ClusterWorkerView> Workers => _dispatcher.Workers();
+
+    /// <summary>Workers declared dead so far, and what became of their attempts.</summary>
+    public IReadOnlyList<WorkerLoss> Losses => _dispatcher.Losses();
+
+    /// <summary>Outcomes dropped because their attempt was no longer in flight on the worker that sent them.</summary>
+    public long DroppedOutcomes => _dispatcher.Dropped;
+
+    /// <summary>Raised when a worker is declared dead, once its attempts were queued again.</summary>
+    public event Action<WorkerLoss>? WorkerLost
+    {
+        add => _dispatcher.WorkerLost += value;
+        remove => _dispatcher.WorkerLost -= value;
+    }
+
+    /// <summary>Starts the coordinator's silo and adds the <c>cluster</c> layer to <paramref name="engine"/>.</summary>
+    /// <exception cref="ArgumentException">Invalid settings (every problem listed).</exception>
+    public static async Task<ClusterCoordinator> StartAsync(TaskMeshEngine engine, ClusterSettings settings, ILoggerFactory? logs = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        ArgumentNullException.ThrowIfNull(settings);
+        if (settings.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(settings));
+        var log = logs?.CreateLogger("TaskMesh.Cluster") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        var self = Silos.Endpoint(settings);
+        var dispatcher = new ClusterDispatcher(settings, log);
+        var builder = Silos.Builder(logs, settings.Verbose ? LogLevel.Information : LogLevel.Warning);
+        builder.Services.AddSingleton(dispatcher);
+        builder.UseOrleans(silo => Silos.Configure(silo, settings, self, primary: null));
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync(ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            host.Dispose();
+            throw;
+        }
+        dispatcher.Start(host.Services.GetRequiredService<IGrainFactory>());
+        var layer = new ClusterLayer(dispatcher, settings, () => engine.Layers[0]);
+        var configured = engine.Layers.FirstOrDefault(l => l.Name == ClusterLayer.LayerName);
+        layer.Configure(configured?.PricePerSecond ?? 0, configured?.Rank ?? ClusterLayer.DefaultRank, configured?.Tags);
+        engine.AddLayer(layer);
+        log.LogInformation("cluster coordinator at {Endpoint} (cluster {ClusterId}): workers join with taskmesh worker --join {Endpoint}", self, settings.ClusterId, self);
+        return new ClusterCoordinator(host, dispatcher, layer, self, log);
+    }
+
+    /// <summary>Waits until <paramref name="count"/> workers are there; false when <paramref name="timeout"/> passed first.</summary>
+    public async Task<bool> WaitForWorkersAsync(int count, TimeSpan timeout, CancellationToken ct = default)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (_dispatcher.Totals().Workers < count)
+        {
+            if (DateTime.UtcNow >= until) return false;
+            await Task.Delay(25, ct).ConfigureAwait(false);
+        }
+        return true;
+    }
+
+    /// <summary>Follows Orleans' membership: a worker silo declared dead loses its attempts to the others.</summary>
+    private async Task WatchMembershipAsync()
+    {
+        var membership = _host.Services.GetRequiredService<IClusterMembershipService>();
+        try
+        {
+            await foreach (var snapshot in membership.MembershipUpdates.WithCancellation(_stop.Token).ConfigureAwait(false))
+                foreach (var (silo, member) in snapshot.Members)
+                    if (member.Status == SiloStatus.Dead)
+                        _dispatcher.SiloDied(silo.ToParsableString(), "declared dead by the cluster");
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+        catch (Exception ex)
+        {
+            _log.LogError(ex, "following the cluster's membership stopped");
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        await _watch.ConfigureAwait(false);
+        await _dispatcher.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await _host.StopAsync(quick.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) { }
+        _host.Dispose();
+        _stop.Dispose();
+    }
+}
+
+/// <summary>
+/// A worker: this process as an Orleans silo that joins a coordinator's cluster and runs the
+/// attempts it sends (<c>taskmesh worker --join HOST:PORT</c>). It leaves on its token (SIGTERM):
+/// it tells the coordinator it drains, finishes and reports what it holds, then stops its silo.
+/// It stops by itself when the coordinator is gone.
+/// </summary>
+public static class ClusterWorker
+{
+    /// <summary>How long a worker tries to join before it gives up.</summary>
+    public static readonly TimeSpan JoinTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a draining worker waits for what it holds.</summary>
+    public static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Joins <paramref name="join"/> and serves until <paramref name="ct"/> fires (then drains) or the
+    /// coordinator is gone. <paramref name="ready"/> is called with this worker's endpoint once it serves.
+    /// Returns 0 after a drain, 1 when the coordinator went away or could not be joined.
+    /// </summary>
+    public static async Task<int> RunAsync(TaskMeshEngine engine, IPEndPoint join, ClusterSettings settings, int slots,
+        ILoggerFactory? logs = null, Action<IPEndPoint>? ready = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        ArgumentNullException.ThrowIfNull(join);
+        ArgumentOutOfRangeException.ThrowIfLessThan(slots, 1);
+        if (settings.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(settings));
+        var log = logs?.CreateLogger("TaskMesh.Worker") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        var self = Silos.Endpoint(settings);
+        await using var executor = new WorkerExecutor(engine, slots, settings.BatchSize, log);
+        var builder = Silos.Builder(logs, settings.Verbose ? LogLevel.Information : LogLevel.Warning);
+        builder.Services.AddSingleton(executor);
+        builder.UseOrleans(silo =>
+        {
+            Silos.Configure(silo, settings, self, join);
+            silo.Configure<ClusterMembershipOptions>(o => o.MaxJoinAttemptTime = JoinTimeout);
+        });
+        using var host = builder.Build();
+        try
+        {
+            using var joining = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            joining.CancelAfter(JoinTimeout + TimeSpan.FromSeconds(5));
+            await host.StartAsync(joining.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            log.LogError("could not join the coordinator at {Join}: {Error}", join, ex.Message);
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            return 0;
+        }
+        var local = host.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
+        string endpoint = SiloPinnedPlacementDirector.EndpointOf(local);
+        var coordinator = host.Services.GetRequiredService<IGrainFactory>().GetGrain<ICoordinatorGrain>(join.ToString());
+        executor.Start(coordinator, endpoint);
+        var info = executor.Describe(endpoint);
+        info = new WorkerInfo
+        {
+            Endpoint = info.Endpoint, HostName = info.HostName, ProcessId = info.ProcessId, Slots = info.Slots, Cores = info.Cores,
+            MemoryBytes = info.MemoryBytes, MaxQubits = info.MaxQubits, Handlers = info.Handlers, Version = info.Version, Silo = local.ToParsableString(),
+        };
+        try
+        {
+            await coordinator.Join(info).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            log.LogError("the coordinator at {Join} did not take this worker: {Error}", join, ex.Message);
+            await StopAsync(host).ConfigureAwait(false);
+            return 1;
+        }
+        log.LogInformation("worker {Endpoint} joined the coordinator at {Join}: {Slots} slots, {Qubits} qubits at most, pid {Pid}",
+            endpoint, join, slots, info.MaxQubits, Environment.ProcessId);
+        ready?.Invoke(local.Endpoint);
+
+        // Serve until told to stop, or until the coordinator (or this silo) is gone.
+        var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+        using var gone = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
+        var membership = host.Services.GetRequiredService<IClusterMembershipService>();
+        bool coordinatorLost = false;
+        try
+        {
+            await foreach (var snapshot in membership.MembershipUpdates.WithCancellation(gone.Token).ConfigureAwait(false))
+            {
+                var status = snapshot.Members.Where(m => m.Key.Endpoint.Equals(join)).Select(m => m.Value.Status).DefaultIfEmpty(SiloStatus.Active).ToList();
+                if (status.All(s => s is SiloStatus.Dead or SiloStatus.ShuttingDown or SiloStatus.Stopping))
+                {
+                    coordinatorLost = true;
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
+        if (!ct.IsCancellationRequested && (coordinatorLost || lifetime.ApplicationStopping.IsCancellationRequested))
+        {
+            log.LogWarning("the coordinator at {Join} is gone: this worker stops ({Held} attempts it held are lost to it)", join, executor.Held);
+            await StopAsync(host).ConfigureAwait(false);
+            return 1;
+        }
+        log.LogInformation("worker {Endpoint} drains: {Held} attempts to finish", endpoint, executor.Held);
+        try { await coordinator.Leave(endpoint).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
+        catch (Exception ex) { log.LogWarning("telling the coordinator that this worker drains failed: {Error}", ex.Message); }
+        bool drained = await executor.DrainAsync(DrainTimeout).ConfigureAwait(false);
+        log.LogInformation("worker {Endpoint} {How} after {Ran} attempts; leaving the cluster", endpoint, drained ? "drained" : "did not drain in time", executor.Ran);
+        await StopAsync(host).ConfigureAwait(false);
+        return 0;
+    }
+
+    private static async Task StopAsync(IHost host)
+    {
+        try
+        {
+            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await host.StopAsync(quick.Token).ConfigureAwait(false);
+        }
+        catch (Exception) { }
+    }
+}
