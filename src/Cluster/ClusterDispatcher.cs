@@ -76,7 +76,7 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
     private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly CancellationTokenSource _stop = new();
     private readonly List<WorkerLoss> _losses = new();
-    private IGrainFactory? _grains;
+    private Func<string, IWorkerGrain>? _grainOf;
     private Task? _loop;
     private int _next;
     private long _dropped;
@@ -93,10 +93,10 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
     /// <summary>Raised when a worker is declared dead, after its attempts were re-queued.</summary>
     public event Action<WorkerLoss>? WorkerLost;
 
-    /// <summary>Starts sending: the grain factory of the coordinator's silo.</summary>
-    public void Start(IGrainFactory grains)
+    /// <summary>Starts sending, to the worker grain <paramref name="grainOf"/> gives for a worker's endpoint.</summary>
+    public void Start(Func<string, IWorkerGrain> grainOf)
     {
-        _grains = grains;
+        _grainOf = grainOf;
         _loop = Task.Run(DispatchLoopAsync);
     }
 
@@ -153,25 +153,29 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     public void Join(WorkerInfo info)
     {
-        if (_grains is null) return;
+        if (_grainOf is null) return;
+        bool again;
         lock (_lock)
         {
             if (_deadSilos.Contains(info.Silo)) return;   // declared dead: it does not come back as the same member
-            if (_workers.TryGetValue(info.Endpoint, out var known))
+            again = _workers.TryGetValue(info.Endpoint, out var known);
+            if (again)
             {
+                known!.Handlers.Clear();
                 known.Info = info;
-                known.Handlers.Clear();
                 known.Handlers.UnionWith(info.Handlers);
+                known.Draining = false;   // it joined again: it takes work again
             }
             else
             {
-                var w = new WorkerState(info, _grains.GetGrain<IWorkerGrain>(info.Endpoint));
+                var w = new WorkerState(info, _grainOf(info.Endpoint));
                 _workers[info.Endpoint] = w;
                 _order.Add(w);
             }
         }
-        _log.LogInformation("worker {Endpoint} joined: {Host} pid {Pid}, {Slots} slots, {Cores} cores, {MemoryMb} MB for circuits (up to {Qubits} qubits), {Handlers} handlers",
-            info.Endpoint, info.HostName, info.ProcessId, info.Slots, info.Cores, info.MemoryBytes >> 20, info.MaxQubits, info.Handlers.Length);
+        if (!again)
+            _log.LogInformation("worker {Endpoint} joined: {Host} pid {Pid}, {Slots} slots, {Cores} cores, {MemoryMb} MB for circuits (up to {Qubits} qubits), {Handlers} handlers",
+                info.Endpoint, info.HostName, info.ProcessId, info.Slots, info.Cores, info.MemoryBytes >> 20, info.MaxQubits, info.Handlers.Length);
         WorkersChanged?.Invoke();
         Wake();
     }
@@ -453,9 +457,15 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
         {
             // The worker did not take the batch: it died, or is unreachable. Orleans' failure detector
             // decides whether it is dead; this batch goes elsewhere now.
-            _log.LogWarning("a batch of {Count} to worker {Endpoint} failed ({Error}); it is sent again", batch.Length, worker.Info.Endpoint, ex.GetType().Name + ": " + ex.Message);
+            _log.LogWarning("a batch of {Count} to worker {Endpoint} failed ({Error}); it is sent elsewhere, and the worker gets nothing new until it joins again",
+                batch.Length, worker.Info.Endpoint, ex.GetType().Name + ": " + ex.Message);
             if (ex is SiloUnavailableException) Lose(worker.Info.Endpoint, "unavailable", declaredDead: false);
-            else Requeue(worker, batch);
+            else
+            {
+                lock (_lock) worker.Draining = true;
+                WorkersChanged?.Invoke();
+                Requeue(worker, batch);
+            }
         }
     }
 

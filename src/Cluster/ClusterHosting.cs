@@ -181,7 +181,8 @@ public sealed class ClusterCoordinator : IAsyncDisposable
             host.Dispose();
             throw;
         }
-        dispatcher.Start(host.Services.GetRequiredService<IGrainFactory>());
+        var grains = host.Services.GetRequiredService<IGrainFactory>();
+        dispatcher.Start(endpoint => grains.GetGrain<IWorkerGrain>(endpoint));
         var layer = new ClusterLayer(dispatcher, settings, () => engine.Layers[0]);
         var configured = engine.Layers.FirstOrDefault(l => l.Name == ClusterLayer.LayerName);
         layer.Configure(configured?.PricePerSecond ?? 0, configured?.Rank ?? ClusterLayer.DefaultRank, configured?.Tags);
@@ -316,6 +317,10 @@ public static class ClusterWorker
         var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
         using var gone = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
         var membership = host.Services.GetRequiredService<IClusterMembershipService>();
+        // Joins again now and then: what it offers (free memory) stays current, and a coordinator that
+        // stopped sending to it after a failed call takes it back.
+        using var stopBeat = new CancellationTokenSource();
+        var heartbeat = HeartbeatAsync(coordinator, executor, info, log, stopBeat.Token);
         bool coordinatorLost = false;
         try
         {
@@ -330,6 +335,8 @@ public static class ClusterWorker
             }
         }
         catch (OperationCanceledException) { }
+        stopBeat.Cancel();
+        await heartbeat.ConfigureAwait(false);
         if (!ct.IsCancellationRequested && (coordinatorLost || lifetime.ApplicationStopping.IsCancellationRequested))
         {
             log.LogWarning("the coordinator at {Join} is gone: this worker stops ({Held} attempts it held are lost to it)", join, executor.Held);
@@ -343,6 +350,34 @@ public static class ClusterWorker
         log.LogInformation("worker {Endpoint} {How} after {Ran} attempts; leaving the cluster", endpoint, drained ? "drained" : "did not drain in time", executor.Ran);
         await StopAsync(host).ConfigureAwait(false);
         return 0;
+    }
+
+    /// <summary>How often a worker tells the coordinator again what it offers.</summary>
+    public static readonly TimeSpan HeartbeatEvery = TimeSpan.FromSeconds(5);
+
+    private static async Task HeartbeatAsync(ICoordinatorGrain coordinator, WorkerExecutor executor, WorkerInfo joined, ILogger log, CancellationToken ct)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(HeartbeatEvery, ct).ConfigureAwait(false);
+                var now = executor.Describe(joined.Endpoint);
+                try
+                {
+                    await coordinator.Join(new WorkerInfo
+                    {
+                        Endpoint = joined.Endpoint, HostName = joined.HostName, ProcessId = joined.ProcessId, Slots = joined.Slots, Cores = joined.Cores,
+                        MemoryBytes = now.MemoryBytes, MaxQubits = now.MaxQubits, Handlers = joined.Handlers, Version = joined.Version, Silo = joined.Silo,
+                    }).WaitAsync(HeartbeatEvery, ct).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    log.LogWarning("telling the coordinator what this worker offers failed: {Error}", ex.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
     }
 
     private static async Task StopAsync(IHost host)

@@ -150,6 +150,9 @@ internal sealed class WorkerExecutor : IAsyncDisposable
             return;
         }
         Interlocked.Increment(ref _ran);
+        if (_log.IsEnabled(LogLevel.Debug))
+            _log.LogDebug("ran task {TaskId} attempt {Attempt}: {Outcome} in {Ms:0.###} ms", item.TaskId, item.Attempt,
+                o.Succeeded ? "succeeded" : o.TimedOut ? "timed out" : "failed", o.DurationMs);
         Post(item.Key, new WorkOutcome
         {
             Key = item.Key,

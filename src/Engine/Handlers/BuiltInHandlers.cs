@@ -144,10 +144,18 @@ internal static class BuiltInHandlers
                 ct.ThrowIfCancellationRequested();
                 int chunk = (int)Math.Min(buffer.Length, bytes - done);
                 var span = buffer.AsSpan(0, chunk);
-                for (int i = 0; i + 8 <= chunk; i += 8)
+                int i = 0;
+                for (; i + 8 <= chunk; i += 8)
                 {
                     state = state * 6364136223846793005UL + 1442695040888963407UL;
                     BitConverter.TryWriteBytes(span[i..], state);
+                }
+                // The last few bytes from the pattern too (the pooled buffer holds whatever its last user left).
+                if (i < chunk)
+                {
+                    state = state * 6364136223846793005UL + 1442695040888963407UL;
+                    ulong last = state;
+                    for (; i < chunk; i++, last >>= 8) span[i] = (byte)last;
                 }
                 sha.AppendData(span);
                 done += chunk;

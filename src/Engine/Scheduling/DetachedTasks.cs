@@ -99,7 +99,7 @@ internal sealed class DetachedTasks
         }
     }
 
-    /// <summary>The layer a handler runs on here: its own kind's (a circuit: quantum), else local.</summary>
+    /// <summary>The layer a handler runs on here: its own kind's or the one it prefers (a circuit: quantum), else local.</summary>
     private ExecutionLayer? LayerFor(HandlerDescriptor handler)
     {
         var layers = _engine.Layers;
@@ -110,6 +110,9 @@ internal sealed class DetachedTasks
                 if (l.Kind == kind && l.CanRun(handler) && (best is null || ExecutionLayer.LessCapable(l, best))) best = l;
             return best;
         }
+        if (handler.PreferredLayer is { } preferred)
+            foreach (var l in layers)
+                if (l.Name == preferred && l.CanRun(handler)) return l;
         return layers[0].CanRun(handler) ? layers[0] : null;
     }
 

@@ -239,10 +239,11 @@ internal static class RunCommand
         using var storeFailed = CancellationTokenSource.CreateLinkedTokenSource(io.Token);
         var ct = storeFailed.Token;
 
-        var (graph, hash) = runtime.LoadGraph(a.GraphPath, io.Token);
         if (a.WorkerSlots is not null && a.Workers is null) throw new UsageException("--worker-slots needs --workers");
-        // The embedded cluster: started before the run is planned, so that the router sees its layer.
+        // The embedded cluster: its coordinator (and so the cluster layer) before the graph is checked,
+        // its workers once the graph is known to be good.
         await using var coordinator = a.Workers is int n ? await StartClusterAsync(n) : null;
+        var (graph, hash) = runtime.LoadGraph(a.GraphPath, io.Token);
         await using var localWorkers = coordinator is null ? null
             : LocalWorkers.Start(a.Workers!.Value, coordinator.Endpoint, a.WorkerSlots ?? Math.Max(1, Environment.ProcessorCount / a.Workers.Value),
                 logs.CreateLogger("TaskMesh.Cluster"), extraArgs: WorkerArgs());

@@ -1,0 +1,281 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Xunit;
+
+namespace TaskMesh.Tests.Cluster;
+
+/// <summary>
+/// The embedded cluster as real processes: <c>taskmesh run --workers N</c> starts a coordinator silo
+/// and N worker processes on loopback; workers are killed, frozen and drained under it.
+/// </summary>
+[Collection(ClusterProcesses.Name)]
+public sealed class ClusterProcessTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-cluster-").FullName;
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(150);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>A <c>taskmesh run</c> process, its JSON log lines (its workers' too: they share its standard error) as they come.</summary>
+    private sealed class RunProcess : IAsyncDisposable
+    {
+        private readonly Process _process;
+        private readonly Task _stdout;
+        public readonly ConcurrentQueue<JsonElement> Logs = new();
+        public readonly ConcurrentQueue<string> Other = new();
+
+        private RunProcess(Process process, Task stdout) => (_process, _stdout) = (process, stdout);
+
+        public static RunProcess Start(string dir, params string[] args)
+        {
+            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
+            psi.Environment["TASKMESH_HOME"] = dir;
+            psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
+            foreach (var a in (string[])["run", .. args, "--progress", "none", "--log-format", "json"]) psi.ArgumentList.Add(a);
+            var p = new Process { StartInfo = psi };
+            RunProcess? run = null;
+            p.ErrorDataReceived += (_, e) =>
+            {
+                if (e.Data is null) return;
+                try
+                {
+                    using var doc = JsonDocument.Parse(e.Data);
+                    run!.Logs.Enqueue(doc.RootElement.Clone());
+                }
+                catch (JsonException)
+                {
+                    run!.Other.Enqueue(e.Data);
+                }
+            };
+            p.Start();
+            run = new RunProcess(p, p.StandardOutput.ReadToEndAsync());
+            p.BeginErrorReadLine();
+            return run;
+        }
+
+        public IEnumerable<JsonElement> Lines(string category, string containing)
+            => Logs.Where(l => l.GetProperty("Category").GetString() == category && l.GetProperty("Message").GetString()!.Contains(containing, StringComparison.Ordinal));
+
+        /// <summary>The workers' process ids, as they logged them when they joined.</summary>
+        public List<int> WorkerPids() => Lines("TaskMesh.Worker", "joined the coordinator").Select(l => l.GetProperty("State").GetProperty("Pid").GetInt32()).ToList();
+
+        /// <summary>Each task id a worker ran, with how many times (from the workers' debug lines).</summary>
+        public Dictionary<string, int> Executions()
+            => Lines("TaskMesh.Worker", "ran task").GroupBy(l => l.GetProperty("State").GetProperty("TaskId").GetString()!).ToDictionary(g => g.Key, g => g.Count());
+
+        public async Task<int> ExitCodeAsync()
+        {
+            using var cts = new CancellationTokenSource(Limit);
+            try { await _process.WaitForExitAsync(cts.Token); }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"the run did not end in {Limit.TotalSeconds} s; log: {string.Join("\n", Logs.TakeLast(30))}\n{string.Join("\n", Other)}");
+            }
+            await _stdout;
+            _process.WaitForExit();   // the standard error reader has seen the last line
+            return _process.ExitCode;
+        }
+
+        public string Describe() => string.Join("\n", Logs.Select(l => l.GetProperty("Message").GetString()).TakeLast(40)) + "\n" + string.Join("\n", Other);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+            _process.Dispose();
+        }
+    }
+
+    private static async Task WaitUntil(Func<bool> condition, string what, TimeSpan? limit = null)
+    {
+        var until = DateTime.UtcNow + (limit ?? Limit);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > until) throw new TimeoutException($"waited too long for {what}");
+            await Task.Delay(20);
+        }
+    }
+
+    private static void Signal(int pid, string signal)
+    {
+        using var kill = Process.Start("kill", [$"-{signal}", pid.ToString()])!;
+        kill.WaitForExit();
+    }
+
+    private static bool Alive(int pid)
+    {
+        try
+        {
+            using var p = Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    private string WriteGraph(string name, IEnumerable<JsonObject> tasks)
+    {
+        var path = Path.Combine(_dir, name + ".json");
+        File.WriteAllText(path, new JsonObject { ["name"] = name, ["tasks"] = new JsonArray(tasks.Cast<JsonNode>().ToArray()) }.ToJsonString());
+        return path;
+    }
+
+    private static JsonObject Node(string id, string handler, JsonObject? args = null, string? layer = null, params string[] dependsOn)
+    {
+        var t = new JsonObject { ["id"] = id, ["handler"] = handler };
+        if (args is not null) t["args"] = args;
+        if (layer is not null) t["layer"] = layer;
+        if (dependsOn.Length > 0) t["dependsOn"] = new JsonArray(dependsOn.Select(d => (JsonNode)d).ToArray());
+        return t;
+    }
+
+    private static JsonElement Summary(string path)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        return doc.RootElement.Clone();
+    }
+
+    private static Dictionary<string, JsonElement> Nodes(JsonElement summary)
+        => summary.GetProperty("nodes").EnumerateArray().ToDictionary(n => n.GetProperty("id").GetString()!);
+
+    [Fact]
+    public async Task AGraphOverTwoWorkers_GivesTheResultsOfTheLocalLayer()
+    {
+        // Circuits (their seeds come from their ids), hashes and spins on the workers; data edges into
+        // a best-of aggregation that runs on the coordinator; the outputs must be the local run's.
+        // (Circuits prefer the quantum layer: the cluster's run forces them to the workers.)
+        List<JsonObject> Tasks(string? circuitLayer, string report)
+        {
+            var tasks = new List<JsonObject>();
+            var circuits = new List<string>();
+            for (int i = 0; i < 6; i++)
+            {
+                string qasm = $"OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[5];\ncreg c[5];\nh q[0];\nry({0.3 * (i + 1)}) q[1];\ncx q[0],q[2];\nrz(0.7) q[2];\ncx q[1],q[3];\nh q[4];\nmeasure q -> c;\n";
+                tasks.Add(Node($"circuit-{i}", "quantum", new JsonObject { ["qasm"] = qasm, ["shots"] = 200, ["observables"] = new JsonArray("Z0 Z1", "Z2") }, circuitLayer));
+                circuits.Add($"circuit-{i}");
+            }
+            var best = Node("best", "best", new JsonObject { ["metric"] = "Z0 Z1" });
+            best["dependsOn"] = new JsonArray(circuits.Select(c => (JsonNode)new JsonObject { ["id"] = c, ["type"] = "data" }).ToArray());
+            tasks.Add(best);
+            for (int i = 0; i < 20; i++) tasks.Add(Node($"hash-{i}", "hash", new JsonObject { ["bytes"] = 1000 + i }, null, "best"));
+            for (int i = 0; i < 20; i++) tasks.Add(Node($"spin-{i}", "spin", new JsonObject { ["micros"] = 200 }));
+            // Every output whole, in a report written on the coordinator (summaries are cut at 240 characters).
+            var all = Node("report", "report", new JsonObject { ["path"] = report, ["title"] = "outputs" });
+            all["dependsOn"] = new JsonArray([.. circuits.Append("best").Concat(Enumerable.Range(0, 20).Select(i => $"hash-{i}"))
+                .Select(c => (JsonNode)new JsonObject { ["id"] = c, ["type"] = "data" })]);
+            tasks.Add(all);
+            return tasks;
+        }
+
+        var localSummary = Path.Combine(_dir, "local.json");
+        await using (var local = RunProcess.Start(_dir, WriteGraph("same", Tasks(null, "local-report.json")), "--no-store", "--json", localSummary, "--nodes"))
+            Assert.True(await local.ExitCodeAsync() == 0, local.Describe());
+        var clusterSummary = Path.Combine(_dir, "cluster.json");
+        await using var cluster = RunProcess.Start(_dir, WriteGraph("same", Tasks("cluster", "cluster-report.json")), "--no-store", "--json", clusterSummary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "information");
+        Assert.True(await cluster.ExitCodeAsync() == 0, cluster.Describe());
+
+        var l = Nodes(Summary(localSummary));
+        var c = Nodes(Summary(clusterSummary));
+        Assert.Equal(l.Keys.Order(), c.Keys.Order());
+        foreach (var (id, node) in c)
+        {
+            Assert.Equal("succeeded", node.GetProperty("status").GetString());
+            // Everything the cluster can run went there (best-of too: its inputs shipped to a worker); the report (it writes a file here) stayed.
+            Assert.Equal(id == "report" ? "local" : "cluster", node.GetProperty("layer").GetString());
+        }
+        // The same outputs, but for the circuits' own timings.
+        static string Outputs(string path)
+        {
+            var inputs = JsonNode.Parse(File.ReadAllText(path))!["inputs"]!;
+            void Untime(JsonNode? n)
+            {
+                if (n is JsonObject o)
+                {
+                    o.Remove("elapsed_ms");
+                    foreach (var (_, v) in o) Untime(v);
+                }
+                else if (n is JsonArray a) foreach (var v in a) Untime(v);
+            }
+            Untime(inputs);
+            return inputs.ToJsonString();
+        }
+        string expected = Outputs(Path.Combine(_dir, "local-report.json"));
+        Assert.Contains("Z0 Z1", expected);
+        Assert.Equal(expected, Outputs(Path.Combine(_dir, "cluster-report.json")));
+        // Both workers took part, and stopped (drained) at the end.
+        Assert.Equal(2, cluster.WorkerPids().Count);
+        Assert.All(cluster.WorkerPids(), pid => Assert.False(Alive(pid)));
+        Assert.Equal(2, cluster.Lines("TaskMesh.Cluster", "left the cluster").Count());
+    }
+
+    [Fact]
+    public async Task AWorkerKilledMidRun_LosesNoTask_AndNoneIsReportedTwice()
+    {
+        const int count = 3000;
+        var graph = WriteGraph("kill", Enumerable.Range(0, count).Select(i => Node($"t{i:D4}", "sleep", new JsonObject { ["millis"] = 2 })));
+        var summary = Path.Combine(_dir, "kill-summary.json");
+        var store = Path.Combine(_dir, "runs.db");
+        await using var run = RunProcess.Start(_dir, graph, "--store", store, "--json", summary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
+        await WaitUntil(() => run.Executions().Count >= 400, "400 tasks run");
+        int victim = run.WorkerPids()[0];
+        Signal(victim, "KILL");
+        Assert.True(await run.ExitCodeAsync() == 0, run.Describe());
+
+        var nodes = Nodes(Summary(summary));
+        Assert.Equal(count, nodes.Count);
+        Assert.All(nodes.Values, n => Assert.Equal("succeeded", n.GetProperty("status").GetString()));
+        // The workers' own lines: the only tasks that ran twice were in flight on the killed worker (at
+        // most its slots plus the prefetch), and the coordinator said how many it sent again. (The killed
+        // worker's last lines may never have reached its standard error: a few of its runs go unseen.)
+        var executions = run.Executions();
+        Assert.True(executions.Count >= count - (2 + 64), $"only {executions.Count} tasks seen running");
+        int twice = executions.Count(e => e.Value > 1);
+        Assert.True(twice <= 2 + 64, $"{twice} tasks ran twice");
+        var lost = Assert.Single(run.Lines("TaskMesh.Cluster", "lost"));
+        Assert.True(lost.GetProperty("State").GetProperty("Requeued").GetInt32() >= twice);
+        // The store has each task once, succeeded.
+        using var s = TaskMesh.Engine.Store.RunStore.Open(store, readOnly: true);
+        var rows = s.TasksOf(Summary(summary).GetProperty("run_id").GetString()!);
+        Assert.Equal(count, rows.Count);
+        Assert.Equal(count, rows.Select(r => r.Id).Distinct().Count());
+        Assert.All(rows, r => Assert.Equal("succeeded", r.Status));
+    }
+
+    [Fact]
+    public async Task AFrozenWorker_IsDeclaredDead_ItsTasksFinishElsewhere_AndItDoesNotComeBack()
+    {
+        const int count = 1500;
+        var graph = WriteGraph("freeze", Enumerable.Range(0, count).Select(i => Node($"t{i:D4}", "sleep", new JsonObject { ["millis"] = 3 })));
+        var summary = Path.Combine(_dir, "freeze-summary.json");
+        await using var run = RunProcess.Start(_dir, graph, "--no-store", "--json", summary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
+        await WaitUntil(() => run.Executions().Count >= 300, "300 tasks run");
+        int frozen = run.WorkerPids()[1];
+        Signal(frozen, "STOP");
+        try
+        {
+            Assert.True(await run.ExitCodeAsync() == 0, run.Describe());
+        }
+        finally
+        {
+            Signal(frozen, "CONT");
+        }
+        var nodes = Nodes(Summary(summary));
+        Assert.All(nodes.Values, n => Assert.Equal("succeeded", n.GetProperty("status").GetString()));
+        // (The frozen worker's last lines may never reach its standard error: it is killed once woken.)
+        Assert.True(run.Executions().Count >= count - (2 + 64), $"only {run.Executions().Count} tasks seen running");
+        Assert.Single(run.Lines("TaskMesh.Cluster", "lost"));
+        // Woken, it finds itself declared dead and stops: it does not rejoin as the same member.
+        await WaitUntil(() => !Alive(frozen), "the frozen worker to exit after SIGCONT", TimeSpan.FromSeconds(60));
+    }
+}
+
+/// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ClusterProcesses
+{
+    public const string Name = "cluster processes";
+}
