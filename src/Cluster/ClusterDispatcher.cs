@@ -491,9 +491,9 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_stop.IsCancellationRequested) return;
         _stop.Cancel();
         if (_loop is not null) await _loop.ConfigureAwait(false);
-        _stop.Dispose();
         List<RemoteWork> left;
         lock (_lock)
         {

@@ -115,32 +115,40 @@ internal static class Silos
 
 /// <summary>
 /// The coordinator: this process as an Orleans silo that owns the runs and sends their
-/// <c>cluster</c> attempts to the worker silos that join it. Adds the <c>cluster</c> layer to the
-/// engine. <c>taskmesh run --workers N</c> starts one for the run; <c>taskmesh serve</c> one for its life.
+/// <c>cluster</c> attempts to the worker silos that join it. Made with the <c>cluster</c> layer
+/// already in the engine (down, its attempts run locally or wait, until workers join), so that runs
+/// started before the silo is up — a service's standing run — have it too. Hosted in a host of its
+/// own (<see cref="StartAsync"/>: <c>taskmesh run --workers N</c>) or in an application's
+/// (<see cref="AddTo"/>: <c>taskmesh serve</c>, beside the HTTP API).
 /// </summary>
 public sealed class ClusterCoordinator : IAsyncDisposable
 {
-    private readonly IHost _host;
+    private readonly ClusterSettings _settings;
     private readonly ClusterDispatcher _dispatcher;
+    private readonly ClusterLayer _layer;
     private readonly CancellationTokenSource _stop = new();
-    private readonly Task _watch;
     private readonly ILogger _log;
+    private Task? _watch;
+    private IHost? _ownHost;
+    private int _disposed;
 
-    private ClusterCoordinator(IHost host, ClusterDispatcher dispatcher, ClusterLayer layer, IPEndPoint endpoint, ILogger log)
+    private ClusterCoordinator(TaskMeshEngine engine, ClusterSettings settings, ILogger log)
     {
-        _host = host;
-        _dispatcher = dispatcher;
-        Layer = layer;
-        Endpoint = endpoint;
+        _settings = settings;
         _log = log;
-        _watch = Task.Run(WatchMembershipAsync);
+        Endpoint = Silos.Endpoint(settings);
+        _dispatcher = new ClusterDispatcher(settings, log);
+        _layer = new ClusterLayer(_dispatcher, settings, () => engine.Layers[0]);
+        var configured = engine.Layers.FirstOrDefault(l => l.Name == ClusterLayer.LayerName);
+        _layer.Configure(configured?.PricePerSecond ?? 0, configured?.Rank ?? ClusterLayer.DefaultRank, configured?.Tags);
+        engine.AddLayer(_layer);
     }
 
     /// <summary>The address workers join: <c>taskmesh worker --join</c> this.</summary>
     public IPEndPoint Endpoint { get; }
 
     /// <summary>The <c>cluster</c> layer it added to the engine.</summary>
-    public Engine.Layers.ExecutionLayer Layer { get; }
+    public Engine.Layers.ExecutionLayer Layer => _layer;
 
     /// <summary>The workers there now.</summary>
     public IReadOnlyList<ClusterWorkerView> Workers => _dispatcher.Workers();
@@ -158,19 +166,83 @@ public sealed class ClusterCoordinator : IAsyncDisposable
         remove => _dispatcher.WorkerLost -= value;
     }
 
-    /// <summary>Starts the coordinator's silo and adds the <c>cluster</c> layer to <paramref name="engine"/>.</summary>
+    /// <summary>
+    /// Per-worker metrics in <paramref name="registry"/>, read at each scrape: <c>taskmesh_cluster_workers</c>,
+    /// <c>taskmesh_cluster_worker_slots</c>, <c>taskmesh_cluster_worker_in_flight</c>,
+    /// <c>taskmesh_cluster_worker_tasks_total</c> (by outcome), <c>taskmesh_cluster_workers_lost_total</c>,
+    /// <c>taskmesh_cluster_attempts_requeued_total</c>, <c>taskmesh_cluster_dropped_outcomes_total</c>.
+    /// </summary>
+    public void AddMetrics(Prometheus.CollectorRegistry registry)
+    {
+        ArgumentNullException.ThrowIfNull(registry);
+        var f = Prometheus.Metrics.WithCustomRegistry(registry);
+        var workers = f.CreateGauge("taskmesh_cluster_workers", "Workers joined to this coordinator, by status.", "status");
+        var slots = f.CreateGauge("taskmesh_cluster_worker_slots", "Slots a worker offers.", "worker");
+        var inFlight = f.CreateGauge("taskmesh_cluster_worker_in_flight", "Attempts a worker holds now.", "worker");
+        var tasks = f.CreateGauge("taskmesh_cluster_worker_tasks_total", "Attempts a worker answered, by outcome (since it joined).", "worker", "outcome");
+        var lost = f.CreateGauge("taskmesh_cluster_workers_lost_total", "Workers declared dead (or unreachable) since the coordinator started.");
+        var requeued = f.CreateGauge("taskmesh_cluster_attempts_requeued_total", "Attempts sent again because their worker was lost.");
+        var dropped = f.CreateGauge("taskmesh_cluster_dropped_outcomes_total", "Outcomes dropped: their attempt was no longer in flight on the worker that sent them.");
+        var known = new HashSet<string>(StringComparer.Ordinal);
+        registry.AddBeforeCollectCallback(() =>
+        {
+            var now = Workers;
+            workers.WithLabels("active").Set(now.Count(w => !w.Draining));
+            workers.WithLabels("draining").Set(now.Count(w => w.Draining));
+            lock (known)
+            {
+                // A worker gone is gone from the series too.
+                foreach (var gone in known.Except(now.Select(w => w.Endpoint)).ToList())
+                {
+                    slots.RemoveLabelled(gone);
+                    inFlight.RemoveLabelled(gone);
+                    tasks.RemoveLabelled(gone, "succeeded");
+                    tasks.RemoveLabelled(gone, "failed");
+                    known.Remove(gone);
+                }
+                foreach (var w in now)
+                {
+                    known.Add(w.Endpoint);
+                    slots.WithLabels(w.Endpoint).Set(w.Slots);
+                    inFlight.WithLabels(w.Endpoint).Set(w.InFlight);
+                    tasks.WithLabels(w.Endpoint, "succeeded").Set(w.Succeeded);
+                    tasks.WithLabels(w.Endpoint, "failed").Set(w.Failed);
+                }
+            }
+            var losses = Losses;
+            lost.Set(losses.Count);
+            requeued.Set(losses.Sum(l => l.Requeued));
+            dropped.Set(DroppedOutcomes);
+        });
+    }
+
+    /// <summary>Adds the <c>cluster</c> layer to <paramref name="engine"/>; the silo starts with the host it is added to (<see cref="AddTo"/>).</summary>
     /// <exception cref="ArgumentException">Invalid settings (every problem listed).</exception>
-    public static async Task<ClusterCoordinator> StartAsync(TaskMeshEngine engine, ClusterSettings settings, ILoggerFactory? logs = null, CancellationToken ct = default)
+    public static ClusterCoordinator Create(TaskMeshEngine engine, ClusterSettings settings, ILoggerFactory? logs = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(settings);
         if (settings.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(settings));
-        var log = logs?.CreateLogger("TaskMesh.Cluster") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
-        var self = Silos.Endpoint(settings);
-        var dispatcher = new ClusterDispatcher(settings, log);
+        return new ClusterCoordinator(engine, settings, logs?.CreateLogger("TaskMesh.Cluster") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+    }
+
+    /// <summary>Makes <paramref name="builder"/>'s host the coordinator's silo: it starts and stops with that host.</summary>
+    public void AddTo(IHostApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.UseOrleans(silo => Silos.Configure(silo, _settings, Endpoint, primary: null));
+        builder.Services.AddSingleton(_dispatcher);
+        // After the silo (hosted services start in order): its grain factory and membership are ready.
+        builder.Services.AddHostedService(sp => new Lifecycle(this, sp));
+    }
+
+    /// <summary>Starts the coordinator's silo in a host of its own and adds the <c>cluster</c> layer to <paramref name="engine"/>.</summary>
+    /// <exception cref="ArgumentException">Invalid settings (every problem listed).</exception>
+    public static async Task<ClusterCoordinator> StartAsync(TaskMeshEngine engine, ClusterSettings settings, ILoggerFactory? logs = null, CancellationToken ct = default)
+    {
+        var coordinator = Create(engine, settings, logs);
         var builder = Silos.Builder(logs, settings.Verbose ? LogLevel.Information : LogLevel.Warning);
-        builder.Services.AddSingleton(dispatcher);
-        builder.UseOrleans(silo => Silos.Configure(silo, settings, self, primary: null));
+        coordinator.AddTo(builder);
         var host = builder.Build();
         try
         {
@@ -181,14 +253,29 @@ public sealed class ClusterCoordinator : IAsyncDisposable
             host.Dispose();
             throw;
         }
-        var grains = host.Services.GetRequiredService<IGrainFactory>();
-        dispatcher.Start(endpoint => grains.GetGrain<IWorkerGrain>(endpoint));
-        var layer = new ClusterLayer(dispatcher, settings, () => engine.Layers[0]);
-        var configured = engine.Layers.FirstOrDefault(l => l.Name == ClusterLayer.LayerName);
-        layer.Configure(configured?.PricePerSecond ?? 0, configured?.Rank ?? ClusterLayer.DefaultRank, configured?.Tags);
-        engine.AddLayer(layer);
-        log.LogInformation("cluster coordinator at {Endpoint} (cluster {ClusterId}): workers join with taskmesh worker --join {Endpoint}", self, settings.ClusterId, self);
-        return new ClusterCoordinator(host, dispatcher, layer, self, log);
+        coordinator._ownHost = host;
+        return coordinator;
+    }
+
+    /// <summary>Starts and stops the dispatch with the silo's host.</summary>
+    private sealed class Lifecycle(ClusterCoordinator coordinator, IServiceProvider services) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken)
+        {
+            coordinator.Started(services);
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => coordinator.StopDispatchAsync();
+    }
+
+    private void Started(IServiceProvider services)
+    {
+        var grains = services.GetRequiredService<IGrainFactory>();
+        _dispatcher.Start(endpoint => grains.GetGrain<IWorkerGrain>(endpoint));
+        var membership = services.GetRequiredService<IClusterMembershipService>();
+        _watch = Task.Run(() => WatchMembershipAsync(membership));
+        _log.LogInformation("cluster coordinator at {Endpoint} (cluster {ClusterId}): workers join with taskmesh worker --join {Endpoint}", Endpoint, _settings.ClusterId, Endpoint);
     }
 
     /// <summary>Waits until <paramref name="count"/> workers are there; false when <paramref name="timeout"/> passed first.</summary>
@@ -204,9 +291,8 @@ public sealed class ClusterCoordinator : IAsyncDisposable
     }
 
     /// <summary>Follows Orleans' membership: a worker silo declared dead loses its attempts to the others.</summary>
-    private async Task WatchMembershipAsync()
+    private async Task WatchMembershipAsync(IClusterMembershipService membership)
     {
-        var membership = _host.Services.GetRequiredService<IClusterMembershipService>();
         try
         {
             await foreach (var snapshot in membership.MembershipUpdates.WithCancellation(_stop.Token).ConfigureAwait(false))
@@ -221,18 +307,27 @@ public sealed class ClusterCoordinator : IAsyncDisposable
         }
     }
 
+    private async Task StopDispatchAsync()
+    {
+        if (!_stop.IsCancellationRequested) _stop.Cancel();
+        if (_watch is not null) await _watch.ConfigureAwait(false);
+        await _dispatcher.DisposeAsync().ConfigureAwait(false);
+    }
+
     public async ValueTask DisposeAsync()
     {
-        _stop.Cancel();
-        await _watch.ConfigureAwait(false);
-        await _dispatcher.DisposeAsync().ConfigureAwait(false);
-        try
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        await StopDispatchAsync().ConfigureAwait(false);
+        if (_ownHost is { } host)
         {
-            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-            await _host.StopAsync(quick.Token).ConfigureAwait(false);
+            try
+            {
+                using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                await host.StopAsync(quick.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { }
+            host.Dispose();
         }
-        catch (OperationCanceledException) { }
-        _host.Dispose();
         _stop.Dispose();
     }
 }

@@ -43,6 +43,7 @@ public static class Cli
         root.Subcommands.Add(OpenCommand.Create(io));
         root.Subcommands.Add(ServeCommand.Create(io));
         root.Subcommands.Add(WorkerCommand.Create(io));
+        root.Subcommands.Add(RemoteCommands.CreateWorkers(io));
         root.Subcommands.Add(TokenCommand.Create(io));
         root.Subcommands.Add(RemoteCommands.CreateSubmit(io));
         root.Subcommands.Add(RemoteCommands.CreateStatus(io));
@@ -74,8 +75,10 @@ public static class Cli
         root.Options.Add(logFormat);
         root.Options.Add(logLevel);
         var parse = root.Parse(args);
-        io.LogFormat = parse.GetValue(logFormat);
-        io.LogLevel = parse.GetValue(logLevel);
+        // A value the options refuse is a parse error reported below, not a value to read.
+        bool logOptionsBad = parse.Errors.Any(e => e.SymbolResult is System.CommandLine.Parsing.OptionResult o && (o.Option == logFormat || o.Option == logLevel));
+        io.LogFormat = logOptionsBad ? null : parse.GetValue(logFormat);
+        io.LogLevel = logOptionsBad ? null : parse.GetValue(logLevel);
         if (io.LogFormat == "json") io.Error = stderr = new JsonLinesWriter(stderr, "taskmesh");
         var invocation = new System.CommandLine.InvocationConfiguration
         {

@@ -15,7 +15,11 @@ namespace TaskMesh.Host;
 /// </summary>
 internal static class Logs
 {
-    public static ILoggerFactory Create(string format, string level)
+    /// <summary>
+    /// Logs at <paramref name="level"/> and up; Orleans' own (a cluster's silos) from Warning up unless
+    /// <paramref name="verboseCluster"/>, without its startup notes that are no problem here.
+    /// </summary>
+    public static ILoggerFactory Create(string format, string level, bool verboseCluster = false)
     {
         var min = level switch
         {
@@ -30,6 +34,14 @@ internal static class Logs
         return LoggerFactory.Create(b =>
         {
             b.SetMinimumLevel(min);
+            if (!verboseCluster)
+            {
+                b.AddFilter("Orleans", (LogLevel l) => l >= LogLevel.Warning && l >= min);
+                b.AddFilter("Polly", (LogLevel l) => l >= LogLevel.Warning && l >= min);
+                // Server GC advice, and the watchdog's first check on a busy machine.
+                b.AddFilter("Orleans.Runtime.Silo", (LogLevel l) => l >= LogLevel.Error && l >= min);
+                b.AddFilter("Orleans.Runtime.Watchdog", (LogLevel l) => l >= LogLevel.Error && l >= min);
+            }
             b.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
             if (format == "json")
                 b.AddJsonConsole(o =>

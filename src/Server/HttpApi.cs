@@ -169,6 +169,12 @@ internal static class HttpApi
         // Layers.
         access.Require(api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service))), Roles.Viewer).Doc("Every layer: status, capacity, running, queue depth, price, today", 200, 401, 403, 429);
 
+        // The cluster's workers (when the service is a coordinator).
+        access.Require(api.MapGet("/workers", () => options.Cluster is { } cluster
+            ? Json(w => Status.WriteWorkers(w, cluster))
+            : Problem(404, "no cluster", "this service is not a cluster coordinator (start it with --cluster-port, or cluster.enabled = true)")), Roles.Viewer)
+            .Doc("The cluster's workers: slots, memory, in flight, tasks done; and the workers lost", 200, 401, 403, 404, 429);
+
         // A layer's capacity (admin): how many of its attempts run at once, changed while runs go on.
         access.Require(api.MapPost("/layers/{name}", async (string name, HttpContext http) =>
         {
@@ -585,6 +591,47 @@ internal static class Status
             w.WriteEndObject();
         }
         w.WriteEndArray();
+        w.WriteEndObject();
+    }
+
+    /// <summary>The cluster's workers and the workers it lost (<c>GET /api/workers</c>; <c>taskmesh workers</c> prints it).</summary>
+    public static void WriteWorkers(Utf8JsonWriter w, Cluster.ClusterCoordinator cluster)
+    {
+        w.WriteStartObject();
+        w.WriteString("coordinator", cluster.Endpoint.ToString());
+        w.WriteStartArray("workers");
+        foreach (var x in cluster.Workers)
+        {
+            w.WriteStartObject();
+            w.WriteString("endpoint", x.Endpoint);
+            w.WriteString("host", x.HostName);
+            w.WriteNumber("pid", x.ProcessId);
+            w.WriteString("status", x.Draining ? "draining" : "active");
+            w.WriteNumber("slots", x.Slots);
+            w.WriteNumber("cores", x.Cores);
+            w.WriteNumber("memory_mb", x.MemoryBytes >> 20);
+            w.WriteNumber("max_qubits", x.MaxQubits);
+            w.WriteNumber("in_flight", x.InFlight);
+            w.WriteNumber("sent", x.Sent);
+            w.WriteNumber("succeeded", x.Succeeded);
+            w.WriteNumber("failed", x.Failed);
+            w.WriteNumber("up_seconds", Math.Round(x.UpSeconds, 1));
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("lost");
+        foreach (var l in cluster.Losses)
+        {
+            w.WriteStartObject();
+            w.WriteString("endpoint", l.Endpoint);
+            w.WriteString("why", l.Why);
+            w.WriteNumber("requeued", l.Requeued);
+            w.WriteNumber("poisoned", l.Poisoned);
+            w.WriteString("at", l.At);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteNumber("dropped_outcomes", cluster.DroppedOutcomes);
         w.WriteEndObject();
     }
 

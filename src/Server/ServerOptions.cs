@@ -8,6 +8,12 @@ namespace TaskMesh.Server;
 /// </summary>
 public sealed class ServerOptions
 {
+    /// <summary>
+    /// The cluster coordinator the service also is (<c>--cluster-port</c>), or null: its silo starts and
+    /// stops with the service's host, its workers are served at <c>/api/workers</c> and in the metrics.
+    /// </summary>
+    public Cluster.ClusterCoordinator? Cluster { get; set; }
+
     /// <summary>The address the HTTP API listens on (default 127.0.0.1: this machine only).</summary>
     public string Host { get; set; } = "127.0.0.1";
 

@@ -106,6 +106,11 @@ public sealed class TaskMeshServer : IAsyncDisposable
         var service = new TaskMeshService(runtime, options, logs);
         builder.Services.AddSingleton(service);
         builder.Services.AddHostedService<DrainOnStop>();
+        if (options.Cluster is { } cluster)
+        {
+            cluster.AddTo(builder);
+            if (runtime.Metrics is { } m) cluster.AddMetrics(m.Registry);
+        }
 
         var app = builder.Build();
         app.Use(HttpApi.HandleErrorsAsync);

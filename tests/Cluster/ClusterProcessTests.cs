@@ -273,6 +273,145 @@ public sealed class ClusterProcessTests : IDisposable
     }
 }
 
+/// <summary><c>taskmesh serve --cluster-port</c> as a coordinator that workers join and leave while it serves.</summary>
+[Collection(ClusterProcesses.Name)]
+public sealed class ServeCoordinatorTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-coord-").FullName;
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(90);
+    private readonly List<Process> _processes = new();
+
+    public void Dispose()
+    {
+        foreach (var p in _processes)
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            p.Dispose();
+        }
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private Process Start(ConcurrentQueue<string> lines, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        psi.Environment["TASKMESH_HOME"] = _dir;
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _processes.Add(p);
+        return p;
+    }
+
+    private static async Task<string> Match(ConcurrentQueue<string> lines, string pattern)
+    {
+        var until = DateTime.UtcNow + Limit;
+        while (DateTime.UtcNow < until)
+        {
+            foreach (var l in lines)
+                if (System.Text.RegularExpressions.Regex.Match(l, pattern) is { Success: true } m) return m.Groups[1].Value;
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"no line matched {pattern}: {string.Join("\n", lines)}");
+    }
+
+    private static async Task<JsonElement> Get(HttpClient http, string path)
+    {
+        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
+        return doc.RootElement.Clone();
+    }
+
+    private static async Task<JsonElement> Until(HttpClient http, string path, Func<JsonElement, bool> done, string what)
+    {
+        var until = DateTime.UtcNow + Limit;
+        while (true)
+        {
+            var e = await Get(http, path);
+            if (done(e)) return e;
+            if (DateTime.UtcNow > until) throw new TimeoutException($"waited too long for {what}: {e}");
+            await Task.Delay(50);
+        }
+    }
+
+    private static async Task<int> Exit(Process p)
+    {
+        using var cts = new CancellationTokenSource(Limit);
+        await p.WaitForExitAsync(cts.Token);
+        return p.ExitCode;
+    }
+
+    [Fact]
+    public async Task WorkersJoinMidRun_GetWork_DrainOnSigterm_AndAreShownWithTheirCounts()
+    {
+        var serveLines = new ConcurrentQueue<string>();
+        var serve = Start(serveLines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0");
+        var address = await Match(serveLines, @"serving the HTTP API at (\S+)");
+        var join = await Match(serveLines, @"cluster coordinator at (\S+):");
+        using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = Limit };
+        // No worker yet: the cluster layer is down.
+        var layers = await Get(http, "api/layers");
+        Assert.Equal("down", layers.GetProperty("layers").EnumerateArray().Single(l => l.GetProperty("name").GetString() == "cluster").GetProperty("status").GetString());
+
+        var first = Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "2");
+        await Until(http, "api/workers", w => w.GetProperty("workers").GetArrayLength() == 1, "the first worker");
+        // 400 tasks of 20 ms on the cluster: 4 s on the first worker's two slots alone.
+        var graph = new JsonObject
+        {
+            ["name"] = "midrun",
+            ["tasks"] = new JsonArray([.. Enumerable.Range(0, 400).Select(i => (JsonNode)new JsonObject
+            {
+                ["id"] = $"t{i:D3}", ["handler"] = "sleep", ["args"] = new JsonObject { ["millis"] = 20 }, ["layer"] = "cluster",
+            })]),
+        };
+        using var submitted = await http.PostAsync("api/runs", new StringContent(graph.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(System.Net.HttpStatusCode.Created, submitted.StatusCode);
+        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+        await Until(http, $"api/runs/{runId}", r => r.GetProperty("status").GetString() == "running" && r.GetProperty("tasks").GetProperty("ended").GetInt32() >= 40, "the run under way");
+
+        var second = Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "2");
+        var run = await Until(http, $"api/runs/{runId}", r => r.GetProperty("status").GetString() != "running", "the run's end");
+        Assert.Equal("succeeded", run.GetProperty("status").GetString());
+        var workers = (await Get(http, "api/workers")).GetProperty("workers").EnumerateArray().ToList();
+        Assert.Equal(2, workers.Count);
+        Assert.Equal(400, workers.Sum(w => w.GetProperty("succeeded").GetInt64()));
+        Assert.All(workers, w => Assert.True(w.GetProperty("succeeded").GetInt64() > 0, $"{w} got no work"));   // the one that joined mid-run too
+
+        // Shown by taskmesh workers and in the metrics.
+        var (code, stdout, _) = await TaskMesh.Tests.Host.CliTests.InProcess("workers", "--server", address);
+        Assert.Equal(0, code);
+        Assert.Contains("2 workers", stdout);
+        Assert.All(workers, w => Assert.Contains(w.GetProperty("endpoint").GetString()!, stdout));
+        var metrics = await http.GetStringAsync("metrics");
+        Assert.Contains("taskmesh_cluster_workers{status=\"active\"} 2", metrics);
+        Assert.Contains("taskmesh_cluster_worker_in_flight{worker=", metrics);
+
+        // SIGTERM while it holds work: the first drains — its tasks finish there, none is sent again — and exits 0.
+        using (var more = await http.PostAsync("api/runs", new StringContent(graph.ToJsonString().Replace("midrun", "drain"), System.Text.Encoding.UTF8, "application/json")))
+        {
+            string drainRun = JsonDocument.Parse(await more.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+            await Until(http, "api/workers", w => w.GetProperty("workers").EnumerateArray().Any(x => x.GetProperty("pid").GetInt32() == first.Id && x.GetProperty("in_flight").GetInt32() > 0), "work on the first worker");
+            using (var kill = Process.Start("kill", ["-TERM", first.Id.ToString()])!) await kill.WaitForExitAsync();
+            Assert.Equal(0, await Exit(first));
+            var drained = await Until(http, $"api/runs/{drainRun}", r => r.GetProperty("status").GetString() != "running", "the second run's end");
+            Assert.Equal("succeeded", drained.GetProperty("status").GetString());
+        }
+        var after = await Get(http, "api/workers");
+        Assert.Equal(second.Id, Assert.Single(after.GetProperty("workers").EnumerateArray()).GetProperty("pid").GetInt32());
+        Assert.All(after.GetProperty("lost").EnumerateArray(), l => Assert.Equal(0, l.GetProperty("requeued").GetInt32()));
+
+        using (var kill = Process.Start("kill", ["-TERM", second.Id.ToString()])!) await kill.WaitForExitAsync();
+        Assert.Equal(0, await Exit(second));
+        await Until(http, "api/layers", l => l.GetProperty("layers").EnumerateArray().Single(x => x.GetProperty("name").GetString() == "cluster").GetProperty("status").GetString() == "down", "the layer down");
+        using (var kill = Process.Start("kill", ["-TERM", serve.Id.ToString()])!) await kill.WaitForExitAsync();
+        Assert.Equal(0, await Exit(serve));
+    }
+}
+
 /// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterProcesses

@@ -65,6 +65,24 @@ public class CliTests : IDisposable
         return (await output).Trim();
     }
 
+    [Theory]
+    [InlineData("--log-level", "info")]
+    [InlineData("--log-format", "xml")]
+    public async Task ABadLogOption_IsAUsageError_NotACrash(string option, string value)
+    {
+        var (code, _, stderr) = await InProcess("runs", option, value, "--store", Path.Combine(Path.GetTempPath(), "no-such-dir-" + Guid.NewGuid(), "x.db"));
+        Assert.Equal(2, code);
+        Assert.Contains($"'{value}' not recognized", stderr);
+    }
+
+    [Fact]
+    public async Task TheWorkerCommand_RefusesAJoinAddressThatIsNotHostPort()
+    {
+        var (code, _, stderr) = await InProcess("worker", "--join", "nowhere");
+        Assert.Equal(2, code);
+        Assert.Contains("--join must be HOST:PORT of a coordinator, got 'nowhere'", stderr);
+    }
+
     [Fact]
     public async Task Run_MainExample_SucceedsAndWritesSummary()
     {

@@ -24,6 +24,9 @@ public static class ClusterStrategies
 /// </summary>
 public sealed record ClusterSettings
 {
+    /// <summary><c>taskmesh serve</c> is a cluster coordinator too (default false; <c>--cluster-port</c> says so as well).</summary>
+    public bool Enabled { get; init; }
+
     /// <summary>The address the silo advertises and listens on (default 127.0.0.1: this machine only).</summary>
     public string Host { get; init; } = "127.0.0.1";
 

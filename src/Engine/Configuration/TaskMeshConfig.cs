@@ -231,6 +231,7 @@ public sealed class TaskMeshConfig
         },
         ["cluster"] = new(StringComparer.Ordinal)
         {
+            ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.Cluster = c.Cluster with { Enabled = b }),
             ["host"] = (c, v) => Str(v, out var s) ?? (System.Net.IPAddress.TryParse(s, out _) ? Set(() => c.Cluster = c.Cluster with { Host = s! }) : "must be an IP address (127.0.0.1, ::1, 0.0.0.0, …)"),
             ["port"] = (c, v) => Int(v, 0, 65_535, out var x) ?? Set(() => c.Cluster = c.Cluster with { Port = x }),
             ["cluster_id"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) || s!.Length > 100 ? "must be 1–100 characters" : Set(() => c.Cluster = c.Cluster with { ClusterId = s })),
@@ -242,6 +243,7 @@ public sealed class TaskMeshConfig
             ["probe_timeout_ms"] = (c, v) => Int(v, 50, 300_000, out var x) ?? Set(() => c.Cluster = c.Cluster with { ProbeTimeout = TimeSpan.FromMilliseconds(x) }),
             ["missed_probes"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { MissedProbes = x }),
             ["votes_for_death"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { VotesForDeath = x }),
+            ["verbose"] = (c, v) => Bool(v, out var b) ?? Set(() => c.Cluster = c.Cluster with { Verbose = b }),
         },
         ["routing"] = new(StringComparer.Ordinal)
         {

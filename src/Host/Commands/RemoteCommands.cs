@@ -45,6 +45,41 @@ internal static class RemoteCommands
         return command;
     }
 
+    public static Command CreateWorkers(CliIO io)
+    {
+        var server = Server();
+        var token = TokenFile();
+        var json = new Option<bool>("--json") { Description = "Print the service's answer as JSON." };
+        var command = new Command("workers", "The cluster's workers of a service (taskmesh serve --cluster-port): slots, memory, in flight, tasks done; the workers lost.") { server, token, json };
+        command.SetAction((parse, ct) => WorkersAsync(io, parse.GetValue(server)!, parse.GetValue(token), parse.GetValue(json)));
+        return command;
+    }
+
+    private static async Task<int> WorkersAsync(CliIO io, string server, string? tokenFile, bool json)
+    {
+        using var http = Client(server, tokenFile);
+        using var response = await Send(http, () => http.GetAsync("api/workers", io.Token), server);
+        using var doc = await ReadJsonAsync(response, io.Token);
+        Fail(response, doc);
+        var root = doc.RootElement;
+        if (json)
+        {
+            io.Out.WriteLine(root.GetRawText());
+            return ExitCodes.Ok;
+        }
+        var workers = root.GetProperty("workers").EnumerateArray().ToList();
+        io.Out.WriteLine($"coordinator {root.GetProperty("coordinator").GetString()}: {workers.Count} workers");
+        var o = io.Out;
+        if (workers.Count > 0)
+            o.WriteLine($"{"worker",-22}  {"host",-16}  {"pid",7}  {"status",-8}  {"slots",5}  {"memory MB",9}  {"qubits",6}  {"in flight",9}  {"succeeded",10}  {"failed",7}  {"up s",8}");
+        foreach (var w in workers)
+            o.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"{w.GetProperty("endpoint").GetString(),-22}  {w.GetProperty("host").GetString(),-16}  {w.GetProperty("pid").GetInt32(),7}  {w.GetProperty("status").GetString(),-8}  {w.GetProperty("slots").GetInt32(),5}  {w.GetProperty("memory_mb").GetInt64(),9}  {w.GetProperty("max_qubits").GetInt32(),6}  {w.GetProperty("in_flight").GetInt32(),9}  {w.GetProperty("succeeded").GetInt64(),10}  {w.GetProperty("failed").GetInt64(),7}  {w.GetProperty("up_seconds").GetDouble(),8:0.0}"));
+        foreach (var l in root.GetProperty("lost").EnumerateArray())
+            io.Out.WriteLine($"lost {l.GetProperty("endpoint").GetString()} at {l.GetProperty("at").GetString()} ({l.GetProperty("why").GetString()}): {l.GetProperty("requeued").GetInt32()} attempts sent again, {l.GetProperty("poisoned").GetInt32()} failed as poison");
+        return ExitCodes.Ok;
+    }
+
     public static Command CreateCancel(CliIO io)
     {
         var run = new Argument<string>("RUN") { Description = "The run's id." };

@@ -226,7 +226,7 @@ internal static class RunCommand
         if (storeOn) CliOptions.CheckOutput("--json", a.JsonPath, StoreInput.PathOf(a.Store, config));
         int? metricsPort = a.Metrics.Port ?? config.MetricsPort;
 
-        using var logs = Logs.Create(io.LogFormat ?? config.LogFormat, io.LogLevel ?? config.LogLevel);
+        using var logs = Logs.Create(io.LogFormat ?? config.LogFormat, io.LogLevel ?? config.LogLevel, config.Cluster.Verbose);
         var services = new ServiceCollection();
         services.AddSingleton(logs);
         var taskmesh = services.AddTaskMesh(config);

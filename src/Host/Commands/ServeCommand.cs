@@ -24,18 +24,20 @@ internal static class ServeCommand
         var insecure = new Option<bool>("--insecure") { Description = "Allow an address other machines can reach without TLS." };
         var tlsCert = new Option<string?>("--tls-cert") { Description = "A PEM certificate (chain): the HTTP API and the socket protocol speak TLS (default: api.tls_certificate).", HelpName = "FILE" };
         var tlsKey = new Option<string?>("--tls-key") { Description = "The PEM private key of --tls-cert (default: api.tls_key).", HelpName = "FILE" };
+        var clusterPort = CliOptions.Int("--cluster-port", 0, 65_535,
+            "Be a cluster coordinator too: an Orleans silo on this port (0: a free one) that workers join (taskmesh worker --join HOST:PORT); default: cluster.port when cluster.enabled.", "PORT");
         var tokenKey = new Option<string?>("--token-key-file") { Description = "Require bearer tokens signed with this key on every request but /health (default: api.token_key_file; taskmesh token key makes one).", HelpName = "FILE" };
         var command = new Command("serve", "Serve the HTTP API: submit graphs and tasks, watch and cancel runs, layers, health, metrics.")
         {
-            config, store, noStore, host, httpPort, port, insecure, tokenKey, tlsCert, tlsKey,
+            config, store, noStore, host, httpPort, port, insecure, tokenKey, tlsCert, tlsKey, clusterPort,
         };
         command.SetAction((parse, ct) => RunAsync(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(noStore),
             parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(port), parse.GetValue(insecure), parse.GetValue(tokenKey),
-            parse.GetValue(tlsCert), parse.GetValue(tlsKey)));
+            parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(clusterPort)));
         return command;
     }
 
-    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey, string? tlsCert, string? tlsKey)
+    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey, string? tlsCert, string? tlsKey, int? clusterPort)
     {
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
@@ -61,13 +63,29 @@ internal static class ServeCommand
         if (options.GraphDirectory is { } graphs && !Directory.Exists(graphs)) throw new UsageException($"api.graph_directory '{graphs}' is not a folder");
         bool storeOn = !noStore && (cfg.StoreEnabled || storeOption is not null);
 
-        using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel);
+        using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel, cfg.Cluster.Verbose);
         var services = new ServiceCollection();
         services.AddSingleton(logs);
         var taskmesh = services.AddTaskMesh(cfg).AddMetrics();
         if (storeOn) taskmesh.AddSqliteStore(StoreInput.PathOf(storeOption, cfg));
         using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
         var runtime = RunCommand.Resolve(provider);
+
+        // The cluster coordinator: its layer in the engine before the standing run starts, its silo in the service's host.
+        await using var coordinator = clusterPort is not null || cfg.Cluster.Enabled ? StartCoordinator() : null;
+        Cluster.ClusterCoordinator StartCoordinator()
+        {
+            try
+            {
+                var c = Cluster.ClusterCoordinator.Create(runtime.Engine, clusterPort is int p ? cfg.Cluster with { Port = p } : cfg.Cluster, logs);
+                options.Cluster = c;
+                return c;
+            }
+            catch (ArgumentException ex)
+            {
+                throw new UsageException(ex.Message);
+            }
+        }
 
         TaskMeshServer server;
         try
@@ -83,6 +101,7 @@ internal static class ServeCommand
             io.Out.WriteLine($"serving the HTTP API at {server.HttpAddress} (metrics at {server.HttpAddress}metrics); standing run {server.StandingRunId}"
                 + (runtime.Store is { } s ? $"; store {s.Path}" : "; no store"));
             if (server.SocketEndpoint is { } socket) io.Out.WriteLine($"serving the socket protocol at {socket}");
+            if (coordinator is not null) io.Out.WriteLine($"cluster coordinator at {coordinator.Endpoint}: workers join with taskmesh worker --join {coordinator.Endpoint}");
             io.Out.WriteLine(options.TokenKeyFile is null
                 ? "requests are not authenticated (pass --token-key-file to require tokens)"
                 : $"bearer tokens required (signed with {options.TokenKeyFile}); /health is open");

@@ -49,7 +49,7 @@ internal static class WorkerCommand
         };
         if (settings.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
 
-        using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel);
+        using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel, settings.Verbose);
         var services = new ServiceCollection();
         services.AddSingleton(logs);
         services.AddTaskMesh(cfg);
