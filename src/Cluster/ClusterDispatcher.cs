@@ -16,8 +16,14 @@ internal sealed class RemoteWork(long key, WorkItem item, int qubits, long needB
     public readonly int Qubits = qubits;
     public readonly long NeedBytes = needBytes;
 
-    /// <summary>Ends with the worker's outcome; with null when the attempt is to run on <c>local</c> (no worker left).</summary>
-    public readonly TaskCompletionSource<WorkOutcome?> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    /// <summary>
+    /// Ends with the worker's outcome; with null when the attempt is to run on <c>local</c> (no worker
+    /// left). Its continuation (the rest of the attempt) runs on the thread that ends it: the
+    /// dispatcher ends them in batches, on one thread-pool item per batch (<see cref="ClusterDispatcher.Complete"/>),
+    /// rather than one item per attempt — thousands of those in the pool's queue delay everything
+    /// behind them, the cluster's own liveness probes included.
+    /// </summary>
+    public readonly TaskCompletionSource<WorkOutcome?> Done = new();
 
     // Under the dispatcher's lock.
     public WorkerState? Owner;
@@ -53,7 +59,8 @@ public sealed record ClusterWorkerView(string Endpoint, string HostName, int Pro
 /// <summary>A worker declared dead, and what became of the attempts it held.</summary>
 /// <param name="Requeued">Attempts sent again (to another worker, or to <c>local</c>).</param>
 /// <param name="Poisoned">Attempts failed as poison (in flight on <see cref="ClusterSettings.PoisonLimit"/> workers that died).</param>
-public sealed record WorkerLoss(string Endpoint, string Why, int Requeued, int Poisoned, DateTimeOffset At);
+/// <param name="RequeueMs">From the loss being known here to every attempt queued again (or failed).</param>
+public sealed record WorkerLoss(string Endpoint, string Why, int Requeued, int Poisoned, DateTimeOffset At, double RequeueMs);
 
 /// <summary>
 /// The coordinator's side of the cluster: the workers that joined, the attempts queued for them and
@@ -205,6 +212,7 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     private void Lose(string endpoint, string why, bool declaredDead)
     {
+        long known = Stopwatch.GetTimestamp();
         var poisoned = new List<RemoteWork>();
         int requeued = 0;
         bool drained;
@@ -227,17 +235,17 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
                 }
             }
             w.InFlight.Clear();
-            loss = new WorkerLoss(endpoint, why, requeued, poisoned.Count, DateTimeOffset.UtcNow);
+            loss = new WorkerLoss(endpoint, why, requeued, poisoned.Count, DateTimeOffset.UtcNow, Stopwatch.GetElapsedTime(known).TotalMilliseconds);
             _losses.Add(loss);
             if (_losses.Count > 1000) _losses.RemoveAt(0);
         }
-        foreach (var p in poisoned)
-            p.Done.TrySetResult(new WorkOutcome
+        if (poisoned.Count > 0)
+            Complete(poisoned.Select(p => (p, (WorkOutcome?)new WorkOutcome
             {
                 Key = p.Key,
                 Status = WorkStatus.Failed,
                 Error = $"poison: in flight on {p.Losses} workers that died (the last {endpoint}); not sent again",
-            });
+            })).ToList());
         if (loss.Requeued + loss.Poisoned == 0 && drained) _log.LogInformation("worker {Endpoint} left the cluster", endpoint);
         else _log.LogWarning("worker {Endpoint} lost ({Why}): {Requeued} attempts queued again, {Poisoned} failed as poison", endpoint, why, requeued, poisoned.Count);
         if (!declaredDead) _log.LogWarning("worker {Endpoint} is not used again by this coordinator", endpoint);
@@ -267,7 +275,8 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
             }
             owner = work.Owner;
         }
-        work.Done.TrySetCanceled();
+        // Not on the canceller's thread: its token's callbacks are still running.
+        ThreadPool.UnsafeQueueUserWorkItem(static w => w.Done.TrySetCanceled(), work, preferLocal: false);
         if (owner is not null) _ = CancelOnWorkerAsync(owner, work.Key);
     }
 
@@ -279,7 +288,7 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     public void Report(string endpoint, WorkOutcome[] outcomes)
     {
-        var done = new List<(RemoteWork Work, WorkOutcome Outcome)>(outcomes.Length);
+        var done = new List<(RemoteWork Work, WorkOutcome? Outcome)>(outcomes.Length);
         int dropped = 0;
         lock (_lock)
         {
@@ -304,11 +313,21 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
             Interlocked.Add(ref _dropped, dropped);
             _log.LogDebug("dropped {Count} outcomes from {Endpoint}: their attempts are no longer in flight there", dropped, endpoint);
         }
-        foreach (var (work, o) in done) work.Done.TrySetResult(o);
-        if (done.Count > 0) Wake();
+        if (done.Count > 0)
+        {
+            Complete(done);
+            Wake();
+        }
     }
 
     private void Wake() => _wake.Writer.TryWrite(true);
+
+    /// <summary>Ends attempts (null: run it locally), their continuations one after the other on one thread-pool item.</summary>
+    internal static void Complete(List<(RemoteWork Work, WorkOutcome? Outcome)> ended)
+        => ThreadPool.UnsafeQueueUserWorkItem(static list =>
+        {
+            foreach (var (work, outcome) in list) work.Done.TrySetResult(outcome);
+        }, ended, preferLocal: false);
 
     private async Task DispatchLoopAsync()
     {
@@ -321,13 +340,15 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
             {
                 _wake.Reader.TryRead(out _);
                 lock (_lock) Plan(sends, local, failed);
-                foreach (var w in local) w.Done.TrySetResult(null);
-                foreach (var (w, error) in failed)
-                    w.Done.TrySetResult(new WorkOutcome { Key = w.Key, Status = WorkStatus.Failed, Error = error });
+                if (local.Count + failed.Count > 0)
+                {
+                    Complete([.. local.Select(w => (w, (WorkOutcome?)null)),
+                        .. failed.Select(f => (f.Work, (WorkOutcome?)new WorkOutcome { Key = f.Work.Key, Status = WorkStatus.Failed, Error = f.Error }))]);
+                    local.Clear();
+                    failed.Clear();
+                }
                 foreach (var (worker, batch) in sends) _ = SendAsync(worker, batch);
                 sends.Clear();
-                local.Clear();
-                failed.Clear();
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
@@ -484,8 +505,11 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
                 else work.Queued = _pending.AddFirst(work);
             }
         }
-        foreach (var p in poisoned)
-            p.Done.TrySetResult(new WorkOutcome { Key = p.Key, Status = WorkStatus.Failed, Error = $"poison: {p.Losses} workers failed to take it (the last {worker.Info.Endpoint})" });
+        if (poisoned.Count > 0)
+            Complete(poisoned.Select(p => (p, (WorkOutcome?)new WorkOutcome
+            {
+                Key = p.Key, Status = WorkStatus.Failed, Error = $"poison: {p.Losses} workers failed to take it (the last {worker.Info.Endpoint})",
+            })).ToList());
         Wake();
     }
 

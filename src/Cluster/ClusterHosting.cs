@@ -130,6 +130,7 @@ public sealed class ClusterCoordinator : IAsyncDisposable
     private readonly ILogger _log;
     private Task? _watch;
     private IHost? _ownHost;
+    private Func<string, IWorkerGrain>? _grainOf;
     private int _disposed;
 
     private ClusterCoordinator(TaskMeshEngine engine, ClusterSettings settings, ILogger log)
@@ -158,6 +159,12 @@ public sealed class ClusterCoordinator : IAsyncDisposable
 
     /// <summary>Outcomes dropped because their attempt was no longer in flight on the worker that sent them.</summary>
     public long DroppedOutcomes => _dispatcher.Dropped;
+
+    /// <summary>Attempts queued for the workers, not yet sent.</summary>
+    internal int Queued => _dispatcher.Queued;
+
+    /// <summary>The grain of the worker at <paramref name="endpoint"/> (the bench calls it directly, for Orleans' own figures).</summary>
+    internal IWorkerGrain GrainOf(string endpoint) => _grainOf?.Invoke(endpoint) ?? throw new InvalidOperationException("the coordinator's silo has not started");
 
     /// <summary>Raised when a worker is declared dead, once its attempts were queued again.</summary>
     public event Action<WorkerLoss>? WorkerLost
@@ -272,7 +279,8 @@ public sealed class ClusterCoordinator : IAsyncDisposable
     private void Started(IServiceProvider services)
     {
         var grains = services.GetRequiredService<IGrainFactory>();
-        _dispatcher.Start(endpoint => grains.GetGrain<IWorkerGrain>(endpoint));
+        _grainOf = endpoint => grains.GetGrain<IWorkerGrain>(endpoint);
+        _dispatcher.Start(_grainOf);
         var membership = services.GetRequiredService<IClusterMembershipService>();
         _watch = Task.Run(() => WatchMembershipAsync(membership));
         _log.LogInformation("cluster coordinator at {Endpoint} (cluster {ClusterId}): workers join with taskmesh worker --join {Endpoint}", Endpoint, _settings.ClusterId, Endpoint);

@@ -91,6 +91,12 @@ internal sealed class WorkerExecutor : IAsyncDisposable
         Interlocked.Add(ref _held, batch.Length);
         foreach (var item in batch)
         {
+            if (item.Inputs is null && _tasks.IsInline(item.Handler))
+            {
+                // Returns at once: nothing to cancel or time, no slot to wait for.
+                Report(item, _tasks.RunInline(ToTask(item)));
+                continue;
+            }
             var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
             if (!_running.TryAdd(item.Key, cts))
             {
@@ -99,10 +105,7 @@ internal sealed class WorkerExecutor : IAsyncDisposable
                 Interlocked.Decrement(ref _held);
                 continue;
             }
-            if (_engine.Handlers.TryGet(item.Handler, out var h) && h.IsInline && item.Inputs is null)
-                Finish(item, _tasks.RunAsync(ToTask(item), cts.Token).AsTask());
-            else
-                _ = RunInSlotAsync(item, cts.Token);
+            _ = RunInSlotAsync(item, cts.Token);
         }
     }
 
@@ -149,11 +152,17 @@ internal sealed class WorkerExecutor : IAsyncDisposable
             Post(item.Key, new WorkOutcome { Key = item.Key, Status = WorkStatus.Cancelled, Error = "cancelled" });
             return;
         }
+        if (_running.TryRemove(item.Key, out var cts)) cts.Dispose();
+        Report(item, o);
+    }
+
+    private void Report(WorkItem item, DetachedOutcome o)
+    {
         Interlocked.Increment(ref _ran);
         if (_log.IsEnabled(LogLevel.Debug))
             _log.LogDebug("ran task {TaskId} attempt {Attempt}: {Outcome} in {Ms:0.###} ms", item.TaskId, item.Attempt,
                 o.Succeeded ? "succeeded" : o.TimedOut ? "timed out" : "failed", o.DurationMs);
-        Post(item.Key, new WorkOutcome
+        _outcomes.Writer.TryWrite(new WorkOutcome
         {
             Key = item.Key,
             Status = o.Succeeded ? WorkStatus.Succeeded : o.TimedOut ? WorkStatus.TimedOut : WorkStatus.Failed,
@@ -194,17 +203,36 @@ internal sealed class WorkerExecutor : IAsyncDisposable
                 catch (ObjectDisposedException) { }
     }
 
+    /// <summary>Reports in flight at once: a report waits for a round trip, and outcomes keep coming meanwhile.</summary>
+    private const int ReportsInFlight = 8;
+
     private async Task ReportLoopAsync()
     {
         var reader = _outcomes.Reader;
         var batch = new List<WorkOutcome>(_batchSize);
+        using var inFlight = new SemaphoreSlim(ReportsInFlight, ReportsInFlight);
         try
         {
             while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
             {
+                await inFlight.WaitAsync().ConfigureAwait(false);
                 while (batch.Count < _batchSize && reader.TryRead(out var o)) batch.Add(o);
                 var sent = batch.ToArray();
                 batch.Clear();
+                _ = SendAsync(sent);
+            }
+            // The last reports, before the worker leaves.
+            for (int i = 0; i < ReportsInFlight; i++) await inFlight.WaitAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _log.LogCritical(ex, "the worker's reporting stopped");
+        }
+
+        async Task SendAsync(WorkOutcome[] sent)
+        {
+            try
+            {
                 for (int attempt = 1; ; attempt++)
                 {
                     try
@@ -223,12 +251,12 @@ internal sealed class WorkerExecutor : IAsyncDisposable
                         break;
                     }
                 }
-                Interlocked.Add(ref _held, -sent.Length);
             }
-        }
-        catch (Exception ex)
-        {
-            _log.LogCritical(ex, "the worker's reporting stopped");
+            finally
+            {
+                Interlocked.Add(ref _held, -sent.Length);
+                inFlight.Release();
+            }
         }
     }
 

@@ -554,7 +554,8 @@ internal static class Status
         }
         // The external layer is down while no worker is connected: not the service's fault, so not a readiness problem.
         foreach (var layer in service.Runtime.Engine.Layers)
-            if (layer.Status == Engine.Layers.LayerStatus.Down && layer is not Workers.ExternalLayer) problems.Add($"layer {layer.Name} is down");
+            // Layers of workers that come and go (external workers, the cluster's) are down while none is there: not a fault of the service.
+            if (layer.Status == Engine.Layers.LayerStatus.Down && layer.Kind is not (Workers.ExternalLayer.LayerName or "cluster")) problems.Add($"layer {layer.Name} is down");
         return problems;
     }
 

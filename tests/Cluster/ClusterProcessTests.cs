@@ -209,7 +209,7 @@ public sealed class ClusterProcessTests : IDisposable
         // Both workers took part, and stopped (drained) at the end.
         Assert.Equal(2, cluster.WorkerPids().Count);
         Assert.All(cluster.WorkerPids(), pid => Assert.False(Alive(pid)));
-        Assert.Equal(2, cluster.Lines("TaskMesh.Cluster", "left the cluster").Count());
+        Assert.Equal(2, cluster.Lines("TaskMesh.Worker", "drained after").Count());
     }
 
     [Fact]

@@ -99,6 +99,43 @@ internal sealed class DetachedTasks
         }
     }
 
+    /// <summary>
+    /// True when <paramref name="handler"/> runs inline here (a local handler that returns at once):
+    /// <see cref="RunInline"/> runs its attempts on the caller's thread, without a timer or a token.
+    /// </summary>
+    internal bool IsInline(string handler)
+        => _engine.Handlers.TryGet(handler, out var h) && h.Inline is not null && LayerFor(h) is Layers.Local.LocalLayer;
+
+    /// <summary>Runs an attempt of an inline handler (<see cref="IsInline"/>) now, on this thread.</summary>
+    internal DetachedOutcome RunInline(DetachedTask task)
+    {
+        long start = Stopwatch.GetTimestamp();
+        PreparedGraph prepared;
+        try
+        {
+            prepared = Prepare(task);
+        }
+        catch (TaskRefusedException ex)
+        {
+            return new DetachedOutcome(false, false, null, ex.Message, null, null, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+        var host = new Host(_engine, task, prepared);
+        try
+        {
+            var output = prepared.HandlerOf(0).Inline!(new TaskContext(host, 0, task.Attempt));
+            string? json = StoredOutput.Serialize(output, MaxOutputBytes);
+            double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            return json is null
+                ? new DetachedOutcome(false, false, null, $"the output of '{task.Id}' cannot be sent back (not serialisable as JSON, or over {MaxOutputBytes >> 20} MB)", null, null, ms)
+                : new DetachedOutcome(true, false, json, null, host.Confidence, host.Escalation, ms);
+        }
+        catch (Exception ex)
+        {
+            return new DetachedOutcome(false, false, null, ex is TaskFailedException ? ex.Message : $"{ex.GetType().Name}: {ex.Message}", host.Confidence, host.Escalation,
+                Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+    }
+
     /// <summary>The layer a handler runs on here: its own kind's or the one it prefers (a circuit: quantum), else local.</summary>
     private ExecutionLayer? LayerFor(HandlerDescriptor handler)
     {

@@ -290,9 +290,9 @@ internal sealed partial class RunState : AttemptHost, IRunProgress
 
     internal override IReadOnlyList<KeyValuePair<string, object?>> InputsOf(int node)
     {
-        var list = new List<KeyValuePair<string, object?>>();
         var outputs = Tasks.Outputs;
-        if (outputs is null) return list;
+        if (outputs is null) return [];
+        var list = new List<KeyValuePair<string, object?>>();
         var pred = Graph.Pred;
         for (int e = pred.Start[node]; e < pred.Start[node + 1]; e++)
             if (pred.KindAt(e) == EdgeKind.Data)

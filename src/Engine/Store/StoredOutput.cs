@@ -43,6 +43,14 @@ public sealed class StoredOutput : ITaskOutput
     /// <summary>The JSON an output is stored as, or null when it cannot be (too large, or not serialisable).</summary>
     internal static string? Serialize(object? output, int maxBytes)
     {
+        switch (output)
+        {
+            // The common small outputs without a writer.
+            case null: return "null";
+            case bool b: return b ? "true" : "false";
+            case long l: return l.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            case int i: return i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
         try
         {
             var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
@@ -66,6 +74,12 @@ public sealed class StoredOutput : ITaskOutput
     /// <summary>The object a successor gets back: a string, number or boolean as itself, anything else as a <see cref="StoredOutput"/>.</summary>
     internal static object? Restore(string json)
     {
+        switch (json)
+        {
+            case "null": return null;
+            case "true": return true;
+            case "false": return false;
+        }
         using var doc = JsonDocument.Parse(json);
         var root = doc.RootElement;
         return root.ValueKind switch

@@ -15,6 +15,36 @@ public class ConfigTests
     }
 
     [Fact]
+    public void TheClusterSection_IsRead_AndItsBadValuesNameTheKeyAndLine()
+    {
+        var c = TaskMeshConfig.Parse("""
+            [cluster]
+            enabled = true
+            host = "10.0.0.1"
+            port = 12000
+            strategy = "resource_aware"
+            batch_size = 64
+            prefetch = 8
+            poison_limit = 5
+            fallback_to_local = false
+            probe_timeout_ms = 1000
+            missed_probes = 3
+            votes_for_death = 1
+            """);
+        Assert.Equal(new ClusterSettings
+        {
+            Enabled = true, Host = "10.0.0.1", Port = 12000, Strategy = ClusterStrategies.ResourceAware, BatchSize = 64, Prefetch = 8, PoisonLimit = 5,
+            FallbackToLocal = false, ProbeTimeout = TimeSpan.FromSeconds(1), MissedProbes = 3, VotesForDeath = 1,
+        }, c.Cluster);
+        Assert.Empty(c.Cluster.Problems());
+        var ex = Assert.Throws<ConfigException>(() => TaskMeshConfig.Parse("[cluster]\nstrategy = \"random\"\nbatch_size = 0\nhost = \"there\"\nslots = 4\n", "t.toml"));
+        Assert.Contains("t.toml:2: key 'cluster.strategy' must be one of round_robin, least_outstanding, resource_aware", ex.Message);
+        Assert.Contains("t.toml:3: key 'cluster.batch_size'", ex.Message);
+        Assert.Contains("t.toml:4: key 'cluster.host' must be an IP address", ex.Message);
+        Assert.Contains("t.toml:5: unknown key 'cluster.slots'", ex.Message);
+    }
+
+    [Fact]
     public void Parse_AllSections_SetsValues()
     {
         var c = TaskMeshConfig.Parse("""
