@@ -283,7 +283,7 @@ public sealed class ClusterDispatcherTests
         c.Dispatcher.Cancel(running);
         await Until(() => w.Cancelled.Count == 1, "the worker told");
         Assert.Equal(running.Key, Assert.Single(w.Cancelled));
-        Assert.True(queued.Done.Task.IsCanceled);
+        await Until(() => queued.Done.Task.IsCanceled && running.Done.Task.IsCanceled, "both attempts cancelled");
         Assert.Equal(0, c.Dispatcher.Queued);
         // The worker's answer for the cancelled attempt frees its credit; nothing else is sent.
         c.Succeed(w, w.Items);

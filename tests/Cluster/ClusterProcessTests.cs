@@ -412,6 +412,117 @@ public sealed class ServeCoordinatorTests : IDisposable
     }
 }
 
+/// <summary>Placement by memory and credit flow control, with real worker processes of different sizes.</summary>
+[Collection(ClusterProcesses.Name)]
+public sealed class PlacementProcessTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-place-").FullName;
+    private readonly List<Process> _processes = new();
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(90);
+
+    public void Dispose()
+    {
+        foreach (var p in _processes)
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            p.Dispose();
+        }
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private Process Start(ConcurrentQueue<string> lines, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        psi.Environment["TASKMESH_HOME"] = _dir;
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _processes.Add(p);
+        return p;
+    }
+
+    private static async Task<string> Match(ConcurrentQueue<string> lines, string pattern)
+    {
+        var until = DateTime.UtcNow + Limit;
+        while (DateTime.UtcNow < until)
+        {
+            foreach (var l in lines)
+                if (System.Text.RegularExpressions.Regex.Match(l, pattern) is { Success: true } m) return m.Groups[1].Value;
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"no line matched {pattern}: {string.Join("\n", lines)}");
+    }
+
+    private static async Task<JsonElement> Get(HttpClient http, string path)
+    {
+        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
+        return doc.RootElement.Clone();
+    }
+
+    private static string Circuit(int qubits)
+        => $"OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[{qubits}];\nh q[0];\ncx q[0],q[{qubits - 1}];\n";
+
+    [Fact]
+    public async Task ACircuit_GoesToTheWorkerThatHoldsIt_NoWorkerIsOverCredit_AndTheSlowOneGetsLess()
+    {
+        File.WriteAllText(Path.Combine(_dir, "coordinator.toml"), "[cluster]\nprefetch = 2\nstrategy = \"resource_aware\"\n");
+        File.WriteAllText(Path.Combine(_dir, "small.toml"), "[quantum]\nmemory_cap_mb = 1\n");
+        File.WriteAllText(Path.Combine(_dir, "big.toml"), "[quantum]\nmemory_cap_mb = 64\n");
+        var lines = new ConcurrentQueue<string>();
+        Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", "coordinator.toml");
+        var address = await Match(lines, @"serving the HTTP API at (\S+)");
+        var join = await Match(lines, @"cluster coordinator at (\S+):");
+        using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = Limit };
+        var small = Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "1", "--config", "small.toml");
+        var big = Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "2", "--config", "big.toml");
+        var until = DateTime.UtcNow + Limit;
+        while ((await Get(http, "api/workers")).GetProperty("workers").GetArrayLength() < 2)
+        {
+            Assert.True(DateTime.UtcNow < until, "the workers did not join");
+            await Task.Delay(50);
+        }
+
+        var tasks = new JsonArray
+        {
+            new JsonObject { ["id"] = "wide", ["handler"] = "quantum", ["layer"] = "cluster", ["args"] = new JsonObject { ["qasm"] = Circuit(20) } },   // 8 MB: the big worker only
+            new JsonObject { ["id"] = "huge", ["handler"] = "quantum", ["layer"] = "cluster", ["args"] = new JsonObject { ["qasm"] = Circuit(26) } },   // 512 MB: neither
+        };
+        for (int i = 0; i < 60; i++)
+            tasks.Add(new JsonObject { ["id"] = $"s{i:D2}", ["handler"] = "sleep", ["layer"] = "cluster", ["args"] = new JsonObject { ["millis"] = 60 } });
+        using var submitted = await http.PostAsync("api/runs", new StringContent(new JsonObject { ["name"] = "place", ["tasks"] = tasks }.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(System.Net.HttpStatusCode.Created, submitted.StatusCode);
+        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+
+        // While it goes: no worker ever holds more than its slots plus the prefetch (2).
+        JsonElement run;
+        while (true)
+        {
+            foreach (var w in (await Get(http, "api/workers")).GetProperty("workers").EnumerateArray())
+                Assert.True(w.GetProperty("in_flight").GetInt32() <= w.GetProperty("slots").GetInt32() + 2, $"over credit: {w}");
+            run = await Get(http, $"api/runs/{runId}");
+            if (run.GetProperty("status").GetString() != "running") break;
+            Assert.True(DateTime.UtcNow < until, "the run did not end");
+            await Task.Delay(10);
+        }
+        var wide = await Get(http, "api/runs/" + runId + "/tasks/wide");
+        Assert.Equal(("succeeded", "cluster"), (wide.GetProperty("status").GetString(), wide.GetProperty("layer").GetString()));
+        var huge = await Get(http, "api/runs/" + runId + "/tasks/huge");
+        Assert.True(huge.ToString().Contains("no worker can hold a 26-qubit state vector", StringComparison.Ordinal), huge.ToString());
+        var workers = (await Get(http, "api/workers")).GetProperty("workers").EnumerateArray().ToDictionary(w => w.GetProperty("pid").GetInt32());
+        // The wide circuit and most sleeps on the big worker (two slots); the one-slot worker got fewer.
+        long onSmall = workers[small.Id].GetProperty("succeeded").GetInt64(), onBig = workers[big.Id].GetProperty("succeeded").GetInt64();
+        Assert.Equal(61, onSmall + onBig);
+        Assert.True(onSmall > 0 && onSmall < onBig, $"small {onSmall}, big {onBig}");
+        Assert.Equal(17, workers[small.Id].GetProperty("max_qubits").GetInt32());
+    }
+}
+
 /// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterProcesses

@@ -95,6 +95,7 @@ public sealed class TokenTests : IAsyncLifetime
         ("POST", "api/tasks/nosuchtask/cancel", Roles.Operator, null),
         ("PUT", "api/tasks/nosuchtask", Roles.Operator, """{ "priority": "high" }"""),
         ("GET", "api/layers", Roles.Viewer, null),
+        ("GET", "api/workers", Roles.Viewer, null),
         ("POST", "api/layers/local", Roles.Admin, """{ "capacity": 4 }"""),
         ("GET", "api/metrics", Roles.Viewer, null),
         ("GET", "api/rules", Roles.Viewer, null),
