@@ -5,10 +5,12 @@ cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: promtool (package prometheus) checks the metrics and alert
 # rules; unshare and mount (util-linux) make a read-only mount for the run store's tests;
-# python3-msgpack runs the Python client against the service.
+# python3-msgpack runs the Python client against the service; postgresql gives the cluster's
+# membership tests a real server (started and stopped by the test, as the postgres user).
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v unshare >/dev/null || missing+=(util-linux)
+{ compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null && id postgres >/dev/null 2>&1; } || missing+=(postgresql)
 # The Python client of the socket protocol (examples/clients/python) runs on Debian's python3 with python3-msgpack.
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import msgpack' 2>/dev/null; } || missing+=(python3 python3-msgpack)
 if [ ${#missing[@]} -gt 0 ]; then

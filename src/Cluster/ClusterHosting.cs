@@ -23,7 +23,17 @@ internal static class Silos
     /// </summary>
     internal static void Configure(ISiloBuilder silo, ClusterSettings settings, IPEndPoint self, IPEndPoint? primary)
     {
-        silo.UseDevelopmentClustering(primary ?? self);
+        if (PostgresMembership.Names(settings.Membership))
+        {
+            PostgresMembership.Register();
+            var connection = PostgresMembership.ConnectionString(settings.Membership!);
+            silo.UseAdoNetClustering(o =>
+            {
+                o.Invariant = PostgresMembership.Invariant;
+                o.ConnectionString = connection;
+            });
+        }
+        else silo.UseDevelopmentClustering(primary ?? self);
         silo.Configure<EndpointOptions>(o =>
         {
             o.AdvertisedIPAddress = self.Address;
@@ -75,6 +85,21 @@ internal static class Silos
     {
         public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    /// <summary>A shared membership's tables, made when the database has none (nothing to do for development clustering).</summary>
+    /// <exception cref="ArgumentException">The membership URL is not one, or its database cannot be reached.</exception>
+    internal static async Task PrepareMembershipAsync(ClusterSettings settings, CancellationToken ct)
+    {
+        if (!PostgresMembership.Names(settings.Membership)) return;
+        try
+        {
+            await PostgresMembership.EnsureSchemaAsync(PostgresMembership.ConnectionString(settings.Membership!), ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is FormatException or Npgsql.NpgsqlException or TimeoutException)
+        {
+            throw new ArgumentException($"cluster.membership: {ex.Message}", nameof(settings), ex);
+        }
     }
 
     /// <summary>A free TCP port on <paramref name="address"/>, for a silo told to pick one.</summary>
@@ -237,6 +262,8 @@ public sealed class ClusterCoordinator : IAsyncDisposable
     public void AddTo(IHostApplicationBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
+        // Before the silo (hosted services start in order): a shared membership's tables.
+        builder.Services.AddHostedService(_ => new MembershipSchema(_settings));
         builder.UseOrleans(silo => Silos.Configure(silo, _settings, Endpoint, primary: null));
         builder.Services.AddSingleton(_dispatcher);
         // After the silo (hosted services start in order): its grain factory and membership are ready.
@@ -262,6 +289,13 @@ public sealed class ClusterCoordinator : IAsyncDisposable
         }
         coordinator._ownHost = host;
         return coordinator;
+    }
+
+    /// <summary>Makes a shared membership's tables before the silo starts.</summary>
+    private sealed class MembershipSchema(ClusterSettings settings) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken) => Silos.PrepareMembershipAsync(settings, cancellationToken);
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     /// <summary>Starts and stops the dispatch with the silo's host.</summary>
@@ -367,6 +401,15 @@ public static class ClusterWorker
         ArgumentOutOfRangeException.ThrowIfLessThan(slots, 1);
         if (settings.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(settings));
         var log = logs?.CreateLogger("TaskMesh.Worker") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        try
+        {
+            await Silos.PrepareMembershipAsync(settings, ct).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            log.LogError("could not reach the cluster's membership: {Error}", ex.Message);
+            return 1;
+        }
         var self = Silos.Endpoint(settings);
         await using var executor = new WorkerExecutor(engine, slots, settings.BatchSize, log);
         var builder = Silos.Builder(logs, settings.Verbose ? LogLevel.Information : LogLevel.Warning);

@@ -523,6 +523,122 @@ public sealed class PlacementProcessTests : IDisposable
     }
 }
 
+/// <summary>Membership in a real PostgreSQL: the coordinator and workers find each other through it.</summary>
+[Collection(ClusterProcesses.Name)]
+public sealed class PostgresMembershipTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-pgm-").FullName;
+    private readonly List<Process> _processes = new();
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(90);
+
+    public void Dispose()
+    {
+        foreach (var p in _processes)
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            p.Dispose();
+        }
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private Process Start(ConcurrentQueue<string> lines, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        psi.Environment["TASKMESH_HOME"] = _dir;
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = new Process { StartInfo = psi };
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _processes.Add(p);
+        return p;
+    }
+
+    private static async Task<string> Match(ConcurrentQueue<string> lines, string pattern)
+    {
+        var until = DateTime.UtcNow + Limit;
+        while (DateTime.UtcNow < until)
+        {
+            foreach (var l in lines)
+                if (System.Text.RegularExpressions.Regex.Match(l, pattern) is { Success: true } m) return m.Groups[1].Value;
+            await Task.Delay(20);
+        }
+        throw new TimeoutException($"no line matched {pattern}: {string.Join("\n", lines)}");
+    }
+
+    private static async Task<JsonElement> Get(HttpClient http, string path)
+    {
+        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
+        return doc.RootElement.Clone();
+    }
+
+    [Fact]
+    public void AMembershipUrl_BecomesAConnectionString_AndABadOneIsRefused()
+    {
+        var cs = new Npgsql.NpgsqlConnectionStringBuilder(TaskMesh.Cluster.PostgresMembership.ConnectionString("postgresql://tm:p%40ss@db.example:6543/mesh?sslmode=require"));
+        Assert.Equal(("db.example", 6543, "mesh", "tm", "p@ss", Npgsql.SslMode.Require), (cs.Host, cs.Port, cs.Database, cs.Username, cs.Password, cs.SslMode));
+        Assert.Throws<FormatException>(() => TaskMesh.Cluster.PostgresMembership.ConnectionString("postgresql://h/db?nonsense=1"));
+        var ex = Assert.Throws<TaskMesh.Engine.Configuration.ConfigException>(() => TaskMesh.Engine.Configuration.TaskMeshConfig.Parse("[cluster]\nmembership = \"redis://h:6379\"\n", "c.toml"));
+        Assert.Contains("c.toml:2: key 'cluster.membership' must be a postgresql://", ex.Message);
+    }
+
+    [Fact]
+    public async Task TheCoordinatorAndWorkers_FindEachOtherThroughPostgreSql_AndAKilledWorkersTasksFinishElsewhere()
+    {
+        await using var pg = await PostgresServer.StartAsync();
+        File.WriteAllText(Path.Combine(_dir, "pg.toml"), $"[cluster]\nmembership = \"{pg.Url}\"\n");
+        var lines = new ConcurrentQueue<string>();
+        Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", "pg.toml");
+        var address = await Match(lines, @"serving the HTTP API at (\S+)");
+        var join = await Match(lines, @"cluster coordinator at (\S+):");
+        using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = Limit };
+        var first = Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "2", "--config", "pg.toml");
+        Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "2", "--config", "pg.toml");
+        var until = DateTime.UtcNow + Limit;
+        while ((await Get(http, "api/workers")).GetProperty("workers").GetArrayLength() < 2)
+        {
+            Assert.True(DateTime.UtcNow < until, "the workers did not join: " + string.Join("\n", lines));
+            await Task.Delay(50);
+        }
+        // The three silos are rows of the database's membership table, active.
+        await using (var db = new Npgsql.NpgsqlConnection(TaskMesh.Cluster.PostgresMembership.ConnectionString(pg.Url)))
+        {
+            await db.OpenAsync();
+            await using var cmd = new Npgsql.NpgsqlCommand("SELECT count(*) FROM orleansmembershiptable WHERE status = 3", db);
+            Assert.Equal(3L, (long)(await cmd.ExecuteScalarAsync())!);
+        }
+
+        var graph = new JsonObject
+        {
+            ["name"] = "pg",
+            ["tasks"] = new JsonArray([.. Enumerable.Range(0, 600).Select(i => (JsonNode)new JsonObject
+            {
+                ["id"] = $"t{i:D3}", ["handler"] = "sleep", ["args"] = new JsonObject { ["millis"] = 5 }, ["layer"] = "cluster",
+            })]),
+        };
+        using var submitted = await http.PostAsync("api/runs", new StringContent(graph.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+        while ((await Get(http, $"api/runs/{runId}")).GetProperty("tasks").GetProperty("ended").GetInt32() < 100) await Task.Delay(10);
+        first.Kill();
+        JsonElement run;
+        do
+        {
+            await Task.Delay(50);
+            run = await Get(http, $"api/runs/{runId}");
+            Assert.True(DateTime.UtcNow < until + Limit, "the run did not end");
+        }
+        while (run.GetProperty("status").GetString() == "running");
+        Assert.Equal("succeeded", run.GetProperty("status").GetString());
+        Assert.Equal(600, run.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+        var lost = Assert.Single((await Get(http, "api/workers")).GetProperty("lost").EnumerateArray());
+        Assert.Equal("declared dead by the cluster", lost.GetProperty("why").GetString());
+    }
+}
+
 /// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterProcesses

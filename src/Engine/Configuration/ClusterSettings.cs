@@ -33,6 +33,13 @@ public sealed record ClusterSettings
     /// <summary>The silo's port (silo-to-silo traffic); 0 picks a free one.</summary>
     public int Port { get; init; } = 11111;
 
+    /// <summary>
+    /// Where the member list lives: null (the default) keeps it in the coordinator's silo (development
+    /// clustering: one machine, or workers that all reach the coordinator);
+    /// <c>postgresql://user:password@host:port/database</c> keeps it in PostgreSQL, which every silo reaches.
+    /// </summary>
+    public string? Membership { get; init; }
+
     /// <summary>The Orleans cluster's id: silos of other clusters on the same membership are not seen.</summary>
     public string ClusterId { get; init; } = "taskmesh";
 
@@ -77,6 +84,8 @@ public sealed record ClusterSettings
         if (MissedProbes is < 1 or > 100) p.Add($"cluster.missed_probes must be 1–100, got {MissedProbes}");
         if (VotesForDeath is < 1 or > 100) p.Add($"cluster.votes_for_death must be 1–100, got {VotesForDeath}");
         if (string.IsNullOrWhiteSpace(ClusterId)) p.Add("cluster.cluster_id must not be empty");
+        if (Membership is { } m && !m.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase) && !m.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase))
+            p.Add($"cluster.membership must be a postgresql://user:password@host:port/database URL, got '{(m.Contains('@') ? "…" + m[m.IndexOf('@')..] : m)}'");
         return p;
     }
 }

@@ -96,6 +96,11 @@ internal static class ServeCommand
         {
             throw new UsageException(ex.Message);
         }
+        catch (Exception ex) when (coordinator is not null && ex is not OperationCanceledException)
+        {
+            // The silo did not start: its port is taken, its membership's database is out of reach, …
+            throw new UsageException($"the cluster coordinator could not start at {coordinator.Endpoint}: {ex.GetType().Name}: {ex.Message}");
+        }
         await using (server)
         {
             io.Out.WriteLine($"serving the HTTP API at {server.HttpAddress} (metrics at {server.HttpAddress}metrics); standing run {server.StandingRunId}"
