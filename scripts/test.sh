@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v unshare >/dev/null || missing+=(util-linux)
+command -v ip >/dev/null || missing+=(iproute2)   # the several-hosts test: network namespaces and a bridge
 { compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null && id postgres >/dev/null 2>&1; } || missing+=(postgresql)
 # The Python client of the socket protocol (examples/clients/python) runs on Debian's python3 with python3-msgpack.
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import msgpack' 2>/dev/null; } || missing+=(python3 python3-msgpack)

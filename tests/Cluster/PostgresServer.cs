@@ -19,9 +19,10 @@ internal sealed class PostgresServer : IAsyncDisposable
     public int Port { get; }
 
     /// <summary>The membership URL of its <c>postgres</c> database, as user <c>taskmesh</c> (trusted on loopback).</summary>
-    public string Url => $"postgresql://taskmesh@127.0.0.1:{Port}/postgres";
+    public string Url => $"postgresql://taskmesh@{Address}:{Port}/postgres";
 
-    public static async Task<PostgresServer> StartAsync()
+    /// <summary>Listens on 127.0.0.1 (default), or on <paramref name="address"/> inside network namespace <paramref name="netns"/>, trusting <paramref name="subnet"/>.</summary>
+    public static async Task<PostgresServer> StartAsync(string address = "127.0.0.1", string? netns = null, string? subnet = null)
     {
         var bin = Directory.Exists("/usr/lib/postgresql")
             ? Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(b => File.Exists(Path.Combine(b, "pg_ctl"))).OrderDescending().FirstOrDefault()
@@ -34,17 +35,24 @@ internal sealed class PostgresServer : IAsyncDisposable
             l.Start();
             port = ((IPEndPoint)l.LocalEndpoint).Port;
         }
-        var server = new PostgresServer(bin, dir, port);
+        var server = new PostgresServer(bin, dir, port) { _netns = netns, Address = address };
         await RunAsync("chown", "-R", "postgres", dir);
         await server.AsPostgresAsync(Path.Combine(bin, "initdb"), "-D", Path.Combine(dir, "data"), "-A", "trust", "-U", "taskmesh", "--no-sync");
+        if (subnet is not null) File.AppendAllText(Path.Combine(dir, "data", "pg_hba.conf"), $"host all all {subnet} trust\n");
         await server.AsPostgresAsync(Path.Combine(bin, "pg_ctl"), "-D", Path.Combine(dir, "data"), "-l", Path.Combine(dir, "log"), "-w", "-t", "60",
-            "-o", $"-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start");
+            "-o", $"-p {port} -k {dir} -c listen_addresses={address} -c fsync=off", "start");
         return server;
     }
 
-    private Task AsPostgresAsync(params string[] args) => RunAsync("runuser", ["-u", "postgres", "--", .. args]);
+    private string? _netns;
 
-    private static async Task RunAsync(string program, params string[] args)
+    /// <summary>The address it listens on.</summary>
+    public string Address { get; private init; } = "127.0.0.1";
+
+    private Task AsPostgresAsync(params string[] args)
+        => _netns is null ? RunAsync("runuser", ["-u", "postgres", "--", .. args]) : RunAsync("ip", ["netns", "exec", _netns, "runuser", "-u", "postgres", "--", .. args]);
+
+    internal static async Task RunAsync(string program, params string[] args)
     {
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args) psi.ArgumentList.Add(a);
