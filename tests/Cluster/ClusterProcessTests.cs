@@ -13,10 +13,10 @@ namespace TaskMesh.Tests.Cluster;
 [Collection(ClusterProcesses.Name)]
 public sealed class ClusterProcessTests : IDisposable
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-cluster-").FullName;
+    private string Dir { get; } = Directory.CreateTempSubdirectory("taskmesh-cluster-").FullName;
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(150);
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose() => Directory.Delete(Dir, recursive: true);
 
     /// <summary>A <c>taskmesh run</c> process, its JSON log lines (its workers' too: they share its standard error) as they come.</summary>
     private sealed class RunProcess : IAsyncDisposable
@@ -119,7 +119,7 @@ public sealed class ClusterProcessTests : IDisposable
 
     private string WriteGraph(string name, IEnumerable<JsonObject> tasks)
     {
-        var path = Path.Combine(_dir, name + ".json");
+        var path = Path.Combine(Dir, name + ".json");
         File.WriteAllText(path, new JsonObject { ["name"] = name, ["tasks"] = new JsonArray(tasks.Cast<JsonNode>().ToArray()) }.ToJsonString());
         return path;
     }
@@ -171,11 +171,11 @@ public sealed class ClusterProcessTests : IDisposable
             return tasks;
         }
 
-        var localSummary = Path.Combine(_dir, "local.json");
-        await using (var local = RunProcess.Start(_dir, WriteGraph("same", Tasks(null, "local-report.json")), "--no-store", "--json", localSummary, "--nodes"))
+        var localSummary = Path.Combine(Dir, "local.json");
+        await using (var local = RunProcess.Start(Dir, WriteGraph("same", Tasks(null, "local-report.json")), "--no-store", "--json", localSummary, "--nodes"))
             Assert.True(await local.ExitCodeAsync() == 0, local.Describe());
-        var clusterSummary = Path.Combine(_dir, "cluster.json");
-        await using var cluster = RunProcess.Start(_dir, WriteGraph("same", Tasks("cluster", "cluster-report.json")), "--no-store", "--json", clusterSummary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "information");
+        var clusterSummary = Path.Combine(Dir, "cluster.json");
+        await using var cluster = RunProcess.Start(Dir, WriteGraph("same", Tasks("cluster", "cluster-report.json")), "--no-store", "--json", clusterSummary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "information");
         Assert.True(await cluster.ExitCodeAsync() == 0, cluster.Describe());
 
         var l = Nodes(Summary(localSummary));
@@ -203,9 +203,9 @@ public sealed class ClusterProcessTests : IDisposable
             Untime(inputs);
             return inputs.ToJsonString();
         }
-        string expected = Outputs(Path.Combine(_dir, "local-report.json"));
+        string expected = Outputs(Path.Combine(Dir, "local-report.json"));
         Assert.Contains("Z0 Z1", expected);
-        Assert.Equal(expected, Outputs(Path.Combine(_dir, "cluster-report.json")));
+        Assert.Equal(expected, Outputs(Path.Combine(Dir, "cluster-report.json")));
         // Both workers took part, and stopped (drained) at the end.
         Assert.Equal(2, cluster.WorkerPids().Count);
         Assert.All(cluster.WorkerPids(), pid => Assert.False(Alive(pid)));
@@ -217,9 +217,9 @@ public sealed class ClusterProcessTests : IDisposable
     {
         const int count = 3000;
         var graph = WriteGraph("kill", Enumerable.Range(0, count).Select(i => Node($"t{i:D4}", "sleep", new JsonObject { ["millis"] = 2 })));
-        var summary = Path.Combine(_dir, "kill-summary.json");
-        var store = Path.Combine(_dir, "runs.db");
-        await using var run = RunProcess.Start(_dir, graph, "--store", store, "--json", summary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
+        var summary = Path.Combine(Dir, "kill-summary.json");
+        var store = Path.Combine(Dir, "runs.db");
+        await using var run = RunProcess.Start(Dir, graph, "--store", store, "--json", summary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
         await WaitUntil(() => run.Executions().Count >= 400, "400 tasks run");
         int victim = run.WorkerPids()[0];
         Signal(victim, "KILL");
@@ -250,8 +250,8 @@ public sealed class ClusterProcessTests : IDisposable
     {
         const int count = 1500;
         var graph = WriteGraph("freeze", Enumerable.Range(0, count).Select(i => Node($"t{i:D4}", "sleep", new JsonObject { ["millis"] = 3 })));
-        var summary = Path.Combine(_dir, "freeze-summary.json");
-        await using var run = RunProcess.Start(_dir, graph, "--no-store", "--json", summary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
+        var summary = Path.Combine(Dir, "freeze-summary.json");
+        await using var run = RunProcess.Start(Dir, graph, "--no-store", "--json", summary, "--nodes", "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
         await WaitUntil(() => run.Executions().Count >= 300, "300 tasks run");
         int frozen = run.WorkerPids()[1];
         Signal(frozen, "STOP");
@@ -275,76 +275,8 @@ public sealed class ClusterProcessTests : IDisposable
 
 /// <summary><c>taskmesh serve --cluster-port</c> as a coordinator that workers join and leave while it serves.</summary>
 [Collection(ClusterProcesses.Name)]
-public sealed class ServeCoordinatorTests : IDisposable
+public sealed class ServeCoordinatorTests() : ProcessTest("taskmesh-coord-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-coord-").FullName;
-    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(90);
-    private readonly List<Process> _processes = new();
-
-    public void Dispose()
-    {
-        foreach (var p in _processes)
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            p.Dispose();
-        }
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private Process Start(ConcurrentQueue<string> lines, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
-        psi.Environment["TASKMESH_HOME"] = _dir;
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        _processes.Add(p);
-        return p;
-    }
-
-    private static async Task<string> Match(ConcurrentQueue<string> lines, string pattern)
-    {
-        var until = DateTime.UtcNow + Limit;
-        while (DateTime.UtcNow < until)
-        {
-            foreach (var l in lines)
-                if (System.Text.RegularExpressions.Regex.Match(l, pattern) is { Success: true } m) return m.Groups[1].Value;
-            await Task.Delay(20);
-        }
-        throw new TimeoutException($"no line matched {pattern}: {string.Join("\n", lines)}");
-    }
-
-    private static async Task<JsonElement> Get(HttpClient http, string path)
-    {
-        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
-        return doc.RootElement.Clone();
-    }
-
-    private static async Task<JsonElement> Until(HttpClient http, string path, Func<JsonElement, bool> done, string what)
-    {
-        var until = DateTime.UtcNow + Limit;
-        while (true)
-        {
-            var e = await Get(http, path);
-            if (done(e)) return e;
-            if (DateTime.UtcNow > until) throw new TimeoutException($"waited too long for {what}: {e}");
-            await Task.Delay(50);
-        }
-    }
-
-    private static async Task<int> Exit(Process p)
-    {
-        using var cts = new CancellationTokenSource(Limit);
-        await p.WaitForExitAsync(cts.Token);
-        return p.ExitCode;
-    }
-
     [Fact]
     public async Task WorkersJoinMidRun_GetWork_DrainOnSigterm_AndAreShownWithTheirCounts()
     {
@@ -414,66 +346,17 @@ public sealed class ServeCoordinatorTests : IDisposable
 
 /// <summary>Placement by memory and credit flow control, with real worker processes of different sizes.</summary>
 [Collection(ClusterProcesses.Name)]
-public sealed class PlacementProcessTests : IDisposable
+public sealed class PlacementProcessTests() : ProcessTest("taskmesh-place-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-place-").FullName;
-    private readonly List<Process> _processes = new();
-    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(90);
-
-    public void Dispose()
-    {
-        foreach (var p in _processes)
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            p.Dispose();
-        }
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private Process Start(ConcurrentQueue<string> lines, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
-        psi.Environment["TASKMESH_HOME"] = _dir;
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        _processes.Add(p);
-        return p;
-    }
-
-    private static async Task<string> Match(ConcurrentQueue<string> lines, string pattern)
-    {
-        var until = DateTime.UtcNow + Limit;
-        while (DateTime.UtcNow < until)
-        {
-            foreach (var l in lines)
-                if (System.Text.RegularExpressions.Regex.Match(l, pattern) is { Success: true } m) return m.Groups[1].Value;
-            await Task.Delay(20);
-        }
-        throw new TimeoutException($"no line matched {pattern}: {string.Join("\n", lines)}");
-    }
-
-    private static async Task<JsonElement> Get(HttpClient http, string path)
-    {
-        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
-        return doc.RootElement.Clone();
-    }
-
     private static string Circuit(int qubits)
         => $"OPENQASM 2.0;\ninclude \"qelib1.inc\";\nqreg q[{qubits}];\nh q[0];\ncx q[0],q[{qubits - 1}];\n";
 
     [Fact]
     public async Task ACircuit_GoesToTheWorkerThatHoldsIt_NoWorkerIsOverCredit_AndTheSlowOneGetsLess()
     {
-        File.WriteAllText(Path.Combine(_dir, "coordinator.toml"), "[cluster]\nprefetch = 2\nstrategy = \"resource_aware\"\n");
-        File.WriteAllText(Path.Combine(_dir, "small.toml"), "[quantum]\nmemory_cap_mb = 1\n");
-        File.WriteAllText(Path.Combine(_dir, "big.toml"), "[quantum]\nmemory_cap_mb = 64\n");
+        File.WriteAllText(Path.Combine(Dir, "coordinator.toml"), "[cluster]\nprefetch = 2\nstrategy = \"resource_aware\"\n");
+        File.WriteAllText(Path.Combine(Dir, "small.toml"), "[quantum]\nmemory_cap_mb = 1\n");
+        File.WriteAllText(Path.Combine(Dir, "big.toml"), "[quantum]\nmemory_cap_mb = 64\n");
         var lines = new ConcurrentQueue<string>();
         Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", "coordinator.toml");
         var address = await Match(lines, @"serving the HTTP API at (\S+)");
@@ -525,57 +408,8 @@ public sealed class PlacementProcessTests : IDisposable
 
 /// <summary>Membership in a real PostgreSQL: the coordinator and workers find each other through it.</summary>
 [Collection(ClusterProcesses.Name)]
-public sealed class PostgresMembershipTests : IDisposable
+public sealed class PostgresMembershipTests() : ProcessTest("taskmesh-pgm-")
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-pgm-").FullName;
-    private readonly List<Process> _processes = new();
-    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(90);
-
-    public void Dispose()
-    {
-        foreach (var p in _processes)
-        {
-            if (!p.HasExited) p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            p.Dispose();
-        }
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private Process Start(ConcurrentQueue<string> lines, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
-        psi.Environment["TASKMESH_HOME"] = _dir;
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        _processes.Add(p);
-        return p;
-    }
-
-    private static async Task<string> Match(ConcurrentQueue<string> lines, string pattern)
-    {
-        var until = DateTime.UtcNow + Limit;
-        while (DateTime.UtcNow < until)
-        {
-            foreach (var l in lines)
-                if (System.Text.RegularExpressions.Regex.Match(l, pattern) is { Success: true } m) return m.Groups[1].Value;
-            await Task.Delay(20);
-        }
-        throw new TimeoutException($"no line matched {pattern}: {string.Join("\n", lines)}");
-    }
-
-    private static async Task<JsonElement> Get(HttpClient http, string path)
-    {
-        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
-        return doc.RootElement.Clone();
-    }
-
     [Fact]
     public void AMembershipUrl_BecomesAConnectionString_AndABadOneIsRefused()
     {
@@ -590,7 +424,7 @@ public sealed class PostgresMembershipTests : IDisposable
     public async Task TheCoordinatorAndWorkers_FindEachOtherThroughPostgreSql_AndAKilledWorkersTasksFinishElsewhere()
     {
         await using var pg = await PostgresServer.StartAsync();
-        File.WriteAllText(Path.Combine(_dir, "pg.toml"), $"[cluster]\nmembership = \"{pg.Url}\"\n");
+        File.WriteAllText(Path.Combine(Dir, "pg.toml"), $"[cluster]\nmembership = \"{pg.Url}\"\n");
         var lines = new ConcurrentQueue<string>();
         Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", "pg.toml");
         var address = await Match(lines, @"serving the HTTP API at (\S+)");

@@ -64,12 +64,14 @@ public sealed class SeveralHostsTests : IAsyncLifetime
     private readonly string _tag = (Environment.ProcessId % 100000).ToString();
     private readonly int _net = 20 + Environment.ProcessId % 200;
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-hosts-").FullName;
-    private readonly List<Process> _processes = new();
+    private readonly TestProcesses _processes;
     private readonly List<string> _namespaces = new();
     private PostgresServer? _pg;
 
     private string Bridge => $"tmb{_tag}";
     private string Ip(int host) => $"10.213.{_net}.{host}";
+
+    public SeveralHostsTests() => _processes = new TestProcesses(_dir);
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -88,26 +90,9 @@ public sealed class SeveralHostsTests : IAsyncLifetime
         return ns;
     }
 
-    private Process Start(string ns, ConcurrentQueue<string> lines, params string[] args)
-    {
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
-        psi.Environment["TASKMESH_HOME"] = _dir;
-        foreach (var a in (string[])["netns", "exec", ns, "dotnet", Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), .. args]) psi.ArgumentList.Add(a);
-        var p = new Process { StartInfo = psi };
-        p.OutputDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lines.Enqueue(e.Data); };
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        _processes.Add(p);
-        return p;
-    }
+    private Process Start(string ns, ConcurrentQueue<string> lines, params string[] args) => _processes.StartIn(ns, lines, args);
 
-    private static async Task<JsonElement> Get(HttpClient http, string path)
-    {
-        using var doc = JsonDocument.Parse(await http.GetStringAsync(path));
-        return doc.RootElement.Clone();
-    }
+    private static Task<JsonElement> Get(HttpClient http, string path) => TestProcesses.Get(http, path);
 
     [NamespacesFact]
     public async Task ARunAcrossHosts_SurvivesAWorkersLinkCutMidRun()
@@ -190,13 +175,7 @@ public sealed class SeveralHostsTests : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        foreach (var p in _processes)
-        {
-            try { if (!p.HasExited) p.Kill(entireProcessTree: true); }
-            catch (InvalidOperationException) { }
-            p.WaitForExit();
-            p.Dispose();
-        }
+        _processes.Dispose();
         if (_pg is not null) await _pg.DisposeAsync();
         foreach (var ns in _namespaces)
         {
