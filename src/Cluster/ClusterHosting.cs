@@ -54,7 +54,6 @@ internal static class Silos
             o.EnableConnectionLivenessCheck = false;
             o.TableRefreshTimeout = TimeSpan.FromSeconds(5);
             o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
-            o.DefunctSiloCleanupPeriod = null;
         });
         silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30));
         silo.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();

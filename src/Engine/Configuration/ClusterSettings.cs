@@ -74,7 +74,9 @@ public sealed record ClusterSettings
     public IReadOnlyList<string> Problems()
     {
         var p = new List<string>();
-        if (!System.Net.IPAddress.TryParse(Host, out _)) p.Add($"cluster.host must be an IP address, got '{Host}'");
+        if (!System.Net.IPAddress.TryParse(Host, out var ip)) p.Add($"cluster.host must be an IP address, got '{Host}'");
+        else if (ip.Equals(System.Net.IPAddress.Any) || ip.Equals(System.Net.IPAddress.IPv6Any))
+            p.Add($"cluster.host must be an address the other silos can reach (it is advertised to them), not '{Host}'");
         if (Port is < 0 or > 65_535) p.Add($"cluster.port must be 0–65535, got {Port}");
         if (!ClusterStrategies.All.Contains(Strategy)) p.Add($"cluster.strategy must be one of {string.Join(", ", ClusterStrategies.All)}, got '{Strategy}'");
         if (BatchSize is < 1 or > 65_536) p.Add($"cluster.batch_size must be 1–65536, got {BatchSize}");
