@@ -473,6 +473,49 @@ public sealed class PostgresMembershipTests() : ProcessTest("taskmesh-pgm-")
     }
 }
 
+/// <summary>A task that every worker holding it dies with: after the poison limit it fails, and is not sent again.</summary>
+[Collection(ClusterProcesses.Name)]
+public sealed class PoisonProcessTests() : ProcessTest("taskmesh-poison-")
+{
+    [Fact]
+    public async Task ATaskInFlightOnAsManyDeadWorkersAsThePoisonLimit_FailsAsPoison()
+    {
+        File.WriteAllText(Path.Combine(Dir, "coordinator.toml"), "[cluster]\npoison_limit = 2\nfallback_to_local = false\n");
+        var lines = new ConcurrentQueue<string>();
+        Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", "coordinator.toml");
+        var address = await Match(lines, @"serving the HTTP API at (\S+)");
+        var join = await Match(lines, @"cluster coordinator at (\S+):");
+        using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = Limit };
+        var workers = new[]
+        {
+            Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "1"),
+            Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "1"),
+            Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "1"),
+        };
+        await Until(http, "api/workers", w => w.GetProperty("workers").GetArrayLength() == 3, "three workers");
+        using var submitted = await http.PostAsync("api/runs", new StringContent(
+            """{ "name": "poison", "tasks": [ { "id": "deadly", "handler": "sleep", "args": { "millis": 60000 }, "layer": "cluster", "retries": 0 } ] }""",
+            System.Text.Encoding.UTF8, "application/json"));
+        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+        // Whichever worker holds it is killed, twice.
+        for (int round = 1; round <= 2; round++)
+        {
+            var holder = await Until(http, "api/workers", w => w.GetProperty("workers").EnumerateArray().Any(x => x.GetProperty("in_flight").GetInt32() > 0), $"the task held ({round})");
+            int pid = holder.GetProperty("workers").EnumerateArray().First(x => x.GetProperty("in_flight").GetInt32() > 0).GetProperty("pid").GetInt32();
+            workers.Single(p => p.Id == pid).Kill();
+            await Until(http, "api/workers", w => w.GetProperty("lost").GetArrayLength() == round, $"worker {pid} declared dead");
+        }
+        var run = await Until(http, $"api/runs/{runId}", r => r.GetProperty("status").GetString() != "running", "the run's end");
+        Assert.Equal("failed", run.GetProperty("status").GetString());
+        var task = await Get(http, $"api/runs/{runId}/tasks/deadly");
+        // (Killed while it held the task, or while the task was on its way to it: both count.)
+        Assert.Matches("^poison: (in flight on 2 workers that died|2 workers failed to take it)", task.GetProperty("error").GetString());
+        // The third worker never got it.
+        var last = Assert.Single((await Get(http, "api/workers")).GetProperty("workers").EnumerateArray());
+        Assert.Equal(0L, last.GetProperty("sent").GetInt64());
+    }
+}
+
 /// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterProcesses
