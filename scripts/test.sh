@@ -5,13 +5,14 @@ cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: promtool (package prometheus) checks the metrics and alert
 # rules; unshare and mount (util-linux) make a read-only mount for the run store's tests;
-# python3-msgpack runs the Python client against the service; postgresql gives the cluster's
-# membership tests a real server (started and stopped by the test, as the postgres user).
+# python3-msgpack runs the Python client against the service; postgresql and redis-server give the
+# cluster's membership tests real servers (each started and stopped by its test).
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v ip >/dev/null || missing+=(iproute2)   # the several-hosts test: network namespaces and a bridge
 { compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null && id postgres >/dev/null 2>&1; } || missing+=(postgresql)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
 # The Python client of the socket protocol (examples/clients/python) runs on Debian's python3 with python3-msgpack.
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import msgpack' 2>/dev/null; } || missing+=(python3 python3-msgpack)
 if [ ${#missing[@]} -gt 0 ]; then

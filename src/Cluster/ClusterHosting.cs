@@ -33,6 +33,11 @@ internal static class Silos
                 o.ConnectionString = connection;
             });
         }
+        else if (RedisMembership.Names(settings.Membership))
+        {
+            var options = RedisMembership.Options(settings.Membership!);
+            silo.UseRedisClustering(o => o.ConfigurationOptions = options);
+        }
         else silo.UseDevelopmentClustering(primary ?? self);
         silo.Configure<EndpointOptions>(o =>
         {
@@ -86,10 +91,16 @@ internal static class Silos
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
-    /// <summary>A shared membership's tables, made when the database has none (nothing to do for development clustering).</summary>
+    /// <summary>A shared membership's tables, made when the database has none (nothing to do for development clustering or Redis).</summary>
     /// <exception cref="ArgumentException">The membership URL is not one, or its database cannot be reached.</exception>
     internal static async Task PrepareMembershipAsync(ClusterSettings settings, CancellationToken ct)
     {
+        if (RedisMembership.Names(settings.Membership))
+        {
+            try { RedisMembership.Options(settings.Membership!); }
+            catch (FormatException ex) { throw new ArgumentException(ex.Message, nameof(settings), ex); }
+            return;
+        }
         if (!PostgresMembership.Names(settings.Membership)) return;
         try
         {

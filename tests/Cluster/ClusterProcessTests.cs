@@ -406,9 +406,9 @@ public sealed class PlacementProcessTests() : ProcessTest("taskmesh-place-")
     }
 }
 
-/// <summary>Membership in a real PostgreSQL: the coordinator and workers find each other through it.</summary>
+/// <summary>Membership in a real PostgreSQL or Redis server: the coordinator and workers find each other through it.</summary>
 [Collection(ClusterProcesses.Name)]
-public sealed class PostgresMembershipTests() : ProcessTest("taskmesh-pgm-")
+public sealed class SharedMembershipTests() : ProcessTest("taskmesh-pgm-")
 {
     [Fact]
     public void AMembershipUrl_BecomesAConnectionString_AndABadOneIsRefused()
@@ -416,8 +416,30 @@ public sealed class PostgresMembershipTests() : ProcessTest("taskmesh-pgm-")
         var cs = new Npgsql.NpgsqlConnectionStringBuilder(TaskMesh.Cluster.PostgresMembership.ConnectionString("postgresql://tm:p%40ss@db.example:6543/mesh?sslmode=require"));
         Assert.Equal(("db.example", 6543, "mesh", "tm", "p@ss", Npgsql.SslMode.Require), (cs.Host, cs.Port, cs.Database, cs.Username, cs.Password, cs.SslMode));
         Assert.Throws<FormatException>(() => TaskMesh.Cluster.PostgresMembership.ConnectionString("postgresql://h/db?nonsense=1"));
-        var ex = Assert.Throws<TaskMesh.Engine.Configuration.ConfigException>(() => TaskMesh.Engine.Configuration.TaskMeshConfig.Parse("[cluster]\nmembership = \"redis://h:6379\"\n", "c.toml"));
-        Assert.Contains("c.toml:2: key 'cluster.membership' must be a postgresql://", ex.Message);
+        var ex = Assert.Throws<TaskMesh.Engine.Configuration.ConfigException>(() => TaskMesh.Engine.Configuration.TaskMeshConfig.Parse("[cluster]\nmembership = \"mysql://h/db\"\n", "c.toml"));
+        Assert.Contains("c.toml:2: key 'cluster.membership' must be a postgresql://user:password@host:port/database or redis://", ex.Message);
+        var redis = TaskMesh.Cluster.RedisMembership.Options("redis://:s%40cret@cache.example:6380/2");
+        var endpoint = Assert.IsType<System.Net.DnsEndPoint>(redis.EndPoints.Single());
+        Assert.Equal(("cache.example", 6380, "s@cret", 2), (endpoint.Host, endpoint.Port, redis.Password, redis.DefaultDatabase));
+        Assert.Throws<FormatException>(() => TaskMesh.Cluster.RedisMembership.Options("redis://h:6379/zero"));
+    }
+
+    [Fact]
+    public async Task TheCoordinatorAndWorkers_FindEachOtherThroughRedis_AndAKilledWorkersTasksFinishElsewhere()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        File.WriteAllText(Path.Combine(Dir, "pg.toml"), $"[cluster]\nmembership = \"{redis.Url}\"\n");
+        await RunAcrossAndKillOneAsync(async () =>
+        {
+            // The three silos are in the server's membership hash.
+            var db = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync($"127.0.0.1:{redis.Port}");
+            await using (db)
+            {
+                var keys = db.GetServer("127.0.0.1", redis.Port).Keys().ToList();
+                var members = keys.Sum(k => db.GetDatabase().HashGetAll(k).Count(e => e.Value.ToString().Contains("\"Status\":3", StringComparison.Ordinal)));
+                Assert.True(members == 3, $"{members} active members in {string.Join(", ", keys)}");
+            }
+        });
     }
 
     [Fact]
@@ -425,6 +447,19 @@ public sealed class PostgresMembershipTests() : ProcessTest("taskmesh-pgm-")
     {
         await using var pg = await PostgresServer.StartAsync();
         File.WriteAllText(Path.Combine(Dir, "pg.toml"), $"[cluster]\nmembership = \"{pg.Url}\"\n");
+        await RunAcrossAndKillOneAsync(async () =>
+        {
+            // The three silos are rows of the database's membership table, active.
+            await using var db = new Npgsql.NpgsqlConnection(TaskMesh.Cluster.PostgresMembership.ConnectionString(pg.Url));
+            await db.OpenAsync();
+            await using var cmd = new Npgsql.NpgsqlCommand("SELECT count(*) FROM orleansmembershiptable WHERE status = 3", db);
+            Assert.Equal(3L, (long)(await cmd.ExecuteScalarAsync())!);
+        });
+    }
+
+    /// <summary>A coordinator and two workers on the membership of pg.toml; checks it, runs 600 tasks, kills a worker mid-run.</summary>
+    private async Task RunAcrossAndKillOneAsync(Func<Task> checkMembership)
+    {
         var lines = new ConcurrentQueue<string>();
         Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", "pg.toml");
         var address = await Match(lines, @"serving the HTTP API at (\S+)");
@@ -438,13 +473,7 @@ public sealed class PostgresMembershipTests() : ProcessTest("taskmesh-pgm-")
             Assert.True(DateTime.UtcNow < until, "the workers did not join: " + string.Join("\n", lines));
             await Task.Delay(50);
         }
-        // The three silos are rows of the database's membership table, active.
-        await using (var db = new Npgsql.NpgsqlConnection(TaskMesh.Cluster.PostgresMembership.ConnectionString(pg.Url)))
-        {
-            await db.OpenAsync();
-            await using var cmd = new Npgsql.NpgsqlCommand("SELECT count(*) FROM orleansmembershiptable WHERE status = 3", db);
-            Assert.Equal(3L, (long)(await cmd.ExecuteScalarAsync())!);
-        }
+        await checkMembership();
 
         var graph = new JsonObject
         {

@@ -36,7 +36,8 @@ public sealed record ClusterSettings
     /// <summary>
     /// Where the member list lives: null (the default) keeps it in the coordinator's silo (development
     /// clustering: one machine, or workers that all reach the coordinator);
-    /// <c>postgresql://user:password@host:port/database</c> keeps it in PostgreSQL, which every silo reaches.
+    /// <c>postgresql://user:password@host:port/database</c> keeps it in PostgreSQL, <c>redis://[:password@]host:port[/database]</c>
+    /// in Redis — a server every silo reaches.
     /// </summary>
     public string? Membership { get; init; }
 
@@ -70,6 +71,11 @@ public sealed record ClusterSettings
     /// <summary>Orleans' own log lines from Information up (false, the default: its warnings and errors only).</summary>
     public bool Verbose { get; init; }
 
+    /// <summary>True when <paramref name="url"/> names a membership TaskMesh keeps: PostgreSQL or Redis.</summary>
+    public static bool IsMembershipUrl(string url)
+        => url.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase) || url.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase)
+        || url.StartsWith("redis://", StringComparison.OrdinalIgnoreCase) || url.StartsWith("rediss://", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>Every problem with the settings (empty: none).</summary>
     public IReadOnlyList<string> Problems()
     {
@@ -86,8 +92,8 @@ public sealed record ClusterSettings
         if (MissedProbes is < 1 or > 100) p.Add($"cluster.missed_probes must be 1–100, got {MissedProbes}");
         if (VotesForDeath is < 1 or > 100) p.Add($"cluster.votes_for_death must be 1–100, got {VotesForDeath}");
         if (string.IsNullOrWhiteSpace(ClusterId)) p.Add("cluster.cluster_id must not be empty");
-        if (Membership is { } m && !m.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase) && !m.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase))
-            p.Add($"cluster.membership must be a postgresql://user:password@host:port/database URL, got '{(m.Contains('@') ? "…" + m[m.IndexOf('@')..] : m)}'");
+        if (Membership is { } m && !IsMembershipUrl(m))
+            p.Add($"cluster.membership must be a postgresql://user:password@host:port/database or redis://[:password@]host:port[/database] URL, got '{(m.Contains('@') ? "…" + m[m.IndexOf('@')..] : m)}'");
         return p;
     }
 }
