@@ -106,10 +106,10 @@ public sealed class SeveralHostsTests : IAsyncLifetime
         var w2 = await HostAsync("w2", 5);
         _pg = await PostgresServer.StartAsync(Ip(2), db, $"10.213.{_net}.0/24");
 
-        File.WriteAllText(Path.Combine(_dir, "coordinator.toml"), $"[cluster]\nhost = \"{Ip(3)}\"\nmembership = \"{_pg.Url}\"\n");
+        File.WriteAllText(Path.Combine(_dir, "coordinator.toml"), $"[cluster]\nmembership = \"{_pg.Url}\"\n");
         File.WriteAllText(Path.Combine(_dir, "worker.toml"), $"[cluster]\nmembership = \"{_pg.Url}\"\n");
         var lines = new ConcurrentQueue<string>();
-        Start(coordinator, lines, "serve", "--no-store", "--host", Ip(3), "--insecure", "--http-port", "8080", "--port", "0", "--cluster-port", "11111", "--config", "coordinator.toml");
+        Start(coordinator, lines, "serve", "--no-store", "--host", Ip(3), "--insecure", "--http-port", "8080", "--port", "0", "--cluster-host", Ip(3), "--cluster-port", "11111", "--config", "coordinator.toml");
         using var http = new HttpClient { BaseAddress = new Uri($"http://{Ip(3)}:8080/"), Timeout = TimeSpan.FromSeconds(10) };
         var until = DateTime.UtcNow + Limit;
         while (true)

@@ -26,18 +26,19 @@ internal static class ServeCommand
         var tlsKey = new Option<string?>("--tls-key") { Description = "The PEM private key of --tls-cert (default: api.tls_key).", HelpName = "FILE" };
         var clusterPort = CliOptions.Int("--cluster-port", 0, 65_535,
             "Be a cluster coordinator too: an Orleans silo on this port (0: a free one) that workers join (taskmesh worker --join HOST:PORT); default: cluster.port when cluster.enabled.", "PORT");
+        var clusterHost = new Option<string?>("--cluster-host") { Description = "The address the coordinator's silo advertises to workers (default: cluster.host, 127.0.0.1 — workers on this machine only).", HelpName = "IP" };
         var tokenKey = new Option<string?>("--token-key-file") { Description = "Require bearer tokens signed with this key on every request but /health (default: api.token_key_file; taskmesh token key makes one).", HelpName = "FILE" };
         var command = new Command("serve", "Serve the HTTP API: submit graphs and tasks, watch and cancel runs, layers, health, metrics.")
         {
-            config, store, noStore, host, httpPort, port, insecure, tokenKey, tlsCert, tlsKey, clusterPort,
+            config, store, noStore, host, httpPort, port, insecure, tokenKey, tlsCert, tlsKey, clusterPort, clusterHost,
         };
         command.SetAction((parse, ct) => RunAsync(io, parse.GetValue(config), parse.GetValue(store), parse.GetValue(noStore),
             parse.GetValue(host), parse.GetValue(httpPort), parse.GetValue(port), parse.GetValue(insecure), parse.GetValue(tokenKey),
-            parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(clusterPort)));
+            parse.GetValue(tlsCert), parse.GetValue(tlsKey), parse.GetValue(clusterPort), parse.GetValue(clusterHost)));
         return command;
     }
 
-    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey, string? tlsCert, string? tlsKey, int? clusterPort)
+    private static async Task<int> RunAsync(CliIO io, string? configPath, string? storeOption, bool noStore, string? host, int? httpPort, int? port, bool insecure, string? tokenKey, string? tlsCert, string? tlsKey, int? clusterPort, string? clusterHost)
     {
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
@@ -72,12 +73,13 @@ internal static class ServeCommand
         var runtime = RunCommand.Resolve(provider);
 
         // The cluster coordinator: its layer in the engine before the standing run starts, its silo in the service's host.
-        await using var coordinator = clusterPort is not null || cfg.Cluster.Enabled ? StartCoordinator() : null;
+        await using var coordinator = clusterPort is not null || clusterHost is not null || cfg.Cluster.Enabled ? StartCoordinator() : null;
         Cluster.ClusterCoordinator StartCoordinator()
         {
             try
             {
-                var c = Cluster.ClusterCoordinator.Create(runtime.Engine, clusterPort is int p ? cfg.Cluster with { Port = p } : cfg.Cluster, logs);
+                var settings = cfg.Cluster with { Port = clusterPort ?? cfg.Cluster.Port, Host = clusterHost ?? cfg.Cluster.Host };
+                var c = Cluster.ClusterCoordinator.Create(runtime.Engine, settings, logs);
                 options.Cluster = c;
                 return c;
             }
