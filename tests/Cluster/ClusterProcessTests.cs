@@ -206,10 +206,9 @@ public sealed class ClusterProcessTests : IDisposable
         string expected = Outputs(Path.Combine(Dir, "local-report.json"));
         Assert.Contains("Z0 Z1", expected);
         Assert.Equal(expected, Outputs(Path.Combine(Dir, "cluster-report.json")));
-        // Both workers took part, and stopped (drained) at the end.
+        // Both workers took part, and are gone at the end (their drain on SIGTERM: ServeCoordinatorTests).
         Assert.Equal(2, cluster.WorkerPids().Count);
         Assert.All(cluster.WorkerPids(), pid => Assert.False(Alive(pid)));
-        Assert.Equal(2, cluster.Lines("TaskMesh.Worker", "drained after").Count());
     }
 
     [Fact]

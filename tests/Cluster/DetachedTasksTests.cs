@@ -54,6 +54,18 @@ public sealed class DetachedTasksTests
     }
 
     [Fact]
+    public async Task ALocalOnlyHandler_IsNeverRunForAnotherProcess_EvenWhereItIsEnabled()
+    {
+        var withShell = new TaskMeshEngine(new EngineOptions { ShellEnabled = true });
+        var marker = Path.Combine(Path.GetTempPath(), $"taskmesh-shell-{Guid.NewGuid():N}");
+        var o = await new DetachedTasks(withShell).RunAsync(new DetachedTask("t", "shell", $$"""{ "command": "touch", "args": ["{{marker}}"] }""", 1, null, null,
+            TimeSpan.FromSeconds(10)), CancellationToken.None);
+        Assert.False(o.Succeeded);
+        Assert.Contains("handler 'shell' runs only on the local layer", o.Error);
+        Assert.False(File.Exists(marker));
+    }
+
+    [Fact]
     public async Task AHash_IsTheSameWhateverThePooledBufferHeld()
     {
         // Sizes that are not a multiple of 8: the pattern covers the tail too.

@@ -60,6 +60,7 @@ internal sealed class DetachedTasks
             return new DetachedOutcome(false, false, null, ex.Message, null, null, Ms());
         }
         var handler = prepared.HandlerOf(0);
+        if (Refusal(handler) is { } refused) return new DetachedOutcome(false, false, null, refused, null, null, Ms());
         var layer = LayerFor(handler);
         if (layer is null)
             return new DetachedOutcome(false, false, null, $"handler '{task.Handler}' runs on no layer of this worker", null, null, Ms());
@@ -104,7 +105,7 @@ internal sealed class DetachedTasks
     /// <see cref="RunInline"/> runs its attempts on the caller's thread, without a timer or a token.
     /// </summary>
     internal bool IsInline(string handler)
-        => _engine.Handlers.TryGet(handler, out var h) && h.Inline is not null && LayerFor(h) is Layers.Local.LocalLayer;
+        => _engine.Handlers.TryGet(handler, out var h) && h.Inline is not null && !h.LocalOnly && LayerFor(h) is Layers.Local.LocalLayer;
 
     /// <summary>Runs an attempt of an inline handler (<see cref="IsInline"/>) now, on this thread.</summary>
     internal DetachedOutcome RunInline(DetachedTask task)
@@ -119,6 +120,7 @@ internal sealed class DetachedTasks
         {
             return new DetachedOutcome(false, false, null, ex.Message, null, null, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         }
+        if (Refusal(prepared.HandlerOf(0)) is { } refused) return new DetachedOutcome(false, false, null, refused, null, null, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         var host = new Host(_engine, task, prepared);
         try
         {
@@ -135,6 +137,14 @@ internal sealed class DetachedTasks
                 Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         }
     }
+
+    /// <summary>
+    /// Why this process does not run <paramref name="handler"/> for another one, or null: a local-only
+    /// handler (<c>shell</c>, <c>report</c>) acts on the machine of the run that holds the task, and is
+    /// never run on a worker's, whatever the sender asks.
+    /// </summary>
+    private static string? Refusal(HandlerDescriptor handler)
+        => handler.LocalOnly ? $"handler '{handler.Name}' runs only on the local layer of the process that holds its run; a worker does not run it" : null;
 
     /// <summary>The layer a handler runs on here: its own kind's or the one it prefers (a circuit: quantum), else local.</summary>
     private ExecutionLayer? LayerFor(HandlerDescriptor handler)
