@@ -362,7 +362,10 @@ public sealed class ClusterCoordinator : IAsyncDisposable
     private async Task StopDispatchAsync()
     {
         if (!_stop.IsCancellationRequested) _stop.Cancel();
-        if (_watch is not null) await _watch.ConfigureAwait(false);
+        // Orleans' membership stream ends at its next update after the cancellation: not waited for longer than a moment.
+        if (_watch is not null)
+            try { await _watch.WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); }
+            catch (TimeoutException) { }
         await _dispatcher.DisposeAsync().ConfigureAwait(false);
     }
 

@@ -272,7 +272,10 @@ internal sealed class WorkerExecutor : IAsyncDisposable
     {
         _stop.Cancel();
         _outcomes.Writer.TryComplete();
-        if (_reporter is not null) await _reporter.ConfigureAwait(false);
+        // The last reports, for as long as a call may take (the coordinator may be gone).
+        if (_reporter is not null)
+            try { await _reporter.WaitAsync(TimeSpan.FromSeconds(35)).ConfigureAwait(false); }
+            catch (TimeoutException) { _log.LogWarning("the last reports to the coordinator did not end in time"); }
         _stop.Dispose();
     }
 }

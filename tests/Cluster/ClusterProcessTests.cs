@@ -73,8 +73,10 @@ public sealed class ClusterProcessTests : IDisposable
             {
                 throw new TimeoutException($"the run did not end in {Limit.TotalSeconds} s; log: {string.Join("\n", Logs.TakeLast(30))}\n{string.Join("\n", Other)}");
             }
-            await _stdout;
-            _process.WaitForExit();   // the standard error reader has seen the last line
+            // Its output to the end (the standard error reader has seen the last line) — bounded: a worker
+            // left running would hold the pipes open.
+            await _stdout.WaitAsync(TimeSpan.FromSeconds(30));
+            _process.WaitForExit(TimeSpan.FromSeconds(30));
             return _process.ExitCode;
         }
 
@@ -83,7 +85,9 @@ public sealed class ClusterProcessTests : IDisposable
         public async ValueTask DisposeAsync()
         {
             if (!_process.HasExited) _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            try { await _process.WaitForExitAsync(cts.Token); }
+            catch (OperationCanceledException) { }
             _process.Dispose();
         }
     }

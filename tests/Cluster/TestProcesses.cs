@@ -80,7 +80,7 @@ internal sealed class TestProcesses(string dir) : IDisposable
         {
             try { if (!p.HasExited) p.Kill(entireProcessTree: true); }
             catch (InvalidOperationException) { }
-            p.WaitForExit();
+            p.WaitForExit(TimeSpan.FromSeconds(30));   // bounded: a grandchild holding its output open must not hang the suite
             p.Dispose();
         }
         _processes.Clear();
