@@ -452,12 +452,7 @@ public static class ClusterWorker
         string endpoint = SiloPinnedPlacementDirector.EndpointOf(local);
         var coordinator = host.Services.GetRequiredService<IGrainFactory>().GetGrain<ICoordinatorGrain>(join.ToString());
         executor.Start(coordinator, endpoint);
-        var info = executor.Describe(endpoint);
-        info = new WorkerInfo
-        {
-            Endpoint = info.Endpoint, HostName = info.HostName, ProcessId = info.ProcessId, Slots = info.Slots, Cores = info.Cores,
-            MemoryBytes = info.MemoryBytes, MaxQubits = info.MaxQubits, Handlers = info.Handlers, Version = info.Version, Silo = local.ToParsableString(),
-        };
+        var info = executor.Describe(endpoint, local.ToParsableString());
         try
         {
             await coordinator.Join(info).ConfigureAwait(false);
@@ -521,14 +516,10 @@ public static class ClusterWorker
             while (true)
             {
                 await Task.Delay(HeartbeatEvery, ct).ConfigureAwait(false);
-                var now = executor.Describe(joined.Endpoint);
                 try
                 {
-                    await coordinator.Join(new WorkerInfo
-                    {
-                        Endpoint = joined.Endpoint, HostName = joined.HostName, ProcessId = joined.ProcessId, Slots = joined.Slots, Cores = joined.Cores,
-                        MemoryBytes = now.MemoryBytes, MaxQubits = now.MaxQubits, Handlers = joined.Handlers, Version = joined.Version, Silo = joined.Silo,
-                    }).WaitAsync(HeartbeatEvery, ct).ConfigureAwait(false);
+                    // What it offers now (the memory left for state vectors changes).
+                    await coordinator.Join(executor.Describe(joined.Endpoint, joined.Silo)).WaitAsync(HeartbeatEvery, ct).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {

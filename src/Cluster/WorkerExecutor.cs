@@ -59,7 +59,7 @@ internal sealed class WorkerExecutor : IAsyncDisposable
     }
 
     /// <summary>What this worker offers: its slots, cores, memory for state vectors, largest circuit and handlers.</summary>
-    public WorkerInfo Describe(string endpoint)
+    public WorkerInfo Describe(string endpoint, string silo)
     {
         var quantum = _engine.Layers.OfType<QuantumLayer>().Where(q => q.Precision != Precision.Double).FirstOrDefault()
             ?? _engine.Layers.OfType<QuantumLayer>().FirstOrDefault();
@@ -82,6 +82,7 @@ internal sealed class WorkerExecutor : IAsyncDisposable
             MaxQubits = qubits,
             Handlers = _engine.Handlers.Names.Where(h => !_engine.Handlers.TryGet(h, out var d) || !d.LocalOnly).ToArray(),
             Version = typeof(WorkerExecutor).Assembly.GetName().Version?.ToString() ?? "",
+            Silo = silo,
         };
     }
 
