@@ -1,5 +1,6 @@
 using System.Data.Common;
 using Npgsql;
+using TaskMesh.Engine.Store;
 
 namespace TaskMesh.Cluster;
 
@@ -14,44 +15,16 @@ internal static class PostgresMembership
     internal const string Invariant = "Npgsql";
 
     /// <summary>True when <paramref name="membership"/> names PostgreSQL (<c>postgresql://</c> or <c>postgres://</c>).</summary>
-    internal static bool Names(string? membership)
-        => membership is not null && (membership.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase) || membership.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase));
+    internal static bool Names(string? membership) => PostgresUrl.Names(membership);
 
     /// <summary>The Npgsql connection string of a <c>postgresql://user:password@host:port/database?key=value</c> URL.</summary>
     /// <exception cref="FormatException">Not such a URL, or an unknown setting in its query.</exception>
-    internal static string ConnectionString(string url)
+    internal static string ConnectionString(string url) => PostgresUrl.ConnectionString(url, "cluster.membership", b =>
     {
-        if (!Names(url) || !Uri.TryCreate(url, UriKind.Absolute, out var uri) || string.IsNullOrEmpty(uri.Host))
-            throw new FormatException("cluster.membership must be postgresql://user:password@host:port/database");
-        var b = new NpgsqlConnectionStringBuilder
-        {
-            Host = uri.Host,
-            Port = uri.IsDefaultPort || uri.Port <= 0 ? 5432 : uri.Port,
-            Database = Uri.UnescapeDataString(uri.AbsolutePath.Trim('/')) is { Length: > 0 } db ? db : "postgres",
-            // Membership queries are small: a few connections suffice, and a dead database is noticed soon.
-            Timeout = 5,
-            MaxPoolSize = 10,
-        };
-        if (uri.UserInfo.Length > 0)
-        {
-            var parts = uri.UserInfo.Split(':', 2);
-            b.Username = Uri.UnescapeDataString(parts[0]);
-            if (parts.Length == 2) b.Password = Uri.UnescapeDataString(parts[1]);
-        }
-        foreach (var pair in uri.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
-        {
-            var kv = pair.Split('=', 2);
-            try
-            {
-                b[Uri.UnescapeDataString(kv[0])] = kv.Length == 2 ? Uri.UnescapeDataString(kv[1]) : "true";
-            }
-            catch (ArgumentException ex)
-            {
-                throw new FormatException($"cluster.membership: '{kv[0]}' is not a PostgreSQL connection setting ({ex.Message})");
-            }
-        }
-        return b.ConnectionString;
-    }
+        // Membership queries are small: a few connections suffice, and a dead database is noticed soon.
+        b.Timeout = 5;
+        b.MaxPoolSize = 10;
+    });
 
     /// <summary>Makes Npgsql known to Orleans' ADO.NET provider lookup (once per process).</summary>
     internal static void Register()

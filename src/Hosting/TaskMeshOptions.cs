@@ -28,7 +28,7 @@ public sealed class TaskMeshOptions
     /// <summary>The configuration; every key has a default. Default: <c>new TaskMeshConfig()</c>.</summary>
     public TaskMeshConfig Config { get; set; } = new();
 
-    /// <summary>The run store file, or null for none (<see cref="TaskMeshBuilder.AddSqliteStore"/> sets it). Default: null.</summary>
+    /// <summary>The run store: a file, or a <c>postgresql://</c> URL; null for none (<see cref="TaskMeshBuilder.AddRunStore"/> sets it). Default: null.</summary>
     public string? StorePath { get; set; }
 
     /// <summary>Open the store for reading only (reports, <c>predict</c>): nothing is recorded. Default: false.</summary>
@@ -52,7 +52,7 @@ public sealed class TaskMeshOptionsValidator : IValidateOptions<TaskMeshOptions>
         ArgumentNullException.ThrowIfNull(options);
         var problems = new List<string>();
         if (options.Config is null) problems.Add("Config must be set (new TaskMeshConfig() for the defaults)");
-        if (options.StorePath is { } path && string.IsNullOrWhiteSpace(path)) problems.Add("the store path is empty (StorePath): give a file name, or none for no store");
+        if (options.StorePath is { } path && string.IsNullOrWhiteSpace(path)) problems.Add("the store path is empty (StorePath): give a file name or a postgresql:// URL, or none for no store");
         if (options.Objective is { } o && !Objectives.All.Contains(o)) problems.Add($"Objective '{o}' is not one of {string.Join(", ", Objectives.All)}");
         if (!Enum.IsDefined(options.Routing)) problems.Add($"Routing {(int)options.Routing} is not a LearnedRouting value");
         if (options.Config is { } c)

@@ -45,20 +45,50 @@ public sealed class TaskMeshBuilder
     public IServiceCollection Services { get; }
 
     /// <summary>
-    /// Records runs into the SQLite run store at <paramref name="path"/> (null: the config's
-    /// <c>[store] path</c>, else <c>$TASKMESH_HOME/taskmesh.db</c> or <c>~/.taskmesh/taskmesh.db</c>);
-    /// <paramref name="readOnly"/> for reports and predictions that record nothing.
+    /// Records runs into the run store at <paramref name="location"/>: an SQLite file, or a
+    /// PostgreSQL database's <c>postgresql://user:password@host:port/database</c> URL (null: the
+    /// config's <c>[store] url</c> or <c>path</c>, else <c>$TASKMESH_HOME/taskmesh.db</c> or
+    /// <c>~/.taskmesh/taskmesh.db</c>); <paramref name="readOnly"/> for reports and predictions that
+    /// record nothing.
     /// </summary>
-    public TaskMeshBuilder AddSqliteStore(string? path = null, bool readOnly = false)
+    public TaskMeshBuilder AddRunStore(string? location = null, bool readOnly = false)
+        => Store(o => location ?? o.Config.StoreLocation ?? RunStore.DefaultPath(), readOnly);
+
+    private TaskMeshBuilder Store(Func<TaskMeshOptions, string> location, bool readOnly)
     {
         Services.Configure<TaskMeshOptions>(o =>
         {
-            o.StorePath = path ?? o.Config.StorePath ?? RunStore.DefaultPath();
+            o.StorePath = location(o);
             o.StoreReadOnly = readOnly;
         });
         Services.TryAddSingleton<RunStore>(sp => sp.GetRequiredService<TaskMeshRuntime>().Store
             ?? throw new InvalidOperationException("the TaskMesh has no run store"));
         return this;
+    }
+
+    /// <summary>
+    /// Records runs into the SQLite run store at <paramref name="path"/> (null: the config's
+    /// <c>[store] path</c>, else <c>$TASKMESH_HOME/taskmesh.db</c> or <c>~/.taskmesh/taskmesh.db</c>);
+    /// <paramref name="readOnly"/> for reports and predictions that record nothing.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="path"/> is a PostgreSQL URL (<see cref="AddPostgresStore"/>).</exception>
+    public TaskMeshBuilder AddSqliteStore(string? path = null, bool readOnly = false)
+    {
+        if (RunStore.IsDatabaseUrl(path)) throw new ArgumentException("a postgresql:// URL is not an SQLite file: use AddPostgresStore", nameof(path));
+        return Store(o => path ?? o.Config.StorePath ?? RunStore.DefaultPath(), readOnly);
+    }
+
+    /// <summary>
+    /// Records runs into the run store in a PostgreSQL database
+    /// (<c>postgresql://user:password@host:port/database</c>; the same schema as the SQLite file,
+    /// created or migrated on open): a store that outlives the coordinator's machine and that
+    /// several machines share.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="url"/> is not a <c>postgresql://</c> URL.</exception>
+    public TaskMeshBuilder AddPostgresStore(string url, bool readOnly = false)
+    {
+        if (!RunStore.IsDatabaseUrl(url)) throw new ArgumentException("the store URL must be postgresql://user:password@host:port/database", nameof(url));
+        return AddRunStore(url, readOnly);
     }
 
     /// <summary>Routes every run with the learned router (<paramref name="objective"/>: over the config's; its cold-start rules serve until the store has models).</summary>

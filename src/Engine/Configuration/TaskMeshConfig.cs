@@ -36,6 +36,12 @@ public sealed class TaskMeshConfig
     /// <summary><c>store.path</c>: the run store file; null for the default (<see cref="Store.RunStore.DefaultPath"/>), relative to the config file's folder.</summary>
     public string? StorePath { get; set; }
 
+    /// <summary><c>store.url</c>: the run store in a PostgreSQL database (<c>postgresql://user:password@host:port/database</c>) instead of a file; null for a file (<see cref="StorePath"/>).</summary>
+    public string? StoreUrl { get; set; }
+
+    /// <summary>The store the config names: <see cref="StoreUrl"/>, else <see cref="StorePath"/>; null for the default.</summary>
+    public string? StoreLocation => StoreUrl ?? StorePath;
+
     /// <summary><c>store.enabled</c>: whether runs are recorded. Default true.</summary>
     public bool StoreEnabled { get; set; } = true;
 
@@ -197,6 +203,7 @@ public sealed class TaskMeshConfig
         ["store"] = new(StringComparer.Ordinal)
         {
             ["path"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.StorePath = s)),
+            ["url"] = (c, v) => Str(v, out var s) ?? (Store.PostgresUrl.Names(s) ? Set(() => c.StoreUrl = s) : "must be a postgresql://user:password@host:port/database URL (for a file, use store.path)"),
             ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.StoreEnabled = b),
             ["lock_timeout_seconds"] = (c, v) => Num(v, 1, 86_400, out var x) ?? Set(() => c.StoreLockTimeoutSeconds = x),
             ["full_detail_tasks"] = (c, v) => Int(v, 0, int.MaxValue, out var x) ?? Set(() => c.Journal = c.Journal with { FullDetailTasks = x }),
@@ -379,6 +386,8 @@ public sealed class TaskMeshConfig
             if (r.To != Escalation.EscalationRule.NextLayer && !declared.Contains(r.To))
                 problems.Add($"{path}:{ruleLines[i]}: [[escalation.rules]]: to = \"{r.To}\" names no layer (layers: {known}; or \"next\" for the next rank)");
         }
+        if (config.StoreUrl is not null && config.StorePath is not null)
+            problems.Add($"{path}: [store] has both 'path' and 'url': give one (a file, or a PostgreSQL database)");
         if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
             problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
         if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));

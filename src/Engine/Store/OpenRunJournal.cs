@@ -140,22 +140,26 @@ internal sealed class OpenRunJournal
             var owner = RunOwner.Current;
             var cmd = b.Command(resumed
                 ? """
-                  UPDATE runs SET status = 'running', finished_at = NULL, owner_host = $host, owner_pid = $pid, owner_started = $pstart WHERE run_id = $id
+                  UPDATE runs SET status = 'running', finished_at = NULL, owner_host = @host, owner_pid = @pid, owner_started = @pstart WHERE run_id = @id
                   """
                 : """
                   INSERT INTO runs (run_id, graph_name, status, started_at, total, kind, owner_host, owner_pid, owner_started)
-                  VALUES ($id, $name, 'running', $at, 0, 'open', $host, $pid, $pstart)
+                  VALUES (@id, @name, 'running', @at, 0, 'open', @host, @pid, @pstart)
                   """);
-            cmd.Parameters.AddWithValue("$id", runId);
-            cmd.Parameters.AddWithValue("$name", name);
-            cmd.Parameters.AddWithValue("$at", at);
-            cmd.Parameters.AddWithValue("$host", owner.Host);
-            cmd.Parameters.AddWithValue("$pid", owner.Pid);
-            cmd.Parameters.AddWithValue("$pstart", Db(owner.Started));
+            cmd.Parameters.AddWithValue("@id", runId);
+            cmd.Parameters.AddWithValue("@name", name);
+            cmd.Parameters.AddWithValue("@at", at);
+            cmd.Parameters.AddWithValue("@host", owner.Host);
+            cmd.Parameters.AddWithValue("@pid", owner.Pid);
+            cmd.Parameters.AddWithValue("@pstart", Db(owner.Started));
             cmd.ExecuteNonQuery();
-            var beat = b.Command("INSERT OR REPLACE INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES ($id, 0, x'', $at)");
-            beat.Parameters.AddWithValue("$id", runId);
-            beat.Parameters.AddWithValue("$at", at);
+            var beat = b.Command("""
+                INSERT INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES (@id, 0, @empty, @at)
+                ON CONFLICT (run_id) DO UPDATE SET completed = excluded.completed, bitmap = excluded.bitmap, updated_at = excluded.updated_at
+                """);
+            beat.Parameters.AddWithValue("@id", runId);
+            beat.Parameters.AddWithValue("@empty", Array.Empty<byte>());
+            beat.Parameters.AddWithValue("@at", at);
             beat.ExecuteNonQuery();
         }
     }
@@ -167,30 +171,30 @@ internal sealed class OpenRunJournal
         {
             // A resumed run adds to what its earlier life counted: the counts are this life's, kept apart in the checkpoint.
             var cmd = b.Command($"""
-                UPDATE runs SET total = $total, succeeded = $ok, failed = $failed, timed_out = $timedOut, skipped = $skipped, cancelled = $cancelled,
-                    escalations = $escalations, cost = $cost{(status is null ? "" : ", status = $status, finished_at = $at, wall_ms = $wall")}
-                WHERE run_id = $id
+                UPDATE runs SET total = @total, succeeded = @ok, failed = @failed, timed_out = @timedOut, skipped = @skipped, cancelled = @cancelled,
+                    escalations = @escalations, cost = @cost{(status is null ? "" : ", status = @status, finished_at = @at, wall_ms = @wall")}
+                WHERE run_id = @id
                 """);
-            cmd.Parameters.AddWithValue("$id", runId);
-            cmd.Parameters.AddWithValue("$total", c.Total);
-            cmd.Parameters.AddWithValue("$ok", c.Succeeded);
-            cmd.Parameters.AddWithValue("$failed", c.Failed);
-            cmd.Parameters.AddWithValue("$timedOut", c.TimedOut);
-            cmd.Parameters.AddWithValue("$skipped", c.Skipped);
-            cmd.Parameters.AddWithValue("$cancelled", c.Cancelled);
-            cmd.Parameters.AddWithValue("$escalations", escalations);
-            cmd.Parameters.AddWithValue("$cost", cost);
-            cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("@id", runId);
+            cmd.Parameters.AddWithValue("@total", c.Total);
+            cmd.Parameters.AddWithValue("@ok", c.Succeeded);
+            cmd.Parameters.AddWithValue("@failed", c.Failed);
+            cmd.Parameters.AddWithValue("@timedOut", c.TimedOut);
+            cmd.Parameters.AddWithValue("@skipped", c.Skipped);
+            cmd.Parameters.AddWithValue("@cancelled", c.Cancelled);
+            cmd.Parameters.AddWithValue("@escalations", escalations);
+            cmd.Parameters.AddWithValue("@cost", cost);
+            cmd.Parameters.AddWithValue("@at", at);
             if (status is not null)
             {
-                cmd.Parameters.AddWithValue("$status", status);
-                cmd.Parameters.AddWithValue("$wall", Db(wallMs));
+                cmd.Parameters.AddWithValue("@status", status);
+                cmd.Parameters.AddWithValue("@wall", Db(wallMs));
             }
             cmd.ExecuteNonQuery();
-            var beat = b.Command("UPDATE run_checkpoints SET completed = $done, updated_at = $at WHERE run_id = $id");
-            beat.Parameters.AddWithValue("$id", runId);
-            beat.Parameters.AddWithValue("$done", c.Succeeded);
-            beat.Parameters.AddWithValue("$at", at);
+            var beat = b.Command("UPDATE run_checkpoints SET completed = @done, updated_at = @at WHERE run_id = @id");
+            beat.Parameters.AddWithValue("@id", runId);
+            beat.Parameters.AddWithValue("@done", c.Succeeded);
+            beat.Parameters.AddWithValue("@at", at);
             beat.ExecuteNonQuery();
         }
     }

@@ -4,7 +4,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Numerics;
 using System.Runtime.Intrinsics;
-using Microsoft.Data.Sqlite;
 using TaskMesh.Engine.Graph;
 using TaskMesh.Engine.Observability;
 using TaskMesh.Engine.Routing;
@@ -438,39 +437,41 @@ public sealed class RunRecorder : IRunObserver
             foreach (var l in r.Layers)
             {
                 var row = b.Command("""
-                    INSERT OR REPLACE INTO run_layers (run_id, layer, tasks, succeeded, failed, duration_ms, cost)
-                    VALUES ($run, $layer, $tasks, $ok, $failed, $ms, $cost)
+                    INSERT INTO run_layers (run_id, layer, tasks, succeeded, failed, duration_ms, cost)
+                    VALUES (@run, @layer, @tasks, @ok, @failed, @ms, @cost)
+                    ON CONFLICT (run_id, layer) DO UPDATE SET tasks = excluded.tasks, succeeded = excluded.succeeded, failed = excluded.failed,
+                        duration_ms = excluded.duration_ms, cost = excluded.cost
                     """);
-                row.Parameters.AddWithValue("$run", r.RunId);
-                row.Parameters.AddWithValue("$layer", l.Name);
-                row.Parameters.AddWithValue("$tasks", l.Tasks);
-                row.Parameters.AddWithValue("$ok", l.Succeeded);
-                row.Parameters.AddWithValue("$failed", l.Failed);
-                row.Parameters.AddWithValue("$ms", l.DurationMs);
-                row.Parameters.AddWithValue("$cost", l.Cost);
+                row.Parameters.AddWithValue("@run", r.RunId);
+                row.Parameters.AddWithValue("@layer", l.Name);
+                row.Parameters.AddWithValue("@tasks", l.Tasks);
+                row.Parameters.AddWithValue("@ok", l.Succeeded);
+                row.Parameters.AddWithValue("@failed", l.Failed);
+                row.Parameters.AddWithValue("@ms", l.DurationMs);
+                row.Parameters.AddWithValue("@cost", l.Cost);
                 row.ExecuteNonQuery();
                 if (l.Tasks == 0) continue;
                 var (layer, req, ok, failed, ms) = (l.Name, l.Tasks, l.Succeeded, l.Failed, l.DurationMs);
                 var (csum, ccount) = confidence.GetValueOrDefault(layer);
                 var cmd = b.Command("""
-                    INSERT INTO layer_metrics_daily (day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost)
-                    VALUES ($day, $layer, $req, $ok, $failed, $ms, $timed, $csum, $ccount, $cost)
-                    ON CONFLICT (day, layer) DO UPDATE SET requests = requests + excluded.requests, successes = successes + excluded.successes,
-                        timed = timed + excluded.timed,
-                        failures = failures + excluded.failures, total_duration_ms = total_duration_ms + excluded.total_duration_ms,
-                        confidence_sum = confidence_sum + excluded.confidence_sum, confidence_count = confidence_count + excluded.confidence_count,
-                        cost = cost + excluded.cost
+                    INSERT INTO layer_metrics_daily AS d (day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost)
+                    VALUES (@day, @layer, @req, @ok, @failed, @ms, @timed, @csum, @ccount, @cost)
+                    ON CONFLICT (day, layer) DO UPDATE SET requests = d.requests + excluded.requests, successes = d.successes + excluded.successes,
+                        timed = d.timed + excluded.timed,
+                        failures = d.failures + excluded.failures, total_duration_ms = d.total_duration_ms + excluded.total_duration_ms,
+                        confidence_sum = d.confidence_sum + excluded.confidence_sum, confidence_count = d.confidence_count + excluded.confidence_count,
+                        cost = d.cost + excluded.cost
                     """);
-                cmd.Parameters.AddWithValue("$day", day);
-                cmd.Parameters.AddWithValue("$layer", layer);
-                cmd.Parameters.AddWithValue("$req", req);
-                cmd.Parameters.AddWithValue("$ok", ok);
-                cmd.Parameters.AddWithValue("$failed", failed);
-                cmd.Parameters.AddWithValue("$ms", ms);
-                cmd.Parameters.AddWithValue("$timed", r.HasTaskDetails ? req : 0);
-                cmd.Parameters.AddWithValue("$csum", csum);
-                cmd.Parameters.AddWithValue("$ccount", ccount);
-                cmd.Parameters.AddWithValue("$cost", l.Cost);
+                cmd.Parameters.AddWithValue("@day", day);
+                cmd.Parameters.AddWithValue("@layer", layer);
+                cmd.Parameters.AddWithValue("@req", req);
+                cmd.Parameters.AddWithValue("@ok", ok);
+                cmd.Parameters.AddWithValue("@failed", failed);
+                cmd.Parameters.AddWithValue("@ms", ms);
+                cmd.Parameters.AddWithValue("@timed", r.HasTaskDetails ? req : 0);
+                cmd.Parameters.AddWithValue("@csum", csum);
+                cmd.Parameters.AddWithValue("@ccount", ccount);
+                cmd.Parameters.AddWithValue("@cost", l.Cost);
                 cmd.ExecuteNonQuery();
             }
         }
@@ -493,12 +494,12 @@ public sealed class RunRecorder : IRunObserver
                     if (graph.SpecOf(task)?.Layer is string forced) w.WriteString("layer", forced);
                     w.WriteEndObject();
                 }
-                var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ($run, $task, $category, $at, $detail)");
-                cmd.Parameters.AddWithValue("$run", runId);
-                cmd.Parameters.AddWithValue("$task", graph.IdOf(task));
-                cmd.Parameters.AddWithValue("$category", AuditCategory.TaskSubmission);
-                cmd.Parameters.AddWithValue("$at", at);
-                cmd.Parameters.AddWithValue("$detail", System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan));
+                var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES (@run, @task, @category, @at, @detail)");
+                cmd.Parameters.AddWithValue("@run", runId);
+                cmd.Parameters.AddWithValue("@task", graph.IdOf(task));
+                cmd.Parameters.AddWithValue("@category", AuditCategory.TaskSubmission);
+                cmd.Parameters.AddWithValue("@at", at);
+                cmd.Parameters.AddWithValue("@detail", System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan));
                 cmd.ExecuteNonQuery();
             }
         }
@@ -515,17 +516,20 @@ public sealed class RunRecorder : IRunObserver
     internal static void WriteOutput(StoreBatch b, string runId, int task, string json)
     {
         string? file = null;
-        if (json.Length > OutputFiles.InlineLimit)
+        if (json.Length > OutputFiles.InlineLimit && b.FilesFolder is not null)
         {
             file = OutputFiles.OutputName(runId, task);
             OutputFiles.Write(b.FilesFolder, file, json);
         }
-        var cmd = b.Command("INSERT OR REPLACE INTO task_outputs (run_id, task_index, json, file, bytes) VALUES ($run, $task, $json, $file, $bytes)");
-        cmd.Parameters.AddWithValue("$run", runId);
-        cmd.Parameters.AddWithValue("$task", task);
-        cmd.Parameters.AddWithValue("$json", file is null ? json : "");
-        cmd.Parameters.AddWithValue("$file", (object?)file ?? DBNull.Value);
-        cmd.Parameters.AddWithValue("$bytes", json.Length);
+        var cmd = b.Command("""
+            INSERT INTO task_outputs (run_id, task_index, json, file, bytes) VALUES (@run, @task, @json, @file, @bytes)
+            ON CONFLICT (run_id, task_index) DO UPDATE SET json = excluded.json, file = excluded.file, bytes = excluded.bytes
+            """);
+        cmd.Parameters.AddWithValue("@run", runId);
+        cmd.Parameters.AddWithValue("@task", task);
+        cmd.Parameters.AddWithValue("@json", file is null ? json : "");
+        cmd.Parameters.AddWithValue("@file", (object?)file ?? DBNull.Value);
+        cmd.Parameters.AddWithValue("@bytes", json.Length);
         cmd.ExecuteNonQuery();
     }
 
@@ -547,12 +551,12 @@ public sealed class RunRecorder : IRunObserver
 
         public override void Apply(StoreBatch b)
         {
-            var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES ($run, $task, $category, $at, $detail)");
-            cmd.Parameters.AddWithValue("$run", (object?)runId ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$category", category);
-            cmd.Parameters.AddWithValue("$at", at);
-            cmd.Parameters.AddWithValue("$detail", detail);
+            var cmd = b.Command("INSERT INTO audit_log (run_id, task_id, category, at, detail) VALUES (@run, @task, @category, @at, @detail)");
+            cmd.Parameters.AddWithValue("@run", (object?)runId ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@task", (object?)taskId ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@category", category);
+            cmd.Parameters.AddWithValue("@at", at);
+            cmd.Parameters.AddWithValue("@detail", detail);
             cmd.ExecuteNonQuery();
         }
     }
@@ -638,21 +642,21 @@ public sealed class RunRecorder : IRunObserver
         {
             var cmd = b.Command("""
                 INSERT INTO runs (run_id, graph_name, graph_hash, graph_path, status, started_at, total, config, resumed_from, inputs, owner_host, owner_pid, owner_started)
-                VALUES ($id, $graph, $hash, $path, 'running', $started, $total, $config, $from, $inputs, $host, $pid, $pstart)
+                VALUES (@id, @graph, @hash, @path, 'running', @started, @total, @config, @from, @inputs, @host, @pid, @pstart)
                 """);
             var owner = RunOwner.Current;
-            cmd.Parameters.AddWithValue("$inputs", Db(inputs));
-            cmd.Parameters.AddWithValue("$host", owner.Host);
-            cmd.Parameters.AddWithValue("$pid", owner.Pid);
-            cmd.Parameters.AddWithValue("$pstart", Db(owner.Started));
-            cmd.Parameters.AddWithValue("$from", Db(resumedFrom));
-            cmd.Parameters.AddWithValue("$id", runId);
-            cmd.Parameters.AddWithValue("$graph", graph);
-            cmd.Parameters.AddWithValue("$hash", Db(hash));
-            cmd.Parameters.AddWithValue("$path", Db(path));
-            cmd.Parameters.AddWithValue("$started", startedAt.ToString("O", CultureInfo.InvariantCulture));
-            cmd.Parameters.AddWithValue("$total", total);
-            cmd.Parameters.AddWithValue("$config", Db(config));
+            cmd.Parameters.AddWithValue("@inputs", Db(inputs));
+            cmd.Parameters.AddWithValue("@host", owner.Host);
+            cmd.Parameters.AddWithValue("@pid", owner.Pid);
+            cmd.Parameters.AddWithValue("@pstart", Db(owner.Started));
+            cmd.Parameters.AddWithValue("@from", Db(resumedFrom));
+            cmd.Parameters.AddWithValue("@id", runId);
+            cmd.Parameters.AddWithValue("@graph", graph);
+            cmd.Parameters.AddWithValue("@hash", Db(hash));
+            cmd.Parameters.AddWithValue("@path", Db(path));
+            cmd.Parameters.AddWithValue("@started", startedAt.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("@total", total);
+            cmd.Parameters.AddWithValue("@config", Db(config));
             cmd.ExecuteNonQuery();
         }
     }
@@ -678,35 +682,41 @@ public sealed class RunRecorder : IRunObserver
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT OR REPLACE INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
+                INSERT INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
                     confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity, features,
                     last_attempt_ms, first_attempt_ms, spec_hash)
-                VALUES ($run, $i, $id, $handler, $initial, $layer, $status, $attempts, $confidence, $escalations, $started, $duration,
-                    $cost, $error, $summary, $skipped, $why, $at, $complexity, $features, $last, $first, $hash)
+                VALUES (@run, @i, @id, @handler, @initial, @layer, @status, @attempts, @confidence, @escalations, @started, @duration,
+                    @cost, @error, @summary, @skipped, @why, @at, @complexity, @features, @last, @first, @hash)
+                ON CONFLICT (run_id, task_index) DO UPDATE SET task_id = excluded.task_id, handler = excluded.handler, initial_layer = excluded.initial_layer,
+                    final_layer = excluded.final_layer, status = excluded.status, attempts = excluded.attempts, confidence = excluded.confidence,
+                    escalations = excluded.escalations, started_ms = excluded.started_ms, duration_ms = excluded.duration_ms, cost = excluded.cost,
+                    error = excluded.error, output_summary = excluded.output_summary, skipped_because = excluded.skipped_because,
+                    kept_because = excluded.kept_because, ended_at = excluded.ended_at, complexity = excluded.complexity, features = excluded.features,
+                    last_attempt_ms = excluded.last_attempt_ms, first_attempt_ms = excluded.first_attempt_ms, spec_hash = excluded.spec_hash
                 """);
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$i", index);
-            cmd.Parameters.AddWithValue("$id", id);
-            cmd.Parameters.AddWithValue("$handler", handler);
-            cmd.Parameters.AddWithValue("$initial", Db(initialLayer));
-            cmd.Parameters.AddWithValue("$layer", Db(layer));
-            cmd.Parameters.AddWithValue("$status", status);
-            cmd.Parameters.AddWithValue("$attempts", attempts);
-            cmd.Parameters.AddWithValue("$confidence", Db(confidence));
-            cmd.Parameters.AddWithValue("$escalations", escalations);
-            cmd.Parameters.AddWithValue("$started", Db(startedMs));
-            cmd.Parameters.AddWithValue("$duration", Db(durationMs));
-            cmd.Parameters.AddWithValue("$cost", Db(cost));
-            cmd.Parameters.AddWithValue("$error", Db(error));
-            cmd.Parameters.AddWithValue("$summary", Db(summary));
-            cmd.Parameters.AddWithValue("$skipped", Db(skippedBecause));
-            cmd.Parameters.AddWithValue("$why", why);
-            cmd.Parameters.AddWithValue("$at", at);
-            cmd.Parameters.AddWithValue("$complexity", Db(Complexity?.Invoke(index)));
-            cmd.Parameters.AddWithValue("$features", Features?.Invoke(index) is { } f ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.AsSpan()).ToArray() : DBNull.Value);
-            cmd.Parameters.AddWithValue("$last", Db(LastAttemptMs));
-            cmd.Parameters.AddWithValue("$first", Db(FirstAttemptMs));
-            cmd.Parameters.AddWithValue("$hash", Db(SpecHash));
+            cmd.Parameters.AddWithValue("@run", runId);
+            cmd.Parameters.AddWithValue("@i", index);
+            cmd.Parameters.AddWithValue("@id", id);
+            cmd.Parameters.AddWithValue("@handler", handler);
+            cmd.Parameters.AddWithValue("@initial", Db(initialLayer));
+            cmd.Parameters.AddWithValue("@layer", Db(layer));
+            cmd.Parameters.AddWithValue("@status", status);
+            cmd.Parameters.AddWithValue("@attempts", attempts);
+            cmd.Parameters.AddWithValue("@confidence", Db(confidence));
+            cmd.Parameters.AddWithValue("@escalations", escalations);
+            cmd.Parameters.AddWithValue("@started", Db(startedMs));
+            cmd.Parameters.AddWithValue("@duration", Db(durationMs));
+            cmd.Parameters.AddWithValue("@cost", Db(cost));
+            cmd.Parameters.AddWithValue("@error", Db(error));
+            cmd.Parameters.AddWithValue("@summary", Db(summary));
+            cmd.Parameters.AddWithValue("@skipped", Db(skippedBecause));
+            cmd.Parameters.AddWithValue("@why", why);
+            cmd.Parameters.AddWithValue("@at", at);
+            cmd.Parameters.AddWithValue("@complexity", Db(Complexity?.Invoke(index)));
+            cmd.Parameters.AddWithValue("@features", Features?.Invoke(index) is { } f ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f.AsSpan()).ToArray() : DBNull.Value);
+            cmd.Parameters.AddWithValue("@last", Db(LastAttemptMs));
+            cmd.Parameters.AddWithValue("@first", Db(FirstAttemptMs));
+            cmd.Parameters.AddWithValue("@hash", Db(SpecHash));
             cmd.ExecuteNonQuery();
         }
     }
@@ -718,14 +728,14 @@ public sealed class RunRecorder : IRunObserver
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                INSERT INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES ($run, $n, $bits, $at)
+                INSERT INTO run_checkpoints (run_id, completed, bitmap, updated_at) VALUES (@run, @n, @bits, @at)
                 ON CONFLICT (run_id) DO UPDATE SET completed = excluded.completed, bitmap = excluded.bitmap, updated_at = excluded.updated_at
                 WHERE excluded.completed >= run_checkpoints.completed
                 """);
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$n", completed);
-            cmd.Parameters.AddWithValue("$bits", bitmap);
-            cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("@run", runId);
+            cmd.Parameters.AddWithValue("@n", completed);
+            cmd.Parameters.AddWithValue("@bits", bitmap);
+            cmd.Parameters.AddWithValue("@at", at);
             cmd.ExecuteNonQuery();
         }
     }
@@ -736,26 +746,26 @@ public sealed class RunRecorder : IRunObserver
         {
             var cmd = b.Command("""
                 INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at, rule, rule_id)
-                VALUES ($run, $task, $from, $to, $trigger, $reason, $confidence, $summary, $at, $rule,
+                VALUES (@run, @task, @from, @to, @trigger, @reason, @confidence, @summary, @at, @rule,
                     -- the stored rule the run's rule mirrors (the command line mirrors the config's rules into the store first)
-                    (SELECT id FROM escalation_rules WHERE $ruleFrom IS NOT NULL AND from_layer = $ruleFrom AND to_layer = $ruleTo AND trigger = $ruleTrigger
-                        AND threshold IS $ruleThreshold AND priority = $rulePriority ORDER BY active DESC, id LIMIT 1))
+                    (SELECT id FROM escalation_rules WHERE @ruleFrom IS NOT NULL AND from_layer = @ruleFrom AND to_layer = @ruleTo AND trigger = @ruleTrigger
+                        AND threshold IS NOT DISTINCT FROM @ruleThreshold AND priority = @rulePriority ORDER BY active DESC, id LIMIT 1))
                 """);
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$task", e.TaskId);
-            cmd.Parameters.AddWithValue("$from", e.From);
-            cmd.Parameters.AddWithValue("$to", e.To);
-            cmd.Parameters.AddWithValue("$trigger", e.Trigger);
-            cmd.Parameters.AddWithValue("$reason", e.Reason);
-            cmd.Parameters.AddWithValue("$confidence", Db(e.PreviousConfidence));
-            cmd.Parameters.AddWithValue("$summary", Db(e.PreviousOutputSummary));
-            cmd.Parameters.AddWithValue("$at", e.Timestamp.ToString("O", CultureInfo.InvariantCulture));
-            cmd.Parameters.AddWithValue("$rule", Db(e.Rule?.Describe()));
-            cmd.Parameters.AddWithValue("$ruleFrom", (object?)e.Rule?.From ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$ruleTo", (object?)e.Rule?.To ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$ruleTrigger", (object?)e.Rule?.Trigger ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$ruleThreshold", Db(e.Rule?.Threshold));
-            cmd.Parameters.AddWithValue("$rulePriority", e.Rule?.Priority ?? 0);
+            cmd.Parameters.AddWithValue("@run", runId);
+            cmd.Parameters.AddWithValue("@task", e.TaskId);
+            cmd.Parameters.AddWithValue("@from", e.From);
+            cmd.Parameters.AddWithValue("@to", e.To);
+            cmd.Parameters.AddWithValue("@trigger", e.Trigger);
+            cmd.Parameters.AddWithValue("@reason", e.Reason);
+            cmd.Parameters.AddWithValue("@confidence", Db(e.PreviousConfidence));
+            cmd.Parameters.AddWithValue("@summary", Db(e.PreviousOutputSummary));
+            cmd.Parameters.AddWithValue("@at", e.Timestamp.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("@rule", Db(e.Rule?.Describe()));
+            cmd.Parameters.AddWithValue("@ruleFrom", (object?)e.Rule?.From ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@ruleTo", (object?)e.Rule?.To ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@ruleTrigger", (object?)e.Rule?.Trigger ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@ruleThreshold", Db(e.Rule?.Threshold));
+            cmd.Parameters.AddWithValue("@rulePriority", e.Rule?.Priority ?? 0);
             cmd.ExecuteNonQuery();
         }
     }
@@ -765,26 +775,26 @@ public sealed class RunRecorder : IRunObserver
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command("""
-                UPDATE runs SET status = $status, finished_at = $finished, succeeded = $ok, failed = $failed, timed_out = $timedOut,
-                    skipped = $skipped, cancelled = $cancelled, restored = $restored, cached = $cached, escalations = $escalations, cost = $cost, wall_ms = $wall,
-                    critical_path_ms = $critical, ready_order = $ready
-                WHERE run_id = $id
+                UPDATE runs SET status = @status, finished_at = @finished, succeeded = @ok, failed = @failed, timed_out = @timedOut,
+                    skipped = @skipped, cancelled = @cancelled, restored = @restored, cached = @cached, escalations = @escalations, cost = @cost, wall_ms = @wall,
+                    critical_path_ms = @critical, ready_order = @ready
+                WHERE run_id = @id
                 """);
-            cmd.Parameters.AddWithValue("$id", r.RunId);
-            cmd.Parameters.AddWithValue("$status", r.StatusName);
-            cmd.Parameters.AddWithValue("$finished", r.EndedAt.ToString("O", CultureInfo.InvariantCulture));
-            cmd.Parameters.AddWithValue("$ok", r.Succeeded);
-            cmd.Parameters.AddWithValue("$failed", r.Failed);
-            cmd.Parameters.AddWithValue("$timedOut", r.TimedOut);
-            cmd.Parameters.AddWithValue("$skipped", r.Skipped);
-            cmd.Parameters.AddWithValue("$cancelled", r.Cancelled);
-            cmd.Parameters.AddWithValue("$restored", r.Restored);
-            cmd.Parameters.AddWithValue("$cached", r.Cached);
-            cmd.Parameters.AddWithValue("$escalations", r.Escalations.Count);
-            cmd.Parameters.AddWithValue("$cost", r.Layers.Sum(l => l.Cost));
-            cmd.Parameters.AddWithValue("$wall", r.Wall.TotalMilliseconds);
-            cmd.Parameters.AddWithValue("$critical", r.CriticalPathMs);
-            cmd.Parameters.AddWithValue("$ready", r.ReadyOrder);
+            cmd.Parameters.AddWithValue("@id", r.RunId);
+            cmd.Parameters.AddWithValue("@status", r.StatusName);
+            cmd.Parameters.AddWithValue("@finished", r.EndedAt.ToString("O", CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("@ok", r.Succeeded);
+            cmd.Parameters.AddWithValue("@failed", r.Failed);
+            cmd.Parameters.AddWithValue("@timedOut", r.TimedOut);
+            cmd.Parameters.AddWithValue("@skipped", r.Skipped);
+            cmd.Parameters.AddWithValue("@cancelled", r.Cancelled);
+            cmd.Parameters.AddWithValue("@restored", r.Restored);
+            cmd.Parameters.AddWithValue("@cached", r.Cached);
+            cmd.Parameters.AddWithValue("@escalations", r.Escalations.Count);
+            cmd.Parameters.AddWithValue("@cost", r.Layers.Sum(l => l.Cost));
+            cmd.Parameters.AddWithValue("@wall", r.Wall.TotalMilliseconds);
+            cmd.Parameters.AddWithValue("@critical", r.CriticalPathMs);
+            cmd.Parameters.AddWithValue("@ready", r.ReadyOrder);
             cmd.ExecuteNonQuery();
         }
     }

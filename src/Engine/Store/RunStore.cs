@@ -1,3 +1,5 @@
+using System.Data;
+using System.Data.Common;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using TaskMesh.Engine.IO;
@@ -5,31 +7,41 @@ using TaskMesh.Engine.IO;
 namespace TaskMesh.Engine.Store;
 
 /// <summary>
-/// The run store: one SQLite file (WAL) that keeps every run, the tasks worth keeping, escalations,
-/// audit records and daily layer figures. Opening checks the file before writing anything to it: a
-/// file that is not SQLite, a database of another application, a store written by a newer
-/// TaskMesh or a corrupt one is refused with a <see cref="StoreException"/> and left as it is. A
-/// store of an older schema is migrated in one transaction.
+/// The run store: one SQLite file (WAL) — or a PostgreSQL database (<c>postgresql://…</c>, see
+/// <see cref="PostgresUrl"/>), with the same schema and migrations — that keeps every run, the tasks
+/// worth keeping, escalations, audit records and daily layer figures. Opening checks the store
+/// before writing anything to it: a file that is not SQLite, a database of another application, a
+/// store written by a newer TaskMesh or a corrupt one is refused with a <see cref="StoreException"/>
+/// and left as it is. A store of an older schema is migrated in one transaction.
 /// <para>
 /// Writes go through one writer (<see cref="StoreWriter"/>) that batches them in transactions off
 /// the scheduler's threads; runs record themselves with a <see cref="RunRecorder"/>.
 /// </para>
 /// </summary>
-public sealed class RunStore : IDisposable
+public sealed partial class RunStore : IDisposable
 {
     // One read connection serves every thread (a service reads while runs record, the cache is
     // read from scheduler threads): every read takes it under lock (_read), one at a time.
-    private readonly SqliteConnection _read;
+    private readonly DbConnection _read;
 
-    private RunStore(string path, SqliteConnection read, StoreWriter? writer)
+    // The file the store's folders are named after: the store file itself, or for a PostgreSQL
+    // store a name under TaskMesh's home folder on this machine (see LocalNameOf).
+    private readonly string _local;
+
+    private RunStore(string path, DbConnection read, StoreWriter? writer, string local, bool postgres)
     {
         Path = path;
         _read = read;
         Writer = writer;
+        _local = local;
+        IsPostgres = postgres;
     }
 
-    /// <summary>The store file.</summary>
+    /// <summary>The store file, or the URL of its PostgreSQL database (without its password).</summary>
     public string Path { get; }
+
+    /// <summary>Whether the store is a PostgreSQL database rather than an SQLite file.</summary>
+    public bool IsPostgres { get; }
 
     /// <summary>The writer (null for a store opened read-only).</summary>
     internal StoreWriter? Writer { get; }
@@ -60,7 +72,7 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>Opens (creating and migrating when needed) the store at <paramref name="path"/>.</summary>
-    /// <param name="path">The store file.</param>
+    /// <param name="path">The store file, or a <c>postgresql://user:password@host:port/database</c> URL.</param>
     /// <param name="readOnly">Open for reading only: a missing store is an error, nothing is migrated or written.</param>
     /// <exception cref="StoreException">The file is not a usable TaskMesh store; it was not changed.</exception>
     public static RunStore Open(string path, bool readOnly = false) => Open(path, readOnly, DefaultLockTimeout, maxPages: null);
@@ -85,6 +97,7 @@ public sealed class RunStore : IDisposable
     {
         if (string.IsNullOrEmpty(path)) throw new StoreException("the store path is empty: give --store FILE or [store] path a file name");
         ArgumentOutOfRangeException.ThrowIfLessThan(lockTimeout, TimeSpan.Zero);
+        if (PostgresUrl.Names(path)) return OpenPostgres(path, readOnly, lockTimeout);
         var full = System.IO.Path.GetFullPath(path);
         var kind = SafeFile.KindOf(full);
         if (kind == FileKind.Directory) throw new StoreException($"store '{path}' is a directory, not a file");
@@ -118,10 +131,10 @@ public sealed class RunStore : IDisposable
                 var write = Connect(full, SqliteOpenMode.ReadWriteCreate, lockTimeout);
                 Migrate(write, path);
                 if (maxPages is long pages) Execute(write, $"PRAGMA max_page_count = {pages};");
-                writer = new StoreWriter(write, path);
+                writer = new StoreWriter(write, path, OutputFiles.FolderOf(path), ex => Describe(path, (SqliteException)ex));
             }
             read = Connect(full, SqliteOpenMode.ReadOnly, lockTimeout);
-            return new RunStore(path, read, writer);
+            return new RunStore(path, read, writer, System.IO.Path.GetFullPath(path), postgres: false);
         }
         catch (SqliteException ex)
         {
@@ -267,20 +280,21 @@ public sealed class RunStore : IDisposable
         }
     }
 
-    internal static void Execute(SqliteConnection c, string sql, SqliteTransaction? tx = null)
-    {
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.Transaction = tx;
-        cmd.ExecuteNonQuery();
-    }
+    internal static void Execute(DbConnection c, string sql, DbTransaction? tx = null) => StoreSql.Execute(c, sql, tx);
 
-    internal static long Scalar(SqliteConnection c, string sql, SqliteTransaction? tx = null)
+    internal static long Scalar(DbConnection c, string sql, DbTransaction? tx = null) => StoreSql.Scalar(c, sql, tx);
+
+    // The read connection, opened again when it broke (a PostgreSQL server restarted, a network
+    // blip): the next read works once the database is back. Called under lock (_read).
+    private DbConnection Reader()
     {
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = sql;
-        cmd.Transaction = tx;
-        return Convert.ToInt64(cmd.ExecuteScalar());
+        if (_read.State is not ConnectionState.Open)
+        {
+            try { _read.Close(); } catch (DbException) { /* it is being replaced */ }
+            try { _read.Open(); }
+            catch (DbException ex) { throw new StoreException($"store '{Path}' cannot be read: {ex.Message}", ex); }
+        }
+        return _read;
     }
 
     /// <summary>Waits until every record queued so far is committed.</summary>
@@ -303,10 +317,10 @@ public sealed class RunStore : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         // "running" and "interrupted" rows are told apart by their owner, so both are read for either.
         bool byOwner = status is "running" or "interrupted" or "open";
-        var list = ReadRuns("($status IS NULL OR r.status = $status OR ($byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
+        var list = ReadRuns("(@status IS NULL OR r.status = @status OR (@byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
         {
-            cmd.Parameters.AddWithValue("$status", (object?)status ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$byOwner", byOwner);
+            cmd.Parameters.AddWithValue("@status", (object?)status ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@byOwner", byOwner);
         }, byOwner ? int.MaxValue : (int)Math.Min(int.MaxValue, (long)limit + offset));
         return (byOwner ? list.Where(r => r.Status == status) : list).Skip(offset).Take(limit).ToList();
     }
@@ -317,7 +331,7 @@ public sealed class RunStore : IDisposable
     /// <summary>One stored run (see <see cref="ListRuns(int, string?)"/> for its status).</summary>
     /// <exception cref="StoreException">The store holds no such run.</exception>
     public StoredRun GetRun(string runId)
-        => ReadRuns("r.run_id = $run", cmd => cmd.Parameters.AddWithValue("$run", runId), 1) is [var run] ? run
+        => ReadRuns("r.run_id = @run", cmd => cmd.Parameters.AddWithValue("@run", runId), 1) is [var run] ? run
             : throw new StoreException($"store '{Path}' holds no run '{Graph.GraphLimits.Printable(runId)}'");
 
     /// <summary>
@@ -329,25 +343,25 @@ public sealed class RunStore : IDisposable
     {
         var run = GetRun(runId);
         if (run.Status is "running" or "open" && run.Owner is { } owner) return (owner, run.RunId);
-        foreach (var resumer in ReadRuns("r.resumed_from = $run AND r.status = 'running'", cmd => cmd.Parameters.AddWithValue("$run", runId), int.MaxValue))
+        foreach (var resumer in ReadRuns("r.resumed_from = @run AND r.status = 'running'", cmd => cmd.Parameters.AddWithValue("@run", runId), int.MaxValue))
             if (resumer.Status == "running" && resumer.Owner is { } o) return (o, resumer.RunId);
         return null;
     }
 
-    private List<StoredRun> ReadRuns(string where, Action<SqliteCommand> parameters, int limit)
+    private List<StoredRun> ReadRuns(string where, Action<DbCommand> parameters, int limit)
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = $"""
                 SELECT r.run_id, r.graph_name, r.status, r.started_at, r.finished_at, r.total, r.succeeded, r.failed, r.timed_out,
                        r.skipped, r.cancelled, r.restored, r.cached, r.escalations, r.cost, r.wall_ms, r.critical_path_ms, r.graph_path, r.graph_hash, r.ready_order,
                        r.owner_host, r.owner_pid, r.owner_started, c.updated_at, r.inputs, r.kind
                 FROM runs r LEFT JOIN run_checkpoints c ON c.run_id = r.run_id WHERE {where}
-                ORDER BY r.started_at DESC, r.rowid DESC LIMIT $limit
+                ORDER BY r.started_at DESC, r.rowid DESC LIMIT @limit
                 """;
             parameters(cmd);
-            cmd.Parameters.AddWithValue("$limit", limit);
+            cmd.Parameters.AddWithValue("@limit", limit);
             var list = new List<StoredRun>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
@@ -385,13 +399,13 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
                        started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
-                FROM task_executions WHERE run_id = $run ORDER BY task_index
+                FROM task_executions WHERE run_id = @run ORDER BY task_index
                 """;
-            cmd.Parameters.AddWithValue("$run", runId);
+            cmd.Parameters.AddWithValue("@run", runId);
             var list = new List<StoredTask>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
@@ -411,10 +425,10 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT completed FROM run_checkpoints WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", runId);
-            return cmd.ExecuteScalar() is long n ? (int)n : 0;
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT completed FROM run_checkpoints WHERE run_id = @run";
+            cmd.Parameters.AddWithValue("@run", runId);
+            return cmd.ExecuteScalar() is { } n and not DBNull ? Convert.ToInt32(n, System.Globalization.CultureInfo.InvariantCulture) : 0;
         }
     }
 
@@ -428,9 +442,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, rule_id, rule FROM escalation_history WHERE run_id = $run ORDER BY id";
-            cmd.Parameters.AddWithValue("$run", runId);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, rule_id, rule FROM escalation_history WHERE run_id = @run ORDER BY id";
+            cmd.Parameters.AddWithValue("@run", runId);
             var list = new List<StoredEscalation>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
@@ -449,14 +463,14 @@ public sealed class RunStore : IDisposable
         lock (_read)
         {
             if (string.IsNullOrWhiteSpace(run)) throw new StoreException("the run is empty: give a run id, a unique prefix of one, or 'last' (see taskmesh runs)");
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             if (run == "last")
             {
                 cmd.CommandText = "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1";
                 return cmd.ExecuteScalar() as string ?? throw new StoreException($"store '{Path}' holds no runs");
             }
-            cmd.CommandText = "SELECT run_id FROM runs WHERE run_id = $run OR substr(run_id, 1, length($run)) = $run LIMIT 3";
-            cmd.Parameters.AddWithValue("$run", run);
+            cmd.CommandText = "SELECT run_id FROM runs WHERE run_id = @run OR substr(run_id, 1, length(@run)) = @run LIMIT 3";
+            cmd.Parameters.AddWithValue("@run", run);
             var ids = new List<string>();
             using (var r = cmd.ExecuteReader()) while (r.Read()) ids.Add(r.GetString(0));
             if (ids.Contains(run)) return run;
@@ -481,26 +495,26 @@ public sealed class RunStore : IDisposable
         {
             ArgumentNullException.ThrowIfNull(graph);
             var restored = new Scheduling.RestoredTasks(graph.Count);
-            using var total = _read.CreateCommand();
-            total.CommandText = "SELECT total FROM runs WHERE run_id = $run";
-            total.Parameters.AddWithValue("$run", runId);
+            using var total = Reader().CreateCommand();
+            total.CommandText = "SELECT total FROM runs WHERE run_id = @run";
+            total.Parameters.AddWithValue("@run", runId);
             if (total.ExecuteScalar() is not long count) throw new StoreException($"store '{Path}' holds no run '{runId}'");
             if (count != graph.Count)
                 throw new StoreException($"run {runId} had {count} tasks; this graph has {graph.Count}: it is not the graph that run ran");
             byte[] bits;
-            using (var cmd = _read.CreateCommand())
+            using (var cmd = Reader().CreateCommand())
             {
-                cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
-                cmd.Parameters.AddWithValue("$run", runId);
+                cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = @run";
+                cmd.Parameters.AddWithValue("@run", runId);
                 bits = cmd.ExecuteScalar() as byte[] ?? [];
             }
             // Outputs: this run's, else those of the runs it resumed (restored tasks store none anew).
             var outputs = new Dictionary<int, string>();
             for (string? run = runId; run is not null;)
             {
-                using var cmd = _read.CreateCommand();
-                cmd.CommandText = "SELECT task_index, json, file FROM task_outputs WHERE run_id = $run";
-                cmd.Parameters.AddWithValue("$run", run);
+                using var cmd = Reader().CreateCommand();
+                cmd.CommandText = "SELECT task_index, json, file FROM task_outputs WHERE run_id = @run";
+                cmd.Parameters.AddWithValue("@run", run);
                 using (var r = cmd.ExecuteReader())
                     while (r.Read())
                     {
@@ -508,9 +522,9 @@ public sealed class RunStore : IDisposable
                         if (!outputs.ContainsKey(r.GetInt32(0)))
                             outputs[r.GetInt32(0)] = r.IsDBNull(2) ? r.GetString(1) : FileMarker + r.GetString(2);
                     }
-                using var from = _read.CreateCommand();
-                from.CommandText = "SELECT resumed_from FROM runs WHERE run_id = $run";
-                from.Parameters.AddWithValue("$run", run);
+                using var from = Reader().CreateCommand();
+                from.CommandText = "SELECT resumed_from FROM runs WHERE run_id = @run";
+                from.Parameters.AddWithValue("@run", run);
                 run = from.ExecuteScalar() as string;
                 if (run == runId) break;
             }
@@ -540,14 +554,14 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT t.status, t.spec_hash, o.json, o.file FROM task_executions t
                 LEFT JOIN task_outputs o ON o.run_id = t.run_id AND o.task_index = t.task_index
-                WHERE t.run_id = $run AND t.task_id = $task ORDER BY t.task_index DESC LIMIT 1
+                WHERE t.run_id = @run AND t.task_id = @task ORDER BY t.task_index DESC LIMIT 1
                 """;
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$task", taskId);
+            cmd.Parameters.AddWithValue("@run", runId);
+            cmd.Parameters.AddWithValue("@task", taskId);
             using var r = cmd.ExecuteReader();
             if (!r.Read()) return null;
             string? json = r.IsDBNull(3) ? r.IsDBNull(2) ? null : r.GetString(2) : OutputFiles.Read(FilesFolder, r.GetString(3));
@@ -560,9 +574,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT coalesce(max(task_index) + 1, 0) FROM task_executions WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", runId);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT coalesce(max(task_index) + 1, 0) FROM task_executions WHERE run_id = @run";
+            cmd.Parameters.AddWithValue("@run", runId);
             return Convert.ToInt32(cmd.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
         }
     }
@@ -572,9 +586,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT kind FROM runs WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", runId);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT kind FROM runs WHERE run_id = @run";
+            cmd.Parameters.AddWithValue("@run", runId);
             return cmd.ExecuteScalar() as string == OpenRunKind;
         }
     }
@@ -582,8 +596,8 @@ public sealed class RunStore : IDisposable
     // Marks an output held in a file, in LoadRestored's map (no JSON text starts with a NUL).
     private const string FileMarker = "\0file:";
 
-    /// <summary>The folder beside the store for outputs too large for a row.</summary>
-    public string FilesFolder => OutputFiles.FolderOf(Path);
+    /// <summary>The folder beside the store for outputs too large for a row; empty for a PostgreSQL store, which keeps every output in its row.</summary>
+    public string FilesFolder => IsPostgres ? "" : OutputFiles.FolderOf(Path);
 
     /// <summary>
     /// Each task's status in a run, by task index, as far as the store knows it: from the task's
@@ -594,10 +608,10 @@ public sealed class RunStore : IDisposable
         lock (_read)
         {
             var status = new string?[taskCount];
-            using (var cmd = _read.CreateCommand())
+            using (var cmd = Reader().CreateCommand())
             {
-                cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = $run";
-                cmd.Parameters.AddWithValue("$run", runId);
+                cmd.CommandText = "SELECT bitmap FROM run_checkpoints WHERE run_id = @run";
+                cmd.Parameters.AddWithValue("@run", runId);
                 if (cmd.ExecuteScalar() is byte[] bits)
                     for (int i = 0; i < taskCount && (i >> 3) < bits.Length; i++)
                         if ((bits[i >> 3] & (1 << (i & 7))) != 0) status[i] = "succeeded";
@@ -613,9 +627,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT graph_path, graph_hash FROM runs WHERE run_id = $run";
-            cmd.Parameters.AddWithValue("$run", runId);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT graph_path, graph_hash FROM runs WHERE run_id = @run";
+            cmd.Parameters.AddWithValue("@run", runId);
             using var r = cmd.ExecuteReader();
             if (!r.Read()) throw new StoreException($"store '{Path}' holds no run '{runId}'");
             return (r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1));
@@ -630,22 +644,22 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT category, at, run_id, task_id, detail FROM audit_log
-                WHERE run_id = $run AND ($task IS NULL OR task_id = $task) AND ($category IS NULL OR category = $category)
-                ORDER BY id LIMIT $limit
+                WHERE run_id = @run AND (@task IS NULL OR task_id = @task) AND (@category IS NULL OR category = @category)
+                ORDER BY id LIMIT @limit
                 """;
-            cmd.Parameters.AddWithValue("$limit", limit);
-            cmd.Parameters.AddWithValue("$run", runId);
-            cmd.Parameters.AddWithValue("$task", (object?)taskId ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$category", (object?)category ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@limit", limit);
+            cmd.Parameters.AddWithValue("@run", runId);
+            cmd.Parameters.AddWithValue("@task", (object?)taskId ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@category", (object?)category ?? DBNull.Value);
             return ReadAudit(cmd);
         }
     }
 
     /// <summary>The audit rows <paramref name="cmd"/> selects (category, at, run_id, task_id, detail); a row of no run has an empty run id.</summary>
-    private static List<AuditRecord> ReadAudit(SqliteCommand cmd)
+    private static List<AuditRecord> ReadAudit(DbCommand cmd)
     {
         var list = new List<AuditRecord>();
         using var r = cmd.ExecuteReader();
@@ -674,9 +688,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT category, at, run_id, task_id, detail FROM audit_log WHERE run_id IS NULL ORDER BY id DESC LIMIT $limit";
-            cmd.Parameters.AddWithValue("$limit", limit);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT category, at, run_id, task_id, detail FROM audit_log WHERE run_id IS NULL ORDER BY id DESC LIMIT @limit";
+            cmd.Parameters.AddWithValue("@limit", limit);
             return ReadAudit(cmd);
         }
     }
@@ -700,15 +714,15 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT t.handler, t.initial_layer, t.final_layer, t.status, t.duration_ms, t.escalations, t.features, t.confidence,
                     t.last_attempt_ms, t.first_attempt_ms
                 FROM task_executions t JOIN runs r ON r.run_id = t.run_id
                 WHERE t.features IS NOT NULL AND t.final_layer IS NOT NULL
-                ORDER BY r.started_at, t.task_index LIMIT $limit
+                ORDER BY r.started_at, t.task_index LIMIT @limit
                 """;
-            cmd.Parameters.AddWithValue("$limit", limit);
+            cmd.Parameters.AddWithValue("@limit", limit);
             var list = new List<TrainingRow>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
@@ -761,15 +775,15 @@ public sealed class RunStore : IDisposable
         return System.IO.Path.Combine(ModelsFolder, $".staging-{Environment.ProcessId}-{Guid.NewGuid():N}");
     }
 
-    /// <summary>The folder of the store's model versions: <c>STORE.models</c> beside the store.</summary>
-    public string ModelsFolder => System.IO.Path.GetFullPath(Path) + ".models";
+    /// <summary>The folder of the store's model versions: <c>STORE.models</c> beside the store (for a PostgreSQL store, under TaskMesh's home folder of this machine: see <see cref="LocalNameOf"/>).</summary>
+    public string ModelsFolder => _local + ".models";
 
     /// <summary>The model versions trained from this store, newest first (<c>Folder</c>: the full path of the version's files).</summary>
     public IReadOnlyList<(int Version, DateTimeOffset TrainedAt, int Rows, string Folder, string Metrics)> Models()
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT version, trained_at, rows, folder, metrics FROM models ORDER BY version DESC";
             var list = new List<(int, DateTimeOffset, int, string, string)>();
             using var r = cmd.ExecuteReader();
@@ -786,7 +800,7 @@ public sealed class RunStore : IDisposable
         => System.IO.Path.IsPathRooted(recorded) ? recorded : System.IO.Path.GetFullPath(System.IO.Path.Combine(StoreFolder, recorded));
 
     // The folder the store file is in.
-    private string StoreFolder => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
+    private string StoreFolder => System.IO.Path.GetDirectoryName(_local)!;
 
     private sealed class ModelPublish(string models, string storeFolder, string staged, string at, int rows, string metrics, Action<string, int>? beforePublish) : StoreWrite
     {
@@ -801,12 +815,12 @@ public sealed class RunStore : IDisposable
             if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
             beforePublish?.Invoke(staged, version);
             Directory.Move(staged, target);
-            var cmd = b.Command("INSERT INTO models (version, trained_at, rows, folder, metrics) VALUES ($v, $at, $rows, $folder, $metrics)");
-            cmd.Parameters.AddWithValue("$v", version);
-            cmd.Parameters.AddWithValue("$at", at);
-            cmd.Parameters.AddWithValue("$rows", rows);
-            cmd.Parameters.AddWithValue("$folder", System.IO.Path.GetRelativePath(storeFolder, target));
-            cmd.Parameters.AddWithValue("$metrics", metrics);
+            var cmd = b.Command("INSERT INTO models (version, trained_at, rows, folder, metrics) VALUES (@v, @at, @rows, @folder, @metrics)");
+            cmd.Parameters.AddWithValue("@v", version);
+            cmd.Parameters.AddWithValue("@at", at);
+            cmd.Parameters.AddWithValue("@rows", rows);
+            cmd.Parameters.AddWithValue("@folder", System.IO.Path.GetRelativePath(storeFolder, target));
+            cmd.Parameters.AddWithValue("@metrics", metrics);
             cmd.ExecuteNonQuery();
             Version = version;
         }
@@ -828,7 +842,7 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = RulesQuery;
             using var r = cmd.ExecuteReader();
             return ReadRules(r);
@@ -838,7 +852,7 @@ public sealed class RunStore : IDisposable
     // The stored rules in their order, as the readers and the config mirror read them.
     private const string RulesQuery = "SELECT id, from_layer, to_layer, trigger, threshold, priority, active FROM escalation_rules ORDER BY id";
 
-    private static List<(int Id, Escalation.EscalationRule Rule)> ReadRules(SqliteDataReader r)
+    private static List<(int Id, Escalation.EscalationRule Rule)> ReadRules(DbDataReader r)
     {
         var list = new List<(int, Escalation.EscalationRule)>();
         while (r.Read())
@@ -876,15 +890,15 @@ public sealed class RunStore : IDisposable
         public override void Apply(StoreBatch b)
         {
             var cmd = b.Command(id is null
-                ? "INSERT INTO escalation_rules (from_layer, to_layer, trigger, threshold, priority, active) VALUES ($from, $to, $trigger, $threshold, $priority, $active) RETURNING id"
-                : "UPDATE escalation_rules SET from_layer = $from, to_layer = $to, trigger = $trigger, threshold = $threshold, priority = $priority, active = $active WHERE id = $id RETURNING id");
-            if (id is int i) cmd.Parameters.AddWithValue("$id", i);
-            cmd.Parameters.AddWithValue("$from", rule.From);
-            cmd.Parameters.AddWithValue("$to", rule.To);
-            cmd.Parameters.AddWithValue("$trigger", rule.Trigger);
-            cmd.Parameters.AddWithValue("$threshold", (object?)rule.Threshold ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$priority", rule.Priority);
-            cmd.Parameters.AddWithValue("$active", rule.Active ? 1 : 0);
+                ? "INSERT INTO escalation_rules (from_layer, to_layer, trigger, threshold, priority, active) VALUES (@from, @to, @trigger, @threshold, @priority, @active) RETURNING id"
+                : "UPDATE escalation_rules SET from_layer = @from, to_layer = @to, trigger = @trigger, threshold = @threshold, priority = @priority, active = @active WHERE id = @id RETURNING id");
+            if (id is int i) cmd.Parameters.AddWithValue("@id", i);
+            cmd.Parameters.AddWithValue("@from", rule.From);
+            cmd.Parameters.AddWithValue("@to", rule.To);
+            cmd.Parameters.AddWithValue("@trigger", rule.Trigger);
+            cmd.Parameters.AddWithValue("@threshold", (object?)rule.Threshold ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@priority", rule.Priority);
+            cmd.Parameters.AddWithValue("@active", rule.Active ? 1 : 0);
             Id = Convert.ToInt32(cmd.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
         }
     }
@@ -905,13 +919,13 @@ public sealed class RunStore : IDisposable
             b.Command("DELETE FROM escalation_rules").ExecuteNonQuery();
             foreach (var rule in rules)
             {
-                var cmd = b.Command("INSERT INTO escalation_rules (from_layer, to_layer, trigger, threshold, priority, active) VALUES ($from, $to, $trigger, $threshold, $priority, $active)");
-                cmd.Parameters.AddWithValue("$from", rule.From);
-                cmd.Parameters.AddWithValue("$to", rule.To);
-                cmd.Parameters.AddWithValue("$trigger", rule.Trigger);
-                cmd.Parameters.AddWithValue("$threshold", (object?)rule.Threshold ?? DBNull.Value);
-                cmd.Parameters.AddWithValue("$priority", rule.Priority);
-                cmd.Parameters.AddWithValue("$active", rule.Active ? 1 : 0);
+                var cmd = b.Command("INSERT INTO escalation_rules (from_layer, to_layer, trigger, threshold, priority, active) VALUES (@from, @to, @trigger, @threshold, @priority, @active)");
+                cmd.Parameters.AddWithValue("@from", rule.From);
+                cmd.Parameters.AddWithValue("@to", rule.To);
+                cmd.Parameters.AddWithValue("@trigger", rule.Trigger);
+                cmd.Parameters.AddWithValue("@threshold", (object?)rule.Threshold ?? DBNull.Value);
+                cmd.Parameters.AddWithValue("@priority", rule.Priority);
+                cmd.Parameters.AddWithValue("@active", rule.Active ? 1 : 0);
                 cmd.ExecuteNonQuery();
             }
         }
@@ -946,18 +960,18 @@ public sealed class RunStore : IDisposable
         {
             var cmd = b.Command("""
                 INSERT INTO layers (name, kind, status, priority, capacity, capabilities, price_per_second, updated_at)
-                VALUES ($name, $kind, $status, $rank, $capacity, $caps, $price, $at)
+                VALUES (@name, @kind, @status, @rank, @capacity, @caps, @price, @at)
                 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, status = excluded.status, priority = excluded.priority, capacity = excluded.capacity,
                     capabilities = excluded.capabilities, price_per_second = excluded.price_per_second, updated_at = excluded.updated_at
                 """);
-            cmd.Parameters.AddWithValue("$name", name);
-            cmd.Parameters.AddWithValue("$kind", kind);
-            cmd.Parameters.AddWithValue("$status", status);
-            cmd.Parameters.AddWithValue("$rank", rank);
-            cmd.Parameters.AddWithValue("$capacity", capacity);
-            cmd.Parameters.AddWithValue("$caps", (object?)handlers ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$price", price);
-            cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("@name", name);
+            cmd.Parameters.AddWithValue("@kind", kind);
+            cmd.Parameters.AddWithValue("@status", status);
+            cmd.Parameters.AddWithValue("@rank", rank);
+            cmd.Parameters.AddWithValue("@capacity", capacity);
+            cmd.Parameters.AddWithValue("@caps", (object?)handlers ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@price", price);
+            cmd.Parameters.AddWithValue("@at", at);
             cmd.ExecuteNonQuery();
         }
     }
@@ -967,9 +981,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT json, file FROM task_cache WHERE key = $key";
-            cmd.Parameters.AddWithValue("$key", key);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT json, file FROM task_cache WHERE key = @key";
+            cmd.Parameters.AddWithValue("@key", key);
             using var r = cmd.ExecuteReader();
             if (!r.Read()) return null;
             return r.IsDBNull(1) ? r.GetString(0) : OutputFiles.Read(FilesFolder, r.GetString(1));
@@ -981,9 +995,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT key, handler, task_id, run_id, created_at, coalesce(bytes, length(json)) FROM task_cache ORDER BY created_at DESC LIMIT $limit";
-            cmd.Parameters.AddWithValue("$limit", limit);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT key, handler, task_id, run_id, created_at, coalesce(bytes, length(json)) FROM task_cache ORDER BY created_at DESC LIMIT @limit";
+            cmd.Parameters.AddWithValue("@limit", limit);
             var list = new List<(string, string, string, string?, DateTimeOffset, int)>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
@@ -999,7 +1013,7 @@ public sealed class RunStore : IDisposable
         int count;
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT count(*) FROM task_cache";
             count = Convert.ToInt32(cmd.ExecuteScalar());
         }
@@ -1014,6 +1028,7 @@ public sealed class RunStore : IDisposable
         public override void Apply(StoreBatch b)
         {
             b.Command("DELETE FROM task_cache").ExecuteNonQuery();
+            if (b.FilesFolder is null) return;
             var folder = OutputFiles.CacheFolder(b.FilesFolder);
             if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
         }
@@ -1024,9 +1039,9 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
-            cmd.CommandText = "SELECT layer, tasks, succeeded, failed, duration_ms, cost FROM run_layers WHERE run_id = $run ORDER BY layer";
-            cmd.Parameters.AddWithValue("$run", runId);
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = "SELECT layer, tasks, succeeded, failed, duration_ms, cost FROM run_layers WHERE run_id = @run ORDER BY layer";
+            cmd.Parameters.AddWithValue("@run", runId);
             var list = new List<(string, int, int, int, double, double)>();
             using var r = cmd.ExecuteReader();
             while (r.Read()) list.Add((r.GetString(0), r.GetInt32(1), r.GetInt32(2), r.GetInt32(3), r.GetDouble(4), r.GetDouble(5)));
@@ -1039,12 +1054,12 @@ public sealed class RunStore : IDisposable
     {
         lock (_read)
         {
-            using var cmd = _read.CreateCommand();
+            using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT day, layer, requests, successes, failures, total_duration_ms, timed, confidence_sum, confidence_count, cost
-                FROM layer_metrics_daily WHERE day >= $since ORDER BY day, layer
+                FROM layer_metrics_daily WHERE day >= @since ORDER BY day, layer
                 """;
-            cmd.Parameters.AddWithValue("$since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+            cmd.Parameters.AddWithValue("@since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
             var list = new List<DailyLayerFigures>();
             using var r = cmd.ExecuteReader();
             while (r.Read())

@@ -51,23 +51,25 @@ public sealed class StoreTaskCache : ITaskCache
         public override void Apply(StoreBatch b)
         {
             string? file = null;
-            if (json.Length > OutputFiles.InlineLimit)
+            if (json.Length > OutputFiles.InlineLimit && b.FilesFolder is not null)
             {
                 file = OutputFiles.CacheName(key);
                 OutputFiles.Write(b.FilesFolder, file, json);
             }
             var cmd = b.Command("""
-                INSERT OR REPLACE INTO task_cache (key, handler, json, run_id, task_id, created_at, file, bytes)
-                VALUES ($key, $handler, $json, $run, $task, $at, $file, $bytes)
+                INSERT INTO task_cache (key, handler, json, run_id, task_id, created_at, file, bytes)
+                VALUES (@key, @handler, @json, @run, @task, @at, @file, @bytes)
+                ON CONFLICT (key) DO UPDATE SET handler = excluded.handler, json = excluded.json, run_id = excluded.run_id, task_id = excluded.task_id,
+                    created_at = excluded.created_at, file = excluded.file, bytes = excluded.bytes
                 """);
-            cmd.Parameters.AddWithValue("$key", key);
-            cmd.Parameters.AddWithValue("$handler", handler);
-            cmd.Parameters.AddWithValue("$json", file is null ? json : "");
-            cmd.Parameters.AddWithValue("$file", (object?)file ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$bytes", json.Length);
-            cmd.Parameters.AddWithValue("$run", (object?)runId ?? DBNull.Value);
-            cmd.Parameters.AddWithValue("$task", taskId);
-            cmd.Parameters.AddWithValue("$at", at);
+            cmd.Parameters.AddWithValue("@key", key);
+            cmd.Parameters.AddWithValue("@handler", handler);
+            cmd.Parameters.AddWithValue("@json", file is null ? json : "");
+            cmd.Parameters.AddWithValue("@file", (object?)file ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@bytes", json.Length);
+            cmd.Parameters.AddWithValue("@run", (object?)runId ?? DBNull.Value);
+            cmd.Parameters.AddWithValue("@task", taskId);
+            cmd.Parameters.AddWithValue("@at", at);
             cmd.ExecuteNonQuery();
         }
     }

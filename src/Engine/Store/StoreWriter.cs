@@ -1,5 +1,5 @@
+using System.Data.Common;
 using System.Threading.Channels;
-using Microsoft.Data.Sqlite;
 
 namespace TaskMesh.Engine.Store;
 
@@ -14,19 +14,22 @@ internal abstract class StoreWrite
 
 /// <summary>
 /// What a write sees: the batch's transaction and commands kept for the writer's life, one per SQL
-/// text (SQLite prepares each statement once, not once per row).
+/// text (the database prepares each statement once, not once per row).
 /// </summary>
-internal sealed class StoreBatch(SqliteConnection connection, string filesFolder)
+internal sealed class StoreBatch(DbConnection connection, string? filesFolder)
 {
-    /// <summary>The folder beside the store for outputs too large for a row (<see cref="OutputFiles"/>).</summary>
-    public string FilesFolder => filesFolder;
+    /// <summary>
+    /// The folder beside the store for outputs too large for a row (<see cref="OutputFiles"/>); null
+    /// for a PostgreSQL store, which has no "beside" and keeps every output in its row.
+    /// </summary>
+    public string? FilesFolder => filesFolder;
 
-    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DbCommand> _commands = new(StringComparer.Ordinal);
 
-    public SqliteTransaction? Transaction { get; set; }
+    public DbTransaction? Transaction { get; set; }
 
     /// <summary>The command for <paramref name="sql"/>, in this batch's transaction, its parameters cleared.</summary>
-    public SqliteCommand Command(string sql)
+    public DbCommand Command(string sql)
     {
         if (!_commands.TryGetValue(sql, out var cmd))
         {
@@ -44,7 +47,7 @@ internal sealed class StoreBatch(SqliteConnection connection, string filesFolder
 /// The store's single writer: records arrive through a bounded channel from any thread and are
 /// committed in batches (up to <see cref="MaxBatch"/> records, or what arrived within
 /// <see cref="MaxBatchDelay"/>) in one transaction each, on a thread of its own — the scheduler
-/// never waits on SQLite. When the writer falls behind and the channel is full, or the large writes
+/// never waits on the database. When the writer falls behind and the channel is full, or the large writes
 /// queued (outputs, bitmaps) hold more than <see cref="MaxQueuedBytes"/>, the thread that records
 /// waits for room: the run slows down, no record is lost, memory stays bounded. A failed batch (disk full,
 /// read-only file) faults the writer: every later record and flush throws a
@@ -59,8 +62,9 @@ internal sealed class StoreWriter : IDisposable
     /// <summary>Most memory the queued large writes may hold before recording threads wait (one write larger than this still goes, alone).</summary>
     public const long MaxQueuedBytes = 64L << 20;
 
-    private readonly SqliteConnection _connection;
+    private readonly DbConnection _connection;
     private readonly string _path;
+    private readonly Func<DbException, string> _describe;
     private readonly Channel<StoreWrite> _channel = Channel.CreateBounded<StoreWrite>(new BoundedChannelOptions(Capacity)
     {
         SingleReader = true,
@@ -76,11 +80,16 @@ internal sealed class StoreWriter : IDisposable
     /// <summary>Raised on the writer's thread after each committed batch: how long its transaction took, and its writes.</summary>
     public event Action<TimeSpan, int>? Committed;
 
-    public StoreWriter(SqliteConnection connection, string path)
+    /// <param name="connection">The open connection the writer owns.</param>
+    /// <param name="path">The store as messages name it.</param>
+    /// <param name="filesFolder">Where outputs too large for a row go; null to keep them in their rows.</param>
+    /// <param name="describe">A database error as the store's message.</param>
+    public StoreWriter(DbConnection connection, string path, string? filesFolder, Func<DbException, string> describe)
     {
         _connection = connection;
         _path = path;
-        _batch = new StoreBatch(connection, OutputFiles.FolderOf(path));
+        _describe = describe;
+        _batch = new StoreBatch(connection, filesFolder);
         _loop = Task.Factory.StartNew(Loop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -191,9 +200,9 @@ internal sealed class StoreWriter : IDisposable
                 if (Committed is { } committed)
                     try { committed(System.Diagnostics.Stopwatch.GetElapsedTime(started), batch.Count); } catch { /* a listener's failure is not the store's */ }
             }
-            catch (Exception ex) when (ex is SqliteException or InvalidOperationException or IOException or UnauthorizedAccessException)
+            catch (Exception ex) when (ex is DbException or InvalidOperationException or IOException or UnauthorizedAccessException or TimeoutException)
             {
-                var fault = new StoreException(ex is SqliteException s ? RunStore.Describe(_path, s) : $"store '{_path}': {ex.Message}", ex);
+                var fault = new StoreException(ex is DbException d ? _describe(d) : $"store '{_path}': {ex.Message}", ex);
                 _fault = fault;
                 try { Faulted?.Invoke(fault); } catch { /* a listener's failure must not stop the writer's bookkeeping */ }
             }

@@ -54,7 +54,7 @@ internal static class OpenCommand
         var services = new ServiceCollection();
         services.AddSingleton(logs);
         var taskmesh = services.AddTaskMesh(cfg);
-        if (storeOn) taskmesh.AddSqliteStore(StoreInput.PathOf(storeOption, cfg));
+        if (storeOn) taskmesh.AddRunStore(StoreInput.PathOf(storeOption, cfg));
         using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
         var runtime = RunCommand.Resolve(provider);
         OpenRun run;

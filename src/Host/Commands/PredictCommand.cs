@@ -43,7 +43,7 @@ internal static class PredictCommand
             // run of this graph would follow: the same routing, budget, exploration and features.
             var services = new ServiceCollection();
             var taskmesh = services.AddTaskMesh(cfg);
-            if (File.Exists(storePath)) taskmesh.AddSqliteStore(storePath, readOnly: true);
+            if (TaskMesh.Engine.Store.RunStore.IsDatabaseUrl(storePath) || File.Exists(storePath)) taskmesh.AddRunStore(storePath, readOnly: true);
             using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
             var runtime = RunCommand.Resolve(provider);
             var (graph, _) = runtime.LoadGraph(path, io.Token);

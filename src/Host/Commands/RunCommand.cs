@@ -231,7 +231,7 @@ internal static class RunCommand
         services.AddSingleton(logs);
         var taskmesh = services.AddTaskMesh(config);
         // The store is opened (and checked) before anything runs, too.
-        if (storeOn) taskmesh.AddSqliteStore(StoreInput.PathOf(a.Store, config));
+        if (storeOn) taskmesh.AddRunStore(StoreInput.PathOf(a.Store, config));
         if (metricsPort is not null) taskmesh.AddMetrics();
         using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true });
         var runtime = Resolve(provider);

@@ -9,8 +9,8 @@ internal static class StoreInput
 {
     public static Option<string?> StoreOption() => new("--store")
     {
-        Description = "The run store (SQLite). Default: [store] path in the config, else $TASKMESH_HOME/taskmesh.db or ~/.taskmesh/taskmesh.db.",
-        HelpName = "FILE",
+        Description = "The run store: an SQLite file, or a postgresql://user:password@host:port/database URL. Default: [store] path or url in the config, else $TASKMESH_HOME/taskmesh.db or ~/.taskmesh/taskmesh.db.",
+        HelpName = "FILE|URL",
     };
 
     public static Option<bool> NoStoreOption() => new("--no-store") { Description = "Record nothing in a run store." };
@@ -20,7 +20,7 @@ internal static class StoreInput
     public static string PathOf(string? option, TaskMeshConfig? config)
         => option is not null && string.IsNullOrWhiteSpace(option)
             ? throw new StoreException("the store path is empty: give --store FILE or [store] path a file name")
-            : option ?? config?.StorePath ?? RunStore.DefaultPath();
+            : option ?? config?.StoreLocation ?? RunStore.DefaultPath();
 
     /// <summary>Opens the store or explains why not (exit 2 through <see cref="StoreException"/>); waits for another process's lock as long as the config says.</summary>
     public static RunStore Open(string path, bool readOnly, TaskMeshConfig? config)
