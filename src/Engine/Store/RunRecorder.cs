@@ -748,7 +748,7 @@ public sealed class RunRecorder : IRunObserver
                 INSERT INTO escalation_history (run_id, task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, at, rule, rule_id)
                 VALUES (@run, @task, @from, @to, @trigger, @reason, @confidence, @summary, @at, @rule,
                     -- the stored rule the run's rule mirrors (the command line mirrors the config's rules into the store first)
-                    (SELECT id FROM escalation_rules WHERE @ruleFrom IS NOT NULL AND from_layer = @ruleFrom AND to_layer = @ruleTo AND trigger = @ruleTrigger
+                    (SELECT id FROM escalation_rules WHERE CAST(@ruleFrom AS TEXT) IS NOT NULL AND from_layer = @ruleFrom AND to_layer = @ruleTo AND trigger = @ruleTrigger
                         AND threshold IS NOT DISTINCT FROM @ruleThreshold AND priority = @rulePriority ORDER BY active DESC, id LIMIT 1))
                 """);
             cmd.Parameters.AddWithValue("@run", runId);

@@ -135,8 +135,30 @@ public sealed partial class RunStore
         for (long v = version; v < StoreSchema.CurrentVersion; v++)
             Execute(c, StoreSchema.ForPostgres(StoreSchema.Migrations[v]), tx);
         if (version < StoreSchema.CurrentVersion)
+        {
+            MoveIdentitiesPastTheirRows(c, tx);
             Execute(c, FormattableString.Invariant($"UPDATE taskmesh_store SET version = {StoreSchema.CurrentVersion}"), tx);
+        }
         tx.Commit();
+    }
+
+    // A migration that rebuilds a table copies its rows with their ids (SQLite numbers the next row
+    // past the largest id; a PostgreSQL identity counts on from where its sequence stood): each
+    // identity column of the store's tables is moved past the ids its table holds.
+    private static void MoveIdentitiesPastTheirRows(DbConnection c, DbTransaction tx)
+    {
+        var identities = new List<(string Table, string Column)>();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.Transaction = tx;
+            cmd.CommandText = "SELECT table_name, column_name FROM information_schema.columns WHERE is_identity = 'YES' AND table_schema = current_schema() AND table_name = ANY(@tables)";
+            cmd.Parameters.AddWithValue("@tables", StoreSchema.Tables);
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) identities.Add((r.GetString(0), r.GetString(1)));
+        }
+        // (names from the catalogue, of the store's own tables: no user text in the SQL)
+        foreach (var (table, column) in identities)
+            Execute(c, $"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), coalesce(max({column}), 0) + 1, false) FROM {table}", tx);
     }
 
     private static string DescribePostgres(string shown, DbException ex) => ex switch

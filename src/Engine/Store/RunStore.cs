@@ -317,7 +317,7 @@ public sealed partial class RunStore : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         // "running" and "interrupted" rows are told apart by their owner, so both are read for either.
         bool byOwner = status is "running" or "interrupted" or "open";
-        var list = ReadRuns("(@status IS NULL OR r.status = @status OR (@byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
+        var list = ReadRuns("(CAST(@status AS TEXT) IS NULL OR r.status = @status OR (@byOwner AND r.status IN ('running', 'interrupted')))", cmd =>
         {
             cmd.Parameters.AddWithValue("@status", (object?)status ?? DBNull.Value);
             cmd.Parameters.AddWithValue("@byOwner", byOwner);
@@ -647,7 +647,7 @@ public sealed partial class RunStore : IDisposable
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT category, at, run_id, task_id, detail FROM audit_log
-                WHERE run_id = @run AND (@task IS NULL OR task_id = @task) AND (@category IS NULL OR category = @category)
+                WHERE run_id = @run AND (CAST(@task AS TEXT) IS NULL OR task_id = @task) AND (CAST(@category AS TEXT) IS NULL OR category = @category)
                 ORDER BY id LIMIT @limit
                 """;
             cmd.Parameters.AddWithValue("@limit", limit);

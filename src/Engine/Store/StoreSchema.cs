@@ -19,9 +19,8 @@ internal static class StoreSchema
     /// not given) become identity columns, its 64-bit <c>INTEGER</c> <c>BIGINT</c>, <c>REAL</c>
     /// <c>DOUBLE PRECISION</c> and <c>BLOB</c> <c>BYTEA</c>; and <c>runs</c> gets the <c>rowid</c>
     /// SQLite gives every table (the order rows were added, which breaks ties between runs that
-    /// started at the same instant). A migration that copies rows with their ids into a new table
-    /// must also move the identity's sequence past them (none does yet: every PostgreSQL store
-    /// starts at the current schema).
+    /// started at the same instant). After migrating, each identity's sequence is moved past the
+    /// ids its table holds (a migration that rebuilds a table copies its rows with their ids).
     /// </summary>
     public static string ForPostgres(string migration)
     {

@@ -11,16 +11,16 @@ using Xunit;
 
 namespace TaskMesh.Tests.Engine.Store;
 
-public sealed class RunStoreTests : IDisposable
+/// <summary>
+/// The run store's own test suite, run against both of its databases: an SQLite file
+/// (<see cref="RunStoreTests"/>) and PostgreSQL (<see cref="PostgresRunStoreTests"/>). What only one
+/// of them has (files and their damage, outputs in files beside the store; a database shared with
+/// other applications) is tested in its class.
+/// </summary>
+public abstract class RunStoreContract
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-store-").FullName;
-
-    public void Dispose()
-    {
-        Directory.Delete(_dir, recursive: true);
-    }
-
-    private string StorePath => Path.Combine(_dir, "runs.db");
+    /// <summary>Opens this test's store (a fresh one at the first call; the same one after).</summary>
+    protected abstract RunStore OpenStore(bool readOnly = false);
 
     /// <summary>Moves a failed task on <c>local</c> to <c>strong</c> (an escalation to record).</summary>
     private sealed class MoveOnError : IEscalationPolicy
@@ -30,6 +30,7 @@ public sealed class RunStoreTests : IDisposable
                 ? EscalationDecision.EscalateTo("strong", "error", "failed on local")
                 : DefaultEscalationPolicy.Instance.Decide(attempt, context);
     }
+
 
     [Fact]
     public async Task Record_SmallRunWithFailureSkipAndEscalation_RoundTrips()
@@ -43,7 +44,7 @@ public sealed class RunStoreTests : IDisposable
         var bad = g.Task("bad", "fail", new { message = "boom" }).DependsOn(a);
         g.Task("after-bad", "noop").DependsOn(bad);
         g.Task("moves", "weak-first").DependsOn(a);
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
 
         var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store, graphHash: "abc")] });
         await store.FlushAsync();
@@ -64,6 +65,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(2, store.CompletedCount(result.RunId));
     }
 
+
     [Fact]
     public async Task TrainingRows_OfATaskThatMoved_KeepEachLayersAttempt_AndTrainingGivesEachLayerItsOwn()
     {
@@ -82,7 +84,7 @@ public sealed class RunStoreTests : IDisposable
         g.Task("stays", "steady").OnLayer("local");
         var prepared = engine.Prepare(g);
         var features = new TaskMesh.Learning.Features.FeatureExtractor(prepared);
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
 
         await engine.RunAsync(prepared, new RunOptions { Observers = [new RunRecorder(store, features: t => features.Extract(t))] });
         await store.FlushAsync();
@@ -115,6 +117,7 @@ public sealed class RunStoreTests : IDisposable
             => TaskMesh.Learning.Models.ModelTrainer.ExamplesOf([r with { LastAttemptMs = null, FirstAttemptMs = null }]);
     }
 
+
     [Fact]
     public async Task Audit_RunThatFailsRetriesEscalatesAndReportsConfidence_HasEveryCategory()
     {
@@ -129,7 +132,7 @@ public sealed class RunStoreTests : IDisposable
         g.Task("unsure", "unsure").WithMinConfidence(0.9);
         g.Task("bad", "fail", new { message = "permanent" });
         g.Task("after", "noop").DependsOn("bad");
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
 
         var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
         await store.FlushAsync();
@@ -158,6 +161,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Throws<StoreException>(() => store.ResolveRunId("zzzz"));
     }
 
+
     [Fact]
     public async Task Record_LargeRun_KeepsOnlyTheRowsTheJournalPromises()
     {
@@ -168,7 +172,7 @@ public sealed class RunStoreTests : IDisposable
         int first = g.AddTasks(n, "slow-or-not");
         int bad = g.Task("bad", "fail", new { message = "x" }).Index;
         g.Task("skipped", "noop").DependsOn("bad");
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
 
         var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
         await store.FlushAsync();
@@ -185,6 +189,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(n, Assert.Single(store.ListRuns()).Tasks.Succeeded);
     }
 
+
     /// <summary>A write that holds <see cref="Bytes"/> of memory and, until its gate opens, the writer.</summary>
     private sealed class HeavyWrite(long bytes, ManualResetEventSlim? gate = null) : StoreWrite
     {
@@ -192,10 +197,11 @@ public sealed class RunStoreTests : IDisposable
         public override void Apply(StoreBatch batch) => gate?.Wait(TimeSpan.FromSeconds(30));
     }
 
+
     [Fact]
     public async Task Writer_WhenQueuedOutputsHoldItsMemoryBudget_MakesTheRecordingThreadWait()
     {
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
         var writer = store.Writer!;
         using var gate = new ManualResetEventSlim();
         long half = StoreWriter.MaxQueuedBytes / 2 + 1;
@@ -223,6 +229,7 @@ public sealed class RunStoreTests : IDisposable
         }
     }
 
+
     [Fact]
     public async Task Record_TaskRowCost_IsEachAttemptsDurationTimesItsLayersPrice()
     {
@@ -238,7 +245,7 @@ public sealed class RunStoreTests : IDisposable
         var g = new GraphBuilder("priced");
         g.Task("escalated", "weak-first");
         g.Task("free", "noop");
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
 
         var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
         await store.FlushAsync();
@@ -253,6 +260,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(0.0, rows["free"].Cost);
     }
 
+
     [Fact]
     public async Task Record_LargeChain_KeepsTheSlowTaskAndNotTheOneAfterIt()
     {
@@ -264,7 +272,7 @@ public sealed class RunStoreTests : IDisposable
         var g = new GraphBuilder("large-chain");
         int first = g.AddTasks(n, "slow-or-not");
         for (int i = first; i < first + n - 1; i++) g.AddEdge(i, i + 1);
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
 
         var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
         await store.FlushAsync();
@@ -276,6 +284,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(n, store.CompletedCount(result.RunId));
     }
 
+
     [Fact]
     public async Task Record_WithJournalOptions_KeepsTheRowsTheyAskFor()
     {
@@ -283,7 +292,7 @@ public sealed class RunStoreTests : IDisposable
         var engine = new TaskMeshEngine();
         var g = new GraphBuilder("journal");
         g.AddTasks(n, "noop");
-        using var store = RunStore.Open(StorePath);
+        using var store = OpenStore();
         var journal = new JournalOptions { FullDetailTasks = 0, SampleEvery = 4, MaxSampledRows = 1_000, SlowTaskMs = 60_000 };
 
         var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store, journal: journal)] });
@@ -295,6 +304,170 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(n, store.CompletedCount(result.RunId));
         Assert.Throws<ArgumentException>(() => new RunRecorder(store, journal: new JournalOptions { SampleEvery = 3 }));
     }
+
+
+    [Fact]
+    public async Task Resume_RestoresFinishedTasksAndTheirDataEdgeOutputs_AndRunsTheRest()
+    {
+        var engine = new TaskMeshEngine();
+        var calls = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        bool failLate = true;
+        engine.Handlers.RegisterInline("make", ctx => { calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1); return $"made by {ctx.Id}"; });
+        engine.Handlers.RegisterInline("late", ctx =>
+        {
+            calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
+            if (failLate) throw new TaskFailedException("not yet");
+            return string.Join("+", ctx.Inputs.Select(kv => kv.Value));
+        });
+        var g = new GraphBuilder("resumable");
+        var a = g.Task("a", "make");
+        var b = g.Task("b", "make");
+        g.Task("late", "late").DependsOn(a, EdgeKind.Data).DependsOn(b, EdgeKind.Data);
+        var graph = engine.Prepare(g);
+        using var store = OpenStore();
+
+        var first = await engine.RunAsync(graph, new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+        Assert.Equal(RunStatus.Failed, first.Status);
+
+        failLate = false;
+        var restored = store.LoadRestored(first.RunId, graph.Graph);
+        Assert.Equal(2, restored.Count);
+        var second = await engine.RunAsync(graph, new RunOptions { Restored = restored, KeepOutputs = true, Observers = [new RunRecorder(store, resumedFrom: first.RunId)] });
+        await store.FlushAsync();
+
+        Assert.Equal((RunStatus.Succeeded, 3, 2), (second.Status, second.Succeeded, second.Restored));
+        Assert.Equal((1, 1, 2), (calls["a"], calls["b"], calls["late"]));           // a and b ran once in all
+        Assert.Equal("made by a+made by b", second.OutputOf(2));                   // their outputs came from the store
+
+        // A resume of the resume still finds the outputs (stored by the first run).
+        var again = store.LoadRestored(second.RunId, graph.Graph);
+        Assert.Equal(3, again.Count);
+        Assert.Equal(2, store.ListRuns(status: "succeeded").Single().Tasks.Restored);
+    }
+
+
+    /// <summary>Counts what batches carry: listed ends and counted quick successes.</summary>
+    private sealed class BatchCounter : IRunObserver
+    {
+        public long Listed, Quick;
+        public RunObserverInterests Interests => RunObserverInterests.TaskEndedInBatches | RunObserverInterests.QuickSuccessesCounted;
+        public void OnTasksEnded(TaskEndBatch ends)
+        {
+            Interlocked.Add(ref Listed, ends.Count);
+            Interlocked.Add(ref Quick, ends.QuickSuccesses);
+        }
+    }
+
+
+    [Fact]
+    public async Task LargeRun_QuickSuccessesAreCountedNotListed_YetTheStoreKeepsEveryCompletionTheSampleAndTheSlowTask()
+    {
+        const int n = 300_000;
+        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2 });
+        engine.Handlers.RegisterInline("tiny", _ => null);
+        engine.Handlers.RegisterInline("slow", _ => { Thread.Sleep(30); return null; });
+        var g = new GraphBuilder("large").EnsureCapacity(n, 0);
+        g.AddTasks(n - 1, "tiny");
+        g.AddTasks(1, "slow");
+        var graph = engine.Prepare(g);
+        using var store = OpenStore();
+        var counter = new BatchCounter();
+        var metrics = new TaskMeshMetrics();
+
+        var result = await engine.RunAsync(graph, new RunOptions { CollectTaskDetails = false, Observers = [new RunRecorder(store), metrics, counter] });
+        await store.FlushAsync();
+
+        Assert.Equal(n, result.Succeeded);
+        Assert.True(counter.Quick > n / 2, $"{counter.Quick} quick of {n}");            // most were counted, not listed
+        Assert.Equal(n, counter.Quick + counter.Listed);
+        Assert.Equal(n, store.CompletedCount(result.RunId));                              // from the run's outcomes
+        var rows = store.TasksOf(result.RunId);
+        int stride = new JournalOptions().SampleStride(n);
+        // Every sampled task is kept — as "sampled", or for a stronger reason (a first task that ran
+        // while its worker was being compiled or preempted is "slow") — and nothing else is "sampled".
+        var sample = Enumerable.Range(0, n).Where(i => i % stride == 0).ToHashSet();
+        Assert.Superset(sample, rows.Select(r => r.Index).ToHashSet());
+        Assert.All(rows.Where(r => r.KeptBecause == "sampled"), r => Assert.Contains(r.Index, sample));
+        // The sleeping task is slow; a tiny one may be too, when its worker was preempted (coarse timing errs long).
+        Assert.Contains(rows, r => r.KeptBecause == "slow" && r.Index == n - 1 && r.DurationMs >= 25);
+        var s = Exposition.Parse(await Exposition.TextOf(metrics));
+        Assert.Equal(n, s["taskmesh_tasks_total{layer=\"local\",outcome=\"succeeded\"}"]);
+        Assert.Equal(n, s["taskmesh_task_duration_seconds_count{layer=\"local\"}"]);
+        Assert.True(s["taskmesh_task_duration_seconds_count{layer=\"local\"}"] - s["taskmesh_task_duration_seconds_bucket{layer=\"local\",le=\"0.025\"}"] >= 1);
+    }
+
+
+    [Fact]
+    public async Task Cache_HitsExactlyWhenHandlerArgsAndInputsMatch_AndNeverForAFailure()
+    {
+        var engine = new TaskMeshEngine();
+        var runs = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        engine.Handlers.Register(new HandlerDescriptor("square", ctx =>
+        {
+            runs.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
+            var x = ctx.Args.GetProperty("x").GetInt32();
+            if (x < 0) throw new TaskFailedException("negative");
+            return x * x + ctx.Inputs.Sum(kv => Convert.ToInt32(kv.Value));
+        }) { Cacheable = true });
+        engine.Handlers.RegisterInline("side-effect", _ => null);
+        TaskMesh.Engine.Graph.PreparedGraph Graph(int a, int b, int bad)
+        {
+            var g = new GraphBuilder("cached");
+            var ta = g.Task("a", "square", new { x = a }).WithCache();
+            g.Task("b", "square", new { x = b }).WithCache().DependsOn(ta, EdgeKind.Data);
+            g.Task("bad", "square", new { x = bad }).WithCache();
+            return engine.Prepare(g);
+        }
+        using var store = OpenStore();
+        async Task<RunResult> Run(TaskMesh.Engine.Graph.PreparedGraph g)
+        {
+            var r = await engine.RunAsync(g, new RunOptions { Cache = new StoreTaskCache(store), KeepOutputs = true, Observers = [new RunRecorder(store)] });
+            await store.FlushAsync();
+            return r;
+        }
+
+        var first = await Run(Graph(3, 4, -1));
+        Assert.Equal((0, 25), (first.Cached, (int)first.OutputOf(1)!));          // b = 16 + a's 9
+        var second = await Run(Graph(3, 4, -1));
+        Assert.Equal(2, second.Cached);                                           // a and b: same args, same inputs
+        Assert.Equal(25L, second.OutputOf(1));                                    // the kept output (a number comes back as itself)
+        Assert.Equal(TaskOutcome.Failed, second.OutcomeOf(2));                    // a failure is never kept
+        Assert.Equal((1, 1, 2), (runs["a"], runs["b"], runs["bad"]));
+
+        var third = await Run(Graph(5, 4, -1));                                   // a's args differ, so does b's input
+        Assert.Equal(0, third.Cached);
+        Assert.Equal((2, 2), (runs["a"], runs["b"]));
+        Assert.Equal(41, third.OutputOf(1));
+
+        Assert.Equal(4, store.CacheEntries().Count);
+        Assert.Contains(store.AuditOf(second.RunId, "a", AuditCategory.TaskCompletion), r => r.Detail.Contains("\"reused_from\":\"cache\""));
+        Assert.Equal(2, store.ListRuns().Single(r => r.RunId == second.RunId).Tasks.Cached);
+        Assert.Equal(4, await store.ClearCacheAsync());
+        Assert.Empty(store.CacheEntries());
+
+        // A handler that is not cacheable refuses the option.
+        var g2 = new GraphBuilder();
+        g2.Task("s", "side-effect").WithCache();
+        var ex = Assert.Throws<GraphValidationException>(() => engine.Prepare(g2));
+        Assert.Contains("is not cacheable", ex.Message);
+    }
+
+}
+
+/// <summary>The run store's suite on an SQLite file, and what only a file has.</summary>
+public sealed class RunStoreTests : RunStoreContract, IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-store-").FullName;
+
+    public void Dispose()
+    {
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private string StorePath => Path.Combine(_dir, "runs.db");
+
+    protected override RunStore OpenStore(bool readOnly = false) => RunStore.Open(StorePath, readOnly);
 
     [Theory]
     [InlineData(10_001, 1024)]
@@ -308,6 +481,7 @@ public sealed class RunStoreTests : IDisposable
         int rows = (tasks + stride - 1) / stride;
         Assert.InRange(rows, 1, RunRecorder.MaxSampledRows);
     }
+
 
     [Theory]
     [InlineData(0)]
@@ -333,12 +507,14 @@ public sealed class RunStoreTests : IDisposable
             Assert.Equal(0, bytes[i / 8] & (1 << (i % 8)));
     }
 
+
     private string Write(string name, byte[] bytes)
     {
         var path = Path.Combine(_dir, name);
         File.WriteAllBytes(path, bytes);
         return path;
     }
+
 
     private static void AssertRefusedAndUnchanged(string path, string expected)
     {
@@ -349,6 +525,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(before, File.ReadAllBytes(path));
         Assert.False(File.Exists(path + "-wal") && new FileInfo(path + "-wal").Length > 0);
     }
+
 
     [Fact]
     public void Open_ForeignCorruptAndNewerFiles_AreRefusedAndLeftUnchanged()
@@ -388,6 +565,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal(bytes, File.ReadAllBytes(corrupt));
     }
 
+
     [Fact]
     public void Open_AStoreOfThePreviousSchema_IsMigratedKeepingItsRuns()
     {
@@ -414,6 +592,7 @@ public sealed class RunStoreTests : IDisposable
         q.CommandText = "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'resumed_from';";
         Assert.Equal(1L, (long)q.ExecuteScalar()!);
     }
+
 
     [Fact]
     public async Task Open_AStoreOfSchemaVersion8_KeepsItsAuditTrail_AndTakesTheServicesRows()
@@ -446,6 +625,7 @@ public sealed class RunStoreTests : IDisposable
         }
     }
 
+
     [Fact]
     public void Open_AStoreOfSchemaVersion2_IsMigratedKeepingItsOutputsAndCache()
     {
@@ -475,45 +655,6 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal("42", store.CachedJson("k"));
     }
 
-    [Fact]
-    public async Task Resume_RestoresFinishedTasksAndTheirDataEdgeOutputs_AndRunsTheRest()
-    {
-        var engine = new TaskMeshEngine();
-        var calls = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
-        bool failLate = true;
-        engine.Handlers.RegisterInline("make", ctx => { calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1); return $"made by {ctx.Id}"; });
-        engine.Handlers.RegisterInline("late", ctx =>
-        {
-            calls.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
-            if (failLate) throw new TaskFailedException("not yet");
-            return string.Join("+", ctx.Inputs.Select(kv => kv.Value));
-        });
-        var g = new GraphBuilder("resumable");
-        var a = g.Task("a", "make");
-        var b = g.Task("b", "make");
-        g.Task("late", "late").DependsOn(a, EdgeKind.Data).DependsOn(b, EdgeKind.Data);
-        var graph = engine.Prepare(g);
-        using var store = RunStore.Open(StorePath);
-
-        var first = await engine.RunAsync(graph, new RunOptions { Observers = [new RunRecorder(store)] });
-        await store.FlushAsync();
-        Assert.Equal(RunStatus.Failed, first.Status);
-
-        failLate = false;
-        var restored = store.LoadRestored(first.RunId, graph.Graph);
-        Assert.Equal(2, restored.Count);
-        var second = await engine.RunAsync(graph, new RunOptions { Restored = restored, KeepOutputs = true, Observers = [new RunRecorder(store, resumedFrom: first.RunId)] });
-        await store.FlushAsync();
-
-        Assert.Equal((RunStatus.Succeeded, 3, 2), (second.Status, second.Succeeded, second.Restored));
-        Assert.Equal((1, 1, 2), (calls["a"], calls["b"], calls["late"]));           // a and b ran once in all
-        Assert.Equal("made by a+made by b", second.OutputOf(2));                   // their outputs came from the store
-
-        // A resume of the resume still finds the outputs (stored by the first run).
-        var again = store.LoadRestored(second.RunId, graph.Graph);
-        Assert.Equal(3, again.Count);
-        Assert.Equal(2, store.ListRuns(status: "succeeded").Single().Tasks.Restored);
-    }
 
     [Fact]
     public async Task Resume_AnOutputOverOneMiB_IsKeptInAFileBesideTheStore_AndAMissingFileMeansTheTaskRunsAgain()
@@ -559,6 +700,7 @@ public sealed class RunStoreTests : IDisposable
         Assert.Equal((2, 1), (calls["a"], calls["b"]));
     }
 
+
     [Fact]
     public async Task Cache_AnOutputOverOneMiB_HitsFromItsFile_AndClearingTheCacheDeletesIt()
     {
@@ -587,54 +729,6 @@ public sealed class RunStoreTests : IDisposable
         Assert.False(Directory.Exists(folder));
     }
 
-    /// <summary>Counts what batches carry: listed ends and counted quick successes.</summary>
-    private sealed class BatchCounter : IRunObserver
-    {
-        public long Listed, Quick;
-        public RunObserverInterests Interests => RunObserverInterests.TaskEndedInBatches | RunObserverInterests.QuickSuccessesCounted;
-        public void OnTasksEnded(TaskEndBatch ends)
-        {
-            Interlocked.Add(ref Listed, ends.Count);
-            Interlocked.Add(ref Quick, ends.QuickSuccesses);
-        }
-    }
-
-    [Fact]
-    public async Task LargeRun_QuickSuccessesAreCountedNotListed_YetTheStoreKeepsEveryCompletionTheSampleAndTheSlowTask()
-    {
-        const int n = 300_000;
-        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2 });
-        engine.Handlers.RegisterInline("tiny", _ => null);
-        engine.Handlers.RegisterInline("slow", _ => { Thread.Sleep(30); return null; });
-        var g = new GraphBuilder("large").EnsureCapacity(n, 0);
-        g.AddTasks(n - 1, "tiny");
-        g.AddTasks(1, "slow");
-        var graph = engine.Prepare(g);
-        using var store = RunStore.Open(StorePath);
-        var counter = new BatchCounter();
-        var metrics = new TaskMeshMetrics();
-
-        var result = await engine.RunAsync(graph, new RunOptions { CollectTaskDetails = false, Observers = [new RunRecorder(store), metrics, counter] });
-        await store.FlushAsync();
-
-        Assert.Equal(n, result.Succeeded);
-        Assert.True(counter.Quick > n / 2, $"{counter.Quick} quick of {n}");            // most were counted, not listed
-        Assert.Equal(n, counter.Quick + counter.Listed);
-        Assert.Equal(n, store.CompletedCount(result.RunId));                              // from the run's outcomes
-        var rows = store.TasksOf(result.RunId);
-        int stride = new JournalOptions().SampleStride(n);
-        // Every sampled task is kept — as "sampled", or for a stronger reason (a first task that ran
-        // while its worker was being compiled or preempted is "slow") — and nothing else is "sampled".
-        var sample = Enumerable.Range(0, n).Where(i => i % stride == 0).ToHashSet();
-        Assert.Superset(sample, rows.Select(r => r.Index).ToHashSet());
-        Assert.All(rows.Where(r => r.KeptBecause == "sampled"), r => Assert.Contains(r.Index, sample));
-        // The sleeping task is slow; a tiny one may be too, when its worker was preempted (coarse timing errs long).
-        Assert.Contains(rows, r => r.KeptBecause == "slow" && r.Index == n - 1 && r.DurationMs >= 25);
-        var s = Exposition.Parse(await Exposition.TextOf(metrics));
-        Assert.Equal(n, s["taskmesh_tasks_total{layer=\"local\",outcome=\"succeeded\"}"]);
-        Assert.Equal(n, s["taskmesh_task_duration_seconds_count{layer=\"local\"}"]);
-        Assert.True(s["taskmesh_task_duration_seconds_count{layer=\"local\"}"] - s["taskmesh_task_duration_seconds_bucket{layer=\"local\",le=\"0.025\"}"] >= 1);
-    }
 
     [Fact]
     public async Task FullStore_StopsTheRunWithAClearError_AndKeepsWhatWasCommitted()
@@ -673,60 +767,6 @@ public sealed class RunStoreTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task Cache_HitsExactlyWhenHandlerArgsAndInputsMatch_AndNeverForAFailure()
-    {
-        var engine = new TaskMeshEngine();
-        var runs = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
-        engine.Handlers.Register(new HandlerDescriptor("square", ctx =>
-        {
-            runs.AddOrUpdate(ctx.Id, 1, (_, n) => n + 1);
-            var x = ctx.Args.GetProperty("x").GetInt32();
-            if (x < 0) throw new TaskFailedException("negative");
-            return x * x + ctx.Inputs.Sum(kv => Convert.ToInt32(kv.Value));
-        }) { Cacheable = true });
-        engine.Handlers.RegisterInline("side-effect", _ => null);
-        TaskMesh.Engine.Graph.PreparedGraph Graph(int a, int b, int bad)
-        {
-            var g = new GraphBuilder("cached");
-            var ta = g.Task("a", "square", new { x = a }).WithCache();
-            g.Task("b", "square", new { x = b }).WithCache().DependsOn(ta, EdgeKind.Data);
-            g.Task("bad", "square", new { x = bad }).WithCache();
-            return engine.Prepare(g);
-        }
-        using var store = RunStore.Open(StorePath);
-        async Task<RunResult> Run(TaskMesh.Engine.Graph.PreparedGraph g)
-        {
-            var r = await engine.RunAsync(g, new RunOptions { Cache = new StoreTaskCache(store), KeepOutputs = true, Observers = [new RunRecorder(store)] });
-            await store.FlushAsync();
-            return r;
-        }
-
-        var first = await Run(Graph(3, 4, -1));
-        Assert.Equal((0, 25), (first.Cached, (int)first.OutputOf(1)!));          // b = 16 + a's 9
-        var second = await Run(Graph(3, 4, -1));
-        Assert.Equal(2, second.Cached);                                           // a and b: same args, same inputs
-        Assert.Equal(25L, second.OutputOf(1));                                    // the kept output (a number comes back as itself)
-        Assert.Equal(TaskOutcome.Failed, second.OutcomeOf(2));                    // a failure is never kept
-        Assert.Equal((1, 1, 2), (runs["a"], runs["b"], runs["bad"]));
-
-        var third = await Run(Graph(5, 4, -1));                                   // a's args differ, so does b's input
-        Assert.Equal(0, third.Cached);
-        Assert.Equal((2, 2), (runs["a"], runs["b"]));
-        Assert.Equal(41, third.OutputOf(1));
-
-        Assert.Equal(4, store.CacheEntries().Count);
-        Assert.Contains(store.AuditOf(second.RunId, "a", AuditCategory.TaskCompletion), r => r.Detail.Contains("\"reused_from\":\"cache\""));
-        Assert.Equal(2, store.ListRuns().Single(r => r.RunId == second.RunId).Tasks.Cached);
-        Assert.Equal(4, await store.ClearCacheAsync());
-        Assert.Empty(store.CacheEntries());
-
-        // A handler that is not cacheable refuses the option.
-        var g2 = new GraphBuilder();
-        g2.Task("s", "side-effect").WithCache();
-        var ex = Assert.Throws<GraphValidationException>(() => engine.Prepare(g2));
-        Assert.Contains("is not cacheable", ex.Message);
-    }
 
     [Fact]
     public void Open_EmptyFileOrNewPath_CreatesAStoreAtTheCurrentSchema()
