@@ -597,10 +597,13 @@ public sealed class StoreCliTests : IDisposable
     /// (polled for up to 30 s). A shell watches and kills, on time even when this test process's
     /// own timers lag. Returns <c>killed rc=137</c>, or <c>ended-early rc=N</c> when the run ended first.
     /// </summary>
-    private Task<string> SigkillWhen(string runArgs, string count, int atLeast)
+    private Task<string> SigkillWhen(string runArgs, string count, int atLeast) => SigkillWhen(_dir, runArgs, count, atLeast);
+
+    /// <summary>As above, in folder <paramref name="dir"/>.</summary>
+    internal static Task<string> SigkillWhen(string dir, string runArgs, string count, int atLeast)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
-        return CliTests.Bash(_dir, $"""
+        return CliTests.Bash(dir, $"""
             dotnet '{dll}' {runArgs} &
             pid=$!
             for i in $(seq 1 1500); do
