@@ -106,10 +106,11 @@ public sealed class SeveralHostsTests : IAsyncLifetime
         var w2 = await HostAsync("w2", 5);
         _pg = await PostgresServer.StartAsync(Ip(2), db, $"10.213.{_net}.0/24");
 
-        File.WriteAllText(Path.Combine(_dir, "coordinator.toml"), $"[cluster]\nmembership = \"{_pg.Url}\"\n");
+        // The coordinator keeps its run store in the same database as the membership: it outlives the coordinator's host.
+        File.WriteAllText(Path.Combine(_dir, "coordinator.toml"), $"[cluster]\nmembership = \"{_pg.Url}\"\n[store]\nurl = \"{_pg.Url}\"\n");
         File.WriteAllText(Path.Combine(_dir, "worker.toml"), $"[cluster]\nmembership = \"{_pg.Url}\"\n");
         var lines = new ConcurrentQueue<string>();
-        Start(coordinator, lines, "serve", "--no-store", "--host", Ip(3), "--insecure", "--http-port", "8080", "--port", "0", "--cluster-host", Ip(3), "--cluster-port", "11111", "--config", "coordinator.toml");
+        Start(coordinator, lines, "serve", "--host", Ip(3), "--insecure", "--http-port", "8080", "--port", "0", "--cluster-host", Ip(3), "--cluster-port", "11111", "--config", "coordinator.toml");
         using var http = new HttpClient { BaseAddress = new Uri($"http://{Ip(3)}:8080/"), Timeout = TimeSpan.FromSeconds(10) };
         var until = DateTime.UtcNow + Limit;
         while (true)
@@ -171,6 +172,12 @@ public sealed class SeveralHostsTests : IAsyncLifetime
         Assert.True(after.GetProperty("lost")[0].GetProperty("requeued").GetInt32() > 0, $"nothing was sent again: {after}");
         Assert.Equal($"{Ip(5)}:11112", Assert.Single(after.GetProperty("workers").EnumerateArray()).GetProperty("endpoint").GetString());
         Assert.Equal($"{Ip(4)}:11112", Assert.Single(after.GetProperty("lost").EnumerateArray()).GetProperty("endpoint").GetString());
+
+        // The run is in the database, read from this host as another coordinator would.
+        using var store = TaskMesh.Engine.Store.RunStore.Open(_pg.Url, readOnly: true);
+        var stored = store.GetRun(runId);
+        for (var by = DateTime.UtcNow + TimeSpan.FromSeconds(10); stored.Status != "succeeded" && DateTime.UtcNow < by; stored = store.GetRun(runId)) await Task.Delay(100);
+        Assert.Equal(("succeeded", 600), (stored.Status, stored.Tasks.Succeeded));
     }
 
     public async Task DisposeAsync()
