@@ -474,8 +474,8 @@ public static class ClusterWorker
         // Joins again now and then: what it offers (free memory) stays current, and a coordinator that
         // stopped sending to it after a failed call takes it back.
         using var stopBeat = new CancellationTokenSource();
-        var heartbeat = HeartbeatAsync(coordinator, executor, info, log, stopBeat.Token);
         bool coordinatorLost = false;
+        var heartbeat = HeartbeatAsync(coordinator, executor, info, log, () => { coordinatorLost = true; gone.Cancel(); }, stopBeat.Token);
         try
         {
             await foreach (var snapshot in membership.MembershipUpdates.WithCancellation(gone.Token).ConfigureAwait(false))
@@ -509,10 +509,18 @@ public static class ClusterWorker
     /// <summary>How often a worker tells the coordinator again what it offers.</summary>
     public static readonly TimeSpan HeartbeatEvery = TimeSpan.FromSeconds(5);
 
-    private static async Task HeartbeatAsync(ICoordinatorGrain coordinator, WorkerExecutor executor, WorkerInfo joined, ILogger log, CancellationToken ct)
+    /// <summary>Heartbeats in a row the coordinator may leave unanswered before the worker takes it for gone.</summary>
+    public const int MissedHeartbeats = 3;
+
+    // Joins again every HeartbeatEvery. The membership says when the coordinator died — except where
+    // the coordinator keeps the member list itself (development clustering, the embedded cluster):
+    // killed, it leaves nobody to declare it dead. So MissedHeartbeats unanswered beats in a row
+    // count as its death too (lost is called once).
+    private static async Task HeartbeatAsync(ICoordinatorGrain coordinator, WorkerExecutor executor, WorkerInfo joined, ILogger log, Action lost, CancellationToken ct)
     {
         try
         {
+            int missed = 0;
             while (true)
             {
                 await Task.Delay(HeartbeatEvery, ct).ConfigureAwait(false);
@@ -520,10 +528,17 @@ public static class ClusterWorker
                 {
                     // What it offers now (the memory left for state vectors changes).
                     await coordinator.Join(executor.Describe(joined.Endpoint, joined.Silo)).WaitAsync(HeartbeatEvery, ct).ConfigureAwait(false);
+                    missed = 0;
                 }
-                catch (Exception ex) when (ex is not OperationCanceledException)
+                catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
                 {
                     log.LogWarning("telling the coordinator what this worker offers failed: {Error}", ex.Message);
+                    if (++missed >= MissedHeartbeats)
+                    {
+                        log.LogWarning("the coordinator answered none of the last {Missed} heartbeats", missed);
+                        lost();
+                        return;
+                    }
                 }
             }
         }

@@ -28,12 +28,15 @@ public sealed class ClusterProcessTests : IDisposable
 
         private RunProcess(Process process, Task stdout) => (_process, _stdout) = (process, stdout);
 
-        public static RunProcess Start(string dir, params string[] args)
+        public static RunProcess Start(string dir, params string[] args) => Command(dir, "run", args);
+
+        /// <summary>Starts <c>taskmesh COMMAND args…</c> (<c>run</c>, <c>resume</c>).</summary>
+        public static RunProcess Command(string dir, string command, params string[] args)
         {
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
             psi.Environment["TASKMESH_HOME"] = dir;
             psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"));
-            foreach (var a in (string[])["run", .. args, "--progress", "none", "--log-format", "json"]) psi.ArgumentList.Add(a);
+            foreach (var a in (string[])[command, .. args, "--progress", "none", "--log-format", "json"]) psi.ArgumentList.Add(a);
             var p = new Process { StartInfo = psi };
             RunProcess? run = null;
             p.ErrorDataReceived += (_, e) =>
@@ -64,6 +67,9 @@ public sealed class ClusterProcessTests : IDisposable
         /// <summary>Each task id a worker ran, with how many times (from the workers' debug lines).</summary>
         public Dictionary<string, int> Executions()
             => Lines("TaskMesh.Worker", "ran task").GroupBy(l => l.GetProperty("State").GetProperty("TaskId").GetString()!).ToDictionary(g => g.Key, g => g.Count());
+
+        /// <summary>Its process id.</summary>
+        public int Pid => _process.Id;
 
         public async Task<int> ExitCodeAsync()
         {
@@ -246,6 +252,47 @@ public sealed class ClusterProcessTests : IDisposable
         Assert.Equal(count, rows.Count);
         Assert.Equal(count, rows.Select(r => r.Id).Distinct().Count());
         Assert.All(rows, r => Assert.Equal("succeeded", r.Status));
+    }
+
+    [Fact]
+    public async Task ACoordinatorKilledMidRun_IsResumedOverNewWorkers_RunningNothingItsStoreHadFinished()
+    {
+        const int count = 2000;
+        var graph = WriteGraph("resumed", Enumerable.Range(0, count).Select(i => Node($"t{i:D4}", "sleep", new JsonObject { ["millis"] = 2 })));
+        var store = Path.Combine(Dir, "runs.db");
+        List<int> firstWorkers;
+        string runId;
+        await using (var run = RunProcess.Start(Dir, graph, "--store", store, "--workers", "2", "--worker-slots", "2", "--log-level", "debug"))
+        {
+            await WaitUntil(() => run.Executions().Count >= 400, "400 tasks run");
+            firstWorkers = run.WorkerPids();
+            Signal(run.Pid, "KILL");
+            await WaitUntil(() => !Alive(run.Pid), "the coordinator to die", TimeSpan.FromSeconds(30));
+            // Its workers notice the coordinator is gone and leave by themselves.
+            await WaitUntil(() => firstWorkers.All(pid => !Alive(pid)), "the orphaned workers to exit", TimeSpan.FromSeconds(60));
+        }
+        HashSet<string> done;
+        using (var s = TaskMesh.Engine.Store.RunStore.Open(store, readOnly: true))
+        {
+            runId = s.ResolveRunId("last");
+            Assert.Equal("interrupted", s.GetRun(runId).Status);
+            var prepared = new TaskMesh.Engine.TaskMeshEngine().Prepare(TaskMesh.Engine.Graph.GraphLoader.LoadFile(graph), graph);
+            var restored = s.LoadRestored(runId, prepared.Graph);
+            done = Enumerable.Range(0, count).Where(restored.Contains).Select(i => $"t{i:D4}").ToHashSet();
+        }
+        Assert.InRange(done.Count, 1, count - 1);
+
+        var summary = Path.Combine(Dir, "resumed-summary.json");
+        await using var resumed = RunProcess.Command(Dir, "resume", runId, "--store", store, "--json", summary, "--workers", "2", "--worker-slots", "2", "--log-level", "debug");
+        Assert.True(await resumed.ExitCodeAsync() == 0, resumed.Describe());
+        var result = Summary(summary);
+        Assert.Equal(count, result.GetProperty("tasks").GetProperty("succeeded").GetInt32());
+        Assert.Equal(done.Count, result.GetProperty("tasks").GetProperty("restored").GetInt32());
+        // The new workers ran the rest, and nothing whose completion the store had.
+        var ran = resumed.Executions();
+        Assert.DoesNotContain(ran.Keys, done.Contains);
+        Assert.Equal(2, resumed.WorkerPids().Count);
+        Assert.Empty(resumed.WorkerPids().Intersect(firstWorkers));
     }
 
     [Fact]

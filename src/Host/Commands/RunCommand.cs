@@ -46,9 +46,7 @@ internal static class RunCommand
                 return null;
             },
         };
-        var workers = CliOptions.Int("--workers", 1, 64,
-            "The embedded cluster: this process becomes a cluster coordinator, starts N worker processes on this machine, sends the tasks to them (the cluster layer), and stops them at the end.", "N");
-        var workerSlots = CliOptions.Int("--worker-slots", 1, 100_000, "Slots of each --workers worker (default: this machine's cores divided among them).", "N");
+        var (workers, workerSlots) = WorkersOptions();
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
             graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget, workers, workerSlots,
@@ -64,6 +62,12 @@ internal static class RunCommand
         return command;
     }
 
+    /// <summary><c>--workers N</c> and <c>--worker-slots S</c>: the embedded cluster of <c>run</c> and <c>resume</c>.</summary>
+    private static (Option<int?> Workers, Option<int?> WorkerSlots) WorkersOptions() => (
+        CliOptions.Int("--workers", 1, 64,
+            "The embedded cluster: this process becomes a cluster coordinator, starts N worker processes on this machine, sends the tasks to them (the cluster layer), and stops them at the end.", "N"),
+        CliOptions.Int("--worker-slots", 1, 100_000, "Slots of each --workers worker (default: this machine's cores divided among them).", "N"));
+
     /// <summary><c>taskmesh resume RUN</c>: the graph file comes from the store, and must not have changed since.</summary>
     public static Command CreateResume(CliIO io)
     {
@@ -74,9 +78,10 @@ internal static class RunCommand
         var progress = CliOptions.OneOf("--progress", "Progress display (auto: a bar on a terminal, lines otherwise).", [.. ProgressModes.All]);
         var store = StoreInput.StoreOption();
         var metrics = new MetricsOptions();
+        var (workers, workerSlots) = WorkersOptions();
         var command = new Command("resume", "Resume a stored run: finds its graph file, refuses it if it changed, runs only what did not finish.")
         {
-            run, json, maxParallel, config, progress, store,
+            run, json, maxParallel, config, progress, store, workers, workerSlots,
         };
         metrics.AddTo(command);
         command.SetAction((parse, ct) =>
@@ -87,6 +92,7 @@ internal static class RunCommand
             {
                 JsonPath = parse.GetValue(json), MaxParallel = parse.GetValue(maxParallel), ConfigPath = parse.GetValue(config),
                 Progress = parse.GetValue(progress), Store = parse.GetValue(store), Resume = runId, Metrics = metrics.Read(parse),
+                Workers = parse.GetValue(workers), WorkerSlots = parse.GetValue(workerSlots),
             });
         });
         return command;
