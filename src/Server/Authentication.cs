@@ -21,6 +21,17 @@ internal static class Authentication
             o.TokenValidationParameters = Tokens.ValidationParameters(key);
             o.Events = new JwtBearerEvents
             {
+                // A browser signed in to the dashboard sends its token in the session cookie instead
+                // of a header (changes it makes must then carry the anti-forgery token: Dashboard).
+                OnMessageReceived = ctx =>
+                {
+                    if (string.IsNullOrEmpty(ctx.Request.Headers.Authorization) && ctx.Request.Cookies.TryGetValue(Dashboard.Dashboard.SessionCookie, out var token) && token.Length > 0)
+                    {
+                        ctx.Token = token;
+                        ctx.HttpContext.Items[Dashboard.Dashboard.ByCookie] = true;
+                    }
+                    return Task.CompletedTask;
+                },
                 OnChallenge = async ctx =>
                 {
                     ctx.HandleResponse();

@@ -217,6 +217,50 @@ internal static class HttpApi
                 w.WriteEndObject();
             });
         }), Roles.Viewer).Doc("Daily figures per layer over the last days", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapGet("/metrics/escalations", (HttpContext http) =>
+        {
+            int days = IntOf(http.Request.Query, "days", 30);
+            var rows = service.EscalationsByDay(days);
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteNumber("days", days);
+                w.WriteStartArray("escalations");
+                foreach (var (day, from, to, count) in rows)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("day", day);
+                    w.WriteString("from", from);
+                    w.WriteString("to", to);
+                    w.WriteNumber("count", count);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer).Doc("Escalations by day and route (from, to) over the last days", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapGet("/metrics/complexity", (HttpContext http) =>
+        {
+            int days = IntOf(http.Request.Query, "days", 30);
+            var buckets = service.ComplexityBuckets(days);
+            return Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteNumber("days", days);
+                w.WriteStartArray("buckets");
+                foreach (var (bucket, tasks, cost) in buckets)
+                {
+                    w.WriteStartObject();
+                    w.WriteNumber("from", bucket * 10);
+                    w.WriteString("label", bucket == 9 ? "90–100" : $"{bucket * 10}–{bucket * 10 + 9}");
+                    w.WriteNumber("tasks", tasks);
+                    w.WriteNumber("cost", Math.Round(cost, 6));
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            });
+        }), Roles.Viewer).Doc("The kept task rows of the last days by complexity (tenths of 0–100): how many, and their cost", 200, 400, 401, 403, 404, 429);
         access.Require(api.MapGet("/rules", () => Json(w => WriteRules(w, service))), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
         access.Require(api.MapPut("/rules", async (HttpContext http) =>
         {
@@ -496,7 +540,7 @@ internal static class HttpApi
     }
 
     /// <summary>The request's body, at most <paramref name="max"/> bytes (past it: 413, before more is read).</summary>
-    private static async Task<byte[]> ReadBodyAsync(HttpContext http, long max)
+    internal static async Task<byte[]> ReadBodyAsync(HttpContext http, long max)
     {
         if (http.Request.ContentLength is long declared && declared > max)
             throw new ApiException(413, "request too large", $"the body has {declared:N0} bytes; the service takes at most {max:N0}");

@@ -92,6 +92,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
             k.Limits.MaxConcurrentConnections = 1024;
         });
         if (key is not null) Authentication.Add(builder.Services, key);
+        Dashboard.Dashboard.AddServices(builder.Services);
         if (options.RequestsPerSecond > 0) RateLimits.Add(builder.Services, options.RequestsPerSecond);
         // The API's OpenAPI document (docs/openapi.json is this document, checked by a test); no
         // server address in it, so it is the same wherever the service listens.
@@ -118,11 +119,13 @@ public sealed class TaskMeshServer : IAsyncDisposable
         {
             app.UseAuthentication();
             app.UseAuthorization();
+            app.Use(Dashboard.Dashboard.CheckForgeryAsync);
         }
         if (options.RequestsPerSecond > 0) app.UseRateLimiter();   // after authentication: callers are told apart by their token
         var access = new Access(key is not null);
         if (runtime.Metrics is { } metrics) access.Require(app.MapMetrics("/metrics", metrics.Registry), Roles.Viewer);
         HttpApi.Map(app, service, options, access);
+        Dashboard.Dashboard.Map(app, key, access);
         access.Require(app.MapOpenApi("/openapi/{documentName}.json"), Roles.Viewer);
         try
         {

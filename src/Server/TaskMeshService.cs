@@ -424,17 +424,21 @@ internal sealed class TaskMeshService : IAsyncDisposable
         return false;
     }
 
-    /// <summary>One task of a run: as the finished run reports it, or as the store keeps it (with its escalations and audit trail).</summary>
+    /// <summary>
+    /// One task of a run: as the store keeps it, with its confidence, cost, escalations (and the
+    /// rules that fired) and audit trail; else as the finished run reports it (a task the store kept
+    /// no row of, or a service without a store).
+    /// </summary>
     public TaskView GetRunTask(string runId, string taskId)
     {
-        if (_finished.TryGet(runId, out var result) && result.HasTaskDetails && result.Graph.TryGetIndex(taskId, out int index))
-            return TaskView.Of(result.TaskResultOf(index), result.Escalations.Where(e => e.TaskId == taskId).ToList());
         if (_runtime.Store is { } store)
         {
             string id = StoredRunId(store, runId);
             if (store.TasksOf(id).FirstOrDefault(t => t.Id == taskId) is { } row)
                 return TaskView.Of(row, store.EscalationHistoryOf(id).Where(e => e.TaskId == taskId).ToList(), store.AuditOf(id, taskId));
         }
+        if (_finished.TryGet(runId, out var result) && result.HasTaskDetails && result.Graph.TryGetIndex(taskId, out int index))
+            return TaskView.Of(result.TaskResultOf(index), result.Escalations.Where(e => e.TaskId == taskId).ToList());
         if (_live.ContainsKey(runId))
             throw ApiException.NotFound($"run {runId} has no ended task '{GraphLimits.Printable(taskId)}' yet (a going run's tasks are known as they end, from the run store)");
         GetRun(runId);
@@ -451,6 +455,21 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// the service keeps (<c>source</c> <c>run</c>), else the rows the store keeps of it (<c>store</c>:
     /// each task that did not simply succeed, and those the journal keeps besides — see store.md).
     /// </summary>
+    /// <summary>Escalations of the last <paramref name="days"/> days by day and route (the overview's heatmap).</summary>
+    public IReadOnlyList<(string Day, string From, string To, int Count)> EscalationsByDay(int days)
+        => HistoryStore(days).EscalationsByDay(days);
+
+    /// <summary>The kept task rows of the last <paramref name="days"/> days by complexity bucket: how many, and their cost.</summary>
+    public IReadOnlyList<(int Bucket, long Tasks, double Cost)> ComplexityBuckets(int days)
+        => HistoryStore(days).ComplexityBuckets(days);
+
+    // The store that keeps the history of a report over days, or the reason there is none.
+    private Engine.Store.RunStore HistoryStore(int days)
+    {
+        if (days is < 1 or > 3650) throw new ApiException(400, "invalid request", $"days must be 1–3650, got {days}");
+        return _runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there is no history");
+    }
+
     public (string Source, int Total, IReadOnlyList<TaskRow> Tasks) ListRunTasks(string runId, string? status, int limit, int offset)
     {
         if (limit is < 1 or > 10_000) throw new ApiException(400, "invalid request", $"limit must be 1–10000, got {limit}");

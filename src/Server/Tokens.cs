@@ -112,6 +112,20 @@ public static class Tokens
         RoleClaimType = RoleClaim,
     };
 
+    /// <summary>When a token expires, or null when it cannot be read (a token is validated before this is asked).</summary>
+    internal static DateTimeOffset? ExpiryOf(string token)
+    {
+        try
+        {
+            var jwt = new JsonWebToken(token);
+            return jwt.ValidTo == DateTime.MinValue ? null : new DateTimeOffset(DateTime.SpecifyKind(jwt.ValidTo, DateTimeKind.Utc));
+        }
+        catch (ArgumentException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>The subject and role of a valid token, or why it is not valid.</summary>
     public static async Task<(string? Subject, string? Role, string? Problem)> Validate(byte[] key, string token)
     {

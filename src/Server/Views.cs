@@ -173,6 +173,8 @@ internal static class JsonParts
         w.WriteNumber("failed", d.Failures);
         if (d.Requests > 0) w.WriteNumber("success_rate", Math.Round((double)d.Successes / d.Requests, 4));
         if (d.Timed > 0) w.WriteNumber("mean_duration_ms", Math.Round(d.TotalDurationMs / d.Timed, 3));
+        w.WriteNumber("timed", d.Timed);
+        w.WriteNumber("total_duration_ms", Math.Round(d.TotalDurationMs, 3));
         if (d.ConfidenceCount > 0) w.WriteNumber("mean_confidence", Math.Round(d.ConfidenceSum / d.ConfidenceCount, 4));
         w.WriteNumber("cost", Math.Round(d.Cost, 6));
     }

@@ -1068,6 +1068,47 @@ public sealed partial class RunStore : IDisposable
         }
     }
 
+    /// <summary>Escalations of the last <paramref name="days"/> days (UTC) by day and route (from → to), oldest first.</summary>
+    public IReadOnlyList<(string Day, string From, string To, int Count)> EscalationsByDay(int days)
+    {
+        lock (_read)
+        {
+            using var cmd = Reader().CreateCommand();
+            cmd.CommandText = """
+                SELECT substr(at, 1, 10) AS day, from_layer, to_layer, count(*) FROM escalation_history
+                WHERE at >= @since GROUP BY substr(at, 1, 10), from_layer, to_layer ORDER BY day, from_layer, to_layer
+                """;
+            cmd.Parameters.AddWithValue("@since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+            var list = new List<(string, string, string, int)>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) list.Add((r.GetString(0), r.GetString(1), r.GetString(2), Convert.ToInt32(r.GetValue(3), System.Globalization.CultureInfo.InvariantCulture)));
+            return list;
+        }
+    }
+
+    /// <summary>
+    /// The kept task rows of the last <paramref name="days"/> days that have a complexity score, by
+    /// tenth of the 0–100 scale (bucket 0: below 10, …, bucket 9: 90 and up): how many, and their cost.
+    /// </summary>
+    public IReadOnlyList<(int Bucket, long Tasks, double Cost)> ComplexityBuckets(int days)
+    {
+        lock (_read)
+        {
+            using var cmd = Reader().CreateCommand();
+            // The bucket spelled out (no floor(): not every SQLite build has it, and CAST rounds in PostgreSQL).
+            var bucket = "CASE " + string.Concat(Enumerable.Range(1, 9).Select(b => $"WHEN complexity < {b * 10} THEN {b - 1} ")) + "ELSE 9 END";
+            cmd.CommandText = $"""
+                SELECT {bucket} AS bucket, count(*), coalesce(sum(cost), 0) FROM task_executions
+                WHERE complexity IS NOT NULL AND ended_at >= @since GROUP BY {bucket} ORDER BY bucket
+                """;
+            cmd.Parameters.AddWithValue("@since", DateTime.UtcNow.Date.AddDays(1 - days).ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+            var list = new List<(int, long, double)>();
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) list.Add((Convert.ToInt32(r.GetValue(0), System.Globalization.CultureInfo.InvariantCulture), Convert.ToInt64(r.GetValue(1), System.Globalization.CultureInfo.InvariantCulture), Convert.ToDouble(r.GetValue(2), System.Globalization.CultureInfo.InvariantCulture)));
+            return list;
+        }
+    }
+
     /// <summary>Flushes and closes the store.</summary>
     public void Dispose()
     {
