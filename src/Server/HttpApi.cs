@@ -65,12 +65,14 @@ internal static class HttpApi
                 {
                     w.WriteStartObject();
                     w.WriteString("id", t.Id);
+                    if (t.Index >= 0) w.WriteNumber("index", t.Index);
                     w.WriteString("handler", t.Handler);
                     w.WriteString("status", t.Status);
                     if (t.Layer is not null) w.WriteString("layer", t.Layer);
                     w.WriteNumber("attempts", t.Attempts);
                     w.WriteNumber("escalations", t.Escalations);
                     if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
+                    if (t.StartedMs is double started) w.WriteNumber("started_ms", Math.Round(started, 3));
                     if (t.Error is not null) w.WriteString("error", t.Error);
                     w.WriteEndObject();
                 }
@@ -78,6 +80,11 @@ internal static class HttpApi
                 w.WriteEndObject();
             });
         }), Roles.Viewer).Doc("A run's tasks (status, limit, offset): every task of a finished run the service keeps, else the rows the store keeps", 200, 400, 401, 403, 404, 409, 429);
+        access.Require(api.MapGet("/runs/{id}/graph", (string id, HttpContext http) =>
+        {
+            var graph = service.GraphOfRun(id);
+            return Json(w => GraphView.Write(w, id, graph, service.Runtime.Engine));
+        }), Roles.Viewer).Doc("A run's graph for drawing: each task's level (longest path from a source), its edges by kind, the estimated critical path; tasks and edges listed up to 5,000 tasks, levels alone up to 200,000", 200, 401, 403, 404, 409, 429);
         access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer).Doc("One task of a run: outcome, layer, attempts, escalations, audit trail", 200, 401, 403, 404, 429);
 
         access.Require(api.MapPost("/runs/{id}/tasks/{task}/escalate", async (string id, string task, HttpContext http) =>

@@ -445,8 +445,33 @@ internal sealed class TaskMeshService : IAsyncDisposable
         throw ApiException.NotFound($"run {runId} has no task '{GraphLimits.Printable(taskId)}' the service or its store keeps");
     }
 
-    /// <summary>A task in a run's list: where it ran and how it ended.</summary>
-    public sealed record TaskRow(string Id, string Handler, string Status, string? Layer, int Attempts, int Escalations, double? DurationMs, string? Error);
+    /// <summary>A task in a run's list: where it ran and how it ended, and when it started (ms after the run's start).</summary>
+    public sealed record TaskRow(string Id, string Handler, string Status, string? Layer, int Attempts, int Escalations, double? DurationMs, string? Error, double? StartedMs = null, int Index = -1);
+
+    /// <summary>
+    /// A run's graph, for drawing it: the graph a going or kept run ran, else the graph file its
+    /// store row names when it is still there unchanged (its SHA-256 as recorded). 409 when the
+    /// service has it no more.
+    /// </summary>
+    public PreparedGraph GraphOfRun(string runId)
+    {
+        if (_live.TryGetValue(runId, out var live)) return live.Prepared;
+        if (_finished.TryGetGraph(runId, out var graph, out _)) return graph;
+        if (_runtime.Store is { } store)
+        {
+            string id = StoredRunId(store, runId);
+            var (path, hash) = store.GraphOf(id);
+            if (path is not null && hash is not null && File.Exists(path))
+            {
+                byte[] bytes;
+                try { bytes = Engine.IO.SafeFile.ReadInput(path, _options.MaxRequestBytes, "graph file"); }
+                catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException) { bytes = []; }
+                if (bytes.Length > 0 && Engine.Store.RunStore.HashOf(bytes) == hash) return Validate(bytes);
+            }
+        }
+        GetRun(runId);   // 404 when there is no such run
+        throw new ApiException(409, "graph gone", $"the service keeps run {runId}'s graph no more, and its graph file is gone or changed");
+    }
 
     private static readonly string[] TaskStatuses = ["succeeded", "failed", "timed_out", "skipped", "cancelled"];
 
@@ -482,13 +507,13 @@ internal sealed class TaskMeshService : IAsyncDisposable
         {
             source = "run";
             rows = Enumerable.Range(0, result.Total).Select(result.TaskResultOf)
-                .Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Outcome == TaskOutcome.Succeeded ? null : t.Error));
+                .Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Outcome == TaskOutcome.Succeeded ? null : t.Error, t.StartedAtMs, t.Index));
         }
         else if (_runtime.Store is { } store)
         {
             string id = StoredRunId(store, runId);
             source = "store";
-            rows = store.TasksOf(id).Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Status == "succeeded" ? null : t.Error));
+            rows = store.TasksOf(id).Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Status == "succeeded" ? null : t.Error, t.StartedAtMs, t.Index));
         }
         else
         {

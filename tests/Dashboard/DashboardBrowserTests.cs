@@ -217,7 +217,7 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         text.Clear();
         // Slow enough to be seen going; ids with markup and quotes, shown as text.
         var tasks = Enumerable.Range(0, 24).Select(i => $"{{\"id\": \"t{i:D2}\", \"handler\": \"sleep\", \"args\": {{\"millis\": 150}}}}").ToList();
-        tasks.Add("{\"id\": \"<script>document.title='owned'</script>\\\"q\", \"handler\": \"noop\", \"dependsOn\": [\"t00\"]}");
+        tasks.Add("{\"id\": \"<script>document.title='owned'</script>\\\"q\", \"handler\": \"noop\", \"dependsOn\": [\"t00\", {\"id\": \"t01\", \"type\": \"data\"}]}");
         text.SendKeys("{\"name\": \"watched\", \"defaults\": {}, \"tasks\": [" + string.Join(", ", tasks) + "]}");
         Find("#submit-button").Click();
         Until(d => d.Url.Contains("/runs/", StringComparison.Ordinal), "the run view");
@@ -230,6 +230,14 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         Assert.StartsWith("<script>document.title='owned'</script>\"q", odd.FindElement(By.TagName("td")).Text);
         Assert.Equal("TaskMesh", Browser.Title);
         Assert.Empty(Browser.FindElements(By.CssSelector("main script")));
+        // The graph: a node per task in its final state, the edges by kind, the critical path outlined.
+        Until(d => d.FindElements(By.CssSelector("#graph g.node")).Count == 25
+            && d.FindElements(By.CssSelector("#graph g.node")).All(n => n.GetAttribute("class")!.Contains("succeeded", StringComparison.Ordinal)), "every node's final colour");
+        Assert.Single(Browser.FindElements(By.CssSelector("#graph path.edge.data")));
+        Assert.Single(Browser.FindElements(By.CssSelector("#graph path.edge.hard")));
+        Assert.NotEmpty(Browser.FindElements(By.CssSelector("#graph g.node.crit")));
+        // The timeline: a bar per task, on lanes of the local layer's slots.
+        Until(d => d.FindElements(By.CssSelector("#gantt rect.bar")).Count == 25, "the timeline");
         Screenshot("run-finished");
     }
 }

@@ -89,6 +89,7 @@ public sealed class TokenTests : IAsyncLifetime
         ("GET", "api/runs/nosuchrun/events", Roles.Viewer, null),
         ("GET", "api/runs/nosuchrun/tasks/a", Roles.Viewer, null),
         ("GET", "api/runs/nosuchrun/tasks", Roles.Viewer, null),
+        ("GET", "api/runs/nosuchrun/graph", Roles.Viewer, null),
         ("POST", "api/runs/nosuchrun/tasks/a/escalate", Roles.Operator, """{ "to": "local" }"""),
         ("POST", "api/tasks", Roles.Operator, """{ "handler": "noop" }"""),
         ("GET", "api/tasks/nosuchtask", Roles.Viewer, null),

@@ -317,6 +317,9 @@ public sealed class TaskGraph
         return p.Tasks.AsSpan(p.Start[index], p.Start[index + 1] - p.Start[index]);
     }
 
+    /// <summary>The kind of the edge from task <paramref name="index"/> to its <paramref name="k"/>th successor (in <see cref="SuccessorsOf"/>'s order).</summary>
+    public EdgeKind SuccessorKind(int index, int k) => KindOfSucc(SuccStart[index] + k);
+
     /// <summary>The edge kind of successor slot <paramref name="e"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal EdgeKind KindOfSucc(int e) => SuccKind is null ? EdgeKind.Hard : (EdgeKind)SuccKind[e];

@@ -4,6 +4,7 @@
 // trail, and (for an operator) a manual escalation to another layer.
 import { el, show, fmt } from './dom.js';
 import { get, send, currentSession, allows, ApiError } from './api.js';
+import { drawGraph, drawGantt } from './graphview.js';
 
 const SHOWN = 500;   // rows drawn at once; the rest are counted, filtered, paged
 
@@ -22,7 +23,29 @@ export async function runView(main, runId) {
   const filters = el('div', { class: 'row', id: 'filters' });
   const list = el('div', { id: 'task-list' });
   const panel = el('aside', { id: 'task-panel', class: 'card', hidden: true });
-  show(main, el('h1', {}, 'Run ', el('code', {}, runId)), head, counts, layerTable, filters, el('div', { class: 'split' }, list, panel));
+  const graphBox = el('div', { id: 'graph' });
+  const ganttBox = el('div', { id: 'gantt' });
+  show(main, el('h1', {}, 'Run ', el('code', {}, runId)), head, counts,
+    el('h2', {}, 'Graph'), graphBox, el('h2', {}, 'Timeline'), ganttBox,
+    el('h2', {}, 'Layers'), layerTable, el('h2', {}, 'Tasks'), filters, el('div', { class: 'split' }, list, panel));
+
+  // The graph, drawn once and recoloured as tasks change state.
+  let recolour = () => {};
+  let critical = new Set();
+  try {
+    const graph = await get(`/api/runs/${encodeURIComponent(runId)}/graph`);
+    critical = new Set(graph.critical_path ?? []);
+    recolour = drawGraph(graphBox, graph, id => openPanel(id));
+  } catch (e) {
+    show(graphBox, el('p', { class: 'muted' }, e instanceof ApiError && e.status === 409 ? 'The service keeps this run\'s graph no more.' : e.message));
+  }
+  let ganttDrawn = false;
+  function drawTimeline() {
+    if (['running', 'open'].includes(run.status)) { show(ganttBox, el('p', { class: 'muted' }, 'drawn when the run ends')); return; }
+    if (ganttDrawn) return;
+    drawGantt(ganttBox, tasks, critical, run.wall_ms);
+    ganttDrawn = tasks.size > 0;
+  }
 
   function drawHead() {
     const cost = run.cost ?? (run.layers ? Object.values(run.layers).reduce((a, l) => a + (l.cost ?? 0), 0) : undefined);
@@ -151,6 +174,7 @@ export async function runView(main, runId) {
     for (let i = 0; i < 20; i++) {
       try { run = await get(`/api/runs/${encodeURIComponent(runId)}`); } catch { /* the stream's record stands */ }
       tasks.clear();   // the list, not the events seen, says how each task ended
+      ganttDrawn = false;
       const listed = await loadTasks().catch(() => 0);
       if (source === 'run' || listed >= (run.tasks?.total ?? 0)) break;
       await new Promise(r => setTimeout(r, 250));
@@ -165,13 +189,14 @@ export async function runView(main, runId) {
   const timer = setInterval(() => {
     if (!dirty) return;
     dirty = false;
-    drawHead(); drawCounts(); drawLayers(); drawFilters(); drawList();
+    drawHead(); drawCounts(); recolour(tasks); drawTimeline(); drawLayers(); drawFilters(); drawList();
   }, 250);
   if (['running', 'open'].includes(run.status)) {
     const events = new EventSource(`/api/runs/${encodeURIComponent(runId)}/events`);
     const apply = ev => {
       const e = JSON.parse(ev.data);
       const t = tasks.get(e.task) ?? { id: e.task, status: 'waiting' };
+      t.index = e.index;
       if (e.layer) t.layer = e.layer;
       if (e.attempt) t.attempts = e.attempt;
       t.status = { released: 'ready', started: 'running', retried: 'retrying' }[e.kind] ?? e.kind;
