@@ -1,6 +1,7 @@
 using TaskMesh.Bench.Api;
 using TaskMesh.Bench.Cluster;
 using TaskMesh.Bench.Dag;
+using TaskMesh.Bench.Dashboard;
 using TaskMesh.Bench.Micro;
 using TaskMesh.Bench.Qsim;
 using TaskMesh.Bench.Routing;
@@ -17,10 +18,11 @@ using TaskMesh.Bench.Workflows;
 //   routing --simulate [--world FILE] [--tasks 100000] [--train 5000] [--seed 1] --json out.json   (learned router against an oracle and fixed policies)
 //   api   [--requests 2000] [--tasks 200000] [--seconds 3] --json out.json   (taskmesh serve: latency and throughput over the socket protocol and HTTP)
 //   cluster [--workers 2] [--tasks 200000] [--requests 2000] [--seconds 5] --json out.json   (the cluster layer: remote throughput, latency, failure detection, failover)
+//   dashboard [--tasks 100000] [--millis 5] [--slots 64] --json out.json   (the dashboard's run view following a large run in headless Chromium)
 //   workflows [--dir examples/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] [--repeat 3] --json out.json   (real workflows against list schedules)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|stream|api|cluster|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|stream|api|cluster|dashboard|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
@@ -30,6 +32,7 @@ return args[0] switch
     "stream" => StreamSuite.Run(args[1..]),
     "api" => ApiSuite.Run(args[1..]),
     "cluster" => ClusterSuite.Run(args[1..]),
+    "dashboard" => DashboardSuite.Run(args[1..]),
     "micro" => MicroSuite.Run(args[1..]),
     "qsim" => QsimSuite.Run(args[1..]),
     "quantum-calibration" => QuantumCalibration.Run(args[1..]),
@@ -40,6 +43,6 @@ return args[0] switch
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, api, cluster, micro, qsim, quantum-calibration, routing, workflows)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, api, cluster, dashboard, micro, qsim, quantum-calibration, routing, workflows)");
     return 2;
 }

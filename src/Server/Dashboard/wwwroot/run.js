@@ -157,11 +157,17 @@ export async function runView(main, runId) {
   // Returns how many it listed.
   async function loadTasks() {
     try {
-      const r = await get(`/api/runs/${encodeURIComponent(runId)}/tasks?limit=10000`);
-      source = r.source;
-      for (const t of r.tasks) tasks.set(t.id, t);
+      // Page by page (10,000 a request), up to the 200,000 tasks a graph is drawn by level for.
+      let r, offset = 0, listed = 0;
+      do {
+        r = await get(`/api/runs/${encodeURIComponent(runId)}/tasks?limit=10000&offset=${offset}`);
+        source = r.source;
+        for (const t of r.tasks) tasks.set(t.id, t);
+        listed += r.tasks.length;
+        offset += r.tasks.length;
+      } while (r.tasks.length > 0 && offset < r.total && offset < 200000);
       dirty = true;
-      return r.total;
+      return listed;
     } catch (e) {
       if (!(e instanceof ApiError && e.status === 409)) throw e;   // a going run without a store: its events fill the list
       return 0;
