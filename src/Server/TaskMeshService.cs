@@ -431,18 +431,27 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// </summary>
     public TaskView GetRunTask(string runId, string taskId)
     {
+        var args = ArgsOf(runId, taskId);
         if (_runtime.Store is { } store)
         {
             string id = StoredRunId(store, runId);
             if (store.TasksOf(id).FirstOrDefault(t => t.Id == taskId) is { } row)
-                return TaskView.Of(row, store.EscalationHistoryOf(id).Where(e => e.TaskId == taskId).ToList(), store.AuditOf(id, taskId));
+                return TaskView.Of(row, store.EscalationHistoryOf(id).Where(e => e.TaskId == taskId).ToList(), store.AuditOf(id, taskId), args);
         }
         if (_finished.TryGet(runId, out var result) && result.HasTaskDetails && result.Graph.TryGetIndex(taskId, out int index))
-            return TaskView.Of(result.TaskResultOf(index), result.Escalations.Where(e => e.TaskId == taskId).ToList());
+            return TaskView.Of(result.TaskResultOf(index), result.Escalations.Where(e => e.TaskId == taskId).ToList(), args);
         if (_live.ContainsKey(runId))
             throw ApiException.NotFound($"run {runId} has no ended task '{GraphLimits.Printable(taskId)}' yet (a going run's tasks are known as they end, from the run store)");
         GetRun(runId);
         throw ApiException.NotFound($"run {runId} has no task '{GraphLimits.Printable(taskId)}' the service or its store keeps");
+    }
+
+    // A task's arguments from the graph of a going run or one the service keeps (the store keeps none).
+    private JsonElement? ArgsOf(string runId, string taskId)
+    {
+        PreparedGraph? graph = _live.TryGetValue(runId, out var live) ? live.Prepared : _finished.TryGetGraph(runId, out var kept, out _) ? kept : null;
+        return graph is not null && graph.Graph.TryGetIndex(taskId, out int i) && graph.Graph.SpecOf(i) is { } spec && spec.Args.ValueKind != JsonValueKind.Undefined
+            ? spec.Args : null;
     }
 
     /// <summary>A task in a run's list: where it ran and how it ended, and when it started (ms after the run's start).</summary>

@@ -91,9 +91,10 @@ internal sealed class TaskView
         w.WriteNumber("attempts", attempts);
     }
 
-    public static TaskView Of(TaskRecord t, IReadOnlyList<EscalationRecord> escalations) => new(t.Status, w =>
+    public static TaskView Of(TaskRecord t, IReadOnlyList<EscalationRecord> escalations, JsonElement? args = null) => new(t.Status, w =>
     {
         WriteHead(w, t.Id, t.Handler, t.Status, t.InitialLayer, t.Layer, t.Attempts);
+        WriteArgs(w, args);
         if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
         if (t.OutputSummary is not null) w.WriteString("output_summary", t.OutputSummary);
         if (t.Error is not null) w.WriteString("error", t.Error);
@@ -103,6 +104,14 @@ internal sealed class TaskView
         w.WriteEndArray();
         w.WriteEndObject();
     });
+
+    /// <summary>The task's arguments as its graph gave them, when the service still has the graph.</summary>
+    private static void WriteArgs(Utf8JsonWriter w, JsonElement? args)
+    {
+        if (args is not { ValueKind: not JsonValueKind.Undefined } a) return;
+        w.WritePropertyName("args");
+        a.WriteTo(w);
+    }
 
     private static void WriteEscalation(Utf8JsonWriter w, string from, string to, string trigger, string reason, double? previousConfidence, string? rule, DateTimeOffset? at)
     {
@@ -117,9 +126,10 @@ internal sealed class TaskView
         w.WriteEndObject();
     }
 
-    public static TaskView Of(StoredTask t, IReadOnlyList<StoredEscalation> escalations, IReadOnlyList<AuditRecord> audit) => new(t.Status, w =>
+    public static TaskView Of(StoredTask t, IReadOnlyList<StoredEscalation> escalations, IReadOnlyList<AuditRecord> audit, JsonElement? args = null) => new(t.Status, w =>
     {
         WriteHead(w, t.Id, t.Handler, t.Status, t.InitialLayer, t.Layer, t.Attempts);
+        WriteArgs(w, args);
         if (t.Confidence is double c) w.WriteNumber("confidence", c);
         if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
         if (t.Cost is double cost) w.WriteNumber("cost", Math.Round(cost, 6));

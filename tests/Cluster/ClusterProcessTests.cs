@@ -363,7 +363,24 @@ public sealed class ServeCoordinatorTests() : ProcessTest("taskmesh-coord-")
         Assert.Equal(400, workers.Sum(w => w.GetProperty("succeeded").GetInt64()));
         Assert.All(workers, w => Assert.True(w.GetProperty("succeeded").GetInt64() > 0, $"{w} got no work"));   // the one that joined mid-run too
 
-        // Shown by taskmesh workers and in the metrics.
+        // Shown on the dashboard's overview (no tokens: straight to it), by taskmesh workers and in the metrics.
+        var profile = Directory.CreateTempSubdirectory("taskmesh-chromium-").FullName;
+        try
+        {
+            using var browser = TaskMesh.Tests.Dashboard.HeadlessChromium.Start(profile);
+            browser.Navigate().GoToUrl(address);
+            new OpenQA.Selenium.Support.UI.WebDriverWait(browser, TimeSpan.FromSeconds(20))
+                .Until(d => d.FindElements(OpenQA.Selenium.By.CssSelector("#workers tbody tr")).Count == 2);
+            var rows = browser.FindElements(OpenQA.Selenium.By.CssSelector("#workers tbody tr")).Select(r => r.GetAttribute("data-worker")).Order().ToList();
+            Assert.Equal(workers.Select(w => w.GetProperty("endpoint").GetString()).Order().ToList(), rows);
+            Directory.CreateDirectory(TaskMesh.Tests.Dashboard.DashboardFixture.Screenshots);
+            browser.GetScreenshot().SaveAsFile(Path.Combine(TaskMesh.Tests.Dashboard.DashboardFixture.Screenshots, "overview-workers.png"));
+            browser.Quit();
+        }
+        finally
+        {
+            try { Directory.Delete(profile, recursive: true); } catch (IOException) { }
+        }
         var (code, stdout, _) = await TaskMesh.Tests.Host.CliTests.InProcess("workers", "--server", address);
         Assert.Equal(0, code);
         Assert.Contains("2 workers", stdout);

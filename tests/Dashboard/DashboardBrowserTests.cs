@@ -72,6 +72,23 @@ public sealed class DashboardFixture : IAsyncLifetime
     }
 }
 
+/// <summary>Debian's Chromium, headless, through its ChromeDriver, with a profile of its own.</summary>
+internal static class HeadlessChromium
+{
+    public static ChromeDriver Start(string profile)
+    {
+        Assert.True(File.Exists("/usr/bin/chromium") && File.Exists("/usr/bin/chromedriver"),
+            "the browser tests need Debian's chromium and chromium-driver (scripts/test.sh installs them)");
+        var options = new ChromeOptions { BinaryLocation = "/usr/bin/chromium" };
+        options.AddArguments("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic", "--window-size=1400,1000", $"--user-data-dir={profile}");
+        var service = ChromeDriverService.CreateDefaultService("/usr/bin", "chromedriver");
+        service.HideCommandPromptWindow = true;
+        service.SuppressInitialDiagnosticInformation = true;
+        return new ChromeDriver(service, options, TimeSpan.FromSeconds(60));
+    }
+}
+
 public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture<DashboardFixture>, IDisposable
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
@@ -80,18 +97,7 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
 
     private ChromeDriver Browser => _browser ??= Start();
 
-    private ChromeDriver Start()
-    {
-        Assert.True(File.Exists("/usr/bin/chromium") && File.Exists("/usr/bin/chromedriver"),
-            "the browser tests need Debian's chromium and chromium-driver (scripts/test.sh installs them)");
-        var options = new ChromeOptions { BinaryLocation = "/usr/bin/chromium" };
-        options.AddArguments("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic", "--window-size=1400,1000", $"--user-data-dir={_profile}");
-        var service = ChromeDriverService.CreateDefaultService("/usr/bin", "chromedriver");
-        service.HideCommandPromptWindow = true;
-        service.SuppressInitialDiagnosticInformation = true;
-        return new ChromeDriver(service, options, TimeSpan.FromSeconds(60));
-    }
+    private ChromeDriver Start() => HeadlessChromium.Start(_profile);
 
     public void Dispose()
     {
@@ -187,6 +193,8 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         // Where it ran: its first layer, the layer it ended on, its attempts.
         var facts = Find("#task-panel dl").FindElements(By.TagName("dt")).Zip(Find("#task-panel dl").FindElements(By.TagName("dd"))).ToDictionary(p => p.First.Text, p => p.Second.Text);
         Assert.Equal(("fail", "local", "big", "2"), (facts["handler"], facts["first layer"], facts["layer"], facts["attempts"]));
+        Assert.Contains("\"message\": \"too weak here\"", facts["arguments"]);   // its arguments, as JSON text
+        Assert.StartsWith("local", facts["layer chosen"]);                        // the routing decision, from the audit trail
         Assert.NotNull(Find("#audit li"));
         // A viewer sees no escalation button.
         Assert.Empty(Browser.FindElements(By.Id("escalate")));

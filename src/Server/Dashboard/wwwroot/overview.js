@@ -25,17 +25,25 @@ function totals(rows, days) {
   return { requests, rate: requests ? succeeded / requests : NaN, mean: timed ? duration / timed : NaN, cost };
 }
 
+// A run's cost: the store's figure, else its layers' (a finished run the service keeps), else none yet.
+function costOf(r) {
+  if (r.cost !== undefined) return r.cost;
+  return r.layers ? Object.values(r.layers).reduce((a, l) => a + (l.cost ?? 0), 0) : undefined;
+}
+
 function card(label, value, id) {
   return el('div', { class: 'card figure', 'data-figure': id }, el('div', { class: 'label' }, label), el('div', { class: 'value' }, value));
 }
 
 export async function overview(main) {
   show(main, el('p', { class: 'muted' }, 'Loading…'));
-  const [layers, runs, metrics, escalations, complexity] = await Promise.all([
+  const absent = e => e instanceof ApiError && e.status === 404 ? null : Promise.reject(e);
+  const [layers, runs, metrics, escalations, complexity, workers] = await Promise.all([
     get('/api/layers'), get('/api/runs?limit=10'),
     get('/api/metrics?days=90').catch(e => e instanceof ApiError && e.status === 404 ? null : Promise.reject(e)),
     get('/api/metrics/escalations?days=30').catch(e => e instanceof ApiError && e.status === 404 ? null : Promise.reject(e)),
     get('/api/metrics/complexity?days=90').catch(e => e instanceof ApiError && e.status === 404 ? null : Promise.reject(e)),
+    get('/api/workers').catch(absent),   // 404: the service is no cluster coordinator
   ]);
   const rows = metrics?.layers ?? [];
   const sections = [];
@@ -61,6 +69,19 @@ export async function overview(main) {
       el('td', { class: 'num' }, fmt.int(l.today?.requests ?? 0)), el('td', { class: 'num' }, fmt.pct(l.today?.success_rate)),
       el('td', { class: 'num' }, fmt.conf(l.today?.mean_confidence)), el('td', { class: 'num' }, String(l.price_per_second)))))));
 
+  // The cluster's workers, when the service is a coordinator.
+  if (workers !== null) {
+    sections.push(el('h2', {}, 'Cluster workers'), workers.workers.length === 0 ? el('p', { class: 'muted' }, 'No worker has joined.') : el('table', { class: 'grid', id: 'workers' },
+      el('thead', {}, el('tr', {}, ['worker', 'host', 'status', 'slots', 'in flight', 'succeeded', 'failed', 'memory for circuits', 'qubits', 'up'].map(h => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, workers.workers.map(w => el('tr', { 'data-worker': w.endpoint },
+        el('td', {}, w.endpoint), el('td', {}, `${w.host} (pid ${w.pid})`), el('td', {}, el('span', { class: `status ${w.status}` }, w.status)),
+        el('td', { class: 'num' }, fmt.int(w.slots)), el('td', { class: 'num' }, fmt.int(w.in_flight)),
+        el('td', { class: 'num' }, fmt.int(w.succeeded)), el('td', { class: 'num' }, fmt.int(w.failed)),
+        el('td', { class: 'num' }, `${fmt.int(w.memory_mb)} MB`), el('td', { class: 'num' }, w.max_qubits),
+        el('td', { class: 'num' }, `${Math.round(w.up_seconds)} s`))))),
+      (workers.lost ?? []).length === 0 ? null : el('p', { class: 'muted' }, `lost: ${workers.lost.map(l => l.endpoint).join(', ')}`));
+  }
+
   // The last runs.
   sections.push(el('h2', {}, 'Last runs'), runs.runs.length === 0 ? el('p', { class: 'muted' }, 'No runs yet.') : el('table', { class: 'grid', id: 'runs' },
     el('thead', {}, el('tr', {}, ['run', 'graph', 'status', 'started', 'tasks', 'escalations', 'cost'].map(h => el('th', { scope: 'col' }, h)))),
@@ -69,7 +90,7 @@ export async function overview(main) {
       el('td', {}, el('span', { class: `status ${r.status}` }, r.status)), el('td', {}, fmt.time(r.started_at)),
       el('td', { class: 'num' }, fmt.int(r.tasks?.total)),
       el('td', { class: 'num' }, r.escalations > 0 ? el('span', { class: 'escalated', title: 'tasks moved to another layer' }, `↑ ${r.escalations}`) : '0'),
-      el('td', { class: 'num' }, r.cost === undefined ? '–' : fmt.cost(r.cost)))))));
+      el('td', { class: 'num' }, costOf(r) === undefined ? '–' : fmt.cost(costOf(r))))))));
 
   // Daily trends per layer.
   if (metrics !== null) {

@@ -126,8 +126,15 @@ export async function runView(main, runId) {
       return;
     }
     const dl = (pairs) => el('dl', {}, pairs.filter(([, v]) => v !== undefined && v !== null && v !== '').map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+    const chosen = (t.audit ?? []).find(a => a.category === 'layer_selection')?.detail;
+    const args = t.args === undefined ? undefined : JSON.stringify(t.args, null, 1);
     const parts = [el('h2', {}, t.id),
-      dl([['handler', t.handler], ['status', t.status], ['first layer', t.initial_layer], ['layer', t.layer], ['attempts', t.attempts],
+      dl([['handler', t.handler], ['arguments', args === undefined ? undefined : args.length > 4000 ? args.slice(0, 4000) + ' …' : args],
+        ['status', t.status], ['first layer', t.initial_layer],
+        ['layer chosen', chosen ? [chosen.layer, chosen.reason ? ` — ${chosen.reason}` : '',
+          chosen.predicted_confidence !== undefined ? ` (predicted confidence ${fmt.conf(chosen.predicted_confidence)})` : '',
+          chosen.predicted_cost !== undefined ? ` (predicted cost ${fmt.cost(chosen.predicted_cost)})` : ''].join('') : undefined],
+        ['layer', t.layer], ['attempts', t.attempts],
         ['duration', t.duration_ms === undefined ? undefined : fmt.ms(t.duration_ms)], ['confidence', t.confidence === undefined ? undefined : fmt.conf(t.confidence)],
         ['cost', t.cost === undefined ? undefined : fmt.cost(t.cost)], ['output', t.output_summary], ['error', t.error], ['skipped because', t.skipped_because]]),
       el('h3', {}, 'Escalations'),
