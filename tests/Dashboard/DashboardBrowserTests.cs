@@ -108,9 +108,18 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
 
     private string Url(string path) => new Uri(site.Address, path).ToString();
 
+    // A live page redraws its tables four times a second: an element read between two redraws may be
+    // gone (stale) by the time it is asked something. Waits try again.
+    private WebDriverWait Waiting()
+    {
+        var wait = new WebDriverWait(Browser, Wait);
+        wait.IgnoreExceptionTypes(typeof(StaleElementReferenceException));
+        return wait;
+    }
+
     private IWebElement Find(string css)
     {
-        try { return new WebDriverWait(Browser, Wait).Until(d => d.FindElements(By.CssSelector(css)).FirstOrDefault(e => e.Displayed))!; }
+        try { return Waiting().Until(d => d.FindElements(By.CssSelector(css)).FirstOrDefault(e => e.Displayed))!; }
         catch (WebDriverTimeoutException)
         {
             Screenshot("timeout");
@@ -118,9 +127,22 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         }
     }
 
+    /// <summary>Clicks what <paramref name="css"/> finds, again if a redraw replaced it first.</summary>
+    private void Click(string css)
+    {
+        Find(css);
+        Waiting().Until(d =>
+        {
+            var e = d.FindElements(By.CssSelector(css)).FirstOrDefault(x => x.Displayed);
+            if (e is null) return false;
+            e.Click();
+            return true;
+        });
+    }
+
     private void Until(Func<IWebDriver, bool> condition, string what)
     {
-        try { new WebDriverWait(Browser, Wait).Until(condition); }
+        try { Waiting().Until(condition); }
         catch (WebDriverTimeoutException)
         {
             Screenshot("timeout");
@@ -135,7 +157,7 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         Browser.Navigate().GoToUrl(Url("/"));
         Until(d => d.Url.Contains("/signin", StringComparison.Ordinal), "the sign-in page");
         Find("#token").SendKeys(token);
-        Find("#signin-button").Click();
+        Click("#signin-button");
         Until(d => !d.Url.Contains("/signin", StringComparison.Ordinal), "signing in");
     }
 
@@ -145,7 +167,7 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         Browser.Navigate().GoToUrl(Url("/runs/" + site.Plain));
         Until(d => d.Url.Contains("/signin?next=", StringComparison.Ordinal), "the redirect to sign in");
         Find("#token").SendKeys("not-a-token");
-        Find("#signin-button").Click();
+        Click("#signin-button");
         Until(d => d.FindElement(By.Id("signin-error")).Text.Length > 0, "the refusal");
         Assert.Contains("refused", Browser.FindElement(By.Id("signin-error")).Text);
         Assert.Contains("/signin", Browser.Url);
@@ -185,7 +207,7 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
     {
         SignIn(site.Token("viewer"));
         Browser.Navigate().GoToUrl(Url("/runs/" + site.Escalated));
-        Find("tr[data-task='flaky']").Click();
+        Click("tr[data-task='flaky']");
         Until(d => d.FindElements(By.CssSelector("#escalations li")).Count > 0, "the task's escalations");
         var history = Find("#escalations li");
         Assert.Contains("local → big on error", history.Text);
@@ -206,13 +228,13 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
     {
         SignIn(site.Token("operator"));
         Browser.Navigate().GoToUrl(Url("/runs/" + site.Plain));
-        Find("tr[data-task='b']").Click();
-        Find("#escalate-to option[value='big']").Click();
+        Click("tr[data-task='b']");
+        Click("#escalate-to option[value='big']");
         Find("#escalate-reason").SendKeys("try the big one");
-        Find("#escalate button[type=submit]").Click();
+        Click("#escalate button[type=submit]");
         Until(d => d.Url.Contains("/runs/", StringComparison.Ordinal) && !d.Url.EndsWith(site.Plain, StringComparison.Ordinal), "the new run's view");
         Until(d => d.FindElement(By.Id("run-status")).Text == "succeeded", "the escalated run to succeed");
-        Find("tr[data-task='b']").Click();
+        Click("tr[data-task='b']");
         Until(d => d.FindElements(By.CssSelector("#escalations li")).Count > 0, "the manual escalation in the task's panel");
         var history = Find("#escalations li").Text;
         Assert.Contains("→ big on manual", history);
@@ -230,7 +252,7 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         var text = Find("#graph");
         text.Clear();
         text.SendKeys("{\"name\": \"broken\", \"tasks\": [\n  {\"id\": \"a\", \"handler\": \"noop\"},\n  {\"id\": \"b\", \"handler\": \"no_such_handler\", \"dependsOn\": [\"a\", \"ghost\"]}\n]}");
-        Find("#submit-button").Click();
+        Click("#submit-button");
         var errors = Find("#graph-errors");
         Assert.Contains("ghost", errors.Text);
         Assert.Contains("b", errors.FindElements(By.CssSelector("tbody td")).Select(td => td.Text));
@@ -252,15 +274,16 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
         var tasks = Enumerable.Range(0, 24).Select(i => $"{{\"id\": \"t{i:D2}\", \"handler\": \"sleep\", \"args\": {{\"millis\": 150}}}}").ToList();
         tasks.Add("{\"id\": \"<script>document.title='owned'</script>\\\"q\", \"handler\": \"noop\", \"dependsOn\": [\"t00\", {\"id\": \"t01\", \"type\": \"data\"}]}");
         text.SendKeys("{\"name\": \"watched\", \"defaults\": {}, \"tasks\": [" + string.Join(", ", tasks) + "]}");
-        Find("#submit-button").Click();
+        Click("#submit-button");
         Until(d => d.Url.Contains("/runs/", StringComparison.Ordinal), "the run view");
         Until(d => d.FindElement(By.Id("run-status")).Text == "running" || d.FindElement(By.Id("run-status")).Text == "succeeded", "the run's status");
         Screenshot("run-live");
         Until(d => d.FindElement(By.Id("run-status")).Text == "succeeded", "the run to succeed");
         Until(d => d.FindElements(By.CssSelector("#tasks tbody tr")).Count == 25
             && d.FindElements(By.CssSelector("#tasks tbody tr .status")).All(s => s.Text == "succeeded"), "every task's final state");
-        var odd = Browser.FindElements(By.CssSelector("#tasks tbody tr")).Single(r => r.GetAttribute("data-task")!.StartsWith("<script>", StringComparison.Ordinal));
-        Assert.StartsWith("<script>document.title='owned'</script>\"q", odd.FindElement(By.TagName("td")).Text);
+        string shown = Waiting().Until(d => d.FindElements(By.CssSelector("#tasks tbody tr"))
+            .Single(r => r.GetAttribute("data-task")!.StartsWith("<script>", StringComparison.Ordinal)).FindElement(By.TagName("td")).Text);
+        Assert.StartsWith("<script>document.title='owned'</script>\"q", shown);
         Assert.Equal("TaskMesh", Browser.Title);
         Assert.Empty(Browser.FindElements(By.CssSelector("main script")));
         // The graph: a node per task in its final state, the edges by kind, the critical path outlined.
