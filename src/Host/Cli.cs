@@ -42,6 +42,7 @@ public static class Cli
         root.Subcommands.Add(RunCommand.CreateResume(io));
         root.Subcommands.Add(OpenCommand.Create(io));
         root.Subcommands.Add(ServeCommand.Create(io));
+        root.Subcommands.Add(DashboardCommand.Create(io));
         root.Subcommands.Add(WorkerCommand.Create(io));
         root.Subcommands.Add(RemoteCommands.CreateWorkers(io));
         root.Subcommands.Add(TokenCommand.Create(io));

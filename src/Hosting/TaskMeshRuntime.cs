@@ -173,7 +173,8 @@ public sealed class TaskMeshRuntime : IDisposable
         return Engine.Open(new OpenRunOptions
         {
             Name = name,
-            Store = Store,
+            // A store opened for reading only records nothing: the run is kept in memory alone.
+            Store = Store is { IsReadOnly: false } recording ? recording : null,
             Resume = resume,
             // The learned router a run would use: each task is routed as a graph of itself (its kind, its features).
             Router = RouterFor(null, null, limit, out _, out _, out _),

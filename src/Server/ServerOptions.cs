@@ -69,6 +69,13 @@ public sealed class ServerOptions
     public bool Insecure { get; set; }
 
     /// <summary>
+    /// Browse the run store's history only (<c>taskmesh dashboard</c>): every change through the API
+    /// (submit, cancel, escalate, rules, capacity, training) is refused with 405, and the socket
+    /// protocol is not served. Default: false.
+    /// </summary>
+    public bool ReadOnly { get; set; }
+
+    /// <summary>
     /// The key file bearer tokens are signed with (<see cref="Tokens"/>): with one, every request
     /// but <c>/health</c> needs a valid token whose role allows it (401 without, 403 beyond the
     /// role). Null: requests are not authenticated, and the service binds loopback only.

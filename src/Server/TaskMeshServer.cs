@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -115,6 +116,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Use(HttpApi.HandleErrorsAsync);
+        if (options.ReadOnly) app.Use(RefuseChangesAsync);
         if (key is not null)
         {
             app.UseAuthentication();
@@ -125,7 +127,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
         var access = new Access(key is not null);
         if (runtime.Metrics is { } metrics) access.Require(app.MapMetrics("/metrics", metrics.Registry), Roles.Viewer);
         HttpApi.Map(app, service, options, access);
-        Dashboard.Dashboard.Map(app, key, access);
+        Dashboard.Dashboard.Map(app, key, access, options.ReadOnly);
         access.Require(app.MapOpenApi("/openapi/{documentName}.json"), Roles.Viewer);
         try
         {
@@ -140,7 +142,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
         var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
             ?? $"http://{options.Host}:{options.HttpPort}";
         Protocol.SocketServer? socket = null;
-        if (options.SocketPort is not null)
+        if (options.SocketPort is not null && !options.ReadOnly)
         {
             try
             {
@@ -155,6 +157,17 @@ public sealed class TaskMeshServer : IAsyncDisposable
             }
         }
         return new TaskMeshServer(app, service, new Uri(bound.EndsWith('/') ? bound : bound + "/"), socket);
+    }
+
+    // A service that browses its store's history: no change through the API (signing in and out aside).
+    private static Task RefuseChangesAsync(HttpContext http, RequestDelegate next)
+    {
+        var method = http.Request.Method;
+        bool change = !(HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsOptions(method));
+        if (change && !http.Request.Path.Equals("/api/session", StringComparison.Ordinal))
+            return HttpApi.Problem(StatusCodes.Status405MethodNotAllowed, "read-only",
+                "this service only browses the run store's history (taskmesh dashboard): submit, cancel and change through taskmesh serve").ExecuteAsync(http);
+        return next(http);
     }
 
     /// <summary>Serves until the process is told to stop (SIGTERM, SIGINT) or <paramref name="ct"/> fires, then drains.</summary>

@@ -104,7 +104,7 @@ internal static class Dashboard
 
     /// <summary>Maps the pages, their files and the session endpoints.</summary>
     /// <param name="key">The token key, or null when the service requires no tokens (then there is no signing in).</param>
-    public static void Map(IEndpointRouteBuilder app, byte[]? key, Access access)
+    public static void Map(IEndpointRouteBuilder app, byte[]? key, Access access, bool readOnly)
     {
         foreach (var page in Pages)
             app.MapGet(page, (HttpContext http) =>
@@ -165,6 +165,7 @@ internal static class Dashboard
                 w.WriteString("subject", key is null ? "anyone" : http.User.FindFirst("sub")?.Value);
                 w.WriteString("role", key is null ? Roles.Admin : http.User.FindFirst(Tokens.RoleClaim)?.Value);
                 w.WriteString("csrf", tokens.RequestToken);
+                w.WriteBoolean("read_only", readOnly);
                 w.WriteEndObject();
             });
         }), Roles.Viewer).ExcludeFromDescription();

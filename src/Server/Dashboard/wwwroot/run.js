@@ -142,7 +142,7 @@ export async function runView(main, runId) {
         el('li', {}, `${e.from} → ${e.to} on ${e.trigger}: ${e.reason}`, e.previous_confidence !== undefined ? ` (confidence was ${fmt.conf(e.previous_confidence)})` : '', e.rule ? ` — rule ${e.rule}` : '')))];
     if (t.audit) parts.push(el('h3', {}, 'Audit trail'), el('ol', { id: 'audit', class: 'audit' }, t.audit.map(a => el('li', {}, `${fmt.time(a.at)} ${a.category} `, el('code', {}, JSON.stringify(a.detail))))));
     const ended = !['running', 'open'].includes(run.status);
-    if (ended && allows(session.role, 'operator')) {
+    if (ended && !session.read_only && allows(session.role, 'operator')) {
       const layers = await get('/api/layers');
       const to = el('select', { id: 'escalate-to' }, layers.layers.filter(l => l.name !== t.layer).map(l => el('option', { value: l.name }, l.name)));
       const why = el('input', { id: 'escalate-reason', type: 'text', placeholder: 'why (kept with the escalation)' });

@@ -15,6 +15,10 @@ const example = JSON.stringify({
 
 export async function submit(main) {
   const s = await currentSession();
+  if (s.read_only) {
+    show(main, el('h1', {}, 'Submit a graph'), el('p', { class: 'muted' }, 'This dashboard browses a run store\'s history (taskmesh dashboard): submit through taskmesh serve.'));
+    return;
+  }
   if (!allows(s.role, 'operator')) {
     show(main, el('h1', {}, 'Submit a graph'), el('p', { class: 'error' }, `Your token's role (${s.role}) may read, not submit: submitting needs an operator token.`));
     return;
