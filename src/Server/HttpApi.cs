@@ -600,7 +600,7 @@ internal static class Status
         if (service.Draining) problems.Add("shutting down: no new work is taken");
         if (service.Runtime.Store is { } store)
         {
-            if (store.IsReadOnly) problems.Add($"the run store {store.Path} is open read-only");
+            if (store.IsReadOnly && !service.ReadOnly) problems.Add($"the run store {store.Path} is open read-only");   // expected when it only browses history
             else if (store.WriteFault is { } fault) problems.Add($"the run store {store.Path} stopped writing: {fault}");
         }
         // The external layer is down while no worker is connected: not the service's fault, so not a readiness problem.

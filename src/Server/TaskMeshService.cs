@@ -39,6 +39,9 @@ internal sealed class TaskMeshService : IAsyncDisposable
 
     private readonly TaskMeshRuntime _runtime;
     private readonly ServerOptions _options;
+
+    /// <summary>Whether the service only browses its store's history (<see cref="ServerOptions.ReadOnly"/>).</summary>
+    public bool ReadOnly => _options.ReadOnly;
     private readonly ILogger _log;
     private readonly string _graphDirectory;
     private readonly ConcurrentDictionary<string, LiveRun> _live = new(StringComparer.Ordinal);
