@@ -168,13 +168,17 @@ public sealed class TaskMeshRuntime : IDisposable
     /// <exception cref="InvalidOperationException">The run to resume is still going in a live process.</exception>
     /// <param name="emitEvents">Publish the run's events on <see cref="OpenRun.Events"/> (each task's end, each escalation).</param>
     public OpenRun Open(string name = "open", double? budget = null, string? resume = null, bool emitEvents = false)
+        => Open(name, budget, resume, emitEvents, record: true);
+
+    /// <summary>As <see cref="Open(string, double?, string?, bool)"/>; with <paramref name="record"/> false the run is kept in memory alone, never in the store.</summary>
+    public OpenRun Open(string name, double? budget, string? resume, bool emitEvents, bool record)
     {
         double? limit = BudgetOf(budget);
         return Engine.Open(new OpenRunOptions
         {
             Name = name,
             // A store opened for reading only records nothing: the run is kept in memory alone.
-            Store = Store is { IsReadOnly: false } recording ? recording : null,
+            Store = record && Store is { IsReadOnly: false } recording ? recording : null,
             Resume = resume,
             // The learned router a run would use: each task is routed as a graph of itself (its kind, its features).
             Router = RouterFor(null, null, limit, out _, out _, out _),

@@ -46,6 +46,9 @@ public sealed class TaskMeshServer : IAsyncDisposable
 
     internal TaskMeshService Service => _service;
 
+    /// <summary>Shows a run started elsewhere in this process (with events on) in the dashboard and API, read-only.</summary>
+    public void Watch(TaskMesh.Engine.RunHandle handle, TaskMesh.Engine.Graph.PreparedGraph graph, string? hash) => _service.Watch(handle, graph, hash);
+
     /// <summary>Starts the service over <paramref name="runtime"/> (the composition root's: engine, store, rules, router, metrics).</summary>
     /// <exception cref="ArgumentException">The options have problems (each named).</exception>
     /// <exception cref="IOException">The address cannot be bound.</exception>

@@ -67,7 +67,8 @@ internal sealed class TaskMeshService : IAsyncDisposable
         Work = new Workers.WorkQueue();
         External = new Workers.ExternalLayer(Work, options.ExternalCapacity);
         External.Configure(options.ExternalPricePerSecond, rank: 1);
-        _runtime.Engine.AddLayer(External);
+        // (A service that only shows takes no workers: the engine's layers stay as they are.)
+        if (!options.ReadOnly) _runtime.Engine.AddLayer(External);
         // Handlers the config says workers serve: known before any worker comes (their tasks wait for one).
         foreach (var handler in options.ExternalHandlers)
         {
@@ -133,6 +134,8 @@ internal sealed class TaskMeshService : IAsyncDisposable
     /// <summary>The standing run: the newest interrupted one of the store taken over (its owner is gone), or a new one.</summary>
     private OpenRun OpenStanding()
     {
+        // A service that only shows (taskmesh dashboard, run --dashboard) takes no tasks: its standing run records nothing.
+        if (_options.ReadOnly) return _runtime.Open(StandingRunName, null, null, emitEvents: true, record: false);
         if (_runtime.Store is { IsReadOnly: false } store)
         {
             var previous = store.ListRuns(limit: 20, status: "interrupted").FirstOrDefault(r => r.Graph == StandingRunName);
@@ -215,6 +218,37 @@ internal sealed class TaskMeshService : IAsyncDisposable
         live.Recorded = RecordAsync(live);
         _log.LogInformation("run {RunId} of graph {Graph} started ({Tasks} tasks), submitted by {Caller}", handle.RunId, GraphLimits.Printable(graph.Graph.Name), handle.Total, Who(caller));
         return handle.RunId;
+    }
+
+    /// <summary>
+    /// Shows a run this service did not start (<c>taskmesh run --dashboard</c>: the command runs and
+    /// records it) as a going run, and keeps its result once it ends. Its options must have emitted
+    /// events (<c>EmitEvents</c>) for the page to follow it live.
+    /// </summary>
+    public void Watch(RunHandle handle, PreparedGraph graph, string? hash)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        ArgumentNullException.ThrowIfNull(graph);
+        var live = new LiveRun(handle, graph.Graph.Name, DateTimeOffset.UtcNow, new EventHub(handle.Events), graph, hash ?? "");
+        _live[handle.RunId] = live;
+        live.Recorded = KeepAsync(live);
+
+        async Task KeepAsync(LiveRun l)
+        {
+            try
+            {
+                var result = await l.Handle.Completion.ConfigureAwait(false);
+                _finished.Add(result, l.Prepared, l.Hash);
+            }
+            catch (Exception ex)
+            {
+                _log.LogError("run {RunId}: {Why}", l.Handle.RunId, ex.Message);
+            }
+            finally
+            {
+                _live.TryRemove(l.Handle.RunId, out _);
+            }
+        }
     }
 
     /// <summary>Waits for a run's end, records it (store, training), and keeps its result for the API.</summary>

@@ -88,3 +88,76 @@ public sealed class DashboardCommandTests : IDisposable
         Assert.Equal(before, File.ReadAllBytes(store));   // the store as it was
     }
 }
+
+/// <summary><c>taskmesh run g.json --dashboard [PORT] [--keep-open]</c>: a plain run's own page, followed live in a browser.</summary>
+public sealed class RunDashboardTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-rundash-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task ARunsOwnPage_FollowsItLive_AndStaysOpenUntilInterrupted()
+    {
+        var (code, _, stderr) = await CliTests.Taskmesh(_dir, "run", Path.Combine(AppContext.BaseDirectory, "examples", "etl.json"), "--keep-open");
+        Assert.Equal(2, code);
+        Assert.Contains("--keep-open needs --dashboard", stderr);
+
+        var graph = Path.Combine(_dir, "slow.json");
+        // Two chains of 20 tasks of 200 ms: about 4 s, long enough to be seen going.
+        var tasks = Enumerable.Range(0, 40).Select(i => new { id = $"s{i:D2}", handler = "sleep", args = new { millis = 200 }, dependsOn = i < 2 ? Array.Empty<string>() : new[] { $"s{i - 2:D2}" } });
+        File.WriteAllText(graph, JsonSerializer.Serialize(new { name = "followed", tasks }));
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir };
+        psi.Environment["TASKMESH_HOME"] = _dir;
+        foreach (var a in (string[])[Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--dashboard", "--keep-open", "--progress", "none", "--max-parallel", "2"])
+            psi.ArgumentList.Add(a);
+        // The browser first: it takes a moment to start, and the run is short.
+        var profile = Directory.CreateTempSubdirectory("taskmesh-chromium-").FullName;
+        using var browser = HeadlessChromium.Start(profile);
+        using var process = Process.Start(psi)!;
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var pageAt = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lines.Enqueue(e.Data);
+            if (e.Data.StartsWith("dashboard at ", StringComparison.Ordinal)) pageAt.TrySetResult(e.Data["dashboard at ".Length..]);
+        };
+        process.BeginOutputReadLine();
+        var errors = process.StandardError.ReadToEndAsync();
+        try
+        {
+            string page = await pageAt.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            var wait = new WebDriverWait(browser, TimeSpan.FromSeconds(30));
+            wait.IgnoreExceptionTypes(typeof(StaleElementReferenceException));
+            browser.Navigate().GoToUrl(page);
+            // Live: the page sees it going, then every node in its final state.
+            wait.Until(d => d.FindElements(By.CssSelector("#graph g.node")).Count == 40);
+            Assert.Equal("running", wait.Until(d => d.FindElement(By.Id("run-status")).Text is { Length: > 0 } t ? t : null));
+            wait.Until(d => d.FindElement(By.Id("run-status")).Text == "succeeded"
+                && d.FindElements(By.CssSelector("#graph g.node")).All(n => n.GetAttribute("class")!.Contains("succeeded", StringComparison.Ordinal)));
+            Directory.CreateDirectory(DashboardFixture.Screenshots);
+            browser.GetScreenshot().SaveAsFile(Path.Combine(DashboardFixture.Screenshots, "run-dashboard.png"));
+            // It stays open after the run, read-only.
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (!lines.Any(l => l.StartsWith("the dashboard stays open", StringComparison.Ordinal)) && DateTime.UtcNow < until) await Task.Delay(50);
+            Assert.Contains(lines, l => l.StartsWith("the dashboard stays open", StringComparison.Ordinal));
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+            using (var refused = await http.PostAsync(new Uri(new Uri(page), "/api/runs"), new StringContent("{}", Encoding.UTF8, "application/json")))
+                Assert.Equal(HttpStatusCode.MethodNotAllowed, refused.StatusCode);
+        }
+        finally
+        {
+            browser.Quit();
+            try { Directory.Delete(profile, recursive: true); } catch (IOException) { }
+            if (!process.HasExited)
+            {
+                using (var interrupt = Process.Start("kill", ["-INT", process.Id.ToString()])!) await interrupt.WaitForExitAsync();
+                try { await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30)); }
+                catch (TimeoutException) { process.Kill(entireProcessTree: true); throw; }
+            }
+        }
+        Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {await errors}");
+        Assert.Contains(lines, l => l.Contains("40 total, 40 succeeded", StringComparison.Ordinal));
+    }
+}

@@ -47,9 +47,24 @@ internal static class RunCommand
             },
         };
         var (workers, workerSlots) = WorkersOptions();
+        var dashboard = new Option<int?>("--dashboard")
+        {
+            Description = "Serve the run's page of the web dashboard while it goes, on this port of api.host (none given: a free port); put it after the graph file.",
+            HelpName = "PORT",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r =>
+            {
+                if (r.Tokens.Count == 0) return 0;
+                var text = r.Tokens[^1].Value;
+                if (int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int p) && p <= 65_535) return p;
+                r.AddError($"option --dashboard takes a port between 0 and 65535, got '{text}'");
+                return null;
+            },
+        };
+        var keepOpen = new Option<bool>("--keep-open") { Description = "With --dashboard: keep serving the page after the run ends, until Ctrl+C." };
         var command = new Command("run", "Run a graph; exit 0 all succeeded, 1 some task failed (or the run store failed), 2 bad input, 130 cancelled.")
         {
-            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget, workers, workerSlots,
+            graphArg, json, maxParallel, config, nodes, progress, store, noStore, resume, objective, budget, workers, workerSlots, dashboard, keepOpen,
         };
         metrics.AddTo(command);
         command.SetAction((parse, ct) => ExecuteAsync(io, new RunArgs(parse.GetValue(graphArg)!)
@@ -58,6 +73,7 @@ internal static class RunCommand
             Progress = parse.GetValue(progress), Store = parse.GetValue(store), NoStore = parse.GetValue(noStore), Resume = parse.GetValue(resume),
             Metrics = metrics.Read(parse), Objective = parse.GetValue(objective), Budget = parse.GetValue(budget),
             Workers = parse.GetValue(workers), WorkerSlots = parse.GetValue(workerSlots),
+            Dashboard = parse.GetValue(dashboard), KeepOpen = parse.GetValue(keepOpen),
         }));
         return command;
     }
@@ -200,6 +216,8 @@ internal static class RunCommand
         public double? Budget { get; init; }
         public int? Workers { get; init; }
         public int? WorkerSlots { get; init; }
+        public int? Dashboard { get; init; }
+        public bool KeepOpen { get; init; }
     }
 
     /// <summary>
@@ -322,7 +340,28 @@ internal static class RunCommand
             stdout.Flush();
             return server;
         }
+        // The dashboard: the run's own page, served by a read-only service over this runtime.
+        if (a.KeepOpen && a.Dashboard is null) throw new UsageException("--keep-open needs --dashboard");
+        if (a.Dashboard is not null) setup.Options.EmitEvents = true;
+        await using var dashboard = a.Dashboard is int dashboardPort ? await StartDashboardAsync(dashboardPort) : null;
+        async Task<Server.TaskMeshServer> StartDashboardAsync(int port)
+        {
+            var options = new Server.ServerOptions
+            {
+                Host = config.ApiHost, HttpPort = port, SocketPort = null, ReadOnly = true,
+                TokenKeyFile = config.ApiTokenKeyFile is { } k ? (Path.IsPathRooted(k) || a.ConfigPath is null ? Path.GetFullPath(k) : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(a.ConfigPath))!, k))) : null,
+            };
+            if (options.Problems() is { Count: > 0 } problems) throw new UsageException("--dashboard: " + string.Join("; ", problems));
+            try { return await Server.TaskMeshServer.StartAsync(runtime, options, logs, io.Token); }
+            catch (Exception ex) when (ex is IOException or ArgumentException) { throw new UsageException($"--dashboard: {ex.Message}"); }
+        }
         var handle = setup.Start(ct);
+        if (dashboard is not null)
+        {
+            dashboard.Watch(handle, graph, hash);
+            stdout.WriteLine($"dashboard at {dashboard.HttpAddress}runs/{handle.RunId}");
+            stdout.Flush();
+        }
         if (progress == "auto")
             progress = Console.IsOutputRedirected || !ReferenceEquals(stdout is TerminalSafeWriter t ? t.Inner : stdout, Console.Out) ? "lines" : "bar";
         if (progress == "bar") await ShowBarAsync(handle);
@@ -360,6 +399,13 @@ internal static class RunCommand
         {
             stdout.WriteLine($"serving {web.MetricsUri} for {linger:0.###} s more");
             try { await Task.Delay(TimeSpan.FromSeconds(linger), io.Token); }
+            catch (OperationCanceledException) { }
+        }
+        if (dashboard is not null && a.KeepOpen)
+        {
+            stdout.WriteLine($"the dashboard stays open at {dashboard.HttpAddress}runs/{result.RunId} (Ctrl+C stops it)");
+            stdout.Flush();
+            try { await Task.Delay(Timeout.Infinite, io.Token); }
             catch (OperationCanceledException) { }
         }
         return result.Status switch
