@@ -244,8 +244,12 @@ public sealed class ClusterProcessTests : IDisposable
         Assert.True(executions.Count >= count - (2 + 64), $"only {executions.Count} tasks seen running");
         int twice = executions.Count(e => e.Value > 1);
         Assert.True(twice <= 2 + 64, $"{twice} tasks ran twice");
-        var lost = Assert.Single(run.Lines("TaskMesh.Cluster", "lost"));
-        Assert.True(lost.GetProperty("State").GetProperty("Requeued").GetInt32() >= twice);
+        // (The workers write to the coordinator's standard error too: under load a line of theirs can
+        // cut into the coordinator's, which then is not JSON — looked for as text then.)
+        var lost = run.Lines("TaskMesh.Cluster", "lost").ToList();
+        if (lost.Count == 1) Assert.True(lost[0].GetProperty("State").GetProperty("Requeued").GetInt32() >= twice);
+        else Assert.True(lost.Count == 0 && run.Other.Count(l => l.Contains($"worker ", StringComparison.Ordinal) && l.Contains(" lost (", StringComparison.Ordinal)) == 1,
+            $"the coordinator did not say once that it lost the worker: {string.Join("\n", run.Other)}");
         // The store has each task once, succeeded.
         using var s = TaskMesh.Engine.Store.RunStore.Open(store, readOnly: true);
         var rows = s.TasksOf(Summary(summary).GetProperty("run_id").GetString()!);

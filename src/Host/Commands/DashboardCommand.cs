@@ -42,7 +42,7 @@ internal static class DashboardCommand
             Insecure = insecure,
             MaxRequestBytes = cfg.ApiMaxRequestBytes,
             RequestsPerSecond = cfg.ApiRequestsPerSecond,
-            TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? (Path.IsPathRooted(k) || configPath is null ? Path.GetFullPath(k) : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(configPath))!, k))) : null),
+            TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? ServeCommand.ResolveAgainstConfig(k, configPath) : null),
         };
         if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
 

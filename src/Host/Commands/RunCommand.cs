@@ -349,7 +349,7 @@ internal static class RunCommand
             var options = new Server.ServerOptions
             {
                 Host = config.ApiHost, HttpPort = port, SocketPort = null, ReadOnly = true,
-                TokenKeyFile = config.ApiTokenKeyFile is { } k ? (Path.IsPathRooted(k) || a.ConfigPath is null ? Path.GetFullPath(k) : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(a.ConfigPath))!, k))) : null,
+                TokenKeyFile = config.ApiTokenKeyFile is { } k ? ServeCommand.ResolveAgainstConfig(k, a.ConfigPath) : null,
             };
             if (options.Problems() is { Count: > 0 } problems) throw new UsageException("--dashboard: " + string.Join("; ", problems));
             try { return await Server.TaskMeshServer.StartAsync(runtime, options, logs, io.Token); }

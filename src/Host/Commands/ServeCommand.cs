@@ -128,7 +128,7 @@ internal static class ServeCommand
         return ExitCodes.Ok;
     }
 
-    /// <summary>A relative <c>api.graph_directory</c> is the config file's neighbour.</summary>
-    private static string ResolveAgainstConfig(string dir, string? configPath)
+    /// <summary>A relative path of the config's <c>[api]</c> (graph folder, token key, TLS files) is the config file's neighbour.</summary>
+    internal static string ResolveAgainstConfig(string dir, string? configPath)
         => Path.IsPathRooted(dir) || configPath is null ? Path.GetFullPath(dir) : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(configPath))!, dir));
 }
