@@ -203,6 +203,20 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
     }
 
     [Fact]
+    public void SigningIn_ReturnsToAPageOfThisSiteOnly()
+    {
+        foreach (var elsewhere in new[] { "%2F%2Fexample.com%2F", "%2F%5Cexample.com%2F", "https%3A%2F%2Fexample.com%2F" })
+        {
+            Browser.Manage().Cookies.DeleteAllCookies();
+            Browser.Navigate().GoToUrl(Url("/signin?next=" + elsewhere));
+            Find("#token").SendKeys(site.Token("viewer"));
+            Click("#signin-button");
+            Until(d => !d.Url.Contains("/signin", StringComparison.Ordinal), "signing in");
+            Assert.StartsWith(site.Address.ToString(), Browser.Url);
+        }
+    }
+
+    [Fact]
     public void ATaskPanel_ShowsItsEscalationHistory_AndAuditTrail()
     {
         SignIn(site.Token("viewer"));

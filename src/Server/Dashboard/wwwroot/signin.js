@@ -14,8 +14,8 @@ export function signin(main) {
     try {
       await signIn(token.value.trim());
       const next = new URLSearchParams(location.search).get('next');
-      // Only a path of this site: never another origin.
-      location.assign(next && next.startsWith('/') && !next.startsWith('//') ? next : '/');
+      // Only a path of this site, never another origin ('//host' and '/\\host' name one).
+      location.assign(next && /^\/(?![\/\\])/.test(next) ? next : '/');
     } catch (e) {
       show(error, e.message);
     }
