@@ -89,6 +89,17 @@ internal static class HeadlessChromium
     }
 }
 
+/// <summary>
+/// The tests that run Chromium: alone, after the others (a browser's processes take both of this
+/// machine's cores for a moment, and tests that time what they run would feel it).
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class BrowserCollection
+{
+    public const string Name = "browser";
+}
+
+[Collection(BrowserCollection.Name)]
 public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture<DashboardFixture>, IDisposable
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);

@@ -10,6 +10,7 @@ using Xunit;
 namespace TaskMesh.Tests.Dashboard;
 
 /// <summary><c>taskmesh dashboard</c>: a store's history browsed through the real command, in a browser; nothing in it changes.</summary>
+[Collection(BrowserCollection.Name)]
 public sealed class DashboardCommandTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-dashcmd-").FullName;
@@ -90,6 +91,7 @@ public sealed class DashboardCommandTests : IDisposable
 }
 
 /// <summary><c>taskmesh run g.json --dashboard [PORT] [--keep-open]</c>: a plain run's own page, followed live in a browser.</summary>
+[Collection(BrowserCollection.Name)]
 public sealed class RunDashboardTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-rundash-").FullName;
