@@ -268,6 +268,18 @@ public sealed class DashboardBrowserTests(DashboardFixture site) : IClassFixture
     }
 
     [Fact]
+    public void AnExample_IsPickedSubmittedAndRun()
+    {
+        SignIn(site.Token("operator"));
+        Browser.Navigate().GoToUrl(Url("/submit"));
+        Click("#example option[value='a fan-out and fan-in of 50 tasks']");
+        Until(d => d.FindElement(By.Id("graph")).GetAttribute("value")!.Contains("gather", StringComparison.Ordinal), "the example in the text");
+        Click("#submit-button");
+        Until(d => d.Url.Contains("/runs/", StringComparison.Ordinal), "the run view");
+        Until(d => d.FindElement(By.Id("run-status")).Text == "succeeded" && d.FindElements(By.CssSelector("#graph g.node.succeeded")).Count == 52, "the example's run");
+    }
+
+    [Fact]
     public async Task ABrokenGraph_ShowsItsErrors_WithLineAndTask_AndNothingRuns()
     {
         using var api = site.Api("viewer");

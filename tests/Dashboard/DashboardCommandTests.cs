@@ -136,6 +136,9 @@ public sealed class RunDashboardTests : IDisposable
             // Live: the page sees it going, then every node in its final state.
             wait.Until(d => d.FindElements(By.CssSelector("#graph g.node")).Count == 40);
             Assert.Equal("running", wait.Until(d => d.FindElement(By.Id("run-status")).Text is { Length: > 0 } t ? t : null));
+            // The timeline grows while it goes, from the events' times.
+            string statusWhenDrawn = wait.Until(d => d.FindElements(By.CssSelector("#gantt rect.bar")).Count > 0 ? d.FindElement(By.Id("run-status")).Text : null)!;
+            Assert.Equal("running", statusWhenDrawn);
             wait.Until(d => d.FindElement(By.Id("run-status")).Text == "succeeded"
                 && d.FindElements(By.CssSelector("#graph g.node")).All(n => n.GetAttribute("class")!.Contains("succeeded", StringComparison.Ordinal)));
             Directory.CreateDirectory(DashboardFixture.Screenshots);

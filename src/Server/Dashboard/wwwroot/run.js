@@ -40,8 +40,19 @@ export async function runView(main, runId) {
     show(graphBox, el('p', { class: 'muted' }, e instanceof ApiError && e.status === 409 ? 'The service keeps this run\'s graph no more.' : e.message));
   }
   let ganttDrawn = false;
+  // While the run goes the timeline grows from its events (a task's start and end times), redrawn at
+  // most once a second; a run of more than 20,000 tasks gets its timeline when it ends.
+  let lastLive = 0;
   function drawTimeline() {
-    if (['running', 'open'].includes(run.status)) { show(ganttBox, el('p', { class: 'muted' }, 'drawn when the run ends')); return; }
+    if (['running', 'open'].includes(run.status)) {
+      if ((run.tasks?.total ?? 0) > 20000) { show(ganttBox, el('p', { class: 'muted' }, 'drawn when the run ends')); return; }
+      if (performance.now() - lastLive < 1000) return;
+      lastLive = performance.now();
+      const now = Date.now() - Date.parse(run.started_at);
+      for (const t of tasks.values()) if (t.live_start !== undefined && t.live_end === undefined) t.duration_ms = Math.max(0, now - t.started_ms);
+      drawGantt(ganttBox, tasks, critical, now);
+      return;
+    }
     if (ganttDrawn) return;
     drawGantt(ganttBox, tasks, critical, run.wall_ms);
     ganttDrawn = tasks.size > 0;
@@ -215,6 +226,10 @@ export async function runView(main, runId) {
       t.status = { released: 'ready', started: 'running', retried: 'retrying' }[e.kind] ?? e.kind;
       if (e.kind === 'escalated') t.escalations = (t.escalations ?? 0) + 1;
       if (e.message && ['failed', 'timed_out'].includes(e.kind)) t.error = e.message;
+      // Times for the live timeline: from the run's start, as the events stamp them.
+      const at = Date.parse(e.at) - Date.parse(run.started_at);
+      if (e.kind === 'started') { t.live_start = at; t.live_end = undefined; t.started_ms = at; t.duration_ms = 0; }
+      else if (t.live_start !== undefined && ['succeeded', 'failed', 'timed_out', 'cancelled'].includes(e.kind)) { t.live_end = at; t.duration_ms = Math.max(0, at - t.live_start); }
       tasks.set(e.task, t);
       dirty = true;
     };

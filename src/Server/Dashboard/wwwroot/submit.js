@@ -3,15 +3,34 @@
 import { el, show } from './dom.js';
 import { send, currentSession, allows } from './api.js';
 
-const example = JSON.stringify({
-  name: 'example',
-  tasks: [
-    { id: 'fetch', handler: 'sleep', args: { millis: 200 } },
-    { id: 'parse', handler: 'hash', args: { bytes: 100000 }, dependsOn: ['fetch'] },
-    { id: 'check', handler: 'spin', args: { micros: 5000 }, dependsOn: ['fetch'] },
-    { id: 'report', handler: 'noop', dependsOn: ['parse', 'check'] },
-  ],
-}, null, 2);
+// Examples to start from (built-in handlers only: every service runs them).
+const examples = {
+  'a small pipeline': {
+    name: 'pipeline',
+    tasks: [
+      { id: 'fetch', handler: 'sleep', args: { millis: 200 } },
+      { id: 'parse', handler: 'hash', args: { bytes: 100000 }, dependsOn: ['fetch'] },
+      { id: 'check', handler: 'spin', args: { micros: 5000 }, dependsOn: ['fetch'] },
+      { id: 'report', handler: 'noop', dependsOn: [{ id: 'parse', type: 'data' }, 'check'] },
+    ],
+  },
+  'a fan-out and fan-in of 50 tasks': {
+    name: 'fan-out',
+    tasks: [{ id: 'start', handler: 'noop' },
+      ...Array.from({ length: 50 }, (_, i) => ({ id: `work-${i}`, handler: 'sleep', args: { millis: 50 + 10 * (i % 7) }, dependsOn: ['start'] })),
+      { id: 'gather', handler: 'noop', dependsOn: Array.from({ length: 50 }, (_, i) => `work-${i}`) }],
+  },
+  'a failure and what it skips': {
+    name: 'failure',
+    tasks: [
+      { id: 'ok', handler: 'noop' },
+      { id: 'breaks', handler: 'fail', args: { message: 'this task fails on purpose' }, dependsOn: ['ok'] },
+      { id: 'after', handler: 'noop', dependsOn: ['breaks'] },
+      { id: 'regardless', handler: 'noop', dependsOn: [{ id: 'breaks', type: 'soft' }] },
+    ],
+  },
+};
+const example = JSON.stringify(examples['a small pipeline'], null, 2);
 
 export async function submit(main) {
   const s = await currentSession();
@@ -25,10 +44,13 @@ export async function submit(main) {
   }
   const text = el('textarea', { id: 'graph', rows: 18, spellcheck: 'false' });
   text.value = example;
+  const pick = el('select', { id: 'example' }, Object.keys(examples).map(k => el('option', { value: k }, k)));
+  pick.addEventListener('change', () => { text.value = JSON.stringify(examples[pick.value], null, 2); });
   const file = el('input', { type: 'file', id: 'graph-file', accept: '.json,application/json' });
   file.addEventListener('change', async () => { if (file.files?.[0]) text.value = await file.files[0].text(); });
   const errors = el('div', { id: 'submit-errors', role: 'alert' });
   const form = el('form', { id: 'submit', class: 'card' },
+    el('div', { class: 'row' }, el('label', {}, 'Start from an example ', pick)),
     el('label', { for: 'graph' }, 'Graph JSON (docs/graph-format.md)'), text,
     el('div', { class: 'row' }, el('label', {}, 'or a file ', file), el('button', { type: 'submit', id: 'submit-button' }, 'Validate and run')),
     errors);
