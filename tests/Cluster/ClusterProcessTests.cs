@@ -273,7 +273,15 @@ public sealed class ClusterProcessTests : IDisposable
             Signal(run.Pid, "KILL");
             await WaitUntil(() => !Alive(run.Pid), "the coordinator to die", TimeSpan.FromSeconds(30));
             // Its workers notice the coordinator is gone and leave by themselves.
-            await WaitUntil(() => firstWorkers.All(pid => !Alive(pid)), "the orphaned workers to exit", TimeSpan.FromSeconds(60));
+            try
+            {
+                await WaitUntil(() => firstWorkers.All(pid => !Alive(pid)), "the orphaned workers to exit", TimeSpan.FromSeconds(60));
+            }
+            finally
+            {
+                // Orphans are no longer in the run's process tree: stopped here if they stayed.
+                foreach (int pid in firstWorkers.Where(Alive)) Signal(pid, "KILL");
+            }
         }
         HashSet<string> done;
         using (var s = TaskMesh.Engine.Store.RunStore.Open(store, readOnly: true))
