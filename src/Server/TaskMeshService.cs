@@ -472,7 +472,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         if (_runtime.Store is { } store)
         {
             string id = StoredRunId(store, runId);
-            if (store.TasksOf(id).FirstOrDefault(t => t.Id == taskId) is { } row)
+            if (store.TaskOf(id, taskId) is { } row)
                 return TaskView.Of(row, store.EscalationHistoryOf(id).Where(e => e.TaskId == taskId).ToList(), store.AuditOf(id, taskId), args);
         }
         if (_finished.TryGet(runId, out var result) && result.HasTaskDetails && result.Graph.TryGetIndex(taskId, out int index))

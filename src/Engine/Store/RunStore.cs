@@ -395,17 +395,24 @@ public sealed partial class RunStore : IDisposable
     }
 
     /// <summary>The task rows the store kept for a run, by task index (see <see cref="RunRecorder"/> for which are kept).</summary>
-    public IReadOnlyList<StoredTask> TasksOf(string runId)
+    public IReadOnlyList<StoredTask> TasksOf(string runId) => ReadTasks("run_id = @run", runId, null, int.MaxValue);
+
+    /// <summary>The kept row of task <paramref name="taskId"/> of a run (the first, by task index), or null when the store kept none.</summary>
+    public StoredTask? TaskOf(string runId, string taskId) => ReadTasks("run_id = @run AND task_id = @task", runId, taskId, 1) is [var t] ? t : null;
+
+    private List<StoredTask> ReadTasks(string where, string runId, string? taskId, int limit)
     {
         lock (_read)
         {
             using var cmd = Reader().CreateCommand();
-            cmd.CommandText = """
+            cmd.CommandText = $"""
                 SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
                        started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
-                FROM task_executions WHERE run_id = @run ORDER BY task_index
+                FROM task_executions WHERE {where} ORDER BY task_index LIMIT @limit
                 """;
             cmd.Parameters.AddWithValue("@run", runId);
+            if (taskId is not null) cmd.Parameters.AddWithValue("@task", taskId);
+            cmd.Parameters.AddWithValue("@limit", limit);
             var list = new List<StoredTask>();
             using var r = cmd.ExecuteReader();
             while (r.Read())
