@@ -119,6 +119,7 @@ public sealed class TaskMeshServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Use(HttpApi.HandleErrorsAsync);
+        app.Use(CrossOrigin.Guard(tokensRequired: key is not null, loopback: IPAddress.IsLoopback(ip)));
         if (options.ReadOnly) app.Use(RefuseChangesAsync);
         if (key is not null)
         {

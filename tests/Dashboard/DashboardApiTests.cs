@@ -104,6 +104,59 @@ public sealed class DashboardApiTests(DashboardFixture site) : IClassFixture<Das
         }
     }
 
+    [Fact]
+    public async Task WithoutTokens_APageOfAnotherSiteCannotChangeAnything_NorReadThroughARebindingName()
+    {
+        await using var open = await TaskMesh.Tests.Server.TestService.StartAsync(new TaskMesh.Server.ServerOptions { HttpPort = 0, SocketPort = null });
+        using var http = new HttpClient { BaseAddress = open.Server.HttpAddress, Timeout = TimeSpan.FromSeconds(30) };
+        const string graph = """{"name": "from-elsewhere", "tasks": [{"id": "a", "handler": "noop"}]}""";
+        // What a form on another site can make a browser send: text/plain, no preflight.
+        using (var form = new HttpRequestMessage(HttpMethod.Post, "api/runs") { Content = new StringContent(graph, Encoding.UTF8, "text/plain") })
+        {
+            form.Headers.Add("Origin", "http://attacker.example");
+            using var response = await http.SendAsync(form);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+            Assert.Contains("another site", await response.Content.ReadAsStringAsync());
+        }
+        using (var fetch = new HttpRequestMessage(HttpMethod.Post, "api/runs") { Content = Json(graph) })
+        {
+            fetch.Headers.Add("Sec-Fetch-Site", "cross-site");
+            using var response = await http.SendAsync(fetch);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        }
+        using (var sandboxed = new HttpRequestMessage(HttpMethod.Post, "api/runs") { Content = Json(graph) })
+        {
+            sandboxed.Headers.Add("Origin", "null");
+            using var response = await http.SendAsync(sandboxed);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        }
+        // A name of the attacker's resolving to 127.0.0.1: not answered, not even reads.
+        using (var rebound = new HttpRequestMessage(HttpMethod.Get, "api/runs"))
+        {
+            rebound.Headers.Host = "attacker.example:" + open.Server.HttpAddress.Port;
+            using var response = await http.SendAsync(rebound);
+            Assert.Equal(HttpStatusCode.MisdirectedRequest, response.StatusCode);
+        }
+        using (var runs = JsonDocument.Parse(await http.GetStringAsync("api/runs?limit=100")))
+            Assert.DoesNotContain(runs.RootElement.GetProperty("runs").EnumerateArray(), r => r.GetProperty("graph").GetString() == "from-elsewhere");
+        // The page's own requests (same origin) and programs (no Origin) are served; so is localhost.
+        using (var own = new HttpRequestMessage(HttpMethod.Post, "api/runs") { Content = Json(graph) })
+        {
+            own.Headers.Add("Origin", open.Server.HttpAddress.GetLeftPart(UriPartial.Authority));
+            own.Headers.Add("Sec-Fetch-Site", "same-origin");
+            using var response = await http.SendAsync(own);
+            Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        }
+        using (var program = await http.PostAsync("api/runs", Json(graph)))
+            Assert.Equal(HttpStatusCode.Created, program.StatusCode);
+        using (var local = new HttpRequestMessage(HttpMethod.Get, "health"))
+        {
+            local.Headers.Host = "localhost:" + open.Server.HttpAddress.Port;
+            using var response = await http.SendAsync(local);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+    }
+
     private async Task<int> CountRunsAsync(HttpClient http, string graph)
     {
         using var api = site.Api("viewer");
