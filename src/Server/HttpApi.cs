@@ -28,19 +28,7 @@ internal static class HttpApi
             http.Response.Headers.Location = $"/api/runs/{Uri.EscapeDataString(runId)}";
             return Json(w => { w.WriteStartObject(); w.WriteString("run_id", runId); w.WriteEndObject(); }, StatusCodes.Status201Created);
         }), Roles.Operator).Doc("Submit a graph (validated as a file; 400 with every problem and nothing runs)", 201, 400, 401, 403, 413, 429, 503).Takes("A graph file's JSON: name, defaults, tasks (id, handler, args, dependsOn, …) — docs/graph-format.md");
-        access.Require(api.MapGet("/runs", (HttpContext http) =>
-        {
-            var q = http.Request.Query;
-            var runs = service.ListRuns(IntOf(q, "limit", 20), IntOf(q, "offset", 0), q["status"].FirstOrDefault());
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteStartArray("runs");
-                foreach (var r in runs) r.Write(w);
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("List runs, newest first (limit, offset, status)", 200, 400, 401, 403, 429);
+        access.Require(api.MapGet("/runs", (HttpContext http) => Json(Reads.Runs(service, Query(http)))), Roles.Viewer).Doc("List runs, newest first (limit, offset, status)", 200, 400, 401, 403, 429);
         access.Require(api.MapGet("/runs/{id}", async (string id, HttpContext http) =>
         {
             var run = await service.WaitForRunAsync(id, WaitOf(http.Request.Query), http.RequestAborted);
@@ -50,41 +38,8 @@ internal static class HttpApi
             ? Results.Accepted($"/api/runs/{Uri.EscapeDataString(id)}")
             : Problem(409, "run ended", $"run {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a going run", 202, 401, 403, 404, 409, 429);
         access.Require(api.MapGet("/runs/{id}/events", (string id, HttpContext http) => ServerSentEvents.StreamAsync(http, service, id)), Roles.Viewer).Doc("A run's events as Server-Sent Events, ending with run_ended (or overflow)", 200, 401, 403, 404, 429);
-        access.Require(api.MapGet("/runs/{id}/tasks", (string id, HttpContext http) =>
-        {
-            var q = http.Request.Query;
-            var (source, total, tasks) = service.ListRunTasks(id, q["status"].FirstOrDefault(), IntOf(q, "limit", 100), IntOf(q, "offset", 0));
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteString("run_id", id);
-                w.WriteString("source", source);
-                w.WriteNumber("total", total);
-                w.WriteStartArray("tasks");
-                foreach (var t in tasks)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("id", t.Id);
-                    if (t.Index >= 0) w.WriteNumber("index", t.Index);
-                    w.WriteString("handler", t.Handler);
-                    w.WriteString("status", t.Status);
-                    if (t.Layer is not null) w.WriteString("layer", t.Layer);
-                    w.WriteNumber("attempts", t.Attempts);
-                    w.WriteNumber("escalations", t.Escalations);
-                    if (t.DurationMs is double d) w.WriteNumber("duration_ms", Math.Round(d, 3));
-                    if (t.StartedMs is double started) w.WriteNumber("started_ms", Math.Round(started, 3));
-                    if (t.Error is not null) w.WriteString("error", t.Error);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("A run's tasks (status, limit, offset): every task of a finished run the service keeps, else the rows the store keeps", 200, 400, 401, 403, 404, 409, 429);
-        access.Require(api.MapGet("/runs/{id}/graph", (string id, HttpContext http) =>
-        {
-            var graph = service.GraphOfRun(id);
-            return Json(w => GraphView.Write(w, id, graph, service.Runtime.Engine));
-        }), Roles.Viewer).Doc("A run's graph for drawing: each task's level (longest path from a source), its edges by kind, the estimated critical path; tasks and edges listed up to 5,000 tasks, levels alone up to 200,000", 200, 401, 403, 404, 409, 429);
+        access.Require(api.MapGet("/runs/{id}/tasks", (string id, HttpContext http) => Json(Reads.RunTasks(service, id, Query(http)))), Roles.Viewer).Doc("A run's tasks (status, limit, offset): every task of a finished run the service keeps, else the rows the store keeps", 200, 400, 401, 403, 404, 409, 429);
+        access.Require(api.MapGet("/runs/{id}/graph", (string id) => Json(Reads.RunGraph(service, id))), Roles.Viewer).Doc("A run's graph for drawing: each task's level (longest path from a source), its edges by kind, the estimated critical path; tasks and edges listed up to 5,000 tasks, levels alone up to 200,000", 200, 401, 403, 404, 409, 429);
         access.Require(api.MapGet("/runs/{id}/tasks/{task}", (string id, string task) => Json(service.GetRunTask(id, task).Write)), Roles.Viewer).Doc("One task of a run: outcome, layer, attempts, escalations, audit trail", 200, 401, 403, 404, 429);
 
         access.Require(api.MapPost("/runs/{id}/tasks/{task}/escalate", async (string id, string task, HttpContext http) =>
@@ -174,12 +129,10 @@ internal static class HttpApi
             : Problem(409, "task ended", $"task {id} has ended: there is nothing to cancel")), Roles.Operator).Doc("Cancel a task of the standing run", 202, 401, 403, 404, 409, 429);
 
         // Layers.
-        access.Require(api.MapGet("/layers", () => Json(w => Status.WriteLayers(w, service))), Roles.Viewer).Doc("Every layer: status, capacity, running, queue depth, price, today", 200, 401, 403, 429);
+        access.Require(api.MapGet("/layers", () => Json(Reads.Layers(service))), Roles.Viewer).Doc("Every layer: status, capacity, running, queue depth, price, today", 200, 401, 403, 429);
 
         // The cluster's workers (when the service is a coordinator).
-        access.Require(api.MapGet("/workers", () => options.Cluster is { } cluster
-            ? Json(w => Status.WriteWorkers(w, cluster))
-            : Problem(404, "no cluster", "this service is not a cluster coordinator (start it with --cluster-port, or cluster.enabled = true)")), Roles.Viewer)
+        access.Require(api.MapGet("/workers", () => Json(Reads.Workers(options))), Roles.Viewer)
             .Doc("The cluster's workers: slots, memory, in flight, tasks done; and the workers lost", 200, 401, 403, 404, 429);
 
         // A layer's capacity (admin): how many of its attempts run at once, changed while runs go on.
@@ -201,111 +154,23 @@ internal static class HttpApi
         }), Roles.Admin).Doc("Set a layer's capacity (admin)", 200, 400, 401, 403, 404, 429).Takes("How many attempts the layer runs at once", ("capacity", Microsoft.OpenApi.JsonSchemaType.Integer, "1–1000000"));
 
         // History and what decides: daily figures per layer, the escalation rules in force, the trained models.
-        access.Require(api.MapGet("/metrics", (HttpContext http) =>
-        {
-            int days = IntOf(http.Request.Query, "days", 7);
-            if (days is < 1 or > 3650) throw new ApiException(400, "invalid request", $"days must be 1–3650, got {days}");
-            var store = service.Runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there is no history");
-            var figures = store.DailyMetrics(days);
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteNumber("days", days);
-                w.WriteStartArray("layers");
-                foreach (var d in figures)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("day", d.Day);
-                    w.WriteString("layer", d.Layer);
-                    JsonParts.WriteFigures(w, d);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("Daily figures per layer over the last days", 200, 400, 401, 403, 404, 429);
-        access.Require(api.MapGet("/metrics/escalations", (HttpContext http) =>
-        {
-            int days = IntOf(http.Request.Query, "days", 30);
-            var rows = service.EscalationsByDay(days);
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteNumber("days", days);
-                w.WriteStartArray("escalations");
-                foreach (var (day, from, to, count) in rows)
-                {
-                    w.WriteStartObject();
-                    w.WriteString("day", day);
-                    w.WriteString("from", from);
-                    w.WriteString("to", to);
-                    w.WriteNumber("count", count);
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("Escalations by day and route (from, to) over the last days", 200, 400, 401, 403, 404, 429);
-        access.Require(api.MapGet("/metrics/complexity", (HttpContext http) =>
-        {
-            int days = IntOf(http.Request.Query, "days", 30);
-            var buckets = service.ComplexityBuckets(days);
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteNumber("days", days);
-                w.WriteStartArray("buckets");
-                foreach (var (bucket, tasks, cost) in buckets)
-                {
-                    w.WriteStartObject();
-                    w.WriteNumber("from", bucket * 10);
-                    w.WriteString("label", bucket == 9 ? "90–100" : $"{bucket * 10}–{bucket * 10 + 9}");
-                    w.WriteNumber("tasks", tasks);
-                    w.WriteNumber("cost", Math.Round(cost, 6));
-                    w.WriteEndObject();
-                }
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("The kept task rows of the last days by complexity (tenths of 0–100): how many, and their cost", 200, 400, 401, 403, 404, 429);
-        access.Require(api.MapGet("/rules", () => Json(w => WriteRules(w, service))), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
+        access.Require(api.MapGet("/metrics", (HttpContext http) => Json(Reads.Metrics(service, Query(http)))), Roles.Viewer).Doc("Daily figures per layer over the last days", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapGet("/metrics/escalations", (HttpContext http) => Json(Reads.Escalations(service, Query(http)))), Roles.Viewer).Doc("Escalations by day and route (from, to) over the last days", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapGet("/metrics/complexity", (HttpContext http) => Json(Reads.Complexity(service, Query(http)))), Roles.Viewer).Doc("The kept task rows of the last days by complexity (tenths of 0–100): how many, and their cost", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapGet("/rules", () => Json(Reads.Rules(service))), Roles.Viewer).Doc("The escalation rules in force", 200, 401, 403, 429);
         access.Require(api.MapPut("/rules", async (HttpContext http) =>
         {
             var rules = ReadRules(await ReadBodyAsync(http, 1 << 20));
             await service.SetRulesAsync(rules, Caller(http), http.RequestAborted);
-            return Json(w => WriteRules(w, service));
+            return Json(Reads.Rules(service));
         }), Roles.Admin).Doc("Replace the escalation rules (admin): kept in the store, in force at once for every run", 200, 400, 401, 403, 409, 413, 429).Takes("The new rules (none: the defaults), as GET /api/rules gives them", ("rules", Microsoft.OpenApi.JsonSchemaType.Array, "each {from, to, trigger, threshold, priority, active}"));
-        access.Require(api.MapGet("/audit", (HttpContext http) =>
-        {
-            var q = http.Request.Query;
-            var rows = service.AuditOf(q["run"].FirstOrDefault(), q["category"].FirstOrDefault(), IntOf(q, "limit", 100));
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteStartArray("audit");
-                foreach (var a in rows) JsonParts.WriteAudit(w, a, withTask: true);
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("The audit trail: a run's (run=ID, in order) or, without run, the actions on the service (newest first); who did what through the API is category api", 200, 400, 401, 403, 404, 429);
-        access.Require(api.MapGet("/learning/models", () =>
-        {
-            var store = service.Runtime.Store ?? throw new ApiException(404, "no store", "the service keeps no run store: there are no models");
-            var models = store.Models();
-            return Json(w =>
-            {
-                w.WriteStartObject();
-                w.WriteStartArray("models");
-                foreach (var m in models) WriteModel(w, m);
-                w.WriteEndArray();
-                w.WriteEndObject();
-            });
-        }), Roles.Viewer).Doc("The trained model versions", 200, 401, 403, 404, 429);
+        access.Require(api.MapGet("/audit", (HttpContext http) => Json(Reads.Audit(service, Query(http)))), Roles.Viewer).Doc("The audit trail: a run's (run=ID, in order) or, without run, the actions on the service (newest first); who did what through the API is category api", 200, 400, 401, 403, 404, 429);
+        access.Require(api.MapGet("/learning/models", () => Json(Reads.Models(service))), Roles.Viewer).Doc("The trained model versions", 200, 401, 403, 404, 429);
         access.Require(api.MapPost("/learning/train", async (HttpContext http) =>
         {
             var published = await service.TrainAsync(Caller(http), http.RequestAborted);
             var model = service.Runtime.Store!.Models().First(m => m.Version == published.Version);
-            return Json(w => WriteModel(w, model), StatusCodes.Status201Created);
+            return Json(w => Reads.WriteModel(w, model), StatusCodes.Status201Created);
         }), Roles.Admin).Doc("Train a new model version from the store's history now (admin); later runs route with it", 201, 401, 403, 404, 409, 429);
 
         access.Require(api.MapPost("/learning/predict", async (HttpContext http) =>
@@ -315,7 +180,7 @@ internal static class HttpApi
             string? objective = q["objective"].FirstOrDefault();
             if (objective is not null && !Engine.Configuration.RoutingObjectives.All.Contains(objective))
                 throw new ApiException(400, "invalid request", $"objective must be one of {string.Join(", ", Engine.Configuration.RoutingObjectives.All)}");
-            int limit = IntOf(q, "limit", 1000);
+            int limit = Reads.IntOf(Query(http), "limit", 1000);
             if (limit is < 0 or > 100_000) throw new ApiException(400, "invalid request", $"limit must be 0–100000, got {limit}");
             var (plan, model) = service.Predict(body, objective);
             var graph = plan.Graph;
@@ -357,30 +222,6 @@ internal static class HttpApi
         }), Roles.Viewer).Doc("Readiness: 200 ready, 503 not (draining, store, layers)", 200, 401, 403, 429, 503);
     }
 
-    /// <summary>The rules in force, where they come from, each as fields and as text.</summary>
-    private static void WriteRules(Utf8JsonWriter w, TaskMeshService service)
-    {
-        w.WriteStartObject();
-        w.WriteString("source", service.Runtime.RulesSource);
-        w.WriteStartArray("rules");
-        foreach (var r in service.Runtime.Rules)
-        {
-            w.WriteStartObject();
-            w.WriteString("from", r.From);
-            w.WriteString("to", r.To);
-            w.WriteString("trigger", r.Trigger);
-            if (r.Threshold is double t) w.WriteNumber("threshold", t);
-            else w.WriteNull("threshold");
-            w.WriteNumber("priority", r.Priority);
-            w.WriteBoolean("active", r.Active);
-            w.WriteString("text", r.Describe());
-            w.WriteEndObject();
-        }
-        w.WriteEndArray();
-        w.WriteEndObject();
-    }
-
-    /// <summary>The body of <c>PUT /api/rules</c>: <c>{"rules": [{"from", "to", "trigger", "threshold", "priority", "active"}, …]}</c>.</summary>
     private static List<Engine.Escalation.EscalationRule> ReadRules(byte[] body)
     {
         const string Shape = "the body is {\"rules\": [{\"from\": LAYER or \"*\", \"to\": LAYER or \"next\", \"trigger\": TRIGGER, \"threshold\": N, \"priority\": N, \"active\": true}, …]}";
@@ -425,17 +266,6 @@ internal static class HttpApi
         {
             throw new ApiException(400, "invalid request", Shape);
         }
-    }
-
-    /// <summary>A trained model version: number, when, from how many rows, its held-out accuracy per layer.</summary>
-    private static void WriteModel(Utf8JsonWriter w, (int Version, DateTimeOffset TrainedAt, int Rows, string Folder, string Metrics) m)
-    {
-        w.WriteStartObject();
-        w.WriteNumber("version", m.Version);
-        w.WriteString("trained_at", m.TrainedAt);
-        w.WriteNumber("rows", m.Rows);
-        JsonParts.WriteStoredJson(w, "metrics", m.Metrics);
-        w.WriteEndObject();
     }
 
     /// <summary>An endpoint's line in the OpenAPI document: what it does, its success status, the problems it may answer.</summary>
@@ -572,12 +402,11 @@ internal static class HttpApi
     /// <summary>The token's subject, or null when the service takes no tokens.</summary>
     private static string? Caller(HttpContext http) => http.User.Identity?.IsAuthenticated == true ? http.User.Identity.Name ?? "" : null;
 
-    private static int IntOf(IQueryCollection q, string name, int fallback)
+    /// <summary>A request's query parameters, by name (the first value of each).</summary>
+    private static Func<string, string?> Query(HttpContext http)
     {
-        if (q[name].FirstOrDefault() is not { } text) return fallback;
-        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int v)
-            ? v
-            : throw new ApiException(400, "invalid request", $"{name} must be a whole number, got '{GraphLimits.Printable(text)}'");
+        var q = http.Request.Query;
+        return name => q[name].FirstOrDefault();
     }
 
     /// <summary>The <c>wait</c> query parameter: seconds to wait for an end (0: answer now).</summary>

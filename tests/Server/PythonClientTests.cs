@@ -136,6 +136,47 @@ public sealed class PythonClientTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Get_ReadsWhatHttpReads_OverTheSocket()
+    {
+        var graph = Path.Combine(AppContext.BaseDirectory, "examples", "etl.json");
+        var (code, stdout, stderr) = await Python("submit", graph, "--server", Server, "--wait");
+        Assert.True(code == 0, stderr + stdout);
+        string runId = JsonDocument.Parse(stdout).RootElement.GetProperty("run_id").GetString()!;
+        await _service.Runtime.Store!.FlushAsync();
+        using var http = new HttpClient { BaseAddress = _server.HttpAddress };
+        foreach (var (path, query) in new[] { ($"runs/{runId}/graph", ""), ($"runs/{runId}/tasks", "limit=3"), ("metrics/escalations", "days=7"), ("rules", ""), ("learning/models", "") })
+        {
+            var args = new List<string> { "get", path, "--server", Server };
+            if (query.Length > 0) args.AddRange(["--query", query]);
+            (code, stdout, stderr) = await Python([.. args]);
+            Assert.True(code == 0, path + ": " + stderr + stdout);
+            using var socket = JsonDocument.Parse(stdout);
+            using var viaHttp = JsonDocument.Parse(await http.GetStringAsync($"api/{path}?{query}"));
+            Assert.Equal(Canonical(viaHttp.RootElement), Canonical(socket.RootElement));
+        }
+        (code, stdout, _) = await Python("get", $"runs/{runId}/tasks", "--query", "limit=3", "--server", Server);
+        Assert.Equal(3, JsonDocument.Parse(stdout).RootElement.GetProperty("tasks").GetArrayLength());
+        (code, _, stderr) = await Python("get", "nothing/here", "--server", Server);
+        Assert.Equal(2, code);
+        Assert.Contains("not found", stderr);
+        Assert.Contains("layers", stderr);   // the error lists the paths
+        (code, _, stderr) = await Python("get", "runs/no-such-run/graph", "--server", Server);
+        Assert.Equal(2, code);
+        (code, _, stderr) = await Python("get", "metrics", "--query", "days=-1", "--server", Server);
+        Assert.Equal(2, code);
+        Assert.Contains("days", stderr);
+    }
+
+    /// <summary>A JSON value with its numbers as doubles (MessagePack keeps 1.0 as 1; JSON may write either).</summary>
+    private static string Canonical(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.Object => "{" + string.Join(",", e.EnumerateObject().Select(p => JsonSerializer.Serialize(p.Name) + ":" + Canonical(p.Value))) + "}",
+        JsonValueKind.Array => "[" + string.Join(",", e.EnumerateArray().Select(Canonical)) + "]",
+        JsonValueKind.Number => e.GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+        _ => e.GetRawText(),
+    };
+
+    [Fact]
     public async Task ARefusedGraph_ExitsTwo_NamingTheFilesLineAndTask_AndAFailingOneExitsOne()
     {
         var bad = Path.Combine(_dir, "bad.json");

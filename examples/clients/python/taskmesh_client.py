@@ -8,6 +8,11 @@ submits a graph file; with --wait, waits for the run to end and prints its final
 2 when the service refused the graph (its problems on standard error). Without --wait it prints
 {"run_id"} and exits 0.
 
+    taskmesh_client.py get PATH [--query NAME=VALUE ...] --server HOST:PORT [--token-file F] [--tls | --ca-file CERT.pem]
+
+prints the read at PATH (layers, workers, metrics, metrics/escalations, runs/ID/graph, ...; the paths of
+GET /api/...) as JSON; exits 2 when the service refuses it (its reason on standard error).
+
     taskmesh_client.py worker --handler NAME --server HOST:PORT [--function F] [--slots N] [--token-file F] [--tls | --ca-file CERT.pem]
 
 serves the handler NAME from a Python function (FUNCTIONS below; default: the part of NAME after
@@ -34,6 +39,7 @@ PROTOCOL_VERSION = 1
 ERROR, HELLO, WELCOME, DONE, PING, PONG = 0, 1, 2, 3, 4, 5
 SUBMIT_GRAPH, RUN_SUBMITTED, GET_RUN, RUN = 10, 11, 14, 15
 WORKER, WORKER_READY, LEASES, RESULTS = 30, 31, 33, 34
+GET, RESOURCE = 36, 37
 
 
 class ServiceError(Exception):
@@ -100,6 +106,11 @@ class Client:
 
     def get_run(self, run_id, wait_seconds=0):
         _, body = self.request(GET_RUN, [run_id, wait_seconds])
+        return body[0]
+
+    def get(self, path, query=None):
+        """A read by its path under /api (layers, metrics, runs/ID/graph, ...): the same document as HTTP's GET."""
+        _, body = self.request(GET, [path, query])
         return body[0]
 
     def close(self):
@@ -249,6 +260,27 @@ def submit(args):
         client.close()
 
 
+def get(args):
+    query = {}
+    for item in args.query or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--query takes NAME=VALUE, got {item!r}")
+        query[name] = value
+    host, port = parse_server(args.server)
+    client = Client(host, port, read_token(args), tls=tls_context(args))
+    try:
+        try:
+            document = client.get(args.path, query or None)
+        except ServiceError as e:
+            print(f"taskmesh_client: {e.title}: {e.detail}", file=sys.stderr)
+            return 2
+        print(json.dumps(document))
+        return 0
+    finally:
+        client.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description="A TaskMesh client over the socket protocol (docs/protocol.md).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -268,9 +300,16 @@ def main():
     w.add_argument("--log", metavar="FILE", help="append 'TASK_ID PID' for each task run (before its result is sent)")
     w.add_argument("--tls", action="store_true", help="speak TLS (the service has a certificate), trusting the system's roots")
     w.add_argument("--ca-file", metavar="FILE", help="speak TLS, trusting this certificate or CA (PEM)")
+    g = commands.add_parser("get", help="print a read of the service (the paths of GET /api/...) as JSON")
+    g.add_argument("path", metavar="PATH", help="e.g. layers, metrics, metrics/escalations, runs/ID/graph, runs/ID/tasks")
+    g.add_argument("--query", action="append", metavar="NAME=VALUE", help="a query parameter (days=7, limit=10, ...); repeatable")
+    g.add_argument("--server", required=True, metavar="HOST:PORT")
+    g.add_argument("--token-file", metavar="FILE")
+    g.add_argument("--tls", action="store_true", help="speak TLS (the service has a certificate), trusting the system's roots")
+    g.add_argument("--ca-file", metavar="FILE", help="speak TLS, trusting this certificate or CA (PEM)")
     args = parser.parse_args()
     try:
-        sys.exit(submit(args) if args.command == "submit" else worker(args))
+        sys.exit({"submit": submit, "worker": worker, "get": get}[args.command](args))
     except (ConnectionError, OSError) as e:
         print(f"taskmesh_client: {e}", file=sys.stderr)
         sys.exit(3)

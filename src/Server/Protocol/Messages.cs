@@ -22,6 +22,7 @@ internal static class MessageType
     public const int Event = 25;
     public const int WorkerReady = 31;
     public const int Leases = 33;
+    public const int Resource = 37;
 
     // Client → service.
     public const int Hello = 1;
@@ -38,6 +39,7 @@ internal static class MessageType
     public const int Escalate = 28;
     public const int Worker = 30;
     public const int Results = 34;
+    public const int Get = 36;
 }
 
 /// <summary>A request as read off a frame: its type, id and fields (what a type does not use is null).</summary>
@@ -57,6 +59,7 @@ internal sealed record Request(int Type, uint Id)
     public string? Layer { get; init; }            // escalate: the layer asked; change_task: the new priority
     public string? ArgsJson { get; init; }         // change_task: the new arguments (a JSON object), or null
     public string? Reason { get; init; }           // escalate: why, for the record (null: who asked)
+    public Dictionary<string, string>? Query { get; init; }   // get: the query parameters
 }
 
 /// <summary>
@@ -153,6 +156,11 @@ internal static class Messages
                     if (request.Slots is < 1 or > 65_536) throw new ProtocolException("slots must be 1–65536");
                     if (request.Ids!.Count is 0 or > 1_000) throw new ProtocolException("a worker serves 1–1000 handlers");
                     break;
+                case MessageType.Get:
+                    Expect(fields, 2, "get [path, query]");
+                    request = new Request(type, id) { Text = Str(ref reader, "path", nullable: false), Query = QueryMap(ref reader) };
+                    if (request.Text!.Length > 2048) throw new ProtocolException("a path is at most 2048 characters");
+                    break;
                 case MessageType.Results:
                     Expect(fields, 1, "results [[lease_id, ok, output_or_error, confidence], …]");
                     request = new Request(type, id) { Results = ResultList(ref reader) };
@@ -209,6 +217,30 @@ internal static class Messages
             default:
                 throw new ProtocolException($"{name} is a map (or JSON text)");
         }
+    }
+
+    /// <summary>A get's query: nil, or a map of up to 16 names to strings or numbers (each at most 256 characters).</summary>
+    private static Dictionary<string, string>? QueryMap(ref MessagePackReader reader)
+    {
+        if (reader.TryReadNil()) return null;
+        if (reader.NextMessagePackType != MessagePackType.Map) throw new ProtocolException("query is a map of names to strings or numbers, or nil");
+        int n = reader.ReadMapHeader();
+        if (n > 16) throw new ProtocolException("a query has at most 16 parameters");
+        var query = new Dictionary<string, string>(n, StringComparer.Ordinal);
+        for (int i = 0; i < n; i++)
+        {
+            string name = Str(ref reader, "a query parameter's name", nullable: false)!;
+            string value = reader.NextMessagePackType switch
+            {
+                MessagePackType.String => reader.ReadString()!,
+                MessagePackType.Integer => reader.ReadInt64().ToString(System.Globalization.CultureInfo.InvariantCulture),
+                MessagePackType.Float => reader.ReadDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+                _ => throw new ProtocolException($"query parameter {GraphLimits.Printable(name)} is a string or a number"),
+            };
+            if (name.Length > 256 || value.Length > 256) throw new ProtocolException("a query parameter's name and value are at most 256 characters each");
+            query[name] = value;
+        }
+        return query;
     }
 
     private static List<TaskItem> TaskList(ref MessagePackReader reader)

@@ -340,6 +340,16 @@ internal sealed class SocketServer : IAsyncDisposable
                         case MessageType.Subscribe:
                             await SubscribeAsync(r, ct).ConfigureAwait(false);
                             break;
+                        case MessageType.Get:
+                            await AnswerAsync(r.Id, () =>
+                            {
+                                var (read, values) = Reads.Find(r.Text!)
+                                    ?? throw new ApiException(404, "not found", $"no read at '{GraphLimits.Printable(r.Text!)}': the paths are {Reads.Paths}");
+                                var query = r.Query;
+                                var write = read(server._service, server._options, values, name => query is not null && query.TryGetValue(name, out var v) ? v : null);
+                                return Task.FromResult(Messages.Write(MessageType.Resource, r.Id, 1, (ref MessagePackWriter w) => Messages.WriteJsonAsMap(ref w, write)));
+                            }).ConfigureAwait(false);
+                            break;
                     }
                 }
                 catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
