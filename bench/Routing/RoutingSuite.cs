@@ -143,7 +143,8 @@ internal static class RoutingSuite
         var firstLayers = history.Select(_ => rng.Next(world.Layers.Count)).ToArray();
         var outcomes = sim.Run(history, i => firstLayers[i]);
         var rows = Enumerable.Range(0, train).Select(i => new TrainingRow("sim", world.Layers[firstLayers[i]].Name, world.Layers[outcomes.FinalLayer[i]].Name,
-            outcomes.Succeeded[i] ? "succeeded" : "failed", outcomes.DurationMs[i], outcomes.Escalations[i], historyFeatures.Extract(i), null)).ToList();
+            outcomes.Succeeded[i] ? "succeeded" : "failed", outcomes.DurationMs[i], outcomes.Escalations[i], historyFeatures.Extract(i), null)
+            { ArgumentFeatures = historyFeatures.ArgumentFeaturesJson(i), LastAttemptMs = outcomes.LastAttemptMs[i], FirstAttemptMs = outcomes.FirstAttemptMs[i] }).ToList();
         var sw = Stopwatch.StartNew();
         var models = ModelTrainer.Train(rows, seed);
         Console.WriteLine($"trained in {sw.Elapsed.TotalSeconds:0.0} s: " + string.Join("; ", models.Accuracy.Select(a =>
@@ -328,6 +329,8 @@ internal sealed class Simulator(World world, int seed)
         public required int[] FinalLayer, Escalations;
         public required bool[] Succeeded;
         public required double[] DurationMs;
+        /// <summary>The last attempt's duration (on the final layer), and the first's when it succeeded (NaN when it failed), as the run store keeps them.</summary>
+        public required double?[] LastAttemptMs, FirstAttemptMs;
         public double TotalCost, MakespanMs;
         public int TotalEscalations;
         public double SuccessRate => Succeeded.Count(s => s) / (double)Succeeded.Length;
@@ -338,7 +341,7 @@ internal sealed class Simulator(World world, int seed)
         var rng = new Random(seed);
         var slots = world.Layers.Select(l => new PriorityQueue<int, double>(Enumerable.Range(0, l.Slots).Select(s => (s, 0.0)))).ToArray();
         int n = tasks.Count;
-        var r = new Result { FinalLayer = new int[n], Escalations = new int[n], Succeeded = new bool[n], DurationMs = new double[n] };
+        var r = new Result { FinalLayer = new int[n], Escalations = new int[n], Succeeded = new bool[n], DurationMs = new double[n], LastAttemptMs = new double?[n], FirstAttemptMs = new double?[n] };
         for (int i = 0; i < n; i++)
         {
             int layer = firstLayer(i);
@@ -354,6 +357,8 @@ internal sealed class Simulator(World world, int seed)
                 r.TotalCost += w.PricePerSecond * ms / 1000;
                 spent += ms;
                 bool failed = rng.NextDouble() < Math.Clamp(w.PFail.Evaluate(tasks[i]), 0, 1);
+                if (attempt == 0 && !failed) r.FirstAttemptMs[i] = ms;
+                r.LastAttemptMs[i] = ms;
                 if (!failed || layer == world.Layers.Count - 1 || attempt == 3)
                 {
                     r.FinalLayer[i] = layer;

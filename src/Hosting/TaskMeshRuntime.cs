@@ -290,7 +290,10 @@ public sealed class TaskMeshRuntime : IDisposable
             if (RulesSource == RulesInForce.FromConfig) store.RecordRules(Rules);
             // Each kept row carries the task's complexity score and feature vector, what the models train on.
             setup.Recorder = new RunRecorder(store, request.GraphPath, request.GraphHash, Config.Text, setup.ResumedFrom, Config.Journal,
-                complexity: t => features.Complexity(t), features: t => features.Extract(t), inputs: inputs);
+                complexity: t => features.Complexity(t), features: t => features.Extract(t), inputs: inputs)
+            {
+                ArgumentFeatures = features.ArgumentFeaturesJson,   // the numbers its arguments state, which the trainer picks features from
+            };
             observers.Add(setup.Recorder);
             setup.Options.Cache = new StoreTaskCache(store);
         }

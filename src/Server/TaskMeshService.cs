@@ -427,7 +427,7 @@ internal sealed class TaskMeshService : IAsyncDisposable
         try
         {
             await store.FlushAsync(ct).ConfigureAwait(false);
-            var published = await Learning.Models.ModelPublisher.TrainAsync(store, _runtime.Metrics, ct).ConfigureAwait(false)
+            var published = await Learning.Models.ModelPublisher.TrainAsync(store, _runtime.Metrics, ct, _runtime.Config.MaxArgumentFeatures).ConfigureAwait(false)
                 ?? throw new ApiException(409, "nothing to train from", "the store has no task rows with features yet: run some graphs first");
             _log.LogInformation("model version {Version} trained from {Rows} task rows, asked by {Caller}", published.Version, published.Rows, Who(caller));
             Audit(null, null, "train", caller, w =>

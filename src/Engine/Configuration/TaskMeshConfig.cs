@@ -156,6 +156,9 @@ public sealed class TaskMeshConfig
     /// <summary><c>learning.retrain_after_minutes</c>: train after a run when the last version is older than this and new rows exist (0: never by age).</summary>
     public double RetrainAfterMinutes { get; set; } = 24 * 60;
 
+    /// <summary><c>learning.max_argument_features</c>: most of the numbers a handler's tasks state in their own arguments that its models read (chosen when they are trained; 0: none).</summary>
+    public int MaxArgumentFeatures { get; set; } = 8;
+
     /// <summary><c>learning.enabled</c>: train automatically after runs.</summary>
     public bool LearningEnabled { get; set; } = true;
 
@@ -267,6 +270,7 @@ public sealed class TaskMeshConfig
             ["enabled"] = (c, v) => Bool(v, out var b) ?? Set(() => c.LearningEnabled = b),
             ["retrain_after_rows"] = (c, v) => Int(v, 0, int.MaxValue, out var x) ?? Set(() => c.RetrainAfterRows = x),
             ["retrain_after_minutes"] = (c, v) => Num(v, 0, 525_600, out var x) ?? Set(() => c.RetrainAfterMinutes = x),
+            ["max_argument_features"] = (c, v) => Int(v, 0, 64, out var x) ?? Set(() => c.MaxArgumentFeatures = x),
         },
         ["escalation"] = new(StringComparer.Ordinal)
         {

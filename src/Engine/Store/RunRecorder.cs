@@ -110,6 +110,9 @@ public sealed class RunRecorder : IRunObserver
     {
     }
 
+    /// <summary>Each task's argument features (<see cref="Handlers.ArgumentFeatures.ToJson"/>), kept in its row for training beside its feature vector; null: not kept.</summary>
+    public Func<int, string?>? ArgumentFeatures { get; init; }
+
     /// <summary>A recorder that also keeps the files the run's tasks read (<see cref="PreparedGraph.InputFiles"/>), for resume's check.</summary>
     /// <param name="inputs">Task id, path relative to the graph's folder and SHA-256 of each file the tasks read.</param>
     public RunRecorder(RunStore store, string? graphPath, string? graphHash, string? config, string? resumedFrom, JournalOptions? journal,
@@ -231,7 +234,7 @@ public sealed class RunRecorder : IRunObserver
             Status(r.TaskOutcome), r.Attempt, r.Confidence, notes?.Escalations ?? 0, Math.Max(0, started), ms, cost, r.Error,
             r.Succeeded ? OutputSummary.Of(r.Output) : null, null, why, Now())
         {
-            Complexity = _complexity, Features = _features,
+            Complexity = _complexity, Features = _features, ArgumentFeatures = ArgumentFeatures,
             LastAttemptMs = r.Duration.TotalMilliseconds,
             FirstAttemptMs = notes is null ? (r.Outcome == AttemptOutcome.Succeeded ? r.Duration.TotalMilliseconds : null) : notes.FirstMs,
         });
@@ -297,7 +300,7 @@ public sealed class RunRecorder : IRunObserver
                 // Skipped tasks never ran: their row is written here (always: a skip follows a failure).
                 _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), null, null,
                     "skipped", 0, null, 0, null, null, null, null, null, end.SkippedBecause >= 0 ? _graph.IdOf(end.SkippedBecause) : null,
-                    _keepAll ? "small-run" : "skipped", Now()) { Complexity = _complexity, Features = _features });
+                    _keepAll ? "small-run" : "skipped", Now()) { Complexity = _complexity, Features = _features, ArgumentFeatures = ArgumentFeatures });
                 break;
         }
     }
@@ -321,7 +324,7 @@ public sealed class RunRecorder : IRunObserver
         _writer.Enqueue(new TaskRow(_runId, end.Task, _graph.IdOf(end.Task), _graph.HandlerOfTask(end.Task), end.Layer, end.Layer,
             "succeeded", end.Attempts, null, 0, Math.Max(0, started), ms, _run.PriceOf(end.Layer) * ms / 1000, null, null, null, why, Now())
         {
-            Complexity = _complexity, Features = _features, LastAttemptMs = ms, FirstAttemptMs = ms,
+            Complexity = _complexity, Features = _features, ArgumentFeatures = ArgumentFeatures, LastAttemptMs = ms, FirstAttemptMs = ms,
         });
     }
 
@@ -670,6 +673,9 @@ public sealed class RunRecorder : IRunObserver
         /// <summary>Computes the task's feature vector on the writer's thread (null: not kept).</summary>
         public Func<int, float[]?>? Features { get; init; }
 
+        /// <summary>Computes the numbers the task's arguments state (<see cref="Handlers.ArgumentFeatures.ToJson"/>) on the writer's thread (null: not kept).</summary>
+        public Func<int, string?>? ArgumentFeatures { get; init; }
+
         /// <summary>The last attempt's duration (on the final layer); null when no attempt ran.</summary>
         public double? LastAttemptMs { get; init; }
 
@@ -684,15 +690,16 @@ public sealed class RunRecorder : IRunObserver
             var cmd = b.Command("""
                 INSERT INTO task_executions (run_id, task_index, task_id, handler, initial_layer, final_layer, status, attempts,
                     confidence, escalations, started_ms, duration_ms, cost, error, output_summary, skipped_because, kept_because, ended_at, complexity, features,
-                    last_attempt_ms, first_attempt_ms, spec_hash)
+                    last_attempt_ms, first_attempt_ms, spec_hash, arg_features)
                 VALUES (@run, @i, @id, @handler, @initial, @layer, @status, @attempts, @confidence, @escalations, @started, @duration,
-                    @cost, @error, @summary, @skipped, @why, @at, @complexity, @features, @last, @first, @hash)
+                    @cost, @error, @summary, @skipped, @why, @at, @complexity, @features, @last, @first, @hash, @args)
                 ON CONFLICT (run_id, task_index) DO UPDATE SET task_id = excluded.task_id, handler = excluded.handler, initial_layer = excluded.initial_layer,
                     final_layer = excluded.final_layer, status = excluded.status, attempts = excluded.attempts, confidence = excluded.confidence,
                     escalations = excluded.escalations, started_ms = excluded.started_ms, duration_ms = excluded.duration_ms, cost = excluded.cost,
                     error = excluded.error, output_summary = excluded.output_summary, skipped_because = excluded.skipped_because,
                     kept_because = excluded.kept_because, ended_at = excluded.ended_at, complexity = excluded.complexity, features = excluded.features,
-                    last_attempt_ms = excluded.last_attempt_ms, first_attempt_ms = excluded.first_attempt_ms, spec_hash = excluded.spec_hash
+                    last_attempt_ms = excluded.last_attempt_ms, first_attempt_ms = excluded.first_attempt_ms, spec_hash = excluded.spec_hash,
+                    arg_features = excluded.arg_features
                 """);
             cmd.Parameters.AddWithValue("@run", runId);
             cmd.Parameters.AddWithValue("@i", index);
@@ -717,6 +724,7 @@ public sealed class RunRecorder : IRunObserver
             cmd.Parameters.AddWithValue("@last", Db(LastAttemptMs));
             cmd.Parameters.AddWithValue("@first", Db(FirstAttemptMs));
             cmd.Parameters.AddWithValue("@hash", Db(SpecHash));
+            cmd.Parameters.AddWithValue("@args", Db(ArgumentFeatures?.Invoke(index)));
             cmd.ExecuteNonQuery();
         }
     }

@@ -724,7 +724,7 @@ public sealed partial class RunStore : IDisposable
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
                 SELECT t.handler, t.initial_layer, t.final_layer, t.status, t.duration_ms, t.escalations, t.features, t.confidence,
-                    t.last_attempt_ms, t.first_attempt_ms
+                    t.last_attempt_ms, t.first_attempt_ms, t.arg_features
                 FROM task_executions t JOIN runs r ON r.run_id = t.run_id
                 WHERE t.features IS NOT NULL AND t.final_layer IS NOT NULL
                 ORDER BY r.started_at, t.task_index LIMIT @limit
@@ -740,6 +740,7 @@ public sealed partial class RunStore : IDisposable
                 {
                     LastAttemptMs = r.IsDBNull(8) ? null : r.GetDouble(8),
                     FirstAttemptMs = r.IsDBNull(9) ? null : r.GetDouble(9),
+                    ArgumentFeatures = r.IsDBNull(10) ? null : r.GetString(10),
                 });
             }
             return list;
@@ -1157,6 +1158,9 @@ public sealed record TrainingRow(string Handler, string InitialLayer, string Fin
 
     /// <summary>The first attempt's duration, on <see cref="InitialLayer"/>, when it ran to its end (null when it failed, timed out or was cancelled, and in rows stored before it was kept).</summary>
     public double? FirstAttemptMs { get; init; }
+
+    /// <summary>The numbers the task's own arguments stated, by name (<see cref="Handlers.ArgumentFeatures.ToJson"/>; null in rows stored before they were kept).</summary>
+    public string? ArgumentFeatures { get; init; }
 }
 
 /// <summary>Tasks of a stored run by outcome.</summary>

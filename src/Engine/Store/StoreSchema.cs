@@ -275,5 +275,10 @@ internal static class StoreSchema
         ALTER TABLE audit_log_v9 RENAME TO audit_log;
         CREATE INDEX audit_log_run ON audit_log (run_id, task_id, id);
         """,
+        // v9 -> v10: the numbers each kept task's own arguments state, by name (a JSON object:
+        // {"rows": 1200, "prompt.length": 88}), which the trainer picks the router's features from.
+        """
+        ALTER TABLE task_executions ADD COLUMN arg_features TEXT;
+        """,
     ];
 }

@@ -18,7 +18,7 @@ internal static class TrainCommand
         {
             var cfg = GraphInput.LoadConfig(parse.GetValue(config), io.Token);
             using var s = StoreInput.Open(StoreInput.PathOf(parse.GetValue(store), cfg), readOnly: false, cfg);
-            var published = await ModelPublisher.TrainAsync(s, ct: io.Token);
+            var published = await ModelPublisher.TrainAsync(s, ct: io.Token, argumentFeatures: cfg.MaxArgumentFeatures);
             if (published is null)
             {
                 io.Error.WriteLine($"taskmesh: store '{s.Path}' has no task rows with features yet: run some graphs with taskmesh run first");
@@ -27,6 +27,7 @@ internal static class TrainCommand
             var models = published.Models;
             io.Out.WriteLine($"model version {published.Version}: {models.Rows} examples from {published.Rows} task rows, in {published.Folder}");
             Print(io.Out, models.Accuracy);
+            PrintArguments(io.Out, models.Arguments);
             return ExitCodes.Ok;
         });
         return command;
@@ -54,10 +55,23 @@ internal static class TrainCommand
             {
                 io.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"version {v.Version}  trained {v.TrainedAt:yyyy-MM-dd HH:mm:ss} UTC  from {v.Rows} task rows  {v.Folder}"));
                 Print(io.Out, JsonSerializer.Deserialize<List<LayerAccuracy>>(v.Metrics) ?? []);
+                if (ModelFiles.ArgumentsOf(v.Folder) is { } arguments) PrintArguments(io.Out, arguments);
             }
             return ExitCodes.Ok;
         });
         return command;
+    }
+
+    /// <summary>The argument features the version's models read, a line per handler (by how informative each was).</summary>
+    private static void PrintArguments(TextWriter o, TaskMesh.Learning.Features.ArgumentSchema arguments)
+    {
+        if (arguments.Slots == 0)
+        {
+            o.WriteLine("  argument features: none (the fixed features alone)");
+            return;
+        }
+        o.WriteLine("  argument features (name (log-scaled, how informative)):");
+        foreach (var line in arguments.Describe()) o.WriteLine("    " + line);
     }
 
     private static void Print(TextWriter o, IEnumerable<LayerAccuracy> accuracy)

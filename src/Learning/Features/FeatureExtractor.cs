@@ -104,7 +104,17 @@ public sealed class FeatureExtractor
     /// power of two — packed into two words. Tasks of one kind are alike to a router. Made to be
     /// cheap (no feature vector, table logarithms): a router computes it for every task it routes.
     /// </summary>
-    public TaskKind KindOf(int task)
+    public TaskKind KindOf(int task) => KindOf(task, null);
+
+    /// <summary>
+    /// The task's kind (<see cref="KindOf(int)"/>) with the numbers its own arguments state: those
+    /// <paramref name="schema"/> chooses for its handler, each by its bin of the training range
+    /// (<see cref="ArgumentFeature.BinOf"/>) — the only ones its models can tell apart; for a handler
+    /// the schema does not know (or without one), every stated number by quarter decades (up to
+    /// <see cref="ArgumentFeatures.MaxPerTask"/>). Two tasks that differ only in <c>rows</c> by an
+    /// order of magnitude are of different kinds.
+    /// </summary>
+    public TaskKind KindOf(int task, ArgumentSchema? schema)
     {
         const double QuarterDecades = 1.2041199826559248;   // 4 · log10(2): quarter decades per octave
         var parsed = _graph.ParsedArgsOf(task);
@@ -122,9 +132,68 @@ public sealed class FeatureExtractor
         }
         low |= Pack((int)Math.Clamp(qubits, 0, 1023), 5);
         high |= Pack(Octaves(gates, 2), 0) | Pack(Octaves(two, 2), 1) | Pack(Octaves(depth, 2), 2);
-        return new TaskKind(low, high);
+        return new TaskKind(low, high, ArgumentsKind(task, parsed, schema));
 
         static long Pack(int q, int slot) => (long)Math.Clamp(q, 0, 1023) << (10 * slot);
+    }
+
+    [ThreadStatic] private static List<KeyValuePair<string, double>>? _stated;
+
+    /// <summary>The numbers the task's own arguments state, by name (<see cref="ArgumentFeatures"/>).</summary>
+    public List<KeyValuePair<string, double>> ArgumentFeaturesOf(int task)
+    {
+        var list = new List<KeyValuePair<string, double>>();
+        ArgumentFeatures.Collect(_graph.Graph.Spec(task)?.Args, _graph.ParsedArgsOf(task), list);
+        return list;
+    }
+
+    /// <summary>The numbers the task's arguments state as the run store keeps them (<see cref="ArgumentFeatures.ToJson"/>); null when none.</summary>
+    public string? ArgumentFeaturesJson(int task) => ArgumentFeatures.ToJson(ArgumentFeaturesOf(task));
+
+    /// <summary>The task's whole model input under <paramref name="schema"/>: its <see cref="LayerFeatures"/> fixed features, then its handler's argument slots.</summary>
+    public float[] ModelInput(int task, ArgumentSchema schema)
+    {
+        var v = new float[Math.Max(Count, schema.InputLength)];
+        Extract(task, v);
+        var input = v.AsSpan(0, schema.InputLength);
+        if (schema.Slots > 0)
+        {
+            var stated = _stated ??= new List<KeyValuePair<string, double>>();
+            stated.Clear();
+            ArgumentFeatures.Collect(_graph.Graph.Spec(task)?.Args, _graph.ParsedArgsOf(task), stated);
+            schema.Fill(HandlerOf(task), stated, input[LayerFeatures..]);
+        }
+        return v.Length == schema.InputLength ? v : input.ToArray();
+    }
+
+    /// <summary>The stated numbers' part of a task's kind: a hash of each chosen (or, without a choice, each stated) name and the bin of its value.</summary>
+    private long ArgumentsKind(int task, object? parsed, ArgumentSchema? schema)
+    {
+        const double QuarterDecades = 1.2041199826559248;
+        var stated = _stated ??= new List<KeyValuePair<string, double>>();
+        stated.Clear();
+        ArgumentFeatures.Collect(_graph.Graph.Spec(task)?.Args, parsed, stated);
+        if (stated.Count == 0) return 0;
+        ulong h = 0x9E3779B97F4A7C15UL;
+        var chosen = schema?.Of(HandlerOf(task));
+        if (chosen is { Count: > 0 })
+        {
+            // The chosen features in slot order: a name not stated counts as 0, as the model reads it.
+            for (int slot = 0; slot < chosen.Count; slot++)
+            {
+                double value = 0;
+                foreach (var (name, x) in stated)
+                    if (name == chosen[slot].Name) { value = x; break; }
+                h = (h ^ (ulong)chosen[slot].BinOf(value)) * 0x100000001B3UL;
+            }
+            return (long)h;
+        }
+        foreach (var (name, x) in stated)
+        {
+            h = (h ^ (ulong)(uint)StringComparer.Ordinal.GetHashCode(name)) * 0x100000001B3UL;
+            h = (h ^ (ulong)(x < 0 ? 4096 + Octaves(-x, QuarterDecades) : Octaves(x, QuarterDecades))) * 0x100000001B3UL;
+        }
+        return (long)h;
     }
 
     /// <summary>The sizes the task states: from its parsed arguments when they say (<see cref="IMeasuredArgs"/>), else read from its JSON arguments.</summary>
@@ -177,13 +246,26 @@ public sealed class FeatureExtractor
     /// <summary>
     /// The task's complexity, 0–100: the larger of a time score, 12.5 × log10(1 + estimated µs)
     /// (1 µs → 3.8, 1 ms → 37.5, 1 s → 75, 100 s or more → 100), and, for circuits, a memory
-    /// score, 100 × (qubits − 10) / 22 (10 qubits or fewer → 0, 32 → 100). Needs no graph analysis.
+    /// score, 100 × (qubits − 10) / 22 (10 qubits or fewer → 0, 32 → 100); when the handler gives no
+    /// estimate, the largest number the task's own arguments state, as if it were µs. Needs no graph analysis.
     /// </summary>
     public double Complexity(int task)
     {
-        double time = 12.5 * Math.Log10(1 + EstimateMicros(task));
+        double estimate = EstimateMicros(task);
+        double time = 12.5 * Math.Log10(1 + estimate);
         double memory = _graph.ParsedArgsOf(task) is QuantumArgs q ? 100.0 * (q.Circuit.Qubits - 10) / 22 : 0;
-        return Math.Round(Math.Clamp(Math.Max(time, memory), 0, 100), 1);
+        double stated = 0;
+        if (estimate <= 0)
+        {
+            // No estimate: the largest number the task's arguments state (rows, tokens, a prompt's
+            // length), on the same scale — a task sized 10⁶ in its own words scores as 1 s would.
+            var list = _stated ??= new List<KeyValuePair<string, double>>();
+            list.Clear();
+            ArgumentFeatures.Collect(_graph.Graph.Spec(task)?.Args, _graph.ParsedArgsOf(task), list);
+            foreach (var (_, x) in list) stated = Math.Max(stated, x);
+            stated = 12.5 * Math.Log10(1 + stated);
+        }
+        return Math.Round(Math.Clamp(Math.Max(Math.Max(time, memory), stated), 0, 100), 1);
     }
 
     private static float Log(double x) => x > 0 && double.IsFinite(x) ? (float)Math.Log10(1 + x) : 0;
@@ -191,8 +273,8 @@ public sealed class FeatureExtractor
 
 }
 
-/// <summary>A task's quantized features (<see cref="FeatureExtractor.KindOf"/>), packed.</summary>
-public readonly record struct TaskKind(long Low, long High);
+/// <summary>A task's quantized features (<see cref="FeatureExtractor.KindOf(int, ArgumentSchema?)"/>), packed: the fixed ones in two words, the stated arguments' hashed into a third.</summary>
+public readonly record struct TaskKind(long Low, long High, long Arguments = 0);
 
 /// <summary>A candidate layer's state when a decision is made.</summary>
 /// <param name="QueueDepth">Tasks waiting for its slots.</param>

@@ -24,12 +24,13 @@ internal sealed class CompiledTrees
     private readonly (double Slope, double Offset)? _platt;
     private readonly MLContext _ml;
     private readonly ITransformer _featurizer;
-    private readonly int _inputLength;
+    private readonly int _inputLength, _featureLength;
     private readonly string _inputColumn;
     private readonly Dictionary<string, float[]> _inputByHandler = new(StringComparer.Ordinal);
 
-    private CompiledTrees(RegressionTreeEnsemble ensemble, (double, double)? platt, MLContext ml, ITransformer featurizer, string inputColumn, int inputLength)
+    private CompiledTrees(RegressionTreeEnsemble ensemble, (double, double)? platt, MLContext ml, ITransformer featurizer, string inputColumn, int inputLength, int featureLength)
     {
+        _featureLength = featureLength;
         int nodes = 0, leaves = 0, trees = ensemble.Trees.Count;
         foreach (var t in ensemble.Trees) { nodes += t.NumberOfNodes; leaves += t.NumberOfLeaves; }
         (_root, _leafBase, _weight) = (new int[trees], new int[trees], new double[trees]);
@@ -59,7 +60,8 @@ internal sealed class CompiledTrees
     }
 
     /// <summary>The model's trees, or null when it is not a FastTree model of the shape this class knows (the caller keeps ML.NET's prediction engine).</summary>
-    public static CompiledTrees? TryCompile(MLContext ml, ITransformer? model, DataViewSchema schema)
+    /// <param name="featureLength">The length of the task's feature vector the model was trained on (<see cref="ArgumentSchema.InputLength"/>).</param>
+    public static CompiledTrees? TryCompile(MLContext ml, ITransformer? model, DataViewSchema schema, int featureLength)
     {
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
@@ -75,7 +77,7 @@ internal sealed class CompiledTrees
         {
             var inputType = parts[0].GetOutputSchema(schema)[predictor.FeatureColumnName].Type as VectorDataViewType;
             if (inputType is null || !inputType.IsKnownSize) return null;
-            return new CompiledTrees(f.Trees, f.Platt, ml, parts[0], predictor.FeatureColumnName, inputType.Size);
+            return new CompiledTrees(f.Trees, f.Platt, ml, parts[0], predictor.FeatureColumnName, inputType.Size, featureLength);
         }
         catch (Exception ex) when (ex is NotSupportedException or ArgumentException or InvalidOperationException)
         {
@@ -90,7 +92,7 @@ internal sealed class CompiledTrees
         // The input is the handler's (features zero) with the task's features over its first part.
         Span<float> x = input.Length <= 256 ? stackalloc float[input.Length] : new float[input.Length];
         input.CopyTo(x);
-        features[..Math.Min(features.Length, FeatureExtractor.LayerFeatures)].CopyTo(x);
+        features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
         double sum = _bias;
         for (int t = 0; t < _root.Length; t++)
         {
@@ -107,7 +109,7 @@ internal sealed class CompiledTrees
         lock (_inputByHandler)
         {
             if (_inputByHandler.TryGetValue(handler, out var input)) return input;
-            var view = _featurizer.Transform(_ml.Data.LoadFromEnumerable(new[] { new Example { Handler = handler, Features = new float[FeatureExtractor.LayerFeatures] } }));
+            var view = _featurizer.Transform(_ml.Data.LoadFromEnumerable(new[] { new Example { Handler = handler, Features = new float[_featureLength] } }, ModelTrainer.SchemaOf(_featureLength)));
             input = view.GetColumn<VBuffer<float>>(view.Schema[_inputColumn]).First().DenseValues().ToArray();
             if (input.Length != _inputLength) throw new InvalidOperationException($"the featurizer made {input.Length} inputs, the trees read {_inputLength}");
             _inputByHandler[handler] = input;

@@ -23,12 +23,13 @@ public static class ModelPublisher
 {
     /// <summary>Trains from every kept row and publishes the result; null when the store has no rows with features yet.</summary>
     /// <exception cref="StoreException">The store or the models' folder cannot be written.</exception>
-    public static async Task<PublishedModels?> TrainAsync(RunStore store, TaskMeshMetrics? metrics = null, CancellationToken ct = default)
+    /// <param name="argumentFeatures">Most argument features a handler's models read (<c>learning.max_argument_features</c>).</param>
+    public static async Task<PublishedModels?> TrainAsync(RunStore store, TaskMeshMetrics? metrics = null, CancellationToken ct = default, int argumentFeatures = ModelTrainer.DefaultArgumentFeatures)
     {
         ArgumentNullException.ThrowIfNull(store);
         var rows = store.TrainingRows();
         if (rows.Count == 0) return null;
-        return await TrainAsync(store, rows, metrics, ct);
+        return await TrainAsync(store, rows, metrics, argumentFeatures, ct);
     }
 
     /// <summary>
@@ -48,13 +49,13 @@ public static class ModelPublisher
         bool byAge = config.RetrainAfterMinutes > 0 && latest.Folder is not null && fresh > 0
             && DateTimeOffset.UtcNow - latest.TrainedAt >= TimeSpan.FromMinutes(config.RetrainAfterMinutes);
         if (!byRows && !byAge) return null;
-        var published = await TrainAsync(store, rows, metrics, ct);
+        var published = await TrainAsync(store, rows, metrics, config.MaxArgumentFeatures, ct);
         return (published, byRows ? $"{fresh} new since the last version" : "the last version was old");
     }
 
-    private static async Task<PublishedModels> TrainAsync(RunStore store, IReadOnlyList<TrainingRow> rows, TaskMeshMetrics? metrics, CancellationToken ct)
+    private static async Task<PublishedModels> TrainAsync(RunStore store, IReadOnlyList<TrainingRow> rows, TaskMeshMetrics? metrics, int argumentFeatures, CancellationToken ct)
     {
-        var models = await Task.Run(() => ModelTrainer.Train(rows), ct);
+        var models = await Task.Run(() => ModelTrainer.Train(rows, argumentFeatures: argumentFeatures), ct);
         var staged = store.ModelStagingFolder();
         try
         {

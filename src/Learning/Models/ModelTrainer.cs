@@ -11,7 +11,7 @@ namespace TaskMesh.Learning.Models;
 /// <summary>One training example: a task's features and handler, and what happened on a layer.</summary>
 internal sealed class Example
 {
-    [VectorType(FeatureExtractor.LayerFeatures)]
+    /// <summary>The fixed features, then the handler's argument slots (<see cref="ArgumentSchema.InputLength"/> in all; the data views say how long: <see cref="ModelTrainer.SchemaOf"/>).</summary>
     public float[] Features { get; set; } = [];
 
     public string Handler { get; set; } = "";
@@ -60,14 +60,36 @@ public static class ModelTrainer
     /// <summary>Examples a layer needs for its models.</summary>
     public const int MinRows = 50;
 
+    /// <summary>Most argument features a model reads per handler unless told otherwise (<c>[routing] max_argument_features</c>).</summary>
+    public const int DefaultArgumentFeatures = 8;
+
+    /// <summary>The data view schema of examples whose feature vectors are <paramref name="length"/> long.</summary>
+    internal static SchemaDefinition SchemaOf(int length)
+    {
+        var schema = SchemaDefinition.Create(typeof(Example));
+        schema[nameof(Example.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, length);
+        return schema;
+    }
+
+    /// <summary>Which argument features the models of <paramref name="rows"/> will read (<see cref="ArgumentSchema.Select"/>), from the rows as the last layer saw them.</summary>
+    internal static ArgumentSchema SelectArguments(IReadOnlyList<TrainingRow> rows, int limit)
+        => ArgumentSchema.Select(rows.Where(r => r.Features.Length >= FeatureExtractor.LayerFeatures && r.Status is not ("skipped" or "cancelled"))
+            .Select(r => (r.Handler, (IReadOnlyList<KeyValuePair<string, double>>)Engine.Handlers.ArgumentFeatures.FromJson(r.ArgumentFeatures),
+                r.Status == "succeeded", LogDuration(r.LastAttemptMs ?? (r.Escalations > 0 && r.InitialLayer != r.FinalLayer ? null : r.DurationMs)))), limit);
+
     /// <summary>The examples a store's rows give, by layer: the last layer sees the outcome; a first layer the task escalated from sees a failure.</summary>
-    internal static Dictionary<string, List<Example>> ExamplesOf(IEnumerable<TrainingRow> rows)
+    internal static Dictionary<string, List<Example>> ExamplesOf(IEnumerable<TrainingRow> rows) => ExamplesOf(rows, ArgumentSchema.None);
+
+    /// <summary>The examples, each with its handler's argument slots under <paramref name="schema"/>.</summary>
+    internal static Dictionary<string, List<Example>> ExamplesOf(IEnumerable<TrainingRow> rows, ArgumentSchema schema)
     {
         var byLayer = new Dictionary<string, List<Example>>(StringComparer.Ordinal);
         foreach (var r in rows)
         {
             if (r.Features.Length < FeatureExtractor.LayerFeatures || r.Status is "skipped" or "cancelled") continue;
-            var features = r.Features[..FeatureExtractor.LayerFeatures];
+            var features = new float[schema.InputLength];
+            r.Features.AsSpan(0, FeatureExtractor.LayerFeatures).CopyTo(features);
+            if (schema.Slots > 0) schema.Fill(r.Handler, Engine.Handlers.ArgumentFeatures.FromJson(r.ArgumentFeatures), features.AsSpan(FeatureExtractor.LayerFeatures));
             List<Example> Of(string layer) => byLayer.TryGetValue(layer, out var l) ? l : byLayer[layer] = new List<Example>();
             bool moved = r.Escalations > 0 && r.InitialLayer != r.FinalLayer;
             // A layer's durations are its own attempts': a task that moved summed two layers' (rows
@@ -89,13 +111,19 @@ public static class ModelTrainer
     private static float LogDuration(double? ms) => ms is double d ? (float)Math.Log10(1 + Math.Max(0, d)) : float.NaN;
 
     /// <summary>Trains every layer's models from <paramref name="rows"/>; returns them with their accuracy.</summary>
-    public static TrainedModels Train(IEnumerable<TrainingRow> rows, int seed = 1)
+    /// <param name="rows">The store's kept rows with features.</param>
+    /// <param name="seed">The seed of the shuffle and the trainers.</param>
+    /// <param name="argumentFeatures">Most argument features the models read per handler (0: none, as before they existed).</param>
+    public static TrainedModels Train(IEnumerable<TrainingRow> rows, int seed = 1, int argumentFeatures = DefaultArgumentFeatures)
     {
         var ml = new MLContext(seed);
+        var list = rows as IReadOnlyList<TrainingRow> ?? rows.ToList();
+        var arguments = SelectArguments(list, argumentFeatures);
+        var schemaOf = SchemaOf(arguments.InputLength);
         var layers = new Dictionary<string, (ITransformer? Duration, ITransformer? Success, DataViewSchema Schema)>(StringComparer.Ordinal);
         var accuracy = new List<LayerAccuracy>();
         int total = 0;
-        foreach (var (layer, all) in ExamplesOf(rows).OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (var (layer, all) in ExamplesOf(list, arguments).OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             total += all.Count;
             if (all.Count < MinRows) { accuracy.Add(new LayerAccuracy(layer, all.Count, null, null, null, null)); continue; }
@@ -106,26 +134,26 @@ public static class ModelTrainer
             var timedTest = test.Where(e => !float.IsNaN(e.LogDuration)).ToList();
             if (timed.Count >= MinRows / 2 && timedTest.Count > 1)
             {
-                var data = ml.Data.LoadFromEnumerable(timed);
+                var data = ml.Data.LoadFromEnumerable(timed, schemaOf);
                 duration = Featurize(ml).Append(ml.Regression.Trainers.FastTree(new FastTreeRegressionTrainer.Options
                 {
                     LabelColumnName = nameof(Example.LogDuration), FeatureColumnName = "Input", NumberOfThreads = 1,
                     NumberOfTrees = 100, NumberOfLeaves = 16, MinimumExampleCountPerLeaf = 5,
                 })).Fit(data);
-                var predicted = duration.Transform(ml.Data.LoadFromEnumerable(timedTest));
+                var predicted = duration.Transform(ml.Data.LoadFromEnumerable(timedTest, schemaOf));
                 var scores = ml.Data.CreateEnumerable<DurationPrediction>(predicted, reuseRowObject: false).Select(p => (double)p.Score).ToList();
                 mae = timedTest.Zip(scores, (e, s) => Math.Abs(Math.Pow(10, e.LogDuration) - Math.Pow(10, s))).Average();
                 r2 = ml.Regression.Evaluate(predicted, nameof(Example.LogDuration)).RSquared;
             }
             if (train.Any(e => e.Succeeded) && train.Any(e => !e.Succeeded) && test.Any(e => e.Succeeded) && test.Any(e => !e.Succeeded))
             {
-                var data = ml.Data.LoadFromEnumerable(train);
+                var data = ml.Data.LoadFromEnumerable(train, schemaOf);
                 success = Featurize(ml).Append(ml.BinaryClassification.Trainers.FastTree(new FastTreeBinaryTrainer.Options
                 {
                     LabelColumnName = nameof(Example.Succeeded), FeatureColumnName = "Input", NumberOfThreads = 1,
                     NumberOfTrees = 100, NumberOfLeaves = 16, MinimumExampleCountPerLeaf = 5,
                 })).Fit(data);
-                var predicted = success.Transform(ml.Data.LoadFromEnumerable(test));
+                var predicted = success.Transform(ml.Data.LoadFromEnumerable(test, schemaOf));
                 auc = ml.BinaryClassification.Evaluate(predicted, nameof(Example.Succeeded)).AreaUnderRocCurve;
                 var probs = ml.Data.CreateEnumerable<SuccessPrediction>(predicted, reuseRowObject: false).Select(p => (double)p.Probability).ToList();
                 ece = CalibrationError(probs, test.Select(e => e.Succeeded).ToList());
@@ -133,10 +161,10 @@ public static class ModelTrainer
             double? rate = null;
             if (success is null && (all.All(e => e.Succeeded) || all.All(e => !e.Succeeded)))
                 rate = (all.Count(e => e.Succeeded) + 1.0) / (all.Count + 2.0);
-            layers[layer] = (duration, success, ml.Data.LoadFromEnumerable(all).Schema);
+            layers[layer] = (duration, success, ml.Data.LoadFromEnumerable(all, schemaOf).Schema);
             accuracy.Add(new LayerAccuracy(layer, all.Count, mae, r2, auc, ece, rate));
         }
-        return new TrainedModels(ml, layers, accuracy, total);
+        return new TrainedModels(ml, layers, accuracy, total, arguments);
     }
 
     /// <summary>Handler one-hot (hashed: unseen handlers get a bucket too) beside the numeric features.</summary>
@@ -179,15 +207,25 @@ public sealed class TrainedModels
     private readonly MLContext _ml;
     private readonly Dictionary<string, (ITransformer? Duration, ITransformer? Success, DataViewSchema Schema)> _layers;
 
-    internal TrainedModels(MLContext ml, Dictionary<string, (ITransformer?, ITransformer?, DataViewSchema)> layers, IReadOnlyList<LayerAccuracy> accuracy, int rows)
+    internal TrainedModels(MLContext ml, Dictionary<string, (ITransformer?, ITransformer?, DataViewSchema)> layers, IReadOnlyList<LayerAccuracy> accuracy, int rows, ArgumentSchema arguments)
     {
         _ml = ml;
         _layers = layers;
+        Arguments = arguments;
+        _schemaOf = ModelTrainer.SchemaOf(arguments.InputLength);
         foreach (var (layer, (duration, success, schema)) in layers)
-            _compiled[layer] = (CompiledTrees.TryCompile(ml, duration, schema), CompiledTrees.TryCompile(ml, success, schema));
+            _compiled[layer] = (CompiledTrees.TryCompile(ml, duration, schema, arguments.InputLength), CompiledTrees.TryCompile(ml, success, schema, arguments.InputLength));
         Accuracy = accuracy;
         Rows = rows;
     }
+
+    private readonly SchemaDefinition _schemaOf;
+
+    /// <summary>The argument features the models read, per handler (<see cref="ArgumentSchema.None"/> for models trained before they existed).</summary>
+    public ArgumentSchema Arguments { get; }
+
+    /// <summary>The length of the models' input (<see cref="ArgumentSchema.InputLength"/>): what <see cref="FeatureExtractor.ModelInput"/> gives.</summary>
+    public int InputLength => Arguments.InputLength;
 
     /// <summary>Held-out accuracy per layer.</summary>
     public IReadOnlyList<LayerAccuracy> Accuracy { get; }
@@ -217,7 +255,7 @@ public sealed class TrainedModels
         lock (_engines)
         {
             // A prediction engine is made once per model (making one takes milliseconds) and is not thread-safe: calls are serialised.
-            if (!_engines.TryGetValue((layer, false), out var e)) _engines[(layer, false)] = e = _ml.Model.CreatePredictionEngine<Example, DurationPrediction>(m.Duration);
+            if (!_engines.TryGetValue((layer, false), out var e)) _engines[(layer, false)] = e = _ml.Model.CreatePredictionEngine<Example, DurationPrediction>(m.Duration, inputSchemaDefinition: _schemaOf);
             var p = ((PredictionEngine<Example, DurationPrediction>)e).Predict(ExampleOf(handler, features));
             return Math.Max(0, Math.Pow(10, p.Score) - 1);
         }
@@ -250,7 +288,7 @@ public sealed class TrainedModels
             }
             return (ms, confidence);
         }
-        var data = _ml.Data.LoadFromEnumerable(tasks.Select(t => ExampleOf(t.Handler, t.Features)));
+        var data = _ml.Data.LoadFromEnumerable(tasks.Select(t => ExampleOf(t.Handler, t.Features)), _schemaOf);
         if (m.Duration is not null)
         {
             int i = 0;
@@ -283,13 +321,19 @@ public sealed class TrainedModels
         if (!_layers.TryGetValue(layer, out var m) || m.Success is null) return null;
         lock (_engines)
         {
-            if (!_engines.TryGetValue((layer, true), out var e)) _engines[(layer, true)] = e = _ml.Model.CreatePredictionEngine<Example, SuccessPrediction>(m.Success);
+            if (!_engines.TryGetValue((layer, true), out var e)) _engines[(layer, true)] = e = _ml.Model.CreatePredictionEngine<Example, SuccessPrediction>(m.Success, inputSchemaDefinition: _schemaOf);
             return ((PredictionEngine<Example, SuccessPrediction>)e).Predict(ExampleOf(handler, features)).Probability;
         }
     }
 
-    private static Example ExampleOf(string handler, float[] features)
-        => new() { Handler = handler, Features = features.Length >= FeatureExtractor.LayerFeatures ? features[..FeatureExtractor.LayerFeatures] : [.. features, .. new float[FeatureExtractor.LayerFeatures - features.Length]] };
+    /// <summary>An example of the models' input length: <paramref name="features"/> cut or padded with zeros.</summary>
+    private Example ExampleOf(string handler, float[] features)
+    {
+        int n = InputLength;
+        var x = new float[n];
+        features.AsSpan(0, Math.Min(n, features.Length)).CopyTo(x);
+        return new Example { Handler = handler, Features = x };
+    }
 
     /// <summary>Writes the models and a manifest into <paramref name="folder"/> (created).</summary>
     /// <remarks>The manifest lists each model file with its layer, kind and SHA-256; <see cref="Load"/> checks them.</remarks>
@@ -320,11 +364,19 @@ public sealed class TrainedModels
         {
             format = ModelFiles.Format,
             version,
-            features = FeatureExtractor.Names.Take(FeatureExtractor.LayerFeatures),
+            features = FeatureExtractor.Names.Take(FeatureExtractor.LayerFeatures).Concat(Enumerable.Range(0, Arguments.Slots).Select(i => $"argument_{i}")),
+            arguments = JsonDocument.Parse(ArgumentsJson()).RootElement,
             rows = Rows,
             layers = Accuracy,
             files = _files,
         }, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private string ArgumentsJson()
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer)) Arguments.Write(w);
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
     }
 
     /// <summary>One model file as the manifest lists it.</summary>
@@ -351,11 +403,15 @@ public sealed class TrainedModels
         {
             var manifestPath = Path.Combine(folder, "manifest.json");
             using var manifest = JsonDocument.Parse(Engine.IO.SafeFile.ReadInput(manifestPath, MaxManifestBytes, "model manifest"));
-            if (!manifest.RootElement.TryGetProperty("format", out var format) || format.ValueKind != JsonValueKind.Number || format.GetInt32() != ModelFiles.Format)
+            if (!manifest.RootElement.TryGetProperty("format", out var format) || format.ValueKind != JsonValueKind.Number
+                || !format.TryGetInt32(out int formatNumber) || formatNumber < ModelFiles.OldestFormat || formatNumber > ModelFiles.Format)
             {
-                problem = $"{manifestPath}: written by another version of TaskMesh (model format {(format.ValueKind == JsonValueKind.Number ? format.GetRawText() : "none")}, this build reads {ModelFiles.Format})";
+                problem = $"{manifestPath}: written by another version of TaskMesh (model format {(format.ValueKind == JsonValueKind.Number ? format.GetRawText() : "none")}, this build reads {ModelFiles.OldestFormat}–{ModelFiles.Format})";
                 return null;
             }
+            // Format 1 (before argument features): the models read the fixed features alone.
+            var arguments = formatNumber >= 2 && manifest.RootElement.TryGetProperty("arguments", out var argumentsElement)
+                ? ArgumentSchema.Read(argumentsElement) : ArgumentSchema.None;
             var accuracy = manifest.RootElement.GetProperty("layers").Deserialize<List<LayerAccuracy>>() ?? [];
             // Manifests written before files were listed have no hashes: their files are checked by kind only.
             Dictionary<string, ModelFileEntry>? listed = null;
@@ -375,7 +431,12 @@ public sealed class TrainedModels
                 if (schema is not null) layers[a.Layer] = (duration, success, schema);
                 else if (a.SuccessRate is not null) layers[a.Layer] = (null, null, new DataViewSchema.Builder().ToSchema());
             }
-            return new TrainedModels(ml, layers, accuracy, manifest.RootElement.GetProperty("rows").GetInt32());
+            var models = new TrainedModels(ml, layers, accuracy, manifest.RootElement.GetProperty("rows").GetInt32(), arguments);
+            // The models must read as long an input as the schema lays out (a manifest edited or mismatched otherwise).
+            foreach (var (layer, (_, _, schema)) in layers)
+                if (schema.GetColumnOrNull(nameof(Example.Features)) is { Type: VectorDataViewType { Size: var size } } && size != arguments.InputLength)
+                    throw new BadModelFile($"{manifestPath}: the models of layer {layer} read {size} features, the manifest lays out {arguments.InputLength}");
+            return models;
 
             ITransformer? LoadOne(string layer, string kind, ref DataViewSchema? schema)
             {
@@ -427,7 +488,24 @@ public sealed class TrainedModels
 /// <summary>Where model versions live: <c>STORE.models/vN/</c> beside the run store.</summary>
 public static class ModelFiles
 {
-    /// <summary>The manifest format this build writes and reads.</summary>
-    public const int Format = 1;
+    /// <summary>The manifest format this build writes (2: with the argument features the models read).</summary>
+    public const int Format = 2;
+
+    /// <summary>The oldest manifest format this build reads (1: the fixed features alone).</summary>
+    public const int OldestFormat = 1;
+
+    /// <summary>The argument features the models in <paramref name="folder"/> read, from its manifest (none for format 1); null when the manifest cannot be read.</summary>
+    public static Features.ArgumentSchema? ArgumentsOf(string folder)
+    {
+        try
+        {
+            using var manifest = JsonDocument.Parse(Engine.IO.SafeFile.ReadInput(Path.Combine(folder, "manifest.json"), TrainedModels.MaxManifestBytes, "model manifest"));
+            return manifest.RootElement.TryGetProperty("arguments", out var a) ? Features.ArgumentSchema.Read(a) : Features.ArgumentSchema.None;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException or FormatException or Engine.IO.UnsafeFileException or InvalidOperationException)
+        {
+            return null;
+        }
+    }
 
 }

@@ -76,7 +76,7 @@ public sealed record RoutingOptions
 /// — price × duration + penalty × (1 − confidence) — then the objective decides. Without a model
 /// for a candidate (cold start) the complexity bands decide, else the least capable candidate. A
 /// small share of tasks explores another candidate. Decisions are made once per kind of task —
-/// handler, its own features quantized (<see cref="FeatureExtractor.KindOf"/>), requirements, minimum confidence, the
+/// handler, its own features quantized (<see cref="FeatureExtractor.KindOf(int, ArgumentSchema?)"/>), requirements, minimum confidence, the
 /// complexity rules it crosses — the models scoring every new kind of a batch at once, and reused:
 /// routing a task is a lookup after the first of its kind. Every decision carries its candidates and
 /// their scores in <see cref="RouteDecision.Reason"/> (the audit's <c>layer_selection</c>).
@@ -156,6 +156,18 @@ public sealed class LearnedRouter : IKindRouter
         public readonly FeatureExtractor Features = features;
         public readonly KindTable Table = new();                          // kind → index in Choices
         public readonly List<RouteDecision[]> Choices = new();            // per kind: the decision, then the other candidates
+        // Per task, its kind once computed (+1; 0: not yet): a graph routed again (another run of it,
+        // the next batch) looks its tasks' kinds up instead of reading their arguments again.
+        // Not used under `fastest`, whose kinds hold the layers' queues of the moment.
+        private int[] _kindOfTask = [];
+
+        public int KindOfTask(int task) => task < _kindOfTask.Length ? _kindOfTask[task] - 1 : -1;
+
+        public void SetKindOfTask(int task, int kind, int tasks)
+        {
+            if (task >= _kindOfTask.Length) Array.Resize(ref _kindOfTask, Math.Max(tasks, task + 1));
+            _kindOfTask[task] = kind + 1;
+        }
     }
 
     /// <summary>Kinds and decisions for <paramref name="tasks"/>: into <paramref name="decisions"/>, or (when it is not empty) only the kinds into <paramref name="kindsOut"/>.</summary>
@@ -181,9 +193,18 @@ public sealed class LearnedRouter : IKindRouter
         // The run's budget (the context's), else the router's own.
         double? budget = context.Budget ?? _options.Budget;
         bool plain = budget is null && _options.Exploration <= 0;   // a task takes its kind's first choice
+        bool remember = _options.Objective != Objectives.Fastest;
+        var arguments = _models?.Arguments;
+        bool bands = _options.Bands.Count > 0;
         for (int i = 0; i < tasks.Length; i++)
         {
             int task = tasks[i];
+            if (remember && state.KindOfTask(task) is >= 0 and var known)
+            {
+                kindOf[i] = known;
+                if (plain && !kindsOnly) decisions[i] = choices[known][0];
+                continue;
+            }
             double minConfidence = _options.MinConfidence;
             int requires = 0, fires = 0;
             if (graph.HasRoutingNeeds && graph.Spec(task) is { } spec)
@@ -191,15 +212,19 @@ public sealed class LearnedRouter : IKindRouter
                 minConfidence = spec.MinConfidence ?? minConfidence;
                 if (spec.Requires is { } r) requires = RequirementsId(r);
             }
-            if (_complexityRules.Length > 0)
+            int band = 0;
+            if (_complexityRules.Length > 0 || bands)
             {
                 double complexity = features.Complexity(task);   // which complexity rules the task crosses: part of its kind
                 for (int k = 0; k < _complexityRules.Length; k++)
                     if (complexity >= _complexityRules[k].Threshold) fires |= 1 << k;
+                // Cold start goes by band: the complexity itself (a tenth of a point, as it is kept) is part of the kind.
+                if (bands) band = 1 + (int)Math.Round(complexity * 10);
             }
-            var key = new KindKey(features.KindOf(task), graph.HandlerIndex(task), requires, fires, minConfidence, queues);
+            var key = new KindKey(features.KindOf(task, arguments), graph.HandlerIndex(task), requires, fires, band, minConfidence, queues);
             int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
             if (kind == choices.Count + fresh.Count) fresh.Add((task, minConfidence));
+            if (remember) state.SetKindOfTask(task, kind, graph.Count);
             kindOf[i] = kind;
             if (kind < choices.Count && plain && !kindsOnly) decisions[i] = choices[kind][0];   // decided before: done
         }
@@ -250,17 +275,17 @@ public sealed class LearnedRouter : IKindRouter
     }
 
     /// <summary>What makes two tasks alike to the router: their quantized features, handler, requirements, the complexity rules they cross, the confidence they need (and, under <c>fastest</c>, the layers' queues as they were routed).</summary>
-    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, double MinConfidence, ulong Queues)
+    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, int Band, double MinConfidence, ulong Queues)
     {
-        public bool Equals(KindKey other) => Kind.Low == other.Kind.Low && Kind.High == other.Kind.High && Handler == other.Handler
-            && Requires == other.Requires && Rules == other.Rules && MinConfidence.Equals(other.MinConfidence) && Queues == other.Queues;
+        public bool Equals(KindKey other) => Kind.Low == other.Kind.Low && Kind.High == other.Kind.High && Kind.Arguments == other.Kind.Arguments && Handler == other.Handler
+            && Requires == other.Requires && Rules == other.Rules && Band == other.Band && MinConfidence.Equals(other.MinConfidence) && Queues == other.Queues;
 
         // The packed features hold small numbers in 10-bit fields: multiplied by odd constants and
         // folded, they spread over the table.
         public override int GetHashCode()
         {
-            ulong h = (ulong)Kind.Low * 0x9E3779B97F4A7C15UL ^ (ulong)Kind.High * 0xC2B2AE3D27D4EB4FUL
-                ^ ((ulong)(uint)Handler << 32 | (uint)(Requires * 31 + Rules)) * 0x165667B19E3779F9UL
+            ulong h = (ulong)Kind.Low * 0x9E3779B97F4A7C15UL ^ (ulong)Kind.High * 0xC2B2AE3D27D4EB4FUL ^ (ulong)Kind.Arguments * 0x94D049BB133111EBUL
+                ^ ((ulong)(uint)Handler << 32 | (uint)((Requires * 31 + Rules) * 1031 + Band)) * 0x165667B19E3779F9UL
                 ^ BitConverter.DoubleToUInt64Bits(MinConfidence) ^ Queues * 0xD6E8FEB86659FD93UL;
             return (int)(h ^ (h >> 29) ^ (h >> 47));
         }
@@ -330,7 +355,7 @@ public sealed class LearnedRouter : IKindRouter
         var result = new Dictionary<(int, string), (double?, double?)>();
         if (_models is null) return result;
         var items = new List<(string Handler, float[] Features)>(tasks.Count);
-        foreach (int t in tasks) items.Add((context.HandlerOf(t).Name, _current!.Features.Extract(t)));
+        foreach (int t in tasks) items.Add((context.HandlerOf(t).Name, _current!.Features.ModelInput(t, _models.Arguments)));
         foreach (var layer in context.Layers)
         {
             var (ms, confidence) = _models.PredictMany(layer.Name, items);
