@@ -104,7 +104,7 @@ internal static class RealRouting
             {
                 var m = runs[name].OrderBy(x => x.Cost).ElementAt(runs[name].Count / 2);
                 Console.WriteLine($"{name}: {m.Layers}");
-                records.Add(new RoutingRecord(name, tasks, Math.Round(m.Success, 5), Math.Round(m.Cost, 6), Math.Round(m.Wall, 3), m.Escalations, "real-" + workload));
+                records.Add(new RoutingRecord(name, tasks, Math.Round(m.Success, 5), Math.Round(m.Cost, 6), Math.Round(m.Wall, 3), m.Escalations, null, "real-" + workload, objective));
             }
             return records;
         }

@@ -19,6 +19,15 @@ internal sealed class CompiledTrees
     // All trees' nodes end to end: a tree starts at _root[t]; a child below 0 is the leaf ~child of the tree (leaves at _leafBase[t]).
     private readonly int[] _root, _leafBase, _feature, _left, _right;
     private readonly float[] _threshold;
+    // The same trees laid out for walking many tasks in lockstep: every node, leaves included, has a
+    // split (feature, threshold) and two children side by side (left at 2·node, right at 2·node + 1);
+    // a leaf's children are itself, so a walk that reached it stays there. Each tree is walked its
+    // depth in steps, no branch taken on the data, and the walks of four tasks interleave.
+    private readonly Split[] _splits;
+    private readonly int[] _children, _walkRoot, _depth, _firstLeaf;
+    private readonly double[] _value;   // a leaf's value (0 for a split)
+
+    private readonly record struct Split(int Feature, float Threshold);
     private readonly double[] _leaf, _weight;
     private readonly double _bias;
     private readonly (double Slope, double Offset)? _platt;
@@ -51,6 +60,34 @@ internal sealed class CompiledTrees
             }
             for (int k = 0; k < t.NumberOfLeaves; k++) _leaf[l++] = t.LeafValues[k];
         }
+        int all = nodes + leaves;
+        (_splits, _children, _value, _walkRoot, _depth, _firstLeaf) = (new Split[all], new int[2 * all], new double[all], new int[trees], new int[trees], new int[trees]);
+        for (int t = 0, next = 0; t < trees; t++)
+        {
+            var tree = ensemble.Trees[t];
+            int splitsAt = next, leavesAt = next + tree.NumberOfNodes;
+            // A child below 0 is leaf ~child; here every node has an index: leaves after the tree's splits.
+            int Index(int child) => child >= 0 ? splitsAt + child : leavesAt + ~child;
+            for (int k = 0; k < tree.NumberOfNodes; k++)
+            {
+                _splits[splitsAt + k] = new Split(tree.NumericalSplitFeatureIndexes[k], tree.NumericalSplitThresholds[k]);
+                (_children[2 * (splitsAt + k)], _children[2 * (splitsAt + k) + 1]) = (Index(tree.LeftChild[k]), Index(tree.RightChild[k]));
+            }
+            for (int k = 0; k < tree.NumberOfLeaves; k++)
+            {
+                int leaf = leavesAt + k;
+                _splits[leaf] = new Split(0, float.PositiveInfinity);
+                (_children[2 * leaf], _children[2 * leaf + 1]) = (leaf, leaf);
+                _value[leaf] = tree.LeafValues[k];
+            }
+            _walkRoot[t] = tree.NumberOfNodes == 0 ? leavesAt : splitsAt;
+            _firstLeaf[t] = leavesAt;
+            _depth[t] = tree.NumberOfNodes == 0 ? 0 : Depth(tree, 0);
+            next = leavesAt + tree.NumberOfLeaves;
+        }
+
+        static int Depth(RegressionTree tree, int node)
+            => 1 + Math.Max(tree.LeftChild[node] >= 0 ? Depth(tree, tree.LeftChild[node]) : 0, tree.RightChild[node] >= 0 ? Depth(tree, tree.RightChild[node]) : 0);
         _bias = ensemble.Bias;
         _platt = platt;
         _ml = ml;
@@ -84,6 +121,101 @@ internal sealed class CompiledTrees
             return null;
         }
     }
+
+    /// <summary>
+    /// The model's outputs for many tasks at once, into <paramref name="into"/>: tree by tree over all
+    /// of them, so each tree's nodes are read from cache once per batch, and the walks of different
+    /// tasks (independent of each other) overlap in the processor. The same numbers as <see cref="Predict"/>.
+    /// </summary>
+    public void PredictMany(IReadOnlyList<(string Handler, float[] Features)> tasks, Span<double> into)
+    {
+        int n = tasks.Count, width = _inputLength;
+        var inputs = System.Buffers.ArrayPool<float>.Shared.Rent(n * width);
+        try
+        {
+            for (int i = 0; i < n; i++)
+            {
+                var x = inputs.AsSpan(i * width, width);
+                InputFor(tasks[i].Handler).CopyTo(x);
+                var f = tasks[i].Features;
+                f.AsSpan(0, Math.Min(f.Length, _featureLength)).CopyTo(x);
+            }
+            into[..n].Fill(_bias);
+            ref var splits = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_splits);
+            ref var children = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_children);
+            ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(inputs);
+            for (int t = 0; t < _walkRoot.Length; t++)
+            {
+                int root = _walkRoot[t], depth = _depth[t], firstLeaf = _firstLeaf[t];
+                double weight = _weight[t];
+                int i = 0;
+                for (; i + 4 <= n; i += 4)
+                {
+                    int a = root, b = root, c = root, d = root;
+                    for (int step = 0; step < depth; step++)
+                    {
+                        a = Step(ref splits, ref children, ref x0, i * width, a);
+                        b = Step(ref splits, ref children, ref x0, (i + 1) * width, b);
+                        c = Step(ref splits, ref children, ref x0, (i + 2) * width, c);
+                        d = Step(ref splits, ref children, ref x0, (i + 3) * width, d);
+                    }
+                    into[i] += weight * _value[a];
+                    into[i + 1] += weight * _value[b];
+                    into[i + 2] += weight * _value[c];
+                    into[i + 3] += weight * _value[d];
+                }
+                for (; i < n; i++)
+                {
+                    int a = root;
+                    for (int step = 0; step < depth && a < firstLeaf; step++) a = Step(ref splits, ref children, ref x0, i * width, a);   // one walk: it may stop at its leaf
+                    into[i] += weight * _value[a];
+                }
+            }
+            if (_platt is var (slope, offset))
+                for (int i = 0; i < n; i++) into[i] = 1 / (1 + Math.Exp(slope * into[i] + offset));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(inputs);
+        }
+    }
+
+    /// <summary>One step of a walk: the child of <paramref name="node"/> the task at <paramref name="at"/> goes to (right when not x ≤ threshold: NaN goes right, as in ML.NET's trees).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static int Step(ref Split splits, ref int children, ref float x0, int at, int node)
+    {
+        var split = System.Runtime.CompilerServices.Unsafe.Add(ref splits, node);
+        bool right = !(System.Runtime.CompilerServices.Unsafe.Add(ref x0, at + split.Feature) <= split.Threshold);
+        return System.Runtime.CompilerServices.Unsafe.Add(ref children, 2 * node + System.Runtime.CompilerServices.Unsafe.As<bool, byte>(ref right));
+    }
+
+    /// <summary>
+    /// How often each input feature was split on along the paths one task takes through the trees
+    /// (index: the task's feature vector, then <see cref="HandlerFeature"/> for the handler's
+    /// encoding): the features that drove its prediction.
+    /// </summary>
+    public Dictionary<int, int> SplitsOnPath(string handler, ReadOnlySpan<float> features)
+    {
+        var input = InputFor(handler);
+        var x = new float[input.Length];
+        input.CopyTo(x, 0);
+        features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
+        var counts = new Dictionary<int, int>();
+        for (int t = 0; t < _root.Length; t++)
+        {
+            int node = _root[t];
+            while (node >= 0)
+            {
+                int f = _feature[node] >= _featureLength ? HandlerFeature : _feature[node];
+                counts[f] = counts.GetValueOrDefault(f) + 1;
+                node = x[_feature[node]] <= _threshold[node] ? _left[node] : _right[node];
+            }
+        }
+        return counts;
+    }
+
+    /// <summary>The index <see cref="SplitsOnPath"/> gives the handler's part of the input.</summary>
+    public const int HandlerFeature = -1;
 
     /// <summary>The model's output for one task: the regression's score, or the calibrated probability.</summary>
     public double Predict(string handler, ReadOnlySpan<float> features)

@@ -244,6 +244,27 @@ public sealed class TrainedModels
         return EngineDurationMs(layer, handler, features);
     }
 
+    /// <summary>
+    /// The features that drove a prediction on <paramref name="layer"/>: those its success model (else
+    /// its duration model) split on most along the task's paths, most first, at most
+    /// <paramref name="most"/>, with the task's value of each (as the model reads it). Empty without a
+    /// compiled model.
+    /// </summary>
+    public IReadOnlyList<(string Name, float Value)> DriversOf(string layer, string handler, float[] features, int most = 3)
+    {
+        if (!_compiled.TryGetValue(layer, out var c) || (c.Success ?? c.Duration) is not { } trees) return [];
+        var arguments = Arguments.Of(handler);
+        return trees.SplitsOnPath(handler, features).OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key).Take(most).Select(kv =>
+        {
+            int i = kv.Key;
+            string name = i == CompiledTrees.HandlerFeature ? "handler"
+                : i < FeatureExtractor.LayerFeatures ? FeatureExtractor.Names[i]
+                : i - FeatureExtractor.LayerFeatures < arguments.Count ? arguments[i - FeatureExtractor.LayerFeatures].Name
+                : $"argument_{i - FeatureExtractor.LayerFeatures}";
+            return (name, i >= 0 && i < features.Length ? features[i] : float.NaN);
+        }).ToList();
+    }
+
     /// <summary>True when both of the layer's models (those it has) are evaluated from their compiled trees.</summary>
     internal bool IsCompiled(string layer)
         => _layers.TryGetValue(layer, out var m) && (m.Duration is null || _compiled[layer].Duration is not null) && (m.Success is null || _compiled[layer].Success is not null);
@@ -277,7 +298,26 @@ public sealed class TrainedModels
         var ms = new double?[tasks.Count];
         var confidence = new double?[tasks.Count];
         if (tasks.Count == 0 || !_layers.TryGetValue(layer, out var m)) return (ms, confidence);
-        if (IsCompiled(layer) || tasks.Count <= FewPredictions)
+        if (IsCompiled(layer))
+        {
+            // All the tasks through each compiled model at once.
+            var (durationTrees, successTrees) = _compiled[layer];
+            var scores = new double[tasks.Count];
+            if (durationTrees is not null)
+            {
+                durationTrees.PredictMany(tasks, scores);
+                for (int i = 0; i < tasks.Count; i++) ms[i] = Math.Max(0, Math.Pow(10, scores[i]) - 1);
+            }
+            if (successTrees is not null)
+            {
+                successTrees.PredictMany(tasks, scores);
+                for (int i = 0; i < tasks.Count; i++) confidence[i] = scores[i];
+            }
+            else if (m.Success is null && Accuracy.FirstOrDefault(a => a.Layer == layer)?.SuccessRate is double rate)
+                Array.Fill(confidence, rate);
+            return (ms, confidence);
+        }
+        if (tasks.Count <= FewPredictions)
         {
             // The compiled trees take about a microsecond a task; without them, a pass over a data
             // view costs milliseconds however few its rows, so few tasks go through the prediction engines.

@@ -91,6 +91,7 @@ public sealed class LearnedRouter : IKindRouter
     private readonly object _lock = new();
     private GraphState? _current;   // the graph being routed (under _lock)
     private readonly Dictionary<string, int> _requirements = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, float[]> _inputs = new();   // the model inputs of the tasks being decided (under _lock)
     private readonly List<int> _queues = new();   // the layers' queues as the batch being routed saw them, rounded (under _lock)
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private readonly Engine.Escalation.EscalationRule[] _confidenceRules;
@@ -118,6 +119,11 @@ public sealed class LearnedRouter : IKindRouter
 
     /// <summary>Decisions made (not looked up) so far: one per kind of task.</summary>
     public int DecisionsMade { get; private set; }
+
+    /// <summary>Time spent making them (the models scoring every candidate layer, the objective, the rules, the reason): <see cref="DecisionsMade"/> apart, what a decision costs.</summary>
+    public TimeSpan DecidingTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, _decidingTicks);
+
+    private long _decidingTicks;
 
     public RouteDecision Route(in RoutingContext context, int task)
     {
@@ -230,12 +236,14 @@ public sealed class LearnedRouter : IKindRouter
         }
         if (fresh.Count > 0)
         {
+            long started = System.Diagnostics.Stopwatch.GetTimestamp();
             var predictions = Predict(context, fresh.Select(f => f.Task).ToList());
             foreach (var (task, minConfidence) in fresh)
             {
                 choices.Add(Decide(context, task, minConfidence, predictions));
                 DecisionsMade++;
             }
+            _decidingTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
         }
         if (kindsOnly) return;
         if (!plain || fresh.Count > 0)
@@ -355,7 +363,13 @@ public sealed class LearnedRouter : IKindRouter
         var result = new Dictionary<(int, string), (double?, double?)>();
         if (_models is null) return result;
         var items = new List<(string Handler, float[] Features)>(tasks.Count);
-        foreach (int t in tasks) items.Add((context.HandlerOf(t).Name, _current!.Features.ModelInput(t, _models.Arguments)));
+        _inputs.Clear();
+        foreach (int t in tasks)
+        {
+            var input = _current!.Features.ModelInput(t, _models.Arguments);
+            items.Add((context.HandlerOf(t).Name, input));
+            _inputs[t] = input;
+        }
         foreach (var layer in context.Layers)
         {
             var (ms, confidence) = _models.PredictMany(layer.Name, items);
@@ -412,7 +426,12 @@ public sealed class LearnedRouter : IKindRouter
         }
         string scores = string.Join("; ", order.Select(c => string.Create(CultureInfo.InvariantCulture,
             $"{c.Layer.Name}: {(c.DurationMs is double d ? d.ToString("0.###", CultureInfo.InvariantCulture) + " ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
-        var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}" : $"exploration; candidates {scores}")).ToArray();
+        // What drove the chosen layer's prediction: the features its model split on most along this task's paths.
+        string drivers = "";
+        if (_models is not null && order[0].Confidence is not null && _inputs.TryGetValue(task, out var input)
+            && _models.DriversOf(order[0].Layer.Name, handler.Name, input) is { Count: > 0 } drove)
+            drivers = "; features " + string.Join(", ", drove.Select(d => string.Create(CultureInfo.InvariantCulture, $"{d.Name} {d.Value:0.###}")));
+        var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}{drivers}" : $"exploration; candidates {scores}")).ToArray();
         return ApplyRules(decisions, order, features.Complexity(task), minConfidence);
     }
 

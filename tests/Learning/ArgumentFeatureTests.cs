@@ -1,0 +1,209 @@
+using System.Text.Json;
+using TaskMesh.Engine;
+using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
+using TaskMesh.Engine.Layers.Local;
+using TaskMesh.Engine.Routing;
+using TaskMesh.Engine.Store;
+using TaskMesh.Learning.Features;
+using TaskMesh.Learning.Models;
+using TaskMesh.Learning.Routing;
+using Xunit;
+
+namespace TaskMesh.Tests.Learning;
+
+/// <summary>The router learns from the numbers tasks state in their own arguments, under names it was never told.</summary>
+public sealed class ArgumentFeatureTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-argfeatures-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void Collect_TakesNumbersFlagsAndLengths_TopLevelAndOneDown_NotTheWellKnownMeasures_NorBadNames()
+    {
+        using var doc = JsonDocument.Parse("""
+            {"rows": 1200, "prompt": "hello", "files": [1, 2, 3], "precise": true, "input": {"pages": 7, "title": "ab", "deep": {"x": 1}},
+             "micros": 50, "bad name": 3, "<script>": 4, "text": null}
+            """);
+        var list = new List<KeyValuePair<string, double>>();
+        ArgumentFeatures.Collect(doc.RootElement, null, list);
+        Assert.Equal(new Dictionary<string, double>
+        {
+            ["rows"] = 1200, ["prompt.length"] = 5, ["files.length"] = 3, ["precise"] = 1, ["input.pages"] = 7, ["input.title.length"] = 2,
+        }, list.ToDictionary(kv => kv.Key, kv => kv.Value));
+        // Kept and read back as the run store keeps them.
+        Assert.Equal(list, ArgumentFeatures.FromJson(ArgumentFeatures.ToJson(list)));
+        Assert.Empty(ArgumentFeatures.FromJson("{not json"));
+    }
+
+    [Fact]
+    public void ParsedArguments_StateFeaturesOfTheirOwn_WhichWinOverTheJsonsOnAName()
+    {
+        using var doc = JsonDocument.Parse("""{"rows": 10}""");
+        var list = new List<KeyValuePair<string, double>>();
+        ArgumentFeatures.Collect(doc.RootElement, new Stated([new("rows", 99), new("pages", 3), new("no good", 1)]), list);
+        Assert.Equal([new("rows", 99), new("pages", 3)], list);
+    }
+
+    private sealed record Stated(IEnumerable<KeyValuePair<string, double>> StatedFeatures) : IStatedFeatures;
+
+    /// <summary>
+    /// Database jobs sized by <c>rows</c>: on "small" a job fails past 10⁵ rows and takes rows/1000 ms;
+    /// on "big" it succeeds and takes 5 + rows/100000 ms. <c>seed</c> is an argument that does not matter.
+    /// </summary>
+    internal static List<TrainingRow> RowsHistory(int n, int seed)
+    {
+        var rng = new Random(seed);
+        var rows = new List<TrainingRow>();
+        for (int i = 0; i < n; i++)
+        {
+            double count = Math.Round(Math.Pow(10, 2 + 5 * rng.NextDouble()));
+            bool small = rng.Next(2) == 0;
+            bool fails = small && rng.NextDouble() < 1 / (1 + Math.Exp(-(Math.Log10(count) - 5) * 6));
+            double ms = small ? count / 1000 : 5 + count / 100_000;
+            var args = ArgumentFeatures.ToJson([new("rows", count), new("seed", rng.Next(1_000_000))]);
+            var features = new float[FeatureExtractor.Count];
+            rows.Add(new TrainingRow("query", small ? "small" : "big", fails ? "big" : small ? "small" : "big", "succeeded", ms, fails ? 1 : 0, features, null)
+            {
+                ArgumentFeatures = args, LastAttemptMs = fails ? 5 + count / 100_000 : ms, FirstAttemptMs = fails ? null : ms,
+            });
+        }
+        return rows;
+    }
+
+    [Fact]
+    public void Training_ChoosesTheArgumentThatMatters_NotTheOneThatDoesNot_TheSameForTheSameRows_AndSavesIt()
+    {
+        var models = ModelTrainer.Train(RowsHistory(2000, seed: 3));
+        var chosen = models.Arguments.Of("query");
+        Assert.Equal("rows", chosen[0].Name);
+        Assert.True(chosen[0].Log);                                   // 10² to 10⁷: log-scaled
+        Assert.DoesNotContain(chosen, f => f.Name == "seed");         // does not matter: left out
+        Assert.True(models.Accuracy.Single(a => a.Layer == "small").SuccessAuc >= 0.9);
+        // Deterministic: the same rows, the same choice.
+        var again = ModelTrainer.Train(RowsHistory(2000, seed: 3));
+        Assert.Equal(chosen, again.Arguments.Of("query"));
+        // Saved with the version, read back with it.
+        models.Save(Path.Combine(_dir, "v1"), 1);
+        var loaded = TrainedModels.Load(Path.Combine(_dir, "v1"), out var problem);
+        Assert.Null(problem);
+        Assert.Equal(chosen, loaded!.Arguments.Of("query"));
+        Assert.Equal(chosen, ModelFiles.ArgumentsOf(Path.Combine(_dir, "v1"))!.Of("query"));
+        // A limit of 0: no argument features, as before they existed.
+        Assert.Equal(0, ModelTrainer.Train(RowsHistory(500, seed: 3), argumentFeatures: 0).Arguments.Slots);
+    }
+
+    [Fact]
+    public void CompiledTrees_ScoreABatchAsMlNetScoresEachTask_WithArgumentSlots()
+    {
+        var models = ModelTrainer.Train(RowsHistory(1500, seed: 9));
+        Assert.True(models.InputLength > FeatureExtractor.LayerFeatures);
+        var rng = new Random(2);
+        foreach (var layer in new[] { "small", "big" })
+        {
+            Assert.True(models.IsCompiled(layer));
+            var batch = Enumerable.Range(0, 37).Select(i =>
+            {
+                var f = new float[models.InputLength];
+                for (int k = 0; k < f.Length; k++) f[k] = (float)(rng.NextDouble() * 8);
+                if (i % 5 == 0) f[^1] = float.NaN;   // NaN goes where ML.NET sends it
+                return (i % 3 == 0 ? "never-seen" : "query", f);
+            }).ToList();
+            var (ms, confidence) = models.PredictMany(layer, batch);
+            for (int i = 0; i < batch.Count; i++)
+            {
+                double reference = models.EngineDurationMs(layer, batch[i].Item1, batch[i].f)!.Value;
+                Assert.True(Math.Abs(ms[i]!.Value - reference) <= 1e-4 * Math.Max(1, reference), $"{layer} task {i}: duration {ms[i]} vs ML.NET {reference}");
+                if (models.EngineConfidence(layer, batch[i].Item1, batch[i].f) is double p) Assert.Equal(p, confidence[i]!.Value, 5);
+            }
+        }
+    }
+
+    /// <summary>An engine with the two layers of <see cref="RowsHistory"/> and a <c>query</c> handler that takes any arguments.</summary>
+    private static TaskMeshEngine Engine()
+    {
+        var engine = new TaskMeshEngine();
+        engine.Handlers.Register(new HandlerDescriptor("query", (ctx, a, ct) => new ValueTask<object?>((object?)null)));
+        var small = new LocalLayer(4, "small");
+        small.Configure(0, 5);
+        var big = new LocalLayer(4, "big");
+        big.Configure(1, 10);
+        engine.AddLayer(small);
+        engine.AddLayer(big);
+        engine.Layers[0].Configure(0, 0);
+        return engine;
+    }
+
+    [Fact]
+    public void AfterTraining_SmallAndLargeValuesOfTheHandlersOwnArgument_GoToDifferentLayers_AndAnUnseenArgumentDoesNotBreakRouting()
+    {
+        var models = ModelTrainer.Train(RowsHistory(2000, seed: 5));
+        var engine = Engine();
+        var g = new GraphBuilder("jobs");
+        g.Task("few", "query", new { rows = 300 });
+        g.Task("many", "query", new { rows = 3_000_000 });
+        g.Task("other", "query", new { rows = 300, never_seen_before = 12345, note = "x" });
+        g.Task("none", "query");
+        var prepared = engine.Prepare(g);
+        var router = new LearnedRouter(models, new RoutingOptions { MinConfidence = 0.7 });
+        var context = RoutingContext.For(prepared, engine.Layers.Where(l => l.Name != "local").ToList());
+        var decisions = new RouteDecision[4];
+        router.RouteBatch(context, [0, 1, 2, 3], decisions);
+        Assert.Equal("small", decisions[0].Layer);   // free and confident enough
+        Assert.Equal("big", decisions[1].Layer);     // small would fail
+        Assert.Equal("small", decisions[2].Layer);   // the unseen argument changes nothing
+        Assert.NotNull(decisions[3].Layer);          // stating nothing: routed on what the model knows
+        Assert.Contains("rows", decisions[1].Reason);   // the decision names the features that drove it
+    }
+
+    [Fact]
+    public void TheKindOfATask_DependsOnItsOwnArguments()
+    {
+        var models = ModelTrainer.Train(RowsHistory(2000, seed: 5));
+        var engine = Engine();
+        var g = new GraphBuilder("kinds");
+        g.Task("a", "query", new { rows = 1000 });
+        g.Task("b", "query", new { rows = 10_000 });
+        g.Task("c", "query", new { rows = 1000, seed = 77 });
+        g.Task("d", "query", new { rows = 1001 });
+        var prepared = engine.Prepare(g);
+        var features = new FeatureExtractor(prepared);
+        // With the models' choice: rows by its bins; seed (not chosen) does not split kinds.
+        Assert.NotEqual(features.KindOf(0, models.Arguments), features.KindOf(1, models.Arguments));
+        Assert.Equal(features.KindOf(0, models.Arguments), features.KindOf(2, models.Arguments));
+        Assert.Equal(features.KindOf(0, models.Arguments), features.KindOf(3, models.Arguments));
+        // Without models: every stated number by quarter decades.
+        Assert.NotEqual(features.KindOf(0), features.KindOf(1));
+        Assert.NotEqual(features.KindOf(0), features.KindOf(2));
+    }
+
+    [Fact]
+    public void ModelsTrainedBeforeArgumentFeatures_StillLoad_AndRouteOnTheFixedFeatures()
+    {
+        var models = ModelTrainer.Train(RowsHistory(800, seed: 8), argumentFeatures: 0);
+        var folder = Path.Combine(_dir, "old");
+        models.Save(folder, 1);
+        // The manifest as format 1 wrote it: no arguments.
+        var manifest = Path.Combine(folder, "manifest.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(manifest))!.AsObject();
+        json["format"] = 1;
+        json.Remove("arguments");
+        json["features"] = new System.Text.Json.Nodes.JsonArray(FeatureExtractor.Names.Take(FeatureExtractor.LayerFeatures).Select(n => (System.Text.Json.Nodes.JsonNode)n!).ToArray());
+        File.WriteAllText(manifest, json.ToJsonString());
+        var loaded = TrainedModels.Load(folder, out var problem);
+        Assert.Null(problem);
+        Assert.Equal(0, loaded!.Arguments.Slots);
+        var engine = Engine();
+        var g = new GraphBuilder("old");
+        g.Task("a", "query", new { rows = 5 });
+        var prepared = engine.Prepare(g);
+        var decision = new LearnedRouter(loaded).Route(RoutingContext.For(prepared, engine.Layers), 0);
+        Assert.NotNull(decision.Layer);
+        // A manifest from a newer format is refused with a message, never a crash.
+        json["format"] = 99;
+        File.WriteAllText(manifest, json.ToJsonString());
+        Assert.Null(TrainedModels.Load(folder, out problem));
+        Assert.Contains("model format 99", problem);
+    }
+}
