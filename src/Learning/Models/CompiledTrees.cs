@@ -197,21 +197,26 @@ internal sealed class CompiledTrees
     public Dictionary<int, int> SplitsOnPath(string handler, ReadOnlySpan<float> features)
     {
         var input = InputFor(handler);
-        var x = new float[input.Length];
-        input.CopyTo(x, 0);
+        Span<float> x = input.Length <= 256 ? stackalloc float[input.Length] : new float[input.Length];
+        input.CopyTo(x);
         features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
-        var counts = new Dictionary<int, int>();
+        // Counted by input index (the handler's encoding, past the features, as one), then gathered.
+        Span<int> counts = _featureLength < 256 ? stackalloc int[_featureLength + 1] : new int[_featureLength + 1];
+        counts.Clear();
         for (int t = 0; t < _root.Length; t++)
         {
             int node = _root[t];
             while (node >= 0)
             {
-                int f = _feature[node] >= _featureLength ? HandlerFeature : _feature[node];
-                counts[f] = counts.GetValueOrDefault(f) + 1;
-                node = x[_feature[node]] <= _threshold[node] ? _left[node] : _right[node];
+                int f = _feature[node];
+                counts[f >= _featureLength ? _featureLength : f]++;
+                node = x[f] <= _threshold[node] ? _left[node] : _right[node];
             }
         }
-        return counts;
+        var found = new Dictionary<int, int>();
+        for (int f = 0; f <= _featureLength; f++)
+            if (counts[f] > 0) found[f == _featureLength ? HandlerFeature : f] = counts[f];
+        return found;
     }
 
     /// <summary>The index <see cref="SplitsOnPath"/> gives the handler's part of the input.</summary>

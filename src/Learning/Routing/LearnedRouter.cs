@@ -424,13 +424,29 @@ public sealed class LearnedRouter : IKindRouter
             };
             how = _options.Objective == Objectives.Auto ? $"auto (min confidence {minConfidence:0.##})" : _options.Objective;
         }
-        string scores = string.Join("; ", order.Select(c => string.Create(CultureInfo.InvariantCulture,
-            $"{c.Layer.Name}: {(c.DurationMs is double d ? d.ToString("0.###", CultureInfo.InvariantCulture) + " ms" : "? ms")}, confidence {(c.Confidence is double p ? p.ToString("0.###", CultureInfo.InvariantCulture) : "?")}, cost {c.Cost:0.######}, expected {c.Expected:0.######}")));
+        // The candidates' scores (a decision is made once per kind, but there are many kinds: written
+        // without format strings, which cost more than the rest of the decision).
+        var text = _text.Clear();
+        foreach (var c in order)
+        {
+            if (text.Length > 0) text.Append("; ");
+            text.Append(c.Layer.Name).Append(": ");
+            if (c.DurationMs is double d) Decimal(text, d, 3).Append(" ms"); else text.Append("? ms");
+            text.Append(", confidence ");
+            if (c.Confidence is double p) Decimal(text, p, 3); else text.Append('?');
+            Decimal(text.Append(", cost "), c.Cost, 6);
+            Decimal(text.Append(", expected "), c.Expected, 6);
+        }
+        string scores = text.ToString();
         // What drove the chosen layer's prediction: the features its model split on most along this task's paths.
         string drivers = "";
         if (_models is not null && order[0].Confidence is not null && _inputs.TryGetValue(task, out var input)
             && _models.DriversOf(order[0].Layer.Name, handler.Name, input) is { Count: > 0 } drove)
-            drivers = "; features " + string.Join(", ", drove.Select(d => string.Create(CultureInfo.InvariantCulture, $"{d.Name} {d.Value:0.###}")));
+        {
+            text.Clear().Append("; features ");
+            for (int i = 0; i < drove.Count; i++) Decimal((i > 0 ? text.Append(", ") : text).Append(drove[i].Name).Append(' '), drove[i].Value, 3);
+            drivers = text.ToString();
+        }
         var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}{drivers}" : $"exploration; candidates {scores}")).ToArray();
         return ApplyRules(decisions, order, features.Complexity(task), minConfidence);
     }
@@ -442,10 +458,16 @@ public sealed class LearnedRouter : IKindRouter
     /// </summary>
     private static List<Candidate> ChainExpectedCosts(List<Candidate> candidates)
     {
-        var byRank = candidates.OrderBy(c => c.Layer.Rank).ThenBy(c => c.Layer.PricePerSecond).ToList();
-        var expected = ChainExpected(byRank.Select(c => c.Cost).ToArray(), byRank.Select(c => c.Confidence).ToArray());
-        var of = byRank.Select((c, i) => (c.Layer, E: expected[i])).ToDictionary(x => x.Layer, x => x.E);
-        return candidates.Select(c => c with { Expected = of[c.Layer] }).ToList();
+        // Least capable first (a handful of layers: sorted in place, no LINQ).
+        var byRank = new List<Candidate>(candidates);
+        byRank.Sort(static (a, b) => a.Layer.Rank != b.Layer.Rank ? a.Layer.Rank.CompareTo(b.Layer.Rank) : a.Layer.PricePerSecond.CompareTo(b.Layer.PricePerSecond));
+        var cost = new double[byRank.Count];
+        var confidence = new double?[byRank.Count];
+        for (int i = 0; i < byRank.Count; i++) (cost[i], confidence[i]) = (byRank[i].Cost, byRank[i].Confidence);
+        var expected = ChainExpected(cost, confidence);
+        var result = new List<Candidate>(candidates.Count);
+        foreach (var c in candidates) result.Add(c with { Expected = expected[byRank.IndexOf(c)] });
+        return result;
     }
 
     /// <summary>
@@ -525,6 +547,28 @@ public sealed class LearnedRouter : IKindRouter
         ulong h = Engine.Scheduling.SplitMix.Next(_options.Seed ^ (ulong)task * Engine.Scheduling.SplitMix.Golden);
         if (Engine.Scheduling.SplitMix.Unit(h) >= _options.Exploration) return choice[0];
         return choice[1 + (int)(Engine.Scheduling.SplitMix.Next(h) % (ulong)(choice.Length - 1))];
+    }
+
+    private readonly System.Text.StringBuilder _text = new();   // a decision's reason being written (under _lock)
+
+    /// <summary>Appends <paramref name="x"/> rounded to <paramref name="decimals"/> places, without trailing zeros (as the format "0.###" writes it).</summary>
+    internal static System.Text.StringBuilder Decimal(System.Text.StringBuilder into, double x, int decimals)
+    {
+        if (!double.IsFinite(x) || Math.Abs(x) >= 1e12) return into.Append(x.ToString("0." + new string('#', decimals), CultureInfo.InvariantCulture));
+        long scale = decimals switch { 3 => 1000, 6 => 1_000_000, _ => (long)Math.Pow(10, decimals) };
+        long scaled = (long)Math.Round(Math.Abs(x) * scale, MidpointRounding.AwayFromZero);
+        if (scaled == 0) return into.Append('0');
+        if (x < 0) into.Append('-');
+        into.Append(scaled / scale);
+        long fraction = scaled % scale;
+        if (fraction == 0) return into;
+        into.Append('.');
+        for (long digit = scale / 10; digit > 0 && fraction > 0; digit /= 10)
+        {
+            into.Append((char)('0' + fraction / digit));
+            fraction %= digit;
+        }
+        return into;
     }
 
     private sealed record Candidate(ExecutionLayer Layer, double? DurationMs, double? Confidence, double Wait, double Cost, double Expected);
