@@ -1,4 +1,6 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using TaskMesh.Hosting;
 using TaskMesh.Engine;
 using TaskMesh.Engine.Graph;
 using TaskMesh.Engine.Handlers;
@@ -205,5 +207,85 @@ public sealed class ArgumentFeatureTests : IDisposable
         File.WriteAllText(manifest, json.ToJsonString());
         Assert.Null(TrainedModels.Load(folder, out problem));
         Assert.Contains("model format 99", problem);
+    }
+}
+
+/// <summary>The whole loop with a handler of the user's own: real runs recorded in a real store, trained, listed and predicted from.</summary>
+public sealed class ArgumentFeatureLoopTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("taskmesh-argloop-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private const string Config = """
+        [layers.big]
+        kind = "local"
+        rank = 10
+        price_per_second = 1
+
+        [[escalation.rules]]
+        from = "local"
+        to = "big"
+        trigger = "error"
+
+        [learning]
+        enabled = false
+        """;
+
+    /// <summary>A handler in its own words: a query of <c>rows</c> rows fails its first attempt past 10⁵ rows (on local, where the cold-start router sends it), and succeeds on the layer the failure escalates it to.</summary>
+    private static void AddQuery(TaskMeshRuntime runtime)
+        => runtime.Engine.Handlers.Register(new HandlerDescriptor("query", (ctx, a, ct) =>
+        {
+            double rows = a.TryGetProperty("rows", out var r) ? r.GetDouble() : 0;
+            if (ctx.Attempt == 1 && rows > 100_000) throw new TaskFailedException($"{rows} rows is too many here");
+            return new ValueTask<object?>(rows);
+        }));
+
+    private static PreparedGraph Graph(TaskMeshRuntime runtime, string name, IEnumerable<double> rows)
+    {
+        var json = JsonSerializer.Serialize(new { name, tasks = rows.Select((r, i) => new { id = $"q{i}", handler = "query", args = new { rows = r, client = "batch" } }).ToArray() });
+        return runtime.Engine.Prepare(GraphLoader.Load(System.Text.Encoding.UTF8.GetBytes(json), "g.json"));
+    }
+
+    [Fact]
+    public async Task AHandlersOwnArgument_IsRecorded_Learned_ListedByModels_AndNamedByPredict()
+    {
+        var store = Path.Combine(_dir, "runs.db");
+        var services = new ServiceCollection();
+        services.AddTaskMesh(TaskMesh.Engine.Configuration.TaskMeshConfig.Parse(Config)).AddSqliteStore(store);
+        using (var provider = services.BuildServiceProvider())
+        {
+            var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+            AddQuery(runtime);
+            var rng = new Random(4);
+            var graph = Graph(runtime, "history", Enumerable.Range(0, 400).Select(_ => Math.Round(Math.Pow(10, 2 + 5 * rng.NextDouble()))));
+            var result = await runtime.Prepare(graph, new RunRequest()).Start().Completion;
+            Assert.Equal(400, result.Succeeded);
+            await runtime.Store!.FlushAsync();
+            var rows = runtime.Store.TrainingRows();
+            Assert.Equal(400, rows.Count);
+            Assert.All(rows, r => Assert.Contains("\"rows\": ", r.ArgumentFeatures));
+            var published = await ModelPublisher.TrainAsync(runtime.Store);
+            Assert.Equal("rows", published!.Models.Arguments.Of("query")[0].Name);
+        }
+
+        // taskmesh models lists the features in use (a real process reading the store).
+        var (code, stdout, stderr) = await TaskMesh.Tests.Host.CliTests.Taskmesh(_dir, "models", "--store", store);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("argument features", stdout);
+        Assert.Matches(@"query: rows \(log, [\d.]+\)", stdout);
+
+        // A new run's plan: few rows stay on the free layer, many go to big, and each decision names what drove it.
+        var again = new ServiceCollection();
+        again.AddTaskMesh(TaskMesh.Engine.Configuration.TaskMeshConfig.Parse(Config)).AddSqliteStore(store);
+        using (var provider = again.BuildServiceProvider())
+        {
+            var runtime = provider.GetRequiredService<TaskMeshRuntime>();
+            AddQuery(runtime);
+            var plan = runtime.Prepare(Graph(runtime, "now", [300, 3_000_000]), new RunRequest()).Plan();
+            Assert.Equal(("local", "big"), (plan.LayerOf(0), plan.LayerOf(1)));
+            Assert.Contains("features", plan.ReasonOf(1));
+            Assert.Contains("rows", plan.ReasonOf(1));
+        }
     }
 }

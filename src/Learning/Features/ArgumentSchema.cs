@@ -93,28 +93,30 @@ public sealed class ArgumentSchema
         => !double.IsFinite(value) ? 0 : log ? (float)(Math.Sign(value) * Math.Log10(1 + Math.Abs(value))) : (float)value;
 
     /// <summary>
-    /// Chooses, per handler, the names the models will read from the argument features of
-    /// <paramref name="rows"/> (handler, its stated features, whether it succeeded where it last ran,
-    /// log10 of its duration or NaN): names stated by at least 5 % of the handler's rows (and 10 rows)
-    /// are candidates; each is scored by how much of the variance of success and of log duration the
-    /// deciles of its values explain (the correlation ratio η², summed), less what chance gives
-    /// with that many rows; the best <paramref name="limit"/> above chance are kept, by score, then by
-    /// how often they are stated, then by name. No randomness: the same rows give the same schema.
+    /// Chooses, per handler, the names the models will read from the examples
+    /// <paramref name="rows"/> give (handler, the layer the example is of, the task's stated
+    /// features, whether it succeeded there, log10 of its duration there or NaN): names stated by at
+    /// least 5 % of the handler's examples (and 10) are candidates; each is scored, layer by layer,
+    /// by how much of the variance of success and of log duration the deciles of its values explain
+    /// (the correlation ratio η², less what chance gives with that many examples), weighted by the
+    /// layer's share of the examples; the best <paramref name="limit"/> that explain more than 1 %
+    /// are kept, by score, then by how often they are stated, then by name. No randomness: the same
+    /// rows give the same schema.
     /// </summary>
-    public static ArgumentSchema Select(IEnumerable<(string Handler, IReadOnlyList<KeyValuePair<string, double>> Stated, bool Succeeded, float LogDuration)> rows, int limit)
+    public static ArgumentSchema Select(IEnumerable<(string Handler, string Layer, IReadOnlyList<KeyValuePair<string, double>> Stated, bool Succeeded, float LogDuration)> rows, int limit)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
-        var byHandler = new Dictionary<string, List<(IReadOnlyList<KeyValuePair<string, double>> Stated, bool Ok, float LogMs)>>(StringComparer.Ordinal);
+        var byHandler = new Dictionary<string, List<(string Layer, IReadOnlyList<KeyValuePair<string, double>> Stated, bool Ok, float LogMs)>>(StringComparer.Ordinal);
         foreach (var r in rows)
         {
             if (!byHandler.TryGetValue(r.Handler, out var list)) byHandler[r.Handler] = list = new();
-            list.Add((r.Stated, r.Succeeded, r.LogDuration));
+            list.Add((r.Layer, r.Stated, r.Succeeded, r.LogDuration));
         }
         var chosen = new Dictionary<string, IReadOnlyList<ArgumentFeature>>(StringComparer.Ordinal);
         if (limit == 0) return new ArgumentSchema(chosen);
         foreach (var (handler, list) in byHandler.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            // Each name's values, by row (rows that do not state it: 0, as the model will see them).
+            // Each name's values, by example (examples that do not state it: 0, as the model will see them).
             var values = new Dictionary<string, double[]>(StringComparer.Ordinal);
             var stated = new Dictionary<string, int>(StringComparer.Ordinal);
             for (int i = 0; i < list.Count; i++)
@@ -129,18 +131,26 @@ public sealed class ArgumentSchema
                     column[i] = value;
                 }
             int minimum = Math.Max(10, (int)Math.Ceiling(0.05 * list.Count));
-            var ok = list.Select(r => r.Ok ? 1.0 : 0.0).ToArray();
-            var logMs = list.Select(r => (double)r.LogMs).ToArray();
+            var layers = list.Select((r, i) => (r.Layer, i)).GroupBy(x => x.Layer, StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => g.Select(x => x.i).ToArray()).ToList();
             var scored = new List<(ArgumentFeature Feature, int Stated)>();
-            foreach (var (name, column) in values)
+            foreach (var (name, column) in values.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             {
                 int count = stated[name];
                 if (count < minimum) continue;
                 var (bins, distinct) = Deciles(column);
                 if (distinct < 2) continue;   // one value: nothing to tell apart
-                // What chance gives: with k groups and n rows, η² of noise averages (k − 1) / (n − 1).
-                double chance = (distinct - 1.0) / Math.Max(1, list.Count - 1);
-                double score = Math.Max(0, CorrelationRatio(bins, distinct, ok) - chance) + Math.Max(0, CorrelationRatio(bins, distinct, logMs) - chance);
+                double score = 0;
+                foreach (var at in layers)
+                {
+                    if (at.Length < 2) continue;
+                    var groups = at.Select(i => bins[i]).ToArray();
+                    // What chance gives: with k groups and n examples, η² of noise averages (k − 1) / (n − 1).
+                    double chance = (distinct - 1.0) / (at.Length - 1);
+                    double success = CorrelationRatio(groups, distinct, at.Select(i => list[i].Ok ? 1.0 : 0.0).ToArray());
+                    double duration = CorrelationRatio(groups, distinct, at.Select(i => (double)list[i].LogMs).ToArray());
+                    score += at.Length / (double)list.Count * (Math.Max(0, success - chance) + Math.Max(0, duration - chance));
+                }
                 if (score <= 0.01) continue;   // explains under 1 % beyond chance: an argument that does not matter
                 double positiveMin = column.Where(v => v > 0).DefaultIfEmpty(0).Min(), max = column.Max();
                 bool log = positiveMin > 0 && max / positiveMin >= 100;

@@ -80,9 +80,20 @@ public static class ModelTrainer
 
     /// <summary>Which argument features the models of <paramref name="rows"/> will read (<see cref="ArgumentSchema.Select"/>), from the rows as the last layer saw them.</summary>
     internal static ArgumentSchema SelectArguments(IReadOnlyList<TrainingRow> rows, int limit)
-        => ArgumentSchema.Select(rows.Where(r => r.Features.Length >= FeatureExtractor.LayerFeatures && r.Status is not ("skipped" or "cancelled"))
-            .Select(r => (r.Handler, (IReadOnlyList<KeyValuePair<string, double>>)Engine.Handlers.ArgumentFeatures.FromJson(r.ArgumentFeatures),
-                r.Status == "succeeded", LogDuration(r.LastAttemptMs ?? (r.Escalations > 0 && r.InitialLayer != r.FinalLayer ? null : r.DurationMs)))), limit);
+    {
+        // The examples the models will learn from (ExamplesOf's): the last layer sees the outcome, a
+        // first layer the task escalated from a failure.
+        var examples = new List<(string, string, IReadOnlyList<KeyValuePair<string, double>>, bool, float)>(rows.Count);
+        foreach (var r in rows)
+        {
+            if (r.Features.Length < FeatureExtractor.LayerFeatures || r.Status is "skipped" or "cancelled") continue;
+            var stated = Engine.Handlers.ArgumentFeatures.FromJson(r.ArgumentFeatures);
+            bool moved = r.Escalations > 0 && r.InitialLayer != r.FinalLayer;
+            examples.Add((r.Handler, r.FinalLayer, stated, r.Status == "succeeded", LogDuration(r.LastAttemptMs ?? (moved ? null : r.DurationMs))));
+            if (moved) examples.Add((r.Handler, r.InitialLayer, stated, false, LogDuration(r.FirstAttemptMs)));
+        }
+        return ArgumentSchema.Select(examples, limit);
+    }
 
     /// <summary>The examples a store's rows give, by layer: the last layer sees the outcome; a first layer the task escalated from sees a failure.</summary>
     internal static Dictionary<string, List<Example>> ExamplesOf(IEnumerable<TrainingRow> rows) => ExamplesOf(rows, ArgumentSchema.None);
