@@ -289,3 +289,25 @@ public sealed class ArgumentFeatureLoopTests : IDisposable
         }
     }
 }
+
+public sealed class ReasonNumberTests
+{
+    [Theory]
+    [InlineData(0.0, 3)]
+    [InlineData(1.5, 3)]
+    [InlineData(0.0005, 3)]
+    [InlineData(0.00049, 3)]
+    [InlineData(12.3456789, 3)]
+    [InlineData(999.9999, 3)]
+    [InlineData(1234567.25, 3)]
+    [InlineData(0.1234564, 6)]
+    [InlineData(0.000001, 6)]
+    [InlineData(42.0, 6)]
+    [InlineData(-3.25, 3)]
+    [InlineData(0.7, 3)]
+    public void TheDecisionsNumbers_ReadAsTheFormatZeroPointHashesWritesThem(double x, int decimals)
+    {
+        var text = TaskMesh.Learning.Routing.LearnedRouter.Decimal(new System.Text.StringBuilder(), x, decimals).ToString();
+        Assert.Equal(x.ToString("0." + new string('#', decimals), System.Globalization.CultureInfo.InvariantCulture), text);
+    }
+}
