@@ -190,37 +190,31 @@ internal sealed class CompiledTrees
     }
 
     /// <summary>
-    /// How often each input feature was split on along the paths one task takes through the trees
-    /// (index: the task's feature vector, then <see cref="HandlerFeature"/> for the handler's
-    /// encoding): the features that drove its prediction.
+    /// How often each input feature was split on along the paths one task takes through the trees,
+    /// into <paramref name="counts"/> (cleared first; index: the task's feature vector, and
+    /// <see cref="FeatureLength"/> for the handler's encoding): the features that drove its prediction.
     /// </summary>
-    public Dictionary<int, int> SplitsOnPath(string handler, ReadOnlySpan<float> features)
+    public void SplitsOnPath(string handler, ReadOnlySpan<float> features, Span<int> counts)
     {
         var input = InputFor(handler);
         Span<float> x = input.Length <= 256 ? stackalloc float[input.Length] : new float[input.Length];
         input.CopyTo(x);
         features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
-        // Counted by input index (the handler's encoding, past the features, as one), then gathered.
-        Span<int> counts = _featureLength < 256 ? stackalloc int[_featureLength + 1] : new int[_featureLength + 1];
-        counts.Clear();
-        for (int t = 0; t < _root.Length; t++)
+        counts[..(_featureLength + 1)].Clear();
+        for (int t = 0; t < _walkRoot.Length; t++)
         {
-            int node = _root[t];
-            while (node >= 0)
+            int node = _walkRoot[t], firstLeaf = _firstLeaf[t];
+            while (node < firstLeaf)
             {
-                int f = _feature[node];
-                counts[f >= _featureLength ? _featureLength : f]++;
-                node = x[f] <= _threshold[node] ? _left[node] : _right[node];
+                var split = _splits[node];
+                counts[Math.Min(split.Feature, _featureLength)]++;
+                node = _children[2 * node + (x[split.Feature] <= split.Threshold ? 0 : 1)];
             }
         }
-        var found = new Dictionary<int, int>();
-        for (int f = 0; f <= _featureLength; f++)
-            if (counts[f] > 0) found[f == _featureLength ? HandlerFeature : f] = counts[f];
-        return found;
     }
 
-    /// <summary>The index <see cref="SplitsOnPath"/> gives the handler's part of the input.</summary>
-    public const int HandlerFeature = -1;
+    /// <summary>The length of the task's part of the input (<see cref="ArgumentSchema.InputLength"/>); the handler's encoding follows.</summary>
+    public int FeatureLength => _featureLength;
 
     /// <summary>The model's output for one task: the regression's score, or the calibrated probability.</summary>
     public double Predict(string handler, ReadOnlySpan<float> features)

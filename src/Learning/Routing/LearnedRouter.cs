@@ -444,7 +444,11 @@ public sealed class LearnedRouter : IKindRouter
             && _models.DriversOf(order[0].Layer.Name, handler.Name, input) is { Count: > 0 } drove)
         {
             text.Clear().Append("; features ");
-            for (int i = 0; i < drove.Count; i++) Decimal((i > 0 ? text.Append(", ") : text).Append(drove[i].Name).Append(' '), drove[i].Value, 3);
+            for (int i = 0; i < drove.Count; i++)
+            {
+                (i > 0 ? text.Append(", ") : text).Append(drove[i].Name);
+                if (!float.IsNaN(drove[i].Value)) Decimal(text.Append(' '), drove[i].Value, 3);   // the handler has no value to show
+            }
             drivers = text.ToString();
         }
         var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}{drivers}" : $"exploration; candidates {scores}")).ToArray();
