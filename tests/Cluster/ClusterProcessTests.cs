@@ -563,7 +563,9 @@ public sealed class SharedMembershipTests() : ProcessTest("taskmesh-pgm-")
             })]),
         };
         using var submitted = await http.PostAsync("api/runs", new StringContent(graph.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
-        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+        string answer = await submitted.Content.ReadAsStringAsync();
+        Assert.True(submitted.IsSuccessStatusCode, $"the graph was refused ({(int)submitted.StatusCode}): {answer}\n" + string.Join("\n", lines));
+        string runId = JsonDocument.Parse(answer).RootElement.GetProperty("run_id").GetString()!;
         while ((await Get(http, $"api/runs/{runId}")).GetProperty("tasks").GetProperty("ended").GetInt32() < 100) await Task.Delay(10);
         first.Kill();
         JsonElement run;
