@@ -18,7 +18,8 @@ public interface IStatedFeatures
 /// <summary>
 /// The numbers a task's own arguments state, by name, whatever the names are: every number (and
 /// true/false as 1/0) at the top level and one level down (<c>rows</c>, <c>input.rows</c>), the
-/// length of every string and array (<c>prompt.length</c>, <c>input.files.length</c>), and what its
+/// length of every string (its UTF-8 bytes as written) and array (<c>prompt.length</c>,
+/// <c>input.files.length</c>), and what its
 /// parsed arguments state (<see cref="IStatedFeatures"/>). The well-known measures
 /// (<see cref="TaskMeasures"/>) are not repeated here: the router has them already. At most
 /// <see cref="MaxPerTask"/> per task, in the order the arguments give them; names of letters,
@@ -94,7 +95,9 @@ public static class ArgumentFeatures
                 into.Add(new(name, 0));
                 break;
             case JsonValueKind.String when name.Length + 7 <= MaxNameLength:
-                into.Add(new(name + ".length", value.GetString()!.Length));
+                // Its size as written (UTF-8 bytes between the quotes): read without copying the
+                // string out, which for a long prompt on every task would cost more than the rest.
+                into.Add(new(name + ".length", System.Runtime.InteropServices.JsonMarshal.GetRawUtf8Value(value).Length - 2));
                 break;
             case JsonValueKind.Array when name.Length + 7 <= MaxNameLength:
                 into.Add(new(name + ".length", value.GetArrayLength()));
