@@ -385,7 +385,9 @@ public sealed class HttpApiTests : IAsyncLifetime
     {
         using var response = await _http.GetAsync($"api/runs/{_server.StandingRunId}/events", HttpCompletionOption.ResponseHeadersRead);
         var reading = ReadEventsAsync(await response.Content.ReadAsStreamAsync(), "failed");
-        await _http.PostAsync("api/tasks", JsonBody("""{ "id": "s1", "handler": "noop" }"""));
+        // s1 takes 200 ms: a subscription is in place once its headers are read, but a noop could end
+        // before the service has registered it on a loaded machine (seen once).
+        await _http.PostAsync("api/tasks", JsonBody("""{ "id": "s1", "handler": "sleep", "args": { "millis": 200 } }"""));
         await _http.PostAsync("api/tasks", JsonBody("""{ "id": "s2", "handler": "fail", "retries": 0, "dependsOn": [{ "id": "s1", "type": "soft" }] }"""));
         var events = await reading;
         Assert.Contains(events, e => e.Event == "succeeded" && e.Data.GetProperty("task").GetString() == "s1");
