@@ -442,7 +442,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
     {
         var random = new Random(12345);
         // Valid messages of each shape the parser reads, mutated: a graph, tasks read straight from
-        // MessagePack (with arguments and dependencies), a change, an escalation, a worker's results.
+        // MessagePack (with arguments and dependencies), a change, an escalation, a worker's results, a read.
         var valid = new[]
         {
             MessagePackSerializer.Serialize(new object[] { SubmitGraph, 1u, new object[] { new Dictionary<string, object> { ["name"] = "f", ["tasks"] = new object[] { new Dictionary<string, object> { ["id"] = "a", ["handler"] = "noop" } } } } }),
@@ -452,6 +452,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
             MessagePackSerializer.Serialize(new object?[] { ChangeTask, 3u, new object?[] { "t", "high", new Dictionary<string, object> { ["n"] = 1 } } }),
             MessagePackSerializer.Serialize(new object?[] { Escalate, 4u, new object?[] { "r", "a", "big", null } }),
             MessagePackSerializer.Serialize(new object?[] { Results, 5u, new object?[] { new object?[] { new object?[] { 1L, true, new Dictionary<string, object> { ["k"] = new object[] { 1 } }, 0.5 } } } }),
+            MessagePackSerializer.Serialize(new object?[] { 36, 6u, new object?[] { "runs/a%2Fb/tasks", new Dictionary<string, object> { ["limit"] = 5, ["status"] = "failed" } } }),
         };
         var hello = MessagePackSerializer.Serialize(new object?[] { Hello, 0u, new object?[] { 1, null, "fuzz" } });
         GC.Collect();

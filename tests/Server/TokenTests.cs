@@ -275,6 +275,10 @@ public sealed class TokenTests : IAsyncLifetime
             }
             await s.WriteAsync(Frame(4, 99u, Array.Empty<object>()));   // the connection goes on: a ping
             Assert.Equal(5, Convert.ToInt32((await ReadMessage(s))![0]));
+            // A viewer reads: get answers with the resource.
+            await s.WriteAsync(Frame(36, 100u, new object?[] { "layers", null }));
+            var read = (await ReadMessage(s))!;
+            Assert.Equal((37, 100u), (Convert.ToInt32(read[0]), Convert.ToUInt32(read[1])));
         }
 
         var (op, _) = await Hello(Token(Roles.Operator));

@@ -264,7 +264,8 @@ public sealed class TrainedModels
 
     /// <summary>
     /// The first trees <see cref="DriversOf"/> walks: in a boosted ensemble the first trees carry the
-    /// largest corrections; walking 20 of 50 costs 0.6 µs a decision instead of 1.7.
+    /// largest corrections. Measured on the bench's world.json: a decision 10.4 µs walking all 50, 8.7 without
+    /// drivers, 9.2–9.5 walking the first 20.
     /// </summary>
     internal const int DriverTrees = 20;
 
