@@ -119,6 +119,33 @@ public sealed class ArgumentFeatureTests : IDisposable
                 Assert.True(Math.Abs(ms[i]!.Value - reference) <= 1e-4 * Math.Max(1, reference), $"{layer} task {i}: duration {ms[i]} vs ML.NET {reference}");
                 if (models.EngineConfidence(layer, batch[i].Item1, batch[i].f) is double p) Assert.Equal(p, confidence[i]!.Value, 5);
             }
+            // The two evaluations of the compiled trees — scanning their bit vectors, walking them —
+            // give the same numbers to the last bit, for every batch size (the walks go four tasks
+            // at a time, the rest four trees at a time), and so does one task alone.
+            var (durationTrees, successTrees) = models.CompiledOf(layer);
+            Assert.NotNull(durationTrees);
+            foreach (var trees in new[] { durationTrees, successTrees }.OfType<TaskMesh.Learning.Models.CompiledTrees>())   // a layer of one outcome has no success model
+            {
+                Assert.True(trees.CanScan);
+                foreach (int size in new[] { 1, 3, 4, 7, batch.Count })
+                {
+                    var part = batch.Take(size).ToList();
+                    var (scanned, walked) = (new double[size], new double[size]);
+                    trees.PredictMany(part, scanned, scan: true);
+                    trees.PredictMany(part, walked, scan: false);
+                    Assert.Equal(walked, scanned);
+                    Assert.Equal(walked[0], trees.Predict(part[0].Item1, part[0].f));
+                }
+                // The features split on along a task's paths (a decision's drivers): the same from the scan's leaves as from a walk.
+                for (int i = 0; i < batch.Count; i++)
+                {
+                    var (fromScan, fromWalk) = (new int[trees.FeatureLength + 1], new int[trees.FeatureLength + 1]);
+                    trees.SplitsOnPath(batch[i].Item1, batch[i].f, fromScan, 20, scan: true);
+                    trees.SplitsOnPath(batch[i].Item1, batch[i].f, fromWalk, 20, scan: false);
+                    Assert.Equal(fromWalk, fromScan);
+                    Assert.True(fromWalk.Sum() >= 20, "every tree of the first 20 has a split on the path");
+                }
+            }
         }
     }
 

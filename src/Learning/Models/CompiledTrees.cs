@@ -16,20 +16,35 @@ namespace TaskMesh.Learning.Models;
 /// </summary>
 internal sealed class CompiledTrees
 {
-    // All trees' nodes end to end: a tree starts at _root[t]; a child below 0 is the leaf ~child of the tree (leaves at _leafBase[t]).
-    private readonly int[] _root, _leafBase, _feature, _left, _right;
-    private readonly float[] _threshold;
-    // The same trees laid out for walking many tasks in lockstep: every node, leaves included, has a
-    // split (feature, threshold) and two children side by side (left at 2·node, right at 2·node + 1);
-    // a leaf's children are itself, so a walk that reached it stays there. Each tree is walked its
-    // depth in steps, no branch taken on the data, and the walks of four tasks interleave.
-    private readonly Split[] _splits;
-    private readonly int[] _children, _walkRoot, _depth, _firstLeaf;
+    // The trees laid out for walking many tasks in lockstep: every node, leaves included, is one
+    // 16-byte record — its split (feature, threshold) and its two children side by side — so a step
+    // reads one cache line and takes no branch on the data; a leaf's children are itself, so a walk
+    // that reached it stays there. A tree's leaves follow its splits; four walks interleave.
+    private readonly Node[] _nodes;
+    private readonly int[] _walkRoot, _firstLeaf;
     private readonly double[] _value;   // a leaf's value (0 for a split)
 
-    private readonly record struct Split(int Feature, float Threshold);
-    private readonly double[] _leaf, _weight;
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct Node
+    {
+        public int Feature;
+        public float Threshold;
+        public int Left, Right;   // adjacent: the right child is read as the one after the left
+    }
+    private readonly double[] _weight;   // per tree
+    private readonly int[] _leafBase;    // per tree, where its leaves start among all trees' leaves
     private readonly double _bias;
+    // The same trees as bit vectors (QuickScorer's layout), when every tree has at most 64 leaves: a
+    // tree's leaves numbered left to right, a set bit per leaf a task may still reach. Per input
+    // feature, the splits on it sorted by threshold, each with its tree and the mask that clears the
+    // leaves of its left side: a task's value passes the splits below it (it goes right there) in one
+    // sequential scan, clearing what it cannot reach, and each tree's exit is its lowest bit left. No
+    // walk, no load that waits for the one before.
+    private readonly float[]? _scanThreshold;
+    private readonly int[]? _scanTree, _scanStart, _scanFeatures;   // _scanStart: per feature, where its splits start (one more at the end)
+    private readonly ulong[]? _scanMask, _allLeaves;
+    private readonly double[]? _leafInOrder;   // per tree from _leafBase, its leaves' values left to right
+    private readonly int[]? _pathStart, _pathFeature;   // per leaf (as _leafInOrder), the features split on from the root to it
     private readonly (double Slope, double Offset)? _platt;
     private readonly MLContext _ml;
     private readonly ITransformer _featurizer;
@@ -41,27 +56,18 @@ internal sealed class CompiledTrees
     {
         _featureLength = featureLength;
         int nodes = 0, leaves = 0, trees = ensemble.Trees.Count;
-        foreach (var t in ensemble.Trees) { nodes += t.NumberOfNodes; leaves += t.NumberOfLeaves; }
-        (_root, _leafBase, _weight) = (new int[trees], new int[trees], new double[trees]);
-        (_feature, _left, _right, _threshold, _leaf) = (new int[nodes], new int[nodes], new int[nodes], new float[nodes], new double[leaves]);
-        int n = 0, l = 0;
+        (_leafBase, _weight) = (new int[trees], new double[trees]);
         for (int i = 0; i < trees; i++)
         {
             var t = ensemble.Trees[i];
             if (t.CategoricalSplitFlags.Any(c => c)) throw new NotSupportedException("categorical splits");
-            (_root[i], _leafBase[i], _weight[i]) = (t.NumberOfNodes == 0 ? -1 : n, l, ensemble.TreeWeights[i]);
-            for (int k = 0; k < t.NumberOfNodes; k++, n++)
-            {
-                _feature[n] = t.NumericalSplitFeatureIndexes[k];
-                _threshold[n] = t.NumericalSplitThresholds[k];
-                _left[n] = t.LeftChild[k] >= 0 ? _root[i] + t.LeftChild[k] : t.LeftChild[k];
-                _right[n] = t.RightChild[k] >= 0 ? _root[i] + t.RightChild[k] : t.RightChild[k];
-                if (_feature[n] >= inputLength) throw new NotSupportedException("a split on a feature past the input");
-            }
-            for (int k = 0; k < t.NumberOfLeaves; k++) _leaf[l++] = t.LeafValues[k];
+            if (t.NumericalSplitFeatureIndexes.Any(f => f >= inputLength)) throw new NotSupportedException("a split on a feature past the input");
+            (_leafBase[i], _weight[i]) = (leaves, ensemble.TreeWeights[i]);
+            nodes += t.NumberOfNodes;
+            leaves += t.NumberOfLeaves;
         }
         int all = nodes + leaves;
-        (_splits, _children, _value, _walkRoot, _depth, _firstLeaf) = (new Split[all], new int[2 * all], new double[all], new int[trees], new int[trees], new int[trees]);
+        (_nodes, _value, _walkRoot, _firstLeaf) = (new Node[all], new double[all], new int[trees], new int[trees]);
         for (int t = 0, next = 0; t < trees; t++)
         {
             var tree = ensemble.Trees[t];
@@ -70,25 +76,64 @@ internal sealed class CompiledTrees
             int Index(int child) => child >= 0 ? splitsAt + child : leavesAt + ~child;
             for (int k = 0; k < tree.NumberOfNodes; k++)
             {
-                _splits[splitsAt + k] = new Split(tree.NumericalSplitFeatureIndexes[k], tree.NumericalSplitThresholds[k]);
-                (_children[2 * (splitsAt + k)], _children[2 * (splitsAt + k) + 1]) = (Index(tree.LeftChild[k]), Index(tree.RightChild[k]));
+                _nodes[splitsAt + k] = new Node { Feature = tree.NumericalSplitFeatureIndexes[k], Threshold = tree.NumericalSplitThresholds[k], Left = Index(tree.LeftChild[k]), Right = Index(tree.RightChild[k]) };
             }
             for (int k = 0; k < tree.NumberOfLeaves; k++)
             {
                 int leaf = leavesAt + k;
-                _splits[leaf] = new Split(0, float.PositiveInfinity);
-                (_children[2 * leaf], _children[2 * leaf + 1]) = (leaf, leaf);
+                _nodes[leaf] = new Node { Feature = 0, Threshold = float.PositiveInfinity, Left = leaf, Right = leaf };
                 _value[leaf] = tree.LeafValues[k];
             }
             _walkRoot[t] = tree.NumberOfNodes == 0 ? leavesAt : splitsAt;
             _firstLeaf[t] = leavesAt;
-            _depth[t] = tree.NumberOfNodes == 0 ? 0 : Depth(tree, 0);
             next = leavesAt + tree.NumberOfLeaves;
         }
 
-        static int Depth(RegressionTree tree, int node)
-            => 1 + Math.Max(tree.LeftChild[node] >= 0 ? Depth(tree, tree.LeftChild[node]) : 0, tree.RightChild[node] >= 0 ? Depth(tree, tree.RightChild[node]) : 0);
         _bias = ensemble.Bias;
+        if (ensemble.Trees.All(t => t.NumberOfLeaves <= 64))
+        {
+            var splits = new List<(int Feature, float Threshold, int Tree, ulong Mask)>(nodes);
+            (_allLeaves, _leafInOrder, _pathStart) = (new ulong[trees], new double[leaves], new int[leaves + 1]);
+            var path = new List<int>();
+            var pathFeatures = new List<int>(leaves * 4);
+            for (int t = 0; t < trees; t++)
+            {
+                var tree = ensemble.Trees[t];
+                int leafCount = Math.Max(1, tree.NumberOfLeaves);
+                _allLeaves[t] = leafCount == 64 ? ulong.MaxValue : (1UL << leafCount) - 1;
+                if (tree.NumberOfNodes == 0) { _leafInOrder[_leafBase[t]] = tree.LeafValues[0]; _pathStart[_leafBase[t] + 1] = pathFeatures.Count; continue; }
+                int position = 0;
+                Number(0);
+
+                // Numbers the leaves under `node` left to right from `position`; returns the bits of those leaves.
+                ulong Number(int child)
+                {
+                    if (child < 0)
+                    {
+                        _leafInOrder[_leafBase[t] + position] = tree.LeafValues[~child];
+                        pathFeatures.AddRange(path);
+                        _pathStart[_leafBase[t] + position + 1] = pathFeatures.Count;
+                        return 1UL << position++;
+                    }
+                    path.Add(tree.NumericalSplitFeatureIndexes[child]);
+                    ulong left = Number(tree.LeftChild[child]), right = Number(tree.RightChild[child]);
+                    path.RemoveAt(path.Count - 1);
+                    splits.Add((tree.NumericalSplitFeatureIndexes[child], tree.NumericalSplitThresholds[child], t, ~left));
+                    return left | right;
+                }
+            }
+            // Stable by (feature, threshold): splits of equal threshold apply together either way.
+            var sorted = splits.OrderBy(x => x.Feature).ThenBy(x => x.Threshold).ToArray();
+            (_scanThreshold, _scanTree, _scanMask, _scanStart) = (new float[sorted.Length], new int[sorted.Length], new ulong[sorted.Length], new int[inputLength + 1]);
+            for (int k = 0; k < sorted.Length; k++) (_scanThreshold[k], _scanTree[k], _scanMask[k]) = (sorted[k].Threshold, sorted[k].Tree, sorted[k].Mask);
+            for (int f = 0, k = 0; f <= inputLength; f++)
+            {
+                while (k < sorted.Length && sorted[k].Feature < f) k++;
+                _scanStart[f] = k;
+            }
+            _scanFeatures = sorted.Select(x => x.Feature).Distinct().ToArray();
+            _pathFeature = pathFeatures.ToArray();
+        }
         _platt = platt;
         _ml = ml;
         _featurizer = featurizer;
@@ -123,12 +168,20 @@ internal sealed class CompiledTrees
     }
 
     /// <summary>
-    /// The model's outputs for many tasks at once, into <paramref name="into"/>: tree by tree over all
-    /// of them, so each tree's nodes are read from cache once per batch, and the walks of different
-    /// tasks (independent of each other) overlap in the processor. The same numbers as <see cref="Predict"/>.
+    /// The model's outputs for many tasks at once, into <paramref name="into"/>: each task's scan of the
+    /// bit vectors, else (trees of more than 64 leaves) tree by tree over all of them, so each tree's
+    /// nodes are read from cache once per batch, and the walks of different tasks (independent of each
+    /// other) overlap in the processor. The same numbers as <see cref="Predict"/>.
     /// </summary>
-    public void PredictMany(IReadOnlyList<(string Handler, float[] Features)> tasks, Span<double> into)
+    public void PredictMany(IReadOnlyList<(string Handler, float[] Features)> tasks, Span<double> into) => PredictMany(tasks, into, scan: CanScan);
+
+    /// <summary>True when the trees are kept as bit vectors too (every tree has at most 64 leaves): the router's batches scan them instead of walking.</summary>
+    internal bool CanScan => _scanFeatures is not null;
+
+    /// <summary>The model's outputs for many tasks, by scanning the bit vectors, or by walking the trees (a test holds the two equal).</summary>
+    internal void PredictMany(IReadOnlyList<(string Handler, float[] Features)> tasks, Span<double> into, bool scan)
     {
+        if (scan && !CanScan) throw new InvalidOperationException("these trees have no bit vectors");
         int n = tasks.Count, width = _inputLength;
         var inputs = System.Buffers.ArrayPool<float>.Shared.Rent(n * width);
         try
@@ -141,36 +194,12 @@ internal sealed class CompiledTrees
                 f.AsSpan(0, Math.Min(f.Length, _featureLength)).CopyTo(x);
             }
             into[..n].Fill(_bias);
-            ref var splits = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_splits);
-            ref var children = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_children);
-            ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(inputs);
-            for (int t = 0; t < _walkRoot.Length; t++)
+            if (scan)
             {
-                int root = _walkRoot[t], depth = _depth[t], firstLeaf = _firstLeaf[t];
-                double weight = _weight[t];
-                int i = 0;
-                for (; i + 4 <= n; i += 4)
-                {
-                    int a = root, b = root, c = root, d = root;
-                    for (int step = 0; step < depth; step++)
-                    {
-                        a = Step(ref splits, ref children, ref x0, i * width, a);
-                        b = Step(ref splits, ref children, ref x0, (i + 1) * width, b);
-                        c = Step(ref splits, ref children, ref x0, (i + 2) * width, c);
-                        d = Step(ref splits, ref children, ref x0, (i + 3) * width, d);
-                    }
-                    into[i] += weight * _value[a];
-                    into[i + 1] += weight * _value[b];
-                    into[i + 2] += weight * _value[c];
-                    into[i + 3] += weight * _value[d];
-                }
-                for (; i < n; i++)
-                {
-                    int a = root;
-                    for (int step = 0; step < depth && a < firstLeaf; step++) a = Step(ref splits, ref children, ref x0, i * width, a);   // one walk: it may stop at its leaf
-                    into[i] += weight * _value[a];
-                }
+                Span<ulong> reach = _walkRoot.Length <= 512 ? stackalloc ulong[_walkRoot.Length] : new ulong[_walkRoot.Length];
+                for (int i = 0; i < n; i++) into[i] = Scan(inputs.AsSpan(i * width, width), reach);
             }
+            else Walk(inputs, n, into);
             if (_platt is var (slope, offset))
                 for (int i = 0; i < n; i++) into[i] = 1 / (1 + Math.Exp(slope * into[i] + offset));
         }
@@ -180,13 +209,98 @@ internal sealed class CompiledTrees
         }
     }
 
+    /// <summary>One task's score (before calibration) from the bit vectors: the same sum, tree by tree in order, as a walk's.</summary>
+    private double Scan(ReadOnlySpan<float> x, Span<ulong> reach)
+    {
+        _allLeaves.AsSpan().CopyTo(reach);
+        var thresholds = _scanThreshold!;
+        var trees = _scanTree!;
+        var masks = _scanMask!;
+        foreach (int f in _scanFeatures!)
+        {
+            float value = x[f];
+            // Splits sorted by threshold: the task goes right (not x ≤ threshold; NaN always) at every one below its value.
+            for (int k = _scanStart![f], end = _scanStart[f + 1]; k < end && !(value <= thresholds[k]); k++)
+                reach[trees[k]] &= masks[k];
+        }
+        double sum = _bias;
+        for (int t = 0; t < reach.Length; t++)
+            sum += _weight[t] * _leafInOrder![_leafBase[t] + System.Numerics.BitOperations.TrailingZeroCount(reach[t])];
+        return sum;
+    }
+
+    /// <summary>The walks of a batch (trees of more than 64 leaves): scores into <paramref name="into"/>, which holds the bias.</summary>
+    private void Walk(float[] inputs, int n, Span<double> into)
+    {
+        int width = _inputLength;
+        {
+            ref var nodes = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_nodes);
+            ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(inputs);
+            // Four walks at a time, independent of each other, so that the processor overlaps their
+            // loads: the walks of four tasks through one tree (the tree's nodes read from cache once
+            // per four tasks), and for the last tasks (fewer than four) the walks of one task through
+            // four trees. Each task's trees are added in order, so the sum is the same either way.
+            int grouped = n & ~3;
+            for (int t = 0; t < _walkRoot.Length; t++)
+            {
+                int root = _walkRoot[t], firstLeaf = _firstLeaf[t];
+                double weight = _weight[t];
+                for (int i = 0; i < grouped; i += 4)
+                {
+                    int a = root, b = root, c = root, d = root;
+                    // Until all four reached their leaves (a leaf steps to itself): FastTree grows its
+                    // trees leaf by leaf, lopsided, and most paths end well above the tree's depth.
+                    while ((a < firstLeaf) | (b < firstLeaf) | (c < firstLeaf) | (d < firstLeaf))
+                    {
+                        a = Step(ref nodes, ref x0, i * width, a);
+                        b = Step(ref nodes, ref x0, (i + 1) * width, b);
+                        c = Step(ref nodes, ref x0, (i + 2) * width, c);
+                        d = Step(ref nodes, ref x0, (i + 3) * width, d);
+                    }
+                    into[i] += weight * _value[a];
+                    into[i + 1] += weight * _value[b];
+                    into[i + 2] += weight * _value[c];
+                    into[i + 3] += weight * _value[d];
+                }
+            }
+            for (int i = grouped; i < n; i++)
+            {
+                int at = i * width, t = 0;
+                double sum = into[i];
+                for (; t + 4 <= _walkRoot.Length; t += 4)
+                {
+                    int a = _walkRoot[t], b = _walkRoot[t + 1], c = _walkRoot[t + 2], d = _walkRoot[t + 3];
+                    int la = _firstLeaf[t], lb = _firstLeaf[t + 1], lc = _firstLeaf[t + 2], ld = _firstLeaf[t + 3];
+                    while ((a < la) | (b < lb) | (c < lc) | (d < ld))
+                    {
+                        a = Step(ref nodes, ref x0, at, a);
+                        b = Step(ref nodes, ref x0, at, b);
+                        c = Step(ref nodes, ref x0, at, c);
+                        d = Step(ref nodes, ref x0, at, d);
+                    }
+                    sum += _weight[t] * _value[a];
+                    sum += _weight[t + 1] * _value[b];
+                    sum += _weight[t + 2] * _value[c];
+                    sum += _weight[t + 3] * _value[d];
+                }
+                for (; t < _walkRoot.Length; t++)
+                {
+                    int a = _walkRoot[t];
+                    while (a < _firstLeaf[t]) a = Step(ref nodes, ref x0, at, a);
+                    sum += _weight[t] * _value[a];
+                }
+                into[i] = sum;
+            }
+        }
+    }
+
     /// <summary>One step of a walk: the child of <paramref name="node"/> the task at <paramref name="at"/> goes to (right when not x ≤ threshold: NaN goes right, as in ML.NET's trees).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static int Step(ref Split splits, ref int children, ref float x0, int at, int node)
+    private static int Step(ref Node nodes, ref float x0, int at, int node)
     {
-        var split = System.Runtime.CompilerServices.Unsafe.Add(ref splits, node);
-        bool right = !(System.Runtime.CompilerServices.Unsafe.Add(ref x0, at + split.Feature) <= split.Threshold);
-        return System.Runtime.CompilerServices.Unsafe.Add(ref children, 2 * node + System.Runtime.CompilerServices.Unsafe.As<bool, byte>(ref right));
+        ref var n = ref System.Runtime.CompilerServices.Unsafe.Add(ref nodes, node);
+        bool right = !(System.Runtime.CompilerServices.Unsafe.Add(ref x0, at + n.Feature) <= n.Threshold);
+        return System.Runtime.CompilerServices.Unsafe.Add(ref n.Left, System.Runtime.CompilerServices.Unsafe.As<bool, byte>(ref right));
     }
 
     /// <summary>
@@ -196,20 +310,36 @@ internal sealed class CompiledTrees
     /// </summary>
     /// <param name="trees">How many of the first trees to walk: boosting's first trees carry most of a prediction (each later one corrects what is left).</param>
     public void SplitsOnPath(string handler, ReadOnlySpan<float> features, Span<int> counts, int trees = int.MaxValue)
+        => SplitsOnPath(handler, features, counts, trees, scan: CanScan);
+
+    /// <summary><see cref="SplitsOnPath(string, ReadOnlySpan{float}, Span{int}, int)"/> from the leaves a scan reaches (each leaf's path kept), or by walking.</summary>
+    internal void SplitsOnPath(string handler, ReadOnlySpan<float> features, Span<int> counts, int trees, bool scan)
     {
+        if (scan && !CanScan) throw new InvalidOperationException("these trees have no bit vectors");
         var input = InputFor(handler);
         Span<float> x = input.Length <= 256 ? stackalloc float[input.Length] : new float[input.Length];
         input.CopyTo(x);
         features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
         counts[..(_featureLength + 1)].Clear();
+        if (scan)
+        {
+            Span<ulong> reach = _walkRoot.Length <= 512 ? stackalloc ulong[_walkRoot.Length] : new ulong[_walkRoot.Length];
+            Scan(x, reach);
+            for (int t = 0; t < Math.Min(trees, reach.Length); t++)
+            {
+                int leaf = _leafBase[t] + System.Numerics.BitOperations.TrailingZeroCount(reach[t]);
+                for (int k = _pathStart![leaf]; k < _pathStart[leaf + 1]; k++) counts[Math.Min(_pathFeature![k], _featureLength)]++;
+            }
+            return;
+        }
         for (int t = 0; t < Math.Min(trees, _walkRoot.Length); t++)
         {
             int node = _walkRoot[t], firstLeaf = _firstLeaf[t];
             while (node < firstLeaf)
             {
-                var split = _splits[node];
+                var split = _nodes[node];
                 counts[Math.Min(split.Feature, _featureLength)]++;
-                node = _children[2 * node + (x[split.Feature] <= split.Threshold ? 0 : 1)];
+                node = x[split.Feature] <= split.Threshold ? split.Left : split.Right;
             }
         }
     }
@@ -225,13 +355,23 @@ internal sealed class CompiledTrees
         Span<float> x = input.Length <= 256 ? stackalloc float[input.Length] : new float[input.Length];
         input.CopyTo(x);
         features[..Math.Min(features.Length, _featureLength)].CopyTo(x);
-        double sum = _bias;
-        for (int t = 0; t < _root.Length; t++)
+        double sum;
+        if (CanScan)
         {
-            int node = _root[t];
-            if (node < 0) { sum += _weight[t] * _leaf[_leafBase[t]]; continue; }
-            while (node >= 0) node = x[_feature[node]] <= _threshold[node] ? _left[node] : _right[node];
-            sum += _weight[t] * _leaf[_leafBase[t] + ~node];
+            Span<ulong> reach = _walkRoot.Length <= 512 ? stackalloc ulong[_walkRoot.Length] : new ulong[_walkRoot.Length];
+            sum = Scan(x, reach);
+        }
+        else
+        {
+            sum = _bias;
+            ref var nodes = ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_nodes);
+            ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
+            for (int t = 0; t < _walkRoot.Length; t++)
+            {
+                int a = _walkRoot[t];
+                while (a < _firstLeaf[t]) a = Step(ref nodes, ref x0, 0, a);
+                sum += _weight[t] * _value[a];
+            }
         }
         return _platt is var (slope, offset) ? 1 / (1 + Math.Exp(slope * sum + offset)) : sum;
     }

@@ -301,6 +301,9 @@ public sealed class TrainedModels
         return drivers;
     }
 
+    /// <summary>The layer's compiled models (tests look inside).</summary>
+    internal (CompiledTrees? Duration, CompiledTrees? Success) CompiledOf(string layer) => _compiled[layer];
+
     /// <summary>True when both of the layer's models (those it has) are evaluated from their compiled trees.</summary>
     internal bool IsCompiled(string layer)
         => _layers.TryGetValue(layer, out var m) && (m.Duration is null || _compiled[layer].Duration is not null) && (m.Success is null || _compiled[layer].Success is not null);

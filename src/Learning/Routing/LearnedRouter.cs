@@ -91,7 +91,7 @@ public sealed class LearnedRouter : IKindRouter
     private readonly object _lock = new();
     private GraphState? _current;   // the graph being routed (under _lock)
     private readonly Dictionary<string, int> _requirements = new(StringComparer.Ordinal);
-    private readonly Dictionary<int, float[]> _inputs = new();   // the model inputs of the tasks being decided (under _lock)
+    private readonly List<float[]> _inputs = new();   // the model inputs of the tasks being decided, in the batch's order (under _lock)
     private readonly List<int> _queues = new();   // the layers' queues as the batch being routed saw them, rounded (under _lock)
     private readonly Engine.Escalation.EscalationRule[] _complexityRules;
     private readonly Engine.Escalation.EscalationRule[] _confidenceRules;
@@ -237,10 +237,10 @@ public sealed class LearnedRouter : IKindRouter
         if (fresh.Count > 0)
         {
             long started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var predictions = Predict(context, fresh.Select(f => f.Task).ToList());
-            foreach (var (task, minConfidence) in fresh)
+            var predictions = Predict(context, fresh);
+            for (int f = 0; f < fresh.Count; f++)
             {
-                choices.Add(Decide(context, task, minConfidence, predictions));
+                choices.Add(Decide(context, fresh[f].Task, f, fresh[f].MinConfidence, predictions));
                 DecisionsMade++;
             }
             _decidingTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
@@ -357,54 +357,53 @@ public sealed class LearnedRouter : IKindRouter
         }
     }
 
-    /// <summary>The models' predictions for <paramref name="tasks"/> on every layer, one batch per layer (empty without models).</summary>
-    private Dictionary<(int Task, string Layer), (double? Ms, double? Confidence)> Predict(in RoutingContext context, List<int> tasks)
+    /// <summary>
+    /// The models' predictions for the <paramref name="fresh"/> tasks on every layer, one batch per
+    /// layer: per layer (in the context's order), per task (in the batch's), the predicted duration and
+    /// confidence (null without models). The tasks' model inputs are kept in <see cref="_inputs"/>.
+    /// </summary>
+    private (double?[] Ms, double?[] Confidence)[]? Predict(in RoutingContext context, List<(int Task, double MinConfidence)> fresh)
     {
-        var result = new Dictionary<(int, string), (double?, double?)>();
-        if (_models is null) return result;
-        var items = new List<(string Handler, float[] Features)>(tasks.Count);
         _inputs.Clear();
-        foreach (int t in tasks)
+        if (_models is null) return null;
+        var items = new List<(string Handler, float[] Features)>(fresh.Count);
+        foreach (var (t, _) in fresh)
         {
             var input = _current!.Features.ModelInput(t, _models.Arguments);
             items.Add((context.HandlerOf(t).Name, input));
-            _inputs[t] = input;
+            _inputs.Add(input);
         }
-        foreach (var layer in context.Layers)
-        {
-            var (ms, confidence) = _models.PredictMany(layer.Name, items);
-            for (int i = 0; i < tasks.Count; i++) result[(tasks[i], layer.Name)] = (ms[i], confidence[i]);
-        }
+        var result = new (double?[], double?[])[context.Layers.Count];
+        for (int li = 0; li < result.Length; li++) result[li] = _models.PredictMany(context.Layers[li].Name, items);
         return result;
     }
 
-    /// <summary>The decision (index 0) and the other candidates in order of preference, for a task like <paramref name="task"/>.</summary>
-    private RouteDecision[] Decide(in RoutingContext context, int task, double minConfidence,
-        Dictionary<(int Task, string Layer), (double? Ms, double? Confidence)> predictions)
+    /// <summary>The decision (index 0) and the other candidates in order of preference, for a task like <paramref name="task"/> (the <paramref name="position"/>th of the batch <paramref name="predictions"/> scored).</summary>
+    private RouteDecision[] Decide(in RoutingContext context, int task, int position, double minConfidence, (double?[] Ms, double?[] Confidence)[]? predictions)
     {
         var features = _current!.Features;
         var handler = context.HandlerOf(task);
         var requires = context.Graph.Spec(task)?.Requires;
-        var candidates = new List<Candidate>();
+        var candidates = new List<Candidate>(context.Layers.Count);
+        bool anyConfidence = false;
         for (int li = 0; li < context.Layers.Count; li++)
         {
             var layer = context.Layers[li];
             if (layer.Status != LayerStatus.Active || !layer.CanRun(handler, requires)) continue;
-            var predicted = predictions.GetValueOrDefault((task, layer.Name));
-            double? ms = predicted.Ms ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
-            double? confidence = predicted.Confidence;
+            double? ms = predictions?[li].Ms[position] ?? (features.EstimateMicros(task) is > 0 and var us ? us / 1000 : null);
+            double? confidence = predictions?[li].Confidence[position];
+            anyConfidence |= confidence is not null;
             // The wait: the tasks queued before it (as the decision's queue state has them) share the layer's slots.
             int queued = _options.Objective == Objectives.Fastest && li < _queues.Count ? _queues[li] : layer.QueueDepth;
             double wait = ms is double d ? queued / (double)Math.Max(1, layer.Capacity) * d : 0;
             double cost = layer.PricePerSecond * (ms ?? 0) / 1000;
-            candidates.Add(new Candidate(layer, ms, confidence, wait, cost, cost + (_options.FailurePenalty ?? 0) * (1 - (confidence ?? 1))));
+            candidates.Add(new Candidate(layer, ms, confidence, wait, cost) { Expected = cost + (_options.FailurePenalty ?? 0) * (1 - (confidence ?? 1)) });
         }
         if (candidates.Count == 0) return [new RouteDecision(Engine.Layers.Local.LocalLayer.LayerName, Reason: "no layer can take it: local")];
-        if (_options.FailurePenalty is null) candidates = ChainExpectedCosts(candidates);
-
+        if (_options.FailurePenalty is null) ChainExpectedCosts(candidates);
         List<Candidate> order;
         string how;
-        if (candidates.All(c => c.Confidence is null))
+        if (!anyConfidence)
         {
             // Cold start: no model speaks for any candidate.
             double complexity = features.Complexity(task);
@@ -414,15 +413,28 @@ public sealed class LearnedRouter : IKindRouter
         }
         else
         {
-            order = _options.Objective switch
+            switch (_options.Objective)
             {
-                Objectives.Fastest => candidates.OrderBy(c => c.Wait + (c.DurationMs ?? double.MaxValue)).ThenBy(c => c.Expected).ToList(),
-                Objectives.Cheapest => CheapestFirst(candidates),
-                // auto: the cheapest (by expected cost) of those confident enough; else the most confident.
-                _ => candidates.OrderBy(c => (c.Confidence ?? 0) >= minConfidence ? 0 : 1)
-                    .ThenBy(c => (c.Confidence ?? 0) >= minConfidence ? c.Expected : -(c.Confidence ?? 0)).ToList(),
-            };
-            how = _options.Objective == Objectives.Auto ? $"auto (min confidence {minConfidence:0.##})" : _options.Objective;
+                case Objectives.Fastest:
+                    order = candidates.OrderBy(c => c.Wait + (c.DurationMs ?? double.MaxValue)).ThenBy(c => c.Expected).ToList();
+                    how = Objectives.Fastest;
+                    break;
+                case Objectives.Cheapest:
+                    order = CheapestFirst(candidates);
+                    how = Objectives.Cheapest;
+                    break;
+                default:
+                    // auto: the cheapest (by expected cost) of those confident enough; else the most confident.
+                    order = candidates;
+                    SortStable(order, minConfidence, static (a, b, floor) =>
+                    {
+                        bool aOk = (a.Confidence ?? 0) >= floor, bOk = (b.Confidence ?? 0) >= floor;
+                        if (aOk != bOk) return aOk ? -1 : 1;
+                        return aOk ? a.Expected.CompareTo(b.Expected) : (b.Confidence ?? 0).CompareTo(a.Confidence ?? 0);
+                    });
+                    how = minConfidence == _autoFloor ? _autoHow! : (_autoHow = $"auto (min confidence {(_autoFloor = minConfidence):0.##})");
+                    break;
+            }
         }
         // The candidates' scores (a decision is made once per kind, but there are many kinds: written
         // without format strings, which cost more than the rest of the decision).
@@ -440,8 +452,8 @@ public sealed class LearnedRouter : IKindRouter
         string scores = text.ToString();
         // What drove the chosen layer's prediction: the features its model split on most along this task's paths.
         string drivers = "";
-        if (_models is not null && order[0].Confidence is not null && _inputs.TryGetValue(task, out var input)
-            && _models.DriversOf(order[0].Layer.Name, handler.Name, input) is { Count: > 0 } drove)
+        if (_models is not null && order[0].Confidence is not null && position < _inputs.Count
+            && _models.DriversOf(order[0].Layer.Name, handler.Name, _inputs[position]) is { Count: > 0 } drove)
         {
             text.Clear().Append("; features ");
             for (int i = 0; i < drove.Count; i++)
@@ -451,8 +463,31 @@ public sealed class LearnedRouter : IKindRouter
             }
             drivers = text.ToString();
         }
-        var decisions = order.Select((c, i) => new RouteDecision(c.Layer.Name, c.Confidence, c.Cost, i == 0 ? $"{how}; candidates {scores}{drivers}" : $"exploration; candidates {scores}")).ToArray();
-        return ApplyRules(decisions, order, features.Complexity(task), minConfidence);
+        var decisions = new RouteDecision[order.Count];
+        string? explored = order.Count > 1 ? "exploration; candidates " + scores : null;
+        for (int i = 0; i < order.Count; i++)
+            decisions[i] = new RouteDecision(order[i].Layer.Name, order[i].Confidence, order[i].Cost,
+                i == 0 ? string.Concat(how, "; candidates ", scores, drivers) : explored);
+        return ApplyRules(decisions, order, features, task, minConfidence);
+    }
+
+    private double _autoFloor = double.NaN;   // the floor the last auto reason was written for, and that reason's start (under _lock)
+    private string? _autoHow;
+
+    /// <summary>Sorts a handful of candidates in place, equal ones kept in their order (as <c>OrderBy</c> does), without allocating.</summary>
+    private static void SortStable(List<Candidate> items, double arg, Func<Candidate, Candidate, double, int> compare)
+    {
+        for (int i = 1; i < items.Count; i++)
+        {
+            var item = items[i];
+            int j = i - 1;
+            while (j >= 0 && compare(items[j], item, arg) > 0)
+            {
+                items[j + 1] = items[j];
+                j--;
+            }
+            items[j + 1] = item;
+        }
     }
 
     /// <summary>
@@ -483,22 +518,20 @@ public sealed class LearnedRouter : IKindRouter
     }
 
     /// <summary>
-    /// Each candidate's expected cost when a failure escalates: its cost, plus its predicted failure
-    /// probability times the expected cost of the least capable candidate above it (computed from
-    /// the top down; on the most capable, a failure costs another run there).
+    /// Each candidate's expected cost when a failure escalates (into <see cref="Candidate.Expected"/>):
+    /// its cost, plus its predicted failure probability times the expected cost of the least capable
+    /// candidate above it (computed from the top down; on the most capable, a failure costs another run there).
     /// </summary>
-    private static List<Candidate> ChainExpectedCosts(List<Candidate> candidates)
+    private static void ChainExpectedCosts(List<Candidate> candidates)
     {
         // Least capable first (a handful of layers: sorted in place, no LINQ).
-        var byRank = new List<Candidate>(candidates);
-        byRank.Sort(static (a, b) => a.Layer.Rank != b.Layer.Rank ? a.Layer.Rank.CompareTo(b.Layer.Rank) : a.Layer.PricePerSecond.CompareTo(b.Layer.PricePerSecond));
-        var cost = new double[byRank.Count];
-        var confidence = new double?[byRank.Count];
-        for (int i = 0; i < byRank.Count; i++) (cost[i], confidence[i]) = (byRank[i].Cost, byRank[i].Confidence);
-        var expected = ChainExpected(cost, confidence);
-        var result = new List<Candidate>(candidates.Count);
-        foreach (var c in candidates) result.Add(c with { Expected = expected[byRank.IndexOf(c)] });
-        return result;
+        var byRank = candidates.ToArray();
+        Array.Sort(byRank, static (a, b) => a.Layer.Rank != b.Layer.Rank ? a.Layer.Rank.CompareTo(b.Layer.Rank) : a.Layer.PricePerSecond.CompareTo(b.Layer.PricePerSecond));
+        Span<double> cost = stackalloc double[byRank.Length], expected = stackalloc double[byRank.Length];
+        Span<double?> confidence = stackalloc double?[byRank.Length];
+        for (int i = 0; i < byRank.Length; i++) (cost[i], confidence[i]) = (byRank[i].Cost, byRank[i].Confidence);
+        ChainExpected(cost, confidence, expected);
+        for (int i = 0; i < byRank.Length; i++) byRank[i].Expected = expected[i];
     }
 
     /// <summary>
@@ -508,9 +541,14 @@ public sealed class LearnedRouter : IKindRouter
     internal static double[] ChainExpected(double[] cost, double?[] confidence)
     {
         var e = new double[cost.Length];
+        ChainExpected(cost, confidence, e);
+        return e;
+    }
+
+    private static void ChainExpected(ReadOnlySpan<double> cost, ReadOnlySpan<double?> confidence, Span<double> e)
+    {
         for (int i = cost.Length - 1; i >= 0; i--)
             e[i] = cost[i] + (1 - (confidence[i] ?? 1)) * (i + 1 < cost.Length ? e[i + 1] : cost[i]);
-        return e;
     }
 
     /// <summary>
@@ -520,9 +558,10 @@ public sealed class LearnedRouter : IKindRouter
     /// falls below, moves it to the rule's target among the candidates (<c>next</c>: the least
     /// capable above the chosen one); the run records the move as an escalation when it starts.
     /// </summary>
-    private RouteDecision[] ApplyRules(RouteDecision[] decisions, List<Candidate> order, double complexity, double minConfidence)
+    private RouteDecision[] ApplyRules(RouteDecision[] decisions, List<Candidate> order, FeatureExtractor features, int task, double minConfidence)
     {
         var chosen = order[0];
+        double complexity = _complexityRules.Length > 0 ? features.Complexity(task) : 0;
         foreach (var rule in _complexityRules)
             if (complexity >= rule.Threshold && Move(rule, string.Create(CultureInfo.InvariantCulture,
                     $"complexity {complexity:0.#} ≥ {rule.Threshold:0.#} on {chosen.Layer.Name}")) is { } moved)
@@ -602,5 +641,13 @@ public sealed class LearnedRouter : IKindRouter
         return into;
     }
 
-    private sealed record Candidate(ExecutionLayer Layer, double? DurationMs, double? Confidence, double Wait, double Cost, double Expected);
+    private sealed class Candidate(ExecutionLayer layer, double? durationMs, double? confidence, double wait, double cost)
+    {
+        public ExecutionLayer Layer { get; } = layer;
+        public double? DurationMs { get; } = durationMs;
+        public double? Confidence { get; } = confidence;
+        public double Wait { get; } = wait;
+        public double Cost { get; } = cost;
+        public double Expected { get; set; }   // with what a failure leads to
+    }
 }
