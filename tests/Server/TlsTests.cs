@@ -61,6 +61,49 @@ public sealed class TlsTests : IAsyncLifetime
         await Assert.ThrowsAnyAsync<HttpRequestException>(() => clear.GetStringAsync("health"));
     }
 
+    /// <summary>
+    /// <c>taskmesh dashboard</c> takes the service's settings from the config as <c>serve</c> does (one
+    /// builder for the three commands that serve HTTP): TLS files named in <c>[api]</c>, relative to
+    /// the config file, make it serve https.
+    /// </summary>
+    [Fact]
+    public async Task TheDashboardCommand_ServesHttps_WithTheConfigsCertificate()
+    {
+        var store = Path.Combine(_dir, "runs.db");
+        var graph = Path.Combine(_dir, "one.json");
+        File.WriteAllText(graph, """{"name": "one", "tasks": [{"id": "a", "handler": "noop"}]}""");
+        var (code, _, stderr) = await TaskMesh.Tests.Host.CliTests.Taskmesh(_dir, "run", graph, "--store", store, "--progress", "none");
+        Assert.True(code == 0, stderr);
+        var config = Path.Combine(_dir, "service.toml");
+        File.WriteAllText(config, "[api]\ntls_certificate = \"cert.pem\"\ntls_key = \"key.pem\"\n");
+
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        psi.Environment["TASKMESH_HOME"] = _dir;
+        foreach (var a in (string[])[Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "dashboard", "--config", config, "--store", store, "--port", "0"]) psi.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var errors = process.StandardError.ReadToEndAsync();
+        try
+        {
+            string? line = await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            var match = System.Text.RegularExpressions.Regex.Match(line ?? "", @" at (\S+) ");
+            Assert.True(match.Success, $"{line}\n{(process.HasExited ? await errors : "")}");
+            var address = new Uri(match.Groups[1].Value);
+            Assert.Equal("https", address.Scheme);
+            using var handler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, cert, _, _) => Trusted(cert) };
+            using var https = new HttpClient(handler) { BaseAddress = address, Timeout = TimeSpan.FromSeconds(30) };
+            Assert.Contains("\"run_id\"", await https.GetStringAsync("api/runs"));
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", process.Id.ToString()])!) await kill.WaitForExitAsync();
+                await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            }
+        }
+        Assert.Equal(0, process.ExitCode);
+    }
+
     [Fact]
     public async Task TheSocketProtocol_SpeaksTlsFirst_AndAClientWithoutItIsDropped()
     {

@@ -33,17 +33,14 @@ internal static class DashboardCommand
     {
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
         string path = StoreInput.PathOf(storeOption, cfg);
-        var options = new ServerOptions
-        {
-            Host = host ?? cfg.ApiHost,
-            HttpPort = port ?? cfg.ApiHttpPort,
-            SocketPort = null,
-            ReadOnly = true,
-            Insecure = insecure,
-            MaxRequestBytes = cfg.ApiMaxRequestBytes,
-            RequestsPerSecond = cfg.ApiRequestsPerSecond,
-            TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? ServeCommand.ResolveAgainstConfig(k, configPath) : null),
-        };
+        // The config's service settings; no socket protocol, nothing changes.
+        var options = ServerSettings.FromConfig(cfg, configPath);
+        options.Host = host ?? options.Host;
+        options.HttpPort = port ?? options.HttpPort;
+        options.SocketPort = null;
+        options.ReadOnly = true;
+        options.Insecure = insecure;
+        options.TokenKeyFile = tokenKey ?? options.TokenKeyFile;
         if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
 
         using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel, cfg.Cluster.Verbose);

@@ -346,11 +346,8 @@ internal static class RunCommand
         await using var dashboard = a.Dashboard is int dashboardPort ? await StartDashboardAsync(dashboardPort) : null;
         async Task<Server.TaskMeshServer> StartDashboardAsync(int port)
         {
-            var options = new Server.ServerOptions
-            {
-                Host = config.ApiHost, HttpPort = port, SocketPort = null, ReadOnly = true,
-                TokenKeyFile = config.ApiTokenKeyFile is { } k ? ServeCommand.ResolveAgainstConfig(k, a.ConfigPath) : null,
-            };
+            var options = ServerSettings.FromConfig(config, a.ConfigPath);
+            (options.HttpPort, options.SocketPort, options.ReadOnly) = (port, null, true);
             if (options.Problems() is { Count: > 0 } problems) throw new UsageException("--dashboard: " + string.Join("; ", problems));
             try { return await Server.TaskMeshServer.StartAsync(runtime, options, logs, io.Token); }
             catch (Exception ex) when (ex is IOException or ArgumentException) { throw new UsageException($"--dashboard: {ex.Message}"); }

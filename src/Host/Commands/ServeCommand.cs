@@ -42,24 +42,17 @@ internal static class ServeCommand
     {
         if (noStore && storeOption is not null) throw new UsageException("--store and --no-store exclude each other");
         var cfg = GraphInput.LoadConfig(configPath, io.Token);
-        var options = new ServerOptions
-        {
-            Host = host ?? cfg.ApiHost,
-            HttpPort = httpPort ?? cfg.ApiHttpPort,
-            SocketPort = port ?? cfg.ApiPort,
-            MaxFrameBytes = cfg.ApiMaxFrameBytes,
-            HandshakeTimeout = TimeSpan.FromSeconds(cfg.ApiHandshakeSeconds),
-            Insecure = insecure,
-            DrainTimeout = TimeSpan.FromSeconds(cfg.ApiDrainSeconds),
-            MaxRequestBytes = cfg.ApiMaxRequestBytes,
-            GraphDirectory = cfg.ApiGraphDirectory is { } dir ? ResolveAgainstConfig(dir, configPath) : null,
-            KeepFinishedRuns = cfg.ApiKeepFinishedRuns,
-            RequestsPerSecond = cfg.ApiRequestsPerSecond,
-            ExternalHandlers = cfg.ApiExternalHandlers,
-            TokenKeyFile = tokenKey ?? (cfg.ApiTokenKeyFile is { } k ? ResolveAgainstConfig(k, configPath) : null),
-            TlsCertificateFile = tlsCert ?? (cfg.ApiTlsCertificate is { } c ? ResolveAgainstConfig(c, configPath) : null),
-            TlsKeyFile = tlsKey ?? (cfg.ApiTlsKey is { } tk ? ResolveAgainstConfig(tk, configPath) : null),
-        };
+        var options = ServerSettings.FromConfig(cfg, configPath);
+        options.Host = host ?? options.Host;
+        options.HttpPort = httpPort ?? options.HttpPort;
+        options.SocketPort = port ?? options.SocketPort;
+        options.Insecure = insecure;
+        options.GraphDirectory = cfg.ApiGraphDirectory is { } dir ? ServerSettings.ResolveAgainstConfig(dir, configPath) : null;
+        options.KeepFinishedRuns = cfg.ApiKeepFinishedRuns;
+        options.ExternalHandlers = cfg.ApiExternalHandlers;
+        options.TokenKeyFile = tokenKey ?? options.TokenKeyFile;
+        options.TlsCertificateFile = tlsCert ?? options.TlsCertificateFile;
+        options.TlsKeyFile = tlsKey ?? options.TlsKeyFile;
         if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
         if (options.GraphDirectory is { } graphs && !Directory.Exists(graphs)) throw new UsageException($"api.graph_directory '{graphs}' is not a folder");
         bool storeOn = !noStore && (cfg.StoreEnabled || storeOption is not null);
@@ -127,8 +120,4 @@ internal static class ServeCommand
         }
         return ExitCodes.Ok;
     }
-
-    /// <summary>A relative path of the config's <c>[api]</c> (graph folder, token key, TLS files) is the config file's neighbour.</summary>
-    internal static string ResolveAgainstConfig(string dir, string? configPath)
-        => Path.IsPathRooted(dir) || configPath is null ? Path.GetFullPath(dir) : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(configPath))!, dir));
 }
