@@ -62,6 +62,35 @@ internal static class Silos
         });
         silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30));
         silo.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
+        if (settings.Tls)
+        {
+            var certificate = ClusterCertificate(settings);
+            silo.UseTls(certificate, o =>
+            {
+                // Mutual: both ends of every silo-to-silo connection present the cluster's certificate,
+                // and each accepts only that certificate (pinned: the same public key), whatever its chain.
+                o.RemoteCertificateMode = Orleans.Connections.Security.RemoteCertificateMode.RequireCertificate;
+                o.ClientCertificateMode = Orleans.Connections.Security.RemoteCertificateMode.RequireCertificate;
+                o.RemoteCertificateValidation = (presented, _, _) => presented is not null && presented.GetPublicKey().AsSpan().SequenceEqual(certificate.GetPublicKey());
+                o.HandshakeTimeout = TimeSpan.FromSeconds(5);
+            });
+        }
+    }
+
+    /// <summary>The cluster's certificate with its key, from the PEM files of <paramref name="settings"/>.</summary>
+    /// <exception cref="ArgumentException">A file is missing or is not a PEM certificate and its key.</exception>
+    internal static System.Security.Cryptography.X509Certificates.X509Certificate2 ClusterCertificate(ClusterSettings settings)
+    {
+        try
+        {
+            using var pem = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(settings.TlsCertificate!, settings.TlsKey);
+            // Through PKCS#12, so that the key is usable by TLS on every platform.
+            return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(pem.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+        {
+            throw new ArgumentException($"cluster.tls_certificate / cluster.tls_key ({settings.TlsCertificate}, {settings.TlsKey}): {ex.Message}", ex);
+        }
     }
 
     /// <summary>A host with no configuration sources of its own, logging through <paramref name="logs"/>, Orleans' lines from <paramref name="orleansLevel"/> up.</summary>
@@ -265,6 +294,7 @@ public sealed class ClusterCoordinator : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(settings);
         if (settings.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(settings));
+        if (settings.Tls) Silos.ClusterCertificate(settings).Dispose();   // unreadable files: said now, not when the silo starts
         return new ClusterCoordinator(engine, settings, logs?.CreateLogger("TaskMesh.Cluster") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
     }
 
@@ -413,6 +443,7 @@ public static class ClusterWorker
         ArgumentNullException.ThrowIfNull(join);
         ArgumentOutOfRangeException.ThrowIfLessThan(slots, 1);
         if (settings.Problems() is { Count: > 0 } problems) throw new ArgumentException(string.Join("; ", problems), nameof(settings));
+        if (settings.Tls) Silos.ClusterCertificate(settings).Dispose();   // unreadable files: said now, not when the silo starts
         var log = logs?.CreateLogger("TaskMesh.Worker") ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
         try
         {

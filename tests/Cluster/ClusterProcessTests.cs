@@ -630,6 +630,74 @@ public sealed class PoisonProcessTests() : ProcessTest("taskmesh-poison-")
     }
 }
 
+/// <summary>
+/// Mutual TLS between silos (<c>[cluster] tls_certificate</c>, <c>tls_key</c>; a worker's
+/// <c>--tls-cert</c>, <c>--tls-key</c>): a worker with the cluster's certificate joins and runs tasks; a
+/// worker with another certificate, or with none, cannot join.
+/// </summary>
+[Collection(ClusterProcesses.Name)]
+public sealed class ClusterTlsProcessTests() : ProcessTest("taskmesh-ctls-")
+{
+    private void WriteCertificate(string name)
+    {
+        using var rsa = System.Security.Cryptography.RSA.Create(2048);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest($"CN={name}", rsa,
+            System.Security.Cryptography.HashAlgorithmName.SHA256, System.Security.Cryptography.RSASignaturePadding.Pkcs1);
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        File.WriteAllText(Path.Combine(Dir, name + ".pem"), certificate.ExportCertificatePem());
+        File.WriteAllText(Path.Combine(Dir, name + ".key"), rsa.ExportPkcs8PrivateKeyPem());
+    }
+
+    [Fact]
+    public async Task OnlyWorkersWithTheClustersCertificate_Join_AndRunTheTasks()
+    {
+        WriteCertificate("cluster");
+        WriteCertificate("impostor");
+        Directory.CreateDirectory(Path.Combine(Dir, "conf"));
+        // Relative to the config file's folder.
+        File.WriteAllText(Path.Combine(Dir, "conf", "coordinator.toml"), "[cluster]\ntls_certificate = \"../cluster.pem\"\ntls_key = \"../cluster.key\"\n");
+
+        // Files that cannot be read: a clear error, exit 2, before any silo starts.
+        var broken = Start(new ConcurrentQueue<string>(), "worker", "--join", "127.0.0.1:1", "--tls-cert", "missing.pem", "--tls-key", "cluster.key");
+        Assert.Equal(2, await Exit(broken));
+
+        var lines = new ConcurrentQueue<string>();
+        Start(lines, "serve", "--no-store", "--http-port", "0", "--port", "0", "--cluster-port", "0", "--config", Path.Combine("conf", "coordinator.toml"));
+        var address = await Match(lines, @"serving the HTTP API at (\S+)");
+        var join = await Match(lines, @"cluster coordinator at (\S+):");
+        using var http = new HttpClient { BaseAddress = new Uri(address), Timeout = Limit };
+
+        var member = Start(new ConcurrentQueue<string>(), "worker", "--join", join, "--slots", "2", "--tls-cert", "cluster.pem", "--tls-key", "cluster.key");
+        var impostorLines = new ConcurrentQueue<string>();
+        var impostor = Start(impostorLines, "worker", "--join", join, "--slots", "2", "--tls-cert", "impostor.pem", "--tls-key", "impostor.key");
+        var plainLines = new ConcurrentQueue<string>();
+        var plain = Start(plainLines, "worker", "--join", join, "--slots", "2");
+        await Until(http, "api/workers", w => w.GetProperty("workers").GetArrayLength() >= 1, "the worker with the certificate");
+
+        using var submitted = await http.PostAsync("api/runs", new StringContent(
+            new System.Text.Json.Nodes.JsonObject
+            {
+                ["name"] = "over-tls",
+                ["tasks"] = new System.Text.Json.Nodes.JsonArray([.. Enumerable.Range(0, 40).Select(i => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                {
+                    ["id"] = $"h{i:D2}", ["handler"] = "hash", ["args"] = new System.Text.Json.Nodes.JsonObject { ["bytes"] = 1000 + i }, ["layer"] = "cluster",
+                })]),
+            }.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(System.Net.HttpStatusCode.Created, submitted.StatusCode);
+        string runId = JsonDocument.Parse(await submitted.Content.ReadAsStringAsync()).RootElement.GetProperty("run_id").GetString()!;
+        var run = await Until(http, $"api/runs/{runId}", r => r.GetProperty("status").GetString() != "running", "the run's end");
+        Assert.Equal("succeeded", run.GetProperty("status").GetString());
+
+        // The other two give up joining (exit 1) and were never members.
+        Assert.Equal(1, await Exit(impostor));
+        Assert.Equal(1, await Exit(plain));
+        Assert.Contains(impostorLines, l => l.Contains("could not join the coordinator", StringComparison.Ordinal));
+        var workers = (await Get(http, "api/workers")).GetProperty("workers").EnumerateArray().ToList();
+        Assert.Equal(member.Id, Assert.Single(workers).GetProperty("pid").GetInt32());
+        Assert.Equal(40, workers[0].GetProperty("succeeded").GetInt64());
+    }
+}
+
 /// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterProcesses

@@ -71,6 +71,29 @@ public sealed record ClusterSettings
     /// <summary>Orleans' own log lines from Information up (false, the default: its warnings and errors only).</summary>
     public bool Verbose { get; init; }
 
+    /// <summary>
+    /// The cluster's certificate (a PEM file, with <see cref="TlsKey"/>): every silo-to-silo connection
+    /// speaks mutual TLS, and a silo that does not present this same certificate cannot connect or
+    /// join — the coordinator and every worker are given it. Null (the default): plain TCP, which
+    /// anyone who reaches a silo's port may speak.
+    /// </summary>
+    public string? TlsCertificate { get; init; }
+
+    /// <summary>The PEM private key of <see cref="TlsCertificate"/>.</summary>
+    public string? TlsKey { get; init; }
+
+    /// <summary>True when silos speak mutual TLS (<see cref="TlsCertificate"/>).</summary>
+    public bool Tls => TlsCertificate is not null;
+
+    /// <summary>These settings with their file paths (TLS files) resolved: absolute as given, else against <paramref name="configPath"/>'s folder (the working directory without a config file).</summary>
+    public ClusterSettings WithPathsFrom(string? configPath)
+    {
+        string? Resolve(string? path) => path is null ? null
+            : Path.IsPathRooted(path) || configPath is null ? Path.GetFullPath(path)
+            : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(configPath))!, path));
+        return this with { TlsCertificate = Resolve(TlsCertificate), TlsKey = Resolve(TlsKey) };
+    }
+
     /// <summary>True when <paramref name="url"/> names a membership TaskMesh keeps: PostgreSQL or Redis.</summary>
     public static bool IsMembershipUrl(string url)
         => url.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase) || url.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase)
@@ -92,6 +115,7 @@ public sealed record ClusterSettings
         if (MissedProbes is < 1 or > 100) p.Add($"cluster.missed_probes must be 1–100, got {MissedProbes}");
         if (VotesForDeath is < 1 or > 100) p.Add($"cluster.votes_for_death must be 1–100, got {VotesForDeath}");
         if (string.IsNullOrWhiteSpace(ClusterId)) p.Add("cluster.cluster_id must not be empty");
+        if ((TlsCertificate is null) != (TlsKey is null)) p.Add("cluster.tls_certificate and cluster.tls_key go together (--tls-cert and --tls-key)");
         if (Membership is { } m && !IsMembershipUrl(m))
             p.Add($"cluster.membership must be a postgresql://user:password@host:port/database or redis://[:password@]host:port[/database] URL, got '{(m.Contains('@') ? "…" + m[m.IndexOf('@')..] : m)}'");
         return p;

@@ -254,6 +254,8 @@ public sealed class TaskMeshConfig
             ["missed_probes"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { MissedProbes = x }),
             ["votes_for_death"] = (c, v) => Int(v, 1, 100, out var x) ?? Set(() => c.Cluster = c.Cluster with { VotesForDeath = x }),
             ["verbose"] = (c, v) => Bool(v, out var b) ?? Set(() => c.Cluster = c.Cluster with { Verbose = b }),
+            ["tls_certificate"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.Cluster = c.Cluster with { TlsCertificate = s })),
+            ["tls_key"] = (c, v) => Str(v, out var s) ?? (string.IsNullOrWhiteSpace(s) ? "must not be empty" : Set(() => c.Cluster = c.Cluster with { TlsKey = s })),
             ["membership"] = (c, v) => Str(v, out var s) ?? (ClusterSettings.IsMembershipUrl(s!)
                 ? Set(() => c.Cluster = c.Cluster with { Membership = s }) : "must be a postgresql://user:password@host:port/database or redis://[:password@]host:port[/database] URL"),
         },
