@@ -212,6 +212,9 @@ public sealed class ClusterCoordinator : IAsyncDisposable
     /// <summary>The address workers join: <c>taskmesh worker --join</c> this.</summary>
     public IPEndPoint Endpoint { get; }
 
+    /// <summary>True when the silos speak mutual TLS (the cluster's certificate).</summary>
+    public bool Tls => _settings.Tls;
+
     /// <summary>The <c>cluster</c> layer it added to the engine.</summary>
     public Engine.Layers.ExecutionLayer Layer => _layer;
 

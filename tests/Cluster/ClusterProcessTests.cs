@@ -696,6 +696,18 @@ public sealed class ClusterTlsProcessTests() : ProcessTest("taskmesh-ctls-")
         Assert.Equal(member.Id, Assert.Single(workers).GetProperty("pid").GetInt32());
         Assert.Equal(40, workers[0].GetProperty("succeeded").GetInt64());
     }
+
+    [Fact]
+    public async Task TheEmbeddedCluster_SpeaksTls_WithTheConfigsCertificate()
+    {
+        WriteCertificate("cluster");
+        File.WriteAllText(Path.Combine(Dir, "tls.toml"), "[cluster]\ntls_certificate = \"cluster.pem\"\ntls_key = \"cluster.key\"\n");
+        File.WriteAllText(Path.Combine(Dir, "g.json"), """{"name": "g", "tasks": [{"id": "a", "handler": "hash", "args": {"bytes": 100}, "layer": "cluster"}, {"id": "b", "handler": "hash", "args": {"bytes": 200}, "layer": "cluster", "dependsOn": ["a"]}]}""");
+        var lines = new ConcurrentQueue<string>();
+        var run = Start(lines, "run", "g.json", "--workers", "1", "--config", "tls.toml", "--no-store", "--progress", "none");
+        Assert.True(await Exit(run) == 0, string.Join("\n", lines));
+        Assert.Contains(lines, l => l.Contains("1 workers", StringComparison.Ordinal) && l.EndsWith("mutual TLS", StringComparison.Ordinal));
+    }
 }
 
 /// <summary>The cluster's process tests run one at a time: each starts three processes on a two-core machine.</summary>

@@ -280,7 +280,7 @@ internal static class RunCommand
             }
             // Without a learned router, every task the cluster can run goes there.
             runtime.Engine.Router = new Engine.Routing.FixedLayerRouter(coordinator.Layer.Name);
-            stdout.WriteLine($"cluster coordinator at {coordinator.Endpoint}: {coordinator.Workers.Count} workers, {coordinator.Workers.Sum(w => w.Slots)} slots");
+            stdout.WriteLine($"cluster coordinator at {coordinator.Endpoint}: {coordinator.Workers.Count} workers, {coordinator.Workers.Sum(w => w.Slots)} slots{(coordinator.Tls ? ", mutual TLS" : "")}");
         }
         async Task<Cluster.ClusterCoordinator> StartClusterAsync(int n)
         {

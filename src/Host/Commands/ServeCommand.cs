@@ -101,7 +101,7 @@ internal static class ServeCommand
             io.Out.WriteLine($"serving the HTTP API at {server.HttpAddress} (metrics at {server.HttpAddress}metrics); standing run {server.StandingRunId}"
                 + (runtime.Store is { } s ? $"; store {s.Path}" : "; no store"));
             if (server.SocketEndpoint is { } socket) io.Out.WriteLine($"serving the socket protocol at {socket}");
-            if (coordinator is not null) io.Out.WriteLine($"cluster coordinator at {coordinator.Endpoint}: workers join with taskmesh worker --join {coordinator.Endpoint}");
+            if (coordinator is not null) io.Out.WriteLine($"cluster coordinator at {coordinator.Endpoint}: workers join with taskmesh worker --join {coordinator.Endpoint}{(coordinator.Tls ? " (mutual TLS: with the cluster's certificate)" : "")}");
             io.Out.WriteLine(options.TokenKeyFile is null
                 ? "requests are not authenticated (pass --token-key-file to require tokens)"
                 : $"bearer tokens required (signed with {options.TokenKeyFile}); /health is open");
