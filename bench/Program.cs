@@ -5,6 +5,7 @@ using TaskMesh.Bench.Dashboard;
 using TaskMesh.Bench.Micro;
 using TaskMesh.Bench.Qsim;
 using TaskMesh.Bench.Routing;
+using TaskMesh.Bench.Store;
 using TaskMesh.Bench.Stream;
 using TaskMesh.Bench.Workflows;
 
@@ -19,10 +20,11 @@ using TaskMesh.Bench.Workflows;
 //   api   [--requests 2000] [--tasks 200000] [--seconds 3] --json out.json   (taskmesh serve: latency and throughput over the socket protocol and HTTP)
 //   cluster [--workers 2] [--tasks 200000] [--requests 2000] [--seconds 5] --json out.json   (the cluster layer: remote throughput, latency, failure detection, failover)
 //   dashboard [--tasks 100000] [--millis 5] [--slots 64] --json out.json   (the dashboard's run view following a large run in headless Chromium)
+//   store [--url postgresql://…] [--tasks 20000] [--repeat 3] --json out.json   (the run store's writer: a run with every task recorded)
 //   workflows [--dir examples/workflows] [--slots 8,16,32] [--time-scale 10] [--orders auto,fifo] [--repeat 3] --json out.json   (real workflows against list schedules)
 if (args.Length == 0)
 {
-    Console.Error.WriteLine("usage: bench <dag|load|stream|api|cluster|dashboard|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
+    Console.Error.WriteLine("usage: bench <dag|load|stream|store|api|cluster|dashboard|micro|qsim|quantum-calibration|routing|workflows> [options]  (see bench/README.md)");
     return 2;
 }
 return args[0] switch
@@ -37,12 +39,13 @@ return args[0] switch
     "qsim" => QsimSuite.Run(args[1..]),
     "quantum-calibration" => QuantumCalibration.Run(args[1..]),
     "routing" => RoutingSuite.Run(args[1..]),
+    "store" => StoreSuite.Run(args[1..]),
     "workflows" => WorkflowSuite.Run(args[1..]),
     _ => Usage(args[0]),
 };
 
 static int Usage(string suite)
 {
-    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, api, cluster, dashboard, micro, qsim, quantum-calibration, routing, workflows)");
+    Console.Error.WriteLine($"unknown suite '{suite}' (dag, load, stream, store, api, cluster, dashboard, micro, qsim, quantum-calibration, routing, workflows)");
     return 2;
 }

@@ -33,6 +33,9 @@ public sealed partial class RunStore
                 b.CommandTimeout = commandSeconds;
                 b.ApplicationName = "taskmesh";
                 b.Options = FormattableString.Invariant($"-c lock_timeout={lockMs}");
+                // The writer sends the same few statements for every row: prepared once on the
+                // server (after a few uses) instead of parsed and planned every time.
+                b.MaxAutoPrepare = 64;
             });
             // The reader cannot write by accident: its transactions are read-only.
             readConnection = PostgresUrl.ConnectionString(url, "the store URL", b =>

@@ -14,7 +14,10 @@ internal abstract class StoreWrite
 
 /// <summary>
 /// What a write sees: the batch's transaction and commands kept for the writer's life, one per SQL
-/// text (the database prepares each statement once, not once per row).
+/// text (the database prepares each statement once, not once per row). On a database reached over
+/// the network (PostgreSQL: its provider sends many statements at once) the statements that return
+/// nothing are queued and sent together — one round trip per <see cref="MaxQueued"/> statements
+/// instead of one per row; <see cref="Flush"/> sends what is queued, before the transaction commits.
 /// </summary>
 internal sealed class StoreBatch(DbConnection connection, string? filesFolder)
 {
@@ -24,13 +27,27 @@ internal sealed class StoreBatch(DbConnection connection, string? filesFolder)
     /// </summary>
     public string? FilesFolder => filesFolder;
 
+    /// <summary>Most statements queued before they are sent (a bound on the request and its replies in flight).</summary>
+    public const int MaxQueued = 512;
+
     private readonly Dictionary<string, DbCommand> _commands = new(StringComparer.Ordinal);
+    private readonly bool _queues = connection.CanCreateBatch;
+    private DbBatch? _queued;
 
     public DbTransaction? Transaction { get; set; }
 
     /// <summary>The command for <paramref name="sql"/>, in this batch's transaction, its parameters cleared.</summary>
-    public DbCommand Command(string sql)
+    public StoreCommand Command(string sql)
     {
+        if (_queues)
+        {
+            if (_queued is { } full && full.BatchCommands.Count >= MaxQueued) Flush();
+            var batch = _queued ??= connection.CreateBatch();
+            var queued = batch.CreateBatchCommand();
+            queued.CommandText = sql;
+            batch.BatchCommands.Add(queued);
+            return new StoreCommand(this, null, queued);
+        }
         if (!_commands.TryGetValue(sql, out var cmd))
         {
             cmd = connection.CreateCommand();
@@ -39,8 +56,62 @@ internal sealed class StoreBatch(DbConnection connection, string? filesFolder)
         }
         cmd.Transaction = Transaction;
         cmd.Parameters.Clear();
+        return new StoreCommand(this, cmd, null);
+    }
+
+    /// <summary>Sends the queued statements (in their order), in the batch's transaction.</summary>
+    public void Flush()
+    {
+        if (_queued is not { } batch) return;
+        _queued = null;
+        using (batch)
+        {
+            if (batch.BatchCommands.Count == 0) return;
+            batch.Transaction = Transaction;
+            batch.ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>
+    /// A queued statement whose result is read now (<see cref="StoreCommand.ExecuteScalar"/>,
+    /// <see cref="StoreCommand.ExecuteReader"/>): the statements queued before it are sent first; it
+    /// is then run alone, as a command of its own.
+    /// </summary>
+    internal DbCommand Now(DbBatchCommand statement)
+    {
+        _queued!.BatchCommands.Remove(statement);
+        Flush();
+        var cmd = connection.CreateCommand();
+        cmd.CommandText = statement.CommandText;
+        cmd.Transaction = Transaction;
+        foreach (DbParameter p in statement.Parameters)
+        {
+            var copy = cmd.CreateParameter();
+            (copy.ParameterName, copy.Value) = (p.ParameterName, p.Value);
+            cmd.Parameters.Add(copy);
+        }
         return cmd;
     }
+}
+
+/// <summary>A statement of a write: run at once, or queued to be sent with the batch's others (<see cref="StoreBatch"/>).</summary>
+internal sealed class StoreCommand(StoreBatch batch, DbCommand? command, DbBatchCommand? queued)
+{
+    public DbParameterCollection Parameters => command?.Parameters ?? queued!.Parameters;
+
+    /// <summary>Runs the statement — or leaves it queued: it is sent, in order, before the batch commits.</summary>
+    public void ExecuteNonQuery() => command?.ExecuteNonQuery();
+
+    /// <summary>Runs the statement now and returns the first column of its first row.</summary>
+    public object? ExecuteScalar()
+    {
+        if (command is not null) return command.ExecuteScalar();
+        using var now = batch.Now(queued!);
+        return now.ExecuteScalar();
+    }
+
+    /// <summary>Runs the statement now and reads its rows (a command made for it holds nothing past the reader: not prepared).</summary>
+    public DbDataReader ExecuteReader() => (command ?? batch.Now(queued!)).ExecuteReader();
 }
 
 /// <summary>
@@ -196,6 +267,7 @@ internal sealed class StoreWriter : IDisposable
                 using var tx = _connection.BeginTransaction();
                 _batch.Transaction = tx;
                 foreach (var w in batch) w.Apply(_batch);
+                _batch.Flush();
                 tx.Commit();
                 if (Committed is { } committed)
                     try { committed(System.Diagnostics.Stopwatch.GetElapsedTime(started), batch.Count); } catch { /* a listener's failure is not the store's */ }
