@@ -61,12 +61,22 @@ public static class Cli
         return root;
     }
 
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary>How long a command gets to stop after its token is cancelled (a signal) before the process exits on its own, unless the command says otherwise (<see cref="StopGrace"/>).</summary>
+    public static readonly TimeSpan DefaultStopGrace = TimeSpan.FromSeconds(10);
+
+    public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct) => RunAsync(args, stdout, stderr, ct, null);
+
+    /// <summary>
+    /// Runs the command line; <paramref name="stopGrace"/>, when given, holds how long the command
+    /// asks to be given to stop once <paramref name="ct"/> is cancelled: <see cref="DefaultStopGrace"/>,
+    /// or longer for a command that drains (<c>serve</c>: its runs' drain, <c>worker</c>: the attempts it holds).
+    /// </summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct, StopGrace? stopGrace)
     {
         // Nothing a graph or a task says reaches the terminal as control characters (see TerminalSafeWriter).
         stdout = new TerminalSafeWriter(stdout);
         stderr = new TerminalSafeWriter(stderr);
-        var io = new CliIO(stdout, stderr, ct);
+        var io = new CliIO(stdout, stderr, ct) { StopGrace = stopGrace ?? new StopGrace() };
         var root = Build(io);
         var logFormat = CliOptions.OneOf("--log-format", "Logs on standard error: text lines, or one JSON object per line (error messages too).", "text", "json");
         var logLevel = CliOptions.OneOf("--log-level", "The least severe log entries written (default: warning, or the config's observability.logs.level).",
@@ -157,6 +167,22 @@ internal sealed class CliIO(TextWriter output, TextWriter error, CancellationTok
 
     /// <summary><c>--log-level</c>, when given (else the config's <c>observability.logs.level</c>).</summary>
     public string? LogLevel { get; set; }
+
+    /// <summary>How long the command asks to be given to stop after a signal (a command that drains lengthens it).</summary>
+    public StopGrace StopGrace { get; init; } = new();
+}
+
+/// <summary>How long a command asks to be given to stop once it is told to (its token cancelled by a signal) before the process exits on its own.</summary>
+public sealed class StopGrace
+{
+    private long _ticks = Cli.DefaultStopGrace.Ticks;
+
+    /// <summary>The time asked for (<see cref="Cli.DefaultStopGrace"/> until a command asks for more).</summary>
+    public TimeSpan Value
+    {
+        get => TimeSpan.FromTicks(Interlocked.Read(ref _ticks));
+        set => Interlocked.Exchange(ref _ticks, Math.Max(0, value.Ticks));
+    }
 }
 
 /// <summary>Options and checks several commands share.</summary>

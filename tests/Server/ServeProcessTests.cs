@@ -72,6 +72,12 @@ public sealed partial class ServeProcessTests : IDisposable
             return _process.ExitCode;
         }
 
+        public async Task<int> ExitCodeWithinAsync(CancellationToken ct)
+        {
+            await _process.WaitForExitAsync(ct);
+            return _process.ExitCode;
+        }
+
         public string Errors => _stderr.IsCompleted ? _stderr.Result : "";
 
         public async ValueTask DisposeAsync()
@@ -134,6 +140,29 @@ public sealed partial class ServeProcessTests : IDisposable
         var (code, stdout, stderr) = await TaskMesh.Tests.Host.CliTests.InProcess("runs", "show", runId, "--store", store);
         Assert.True(code == 0, stderr);
         Assert.Contains("succeeded", stdout);
+    }
+
+    /// <summary>
+    /// The drain is the service's (<c>api.drain_seconds</c>), not the command line's own grace of 10 s
+    /// after a signal: a run still going 12 s after SIGTERM finishes, is recorded, and the process exits 0.
+    /// </summary>
+    [Fact]
+    public async Task Sigterm_ADrainLongerThanTenSeconds_IsNotCut()
+    {
+        var store = Path.Combine(_dir, "runs.db");
+        await using var service = await Service.StartAsync(_dir, "--store", store);
+        var submitted = await service.Http.PostAsync("api/runs", JsonBody("""
+            { "name": "long-drain", "tasks": [ { "id": "slow", "handler": "sleep", "args": { "millis": 12500 } } ] }
+            """));
+        Assert.Equal(HttpStatusCode.Created, submitted.StatusCode);
+        string runId = (await ReadJson(submitted)).GetProperty("run_id").GetString()!;
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        await service.SignalAsync("TERM");
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        int code = await service.ExitCodeWithinAsync(cts.Token);
+        Assert.True(code == 0, $"exit {code} after {started.Elapsed.TotalSeconds:0.0} s: {service.Errors}");
+        Assert.True(started.Elapsed > TimeSpan.FromSeconds(11), $"exited after {started.Elapsed.TotalSeconds:0.0} s: the run cannot have finished");
+        Assert.True(Recorded(store, runId, "slow"), "the run's task is in the store, succeeded");
     }
 
     [Fact]

@@ -54,6 +54,8 @@ internal static class ServeCommand
         options.TlsCertificateFile = tlsCert ?? options.TlsCertificateFile;
         options.TlsKeyFile = tlsKey ?? options.TlsKeyFile;
         if (options.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
+        // On SIGTERM the going runs get the drain, then the store is flushed: the process waits for that.
+        io.StopGrace.Value = options.DrainTimeout + TimeSpan.FromSeconds(15);
         if (options.GraphDirectory is { } graphs && !Directory.Exists(graphs)) throw new UsageException($"api.graph_directory '{graphs}' is not a folder");
         bool storeOn = !noStore && (cfg.StoreEnabled || storeOption is not null);
 

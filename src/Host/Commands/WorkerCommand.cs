@@ -56,6 +56,8 @@ internal static class WorkerCommand
                 TlsKey = tlsKey is null ? settings.TlsKey : Path.GetFullPath(tlsKey),
             };
         if (settings.Problems() is { Count: > 0 } problems) throw new UsageException(string.Join("; ", problems));
+        // On SIGTERM it drains: the attempts it holds are run and reported first.
+        io.StopGrace.Value = ClusterWorker.DrainTimeout + TimeSpan.FromSeconds(15);
 
         using var logs = Logs.Create(io.LogFormat ?? cfg.LogFormat, io.LogLevel ?? cfg.LogLevel, settings.Verbose);
         var services = new ServiceCollection();
