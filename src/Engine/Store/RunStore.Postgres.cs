@@ -69,7 +69,21 @@ public sealed partial class RunStore
                     write.Dispose();
                     throw;
                 }
-                writer = new StoreWriter(write, shown, filesFolder: null, describe);
+                writer = new StoreWriter(write, shown, filesFolder: null, describe, reconnect: () =>
+                {
+                    // A session lost (a server restart, a dropped connection): a new one, the schema already there.
+                    var again = new NpgsqlConnection(writeConnection);
+                    try
+                    {
+                        again.Open();
+                        return again;
+                    }
+                    catch
+                    {
+                        again.Dispose();
+                        throw;
+                    }
+                });
             }
             read = new NpgsqlConnection(readConnection);
             read.Open();

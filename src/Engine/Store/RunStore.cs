@@ -59,6 +59,13 @@ public sealed partial class RunStore : IDisposable
         remove { if (Writer is { } w) w.Committed -= value; }
     }
 
+    /// <summary>Raised (on the writer's thread) when the writer replaced a lost connection to a PostgreSQL store.</summary>
+    internal event Action? WriterReconnected
+    {
+        add { if (Writer is { } w) w.Reconnected += value; }
+        remove { if (Writer is { } w) w.Reconnected -= value; }
+    }
+
     /// <summary>
     /// The default store: <c>$TASKMESH_HOME/taskmesh.db</c> when <c>TASKMESH_HOME</c> is set, else
     /// <c>~/.taskmesh/taskmesh.db</c>.
@@ -813,6 +820,9 @@ public sealed partial class RunStore : IDisposable
     private sealed class ModelPublish(string models, string storeFolder, string staged, string at, int rows, string metrics, Action<string, int>? beforePublish) : StoreWrite
     {
         public int Version { get; private set; }
+
+        /// <summary>It moves the staged folder: not applied again after a lost connection.</summary>
+        public override bool Repeatable => false;
 
         public override void Apply(StoreBatch b)
         {

@@ -10,6 +10,12 @@ internal abstract class StoreWrite
 
     /// <summary>Memory this write holds while queued, when it can be large (outputs, bitmaps); 0 for small rows.</summary>
     public virtual long Bytes => 0;
+
+    /// <summary>
+    /// False for a write that does something outside the database (moves a folder): a batch holding
+    /// one is not applied a second time after its connection was lost.
+    /// </summary>
+    public virtual bool Repeatable => true;
 }
 
 /// <summary>
@@ -133,7 +139,9 @@ internal sealed class StoreWriter : IDisposable
     /// <summary>Most memory the queued large writes may hold before recording threads wait (one write larger than this still goes, alone).</summary>
     public const long MaxQueuedBytes = 64L << 20;
 
-    private readonly DbConnection _connection;
+    private DbConnection _connection;
+    private readonly Func<DbConnection>? _reconnect;
+    private readonly string? _filesFolder;
     private readonly string _path;
     private readonly Func<DbException, string> _describe;
     private readonly Channel<StoreWrite> _channel = Channel.CreateBounded<StoreWrite>(new BoundedChannelOptions(Capacity)
@@ -142,7 +150,7 @@ internal sealed class StoreWriter : IDisposable
         FullMode = BoundedChannelFullMode.Wait,
     });
     private readonly Task _loop;
-    private readonly StoreBatch _batch;
+    private StoreBatch _batch;
     private volatile StoreException? _fault;
     private int _depth;
     private long _queuedBytes;
@@ -155,9 +163,16 @@ internal sealed class StoreWriter : IDisposable
     /// <param name="path">The store as messages name it.</param>
     /// <param name="filesFolder">Where outputs too large for a row go; null to keep them in their rows.</param>
     /// <param name="describe">A database error as the store's message.</param>
-    public StoreWriter(DbConnection connection, string path, string? filesFolder, Func<DbException, string> describe)
+    /// <param name="reconnect">
+    /// For a database reached over the network: opens a new connection when this one was lost (a
+    /// server restart, a dropped session), after which the batch that was under way is applied again
+    /// (see <see cref="Commit"/>); null: a lost connection faults the writer.
+    /// </param>
+    public StoreWriter(DbConnection connection, string path, string? filesFolder, Func<DbException, string> describe, Func<DbConnection>? reconnect = null)
     {
         _connection = connection;
+        _reconnect = reconnect;
+        _filesFolder = filesFolder;
         _path = path;
         _describe = describe;
         _batch = new StoreBatch(connection, filesFolder);
@@ -257,10 +272,21 @@ internal sealed class StoreWriter : IDisposable
         }
     }
 
+    /// <summary>How long the writer tries to reconnect to a database whose connection was lost before it faults.</summary>
+    public static readonly TimeSpan ReconnectFor = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Applies a batch in one transaction. When the connection is lost before the commit is sent (the
+    /// transaction then ends with the session, nothing of it kept) and the writer can reconnect, it
+    /// does — for up to <see cref="ReconnectFor"/> — and applies the batch again. A loss during the
+    /// commit itself leaves unknown whether the batch was kept: the writer faults, as on any other error.
+    /// </summary>
     private void Commit(List<StoreWrite> batch)
     {
-        if (_fault is null)
+        if (_fault is not null) return;
+        while (true)
         {
+            bool committing = false;
             try
             {
                 long started = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -268,18 +294,51 @@ internal sealed class StoreWriter : IDisposable
                 _batch.Transaction = tx;
                 foreach (var w in batch) w.Apply(_batch);
                 _batch.Flush();
+                committing = true;
                 tx.Commit();
                 if (Committed is { } committed)
                     try { committed(System.Diagnostics.Stopwatch.GetElapsedTime(started), batch.Count); } catch { /* a listener's failure is not the store's */ }
+                return;
             }
             catch (Exception ex) when (ex is DbException or InvalidOperationException or IOException or UnauthorizedAccessException or TimeoutException)
             {
+                if (!committing && ConnectionLost() && batch.TrueForAll(static w => w.Repeatable) && Reconnect()) continue;
                 var fault = new StoreException(ex is DbException d ? _describe(d) : $"store '{_path}': {ex.Message}", ex);
                 _fault = fault;
                 try { Faulted?.Invoke(fault); } catch { /* a listener's failure must not stop the writer's bookkeeping */ }
+                return;
             }
         }
     }
+
+    private bool ConnectionLost() => _reconnect is not null && _connection.State != System.Data.ConnectionState.Open;
+
+    /// <summary>A new connection in place of the lost one, tried with growing pauses for <see cref="ReconnectFor"/>; false when none could be made.</summary>
+    private bool Reconnect()
+    {
+        var until = DateTime.UtcNow + ReconnectFor;
+        var pause = TimeSpan.FromMilliseconds(50);
+        try { _connection.Dispose(); } catch (Exception ex) when (ex is DbException or IOException or InvalidOperationException) { }
+        while (true)
+        {
+            try
+            {
+                var connection = _reconnect!();
+                (_connection, _batch) = (connection, new StoreBatch(connection, _filesFolder));
+                Reconnected?.Invoke();
+                return true;
+            }
+            catch (Exception ex) when (ex is DbException or IOException or InvalidOperationException or TimeoutException)
+            {
+                if (DateTime.UtcNow + pause > until || _channel.Reader.Completion.IsCompleted) return false;
+                Thread.Sleep(pause);
+                pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, TimeSpan.FromSeconds(2).Ticks));
+            }
+        }
+    }
+
+    /// <summary>Raised on the writer's thread when it replaced a lost connection (the batch under way is applied again).</summary>
+    public event Action? Reconnected;
 
     private void CompleteFlushes(List<StoreWrite> batch)
     {

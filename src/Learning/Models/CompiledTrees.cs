@@ -105,7 +105,7 @@ internal sealed class CompiledTrees
                 int position = 0;
                 Number(0);
 
-                // Numbers the leaves under `node` left to right from `position`; returns the bits of those leaves.
+                // Numbers the leaves under `child` (a split, or ~leaf) left to right from `position`, keeping each leaf's path; returns the bits of those leaves.
                 ulong Number(int child)
                 {
                     if (child < 0)

@@ -432,7 +432,8 @@ public sealed class LearnedRouter : IKindRouter
                         if (aOk != bOk) return aOk ? -1 : 1;
                         return aOk ? a.Expected.CompareTo(b.Expected) : (b.Confidence ?? 0).CompareTo(a.Confidence ?? 0);
                     });
-                    how = minConfidence == _autoFloor ? _autoHow! : (_autoHow = $"auto (min confidence {(_autoFloor = minConfidence):0.##})");
+                    if (minConfidence != _autoFloor) (_autoFloor, _autoHow) = (minConfidence, $"auto (min confidence {minConfidence:0.##})");
+                    how = _autoHow!;
                     break;
             }
         }

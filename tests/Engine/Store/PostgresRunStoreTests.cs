@@ -193,6 +193,37 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         Assert.Equal("nul\uFFFDhere and a lone \uFFFD surrogate", Assert.Single(store.TasksOf(result.RunId)).Error);
     }
 
+    /// <summary>
+    /// The writer's session ends between two batches (a server restart, a dropped connection): the
+    /// writer opens another and applies its next batch there — the run goes on, nothing is lost, no
+    /// fault. (A loss during a commit would leave unknown whether it was kept: that still faults.)
+    /// </summary>
+    [Fact]
+    public async Task TheWritersSessionLost_BetweenBatches_IsReplaced_AndTheRunLosesNothing()
+    {
+        using var store = OpenStore();
+        int reconnected = 0;
+        store.WriterReconnected += () => Interlocked.Increment(ref reconnected);
+        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2, MaxParallelTasks = 2 });
+        engine.Handlers.RegisterInline("noop", _ => 1);
+        var run = engine.Open(new OpenRunOptions { Store = store, Name = "dropped" });
+        for (int i = 0; i < 500; i++) run.Submit(new TaskRequest("noop") { Id = $"a{i}" });
+        await store.FlushAsync();
+        // Every session of the store ends, as when the server restarts.
+        await pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+        for (int i = 0; i < 500; i++) run.Submit(new TaskRequest("noop") { Id = $"b{i}" });
+        run.Complete();
+        var result = await run.Completion;
+        await store.FlushAsync();
+        Assert.Null(store.WriteFault);
+        Assert.Equal(1, reconnected);
+        Assert.Equal(1000, result.Succeeded);
+        Exception? first = Record.Exception(() => store.CompletedCount(result.RunId));   // the reader's first read after it may fail (it reconnects)
+        Assert.True(first is null or StoreException or System.Data.Common.DbException, $"{first}");
+        Assert.Equal(1000, store.CompletedCount(result.RunId));
+        Assert.Equal(1000, store.TasksOf(result.RunId).Count(t => t.Status == "succeeded"));
+    }
+
     [Fact]
     public async Task AServerRestart_BreaksNoReadAfterIt()
     {
