@@ -44,6 +44,9 @@ public sealed partial class RunStore
                 b.CommandTimeout = commandSeconds;
                 b.ApplicationName = "taskmesh";
                 b.Options = FormattableString.Invariant($"-c lock_timeout={lockMs} -c default_transaction_read_only=on");
+                // An idle reader's session is checked every two seconds: one the server dropped (a
+                // restart) is noticed then, and the next read opens a new one instead of failing on it.
+                b.KeepAlive = 2;
             });
         }
         catch (FormatException ex)

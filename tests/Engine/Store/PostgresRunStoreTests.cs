@@ -236,4 +236,17 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         Assert.True(first is null or StoreException or System.Data.Common.DbException, $"{first}");   // the read that finds the session gone may fail
         Assert.Single(store.ServiceAudit());
     }
+
+    /// <summary>A session the server dropped while the reader was idle is noticed (a keepalive every 2 s): the first read after it works.</summary>
+    [Fact]
+    public async Task AReaderIdleWhenItsSessionWasDropped_ReadsAtOnce()
+    {
+        using var store = OpenStore();
+        store.RecordAudit(null, null, AuditCategory.Api, """{"action":"x"}""");
+        await store.FlushAsync();
+        Assert.Single(store.ServiceAudit());
+        await pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+        await Task.Delay(TimeSpan.FromSeconds(5));   // two keepalives
+        Assert.Single(store.ServiceAudit());
+    }
 }
