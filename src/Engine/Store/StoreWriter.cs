@@ -325,7 +325,7 @@ internal sealed class StoreWriter : IDisposable
             {
                 var connection = _reconnect!();
                 (_connection, _batch) = (connection, new StoreBatch(connection, _filesFolder));
-                Reconnected?.Invoke();
+                try { Reconnected?.Invoke(); } catch { /* a listener's failure is not the store's */ }
                 return true;
             }
             catch (Exception ex) when (ex is DbException or IOException or InvalidOperationException or TimeoutException)

@@ -69,8 +69,9 @@ internal static class WorkerCommand
         {
             return await ClusterWorker.RunAsync(runtime.Engine, join, settings, n, logs, ct: io.Token);
         }
-        catch (ArgumentException ex) when (ex.ParamName is null or "settings")
+        catch (ArgumentException ex) when (ex.Message.StartsWith("cluster.", StringComparison.Ordinal))
         {
+            // The settings (their problems, the TLS files): said before any silo starts.
             throw new UsageException(ex.Message);
         }
     }
