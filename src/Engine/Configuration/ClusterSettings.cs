@@ -72,7 +72,8 @@ public sealed record ClusterSettings
     public bool Verbose { get; init; }
 
     /// <summary>
-    /// The cluster's certificate (a PEM file, with <see cref="TlsKey"/>): every silo-to-silo connection
+    /// The cluster's certificate (a PEM file, with <see cref="TlsKey"/>; a relative path in a config
+    /// file is the config file's neighbour): every silo-to-silo connection
     /// speaks mutual TLS, and a silo that does not present this same certificate cannot connect or
     /// join — the coordinator and every worker are given it. Null (the default): plain TCP, which
     /// anyone who reaches a silo's port may speak.
@@ -84,15 +85,6 @@ public sealed record ClusterSettings
 
     /// <summary>True when silos speak mutual TLS (<see cref="TlsCertificate"/>).</summary>
     public bool Tls => TlsCertificate is not null;
-
-    /// <summary>These settings with their file paths (TLS files) resolved: absolute as given, else against <paramref name="configPath"/>'s folder (the working directory without a config file).</summary>
-    public ClusterSettings WithPathsFrom(string? configPath)
-    {
-        string? Resolve(string? path) => path is null ? null
-            : Path.IsPathRooted(path) || configPath is null ? Path.GetFullPath(path)
-            : Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(configPath))!, path));
-        return this with { TlsCertificate = Resolve(TlsCertificate), TlsKey = Resolve(TlsKey) };
-    }
 
     /// <summary>True when <paramref name="url"/> names a membership TaskMesh keeps: PostgreSQL or Redis.</summary>
     public static bool IsMembershipUrl(string url)

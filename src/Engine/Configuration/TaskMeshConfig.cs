@@ -397,9 +397,13 @@ public sealed class TaskMeshConfig
         if (problems.Count == 0 && config.RetryMaxDelayMs < config.RetryBaseDelayMs)
             problems.Add($"{path}: key 'execution.retry_max_delay_ms' ({config.RetryMaxDelayMs}) must be at least execution.retry_base_delay_ms ({config.RetryBaseDelayMs})");
         if (problems.Count > 0) throw new ConfigException(string.Join('\n', problems));
-        // A relative store path means the config file's folder, not wherever the command runs.
-        if (config.StorePath is { } sp && !Path.IsPathRooted(sp) && Path.GetDirectoryName(Path.GetFullPath(path)) is { } folder)
-            config.StorePath = Path.Combine(folder, sp);
+        // A relative path (the store file, the cluster's TLS files) means the config file's folder, not wherever the command runs.
+        if (Path.GetDirectoryName(Path.GetFullPath(path)) is { } folder)
+        {
+            string? Beside(string? p) => p is null || Path.IsPathRooted(p) ? p : Path.Combine(folder, p);
+            config.StorePath = Beside(config.StorePath);
+            config.Cluster = config.Cluster with { TlsCertificate = Beside(config.Cluster.TlsCertificate), TlsKey = Beside(config.Cluster.TlsKey) };
+        }
         return config;
     }
 

@@ -286,7 +286,7 @@ internal static class RunCommand
         {
             try
             {
-                return await Cluster.ClusterCoordinator.StartAsync(runtime.Engine, (config.Cluster with { Port = 0 }).WithPathsFrom(a.ConfigPath), logs, io.Token);
+                return await Cluster.ClusterCoordinator.StartAsync(runtime.Engine, config.Cluster with { Port = 0 }, logs, io.Token);
             }
             catch (ArgumentException ex)
             {

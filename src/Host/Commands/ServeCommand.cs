@@ -73,7 +73,7 @@ internal static class ServeCommand
         {
             try
             {
-                var settings = (cfg.Cluster with { Port = clusterPort ?? cfg.Cluster.Port, Host = clusterHost ?? cfg.Cluster.Host }).WithPathsFrom(configPath);
+                var settings = cfg.Cluster with { Port = clusterPort ?? cfg.Cluster.Port, Host = clusterHost ?? cfg.Cluster.Host };
                 var c = Cluster.ClusterCoordinator.Create(runtime.Engine, settings, logs);
                 options.Cluster = c;
                 return c;

@@ -43,12 +43,12 @@ internal static class WorkerCommand
         int n = slots ?? Environment.ProcessorCount;
         cfg.MaxParallelTasks = n;
         if (cfg.WorkerThreads > n) cfg.WorkerThreads = n;
-        var settings = (cfg.Cluster with
+        var settings = cfg.Cluster with
         {
             Host = host ?? cfg.Cluster.Host,
             Port = port ?? 0,
             Verbose = verbose || cfg.Cluster.Verbose,
-        }).WithPathsFrom(configPath);
+        };
         if (tlsCert is not null || tlsKey is not null)
             settings = settings with
             {
