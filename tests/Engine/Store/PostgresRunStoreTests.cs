@@ -193,6 +193,68 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         Assert.Equal("nul\uFFFDhere and a lone \uFFFD surrogate", Assert.Single(store.TasksOf(result.RunId)).Error);
     }
 
+    /// <summary>An open run of <paramref name="tasks"/> tasks with ids of their own, recorded in <paramref name="store"/>; its result.</summary>
+    private static async Task<OpenRunResult> RecordOpenRun(RunStore store, string name, int tasks)
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2, MaxParallelTasks = 2 });
+        engine.Handlers.RegisterInline("noop", _ => 1);
+        var run = engine.Open(new OpenRunOptions { Store = store, Name = name });
+        for (int i = 0; i < tasks; i++) run.Submit(new TaskRequest("noop") { Id = $"{name}-{i}" });
+        run.Complete();
+        var result = await run.Completion;
+        await store.FlushAsync();
+        return result;
+    }
+
+    /// <summary>
+    /// Two stores on one database at once (as two processes: each its own sessions) record runs side
+    /// by side with batched writes: each run ends recorded as it finished, neither sees the other's tasks.
+    /// </summary>
+    [Fact]
+    public async Task TwoStoresOnOneDatabase_RecordingAtOnce_EachRunEndsAsItFinished()
+    {
+        using var first = OpenStore();
+        using var second = OpenStore();
+        var results = await Task.WhenAll(Task.Run(() => RecordOpenRun(first, "one", 1500)), Task.Run(() => RecordOpenRun(second, "two", 1500)));
+        foreach (var (store, result, name) in new[] { (first, results[0], "one"), (second, results[1], "two") })
+        {
+            Assert.Null(store.WriteFault);
+            Assert.Equal(1500, result.Succeeded);
+            Assert.Equal(1500, store.CompletedCount(result.RunId));
+            var rows = store.TasksOf(result.RunId);
+            Assert.Equal(1500, rows.Count(t => t.Status == "succeeded"));
+            Assert.All(rows, t => Assert.StartsWith(name + "-", t.Id));
+        }
+        // Each store reads the other's run as it ended.
+        Assert.Equal("succeeded", first.GetRun(results[1].RunId).Status);
+        Assert.Equal("succeeded", second.GetRun(results[0].RunId).Status);
+    }
+
+    /// <summary>
+    /// Another session holds a lock on the tables the writer writes for three seconds: the writer's
+    /// batched statements wait for it (lock_timeout is minutes), then the run ends recorded, no fault.
+    /// </summary>
+    [Fact]
+    public async Task ALockHeldByAnotherSession_ForSeconds_DelaysTheWriter_AndLosesNothing()
+    {
+        using var store = OpenStore();
+        await using var holder = new NpgsqlConnection(PostgresUrl.ConnectionString(_url, "test", b => b.Pooling = false));
+        await holder.OpenAsync();
+        await using (var tx = await holder.BeginTransactionAsync())
+        {
+            await using (var lockIt = new NpgsqlCommand("LOCK TABLE task_executions, audit_log IN ACCESS EXCLUSIVE MODE", holder, tx))
+                await lockIt.ExecuteNonQueryAsync();
+            var recording = Task.Run(() => RecordOpenRun(store, "locked", 800));
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            Assert.False(recording.IsCompleted, "the writer could not have committed past the lock");
+            await tx.CommitAsync();
+            var result = await recording.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Null(store.WriteFault);
+            Assert.Equal(800, store.CompletedCount(result.RunId));
+            Assert.Equal(800, store.TasksOf(result.RunId).Count(t => t.Status == "succeeded"));
+        }
+    }
+
     /// <summary>
     /// The writer's session ends between two batches (a server restart, a dropped connection): the
     /// writer opens another and applies its next batch there — the run goes on, nothing is lost, no
