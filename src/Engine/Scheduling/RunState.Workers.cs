@@ -166,6 +166,10 @@ internal sealed partial class RunState
         else
         {
             tick = CoarseClock.Now;
+            // The clock moved, so the task was not quick: the real tick count, read once, for its
+            // end (the coarse one lags while its thread is kept off the CPU, which would make a
+            // slow task look shorter than it was).
+            if (tick != t0) tick = Math.Max(tick, Environment.TickCount64);
             elapsed = TimeSpan.FromMilliseconds(tick - t0);
         }
         // A task whose output feeds a data edge is not "plain": recorders keep its output.

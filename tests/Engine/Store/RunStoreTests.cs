@@ -366,7 +366,9 @@ public abstract class RunStoreContract
         const int n = 300_000;
         var engine = new TaskMeshEngine(new EngineOptions { WorkerThreads = 2 });
         engine.Handlers.RegisterInline("tiny", _ => null);
-        engine.Handlers.RegisterInline("slow", _ => { Thread.Sleep(30); return null; });
+        // 100 ms: a coarsely timed task is seen as slow once the clock thread ticks while it runs,
+        // which a loaded machine can delay by tens of milliseconds.
+        engine.Handlers.RegisterInline("slow", _ => { Thread.Sleep(100); return null; });
         var g = new GraphBuilder("large").EnsureCapacity(n, 0);
         g.AddTasks(n - 1, "tiny");
         g.AddTasks(1, "slow");
