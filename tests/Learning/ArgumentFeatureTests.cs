@@ -136,16 +136,28 @@ public sealed class ArgumentFeatureTests : IDisposable
                     Assert.Equal(walked, scanned);
                     Assert.Equal(walked[0], trees.Predict(part[0].Item1, part[0].f));
                 }
-                // The features split on along a task's paths (a decision's drivers): the same from the scan's leaves as from a walk.
+                // The features split on along a task's paths (a decision's drivers): the same from the
+                // scan's leaves as from a walk, and from the leaves a batch's scan kept for the task.
+                var kept = new byte[batch.Count * trees.TreeCount];
+                var scores = new double[batch.Count];
+                trees.PredictMany(batch, scores, scan: true, kept);
                 for (int i = 0; i < batch.Count; i++)
                 {
-                    var (fromScan, fromWalk) = (new int[trees.FeatureLength + 1], new int[trees.FeatureLength + 1]);
+                    var (fromScan, fromWalk, fromKept) = (new int[trees.FeatureLength + 1], new int[trees.FeatureLength + 1], new int[trees.FeatureLength + 1]);
                     trees.SplitsOnPath(batch[i].Item1, batch[i].f, fromScan, 20, scan: true);
                     trees.SplitsOnPath(batch[i].Item1, batch[i].f, fromWalk, 20, scan: false);
+                    trees.SplitsOnLeaves(kept.AsSpan(i * trees.TreeCount, trees.TreeCount), fromKept, 20);
                     Assert.Equal(fromWalk, fromScan);
+                    Assert.Equal(fromWalk, fromKept);
                     Assert.True(fromWalk.Sum() >= 20, "every tree of the first 20 has a split on the path");
                 }
             }
+            // A decision's drivers, as the router reads them: from the leaves the layer's batch kept, the same as by scoring the task again.
+            models.PredictMany(layer, batch, out var driverLeaves);
+            Assert.NotNull(driverLeaves);
+            int perTask = driverLeaves!.Length / batch.Count;
+            for (int i = 0; i < batch.Count; i++)
+                Assert.Equal(models.DriversOf(layer, batch[i].Item1, batch[i].f), models.DriversOf(layer, batch[i].Item1, batch[i].f, driverLeaves.AsSpan(i * perTask, perTask)));
         }
     }
 

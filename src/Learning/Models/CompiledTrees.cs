@@ -178,9 +178,18 @@ internal sealed class CompiledTrees
     /// <summary>True when the trees are kept as bit vectors too (every tree has at most 64 leaves): the router's batches scan them instead of walking.</summary>
     internal bool CanScan => _scanFeatures is not null;
 
-    /// <summary>The model's outputs for many tasks, by scanning the bit vectors, or by walking the trees (a test holds the two equal).</summary>
-    internal void PredictMany(IReadOnlyList<(string Handler, float[] Features)> tasks, Span<double> into, bool scan)
+    /// <summary>The trees of the model, each scored for every task.</summary>
+    internal int TreeCount => _walkRoot.Length;
+
+    /// <summary>
+    /// The model's outputs for many tasks, by scanning the bit vectors, or by walking the trees (a
+    /// test holds the two equal). A scan can keep the leaf each task reached in each tree
+    /// (<paramref name="leaves"/>: <see cref="TreeCount"/> bytes a task, the leaf's place in its
+    /// tree), from which <see cref="SplitsOnLeaves"/> counts a task's drivers without scoring it again.
+    /// </summary>
+    internal void PredictMany(IReadOnlyList<(string Handler, float[] Features)> tasks, Span<double> into, bool scan, Span<byte> leaves = default)
     {
+        if (!leaves.IsEmpty && (!scan || leaves.Length < tasks.Count * TreeCount)) throw new ArgumentException("leaves are kept by a scan, a tree count a task", nameof(leaves));
         if (scan && !CanScan) throw new InvalidOperationException("these trees have no bit vectors");
         int n = tasks.Count, width = _inputLength;
         var inputs = System.Buffers.ArrayPool<float>.Shared.Rent(n * width);
@@ -197,7 +206,13 @@ internal sealed class CompiledTrees
             if (scan)
             {
                 Span<ulong> reach = _walkRoot.Length <= 512 ? stackalloc ulong[_walkRoot.Length] : new ulong[_walkRoot.Length];
-                for (int i = 0; i < n; i++) into[i] = Scan(inputs.AsSpan(i * width, width), reach);
+                for (int i = 0; i < n; i++)
+                {
+                    into[i] = Scan(inputs.AsSpan(i * width, width), reach);
+                    if (leaves.IsEmpty) continue;
+                    var kept = leaves.Slice(i * reach.Length, reach.Length);
+                    for (int t = 0; t < reach.Length; t++) kept[t] = (byte)System.Numerics.BitOperations.TrailingZeroCount(reach[t]);
+                }
             }
             else Walk(inputs, n, into);
             if (_platt is var (slope, offset))
@@ -341,6 +356,20 @@ internal sealed class CompiledTrees
                 counts[Math.Min(split.Feature, _featureLength)]++;
                 node = x[split.Feature] <= split.Threshold ? split.Left : split.Right;
             }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="SplitsOnPath(string, ReadOnlySpan{float}, Span{int}, int)"/> from the leaves a
+    /// scan kept for one task (<see cref="PredictMany(IReadOnlyList{ValueTuple{string, float[]}}, Span{double}, bool, Span{byte})"/>).
+    /// </summary>
+    internal void SplitsOnLeaves(ReadOnlySpan<byte> leaves, Span<int> counts, int trees)
+    {
+        counts[..(_featureLength + 1)].Clear();
+        for (int t = 0; t < Math.Min(trees, Math.Min(leaves.Length, TreeCount)); t++)
+        {
+            int leaf = _leafBase[t] + leaves[t];
+            for (int k = _pathStart![leaf]; k < _pathStart[leaf + 1]; k++) counts[Math.Min(_pathFeature![k], _featureLength)]++;
         }
     }
 

@@ -263,7 +263,7 @@ public sealed class TrainedModels
     }
 
     /// <summary>
-    /// The first trees whose paths <see cref="DriversOf"/> counts: in a boosted ensemble the first
+    /// The first trees whose paths <see cref="DriversOf(string, string, float[], int)"/> counts: in a boosted ensemble the first
     /// trees carry the largest corrections. Measured on the bench's world.json when drivers were found
     /// by walking the trees (before the bit-vector scan): a decision 10.4 µs with all 50, 8.7 without
     /// drivers, 9.2–9.5 with the first 20.
@@ -279,10 +279,31 @@ public sealed class TrainedModels
     /// </summary>
     public IReadOnlyList<(string Name, float Value)> DriversOf(string layer, string handler, float[] features, int most = 3)
     {
-        if (!_compiled.TryGetValue(layer, out var c) || (c.Success ?? c.Duration) is not { } trees) return [];
+        if (DriverTreesOf(layer) is not { } trees) return [];
         int length = trees.FeatureLength;
         Span<int> counts = length < 256 ? stackalloc int[length + 1] : new int[length + 1];
         trees.SplitsOnPath(handler, features, counts, DriverTrees);
+        return MostSplitOn(handler, features, counts, length, most);
+    }
+
+    /// <summary>
+    /// <see cref="DriversOf(string, string, float[], int)"/> from the leaves <see cref="PredictMany(string, IReadOnlyList{ValueTuple{string, float[]}}, out byte[])"/>
+    /// kept for the task (its <see cref="CompiledTrees.TreeCount"/> bytes): the same drivers, without scoring the task again.
+    /// </summary>
+    internal IReadOnlyList<(string Name, float Value)> DriversOf(string layer, string handler, float[] features, ReadOnlySpan<byte> leaves, int most = 3)
+    {
+        if (DriverTreesOf(layer) is not { } trees) return [];
+        int length = trees.FeatureLength;
+        Span<int> counts = length < 256 ? stackalloc int[length + 1] : new int[length + 1];
+        trees.SplitsOnLeaves(leaves, counts, DriverTrees);
+        return MostSplitOn(handler, features, counts, length, most);
+    }
+
+    /// <summary>The model a layer's drivers are read from: its success model, else its duration model (null when neither is compiled).</summary>
+    private CompiledTrees? DriverTreesOf(string layer) => _compiled.TryGetValue(layer, out var c) ? c.Success ?? c.Duration : null;
+
+    private List<(string Name, float Value)> MostSplitOn(string handler, float[] features, Span<int> counts, int length, int most)
+    {
         var arguments = Arguments.Of(handler);
         var drivers = new List<(string Name, float Value)>(most);
         // The most split on first (the lower index on a tie), one by one: a handful of picks from a few dozen counts.
@@ -325,7 +346,7 @@ public sealed class TrainedModels
     private readonly Dictionary<(string Layer, bool Success), object> _engines = new();
     private readonly Dictionary<string, (CompiledTrees? Duration, CompiledTrees? Success)> _compiled = new(StringComparer.Ordinal);
 
-    /// <summary>Up to this many tasks, <see cref="PredictMany"/> calls the prediction engines task by task (a prediction engine call takes tens of µs; a pass over a data view, milliseconds).</summary>
+    /// <summary>Up to this many tasks, <see cref="PredictMany(string, IReadOnlyList{ValueTuple{string, float[]}})"/> calls the prediction engines task by task (a prediction engine call takes tens of µs; a pass over a data view, milliseconds).</summary>
     private const int FewPredictions = 64;
 
     /// <summary>
@@ -334,7 +355,17 @@ public sealed class TrainedModels
     /// Nulls where the layer has no such model.
     /// </summary>
     public (double?[] DurationMs, double?[] Confidence) PredictMany(string layer, IReadOnlyList<(string Handler, float[] Features)> tasks)
+        => PredictMany(layer, tasks, out _);
+
+    /// <summary>
+    /// <see cref="PredictMany(string, IReadOnlyList{ValueTuple{string, float[]}})"/>, keeping the
+    /// leaves each task reached in the layer's driver model when its trees are scanned
+    /// (<paramref name="driverLeaves"/>: <see cref="CompiledTrees.TreeCount"/> bytes a task, in the
+    /// tasks' order; null otherwise), for <see cref="DriversOf(string, string, float[], ReadOnlySpan{byte}, int)"/>.
+    /// </summary>
+    internal (double?[] DurationMs, double?[] Confidence) PredictMany(string layer, IReadOnlyList<(string Handler, float[] Features)> tasks, out byte[]? driverLeaves)
     {
+        driverLeaves = null;
         var ms = new double?[tasks.Count];
         var confidence = new double?[tasks.Count];
         if (tasks.Count == 0 || !_layers.TryGetValue(layer, out var m)) return (ms, confidence);
@@ -343,14 +374,16 @@ public sealed class TrainedModels
             // All the tasks through each compiled model at once.
             var (durationTrees, successTrees) = _compiled[layer];
             var scores = new double[tasks.Count];
+            var drivers = successTrees ?? durationTrees;
+            if (drivers is { CanScan: true }) driverLeaves = new byte[tasks.Count * drivers.TreeCount];
             if (durationTrees is not null)
             {
-                durationTrees.PredictMany(tasks, scores);
+                durationTrees.PredictMany(tasks, scores, durationTrees.CanScan, drivers == durationTrees ? driverLeaves : default);
                 for (int i = 0; i < tasks.Count; i++) ms[i] = Math.Max(0, Math.Pow(10, scores[i]) - 1);
             }
             if (successTrees is not null)
             {
-                successTrees.PredictMany(tasks, scores);
+                successTrees.PredictMany(tasks, scores, successTrees.CanScan, driverLeaves);
                 for (int i = 0; i < tasks.Count; i++) confidence[i] = scores[i];
             }
             else if (m.Success is null && Accuracy.FirstOrDefault(a => a.Layer == layer)?.SuccessRate is double rate)
