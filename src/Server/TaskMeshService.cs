@@ -557,16 +557,17 @@ internal sealed class TaskMeshService : IAsyncDisposable
         }
         else if (_runtime.Store is { } store)
         {
-            string id = StoredRunId(store, runId);
-            source = "store";
-            rows = store.TasksOf(id).Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs, t.Status == "succeeded" ? null : t.Error, t.StartedAtMs, t.Index));
+            // The database counts the matching rows and reads the page alone.
+            var (count, stored) = store.TaskPage(StoredRunId(store, runId), status, limit, offset);
+            return ("store", count, stored.Select(t => new TaskRow(t.Id, t.Handler, t.Status, t.Layer, t.Attempts, t.Escalations, t.DurationMs,
+                t.Status == "succeeded" ? null : t.Error, t.StartedAtMs, t.Index)).ToList());
         }
         else
         {
             GetRun(runId);   // 404 when there is no such run at all
             throw new ApiException(409, "no task list", $"run {runId} is going, and the service keeps no store: its tasks are listed once it ends");
         }
-        // One pass: the matching ones counted, the page kept (a large run's list is never held whole).
+        // One pass over the run's results: the matching ones counted, the page kept (a large run's list is never copied whole).
         int total = 0;
         var page = new List<TaskRow>(Math.Min(limit, 1024));
         foreach (var row in rows)

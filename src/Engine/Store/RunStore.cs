@@ -404,10 +404,36 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The task rows the store kept for a run, by task index (see <see cref="RunRecorder"/> for which are kept).</summary>
     public IReadOnlyList<StoredTask> TasksOf(string runId) => ReadTasks("run_id = @run", runId, null, int.MaxValue);
 
+    /// <summary>
+    /// One page of the task rows the store kept for a run, by task index: those of
+    /// <paramref name="status"/> (every status when null) from the <paramref name="offset"/>th on, at
+    /// most <paramref name="limit"/>, and how many match in all. The database counts and skips:
+    /// a page of a run of millions of rows reads the page, not the run.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="limit"/> below 0 or <paramref name="offset"/> negative.</exception>
+    public (int Total, IReadOnlyList<StoredTask> Tasks) TaskPage(string runId, string? status, int limit, int offset)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(limit);
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        string where = status is null ? "run_id = @run" : "run_id = @run AND status = @status";
+        lock (_read)
+        {
+            int total;
+            using (var count = Reader().CreateCommand())
+            {
+                count.CommandText = $"SELECT count(*) FROM task_executions WHERE {where}";
+                count.Parameters.AddWithValue("@run", runId);
+                if (status is not null) count.Parameters.AddWithValue("@status", status);
+                total = Convert.ToInt32(count.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+            return (total, total <= offset || limit == 0 ? [] : ReadTasks(where, runId, null, limit, offset, status));
+        }
+    }
+
     /// <summary>The kept row of task <paramref name="taskId"/> of a run (the first, by task index), or null when the store kept none.</summary>
     public StoredTask? TaskOf(string runId, string taskId) => ReadTasks("run_id = @run AND task_id = @task", runId, taskId, 1) is [var t] ? t : null;
 
-    private List<StoredTask> ReadTasks(string where, string runId, string? taskId, int limit)
+    private List<StoredTask> ReadTasks(string where, string runId, string? taskId, int limit, int offset = 0, string? status = null)
     {
         lock (_read)
         {
@@ -415,11 +441,13 @@ public sealed partial class RunStore : IDisposable
             cmd.CommandText = $"""
                 SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
                        started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
-                FROM task_executions WHERE {where} ORDER BY task_index LIMIT @limit
+                FROM task_executions WHERE {where} ORDER BY task_index LIMIT @limit OFFSET @offset
                 """;
             cmd.Parameters.AddWithValue("@run", runId);
             if (taskId is not null) cmd.Parameters.AddWithValue("@task", taskId);
+            if (status is not null) cmd.Parameters.AddWithValue("@status", status);
             cmd.Parameters.AddWithValue("@limit", limit);
+            cmd.Parameters.AddWithValue("@offset", offset);
             var list = new List<StoredTask>();
             using var r = cmd.ExecuteReader();
             while (r.Read())

@@ -65,6 +65,36 @@ public abstract class RunStoreContract
         Assert.Equal(2, store.CompletedCount(result.RunId));
     }
 
+    [Fact]
+    public async Task TaskPage_CountsAndSkipsInTheDatabase_ByTaskIndex_WithTheStatusFilter()
+    {
+        var engine = new TaskMeshEngine();
+        var g = new GraphBuilder("pages");
+        for (int i = 0; i < 30; i++)
+            if (i % 3 == 0) g.Task($"f{i}", "fail", new { message = "no" }); else g.Task($"t{i}", "noop");
+        using var store = OpenStore();
+        var result = await engine.RunAsync(engine.Prepare(g), new RunOptions { Observers = [new RunRecorder(store)] });
+        await store.FlushAsync();
+
+        var (total, page) = store.TaskPage(result.RunId, null, 4, 5);
+        Assert.Equal(30, total);
+        Assert.Equal([5, 6, 7, 8], page.Select(t => t.Index));
+        (total, page) = store.TaskPage(result.RunId, "failed", 3, 2);
+        Assert.Equal(10, total);
+        Assert.Equal(["f6", "f9", "f12"], page.Select(t => t.Id));
+        Assert.All(page, t => Assert.Equal(("failed", "no"), (t.Status, t.Error)));
+        // Past the end, a limit of 0, a status no row has, a run the store does not know: counted, nothing read.
+        Assert.Equal((30, 0), (store.TaskPage(result.RunId, null, 10, 30).Total, store.TaskPage(result.RunId, null, 10, 30).Tasks.Count));
+        Assert.Equal((30, 0), (store.TaskPage(result.RunId, null, 0, 0).Total, store.TaskPage(result.RunId, null, 0, 0).Tasks.Count));
+        Assert.Equal(0, store.TaskPage(result.RunId, "cancelled", 10, 0).Total);
+        Assert.Equal(0, store.TaskPage("no-such-run", null, 10, 0).Total);
+        Assert.Throws<ArgumentOutOfRangeException>(() => store.TaskPage(result.RunId, null, 10, -1));
+        // The same rows as the whole list, a page at a time.
+        var whole = store.TasksOf(result.RunId).Select(t => t.Id).ToList();
+        var paged = Enumerable.Range(0, 4).SelectMany(k => store.TaskPage(result.RunId, null, 8, 8 * k).Tasks).Select(t => t.Id).ToList();
+        Assert.Equal(whole, paged);
+    }
+
 
     [Fact]
     public async Task TrainingRows_OfATaskThatMoved_KeepEachLayersAttempt_AndTrainingGivesEachLayerItsOwn()
