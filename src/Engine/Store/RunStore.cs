@@ -304,6 +304,37 @@ public sealed partial class RunStore : IDisposable
         return _read;
     }
 
+    /// <summary>
+    /// Runs a read on the read connection, one at a time (under lock (_read)). On PostgreSQL a read
+    /// that failed because its session was lost — the server restarted, the connection was cut —
+    /// runs once more on a new session: reads change nothing, so running one again is safe, and a
+    /// caller (an API request, a dashboard page) does not see the loss. Without this the read in
+    /// the first two seconds after a loss failed (the reader's keepalive had not noticed it yet).
+    /// A server still down fails the second try with the reason.
+    /// </summary>
+    private T Read<T>(Func<T> read)
+    {
+        lock (_read)
+        {
+            try
+            {
+                return read();
+            }
+            catch (DbException) when (IsPostgres && _read.State is not ConnectionState.Open)
+            {
+                Interlocked.Increment(ref _readerReconnects);
+                return read();   // Reader() opens a new session first
+            }
+        }
+    }
+
+    private void Read(Action read) => Read(() => { read(); return 0; });
+
+    private long _readerReconnects;
+
+    /// <summary>Reads that ran again on a new session after theirs was lost (tests look).</summary>
+    internal long ReaderReconnects => Interlocked.Read(ref _readerReconnects);
+
     /// <summary>Waits until every record queued so far is committed.</summary>
     /// <exception cref="StoreException">The writer failed (the message says why).</exception>
     public Task FlushAsync(CancellationToken ct = default) => Writer?.FlushAsync(ct) ?? Task.CompletedTask;
@@ -357,7 +388,7 @@ public sealed partial class RunStore : IDisposable
 
     private List<StoredRun> ReadRuns(string where, Action<DbCommand> parameters, int limit)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = $"""
@@ -398,7 +429,7 @@ public sealed partial class RunStore : IDisposable
                 });
             }
             return list;
-        }
+        });
     }
 
     /// <summary>The task rows the store kept for a run, by task index (see <see cref="RunRecorder"/> for which are kept).</summary>
@@ -416,7 +447,7 @@ public sealed partial class RunStore : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(limit);
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
         string where = status is null ? "run_id = @run" : "run_id = @run AND status = @status";
-        lock (_read)
+        return Read(() =>
         {
             int total;
             using (var count = Reader().CreateCommand())
@@ -427,7 +458,7 @@ public sealed partial class RunStore : IDisposable
                 total = Convert.ToInt32(count.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
             }
             return (total, total <= offset || limit == 0 ? [] : ReadTasks(where, runId, null, limit, offset, status));
-        }
+        });
     }
 
     /// <summary>The kept row of task <paramref name="taskId"/> of a run (the first, by task index), or null when the store kept none.</summary>
@@ -435,7 +466,7 @@ public sealed partial class RunStore : IDisposable
 
     private List<StoredTask> ReadTasks(string where, string runId, string? taskId, int limit, int offset = 0, string? status = null)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = $"""
@@ -459,19 +490,19 @@ public sealed partial class RunStore : IDisposable
                     r.IsDBNull(16) ? null : r.GetDouble(16)));
             }
             return list;
-        }
+        });
     }
 
     /// <summary>How many tasks of a run the store knows completed successfully (from its completion checkpoint).</summary>
     public int CompletedCount(string runId)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT completed FROM run_checkpoints WHERE run_id = @run";
             cmd.Parameters.AddWithValue("@run", runId);
             return cmd.ExecuteScalar() is { } n and not DBNull ? Convert.ToInt32(n, System.Globalization.CultureInfo.InvariantCulture) : 0;
-        }
+        });
     }
 
     /// <summary>The escalations of a run, in order.</summary>
@@ -482,7 +513,7 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The escalations of a run, in order, each with the text of the rule that fired (kept with it: rules change, history does not).</summary>
     public IReadOnlyList<StoredEscalation> EscalationHistoryOf(string runId)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT task_id, from_layer, to_layer, trigger, reason, previous_confidence, previous_output_summary, rule_id, rule FROM escalation_history WHERE run_id = @run ORDER BY id";
@@ -493,7 +524,7 @@ public sealed partial class RunStore : IDisposable
                 list.Add(new StoredEscalation(r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), r.GetString(4), r.IsDBNull(5) ? null : r.GetDouble(5),
                     r.IsDBNull(6) ? null : r.GetString(6), r.IsDBNull(7) ? null : r.GetInt32(7), r.IsDBNull(8) ? null : r.GetString(8)));
             return list;
-        }
+        });
     }
 
     /// <summary>
@@ -502,7 +533,7 @@ public sealed partial class RunStore : IDisposable
     /// <exception cref="StoreException">No run, or several, match.</exception>
     public string ResolveRunId(string run)
     {
-        lock (_read)
+        return Read(() =>
         {
             if (string.IsNullOrWhiteSpace(run)) throw new StoreException("the run is empty: give a run id, a unique prefix of one, or 'last' (see taskmesh runs)");
             using var cmd = Reader().CreateCommand();
@@ -522,7 +553,7 @@ public sealed partial class RunStore : IDisposable
                 1 => ids[0],
                 _ => throw new StoreException($"'{Graph.GraphLimits.Printable(run)}' matches several runs ({string.Join(", ", ids)}, ...); give more of the id"),
             };
-        }
+        });
     }
 
     /// <summary>
@@ -533,7 +564,7 @@ public sealed partial class RunStore : IDisposable
     /// <exception cref="StoreException">The run has another task count than <paramref name="graph"/>.</exception>
     public Scheduling.RestoredTasks LoadRestored(string runId, Graph.TaskGraph graph)
     {
-        lock (_read)
+        return Read(() =>
         {
             ArgumentNullException.ThrowIfNull(graph);
             var restored = new Scheduling.RestoredTasks(graph.Count);
@@ -581,7 +612,7 @@ public sealed partial class RunStore : IDisposable
             return restored;
 
             string? Resolve(string kept) => kept.StartsWith(FileMarker, StringComparison.Ordinal) ? OutputFiles.Read(FilesFolder, kept[FileMarker.Length..]) : kept;
-        }
+        });
     }
 
     /// <summary>The <c>runs.kind</c> of an open run (one that takes tasks while it goes).</summary>
@@ -594,7 +625,7 @@ public sealed partial class RunStore : IDisposable
     /// </summary>
     internal (string Status, string? SpecHash, bool HasOutput, object? Output)? OpenTaskOf(string runId, string taskId)
     {
-        lock (_read)
+        return Read<(string Status, string? SpecHash, bool HasOutput, object? Output)?>(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
@@ -608,31 +639,31 @@ public sealed partial class RunStore : IDisposable
             if (!r.Read()) return null;
             string? json = r.IsDBNull(3) ? r.IsDBNull(2) ? null : r.GetString(2) : OutputFiles.Read(FilesFolder, r.GetString(3));
             return (r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), json is not null, json is null ? null : StoredOutput.Restore(json));
-        }
+        });
     }
 
     /// <summary>The next task index of an open run resumed from <paramref name="runId"/> (past every row it kept).</summary>
     internal int NextOpenTaskIndex(string runId)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT coalesce(max(task_index) + 1, 0) FROM task_executions WHERE run_id = @run";
             cmd.Parameters.AddWithValue("@run", runId);
             return Convert.ToInt32(cmd.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
-        }
+        });
     }
 
     /// <summary>Whether <paramref name="runId"/> is an open run.</summary>
     internal bool IsOpenRun(string runId)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT kind FROM runs WHERE run_id = @run";
             cmd.Parameters.AddWithValue("@run", runId);
             return cmd.ExecuteScalar() as string == OpenRunKind;
-        }
+        });
     }
 
     // Marks an output held in a file, in LoadRestored's map (no JSON text starts with a NUL).
@@ -647,7 +678,7 @@ public sealed partial class RunStore : IDisposable
     /// </summary>
     public string?[] StatusesOf(string runId, int taskCount)
     {
-        lock (_read)
+        return Read(() =>
         {
             var status = new string?[taskCount];
             using (var cmd = Reader().CreateCommand())
@@ -661,13 +692,13 @@ public sealed partial class RunStore : IDisposable
             foreach (var t in TasksOf(runId))
                 if (t.Index < taskCount) status[t.Index] = t.Status;
             return status;
-        }
+        });
     }
 
     /// <summary>The graph file and hash a run recorded, for resuming it.</summary>
     public (string? Path, string? Hash) GraphOf(string runId)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT graph_path, graph_hash FROM runs WHERE run_id = @run";
@@ -675,7 +706,7 @@ public sealed partial class RunStore : IDisposable
             using var r = cmd.ExecuteReader();
             if (!r.Read()) throw new StoreException($"store '{Path}' holds no run '{runId}'");
             return (r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1));
-        }
+        });
     }
 
     /// <summary>A run's audit trail in the order it was written, optionally of one task and one category.</summary>
@@ -684,7 +715,7 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The first <paramref name="limit"/> rows of a run's audit trail in the order they were written, optionally of one task and one category.</summary>
     public IReadOnlyList<AuditRecord> AuditOf(string runId, string? taskId, string? category, int limit)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
@@ -697,7 +728,7 @@ public sealed partial class RunStore : IDisposable
             cmd.Parameters.AddWithValue("@task", (object?)taskId ?? DBNull.Value);
             cmd.Parameters.AddWithValue("@category", (object?)category ?? DBNull.Value);
             return ReadAudit(cmd);
-        }
+        });
     }
 
     /// <summary>The audit rows <paramref name="cmd"/> selects (category, at, run_id, task_id, detail); a row of no run has an empty run id.</summary>
@@ -728,13 +759,13 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The newest <paramref name="limit"/> rows of the audit trail that belong to no run (actions on the service), newest first; their <see cref="AuditRecord.RunId"/> is empty.</summary>
     public IReadOnlyList<AuditRecord> ServiceAudit(int limit = 100)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT category, at, run_id, task_id, detail FROM audit_log WHERE run_id IS NULL ORDER BY id DESC LIMIT @limit";
             cmd.Parameters.AddWithValue("@limit", limit);
             return ReadAudit(cmd);
-        }
+        });
     }
 
     /// <summary>Records the layers an engine has (name, kind, status, capacity, capabilities, price) in the <c>layers</c> table.</summary>
@@ -754,7 +785,7 @@ public sealed partial class RunStore : IDisposable
     /// </summary>
     public IReadOnlyList<TrainingRow> TrainingRows(int limit = 1_000_000)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
@@ -779,7 +810,7 @@ public sealed partial class RunStore : IDisposable
                 });
             }
             return list;
-        }
+        });
     }
 
     /// <summary>
@@ -824,7 +855,7 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The model versions trained from this store, newest first (<c>Folder</c>: the full path of the version's files).</summary>
     public IReadOnlyList<(int Version, DateTimeOffset TrainedAt, int Rows, string Folder, string Metrics)> Models()
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT version, trained_at, rows, folder, metrics FROM models ORDER BY version DESC";
@@ -833,7 +864,7 @@ public sealed partial class RunStore : IDisposable
             while (r.Read())
                 list.Add((r.GetInt32(0), DateTimeOffset.Parse(r.GetString(1), System.Globalization.CultureInfo.InvariantCulture), r.GetInt32(2), ModelFolderOf(r.GetString(3)), r.GetString(4)));
             return list;
-        }
+        });
     }
 
     // A version's folder is kept relative to the store's folder (the store and its models move
@@ -886,13 +917,13 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The store's rules with their ids, in order (those <c>taskmesh rules add</c> made, or the config's last mirror).</summary>
     public IReadOnlyList<(int Id, Escalation.EscalationRule Rule)> RulesWithIds()
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = RulesQuery;
             using var r = cmd.ExecuteReader();
             return ReadRules(r);
-        }
+        });
     }
 
     // The stored rules in their order, as the readers and the config mirror read them.
@@ -1025,7 +1056,7 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The cached output JSON kept under <paramref name="key"/>, or null.</summary>
     internal string? CachedJson(string key)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT json, file FROM task_cache WHERE key = @key";
@@ -1033,13 +1064,13 @@ public sealed partial class RunStore : IDisposable
             using var r = cmd.ExecuteReader();
             if (!r.Read()) return null;
             return r.IsDBNull(1) ? r.GetString(0) : OutputFiles.Read(FilesFolder, r.GetString(1));
-        }
+        });
     }
 
     /// <summary>The result cache's entries, newest first.</summary>
     public IReadOnlyList<(string Key, string Handler, string TaskId, string? RunId, DateTimeOffset CreatedAt, int Bytes)> CacheEntries(int limit = 100)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT key, handler, task_id, run_id, created_at, coalesce(bytes, length(json)) FROM task_cache ORDER BY created_at DESC LIMIT @limit";
@@ -1050,19 +1081,18 @@ public sealed partial class RunStore : IDisposable
                 list.Add((r.GetString(0), r.GetString(1), r.GetString(2), r.IsDBNull(3) ? null : r.GetString(3),
                     DateTimeOffset.Parse(r.GetString(4), System.Globalization.CultureInfo.InvariantCulture), r.GetInt32(5)));
             return list;
-        }
+        });
     }
 
     /// <summary>Empties the result cache; returns how many entries it held.</summary>
     public async Task<int> ClearCacheAsync()
     {
-        int count;
-        lock (_read)
+        int count = Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT count(*) FROM task_cache";
-            count = Convert.ToInt32(cmd.ExecuteScalar());
-        }
+            return Convert.ToInt32(cmd.ExecuteScalar());
+        });
         var writer = Writer ?? throw new StoreException($"store '{Path}' is open read-only");
         writer.Enqueue(new ClearCache());
         await FlushAsync();
@@ -1083,7 +1113,7 @@ public sealed partial class RunStore : IDisposable
     /// <summary>A run's figures per layer (tasks, succeeded, failed, summed durations, cost), by layer name.</summary>
     public IReadOnlyList<(string Layer, int Tasks, int Succeeded, int Failed, double DurationMs, double Cost)> LayersOf(string runId)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = "SELECT layer, tasks, succeeded, failed, duration_ms, cost FROM run_layers WHERE run_id = @run ORDER BY layer";
@@ -1092,13 +1122,13 @@ public sealed partial class RunStore : IDisposable
             using var r = cmd.ExecuteReader();
             while (r.Read()) list.Add((r.GetString(0), r.GetInt32(1), r.GetInt32(2), r.GetInt32(3), r.GetDouble(4), r.GetDouble(5)));
             return list;
-        }
+        });
     }
 
     /// <summary>The daily per-layer figures of the last <paramref name="days"/> days (UTC), oldest first.</summary>
     public IReadOnlyList<DailyLayerFigures> DailyMetrics(int days)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
@@ -1111,13 +1141,13 @@ public sealed partial class RunStore : IDisposable
             while (r.Read())
                 list.Add(new DailyLayerFigures(r.GetString(0), r.GetString(1), r.GetInt64(2), r.GetInt64(3), r.GetInt64(4), r.GetDouble(5), r.GetInt64(6), r.GetDouble(7), r.GetInt64(8), r.GetDouble(9)));
             return list;
-        }
+        });
     }
 
     /// <summary>Escalations of the last <paramref name="days"/> days (UTC) by day and route (from → to), oldest first.</summary>
     public IReadOnlyList<(string Day, string From, string To, int Count)> EscalationsByDay(int days)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             cmd.CommandText = """
@@ -1129,7 +1159,7 @@ public sealed partial class RunStore : IDisposable
             using var r = cmd.ExecuteReader();
             while (r.Read()) list.Add((r.GetString(0), r.GetString(1), r.GetString(2), Convert.ToInt32(r.GetValue(3), System.Globalization.CultureInfo.InvariantCulture)));
             return list;
-        }
+        });
     }
 
     /// <summary>
@@ -1138,7 +1168,7 @@ public sealed partial class RunStore : IDisposable
     /// </summary>
     public IReadOnlyList<(int Bucket, long Tasks, double Cost)> ComplexityBuckets(int days)
     {
-        lock (_read)
+        return Read(() =>
         {
             using var cmd = Reader().CreateCommand();
             // The bucket spelled out (no floor(): not every SQLite build has it, and CAST rounds in PostgreSQL).
@@ -1152,7 +1182,7 @@ public sealed partial class RunStore : IDisposable
             using var r = cmd.ExecuteReader();
             while (r.Read()) list.Add((Convert.ToInt32(r.GetValue(0), System.Globalization.CultureInfo.InvariantCulture), Convert.ToInt64(r.GetValue(1), System.Globalization.CultureInfo.InvariantCulture), Convert.ToDouble(r.GetValue(2), System.Globalization.CultureInfo.InvariantCulture)));
             return list;
-        }
+        });
     }
 
     /// <summary>Flushes and closes the store.</summary>

@@ -311,4 +311,31 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         await Task.Delay(TimeSpan.FromSeconds(5));   // two keepalives
         Assert.Single(store.ServiceAudit());
     }
+
+    /// <summary>A read right after its session was dropped (before any keepalive could notice) runs again on a new session: the caller sees rows, not the loss.</summary>
+    [Fact]
+    public async Task AReadRightAfterItsSessionWasDropped_RunsAgainOnANewSession()
+    {
+        using var store = OpenStore();
+        store.RecordAudit(null, null, AuditCategory.Api, """{"action":"x"}""");
+        await store.FlushAsync();
+        Assert.Single(store.ServiceAudit());
+        Assert.Equal(0, store.ReaderReconnects);
+        await pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+        Assert.Single(store.ServiceAudit());                   // at once: the keepalive (every 2 s) has not run
+        Assert.Equal(1, store.ReaderReconnects);
+        Assert.Equal(0, store.TaskPage("no-run", null, 10, 0).Total);   // and the new session serves the next reads
+        Assert.Equal(1, store.ReaderReconnects);
+        // A server that refuses the statement itself (not a lost session) is not retried: its error stands.
+        await pg.ExecuteAsync(_url, "ALTER TABLE audit_log RENAME TO audit_log_gone");
+        try
+        {
+            Assert.ThrowsAny<System.Data.Common.DbException>(() => store.ServiceAudit());
+            Assert.Equal(1, store.ReaderReconnects);
+        }
+        finally
+        {
+            await pg.ExecuteAsync(_url, "ALTER TABLE audit_log_gone RENAME TO audit_log");
+        }
+    }
 }
