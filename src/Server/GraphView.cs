@@ -1,13 +1,15 @@
 using System.Text.Json;
 using TaskMesh.Engine;
 using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Scheduling;
 
 namespace TaskMesh.Server;
 
 /// <summary>
 /// A run's graph as the dashboard draws it (<c>GET /api/runs/{id}/graph</c>): each task's level —
 /// the longest path of edges from a task with no predecessors, so every edge goes to a later level —
-/// and the estimated critical path. A graph of up to <see cref="MaxListed"/> tasks is listed whole
+/// and the critical path: measured for a finished run the service keeps with its tasks' times,
+/// else by the engine's estimates. A graph of up to <see cref="MaxListed"/> tasks is listed whole
 /// (tasks with their handler and level, edges as index pairs with their kind); a larger one up to
 /// <see cref="MaxLevels"/> tasks gives each task's level only (the page draws it by level); past
 /// that, the level sizes alone.
@@ -38,7 +40,38 @@ internal static class GraphView
         return level;
     }
 
-    public static void Write(Utf8JsonWriter w, string runId, PreparedGraph prepared, TaskMeshEngine engine)
+    /// <summary>
+    /// The path that set a finished run's makespan, from its tasks' recorded starts and durations:
+    /// the task that ended last, then back through, at each task, the predecessor that ended last
+    /// (the one it waited for longest), to a task that waited for none that ran. Null when the run
+    /// kept no per-task times or none of its tasks ran.
+    /// </summary>
+    public static List<int>? MeasuredCriticalPath(TaskGraph g, RunResult result)
+    {
+        if (!result.HasTaskDetails || result.Total != g.Count) return null;
+        var end = new double[g.Count];
+        int last = -1;
+        for (int i = 0; i < g.Count; i++)
+        {
+            var t = result.TaskResultOf(i);
+            end[i] = t.StartedAtMs is double started && t.DurationMs is double ms ? started + ms : double.NaN;   // skipped, or never started
+            if (!double.IsNaN(end[i]) && (last < 0 || end[i] > end[last])) last = i;
+        }
+        if (last < 0) return null;
+        var path = new List<int>();
+        for (int i = last; i >= 0;)
+        {
+            path.Add(i);
+            int waitedFor = -1;
+            foreach (int p in g.PredecessorsOf(i))
+                if (!double.IsNaN(end[p]) && (waitedFor < 0 || end[p] > end[waitedFor])) waitedFor = p;
+            i = waitedFor;
+        }
+        path.Reverse();
+        return path;
+    }
+
+    public static void Write(Utf8JsonWriter w, string runId, PreparedGraph prepared, TaskMeshEngine engine, RunResult? finished = null)
     {
         var g = prepared.Graph;
         var level = Levels(g);
@@ -86,10 +119,12 @@ internal static class GraphView
             foreach (int l in level) w.WriteNumberValue(l);
             w.WriteEndArray();
         }
+        var measured = finished is not null && g.Count <= MaxLevels ? MeasuredCriticalPath(g, finished) : null;
         w.WriteStartArray("critical_path");
         if (g.Count <= MaxLevels)
-            foreach (int i in engine.Analyze(prepared).CriticalPath) w.WriteStringValue(g.IdOf(i));
+            foreach (int i in measured ?? (IEnumerable<int>)engine.Analyze(prepared).CriticalPath) w.WriteStringValue(g.IdOf(i));
         w.WriteEndArray();
+        w.WriteString("critical_path_source", measured is not null ? "measured" : "estimated");
         w.WriteEndObject();
     }
 }

@@ -107,7 +107,8 @@ internal static class Reads
     public static Action<Utf8JsonWriter> RunGraph(TaskMeshService service, string id)
     {
         var graph = service.GraphOfRun(id);
-        return w => GraphView.Write(w, id, graph, service.Runtime.Engine);
+        var finished = service.FinishedResultOf(id);
+        return w => GraphView.Write(w, id, graph, service.Runtime.Engine, finished);
     }
 
     public static Action<Utf8JsonWriter> Layers(TaskMeshService service) => w => Status.WriteLayers(w, service);

@@ -519,6 +519,9 @@ internal sealed class TaskMeshService : IAsyncDisposable
         throw new ApiException(409, "graph gone", $"the service keeps run {runId}'s graph no more, and its graph file is gone or changed");
     }
 
+    /// <summary>The result of a finished run the service still keeps (null for a going run, or one only the store has).</summary>
+    internal RunResult? FinishedResultOf(string runId) => _finished.TryGet(runId, out var result) ? result : null;
+
     private static readonly string[] TaskStatuses = ["succeeded", "failed", "timed_out", "skipped", "cancelled"];
 
     /// <summary>

@@ -115,6 +115,28 @@ public sealed class HttpApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ARunsGraph_HasTheEstimatedCriticalPathWhileItGoes_AndTheMeasuredOneWhenItEnded()
+    {
+        // The estimates point the wrong way: `looks-long` is estimated at 5 s and takes 10 ms, `looks-short` at 1 ms and takes 1.5 s.
+        string id = await SubmitAsync("""
+            { "name": "misjudged", "tasks": [
+              { "id": "a", "handler": "noop" },
+              { "id": "looks-long", "handler": "sleep", "args": { "millis": 10 }, "estimateMs": 5000, "dependsOn": ["a"] },
+              { "id": "looks-short", "handler": "sleep", "args": { "millis": 1500 }, "estimateMs": 1, "dependsOn": ["a"] },
+              { "id": "z", "handler": "noop", "dependsOn": ["looks-long", "looks-short"] } ] }
+            """);
+        var going = await ReadJson(await _http.GetAsync($"api/runs/{id}/graph"));
+        Assert.Equal("estimated", going.GetProperty("critical_path_source").GetString());
+        var estimated = going.GetProperty("critical_path").EnumerateArray().Select(t => t.GetString()).ToList();
+        Assert.Contains("looks-long", estimated);
+        Assert.DoesNotContain("looks-short", estimated);
+        await WaitForRunAsync(id);
+        var ended = await ReadJson(await _http.GetAsync($"api/runs/{id}/graph"));
+        Assert.Equal("measured", ended.GetProperty("critical_path_source").GetString());
+        Assert.Equal(["a", "looks-short", "z"], ended.GetProperty("critical_path").EnumerateArray().Select(t => t.GetString()));
+    }
+
+    [Fact]
     public async Task ARunsTasksAreListed_ByStatus_FromTheRunOrFromTheStore()
     {
         string id = await SubmitAsync(Diamond);

@@ -54,7 +54,7 @@ function drawNodes(container, graph, critical, onClick) {
   });
   const picture = svg('svg', { width, height, viewBox: `0 0 ${width} ${height}`, class: 'dag', role: 'img', 'aria-label': 'the run\'s graph' }, edges, nodes);
   show(container, el('div', { class: 'legend' }, el('span', {}, el('i', { class: 'edge-key hard' }), 'hard'), el('span', {}, el('i', { class: 'edge-key soft' }), 'soft'),
-    el('span', {}, el('i', { class: 'edge-key data' }), 'data'), el('span', {}, el('i', { class: 'edge-key crit' }), 'critical path (estimated)')),
+    el('span', {}, el('i', { class: 'edge-key data' }), 'data'), el('span', {}, el('i', { class: 'edge-key crit' }), `critical path (${graph.critical_path_source === 'measured' ? 'measured' : 'estimated'})`)),
     el('div', { class: 'dag-frame' }, picture));
   const shown = new Map();
   return tasksById => {
