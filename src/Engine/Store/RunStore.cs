@@ -464,7 +464,15 @@ public sealed partial class RunStore : IDisposable
     /// <summary>The kept row of task <paramref name="taskId"/> of a run (the first, by task index), or null when the store kept none.</summary>
     public StoredTask? TaskOf(string runId, string taskId) => ReadTasks("run_id = @run AND task_id = @task", runId, taskId, 1) is [var t] ? t : null;
 
-    private List<StoredTask> ReadTasks(string where, string runId, string? taskId, int limit, int offset = 0, string? status = null)
+    /// <summary>The <paramref name="limit"/> longest of the task rows the store kept for a run (with a duration), longest first; the database sorts.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="limit"/> below 0.</exception>
+    public IReadOnlyList<StoredTask> SlowestTasks(string runId, int limit)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(limit);
+        return ReadTasks("run_id = @run AND duration_ms IS NOT NULL", runId, null, limit, orderBy: "duration_ms DESC, task_index");
+    }
+
+    private List<StoredTask> ReadTasks(string where, string runId, string? taskId, int limit, int offset = 0, string? status = null, string orderBy = "task_index")
     {
         return Read(() =>
         {
@@ -472,7 +480,7 @@ public sealed partial class RunStore : IDisposable
             cmd.CommandText = $"""
                 SELECT task_index, task_id, handler, initial_layer, final_layer, status, attempts, confidence, escalations,
                        started_ms, duration_ms, error, output_summary, skipped_because, kept_because, cost, complexity
-                FROM task_executions WHERE {where} ORDER BY task_index LIMIT @limit OFFSET @offset
+                FROM task_executions WHERE {where} ORDER BY {orderBy} LIMIT @limit OFFSET @offset
                 """;
             cmd.Parameters.AddWithValue("@run", runId);
             if (taskId is not null) cmd.Parameters.AddWithValue("@task", taskId);

@@ -78,7 +78,7 @@ internal static class RunsCommand
                     o.WriteLine($"    {TerminalText.Safe(e.TaskId)}: {e.From} -> {e.To} ({e.Trigger}{(e.Rule is { } rule ? $", rule {(e.RuleId is int id2 ? $"{id2} " : "")}{rule}" : "")}): {TerminalText.Safe(e.Reason)}");
                 if (escalations.Count > 20) o.WriteLine($"    ... and {escalations.Count - 20} more");
             }
-            var tasks = s.TasksOf(id).Where(x => x.DurationMs is not null).OrderByDescending(x => x.DurationMs).Take(parse.GetValue(slowest) ?? 10).ToList();
+            var tasks = s.SlowestTasks(id, parse.GetValue(slowest) ?? 10);
             if (tasks.Count > 0)
             {
                 o.WriteLine("  slowest tasks (of those kept):");

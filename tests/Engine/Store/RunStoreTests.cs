@@ -89,6 +89,11 @@ public abstract class RunStoreContract
         Assert.Equal(0, store.TaskPage(result.RunId, "cancelled", 10, 0).Total);
         Assert.Equal(0, store.TaskPage("no-such-run", null, 10, 0).Total);
         Assert.Throws<ArgumentOutOfRangeException>(() => store.TaskPage(result.RunId, null, 10, -1));
+        // The slowest kept rows, longest first, sorted by the database (the same as sorting the whole list).
+        var slowest = store.SlowestTasks(result.RunId, 5);
+        Assert.Equal(store.TasksOf(result.RunId).Where(t => t.DurationMs is not null).OrderByDescending(t => t.DurationMs).ThenBy(t => t.Index).Take(5).Select(t => t.Index),
+            slowest.Select(t => t.Index));
+        Assert.Empty(store.SlowestTasks(result.RunId, 0));
         // The same rows as the whole list, a page at a time.
         var whole = store.TasksOf(result.RunId).Select(t => t.Id).ToList();
         var paged = Enumerable.Range(0, 4).SelectMany(k => store.TaskPage(result.RunId, null, 8, 8 * k).Tasks).Select(t => t.Id).ToList();
