@@ -272,7 +272,7 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         for (int i = 0; i < 500; i++) run.Submit(new TaskRequest("noop") { Id = $"a{i}" });
         await store.FlushAsync();
         // Every session of the store ends, as when the server restarts.
-        await pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+        await TerminateSessionsAsync();
         for (int i = 0; i < 500; i++) run.Submit(new TaskRequest("noop") { Id = $"b{i}" });
         run.Complete();
         var result = await run.Completion;
@@ -299,6 +299,10 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         Assert.Single(store.ServiceAudit());
     }
 
+    /// <summary>Ends every session the store under test has open on the server, as a restart or a cut connection would.</summary>
+    private Task TerminateSessionsAsync()
+        => pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+
     /// <summary>A session the server dropped while the reader was idle is noticed (a keepalive every 2 s): the first read after it works.</summary>
     [Fact]
     public async Task AReaderIdleWhenItsSessionWasDropped_ReadsAtOnce()
@@ -307,7 +311,7 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         store.RecordAudit(null, null, AuditCategory.Api, """{"action":"x"}""");
         await store.FlushAsync();
         Assert.Single(store.ServiceAudit());
-        await pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+        await TerminateSessionsAsync();
         await Task.Delay(TimeSpan.FromSeconds(5));   // two keepalives
         Assert.Single(store.ServiceAudit());
     }
@@ -321,7 +325,7 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
         await store.FlushAsync();
         Assert.Single(store.ServiceAudit());
         Assert.Equal(0, store.ReaderReconnects);
-        await pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
+        await TerminateSessionsAsync();
         Assert.Single(store.ServiceAudit());                   // at once: the keepalive (every 2 s) has not run
         Assert.Equal(1, store.ReaderReconnects);
         Assert.Equal(0, store.TaskPage("no-run", null, 10, 0).Total);   // and the new session serves the next reads
