@@ -124,7 +124,7 @@ internal static class GraphView
         if (g.Count <= MaxLevels)
             foreach (int i in measured ?? (IEnumerable<int>)engine.Analyze(prepared).CriticalPath) w.WriteStringValue(g.IdOf(i));
         w.WriteEndArray();
-        w.WriteString("critical_path_source", measured is not null ? "measured" : "estimated");
+        w.WriteString("critical_path_source", measured is not null ? "measured" : g.Count <= MaxLevels ? "estimated" : "none");
         w.WriteEndObject();
     }
 }

@@ -328,8 +328,6 @@ public sealed partial class RunStore : IDisposable
         }
     }
 
-    private void Read(Action read) => Read(() => { read(); return 0; });
-
     private long _readerReconnects;
 
     /// <summary>Reads that ran again on a new session after theirs was lost (tests look).</summary>
