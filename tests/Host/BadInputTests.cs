@@ -140,10 +140,12 @@ public sealed class BadInputTests : IDisposable
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "taskmesh.dll");
         var quoted = string.Join(' ', args.Select(a => "'" + a.Replace("'", "'\\''") + "'"));
-        // Job control on: without it a shell starts background commands with SIGINT ignored.
+        // Job control on: without it a shell starts background commands with SIGINT ignored; and
+        // SIGINT set back to its default for the command, in case this test process was itself
+        // started with it ignored (a disposition an exec keeps, and .NET then leaves alone).
         var script = $"""
             set -m
-            dotnet '{dll}' {quoted} >out.txt 2>err.txt &
+            env --default-signal=INT dotnet '{dll}' {quoted} >out.txt 2>err.txt &
             pid=$!
             sleep {after.TotalSeconds:0.###}
             if ! kill -0 $pid 2>/dev/null; then echo "ended-early"; exit 0; fi

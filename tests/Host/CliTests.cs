@@ -198,9 +198,11 @@ public class CliTests : IDisposable
               { "id": "after", "handler": "noop", "dependsOn": ["wait-1"] } ] }
             """);
         var summary = Path.Combine(_dir, "s.json");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        // Through `env --default-signal=INT`, which then becomes dotnet (same process): SIGINT at its
+        // default even when this test process was started with it ignored (an exec keeps that).
+        var psi = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.Environment["TASKMESH_HOME"] = _dir;
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--json", summary, "--progress", "lines" })
+        foreach (var a in new[] { "--default-signal=INT", "dotnet", Path.Combine(AppContext.BaseDirectory, "taskmesh.dll"), "run", graph, "--json", summary, "--progress", "lines" })
             psi.ArgumentList.Add(a);
         using var p = new Process { StartInfo = psi };
         var output = new System.Text.StringBuilder();
