@@ -40,37 +40,6 @@ internal static class GraphView
         return level;
     }
 
-    /// <summary>
-    /// The path that set a finished run's makespan, from its tasks' recorded starts and durations:
-    /// the task that ended last, then back through, at each task, the predecessor that ended last
-    /// (the one it waited for longest), to a task that waited for none that ran. Null when the run
-    /// kept no per-task times or none of its tasks ran.
-    /// </summary>
-    public static List<int>? MeasuredCriticalPath(TaskGraph g, RunResult result)
-    {
-        if (!result.HasTaskDetails || result.Total != g.Count) return null;
-        var end = new double[g.Count];
-        int last = -1;
-        for (int i = 0; i < g.Count; i++)
-        {
-            var t = result.TaskResultOf(i);
-            end[i] = t.StartedAtMs is double started && t.DurationMs is double ms ? started + ms : double.NaN;   // skipped, or never started
-            if (!double.IsNaN(end[i]) && (last < 0 || end[i] > end[last])) last = i;
-        }
-        if (last < 0) return null;
-        var path = new List<int>();
-        for (int i = last; i >= 0;)
-        {
-            path.Add(i);
-            int waitedFor = -1;
-            foreach (int p in g.PredecessorsOf(i))
-                if (!double.IsNaN(end[p]) && (waitedFor < 0 || end[p] > end[waitedFor])) waitedFor = p;
-            i = waitedFor;
-        }
-        path.Reverse();
-        return path;
-    }
-
     public static void Write(Utf8JsonWriter w, string runId, PreparedGraph prepared, TaskMeshEngine engine, RunResult? finished = null)
     {
         var g = prepared.Graph;
@@ -119,7 +88,7 @@ internal static class GraphView
             foreach (int l in level) w.WriteNumberValue(l);
             w.WriteEndArray();
         }
-        var measured = finished is not null && g.Count <= MaxLevels ? MeasuredCriticalPath(g, finished) : null;
+        var measured = finished is not null && finished.Total == g.Count && g.Count <= MaxLevels ? finished.Record.MeasuredCriticalPath : null;
         w.WriteStartArray("critical_path");
         if (g.Count <= MaxLevels)
             foreach (int i in measured ?? (IEnumerable<int>)engine.Analyze(prepared).CriticalPath) w.WriteStringValue(g.IdOf(i));

@@ -219,6 +219,59 @@ public sealed class RunRecord
     private readonly Func<double> _criticalPath;
     private double[]? _criticalPathValue;
 
+    /// <summary>
+    /// The path that set the run's makespan, as the run measured it (with task details; null
+    /// without, or when no task ran): the task that ended last, then back through, at each task,
+    /// the predecessor that ended last — the one it waited for longest — to a task that waited for
+    /// none that ran. Task indexes, first to last. Beside <see cref="CriticalPathMs"/> (by the
+    /// estimates, before the run) it says which chain the run actually waited on.
+    /// </summary>
+    public IReadOnlyList<int>? MeasuredCriticalPath
+    {
+        get
+        {
+            // Found on first use, as the estimated one: a record nobody asks does not pay.
+            var known = Volatile.Read(ref _measured);
+            if (known is null)
+            {
+                var computed = MeasurePath();
+                known = Interlocked.CompareExchange(ref _measured, computed, null) ?? computed;
+            }
+            return known.Path;
+        }
+    }
+
+    /// <summary>From the start of <see cref="MeasuredCriticalPath"/>'s first task to the end of its last, in ms (null without it).</summary>
+    public double? MeasuredCriticalPathMs
+        => MeasuredCriticalPath is { Count: > 0 } path ? _start![path[^1]] + (double)_duration![path[^1]] - _start[path[0]] : null;
+
+    private sealed record MeasuredPath(int[]? Path);
+    private MeasuredPath? _measured;
+
+    private MeasuredPath MeasurePath()
+    {
+        if (_start is null || _duration is null) return new MeasuredPath(null);
+        int n = _graph.Count, last = -1;
+        var end = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            end[i] = LayerIndexOf(i) >= 0 ? _start[i] + _duration[i] : double.NaN;   // NaN: skipped, or cancelled before it started
+            if (!double.IsNaN(end[i]) && (last < 0 || end[i] > end[last])) last = i;
+        }
+        if (last < 0) return new MeasuredPath(null);
+        var path = new List<int>();
+        for (int i = last; i >= 0;)
+        {
+            path.Add(i);
+            int waitedFor = -1;
+            foreach (int p in _graph.PredecessorsOf(i))
+                if (!double.IsNaN(end[p]) && (waitedFor < 0 || end[p] > end[waitedFor])) waitedFor = p;
+            i = waitedFor;
+        }
+        path.Reverse();
+        return new MeasuredPath(path.ToArray());
+    }
+
     /// <summary>Each layer of the run, by name: tasks and cost.</summary>
     public IReadOnlyList<LayerRecord> Layers => Counts.Layers;
 
@@ -296,6 +349,7 @@ public sealed class RunRecord
         writer.WriteNumber("wall_ms", Math.Round(Wall.TotalMilliseconds, 3));
         writer.WriteNumber("tasks_per_second", Math.Round(TasksPerSecond, 1));
         writer.WriteNumber("critical_path_ms", Math.Round(CriticalPathMs, 3));
+        if (MeasuredCriticalPathMs is double measured) writer.WriteNumber("critical_path_measured_ms", Math.Round(measured, 3));
         writer.WriteString("ready_order", ReadyOrder);
         writer.WriteStartObject("layers");
         foreach (var l in Layers)

@@ -475,6 +475,8 @@ internal static class RunCommand
             if (r.Escalations.Count > 10) o.WriteLine($"    ... and {r.Escalations.Count - 10} more");
         }
         o.WriteLine($"  wall {r.Wall.TotalMilliseconds:0.###} ms, {r.TasksPerSecond:0.#} tasks/s; critical path {r.CriticalPathMs:0.###} ms vs makespan {r.Wall.TotalMilliseconds:0.###} ms; ready order {r.ReadyOrder}");
+        if (r.Record.MeasuredCriticalPathMs is double measured)
+            o.WriteLine($"  measured critical path: {measured:0.###} ms, {r.Record.MeasuredCriticalPath!.Count} tasks (the chain the run waited on; the critical path above is from the estimates)");
         if (!r.HasTaskDetails)
         {
             if (r.Failed > 0) o.WriteLine("  (per-task errors not kept for a graph this large; rerun with --nodes)");
