@@ -303,27 +303,32 @@ public sealed class PostgresRunStoreTests(PostgresFixture pg) : RunStoreContract
     private Task TerminateSessionsAsync()
         => pg.ExecuteAsync(pg.UrlOf("postgres"), $"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{new Uri(_url).AbsolutePath.Trim('/')}' AND application_name = 'taskmesh' AND pid <> pg_backend_pid()");
 
+    /// <summary>A store holding one row of the service's audit trail, read back once (the reader's session is open).</summary>
+    private async Task<RunStore> StoreWithOneAuditRowAsync()
+    {
+        var store = OpenStore();
+        store.RecordAudit(null, null, AuditCategory.Api, """{"action":"x"}""");
+        await store.FlushAsync();
+        Assert.Single(store.ServiceAudit());
+        return store;
+    }
+
     /// <summary>A session the server dropped while the reader was idle is noticed (a keepalive every 2 s): the first read after it works.</summary>
     [Fact]
     public async Task AReaderIdleWhenItsSessionWasDropped_ReadsAtOnce()
     {
-        using var store = OpenStore();
-        store.RecordAudit(null, null, AuditCategory.Api, """{"action":"x"}""");
-        await store.FlushAsync();
-        Assert.Single(store.ServiceAudit());
+        using var store = await StoreWithOneAuditRowAsync();
         await TerminateSessionsAsync();
         await Task.Delay(TimeSpan.FromSeconds(5));   // two keepalives
         Assert.Single(store.ServiceAudit());
+        Assert.Equal(0, store.ReaderReconnects);   // the keepalive found the loss: the read opened a new session first, nothing failed to retry
     }
 
     /// <summary>A read right after its session was dropped (before any keepalive could notice) runs again on a new session: the caller sees rows, not the loss.</summary>
     [Fact]
     public async Task AReadRightAfterItsSessionWasDropped_RunsAgainOnANewSession()
     {
-        using var store = OpenStore();
-        store.RecordAudit(null, null, AuditCategory.Api, """{"action":"x"}""");
-        await store.FlushAsync();
-        Assert.Single(store.ServiceAudit());
+        using var store = await StoreWithOneAuditRowAsync();
         Assert.Equal(0, store.ReaderReconnects);
         await TerminateSessionsAsync();
         Assert.Single(store.ServiceAudit());                   // at once: the keepalive (every 2 s) has not run
