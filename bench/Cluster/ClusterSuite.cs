@@ -44,14 +44,17 @@ internal static class ClusterSuite
         Console.WriteLine($"cluster bench: coordinator in this process, {workers} worker processes on loopback; {tasks:N0} tasks per throughput figure, {requests:N0} round trips");
 
         // The engine's own ceiling for a layer that is not local, in this process: the same graph to a
-        // cooperative layer that answers attempts in batches at once (no Orleans, no workers). No
-        // cluster can pass it: every remote attempt takes this path on the coordinator.
+        // layer that answers attempts in batches at once (no Orleans, no workers). No cluster can pass
+        // it: every remote attempt takes this path on the coordinator. Measured both ways a layer can
+        // take attempts: in batches (the cluster's and the external workers' layers) and one
+        // ExecuteAsync call each (a task, a timer and two cancellation sources per attempt).
+        foreach (bool batches in new[] { false, true })
         {
             var services = new ServiceCollection();
             services.AddTaskMesh(TaskMeshConfig.Parse("[store]\nenabled = false\n"));
             await using var provider = services.BuildServiceProvider();
             var engine = provider.GetRequiredService<TaskMeshRuntime>().Engine;
-            using var layer = new AnswerAtOnceLayer();
+            using var layer = new AnswerAtOnceLayer(batches);
             engine.AddLayer(layer);
             engine.Router = new FixedLayerRouter(layer.Name);
             var graph = NoOps(tasks);
@@ -63,7 +66,7 @@ internal static class ClusterSuite
                 return Stopwatch.GetElapsedTime(t0);
             }
             await Repeat(seconds, Once);
-            Add("engine_ceiling_tasks_per_s", tasks / (await Median(Once)).TotalSeconds, "tasks/s");
+            Add(batches ? "engine_ceiling_tasks_per_s" : "engine_ceiling_per_call_tasks_per_s", tasks / (await Median(Once)).TotalSeconds, "tasks/s");
         }
 
         var batched = new ClusterSettings { Port = 0, BatchSize = 1024, Prefetch = 8192 };
@@ -124,20 +127,34 @@ internal static class ClusterSuite
     }
 
     /// <summary>
-    /// A cooperative layer that answers every attempt at once, in batches on a loop of its own (as the
-    /// cluster layer ends the attempts of a worker's report): the engine's per-attempt path alone.
+    /// A layer that answers every attempt at once, in batches on a loop of its own (as the cluster
+    /// layer ends the attempts of a worker's report): the engine's per-attempt path alone. Takes its
+    /// attempts in batches (<see cref="TaskMesh.Engine.Layers.LayerAttempt"/>) or, cooperative, one
+    /// <c>ExecuteAsync</c> call each.
     /// </summary>
     private sealed class AnswerAtOnceLayer : TaskMesh.Engine.Layers.ExecutionLayer, IDisposable
     {
-        private readonly System.Threading.Channels.Channel<TaskCompletionSource<object?>> _queue =
-            System.Threading.Channels.Channel.CreateUnbounded<TaskCompletionSource<object?>>(new() { SingleReader = true });
+        private readonly System.Threading.Channels.Channel<object> _queue =
+            System.Threading.Channels.Channel.CreateUnbounded<object>(new() { SingleReader = true });
         private readonly Task _loop;
+        private readonly bool _batches;
 
-        public AnswerAtOnceLayer() : base(8192) => _loop = Task.Run(LoopAsync);
+        public AnswerAtOnceLayer(bool batches) : base(8192)
+        {
+            _batches = batches;
+            _loop = Task.Run(LoopAsync);
+        }
 
         public override string Name => "at_once";
 
         public override bool Cooperative => true;
+
+        public override bool TakesBatches => _batches;
+
+        public override void StartAttempts(ReadOnlySpan<TaskMesh.Engine.Layers.LayerAttempt> attempts)
+        {
+            foreach (var a in attempts) _queue.Writer.TryWrite(a);
+        }
 
         public override async ValueTask<object?> ExecuteAsync(TaskMesh.Engine.Layers.LayerInvocation invocation, CancellationToken ct)
         {
@@ -148,11 +165,13 @@ internal static class ClusterSuite
 
         private async Task LoopAsync()
         {
-            var batch = new List<TaskCompletionSource<object?>>(1024);
+            var batch = new List<object>(1024);
             while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
             {
                 while (batch.Count < 1024 && _queue.Reader.TryRead(out var d)) batch.Add(d);
-                foreach (var d in batch) d.TrySetResult(null);
+                foreach (var d in batch)
+                    if (d is TaskMesh.Engine.Layers.LayerAttempt a) a.Succeed(null);
+                    else ((TaskCompletionSource<object?>)d).TrySetResult(null);
                 batch.Clear();
             }
         }

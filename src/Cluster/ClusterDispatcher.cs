@@ -7,8 +7,16 @@ using Orleans.Runtime;
 
 namespace TaskMesh.Cluster;
 
-/// <summary>One attempt the cluster layer holds: queued, or in flight on one worker.</summary>
-internal sealed class RemoteWork(long key, WorkItem item, int qubits, long needBytes)
+/// <summary>
+/// One attempt the cluster layer holds: queued, or in flight on one worker. It ends once, with the
+/// worker's outcome (<see cref="End"/>; null when it is to run on <c>local</c>: no worker left) or
+/// cancelled (<see cref="EndCancelled"/>). The dispatcher ends them in batches, on one thread-pool item
+/// per batch (<see cref="ClusterDispatcher.Complete"/>), rather than one item per attempt — thousands
+/// of those in the pool's queue delay everything behind them, the cluster's own liveness probes
+/// included. The cluster layer's attempts override both (<see cref="ClusterLayer"/>); this class's own
+/// ending completes <see cref="Done"/>.
+/// </summary>
+internal class RemoteWork(long key, WorkItem item, int qubits, long needBytes)
 {
     public readonly long Key = key;
     public readonly WorkItem Item = item;
@@ -16,14 +24,16 @@ internal sealed class RemoteWork(long key, WorkItem item, int qubits, long needB
     public readonly int Qubits = qubits;
     public readonly long NeedBytes = needBytes;
 
-    /// <summary>
-    /// Ends with the worker's outcome; with null when the attempt is to run on <c>local</c> (no worker
-    /// left). Its continuation (the rest of the attempt) runs on the thread that ends it: the
-    /// dispatcher ends them in batches, on one thread-pool item per batch (<see cref="ClusterDispatcher.Complete"/>),
-    /// rather than one item per attempt — thousands of those in the pool's queue delay everything
-    /// behind them, the cluster's own liveness probes included.
-    /// </summary>
-    public readonly TaskCompletionSource<WorkOutcome?> Done = new();
+    private TaskCompletionSource<WorkOutcome?>? _done;
+
+    /// <summary>Ends with the outcome, or null (run it on <c>local</c>); cancelled by <see cref="EndCancelled"/>.</summary>
+    public TaskCompletionSource<WorkOutcome?> Done => LazyInitializer.EnsureInitialized(ref _done);
+
+    /// <summary>The worker's outcome, or null: the attempt is to run on <c>local</c> (no worker left).</summary>
+    public virtual void End(WorkOutcome? outcome) => Done.TrySetResult(outcome);
+
+    /// <summary>Taken back (its cancellation, or the dispatcher's end): it has no outcome.</summary>
+    public virtual void EndCancelled() => Done.TrySetCanceled();
 
     // Under the dispatcher's lock.
     public WorkerState? Owner;
@@ -262,6 +272,15 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
         Wake();
     }
 
+    /// <summary>Queues attempts in their order, under one lock.</summary>
+    public void Enqueue(List<RemoteWork> works)
+    {
+        if (works.Count == 0) return;
+        lock (_lock)
+            foreach (var work in works) work.Queued = _pending.AddLast(work);
+        Wake();
+    }
+
     /// <summary>The attempt's token fired: it leaves the queue, or its worker is told to stop it (its outcome is then dropped).</summary>
     public void Cancel(RemoteWork work)
     {
@@ -276,7 +295,7 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
             owner = work.Owner;
         }
         // Not on the canceller's thread: its token's callbacks are still running.
-        ThreadPool.UnsafeQueueUserWorkItem(static w => w.Done.TrySetCanceled(), work, preferLocal: false);
+        ThreadPool.UnsafeQueueUserWorkItem(static w => w.EndCancelled(), work, preferLocal: false);
         if (owner is not null) _ = CancelOnWorkerAsync(owner, work.Key);
     }
 
@@ -326,7 +345,7 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
     internal static void Complete(List<(RemoteWork Work, WorkOutcome? Outcome)> ended)
         => ThreadPool.UnsafeQueueUserWorkItem(static list =>
         {
-            foreach (var (work, outcome) in list) work.Done.TrySetResult(outcome);
+            foreach (var (work, outcome) in list) work.End(outcome);
         }, ended, preferLocal: false);
 
     private async Task DispatchLoopAsync()
@@ -524,6 +543,6 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
             left = _pending.Concat(_order.SelectMany(w => w.InFlight.Values)).ToList();
             _pending.Clear();
         }
-        foreach (var w in left) w.Done.TrySetCanceled();
+        foreach (var w in left) w.EndCancelled();
     }
 }

@@ -39,8 +39,6 @@ internal sealed class ClusterLayer : ExecutionLayer
 
     public override string Kind => LayerName;
 
-    /// <summary>An attempt waits for its worker without a thread; its cancellation takes it back at once.</summary>
-    public override bool Cooperative => true;
 
     /// <summary>Down while no worker is there (attempts then run on <c>local</c>, or wait).</summary>
     public override LayerStatus Status => _dispatcher.Totals().Workers > 0 ? LayerStatus.Active : LayerStatus.Down;
@@ -60,38 +58,99 @@ internal sealed class ClusterLayer : ExecutionLayer
         SetCapacity(workers > 0 ? credits : _settings.FallbackToLocal ? _local().Capacity : 0);
     }
 
-    public override async ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
+    /// <summary>Attempts come in batches (<see cref="StartAttempts"/>): no task, timer or token per attempt on the coordinator.</summary>
+    public override bool TakesBatches => true;
+
+    public override ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
+        => throw new NotSupportedException("the cluster layer takes its attempts in batches (StartAttempts)");
+
+    public override void StartAttempts(ReadOnlySpan<LayerAttempt> attempts)
     {
-        var ctx = invocation.Context;
-        var work = ToWork(invocation);
-        _dispatcher.Enqueue(work);
-        WorkOutcome? outcome;
-        using (ct.Register(static s => { var (d, w) = ((ClusterDispatcher, RemoteWork))s!; d.Cancel(w); }, (_dispatcher, work)))
+        var works = new List<RemoteWork>(attempts.Length);
+        foreach (var attempt in attempts)
         {
+            AttemptWork work;
             try
             {
-                outcome = await work.Done.Task.ConfigureAwait(false);
+                work = ToWork(attempt);
             }
-            catch (TaskCanceledException)
+            catch (Exception ex)
             {
-                ct.ThrowIfCancellationRequested();
-                throw;
+                attempt.Fail(ex);   // an input that cannot be sent: the attempt fails, the rules decide
+                continue;
             }
+            attempt.State = work;
+            // Ended meanwhile (its timeout or cancellation, seen by the engine's sweep): not sent.
+            if (!attempt.IsEnded) works.Add(work);
         }
-        if (outcome is null) return await _local().ExecuteAsync(invocation, ct).ConfigureAwait(false);   // no worker left
-        if (!double.IsNaN(outcome.Confidence)) ctx.ReportConfidence(Math.Clamp(outcome.Confidence, 0, 1));
-        if (outcome.Escalation is [var trigger, var from, var to, var reason]) ctx.RequestEscalation(trigger, from, to, reason);
-        return outcome.Status switch
-        {
-            WorkStatus.Succeeded => outcome.Output is null ? null : StoredOutput.Restore(outcome.Output),
-            WorkStatus.TimedOut => throw new TaskFailedException($"on worker {work.LastWorker}: {outcome.Error ?? "timed out"}"),
-            WorkStatus.Cancelled => throw new OperationCanceledException(ct),
-            _ => throw new TaskFailedException(outcome.Error ?? $"worker {work.LastWorker} reported a failure"),
-        };
+        _dispatcher.Enqueue(works);
     }
 
-    private RemoteWork ToWork(LayerInvocation invocation)
+    /// <summary>The engine took the attempt back (timeout, cancellation): it leaves the queue, or its worker is told to stop it.</summary>
+    public override void StopAttempt(LayerAttempt attempt)
     {
+        if (attempt.State is AttemptWork work) _dispatcher.Cancel(work);
+    }
+
+    /// <summary>An attempt of a run as the dispatcher holds it: its ending ends the engine's attempt.</summary>
+    private sealed class AttemptWork(ClusterLayer layer, LayerAttempt attempt, WorkItem item, int qubits, long needBytes)
+        : RemoteWork(item.Key, item, qubits, needBytes)
+    {
+        public override void End(WorkOutcome? outcome)
+        {
+            if (attempt.IsEnded) return;
+            if (outcome is null)
+            {
+                _ = layer.RunLocallyAsync(attempt);   // no worker left
+                return;
+            }
+            var ctx = attempt.Invocation.Context;
+            try
+            {
+                if (!double.IsNaN(outcome.Confidence)) ctx.ReportConfidence(Math.Clamp(outcome.Confidence, 0, 1));
+                if (outcome.Escalation is [var trigger, var from, var to, var reason]) ctx.RequestEscalation(trigger, from, to, reason);
+                switch (outcome.Status)
+                {
+                    case WorkStatus.Succeeded:
+                        attempt.Succeed(outcome.Output is null ? null : StoredOutput.Restore(outcome.Output));
+                        break;
+                    case WorkStatus.TimedOut:
+                        attempt.Fail(new TaskFailedException($"on worker {LastWorker}: {outcome.Error ?? "timed out"}"));
+                        break;
+                    case WorkStatus.Cancelled:
+                        attempt.Fail(new OperationCanceledException());
+                        break;
+                    default:
+                        attempt.Fail(new TaskFailedException(outcome.Error ?? $"worker {LastWorker} reported a failure"));
+                        break;
+                }
+            }
+            catch (Exception ex)
+            {
+                attempt.Fail(ex);   // an outcome that cannot be read back
+            }
+        }
+
+        public override void EndCancelled() => attempt.Fail(new OperationCanceledException());
+    }
+
+    /// <summary>An attempt no worker can take any more runs on <c>local</c>, off the dispatcher's thread.</summary>
+    private async Task RunLocallyAsync(LayerAttempt attempt)
+    {
+        try
+        {
+            await Task.Yield();
+            attempt.Succeed(await _local().ExecuteAsync(attempt.Invocation, attempt.Token).ConfigureAwait(false));
+        }
+        catch (Exception ex)
+        {
+            attempt.Fail(ex);
+        }
+    }
+
+    private AttemptWork ToWork(LayerAttempt attempt)
+    {
+        var invocation = attempt.Invocation;
         var ctx = invocation.Context;
         KeyValuePair<string, string>[]? inputs = null;
         var given = ctx.Inputs;
@@ -109,7 +168,7 @@ internal sealed class ClusterLayer : ExecutionLayer
             qubits = q.Circuit.Qubits;
             need = qubits > StateVector.MaxQubits ? long.MaxValue : StateVector.RequiredBytes(qubits, QuantumHandler.PrecisionOf(q, ctx.EscalatedTo, null));
         }
-        var timeout = ctx.Timeout;
+        var timeout = attempt.Timeout;
         var item = new WorkItem
         {
             Key = Interlocked.Increment(ref _nextKey),
@@ -121,6 +180,6 @@ internal sealed class ClusterLayer : ExecutionLayer
             TimeoutMs = timeout >= TimeSpan.FromDays(1) || timeout <= TimeSpan.Zero ? int.MaxValue : (int)Math.Ceiling(timeout.TotalMilliseconds),
             Inputs = inputs,
         };
-        return new RemoteWork(item.Key, item, qubits, need);
+        return new AttemptWork(this, attempt, item, qubits, need);
     }
 }

@@ -18,7 +18,7 @@ public sealed class WorkQueueTests
         var a = new WorkerSession("a", ["py.f"], slots: 2);
         q.Attach(a);
         var works = Enumerable.Range(0, 5).Select(i => Work($"t{i}")).ToList();
-        foreach (var w in works) q.Enqueue(w);
+        q.Enqueue(works.ToArray());
 
         var first = q.Lease(a);
         Assert.Equal(["t0", "t1"], first.Select(g => g.Work.TaskId));
@@ -38,7 +38,7 @@ public sealed class WorkQueueTests
         var b = new WorkerSession("b", ["py.f"], slots: 10);
         q.Attach(a);
         var works = Enumerable.Range(0, 4).Select(i => Work($"t{i}")).ToList();
-        foreach (var w in works) q.Enqueue(w);
+        q.Enqueue(works.ToArray());
         var leasedByA = q.Lease(a);
         Assert.True(q.Complete(a, leasedByA[0].Lease, Ok(10)));   // t0 done by a
 
@@ -68,8 +68,7 @@ public sealed class WorkQueueTests
         q.Attach(a);
         var leased = Work("leased");
         var waiting = Work("waiting");
-        q.Enqueue(leased);
-        q.Enqueue(waiting);
+        q.Enqueue([leased, waiting]);
         var grant = Assert.Single(q.Lease(a));
 
         q.Cancel(waiting);
@@ -81,7 +80,7 @@ public sealed class WorkQueueTests
         Assert.Equal(0, q.Leased);
 
         var next = Work("next");
-        q.Enqueue(next);
+        q.Enqueue([next]);
         Assert.Equal("next", Assert.Single(q.Lease(a)).Work.TaskId);   // the slot came back
     }
 }

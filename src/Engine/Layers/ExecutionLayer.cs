@@ -161,6 +161,31 @@ public abstract class ExecutionLayer
     /// </summary>
     public virtual bool Cooperative => false;
 
+    /// <summary>
+    /// True when the layer takes its attempts in batches through <see cref="StartAttempts"/> and
+    /// ends each with <see cref="LayerAttempt.Succeed"/> or <see cref="LayerAttempt.Fail"/>, instead
+    /// of one <see cref="ExecuteAsync"/> call each: for a layer that sends attempts elsewhere (remote
+    /// workers), where a task, a timer and two cancellation sources per attempt would cost more than
+    /// the attempt. The engine then watches timeouts and cancellation for it.
+    /// </summary>
+    public virtual bool TakesBatches => false;
+
+    /// <summary>
+    /// Starts <paramref name="attempts"/> (for a layer that <see cref="TakesBatches"/>). Returns at
+    /// once: the work goes on elsewhere, and each attempt is ended later, exactly once, from any
+    /// thread — or at once, from inside this call. An exception thrown here fails every attempt of
+    /// the batch not yet ended. The span is the engine's: keep the attempts, not the span.
+    /// </summary>
+    public virtual void StartAttempts(ReadOnlySpan<LayerAttempt> attempts)
+        => throw new NotSupportedException($"layer '{Name}' does not take attempts in batches");
+
+    /// <summary>
+    /// The engine ended <paramref name="attempt"/> before the layer did (its timeout, or the run's or
+    /// the task's cancellation): stop its work if that can be done. Whatever the layer reports for it
+    /// afterwards is ignored. Called once, on the engine's thread; must return at once.
+    /// </summary>
+    public virtual void StopAttempt(LayerAttempt attempt) { }
+
     internal void AddQueued(int delta) => Interlocked.Add(ref _queued, delta);
     internal void AddRunning(int delta) => Interlocked.Add(ref _running, delta);
 }

@@ -1,7 +1,10 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Threading.Tasks.Dataflow;
 using TaskMesh.Engine.Graph;
+using TaskMesh.Engine.Handlers;
 using TaskMesh.Engine.Layers;
+using TaskMesh.Engine.Observability;
 using TaskMesh.Engine.Scheduling.Attempts;
 
 namespace TaskMesh.Engine.Scheduling;
@@ -13,6 +16,10 @@ namespace TaskMesh.Engine.Scheduling;
 /// slot when slots are scarce; within a priority, arrival order, or the critical path first when
 /// the run's <see cref="ReadyOrder"/> says so for this layer. The layer's capacity may change while the run goes on (a cluster
 /// grows and shrinks): the slot count follows it.
+/// A layer that takes batches (<see cref="ExecutionLayer.TakesBatches"/>) gets no block: the pump
+/// runs on the thread pool, once for whatever arrived since its last round (queued tasks, slots
+/// given back), and hands the layer everything it may start in one call; the dispatcher keeps the
+/// attempts in flight in a table and one timer sweeps it for timeouts and cancellations.
 /// </summary>
 internal sealed class LayerDispatcher
 {
@@ -29,10 +36,24 @@ internal sealed class LayerDispatcher
     private int _pumping;
     private int _pumpRequests;
 
+    // Layers that take batches (see the class's summary).
+    private const int MaxBatch = 512;
+    private static readonly TimeSpan SweepPeriod = TimeSpan.FromMilliseconds(10);
+    private readonly bool _batches;
+    private LayerAttempt[]? _batch;                 // the pumper's alone
+    private readonly object _inFlightLock = new();
+    private LayerAttempt?[] _inFlight = [];         // [0, _inFlightCount): attempts the layer holds
+    private int _inFlightCount;
+    private ITimer? _sweep;                         // armed while attempts are in flight
+    private bool _sweepArmed;
+    private CancellationTokenRegistration _onRunCancelled;
+    private int _pumpQueued;
+
     public LayerDispatcher(AttemptHost run, ExecutionLayer layer, double[]? ranks = null)
     {
         _run = run;
         Layer = layer;
+        _batches = layer.TakesBatches;
         _ranks = ranks;
         if (ranks is not null) _ranked = new();
         _freeSlots = layer.Capacity;
@@ -47,6 +68,16 @@ internal sealed class LayerDispatcher
     {
         Layer.CapacityChanged -= _onCapacityChanged;
         _block?.Complete();
+        if (_batches)
+        {
+            _onRunCancelled.Dispose();
+            lock (_inFlightLock)
+            {
+                _sweep?.Dispose();
+                _sweep = null;
+                _sweepArmed = false;
+            }
+        }
         int left = 0;
         if (_ranked is not null)
             lock (_ranked) { left = _ranked.Count; _ranked.Clear(); }
@@ -75,6 +106,18 @@ internal sealed class LayerDispatcher
 
     private void Pump()
     {
+        if (_batches)
+        {
+            // On the thread pool, one round for whatever arrived meanwhile: the layer gets batches.
+            if (Interlocked.Exchange(ref _pumpQueued, 1) == 0)
+                ThreadPool.UnsafeQueueUserWorkItem(static d => { Volatile.Write(ref d._pumpQueued, 0); d.PumpNow(); }, this, preferLocal: false);
+            return;
+        }
+        PumpNow();
+    }
+
+    private void PumpNow()
+    {
         // One pumper at a time. A caller that finds the pump busy has already counted its
         // request, and the pumper re-checks the count after letting go, so no request is lost.
         Interlocked.Increment(ref _pumpRequests);
@@ -82,13 +125,26 @@ internal sealed class LayerDispatcher
         {
             if (Interlocked.CompareExchange(ref _pumping, 1, 0) != 0) return;
             int seen = Volatile.Read(ref _pumpRequests);
+            int batched = 0;
             while (!_run.Cancelled && Volatile.Read(ref _freeSlots) > 0 && TryDequeueMostUrgent(out int node))
             {
                 Interlocked.Decrement(ref _freeSlots);
                 Layer.AddQueued(-1);
                 _run.OnGuardedStarted();
-                (_block ??= CreateBlock()).Post(node);   // only the pumper gets here: no race on creation
+                if (!_batches)
+                {
+                    (_block ??= CreateBlock()).Post(node);   // only the pumper gets here: no race on creation
+                    continue;
+                }
+                if (StartAttempt(node) is not { } attempt) continue;
+                (_batch ??= new LayerAttempt[MaxBatch])[batched++] = attempt;
+                if (batched == MaxBatch)
+                {
+                    StartBatch(batched);
+                    batched = 0;
+                }
             }
+            if (batched > 0) StartBatch(batched);
             Interlocked.Exchange(ref _pumping, 0);
             if (Volatile.Read(ref _pumpRequests) == seen) return;
         }
@@ -138,5 +194,170 @@ internal sealed class LayerDispatcher
             _run.OnGuardedEnded();
         }
         Pump();
+    }
+
+    // ---------------------------------------------------------------- layers that take batches
+
+    /// <summary>Takes a slot for <paramref name="node"/>'s next attempt; null when it must not start (it was cancelled while it waited: completed as such, the slot given back).</summary>
+    private LayerAttempt? StartAttempt(int node)
+    {
+        var run = _run;
+        Layer.AddRunning(1);
+        Interlocked.Increment(ref _running);
+        long now = Stopwatch.GetTimestamp();
+        if (!run.StartInSlot(node))
+        {
+            try
+            {
+                run.CompleteGuarded(node, new AttemptResult(node, Layer.Name, 0, AttemptOutcome.Cancelled, null, "cancelled before it started", TimeSpan.Zero), 0, null);
+            }
+            catch (Exception ex)
+            {
+                run.Fault(ex);
+            }
+            finally
+            {
+                SlotEnded();
+            }
+            return null;
+        }
+        int attempt = run.NextAttempt(node);
+        if (attempt == 1) run.NoteFirstStart(node, now);
+        run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, Layer.Name, attempt));
+        var timeout = run.TimeoutOf(node);
+        return new LayerAttempt(this, node, new LayerInvocation(run.HandlerOf(node), new TaskContext(run, node, attempt)), timeout, now, DeadlineAfter(timeout));
+    }
+
+    private long DeadlineAfter(TimeSpan timeout)
+    {
+        if (timeout <= TimeSpan.Zero || timeout.TotalDays >= 10_000) return long.MaxValue;
+        var clock = _run.Options.TimeProvider;
+        return clock.GetTimestamp() + (long)(timeout.TotalSeconds * clock.TimestampFrequency);
+    }
+
+    /// <summary>Hands the layer the first <paramref name="count"/> attempts of the pumper's batch, kept in flight first.</summary>
+    private void StartBatch(int count)
+    {
+        var batch = _batch!;
+        lock (_inFlightLock)
+        {
+            if (_inFlightCount + count > _inFlight.Length) Array.Resize(ref _inFlight, Math.Max(_inFlight.Length * 2, _inFlightCount + count));
+            for (int i = 0; i < count; i++)
+            {
+                batch[i].Slot = _inFlightCount;
+                _inFlight[_inFlightCount++] = batch[i];
+            }
+            if (!_sweepArmed)
+            {
+                if (_sweep is null)
+                {
+                    _sweep = _run.Options.TimeProvider.CreateTimer(static d => ((LayerDispatcher)d!).Sweep(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                    _onRunCancelled = _run.RunToken.UnsafeRegister(static d =>
+                        ThreadPool.UnsafeQueueUserWorkItem(static x => x.Sweep(), (LayerDispatcher)d!, preferLocal: false), this);
+                }
+                _sweep.Change(SweepPeriod, SweepPeriod);
+                _sweepArmed = true;
+            }
+        }
+        try
+        {
+            Layer.StartAttempts(new ReadOnlySpan<LayerAttempt>(batch, 0, count));
+        }
+        catch (Exception ex)
+        {
+            // The layer refused the batch: its attempts fail (the rules may retry or escalate them).
+            for (int i = 0; i < count; i++) batch[i].Fail(ex);
+        }
+        Array.Clear(batch, 0, count);
+    }
+
+    /// <summary>An attempt ended by its layer with an exception: cancelled, timed out or failed, as an attempt run in a slot would be.</summary>
+    internal void Failed(LayerAttempt attempt, Exception ex)
+    {
+        int node = attempt.Node;
+        if (ex is OperationCanceledException)
+        {
+            if (_run.IsCancelled(node)) { Ended(attempt, AttemptOutcome.Cancelled, null, "cancelled"); return; }
+            if (_run.Options.TimeProvider.GetTimestamp() >= attempt.Deadline) { Ended(attempt, AttemptOutcome.TimedOut, null, TimedOut(attempt)); return; }
+        }
+        Ended(attempt, AttemptOutcome.Failed, null, RunState.DescribeFailure(ex));
+    }
+
+    private static string TimedOut(LayerAttempt attempt) => $"timed out after {attempt.Timeout.TotalSeconds:0.###}s";
+
+    /// <summary>An attempt ended (once: the caller won <see cref="LayerAttempt.TryEnd"/>): the policy decides what follows, and its slot is given back.</summary>
+    internal void Ended(LayerAttempt attempt, AttemptOutcome outcome, object? output, string? error)
+    {
+        lock (_inFlightLock)
+        {
+            int slot = attempt.Slot;
+            if (slot >= 0)
+            {
+                var last = _inFlight[--_inFlightCount]!;
+                _inFlight[slot] = last;
+                last.Slot = slot;
+                _inFlight[_inFlightCount] = null;
+                attempt.Slot = -1;
+            }
+        }
+        int node = attempt.Node;
+        try
+        {
+            var result = new AttemptResult(node, Layer.Name, attempt.Invocation.Context.Attempt, outcome, output, error, Stopwatch.GetElapsedTime(attempt.StartedAt));
+            _run.Attempts.Settle(node, this, result, attempt.StartedAt);
+        }
+        catch (Exception ex)
+        {
+            _run.Fault(ex);
+        }
+        finally
+        {
+            SlotEnded();
+        }
+    }
+
+    private void SlotEnded()
+    {
+        Layer.AddRunning(-1);
+        Interlocked.Decrement(ref _running);
+        Interlocked.Increment(ref _freeSlots);
+        _run.OnGuardedEnded();
+        Pump();
+    }
+
+    /// <summary>Ends the attempts in flight whose timeout passed or whose task (or run) was cancelled, and tells their layer.</summary>
+    private void Sweep()
+    {
+        List<LayerAttempt>? due = null;
+        long now = _run.Options.TimeProvider.GetTimestamp();
+        lock (_inFlightLock)
+        {
+            for (int i = 0; i < _inFlightCount; i++)
+            {
+                var a = _inFlight[i]!;
+                if (a.Deadline <= now || _run.IsCancelled(a.Node)) (due ??= []).Add(a);
+            }
+            if (_inFlightCount == 0 && _sweepArmed)
+            {
+                _sweep?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                _sweepArmed = false;
+            }
+        }
+        if (due is null) return;
+        foreach (var a in due)
+        {
+            if (!a.TryEnd()) continue;   // the layer ended it meanwhile
+            a.CancelToken();
+            try
+            {
+                Layer.StopAttempt(a);
+            }
+            catch (Exception)
+            {
+                // The layer could not stop it: its later report is ignored all the same.
+            }
+            if (_run.IsCancelled(a.Node)) Ended(a, AttemptOutcome.Cancelled, null, "cancelled");
+            else Ended(a, AttemptOutcome.TimedOut, null, TimedOut(a));
+        }
     }
 }

@@ -7,12 +7,12 @@ namespace TaskMesh.Server.Workers;
 /// One attempt of a task for an external worker: what the worker is sent (task id, handler,
 /// arguments as JSON, attempt) and how it ends. It is granted to a worker under a lease id of its
 /// own; re-granted (a new lease id) when that worker goes away first; ended once — by the first
-/// result of its current lease, or by the attempt's cancellation (its timeout, the run's
+/// result of its current lease, or by the engine (the attempt's timeout, the run's or the task's
 /// cancellation). A result of any other lease of it is dropped.
 /// </summary>
-internal sealed class ExternalWork(string taskId, string handler, JsonElement args, int attempt)
+internal class ExternalWork(string taskId, string handler, JsonElement args, int attempt)
 {
-    private readonly TaskCompletionSource<WorkResult> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private TaskCompletionSource<WorkResult>? _done;
 
     public string TaskId { get; } = taskId;
     public string Handler { get; } = handler;
@@ -23,12 +23,16 @@ internal sealed class ExternalWork(string taskId, string handler, JsonElement ar
     /// <summary>The lease it is granted under now (0 while queued); guarded by the queue's lock.</summary>
     public long Lease { get; set; }
 
-    public Task<WorkResult> Done => _done.Task;
-    public bool IsDone => _done.Task.IsCompleted;
+    /// <summary>This class's own ending (the layer's attempts override it: <see cref="ExternalLayer"/>).</summary>
+    public Task<WorkResult> Done => LazyInitializer.EnsureInitialized(ref _done).Task;
 
-    public bool TryComplete(WorkResult result) => _done.TrySetResult(result);
+    public virtual bool IsDone => Done.IsCompleted;
 
-    public bool TryCancel() => _done.TrySetCanceled();
+    /// <summary>Ends it with the worker's result (false: it had ended already).</summary>
+    public virtual bool TryComplete(WorkResult result) => LazyInitializer.EnsureInitialized(ref _done).TrySetResult(result);
+
+    /// <summary>Taken back by its owner (false: it had ended already).</summary>
+    public virtual bool TryCancel() => LazyInitializer.EnsureInitialized(ref _done).TrySetCanceled();
 }
 
 /// <summary>What a worker answered: an output, or an error; and the confidence it reported, if any.</summary>
@@ -59,31 +63,45 @@ internal sealed class ExternalLayer(WorkQueue queue, int capacity) : ExecutionLa
     /// <summary>The handlers workers declared (and the config's): only those run here, and they run nowhere else.</summary>
     public override IReadOnlyList<string>? RunsHandlers => queue.Handlers;
 
-    /// <summary>An attempt waits for a worker's answer without a thread, and its cancellation takes it back at once.</summary>
-    public override bool Cooperative => true;
 
     /// <summary>Down while no worker is connected.</summary>
     public override LayerStatus Status => queue.Workers > 0 ? LayerStatus.Active : LayerStatus.Down;
 
-    public override async ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
+    /// <summary>Attempts come in batches (<see cref="StartAttempts"/>): no task, timer or token per attempt.</summary>
+    public override bool TakesBatches => true;
+
+    public override ValueTask<object?> ExecuteAsync(LayerInvocation invocation, CancellationToken ct)
+        => throw new NotSupportedException("the external layer takes its attempts in batches (StartAttempts)");
+
+    public override void StartAttempts(ReadOnlySpan<LayerAttempt> attempts)
     {
-        var work = new ExternalWork(invocation.Context.Id, invocation.Handler.Name, invocation.Args, invocation.Context.Attempt);
-        queue.Enqueue(work);
-        WorkResult result;
-        using (ct.Register(() => queue.Cancel(work)))
+        var works = new ExternalWork[attempts.Length];
+        for (int i = 0; i < attempts.Length; i++) attempts[i].State = works[i] = new AttemptWork(attempts[i]);
+        queue.Enqueue(works);
+    }
+
+    /// <summary>An attempt of a run as the queue holds it: the worker's result ends the engine's attempt.</summary>
+    private sealed class AttemptWork(LayerAttempt attempt)
+        : ExternalWork(attempt.Invocation.Context.Id, attempt.Invocation.Handler.Name, attempt.Invocation.Args, attempt.Invocation.Context.Attempt)
+    {
+        public override bool IsDone => attempt.IsEnded;
+
+        public override bool TryComplete(WorkResult result)
         {
-            try
-            {
-                result = await work.Done.ConfigureAwait(false);
-            }
-            catch (TaskCanceledException)
-            {
-                ct.ThrowIfCancellationRequested();
-                throw;
-            }
+            if (attempt.IsEnded) return false;
+            if (result.Confidence is double c) attempt.Invocation.Context.ReportConfidence(c);
+            return result.Succeeded
+                ? attempt.Succeed(result.Output)
+                : attempt.Fail(new Engine.Handlers.TaskFailedException(result.Error ?? "the worker reported a failure"));
         }
-        if (result.Confidence is double c) invocation.Context.ReportConfidence(c);
-        if (!result.Succeeded) throw new Engine.Handlers.TaskFailedException(result.Error ?? "the worker reported a failure");
-        return result.Output;
+
+        /// <summary>Only the engine takes an attempt back, and it has ended it already.</summary>
+        public override bool TryCancel() => false;
+    }
+
+    /// <summary>The engine took the attempt back (timeout, cancellation): out of its queue or its lease.</summary>
+    public override void StopAttempt(LayerAttempt attempt)
+    {
+        if (attempt.State is ExternalWork work) queue.Cancel(work);
     }
 }

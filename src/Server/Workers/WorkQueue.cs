@@ -41,19 +41,30 @@ internal sealed class WorkQueue
         }
     }
 
-    public void Enqueue(ExternalWork work)
+    /// <summary>Queues attempts (skipping any the engine ended meanwhile), under one lock, and rings the workers that serve them.</summary>
+    public void Enqueue(ReadOnlySpan<ExternalWork> works)
     {
         lock (_lock)
         {
-            if (!_waiting.TryGetValue(work.Handler, out var q)) _waiting[work.Handler] = q = new LinkedList<ExternalWork>();
-            q.AddLast(work);
-            // Ringing is a semaphore release at most: done under the lock, with no list made per attempt.
-            foreach (var s in _sessions)
-                if (s.Serves(work.Handler)) s.Ring();
+            string? last = null;
+            LinkedList<ExternalWork>? q = null;
+            foreach (var work in works)
+            {
+                if (work.IsDone) continue;
+                if (work.Handler != last)
+                {
+                    if (!_waiting.TryGetValue(work.Handler, out q)) _waiting[work.Handler] = q = new LinkedList<ExternalWork>();
+                    last = work.Handler;
+                    // Ringing is a semaphore release at most: done under the lock, with no list made per attempt.
+                    foreach (var s in _sessions)
+                        if (s.Serves(work.Handler)) s.Ring();
+                }
+                q!.AddLast(work);
+            }
         }
     }
 
-    /// <summary>The attempt was cancelled (its timeout, its run's cancellation): taken out of its queue or its lease, and ended.</summary>
+    /// <summary>The engine ended the attempt (its timeout, its run's or its task's cancellation): taken out of its queue or its lease, and ended.</summary>
     public void Cancel(ExternalWork work)
     {
         WorkerSession? freed = null;

@@ -48,15 +48,7 @@ internal sealed class AttemptRunner
             if (attempt == 1) run.NoteFirstStart(node, slotStart);
             run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, layer.Name, attempt));
             var result = await RunOneAsync(node, handler, layer, attempt, timeout).ConfigureAwait(false);
-            run.AddSpend(layer.PricePerSecond * result.Duration.TotalSeconds);
-            if (run.TryExtrasOf(node) is { } extras)
-            {
-                var (confidence, request) = extras.TakeReports();
-                result = result with { Confidence = confidence, Request = result.Succeeded ? request : null };
-            }
-            var decision = Decide(result);
-            result = result with { Next = decision.Next };
-            run.OnAttemptEndedObservers?.AttemptEnded(result);
+            var decision = Judge(layer, ref result);
             switch (decision.Next)
             {
                 case AttemptNext.Retry:
@@ -82,6 +74,51 @@ internal sealed class AttemptRunner
                     return;
             }
         }
+    }
+
+    /// <summary>
+    /// An attempt on a layer that takes batches (<see cref="LayerAttempt"/>) ended: the policy
+    /// decides as for an attempt run in a slot, and the task completes or moves on — a retry or an
+    /// escalation queues it again (after the back-off) rather than keeping the slot, so no attempt
+    /// waits on a thread or a timer of its own. The caller gives the slot back afterwards.
+    /// </summary>
+    public void Settle(int node, LayerDispatcher dispatcher, AttemptResult result, long slotStart)
+    {
+        var run = _run;
+        var decision = Judge(dispatcher.Layer, ref result);
+        byte route = run.RouteOfTask(node);
+        switch (decision.Next)
+        {
+            case AttemptNext.Retry:
+                run.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
+                run.Redispatch(node, route, decision.Delay);
+                return;
+            case AttemptNext.Escalate:
+                byte target = Escalate(node, route, result, decision);
+                run.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
+                run.Redispatch(node, target, TimeSpan.Zero);
+                return;
+            default:
+                Complete(node, result, slotStart);
+                return;
+        }
+    }
+
+    /// <summary>What follows an attempt: its cost counted, the handler's reports taken, the policy's decision, observers told.</summary>
+    private EscalationDecision Judge(ExecutionLayer layer, ref AttemptResult result)
+    {
+        var run = _run;
+        int node = result.Task;
+        run.AddSpend(layer.PricePerSecond * result.Duration.TotalSeconds);
+        if (run.TryExtrasOf(node) is { } extras)
+        {
+            var (confidence, request) = extras.TakeReports();
+            result = result with { Confidence = confidence, Request = result.Succeeded ? request : null };
+        }
+        var decision = Decide(result);
+        result = result with { Next = decision.Next };
+        run.OnAttemptEndedObservers?.AttemptEnded(result);
+        return decision;
     }
 
     private void Complete(int node, AttemptResult result, long slotStart)
