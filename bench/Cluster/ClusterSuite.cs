@@ -17,7 +17,7 @@ namespace TaskMesh.Bench.Cluster;
 internal sealed record ClusterRecord(string metric, double value, string unit);
 
 /// <summary>
-/// <c>bench -- cluster [--workers 2] [--tasks 200000] [--requests 2000] [--seconds 5] --json out.json</c>: the
+/// <c>bench -- cluster [--workers 2] [--tasks 200000] [--requests 2000] [--seconds 5] [--only ceiling,floor,batched,latency,failover,unbatched] --json out.json</c>: the
 /// coordinator in this process (the engine of the composition root, no store) and N worker processes
 /// (<c>taskmesh worker</c>) on loopback — no-op tasks through the whole engine to the workers, batched
 /// and one per grain call; one task's round trip; the time to declare a frozen (SIGSTOP) worker dead and
@@ -35,6 +35,15 @@ internal static class ClusterSuite
         int requests = int.Parse(DagSuite.Opt(args, "--requests") ?? "2000");
         double seconds = double.Parse(DagSuite.Opt(args, "--seconds") ?? "5", System.Globalization.CultureInfo.InvariantCulture);
         string? json = DagSuite.Opt(args, "--json");
+        // --only ceiling,floor,batched,latency,failover,unbatched: the groups of figures to measure (default: all).
+        var only = DagSuite.Opt(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        string[] groups = ["ceiling", "floor", "batched", "latency", "failover", "unbatched"];
+        if (only?.FirstOrDefault(g => !groups.Contains(g)) is { } unknown)
+        {
+            Console.Error.WriteLine($"--only takes {string.Join(", ", groups)}; got '{unknown}'");
+            return 2;
+        }
+        bool Measures(string group) => only is null || only.Contains(group);
         var records = new List<ClusterRecord>();
         void Add(string metric, double value, string unit)
         {
@@ -50,6 +59,7 @@ internal static class ClusterSuite
         // ExecuteAsync call each (a task, a timer and two cancellation sources per attempt).
         foreach (bool batches in new[] { false, true })
         {
+            if (!Measures("ceiling")) break;
             var services = new ServiceCollection();
             services.AddTaskMesh(TaskMeshConfig.Parse("[store]\nenabled = false\n"));
             await using var provider = services.BuildServiceProvider();
@@ -70,34 +80,44 @@ internal static class ClusterSuite
         }
 
         var batched = new ClusterSettings { Port = 0, BatchSize = 1024, Prefetch = 8192 };
+        if (Measures("floor") || Measures("batched") || Measures("latency"))
         await using (var c = await Coordinator.StartAsync(batched, workers))
         {
             // Orleans alone: grain calls to a worker that do nothing.
             var grain = c.Grain(0);
-            await Repeat(seconds, async () => await grain.Cancel([]));                     // warm
-            var one = await Latencies(requests, async () => await grain.Cancel([]));
-            Add("orleans_call_p50_ms", Percentile(one, 0.50), "ms");
-            Add("orleans_call_p99_ms", Percentile(one, 0.99), "ms");
-            Add("orleans_calls_per_s", await InFlight(seconds, 128, () => grain.Cancel([])), "calls/s");
-            var keys = new long[512];
-            Add("orleans_batched_keys_per_s", 512 * await InFlight(seconds, 16, () => grain.Cancel(keys)), "keys/s");
+            if (Measures("floor"))
+            {
+                await Repeat(seconds, async () => await grain.Cancel([]));                     // warm
+                var one = await Latencies(requests, async () => await grain.Cancel([]));
+                Add("orleans_call_p50_ms", Percentile(one, 0.50), "ms");
+                Add("orleans_call_p99_ms", Percentile(one, 0.99), "ms");
+                Add("orleans_calls_per_s", await InFlight(seconds, 128, () => grain.Cancel([])), "calls/s");
+                var keys = new long[512];
+                Add("orleans_batched_keys_per_s", 512 * await InFlight(seconds, 16, () => grain.Cancel(keys)), "keys/s");
+            }
 
             // The engine to the workers, batched.
-            var graph = NoOps(tasks);
-            await c.RunAsync(NoOps(20_000));
-            await Repeat(seconds, () => c.RunAsync(graph));                                // warm: the same work
-            Add("throughput_tasks_per_s", tasks / (await Median(() => c.RunAsync(graph))).TotalSeconds, "tasks/s");
+            if (Measures("batched"))
+            {
+                var graph = NoOps(tasks);
+                await c.RunAsync(NoOps(20_000));
+                await Repeat(seconds, () => c.RunAsync(graph));                                // warm: the same work
+                Add("throughput_tasks_per_s", tasks / (await Median(() => c.RunAsync(graph))).TotalSeconds, "tasks/s");
+            }
 
             // One task's round trip through the whole engine (plan, dispatch, worker, outcome, run end).
-            var single = NoOps(1);
-            await Repeat(seconds, () => c.RunAsync(single));
-            var trips = await Latencies(requests, () => c.RunAsync(single));
-            Add("latency_p50_ms", Percentile(trips, 0.50), "ms");
-            Add("latency_p99_ms", Percentile(trips, 0.99), "ms");
-
+            if (Measures("latency"))
+            {
+                var single = NoOps(1);
+                await Repeat(seconds, () => c.RunAsync(single));
+                var trips = await Latencies(requests, () => c.RunAsync(single));
+                Add("latency_p50_ms", Percentile(trips, 0.50), "ms");
+                Add("latency_p99_ms", Percentile(trips, 0.99), "ms");
+            }
         }
 
         // A frozen worker: declared dead, its attempts queued again (the default prefetch: a worker holds its slots and 64 more).
+        if (Measures("failover"))
         await using (var c = await Coordinator.StartAsync(new ClusterSettings { Port = 0 }, workers))
         {
             var (detection, requeue, resent, held) = await c.FreezeOneAsync();
@@ -109,6 +129,7 @@ internal static class ClusterSuite
 
         // One task to a grain call, each way.
         var unbatched = new ClusterSettings { Port = 0, BatchSize = 1, Prefetch = 256 };
+        if (Measures("unbatched"))
         await using (var c = await Coordinator.StartAsync(unbatched, workers))
         {
             int n = Math.Max(20_000, tasks / 10);

@@ -489,9 +489,10 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     private async Task SendAsync(WorkerState worker, WorkItem[] batch)
     {
+        WorkOutcome[]? answered;
         try
         {
-            await worker.Grain.Run(batch).ConfigureAwait(false);
+            answered = await worker.Grain.Run(batch).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -506,7 +507,10 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
                 WorkersChanged?.Invoke();
                 Requeue(worker, batch);
             }
+            return;
         }
+        // The attempts that ended at once there come back with the call's answer.
+        if (answered is { Length: > 0 }) Report(worker.Info.Endpoint, answered);
     }
 
     /// <summary>A batch a worker did not take: back to the front of the queue (each counts one loss towards the poison limit).</summary>

@@ -9,8 +9,12 @@ namespace TaskMesh.Cluster;
 /// <summary>A worker silo's entry point: the coordinator sends it batches of attempts. Keyed by the worker's endpoint.</summary>
 internal interface IWorkerGrain : IGrainWithStringKey
 {
-    /// <summary>Takes a batch to run; returns once the worker holds it (outcomes come back by <see cref="ICoordinatorGrain.Report"/>).</summary>
-    Task Run(WorkItem[] batch);
+    /// <summary>
+    /// Takes a batch to run; returns once the worker holds it, with the outcomes of the attempts that
+    /// ended at once (handlers that run inline there: one call each way is then all an attempt costs),
+    /// or null. The other outcomes come back by <see cref="ICoordinatorGrain.Report"/>.
+    /// </summary>
+    Task<WorkOutcome[]?> Run(WorkItem[] batch);
 
     /// <summary>Cancels attempts the worker holds (their outcomes come back as cancelled).</summary>
     Task Cancel(long[] keys);
@@ -32,11 +36,7 @@ internal interface ICoordinatorGrain : IGrainWithStringKey
 [SiloPinnedPlacement, Reentrant]
 internal sealed class WorkerGrain(WorkerExecutor executor) : Grain, IWorkerGrain
 {
-    public Task Run(WorkItem[] batch)
-    {
-        executor.Accept(batch);
-        return Task.CompletedTask;
-    }
+    public Task<WorkOutcome[]?> Run(WorkItem[] batch) => Task.FromResult(executor.Accept(batch));
 
     public Task Cancel(long[] keys)
     {

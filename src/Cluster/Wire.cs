@@ -2,8 +2,8 @@ using Orleans;
 
 namespace TaskMesh.Cluster;
 
-/// <summary>One attempt of a task as the coordinator sends it to a worker (many to a grain call).</summary>
-[GenerateSerializer, Immutable]
+/// <summary>One attempt of a task as the coordinator sends it to a worker (many to a grain call). Never sent twice in one call: no reference tracking.</summary>
+[GenerateSerializer, Immutable, SuppressReferenceTracking]
 internal sealed class WorkItem
 {
     /// <summary>The coordinator's key of this attempt: a worker's outcome names it.</summary>
@@ -30,8 +30,8 @@ internal enum WorkStatus : byte
     Cancelled,
 }
 
-/// <summary>A worker's answer for one attempt (many to a grain call).</summary>
-[GenerateSerializer, Immutable]
+/// <summary>A worker's answer for one attempt (many to a grain call). Never sent twice in one call: no reference tracking.</summary>
+[GenerateSerializer, Immutable, SuppressReferenceTracking]
 internal sealed class WorkOutcome
 {
     [Id(0)] public long Key { get; init; }

@@ -86,16 +86,20 @@ internal sealed class WorkerExecutor : IAsyncDisposable
         };
     }
 
-    /// <summary>Takes a batch: inline handlers run now, the others as slots free up.</summary>
-    public void Accept(WorkItem[] batch)
+    /// <summary>
+    /// Takes a batch: inline handlers run now, and their outcomes are returned (the caller's answer:
+    /// null when there is none); the others run as slots free up and are reported.
+    /// </summary>
+    public WorkOutcome[]? Accept(WorkItem[] batch)
     {
         Interlocked.Add(ref _held, batch.Length);
+        List<WorkOutcome>? answered = null;
         foreach (var item in batch)
         {
             if (item.Inputs is null && _tasks.IsInline(item.Handler))
             {
                 // Returns at once: nothing to cancel or time, no slot to wait for.
-                Report(item, _tasks.RunInline(ToTask(item)));
+                (answered ??= new(batch.Length)).Add(Outcome(item, _tasks.RunInline(ToTask(item))));
                 continue;
             }
             var cts = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
@@ -108,6 +112,9 @@ internal sealed class WorkerExecutor : IAsyncDisposable
             }
             _ = RunInSlotAsync(item, cts.Token);
         }
+        if (answered is null) return null;
+        Interlocked.Add(ref _held, -answered.Count);
+        return answered.ToArray();
     }
 
     private async Task RunInSlotAsync(WorkItem item, CancellationToken ct)
@@ -157,13 +164,16 @@ internal sealed class WorkerExecutor : IAsyncDisposable
         Report(item, o);
     }
 
-    private void Report(WorkItem item, DetachedOutcome o)
+    private void Report(WorkItem item, DetachedOutcome o) => _outcomes.Writer.TryWrite(Outcome(item, o));
+
+    /// <summary>An attempt ran here: counted, logged at debug level, and its outcome as the coordinator takes it.</summary>
+    private WorkOutcome Outcome(WorkItem item, DetachedOutcome o)
     {
         Interlocked.Increment(ref _ran);
         if (_log.IsEnabled(LogLevel.Debug))
             _log.LogDebug("ran task {TaskId} attempt {Attempt}: {Outcome} in {Ms:0.###} ms", item.TaskId, item.Attempt,
                 o.Succeeded ? "succeeded" : o.TimedOut ? "timed out" : "failed", o.DurationMs);
-        _outcomes.Writer.TryWrite(new WorkOutcome
+        return new WorkOutcome
         {
             Key = item.Key,
             Status = o.Succeeded ? WorkStatus.Succeeded : o.TimedOut ? WorkStatus.TimedOut : WorkStatus.Failed,
@@ -172,7 +182,7 @@ internal sealed class WorkerExecutor : IAsyncDisposable
             Confidence = o.Confidence ?? double.NaN,
             Escalation = o.Escalation is { } e ? [e.Trigger, e.From, e.To, e.Reason] : null,
             DurationMs = o.DurationMs,
-        });
+        };
     }
 
     private async Task FinishLaterAsync(WorkItem item, Task<DetachedOutcome> pending)

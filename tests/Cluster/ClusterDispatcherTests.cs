@@ -19,14 +19,16 @@ public sealed class ClusterDispatcherTests
         public readonly ConcurrentQueue<WorkItem[]> Batches = new();
         public readonly ConcurrentQueue<long> Cancelled = new();
         public volatile bool Fail;
+        /// <summary>Outcomes it answers the call with (the attempts that ended at once), or none.</summary>
+        public Func<WorkItem[], WorkOutcome[]?>? Answer;
 
         public int Received => Batches.Sum(b => b.Length);
 
-        public Task Run(WorkItem[] batch)
+        public Task<WorkOutcome[]?> Run(WorkItem[] batch)
         {
-            if (Fail) return Task.FromException(new InvalidOperationException("unreachable"));
+            if (Fail) return Task.FromException<WorkOutcome[]?>(new InvalidOperationException("unreachable"));
             Batches.Enqueue(batch);
-            return Task.CompletedTask;
+            return Task.FromResult(Answer?.Invoke(batch));
         }
 
         public Task Cancel(long[] keys)
@@ -122,6 +124,21 @@ public sealed class ClusterDispatcherTests
         c.Dispatcher.Report("ghost:9", [new WorkOutcome { Key = work.Key, Status = WorkStatus.Failed }]);
         Assert.Equal(WorkStatus.Succeeded, (await work.Done.Task)!.Status);
         Assert.Equal(2, c.Dispatcher.Dropped);
+    }
+
+    [Fact]
+    public async Task OutcomesInTheAnswerToTheSendingCall_EndTheirAttempts_FreeTheirCredit_AndAreNotTakenTwice()
+    {
+        await using var c = new Cluster(new ClusterSettings { Prefetch = 0, BatchSize = 1 });
+        var w = c.Join("w1:1", slots: 1);
+        // Answers the call at once (a handler that runs inline there), as the real worker does.
+        w.Answer = batch => batch.Select(i => new WorkOutcome { Key = i.Key, Status = WorkStatus.Succeeded, Output = "\"" + i.TaskId + "\"" }).ToArray();
+        var works = Enumerable.Range(0, 5).Select(_ => c.Submit()).ToList();
+        foreach (var work in works) Assert.Equal($"\"t{work.Key}\"", (await work.Done.Task.WaitAsync(TimeSpan.FromSeconds(10)))!.Output);
+        Assert.Equal(5, w.Batches.Count);                  // one slot, no prefetch: each came after the last one's answer
+        Assert.Equal(0, c.Dispatcher.Queued);
+        c.Succeed(w, w.Items);                             // the same outcomes reported again: dropped
+        Assert.Equal(5, c.Dispatcher.Dropped);
     }
 
     [Fact]

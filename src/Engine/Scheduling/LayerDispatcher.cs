@@ -126,6 +126,7 @@ internal sealed class LayerDispatcher
             if (Interlocked.CompareExchange(ref _pumping, 1, 0) != 0) return;
             int seen = Volatile.Read(ref _pumpRequests);
             int batched = 0;
+            long now = 0, clockNow = 0;   // read once a round (layers that take batches)
             while (!_run.Cancelled && Volatile.Read(ref _freeSlots) > 0 && TryDequeueMostUrgent(out int node))
             {
                 Interlocked.Decrement(ref _freeSlots);
@@ -136,7 +137,8 @@ internal sealed class LayerDispatcher
                     (_block ??= CreateBlock()).Post(node);   // only the pumper gets here: no race on creation
                     continue;
                 }
-                if (StartAttempt(node) is not { } attempt) continue;
+                if (batched == 0) (now, clockNow) = Now();
+                if (StartAttempt(node, now, clockNow) is not { } attempt) continue;
                 (_batch ??= new LayerAttempt[MaxBatch])[batched++] = attempt;
                 if (batched == MaxBatch)
                 {
@@ -199,12 +201,11 @@ internal sealed class LayerDispatcher
     // ---------------------------------------------------------------- layers that take batches
 
     /// <summary>Takes a slot for <paramref name="node"/>'s next attempt; null when it must not start (it was cancelled while it waited: completed as such, the slot given back).</summary>
-    private LayerAttempt? StartAttempt(int node)
+    private LayerAttempt? StartAttempt(int node, long now, long clockNow)
     {
         var run = _run;
         Layer.AddRunning(1);
         Interlocked.Increment(ref _running);
-        long now = Stopwatch.GetTimestamp();
         if (!run.StartInSlot(node))
         {
             try
@@ -225,14 +226,21 @@ internal sealed class LayerDispatcher
         if (attempt == 1) run.NoteFirstStart(node, now);
         run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, Layer.Name, attempt));
         var timeout = run.TimeoutOf(node);
-        return new LayerAttempt(this, node, new LayerInvocation(run.HandlerOf(node), new TaskContext(run, node, attempt)), timeout, now, DeadlineAfter(timeout));
+        return new LayerAttempt(this, node, new LayerInvocation(run.HandlerOf(node), new TaskContext(run, node, attempt)), timeout, now, DeadlineAfter(timeout, clockNow));
     }
 
-    private long DeadlineAfter(TimeSpan timeout)
+    /// <summary>A <see cref="Stopwatch"/> timestamp (for durations) and one of the run's clock (for timeouts): one read when the clock is the system's.</summary>
+    private (long Now, long ClockNow) Now()
+    {
+        long now = Stopwatch.GetTimestamp();
+        var clock = _run.Options.TimeProvider;
+        return (now, ReferenceEquals(clock, TimeProvider.System) ? now : clock.GetTimestamp());
+    }
+
+    private long DeadlineAfter(TimeSpan timeout, long clockNow)
     {
         if (timeout <= TimeSpan.Zero || timeout.TotalDays >= 10_000) return long.MaxValue;
-        var clock = _run.Options.TimeProvider;
-        return clock.GetTimestamp() + (long)(timeout.TotalSeconds * clock.TimestampFrequency);
+        return clockNow + (long)(timeout.TotalSeconds * _run.Options.TimeProvider.TimestampFrequency);
     }
 
     /// <summary>Hands the layer the first <paramref name="count"/> attempts of the pumper's batch, kept in flight first.</summary>
@@ -304,7 +312,7 @@ internal sealed class LayerDispatcher
         try
         {
             var result = new AttemptResult(node, Layer.Name, attempt.Invocation.Context.Attempt, outcome, output, error, Stopwatch.GetElapsedTime(attempt.StartedAt));
-            _run.Attempts.Settle(node, this, result, attempt.StartedAt);
+            _run.Attempts.Settle(node, this, result);
         }
         catch (Exception ex)
         {

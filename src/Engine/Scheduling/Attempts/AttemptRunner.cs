@@ -82,7 +82,7 @@ internal sealed class AttemptRunner
     /// escalation queues it again (after the back-off) rather than keeping the slot, so no attempt
     /// waits on a thread or a timer of its own. The caller gives the slot back afterwards.
     /// </summary>
-    public void Settle(int node, LayerDispatcher dispatcher, AttemptResult result, long slotStart)
+    public void Settle(int node, LayerDispatcher dispatcher, AttemptResult result)
     {
         var run = _run;
         var decision = Judge(dispatcher.Layer, ref result);
@@ -90,16 +90,16 @@ internal sealed class AttemptRunner
         switch (decision.Next)
         {
             case AttemptNext.Retry:
-                run.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
+                run.ExtrasOf(node).Left(route, result.Duration.TotalMilliseconds);
                 run.Redispatch(node, route, decision.Delay);
                 return;
             case AttemptNext.Escalate:
                 byte target = Escalate(node, route, result, decision);
-                run.ExtrasOf(node).Left(route, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
+                run.ExtrasOf(node).Left(route, result.Duration.TotalMilliseconds);
                 run.Redispatch(node, target, TimeSpan.Zero);
                 return;
             default:
-                Complete(node, result, slotStart);
+                Complete(node, result, result.Duration.TotalMilliseconds);   // the slot held this attempt alone
                 return;
         }
     }
@@ -122,9 +122,13 @@ internal sealed class AttemptRunner
     }
 
     private void Complete(int node, AttemptResult result, long slotStart)
+        => Complete(node, result, Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds);
+
+    /// <summary>The task's final outcome, after <paramref name="slotMs"/> in its last slot (and the time it spent in layers it left).</summary>
+    private void Complete(int node, AttemptResult result, double slotMs)
     {
         var extras = _run.TryExtrasOf(node);
-        double ms = (extras?.ElapsedMs ?? 0) + Stopwatch.GetElapsedTime(slotStart).TotalMilliseconds;
+        double ms = (extras?.ElapsedMs ?? 0) + slotMs;
         string? note = null;
         if (extras?.Refusal is string refusal)
         {
