@@ -48,6 +48,7 @@ internal sealed class LayerDispatcher
     private bool _sweepArmed;
     private CancellationTokenRegistration _onRunCancelled;
     private int _pumpQueued;
+    private int _cancellationsSeen;                 // the run's TasksCancelled at the last sweep (under _inFlightLock)
 
     public LayerDispatcher(AttemptHost run, ExecutionLayer layer, double[]? ranks = null)
     {
@@ -340,10 +341,15 @@ internal sealed class LayerDispatcher
         long now = _run.Options.TimeProvider.GetTimestamp();
         lock (_inFlightLock)
         {
+            // Each task's cancellation is asked only when the run was cancelled or some task was since
+            // the last sweep (read before the scan: one cancelled during it is seen by the next).
+            int cancellations = _run.TasksCancelled;
+            bool ask = _run.Cancelled || cancellations != _cancellationsSeen;
+            _cancellationsSeen = cancellations;
             for (int i = 0; i < _inFlightCount; i++)
             {
                 var a = _inFlight[i]!;
-                if (a.Deadline <= now || _run.IsCancelled(a.Node)) (due ??= []).Add(a);
+                if (a.Deadline <= now || (ask && _run.IsCancelled(a.Node))) (due ??= []).Add(a);
             }
             if (_inFlightCount == 0 && _sweepArmed)
             {

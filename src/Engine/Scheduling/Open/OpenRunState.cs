@@ -1040,7 +1040,7 @@ internal sealed class OpenRunState : AttemptHost
     {
         if (t.Run != this) return false;
         t.CancelRequested = true;
-        Interlocked.MemoryBarrier();   // the request precedes the read of the token (TokenOf makes it, then reads the request)
+        NoteTaskCancelled();           // a full fence: the request precedes the read of the token (TokenOf makes it, then reads the request)
         while (true)
         {
             int s = Volatile.Read(ref t.State);
