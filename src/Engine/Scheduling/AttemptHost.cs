@@ -124,13 +124,11 @@ internal abstract class AttemptHost
     /// <summary>True when the task's attempts should stop: the run, or the task alone, was cancelled.</summary>
     internal virtual bool IsCancelled(int node) => Cancelled;
 
-    private int _tasksCancelled;
-
-    /// <summary>How many times a task alone was cancelled: a watcher of many tasks asks <see cref="IsCancelled"/> of each only when it moved.</summary>
-    internal int TasksCancelled => Volatile.Read(ref _tasksCancelled);
-
-    /// <summary>A task alone was cancelled (after its request is written: the increment is a full fence).</summary>
-    protected void NoteTaskCancelled() => Interlocked.Increment(ref _tasksCancelled);
+    /// <summary>
+    /// How many times a task alone was cancelled (0 where tasks are cancelled only with their run): a
+    /// watcher of many tasks asks <see cref="IsCancelled"/> of each only when it moved.
+    /// </summary>
+    internal virtual int TasksCancelled => 0;
 
     /// <summary>A slot of a layer is about to run the task: false when it must not start (cancelled while it waited).</summary>
     internal virtual bool StartInSlot(int node) => !Cancelled;

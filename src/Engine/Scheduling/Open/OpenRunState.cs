@@ -280,6 +280,10 @@ internal sealed class OpenRunState : AttemptHost
 
     internal override bool IsCancelled(int node) => _cancelled || TaskAt(node).CancelRequested;
 
+    private int _tasksCancelled;
+
+    internal override int TasksCancelled => Volatile.Read(ref _tasksCancelled);
+
     internal override bool StartInSlot(int node)
     {
         var t = TaskAt(node);
@@ -1040,7 +1044,7 @@ internal sealed class OpenRunState : AttemptHost
     {
         if (t.Run != this) return false;
         t.CancelRequested = true;
-        NoteTaskCancelled();           // a full fence: the request precedes the read of the token (TokenOf makes it, then reads the request)
+        Interlocked.Increment(ref _tasksCancelled);   // a full fence: the request precedes the read of the token (TokenOf makes it, then reads the request)
         while (true)
         {
             int s = Volatile.Read(ref t.State);
