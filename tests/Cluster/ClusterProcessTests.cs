@@ -266,9 +266,25 @@ public sealed class ClusterProcessTests : IDisposable
         var store = Path.Combine(Dir, "runs.db");
         List<int> firstWorkers;
         string runId;
+        var prepared = new TaskMesh.Engine.TaskMeshEngine().Prepare(TaskMesh.Engine.Graph.GraphLoader.LoadFile(graph), graph);
+        int Stored()
+        {
+            // What the store holds as done now (its checkpoint of completions comes every 250 ms).
+            try
+            {
+                using var s = TaskMesh.Engine.Store.RunStore.Open(store, readOnly: true);
+                var restored = s.LoadRestored(s.ResolveRunId("last"), prepared.Graph);
+                return Enumerable.Range(0, count).Count(restored.Contains);
+            }
+            catch (Exception)
+            {
+                return 0;   // not created yet, or no run in it yet
+            }
+        }
         await using (var run = RunProcess.Start(Dir, graph, "--store", store, "--workers", "2", "--worker-slots", "2", "--log-level", "debug"))
         {
-            await WaitUntil(() => run.Executions().Count >= 400, "400 tasks run");
+            // Killed mid-run once the store holds part of it: 400 tasks run, some of them recorded done.
+            await WaitUntil(() => run.Executions().Count >= 400 && Stored() > 0, "400 tasks run, some recorded done");
             firstWorkers = run.WorkerPids();
             Signal(run.Pid, "KILL");
             await WaitUntil(() => !Alive(run.Pid), "the coordinator to die", TimeSpan.FromSeconds(30));
@@ -288,7 +304,6 @@ public sealed class ClusterProcessTests : IDisposable
         {
             runId = s.ResolveRunId("last");
             Assert.Equal("interrupted", s.GetRun(runId).Status);
-            var prepared = new TaskMesh.Engine.TaskMeshEngine().Prepare(TaskMesh.Engine.Graph.GraphLoader.LoadFile(graph), graph);
             var restored = s.LoadRestored(runId, prepared.Graph);
             done = Enumerable.Range(0, count).Where(restored.Contains).Select(i => $"t{i:D4}").ToHashSet();
         }
