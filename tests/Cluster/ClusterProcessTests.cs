@@ -236,12 +236,12 @@ public sealed class ClusterProcessTests : IDisposable
 
         var nodes = Nodes(Summary(summary));
         Assert.Equal(count, nodes.Count);
-        Assert.All(nodes.Values, n => Assert.Equal("succeeded", n.GetProperty("status").GetString()));
+        Assert.All(nodes.Values, n => Assert.Equal(("succeeded", "cluster"), (n.GetProperty("status").GetString(), n.GetProperty("layer").GetString())));
         // The workers' own lines: the only tasks that ran twice were in flight on the killed worker (at
         // most its slots plus the prefetch), and the coordinator said how many it sent again. (The killed
-        // worker's last lines may never have reached its standard error: a few of its runs go unseen.)
+        // worker's last lines may never have reached its standard error — those still in its logger's
+        // queue die with it — so its runs are not counted: fewer lines only lower the count of twice.)
         var executions = run.Executions();
-        Assert.True(executions.Count >= count - (2 + 64), $"only {executions.Count} tasks seen running");
         int twice = executions.Count(e => e.Value > 1);
         Assert.True(twice <= 2 + 64, $"{twice} tasks ran twice");
         // (The workers write to the coordinator's standard error too: under load a line of theirs can
