@@ -85,6 +85,8 @@ public sealed class LayerAttempt
     internal long Deadline { get; }
     /// <summary>Its place in its dispatcher's table of attempts in flight (under the dispatcher's lock).</summary>
     internal int Slot = -1;
+    /// <summary>The run's count of task cancellations when its own was last looked at (under the dispatcher's lock, once in flight).</summary>
+    internal int CancellationsSeen;
 
     internal bool TryEnd() => Interlocked.Exchange(ref _ended, 1) == 0;
 

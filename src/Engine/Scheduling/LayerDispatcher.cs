@@ -48,7 +48,6 @@ internal sealed class LayerDispatcher
     private bool _sweepArmed;
     private CancellationTokenRegistration _onRunCancelled;
     private int _pumpQueued;
-    private int _cancellationsSeen;                 // the run's TasksCancelled at the last sweep (under _inFlightLock)
 
     public LayerDispatcher(AttemptHost run, ExecutionLayer layer, double[]? ranks = null)
     {
@@ -207,6 +206,8 @@ internal sealed class LayerDispatcher
         var run = _run;
         Layer.AddRunning(1);
         Interlocked.Increment(ref _running);
+        // Read before the task's own cancellation is: one cancelled after this moves the count, and the sweep asks.
+        int cancellations = run.TasksCancelled;
         if (!run.StartInSlot(node))
         {
             try
@@ -227,7 +228,10 @@ internal sealed class LayerDispatcher
         if (attempt == 1) run.NoteFirstStart(node, now);
         run.OnAttemptStartedObservers?.AttemptStarted(new AttemptStart(node, Layer.Name, attempt));
         var timeout = run.TimeoutOf(node);
-        return new LayerAttempt(this, node, new LayerInvocation(run.HandlerOf(node), new TaskContext(run, node, attempt)), timeout, now, DeadlineAfter(timeout, clockNow));
+        return new LayerAttempt(this, node, new LayerInvocation(run.HandlerOf(node), new TaskContext(run, node, attempt)), timeout, now, DeadlineAfter(timeout, clockNow))
+        {
+            CancellationsSeen = cancellations,
+        };
     }
 
     /// <summary>A <see cref="Stopwatch"/> timestamp (for durations) and one of the run's clock (for timeouts): one read when the clock is the system's.</summary>
@@ -341,15 +345,20 @@ internal sealed class LayerDispatcher
         long now = _run.Options.TimeProvider.GetTimestamp();
         lock (_inFlightLock)
         {
-            // Each task's cancellation is asked only when the run was cancelled or some task was since
-            // the last sweep (read before the scan: one cancelled during it is seen by the next).
+            // A task's cancellation is asked only when the run was cancelled, or some task was since the
+            // attempt last looked (the count read before the scan: one cancelled during it moves it again).
             int cancellations = _run.TasksCancelled;
-            bool ask = _run.Cancelled || cancellations != _cancellationsSeen;
-            _cancellationsSeen = cancellations;
+            bool runCancelled = _run.Cancelled;
             for (int i = 0; i < _inFlightCount; i++)
             {
                 var a = _inFlight[i]!;
-                if (a.Deadline <= now || (ask && _run.IsCancelled(a.Node))) (due ??= []).Add(a);
+                bool end = a.Deadline <= now;
+                if (!end && (runCancelled || a.CancellationsSeen != cancellations))
+                {
+                    end = _run.IsCancelled(a.Node);
+                    a.CancellationsSeen = cancellations;
+                }
+                if (end) (due ??= []).Add(a);
             }
             if (_inFlightCount == 0 && _sweepArmed)
             {
