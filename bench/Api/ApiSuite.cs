@@ -17,12 +17,12 @@ namespace TaskMesh.Bench.Api;
 internal sealed record ApiRecord(string metric, double value, string unit);
 
 /// <summary>
-/// <c>bench -- api [--requests 2000] [--tasks 1000000] [--only latency,batched,worker,requests] [--seconds 3] --json out.json</c>: the service
+/// <c>bench -- api [--requests 2000] [--tasks 1000000] [--only latency,batched,worker,requests] [--seconds 3] [--warm 5] --json out.json</c>: the service
 /// (<c>taskmesh serve</c>'s, in this process, no store: the service, not the disk) measured from
 /// clients on loopback — submit-to-result latency of a one-task graph over the socket protocol and
 /// over HTTP, tasks per second submitted in batches over one socket connection, tasks per second
 /// through one external worker (written here from docs/protocol.md, not from the service's code),
-/// and HTTP requests per second. Every figure is measured after at least 5 s of the same work (the runtime compiles hot code fully optimised only after a while).
+/// and HTTP requests per second. Every figure is measured after at least <c>--warm</c> seconds (5) of the same work (the runtime compiles hot code fully optimised only after a while).
 /// </summary>
 internal static class ApiSuite
 {
@@ -40,6 +40,7 @@ internal static class ApiSuite
         int tasks = int.Parse(DagSuite.Opt(args, "--tasks") ?? "1000000");
         double seconds = double.Parse(DagSuite.Opt(args, "--seconds") ?? "3", System.Globalization.CultureInfo.InvariantCulture);
         string? json = DagSuite.Opt(args, "--json");
+        if (DagSuite.Opt(args, "--warm") is { } warm) WarmUp = TimeSpan.FromSeconds(double.Parse(warm, System.Globalization.CultureInfo.InvariantCulture));
         // --only latency,batched,worker,requests: the groups of figures to measure (default: all).
         var only = DagSuite.Opt(args, "--only")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         string[] groups = ["latency", "batched", "worker", "requests"];
@@ -181,7 +182,7 @@ internal static class ApiSuite
         while (Stopwatch.GetTimestamp() < until);
     }
 
-    private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(5);
+    private static TimeSpan WarmUp = TimeSpan.FromSeconds(5);
 
     /// <summary>Submits <paramref name="n"/> copies of <paramref name="task"/> in batches of 1,000 (eight in flight) over one connection; returns when the standing run has none pending.</summary>
     private static async Task<(int, TimeSpan)> SubmitBatchesAsync(TaskMeshServer server, HttpClient http, int n, string task)
