@@ -266,12 +266,6 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     // ---------------------------------------------------------------- attempts
 
-    public void Enqueue(RemoteWork work)
-    {
-        lock (_lock) work.Queued = _pending.AddLast(work);
-        Wake();
-    }
-
     /// <summary>Queues attempts in their order, under one lock.</summary>
     public void Enqueue(List<RemoteWork> works)
     {

@@ -67,7 +67,7 @@ public sealed class ClusterDispatcherTests
         {
             long key = Interlocked.Increment(ref _key);
             var work = new RemoteWork(key, new WorkItem { Key = key, TaskId = $"t{key}", Handler = handler, Attempt = 1, TimeoutMs = 1000 }, qubits, need);
-            Dispatcher.Enqueue(work);
+            Dispatcher.Enqueue([work]);
             return work;
         }
 
