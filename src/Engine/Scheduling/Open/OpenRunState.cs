@@ -75,10 +75,14 @@ internal sealed class OpenRunState : AttemptHost
     // The max_pending bound (see RoomGate): submissions the producers may still make before they count again.
     private readonly RoomGate _room;
 
-    // The retention window, swept by the submitting thread in submission order: tasks older than the
-    // last RetainTasks submitted (or all, while outputs pass RetainBytes) are marked expired, and an
-    // expired task is released once it has ended and no pending task reads it.
-    private int _sweepCursor;          // under _submitLock
+    // The retention window. A task older than the last RetainTasks submitted (or, while outputs pass
+    // RetainBytes, older than the sweep) is out of it, and released once it has ended and no pending
+    // task reads it: at once in what the run answers (IsReleased, from the boundary below), and in
+    // memory by the submitting thread, a whole chunk at a time once the window has passed it (a walk
+    // over tasks laid out one after the other, with no atomic per task), the few still running or read
+    // marked expired and released by their end or their last reader.
+    private int _expiredBelow;         // tasks with a lower index are out of the window (written under _submitLock, read by anyone)
+    private int _sweepCursor;          // under _submitLock: tasks with a lower index were swept (released, or marked expired)
     private long _outputBytes;         // estimated bytes of the outputs the run holds
 
     // Ready tasks, by priority (a worker takes the most urgent first).
@@ -207,10 +211,18 @@ internal sealed class OpenRunState : AttemptHost
         if (TryParseGenerated(id, out int index))
         {
             task = FindAt(index - _indexBase);
-            return task is not null && Volatile.Read(ref task.Released) == 0;
+            return task is not null && !IsReleased(task);
         }
-        return _byId.TryGetValue(id, out task);
+        return _byId.TryGetValue(id, out task) && !IsReleased(task);
     }
+
+    /// <summary>
+    /// True once the run has released <paramref name="t"/>: out of the retention window, ended, and
+    /// read by no pending task (whether or not the sweep has freed its memory yet).
+    /// </summary>
+    private bool IsReleased(SubmittedTask t)
+        => Volatile.Read(ref t.Released) != 0
+            || (t.Index >= 0 && t.Index < Volatile.Read(ref _expiredBelow) && t.IsEnded && Volatile.Read(ref t.Readers) == 0);
 
     private static bool TryParseGenerated(string id, out int index)
     {
@@ -535,7 +547,7 @@ internal sealed class OpenRunState : AttemptHost
                     : new GraphError(GraphErrorCodes.UnknownDependency, $"depends on '{GraphLimits.Printable(name)}', which is not in the run (never submitted, or ended and released: the run keeps its last {_settings.RetainTasks:N0} tasks)", Shown()));
                 continue;
             }
-            if (dep.Kind == EdgeKind.Data && d.IsEnded && d.Outcome == TaskOutcome.Succeeded && Volatile.Read(ref d.Released) != 0)
+            if (dep.Kind == EdgeKind.Data && d.IsEnded && d.Outcome == TaskOutcome.Succeeded && d.Run == this && IsReleased(d))
             {
                 (errors ??= []).Add(new GraphError(GraphErrorCodes.ReleasedDependency, $"reads the output of '{GraphLimits.Printable(d.Id)}', which was released (retention window: {_settings.RetainTasks:N0} tasks, {_settings.RetainBytes:N0} bytes)", Shown()));
                 continue;
@@ -672,10 +684,50 @@ internal sealed class OpenRunState : AttemptHost
         _notifier.NotifyOne();
     }
 
-    private bool TryTakeReady(out SubmittedTask t)
+    /// <summary>
+    /// How far an idle worker lets the producer get ahead: a worker that finds fewer than this many
+    /// tasks queued, more than when it last looked, waits a moment (<see cref="LagSpins"/>) before
+    /// it takes one, up to <see cref="LagRounds"/> times. Taking each task the moment it is
+    /// published moves the lines the producer is writing (the queue's slot, the task) to the
+    /// worker's core and back for every task; a worker that stays a few dozen tasks behind reads
+    /// lines the producer is done with. A task submitted alone waits one round (the count did not
+    /// move), and the lag ends as soon as enough are queued.
+    /// </summary>
+    private const int LagBatch = 64;
+    private const int LagRounds = 32;
+    private const int LagSpins = 20;
+
+    /// <summary>A worker's state of waiting for a batch to build up (see <see cref="LagBatch"/>).</summary>
+    private struct Lag
     {
+        public int Rounds;
+        public int LastCount;
+        public bool Waiting;   // the last take waited instead of taking: the worker is not idle
+    }
+
+    private bool TryTakeReady(out SubmittedTask t, ref Lag lag)
+    {
+        lag.Waiting = false;
         for (int p = _ready.Length - 1; p >= 0; p--)
-            if (_ready[p].TryDequeue(out t!)) return true;
+        {
+            var q = _ready[p];
+            if (q.IsEmpty) continue;
+            int c = q.Count;
+            if (c < LagBatch && lag.Rounds < LagRounds && c != lag.LastCount)
+            {
+                (lag.LastCount, lag.Waiting) = (c, true);
+                lag.Rounds++;
+                Thread.SpinWait(LagSpins);
+                t = null!;
+                return false;
+            }
+            if (q.TryDequeue(out t!))
+            {
+                lag = default;
+                return true;
+            }
+        }
+        lag = default;
         t = null!;
         return false;
     }
@@ -701,9 +753,10 @@ internal sealed class OpenRunState : AttemptHost
             // The clock at the end of this worker's last inline task, or 0 after anything that may
             // have waited: back-to-back tasks share one clock read (the next one's start).
             long tick = 0;
+            var lag = default(Lag);
             while (true)
             {
-                if (TryTakeReady(out var t))
+                if (TryTakeReady(out var t, ref lag))
                 {
                     spinner.Reset();
                     SubmittedTask? next = t;
@@ -712,6 +765,7 @@ internal sealed class OpenRunState : AttemptHost
                     continue;
                 }
                 tick = 0;
+                if (lag.Waiting) continue;
                 if (spinner.Count == 0)
                 {
                     // Idle: the tasks this worker counted are seen (the fence) by a producer waiting
@@ -1001,25 +1055,71 @@ internal sealed class OpenRunState : AttemptHost
     }
 
     /// <summary>
-    /// Marks the tasks that left the retention window expired (on the submitting thread, in
-    /// submission order: a step per submission), releasing those already ended and unread.
+    /// Moves the retention window on after a submission (on the submitting thread): the boundary
+    /// first, then the memory of every chunk the window has wholly passed, and, while the outputs
+    /// kept pass <see cref="OpenRunOptions.RetainBytes"/>, task by task beyond that.
     /// </summary>
     private void Sweep()
     {
         int keepFrom = _count - _settings.RetainTasks;
-        while (_sweepCursor < _count && (_sweepCursor < keepFrom || Volatile.Read(ref _outputBytes) > _settings.RetainBytes))
+        if (keepFrom > _expiredBelow) Volatile.Write(ref _expiredBelow, keepFrom);
+        while ((_sweepCursor & ChunkMask) == 0 && _sweepCursor + ChunkSize <= _expiredBelow)
         {
-            var t = FindAt(_sweepCursor++);
+            SweepChunk(_sweepCursor >> ChunkShift);
+            _sweepCursor += ChunkSize;
+        }
+        while (_sweepCursor < _count && (_sweepCursor < _expiredBelow && (_sweepCursor & ChunkMask) != 0 || Volatile.Read(ref _outputBytes) > _settings.RetainBytes))
+        {
+            SweepOne(_sweepCursor++);
+            if (_sweepCursor > _expiredBelow) Volatile.Write(ref _expiredBelow, _sweepCursor);
+        }
+    }
+
+    /// <summary>
+    /// A chunk wholly out of the window: its ended, unread tasks go (nothing else can release them:
+    /// none is marked expired yet, and readers are only added under the submit lock, which this
+    /// holds); the others are marked expired, for their end or their last reader to release.
+    /// </summary>
+    private void SweepChunk(int c)
+    {
+        var chunks = _chunks;
+        var chunk = chunks[c];
+        if (chunk is null) return;
+        var tasks = chunk.Tasks;
+        int released = 0;
+        long bytes = 0;
+        for (int i = 0; i < tasks.Length; i++)
+        {
+            var t = tasks[i];
             if (t is null) continue;
-            // Readers are only added under the submit lock, which this holds: an ended, unread task goes now.
             if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0)
             {
-                Release(t);
+                t.Released = 1;
+                bytes += t.OutputBytes;
+                if (t.HasGivenId) _byId.TryRemove(new KeyValuePair<string, SubmittedTask>(t.Id, t));
+                tasks[i] = null;
+                released++;
                 continue;
             }
-            Interlocked.Exchange(ref t.Expired, 1);   // full fence: an ending task or a last reader sees it, or this sees them
-            if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0) Release(t);
+            SweepOne(c << ChunkShift | i);
         }
+        if (bytes > 0) Interlocked.Add(ref _outputBytes, -bytes);
+        if (Interlocked.Add(ref chunk.Live, -released) == 0) Volatile.Write(ref chunks[c], null);
+    }
+
+    /// <summary>Marks one task out of the window expired, releasing it when it has ended and is unread.</summary>
+    private void SweepOne(int index)
+    {
+        var t = FindAt(index);
+        if (t is null) return;
+        // Readers are only added under the submit lock, which this holds: an ended, unread task goes now.
+        if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0)
+        {
+            Release(t);
+            return;
+        }
+        Interlocked.Exchange(ref t.Expired, 1);   // full fence: an ending task or a last reader sees it, or this sees them
+        if (Volatile.Read(ref t.State) == SubmittedTask.Ended && Volatile.Read(ref t.Readers) == 0) Release(t);
     }
 
     /// <summary>The run forgets an ended task: its id, its slot (and its chunk once every slot of it went).</summary>
