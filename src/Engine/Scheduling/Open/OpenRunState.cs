@@ -686,12 +686,14 @@ internal sealed class OpenRunState : AttemptHost
 
     /// <summary>
     /// How far an idle worker lets the producer get ahead: a worker that finds fewer than this many
-    /// tasks queued, more than when it last looked, waits a moment (<see cref="LagSpins"/>) before
-    /// it takes one, up to <see cref="LagRounds"/> times. Taking each task the moment it is
-    /// published moves the lines the producer is writing (the queue's slot, the task) to the
+    /// tasks queued while tasks are still arriving (more submitted, or more queued, than when it
+    /// last looked) waits a moment (<see cref="LagSpins"/>, under a microsecond) before it takes
+    /// one, up to <see cref="LagRounds"/> times in a row (about 25 µs). Taking each task the moment
+    /// it is published moves the lines the producer is writing (the queue's slot, the task) to the
     /// worker's core and back for every task; a worker that stays a few dozen tasks behind reads
-    /// lines the producer is done with. A task submitted alone waits one round (the count did not
-    /// move), and the lag ends as soon as enough are queued.
+    /// lines the producer is done with, and the tasks submitted meanwhile on one that is queued (a
+    /// chain) are run after it inline. A task submitted alone waits one round (nothing moved), and
+    /// the wait ends as soon as enough are queued.
     /// </summary>
     private const int LagBatch = 64;
     private const int LagRounds = 32;
@@ -702,6 +704,7 @@ internal sealed class OpenRunState : AttemptHost
     {
         public int Rounds;
         public int LastCount;
+        public long LastSubmitted;
         public bool Waiting;   // the last take waited instead of taking: the worker is not idle
     }
 
@@ -713,9 +716,10 @@ internal sealed class OpenRunState : AttemptHost
             var q = _ready[p];
             if (q.IsEmpty) continue;
             int c = q.Count;
-            if (c < LagBatch && lag.Rounds < LagRounds && c != lag.LastCount)
+            long submitted = Volatile.Read(ref _count);
+            if (c < LagBatch && lag.Rounds < LagRounds && (c != lag.LastCount || submitted != lag.LastSubmitted))
             {
-                (lag.LastCount, lag.Waiting) = (c, true);
+                (lag.LastCount, lag.LastSubmitted, lag.Waiting) = (c, submitted, true);
                 lag.Rounds++;
                 Thread.SpinWait(LagSpins);
                 t = null!;
