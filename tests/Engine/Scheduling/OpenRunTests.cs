@@ -309,6 +309,59 @@ public sealed class OpenRunTests
     }
 
     [Fact]
+    public async Task OutputsPastTheByteLimit_ReleaseTheOldestTasks_EvenInsideTheWindow()
+    {
+        var engine = new TaskMeshEngine();
+        engine.Handlers.RegisterInline("text", _ => new string('x', 200));   // estimated 424 bytes each
+        await using var run = engine.Open(new OpenRunOptions { RetainTasks = 1_000, RetainBytes = 1_000 });
+        for (int i = 0; i < 5; i++) await run.Submit(Task("text")).Completion.WaitAsync(Limit);
+
+        // Each submission sweeps while the outputs kept pass 1,000 bytes: the third output made it
+        // 1,272, so the fourth and the fifth submission each released the oldest task.
+        Assert.False(run.TryGetTask("#0", out _));
+        Assert.False(run.TryGetTask("#1", out _));
+        Assert.True(run.TryGetTask("#2", out var kept));
+        Assert.Equal(200, ((string)(await kept.Completion).Output!).Length);
+        var gone = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("text") { DependsOn = [new TaskDependency("#1", EdgeKind.Data)] }));
+        Assert.Equal(GraphErrorCodes.ReleasedDependency, gone.Errors.Single().Code);
+    }
+
+    [Fact]
+    public async Task WholeChunksLeavingTheWindow_ReleaseTheirTasksAndIds_ButNotOneStillRead()
+    {
+        var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
+        engine.Handlers.RegisterInline("value", ctx => ctx.Id);
+        engine.Handlers.RegisterInline("read", ctx => ctx.Inputs.Single().Value);
+        var blocker = new Gate();
+        blocker.Register(engine, "blocker");
+        await using var run = engine.Open(new OpenRunOptions { RetainTasks = 10 });
+        var source = run.Submit(Task("value", "source"));
+        await source.Completion.WaitAsync(Limit);
+        run.Submit(Task("blocker", "hold"));
+        var reader = run.Submit(new TaskRequest("read") { DependsOn = [new TaskDependency(source, EdgeKind.Data), "hold"] });
+        // Three chunks of tasks with ids of their own go by (the window keeps ten).
+        const int n = 3 * 4096;
+        SubmittedTask last = null!;
+        for (int i = 0; i < n; i++) last = run.Submit(Task("value", $"t{i}"));
+        await last.Completion.WaitAsync(Limit);
+        run.Submit(Task("value", "one-more"));   // a submission after the last ended sweeps again
+
+        Assert.False(run.TryGetTask("t0", out _));
+        Assert.False(run.TryGetTask("t5000", out _));
+        Assert.True(run.TryGetTask($"t{n - 1}", out _));
+        Assert.Throws<TaskRefusedException>(() => run.Submit(Task("value", "late", "t5000")));
+        Assert.True(run.TryGetTask("source", out _));   // read by a pending task: kept
+        Assert.True(run.TryGetTask("hold", out _));     // still running
+        blocker.Open.SetResult();
+        Assert.Equal("source", (await reader.Completion.WaitAsync(Limit)).Output);
+        Assert.False(run.TryGetTask("source", out _));  // its last reader ended: released
+        Assert.False(run.TryGetTask("hold", out _));
+        run.Complete();
+        var summary = await run.Completion.WaitAsync(Limit);
+        Assert.Equal(RunStatus.Succeeded, summary.Status);
+    }
+
+    [Fact]
     public async Task AnOutputStaysWhileAPendingTaskReadsIt_EvenOutsideTheWindow()
     {
         var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 2 });
