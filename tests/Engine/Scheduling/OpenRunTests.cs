@@ -341,10 +341,10 @@ public sealed class OpenRunTests
         var reader = run.Submit(new TaskRequest("read") { DependsOn = [new TaskDependency(source, EdgeKind.Data), "hold"] });
         // Three chunks of tasks with ids of their own go by (the window keeps ten).
         const int n = 3 * 4096;
-        SubmittedTask last = null!;
-        for (int i = 0; i < n; i++) last = run.Submit(Task("value", $"t{i}"));
-        await last.Completion.WaitAsync(Limit);
-        run.Submit(Task("value", "one-more"));   // a submission after the last ended sweeps again
+        var passing = new Task<TaskResult>[n];
+        for (int i = 0; i < n; i++) passing[i] = run.Submit(Task("value", $"t{i}")).Completion;
+        await System.Threading.Tasks.Task.WhenAll(passing).WaitAsync(Limit);
+        run.Submit(Task("value", "one-more"));   // a submission after they all ended sweeps again
 
         Assert.False(run.TryGetTask("t0", out _));
         Assert.False(run.TryGetTask("t5000", out _));
