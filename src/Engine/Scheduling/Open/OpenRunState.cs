@@ -704,7 +704,7 @@ internal sealed class OpenRunState : AttemptHost
     {
         public int Rounds;
         public int LastCount;
-        public long LastSubmitted;
+        public int LastSubmitted;
         public bool Waiting;   // the last take waited instead of taking: the worker is not idle
     }
 
@@ -716,7 +716,7 @@ internal sealed class OpenRunState : AttemptHost
             var q = _ready[p];
             if (q.IsEmpty) continue;
             int c = q.Count;
-            long submitted = Volatile.Read(ref _count);
+            int submitted = Volatile.Read(ref _count);
             if (c < LagBatch && lag.Rounds < LagRounds && (c != lag.LastCount || submitted != lag.LastSubmitted))
             {
                 (lag.LastCount, lag.LastSubmitted, lag.Waiting) = (c, submitted, true);
@@ -876,7 +876,7 @@ internal sealed class OpenRunState : AttemptHost
         }
         if (Volatile.Read(ref t.Extras) is { } extras)
         {
-            var (confidence, request) = extras.TakeReports();
+            var (confidence, request) = extras.TakeReports(1);
             return OnInlineAttemptEnded(t, new AttemptResult(t.Index, _layerNames[RouteTable.Local], 1, AttemptOutcome.Succeeded, output, null,
                 Elapsed(t0), confidence, request), worker);
         }
