@@ -54,7 +54,7 @@ public readonly struct TaskContext
     public void ReportConfidence(double confidence)
     {
         if (!(confidence is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(confidence), confidence, "a confidence is between 0 and 1");
-        _run.ReportConfidence(Index, confidence);
+        _run.ReportConfidence(Index, Attempt, confidence);
     }
 
     /// <summary>
@@ -66,7 +66,7 @@ public readonly struct TaskContext
     /// <param name="to">A layer name, or a variant of this handler (seen as <see cref="EscalatedTo"/> by the next attempt).</param>
     /// <param name="reason">Why, in words.</param>
     public void RequestEscalation(string trigger, string from, string to, string reason)
-        => _run.RequestEscalation(Index, new Scheduling.Attempts.EscalationRequest(trigger, from, to, reason));
+        => _run.RequestEscalation(Index, Attempt, new Scheduling.Attempts.EscalationRequest(trigger, from, to, reason));
 
     /// <summary>Records an escalation this task carried out by itself (audited in the run summary and published as an event).</summary>
     /// <param name="from">What the task left, e.g. a layer name or <c>single</c>.</param>

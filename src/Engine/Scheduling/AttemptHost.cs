@@ -189,15 +189,17 @@ internal abstract class AttemptHost
 
     internal string? VariantOf(int node) => TryExtrasOf(node)?.Variant;
 
-    internal void ReportConfidence(int node, double confidence)
+    internal void ReportConfidence(int node, int attempt, double confidence)
     {
         var x = ExtrasOf(node);
-        lock (x) x.Confidence = confidence;
+        lock (x)
+            if (x.TakesReportOf(attempt)) x.Confidence = confidence;
     }
 
-    internal void RequestEscalation(int node, EscalationRequest request)
+    internal void RequestEscalation(int node, int attempt, EscalationRequest request)
     {
         var x = ExtrasOf(node);
-        lock (x) x.Request = request;
+        lock (x)
+            if (x.TakesReportOf(attempt)) x.Request = request;
     }
 }

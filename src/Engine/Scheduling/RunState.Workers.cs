@@ -242,7 +242,7 @@ internal sealed partial class RunState
 
     private int OnInlineReport(Worker w, int node, object? output, long t0)
     {
-        var (confidence, request) = Tasks.ExtrasOf(node).TakeReports();
+        var (confidence, request) = Tasks.ExtrasOf(node).TakeReports(1);
         return OnInlineAttemptEnded(w, new AttemptResult(node, LocalName, 1, AttemptOutcome.Succeeded, output, null, InlineElapsed(t0, IsPrecise), confidence, request));
     }
 

@@ -89,10 +89,12 @@ internal sealed class TaskTable
 /// <summary>State of the few tasks that report confidence, ask for or undergo escalation.</summary>
 internal sealed class TaskExtras
 {
-    /// <summary>Confidence reported by the handler during the current attempt.</summary>
+    /// <summary>Confidence reported by the handler during attempt <see cref="ReportedBy"/>.</summary>
     public double? Confidence;
-    /// <summary>Escalation the handler asked for during the current attempt.</summary>
+    /// <summary>Escalation the handler asked for during attempt <see cref="ReportedBy"/>.</summary>
     public EscalationRequest? Request;
+    /// <summary>The attempt the reports above came from (0: none yet).</summary>
+    public int ReportedBy;
     /// <summary>The variant the task was escalated to on its layer (e.g. <c>double</c>).</summary>
     public string? Variant;
     /// <summary>The layer the task was first routed to, once it moved.</summary>
@@ -120,15 +122,36 @@ internal sealed class TaskExtras
         (LeftLayers ??= new()).Add((route == RouteTable.Inline ? RouteTable.Local : route, ms));
     }
 
-    /// <summary>Takes (and clears) what the handler reported during an attempt.</summary>
-    public (double? Confidence, EscalationRequest? Request) TakeReports()
+    /// <summary>
+    /// Takes (and clears) what the handler reported during <paramref name="attempt"/>: a report an
+    /// earlier attempt made after it had ended (timed out, say, its handler still going) is not this
+    /// attempt's, and is dropped.
+    /// </summary>
+    public (double? Confidence, EscalationRequest? Request) TakeReports(int attempt)
     {
         lock (this)
         {
-            var r = (Confidence, Request);
+            var r = ReportedBy == attempt ? (Confidence, Request) : (null, null);
             Confidence = null;
             Request = null;
             return r;
         }
+    }
+
+    /// <summary>
+    /// Makes room for a report of <paramref name="attempt"/> (call under the lock): false for a
+    /// report of an attempt older than the last one that reported (it ended long ago).
+    /// </summary>
+    public bool TakesReportOf(int attempt)
+    {
+        if (attempt < ReportedBy) return false;
+        if (attempt > ReportedBy)
+        {
+            // A newer attempt: what an earlier one left is not its own.
+            Confidence = null;
+            Request = null;
+            ReportedBy = attempt;
+        }
+        return true;
     }
 }

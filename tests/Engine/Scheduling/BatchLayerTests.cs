@@ -21,7 +21,8 @@ public sealed class BatchLayerTests
 
     /// <summary>
     /// Answers on a loop of its own, by the task's arguments: <c>x</c> → x; <c>fail</c> → a failure;
-    /// <c>fail_first</c> → a failure on attempt 1, then x; <c>never</c> → no answer.
+    /// <c>fail_first</c> → a failure on attempt 1, then x; <c>never</c> → no answer; <c>late_first</c> →
+    /// no answer on attempt 1, and on attempt 2 first a confidence reported late for attempt 1, then x.
     /// </summary>
     private sealed class Batching : ExecutionLayer, IDisposable
     {
@@ -67,11 +68,15 @@ public sealed class BatchLayerTests
             await foreach (var a in _queue.Reader.ReadAllAsync())
             {
                 var args = a.Invocation.Args;
-                if (args.ValueKind == JsonValueKind.Object && args.TryGetProperty("never", out _))
+                bool lateFirst = args.ValueKind == JsonValueKind.Object && args.TryGetProperty("late_first", out _);
+                if (args.ValueKind == JsonValueKind.Object && args.TryGetProperty("never", out _) || lateFirst && a.Invocation.Context.Attempt == 1)
                 {
                     Held.Enqueue(a);
                     continue;
                 }
+                if (lateFirst)
+                    foreach (var held in Held)
+                        if (held.Invocation.Context.Id == a.Invocation.Context.Id) held.Invocation.Context.ReportConfidence(0.1);
                 Interlocked.Decrement(ref _inFlight);
                 if (args.ValueKind != JsonValueKind.Object) a.Succeed(null);
                 else if (args.TryGetProperty("fail", out _)) a.Fail(new InvalidOperationException("asked to fail"));
@@ -157,6 +162,21 @@ public sealed class BatchLayerTests
         run.Complete();
         Assert.Equal(RunStatus.Failed, (await run.Completion.WaitAsync(Limit)).Status);
         Assert.Equal((0, 0), (e.Layer.Running, e.Layer.QueueDepth));
+    }
+
+    [Fact]
+    public async Task AConfidenceReportedForAnAttemptAfterItTimedOut_IsNotTakenAsTheNextAttempts()
+    {
+        using var e = Engine(capacity: 4);
+        await using var run = e.Engine.Open();
+        var task = run.Submit(new TaskRequest("noop")
+        {
+            Spec = new TaskSpec { Args = JsonDocument.Parse("""{"late_first": 1, "x": 5}""").RootElement.Clone(), TimeoutSeconds = 0.2, Retries = 1 },
+        });
+        var r = await task.Completion.WaitAsync(Limit);
+        Assert.Equal((TaskOutcome.Succeeded, (object?)5, 2), (r.Outcome, r.Output, r.Attempts));
+        Assert.Single(e.Layer.Stopped);   // attempt 1 timed out; its late report came while attempt 2 ran
+        Assert.Null(r.Confidence);        // attempt 2 reported none: the 0.1 was attempt 1's
     }
 
     [Fact]

@@ -112,7 +112,7 @@ internal sealed class AttemptRunner
         run.AddSpend(layer.PricePerSecond * result.Duration.TotalSeconds);
         if (run.TryExtrasOf(node) is { } extras)
         {
-            var (confidence, request) = extras.TakeReports();
+            var (confidence, request) = extras.TakeReports(result.Attempt);
             result = result with { Confidence = confidence, Request = result.Succeeded ? request : null };
         }
         var decision = Decide(result);
