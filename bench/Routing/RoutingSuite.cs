@@ -171,7 +171,8 @@ internal static class RoutingSuite
         var sw = Stopwatch.StartNew();
         var models = ModelTrainer.Train(rows, seed);
         Console.WriteLine($"trained in {sw.Elapsed.TotalSeconds:0.0} s: " + string.Join("; ", models.Accuracy.Select(a =>
-            string.Create(CultureInfo.InvariantCulture, $"{a.Layer} R² {a.DurationR2:0.00} AUC {a.SuccessAuc:0.00}"))));
+            string.Create(CultureInfo.InvariantCulture, $"{a.Layer} R² {a.DurationR2:0.00} AUC {a.SuccessAuc:0.00} calibration error {a.CalibrationError:0.000}"))));
+        foreach (var line in models.Arguments.Describe()) Console.WriteLine("argument features: " + line);
 
         // The fresh workload, routed by each policy.
         var workload = world.Draw(tasks, seed + 100);

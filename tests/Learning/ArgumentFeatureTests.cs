@@ -117,7 +117,7 @@ public sealed class ArgumentFeatureTests : IDisposable
             {
                 double reference = models.EngineDurationMs(layer, batch[i].Item1, batch[i].f)!.Value;
                 Assert.True(Math.Abs(ms[i]!.Value - reference) <= 1e-4 * Math.Max(1, reference), $"{layer} task {i}: duration {ms[i]} vs ML.NET {reference}");
-                if (models.EngineConfidence(layer, batch[i].Item1, batch[i].f) is double p) Assert.Equal(p, confidence[i]!.Value, 5);
+                if (models.EngineConfidence(layer, batch[i].Item1, batch[i].f) is double p) Assert.Equal(p, confidence[i]!.Value, 1e-6);
             }
             // The two evaluations of the compiled trees — scanning their bit vectors, walking them —
             // give the same numbers to the last bit, for every batch size (the walks go four tasks

@@ -51,14 +51,11 @@ public sealed class ArgumentSchema
     public static ArgumentSchema None { get; } = new(new Dictionary<string, IReadOnlyList<ArgumentFeature>>(StringComparer.Ordinal));
 
     private readonly Dictionary<string, IReadOnlyList<ArgumentFeature>> _byHandler;
-    private readonly Dictionary<string, Dictionary<string, int>> _slotOf;
 
     public ArgumentSchema(IReadOnlyDictionary<string, IReadOnlyList<ArgumentFeature>> byHandler)
     {
         ArgumentNullException.ThrowIfNull(byHandler);
         _byHandler = byHandler.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
-        _slotOf = _byHandler.ToDictionary(kv => kv.Key,
-            kv => kv.Value.Select((f, i) => (f.Name, i)).ToDictionary(x => x.Name, x => x.i, StringComparer.Ordinal), StringComparer.Ordinal);
         Slots = _byHandler.Count == 0 ? 0 : _byHandler.Values.Max(v => v.Count);
     }
 
@@ -82,10 +79,35 @@ public sealed class ArgumentSchema
     public void Fill(string handler, IReadOnlyList<KeyValuePair<string, double>> stated, Span<float> slots)
     {
         slots[..Slots].Clear();
-        if (!_slotOf.TryGetValue(handler, out var slotOf)) return;
-        var features = _byHandler[handler];
-        foreach (var (name, value) in stated)
-            if (slotOf.TryGetValue(name, out int slot)) slots[slot] = Scale(value, features[slot].Log);
+        if (!_byHandler.TryGetValue(handler, out var features)) return;
+        for (int slot = 0; slot < features.Count; slot++) slots[slot] = Scale(ValueOf(features[slot].Name, stated), features[slot].Log);
+    }
+
+    /// <summary>
+    /// The value of a chosen feature for a task that states <paramref name="stated"/>: the number it
+    /// states under that name (the first, when it states one twice; 0 when it does not), and for a
+    /// product (<c>width*height</c>, see <see cref="Select"/>) the product of the two.
+    /// </summary>
+    internal static double ValueOf(string name, IReadOnlyList<KeyValuePair<string, double>> stated)
+    {
+        int star = name.IndexOf('*');
+        if (star < 0) return Stated(name, stated);
+        return Stated(name.AsSpan(0, star), stated) * Stated(name.AsSpan(star + 1), stated);
+
+        static double Stated(ReadOnlySpan<char> name, IReadOnlyList<KeyValuePair<string, double>> stated)
+        {
+            for (int i = 0; i < stated.Count; i++)
+                if (name.SequenceEqual(stated[i].Key)) return stated[i].Value;
+            return 0;
+        }
+    }
+
+    /// <summary>Whether <paramref name="name"/> can name a chosen feature: a stated name, or the product of two (<c>a*b</c>).</summary>
+    internal static bool IsFeatureName(string name)
+    {
+        int star = name.IndexOf('*');
+        return star < 0 ? Engine.Handlers.ArgumentFeatures.IsName(name)
+            : Engine.Handlers.ArgumentFeatures.IsName(name[..star]) && Engine.Handlers.ArgumentFeatures.IsName(name[(star + 1)..]);
     }
 
     /// <summary>A value as the model reads it: log10(1 + x) for a log-scaled feature (negative values kept negative), else itself.</summary>
@@ -137,9 +159,29 @@ public sealed class ArgumentSchema
             foreach (var (name, column) in values.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             {
                 int count = stated[name];
-                if (count < minimum) continue;
+                if (count >= minimum && Score(name, column, count) is { } feature) scored.Add((feature, count));
+            }
+            // Sizes that matter together (an image's width and height, a job's rows and columns): the
+            // product of two log-scaled ones, among the four that explain most, is a candidate too —
+            // trees cut one feature at a time, and an edge along the product is a staircase to them.
+            var sizes = scored.Where(x => x.Feature.Log).OrderByDescending(x => x.Feature.Score).ThenBy(x => x.Feature.Name, StringComparer.Ordinal).Take(4)
+                .Select(x => x.Feature.Name).Order(StringComparer.Ordinal).ToList();
+            for (int a = 0; a < sizes.Count; a++)
+                for (int b = a + 1; b < sizes.Count; b++)
+                {
+                    var (x, y) = (values[sizes[a]], values[sizes[b]]);
+                    var product = new double[x.Length];
+                    int both = 0;
+                    for (int i = 0; i < product.Length; i++)
+                        if ((product[i] = x[i] * y[i]) != 0) both++;
+                    if (both >= minimum && Score(sizes[a] + "*" + sizes[b], product, both) is { } feature) scored.Add((feature, both));
+                }
+
+            // A feature's score: η² of success and of log duration by its deciles, layer by layer, beyond chance; null when under 1 %.
+            ArgumentFeature? Score(string name, double[] column, int count)
+            {
                 var (bins, distinct) = Deciles(column);
-                if (distinct < 2) continue;   // one value: nothing to tell apart
+                if (distinct < 2) return null;   // one value: nothing to tell apart
                 double score = 0;
                 foreach (var at in layers)
                 {
@@ -151,11 +193,10 @@ public sealed class ArgumentSchema
                     double duration = CorrelationRatio(groups, distinct, at.Select(i => (double)list[i].LogMs).ToArray());
                     score += at.Length / (double)list.Count * (Math.Max(0, success - chance) + Math.Max(0, duration - chance));
                 }
-                if (score <= 0.01) continue;   // explains under 1 % beyond chance: an argument that does not matter
+                if (score <= 0.01) return null;   // explains under 1 % beyond chance: an argument that does not matter
                 double positiveMin = column.Where(v => v > 0).DefaultIfEmpty(0).Min(), max = column.Max();
                 bool log = positiveMin > 0 && max / positiveMin >= 100;
-                scored.Add((new ArgumentFeature(name, log, Math.Round(score, 4), Math.Round(count / (double)list.Count, 4),
-                    Scale(column.Min(), log), Scale(max, log)), count));
+                return new ArgumentFeature(name, log, Math.Round(score, 4), Math.Round(count / (double)list.Count, 4), Scale(column.Min(), log), Scale(max, log));
             }
             var keep = scored.OrderByDescending(s => s.Feature.Score).ThenByDescending(s => s.Stated).ThenBy(s => s.Feature.Name, StringComparer.Ordinal)
                 .Take(limit).Select(s => s.Feature).ToList();
@@ -227,7 +268,7 @@ public sealed class ArgumentSchema
         foreach (var p in e.EnumerateObject())
         {
             var features = p.Value.Deserialize<List<ArgumentFeature>>() ?? [];
-            if (features.Count > 64 || features.Any(f => f is null || !Engine.Handlers.ArgumentFeatures.IsName(f.Name ?? "")) || features.Select(f => f.Name).Distinct().Count() != features.Count)
+            if (features.Count > 64 || features.Any(f => f is null || !IsFeatureName(f.Name ?? "")) || features.Select(f => f.Name).Distinct().Count() != features.Count)
                 throw new FormatException($"the argument features of handler '{Engine.Graph.GraphLimits.Printable(p.Name)}' are not a list of distinct feature names");
             byHandler[p.Name] = features;
         }

@@ -137,6 +137,80 @@ public sealed class FeatureExtractor
         static long Pack(int q, int slot) => (long)Math.Clamp(q, 0, 1023) << (10 * slot);
     }
 
+    /// <summary>
+    /// The box of model inputs a task's kind (<see cref="KindOf(int, ArgumentSchema?)"/>) spans: for
+    /// each feature of its model input (<see cref="ModelInput"/>, given as <paramref name="input"/>),
+    /// the least and greatest value a task of the same kind may have there, into
+    /// <paramref name="low"/> and <paramref name="high"/> — the quarter of a decade of a size or an
+    /// estimate, the half power of two of a gate count, the bin of a chosen argument's range (a
+    /// little wider: the kind's logarithms come from a table); the task's own value where the kind
+    /// holds the feature exactly or not at all (its place in the graph, which the router takes from
+    /// the first task of a kind).
+    /// </summary>
+    internal void KindCell(int task, ArgumentSchema? schema, ReadOnlySpan<float> input, Span<float> low, Span<float> high)
+    {
+        const double QuarterDecades = 1.2041199826559248;
+        const double Slack = 0.002;   // the table's logarithms err by under 0.0003 of a decade
+        input.CopyTo(low);
+        input.CopyTo(high);
+        var parsed = _graph.ParsedArgsOf(task);
+        var m = MeasuresOf(task, parsed);
+        LogCell(0, EstimateMicros(task, parsed), low, high);
+        LogCell(1, m.Micros, low, high);
+        LogCell(2, m.Millis, low, high);
+        LogCell(3, m.Bytes, low, high);
+        LogCell(4, m.Size, low, high);
+        if (parsed is QuantumArgs q)
+        {
+            var shape = CircuitShape.Of(q.Circuit);
+            HalfOctaveCell(6, shape.Gates, low, high);
+            HalfOctaveCell(7, shape.TwoQubitGates, low, high);
+            HalfOctaveCell(8, shape.Depth, low, high);
+            LogCell(9, q.Shots, low, high);
+        }
+        else
+        {
+            // Qubits are kept whole (what a handler states is cut to an integer), gates by half powers of two.
+            int qubits = (int)Math.Clamp(m.Qubits, 0, 1023);
+            (low[5], high[5]) = (qubits == 0 ? float.NegativeInfinity : qubits, qubits == 1023 ? float.PositiveInfinity : MathF.BitDecrement(qubits + 1));
+            HalfOctaveCell(6, m.Gates, low, high);
+        }
+        var chosen = schema?.Of(HandlerOf(task));
+        if (chosen is null) return;
+        for (int slot = 0; slot < chosen.Count && LayerFeatures + slot < input.Length; slot++)
+        {
+            // The bin of the training range (ArgumentFeature.BinOf) the scaled value falls in.
+            var f = chosen[slot];
+            int at = LayerFeatures + slot;
+            double x = input[at], width = (f.Max - f.Min) / ArgumentFeature.KindBins, wide = 1e-6 * (Math.Abs(f.Min) + Math.Abs(f.Max) + 1);
+            double a, b;
+            if (!(f.Max > f.Min)) (a, b) = x < f.Min ? (double.NegativeInfinity, f.Min) : x > f.Max ? (f.Max, double.PositiveInfinity) : (f.Min, f.Max);
+            else
+            {
+                double bin = Math.Floor((x - f.Min) / (f.Max - f.Min) * ArgumentFeature.KindBins);
+                (a, b) = bin < 0 ? (double.NegativeInfinity, f.Min) : bin >= ArgumentFeature.KindBins ? (f.Max, double.PositiveInfinity)
+                    : (f.Min + bin * width, f.Min + (bin + 1) * width);
+            }
+            (low[at], high[at]) = ((float)(a - wide), (float)(b + wide));
+        }
+
+        static void LogCell(int at, double x, Span<float> low, Span<float> high)
+        {
+            // Quarter decades of 1 + x, as the input's log10(1 + x) reads them.
+            int k = Math.Clamp(Octaves(x, QuarterDecades), 0, 1023);
+            low[at] = k == 0 ? float.NegativeInfinity : (float)((k - 0.5) / 4 - Slack);
+            high[at] = k == 1023 ? float.PositiveInfinity : (float)((k + 0.5) / 4 + Slack);
+        }
+
+        static void HalfOctaveCell(int at, double x, Span<float> low, Span<float> high)
+        {
+            // Half powers of two of 1 + x; the input holds x itself.
+            int k = Math.Clamp(Octaves(x, 2), 0, 1023);
+            low[at] = k == 0 ? float.NegativeInfinity : (float)(Math.Pow(2, (k - 0.5) / 2 - Slack) - 1);
+            high[at] = k == 1023 ? float.PositiveInfinity : (float)(Math.Pow(2, (k + 0.5) / 2 + Slack) - 1);
+        }
+    }
+
     [ThreadStatic] private static List<KeyValuePair<string, double>>? _stated;
 
     /// <summary>The numbers the task's own arguments state, by name (<see cref="ArgumentFeatures"/>).</summary>
@@ -182,12 +256,7 @@ public sealed class FeatureExtractor
         {
             // The chosen features in slot order: a name not stated counts as 0, as the model reads it.
             for (int slot = 0; slot < chosen.Count; slot++)
-            {
-                double value = 0;
-                foreach (var (name, x) in stated)
-                    if (name == chosen[slot].Name) { value = x; break; }
-                h = (h ^ (ulong)chosen[slot].BinOf(value)) * 0x100000001B3UL;
-            }
+                h = (h ^ (ulong)chosen[slot].BinOf(ArgumentSchema.ValueOf(chosen[slot].Name, stated))) * 0x100000001B3UL;
             return (long)h;
         }
         foreach (var (name, x) in stated)

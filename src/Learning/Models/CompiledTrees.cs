@@ -43,6 +43,7 @@ internal sealed class CompiledTrees
     private readonly float[]? _scanThreshold;
     private readonly int[]? _scanTree, _scanStart, _scanFeatures;   // _scanStart: per feature, where its splits start (one more at the end)
     private readonly ulong[]? _scanMask, _allLeaves;
+    private readonly ulong[]? _scanRightMask;   // per split as _scanMask, the mask that clears the leaves of its right side (for bounds over a box)
     private readonly double[]? _leafInOrder;   // per tree from _leafBase, its leaves' values left to right
     private readonly int[]? _pathStart, _pathFeature;   // per leaf (as _leafInOrder), the features split on from the root to it
     private readonly (double Slope, double Offset)? _platt;
@@ -92,7 +93,7 @@ internal sealed class CompiledTrees
         _bias = ensemble.Bias;
         if (ensemble.Trees.All(t => t.NumberOfLeaves <= 64))
         {
-            var splits = new List<(int Feature, float Threshold, int Tree, ulong Mask)>(nodes);
+            var splits = new List<(int Feature, float Threshold, int Tree, ulong Mask, ulong RightMask)>(nodes);
             (_allLeaves, _leafInOrder, _pathStart) = (new ulong[trees], new double[leaves], new int[leaves + 1]);
             var path = new List<int>();
             var pathFeatures = new List<int>(leaves * 4);
@@ -118,14 +119,15 @@ internal sealed class CompiledTrees
                     path.Add(tree.NumericalSplitFeatureIndexes[child]);
                     ulong left = Number(tree.LeftChild[child]), right = Number(tree.RightChild[child]);
                     path.RemoveAt(path.Count - 1);
-                    splits.Add((tree.NumericalSplitFeatureIndexes[child], tree.NumericalSplitThresholds[child], t, ~left));
+                    splits.Add((tree.NumericalSplitFeatureIndexes[child], tree.NumericalSplitThresholds[child], t, ~left, ~right));
                     return left | right;
                 }
             }
             // Stable by (feature, threshold): splits of equal threshold apply together either way.
             var sorted = splits.OrderBy(x => x.Feature).ThenBy(x => x.Threshold).ToArray();
-            (_scanThreshold, _scanTree, _scanMask, _scanStart) = (new float[sorted.Length], new int[sorted.Length], new ulong[sorted.Length], new int[inputLength + 1]);
-            for (int k = 0; k < sorted.Length; k++) (_scanThreshold[k], _scanTree[k], _scanMask[k]) = (sorted[k].Threshold, sorted[k].Tree, sorted[k].Mask);
+            (_scanThreshold, _scanTree, _scanMask, _scanRightMask, _scanStart) = (new float[sorted.Length], new int[sorted.Length], new ulong[sorted.Length], new ulong[sorted.Length], new int[inputLength + 1]);
+            for (int k = 0; k < sorted.Length; k++)
+                (_scanThreshold[k], _scanTree[k], _scanMask[k], _scanRightMask[k]) = (sorted[k].Threshold, sorted[k].Tree, sorted[k].Mask, sorted[k].RightMask);
             for (int f = 0, k = 0; f <= inputLength; f++)
             {
                 while (k < sorted.Length && sorted[k].Feature < f) k++;
@@ -147,11 +149,18 @@ internal sealed class CompiledTrees
     {
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
+        // A success model calibrated again after training (on held-out examples) ends with that calibration: it is the one applied.
+        (double, double)? recalibrated = null;
+        if (parts.Count == 3 && parts[^1] is ISingleFeaturePredictionTransformer<PlattCalibrator> again)
+        {
+            recalibrated = (again.Model.Slope, again.Model.Offset);
+            parts.RemoveAt(2);
+        }
         if (parts.Count != 2 || parts[^1] is not ISingleFeaturePredictionTransformer<object> predictor) return null;
         (RegressionTreeEnsemble Trees, (double, double)? Platt)? found = predictor.Model switch
         {
-            TreeEnsembleModelParametersBasedOnRegressionTree r => (r.TrainedTreeEnsemble, null),
-            CalibratedModelParametersBase<FastTreeBinaryModelParameters, PlattCalibrator> c => (c.SubModel.TrainedTreeEnsemble, (c.Calibrator.Slope, c.Calibrator.Offset)),
+            TreeEnsembleModelParametersBasedOnRegressionTree r when recalibrated is null => (r.TrainedTreeEnsemble, null),
+            CalibratedModelParametersBase<FastTreeBinaryModelParameters, PlattCalibrator> c => (c.SubModel.TrainedTreeEnsemble, recalibrated ?? (c.Calibrator.Slope, c.Calibrator.Offset)),
             _ => null,
         };
         if (found is not { } f) return null;
@@ -242,6 +251,75 @@ internal sealed class CompiledTrees
         for (int t = 0; t < reach.Length; t++)
             sum += _weight[t] * _leafInOrder![_leafBase[t] + System.Numerics.BitOperations.TrailingZeroCount(reach[t])];
         return sum;
+    }
+
+    /// <summary>
+    /// The least and the greatest output (calibrated, as <see cref="Predict"/>'s) of any task whose
+    /// features lie in the box <paramref name="low"/>…<paramref name="high"/> (each feature's range,
+    /// both ends included; a point where they are equal): per tree, the leaves a task in the box may
+    /// reach (a split whose threshold lies inside the box keeps both sides), their least and greatest
+    /// values summed over the trees. The bounds hold; they are not always reached (the trees' extremes
+    /// need not fall on one task). Null when the trees are not kept as bit vectors.
+    /// </summary>
+    internal (double Low, double High)? Bounds(string handler, ReadOnlySpan<float> low, ReadOnlySpan<float> high)
+    {
+        if (!CanScan) return null;
+        var input = InputFor(handler);
+        int n = input.Length;
+        Span<float> lo = n <= 256 ? stackalloc float[n] : new float[n];
+        Span<float> hi = n <= 256 ? stackalloc float[n] : new float[n];
+        input.CopyTo(lo);
+        input.CopyTo(hi);
+        int own = Math.Min(_featureLength, Math.Min(low.Length, high.Length));
+        low[..own].CopyTo(lo);
+        high[..own].CopyTo(hi);
+        Span<ulong> reach = _walkRoot.Length <= 512 ? stackalloc ulong[_walkRoot.Length] : new ulong[_walkRoot.Length];
+        _allLeaves.AsSpan().CopyTo(reach);
+        var thresholds = _scanThreshold!;
+        foreach (int f in _scanFeatures!)
+        {
+            float a = lo[f], b = hi[f];
+            for (int k = _scanStart![f], end = _scanStart[f + 1]; k < end; k++)
+            {
+                float t = thresholds[k];
+                if (!(a <= t)) reach[_scanTree![k]] &= _scanMask![k];            // the whole box goes right
+                else if (b <= t) reach[_scanTree![k]] &= _scanRightMask![k];     // the whole box goes left
+            }
+        }
+        double least = _bias, most = _bias;
+        for (int tree = 0; tree < reach.Length; tree++)
+        {
+            double w = _weight[tree], min = double.PositiveInfinity, max = double.NegativeInfinity;
+            for (ulong bits = reach[tree]; bits != 0; bits &= bits - 1)
+            {
+                double v = w * _leafInOrder![_leafBase[tree] + System.Numerics.BitOperations.TrailingZeroCount(bits)];
+                if (v < min) min = v;
+                if (v > max) max = v;
+            }
+            least += min;
+            most += max;
+        }
+        if (_platt is not var (slope, offset)) return (least, most);
+        double p = 1 / (1 + Math.Exp(slope * least + offset)), q = 1 / (1 + Math.Exp(slope * most + offset));
+        return p <= q ? (p, q) : (q, p);
+    }
+
+    /// <summary>
+    /// Adds to <paramref name="into"/> the thresholds of the splits on feature <paramref name="feature"/>
+    /// (of the task's part of the input) that lie inside <paramref name="low"/>…<paramref name="high"/>
+    /// (low ≤ threshold &lt; high): where tasks in that range part ways in some tree. Nothing when the
+    /// trees are not kept as bit vectors.
+    /// </summary>
+    internal void ThresholdsInside(int feature, float low, float high, List<float> into)
+    {
+        if (!CanScan || (uint)feature >= (uint)_featureLength) return;
+        var thresholds = _scanThreshold!;
+        for (int k = _scanStart![feature], end = _scanStart[feature + 1]; k < end; k++)
+        {
+            float t = thresholds[k];
+            if (t >= high) break;
+            if (t >= low) into.Add(t);
+        }
     }
 
     /// <summary>The walks of a batch (trees of more than 64 leaves): scores into <paramref name="into"/>, which holds the bias.</summary>

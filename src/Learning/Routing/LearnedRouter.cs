@@ -170,6 +170,10 @@ public sealed class LearnedRouter : IKindRouter
         // not from thousands of separate arrays (the routing bench's hot path on 16,430 kinds in
         // 100,000 tasks: 33–42 → 20–25 ns a task).
         public readonly List<RouteDecision> First = new();
+        // Per kind, its key, and how its tasks are told apart when its decision would not hold for all
+        // of them (null: it holds; see Splitter).
+        public readonly List<KindKey> Keys = new();
+        public readonly List<Splitter?> Splits = new();
         // Per task, its kind once computed (+1; 0: not yet): a graph routed again (another run of it,
         // the next batch) looks its tasks' kinds up instead of reading their arguments again.
         // Not used under `fastest`, whose kinds hold the layers' queues of the moment.
@@ -200,6 +204,7 @@ public sealed class LearnedRouter : IKindRouter
         var rented = kindsOnly ? null : System.Buffers.ArrayPool<int>.Shared.Rent(tasks.Length);
         var kindOf = kindsOnly ? kindsOut : rented.AsSpan(0, tasks.Length);
         var fresh = new List<(int Task, double MinConfidence)>();
+        var freshKeys = new List<KindKey>();
         // Under `fastest` the layers' queues are part of a decision: decisions are kept per state of
         // the queues (each rounded down to a power of two), so a graph routed again while another
         // run fills a layer is decided again.
@@ -237,26 +242,43 @@ public sealed class LearnedRouter : IKindRouter
             }
             var key = new KindKey(features.KindOf(task, arguments), graph.HandlerIndex(task), requires, fires, band, minConfidence, queues);
             int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
-            if (kind == choices.Count + fresh.Count) fresh.Add((task, minConfidence));
+            if (kind < choices.Count && state.Splits[kind] is { } splitter)
+            {
+                // A kind whose tasks part ways: the task's part of it.
+                key = key with { Sub = splitter.SubOf(features.ModelInput(task, arguments!)) };
+                kind = table.GetOrAdd(key, choices.Count + fresh.Count);
+            }
+            if (kind == choices.Count + fresh.Count) { fresh.Add((task, minConfidence)); freshKeys.Add(key); }
             if (remember) state.SetKindOfTask(task, kind, graph.Count);
             kindOf[i] = kind;
             if (kind < choices.Count && plain && !kindsOnly) decisions[i] = state.First[kind];   // decided before: done
         }
+        bool decidedAny = fresh.Count > 0;
         if (fresh.Count > 0)
         {
             long started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var predictions = Predict(context, fresh);
-            for (int f = 0; f < fresh.Count; f++)
+            int firstFresh = choices.Count;
+            bool split = DecideFresh(context, state, fresh, freshKeys, splitting: _options.Objective == Objectives.Auto && _models is not null);
+            if (split)
             {
-                var choice = Decide(context, fresh[f].Task, f, fresh[f].MinConfidence, predictions);
-                choices.Add(choice);
-                state.First.Add(choice[0]);
-                DecisionsMade++;
+                // Some new kinds part ways: their tasks of this batch go to their parts, decided in turn.
+                fresh.Clear();
+                freshKeys.Clear();
+                for (int i = 0; i < tasks.Length; i++)
+                {
+                    if (kindOf[i] < firstFresh || state.Splits[kindOf[i]] is not { } splitter) continue;
+                    var key = state.Keys[kindOf[i]] with { Sub = splitter.SubOf(features.ModelInput(tasks[i], arguments!)) };
+                    int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
+                    if (kind == choices.Count + fresh.Count) { fresh.Add((tasks[i], key.MinConfidence)); freshKeys.Add(key); }
+                    if (remember) state.SetKindOfTask(tasks[i], kind, graph.Count);
+                    kindOf[i] = kind;
+                }
+                if (fresh.Count > 0) DecideFresh(context, state, fresh, freshKeys, splitting: false);
             }
             _decidingTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
         }
         if (kindsOnly) return;
-        if (!plain || fresh.Count > 0)
+        if (!plain || decidedAny)
             for (int i = 0; i < tasks.Length; i++)
             {
                 var choice = choices[kindOf[i]];
@@ -264,6 +286,106 @@ public sealed class LearnedRouter : IKindRouter
                     : _options.Exploration > 0 ? Explore(tasks[i], choice) : choice[0];
             }
         System.Buffers.ArrayPool<int>.Shared.Return(rented!);
+    }
+
+    /// <summary>
+    /// Decides the <paramref name="fresh"/> kinds (the models scoring all of them at once) and adds
+    /// them to <paramref name="state"/>. With <paramref name="splitting"/> (under <c>auto</c>), a kind
+    /// whose decision would not hold for every task it spans gets a <see cref="Splitter"/>; true when
+    /// one did.
+    /// </summary>
+    private bool DecideFresh(in RoutingContext context, GraphState state, List<(int Task, double MinConfidence)> fresh, List<KindKey> keys, bool splitting)
+    {
+        var predictions = Predict(context, fresh);
+        bool split = false;
+        for (int f = 0; f < fresh.Count; f++)
+        {
+            var choice = Decide(context, fresh[f].Task, f, fresh[f].MinConfidence, predictions);
+            state.Choices.Add(choice);
+            state.First.Add(choice[0]);
+            state.Keys.Add(keys[f]);
+            var splitter = splitting && keys[f].Sub == 0 && predictions is not null ? SplitterFor(context, fresh[f].Task, f, fresh[f].MinConfidence, predictions) : null;
+            state.Splits.Add(splitter);
+            split |= splitter is not null;
+            DecisionsMade++;
+        }
+        return split;
+    }
+
+    [ThreadStatic] private static List<float>? _thresholds;
+
+    /// <summary>
+    /// Whether the decision for the kind of <paramref name="task"/> (the <paramref name="position"/>th
+    /// of the batch the models scored) holds for every task of that kind, and if not, how its tasks are
+    /// told apart. A kind spans a box of model inputs (<see cref="FeatureExtractor.KindCell"/>: a
+    /// quarter of a decade of a size, …), and under <c>auto</c> a layer is a candidate when its
+    /// confidence meets the floor; a layer whose confidence over the box (<see cref="TrainedModels.ConfidenceBounds"/>)
+    /// lies on both sides of the floor would be chosen for tasks it fails more often than the floor
+    /// allows, or passed over for tasks it suits. Then the kind is cut where that layer's success model
+    /// cuts the box (its split thresholds inside it): within each part the model's confidence is one
+    /// number, so the part's decision is that of every task in it. Null when the decision holds.
+    /// </summary>
+    private Splitter? SplitterFor(in RoutingContext context, int task, int position, double floor, (double?[] Ms, double?[] Confidence)[] predictions)
+    {
+        var input = _inputs[position];
+        int n = input.Length;
+        Span<float> low = n <= 128 ? stackalloc float[n] : new float[n];
+        Span<float> high = n <= 128 ? stackalloc float[n] : new float[n];
+        _current!.Features.KindCell(task, _models!.Arguments, input, low, high);
+        var handler = context.HandlerOf(task);
+        var requires = context.Graph.Spec(task)?.Requires;
+        SortedSet<float>[]? cuts = null;
+        var found = _thresholds ??= new List<float>();
+        for (int li = 0; li < context.Layers.Count; li++)
+        {
+            var layer = context.Layers[li];
+            if (predictions[li].Confidence[position] is null || layer.Status != LayerStatus.Active || !layer.CanRun(handler, requires)) continue;
+            if (_models.ConfidenceBounds(layer.Name, handler.Name, low, high) is not var (least, most) || least >= floor || most < floor) continue;
+            for (int j = 0; j < n; j++)
+            {
+                if (!(low[j] < high[j])) continue;
+                found.Clear();
+                _models.SuccessThresholdsInside(layer.Name, j, low[j], high[j], found);
+                if (found.Count == 0) continue;
+                var set = (cuts ??= new SortedSet<float>[n])[j] ??= new SortedSet<float>();
+                foreach (float t in found) set.Add(t);
+            }
+        }
+        if (cuts is null) return null;
+        var features = new List<int>();
+        var thresholds = new List<float[]>();
+        for (int j = 0; j < n; j++)
+            if (cuts[j] is { } set) { features.Add(j); thresholds.Add(set.ToArray()); }
+        return new Splitter(features.ToArray(), thresholds.ToArray());
+    }
+
+    /// <summary>
+    /// How the tasks of one kind are told apart: per model input feature that parts them, the
+    /// thresholds at which the models' trees cut it. A task's part is where its values fall among them
+    /// (a hash of the places, never 0: 0 is the kind itself).
+    /// </summary>
+    private sealed class Splitter(int[] features, float[][] thresholds)
+    {
+        public long SubOf(ReadOnlySpan<float> input)
+        {
+            ulong h = 0xCBF29CE484222325UL;
+            for (int i = 0; i < features.Length; i++)
+            {
+                var cuts = thresholds[i];
+                float x = input[features[i]];
+                // The thresholds the value is past (a tree sends it right at each: not x ≤ threshold, NaN always).
+                int lo = 0, hi = cuts.Length;
+                if (float.IsNaN(x)) lo = cuts.Length;
+                while (lo < hi)
+                {
+                    int mid = (lo + hi) >>> 1;
+                    if (x <= cuts[mid]) hi = mid; else lo = mid + 1;
+                }
+                h = (h ^ (ulong)(uint)features[i]) * 0x100000001B3UL;
+                h = (h ^ (ulong)(uint)lo) * 0x100000001B3UL;
+            }
+            return (long)(h | 1);
+        }
     }
 
     /// <summary>
@@ -293,10 +415,10 @@ public sealed class LearnedRouter : IKindRouter
     }
 
     /// <summary>What makes two tasks alike to the router: their quantized features, handler, requirements, the complexity rules they cross, the confidence they need (and, under <c>fastest</c>, the layers' queues as they were routed).</summary>
-    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, int Band, double MinConfidence, ulong Queues)
+    private readonly record struct KindKey(TaskKind Kind, int Handler, int Requires, int Rules, int Band, double MinConfidence, ulong Queues, long Sub = 0)
     {
         public bool Equals(KindKey other) => Kind.Low == other.Kind.Low && Kind.High == other.Kind.High && Kind.Arguments == other.Kind.Arguments && Handler == other.Handler
-            && Requires == other.Requires && Rules == other.Rules && Band == other.Band && MinConfidence.Equals(other.MinConfidence) && Queues == other.Queues;
+            && Requires == other.Requires && Rules == other.Rules && Band == other.Band && MinConfidence.Equals(other.MinConfidence) && Queues == other.Queues && Sub == other.Sub;
 
         // The packed features hold small numbers in 10-bit fields: multiplied by odd constants and
         // folded, they spread over the table.
@@ -304,7 +426,7 @@ public sealed class LearnedRouter : IKindRouter
         {
             ulong h = (ulong)Kind.Low * 0x9E3779B97F4A7C15UL ^ (ulong)Kind.High * 0xC2B2AE3D27D4EB4FUL ^ (ulong)Kind.Arguments * 0x94D049BB133111EBUL
                 ^ ((ulong)(uint)Handler << 32 | (uint)((Requires * 31 + Rules) * 1031 + Band)) * 0x165667B19E3779F9UL
-                ^ BitConverter.DoubleToUInt64Bits(MinConfidence) ^ Queues * 0xD6E8FEB86659FD93UL;
+                ^ BitConverter.DoubleToUInt64Bits(MinConfidence) ^ Queues * 0xD6E8FEB86659FD93UL ^ (ulong)Sub * 0xFF51AFD7ED558CCDUL;
             return (int)(h ^ (h >> 29) ^ (h >> 47));
         }
     }
