@@ -81,12 +81,11 @@ public class LearnedRouterTests
         // Least expected cost: local is free, but the long task fails there and on cheap (a chain of
         // escalations that ends on strong): strong at once is cheaper. The small one almost surely
         // fails on local: starting there saves local's confidence's share of cheap's cost in
-        // expectation — within 0.1 % (LearnedRouter.CheapTie) the more confident cheap goes first,
-        // past it local does (the calibrated model's confidence there is a few tenths of a per cent).
+        // expectation, under LearnedRouter.CheapTie — so the more confident cheap goes first.
         double smallOnLocal = models.PredictConfidence("local", "spin", new FeatureExtractor(graph).ModelInput(1, models.Arguments))!.Value;
-        Assert.True(smallOnLocal < 0.02, $"local's confidence for a task it always failed: {smallOnLocal}");
+        Assert.True(smallOnLocal < LearnedRouter.CheapTie, $"local's confidence for a task it always failed: {smallOnLocal}");
         engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Cheapest });
-        Assert.Equal(["local", smallOnLocal <= LearnedRouter.CheapTie ? "cheap" : "local", "strong"], await LayersChosen(engine, graph));
+        Assert.Equal(["local", "cheap", "strong"], await LayersChosen(engine, graph));
         // Told that failures cost nothing, cheapest keeps everything on the free layer.
         engine.Router = new LearnedRouter(models, new RoutingOptions { Objective = Objectives.Cheapest, FailurePenalty = 0 });
         Assert.Equal(["local", "local", "local"], await LayersChosen(engine, graph));
