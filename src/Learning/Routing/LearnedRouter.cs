@@ -314,6 +314,9 @@ public sealed class LearnedRouter : IKindRouter
 
     [ThreadStatic] private static List<float>? _thresholds;
 
+    /// <summary>About the most parts one kind is cut into (<see cref="SplitterFor"/>): cutting stops once the tree has twice as many nodes.</summary>
+    private const int MostParts = 64;
+
     /// <summary>
     /// Whether the decision for the kind of <paramref name="task"/> (the <paramref name="position"/>th
     /// of the batch the models scored) holds for every task of that kind, and if not, how its tasks are
@@ -321,70 +324,93 @@ public sealed class LearnedRouter : IKindRouter
     /// quarter of a decade of a size, …), and under <c>auto</c> a layer is a candidate when its
     /// confidence meets the floor; a layer whose confidence over the box (<see cref="TrainedModels.ConfidenceBounds"/>)
     /// lies on both sides of the floor would be chosen for tasks it fails more often than the floor
-    /// allows, or passed over for tasks it suits. Then the kind is cut where that layer's success model
-    /// cuts the box (its split thresholds inside it): within each part the model's confidence is one
-    /// number, so the part's decision is that of every task in it. Null when the decision holds.
+    /// allows, or passed over for tasks it suits. Then the box is cut in two at one of that layer's
+    /// split thresholds inside it (the middle one of the feature with the most), and each half again
+    /// while its bounds still straddle the floor and thresholds are left to cut at (at most
+    /// <see cref="MostParts"/> parts): the parts are fine only where the confidence crosses the floor,
+    /// and within a part that no threshold cuts the model's confidence is one number. Null when the
+    /// decision holds for the whole kind.
     /// </summary>
     private Splitter? SplitterFor(in RoutingContext context, int task, int position, double floor, (double?[] Ms, double?[] Confidence)[] predictions)
     {
         var input = _inputs[position];
         int n = input.Length;
-        Span<float> low = n <= 128 ? stackalloc float[n] : new float[n];
-        Span<float> high = n <= 128 ? stackalloc float[n] : new float[n];
+        var low = new float[n];
+        var high = new float[n];
         _current!.Features.KindCell(task, _models!.Arguments, input, low, high);
         var handler = context.HandlerOf(task);
         var requires = context.Graph.Spec(task)?.Requires;
-        SortedSet<float>[]? cuts = null;
-        var found = _thresholds ??= new List<float>();
+        List<string>? straddling = null;
         for (int li = 0; li < context.Layers.Count; li++)
         {
             var layer = context.Layers[li];
             if (predictions[li].Confidence[position] is null || layer.Status != LayerStatus.Active || !layer.CanRun(handler, requires)) continue;
-            if (_models.ConfidenceBounds(layer.Name, handler.Name, low, high) is not var (least, most) || least >= floor || most < floor) continue;
-            for (int j = 0; j < n; j++)
-            {
-                if (!(low[j] < high[j])) continue;
-                found.Clear();
-                _models.SuccessThresholdsInside(layer.Name, j, low[j], high[j], found);
-                if (found.Count == 0) continue;
-                var set = (cuts ??= new SortedSet<float>[n])[j] ??= new SortedSet<float>();
-                foreach (float t in found) set.Add(t);
-            }
+            if (Straddles(layer.Name, handler.Name, low, high, floor)) (straddling ??= new()).Add(layer.Name);
         }
-        if (cuts is null) return null;
-        var features = new List<int>();
-        var thresholds = new List<float[]>();
-        for (int j = 0; j < n; j++)
-            if (cuts[j] is { } set) { features.Add(j); thresholds.Add(set.ToArray()); }
-        return new Splitter(features.ToArray(), thresholds.ToArray());
+        if (straddling is null) return null;
+        var nodes = new List<Splitter.Node>();
+        int parts = 0;
+        Cut(low, high);
+        return parts > 1 ? new Splitter(nodes.ToArray()) : null;
+
+        // Adds the node for the box, cut while it straddles; returns its index.
+        int Cut(float[] lo, float[] hi)
+        {
+            int at = nodes.Count;
+            nodes.Add(default);
+            bool still = false;
+            foreach (var name in straddling!) still |= Straddles(name, handler.Name, lo, hi, floor);
+            (int Feature, float Threshold) best = (-1, 0);
+            if (still && nodes.Count < 2 * MostParts)
+            {
+                var found = _thresholds ??= new List<float>();
+                int most = 0;
+                for (int j = 0; j < n; j++)
+                {
+                    if (!(lo[j] < hi[j])) continue;
+                    found.Clear();
+                    foreach (var name in straddling) _models.SuccessThresholdsInside(name, j, lo[j], hi[j], found);
+                    if (found.Count <= most) continue;
+                    found.Sort();
+                    (most, best) = (found.Count, (j, found[found.Count / 2]));
+                }
+            }
+            if (best.Feature < 0)
+            {
+                nodes[at] = new Splitter.Node(-1, 0, parts++, 0);
+                return at;
+            }
+            // Left: x ≤ threshold (where the trees send it left); right: above it.
+            var (leftHi, rightLo) = ((float[])hi.Clone(), (float[])lo.Clone());
+            leftHi[best.Feature] = best.Threshold;
+            rightLo[best.Feature] = MathF.BitIncrement(best.Threshold);
+            int left = Cut(lo, leftHi);
+            int right = Cut(rightLo, hi);
+            nodes[at] = new Splitter.Node(best.Feature, best.Threshold, left, right);
+            return at;
+        }
     }
 
+    /// <summary>Whether <paramref name="layer"/>'s confidence over the box lies on both sides of <paramref name="floor"/> (false when it cannot be bounded).</summary>
+    private bool Straddles(string layer, string handler, float[] low, float[] high, double floor)
+        => _models!.ConfidenceBounds(layer, handler, low, high) is var (least, most) && least < floor && most >= floor;
+
     /// <summary>
-    /// How the tasks of one kind are told apart: per model input feature that parts them, the
-    /// thresholds at which the models' trees cut it. A task's part is where its values fall among them
-    /// (a hash of the places, never 0: 0 is the kind itself).
+    /// How the tasks of one kind are told apart: a small tree of cuts (a feature of the model input
+    /// and a threshold; a task above it goes right), whose leaves are the kind's parts. A task's part
+    /// is its leaf's number, plus one (0 is the kind itself).
     /// </summary>
-    private sealed class Splitter(int[] features, float[][] thresholds)
+    private sealed class Splitter(Splitter.Node[] nodes)
     {
+        /// <summary>A cut (<c>Feature</c> ≥ 0: <c>Left</c> and <c>Right</c> are node indices) or a leaf (<c>Feature</c> −1: <c>Left</c> is the part).</summary>
+        public readonly record struct Node(int Feature, float Threshold, int Left, int Right);
+
         public long SubOf(ReadOnlySpan<float> input)
         {
-            ulong h = 0xCBF29CE484222325UL;
-            for (int i = 0; i < features.Length; i++)
-            {
-                var cuts = thresholds[i];
-                float x = input[features[i]];
-                // The thresholds the value is past (a tree sends it right at each: not x ≤ threshold, NaN always).
-                int lo = 0, hi = cuts.Length;
-                if (float.IsNaN(x)) lo = cuts.Length;
-                while (lo < hi)
-                {
-                    int mid = (lo + hi) >>> 1;
-                    if (x <= cuts[mid]) hi = mid; else lo = mid + 1;
-                }
-                h = (h ^ (ulong)(uint)features[i]) * 0x100000001B3UL;
-                h = (h ^ (ulong)(uint)lo) * 0x100000001B3UL;
-            }
-            return (long)(h | 1);
+            var node = nodes[0];
+            while (node.Feature >= 0)
+                node = nodes[input[node.Feature] <= node.Threshold ? node.Left : node.Right];   // NaN goes right, as in the trees
+            return node.Left + 1L;
         }
     }
 
