@@ -304,7 +304,7 @@ public sealed class LearnedRouter : IKindRouter
             state.Choices.Add(choice);
             state.First.Add(choice[0]);
             state.Keys.Add(keys[f]);
-            var splitter = splitting && keys[f].Sub == 0 && predictions is not null ? SplitterFor(context, fresh[f].Task, f, fresh[f].MinConfidence, predictions) : null;
+            var splitter = splitting && keys[f].Sub == 0 && predictions is not null ? SplitterFor(context, fresh[f].Task, f, fresh[f].MinConfidence, predictions, choice) : null;
             state.Splits.Add(splitter);
             split |= splitter is not null;
             DecisionsMade++;
@@ -331,7 +331,7 @@ public sealed class LearnedRouter : IKindRouter
     /// and within a part that no threshold cuts the model's confidence is one number. Null when the
     /// decision holds for the whole kind.
     /// </summary>
-    private Splitter? SplitterFor(in RoutingContext context, int task, int position, double floor, (double?[] Ms, double?[] Confidence)[] predictions)
+    private Splitter? SplitterFor(in RoutingContext context, int task, int position, double floor, (double?[] Ms, double?[] Confidence)[] predictions, RouteDecision[] choice)
     {
         var input = _inputs[position];
         int n = input.Length;
@@ -345,10 +345,21 @@ public sealed class LearnedRouter : IKindRouter
         {
             var layer = context.Layers[li];
             if (predictions[li].Confidence[position] is null || layer.Status != LayerStatus.Active || !layer.CanRun(handler, requires)) continue;
+            if (Behind(layer.Name)) continue;
             if (Straddles(layer.Name, handler.Name, low, high, floor)) (straddling ??= new()).Add(layer.Name);
         }
         if (straddling is null) return null;
         var nodes = new List<Splitter.Node>();
+
+        // A layer confident enough at the first task and ranked after the chosen one (dearer in
+        // expectation) is passed over wherever the chosen one stays confident: whether it straddles
+        // the floor does not matter (the chosen one's own bounds are looked at).
+        bool Behind(string layer)
+        {
+            for (int i = 1; i < choice.Length; i++)
+                if (choice[i].Layer == layer) return choice[i].Confidence is double c && c >= floor && choice[0].Confidence is double d && d >= floor;
+            return false;
+        }
         int parts = 0;
         Cut(low, high);
         return parts > 1 ? new Splitter(nodes.ToArray()) : null;
