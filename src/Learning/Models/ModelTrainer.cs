@@ -71,8 +71,9 @@ public static class ModelTrainer
     // the examples (about 3 %, at least 5, at most 50). Where a layer's failure rises steeply with a
     // size, deeper trees fitted to a few examples near the edge put a step there and call the tasks
     // just before it sure to succeed; the router then starts them on a layer whose true success is
-    // under the confidence floor. On the routing bench's seven worlds under `auto` this model took the
-    // escalations over the oracle's from 1.4–4.8× to 1.2–1.6× at the same success and cost (bench/README.md).
+    // under the confidence floor. On the routing bench's seven worlds under `auto`, with the held-out
+    // calibration below and the router's kinds cut at the floor, escalations went from 1.11–6.31× the
+    // oracle's to 0.73–1.83× over three seeds, at the same success and cost (bench/README.md, routing).
     private const int SuccessTrees = 100;
     private const double SuccessLearningRate = 0.1;
     private const int SuccessLeaves = 4;
