@@ -18,10 +18,11 @@ namespace TaskMesh.Tests.Learning;
 /// </summary>
 public sealed class KindSplitTests
 {
-    private static TaskMeshEngine Engine()
+    /// <summary>An engine with a handler that takes any arguments and two layers: "small" (free) and "big" (price 1).</summary>
+    private static TaskMeshEngine Engine(string handler = "query")
     {
         var engine = new TaskMeshEngine();
-        engine.Handlers.Register(new HandlerDescriptor("query", (ctx, a, ct) => new ValueTask<object?>((object?)null)));
+        engine.Handlers.Register(new HandlerDescriptor(handler, (ctx, a, ct) => new ValueTask<object?>((object?)null)));
         var small = new LocalLayer(4, "small");
         small.Configure(0, 5);
         var big = new LocalLayer(4, "big");
@@ -181,14 +182,7 @@ public sealed class KindSplitTests
         Assert.Equal(4_000_000, ArgumentSchema.ValueOf("height*width", [new("width", 2000), new("height", 2000)]));
         Assert.Equal(0, ArgumentSchema.ValueOf("height*width", [new("width", 2000)]));   // a task that states one of them: 0, as the model reads a name not stated
 
-        var engine = new TaskMeshEngine();
-        engine.Handlers.Register(new HandlerDescriptor("image", (ctx, a, ct) => new ValueTask<object?>((object?)null)));
-        var small = new LocalLayer(4, "small");
-        small.Configure(0, 5);
-        var big = new LocalLayer(4, "big");
-        big.Configure(1, 10);
-        engine.AddLayer(small);
-        engine.AddLayer(big);
+        var engine = Engine("image");
         var g = new GraphBuilder("images");
         g.Task("wide", "image", new { width = 5000, height = 60 });      // 3·10⁵ pixels
         g.Task("tall", "image", new { width = 60, height = 5000 });      // the same area
