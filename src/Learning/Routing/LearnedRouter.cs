@@ -197,7 +197,6 @@ public sealed class LearnedRouter : IKindRouter
         var options = _options;
         var state = _current = _states.GetValue(prepared, p => new GraphState(options.Features is { } shared && shared.Graph == p ? shared : new FeatureExtractor(p)));
         var features = state.Features;
-        var table = state.Table;
         var choices = state.Choices;
         // First the kinds: a decision is made for each kind not seen before, the models scoring all
         // of them at once; then every task takes its kind's decision.
@@ -241,14 +240,9 @@ public sealed class LearnedRouter : IKindRouter
                 if (bands) band = 1 + (int)Math.Round(complexity * 10);
             }
             var key = new KindKey(features.KindOf(task, arguments), graph.HandlerIndex(task), requires, fires, band, minConfidence, queues);
-            int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
+            int kind = Place(state, key, task, fresh, freshKeys);
             if (kind < choices.Count && state.Splits[kind] is { } splitter)
-            {
-                // A kind whose tasks part ways: the task's part of it.
-                key = key with { Sub = splitter.SubOf(features.ModelInput(task, arguments!)) };
-                kind = table.GetOrAdd(key, choices.Count + fresh.Count);
-            }
-            if (kind == choices.Count + fresh.Count) { fresh.Add((task, minConfidence)); freshKeys.Add(key); }
+                kind = Place(state, key with { Sub = splitter.SubOf(features.ModelInput(task, arguments!)) }, task, fresh, freshKeys);   // a kind whose tasks part ways: the task's part
             if (remember) state.SetKindOfTask(task, kind, graph.Count);
             kindOf[i] = kind;
             if (kind < choices.Count && plain && !kindsOnly) decisions[i] = state.First[kind];   // decided before: done
@@ -267,9 +261,7 @@ public sealed class LearnedRouter : IKindRouter
                 for (int i = 0; i < tasks.Length; i++)
                 {
                     if (kindOf[i] < firstFresh || state.Splits[kindOf[i]] is not { } splitter) continue;
-                    var key = state.Keys[kindOf[i]] with { Sub = splitter.SubOf(features.ModelInput(tasks[i], arguments!)) };
-                    int kind = table.GetOrAdd(key, choices.Count + fresh.Count);
-                    if (kind == choices.Count + fresh.Count) { fresh.Add((tasks[i], key.MinConfidence)); freshKeys.Add(key); }
+                    int kind = Place(state, state.Keys[kindOf[i]] with { Sub = splitter.SubOf(features.ModelInput(tasks[i], arguments!)) }, tasks[i], fresh, freshKeys);
                     if (remember) state.SetKindOfTask(tasks[i], kind, graph.Count);
                     kindOf[i] = kind;
                 }
@@ -286,6 +278,18 @@ public sealed class LearnedRouter : IKindRouter
                     : _options.Exploration > 0 ? Explore(tasks[i], choice) : choice[0];
             }
         System.Buffers.ArrayPool<int>.Shared.Return(rented!);
+    }
+
+    /// <summary>The kind of <paramref name="task"/> under <paramref name="key"/>: its index, a new one added to <paramref name="fresh"/> (and its key to <paramref name="keys"/>) to be decided.</summary>
+    private static int Place(GraphState state, in KindKey key, int task, List<(int Task, double MinConfidence)> fresh, List<KindKey> keys)
+    {
+        int kind = state.Table.GetOrAdd(key, state.Choices.Count + fresh.Count);
+        if (kind == state.Choices.Count + fresh.Count)
+        {
+            fresh.Add((task, key.MinConfidence));
+            keys.Add(key);
+        }
+        return kind;
     }
 
     /// <summary>
@@ -340,6 +344,15 @@ public sealed class LearnedRouter : IKindRouter
         _current!.Features.KindCell(task, _models!.Arguments, input, low, high);
         var handler = context.HandlerOf(task);
         var requires = context.Graph.Spec(task)?.Requires;
+        // A layer confident enough at the first task and ranked after the chosen one (dearer in
+        // expectation) is passed over wherever the chosen one stays confident: whether it straddles
+        // the floor does not matter (the chosen one's own bounds are looked at).
+        bool Behind(string layer)
+        {
+            for (int i = 1; i < choice.Length; i++)
+                if (choice[i].Layer == layer) return choice[i].Confidence is double c && c >= floor && choice[0].Confidence is double d && d >= floor;
+            return false;
+        }
         List<string>? straddling = null;
         for (int li = 0; li < context.Layers.Count; li++)
         {
@@ -351,15 +364,6 @@ public sealed class LearnedRouter : IKindRouter
         if (straddling is null) return null;
         var nodes = new List<Splitter.Node>();
 
-        // A layer confident enough at the first task and ranked after the chosen one (dearer in
-        // expectation) is passed over wherever the chosen one stays confident: whether it straddles
-        // the floor does not matter (the chosen one's own bounds are looked at).
-        bool Behind(string layer)
-        {
-            for (int i = 1; i < choice.Length; i++)
-                if (choice[i].Layer == layer) return choice[i].Confidence is double c && c >= floor && choice[0].Confidence is double d && d >= floor;
-            return false;
-        }
         int parts = 0;
         Cut(low, high);
         return parts > 1 ? new Splitter(nodes.ToArray()) : null;
