@@ -61,12 +61,16 @@ internal sealed class OpenRunState : AttemptHost
     private readonly long _openedTimestamp = Stopwatch.GetTimestamp();
 
     // Submission: one producer at a time (the lock), any number of threads finishing tasks.
-    private readonly object _submitLock = new();
+    private readonly Lock _submitLock = new();
     private readonly Dictionary<string, TaskTemplate> _templates = new(StringComparer.Ordinal);   // under _submitLock
     private readonly Dictionary<string, TaskTemplate> _argumentsShapes = new(StringComparer.Ordinal);   // under _submitLock: a handler's last task that set only arguments
     private readonly ConcurrentDictionary<string, SubmittedTask> _byId = new(StringComparer.Ordinal);  // given ids only
     private Chunk?[] _chunks = new Chunk?[16];   // grown by doubling (a reference per chunk); read without the lock
-    private int _count;                          // tasks submitted (written under _submitLock)
+    // The fields the submitting thread writes on every task, on cache lines of their own: a worker
+    // reading a field beside them (the run's flags, its settings) would otherwise pull the line
+    // away from the producer on every task.
+    private ProducerLine _producer;
+    private ref int _count => ref _producer.Count;   // tasks submitted (written under _submitLock)
     // Ended tasks by outcome, in stripes: each of the first seven workers its own (written without an
     // atomic), the last one for every other thread (atomically): a counter shared by every worker
     // would cost a contended atomic per task.
@@ -81,8 +85,8 @@ internal sealed class OpenRunState : AttemptHost
     // memory by the submitting thread, a whole chunk at a time once the window has passed it (a walk
     // over tasks laid out one after the other, with no atomic per task), the few still running or read
     // marked expired and released by their end or their last reader.
-    private int _expiredBelow;         // tasks with a lower index are out of the window (written under _submitLock, read by anyone)
-    private int _sweepCursor;          // under _submitLock: tasks with a lower index were swept (released, or marked expired)
+    private ref int _expiredBelow => ref _producer.ExpiredBelow;   // tasks with a lower index are out of the window (written under _submitLock, read by anyone)
+    private ref int _sweepCursor => ref _producer.SweepCursor;     // under _submitLock: tasks with a lower index were swept (released, or marked expired)
     private long _outputBytes;         // estimated bytes of the outputs the run holds
 
     // Ready tasks, by priority (a worker takes the most urgent first).
@@ -706,6 +710,8 @@ internal sealed class OpenRunState : AttemptHost
         public int LastCount;
         public int LastSubmitted;
         public bool Waiting;   // the last take waited instead of taking: the worker is not idle
+        public int CreditQueue; // the queue (priority) of Credit
+        public int Credit;      // tasks this worker may take from it without counting the queue again
     }
 
     private bool TryTakeReady(out SubmittedTask t, ref Lag lag)
@@ -714,20 +720,32 @@ internal sealed class OpenRunState : AttemptHost
         for (int p = _ready.Length - 1; p >= 0; p--)
         {
             var q = _ready[p];
+            // Tasks this worker counted in the queue last time are taken without counting again (the
+            // count reads the line the producer writes on every submission).
+            if (p == lag.CreditQueue && lag.Credit > 0 && q.TryDequeue(out t!))
+            {
+                lag.Credit--;
+                return true;
+            }
             if (q.IsEmpty) continue;
             int c = q.Count;
-            int submitted = Volatile.Read(ref _count);
-            if (c < LagBatch && lag.Rounds < LagRounds && (c != lag.LastCount || submitted != lag.LastSubmitted))
+            if (c < LagBatch && lag.Rounds < LagRounds)
             {
-                (lag.LastCount, lag.LastSubmitted, lag.Waiting) = (c, submitted, true);
-                lag.Rounds++;
-                Thread.SpinWait(LagSpins);
-                t = null!;
-                return false;
+                int submitted = Volatile.Read(ref _count);
+                if (c != lag.LastCount || submitted != lag.LastSubmitted)
+                {
+                    (lag.LastCount, lag.LastSubmitted, lag.Waiting) = (c, submitted, true);
+                    lag.Rounds++;
+                    Thread.SpinWait(LagSpins);
+                    t = null!;
+                    return false;
+                }
             }
             if (q.TryDequeue(out t!))
             {
+                // The others counted may be taken by another worker meanwhile; half are this one's to take uncounted.
                 lag = default;
+                (lag.CreditQueue, lag.Credit) = (p, (c - 1) / _workerCount);
                 return true;
             }
         }
@@ -1298,6 +1316,22 @@ internal sealed class OpenRunState : AttemptHost
     }
 }
 
+/// <summary>The submitting thread's counters, with a cache line of padding on either side.</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 192)]
+internal struct ProducerLine
+{
+    [System.Runtime.InteropServices.FieldOffset(64)] public int Count;
+    [System.Runtime.InteropServices.FieldOffset(68)] public int ExpiredBelow;
+    [System.Runtime.InteropServices.FieldOffset(72)] public int SweepCursor;
+}
+
+/// <summary>An int with a cache line of padding on either side.</summary>
+[System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 132)]
+internal struct PaddedInt
+{
+    [System.Runtime.InteropServices.FieldOffset(64)] public int Value;
+}
+
 /// <summary>
 /// The bound on an open run's pending tasks (submitted and not ended), with nothing shared
 /// written per task: a producer counts the room free (<c>max_pending</c> minus the tasks
@@ -1311,7 +1345,9 @@ internal sealed class RoomGate(int capacity, Func<long> pending)
     private readonly int _capacity = capacity;
     private readonly int _wakeAt = Math.Max(0, capacity - Math.Max(1, capacity / 4));
     private readonly Func<long> _pending = pending;
-    private int _credit;   // under the submit lock: submissions that fit without counting again
+    // Under the submit lock: submissions that fit without counting again. Written on every
+    // submission, so on a line of its own: _waiters beside it is read at every task's end.
+    private PaddedInt _credit;
     private int _waiters;
     private readonly object _lock = new();
     private TaskCompletionSource? _doorbell;
@@ -1319,14 +1355,14 @@ internal sealed class RoomGate(int capacity, Func<long> pending)
     /// <summary>True when one more task fits (call under the submit lock; <see cref="Took"/> spends it).</summary>
     public bool HasRoom()
     {
-        if (_credit > 0) return true;
+        if (_credit.Value > 0) return true;
         long free = _capacity - _pending();
-        _credit = free > 0 ? (int)free : 0;
-        return _credit > 0;
+        _credit.Value = free > 0 ? (int)free : 0;
+        return _credit.Value > 0;
     }
 
     /// <summary>A task was submitted after <see cref="HasRoom"/> said it fits (under the submit lock).</summary>
-    public void Took() => _credit--;
+    public void Took() => _credit.Value--;
 
     /// <summary>Returns once room may be free (the caller tries again), or the run stopped taking tasks.</summary>
     public async ValueTask WaitAsync(CancellationToken ct)
