@@ -21,7 +21,7 @@ public sealed class SocketProtocolTests : IAsyncLifetime
         SubmitTasks = 12, TasksSubmitted = 13, GetRun = 14, Run = 15, GetTask = 16, TaskMessage = 17, WaitTasks = 22, Subscribe = 24, Event = 25, ChangeTask = 26, Escalate = 28,
         Worker = 30, WorkerReady = 31, Leases = 33, Results = 34;
 
-    public Task InitializeAsync() => StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, HandshakeTimeout = TimeSpan.FromMilliseconds(500), MaxFrameBytes = 1 << 20, LeaseTimeout = TimeSpan.FromSeconds(1) });
+    public Task InitializeAsync() => StartAsync(new ServerOptions { HttpPort = 0, SocketPort = 0, HandshakeTimeout = TimeSpan.FromSeconds(2), MaxFrameBytes = 1 << 20, LeaseTimeout = TimeSpan.FromSeconds(1) });
 
     private async Task StartAsync(ServerOptions options)
     {

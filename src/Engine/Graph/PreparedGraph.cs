@@ -24,22 +24,36 @@ public sealed class PreparedGraph
     }
 
     /// <summary>
-    /// This prepared graph of one task with other arguments (<paramref name="spec"/>: options that set
-    /// arguments only), checked by the task's handler as validation checks them; null with the
-    /// handler's problems in <paramref name="errors"/> (as <see cref="GraphErrorCodes.BadArgs"/>, for <paramref name="taskId"/>).
+    /// The arguments of <paramref name="spec"/> (options that set arguments only) for this graph's
+    /// one task, checked by its handler as validation checks them: true with what the validator
+    /// parsed (null without a validator), or false with its <paramref name="problems"/> (each naming
+    /// the handler; nothing is allocated for them when there are none).
     /// </summary>
-    internal PreparedGraph? WithArguments(TaskSpec spec, string taskId, List<GraphError> errors)
+    internal bool TryParseArguments(TaskSpec spec, out object? parsed, out IReadOnlyList<string> problems)
     {
         var h = _handlers[0];
-        object?[]? own = null;
-        if (h.Validate is not null || h.ValidateWithContext is not null)
-        {
-            var (parsed, problems) = GraphValidator.Parse(h, spec.Args, new ValidationContext(BaseDirectory));
-            foreach (var p in problems) errors.Add(new GraphError(GraphErrorCodes.BadArgs, $"handler '{h.Name}': {p}", taskId));
-            if (problems.Count > 0) return null;
-            own = [parsed];
-        }
+        parsed = null;
+        problems = [];
+        if (h.Validate is null && h.ValidateWithContext is null) return true;
+        (parsed, problems) = GraphValidator.Parse(h, spec.Args, new ValidationContext(BaseDirectory));
+        if (problems.Count == 0) return true;
+        problems = Named(h.Name, problems);
+        return false;
+    }
+
+    /// <summary>This prepared graph of one task with the arguments of <paramref name="spec"/>, as <see cref="TryParseArguments"/> parsed them.</summary>
+    internal PreparedGraph WithParsedArguments(TaskSpec spec, object? parsed)
+    {
+        var h = _handlers[0];
+        object?[]? own = h.Validate is not null || h.ValidateWithContext is not null ? [parsed] : null;
         return new PreparedGraph(Graph.WithArgumentsOnly(spec), Engine, _handlers, _sharedArgs, own, BaseDirectory);
+    }
+
+    private static List<string> Named(string handler, IReadOnlyList<string> problems)
+    {
+        var named = new List<string>(problems.Count);
+        foreach (var p in problems) named.Add($"handler '{handler}': {p}");
+        return named;
     }
 
     /// <summary>The graph.</summary>

@@ -52,12 +52,11 @@ internal static class Frames
         return total;
     }
 
-    /// <summary>Writes <paramref name="payload"/> as one frame (length, then the bytes).</summary>
-    public static async Task WriteAsync(Stream stream, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    /// <summary>Writes a whole frame (its length first, as <see cref="Messages.Write"/> makes them) in one write.</summary>
+    public static async Task WriteAsync(Stream stream, ReadOnlyMemory<byte> frame, CancellationToken ct)
     {
-        var header = new byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(header, (uint)payload.Length);
-        await stream.WriteAsync(header, ct).ConfigureAwait(false);
-        await stream.WriteAsync(payload, ct).ConfigureAwait(false);
+        if (frame.Length < 4 || BinaryPrimitives.ReadUInt32BigEndian(frame.Span) != (uint)(frame.Length - 4))
+            throw new ArgumentException("not a whole frame: its first four bytes must be the length of the rest", nameof(frame));
+        await stream.WriteAsync(frame, ct).ConfigureAwait(false);
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using MessagePack;
@@ -455,10 +456,19 @@ internal static class Messages
     /// <summary>Writes a message's body fields.</summary>
     public delegate void BodyWriter(ref MessagePackWriter w);
 
-    /// <summary>A message: [type, request_id, body], the body an array of <paramref name="bodyFields"/> written by <paramref name="body"/>.</summary>
+    /// <summary>A message: [type, request_id, body], the body an array of <paramref name="bodyFields"/> written by <paramref name="body"/>, framed.</summary>
+    /// <remarks>
+    /// The result is the whole frame, ready to send: the 4-byte big-endian length, then the message.
+    /// It is written into a buffer the thread keeps (grown once to its largest message) and copied
+    /// out once, at its size.
+    /// </remarks>
     public static byte[] Write(int type, uint id, int bodyFields = 0, BodyWriter? body = null)
     {
-        var buffer = new ArrayBufferWriter<byte>(128);
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(4096);
+        buffer.ResetWrittenCount();
+        if (buffer.Capacity > MaxKeptBuffer) buffer = t_buffer = new ArrayBufferWriter<byte>(4096);   // a rare huge message is not kept
+        buffer.GetSpan(4);
+        buffer.Advance(4);
         var w = new MessagePackWriter(buffer);
         w.WriteArrayHeader(3);
         w.Write(type);
@@ -466,8 +476,15 @@ internal static class Messages
         w.WriteArrayHeader(bodyFields);
         body?.Invoke(ref w);
         w.Flush();
-        return buffer.WrittenSpan.ToArray();
+        var frame = buffer.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteUInt32BigEndian(frame, (uint)(frame.Length - 4));
+        return frame;
     }
+
+    [ThreadStatic] private static ArrayBufferWriter<byte>? t_buffer;
+
+    /// <summary>Past this, a thread's message buffer is dropped after use rather than kept.</summary>
+    private const int MaxKeptBuffer = 1 << 20;
 
     /// <summary>An error: [status, title, detail, errors], each error [code, message, task_id, line, column].</summary>
     public static byte[] Error(uint id, int status, string title, string detail, IReadOnlyList<GraphError>? errors = null)

@@ -132,9 +132,11 @@ internal sealed class WorkQueue
             while (free > 0 && any)
             {
                 any = false;
-                foreach (var h in session.Handlers)
+                var handlers = session.Handlers;
+                for (int k = 0; k < handlers.Count; k++)   // (by index: no enumerator boxed on every grant)
                 {
                     if (free == 0) break;
+                    string h = handlers[k];
                     if (!_waiting.TryGetValue(h, out var q) || q.First is not { } node) continue;
                     q.RemoveFirst();
                     var w = node.Value;

@@ -31,6 +31,38 @@ public sealed class OpenRunTests
     }
 
     [Fact]
+    public async Task TasksThatSetOnlyArguments_EachRunsOnItsOwn_AndBadOnesAreRefusedWithTheHandlersReason()
+    {
+        // The second and later such tasks of a handler share the first one's validated graph and
+        // route; each must still see its own arguments: raw, parsed, and in its graph of itself.
+        var engine = new TaskMeshEngine();
+        engine.Handlers.Register(new TaskMesh.Engine.Handlers.HandlerDescriptor("scale", ctx =>
+            $"{ctx.ParsedArgs<int[]>()![0]}/{ctx.Args.GetProperty("x").GetInt32()}/{ctx.Graph.Spec(0)!.Args.GetProperty("x").GetInt32()}/{ctx.Id}")
+        {
+            Validate = a => a.TryGetProperty("x", out var x) && x.ValueKind == JsonValueKind.Number
+                ? (new[] { x.GetInt32() * 10 }, [])
+                : (null, ["x must be a number"]),
+        });
+        await using var run = engine.Open();
+        var tasks = new List<SubmittedTask>();
+        for (int i = 1; i <= 5; i++) tasks.Add(run.Submit(new TaskRequest("scale") { Spec = Args($$"""{"x": {{i}}}""") }));
+        var refused = Assert.Throws<TaskRefusedException>(() => run.Submit(new TaskRequest("scale") { Id = "bad", Spec = Args("""{"x": "seven"}""") }));
+        var error = Assert.Single(refused.Errors);
+        Assert.Equal(GraphErrorCodes.BadArgs, error.Code);
+        Assert.Equal("bad", error.TaskId);
+        Assert.Equal("handler 'scale': x must be a number", error.Message);
+        tasks.Add(run.Submit(new TaskRequest("scale") { Spec = Args("""{"x": 6}""") }));   // the run went on
+        run.Complete();
+        await run.Completion.WaitAsync(Limit);
+        for (int i = 0; i < tasks.Count; i++)
+        {
+            var result = await tasks[i].Completion;
+            Assert.Equal(TaskOutcome.Succeeded, result.Outcome);
+            Assert.Equal($"{(i + 1) * 10}/{i + 1}/{i + 1}/{tasks[i].Id}", result.Output);
+        }
+    }
+
+    [Fact]
     public async Task DependenciesOnFinishedRunningAndQueuedTasks_AllRunAfterThem_AndDataEdgesReadOutputs()
     {
         var engine = new TaskMeshEngine(new EngineOptions { MaxParallelTasks = 1 });

@@ -18,6 +18,38 @@ internal sealed record TaskTemplate(PreparedGraph Prepared, HandlerDescriptor Ha
 {
     /// <summary>The run's pools the task holds while it runs (indices into the run's <see cref="OpenRunOptions.Resources"/>), or null.</summary>
     public int[]? Pools { get; init; }
+
+    /// <summary>
+    /// A task that set only its arguments, on the template of its handler's earlier such task: its
+    /// options (those arguments), else null (the template is the task's own or shared as it is).
+    /// </summary>
+    public TaskSpec? OwnSpec { get; init; }
+
+    /// <summary>With <see cref="OwnSpec"/>: its arguments as the handler's validator parsed them.</summary>
+    public object? OwnParsedArgs { get; init; }
+
+    private PreparedGraph? _ownPrepared;
+
+    /// <summary>The task's options.</summary>
+    public TaskSpec? Spec => OwnSpec ?? Prepared.Graph.Spec(0);
+
+    /// <summary>The task's arguments as its handler's validator parsed them.</summary>
+    public object? ParsedArgs => OwnSpec is null ? Prepared.ParsedArgsOf(0) : OwnParsedArgs;
+
+    /// <summary>
+    /// The task as a prepared graph of itself: <see cref="Prepared"/>, or for a task of its own
+    /// arguments one made from it when first asked (most such tasks are never asked: a handler, a
+    /// cache key or an escalation rule reading the graph does).
+    /// </summary>
+    public PreparedGraph PreparedTask
+    {
+        get
+        {
+            if (OwnSpec is null) return Prepared;
+            var p = Volatile.Read(ref _ownPrepared);
+            return p ?? Interlocked.CompareExchange(ref _ownPrepared, p = Prepared.WithParsedArguments(OwnSpec, OwnParsedArgs), null) ?? p;
+        }
+    }
 }
 
 /// <summary>
@@ -237,10 +269,10 @@ internal sealed class OpenRunState : AttemptHost
     internal override HandlerDescriptor HandlerOf(int node) => TaskAt(node).Template.Handler;
     internal override string IdOf(int node) => TaskAt(node).Id;
     internal override string HandlerNameOf(int node) => TaskAt(node).Template.Handler.Name;
-    internal override TaskSpec? SpecOf(int node) => TaskAt(node).Template.Prepared.Graph.Spec(0);
+    internal override TaskSpec? SpecOf(int node) => TaskAt(node).Template.Spec;
     internal override byte PriorityOf(int node) => TaskAt(node).Priority;
-    internal override TaskGraph GraphOf(int node) => TaskAt(node).Template.Prepared.Graph;
-    internal override object? ParsedArgsOf(int node) => TaskAt(node).Template.Prepared.ParsedArgsOf(0);
+    internal override TaskGraph GraphOf(int node) => TaskAt(node).Template.PreparedTask.Graph;
+    internal override object? ParsedArgsOf(int node) => TaskAt(node).Template.ParsedArgs;
     internal override byte RouteOfTask(int node) => TaskAt(node).Route;
     internal override void SetRouteOfTask(int node, byte route) => TaskAt(node).Route = route;
     internal override RouteDecision DecisionOf(int node, string layer)
@@ -255,10 +287,10 @@ internal sealed class OpenRunState : AttemptHost
         return list;
     }
 
-    internal override int RetriesOf(int node) => TaskAt(node).Template.Prepared.Graph.Spec(0)?.Retries ?? _options.RetryAttempts;
+    internal override int RetriesOf(int node) => TaskAt(node).Template.Spec?.Retries ?? _options.RetryAttempts;
 
     internal override TimeSpan TimeoutOf(int node)
-        => TaskAt(node).Template.Prepared.Graph.Spec(0)?.TimeoutSeconds is double s ? TimeSpan.FromSeconds(s) : _options.DefaultTimeout;
+        => TaskAt(node).Template.Spec?.TimeoutSeconds is double s ? TimeSpan.FromSeconds(s) : _options.DefaultTimeout;
 
     internal override int NextAttempt(int node)
     {
@@ -640,17 +672,18 @@ internal sealed class OpenRunState : AttemptHost
             (_lastHandler, _lastTemplate) = (request.Handler, shared);
             return shared;
         }
-        string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
         // A task that sets only its arguments, of a handler that had such a task before, under a
         // router that decides without looking at tasks: the earlier task's graph, validation and
         // route with these arguments checked by the handler (no graph built, nothing routed again).
         bool argsOnly = request.Spec is { SetsArgumentsOnly: true };
         if (argsOnly && _argumentsShapes.TryGetValue(request.Handler, out var shape))
         {
-            var problems = new List<GraphError>();
-            var withArgs = shape.Prepared.WithArguments(request.Spec!, shownId, problems) ?? throw new TaskRefusedException(problems);
-            return shape with { Prepared = withArgs };
+            // The task's graph of itself is made only if something asks for it (TaskTemplate.PreparedTask).
+            if (!shape.Prepared.TryParseArguments(request.Spec!, out var parsed, out var problems))
+                throw BadArguments(problems, id ?? SubmittedTask.GeneratedId(_indexBase + index));
+            return shape with { OwnSpec = request.Spec, OwnParsedArgs = parsed };
         }
+        string shownId = id ?? SubmittedTask.GeneratedId(_indexBase + index);
         var b = new GraphBuilder(_settings.Name);
         var r = plain ? b.Task(request.Handler) : b.Task(shownId, request.Handler);
         if (_settings.Resources is { } resources)
@@ -660,7 +693,7 @@ internal sealed class OpenRunState : AttemptHost
         var graph = b.TryBuild(out var errors);
         PreparedGraph? prepared = null;
         if (graph is null || !_engine.TryPrepare(graph, _baseDirectory, out prepared, out errors))
-            throw new TaskRefusedException(errors.Select(e => e with { TaskId = shownId, Line = null, Column = null }).ToList());
+            throw Refused(errors, shownId);
         var (route, decision, moved, refused) = _engine.RouteOne(prepared!, _layers, _settings.Router, Budget);
         var template = new TaskTemplate(prepared!, prepared!.HandlerOf(0), route, decision, moved, refused)
         {
@@ -671,6 +704,21 @@ internal sealed class OpenRunState : AttemptHost
         if (argsOnly && moved is null && refused is null && Budget is null && (_settings.Router ?? _engine.Router).FixedDecision is not null)
             _argumentsShapes[request.Handler] = template;
         return template;
+    }
+
+    // (Lambdas in TemplateFor would make it allocate their closure on every call: the refusals are built here.)
+    private static TaskRefusedException BadArguments(IReadOnlyList<string> problems, string taskId)
+    {
+        var errors = new List<GraphError>(problems.Count);
+        foreach (var p in problems) errors.Add(new GraphError(GraphErrorCodes.BadArgs, p, taskId));
+        return new TaskRefusedException(errors);
+    }
+
+    private static TaskRefusedException Refused(IReadOnlyList<GraphError> errors, string taskId)
+    {
+        var list = new List<GraphError>(errors.Count);
+        foreach (var e in errors) list.Add(e with { TaskId = taskId, Line = null, Column = null });
+        return new TaskRefusedException(list);
     }
 
     // ---------------------------------------------------------------- running
@@ -855,7 +903,7 @@ internal sealed class OpenRunState : AttemptHost
     private bool TryCache(SubmittedTask t, ITaskCache cache, out object? output)
     {
         output = null;
-        var prepared = t.Template.Prepared;
+        var prepared = t.Template.PreparedTask;
         string? variant = t.Template.Handler.CacheVariant is { } variantOf
             ? variantOf(prepared.ParsedArgsOf(0), _layers[t.Route == RouteTable.Inline ? RouteTable.Local : t.Route]) : null;
         if (TaskCacheKey.Of(prepared, 0, InputsOf(t.Index), variant) is not string key) return false;
@@ -1212,7 +1260,7 @@ internal sealed class OpenRunState : AttemptHost
                 var newPriority = priority ?? (TaskPriority)t.Priority;
                 if (args is { } a)
                 {
-                    var spec = t.Template.Prepared.Graph.Spec(0)?.Clone() ?? new TaskSpec();
+                    var spec = t.Template.Spec?.Clone() ?? new TaskSpec();
                     spec.Args = a.Clone();
                     var template = TemplateFor(new TaskRequest(t.Template.Handler.Name) { Spec = spec, Priority = newPriority }, t.HasGivenId ? t.Id : null, t.Index);
                     (t.Template, t.Route) = (template, template.Route);
