@@ -19,8 +19,8 @@ public sealed class MessagePackJsonTests
 
     private static byte[] Pack(object? value) => MessagePackSerializer.Serialize(value);
 
-    public static TheoryData<string> Values => new()
-    {
+    private static readonly string[] SampleValues =
+    [
         """{"n":1}""",
         """{"a":[1,-2,3.5,"x",null,true,false],"b":{"c":{"d":"\u00e9\u4e2d\ud83d\ude00"}},"e":""}""",
         """[18446744073709551615,-9223372036854775808,1e300,0.1]""",
@@ -28,7 +28,9 @@ public sealed class MessagePackJsonTests
         "\"text\"",
         "42",
         "null",
-    };
+    ];
+
+    public static TheoryData<string> Values => new(SampleValues);
 
     [Theory]
     [MemberData(nameof(Values))]
@@ -115,5 +117,77 @@ public sealed class MessagePackJsonTests
         Assert.Same(a.Handler, b.Handler);
         var c = Messages.TryReadPlainTask(new ReadOnlySequence<byte>(Pack(new Dictionary<string, object> { ["handler"] = "py.other" })), ref last)!;
         Assert.Equal("py.other", c.Handler);
+    }
+
+    [Fact]
+    public void ValuesConvertedTogether_AreTheElementsEachMakesAlone_AndOneDeclinedValueDeclinesTheBatch()
+    {
+        var values = SampleValues;
+        var raws = values.Select(v => new ReadOnlyMemory<byte>(MessagePackSerializer.ConvertFromJson(v))).ToArray();
+        var together = new JsonElement[raws.Length];
+        Assert.True(MessagePackJson.TryToElements(raws, together));
+        for (int i = 0; i < raws.Length; i++)
+        {
+            Assert.True(MessagePackJson.TryToElement(new ReadOnlySequence<byte>(raws[i]), out var alone));
+            Assert.True(JsonElement.DeepEquals(alone, together[i]), values[i]);
+        }
+        var withBinary = raws.Append(new ReadOnlyMemory<byte>(Pack(new Dictionary<string, object> { ["b"] = new byte[] { 1, 2 } }))).ToArray();
+        Assert.False(MessagePackJson.TryToElements(withBinary, new JsonElement[withBinary.Length]));
+    }
+
+    /// <summary>A message [type, id, [body]] as a frame's payload.</summary>
+    private static byte[] Message(int type, object body) => MessagePackSerializer.Serialize(new object[] { type, 1, new[] { body } });
+
+    [Fact]
+    public void ABatchOfTasks_ReadsEachTasksArguments_AndATaskWhoseArgumentsAreDeclinedTakesTheGeneralPath()
+    {
+        var tasks = new object[]
+        {
+            new Dictionary<string, object> { ["handler"] = "h", ["args"] = new Dictionary<string, object> { ["n"] = 1 } },
+            new Dictionary<string, object> { ["handler"] = "h" },
+            new Dictionary<string, object> { ["handler"] = "h", ["args"] = new Dictionary<string, object> { ["n"] = 3, ["s"] = "three" } },
+            new Dictionary<string, object> { ["handler"] = "h", ["args"] = new Dictionary<string, object> { ["big"] = new string('x', 3000) } },
+        };
+        var read = Messages.Read(Message(MessageType.SubmitTasks, tasks)).Tasks!;
+        Assert.Equal(4, read.Count);
+        Assert.Equal(1, read[0].Request!.Spec!.Args.GetProperty("n").GetInt32());
+        Assert.Null(read[1].Request!.Spec);
+        Assert.Equal("three", read[2].Request!.Spec!.Args.GetProperty("s").GetString());
+        Assert.Equal(3000, read[3].Request!.Spec!.Args.GetProperty("big").GetString()!.Length);   // over the batch's size: alone
+
+        // Binary arguments have no plain JSON form: that task goes the general path (which names the
+        // problem or converts it as MessagePack does); the others in the batch still read directly.
+        tasks[1] = new Dictionary<string, object> { ["handler"] = "h", ["args"] = new Dictionary<string, object> { ["b"] = new byte[] { 1, 2 } } };
+        read = Messages.Read(Message(MessageType.SubmitTasks, tasks)).Tasks!;
+        Assert.Null(read[1].Request);
+        Assert.NotNull(read[1].Json);
+        Assert.Equal(1, read[0].Request!.Spec!.Args.GetProperty("n").GetInt32());
+        Assert.Equal("three", read[2].Request!.Spec!.Args.GetProperty("s").GetString());
+    }
+
+    [Fact]
+    public void ABatchOfResults_ReadsEachOutput_AsAResultAloneWouldBeRead()
+    {
+        var results = new object[]
+        {
+            new object?[] { 1L, true, new Dictionary<string, object> { ["n"] = 1 }, null },
+            new object?[] { 2L, true, new object[] { 1, "two", 3.5 }, 0.5 },
+            new object?[] { 3L, true, "text", null },
+            new object?[] { 4L, false, "it broke", null },
+            new object?[] { 5L, true, new Dictionary<string, object> { ["b"] = new byte[] { 1, 2 } }, null },
+            new object?[] { 6L, true, new Dictionary<string, object> { ["big"] = new string('y', 2000) }, null },
+        };
+        var together = Messages.Read(Message(MessageType.Results, results)).Results!;
+        Assert.Equal(results.Length, together.Count);
+        for (int i = 0; i < results.Length; i++)
+        {
+            var alone = Assert.Single(Messages.Read(Message(MessageType.Results, new[] { results[i] })).Results!);
+            var got = together[i];
+            Assert.Equal((alone.Lease, alone.Ok, alone.Error, alone.Confidence), (got.Lease, got.Ok, got.Error, got.Confidence));
+            if (alone.Output is JsonElement a) Assert.True(JsonElement.DeepEquals(a, (JsonElement)got.Output!), $"result {i}");
+            else Assert.Equal(alone.Output, got.Output);
+        }
+        Assert.Equal(1, ((JsonElement)together[0].Output!).GetProperty("n").GetInt32());
+        Assert.Equal("it broke", together[3].Error);
     }
 }

@@ -45,6 +45,44 @@ internal static class MessagePackJson
         return true;
     }
 
+    /// <summary>Values up to this size (their MessagePack bytes) are converted together by <see cref="TryToElements"/>.</summary>
+    public const int BatchedValueBytes = 1024;
+
+    /// <summary>
+    /// Many values (each one MessagePack value of at most <see cref="BatchedValueBytes"/>) as
+    /// elements of one document: one document, one copy of the bytes and one index for a whole
+    /// frame's arguments or outputs instead of one of each per value. The document lives while any
+    /// of its elements is held, which the size bound keeps to a few hundred kilobytes a frame.
+    /// False when any value is declined (the caller converts them one by one, and names the problem).
+    /// </summary>
+    public static bool TryToElements(ReadOnlySpan<ReadOnlyMemory<byte>> raws, Span<JsonElement> elements)
+    {
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
+        buffer.ResetWrittenCount();
+        var w = t_writer ??= new Utf8JsonWriter(buffer);
+        w.Reset(buffer);
+        try
+        {
+            w.WriteStartArray();
+            foreach (var raw in raws)
+            {
+                var r = new MessagePackReader(raw);
+                if (!TryWrite(ref r, w, 0) || !r.End) return false;
+            }
+            w.WriteEndArray();
+            w.Flush();
+        }
+        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or ArgumentException or InvalidOperationException)
+        {
+            return false;
+        }
+        var json = new Utf8JsonReader(buffer.WrittenSpan, new JsonReaderOptions { MaxDepth = GraphLimits.MaxJsonDepth + 2 });
+        var array = JsonElement.ParseValue(ref json);
+        int i = 0;
+        foreach (var e in array.EnumerateArray()) elements[i++] = e;
+        return i == raws.Length;
+    }
+
     private static bool TryWrite(ref MessagePackReader r, Utf8JsonWriter w, int depth)
     {
         switch (r.NextMessagePackType)

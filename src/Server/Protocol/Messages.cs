@@ -73,7 +73,7 @@ internal readonly record struct TaskItem(TaskRequest? Request, string? Json);
 
 /// <summary>One result a worker sent: its lease, success or not, the output (as JSON) or the error, the confidence it reported.</summary>
 /// <param name="Output">As <see cref="Workers.WorkResult.Output"/>: a scalar as itself, a map or an array as a <see cref="JsonElement"/>.</param>
-internal sealed record WorkerResult(long Lease, bool Ok, object? Output, string? Error, double? Confidence);
+internal readonly record struct WorkerResult(long Lease, bool Ok, object? Output, string? Error, double? Confidence);
 
 /// <summary>Reads requests and writes messages of the socket protocol with MessagePack-CSharp (untrusted data: bounded depth).</summary>
 internal static class Messages
@@ -251,17 +251,57 @@ internal static class Messages
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} tasks in one batch; the most is {MaxBatch:N0}");
         var list = new List<TaskItem>(n);
         string? lastHandler = null;
+        var deferred = new DeferredArgs(n);
         for (int i = 0; i < n; i++)
         {
             if (reader.NextMessagePackType == MessagePackType.Map)
             {
                 var raw = reader.ReadRaw();
-                var plain = TryReadPlainTask(raw, ref lastHandler);
+                var plain = TryReadPlainTask(raw, ref lastHandler, deferred, i);
                 list.Add(plain is not null ? new TaskItem(plain, null) : new TaskItem(null, MessagePackSerializer.ConvertToJson(raw, Untrusted)));
             }
             else list.Add(new TaskItem(null, Json(ref reader, "a task")));
         }
+        deferred.Convert(list);
         return list;
+    }
+
+    /// <summary>
+    /// The small arguments of a batch's plain tasks, converted together once the batch is read
+    /// (<see cref="MessagePackJson.TryToElements"/>); if any is declined, each is converted alone,
+    /// and a task whose arguments are declined takes the general path (which names the problem).
+    /// </summary>
+    private sealed class DeferredArgs(int capacity)
+    {
+        // Sized once for the batch (no growth): per task with small arguments, its place, its
+        // options (whose arguments are set here) and the bytes of its arguments and of the task.
+        private readonly int[] _items = new int[capacity];
+        private readonly TaskSpec[] _specs = new TaskSpec[capacity];
+        private readonly ReadOnlyMemory<byte>[] _args = new ReadOnlyMemory<byte>[capacity];
+        private readonly ReadOnlyMemory<byte>[] _tasks = new ReadOnlyMemory<byte>[capacity];
+        private int _count;
+
+        public void Add(int item, TaskSpec spec, ReadOnlyMemory<byte> args, ReadOnlyMemory<byte> task)
+        {
+            (_items[_count], _specs[_count], _args[_count], _tasks[_count]) = (item, spec, args, task);
+            _count++;
+        }
+
+        public void Convert(List<TaskItem> items)
+        {
+            if (_count == 0) return;
+            var elements = new JsonElement[_count];
+            if (MessagePackJson.TryToElements(_args.AsSpan(0, _count), elements))
+            {
+                for (int i = 0; i < _count; i++) _specs[i].Args = elements[i];
+                return;
+            }
+            for (int i = 0; i < _count; i++)
+            {
+                if (MessagePackJson.TryToElement(new ReadOnlySequence<byte>(_args[i]), out var element)) _specs[i].Args = element;
+                else items[_items[i]] = new TaskItem(null, MessagePackSerializer.ConvertToJson(_tasks[i], Untrusted));
+            }
+        }
     }
 
     /// <summary>
@@ -270,8 +310,13 @@ internal static class Messages
     /// reads it and names its problems. <paramref name="lastHandler"/> is reused when the next task
     /// names the same handler (one string for a batch of one handler's tasks).
     /// </summary>
-    internal static TaskRequest? TryReadPlainTask(ReadOnlySequence<byte> raw, ref string? lastHandler)
+    internal static TaskRequest? TryReadPlainTask(ReadOnlySequence<byte> raw, ref string? lastHandler) => TryReadPlainTask(raw, ref lastHandler, null, 0);
+
+    /// <inheritdoc cref="TryReadPlainTask(ReadOnlySequence{byte}, ref string?)"/>
+    /// <remarks>With <paramref name="deferred"/>, small arguments are left to it (converted with the batch's others).</remarks>
+    private static TaskRequest? TryReadPlainTask(ReadOnlySequence<byte> raw, ref string? lastHandler, DeferredArgs? deferred, int item)
     {
+        ReadOnlySequence<byte> argsRaw = default;
         var r = new MessagePackReader(raw);
         int fields = r.ReadMapHeader();
         string? id = null, handler = null;
@@ -309,19 +354,26 @@ internal static class Messages
             else if (key.SequenceEqual("args"u8))
             {
                 field = 16;
-                if (r.NextMessagePackType != MessagePackType.Map || !MessagePackJson.TryToElement(r.ReadRaw(), out args)) return null;
+                if (r.NextMessagePackType != MessagePackType.Map) return null;
+                argsRaw = r.ReadRaw();
+                bool later = deferred is not null && argsRaw.Length <= MessagePackJson.BatchedValueBytes && argsRaw.IsSingleSegment && raw.IsSingleSegment;
+                if (!later && !MessagePackJson.TryToElement(argsRaw, out args)) return null;
             }
             else return null;
             if ((seen & field) != 0) return null;
             seen |= field;
         }
         if (handler is null || !r.End) return null;
+        TaskSpec? spec = null;
+        if (args.ValueKind != JsonValueKind.Undefined) spec = new TaskSpec { Args = args };
+        else if ((seen & 16) != 0)
+            deferred!.Add(item, spec = new TaskSpec(), argsRaw.First, raw.First);
         return new TaskRequest(handler)
         {
             Id = id,
             Priority = priority,
             DependsOn = deps,
-            Spec = args.ValueKind == JsonValueKind.Undefined ? null : new TaskSpec { Args = args },
+            Spec = spec,
         };
     }
 
@@ -377,6 +429,7 @@ internal static class Messages
         int n = reader.ReadArrayHeader();
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} results in one message; the most is {MaxBatch:N0}");
         var list = new List<WorkerResult>(n);
+        List<(int Index, ReadOnlyMemory<byte> Raw)>? deferred = null;   // maps and arrays, converted together at the end
         for (int i = 0; i < n; i++)
         {
             if (reader.NextMessagePackType != MessagePackType.Array || reader.ReadArrayHeader() != 4) throw new ProtocolException("a result is [lease_id, ok, output_or_error, confidence]");
@@ -386,7 +439,18 @@ internal static class Messages
             bool ok = reader.ReadBoolean();
             object? output = null;
             string? error = null;
-            if (ok)
+            if (ok && reader.NextMessagePackType is MessagePackType.Map or MessagePackType.Array)
+            {
+                // A map or an array: converted with the frame's others once all are read (below).
+                var raw = reader.ReadRaw();
+                if (raw.Length <= MessagePackJson.BatchedValueBytes && raw.IsSingleSegment) (deferred ??= new(n)).Add((list.Count, raw.First));
+                else
+                {
+                    output = Structured(raw, out error);
+                    ok = error is null;
+                }
+            }
+            else if (ok)
             {
                 // An output with no JSON form fails its attempt (the worker's connection goes on).
                 output = Output(ref reader, out error);
@@ -401,6 +465,20 @@ internal static class Messages
             };
             if (confidence is double c && !(c >= 0 && c <= 1)) throw new ProtocolException("confidence must be 0–1");
             list.Add(new WorkerResult(lease, ok, output, error, confidence));
+        }
+        if (deferred is not null)
+        {
+            var raws = new ReadOnlyMemory<byte>[deferred.Count];
+            for (int i = 0; i < raws.Length; i++) raws[i] = deferred[i].Raw;
+            var elements = new JsonElement[raws.Length];
+            bool together = MessagePackJson.TryToElements(raws, elements);
+            for (int i = 0; i < raws.Length; i++)
+            {
+                int at = deferred[i].Index;
+                string? error = null;
+                object? output = together ? Workers.WorkResult.OutputOf(elements[i]) : Structured(new ReadOnlySequence<byte>(raws[i]), out error);
+                list[at] = list[at] with { Ok = error is null, Output = output, Error = error };
+            }
         }
         return list;
     }
@@ -426,7 +504,13 @@ internal static class Messages
                 problem = "the worker's output is NaN or infinite: JSON has no such number";
                 return null;
         }
-        var raw = reader.ReadRaw();
+        return Structured(reader.ReadRaw(), out problem);
+    }
+
+    /// <summary>A worker's output that is a map or an array (or another value the direct reads do not take): a JSON element, or null with <paramref name="problem"/>.</summary>
+    private static object? Structured(ReadOnlySequence<byte> raw, out string? problem)
+    {
+        problem = null;
         if (MessagePackJson.TryToElement(raw, out var element)) return Workers.WorkResult.OutputOf(element);
         // What the direct path declines (binary, extensions, keys that are not strings): MessagePack's own conversion.
         try
