@@ -190,4 +190,29 @@ public sealed class MessagePackJsonTests
         Assert.Equal(1, ((JsonElement)together[0].Output!).GetProperty("n").GetInt32());
         Assert.Equal("it broke", together[3].Error);
     }
+
+    [Theory]
+    [InlineData(MessageType.SubmitTasks)]
+    [InlineData(MessageType.Results)]
+    [InlineData(MessageType.WaitTasks)]
+    public void AFrameClaimingTheLargestBatch_AllocatesLessThanItsOwnSize_BeforeItsFirstBadItemRefusesIt(int type)
+    {
+        // [type, id, [array of 100,000 …]] and 100,000 nils: each claimed item has a byte (so the
+        // reader's own check of the count passes), and the first is of the wrong shape.
+        var buffer = new ArrayBufferWriter<byte>();
+        var w = new MessagePackWriter(buffer);
+        w.WriteArrayHeader(3);
+        w.Write(type);
+        w.Write(1u);
+        w.WriteArrayHeader(1);
+        w.WriteArrayHeader(Messages.MaxBatch);
+        for (int i = 0; i < Messages.MaxBatch; i++) w.WriteNil();
+        w.Flush();
+        var frame = buffer.WrittenMemory;
+        Assert.Throws<ProtocolException>(() => Messages.Read(frame));   // a first call: what the runtime makes once
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Throws<ProtocolException>(() => Messages.Read(frame));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < frame.Length, $"{allocated:N0} bytes allocated for a {frame.Length:N0}-byte frame");
+    }
 }

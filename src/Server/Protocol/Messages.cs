@@ -244,14 +244,30 @@ internal static class Messages
         return query;
     }
 
+    // The fewest bytes a task map ({"handler": …}) and a result ([lease, ok, output, confidence]) take:
+    // what a count the bytes claim is checked against before anything is sized by it.
+    private const int MinTaskBytes = 10, MinResultBytes = 5;
+
+    /// <summary>
+    /// What a list of <paramref name="claimed"/> items starts at: no more than the rest of the
+    /// message can hold at <paramref name="minBytes"/> each, nor than <see cref="FirstCapacity"/>
+    /// (it grows as items are read) — so that bytes claiming a large count make nothing large
+    /// before they are read.
+    /// </summary>
+    private static int Room(ref MessagePackReader reader, int claimed, int minBytes)
+        => (int)Math.Min(Math.Min(claimed, FirstCapacity), (reader.Sequence.Length - reader.Consumed) / minBytes);
+
+    private const int FirstCapacity = 1024;
+
     private static List<TaskItem> TaskList(ref MessagePackReader reader)
     {
         if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("tasks is an array");
         int n = reader.ReadArrayHeader();
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} tasks in one batch; the most is {MaxBatch:N0}");
-        var list = new List<TaskItem>(n);
+        int room = Room(ref reader, n, MinTaskBytes);
+        var list = new List<TaskItem>(room);
         string? lastHandler = null;
-        var deferred = new DeferredArgs(n);
+        var deferred = new DeferredArgs(room);
         for (int i = 0; i < n; i++)
         {
             if (reader.NextMessagePackType == MessagePackType.Map)
@@ -273,16 +289,24 @@ internal static class Messages
     /// </summary>
     private sealed class DeferredArgs(int capacity)
     {
-        // Sized once for the batch (no growth): per task with small arguments, its place, its
-        // options (whose arguments are set here) and the bytes of its arguments and of the task.
-        private readonly int[] _items = new int[capacity];
-        private readonly TaskSpec[] _specs = new TaskSpec[capacity];
-        private readonly ReadOnlyMemory<byte>[] _args = new ReadOnlyMemory<byte>[capacity];
-        private readonly ReadOnlyMemory<byte>[] _tasks = new ReadOnlyMemory<byte>[capacity];
+        // Per task with small arguments: its place, its options (whose arguments are set here), and
+        // the bytes of its arguments and of the task.
+        private int[] _items = new int[capacity];
+        private TaskSpec[] _specs = new TaskSpec[capacity];
+        private ReadOnlyMemory<byte>[] _args = new ReadOnlyMemory<byte>[capacity];
+        private ReadOnlyMemory<byte>[] _tasks = new ReadOnlyMemory<byte>[capacity];
         private int _count;
 
         public void Add(int item, TaskSpec spec, ReadOnlyMemory<byte> args, ReadOnlyMemory<byte> task)
         {
+            if (_count == _items.Length)
+            {
+                int grown = Math.Max(16, _count * 2);
+                Array.Resize(ref _items, grown);
+                Array.Resize(ref _specs, grown);
+                Array.Resize(ref _args, grown);
+                Array.Resize(ref _tasks, grown);
+            }
             (_items[_count], _specs[_count], _args[_count], _tasks[_count]) = (item, spec, args, task);
             _count++;
         }
@@ -428,7 +452,8 @@ internal static class Messages
         if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("results is an array");
         int n = reader.ReadArrayHeader();
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} results in one message; the most is {MaxBatch:N0}");
-        var list = new List<WorkerResult>(n);
+        int room = Room(ref reader, n, MinResultBytes);
+        var list = new List<WorkerResult>(room);
         List<(int Index, ReadOnlyMemory<byte> Raw)>? deferred = null;   // maps and arrays, converted together at the end
         for (int i = 0; i < n; i++)
         {
@@ -443,7 +468,7 @@ internal static class Messages
             {
                 // A map or an array: converted with the frame's others once all are read (below).
                 var raw = reader.ReadRaw();
-                if (raw.Length <= MessagePackJson.BatchedValueBytes && raw.IsSingleSegment) (deferred ??= new(n)).Add((list.Count, raw.First));
+                if (raw.Length <= MessagePackJson.BatchedValueBytes && raw.IsSingleSegment) (deferred ??= new(room)).Add((list.Count, raw.First));
                 else
                 {
                     output = Structured(raw, out error);
@@ -530,7 +555,7 @@ internal static class Messages
         if (reader.NextMessagePackType != MessagePackType.Array) throw new ProtocolException("task_ids is an array");
         int n = reader.ReadArrayHeader();
         if (n > MaxBatch) throw new ProtocolException($"{n:N0} ids in one wait; the most is {MaxBatch:N0}");
-        var list = new List<string>(n);
+        var list = new List<string>(Room(ref reader, n, 1));
         for (int i = 0; i < n; i++) list.Add(Str(ref reader, "a task id", nullable: false)!);
         return list;
     }
