@@ -22,6 +22,7 @@ internal static class MessagePackJson
     {
         var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
         buffer.ResetWrittenCount();
+        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);   // a rare large value's buffer is not kept
         var w = t_writer ??= new Utf8JsonWriter(buffer);
         w.Reset(buffer);
         var r = new MessagePackReader(raw);
@@ -45,6 +46,9 @@ internal static class MessagePackJson
         return true;
     }
 
+    /// <summary>Past this, a thread's JSON buffer is dropped rather than kept for its next conversion.</summary>
+    private const int MaxKeptBuffer = 1 << 20;
+
     /// <summary>Values up to this size (their MessagePack bytes) are converted together by <see cref="TryToElements"/>.</summary>
     public const int BatchedValueBytes = 1024;
 
@@ -59,6 +63,7 @@ internal static class MessagePackJson
     {
         var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
         buffer.ResetWrittenCount();
+        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);   // a rare large frame's buffer is not kept
         var w = t_writer ??= new Utf8JsonWriter(buffer);
         w.Reset(buffer);
         try
