@@ -335,10 +335,11 @@ internal sealed class ClusterDispatcher : IAsyncDisposable
 
     private void Wake() => _wake.Writer.TryWrite(true);
 
-    /// <summary>Ends attempts (null: run it locally), their continuations one after the other on one thread-pool item.</summary>
+    /// <summary>Ends attempts (null: run it locally), their continuations one after the other on one thread-pool item, their slots given back together.</summary>
     internal static void Complete(List<(RemoteWork Work, WorkOutcome? Outcome)> ended)
         => ThreadPool.UnsafeQueueUserWorkItem(static list =>
         {
+            using var together = Engine.Layers.LayerAttempt.EndTogether();
             foreach (var (work, outcome) in list) work.End(outcome);
         }, ended, preferLocal: false);
 

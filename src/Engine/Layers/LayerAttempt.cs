@@ -79,6 +79,28 @@ public sealed class LayerAttempt
         return true;
     }
 
+    /// <summary>
+    /// A scope in which this thread's <see cref="Succeed"/> and <see cref="Fail"/> calls give their
+    /// slots back together when it is disposed (per run and layer: a few counter updates and one
+    /// dispatch round instead of those per attempt). Wrap a loop that ends many attempts at once — a
+    /// worker's batch of results — in one; each attempt still ends at its own call.
+    /// </summary>
+    public static EndTogetherScope EndTogether() => new(LayerDispatcher.Enter());
+
+    /// <summary>Returned by <see cref="EndTogether"/>: dispose it on the thread that made it, with no <c>await</c> between.</summary>
+    public readonly struct EndTogetherScope : IDisposable
+    {
+        private readonly LayerDispatcher.EndingTogether? _scope;
+
+        internal EndTogetherScope(LayerDispatcher.EndingTogether scope) => _scope = scope;
+
+        /// <summary>Gives back the slots of the attempts ended in the scope (the outermost scope only).</summary>
+        public void Dispose()
+        {
+            if (_scope is not null) LayerDispatcher.Leave(_scope);
+        }
+    }
+
     internal int Node { get; }
     internal long StartedAt { get; }
     /// <summary>When it times out, on the run's <see cref="TimeProvider"/> clock (<see cref="long.MaxValue"/>: never).</summary>

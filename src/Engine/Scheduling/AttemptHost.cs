@@ -58,6 +58,12 @@ internal abstract class AttemptHost
     internal abstract void OnGuardedStarted();
     internal abstract void OnGuardedEnded();
 
+    /// <summary><paramref name="count"/> guarded pieces of work ended at once (see <see cref="OnGuardedEnded()"/>).</summary>
+    internal virtual void OnGuardedEnded(int count)
+    {
+        for (int i = 0; i < count; i++) OnGuardedEnded();
+    }
+
     /// <summary>Something broke that no task can own: the run ends with <paramref name="ex"/>.</summary>
     internal abstract void Fault(Exception ex);
 

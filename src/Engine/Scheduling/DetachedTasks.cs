@@ -213,6 +213,7 @@ internal sealed class DetachedTasks
         internal override ObserverSet? OnRoutedObservers => null;
         internal override void OnGuardedStarted() { }
         internal override void OnGuardedEnded() { }
+        internal override void OnGuardedEnded(int count) { }
         internal override void Fault(Exception ex) { }
         internal override HandlerDescriptor HandlerOf(int node) => prepared.HandlerOf(0);
         internal override string IdOf(int node) => task.Id;

@@ -331,11 +331,78 @@ internal sealed class LayerDispatcher
 
     private void SlotEnded()
     {
-        Layer.AddRunning(-1);
-        Interlocked.Decrement(ref _running);
-        Interlocked.Increment(ref _freeSlots);
-        _run.OnGuardedEnded();
+        if (t_ending is { Depth: > 0 } together)
+        {
+            together.Add(this);
+            return;
+        }
+        SlotsEnded(1);
+    }
+
+    /// <summary><paramref name="count"/> of this dispatcher's slots were given back: the counts moved once, the pump asked once.</summary>
+    private void SlotsEnded(int count)
+    {
+        Layer.AddRunning(-count);
+        Interlocked.Add(ref _running, -count);
+        Interlocked.Add(ref _freeSlots, count);
+        _run.OnGuardedEnded(count);
         Pump();
+    }
+
+    // ---------------------------------------------------------------- attempts ended together
+
+    [ThreadStatic] private static EndingTogether? t_ending;
+
+    /// <summary>
+    /// This thread's attempts ended inside <see cref="LayerAttempt.EndTogether"/>: each ends (its
+    /// outcome settled, its task's next step taken) at once, and the slots they held are given back
+    /// per dispatcher when the scope closes — a few atomic updates and one pump for a worker's batch
+    /// of results instead of those per attempt.
+    /// </summary>
+    internal sealed class EndingTogether
+    {
+        public int Depth;
+        private readonly List<(LayerDispatcher Dispatcher, int Count)> _ended = [];
+
+        public void Add(LayerDispatcher d)
+        {
+            for (int i = 0; i < _ended.Count; i++)
+                if (ReferenceEquals(_ended[i].Dispatcher, d))
+                {
+                    _ended[i] = (d, _ended[i].Count + 1);
+                    return;
+                }
+            _ended.Add((d, 1));
+        }
+
+        /// <summary>Gives every slot back (the outermost scope closing).</summary>
+        public void Close()
+        {
+            // Taken out first: a slot given back pumps, and what that starts may end attempts on this
+            // thread in a scope of its own, which closes by itself.
+            while (_ended.Count > 0)
+            {
+                var ended = _ended.ToArray();
+                _ended.Clear();
+                foreach (var (d, count) in ended)
+                {
+                    try { d.SlotsEnded(count); }
+                    catch (Exception ex) { d._run.Fault(ex); }
+                }
+            }
+        }
+    }
+
+    internal static EndingTogether Enter()
+    {
+        var scope = t_ending ??= new EndingTogether();
+        scope.Depth++;
+        return scope;
+    }
+
+    internal static void Leave(EndingTogether scope)
+    {
+        if (--scope.Depth == 0) scope.Close();
     }
 
     /// <summary>Ends the attempts in flight whose timeout passed or whose task (or run) was cancelled, and tells their layer.</summary>

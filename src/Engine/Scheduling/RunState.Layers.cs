@@ -43,9 +43,11 @@ internal sealed partial class RunState
 
     internal override void OnGuardedStarted() => Interlocked.Increment(ref _guardedInFlight);
 
-    internal override void OnGuardedEnded()
+    internal override void OnGuardedEnded() => OnGuardedEnded(1);
+
+    internal override void OnGuardedEnded(int count)
     {
-        if (Interlocked.Decrement(ref _guardedInFlight) == 0 && (_cancelled || _stopping))
+        if (Interlocked.Add(ref _guardedInFlight, -count) == 0 && (_cancelled || _stopping))
             _drained.TrySetResult();
     }
 

@@ -451,6 +451,7 @@ internal sealed class SocketServer : IAsyncDisposable
         private void TakeResults(Request r)
         {
             if (_worker is not { } session) return;
+            using var together = Engine.Layers.LayerAttempt.EndTogether();   // the batch's slots given back at once
             foreach (var x in r.Results!)
             {
                 if (!server._service.Work.Complete(session, x.Lease, new Workers.WorkResult(x.Ok, x.Output, x.Error, x.Confidence)))

@@ -30,7 +30,13 @@ public sealed class BatchLayerTests
         private readonly Task _loop;
         private int _inFlight;
 
-        public Batching(int capacity) : base(capacity) => _loop = Task.Run(LoopAsync);
+        public Batching(int capacity, bool endTogether = false) : base(capacity)
+        {
+            _endTogether = endTogether;
+            _loop = Task.Run(LoopAsync);
+        }
+
+        private readonly bool _endTogether;   // answer what is waiting in one go, inside LayerAttempt.EndTogether
 
         public override string Name => "batching";
         public override bool TakesBatches => true;
@@ -65,6 +71,26 @@ public sealed class BatchLayerTests
 
         private async Task LoopAsync()
         {
+            if (_endTogether)
+            {
+                var batch = new List<LayerAttempt>();
+                while (await _queue.Reader.WaitToReadAsync())
+                {
+                    while (batch.Count < 256 && _queue.Reader.TryRead(out var next)) batch.Add(next);
+                    using (LayerAttempt.EndTogether())
+                    {
+                        using var nested = LayerAttempt.EndTogether();   // an inner scope gives nothing back by itself
+                        foreach (var a in batch)
+                        {
+                            Interlocked.Decrement(ref _inFlight);
+                            if (a.Invocation.Args.TryGetProperty("fail", out _)) a.Fail(new InvalidOperationException("asked to fail"));
+                            else a.Succeed(a.Invocation.Args.GetProperty("x").GetInt32());
+                        }
+                    }
+                    batch.Clear();
+                }
+                return;
+            }
             await foreach (var a in _queue.Reader.ReadAllAsync())
             {
                 var args = a.Invocation.Args;
@@ -92,10 +118,10 @@ public sealed class BatchLayerTests
         }
     }
 
-    private static TaskEngineAndLayer Engine(int capacity)
+    private static TaskEngineAndLayer Engine(int capacity, bool endTogether = false)
     {
         var engine = new TaskMeshEngine(new EngineOptions { RetryAttempts = 0 });
-        var layer = new Batching(capacity);
+        var layer = new Batching(capacity, endTogether);
         engine.AddLayer(layer);
         engine.Router = new FixedLayerRouter(layer.Name);
         return new(engine, layer);
@@ -121,6 +147,27 @@ public sealed class BatchLayerTests
         Assert.InRange(e.Layer.MostInFlight, 2, 64);
         Assert.Contains(e.Layer.BatchSizes, n => n > 1);
         Assert.Empty(e.Layer.Stopped);
+        Assert.Equal((0, 0), (e.Layer.Running, e.Layer.QueueDepth));
+    }
+
+    [Fact]
+    public async Task AttemptsEndedTogether_GiveTheirSlotsBackWhenTheScopeCloses_AndEveryTaskEndsWithItsAnswer()
+    {
+        // Few slots, many tasks: a run whose slots were not all given back would never end.
+        using var e = Engine(capacity: 8, endTogether: true);
+        var b = new GraphBuilder("together");
+        for (int i = 0; i < 2000; i++)
+        {
+            var t = b.Task($"t{i}", "noop", i % 100 == 7 ? new { fail = true } : (object)new { x = i });
+            if (i >= 8) t.DependsOn($"t{i - 8}", EdgeKind.Soft);   // each after one ended before: the slots turn over
+        }
+        var result = await e.Engine.RunAsync(b.Build(), new RunOptions { KeepOutputs = true }).WaitAsync(Limit);
+
+        Assert.Equal(RunStatus.Failed, result.Status);
+        Assert.Equal(20, result.Tasks.Count(t => t.Outcome == TaskOutcome.Failed));
+        Assert.Equal(1980, result.Tasks.Count(t => t.Outcome == TaskOutcome.Succeeded && t.Layer == "batching"));
+        Assert.Equal(1234, result.OutputOf(result.Tasks.Single(t => t.Id == "t1234").Index));
+        Assert.InRange(e.Layer.MostInFlight, 1, 8);
         Assert.Equal((0, 0), (e.Layer.Running, e.Layer.QueueDepth));
     }
 

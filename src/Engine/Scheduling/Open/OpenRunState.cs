@@ -361,6 +361,7 @@ internal sealed class OpenRunState : AttemptHost
 
     internal override void OnGuardedStarted() { }
     internal override void OnGuardedEnded() { }
+    internal override void OnGuardedEnded(int count) { }
 
     internal override void Fault(Exception ex)
     {
