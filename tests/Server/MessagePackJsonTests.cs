@@ -131,6 +131,12 @@ public sealed class MessagePackJsonTests
             Assert.True(MessagePackJson.TryToElement(new ReadOnlySequence<byte>(raws[i]), out var alone));
             Assert.True(JsonElement.DeepEquals(alone, together[i]), values[i]);
         }
+        // Many: past one document's size, the values are split over several, each element still its value's.
+        var many = Enumerable.Range(0, 3000).Select(i => raws[i % raws.Length]).ToArray();
+        var manyElements = new JsonElement[many.Length];
+        Assert.True(MessagePackJson.TryToElements(many, manyElements));
+        for (int i = 0; i < many.Length; i++) Assert.True(JsonElement.DeepEquals(together[i % raws.Length], manyElements[i]), $"value {i}");
+
         var withBinary = raws.Append(new ReadOnlyMemory<byte>(Pack(new Dictionary<string, object> { ["b"] = new byte[] { 1, 2 } }))).ToArray();
         Assert.False(MessagePackJson.TryToElements(withBinary, new JsonElement[withBinary.Length]));
     }

@@ -52,40 +52,51 @@ internal static class MessagePackJson
     /// <summary>Values up to this size (their MessagePack bytes) are converted together by <see cref="TryToElements"/>.</summary>
     public const int BatchedValueBytes = 1024;
 
+    /// <summary>A document of <see cref="TryToElements"/> is closed once its JSON reaches this size, and the next begins.</summary>
+    public const int DocumentBytes = 16 * 1024;
+
     /// <summary>
     /// Many values (each one MessagePack value of at most <see cref="BatchedValueBytes"/>) as
-    /// elements of one document: one document, one copy of the bytes and one index for a whole
-    /// frame's arguments or outputs instead of one of each per value. The document lives while any
-    /// of its elements is held, which the size bound keeps to a few hundred kilobytes a frame.
-    /// False when any value is declined (the caller converts them one by one, and names the problem).
+    /// elements of shared documents: one document, one copy of the bytes and one index for up to
+    /// <see cref="DocumentBytes"/> of a frame's arguments or outputs, instead of one of each per value.
+    /// A document lives while any of its elements is held: the size bound keeps what one held task
+    /// pins to a few kilobytes more than its own value. False when any value is declined (the caller
+    /// converts them one by one, and names the problem).
     /// </summary>
     public static bool TryToElements(ReadOnlySpan<ReadOnlyMemory<byte>> raws, Span<JsonElement> elements)
     {
         var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
-        buffer.ResetWrittenCount();
-        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);   // a rare large frame's buffer is not kept
+        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);   // a rare large value's buffer is not kept
         var w = t_writer ??= new Utf8JsonWriter(buffer);
-        w.Reset(buffer);
-        try
+        int first = 0;
+        while (first < raws.Length)
         {
-            w.WriteStartArray();
-            foreach (var raw in raws)
+            buffer.ResetWrittenCount();
+            w.Reset(buffer);
+            int next = first;
+            try
             {
-                var r = new MessagePackReader(raw);
-                if (!TryWrite(ref r, w, 0) || !r.End) return false;
+                w.WriteStartArray();
+                while (next < raws.Length && (next == first || w.BytesPending + w.BytesCommitted < DocumentBytes))
+                {
+                    var r = new MessagePackReader(raws[next++]);
+                    if (!TryWrite(ref r, w, 0) || !r.End) return false;
+                }
+                w.WriteEndArray();
+                w.Flush();
             }
-            w.WriteEndArray();
-            w.Flush();
+            catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or ArgumentException or InvalidOperationException)
+            {
+                return false;
+            }
+            var json = new Utf8JsonReader(buffer.WrittenSpan, new JsonReaderOptions { MaxDepth = GraphLimits.MaxJsonDepth + 2 });
+            var array = JsonElement.ParseValue(ref json);
+            int i = first;
+            foreach (var e in array.EnumerateArray()) elements[i++] = e;
+            if (i != next) return false;
+            first = next;
         }
-        catch (Exception ex) when (ex is MessagePackSerializationException or EndOfStreamException or ArgumentException or InvalidOperationException)
-        {
-            return false;
-        }
-        var json = new Utf8JsonReader(buffer.WrittenSpan, new JsonReaderOptions { MaxDepth = GraphLimits.MaxJsonDepth + 2 });
-        var array = JsonElement.ParseValue(ref json);
-        int i = 0;
-        foreach (var e in array.EnumerateArray()) elements[i++] = e;
-        return i == raws.Length;
+        return true;
     }
 
     private static bool TryWrite(ref MessagePackReader r, Utf8JsonWriter w, int depth)
