@@ -190,12 +190,8 @@ internal sealed class LayerDispatcher
         }
         finally
         {
-            Layer.AddRunning(-1);
-            Interlocked.Decrement(ref _running);
-            Interlocked.Increment(ref _freeSlots);
-            _run.OnGuardedEnded();
+            SlotsEnded(1);
         }
-        Pump();
     }
 
     // ---------------------------------------------------------------- layers that take batches

@@ -20,11 +20,7 @@ internal static class MessagePackJson
     /// <summary>The value in <paramref name="raw"/> (one MessagePack value) as a standalone element; false when it is declined.</summary>
     public static bool TryToElement(ReadOnlySequence<byte> raw, out JsonElement element)
     {
-        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
-        buffer.ResetWrittenCount();
-        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);   // a rare large value's buffer is not kept
-        var w = t_writer ??= new Utf8JsonWriter(buffer);
-        w.Reset(buffer);
+        var (buffer, w) = Writer();
         var r = new MessagePackReader(raw);
         try
         {
@@ -46,6 +42,17 @@ internal static class MessagePackJson
         return true;
     }
 
+    /// <summary>This thread's JSON buffer, emptied, and its writer reset onto it (a buffer grown past <see cref="MaxKeptBuffer"/> by a rare large value is replaced).</summary>
+    private static (ArrayBufferWriter<byte> Buffer, Utf8JsonWriter Writer) Writer()
+    {
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
+        buffer.ResetWrittenCount();
+        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);
+        var w = t_writer ??= new Utf8JsonWriter(buffer);
+        w.Reset(buffer);
+        return (buffer, w);
+    }
+
     /// <summary>Past this, a thread's JSON buffer is dropped rather than kept for its next conversion.</summary>
     private const int MaxKeptBuffer = 1 << 20;
 
@@ -65,9 +72,7 @@ internal static class MessagePackJson
     /// </summary>
     public static bool TryToElements(ReadOnlySpan<ReadOnlyMemory<byte>> raws, Span<JsonElement> elements)
     {
-        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
-        if (buffer.Capacity > MaxKeptBuffer) t_buffer = buffer = new ArrayBufferWriter<byte>(256);   // a rare large value's buffer is not kept
-        var w = t_writer ??= new Utf8JsonWriter(buffer);
+        var (buffer, w) = Writer();
         int first = 0;
         while (first < raws.Length)
         {
